@@ -1,0 +1,201 @@
+/* the backend interface: every operation of a training step, as a table of
+ * function pointers. the model (engine/model.c) is written once against this
+ * table; engine/cpu/ implements it in plain fp32 C (the reference), cuda/
+ * implements it on the GPU.
+ *
+ * memory: a backend owns its memory. pointers passed to ops are device
+ * pointers obtained from alloc(); the host never dereferences them and moves
+ * data with upload()/download().
+ *
+ * precision: two element types cross the interface.
+ *   float   master weights, gradients, optimizer state, statistics (layernorm
+ *           mean/rstd, attention log-sum-exp), features, losses. always fp32.
+ *   tc_act  activations and the copy of the weights used in compute. fp32 on
+ *           the CPU backend and in the CUDA fp32 mode, bf16 in the CUDA mixed
+ *           mode. its size is backend->act_bytes; the host never reads one.
+ *
+ * accumulation rule (as llm.c): parameter gradients are accumulated (+=),
+ * activation gradients are written (=), except where an op says "+=" for the
+ * residual stream. every op is deterministic: same inputs, same bits.
+ *
+ * shape letters: B batch, T tokens, C width, NH heads, HS head size (64),
+ * A = NH*HS attention width, M mlp width, E embedding, N rows, V vocabulary.
+ * all tensors are row-major and contiguous unless a stride is given. */
+#ifndef TC_BACKEND_H
+#define TC_BACKEND_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "status.h"
+
+typedef struct tc_act tc_act; /* opaque activation element (fp32 or bf16) */
+typedef struct tc_backend tc_backend;
+
+typedef enum { TC_GELU = 0, TC_QUICK_GELU = 1 } tc_activation;
+
+/* one contiguous run of parameters that share a weight decay */
+typedef struct {
+    size_t offset; /* in elements from the start of the parameter buffer */
+    size_t count;
+    float weight_decay;
+} tc_param_segment;
+
+typedef struct {
+    float lr, beta1, beta2, eps;
+    int step; /* 1-based, for bias correction */
+} tc_adamw_hparams;
+
+struct tc_backend {
+    const char *name;    /* "cpu", "cuda" */
+    size_t act_bytes;    /* sizeof one tc_act element */
+    int separate_compute_weights; /* 1: tc_act weights are a copy of the fp32 master */
+
+    /* ---- memory ---- */
+    tc_status (*alloc)(tc_backend *b, size_t bytes, void **ptr); /* zero-filled */
+    void (*free)(tc_backend *b, void *ptr);
+    tc_status (*upload)(tc_backend *b, void *dst, const void *host_src, size_t bytes);
+    tc_status (*download)(tc_backend *b, void *host_dst, const void *src, size_t bytes);
+    tc_status (*synchronize)(tc_backend *b); /* waits for queued work; reports async errors */
+    void (*destroy)(tc_backend *b);
+
+    /* ---- elementwise and copies ---- */
+    void (*fill_f32)(tc_backend *b, float *x, float value, size_t n);
+    void (*zero)(tc_backend *b, void *x, size_t bytes);
+    void (*copy)(tc_backend *b, void *dst, const void *src, size_t bytes);
+    /* dst = src converted to the activation type (weights for compute) */
+    void (*f32_to_act)(tc_backend *b, tc_act *dst, const float *src, size_t n);
+    /* dst = src converted to fp32 */
+    void (*act_to_f32)(tc_backend *b, float *dst, const tc_act *src, size_t n);
+    /* out = a + b */
+    void (*add)(tc_backend *b, tc_act *out, const tc_act *x, const tc_act *y, size_t n);
+    /* x = x * scale[0] (scale is a device scalar) */
+    void (*scale_f32)(tc_backend *b, float *x, const float *scale, size_t n);
+
+    /* ---- linear layers ----
+     * w_trans = 0: w is (OC, C), nn.Linear layout, out = inp @ w^T
+     * w_trans = 1: w is (C, OC), projection layout (visual.proj), out = inp @ w */
+    /* out (N,OC) = inp (N,C) . w + bias (OC) [bias may be NULL] */
+    void (*linear_forward)(tc_backend *b, tc_act *out, const tc_act *inp, const tc_act *w,
+                           const tc_act *bias, int N, int C, int OC, int w_trans);
+    /* dinp (N,C) = dout . w          (written; skipped when NULL)
+     * dw        += dout^T inp        (skipped when NULL)
+     * dbias (OC) += sum_rows dout    (skipped when NULL) */
+    void (*linear_backward)(tc_backend *b, tc_act *dinp, float *dw, float *dbias,
+                            const tc_act *dout, const tc_act *inp, const tc_act *w, int N,
+                            int C, int OC, int w_trans);
+    /* fp32 gemm on row-major matrices: C (M,N) = alpha * op(A) op(B) + beta * C,
+     * op(A) is (M,K), op(B) is (K,N); trans flags transpose the stored matrix. */
+    void (*gemm_f32)(tc_backend *b, int trans_a, int trans_b, int M, int N, int K, float alpha,
+                     const float *A, const float *B, float beta, float *C);
+
+    /* ---- layernorm (eps 1e-5), over the last dim C of N rows ---- */
+    void (*layernorm_forward)(tc_backend *b, tc_act *out, float *mean, float *rstd,
+                              const tc_act *inp, const tc_act *w, const tc_act *bias, int N,
+                              int C);
+    /* dinp += ..., dw += ..., dbias += ... */
+    void (*layernorm_backward)(tc_backend *b, tc_act *dinp, float *dw, float *dbias,
+                               const tc_act *dout, const tc_act *inp, const tc_act *w,
+                               const float *mean, const float *rstd, int N, int C);
+
+    /* ---- activation (GELU exact erf, or QuickGELU x*sigmoid(1.702x)) ---- */
+    void (*gelu_forward)(tc_backend *b, tc_act *out, const tc_act *inp, size_t n,
+                         tc_activation kind);
+    /* dinp = dout * act'(inp) */
+    void (*gelu_backward)(tc_backend *b, tc_act *dinp, const tc_act *inp, const tc_act *dout,
+                          size_t n, tc_activation kind);
+
+    /* ---- attention ----
+     * qkv (B,T,3A) is the packed in_proj output: [q heads | k heads | v heads],
+     * head h of q at columns h*HS..h*HS+HS. out (B,T,A) heads concatenated.
+     * scale HS^-0.5; causal masks j > i. lse (B,NH,T) = log-sum-exp of the
+     * scaled scores per query row, saved for the backward. */
+    void (*attention_forward)(tc_backend *b, tc_act *out, float *lse, const tc_act *qkv, int B,
+                              int T, int NH, int HS, int causal);
+    /* dqkv (B,T,3A) written */
+    void (*attention_backward)(tc_backend *b, tc_act *dqkv, const tc_act *dout,
+                               const tc_act *qkv, const tc_act *out, const float *lse, int B,
+                               int T, int NH, int HS, int causal);
+
+    /* ---- embeddings ---- */
+    /* image (B,3,H,W) fp32 planar -> patches (B*g*g, 3*P*P), row (b, gy, gx),
+     * column (c, ky, kx) to match conv1.weight (C,3,P,P) flattened */
+    void (*patchify)(tc_backend *b, tc_act *patches, const float *image, int B, int H, int W,
+                     int P);
+    /* x (B,T,C): x[b,0] = cls + pos[0]; x[b,t] = patch_emb[b,t-1] + pos[t] */
+    void (*vision_embed_forward)(tc_backend *b, tc_act *x, const tc_act *patch_emb,
+                                 const tc_act *cls, const tc_act *pos, int B, int T, int C);
+    /* dpatch_emb written; dcls, dpos += */
+    void (*vision_embed_backward)(tc_backend *b, tc_act *dpatch_emb, float *dcls, float *dpos,
+                                  const tc_act *dx, int B, int T, int C);
+    /* x (B,T,C) = wte[ids[b,t]] + wpe[t]; ids in [0,V) (checked by the host) */
+    void (*token_embed_forward)(tc_backend *b, tc_act *x, const int32_t *ids, const tc_act *wte,
+                                const tc_act *wpe, int B, int T, int C);
+    /* dwte += scatter (deterministic, no atomics), dwpe += */
+    void (*token_embed_backward)(tc_backend *b, float *dwte, float *dwpe, const tc_act *dx,
+                                 const int32_t *ids, int B, int T, int C, int V);
+
+    /* ---- pooling ---- */
+    /* idx[b] = first position of the largest id in ids[b,:] (EOT for CLIP) */
+    void (*argmax_rows)(tc_backend *b, int32_t *idx, const int32_t *ids, int B, int T);
+    /* out (B,C) = x[b, idx[b]]; idx NULL means position 0 (class token) */
+    void (*pool_gather_forward)(tc_backend *b, tc_act *out, const tc_act *x, const int32_t *idx,
+                                int B, int T, int C);
+    /* dx += scatter of dout into the pooled rows */
+    void (*pool_gather_backward)(tc_backend *b, tc_act *dx, const tc_act *dout,
+                                 const int32_t *idx, int B, int T, int C);
+    /* out (B,C) = mean of x[b, 1..T-1] (vision pool_type 'avg') */
+    void (*pool_mean_forward)(tc_backend *b, tc_act *out, const tc_act *x, int B, int T, int C);
+    /* dx += */
+    void (*pool_mean_backward)(tc_backend *b, tc_act *dx, const tc_act *dout, int B, int T, int C);
+
+    /* ---- features and losses (fp32) ---- */
+    /* out (N,C) = inp / max(||inp||, 1e-12); norm (N) saved */
+    void (*l2norm_forward)(tc_backend *b, float *out, float *norm, const tc_act *inp, int N,
+                           int C);
+    /* dinp written */
+    void (*l2norm_backward)(tc_backend *b, tc_act *dinp, const float *dout, const float *out,
+                            const float *norm, int N, int C);
+    /* one direction of the contrastive / affinity loss on similarity rows.
+     * sim (n,Ncols): cosine similarities of n local rows against all columns.
+     * logits = exp(log_scale[0]) * sim; the hard target of row i is column
+     * label_offset + i; the soft target (when teacher_sim is not NULL and
+     * w_soft != 0) is softmax(exp(teacher_log_scale[0]) * teacher_sim[i]).
+     *   loss[0]  += (1/n) sum_i [ w_hard * CE(logits_i, label_i)
+     *                           + w_soft * softCE(logits_i, target_i) ]
+     *   dsim      = d loss / d sim (written)
+     *   dlog_scale[0] += d loss / d log_scale (skipped when NULL) */
+    void (*softmax_xent_rows)(tc_backend *b, float *loss, float *dsim, float *dlog_scale,
+                              const float *sim, const float *teacher_sim,
+                              const float *log_scale, const float *teacher_log_scale, int n,
+                              int Ncols, int label_offset, float w_hard, float w_soft);
+
+    /* ---- optimizer ---- */
+    /* out[0] = sum of squares of g (n elements); deterministic tree reduction */
+    void (*sum_squares)(tc_backend *b, float *out, const float *g, size_t n);
+    /* scale[0] = min(1, max_norm / (sqrt(sum_sq[0]) + 1e-6)), torch clip_grad_norm_ */
+    void (*clip_coefficient)(tc_backend *b, float *scale, const float *sum_sq, float max_norm);
+    /* AdamW (torch semantics, decoupled decay) on every segment; the gradient is
+     * first multiplied by grad_scale[0] (NULL = 1). when compute is not NULL the
+     * updated weights are also written to it converted to tc_act. */
+    void (*adamw_update)(tc_backend *b, float *params, const float *grads, float *m, float *v,
+                         tc_act *compute, const tc_param_segment *segs, int nseg,
+                         tc_adamw_hparams hp, const float *grad_scale);
+    /* x = min(max(x, lo), hi) */
+    void (*clamp_f32)(tc_backend *b, float *x, float lo, float hi, size_t n);
+    /* out[0] = 1 if every element of x is finite else 0 */
+    void (*all_finite)(tc_backend *b, float *out, const float *x, size_t n);
+};
+
+/* backends compiled into this build */
+tc_status tc_backend_cpu_create(tc_backend **out, int threads);
+#ifdef TC_HAVE_CUDA
+tc_status tc_backend_cuda_create(tc_backend **out, int device, int fp32_mode);
+#endif
+
+/* helpers for pointer arithmetic on tc_act buffers */
+static inline tc_act *tc_act_offset(const tc_backend *b, const tc_act *base, size_t elements) {
+    return (tc_act *)((char *)base + elements * b->act_bytes);
+}
+
+#endif

@@ -1,0 +1,148 @@
+#include "params.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct {
+    tc_param_layout *l;
+    int cap;
+    int oom;
+    tc_tower_id tower;
+} builder;
+
+/* open_clip's no-decay rule: ndim < 2 or a name containing bn, ln, bias, logit_scale */
+static int decays(const char *name, int ndim) {
+    if (ndim < 2) return 0;
+    return !(strstr(name, "bn") || strstr(name, "ln") || strstr(name, "bias") ||
+             strstr(name, "logit_scale"));
+}
+
+static size_t add(builder *bd, const char *name, int ndim, int64_t d0, int64_t d1, int64_t d2,
+                  int64_t d3) {
+    tc_param_layout *l = bd->l;
+    if (l->count == bd->cap) {
+        int cap = bd->cap ? bd->cap * 2 : 64;
+        tc_param_info *p = realloc(l->params, (size_t)cap * sizeof *p);
+        if (!p) {
+            bd->oom = 1;
+            return TC_ABSENT;
+        }
+        l->params = p;
+        bd->cap = cap;
+    }
+    tc_param_info *p = &l->params[l->count++];
+    memset(p, 0, sizeof *p);
+    snprintf(p->name, sizeof p->name, "%s", name);
+    p->ndim = ndim;
+    int64_t d[4] = {d0, d1, d2, d3};
+    size_t count = 1;
+    for (int i = 0; i < ndim; i++) {
+        p->shape[i] = d[i];
+        count *= (size_t)d[i];
+    }
+    p->offset = l->total;
+    p->count = count;
+    p->decay = decays(name, ndim);
+    p->tower = bd->tower;
+    l->total += count;
+    return p->offset;
+}
+
+static void add_blocks(builder *bd, const char *prefix, const tc_tower_config *t,
+                       tc_block_offsets *blocks) {
+    char name[96];
+    int C = t->width;
+    for (int i = 0; i < t->layers; i++) {
+        tc_block_offsets *o = &blocks[i];
+        int A = t->heads[i] * TC_HEAD_SIZE, M = t->mlp_width[i];
+        *o = (tc_block_offsets){TC_ABSENT, TC_ABSENT, TC_ABSENT, TC_ABSENT, TC_ABSENT, TC_ABSENT,
+                                TC_ABSENT, TC_ABSENT, TC_ABSENT, TC_ABSENT, TC_ABSENT, TC_ABSENT};
+#define P(field, suffix, nd, a, b)                                                                 \
+    snprintf(name, sizeof name, "%sresblocks.%d.%s", prefix, i, suffix);                           \
+    o->field = add(bd, name, nd, a, b, 0, 0)
+        if (A > 0) {
+            P(ln1_w, "ln_1.weight", 1, C, 0);
+            P(ln1_b, "ln_1.bias", 1, C, 0);
+            P(qkv_w, "attn.in_proj_weight", 2, 3 * A, C);
+            P(qkv_b, "attn.in_proj_bias", 1, 3 * A, 0);
+            P(out_w, "attn.out_proj.weight", 2, C, A);
+            P(out_b, "attn.out_proj.bias", 1, C, 0);
+        }
+        if (M > 0) {
+            P(ln2_w, "ln_2.weight", 1, C, 0);
+            P(ln2_b, "ln_2.bias", 1, C, 0);
+            P(fc_w, "mlp.c_fc.weight", 2, M, C);
+            P(fc_b, "mlp.c_fc.bias", 1, M, 0);
+            P(proj_w, "mlp.c_proj.weight", 2, C, M);
+            P(proj_b, "mlp.c_proj.bias", 1, C, 0);
+        }
+#undef P
+    }
+}
+
+tc_status tc_param_layout_build(tc_param_layout *l, const tc_model_config *cfg) {
+    memset(l, 0, sizeof *l);
+    builder bd = {l, 0, 0, TC_TOWER_TEXT};
+    const tc_tower_config *v = &cfg->vision, *t = &cfg->text;
+    int E = cfg->embed_dim, Cv = v->width, Ct = t->width, P = v->patch_size;
+    int Tv = tc_vision_tokens(v);
+
+    /* CLIP's own parameters first, then its children, as nn.Module.state_dict */
+    l->text_pos = add(&bd, "positional_embedding", 2, t->context_length, Ct, 0, 0);
+    l->text_proj = add(&bd, "text_projection", 2, Ct, E, 0, 0);
+    bd.tower = TC_TOWER_SHARED;
+    l->logit_scale = add(&bd, "logit_scale", 0, 0, 0, 0, 0);
+
+    bd.tower = TC_TOWER_VISION;
+    l->vision_begin = l->total;
+    l->v_cls = add(&bd, "visual.class_embedding", 1, Cv, 0, 0, 0);
+    l->v_pos = add(&bd, "visual.positional_embedding", 2, Tv, Cv, 0, 0);
+    l->v_proj = add(&bd, "visual.proj", 2, Cv, E, 0, 0);
+    l->v_conv1 = add(&bd, "visual.conv1.weight", 4, Cv, 3, P, P);
+    l->v_ln_pre_w = l->v_ln_pre_b = TC_ABSENT;
+    if (!v->no_ln_pre) {
+        l->v_ln_pre_w = add(&bd, "visual.ln_pre.weight", 1, Cv, 0, 0, 0);
+        l->v_ln_pre_b = add(&bd, "visual.ln_pre.bias", 1, Cv, 0, 0, 0);
+    }
+    add_blocks(&bd, "visual.transformer.", v, l->vblocks);
+    l->v_ln_post_w = add(&bd, "visual.ln_post.weight", 1, Cv, 0, 0, 0);
+    l->v_ln_post_b = add(&bd, "visual.ln_post.bias", 1, Cv, 0, 0, 0);
+    l->vision_end = l->total;
+
+    bd.tower = TC_TOWER_TEXT;
+    add_blocks(&bd, "transformer.", t, l->tblocks);
+    l->token_emb = add(&bd, "token_embedding.weight", 2, t->vocab_size, Ct, 0, 0);
+    l->ln_final_w = add(&bd, "ln_final.weight", 1, Ct, 0, 0, 0);
+    l->ln_final_b = add(&bd, "ln_final.bias", 1, Ct, 0, 0, 0);
+
+    if (bd.oom) {
+        tc_param_layout_free(l);
+        return tc_fail(TC_ERR_OOM, "parameter table: out of memory");
+    }
+    return TC_OK;
+}
+
+void tc_param_layout_free(tc_param_layout *l) {
+    free(l->params);
+    memset(l, 0, sizeof *l);
+}
+
+const tc_param_info *tc_param_find(const tc_param_layout *l, const char *name) {
+    for (int i = 0; i < l->count; i++)
+        if (strcmp(l->params[i].name, name) == 0) return &l->params[i];
+    return NULL;
+}
+
+tc_param_counts tc_param_count(const tc_param_layout *l) {
+    tc_param_counts c = {0};
+    for (int i = 0; i < l->count; i++) {
+        const tc_param_info *p = &l->params[i];
+        if (p->tower == TC_TOWER_VISION) c.vision += p->count;
+        else if (p->tower == TC_TOWER_TEXT) c.text += p->count;
+        else c.shared += p->count;
+        if (strcmp(p->name, "token_embedding.weight") == 0) c.token_embedding = p->count;
+    }
+    c.total = c.vision + c.text + c.shared;
+    return c;
+}

@@ -1,0 +1,34 @@
+/* open_clip's SimpleTokenizer, id for id: ftfy-style fixes, html unescape
+ * (twice), whitespace collapse, NFC, Unicode lower-case, the CLIP
+ * pre-tokenizer regex (PCRE2, \p{L} / \p{N}), byte-level BPE over the first
+ * 48,894 merges of bpe_simple_vocab_16e6.txt.gz; <start_of_text> 49406,
+ * <end_of_text> 49407; truncation keeps a final EOT; zero padding.
+ * a tokenizer is safe to use from several threads at once. */
+#ifndef TC_TOKENIZER_H
+#define TC_TOKENIZER_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "status.h"
+
+#define TC_SOT 49406
+#define TC_EOT 49407
+#define TC_VOCAB_SIZE 49408
+
+typedef struct tc_tokenizer tc_tokenizer;
+
+/* path NULL: $TINYCLIP_VOCAB, else the copy fetched by scripts/setup */
+tc_status tc_tokenizer_create(tc_tokenizer **out, const char *vocab_path);
+void tc_tokenizer_destroy(tc_tokenizer *t);
+
+/* ids[0..context) = SOT, tokens, EOT, zeros; returns the number of ids before
+ * padding (<= context). text is UTF-8 (invalid bytes are replaced as Python's
+ * errors='replace' would not be needed: callers validate UTF-8 first). */
+tc_status tc_tokenize(tc_tokenizer *t, const char *text, size_t len, int32_t *ids, int context,
+                      int *n_ids);
+
+/* the default vocabulary location */
+const char *tc_tokenizer_default_vocab(void);
+
+#endif
