@@ -1,0 +1,98 @@
+/* linear layers and the fp32 gemm, on cblas_sgemm (row-major).
+ *   w_trans = 0: w (OC, C) nn.Linear layout, out = inp w^T + bias
+ *   w_trans = 1: w (C, OC) projection layout, out = inp w
+ * the bias is added after the product by a vectorisable loop over rows; the
+ * bias gradient sums dout over rows with one thread per block of columns and
+ * the rows in order, so it does not depend on the thread count. */
+#include <cblas.h>
+
+#include "cpu_internal.h"
+
+/* columns of dbias owned by one thread; a multiple of the SIMD width */
+#define TC_CPU_COL_BLOCK 64
+
+void tc_cpu_linear_forward(tc_backend *b, tc_act *out, const tc_act *inp, const tc_act *w,
+                           const tc_act *bias, int N, int C, int OC, int w_trans) {
+    if (N <= 0 || OC <= 0) return;
+    float *o = TC_F(out);
+    if (C <= 0) {
+        /* empty product: out = bias (or 0) */
+        for (int n = 0; n < N; n++)
+            for (int j = 0; j < OC; j++) o[(size_t)n * OC + j] = bias ? TC_CF(bias)[j] : 0.0f;
+        return;
+    }
+    /* out (N,OC) = inp (N,C) . op(w) */
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, w_trans ? CblasNoTrans : CblasTrans, N, OC, C, 1.0f,
+                TC_CF(inp), C, TC_CF(w), w_trans ? OC : C, 0.0f, o, OC);
+    if (!bias) return;
+    const float *bs = TC_CF(bias);
+    int nt = tc_cpu_threads(b);
+#pragma omp parallel for schedule(static) num_threads(nt) if ((size_t)N * OC > 32768)
+    for (int n = 0; n < N; n++) {
+        float *row = o + (size_t)n * OC;
+        for (int j = 0; j < OC; j++) row[j] += bs[j];
+    }
+}
+
+void tc_cpu_linear_backward(tc_backend *b, tc_act *dinp, float *dw, float *dbias,
+                            const tc_act *dout, const tc_act *inp, const tc_act *w, int N, int C,
+                            int OC, int w_trans) {
+    if (N < 0 || C < 0 || OC < 0) return;
+    const float *dy = TC_CF(dout), *x = TC_CF(inp), *wt = TC_CF(w);
+    if (dinp && N > 0 && C > 0) {
+        float *dx = TC_F(dinp);
+        if (OC == 0) {
+            for (size_t i = 0; i < (size_t)N * C; i++) dx[i] = 0.0f;
+        } else if (w_trans) {
+            /* dinp (N,C) = dout (N,OC) . w^T, w (C,OC) */
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, N, C, OC, 1.0f, dy, OC, wt, OC,
+                        0.0f, dx, C);
+        } else {
+            /* dinp (N,C) = dout (N,OC) . w, w (OC,C) */
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, C, OC, 1.0f, dy, OC, wt, C,
+                        0.0f, dx, C);
+        }
+    }
+    if (dw && N > 0 && C > 0 && OC > 0) {
+        if (w_trans) {
+            /* dw (C,OC) += inp^T (C,N) . dout (N,OC) */
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, C, OC, N, 1.0f, x, C, dy, OC,
+                        1.0f, dw, OC);
+        } else {
+            /* dw (OC,C) += dout^T (OC,N) . inp (N,C) */
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, OC, C, N, 1.0f, dy, OC, x, C,
+                        1.0f, dw, C);
+        }
+    }
+    if (dbias && OC > 0) {
+        int nblocks = (OC + TC_CPU_COL_BLOCK - 1) / TC_CPU_COL_BLOCK;
+        int nt = tc_cpu_threads(b);
+#pragma omp parallel for schedule(static) num_threads(nt) if ((size_t)N * OC > 32768)
+        for (int blk = 0; blk < nblocks; blk++) {
+            int j0 = blk * TC_CPU_COL_BLOCK;
+            int j1 = j0 + TC_CPU_COL_BLOCK < OC ? j0 + TC_CPU_COL_BLOCK : OC;
+            float acc[TC_CPU_COL_BLOCK];
+            for (int j = j0; j < j1; j++) acc[j - j0] = dbias[j];
+            for (int n = 0; n < N; n++) {
+                const float *row = dy + (size_t)n * OC;
+                for (int j = j0; j < j1; j++) acc[j - j0] += row[j];
+            }
+            for (int j = j0; j < j1; j++) dbias[j] = acc[j - j0];
+        }
+    }
+}
+
+void tc_cpu_gemm_f32(tc_backend *b, int trans_a, int trans_b, int M, int N, int K, float alpha,
+                     const float *A, const float *B, float beta, float *C) {
+    (void)b;
+    if (M <= 0 || N <= 0) return;
+    if (K <= 0) {
+        /* no product: C = beta C (beta 0 overwrites, as BLAS) */
+        for (size_t i = 0; i < (size_t)M * N; i++) C[i] = beta == 0.0f ? 0.0f : beta * C[i];
+        return;
+    }
+    /* op(A) (M,K): A stored (M,K) or, transposed, (K,M); likewise op(B) (K,N) */
+    cblas_sgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans,
+                trans_b ? CblasTrans : CblasNoTrans, M, N, K, alpha, A, trans_a ? M : K, B,
+                trans_b ? K : N, beta, C, N);
+}
