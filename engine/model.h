@@ -1,0 +1,78 @@
+/* a CLIP model on a backend: both towers, forward and backward, written once
+ * against engine/backend.h as a straight list of operations per layer.
+ *
+ * memory: parameters (fp32 master), the compute copy of the weights, gradients
+ * and every activation are allocated at creation for at most max_batch
+ * samples per tower; nothing is allocated in a step. an inference-only model
+ * (train = 0) keeps one layer's activations and reuses them for every layer.
+ *
+ * use: create, set or load parameters, then per step
+ *   tc_model_encode_image / tc_model_encode_text   (features: L2-normalised, fp32, device)
+ *   tc_model_backward_image / tc_model_backward_text (accumulate parameter gradients)
+ * the caller (engine/train.c) computes the loss and the feature gradients. */
+#ifndef TC_MODEL_H
+#define TC_MODEL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "backend.h"
+#include "model_config.h"
+#include "params.h"
+
+typedef struct tc_model tc_model;
+
+typedef struct {
+    int max_batch; /* largest batch either tower will see */
+    int train;     /* allocate gradients and keep every layer's activations */
+} tc_model_options;
+
+tc_status tc_model_create(tc_model **out, tc_backend *be, const tc_model_config *cfg,
+                          tc_model_options opt);
+void tc_model_destroy(tc_model *m);
+
+const tc_model_config *tc_model_cfg(const tc_model *m);
+const tc_param_layout *tc_model_layout(const tc_model *m);
+tc_backend *tc_model_backend(const tc_model *m);
+int tc_model_max_batch(const tc_model *m);
+
+/* device buffers, in layout order */
+float *tc_model_params(tc_model *m);
+float *tc_model_grads(tc_model *m); /* NULL for an inference model */
+/* the weights as the forward reads them (== params on fp32 backends) */
+tc_act *tc_model_compute_weights(tc_model *m);
+
+/* host <-> device, whole parameter buffer in layout order; set refreshes the
+ * compute copy */
+tc_status tc_model_set_params(tc_model *m, const float *host);
+tc_status tc_model_get_params(tc_model *m, float *host);
+/* after the master weights changed on the device (optimizer, inheritance) */
+void tc_model_refresh_compute(tc_model *m);
+
+/* open_clip's initialisation for training from scratch, seeded */
+tc_status tc_model_init_random(tc_model *m, uint64_t seed);
+
+/* images: host (B,3,S,S) fp32 normalised planar; ids: host (B,context) */
+tc_status tc_model_encode_image(tc_model *m, const float *host_images, int B);
+tc_status tc_model_encode_text(tc_model *m, const int32_t *host_ids, int B);
+/* same, from inputs already on the device */
+tc_status tc_model_encode_image_device(tc_model *m, const float *images, int B);
+tc_status tc_model_encode_text_device(tc_model *m, const int32_t *ids, int B);
+
+/* features of the last encode: device (B,E), L2-normalised */
+float *tc_model_image_features(tc_model *m);
+float *tc_model_text_features(tc_model *m);
+/* device input buffers the encode_*_device functions may be given */
+float *tc_model_image_input(tc_model *m);
+int32_t *tc_model_text_input(tc_model *m);
+
+/* dfeatures: device (B,E) gradient of the loss w.r.t. the normalised features
+ * of the last encode of that tower; parameter gradients accumulate (+=) */
+tc_status tc_model_backward_image(tc_model *m, const float *dfeatures);
+tc_status tc_model_backward_text(tc_model *m, const float *dfeatures);
+void tc_model_zero_grads(tc_model *m);
+
+/* bytes the model holds on its backend */
+size_t tc_model_device_bytes(const tc_model *m);
+
+#endif

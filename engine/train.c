@@ -1,0 +1,250 @@
+#include "train.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* device scalars of a step */
+enum { S_LOSS, S_SUMSQ, S_CLIP, S_FINITE, S_COUNT };
+
+struct tc_trainer {
+    tc_model *student, *teacher;
+    tc_optim_config optim;
+    tc_loss_config loss;
+    tc_backend *be;
+    int step;
+    int max_batch;
+    float *m, *v;                      /* AdamW moments (P) */
+    tc_param_segment *segs;
+    int nseg;
+    float *sim, *dsim;                 /* (2, B, B): i2t then t2i */
+    float *teacher_sim;                /* (2, B, B) */
+    float *dimg, *dtxt;                /* (B, E) */
+    float *scalars;                    /* S_COUNT */
+};
+
+tc_optim_config tc_optim_default(void) {
+    tc_optim_config o = {5e-4f, 0.2f, 0.9f, 0.98f, 1e-6f, 10000, 100000, TC_SCHEDULE_COSINE, 0.0f};
+    return o;
+}
+
+float tc_lr_at(const tc_optim_config *o, int step) {
+    int warm = o->warmup_steps, total = o->total_steps;
+    if (o->schedule == TC_SCHEDULE_COSINE_NO_WARMUP) {
+        if (step < warm) return o->lr;
+        int es = total - warm;
+        if (es <= 0) return o->lr;
+        double e = step - warm;
+        return (float)(0.5 * (1.0 + cos(M_PI * e / es)) * o->lr);
+    }
+    if (step < warm) return o->lr * (float)(step + 1) / (float)warm;
+    if (o->schedule == TC_SCHEDULE_CONST) return o->lr;
+    int es = total - warm;
+    if (es <= 0) return o->lr;
+    double e = step - warm;
+    return (float)(0.5 * (1.0 + cos(M_PI * e / es)) * o->lr);
+}
+
+/* contiguous runs of tensors that share a weight decay */
+static tc_status build_segments(tc_trainer *t) {
+    const tc_param_layout *L = tc_model_layout(t->student);
+    t->segs = calloc((size_t)L->count, sizeof *t->segs);
+    if (!t->segs) return tc_fail(TC_ERR_OOM, "trainer: out of host memory");
+    t->nseg = 0;
+    for (int i = 0; i < L->count; i++) {
+        const tc_param_info *p = &L->params[i];
+        float wd = p->decay ? t->optim.weight_decay : 0.0f;
+        tc_param_segment *last = t->nseg ? &t->segs[t->nseg - 1] : NULL;
+        if (last && last->weight_decay == wd && last->offset + last->count == p->offset) {
+            last->count += p->count;
+        } else {
+            t->segs[t->nseg++] = (tc_param_segment){p->offset, p->count, wd};
+        }
+    }
+    return TC_OK;
+}
+
+static tc_status trainer_alloc(tc_trainer *t, void **ptr, size_t bytes) {
+    return t->be->alloc(t->be, bytes, ptr);
+}
+
+tc_status tc_trainer_create(tc_trainer **out, tc_model *student, tc_model *teacher,
+                            const tc_optim_config *optim, const tc_loss_config *loss) {
+    *out = NULL;
+    if (!tc_model_grads(student))
+        return tc_fail(TC_ERR_ARG, "trainer: the student was created without training buffers");
+    if (loss->w_distill != 0.0f && !teacher)
+        return tc_fail(TC_ERR_ARG, "trainer: a distillation loss needs a teacher");
+    const tc_model_config *sc = tc_model_cfg(student);
+    if (teacher) {
+        const tc_model_config *tc = tc_model_cfg(teacher);
+        if (tc->vision.image_size != sc->vision.image_size)
+            return tc_fail(TC_ERR_CONFIG, "teacher %s takes %dpx images, student %s takes %dpx: they must match",
+                           tc->name, tc->vision.image_size, sc->name, sc->vision.image_size);
+        if (tc->text.context_length != sc->text.context_length)
+            return tc_fail(TC_ERR_CONFIG, "teacher %s has context %d, student %s has %d: they must match",
+                           tc->name, tc->text.context_length, sc->name, sc->text.context_length);
+        if (tc_model_backend(teacher) != tc_model_backend(student))
+            return tc_fail(TC_ERR_ARG, "trainer: teacher and student must share a backend");
+    }
+    tc_trainer *t = calloc(1, sizeof *t);
+    if (!t) return tc_fail(TC_ERR_OOM, "trainer: out of host memory");
+    t->student = student;
+    t->teacher = teacher;
+    t->optim = *optim;
+    t->loss = *loss;
+    t->be = tc_model_backend(student);
+    size_t P = tc_model_layout(student)->total;
+    int E = sc->embed_dim;
+    tc_status s;
+    t->max_batch = tc_model_max_batch(student);
+    size_t BB = (size_t)t->max_batch * t->max_batch;
+    if ((s = build_segments(t)) != TC_OK ||
+        (s = trainer_alloc(t, (void **)&t->m, P * sizeof(float))) != TC_OK ||
+        (s = trainer_alloc(t, (void **)&t->v, P * sizeof(float))) != TC_OK ||
+        (s = trainer_alloc(t, (void **)&t->sim, 2 * BB * sizeof(float))) != TC_OK ||
+        (s = trainer_alloc(t, (void **)&t->dsim, 2 * BB * sizeof(float))) != TC_OK ||
+        (s = trainer_alloc(t, (void **)&t->dimg, (size_t)t->max_batch * E * sizeof(float))) != TC_OK ||
+        (s = trainer_alloc(t, (void **)&t->dtxt, (size_t)t->max_batch * E * sizeof(float))) != TC_OK ||
+        (s = trainer_alloc(t, (void **)&t->scalars, S_COUNT * sizeof(float))) != TC_OK ||
+        (teacher && (s = trainer_alloc(t, (void **)&t->teacher_sim, 2 * BB * sizeof(float))) != TC_OK)) {
+        tc_trainer_destroy(t);
+        return s;
+    }
+    *out = t;
+    return TC_OK;
+}
+
+void tc_trainer_destroy(tc_trainer *t) {
+    if (!t) return;
+    tc_backend *be = t->be;
+    void *bufs[] = {t->teacher_sim, t->scalars, t->dtxt, t->dimg, t->dsim, t->sim, t->v, t->m};
+    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
+        if (bufs[i]) be->free(be, bufs[i]);
+    free(t->segs);
+    free(t);
+}
+
+int tc_trainer_step_index(const tc_trainer *t) { return t->step; }
+void tc_trainer_set_step_index(tc_trainer *t, int step) { t->step = step; }
+float *tc_trainer_moment1(tc_trainer *t) { return t->m; }
+float *tc_trainer_moment2(tc_trainer *t) { return t->v; }
+void tc_trainer_set_optim(tc_trainer *t, const tc_optim_config *optim) {
+    t->optim = *optim;
+    for (int i = 0; i < t->nseg; i++)
+        if (t->segs[i].weight_decay != 0.0f) t->segs[i].weight_decay = optim->weight_decay;
+}
+
+void tc_trainer_reset_optimizer(tc_trainer *t) {
+    size_t P = tc_model_layout(t->student)->total;
+    t->be->zero(t->be, t->m, P * sizeof(float));
+    t->be->zero(t->be, t->v, P * sizeof(float));
+}
+
+/* similarity rows of both directions: sim[0] = a @ b^T, sim[1] = b @ a^T */
+static void similarities(tc_backend *be, float *sim, const float *a, const float *b, int B,
+                         int E) {
+    be->gemm_f32(be, 0, 1, B, B, E, 1.0f, a, b, 0.0f, sim);
+    be->gemm_f32(be, 0, 1, B, B, E, 1.0f, b, a, 0.0f, sim + (size_t)B * B);
+}
+
+/* forward, loss, and (when backward) every gradient; loss lands in scalars[S_LOSS] */
+static tc_status forward_backward(tc_trainer *t, const float *images, const int32_t *ids, int B,
+                                  int backward) {
+    tc_backend *be = t->be;
+    tc_model *st = t->student;
+    const tc_param_layout *L = tc_model_layout(st);
+    int E = tc_model_cfg(st)->embed_dim;
+    size_t BB = (size_t)B * B;
+    if (B > t->max_batch)
+        return tc_fail(TC_ERR_ARG, "trainer: batch %d larger than %d", B, t->max_batch);
+
+    const float *teacher_sim = NULL, *teacher_scale = NULL;
+    if (t->teacher && t->loss.w_distill != 0.0f) {
+        tc_model *te = t->teacher;
+        const tc_param_layout *TL = tc_model_layout(te);
+        int TE = tc_model_cfg(te)->embed_dim;
+        /* the teacher's scale is fixed (method §1.2: fill_(log 50) before its forward) */
+        float *tscale = tc_model_params(te) + TL->logit_scale;
+        be->fill_f32(be, tscale, logf(t->loss.teacher_logit_scale), 1);
+        TC_TRY(tc_model_encode_image(te, images, B));
+        TC_TRY(tc_model_encode_text(te, ids, B));
+        similarities(be, t->teacher_sim, tc_model_image_features(te), tc_model_text_features(te),
+                     B, TE);
+        teacher_sim = t->teacher_sim;
+        teacher_scale = tscale;
+    }
+
+    TC_TRY(tc_model_encode_image(st, images, B));
+    TC_TRY(tc_model_encode_text(st, ids, B));
+    const float *img = tc_model_image_features(st), *txt = tc_model_text_features(st);
+    similarities(be, t->sim, img, txt, B, E);
+
+    if (backward) tc_model_zero_grads(st);
+    float *log_scale = tc_model_params(st) + L->logit_scale;
+    float *dlog_scale = backward ? tc_model_grads(st) + L->logit_scale : NULL;
+    float w_hard = 0.5f * t->loss.w_clip, w_soft = 0.5f * t->loss.w_distill;
+    be->fill_f32(be, &t->scalars[S_LOSS], 0.0f, 1);
+    for (int dir = 0; dir < 2; dir++)
+        be->softmax_xent_rows(be, &t->scalars[S_LOSS], t->dsim + dir * BB, dlog_scale,
+                              t->sim + dir * BB, teacher_sim ? teacher_sim + dir * BB : NULL,
+                              log_scale, teacher_scale, B, B, 0, w_hard, w_soft);
+    if (!backward) return TC_OK;
+
+    /* sim_i2t = I T^T, sim_t2i = T I^T:
+     * dI = dS_i2t T + dS_t2i^T T,  dT = dS_t2i I + dS_i2t^T I */
+    const float *ds_i2t = t->dsim, *ds_t2i = t->dsim + BB;
+    be->gemm_f32(be, 0, 0, B, E, B, 1.0f, ds_i2t, txt, 0.0f, t->dimg);
+    be->gemm_f32(be, 1, 0, B, E, B, 1.0f, ds_t2i, txt, 1.0f, t->dimg);
+    be->gemm_f32(be, 0, 0, B, E, B, 1.0f, ds_t2i, img, 0.0f, t->dtxt);
+    be->gemm_f32(be, 1, 0, B, E, B, 1.0f, ds_i2t, img, 1.0f, t->dtxt);
+    TC_TRY(tc_model_backward_image(st, t->dimg));
+    TC_TRY(tc_model_backward_text(st, t->dtxt));
+    return TC_OK;
+}
+
+tc_status tc_trainer_loss(tc_trainer *t, const float *images, const int32_t *ids, int B,
+                          int backward, float *loss) {
+    TC_TRY(forward_backward(t, images, ids, B, backward));
+    return t->be->download(t->be, loss, &t->scalars[S_LOSS], sizeof(float));
+}
+
+tc_status tc_trainer_step(tc_trainer *t, const float *images, const int32_t *ids, int B,
+                          tc_step_result *r) {
+    tc_backend *be = t->be;
+    tc_model *st = t->student;
+    const tc_param_layout *L = tc_model_layout(st);
+    size_t P = L->total;
+    memset(r, 0, sizeof *r);
+    r->lr = tc_lr_at(&t->optim, t->step);
+
+    TC_TRY(forward_backward(t, images, ids, B, 1));
+    float *grads = tc_model_grads(st);
+    be->sum_squares(be, &t->scalars[S_SUMSQ], grads, P);
+    be->all_finite(be, &t->scalars[S_FINITE], &t->scalars[S_LOSS], 2); /* loss and sum of squares */
+    float host[S_COUNT];
+    TC_TRY(be->download(be, host, t->scalars, sizeof host));
+    r->loss = host[S_LOSS];
+    r->grad_norm = sqrtf(host[S_SUMSQ]);
+    if (host[S_FINITE] == 0.0f) {
+        r->skipped = 1;
+        return TC_OK;
+    }
+    const float *clip = NULL;
+    if (t->optim.grad_clip > 0.0f) {
+        be->clip_coefficient(be, &t->scalars[S_CLIP], &t->scalars[S_SUMSQ], t->optim.grad_clip);
+        clip = &t->scalars[S_CLIP];
+    }
+    tc_adamw_hparams hp = {r->lr, t->optim.beta1, t->optim.beta2, t->optim.eps, t->step + 1};
+    tc_act *compute = be->separate_compute_weights ? tc_model_compute_weights(st) : NULL;
+    be->adamw_update(be, tc_model_params(st), grads, t->m, t->v, compute, t->segs, t->nseg, hp,
+                     clip);
+    /* the logit-scale rule after every step: the method fixes it, open_clip clamps it */
+    float *log_scale = tc_model_params(st) + L->logit_scale;
+    if (t->loss.logit_scale > 0.0f)
+        be->fill_f32(be, log_scale, logf(t->loss.logit_scale), 1);
+    else
+        be->clamp_f32(be, log_scale, 0.0f, logf(100.0f), 1);
+    t->step++;
+    return TC_OK;
+}

@@ -1,0 +1,73 @@
+/* one training step of a CLIP student, written top to bottom as llm.c does:
+ * zero gradients, encode both towers, loss forward+backward on the similarity
+ * rows, backward both towers, global-norm clipping, AdamW, logit-scale rule.
+ *
+ * the loss (method §1, interop §9) per direction i2t and t2i, weight 0.5 each:
+ *   w_clip    * CE(s * sim, labels)                      (open_clip ClipLoss)
+ * + w_distill * softCE(s * sim, softmax(s_t * sim_teacher)) (affinity mimicking)
+ * with s = exp(student logit_scale), s_t = the teacher's fixed scale.
+ * a teacher (frozen, forward only) is needed when w_distill != 0. */
+#ifndef TC_TRAIN_H
+#define TC_TRAIN_H
+
+#include <stdint.h>
+
+#include "model.h"
+
+typedef enum {
+    TC_SCHEDULE_COSINE = 0,           /* linear warm-up then cosine to 0 (open_clip cosine_lr) */
+    TC_SCHEDULE_CONST = 1,            /* linear warm-up then constant */
+    TC_SCHEDULE_COSINE_NO_WARMUP = 2, /* cosine from base lr starting at warmup_steps (after pruning) */
+} tc_schedule_kind;
+
+typedef struct {
+    float lr, weight_decay, beta1, beta2, eps;
+    int warmup_steps, total_steps;
+    tc_schedule_kind schedule;
+    float grad_clip; /* global L2 norm; <= 0 disables */
+} tc_optim_config;
+
+typedef struct {
+    float w_clip;              /* contrastive loss weight (1 - alpha) * weight */
+    float w_distill;           /* affinity-mimicking weight alpha * weight */
+    float logit_scale;         /* > 0: student scale fixed to this after every step; 0: learned, clamped to [0, ln 100] */
+    float teacher_logit_scale; /* the teacher's scale, fixed (method: 50) */
+} tc_loss_config;
+
+typedef struct {
+    float loss;        /* total loss of the step (before the update) */
+    float grad_norm;   /* global L2 norm before clipping */
+    float lr;
+    int skipped;       /* 1 when the loss or gradients were not finite: no update */
+} tc_step_result;
+
+/* default optimizer of open_clip for ViT models (lr 5e-4, wd 0.2, 0.9/0.98/1e-6) */
+tc_optim_config tc_optim_default(void);
+/* lr at a 0-based step */
+float tc_lr_at(const tc_optim_config *o, int step);
+
+typedef struct tc_trainer tc_trainer;
+
+/* teacher may be NULL when loss->w_distill == 0; the trainer does not own the models */
+tc_status tc_trainer_create(tc_trainer **out, tc_model *student, tc_model *teacher,
+                            const tc_optim_config *optim, const tc_loss_config *loss);
+void tc_trainer_destroy(tc_trainer *t);
+
+/* one step on a batch: images host (B,3,S,S), ids host (B,context) */
+tc_status tc_trainer_step(tc_trainer *t, const float *images, const int32_t *ids, int B,
+                          tc_step_result *result);
+
+/* loss and feature gradients without an update (for tests and evaluation) */
+tc_status tc_trainer_loss(tc_trainer *t, const float *images, const int32_t *ids, int B,
+                          int backward, float *loss);
+
+int tc_trainer_step_index(const tc_trainer *t); /* optimizer steps taken */
+void tc_trainer_set_step_index(tc_trainer *t, int step);
+/* AdamW moments, device buffers in layout order */
+float *tc_trainer_moment1(tc_trainer *t);
+float *tc_trainer_moment2(tc_trainer *t);
+/* resets moments and step count (after pruning, the original rebuilds its optimizers) */
+void tc_trainer_reset_optimizer(tc_trainer *t);
+void tc_trainer_set_optim(tc_trainer *t, const tc_optim_config *optim);
+
+#endif
