@@ -5,6 +5,7 @@
 #include "cli.h"
 
 static const tc_cli_command commands[] = {
+    {"tokenize", tc_cmd_tokenize, "print the CLIP token ids of texts"},
     {NULL, NULL, NULL},
 };
 

@@ -22,9 +22,12 @@ typedef struct tc_tokenizer tc_tokenizer;
 tc_status tc_tokenizer_create(tc_tokenizer **out, const char *vocab_path);
 void tc_tokenizer_destroy(tc_tokenizer *t);
 
-/* ids[0..context) = SOT, tokens, EOT, zeros; returns the number of ids before
- * padding (<= context). text is UTF-8 (invalid bytes are replaced as Python's
- * errors='replace' would not be needed: callers validate UTF-8 first). */
+/* ids[0..context) = SOT, tokens, EOT, zeros (context >= 1); *n_ids (may be
+ * NULL) is the number of ids before the padding (<= context). text must be
+ * valid UTF-8 as Python's strict decoder reads it: anything else is
+ * TC_ERR_ARG naming the byte offset (the data loader skips such captions).
+ * the one known difference from open_clip: ftfy's mojibake repair
+ * (fix_encoding) is not done, see text_clean.h. */
 tc_status tc_tokenize(tc_tokenizer *t, const char *text, size_t len, int32_t *ids, int context,
                       int *n_ids);
 
