@@ -501,11 +501,11 @@ tc_status tc_model_backward_text(tc_model *m, const float *dfeatures) {
 
 /* ---- initialisation (open_clip, for training from scratch) ---- */
 
-static void init_normal(float *x, size_t n, float std, tc_rng *r) {
-    for (size_t i = 0; i < n; i++) x[i] = std * tc_rng_normal(r);
+static void init_normal(float *x, size_t n, float std, tc_prng *r) {
+    for (size_t i = 0; i < n; i++) x[i] = std * tc_prng_normal(r);
 }
-static void init_uniform(float *x, size_t n, float bound, tc_rng *r) {
-    for (size_t i = 0; i < n; i++) x[i] = bound * (2.0f * tc_rng_uniform(r) - 1.0f);
+static void init_uniform(float *x, size_t n, float bound, tc_prng *r) {
+    for (size_t i = 0; i < n; i++) x[i] = bound * (2.0f * tc_prng_uniform(r) - 1.0f);
 }
 static void init_fill(float *x, size_t n, float v) {
     for (size_t i = 0; i < n; i++) x[i] = v;
@@ -517,7 +517,7 @@ static void init_fill(float *x, size_t n, float v) {
  * the vision tower keeps torch's defaults (VisionTransformer.init_parameters is
  * a no-op in open_clip). */
 static void init_blocks(float *p, const tc_tower_config *cfg, const tc_block_offsets *blocks,
-                        int clip_init, tc_rng *r) {
+                        int clip_init, tc_prng *r) {
     int C = cfg->width;
     float attn_std = powf((float)C, -0.5f);
     float proj_std = attn_std * powf(2.0f * cfg->layers, -0.5f);
@@ -553,8 +553,8 @@ tc_status tc_model_init_random(tc_model *m, uint64_t seed) {
     const tc_tower_config *v = &m->cfg.vision, *t = &m->cfg.text;
     float *p = calloc(L->total, sizeof *p);
     if (!p) return tc_fail(TC_ERR_OOM, "model %s: out of host memory for initialisation", m->cfg.name);
-    tc_rng r;
-    tc_rng_seed(&r, seed, 0);
+    tc_prng r;
+    tc_prng_seed(&r, seed, 0);
     int Cv = v->width, Ct = t->width, E = m->cfg.embed_dim, P = v->patch_size;
     float vscale = powf((float)Cv, -0.5f);
     /* text */

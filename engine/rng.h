@@ -10,17 +10,17 @@ typedef struct {
     uint64_t s[4];
     int has_spare;
     float spare;
-} tc_rng;
+} tc_prng;
 
-void tc_rng_seed(tc_rng *r, uint64_t seed, uint64_t stream);
-uint64_t tc_rng_next(tc_rng *r);
+void tc_prng_seed(tc_prng *r, uint64_t seed, uint64_t stream);
+uint64_t tc_prng_next(tc_prng *r);
 /* uniform in [0, 1) with 24 random bits */
-float tc_rng_uniform(tc_rng *r);
+float tc_prng_uniform(tc_prng *r);
 /* uniform in [0, 1) with 53 random bits */
-double tc_rng_uniform_double(tc_rng *r);
+double tc_prng_uniform_double(tc_prng *r);
 /* standard normal (Box-Muller) */
-float tc_rng_normal(tc_rng *r);
+float tc_prng_normal(tc_prng *r);
 /* uniform integer in [0, n) without modulo bias */
-uint64_t tc_rng_below(tc_rng *r, uint64_t n);
+uint64_t tc_prng_below(tc_prng *r, uint64_t n);
 
 #endif
