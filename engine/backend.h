@@ -185,6 +185,27 @@ struct tc_backend {
     void (*clamp_f32)(tc_backend *b, float *x, float lo, float hi, size_t n);
     /* out[0] = 1 if every element of x is finite else 0 */
     void (*all_finite)(tc_backend *b, float *out, const float *x, size_t n);
+
+    /* ---- structured masks (automatic inheritance, tinyclip-method §2.2) ---- */
+    /* out (N,C) = x * z[c / group]; out may alias x. group 1 masks single
+     * columns (hidden dims, MLP units), group HS whole heads. */
+    void (*mask_cols_forward)(tc_backend *b, tc_act *out, const tc_act *x, const float *z, int N,
+                              int C, int group);
+    /* dx = dout * z[c / group] (written; dx may alias dout);
+     * dz[c / group] += sum over rows of dout * x (skipped when dz is NULL) */
+    void (*mask_cols_backward)(tc_backend *b, tc_act *dx, float *dz, const tc_act *dout,
+                               const tc_act *x, const float *z, int N, int C, int group);
+    /* "compressed" LayerNorm: statistics over the columns where mask != 0
+     * only, output 0 in the other columns (the mask values themselves do not
+     * scale anything) */
+    void (*layernorm_masked_forward)(tc_backend *b, tc_act *out, float *mean, float *rstd,
+                                     const tc_act *inp, const tc_act *w, const tc_act *bias,
+                                     const float *mask, int N, int C);
+    /* dinp += ..., dw += ..., dbias += ... on the kept columns only */
+    void (*layernorm_masked_backward)(tc_backend *b, tc_act *dinp, float *dw, float *dbias,
+                                      const tc_act *dout, const tc_act *inp, const tc_act *w,
+                                      const float *mean, const float *rstd, const float *mask,
+                                      int N, int C);
 };
 
 /* backends compiled into this build */
