@@ -6,6 +6,10 @@
 
 static const tc_cli_command commands[] = {
     {"tokenize", tc_cmd_tokenize, "print the CLIP token ids of texts"},
+    {"embed", tc_cmd_embed, "image and text features of a checkpoint"},
+    {"bench", tc_cmd_bench, "training-step and inference images/s (or --data: the data pipeline)"},
+    {"inspect", tc_cmd_inspect, "parameters and GFLOPs of a model config or checkpoint"},
+    {"convert", tc_cmd_convert, "convert a checkpoint to open_clip or Hugging Face layout"},
     {NULL, NULL, NULL},
 };
 
