@@ -29,6 +29,7 @@ import json
 import math
 import os
 import shutil
+import struct
 import sys
 import tempfile
 
@@ -90,6 +91,23 @@ def versions():
         "numpy": np.__version__,
         "python": sys.version.split()[0],
     }
+
+
+def save_st(tensors, path, metadata):
+    """safetensors.torch.save_file, but with the __metadata__ keys sorted: the
+    writer emits them in hash-map order, which changes from run to run, and the
+    fixtures must be byte-identical when regenerated with the same versions."""
+    blob = safetensors.torch.save(tensors, metadata=metadata)
+    n = struct.unpack("<Q", blob[:8])[0]
+    header = json.loads(blob[8:8 + n])
+    meta = header.pop("__metadata__", None)
+    if meta is not None:
+        header = {"__metadata__": dict(sorted(meta.items())), **header}
+    text = json.dumps(header, separators=(",", ":")).encode()
+    text += b" " * (-len(text) % 8)
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(text)) + text + blob[8 + n:])
+    os.chmod(path, 0o644)
 
 
 def make_tokens(gen, cfg, eot_positions):
@@ -294,7 +312,7 @@ def build(name, cfg, out):
     if sd["logit_scale"].shape != torch.Size([]):
         raise SystemExit(f"{name}: logit_scale is not 0-dim")
     meta = {"format": "pt", "model": name}
-    safetensors.torch.save_file(sd, os.path.join(out, f"{name}_model.safetensors"), metadata=meta)
+    save_st(sd, os.path.join(out, f"{name}_model.safetensors"), meta)
 
     images = make_images(gen, cfg, BATCH)
     tokens = make_tokens(gen, cfg, EOT_POSITIONS)
@@ -363,7 +381,7 @@ def build(name, cfg, out):
     io_meta.update({k: repr(v) if isinstance(v, float) else str(v) for k, v in RECIPE.items()})
     io_meta.update({"version." + k: v for k, v in versions().items()})
     io = {k: v.contiguous() for k, v in io.items()}
-    safetensors.torch.save_file(io, os.path.join(out, f"{name}_io.safetensors"), metadata=io_meta)
+    save_st(io, os.path.join(out, f"{name}_io.safetensors"), io_meta)
 
 
 def main():
