@@ -1,7 +1,7 @@
 /* forward and finite-difference gradient checks of every CPU backend op that
  * has a backward. the fp32 forward is compared with a naive double-precision
- * reference written here (FWD_TOL relative to the tensor's max); then a random linear functional L = sum(r * out) of its
- * outputs; the analytic fp32 gradients from the backward (with dout = r) are
+ * reference written here (FWD_TOL relative to the tensor's max); then a random linear functional L
+ * = sum(r * out) of its outputs; the analytic fp32 gradients from the backward (with dout = r) are
  * compared with central differences of L computed by a naive double-precision
  * reference forward written here. gradients documented as "+=" are checked on
  * buffers pre-filled with known values; gradients documented as "written" are
@@ -38,7 +38,8 @@ static float *drand(size_t n, float scale) {
 
 static float *dconst(size_t n, float v) {
     float *p = dalloc(n);
-    for (size_t i = 0; i < n; i++) p[i] = v;
+    for (size_t i = 0; i < n; i++)
+        p[i] = v;
     return p;
 }
 
@@ -51,11 +52,14 @@ static float *dcopy(const float *x, size_t n) {
 static double *to_double(const float *x, size_t n) {
     double *d = malloc(n * sizeof(double));
     assert_non_null(d);
-    for (size_t i = 0; i < n; i++) d[i] = x[i];
+    for (size_t i = 0; i < n; i++)
+        d[i] = x[i];
     return d;
 }
 
-static void dfree(void *p) { be->free(be, p); }
+static void dfree(void *p) {
+    be->free(be, p);
+}
 
 /* ---- generic central differences on a double reference ---- */
 
@@ -71,7 +75,8 @@ static double fd_loss(const fd_case *c) {
     assert_non_null(out);
     c->forward(c, out);
     double L = 0.0;
-    for (size_t i = 0; i < c->nout; i++) L += c->r[i] * out[i];
+    for (size_t i = 0; i < c->nout; i++)
+        L += c->r[i] * out[i];
     free(out);
     return L;
 }
@@ -100,7 +105,8 @@ static void check_forward(const fd_case *c, const float *got, const char *what) 
     assert_non_null(ref);
     assert_non_null(reff);
     c->forward(c, ref);
-    for (size_t i = 0; i < c->nout; i++) reff[i] = (float)ref[i];
+    for (size_t i = 0; i < c->nout; i++)
+        reff[i] = (float)ref[i];
     double e = tc_rel_err(got, reff, c->nout);
     printf("  %-34s rel err %.2e\n", what, e);
     TC_ASSERT_CLOSE(got, reff, c->nout, FWD_TOL, what);
@@ -109,7 +115,8 @@ static void check_forward(const fd_case *c, const float *got, const char *what) 
 
 /* analytic gradient of a "+=" output: subtract the known pre-fill */
 static void sub_prefill(float *g, const float *pre, size_t n) {
-    for (size_t i = 0; i < n; i++) g[i] -= pre[i];
+    for (size_t i = 0; i < n; i++)
+        g[i] -= pre[i];
 }
 
 static void check_grad(const float *analytic, const float *fd, size_t n, const char *what) {
@@ -151,8 +158,13 @@ static void gradcheck_linear_one(int N, int C, int OC, int w_trans, int with_bia
     sub_prefill(dw, dw_pre, (size_t)C * OC);
 
     linear_case k = {{linear_ref, to_double(r, (size_t)N * OC), (size_t)N * OC},
-                     to_double(inp, (size_t)N * C), to_double(w, (size_t)C * OC),
-                     with_bias ? to_double(bias, OC) : NULL, N, C, OC, w_trans};
+                     to_double(inp, (size_t)N * C),
+                     to_double(w, (size_t)C * OC),
+                     with_bias ? to_double(bias, OC) : NULL,
+                     N,
+                     C,
+                     OC,
+                     w_trans};
     char what[64];
     float *out = dconst((size_t)N * OC, GARBAGE);
     be->linear_forward(be, (tc_act *)out, (tc_act *)inp, (tc_act *)w, (tc_act *)bias, N, C, OC,
@@ -201,9 +213,11 @@ static void ln_ref(const fd_case *c, double *out) {
     for (int n = 0; n < k->N; n++) {
         const double *x = k->inp + (size_t)n * k->C;
         double mu = 0.0, var = 0.0;
-        for (int i = 0; i < k->C; i++) mu += x[i];
+        for (int i = 0; i < k->C; i++)
+            mu += x[i];
         mu /= k->C;
-        for (int i = 0; i < k->C; i++) var += (x[i] - mu) * (x[i] - mu);
+        for (int i = 0; i < k->C; i++)
+            var += (x[i] - mu) * (x[i] - mu);
         var /= k->C;
         double rs = 1.0 / sqrt(var + 1e-5);
         for (int i = 0; i < k->C; i++)
@@ -216,10 +230,11 @@ static void test_gradcheck_layernorm(void **state) {
     const int N = 4, C = 13;
     const size_t NC = (size_t)N * C;
     float *inp = drand(NC, 2.0f), *w = drand(C, 0.5f), *bias = drand(C, 0.5f);
-    for (int i = 0; i < C; i++) w[i] += 1.0f;
+    for (int i = 0; i < C; i++)
+        w[i] += 1.0f;
     float *out = dalloc(NC), *mean = dalloc(N), *rstd = dalloc(N), *r = drand(NC, 1.0f);
-    be->layernorm_forward(be, (tc_act *)out, mean, rstd, (tc_act *)inp, (tc_act *)w,
-                          (tc_act *)bias, N, C);
+    be->layernorm_forward(be, (tc_act *)out, mean, rstd, (tc_act *)inp, (tc_act *)w, (tc_act *)bias,
+                          N, C);
     float *dinp = drand(NC, 1.0f), *dinp_pre = dcopy(dinp, NC);
     float *dw = drand(C, 1.0f), *dw_pre = dcopy(dw, C);
     float *db = drand(C, 1.0f), *db_pre = dcopy(db, C);
@@ -227,14 +242,20 @@ static void test_gradcheck_layernorm(void **state) {
                            mean, rstd, N, C);
     sub_prefill(dinp, dinp_pre, NC), sub_prefill(dw, dw_pre, C), sub_prefill(db, db_pre, C);
 
-    ln_case k = {{ln_ref, to_double(r, NC), NC}, to_double(inp, NC), to_double(w, C),
-                 to_double(bias, C), N, C};
+    ln_case k = {{ln_ref, to_double(r, NC), NC},
+                 to_double(inp, NC),
+                 to_double(w, C),
+                 to_double(bias, C),
+                 N,
+                 C};
     check_forward(&k.base, out, "layernorm forward");
     for (int n = 0; n < N; n++) { /* saved statistics */
         double mu = 0.0, var = 0.0;
-        for (int i = 0; i < C; i++) mu += k.inp[(size_t)n * C + i];
+        for (int i = 0; i < C; i++)
+            mu += k.inp[(size_t)n * C + i];
         mu /= C;
-        for (int i = 0; i < C; i++) var += pow(k.inp[(size_t)n * C + i] - mu, 2);
+        for (int i = 0; i < C; i++)
+            var += pow(k.inp[(size_t)n * C + i] - mu, 2);
         double rs = 1.0 / sqrt(var / C + 1e-5);
         assert_true(fabs(mean[n] - mu) <= 1e-6 * fmax(1.0, fabs(mu)));
         assert_true(fabs(rstd[n] - rs) <= 1e-6 * rs);
@@ -263,8 +284,8 @@ static void act_ref(const fd_case *c, double *out) {
     const act_case *k = (const act_case *)c;
     for (size_t i = 0; i < k->n; i++) {
         double v = k->x[i];
-        out[i] = k->kind == TC_GELU ? 0.5 * v * (1.0 + erf(v / sqrt(2.0)))
-                                    : v / (1.0 + exp(-1.702 * v));
+        out[i] =
+            k->kind == TC_GELU ? 0.5 * v * (1.0 + erf(v / sqrt(2.0))) : v / (1.0 + exp(-1.702 * v));
     }
 }
 
@@ -313,12 +334,14 @@ static void attn_ref(const fd_case *c, double *out) {
                 for (int j = 0; j < T; j++) {
                     const double *kk = k->qkv + ((size_t)b * T + j) * 3 * A + A + h * HS;
                     double d = 0.0;
-                    for (int e = 0; e < HS; e++) d += q[e] * kk[e];
+                    for (int e = 0; e < HS; e++)
+                        d += q[e] * kk[e];
                     s[j] = (k->causal && j > i) ? -INFINITY : d * scale;
                     if (s[j] > mx) mx = s[j];
                 }
                 double sum = 0.0;
-                for (int j = 0; j < T; j++) sum += (s[j] = exp(s[j] - mx));
+                for (int j = 0; j < T; j++)
+                    sum += (s[j] = exp(s[j] - mx));
                 for (int e = 0; e < HS; e++) {
                     double acc = 0.0;
                     for (int j = 0; j < T; j++)
@@ -355,8 +378,8 @@ static void gradcheck_attention_one(int B, int T, int NH, int HS, int causal) {
     float *qkv = drand(n3, 1.5f), *out = dalloc(no), *lse = dalloc((size_t)B * NH * T);
     float *r = drand(no, 1.0f), *dqkv = dconst(n3, GARBAGE);
     be->attention_forward(be, (tc_act *)out, lse, (tc_act *)qkv, B, T, NH, HS, causal);
-    be->attention_backward(be, (tc_act *)dqkv, (tc_act *)r, (tc_act *)qkv, (tc_act *)out, lse, B,
-                           T, NH, HS, causal);
+    be->attention_backward(be, (tc_act *)dqkv, (tc_act *)r, (tc_act *)qkv, (tc_act *)out, lse, B, T,
+                           NH, HS, causal);
     attn_case k = {{attn_ref, to_double(r, no), no}, to_double(qkv, n3), B, T, NH, HS, causal};
     char what[80];
     snprintf(what, sizeof what, "attention out B%d T%d NH%d HS%d c%d", B, T, NH, HS, causal);
@@ -406,8 +429,13 @@ static void test_gradcheck_vision_embed(void **state) {
     float *dpos = drand((size_t)T * C, 1.0f), *dpos_pre = dcopy(dpos, (size_t)T * C);
     be->vision_embed_backward(be, (tc_act *)dpe, dcls, dpos, (tc_act *)r, B, T, C);
     sub_prefill(dcls, dcls_pre, C), sub_prefill(dpos, dpos_pre, (size_t)T * C);
-    vemb_case k = {{vemb_ref, to_double(r, nx), nx}, to_double(pe, np), to_double(cls, C),
-                   to_double(pos, (size_t)T * C), B, T, C};
+    vemb_case k = {{vemb_ref, to_double(r, nx), nx},
+                   to_double(pe, np),
+                   to_double(cls, C),
+                   to_double(pos, (size_t)T * C),
+                   B,
+                   T,
+                   C};
     float *x = dconst(nx, GARBAGE);
     be->vision_embed_forward(be, (tc_act *)x, (tc_act *)pe, (tc_act *)cls, (tc_act *)pos, B, T, C);
     check_forward(&k.base, x, "vision_embed forward");
@@ -455,10 +483,16 @@ static void test_gradcheck_token_embed(void **state) {
     float *dwte = drand((size_t)V * C, 1.0f), *dwte_pre = dcopy(dwte, (size_t)V * C);
     float *dwpe = drand((size_t)T * C, 1.0f), *dwpe_pre = dcopy(dwpe, (size_t)T * C);
     be->token_embed_backward(be, dwte, dwpe, (tc_act *)r, ids, B, T, C, V);
-    for (int i = 0; i < C; i++) assert_true(dwte[C + i] == dwte_pre[C + i]);
+    for (int i = 0; i < C; i++)
+        assert_true(dwte[C + i] == dwte_pre[C + i]);
     sub_prefill(dwte, dwte_pre, (size_t)V * C), sub_prefill(dwpe, dwpe_pre, (size_t)T * C);
-    temb_case k = {{temb_ref, to_double(r, nx), nx}, to_double(wte, (size_t)V * C),
-                   to_double(wpe, (size_t)T * C), ids, B, T, C};
+    temb_case k = {{temb_ref, to_double(r, nx), nx},
+                   to_double(wte, (size_t)V * C),
+                   to_double(wpe, (size_t)T * C),
+                   ids,
+                   B,
+                   T,
+                   C};
     float *x = dconst(nx, GARBAGE);
     be->token_embed_forward(be, (tc_act *)x, ids, (tc_act *)wte, (tc_act *)wpe, B, T, C);
     check_forward(&k.base, x, "token_embed forward");
@@ -487,7 +521,8 @@ static void pool_ref(const fd_case *c, double *out) {
         for (int i = 0; i < k->C; i++) {
             double v = 0.0;
             if (k->mean) {
-                for (int t = 1; t < k->T; t++) v += k->x[((size_t)b * k->T + t) * k->C + i];
+                for (int t = 1; t < k->T; t++)
+                    v += k->x[((size_t)b * k->T + t) * k->C + i];
                 v /= (k->T - 1);
             } else {
                 int t = k->idx ? k->idx[b] : 0;
@@ -546,9 +581,11 @@ static void l2_ref(const fd_case *c, double *out) {
     for (int n = 0; n < k->N; n++) {
         const double *x = k->x + (size_t)n * k->C;
         double ss = 0.0;
-        for (int i = 0; i < k->C; i++) ss += x[i] * x[i];
+        for (int i = 0; i < k->C; i++)
+            ss += x[i] * x[i];
         double den = fmax(sqrt(ss), 1e-12);
-        for (int i = 0; i < k->C; i++) out[(size_t)n * k->C + i] = x[i] / den;
+        for (int i = 0; i < k->C; i++)
+            out[(size_t)n * k->C + i] = x[i] / den;
     }
 }
 
@@ -564,7 +601,8 @@ static void test_gradcheck_l2norm(void **state) {
     check_forward(&k.base, out, "l2norm forward");
     for (int n = 0; n < N; n++) {
         double ss = 0.0;
-        for (int i = 0; i < C; i++) ss += k.x[(size_t)n * C + i] * k.x[(size_t)n * C + i];
+        for (int i = 0; i < C; i++)
+            ss += k.x[(size_t)n * C + i] * k.x[(size_t)n * C + i];
         assert_true(fabs(norm[n] - sqrt(ss)) <= 1e-6 * sqrt(ss));
     }
     float *g = fd_grad(&k.base, k.x, nx);
@@ -572,7 +610,8 @@ static void test_gradcheck_l2norm(void **state) {
     free(g), free(k.x), free((void *)k.base.r);
 
     /* clamp active: a zero row and a tiny row have gradient dout / 1e-12 */
-    for (int i = 0; i < C; i++) x[i] = 0.0f, x[C + i] = 1e-14f;
+    for (int i = 0; i < C; i++)
+        x[i] = 0.0f, x[C + i] = 1e-14f;
     be->l2norm_forward(be, out, norm, (tc_act *)x, N, C);
     be->l2norm_backward(be, (tc_act *)dx, r, out, norm, N, C);
     for (int i = 0; i < 2 * C; i++) {
@@ -600,15 +639,19 @@ static void xent_ref(const fd_case *c, double *out) {
     for (int i = 0; i < k->n; i++) {
         const double *sr = k->sim + (size_t)i * k->Ncols;
         double m = -INFINITY, se = 0.0;
-        for (int j = 0; j < k->Ncols; j++) m = fmax(m, s * sr[j]);
-        for (int j = 0; j < k->Ncols; j++) se += exp(s * sr[j] - m);
+        for (int j = 0; j < k->Ncols; j++)
+            m = fmax(m, s * sr[j]);
+        for (int j = 0; j < k->Ncols; j++)
+            se += exp(s * sr[j] - m);
         double lse = m + log(se);
         if (k->wh != 0.0) total += k->wh * (lse - s * sr[k->off + i]);
         if (k->tsim && k->ws != 0.0) {
             const double *tr = k->tsim + (size_t)i * k->Ncols;
             double tm = -INFINITY, tse = 0.0;
-            for (int j = 0; j < k->Ncols; j++) tm = fmax(tm, ts * tr[j]);
-            for (int j = 0; j < k->Ncols; j++) tse += exp(ts * tr[j] - tm);
+            for (int j = 0; j < k->Ncols; j++)
+                tm = fmax(tm, ts * tr[j]);
+            for (int j = 0; j < k->Ncols; j++)
+                tse += exp(ts * tr[j] - tm);
             for (int j = 0; j < k->Ncols; j++) {
                 double t = exp(ts * tr[j] - tm) / tse;
                 total -= k->ws * t * (s * sr[j] - lse);
@@ -625,8 +668,16 @@ static void gradcheck_xent_one(int n, int Ncols, int off, float wh, float ws, in
     float *loss = dconst(1, 0.25f), *dls = dconst(1, -0.5f), *dsim = dconst(ns, GARBAGE);
     be->softmax_xent_rows(be, loss, dsim, dls, sim, tsim, ls, tls, n, Ncols, off, wh, ws);
     double one = 1.0;
-    xent_case k = {{xent_ref, &one, 1}, to_double(sim, ns), tsim ? to_double(tsim, ns) : NULL,
-                   to_double(ls, 1), 3.0, n, Ncols, off, wh, ws};
+    xent_case k = {{xent_ref, &one, 1},
+                   to_double(sim, ns),
+                   tsim ? to_double(tsim, ns) : NULL,
+                   to_double(ls, 1),
+                   3.0,
+                   n,
+                   Ncols,
+                   off,
+                   wh,
+                   ws};
     k.tls = tls[0];
     double ref_loss = fd_loss(&k.base);
     char what[96];
@@ -647,11 +698,11 @@ static void gradcheck_xent_one(int n, int Ncols, int off, float wh, float ws, in
 
 static void test_gradcheck_softmax_xent(void **state) {
     (void)state;
-    gradcheck_xent_one(4, 4, 0, 1.0f, 0.0f, 0);  /* hard only, square */
-    gradcheck_xent_one(3, 8, 2, 1.0f, 0.0f, 0);  /* hard only, local rows of a larger batch */
-    gradcheck_xent_one(3, 8, 5, 0.0f, 1.0f, 1);  /* soft only */
-    gradcheck_xent_one(5, 7, 1, 0.7f, 0.3f, 1);  /* both */
-    gradcheck_xent_one(2, 6, 4, 1.0f, 0.5f, 0);  /* w_soft without a teacher: hard only */
+    gradcheck_xent_one(4, 4, 0, 1.0f, 0.0f, 0); /* hard only, square */
+    gradcheck_xent_one(3, 8, 2, 1.0f, 0.0f, 0); /* hard only, local rows of a larger batch */
+    gradcheck_xent_one(3, 8, 5, 0.0f, 1.0f, 1); /* soft only */
+    gradcheck_xent_one(5, 7, 1, 0.7f, 0.3f, 1); /* both */
+    gradcheck_xent_one(2, 6, 4, 1.0f, 0.5f, 0); /* w_soft without a teacher: hard only */
 }
 
 int main(void) {
@@ -660,10 +711,10 @@ int main(void) {
         return 1;
     }
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_gradcheck_linear),     cmocka_unit_test(test_gradcheck_layernorm),
-        cmocka_unit_test(test_gradcheck_gelu),       cmocka_unit_test(test_gradcheck_attention),
+        cmocka_unit_test(test_gradcheck_linear),       cmocka_unit_test(test_gradcheck_layernorm),
+        cmocka_unit_test(test_gradcheck_gelu),         cmocka_unit_test(test_gradcheck_attention),
         cmocka_unit_test(test_gradcheck_vision_embed), cmocka_unit_test(test_gradcheck_token_embed),
-        cmocka_unit_test(test_gradcheck_pool),       cmocka_unit_test(test_gradcheck_l2norm),
+        cmocka_unit_test(test_gradcheck_pool),         cmocka_unit_test(test_gradcheck_l2norm),
         cmocka_unit_test(test_gradcheck_softmax_xent),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);

@@ -19,14 +19,16 @@
 static inline float dot_f32(const float *a, const float *b, int n) {
     float s = 0.0f;
 #pragma omp simd reduction(+ : s)
-    for (int d = 0; d < n; d++) s += a[d] * b[d];
+    for (int d = 0; d < n; d++)
+        s += a[d] * b[d];
     return s;
 }
 
 /* y += a x */
 static inline void axpy_f32(float *y, float a, const float *x, int n) {
 #pragma omp simd
-    for (int d = 0; d < n; d++) y[d] += a * x[d];
+    for (int d = 0; d < n; d++)
+        y[d] += a * x[d];
 }
 
 void tc_cpu_attention_forward(tc_backend *b, tc_act *out, float *lse, const tc_act *qkv, int B,
@@ -51,7 +53,8 @@ void tc_cpu_attention_forward(tc_backend *b, tc_act *out, float *lse, const tc_a
             for (int i = 0; i < T; i++) {
                 float *orow = obase + (size_t)i * A;
                 if (!buf) { /* no scratch: make the failure visible to the NaN guard */
-                    for (int d = 0; d < HS; d++) orow[d] = NAN;
+                    for (int d = 0; d < HS; d++)
+                        orow[d] = NAN;
                     lrow[i] = NAN;
                     continue;
                 }
@@ -65,7 +68,8 @@ void tc_cpu_attention_forward(tc_backend *b, tc_act *out, float *lse, const tc_a
                     if (s[j] > mx) mx = s[j];
                 }
                 float sum = 0.0f;
-                for (int d = 0; d < HS; d++) acc[d] = 0.0f;
+                for (int d = 0; d < HS; d++)
+                    acc[d] = 0.0f;
                 for (int j = 0; j < jn; j++) {
                     const float *v = base + (size_t)j * row3 + 2 * A + (size_t)h * HS;
                     float p = expf(s[j] - mx);
@@ -73,7 +77,8 @@ void tc_cpu_attention_forward(tc_backend *b, tc_act *out, float *lse, const tc_a
                     axpy_f32(acc, p, v, HS);
                 }
                 const float inv = 1.0f / sum;
-                for (int d = 0; d < HS; d++) orow[d] = acc[d] * inv;
+                for (int d = 0; d < HS; d++)
+                    orow[d] = acc[d] * inv;
                 lrow[i] = mx + logf(sum);
             }
         }
@@ -81,9 +86,9 @@ void tc_cpu_attention_forward(tc_backend *b, tc_act *out, float *lse, const tc_a
     }
 }
 
-void tc_cpu_attention_backward(tc_backend *b, tc_act *dqkv, const tc_act *dout,
-                               const tc_act *qkv, const tc_act *out, const float *lse, int B,
-                               int T, int NH, int HS, int causal) {
+void tc_cpu_attention_backward(tc_backend *b, tc_act *dqkv, const tc_act *dout, const tc_act *qkv,
+                               const tc_act *out, const float *lse, int B, int T, int NH, int HS,
+                               int causal) {
     if (B <= 0 || T <= 0 || NH <= 0 || HS <= 0) return;
     const float *x = TC_CF(qkv), *dy = TC_CF(dout), *o = TC_CF(out);
     float *dx = TC_F(dqkv);
@@ -113,7 +118,8 @@ void tc_cpu_attention_backward(tc_backend *b, tc_act *dqkv, const tc_act *dout,
             for (int i = 0; i < T; i++) {
                 float *dq = dbase + (size_t)i * row3 + hq;
                 if (!buf) {
-                    for (int d = 0; d < HS; d++) dq[d] = NAN;
+                    for (int d = 0; d < HS; d++)
+                        dq[d] = NAN;
                     continue;
                 }
                 float *p = buf, *acc = buf + T;
@@ -126,7 +132,8 @@ void tc_cpu_attention_backward(tc_backend *b, tc_act *dqkv, const tc_act *dout,
                     const float *k = base + (size_t)j * row3 + hk;
                     p[j] = expf(scale * dot_f32(q, k, HS) - li);
                 }
-                for (int d = 0; d < HS; d++) acc[d] = 0.0f;
+                for (int d = 0; d < HS; d++)
+                    acc[d] = 0.0f;
                 for (int j = 0; j < jn; j++) {
                     const float *k = base + (size_t)j * row3 + hk;
                     const float *v = base + (size_t)j * row3 + hv;
@@ -135,10 +142,12 @@ void tc_cpu_attention_backward(tc_backend *b, tc_act *dqkv, const tc_act *dout,
                     axpy_f32(dbase + (size_t)j * row3 + hk, scale * ds, q, HS);
                     axpy_f32(dbase + (size_t)j * row3 + hv, p[j], dyr, HS);
                 }
-                for (int d = 0; d < HS; d++) dq[d] = scale * acc[d];
+                for (int d = 0; d < HS; d++)
+                    dq[d] = scale * acc[d];
             }
             if (!buf) /* dk, dv are zero, not garbage, but mark the head */
-                for (int j = 0; j < T; j++) dbase[(size_t)j * row3 + hk] = NAN;
+                for (int j = 0; j < T; j++)
+                    dbase[(size_t)j * row3 + hk] = NAN;
         }
         free(buf);
     }

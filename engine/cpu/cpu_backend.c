@@ -12,7 +12,8 @@ static tc_status cpu_alloc(tc_backend *b, size_t bytes, void **ptr) {
     (void)b;
     if (!ptr) return tc_fail(TC_ERR_ARG, "cpu alloc: NULL output pointer");
     *ptr = NULL;
-    if (bytes > SIZE_MAX - 64) return tc_fail(TC_ERR_OOM, "cpu alloc: %zu bytes is too large", bytes);
+    if (bytes > SIZE_MAX - 64)
+        return tc_fail(TC_ERR_OOM, "cpu alloc: %zu bytes is too large", bytes);
     /* aligned_alloc wants a multiple of the alignment; 0 bytes still gets a
      * unique pointer so that free() pairs with every successful alloc() */
     size_t rounded = (bytes + 63) / 64 * 64;
@@ -32,7 +33,8 @@ static void cpu_free(tc_backend *b, void *ptr) {
 static tc_status cpu_upload(tc_backend *b, void *dst, const void *host_src, size_t bytes) {
     (void)b;
     if (bytes == 0) return TC_OK;
-    if (!dst || !host_src) return tc_fail(TC_ERR_ARG, "cpu upload: NULL pointer (%zu bytes)", bytes);
+    if (!dst || !host_src)
+        return tc_fail(TC_ERR_ARG, "cpu upload: NULL pointer (%zu bytes)", bytes);
     memmove(dst, host_src, bytes);
     return TC_OK;
 }
@@ -51,7 +53,9 @@ static tc_status cpu_synchronize(tc_backend *b) {
     return TC_OK; /* every op has finished when it returns */
 }
 
-static void cpu_destroy(tc_backend *b) { free(b); }
+static void cpu_destroy(tc_backend *b) {
+    free(b);
+}
 
 tc_status tc_backend_cpu_create(tc_backend **out, int threads) {
     if (!out) return tc_fail(TC_ERR_ARG, "cpu backend: NULL output pointer");

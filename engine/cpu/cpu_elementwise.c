@@ -14,7 +14,8 @@
 void tc_cpu_fill_f32(tc_backend *b, float *x, float value, size_t n) {
     int nt = tc_cpu_threads(b);
 #pragma omp parallel for schedule(static) num_threads(nt) if (n > TC_CPU_PAR_MIN)
-    for (size_t i = 0; i < n; i++) x[i] = value;
+    for (size_t i = 0; i < n; i++)
+        x[i] = value;
 }
 
 void tc_cpu_zero(tc_backend *b, void *x, size_t bytes) {
@@ -40,14 +41,16 @@ void tc_cpu_add(tc_backend *b, tc_act *out, const tc_act *x, const tc_act *y, si
     const float *a = TC_CF(x), *c = TC_CF(y);
     int nt = tc_cpu_threads(b);
 #pragma omp parallel for schedule(static) num_threads(nt) if (n > TC_CPU_PAR_MIN)
-    for (size_t i = 0; i < n; i++) o[i] = a[i] + c[i];
+    for (size_t i = 0; i < n; i++)
+        o[i] = a[i] + c[i];
 }
 
 void tc_cpu_scale_f32(tc_backend *b, float *x, const float *scale, size_t n) {
     const float s = scale[0]; /* read once: scale may be an element of x */
     int nt = tc_cpu_threads(b);
 #pragma omp parallel for schedule(static) num_threads(nt) if (n > TC_CPU_PAR_MIN)
-    for (size_t i = 0; i < n; i++) x[i] *= s;
+    for (size_t i = 0; i < n; i++)
+        x[i] *= s;
 }
 
 void tc_cpu_clamp_f32(tc_backend *b, float *x, float lo, float hi, size_t n) {
@@ -66,6 +69,7 @@ void tc_cpu_all_finite(tc_backend *b, float *out, const float *x, size_t n) {
     int nt = tc_cpu_threads(b);
     int bad = 0;
 #pragma omp parallel for schedule(static) num_threads(nt) reduction(| : bad) if (n > TC_CPU_PAR_MIN)
-    for (size_t i = 0; i < n; i++) bad |= !isfinite(x[i]);
+    for (size_t i = 0; i < n; i++)
+        bad |= !isfinite(x[i]);
     out[0] = bad ? 0.0f : 1.0f;
 }

@@ -28,10 +28,12 @@ void tc_cpu_patchify(tc_backend *b, tc_act *patches, const float *image, int B, 
             float *prow = out + ((size_t)bb * npatch + (size_t)gy * gw + gx) * K;
             for (int c = 0; c < 3; c++)
                 for (int ky = 0; ky < P; ky++) {
-                    const float *src =
-                        image + (((size_t)bb * 3 + c) * H + (size_t)gy * P + ky) * W + (size_t)gx * P;
+                    const float *src = image +
+                                       (((size_t)bb * 3 + c) * H + (size_t)gy * P + ky) * W +
+                                       (size_t)gx * P;
                     float *dst = prow + ((size_t)c * P + ky) * P;
-                    for (int kx = 0; kx < P; kx++) dst[kx] = src[kx];
+                    for (int kx = 0; kx < P; kx++)
+                        dst[kx] = src[kx];
                 }
         }
     }
@@ -50,7 +52,8 @@ void tc_cpu_vision_embed_forward(tc_backend *b, tc_act *x, const tc_act *patch_e
         const float *src = t == 0 ? cl : pe + ((size_t)bb * (T - 1) + (t - 1)) * C;
         const float *pr = ps + (size_t)t * C;
         float *dst = o + (size_t)r * C;
-        for (int c = 0; c < C; c++) dst[c] = src[c] + pr[c];
+        for (int c = 0; c < C; c++)
+            dst[c] = src[c] + pr[c];
     }
 }
 
@@ -67,7 +70,8 @@ void tc_cpu_vision_embed_backward(tc_backend *b, tc_act *dpatch_emb, float *dcls
             const int bb = (int)(r / (T - 1)), t = (int)(r % (T - 1)) + 1;
             const float *src = g + ((size_t)bb * T + t) * C;
             float *dst = dp + (size_t)r * C;
-            for (int c = 0; c < C; c++) dst[c] = src[c];
+            for (int c = 0; c < C; c++)
+                dst[c] = src[c];
         }
     }
     /* dpos[t] += sum_b dx[b,t]; dcls += sum_b dx[b,0]; one thread per position */
@@ -77,10 +81,12 @@ void tc_cpu_vision_embed_backward(tc_backend *b, tc_act *dpatch_emb, float *dcls
             const float *src = g + ((size_t)bb * T + t) * C;
             if (dpos) {
                 float *dst = dpos + (size_t)t * C;
-                for (int c = 0; c < C; c++) dst[c] += src[c];
+                for (int c = 0; c < C; c++)
+                    dst[c] += src[c];
             }
             if (t == 0 && dcls)
-                for (int c = 0; c < C; c++) dcls[c] += src[c];
+                for (int c = 0; c < C; c++)
+                    dcls[c] += src[c];
         }
     }
 }
@@ -99,7 +105,8 @@ void tc_cpu_token_embed_forward(tc_backend *b, tc_act *x, const int32_t *ids, co
         const float *src = we + (size_t)ids[r] * C;
         const float *pr = pe + (size_t)t * C;
         float *dst = o + (size_t)r * C;
-        for (int c = 0; c < C; c++) dst[c] = src[c] + pr[c];
+        for (int c = 0; c < C; c++)
+            dst[c] = src[c] + pr[c];
     }
 }
 
@@ -119,10 +126,12 @@ void tc_cpu_token_embed_backward(tc_backend *b, float *dwte, float *dwpe, const 
             const int c1 = c0 + TC_EMB_COL_BLOCK < C ? c0 + TC_EMB_COL_BLOCK : C;
             for (long r = 0; r < rows; r++) {
                 const int32_t id = ids[r];
-                if (id < 0 || id >= V) continue; /* the host rejects these; never write out of bounds */
+                if (id < 0 || id >= V)
+                    continue; /* the host rejects these; never write out of bounds */
                 const float *src = g + (size_t)r * C;
                 float *dst = dwte + (size_t)id * C;
-                for (int c = c0; c < c1; c++) dst[c] += src[c];
+                for (int c = c0; c < c1; c++)
+                    dst[c] += src[c];
             }
         }
     }
@@ -132,7 +141,8 @@ void tc_cpu_token_embed_backward(tc_backend *b, float *dwte, float *dwpe, const 
             float *dst = dwpe + (size_t)t * C;
             for (int bb = 0; bb < B; bb++) {
                 const float *src = g + ((size_t)bb * T + t) * C;
-                for (int c = 0; c < C; c++) dst[c] += src[c];
+                for (int c = 0; c < C; c++)
+                    dst[c] += src[c];
             }
         }
     }

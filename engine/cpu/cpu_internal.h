@@ -55,8 +55,7 @@ void tc_cpu_gemm_f32(tc_backend *b, int trans_a, int trans_b, int M, int N, int 
 
 /* cpu_layernorm.c */
 void tc_cpu_layernorm_forward(tc_backend *b, tc_act *out, float *mean, float *rstd,
-                              const tc_act *inp, const tc_act *w, const tc_act *bias, int N,
-                              int C);
+                              const tc_act *inp, const tc_act *w, const tc_act *bias, int N, int C);
 void tc_cpu_layernorm_backward(tc_backend *b, tc_act *dinp, float *dw, float *dbias,
                                const tc_act *dout, const tc_act *inp, const tc_act *w,
                                const float *mean, const float *rstd, int N, int C);
@@ -64,9 +63,9 @@ void tc_cpu_layernorm_backward(tc_backend *b, tc_act *dinp, float *dw, float *db
 /* cpu_attention.c */
 void tc_cpu_attention_forward(tc_backend *b, tc_act *out, float *lse, const tc_act *qkv, int B,
                               int T, int NH, int HS, int causal);
-void tc_cpu_attention_backward(tc_backend *b, tc_act *dqkv, const tc_act *dout,
-                               const tc_act *qkv, const tc_act *out, const float *lse, int B,
-                               int T, int NH, int HS, int causal);
+void tc_cpu_attention_backward(tc_backend *b, tc_act *dqkv, const tc_act *dout, const tc_act *qkv,
+                               const tc_act *out, const float *lse, int B, int T, int NH, int HS,
+                               int causal);
 
 /* cpu_embed.c */
 void tc_cpu_patchify(tc_backend *b, tc_act *patches, const float *image, int B, int H, int W,
@@ -84,15 +83,13 @@ void tc_cpu_token_embed_backward(tc_backend *b, float *dwte, float *dwpe, const 
 void tc_cpu_argmax_rows(tc_backend *b, int32_t *idx, const int32_t *ids, int B, int T);
 void tc_cpu_pool_gather_forward(tc_backend *b, tc_act *out, const tc_act *x, const int32_t *idx,
                                 int B, int T, int C);
-void tc_cpu_pool_gather_backward(tc_backend *b, tc_act *dx, const tc_act *dout,
-                                 const int32_t *idx, int B, int T, int C);
+void tc_cpu_pool_gather_backward(tc_backend *b, tc_act *dx, const tc_act *dout, const int32_t *idx,
+                                 int B, int T, int C);
 void tc_cpu_pool_mean_forward(tc_backend *b, tc_act *out, const tc_act *x, int B, int T, int C);
-void tc_cpu_pool_mean_backward(tc_backend *b, tc_act *dx, const tc_act *dout, int B, int T,
-                               int C);
+void tc_cpu_pool_mean_backward(tc_backend *b, tc_act *dx, const tc_act *dout, int B, int T, int C);
 
 /* cpu_loss.c */
-void tc_cpu_l2norm_forward(tc_backend *b, float *out, float *norm, const tc_act *inp, int N,
-                           int C);
+void tc_cpu_l2norm_forward(tc_backend *b, float *out, float *norm, const tc_act *inp, int N, int C);
 void tc_cpu_l2norm_backward(tc_backend *b, tc_act *dinp, const float *dout, const float *out,
                             const float *norm, int N, int C);
 void tc_cpu_softmax_xent_rows(tc_backend *b, float *loss, float *dsim, float *dlog_scale,

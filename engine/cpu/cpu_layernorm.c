@@ -26,7 +26,8 @@ void tc_cpu_layernorm_forward(tc_backend *b, tc_act *out, float *mean, float *rs
         const float *xr = x + (size_t)n * C;
         float *orow = o + (size_t)n * C;
         double s = 0.0;
-        for (int i = 0; i < C; i++) s += xr[i];
+        for (int i = 0; i < C; i++)
+            s += xr[i];
         double mu = s / C;
         double ss = 0.0;
         for (int i = 0; i < C; i++) {

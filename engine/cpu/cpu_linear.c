@@ -18,7 +18,8 @@ void tc_cpu_linear_forward(tc_backend *b, tc_act *out, const tc_act *inp, const 
     if (C <= 0) {
         /* empty product: out = bias (or 0) */
         for (int n = 0; n < N; n++)
-            for (int j = 0; j < OC; j++) o[(size_t)n * OC + j] = bias ? TC_CF(bias)[j] : 0.0f;
+            for (int j = 0; j < OC; j++)
+                o[(size_t)n * OC + j] = bias ? TC_CF(bias)[j] : 0.0f;
         return;
     }
     /* out (N,OC) = inp (N,C) . op(w) */
@@ -30,7 +31,8 @@ void tc_cpu_linear_forward(tc_backend *b, tc_act *out, const tc_act *inp, const 
 #pragma omp parallel for schedule(static) num_threads(nt) if ((size_t)N * OC > 32768)
     for (int n = 0; n < N; n++) {
         float *row = o + (size_t)n * OC;
-        for (int j = 0; j < OC; j++) row[j] += bs[j];
+        for (int j = 0; j < OC; j++)
+            row[j] += bs[j];
     }
 }
 
@@ -42,7 +44,8 @@ void tc_cpu_linear_backward(tc_backend *b, tc_act *dinp, float *dw, float *dbias
     if (dinp && N > 0 && C > 0) {
         float *dx = TC_F(dinp);
         if (OC == 0) {
-            for (size_t i = 0; i < (size_t)N * C; i++) dx[i] = 0.0f;
+            for (size_t i = 0; i < (size_t)N * C; i++)
+                dx[i] = 0.0f;
         } else if (w_trans) {
             /* dinp (N,C) = dout (N,OC) . w^T, w (C,OC) */
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, N, C, OC, 1.0f, dy, OC, wt, OC,
@@ -56,12 +59,12 @@ void tc_cpu_linear_backward(tc_backend *b, tc_act *dinp, float *dw, float *dbias
     if (dw && N > 0 && C > 0 && OC > 0) {
         if (w_trans) {
             /* dw (C,OC) += inp^T (C,N) . dout (N,OC) */
-            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, C, OC, N, 1.0f, x, C, dy, OC,
-                        1.0f, dw, OC);
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, C, OC, N, 1.0f, x, C, dy, OC, 1.0f,
+                        dw, OC);
         } else {
             /* dw (OC,C) += dout^T (OC,N) . inp (N,C) */
-            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, OC, C, N, 1.0f, dy, OC, x, C,
-                        1.0f, dw, C);
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, OC, C, N, 1.0f, dy, OC, x, C, 1.0f,
+                        dw, C);
         }
     }
     if (dbias && OC > 0) {
@@ -72,12 +75,15 @@ void tc_cpu_linear_backward(tc_backend *b, tc_act *dinp, float *dw, float *dbias
             int j0 = blk * TC_CPU_COL_BLOCK;
             int j1 = j0 + TC_CPU_COL_BLOCK < OC ? j0 + TC_CPU_COL_BLOCK : OC;
             float acc[TC_CPU_COL_BLOCK];
-            for (int j = j0; j < j1; j++) acc[j - j0] = dbias[j];
+            for (int j = j0; j < j1; j++)
+                acc[j - j0] = dbias[j];
             for (int n = 0; n < N; n++) {
                 const float *row = dy + (size_t)n * OC;
-                for (int j = j0; j < j1; j++) acc[j - j0] += row[j];
+                for (int j = j0; j < j1; j++)
+                    acc[j - j0] += row[j];
             }
-            for (int j = j0; j < j1; j++) dbias[j] = acc[j - j0];
+            for (int j = j0; j < j1; j++)
+                dbias[j] = acc[j - j0];
         }
     }
 }
@@ -88,7 +94,8 @@ void tc_cpu_gemm_f32(tc_backend *b, int trans_a, int trans_b, int M, int N, int 
     if (M <= 0 || N <= 0) return;
     if (K <= 0) {
         /* no product: C = beta C (beta 0 overwrites, as BLAS) */
-        for (size_t i = 0; i < (size_t)M * N; i++) C[i] = beta == 0.0f ? 0.0f : beta * C[i];
+        for (size_t i = 0; i < (size_t)M * N; i++)
+            C[i] = beta == 0.0f ? 0.0f : beta * C[i];
         return;
     }
     /* op(A) (M,K): A stored (M,K) or, transposed, (K,M); likewise op(B) (K,N) */

@@ -28,10 +28,12 @@ void tc_cpu_l2norm_forward(tc_backend *b, float *out, float *norm, const tc_act 
         const float *xr = x + (size_t)n * C;
         float *orow = out + (size_t)n * C;
         double ss = 0.0;
-        for (int c = 0; c < C; c++) ss += (double)xr[c] * xr[c];
+        for (int c = 0; c < C; c++)
+            ss += (double)xr[c] * xr[c];
         const float nr = (float)sqrt(ss);
         const float den = nr > TC_L2_EPS ? nr : TC_L2_EPS;
-        for (int c = 0; c < C; c++) orow[c] = xr[c] / den;
+        for (int c = 0; c < C; c++)
+            orow[c] = xr[c] / den;
         if (norm) norm[n] = nr;
     }
 }
@@ -47,13 +49,16 @@ void tc_cpu_l2norm_backward(tc_backend *b, tc_act *dinp, const float *dout, cons
         float *dxr = dx + (size_t)n * C;
         const float nr = norm[n];
         if (nr < TC_L2_EPS) { /* clamp_min active (torch passes the gradient at equality) */
-            for (int c = 0; c < C; c++) dxr[c] = dyr[c] / TC_L2_EPS;
+            for (int c = 0; c < C; c++)
+                dxr[c] = dyr[c] / TC_L2_EPS;
             continue;
         }
         double dot = 0.0;
-        for (int c = 0; c < C; c++) dot += (double)orow[c] * dyr[c];
+        for (int c = 0; c < C; c++)
+            dot += (double)orow[c] * dyr[c];
         const float d = (float)dot;
-        for (int c = 0; c < C; c++) dxr[c] = (dyr[c] - orow[c] * d) / nr;
+        for (int c = 0; c < C; c++)
+            dxr[c] = (dyr[c] - orow[c] * d) / nr;
     }
 }
 
@@ -69,7 +74,8 @@ void tc_cpu_softmax_xent_rows(tc_backend *b, float *loss, float *dsim, float *dl
     double *row_terms = malloc((size_t)n * 2 * sizeof(double));
     if (!row_terms) { /* no scratch: make the failure visible to the NaN guard */
         if (loss) loss[0] = NAN;
-        for (size_t i = 0; i < (size_t)n * Ncols; i++) dsim[i] = NAN;
+        for (size_t i = 0; i < (size_t)n * Ncols; i++)
+            dsim[i] = NAN;
         return;
     }
     const double inv_n = 1.0 / n;
@@ -85,7 +91,8 @@ void tc_cpu_softmax_xent_rows(tc_backend *b, float *loss, float *dsim, float *dl
             if (z > m) m = z;
         }
         double se = 0.0;
-        for (int j = 0; j < Ncols; j++) se += exp((double)(s * sr[j]) - m);
+        for (int j = 0; j < Ncols; j++)
+            se += exp((double)(s * sr[j]) - m);
         const double lse = m + log(se);
         /* teacher softmax statistics */
         const float *tr = soft ? teacher_sim + (size_t)i * Ncols : NULL;
@@ -96,9 +103,11 @@ void tc_cpu_softmax_xent_rows(tc_backend *b, float *loss, float *dsim, float *dl
                 if (z > tm) tm = z;
             }
             double tse = 0.0;
-            for (int j = 0; j < Ncols; j++) tse += exp((double)(ts * tr[j]) - tm);
+            for (int j = 0; j < Ncols; j++)
+                tse += exp((double)(ts * tr[j]) - tm);
             tlse = tm + log(tse);
-            for (int j = 0; j < Ncols; j++) tsum += exp((double)(ts * tr[j]) - tlse);
+            for (int j = 0; j < Ncols; j++)
+                tsum += exp((double)(ts * tr[j]) - tlse);
         }
         const int label = label_offset + i;
         const int hard = w_hard != 0.0f && label >= 0 && label < Ncols; /* host checks the range */

@@ -22,10 +22,13 @@ static double sum_squares_chunk(const float *x, size_t n) {
     double lane[TC_SQ_LANES] = {0};
     size_t i = 0;
     for (; i + TC_SQ_LANES <= n; i += TC_SQ_LANES)
-        for (int k = 0; k < TC_SQ_LANES; k++) lane[k] += (double)x[i + k] * x[i + k];
-    for (; i < n; i++) lane[0] += (double)x[i] * x[i];
+        for (int k = 0; k < TC_SQ_LANES; k++)
+            lane[k] += (double)x[i + k] * x[i + k];
+    for (; i < n; i++)
+        lane[0] += (double)x[i] * x[i];
     double s = 0.0;
-    for (int k = 0; k < TC_SQ_LANES; k++) s += lane[k];
+    for (int k = 0; k < TC_SQ_LANES; k++)
+        s += lane[k];
     return s;
 }
 
@@ -42,7 +45,8 @@ void tc_cpu_sum_squares(tc_backend *b, float *out, const float *g, size_t n) {
         part[k] = sum_squares_chunk(g + lo, hi - lo);
     }
     double s = 0.0;
-    for (int k = 0; k < TC_SQ_CHUNKS; k++) s += part[k];
+    for (int k = 0; k < TC_SQ_CHUNKS; k++)
+        s += part[k];
     out[0] = (float)s;
 }
 

@@ -28,16 +28,18 @@ void tc_cpu_pool_gather_forward(tc_backend *b, tc_act *out, const tc_act *x, con
         const int t = idx ? idx[bb] : 0;
         float *dst = o + (size_t)bb * C;
         if (t < 0 || t >= T) {
-            for (int c = 0; c < C; c++) dst[c] = 0.0f;
+            for (int c = 0; c < C; c++)
+                dst[c] = 0.0f;
             continue;
         }
         const float *src = in + ((size_t)bb * T + t) * C;
-        for (int c = 0; c < C; c++) dst[c] = src[c];
+        for (int c = 0; c < C; c++)
+            dst[c] = src[c];
     }
 }
 
-void tc_cpu_pool_gather_backward(tc_backend *b, tc_act *dx, const tc_act *dout,
-                                 const int32_t *idx, int B, int T, int C) {
+void tc_cpu_pool_gather_backward(tc_backend *b, tc_act *dx, const tc_act *dout, const int32_t *idx,
+                                 int B, int T, int C) {
     (void)b;
     if (B <= 0 || T <= 0 || C <= 0) return;
     float *g = TC_F(dx);
@@ -47,7 +49,8 @@ void tc_cpu_pool_gather_backward(tc_backend *b, tc_act *dx, const tc_act *dout,
         if (t < 0 || t >= T) continue;
         float *dst = g + ((size_t)bb * T + t) * C;
         const float *src = dy + (size_t)bb * C;
-        for (int c = 0; c < C; c++) dst[c] += src[c];
+        for (int c = 0; c < C; c++)
+            dst[c] += src[c];
     }
 }
 
@@ -66,15 +69,16 @@ void tc_cpu_pool_mean_forward(tc_backend *b, tc_act *out, const tc_act *x, int B
             double s[64] = {0};
             for (int t = 1; t < T; t++) {
                 const float *src = in + ((size_t)bb * T + t) * C;
-                for (int c = c0; c < c1; c++) s[c - c0] += src[c];
+                for (int c = c0; c < c1; c++)
+                    s[c - c0] += src[c];
             }
-            for (int c = c0; c < c1; c++) o[(size_t)bb * C + c] = (float)(s[c - c0] * inv);
+            for (int c = c0; c < c1; c++)
+                o[(size_t)bb * C + c] = (float)(s[c - c0] * inv);
         }
     }
 }
 
-void tc_cpu_pool_mean_backward(tc_backend *b, tc_act *dx, const tc_act *dout, int B, int T,
-                               int C) {
+void tc_cpu_pool_mean_backward(tc_backend *b, tc_act *dx, const tc_act *dout, int B, int T, int C) {
     if (B <= 0 || T <= 1 || C <= 0) return;
     float *g = TC_F(dx);
     const float *dy = TC_CF(dout);
@@ -85,6 +89,7 @@ void tc_cpu_pool_mean_backward(tc_backend *b, tc_act *dx, const tc_act *dout, in
         for (int t = 1; t < T; t++) {
             float *dst = g + ((size_t)bb * T + t) * C;
             const float *src = dy + (size_t)bb * C;
-            for (int c = 0; c < C; c++) dst[c] += src[c] * inv;
+            for (int c = 0; c < C; c++)
+                dst[c] += src[c] * inv;
         }
 }
