@@ -117,4 +117,17 @@ void tc_cpu_layernorm_masked_backward(tc_backend *b, tc_act *dinp, float *dw, fl
                                       const float *mean, const float *rstd, const float *mask,
                                       int N, int C);
 
+/* cpu_mask.c (structured masks for automatic inheritance) */
+void tc_cpu_mask_cols_forward(tc_backend *b, tc_act *out, const tc_act *x, const float *z, int N,
+                              int C, int group);
+void tc_cpu_mask_cols_backward(tc_backend *b, tc_act *dx, float *dz, const tc_act *dout,
+                               const tc_act *x, const float *z, int N, int C, int group);
+void tc_cpu_layernorm_masked_forward(tc_backend *b, tc_act *out, float *mean, float *rstd,
+                                     const tc_act *inp, const tc_act *w, const tc_act *bias,
+                                     const float *mask, int N, int C);
+void tc_cpu_layernorm_masked_backward(tc_backend *b, tc_act *dinp, float *dw, float *dbias,
+                                      const tc_act *dout, const tc_act *inp, const tc_act *w,
+                                      const float *mean, const float *rstd, const float *mask,
+                                      int N, int C);
+
 #endif
