@@ -62,6 +62,17 @@ static inline int tc_vision_tokens(const tc_tower_config *v) {
     return g * g + 1;
 }
 
+/* parses a Hugging Face CLIPConfig config.json (text_config, vision_config,
+ * projection_dim, hidden_act); tc_model_config_parse also detects this form */
+tc_status tc_model_config_parse_hf(tc_model_config *cfg, const char *json, size_t len,
+                                   const char *source);
+
+/* 1 when a tower is expressible in open_clip's uniform form: every layer has
+ * width/64 heads and the same MLP width */
+int tc_tower_is_uniform(const tc_tower_config *t);
+/* fills every layer with the same heads and MLP width */
+void tc_tower_set_uniform(tc_tower_config *t, int layers, int width, int heads, int mlp_width);
+
 /* checks internal consistency (positive sizes, layers <= TC_MAX_LAYERS, ...) */
 tc_status tc_model_config_validate(const tc_model_config *cfg, const char *source);
 

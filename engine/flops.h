@@ -1,0 +1,22 @@
+/* forward FLOPs of one image and one text, counted as 2 x multiply-adds of
+ * every matrix product (bias adds, LayerNorm, softmax, activations and
+ * embedding gathers are left out; they are a few percent at CLIP sizes):
+ *   image, T = grid^2 + 1 tokens, C width, per layer A = 64*heads, M mlp:
+ *     patch embedding  (T-1) * 3*P*P * C
+ *     qkv              T * C * 3A
+ *     scores QK^T      T * T * A
+ *     weighted sum AV  T * T * A
+ *     out proj         T * A * C
+ *     mlp              2 * T * C * M
+ *     projection       C * E        (the pooled token only)
+ *   text, T = context_length (the full causal square is counted, as a dense
+ *   attention kernel computes it): the same per-layer terms, plus C * E.
+ * used by `inspect` and by the benchmarks for MFU (training ~ 3x forward). */
+#ifndef TC_FLOPS_H
+#define TC_FLOPS_H
+
+#include "model_config.h"
+
+void tc_model_flops(const tc_model_config *cfg, double *gflops_image, double *gflops_text);
+
+#endif

@@ -1,0 +1,735 @@
+/* model configs: open_clip JSON (strict: every field open_clip knows is
+ * accepted at its default value, fields that would change the architecture
+ * to something this engine does not build are rejected by name, unknown
+ * fields are rejected), the per-layer extension for irregular models, and
+ * Hugging Face CLIPConfig in both directions. */
+#include "model_config.h"
+
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "fileio.h"
+#include "json.h"
+
+/* bounds that keep every product of sizes far from overflow */
+#define MAX_WIDTH 65536
+#define MAX_HEADS 1024
+#define MAX_MLP (1 << 20)
+#define MAX_IMAGE 8192
+#define MAX_CONTEXT 65536
+#define MAX_VOCAB (1 << 24)
+#define MAX_CONFIG_BYTES (16u << 20)
+
+typedef struct {
+    const char *source;
+    const char *prefix; /* "" or "model_cfg." */
+} ctx;
+
+static tc_status ferr(const ctx *c, const char *tower, const char *field, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+static tc_status ferr(const ctx *c, const char *tower, const char *field, const char *fmt, ...) {
+    char msg[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    return tc_fail(TC_ERR_CONFIG, "%s: %s%s%s%s: %s", c->source, c->prefix, tower ? tower : "",
+                   tower ? "." : "", field, msg);
+}
+
+static void set_name(tc_model_config *cfg, const char *source) {
+    const char *base = strrchr(source, '/');
+    base = base ? base + 1 : source;
+    size_t n = strlen(base);
+    if (n > 5 && strcmp(base + n - 5, ".json") == 0) n -= 5;
+    if (n >= sizeof cfg->name) n = sizeof cfg->name - 1;
+    memcpy(cfg->name, base, n);
+    cfg->name[n] = 0;
+}
+
+int tc_tower_is_uniform(const tc_tower_config *t) {
+    if (t->layers < 1 || t->width % TC_HEAD_SIZE != 0) return 0;
+    for (int i = 0; i < t->layers && i < TC_MAX_LAYERS; i++)
+        if (t->heads[i] * TC_HEAD_SIZE != t->width || t->mlp_width[i] != t->mlp_width[0]) return 0;
+    return 1;
+}
+
+void tc_tower_set_uniform(tc_tower_config *t, int layers, int width, int heads, int mlp_width) {
+    t->layers = layers;
+    t->width = width;
+    for (int i = 0; i < TC_MAX_LAYERS; i++) {
+        t->heads[i] = i < layers ? heads : 0;
+        t->mlp_width[i] = i < layers ? mlp_width : 0;
+    }
+}
+
+/* a value equal to "not set": null, false, 0, "", {} or [] */
+static int defaultish(const tc_json *v) {
+    switch (v->type) {
+    case TC_JSON_NULL: return 1;
+    case TC_JSON_BOOL: return !v->boolean;
+    case TC_JSON_NUMBER: return v->number == 0;
+    case TC_JSON_STRING: return v->string_len == 0;
+    case TC_JSON_ARRAY:
+    case TC_JSON_OBJECT: return v->count == 0;
+    }
+    return 0;
+}
+
+static int is_string(const tc_json *v, const char *s) {
+    return v->type == TC_JSON_STRING && strcmp(v->string, s) == 0 && strlen(s) == v->string_len;
+}
+
+static tc_status get_int(const ctx *c, const char *tower, const char *key, const tc_json *v,
+                         int64_t lo, int64_t hi, int *out) {
+    if (v->type != TC_JSON_NUMBER || !v->is_int)
+        return ferr(c, tower, key, "expected an integer, got %s", tc_json_type_name(v->type));
+    if (v->integer < lo || v->integer > hi)
+        return ferr(c, tower, key, "%lld is out of range [%lld, %lld]", (long long)v->integer,
+                    (long long)lo, (long long)hi);
+    *out = (int)v->integer;
+    return TC_OK;
+}
+
+static tc_status get_bool(const ctx *c, const char *tower, const char *key, const tc_json *v,
+                          int *out) {
+    if (v->type != TC_JSON_BOOL)
+        return ferr(c, tower, key, "expected true or false, got %s", tc_json_type_name(v->type));
+    *out = v->boolean;
+    return TC_OK;
+}
+
+static tc_status get_int_array(const ctx *c, const char *tower, const char *key, const tc_json *v,
+                               int hi, int *out, int *count) {
+    if (v->type != TC_JSON_ARRAY)
+        return ferr(c, tower, key, "expected an array of integers, got %s",
+                    tc_json_type_name(v->type));
+    if (v->count < 1 || v->count > TC_MAX_LAYERS)
+        return ferr(c, tower, key, "expected 1 to %d entries (one per layer), got %zu",
+                    TC_MAX_LAYERS, v->count);
+    for (size_t i = 0; i < v->count; i++) {
+        const tc_json *e = &v->items[i];
+        if (e->type != TC_JSON_NUMBER || !e->is_int || e->integer < 0 || e->integer > hi)
+            return ferr(c, tower, key, "entry %zu: expected an integer in [0, %d]", i, hi);
+        out[i] = (int)e->integer;
+    }
+    *count = (int)v->count;
+    return TC_OK;
+}
+
+static tc_status check_duplicates(const ctx *c, const char *tower, const tc_json *obj) {
+    for (size_t i = 0; i < obj->count; i++)
+        for (size_t j = 0; j < i; j++)
+            if (strcmp(obj->keys[i], obj->keys[j]) == 0)
+                return ferr(c, tower, obj->keys[i], "given twice");
+    return TC_OK;
+}
+
+/* fields open_clip accepts that this engine ignores or only accepts at their
+ * defaults; `want` is the accepted value besides null/false/0 */
+static tc_status accept_default(const ctx *c, const char *tower, const char *key, const tc_json *v,
+                                const char *what) {
+    if (defaultish(v)) return TC_OK;
+    return ferr(c, tower, key, "unsupported: %s", what);
+}
+
+/* per-tower fields that both towers share */
+typedef struct {
+    int layers, width;
+    int have_ratio;
+    double mlp_ratio;
+    int heads_arr[TC_MAX_LAYERS], n_heads_arr;
+    int mlp_arr[TC_MAX_LAYERS], n_mlp_arr;
+    int heads; /* text: explicit; vision: derived */
+} tower_fields;
+
+static tc_status finish_tower(const ctx *c, const char *tower, tower_fields *f, tc_tower_config *t,
+                              int vision) {
+    t->layers = f->layers;
+    t->width = f->width;
+    if (f->n_heads_arr && f->n_heads_arr != f->layers)
+        return ferr(c, tower, "heads", "has %d entries but layers is %d", f->n_heads_arr,
+                    f->layers);
+    if (f->n_mlp_arr && f->n_mlp_arr != f->layers)
+        return ferr(c, tower, "mlp_width", "has %d entries but layers is %d", f->n_mlp_arr,
+                    f->layers);
+    if (f->n_mlp_arr && f->have_ratio)
+        return ferr(c, tower, "mlp_ratio", "cannot be combined with the per-layer mlp_width");
+    int mlp = 0;
+    if (!f->n_mlp_arr) {
+        double m = floor((double)f->width * f->mlp_ratio);
+        if (!(m >= 0 && m <= MAX_MLP))
+            return ferr(c, tower, "mlp_ratio", "width * mlp_ratio = %g is out of range [0, %d]", m,
+                        MAX_MLP);
+        mlp = (int)m;
+    }
+    int heads = f->heads;
+    if (!f->n_heads_arr) {
+        if (vision) {
+            if (f->width % TC_HEAD_SIZE != 0)
+                return ferr(c, tower, "width",
+                            "%d is not a multiple of head_width 64 (use a per-layer \"heads\" "
+                            "array for a pruned width)",
+                            f->width);
+            heads = f->width / TC_HEAD_SIZE;
+        } else if (heads * TC_HEAD_SIZE != f->width) {
+            return ferr(c, tower, "heads",
+                        "%d heads over width %d gives a head size of %g; this engine needs 64 "
+                        "(use a per-layer \"heads\" array for a pruned width)",
+                        heads, f->width, (double)f->width / heads);
+        }
+    }
+    for (int i = 0; i < TC_MAX_LAYERS; i++) {
+        t->heads[i] = i < f->layers ? (f->n_heads_arr ? f->heads_arr[i] : heads) : 0;
+        t->mlp_width[i] = i < f->layers ? (f->n_mlp_arr ? f->mlp_arr[i] : mlp) : 0;
+    }
+    return TC_OK;
+}
+
+static tc_status parse_common(const ctx *c, const char *tower, const char *k, const tc_json *v,
+                              tower_fields *f, int *handled) {
+    *handled = 1;
+    if (strcmp(k, "layers") == 0) {
+        if (v->type == TC_JSON_ARRAY)
+            return ferr(c, tower, k,
+                        "a list of stage depths describes a ResNet tower, which is not supported "
+                        "(ViT towers only)");
+        return get_int(c, tower, k, v, 1, TC_MAX_LAYERS, &f->layers);
+    }
+    if (strcmp(k, "width") == 0) return get_int(c, tower, k, v, 1, MAX_WIDTH, &f->width);
+    if (strcmp(k, "mlp_ratio") == 0) {
+        if (v->type != TC_JSON_NUMBER)
+            return ferr(c, tower, k, "expected a number, got %s", tc_json_type_name(v->type));
+        if (!(v->number > 0 && v->number <= 1024))
+            return ferr(c, tower, k, "%g is out of range (0, 1024]", v->number);
+        f->mlp_ratio = v->number;
+        f->have_ratio = 1;
+        return TC_OK;
+    }
+    if (strcmp(k, "mlp_width") == 0)
+        return get_int_array(c, tower, k, v, MAX_MLP, f->mlp_arr, &f->n_mlp_arr);
+    if (strcmp(k, "ls_init_value") == 0) {
+        if (v->type == TC_JSON_NULL) return TC_OK;
+        return ferr(c, tower, k, "unsupported: LayerScale (ls_1/ls_2 gammas) is not implemented; "
+                                 "only null is accepted");
+    }
+    if (strcmp(k, "output_tokens") == 0) {
+        int b = 0;
+        return get_bool(c, tower, k, v, &b);
+    }
+    if (strcmp(k, "act_kwargs") == 0 || strcmp(k, "norm_kwargs") == 0) {
+        if (v->type == TC_JSON_NULL || (v->type == TC_JSON_OBJECT && v->count == 0)) return TC_OK;
+        return ferr(c, tower, k,
+                    "unsupported: activation/LayerNorm arguments other than the defaults "
+                    "(LayerNorm eps 1e-5)");
+    }
+    *handled = 0;
+    return TC_OK;
+}
+
+static tc_status parse_vision(const ctx *c, const tc_json *o, tc_tower_config *t) {
+    const char *tw = "vision_cfg";
+    if (o->type != TC_JSON_OBJECT) return ferr(c, NULL, tw, "expected an object");
+    TC_TRY(check_duplicates(c, tw, o));
+    tower_fields f = {.layers = 12, .width = 768, .mlp_ratio = 4.0};
+    t->image_size = 224;
+    t->patch_size = 16;
+    t->pool = TC_POOL_TOKEN;
+    int pool_set = 0, gap = 0;
+    for (size_t i = 0; i < o->count; i++) {
+        const char *k = o->keys[i];
+        const tc_json *v = &o->items[i];
+        int handled;
+        TC_TRY(parse_common(c, tw, k, v, &f, &handled));
+        if (handled) continue;
+        if (strcmp(k, "head_width") == 0) {
+            if (v->type != TC_JSON_NUMBER || !v->is_int)
+                return ferr(c, tw, k, "expected an integer, got %s", tc_json_type_name(v->type));
+            if (v->integer != TC_HEAD_SIZE)
+                return ferr(c, tw, k, "%lld is not supported: heads are 64 wide in this engine",
+                            (long long)v->integer);
+        } else if (strcmp(k, "heads") == 0) {
+            TC_TRY(get_int_array(c, tw, k, v, MAX_HEADS, f.heads_arr, &f.n_heads_arr));
+        } else if (strcmp(k, "patch_size") == 0) {
+            if (v->type == TC_JSON_ARRAY && v->count == 2 && v->items[0].is_int &&
+                v->items[1].is_int && v->items[0].integer == v->items[1].integer)
+                TC_TRY(get_int(c, tw, k, &v->items[0], 1, MAX_IMAGE, &t->patch_size));
+            else
+                TC_TRY(get_int(c, tw, k, v, 1, MAX_IMAGE, &t->patch_size));
+        } else if (strcmp(k, "image_size") == 0) {
+            if (v->type == TC_JSON_ARRAY) {
+                if (v->count != 2) return ferr(c, tw, k, "expected an integer or [height, width]");
+                int h, w;
+                TC_TRY(get_int(c, tw, "image_size[0]", &v->items[0], 1, MAX_IMAGE, &h));
+                TC_TRY(get_int(c, tw, "image_size[1]", &v->items[1], 1, MAX_IMAGE, &w));
+                if (h != w)
+                    return ferr(c, tw, k, "non-square images (%d x %d) are not supported", h, w);
+                t->image_size = h;
+            } else {
+                TC_TRY(get_int(c, tw, k, v, 1, MAX_IMAGE, &t->image_size));
+            }
+        } else if (strcmp(k, "pool_type") == 0) {
+            if (is_string(v, "tok")) t->pool = TC_POOL_TOKEN;
+            else if (is_string(v, "avg")) t->pool = TC_POOL_MEAN;
+            else
+                return ferr(c, tw, k, "expected \"tok\" or \"avg\"%s",
+                            v->type == TC_JSON_STRING ? " (other pooling is not supported)" : "");
+            pool_set = 1;
+        } else if (strcmp(k, "global_average_pool") == 0) {
+            TC_TRY(get_bool(c, tw, k, v, &gap));
+        } else if (strcmp(k, "no_ln_pre") == 0) {
+            TC_TRY(get_bool(c, tw, k, v, &t->no_ln_pre));
+        } else if (strcmp(k, "final_ln_after_pool") == 0) {
+            TC_TRY(get_bool(c, tw, k, v, &t->final_ln_after_pool));
+        } else if (strcmp(k, "patch_dropout") == 0) {
+            if (v->type != TC_JSON_NUMBER)
+                return ferr(c, tw, k, "expected a number, got %s", tc_json_type_name(v->type));
+            if (v->number != 0)
+                return ferr(c, tw, k,
+                            "%g: unsupported: patch dropout is training-time token dropping, "
+                            "not implemented; use 0",
+                            v->number);
+        } else if (strcmp(k, "attentional_pool") == 0) {
+            int b = 0;
+            TC_TRY(get_bool(c, tw, k, v, &b));
+            if (b) return ferr(c, tw, k, "unsupported: CoCa attentional pooling");
+        } else if (strcmp(k, "attn_pooler_queries") == 0 || strcmp(k, "n_queries") == 0 ||
+                   strcmp(k, "attn_pooler_heads") == 0) {
+            int n = 0;
+            TC_TRY(get_int(c, tw, k, v, 0, 1 << 20, &n)); /* unused without attentional_pool */
+        } else if (strcmp(k, "pos_embed_type") == 0) {
+            if (!is_string(v, "learnable"))
+                return ferr(c, tw, k, "only \"learnable\" positional embeddings are supported");
+        } else if (strcmp(k, "input_patchnorm") == 0 || strcmp(k, "qk_norm") == 0 ||
+                   strcmp(k, "scaled_cosine_attn") == 0 || strcmp(k, "scale_heads") == 0 ||
+                   strcmp(k, "scale_attn_inner") == 0 || strcmp(k, "scale_attn") == 0 ||
+                   strcmp(k, "scale_fc") == 0 || strcmp(k, "image_seq_len") == 0 ||
+                   strcmp(k, "block_type") == 0) {
+            TC_TRY(accept_default(c, tw, k, v, "a custom block variant"));
+        } else if (strncmp(k, "timm_", 5) == 0) {
+            /* timm defaults: pool "avg", proj "linear" are inert without a model name */
+            if ((strcmp(k, "timm_pool") == 0 && is_string(v, "avg")) ||
+                (strcmp(k, "timm_proj") == 0 && is_string(v, "linear")))
+                continue;
+            TC_TRY(accept_default(c, tw, k, v, "timm image towers are not supported"));
+        } else if (strncmp(k, "hf_", 3) == 0) {
+            TC_TRY(accept_default(c, tw, k, v, "Hugging Face towers are not supported"));
+        } else {
+            return ferr(c, tw, k, "unknown field");
+        }
+    }
+    if (gap) {
+        if (pool_set && t->pool != TC_POOL_MEAN)
+            return ferr(c, tw, "global_average_pool", "true contradicts pool_type \"tok\"");
+        t->pool = TC_POOL_MEAN;
+    }
+    if (t->patch_size > t->image_size || t->image_size % t->patch_size != 0)
+        return ferr(c, tw, "image_size", "%d is not a multiple of patch_size %d", t->image_size,
+                    t->patch_size);
+    TC_TRY(finish_tower(c, tw, &f, t, 1));
+    return TC_OK;
+}
+
+static tc_status parse_text(const ctx *c, const tc_json *o, tc_tower_config *t) {
+    const char *tw = "text_cfg";
+    if (o->type != TC_JSON_OBJECT) return ferr(c, NULL, tw, "expected an object");
+    TC_TRY(check_duplicates(c, tw, o));
+    tower_fields f = {.layers = 12, .width = 512, .mlp_ratio = 4.0, .heads = 8};
+    t->context_length = 77;
+    t->vocab_size = 49408;
+    t->pool = TC_POOL_ARGMAX;
+    for (size_t i = 0; i < o->count; i++) {
+        const char *k = o->keys[i];
+        const tc_json *v = &o->items[i];
+        int handled;
+        TC_TRY(parse_common(c, tw, k, v, &f, &handled));
+        if (handled) continue;
+        if (strcmp(k, "heads") == 0) {
+            if (v->type == TC_JSON_ARRAY)
+                TC_TRY(get_int_array(c, tw, k, v, MAX_HEADS, f.heads_arr, &f.n_heads_arr));
+            else
+                TC_TRY(get_int(c, tw, k, v, 1, MAX_HEADS, &f.heads));
+        } else if (strcmp(k, "context_length") == 0) {
+            TC_TRY(get_int(c, tw, k, v, 1, MAX_CONTEXT, &t->context_length));
+        } else if (strcmp(k, "vocab_size") == 0) {
+            TC_TRY(get_int(c, tw, k, v, 1, MAX_VOCAB, &t->vocab_size));
+        } else if (strcmp(k, "pool_type") == 0) {
+            if (!is_string(v, "argmax"))
+                return ferr(c, tw, k,
+                            "only \"argmax\" (end-of-text token) pooling is supported%s",
+                            v->type == TC_JSON_STRING ? "" : " (expected a string)");
+        } else if (strcmp(k, "final_ln_after_pool") == 0) {
+            TC_TRY(get_bool(c, tw, k, v, &t->final_ln_after_pool));
+        } else if (strcmp(k, "proj_bias") == 0) {
+            int b = 0;
+            TC_TRY(get_bool(c, tw, k, v, &b));
+            if (b) return ferr(c, tw, k, "unsupported: a text projection with bias");
+        } else if (strcmp(k, "proj_type") == 0) {
+            if (!is_string(v, "linear"))
+                return ferr(c, tw, k, "only \"linear\" is supported");
+        } else if (strcmp(k, "embed_cls") == 0) {
+            int b = 0;
+            TC_TRY(get_bool(c, tw, k, v, &b));
+            if (b) return ferr(c, tw, k, "unsupported: CoCa class embedding");
+        } else if (strcmp(k, "no_causal_mask") == 0) {
+            int b = 0;
+            TC_TRY(get_bool(c, tw, k, v, &b));
+            if (b) return ferr(c, tw, k, "unsupported: bidirectional text attention");
+        } else if (strcmp(k, "pad_id") == 0) {
+            int n = 0;
+            TC_TRY(get_int(c, tw, k, v, 0, MAX_VOCAB, &n)); /* only used with no_causal_mask */
+        } else if (strcmp(k, "bos_id") == 0 || strcmp(k, "eos_id") == 0) {
+            TC_TRY(accept_default(c, tw, k, v, "only used by \"eos\" pooling"));
+        } else if (strcmp(k, "text_arch") == 0) {
+            if (!is_string(v, "clip")) return ferr(c, tw, k, "only \"clip\" is supported");
+        } else if (strcmp(k, "hf_model_pretrained") == 0) {
+            int b = 0;
+            TC_TRY(get_bool(c, tw, k, v, &b)); /* inert without hf_model_name */
+        } else if ((strcmp(k, "hf_proj_type") == 0 && is_string(v, "mlp")) ||
+                   (strcmp(k, "hf_pooler_type") == 0 && is_string(v, "mean_pooler"))) {
+            /* open_clip defaults, inert without hf_model_name */
+        } else if (strncmp(k, "hf_", 3) == 0 || strcmp(k, "tokenizer_kwargs") == 0) {
+            TC_TRY(accept_default(c, tw, k, v, "Hugging Face text towers are not supported"));
+        } else {
+            return ferr(c, tw, k, "unknown field");
+        }
+    }
+    TC_TRY(finish_tower(c, tw, &f, t, 0));
+    return TC_OK;
+}
+
+static tc_status parse_root(tc_model_config *cfg, const tc_json *root, const char *source) {
+    ctx c = {source, ""};
+    if (root->type != TC_JSON_OBJECT)
+        return tc_fail(TC_ERR_CONFIG, "%s: expected a JSON object with embed_dim, vision_cfg, "
+                                      "text_cfg", source);
+    const tc_json *mc = tc_json_get(root, "model_cfg");
+    if (mc && !tc_json_get(root, "embed_dim")) {
+        /* open_clip_config.json: {"model_cfg": ..., "preprocess_cfg": ...} */
+        if (mc->type != TC_JSON_OBJECT) return ferr(&c, NULL, "model_cfg", "expected an object");
+        root = mc;
+        c.prefix = "model_cfg.";
+    }
+    TC_TRY(check_duplicates(&c, NULL, root));
+    const tc_json *vis = NULL, *txt = NULL;
+    int have_embed = 0, quick = 0;
+    for (size_t i = 0; i < root->count; i++) {
+        const char *k = root->keys[i];
+        const tc_json *v = &root->items[i];
+        if (strcmp(k, "embed_dim") == 0) {
+            TC_TRY(get_int(&c, NULL, k, v, 1, MAX_WIDTH, &cfg->embed_dim));
+            have_embed = 1;
+        } else if (strcmp(k, "vision_cfg") == 0) {
+            vis = v;
+        } else if (strcmp(k, "text_cfg") == 0) {
+            txt = v;
+        } else if (strcmp(k, "quick_gelu") == 0) {
+            TC_TRY(get_bool(&c, NULL, k, v, &quick));
+        } else if (strcmp(k, "custom_text") == 0) {
+            int b = 0;
+            TC_TRY(get_bool(&c, NULL, k, v, &b)); /* changes only the key layout */
+        } else if (strcmp(k, "init_logit_bias") == 0) {
+            TC_TRY(accept_default(&c, NULL, k, v, "SigLIP logit bias"));
+            if (v->type != TC_JSON_NULL)
+                return ferr(&c, NULL, k, "unsupported: SigLIP logit bias");
+        } else if (strcmp(k, "multimodal_cfg") == 0 || strcmp(k, "audio_cfg") == 0) {
+            return ferr(&c, NULL, k, "unsupported: only two-tower CLIP models are supported");
+        } else if (strcmp(k, "cast_dtype") == 0) {
+            TC_TRY(accept_default(&c, NULL, k, v, "a cast dtype"));
+        } else {
+            return ferr(&c, NULL, k, "unknown field");
+        }
+    }
+    if (!have_embed) return ferr(&c, NULL, "embed_dim", "missing");
+    if (!vis) return ferr(&c, NULL, "vision_cfg", "missing");
+    if (!txt) return ferr(&c, NULL, "text_cfg", "missing");
+    cfg->activation = quick ? TC_QUICK_GELU : TC_GELU;
+    TC_TRY(parse_vision(&c, vis, &cfg->vision));
+    TC_TRY(parse_text(&c, txt, &cfg->text));
+    cfg->irregular = !tc_tower_is_uniform(&cfg->vision) || !tc_tower_is_uniform(&cfg->text);
+    return TC_OK;
+}
+
+/* ---- Hugging Face CLIPConfig ---- */
+
+static tc_status hf_int(const ctx *c, const tc_json *o, const char *tower, const char *key,
+                        int def, int lo, int hi, int *out) {
+    const tc_json *v = tc_json_get(o, key);
+    if (!v || v->type == TC_JSON_NULL) {
+        *out = def;
+        return TC_OK;
+    }
+    return get_int(c, tower, key, v, lo, hi, out);
+}
+
+static tc_status hf_act(const ctx *c, const tc_json *o, const char *tower, tc_activation *out) {
+    const tc_json *v = tc_json_get(o, "hidden_act");
+    if (!v || is_string(v, "quick_gelu")) *out = TC_QUICK_GELU;
+    else if (is_string(v, "gelu")) *out = TC_GELU;
+    else return ferr(c, tower, "hidden_act", "only \"gelu\" and \"quick_gelu\" are supported");
+    const tc_json *eps = tc_json_get(o, "layer_norm_eps");
+    if (eps && eps->type != TC_JSON_NULL &&
+        (eps->type != TC_JSON_NUMBER || fabs(eps->number - 1e-5) > 1e-12))
+        return ferr(c, tower, "layer_norm_eps", "only 1e-05 is supported");
+    return TC_OK;
+}
+
+static tc_status parse_hf_root(tc_model_config *cfg, const tc_json *root, const char *source) {
+    ctx c = {source, ""};
+    if (root->type != TC_JSON_OBJECT) return tc_fail(TC_ERR_CONFIG, "%s: expected an object", source);
+    const tc_json *tc = tc_json_get(root, "text_config"), *vc = tc_json_get(root, "vision_config");
+    const tc_json *mt = tc_json_get(root, "model_type");
+    if (mt && !is_string(mt, "clip"))
+        return ferr(&c, NULL, "model_type", "only \"clip\" (CLIPModel) is supported");
+    if (!tc || tc->type != TC_JSON_OBJECT) return ferr(&c, NULL, "text_config", "missing or not an object");
+    if (!vc || vc->type != TC_JSON_OBJECT) return ferr(&c, NULL, "vision_config", "missing or not an object");
+    TC_TRY(hf_int(&c, root, NULL, "projection_dim", 512, 1, MAX_WIDTH, &cfg->embed_dim));
+    tc_activation ta, va;
+    TC_TRY(hf_act(&c, tc, "text_config", &ta));
+    TC_TRY(hf_act(&c, vc, "vision_config", &va));
+    if (ta != va)
+        return ferr(&c, "vision_config", "hidden_act",
+                    "differs from text_config.hidden_act; one activation for both towers is "
+                    "supported");
+    cfg->activation = ta;
+
+    int layers, width, heads, mlp;
+    tc_tower_config *t = &cfg->text;
+    const char *tw = "text_config";
+    TC_TRY(hf_int(&c, tc, tw, "hidden_size", 512, 1, MAX_WIDTH, &width));
+    TC_TRY(hf_int(&c, tc, tw, "intermediate_size", 2048, 0, MAX_MLP, &mlp));
+    TC_TRY(hf_int(&c, tc, tw, "num_hidden_layers", 12, 1, TC_MAX_LAYERS, &layers));
+    TC_TRY(hf_int(&c, tc, tw, "num_attention_heads", 8, 1, MAX_HEADS, &heads));
+    TC_TRY(hf_int(&c, tc, tw, "max_position_embeddings", 77, 1, MAX_CONTEXT, &t->context_length));
+    TC_TRY(hf_int(&c, tc, tw, "vocab_size", 49408, 1, MAX_VOCAB, &t->vocab_size));
+    if (heads * TC_HEAD_SIZE != width)
+        return ferr(&c, tw, "num_attention_heads",
+                    "%d heads over hidden_size %d is not a head size of 64", heads, width);
+    tc_tower_set_uniform(t, layers, width, heads, mlp);
+    t->pool = TC_POOL_ARGMAX;
+
+    tc_tower_config *v = &cfg->vision;
+    tw = "vision_config";
+    int channels;
+    TC_TRY(hf_int(&c, vc, tw, "hidden_size", 768, 1, MAX_WIDTH, &width));
+    TC_TRY(hf_int(&c, vc, tw, "intermediate_size", 3072, 0, MAX_MLP, &mlp));
+    TC_TRY(hf_int(&c, vc, tw, "num_hidden_layers", 12, 1, TC_MAX_LAYERS, &layers));
+    TC_TRY(hf_int(&c, vc, tw, "num_attention_heads", 12, 1, MAX_HEADS, &heads));
+    TC_TRY(hf_int(&c, vc, tw, "image_size", 224, 1, MAX_IMAGE, &v->image_size));
+    TC_TRY(hf_int(&c, vc, tw, "patch_size", 32, 1, MAX_IMAGE, &v->patch_size));
+    TC_TRY(hf_int(&c, vc, tw, "num_channels", 3, 3, 3, &channels));
+    if (heads * TC_HEAD_SIZE != width)
+        return ferr(&c, tw, "num_attention_heads",
+                    "%d heads over hidden_size %d is not a head size of 64", heads, width);
+    if (v->image_size % v->patch_size != 0)
+        return ferr(&c, tw, "image_size", "%d is not a multiple of patch_size %d", v->image_size,
+                    v->patch_size);
+    tc_tower_set_uniform(v, layers, width, heads, mlp);
+    v->pool = TC_POOL_TOKEN;
+    cfg->irregular = 0;
+    return TC_OK;
+}
+
+static tc_status parse_any(tc_model_config *cfg, const char *json, size_t len, const char *source,
+                           int hf_only) {
+    memset(cfg, 0, sizeof *cfg);
+    if (!source) source = "model config";
+    set_name(cfg, source);
+    tc_json *root = NULL;
+    TC_TRY(tc_json_parse(json, len, source, &root));
+    tc_status st;
+    int hf = hf_only || (root->type == TC_JSON_OBJECT && (tc_json_get(root, "vision_config") ||
+                                                          tc_json_get(root, "text_config")));
+    st = hf ? parse_hf_root(cfg, root, source) : parse_root(cfg, root, source);
+    tc_json_free(root);
+    if (st == TC_OK) st = tc_model_config_validate(cfg, source);
+    return st;
+}
+
+tc_status tc_model_config_parse(tc_model_config *cfg, const char *json, size_t len,
+                                const char *source) {
+    return parse_any(cfg, json, len, source, 0);
+}
+
+tc_status tc_model_config_parse_hf(tc_model_config *cfg, const char *json, size_t len,
+                                   const char *source) {
+    return parse_any(cfg, json, len, source, 1);
+}
+
+tc_status tc_model_config_load(tc_model_config *cfg, const char *path) {
+    char *text;
+    size_t len;
+    memset(cfg, 0, sizeof *cfg);
+    TC_TRY(tc_read_file_bounded(path, MAX_CONFIG_BYTES, &text, &len));
+    tc_status st = tc_model_config_parse(cfg, text, len, path);
+    free(text);
+    return st;
+}
+
+static tc_status verr(const char *source, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static tc_status verr(const char *source, const char *fmt, ...) {
+    char msg[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    return tc_fail(TC_ERR_CONFIG, "%s: %s", source ? source : "model config", msg);
+}
+
+static tc_status validate_tower(const tc_tower_config *t, const char *tw, const char *source) {
+    if (t->layers < 1 || t->layers > TC_MAX_LAYERS)
+        return verr(source, "%s.layers: %d is out of range [1, %d]", tw, t->layers, TC_MAX_LAYERS);
+    if (t->width < 1 || t->width > MAX_WIDTH)
+        return verr(source, "%s.width: %d is out of range [1, %d]", tw, t->width, MAX_WIDTH);
+    for (int i = 0; i < t->layers; i++) {
+        if (t->heads[i] < 0 || t->heads[i] > MAX_HEADS)
+            return verr(source, "%s.heads[%d]: %d is out of range [0, %d]", tw, i, t->heads[i],
+                        MAX_HEADS);
+        if (t->mlp_width[i] < 0 || t->mlp_width[i] > MAX_MLP)
+            return verr(source, "%s.mlp_width[%d]: %d is out of range [0, %d]", tw, i,
+                        t->mlp_width[i], MAX_MLP);
+    }
+    return TC_OK;
+}
+
+tc_status tc_model_config_validate(const tc_model_config *cfg, const char *source) {
+    if (cfg->embed_dim < 1 || cfg->embed_dim > MAX_WIDTH)
+        return verr(source, "embed_dim: %d is out of range [1, %d]", cfg->embed_dim, MAX_WIDTH);
+    if (cfg->activation != TC_GELU && cfg->activation != TC_QUICK_GELU)
+        return verr(source, "activation: not GELU or QuickGELU");
+    const tc_tower_config *v = &cfg->vision, *t = &cfg->text;
+    TC_TRY(validate_tower(v, "vision_cfg", source));
+    TC_TRY(validate_tower(t, "text_cfg", source));
+    if (v->image_size < 1 || v->image_size > MAX_IMAGE)
+        return verr(source, "vision_cfg.image_size: %d is out of range [1, %d]", v->image_size,
+                    MAX_IMAGE);
+    if (v->patch_size < 1 || v->patch_size > v->image_size || v->image_size % v->patch_size != 0)
+        return verr(source, "vision_cfg.image_size: %d is not a multiple of patch_size %d",
+                    v->image_size, v->patch_size);
+    if (v->pool != TC_POOL_TOKEN && v->pool != TC_POOL_MEAN)
+        return verr(source, "vision_cfg.pool_type: only \"tok\" and \"avg\" are supported");
+    if (t->context_length < 1 || t->context_length > MAX_CONTEXT)
+        return verr(source, "text_cfg.context_length: %d is out of range [1, %d]",
+                    t->context_length, MAX_CONTEXT);
+    if (t->vocab_size < 1 || t->vocab_size > MAX_VOCAB)
+        return verr(source, "text_cfg.vocab_size: %d is out of range [1, %d]", t->vocab_size,
+                    MAX_VOCAB);
+    if (t->pool != TC_POOL_ARGMAX)
+        return verr(source, "text_cfg.pool_type: only \"argmax\" is supported");
+    return TC_OK;
+}
+
+/* ---- writing ---- */
+
+/* mlp_ratio that open_clip's int(width * mlp_ratio) turns back into mlp */
+static double ratio_for(int width, int mlp) {
+    double r = (double)mlp / width;
+    for (int i = 0; i < 4 && (int)floor(width * r) != mlp; i++)
+        r = nextafter(r, (int)floor(width * r) < mlp ? INFINITY : -INFINITY);
+    return r;
+}
+
+static void write_int_array(tc_sbuf *b, const int *a, int n) {
+    tc_sbuf_puts(b, "[");
+    for (int i = 0; i < n; i++) tc_sbuf_printf(b, "%s%d", i ? ", " : "", a[i]);
+    tc_sbuf_puts(b, "]");
+}
+
+static void write_tower_shape(tc_sbuf *b, const tc_tower_config *t, int vision) {
+    tc_sbuf_printf(b, "        \"layers\": %d,\n        \"width\": %d,\n", t->layers, t->width);
+    int uniform_heads = t->width % TC_HEAD_SIZE == 0, uniform_mlp = 1;
+    for (int i = 0; i < t->layers; i++) {
+        if (t->heads[i] * TC_HEAD_SIZE != t->width) uniform_heads = 0;
+        if (t->mlp_width[i] != t->mlp_width[0]) uniform_mlp = 0;
+    }
+    if (uniform_heads) {
+        if (vision) tc_sbuf_puts(b, "        \"head_width\": 64,\n");
+        else tc_sbuf_printf(b, "        \"heads\": %d,\n", t->width / TC_HEAD_SIZE);
+    } else {
+        tc_sbuf_puts(b, "        \"heads\": ");
+        write_int_array(b, t->heads, t->layers);
+        tc_sbuf_puts(b, ",\n");
+    }
+    if (uniform_mlp && t->mlp_width[0] > 0) {
+        tc_sbuf_puts(b, "        \"mlp_ratio\": ");
+        tc_sbuf_json_number(b, ratio_for(t->width, t->mlp_width[0]));
+        tc_sbuf_puts(b, ",\n");
+    } else {
+        tc_sbuf_puts(b, "        \"mlp_width\": ");
+        write_int_array(b, t->mlp_width, t->layers);
+        tc_sbuf_puts(b, ",\n");
+    }
+}
+
+tc_status tc_model_config_to_json(const tc_model_config *cfg, char **out) {
+    *out = NULL;
+    TC_TRY(tc_model_config_validate(cfg, cfg->name[0] ? cfg->name : NULL));
+    const tc_tower_config *v = &cfg->vision, *t = &cfg->text;
+    tc_sbuf b = {0};
+    tc_sbuf_printf(&b, "{\n    \"embed_dim\": %d,\n    \"quick_gelu\": %s,\n", cfg->embed_dim,
+                   cfg->activation == TC_QUICK_GELU ? "true" : "false");
+    tc_sbuf_printf(&b, "    \"vision_cfg\": {\n        \"image_size\": %d,\n", v->image_size);
+    write_tower_shape(&b, v, 1);
+    if (v->pool == TC_POOL_MEAN) tc_sbuf_puts(&b, "        \"pool_type\": \"avg\",\n");
+    if (v->no_ln_pre) tc_sbuf_puts(&b, "        \"no_ln_pre\": true,\n");
+    if (v->final_ln_after_pool) tc_sbuf_puts(&b, "        \"final_ln_after_pool\": true,\n");
+    tc_sbuf_printf(&b, "        \"patch_size\": %d\n    },\n", v->patch_size);
+    tc_sbuf_printf(&b, "    \"text_cfg\": {\n        \"context_length\": %d,\n"
+                       "        \"vocab_size\": %d,\n",
+                   t->context_length, t->vocab_size);
+    write_tower_shape(&b, t, 0);
+    if (t->final_ln_after_pool) tc_sbuf_puts(&b, "        \"final_ln_after_pool\": true,\n");
+    /* drop the trailing ",\n" of the last field */
+    if (b.len >= 2 && !b.oom) b.len -= 2, b.data[b.len] = 0;
+    tc_sbuf_puts(&b, "\n    }\n}\n");
+    return tc_sbuf_finish(&b, out);
+}
+
+tc_status tc_model_config_to_hf_json(const tc_model_config *cfg, char **out) {
+    *out = NULL;
+    const char *src = cfg->name[0] ? cfg->name : "model config";
+    TC_TRY(tc_model_config_validate(cfg, src));
+    const tc_tower_config *v = &cfg->vision, *t = &cfg->text;
+    if (!tc_tower_is_uniform(v) || !tc_tower_is_uniform(t))
+        return tc_fail(TC_ERR_UNSUPPORTED,
+                       "%s: an irregular model (per-layer heads or MLP widths) cannot be expressed "
+                       "as a Hugging Face CLIPConfig; export it in open_clip layout",
+                       src);
+    if (v->no_ln_pre)
+        return tc_fail(TC_ERR_UNSUPPORTED,
+                       "%s: vision_cfg.no_ln_pre cannot be expressed in Hugging Face CLIP", src);
+    if (v->pool != TC_POOL_TOKEN)
+        return tc_fail(TC_ERR_UNSUPPORTED,
+                       "%s: vision_cfg.pool_type \"avg\" cannot be expressed in Hugging Face CLIP",
+                       src);
+    const char *act = cfg->activation == TC_QUICK_GELU ? "quick_gelu" : "gelu";
+    tc_sbuf b = {0};
+    tc_sbuf_printf(&b,
+                   "{\n  \"architectures\": [\"CLIPModel\"],\n  \"model_type\": \"clip\",\n"
+                   "  \"projection_dim\": %d,\n  \"logit_scale_init_value\": 2.6592,\n",
+                   cfg->embed_dim);
+    tc_sbuf_printf(&b,
+                   "  \"text_config\": {\n    \"model_type\": \"clip_text_model\",\n"
+                   "    \"vocab_size\": %d,\n    \"hidden_size\": %d,\n"
+                   "    \"intermediate_size\": %d,\n    \"num_hidden_layers\": %d,\n"
+                   "    \"num_attention_heads\": %d,\n    \"max_position_embeddings\": %d,\n"
+                   "    \"hidden_act\": \"%s\",\n    \"layer_norm_eps\": 1e-05,\n"
+                   "    \"projection_dim\": %d,\n    \"bos_token_id\": 49406,\n"
+                   "    \"eos_token_id\": 49407,\n    \"pad_token_id\": 49407\n  },\n",
+                   t->vocab_size, t->width, t->mlp_width[0], t->layers, t->heads[0],
+                   t->context_length, act, cfg->embed_dim);
+    tc_sbuf_printf(&b,
+                   "  \"vision_config\": {\n    \"model_type\": \"clip_vision_model\",\n"
+                   "    \"hidden_size\": %d,\n    \"intermediate_size\": %d,\n"
+                   "    \"num_hidden_layers\": %d,\n    \"num_attention_heads\": %d,\n"
+                   "    \"num_channels\": 3,\n    \"image_size\": %d,\n    \"patch_size\": %d,\n"
+                   "    \"hidden_act\": \"%s\",\n    \"layer_norm_eps\": 1e-05,\n"
+                   "    \"projection_dim\": %d\n  },\n  \"torch_dtype\": \"float32\"\n}\n",
+                   v->width, v->mlp_width[0], v->layers, v->heads[0], v->image_size, v->patch_size,
+                   act, cfg->embed_dim);
+    return tc_sbuf_finish(&b, out);
+}
