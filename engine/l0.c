@@ -1,0 +1,332 @@
+#include "l0.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* beta * logit((0 - gamma) / (zeta - gamma)) = beta * log(-gamma/zeta) = -1.5986,
+ * evaluated with the same operations as the original's cdf_qz(0, .) */
+static double cdf_logit(void) {
+    double xn = (0.0 - TC_L0_LIMIT_A) / (TC_L0_LIMIT_B - TC_L0_LIMIT_A);
+    return (log(xn) - log(1.0 - xn)) * TC_L0_TEMPERATURE;
+}
+
+static double sigmoid(double x) { return 1.0 / (1.0 + exp(-x)); }
+
+tc_status tc_l0_masks_create(tc_l0_masks *m, int L, int C, int NH, int M) {
+    memset(m, 0, sizeof *m);
+    if (L < 0 || L > TC_MAX_LAYERS || C <= 0 || NH <= 0 || M <= 0 || C > (1 << 20) ||
+        NH > (1 << 16) || M > (1 << 22))
+        return tc_fail(TC_ERR_ARG, "l0 masks: bad shape (layers %d, hidden %d, heads %d, mlp %d)",
+                       L, C, NH, M);
+    m->layers = L;
+    m->hidden = C;
+    m->heads = NH;
+    m->inter = M;
+    m->n_loga = (size_t)C + (size_t)L * NH + (size_t)L * M;
+    m->count = m->n_loga + 2;
+    m->data = malloc(m->count * sizeof *m->data);
+    if (!m->data) return tc_fail(TC_ERR_OOM, "l0 masks: out of memory (%zu floats)", m->count);
+    m->hidden_loga = m->data;
+    m->heads_loga = m->hidden_loga + C;
+    m->intermediate_loga = m->heads_loga + (size_t)L * NH;
+    m->lambda = m->intermediate_loga + (size_t)L * M;
+    for (size_t i = 0; i < m->n_loga; i++) m->data[i] = TC_L0_INIT_LOGA;
+    m->lambda[0] = m->lambda[1] = TC_L0_LAMBDA_INIT;
+    return TC_OK;
+}
+
+static int tower_uniform(const tc_tower_config *t) {
+    if (t->layers < 1 || t->layers > TC_MAX_LAYERS) return 0;
+    if (t->heads[0] * TC_HEAD_SIZE != t->width || t->mlp_width[0] <= 0) return 0;
+    for (int l = 1; l < t->layers; l++)
+        if (t->heads[l] != t->heads[0] || t->mlp_width[l] != t->mlp_width[0]) return 0;
+    return 1;
+}
+
+tc_status tc_l0_masks_for_tower(tc_l0_masks *m, const tc_tower_config *t, const char *what) {
+    memset(m, 0, sizeof *m);
+    if (!tower_uniform(t))
+        return tc_fail(TC_ERR_CONFIG,
+                       "%s tower: masks need a uniform tower (every layer %d heads of 64 = width "
+                       "and one MLP width); expand a pruned model to the teacher shape first",
+                       what, t->width / TC_HEAD_SIZE);
+    return tc_l0_masks_create(m, t->layers, t->width, t->heads[0], t->mlp_width[0]);
+}
+
+int tc_l0_masks_match(const tc_l0_masks *m, const tc_tower_config *t) {
+    return m && m->data && tower_uniform(t) && t->layers == m->layers && t->width == m->hidden &&
+           t->heads[0] == m->heads && t->mlp_width[0] == m->inter;
+}
+
+void tc_l0_masks_free(tc_l0_masks *m) {
+    free(m->data);
+    memset(m, 0, sizeof *m);
+}
+
+/* sigmoid(c - log_alpha) = cdf_qz(0), before the clamp */
+static double cdf0(float log_alpha) { return sigmoid(cdf_logit() - (double)log_alpha); }
+
+double tc_l0_score(float log_alpha) {
+    double c = cdf0(log_alpha);
+    if (c < TC_L0_EPS) c = TC_L0_EPS;
+    if (c > 1.0 - TC_L0_EPS) c = 1.0 - TC_L0_EPS;
+    return 1.0 - c;
+}
+
+double tc_l0_score_grad(float log_alpha) {
+    double c = cdf0(log_alpha);
+    /* torch.clamp passes the gradient inside the closed interval */
+    if (c < TC_L0_EPS || c > 1.0 - TC_L0_EPS) return 0.0;
+    return c * (1.0 - c); /* d(1 - sigmoid(k - a))/da */
+}
+
+long long tc_l0_params_per_head(int C, int NH) {
+    return (4LL * C * C + 4LL * C) / NH;
+}
+
+double tc_l0_prunable_size(int L, int C, int NH, int M) {
+    return (double)L * NH * (double)tc_l0_params_per_head(C, NH) +
+           (double)L * (2.0 * C * M + C + M);
+}
+
+double tc_l0_expected_params_scores(int L, int C, int NH, int M, const double *s_hid,
+                                    const double *s_head, const double *s_int) {
+    double sh = 0, sa = 0, si = 0;
+    for (int d = 0; d < C; d++) sh += s_hid[d];
+    for (size_t i = 0; i < (size_t)L * NH; i++) sa += s_head[i];
+    for (size_t i = 0; i < (size_t)L * M; i++) si += s_int[i];
+    double pph_over_c = (double)tc_l0_params_per_head(C, NH) / C;
+    return sh * sa * pph_over_c + 2.0 * sh * si;
+}
+
+double tc_l0_expected_params(const tc_l0_masks *m, float *grad, double grad_scale) {
+    int L = m->layers, C = m->hidden, NH = m->heads, M = m->inter;
+    size_t nh = (size_t)L * NH, ni = (size_t)L * M;
+    double sh = 0, sa = 0, si = 0;
+    for (int d = 0; d < C; d++) sh += tc_l0_score(m->hidden_loga[d]);
+    for (size_t i = 0; i < nh; i++) sa += tc_l0_score(m->heads_loga[i]);
+    for (size_t i = 0; i < ni; i++) si += tc_l0_score(m->intermediate_loga[i]);
+    double k = (double)tc_l0_params_per_head(C, NH) / C;
+    double E = sh * sa * k + 2.0 * sh * si;
+    if (grad) {
+        /* E is bilinear in (sum hidden scores) and (sum head / mlp scores) */
+        float *gh = grad, *ga = grad + C, *gi = grad + C + nh;
+        double dsh = sa * k + 2.0 * si, dsa = sh * k, dsi = 2.0 * sh;
+        for (int d = 0; d < C; d++)
+            gh[d] += (float)(grad_scale * dsh * tc_l0_score_grad(m->hidden_loga[d]));
+        for (size_t i = 0; i < nh; i++)
+            ga[i] += (float)(grad_scale * dsa * tc_l0_score_grad(m->heads_loga[i]));
+        for (size_t i = 0; i < ni; i++)
+            gi[i] += (float)(grad_scale * dsi * tc_l0_score_grad(m->intermediate_loga[i]));
+    }
+    return E;
+}
+
+/* ---- sampling ---- */
+
+static uint64_t splitmix64(uint64_t x) {
+    x += 0x9e3779b97f4a7c15ULL;
+    x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
+    return x ^ (x >> 31);
+}
+
+void tc_l0_rng_init(tc_l0_rng *r, uint64_t seed) {
+    r->seed = splitmix64(seed ^ 0x6c30u); /* decorrelate from other users of the same seed */
+    r->counter = 0;
+}
+
+double tc_l0_rng_uniform(tc_l0_rng *r) {
+    uint64_t x = splitmix64(r->seed + 0x9e3779b97f4a7c15ULL * ++r->counter);
+    double u01 = (double)(x >> 11) * 0x1.0p-53; /* [0, 1) */
+    return TC_L0_EPS + (1.0 - 2.0 * TC_L0_EPS) * u01;
+}
+
+float tc_l0_sample_one(float log_alpha, double u, float *dz) {
+    double s = sigmoid((log(u) - log(1.0 - u) + (double)log_alpha) / TC_L0_TEMPERATURE);
+    double z = s * (TC_L0_LIMIT_B - TC_L0_LIMIT_A) + TC_L0_LIMIT_A;
+    if (dz) {
+        /* hardtanh passes the gradient strictly inside (0, 1) */
+        *dz = (z > 0.0 && z < 1.0)
+                  ? (float)((TC_L0_LIMIT_B - TC_L0_LIMIT_A) * s * (1.0 - s) / TC_L0_TEMPERATURE)
+                  : 0.0f;
+    }
+    if (z < 0.0) z = 0.0;
+    if (z > 1.0) z = 1.0;
+    return (float)z;
+}
+
+void tc_l0_sample(const tc_l0_masks *m, tc_l0_rng *r, float *z, float *dz) {
+    for (size_t i = 0; i < m->n_loga; i++)
+        z[i] = tc_l0_sample_one(m->data[i], tc_l0_rng_uniform(r), dz ? &dz[i] : NULL);
+}
+
+void tc_l0_backward_z(float *grad, const float *dloss_dz, const float *dz, size_t n) {
+    for (size_t i = 0; i < n; i++) grad[i] += dloss_dz[i] * dz[i];
+}
+
+/* ---- deterministic masks ---- */
+
+typedef struct {
+    float v;
+    int i;
+} scored;
+
+/* ascending value; among equal values the higher index first (so leading
+ * units survive ties, which keeps re-expanded models stable) */
+static int cmp_scored(const void *a, const void *b) {
+    const scored *x = a, *y = b;
+    if (x->v < y->v) return -1;
+    if (x->v > y->v) return 1;
+    return (x->i < y->i) - (x->i > y->i);
+}
+
+static float soft_mask(float log_alpha) {
+    float x = log_alpha / (float)TC_L0_TEMPERATURE * (float)TC_L0_MAGICAL;
+    return 1.0f / (1.0f + expf(-x));
+}
+
+static void deterministic_row(const float *loga, int n, int round_to, float *z, scored *tmp) {
+    double sum = 0;
+    for (int i = 0; i < n; i++) {
+        z[i] = soft_mask(loga[i]);
+        sum += tc_l0_score(loga[i]);
+        tmp[i] = (scored){z[i], i};
+    }
+    /* Python's round(): half to even, which rint does in the default mode */
+    double nz = rint((double)n - sum);
+    int num_zeros = nz <= 0 ? 0 : nz >= n ? n : (int)nz;
+    if (num_zeros == 0) return;
+    qsort(tmp, (size_t)n, sizeof *tmp, cmp_scored);
+    int keep = n - num_zeros;
+    if (round_to > 1 && keep > 0 && keep % round_to) {
+        long long up = ((long long)keep + round_to - 1) / round_to * round_to;
+        keep = up > n ? n : (int)up;
+        num_zeros = n - keep;
+    }
+    for (int k = 0; k < num_zeros; k++) z[tmp[k].i] = 0.0f;
+}
+
+tc_status tc_l0_deterministic(const tc_l0_masks *m, int round_to, float *z) {
+    if (round_to < 0) return tc_fail(TC_ERR_ARG, "l0 masks: round_to %d is negative", round_to);
+    int maxn = m->hidden;
+    if (m->heads > maxn) maxn = m->heads;
+    if (m->inter > maxn) maxn = m->inter;
+    scored *tmp = malloc((size_t)maxn * sizeof *tmp);
+    if (!tmp) return tc_fail(TC_ERR_OOM, "l0 masks: out of memory");
+    deterministic_row(m->hidden_loga, m->hidden, round_to, z, tmp);
+    float *zh = z + m->hidden, *zi = zh + (size_t)m->layers * m->heads;
+    for (int l = 0; l < m->layers; l++) {
+        deterministic_row(m->heads_loga + (size_t)l * m->heads, m->heads, 0,
+                          zh + (size_t)l * m->heads, tmp);
+        deterministic_row(m->intermediate_loga + (size_t)l * m->inter, m->inter, round_to,
+                          zi + (size_t)l * m->inter, tmp);
+    }
+    free(tmp);
+    return TC_OK;
+}
+
+/* ---- sparsity target and Lagrangian ---- */
+
+double tc_l0_target_sparsity(double start, double target, long long step, long long warmup) {
+    if (warmup <= 0) return target;
+    double f = (double)step / (double)warmup;
+    if (f > 1.0) f = 1.0;
+    return (target - start) * f + start;
+}
+
+tc_status tc_l0_lagrangian(tc_l0_masks *const *towers, float *const *grads, int n,
+                           double target, tc_l0_lagrangian_result *out) {
+    if (n < 1 || !towers) return tc_fail(TC_ERR_ARG, "l0 lagrangian: no towers");
+    double E = 0, P = 0, lam1 = 0, lam2 = 0;
+    for (int k = 0; k < n; k++) {
+        const tc_l0_masks *m = towers[k];
+        if (!m || !m->data) return tc_fail(TC_ERR_ARG, "l0 lagrangian: tower %d has no masks", k);
+        E += tc_l0_expected_params(m, NULL, 0);
+        P += tc_l0_prunable_size(m->layers, m->hidden, m->heads, m->inter);
+        lam1 += m->lambda[0];
+        lam2 += m->lambda[1];
+    }
+    lam1 /= n;
+    lam2 /= n;
+    double s = 1.0 - E / P;
+    double gap = target - s;
+    double hinge = gap > 0 ? gap : 0.0;
+    double dhinge = gap > 0 ? 1.0 : gap == 0 ? 0.5 : 0.0; /* torch.maximum splits ties */
+    double L = lam1 * hinge + lam2 * hinge * hinge;
+    if (grads) {
+        double dL_dgap = lam1 * dhinge + 2.0 * lam2 * hinge * dhinge;
+        /* gap = t - 1 + E/P, so dgap/dE_k = 1/P */
+        for (int k = 0; k < n; k++) {
+            if (!grads[k]) continue;
+            if (dL_dgap != 0.0) tc_l0_expected_params(towers[k], grads[k], dL_dgap / P);
+            grads[k][towers[k]->n_loga] += (float)(hinge / n);
+            grads[k][towers[k]->n_loga + 1] += (float)(hinge * hinge / n);
+        }
+    }
+    if (out) {
+        out->expected_params = E;
+        out->prunable_size = P;
+        out->expected_sparsity = s;
+        out->target = target;
+        out->lagrangian = L;
+    }
+    return TC_OK;
+}
+
+/* ---- mask optimizer ---- */
+
+tc_l0_adamw_hparams tc_l0_adamw_defaults(void) {
+    return (tc_l0_adamw_hparams){0.02f, -0.02f, 0.9f, 0.999f, 1e-8f, 0.0f};
+}
+
+tc_status tc_l0_adamw_create(tc_l0_adamw *o, const tc_l0_masks *masks) {
+    memset(o, 0, sizeof *o);
+    o->count = masks->count;
+    o->m = calloc(o->count, sizeof *o->m);
+    o->v = calloc(o->count, sizeof *o->v);
+    if (!o->m || !o->v) {
+        tc_l0_adamw_free(o);
+        return tc_fail(TC_ERR_OOM, "l0 optimizer: out of memory");
+    }
+    return TC_OK;
+}
+
+void tc_l0_adamw_free(tc_l0_adamw *o) {
+    free(o->m);
+    free(o->v);
+    memset(o, 0, sizeof *o);
+}
+
+tc_status tc_l0_adamw_step(tc_l0_adamw *o, tc_l0_masks *masks, const float *grad,
+                           const tc_l0_adamw_hparams *hp, float grad_scale) {
+    if (o->count != masks->count)
+        return tc_fail(TC_ERR_ARG, "l0 optimizer: %zu moments for %zu mask parameters", o->count,
+                       masks->count);
+    o->step++;
+    /* torch.optim.AdamW, single-tensor path: scalars in double, tensors in fp32 */
+    double bc1 = 1.0 - pow((double)hp->beta1, (double)o->step);
+    double bc2 = 1.0 - pow((double)hp->beta2, (double)o->step);
+    float bc2_sqrt = (float)sqrt(bc2);
+    for (size_t i = 0; i < o->count; i++) {
+        float lr = i < masks->n_loga ? hp->lr_loga : hp->lr_lambda;
+        float g = grad[i] * grad_scale;
+        float *p = &masks->data[i];
+        *p *= 1.0f - lr * hp->weight_decay;
+        o->m[i] += (1.0f - hp->beta1) * (g - o->m[i]);
+        o->v[i] = o->v[i] * hp->beta2 + (1.0f - hp->beta2) * g * g;
+        float step_size = (float)((double)lr / bc1);
+        float denom = sqrtf(o->v[i]) / bc2_sqrt + hp->eps;
+        *p += -step_size * (o->m[i] / denom);
+    }
+    return TC_OK;
+}
+
+void tc_l0_constrain(tc_l0_masks *m) {
+    const float lo = (float)TC_L0_LOGA_MIN, hi = (float)TC_L0_LOGA_MAX;
+    for (size_t i = 0; i < m->n_loga; i++) {
+        if (m->data[i] < lo) m->data[i] = lo;
+        if (m->data[i] > hi) m->data[i] = hi;
+    }
+}
