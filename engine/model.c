@@ -19,6 +19,8 @@ typedef struct {
     tc_act *ln2, *fch, *fch_act, *res_mlp; /* (B,T,C) (B,T,M) (B,T,M) (B,T,C) */
     float *ln1_mean, *ln1_rstd, *ln2_mean, *ln2_rstd; /* (B,T) */
     float *lse; /* (B,NH,T) */
+    /* masked models only: inputs of each mask, kept for the mask gradients */
+    tc_act *atty_m, *attn_out, *fch_m, *mlp_out; /* (B,T,A) (B,T,C) (B,T,M) (B,T,C) */
 } layer_acts;
 
 typedef struct {
@@ -35,6 +37,9 @@ typedef struct {
     tc_act *patches;        /* vision (B*g*g, 3*P*P) */
     tc_act *patch_emb;      /* vision (B, T-1, C) */
     tc_act *embed;          /* (B,T,C) embeddings (+ positions) */
+    tc_act *embed_m;        /* (B,T,C) embed * hidden mask (masked models) */
+    tc_act *x0;             /* the residual stream entering layer 0 */
+    const tc_tower_masks *mask; /* NULL when no masks are installed */
     tc_act *ln_pre;         /* vision (B,T,C) */
     float *ln_pre_mean, *ln_pre_rstd;
     layer_acts layer[TC_MAX_LAYERS];
@@ -43,6 +48,7 @@ typedef struct {
     float *lnf_all_mean, *lnf_all_rstd;
     tc_act *pooled;         /* (B,C) */
     tc_act *lnf;            /* (B,C) */
+    tc_act *lnf_m;          /* (B,C) lnf * hidden mask (masked models) */
     float *lnf_mean, *lnf_rstd;
     tc_act *proj;           /* (B,E) */
     float *features, *norms;/* (B,E), (B) */
@@ -160,6 +166,20 @@ static tc_status tower_alloc(tc_model *m, tower *t, const tc_tower_config *cfg,
             ALLOC_ACT(a->fch_act, (size_t)B * T * M);
         }
         ALLOC_ACT(a->res_mlp, BTC);
+        if (m->opt.masked) {
+            if (A > 0) {
+                ALLOC_ACT(a->atty_m, (size_t)B * T * A);
+                ALLOC_ACT(a->attn_out, BTC);
+            }
+            if (M > 0) {
+                ALLOC_ACT(a->fch_m, (size_t)B * T * M);
+                ALLOC_ACT(a->mlp_out, BTC);
+            }
+        }
+    }
+    if (m->opt.masked) {
+        ALLOC_ACT(t->embed_m, BTC);
+        ALLOC_ACT(t->lnf_m, (size_t)B * C);
     }
     if (t->ln_before_pool) {
         ALLOC_ACT(t->lnf_all, BTC);
@@ -264,48 +284,98 @@ static inline float *G(const tc_model *m, size_t off) { return m->grads + off; }
 
 /* the residual stream entering layer l */
 static tc_act *layer_input(const tower *t, int l) {
-    if (l > 0) return t->layer[l - 1].res_mlp;
-    return t->ln_pre ? t->ln_pre : t->embed;
+    return l > 0 ? t->layer[l - 1].res_mlp : t->x0;
+}
+
+/* LayerNorm over all columns, or over the kept ones of a masked tower */
+static void ln_forward(tc_model *m, const tower *t, tc_act *out, float *mean, float *rstd,
+                       const tc_act *inp, size_t w, size_t b, int N, int C) {
+    tc_backend *be = m->be;
+    if (t->mask)
+        be->layernorm_masked_forward(be, out, mean, rstd, inp, W(m, w), W(m, b), t->mask->hidden,
+                                     N, C);
+    else
+        be->layernorm_forward(be, out, mean, rstd, inp, W(m, w), W(m, b), N, C);
+}
+
+static void ln_backward(tc_model *m, const tower *t, tc_act *dinp, const tc_act *dout,
+                        const tc_act *inp, size_t w, size_t b, const float *mean,
+                        const float *rstd, int N, int C) {
+    tc_backend *be = m->be;
+    if (t->mask)
+        be->layernorm_masked_backward(be, dinp, G(m, w), G(m, b), dout, inp, W(m, w), mean, rstd,
+                                      t->mask->hidden, N, C);
+    else
+        be->layernorm_backward(be, dinp, G(m, w), G(m, b), dout, inp, W(m, w), mean, rstd, N, C);
+}
+
+static const float *heads_mask(const tower *t, int l) {
+    return t->mask->heads + (size_t)l * t->mask->heads_stride;
+}
+static const float *inter_mask(const tower *t, int l) {
+    return t->mask->inter + (size_t)l * t->mask->inter_stride;
+}
+static float *dheads_mask(const tower *t, int l) {
+    return t->mask->dheads ? t->mask->dheads + (size_t)l * t->mask->heads_stride : NULL;
+}
+static float *dinter_mask(const tower *t, int l) {
+    return t->mask->dinter ? t->mask->dinter + (size_t)l * t->mask->inter_stride : NULL;
 }
 
 static void blocks_forward(tc_model *m, tower *t, int B) {
     tc_backend *be = m->be;
     const tc_tower_config *cfg = t->cfg;
+    const tc_tower_masks *mk = t->mask;
     int T = t->T, C = t->C, N = B * T;
     for (int l = 0; l < cfg->layers; l++) {
         const tc_block_offsets *o = &t->blocks[l];
         layer_acts *a = &t->layer[l];
         tc_act *x = layer_input(t, l);
         int NH = cfg->heads[l], A = NH * TC_HEAD_SIZE, M = cfg->mlp_width[l];
-        tc_act *res_att = x;
         if (A > 0) {
-            be->layernorm_forward(be, a->ln1, a->ln1_mean, a->ln1_rstd, x, W(m, o->ln1_w),
-                                  W(m, o->ln1_b), N, C);
+            ln_forward(m, t, a->ln1, a->ln1_mean, a->ln1_rstd, x, o->ln1_w, o->ln1_b, N, C);
             be->linear_forward(be, a->qkv, a->ln1, W(m, o->qkv_w), W(m, o->qkv_b), N, C, 3 * A,
                                0);
             be->attention_forward(be, a->atty, a->lse, a->qkv, B, T, NH, TC_HEAD_SIZE,
                                   t->is_text);
-            be->linear_forward(be, t->fwd_tmp, a->atty, W(m, o->out_w), W(m, o->out_b), N, A, C,
-                               0);
+            if (mk) {
+                be->mask_cols_forward(be, a->atty_m, a->atty, heads_mask(t, l), N, A, TC_HEAD_SIZE);
+                be->linear_forward(be, a->attn_out, a->atty_m, W(m, o->out_w), W(m, o->out_b), N,
+                                   A, C, 0);
+                be->mask_cols_forward(be, t->fwd_tmp, a->attn_out, mk->hidden, N, C, 1);
+            } else {
+                be->linear_forward(be, t->fwd_tmp, a->atty, W(m, o->out_w), W(m, o->out_b), N, A,
+                                   C, 0);
+            }
             be->add(be, a->res_att, x, t->fwd_tmp, (size_t)N * C);
-            res_att = a->res_att;
         } else {
             be->copy(be, a->res_att, x, (size_t)N * C * be->act_bytes);
-            res_att = a->res_att;
         }
         if (M > 0) {
-            be->layernorm_forward(be, a->ln2, a->ln2_mean, a->ln2_rstd, res_att, W(m, o->ln2_w),
-                                  W(m, o->ln2_b), N, C);
+            ln_forward(m, t, a->ln2, a->ln2_mean, a->ln2_rstd, a->res_att, o->ln2_w, o->ln2_b, N,
+                       C);
             be->linear_forward(be, a->fch, a->ln2, W(m, o->fc_w), W(m, o->fc_b), N, C, M, 0);
             be->gelu_forward(be, a->fch_act, a->fch, (size_t)N * M, m->cfg.activation);
-            be->linear_forward(be, t->fwd_tmp, a->fch_act, W(m, o->proj_w), W(m, o->proj_b), N,
-                               M, C, 0);
-            be->add(be, a->res_mlp, res_att, t->fwd_tmp, (size_t)N * C);
+            if (mk) {
+                be->mask_cols_forward(be, a->fch_m, a->fch_act, inter_mask(t, l), N, M, 1);
+                be->linear_forward(be, a->mlp_out, a->fch_m, W(m, o->proj_w), W(m, o->proj_b), N,
+                                   M, C, 0);
+                be->mask_cols_forward(be, t->fwd_tmp, a->mlp_out, mk->hidden, N, C, 1);
+            } else {
+                be->linear_forward(be, t->fwd_tmp, a->fch_act, W(m, o->proj_w), W(m, o->proj_b),
+                                   N, M, C, 0);
+            }
+            be->add(be, a->res_mlp, a->res_att, t->fwd_tmp, (size_t)N * C);
         } else {
-            be->copy(be, a->res_mlp, res_att, (size_t)N * C * be->act_bytes);
+            be->copy(be, a->res_mlp, a->res_att, (size_t)N * C * be->act_bytes);
         }
     }
 }
+
+/* the input of the projection: the final LayerNorm output, times the hidden
+ * mask in a masked tower (so that pruning, which folds the mask into the
+ * projection rows, gives the same function) */
+static tc_act *proj_input(const tower *t) { return t->mask ? t->lnf_m : t->lnf; }
 
 /* pooling, final LayerNorm, projection, L2 normalisation */
 static void head_forward(tc_model *m, tower *t, int B, size_t lnf_w, size_t lnf_b,
@@ -314,18 +384,17 @@ static void head_forward(tc_model *m, tower *t, int B, size_t lnf_w, size_t lnf_
     int T = t->T, C = t->C, E = m->cfg.embed_dim;
     tc_act *x = layer_input(t, t->cfg->layers);
     if (t->ln_before_pool) {
-        be->layernorm_forward(be, t->lnf_all, t->lnf_all_mean, t->lnf_all_rstd, x,
-                              W(m, lnf_w), W(m, lnf_b), B * T, C);
+        ln_forward(m, t, t->lnf_all, t->lnf_all_mean, t->lnf_all_rstd, x, lnf_w, lnf_b, B * T, C);
         be->pool_mean_forward(be, t->lnf, t->lnf_all, B, T, C);
     } else {
         if (t->cfg->pool == TC_POOL_MEAN)
             be->pool_mean_forward(be, t->pooled, x, B, T, C);
         else
             be->pool_gather_forward(be, t->pooled, x, t->is_text ? t->pool_idx : NULL, B, T, C);
-        be->layernorm_forward(be, t->lnf, t->lnf_mean, t->lnf_rstd, t->pooled, W(m, lnf_w),
-                              W(m, lnf_b), B, C);
+        ln_forward(m, t, t->lnf, t->lnf_mean, t->lnf_rstd, t->pooled, lnf_w, lnf_b, B, C);
     }
-    be->linear_forward(be, t->proj, t->lnf, W(m, proj_w), NULL, B, C, E, 1);
+    if (t->mask) be->mask_cols_forward(be, t->lnf_m, t->lnf, t->mask->hidden, B, C, 1);
+    be->linear_forward(be, t->proj, proj_input(t), W(m, proj_w), NULL, B, C, E, 1);
     be->l2norm_forward(be, t->features, t->norms, t->proj, B, E);
 }
 
@@ -334,6 +403,22 @@ static tc_status check_batch(const tc_model *m, int B) {
         return tc_fail(TC_ERR_ARG, "model %s: batch %d outside 1..%d", m->cfg.name, B,
                        m->opt.max_batch);
     return TC_OK;
+}
+
+/* embeddings (times the hidden mask) become the stream entering layer 0 */
+static void embed_to_stream(tc_model *m, tower *t, int B) {
+    tc_act *e = t->embed;
+    if (t->mask) {
+        m->be->mask_cols_forward(m->be, t->embed_m, t->embed, t->mask->hidden, B * t->T, t->C, 1);
+        e = t->embed_m;
+    }
+    t->x0 = e;
+    if (t->ln_pre) {
+        const tc_param_layout *L = &m->layout;
+        ln_forward(m, t, t->ln_pre, t->ln_pre_mean, t->ln_pre_rstd, e, L->v_ln_pre_w,
+                   L->v_ln_pre_b, B * t->T, t->C);
+        t->x0 = t->ln_pre;
+    }
 }
 
 tc_status tc_model_encode_image_device(tc_model *m, const float *images, int B) {
@@ -350,9 +435,7 @@ tc_status tc_model_encode_image_device(tc_model *m, const float *images, int B) 
     be->linear_forward(be, t->patch_emb, t->patches, W(m, L->v_conv1), NULL, B * g * g,
                        3 * P * P, C, 0);
     be->vision_embed_forward(be, t->embed, t->patch_emb, W(m, L->v_cls), W(m, L->v_pos), B, T, C);
-    if (t->ln_pre)
-        be->layernorm_forward(be, t->ln_pre, t->ln_pre_mean, t->ln_pre_rstd, t->embed,
-                              W(m, L->v_ln_pre_w), W(m, L->v_ln_pre_b), B * T, C);
+    embed_to_stream(m, t, B);
     blocks_forward(m, t, B);
     head_forward(m, t, B, L->v_ln_post_w, L->v_ln_post_b, L->v_proj);
     return TC_OK;
@@ -369,6 +452,7 @@ tc_status tc_model_encode_text_device(tc_model *m, const int32_t *ids, int B) {
     be->token_embed_forward(be, t->embed, t->ids, W(m, L->token_emb), W(m, L->text_pos), B, T,
                             C);
     be->argmax_rows(be, t->pool_idx, t->ids, B, T);
+    embed_to_stream(m, t, B);
     blocks_forward(m, t, B);
     head_forward(m, t, B, L->ln_final_w, L->ln_final_b, L->text_proj);
     return TC_OK;
@@ -387,10 +471,19 @@ tc_status tc_model_encode_text(tc_model *m, const int32_t *host_ids, int B) {
     /* the gather trusts its indices: check them here, on the host */
     for (size_t i = 0; i < (size_t)B * T; i++)
         if (host_ids[i] < 0 || host_ids[i] >= V)
-            return tc_fail(TC_ERR_ARG, "model %s: token id %d at sample %zu position %zu is outside the vocabulary (%d)",
+            return tc_fail(TC_ERR_ARG,
+                           "model %s: token id %d at sample %zu position %zu is outside the vocabulary (%d)",
                            m->cfg.name, host_ids[i], i / (size_t)T, i % (size_t)T, V);
     TC_TRY(m->be->upload(m->be, m->txt.ids, host_ids, (size_t)B * T * sizeof(int32_t)));
     return tc_model_encode_text_device(m, m->txt.ids, B);
+}
+
+tc_status tc_model_set_masks(tc_model *m, const tc_tower_masks *vision, const tc_tower_masks *text) {
+    if ((vision || text) && !m->opt.masked)
+        return tc_fail(TC_ERR_ARG, "model %s: created without mask buffers", m->cfg.name);
+    m->vis.mask = vision;
+    m->txt.mask = text;
+    return TC_OK;
 }
 
 /* ---- backward ---- */
@@ -398,6 +491,7 @@ tc_status tc_model_encode_text(tc_model *m, const int32_t *host_ids, int B) {
 static void blocks_backward(tc_model *m, tower *t, int B) {
     tc_backend *be = m->be;
     const tc_tower_config *cfg = t->cfg;
+    const tc_tower_masks *mk = t->mask;
     int T = t->T, C = t->C, N = B * T;
     tc_act *d1 = t->dscratch1, *d2 = t->dscratch2, *dres = t->dres;
     for (int l = cfg->layers - 1; l >= 0; l--) {
@@ -407,24 +501,41 @@ static void blocks_backward(tc_model *m, tower *t, int B) {
         /* dres holds d(res_mlp); the residual passes it through unchanged and
          * each sub-block adds its input gradient into it */
         if (M > 0) {
-            be->linear_backward(be, d1, G(m, o->proj_w), G(m, o->proj_b), dres, a->fch_act,
+            const tc_act *dmlp = dres, *mlp_in = a->fch_act;
+            if (mk) {
+                be->mask_cols_backward(be, d2, mk->dhidden, dres, a->mlp_out, mk->hidden, N, C, 1);
+                dmlp = d2;
+                mlp_in = a->fch_m;
+            }
+            be->linear_backward(be, d1, G(m, o->proj_w), G(m, o->proj_b), dmlp, mlp_in,
                                 W(m, o->proj_w), N, M, C, 0);
+            if (mk)
+                be->mask_cols_backward(be, d1, dinter_mask(t, l), d1, a->fch_act, inter_mask(t, l),
+                                       N, M, 1);
             be->gelu_backward(be, d2, a->fch, d1, (size_t)N * M, m->cfg.activation);
             be->linear_backward(be, d1, G(m, o->fc_w), G(m, o->fc_b), d2, a->ln2, W(m, o->fc_w),
                                 N, C, M, 0);
-            be->layernorm_backward(be, dres, G(m, o->ln2_w), G(m, o->ln2_b), d1, a->res_att,
-                                   W(m, o->ln2_w), a->ln2_mean, a->ln2_rstd, N, C);
+            ln_backward(m, t, dres, d1, a->res_att, o->ln2_w, o->ln2_b, a->ln2_mean, a->ln2_rstd,
+                        N, C);
         }
         if (A > 0) {
-            tc_act *x = layer_input(t, l);
-            be->linear_backward(be, d1, G(m, o->out_w), G(m, o->out_b), dres, a->atty,
+            const tc_act *datt = dres, *att_in = a->atty;
+            if (mk) {
+                be->mask_cols_backward(be, d2, mk->dhidden, dres, a->attn_out, mk->hidden, N, C, 1);
+                datt = d2;
+                att_in = a->atty_m;
+            }
+            be->linear_backward(be, d1, G(m, o->out_w), G(m, o->out_b), datt, att_in,
                                 W(m, o->out_w), N, A, C, 0);
+            if (mk)
+                be->mask_cols_backward(be, d1, dheads_mask(t, l), d1, a->atty, heads_mask(t, l), N,
+                                       A, TC_HEAD_SIZE);
             be->attention_backward(be, d2, d1, a->qkv, a->atty, a->lse, B, T, NH, TC_HEAD_SIZE,
                                    t->is_text);
             be->linear_backward(be, d1, G(m, o->qkv_w), G(m, o->qkv_b), d2, a->ln1,
                                 W(m, o->qkv_w), N, C, 3 * A, 0);
-            be->layernorm_backward(be, dres, G(m, o->ln1_w), G(m, o->ln1_b), d1, x,
-                                   W(m, o->ln1_w), a->ln1_mean, a->ln1_rstd, N, C);
+            ln_backward(m, t, dres, d1, layer_input(t, l), o->ln1_w, o->ln1_b, a->ln1_mean,
+                        a->ln1_rstd, N, C);
         }
     }
 }
@@ -436,25 +547,45 @@ static void head_backward(tc_model *m, tower *t, int B, const float *dfeatures, 
     int T = t->T, C = t->C, E = m->cfg.embed_dim;
     tc_act *x = layer_input(t, t->cfg->layers);
     be->l2norm_backward(be, t->dproj, dfeatures, t->features, t->norms, B, E);
-    be->linear_backward(be, t->dlnf, G(m, proj_w), NULL, t->dproj, t->lnf, W(m, proj_w), B, C,
-                        E, 1);
+    be->linear_backward(be, t->dlnf, G(m, proj_w), NULL, t->dproj, proj_input(t), W(m, proj_w),
+                        B, C, E, 1);
+    if (t->mask)
+        be->mask_cols_backward(be, t->dlnf, t->mask->dhidden, t->dlnf, t->lnf, t->mask->hidden, B,
+                               C, 1);
     be->zero(be, t->dres, (size_t)B * T * C * be->act_bytes);
     if (t->ln_before_pool) {
         /* d(lnf_all) goes through the mean pool, then the LayerNorm of every token */
         be->zero(be, t->dscratch1, (size_t)B * T * C * be->act_bytes);
         be->pool_mean_backward(be, t->dscratch1, t->dlnf, B, T, C);
-        be->layernorm_backward(be, t->dres, G(m, lnf_w), G(m, lnf_b), t->dscratch1, x,
-                               W(m, lnf_w), t->lnf_all_mean, t->lnf_all_rstd, B * T, C);
+        ln_backward(m, t, t->dres, t->dscratch1, x, lnf_w, lnf_b, t->lnf_all_mean,
+                    t->lnf_all_rstd, B * T, C);
         return;
     }
     be->zero(be, t->dpooled, (size_t)B * C * be->act_bytes);
-    be->layernorm_backward(be, t->dpooled, G(m, lnf_w), G(m, lnf_b), t->dlnf, t->pooled,
-                           W(m, lnf_w), t->lnf_mean, t->lnf_rstd, B, C);
+    ln_backward(m, t, t->dpooled, t->dlnf, t->pooled, lnf_w, lnf_b, t->lnf_mean, t->lnf_rstd, B,
+                C);
     if (t->cfg->pool == TC_POOL_MEAN)
         be->pool_mean_backward(be, t->dres, t->dpooled, B, T, C);
     else
         be->pool_gather_backward(be, t->dres, t->dpooled, t->is_text ? t->pool_idx : NULL, B, T,
                                  C);
+}
+
+/* from d(stream entering layer 0) to d(embeddings), in the returned buffer */
+static tc_act *stream_to_embed_backward(tc_model *m, tower *t, int B) {
+    tc_backend *be = m->be;
+    int T = t->T, C = t->C;
+    tc_act *d = t->dres;
+    if (t->ln_pre) {
+        const tc_param_layout *L = &m->layout;
+        d = t->dscratch1;
+        be->zero(be, d, (size_t)B * T * C * be->act_bytes);
+        ln_backward(m, t, d, t->dres, t->mask ? t->embed_m : t->embed, L->v_ln_pre_w,
+                    L->v_ln_pre_b, t->ln_pre_mean, t->ln_pre_rstd, B * T, C);
+    }
+    if (t->mask)
+        be->mask_cols_backward(be, d, t->mask->dhidden, d, t->embed, t->mask->hidden, B * T, C, 1);
+    return d;
 }
 
 static tc_status check_backward(const tc_model *m, const tower *t) {
@@ -471,14 +602,7 @@ tc_status tc_model_backward_image(tc_model *m, const float *dfeatures) {
     int B = t->B, T = t->T, C = t->C, P = t->cfg->patch_size, g = tc_vision_grid(t->cfg);
     head_backward(m, t, B, dfeatures, L->v_ln_post_w, L->v_ln_post_b, L->v_proj);
     blocks_backward(m, t, B);
-    tc_act *dembed = t->dres;
-    if (t->ln_pre) {
-        dembed = t->dscratch1;
-        be->zero(be, dembed, (size_t)B * T * C * be->act_bytes);
-        be->layernorm_backward(be, dembed, G(m, L->v_ln_pre_w), G(m, L->v_ln_pre_b), t->dres,
-                               t->embed, W(m, L->v_ln_pre_w), t->ln_pre_mean, t->ln_pre_rstd,
-                               B * T, C);
-    }
+    tc_act *dembed = stream_to_embed_backward(m, t, B);
     tc_act *dpatch = (dembed == t->dscratch1) ? t->dscratch2 : t->dscratch1;
     be->vision_embed_backward(be, dpatch, G(m, L->v_cls), G(m, L->v_pos), dembed, B, T, C);
     be->linear_backward(be, NULL, G(m, L->v_conv1), NULL, dpatch, t->patches, W(m, L->v_conv1),
@@ -494,7 +618,8 @@ tc_status tc_model_backward_text(tc_model *m, const float *dfeatures) {
     int B = t->B;
     head_backward(m, t, B, dfeatures, L->ln_final_w, L->ln_final_b, L->text_proj);
     blocks_backward(m, t, B);
-    be->token_embed_backward(be, G(m, L->token_emb), G(m, L->text_pos), t->dres, t->ids, B, t->T,
+    tc_act *dembed = stream_to_embed_backward(m, t, B);
+    be->token_embed_backward(be, G(m, L->token_emb), G(m, L->text_pos), dembed, t->ids, B, t->T,
                              t->C, t->cfg->vocab_size);
     return TC_OK;
 }

@@ -25,7 +25,22 @@ typedef struct tc_model tc_model;
 typedef struct {
     int max_batch; /* largest batch either tower will see */
     int train;     /* allocate gradients and keep every layer's activations */
+    int masked;    /* allocate what the structured masks of automatic inheritance need */
 } tc_model_options;
+
+/* structured masks of one tower (tinyclip-method §2.2), device fp32 buffers:
+ *   hidden (C)                  residual-stream dims, shared by all layers
+ *   heads  (layers, heads_stride)   per-head gates of each layer
+ *   inter  (layers, inter_stride)   MLP units of each layer
+ * the forward multiplies embeddings, attention and MLP outputs and the pooled
+ * feature by hidden, head outputs by heads, MLP activations by inter, and
+ * runs every LayerNorm over the dims where hidden != 0. the backward adds the
+ * mask gradients into dhidden / dheads / dinter when those are not NULL. */
+typedef struct {
+    float *hidden, *heads, *inter;
+    float *dhidden, *dheads, *dinter;
+    int heads_stride, inter_stride;
+} tc_tower_masks;
 
 tc_status tc_model_create(tc_model **out, tc_backend *be, const tc_model_config *cfg,
                           tc_model_options opt);
@@ -71,6 +86,11 @@ int32_t *tc_model_text_input(tc_model *m);
 tc_status tc_model_backward_image(tc_model *m, const float *dfeatures);
 tc_status tc_model_backward_text(tc_model *m, const float *dfeatures);
 void tc_model_zero_grads(tc_model *m);
+
+/* installs masks for the following forwards and backwards (NULL: none); the
+ * model must have been created with options.masked. the model keeps the
+ * pointers, not copies. */
+tc_status tc_model_set_masks(tc_model *m, const tc_tower_masks *vision, const tc_tower_masks *text);
 
 /* bytes the model holds on its backend */
 size_t tc_model_device_bytes(const tc_model *m);

@@ -66,7 +66,7 @@ static int setup_model(parity *p, const char *name) {
     assert_non_null(img);
     p->B = (int)img->shape[0];
     if (tc_backend_cpu_create(&p->be, 1) != TC_OK) fail_msg("%s", tc_last_error());
-    tc_model_options opt = {p->B, 1};
+    tc_model_options opt = {.max_batch = p->B, .train = 1};
     if (tc_model_create(&p->model, p->be, &p->cfg, opt) != TC_OK) fail_msg("%s", tc_last_error());
     if (tc_model_set_params(p->model, p->params) != TC_OK) fail_msg("%s", tc_last_error());
     return 0;
@@ -254,7 +254,7 @@ static void hf_import(const char *name) {
     assert_int_equal(cfg.activation, p.cfg.activation);
     assert_int_equal(layout.total, p.layout.total);
     tc_model *m;
-    tc_model_options opt = {p.B, 0};
+    tc_model_options opt = {.max_batch = p.B, .train = 0};
     assert_int_equal(tc_model_create(&m, p.be, &cfg, opt), TC_OK);
     assert_int_equal(tc_model_set_params(m, params), TC_OK);
     check_features(&p, m, "hf_image_features", "hf_text_features");
