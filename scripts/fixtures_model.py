@@ -169,6 +169,30 @@ def clip_forward(model, loss_fn, images, tokens):
     return img, txt, scale, loss
 
 
+def train_trace(model, loss_fn, images, tokens, dtype):
+    """open_clip's training step, len(images) times, on a copy of `model`:
+    schedule, forward, ClipLoss, backward, clip, AdamW, logit-scale clamp.
+    returns (trained copy, losses before each update, lrs, pre-clip norms)."""
+    tm = copy.deepcopy(model).to(dtype)
+    tm.zero_grad(set_to_none=True)
+    opt = torch.optim.AdamW(param_groups(tm, RECIPE["wd"]), lr=RECIPE["lr"],
+                            betas=(RECIPE["beta1"], RECIPE["beta2"]), eps=RECIPE["eps"])
+    sched = cosine_lr(opt, RECIPE["lr"], RECIPE["warmup"], RECIPE["steps"])
+    losses, lrs, norms = [], [], []
+    for step, (bi, bt) in enumerate(zip(images, tokens)):
+        lrs.append(sched(step))
+        opt.zero_grad(set_to_none=True)
+        _, _, _, l = clip_forward(tm, loss_fn, bi.to(dtype), bt)
+        l.backward()
+        norms.append(float(torch.nn.utils.clip_grad_norm_(tm.parameters(), RECIPE["grad_clip"],
+                                                          norm_type=2.0)))
+        opt.step()
+        with torch.no_grad():
+            tm.logit_scale.clamp_(0, math.log(100))
+        losses.append(l.item())
+    return tm, losses, lrs, norms
+
+
 # ---------------------------------------------------------------------------
 # open_clip -> Hugging Face CLIPModel (interop.md section 3.3)
 
@@ -339,33 +363,24 @@ def build(name, cfg, out):
     io["hf_text_features"] = hf_txt
 
     # training trace: a fresh copy of the same weights, one new batch per step
-    tm = copy.deepcopy(model)
-    tm.zero_grad(set_to_none=True)
-    opt = torch.optim.AdamW(param_groups(tm, RECIPE["wd"]), lr=RECIPE["lr"],
-                            betas=(RECIPE["beta1"], RECIPE["beta2"]), eps=RECIPE["eps"])
-    sched = cosine_lr(opt, RECIPE["lr"], RECIPE["warmup"], RECIPE["steps"])
-    t_images, t_tokens, losses, lrs, norms = [], [], [], [], []
     ctx = cfg["text_cfg"]["context_length"]
+    t_images, t_tokens = [], []
     for step in range(TRAIN_STEPS):
-        bi = make_images(gen, cfg, BATCH)
+        t_images.append(make_images(gen, cfg, BATCH))
         pos = torch.randint(1, ctx, (BATCH,), generator=gen).tolist()
-        bt = make_tokens(gen, cfg, pos)
-        lrs.append(sched(step))
-        opt.zero_grad(set_to_none=True)
-        _, _, _, l = clip_forward(tm, loss_fn, bi, bt)
-        l.backward()
-        norms.append(float(torch.nn.utils.clip_grad_norm_(tm.parameters(), RECIPE["grad_clip"],
-                                                          norm_type=2.0)))
-        opt.step()
-        with torch.no_grad():
-            tm.logit_scale.clamp_(0, math.log(100))
-        t_images.append(bi)
-        t_tokens.append(bt)
-        losses.append(l.item())
+        t_tokens.append(make_tokens(gen, cfg, pos))
+    tm, losses, lrs, norms = train_trace(model, loss_fn, t_images, t_tokens, torch.float32)
+    # the same trace in float64: how far the fp32 reference itself is from exact
+    # arithmetic (Adam amplifies rounding in tiny gradients), a yardstick for
+    # the tolerance of a test against train_losses
+    _, losses64, _, _ = train_trace(model, loss_fn, t_images, t_tokens, torch.float64)
+    rel = max(abs(a - b) / abs(b) for a, b in zip(losses, losses64))
     print("  train losses " + " ".join(f"{x:.5f}" for x in losses))
+    print(f"  fp32 vs fp64 trace: max relative loss difference {rel:.3g}")
     io["train_images"] = torch.stack(t_images)
     io["train_tokens"] = torch.stack(t_tokens)
     io["train_losses"] = torch.tensor(losses, dtype=torch.float32)
+    io["train_losses_f64"] = torch.tensor(losses64, dtype=torch.float64)
     io["train_lrs"] = torch.tensor(lrs, dtype=torch.float32)
     io["train_grad_norms"] = torch.tensor(norms, dtype=torch.float32)
     for n, p in tm.named_parameters():
