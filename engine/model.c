@@ -48,7 +48,6 @@ typedef struct {
     float *lnf_all_mean, *lnf_all_rstd;
     tc_act *pooled;         /* (B,C) */
     tc_act *lnf;            /* (B,C) */
-    tc_act *lnf_m;          /* (B,C) lnf * hidden mask (masked models) */
     float *lnf_mean, *lnf_rstd;
     tc_act *proj;           /* (B,E) */
     float *features, *norms;/* (B,E), (B) */
@@ -177,10 +176,7 @@ static tc_status tower_alloc(tc_model *m, tower *t, const tc_tower_config *cfg,
             }
         }
     }
-    if (m->opt.masked) {
-        ALLOC_ACT(t->embed_m, BTC);
-        ALLOC_ACT(t->lnf_m, (size_t)B * C);
-    }
+    if (m->opt.masked) ALLOC_ACT(t->embed_m, BTC);
     if (t->ln_before_pool) {
         ALLOC_ACT(t->lnf_all, BTC);
         ALLOC_F32(t->lnf_all_mean, (size_t)B * T);
@@ -372,11 +368,6 @@ static void blocks_forward(tc_model *m, tower *t, int B) {
     }
 }
 
-/* the input of the projection: the final LayerNorm output, times the hidden
- * mask in a masked tower (so that pruning, which folds the mask into the
- * projection rows, gives the same function) */
-static tc_act *proj_input(const tower *t) { return t->mask ? t->lnf_m : t->lnf; }
-
 /* pooling, final LayerNorm, projection, L2 normalisation */
 static void head_forward(tc_model *m, tower *t, int B, size_t lnf_w, size_t lnf_b,
                          size_t proj_w) {
@@ -393,8 +384,9 @@ static void head_forward(tc_model *m, tower *t, int B, size_t lnf_w, size_t lnf_
             be->pool_gather_forward(be, t->pooled, x, t->is_text ? t->pool_idx : NULL, B, T, C);
         ln_forward(m, t, t->lnf, t->lnf_mean, t->lnf_rstd, t->pooled, lnf_w, lnf_b, B, C);
     }
-    if (t->mask) be->mask_cols_forward(be, t->lnf_m, t->lnf, t->mask->hidden, B, C, 1);
-    be->linear_forward(be, t->proj, proj_input(t), W(m, proj_w), NULL, B, C, E, 1);
+    /* as the original's masked forward, the final LayerNorm output is not
+     * scaled by the hidden mask (it is zero outside the kept dims) */
+    be->linear_forward(be, t->proj, t->lnf, W(m, proj_w), NULL, B, C, E, 1);
     be->l2norm_forward(be, t->features, t->norms, t->proj, B, E);
 }
 
@@ -547,11 +539,8 @@ static void head_backward(tc_model *m, tower *t, int B, const float *dfeatures, 
     int T = t->T, C = t->C, E = m->cfg.embed_dim;
     tc_act *x = layer_input(t, t->cfg->layers);
     be->l2norm_backward(be, t->dproj, dfeatures, t->features, t->norms, B, E);
-    be->linear_backward(be, t->dlnf, G(m, proj_w), NULL, t->dproj, proj_input(t), W(m, proj_w),
-                        B, C, E, 1);
-    if (t->mask)
-        be->mask_cols_backward(be, t->dlnf, t->mask->dhidden, t->dlnf, t->lnf, t->mask->hidden, B,
-                               C, 1);
+    be->linear_backward(be, t->dlnf, G(m, proj_w), NULL, t->dproj, t->lnf, W(m, proj_w), B, C,
+                        E, 1);
     be->zero(be, t->dres, (size_t)B * T * C * be->act_bytes);
     if (t->ln_before_pool) {
         /* d(lnf_all) goes through the mean pool, then the LayerNorm of every token */

@@ -32,9 +32,9 @@ typedef struct {
  *   hidden (C)                  residual-stream dims, shared by all layers
  *   heads  (layers, heads_stride)   per-head gates of each layer
  *   inter  (layers, inter_stride)   MLP units of each layer
- * the forward multiplies embeddings, attention and MLP outputs and the pooled
- * feature by hidden, head outputs by heads, MLP activations by inter, and
- * runs every LayerNorm over the dims where hidden != 0. the backward adds the
+ * the forward multiplies embeddings and attention and MLP outputs by hidden,
+ * head outputs by heads, MLP activations by inter, and runs every LayerNorm
+ * over the dims where hidden != 0 (zero elsewhere), as the original. the backward adds the
  * mask gradients into dhidden / dheads / dinter when those are not NULL. */
 typedef struct {
     float *hidden, *heads, *inter;
