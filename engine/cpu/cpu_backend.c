@@ -1,6 +1,5 @@
 /* the CPU backend handle: memory (host malloc, 64-byte aligned, zero-filled),
  * trivial upload/download/synchronize, and the op table. */
-#include <cblas.h>
 #include <omp.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -65,8 +64,7 @@ tc_status tc_backend_cpu_create(tc_backend **out, int threads) {
     if (threads <= 0) threads = omp_get_max_threads();
     if (threads < 1) threads = 1;
     cb->threads = threads;
-    /* OpenBLAS keeps one process-wide thread count; match the handle's */
-    openblas_set_num_threads(threads);
+    tc_cpu_blas_init(threads);
 
     tc_backend *b = &cb->base;
     b->name = "cpu";

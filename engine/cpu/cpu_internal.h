@@ -27,6 +27,9 @@ static inline int tc_cpu_threads(const tc_backend *b) {
 #define TC_F(p) ((float *)(p))
 #define TC_CF(p) ((const float *)(p))
 
+/* cpu_blas.c: kernel selection (once per process) and the BLAS thread count */
+void tc_cpu_blas_init(int threads);
+
 /* cpu_elementwise.c */
 void tc_cpu_fill_f32(tc_backend *b, float *x, float value, size_t n);
 void tc_cpu_zero(tc_backend *b, void *x, size_t bytes);
