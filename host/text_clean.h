@@ -2,7 +2,8 @@
  * character: ftfy.fix_text with its default fixers except the mojibake
  * repair (fix_encoding: re-decoding text that was decoded in the wrong
  * encoding), then html.unescape twice, str.strip, " ".join(text.split()) and
- * str.lower (Python 3.11, Unicode 14: libunistring for NFC and case mapping).
+ * str.lower (Python 3.11, Unicode 14: libunistring for NFC and case mapping,
+ * with Python's own final-sigma rule).
  *
  * ftfy pieces kept, each exactly as ftfy 6.3.1 does them: unescape_html
  * ('auto': off from the first line holding '<' on), fix_c1_controls,
@@ -29,6 +30,7 @@ tc_status tc_text_clean_lower(const char *text, size_t len, char **out, size_t *
 /* the pieces, for tests: each maps UTF-8 to malloc'd UTF-8 */
 tc_status tc_text_html_unescape(const char *text, size_t len, char **out, size_t *out_len);
 tc_status tc_text_ftfy(const char *text, size_t len, char **out, size_t *out_len);
+tc_status tc_text_lower(const char *text, size_t len, char **out, size_t *out_len);
 
 /* returns the byte offset of the first invalid UTF-8 sequence, or len */
 size_t tc_utf8_valid_prefix(const char *text, size_t len);
