@@ -1,0 +1,62 @@
+/* shared by attention_forward.cu and attention_backward.cu: the thread layout
+ * of the fused attention kernels.
+ *
+ * a tile is BT rows (queries or keys); each row is owned by G = HS/16
+ * consecutive threads of one warp, each thread holding 16 of the HS dims in
+ * registers. a dot product over HS is 16 FMAs per thread followed by a
+ * butterfly over the G threads (__shfl_xor with offsets < G stays inside the
+ * group because G divides 32). tiles are BT = 64 rows for HS 32 and 64 and
+ * 32 rows for HS 128, so that two fp32 (BT, HS) tiles take 32 KB of shared
+ * memory at most and a block has BT*G <= 256 threads. */
+#ifndef TC_CUDA_ATTENTION_COMMON_H
+#define TC_CUDA_ATTENTION_COMMON_H
+
+#include "cuda_internal.h"
+
+#define ATT_DPT 16 /* head dims per thread */
+
+template <int HS> struct att_cfg {
+    static constexpr int G = HS / ATT_DPT;
+    static constexpr int BT = HS > 64 ? 32 : 64;
+    static constexpr int THREADS = BT * G;
+};
+
+/* sum over the G threads that own one row; every one of them gets the sum */
+template <int G> __device__ __forceinline__ float att_group_sum(float v) {
+#pragma unroll
+    for (int off = G / 2; off > 0; off >>= 1) v += __shfl_xor_sync(0xffffffffu, v, off);
+    return v;
+}
+
+/* dot of a thread's 16 register values with 16 floats of a shared-memory row */
+__device__ __forceinline__ float att_dot16(const float *r, const float *sm) {
+    const float4 *s4 = (const float4 *)sm;
+    float acc = 0.0f;
+#pragma unroll
+    for (int d = 0; d < ATT_DPT / 4; d++) {
+        float4 v = s4[d];
+        acc += r[4 * d] * v.x + r[4 * d + 1] * v.y + r[4 * d + 2] * v.z + r[4 * d + 3] * v.w;
+    }
+    return acc;
+}
+
+/* acc[0..16) += p * sm[0..16) */
+__device__ __forceinline__ void att_axpy16(float *acc, float p, const float *sm) {
+    const float4 *s4 = (const float4 *)sm;
+#pragma unroll
+    for (int d = 0; d < ATT_DPT / 4; d++) {
+        float4 v = s4[d];
+        acc[4 * d] += p * v.x;
+        acc[4 * d + 1] += p * v.y;
+        acc[4 * d + 2] += p * v.z;
+        acc[4 * d + 3] += p * v.w;
+    }
+}
+
+/* loads 16 dims of one row (T elements) into registers as fp32 */
+template <typename T> __device__ __forceinline__ void att_load16(float *r, const T *src) {
+#pragma unroll
+    for (int d = 0; d < ATT_DPT; d++) r[d] = tc_ldf(src + d);
+}
+
+#endif

@@ -1,0 +1,235 @@
+/* the CUDA backend handle: device selection, the stream every op runs on,
+ * cuBLASLt handle and workspace, the reduction scratch, memory movement,
+ * error reporting, and the table of ops (kernels live in the other files).
+ *
+ * upload() and download() return only when the host buffer may be reused or
+ * read (both synchronize the stream); alloc() zero-fills on the stream. */
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cuda_internal.h"
+
+void tc_cuda_record(tc_cuda_backend *cu, tc_status code, const char *fmt, ...) {
+    if (cu->err != TC_OK) return;
+    cu->err = code;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(cu->err_msg, sizeof cu->err_msg, fmt, ap);
+    va_end(ap);
+}
+
+bool tc_cuda_ok(tc_cuda_backend *cu, cudaError_t e, const char *what) {
+    if (e == cudaSuccess) return true;
+    tc_cuda_record(cu, TC_ERR_BACKEND, "cuda: %s: %s", what, cudaGetErrorString(e));
+    return false;
+}
+
+bool tc_cuda_launched(tc_cuda_backend *cu, const char *kernel) {
+    cudaError_t e = cudaGetLastError();
+    if (e == cudaSuccess) return true;
+    tc_cuda_record(cu, TC_ERR_BACKEND, "cuda: launch of %s failed: %s", kernel,
+                   cudaGetErrorString(e));
+    return false;
+}
+
+extern "C" int tc_cuda_device_count(char *why, size_t cap) {
+    int n = 0;
+    cudaError_t e = cudaGetDeviceCount(&n);
+    if (e != cudaSuccess) {
+        if (why && cap) snprintf(why, cap, "%s", cudaGetErrorString(e));
+        (void)cudaGetLastError(); /* clear it so later calls start clean */
+        return 0;
+    }
+    if (n == 0 && why && cap) snprintf(why, cap, "the CUDA runtime reports 0 devices");
+    return n;
+}
+
+extern "C" void tc_cuda_device_name(int device, char *buf, size_t cap) {
+    cudaDeviceProp p;
+    if (cudaGetDeviceProperties(&p, device) != cudaSuccess) {
+        (void)cudaGetLastError();
+        snprintf(buf, cap, "cuda device %d (properties unavailable)", device);
+        return;
+    }
+    snprintf(buf, cap, "%s sm_%d%d, %d SMs, %.1f GiB", p.name, p.major, p.minor,
+             p.multiProcessorCount, (double)p.totalGlobalMem / (1024.0 * 1024.0 * 1024.0));
+}
+
+/* ---- memory ---- */
+
+static tc_status cu_report(tc_cuda_backend *cu) {
+    if (cu->err == TC_OK) return TC_OK;
+    return tc_fail(cu->err, "%s", cu->err_msg);
+}
+
+static tc_status cu_alloc(tc_backend *b, size_t bytes, void **ptr) {
+    tc_cuda_backend *cu = tc_cu(b);
+    *ptr = NULL;
+    void *p = NULL;
+    /* cudaMalloc aligns to 256 bytes, which cuBLASLt's fastest kernels want */
+    cudaError_t e = cudaMalloc(&p, bytes ? bytes : 1);
+    if (e != cudaSuccess) {
+        (void)cudaGetLastError();
+        return tc_fail(TC_ERR_OOM, "cuda: cannot allocate %zu bytes on device %d: %s", bytes,
+                       cu->device, cudaGetErrorString(e));
+    }
+    if (bytes) {
+        e = cudaMemsetAsync(p, 0, bytes, cu->stream);
+        if (e != cudaSuccess) {
+            cudaFree(p);
+            return tc_fail(TC_ERR_BACKEND, "cuda: zero-fill of %zu bytes: %s", bytes,
+                           cudaGetErrorString(e));
+        }
+    }
+    *ptr = p;
+    return TC_OK;
+}
+
+static void cu_free(tc_backend *b, void *ptr) {
+    tc_cuda_backend *cu = tc_cu(b);
+    if (!ptr) return;
+    tc_cuda_ok(cu, cudaFree(ptr), "cudaFree");
+}
+
+static tc_status cu_upload(tc_backend *b, void *dst, const void *host_src, size_t bytes) {
+    tc_cuda_backend *cu = tc_cu(b);
+    if (bytes == 0) return cu_report(cu);
+    cudaError_t e = cudaMemcpyAsync(dst, host_src, bytes, cudaMemcpyHostToDevice, cu->stream);
+    if (e == cudaSuccess) e = cudaStreamSynchronize(cu->stream);
+    if (e != cudaSuccess) {
+        tc_cuda_ok(cu, e, "upload");
+        return tc_fail(TC_ERR_BACKEND, "cuda: upload of %zu bytes: %s", bytes,
+                       cudaGetErrorString(e));
+    }
+    return cu_report(cu);
+}
+
+static tc_status cu_download(tc_backend *b, void *host_dst, const void *src, size_t bytes) {
+    tc_cuda_backend *cu = tc_cu(b);
+    cudaError_t e = cudaSuccess;
+    if (bytes) e = cudaMemcpyAsync(host_dst, src, bytes, cudaMemcpyDeviceToHost, cu->stream);
+    if (e == cudaSuccess) e = cudaStreamSynchronize(cu->stream);
+    if (e != cudaSuccess) {
+        tc_cuda_ok(cu, e, "download");
+        return tc_fail(TC_ERR_BACKEND, "cuda: download of %zu bytes: %s", bytes,
+                       cudaGetErrorString(e));
+    }
+    return cu_report(cu);
+}
+
+static tc_status cu_synchronize(tc_backend *b) {
+    tc_cuda_backend *cu = tc_cu(b);
+    cudaError_t e = cudaStreamSynchronize(cu->stream);
+    if (e != cudaSuccess) tc_cuda_ok(cu, e, "stream synchronize (an earlier kernel failed)");
+    return cu_report(cu);
+}
+
+static void cu_destroy(tc_backend *b) {
+    tc_cuda_backend *cu = tc_cu(b);
+    if (!cu) return;
+    if (cu->stream) cudaStreamSynchronize(cu->stream);
+    cudaFree(cu->seg_dev);
+    cudaFree(cu->scratch);
+    cudaFree(cu->lt_workspace);
+    if (cu->lt) cublasLtDestroy(cu->lt);
+    if (cu->stream) cudaStreamDestroy(cu->stream);
+    free(cu->seg_host);
+    free(cu);
+}
+
+extern "C" tc_status tc_backend_cuda_create(tc_backend **out, int device, int fp32_mode) {
+    *out = NULL;
+    char why[256] = "";
+    int count = tc_cuda_device_count(why, sizeof why);
+    if (count <= 0) return tc_fail(TC_ERR_UNSUPPORTED, "no CUDA device: %s", why);
+    if (device < 0 || device >= count)
+        return tc_fail(TC_ERR_ARG, "cuda: device %d does not exist (%d visible)", device, count);
+    cudaError_t e = cudaSetDevice(device);
+    if (e != cudaSuccess)
+        return tc_fail(TC_ERR_BACKEND, "cuda: cannot use device %d: %s", device,
+                       cudaGetErrorString(e));
+
+    tc_cuda_backend *cu = (tc_cuda_backend *)calloc(1, sizeof *cu);
+    if (!cu) return tc_fail(TC_ERR_OOM, "cuda: out of host memory for the backend handle");
+    cu->device = device;
+    cu->fp32 = fp32_mode ? 1 : 0;
+    tc_status st = TC_OK;
+    cublasStatus_t bs;
+
+    e = cudaStreamCreateWithFlags(&cu->stream, cudaStreamNonBlocking);
+    if (e != cudaSuccess) {
+        st = tc_fail(TC_ERR_BACKEND, "cuda: stream creation: %s", cudaGetErrorString(e));
+        goto fail;
+    }
+    bs = cublasLtCreate(&cu->lt);
+    if (bs != CUBLAS_STATUS_SUCCESS) {
+        cu->lt = NULL;
+        st = tc_fail(TC_ERR_BACKEND, "cuda: cublasLtCreate: %s", cublasLtGetStatusString(bs));
+        goto fail;
+    }
+    cu->lt_workspace_bytes = TC_CUDA_LT_WORKSPACE_BYTES;
+    e = cudaMalloc(&cu->lt_workspace, cu->lt_workspace_bytes);
+    if (e == cudaSuccess) {
+        cu->scratch_bytes = TC_CUDA_SCRATCH_BYTES;
+        e = cudaMalloc(&cu->scratch, cu->scratch_bytes);
+    }
+    if (e != cudaSuccess) {
+        st = tc_fail(TC_ERR_OOM, "cuda: workspace allocation: %s", cudaGetErrorString(e));
+        goto fail;
+    }
+
+    {
+        tc_backend *t = &cu->base;
+        t->name = "cuda";
+        t->act_bytes = cu->fp32 ? sizeof(float) : sizeof(__nv_bfloat16);
+        t->separate_compute_weights = cu->fp32 ? 0 : 1;
+        t->alloc = cu_alloc;
+        t->free = cu_free;
+        t->upload = cu_upload;
+        t->download = cu_download;
+        t->synchronize = cu_synchronize;
+        t->destroy = cu_destroy;
+        t->fill_f32 = tc_cuda_fill_f32;
+        t->zero = tc_cuda_zero;
+        t->copy = tc_cuda_copy;
+        t->f32_to_act = tc_cuda_f32_to_act;
+        t->act_to_f32 = tc_cuda_act_to_f32;
+        t->add = tc_cuda_add;
+        t->scale_f32 = tc_cuda_scale_f32;
+        t->linear_forward = tc_cuda_linear_forward;
+        t->linear_backward = tc_cuda_linear_backward;
+        t->gemm_f32 = tc_cuda_gemm_f32;
+        t->layernorm_forward = tc_cuda_layernorm_forward;
+        t->layernorm_backward = tc_cuda_layernorm_backward;
+        t->gelu_forward = tc_cuda_gelu_forward;
+        t->gelu_backward = tc_cuda_gelu_backward;
+        t->attention_forward = tc_cuda_attention_forward;
+        t->attention_backward = tc_cuda_attention_backward;
+        t->patchify = tc_cuda_patchify;
+        t->vision_embed_forward = tc_cuda_vision_embed_forward;
+        t->vision_embed_backward = tc_cuda_vision_embed_backward;
+        t->token_embed_forward = tc_cuda_token_embed_forward;
+        t->token_embed_backward = tc_cuda_token_embed_backward;
+        t->argmax_rows = tc_cuda_argmax_rows;
+        t->pool_gather_forward = tc_cuda_pool_gather_forward;
+        t->pool_gather_backward = tc_cuda_pool_gather_backward;
+        t->pool_mean_forward = tc_cuda_pool_mean_forward;
+        t->pool_mean_backward = tc_cuda_pool_mean_backward;
+        t->l2norm_forward = tc_cuda_l2norm_forward;
+        t->l2norm_backward = tc_cuda_l2norm_backward;
+        t->softmax_xent_rows = tc_cuda_softmax_xent_rows;
+        t->sum_squares = tc_cuda_sum_squares;
+        t->clip_coefficient = tc_cuda_clip_coefficient;
+        t->adamw_update = tc_cuda_adamw_update;
+        t->clamp_f32 = tc_cuda_clamp_f32;
+        t->all_finite = tc_cuda_all_finite;
+    }
+    *out = &cu->base;
+    return TC_OK;
+
+fail:
+    cu_destroy(&cu->base);
+    return st;
+}

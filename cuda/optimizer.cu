@@ -1,0 +1,214 @@
+/* optimizer ops: sum of squares (gradient norm), clip coefficient, AdamW.
+ *
+ * sum_squares: two passes, no atomics. pass 1 has a fixed grid of
+ *   SQ_BLOCKS x 256 threads; thread k sums the squares of elements k,
+ *   k + SQ_BLOCKS*256, ... in double, the block folds its threads in a fixed
+ *   tree into one partial; pass 2 (one block) folds the partials the same way.
+ *   the partition depends on n only, so the result is the same bits every run.
+ * adamw: torch.optim.AdamW (decoupled decay) in the CPU backend's operation
+ *   order, scalars in double, tensors fp32. the segment table is uploaded to
+ *   the device once and re-uploaded only when the segments change; a thread
+ *   finds its segment by binary search over the prefix sums of the counts. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cuda_internal.h"
+
+#define SQ_BLOCKS 1024
+#define SQ_THREADS 256
+
+__device__ double block_sum_double(double v, double *sh) {
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = blockDim.x >> 5;
+    v = tc_warp_sum_d(v);
+    __syncthreads();
+    if (lane == 0) sh[warp] = v;
+    __syncthreads();
+    double t = 0.0;
+    for (int w = 0; w < nw; w++) t += sh[w];
+    return t;
+}
+
+__global__ void sum_squares_partial_kernel(double *partial, const float *g, size_t n) {
+    __shared__ double sh[32];
+    double acc = 0.0;
+    for (size_t i = blockIdx.x * (size_t)SQ_THREADS + threadIdx.x; i < n;
+         i += (size_t)SQ_BLOCKS * SQ_THREADS) {
+        const double v = g[i];
+        acc += v * v;
+    }
+    acc = block_sum_double(acc, sh);
+    if (threadIdx.x == 0) partial[blockIdx.x] = acc;
+}
+
+__global__ void sum_squares_final_kernel(float *out, const double *partial) {
+    __shared__ double sh[32];
+    double acc = 0.0;
+    for (int i = threadIdx.x; i < SQ_BLOCKS; i += blockDim.x) acc += partial[i];
+    acc = block_sum_double(acc, sh);
+    if (threadIdx.x == 0) out[0] = (float)acc;
+}
+
+void tc_cuda_sum_squares(tc_backend *b, float *out, const float *g, size_t n) {
+    tc_cuda_backend *cu = tc_cu(b);
+    if (n == 0) {
+        tc_cuda_fill_f32(b, out, 0.0f, 1);
+        return;
+    }
+    double *partial = (double *)cu->scratch;
+    sum_squares_partial_kernel<<<SQ_BLOCKS, SQ_THREADS, 0, cu->stream>>>(partial, g, n);
+    if (!tc_cuda_launched(cu, "sum_squares partials")) return;
+    sum_squares_final_kernel<<<1, SQ_THREADS, 0, cu->stream>>>(out, partial);
+    tc_cuda_launched(cu, "sum_squares final");
+}
+
+__global__ void clip_coefficient_kernel(float *scale, const float *sum_sq, float max_norm) {
+    const float total = sqrtf(sum_sq[0]);
+    float coef = max_norm / (total + 1e-6f);
+    if (coef > 1.0f) coef = 1.0f; /* NaN stays NaN for the NaN guard */
+    scale[0] = coef;
+}
+
+void tc_cuda_clip_coefficient(tc_backend *b, float *scale, const float *sum_sq, float max_norm) {
+    tc_cuda_backend *cu = tc_cu(b);
+    clip_coefficient_kernel<<<1, 1, 0, cu->stream>>>(scale, sum_sq, max_norm);
+    tc_cuda_launched(cu, "clip_coefficient");
+}
+
+typedef struct {
+    float neg_step_size, bc2_sqrt, w1, b2, w2, eps;
+    double lr;
+} adamw_consts;
+
+/* torch.lerp for fp32 (as the CPU backend) */
+__device__ __forceinline__ float lerp_f32(float self, float end, float w) {
+    return fabsf(w) < 0.5f ? self + w * (end - self) : end - (end - self) * (1.0f - w);
+}
+
+template <typename T>
+__global__ void adamw_kernel(float *params, const float *grads, float *m, float *v, T *compute,
+                             const tc_cuda_segment *segs, int nseg, size_t total, adamw_consts k,
+                             const float *grad_scale) {
+    const float gs = grad_scale ? grad_scale[0] : 1.0f;
+    for (size_t e = blockIdx.x * (size_t)blockDim.x + threadIdx.x; e < total;
+         e += (size_t)gridDim.x * blockDim.x) {
+        int lo = 0, hi = nseg - 1; /* last segment whose start <= e */
+        while (lo < hi) {
+            const int mid = (lo + hi + 1) >> 1;
+            if (segs[mid].start <= e)
+                lo = mid;
+            else
+                hi = mid - 1;
+        }
+        const tc_cuda_segment sg = segs[lo];
+        const size_t i = sg.offset + (e - sg.start);
+        const float g = grad_scale ? grads[i] * gs : grads[i];
+        float pi = params[i];
+        if (sg.weight_decay != 0.0f) pi *= (float)(1.0 - k.lr * (double)sg.weight_decay);
+        const float mi = lerp_f32(m[i], g, k.w1);
+        const float vi = v[i] * k.b2 + k.w2 * g * g;
+        const float denom = sqrtf(vi) / k.bc2_sqrt + k.eps;
+        pi = pi + k.neg_step_size * mi / denom;
+        m[i] = mi;
+        v[i] = vi;
+        params[i] = pi;
+        if (compute) compute[i] = tc_tof<T>(pi);
+    }
+}
+
+/* uploads the segment table when it differs from the cached one */
+static bool adamw_segments(tc_cuda_backend *cu, const tc_param_segment *segs, int nseg) {
+    if (cu->seg_host && cu->seg_count == nseg &&
+        memcmp(cu->seg_host, segs, (size_t)nseg * sizeof *segs) == 0)
+        return true;
+    tc_param_segment *copy = (tc_param_segment *)malloc((size_t)nseg * sizeof *segs);
+    tc_cuda_segment *table = (tc_cuda_segment *)malloc((size_t)nseg * sizeof *table);
+    if (!copy || !table) {
+        free(copy);
+        free(table);
+        tc_cuda_record(cu, TC_ERR_OOM, "cuda adamw_update: no host memory for %d segments", nseg);
+        return false;
+    }
+    memcpy(copy, segs, (size_t)nseg * sizeof *segs);
+    size_t start = 0;
+    int kept = 0;
+    for (int s = 0; s < nseg; s++) {
+        if (segs[s].count == 0) continue; /* empty segments would break the search */
+        table[kept].offset = segs[s].offset;
+        table[kept].count = segs[s].count;
+        table[kept].start = start;
+        table[kept].weight_decay = segs[s].weight_decay;
+        start += segs[s].count;
+        kept++;
+    }
+    if (kept > cu->seg_dev_cap) {
+        /* the stream may still read the old table: wait before freeing it */
+        if (!tc_cuda_ok(cu, cudaStreamSynchronize(cu->stream), "adamw_update: synchronize")) {
+            free(copy);
+            free(table);
+            return false;
+        }
+        cudaFree(cu->seg_dev);
+        cu->seg_dev = NULL;
+        cu->seg_dev_cap = 0;
+        if (!tc_cuda_ok(cu, cudaMalloc(&cu->seg_dev, (size_t)kept * sizeof *table),
+                        "adamw_update: segment table")) {
+            free(copy);
+            free(table);
+            return false;
+        }
+        cu->seg_dev_cap = kept;
+    }
+    /* from pageable memory this copy is staged before the call returns, and it
+     * is ordered after every kernel already queued that reads the old table */
+    if (kept > 0 &&
+        !tc_cuda_ok(cu, cudaMemcpyAsync(cu->seg_dev, table, (size_t)kept * sizeof *table,
+                                        cudaMemcpyHostToDevice, cu->stream),
+                    "adamw_update: segment upload")) {
+        free(copy);
+        free(table);
+        return false;
+    }
+    if (!tc_cuda_ok(cu, cudaStreamSynchronize(cu->stream), "adamw_update: segment upload wait")) {
+        free(copy);
+        free(table);
+        return false;
+    }
+    free(table);
+    free(cu->seg_host);
+    cu->seg_host = copy;
+    cu->seg_count = nseg;
+    cu->seg_dev_count = kept;
+    cu->seg_total = start;
+    return true;
+}
+
+template <typename T>
+static void launch_adamw(tc_cuda_backend *cu, float *params, const float *grads, float *m, float *v,
+                         tc_act *compute, adamw_consts k, const float *grad_scale) {
+    const size_t total = cu->seg_total;
+    adamw_kernel<T><<<tc_cuda_grid(total, 256), 256, 0, cu->stream>>>(
+        params, grads, m, v, (T *)compute, cu->seg_dev, cu->seg_dev_count, total, k, grad_scale);
+    tc_cuda_launched(cu, "adamw_update");
+}
+
+void tc_cuda_adamw_update(tc_backend *b, float *params, const float *grads, float *m, float *v,
+                          tc_act *compute, const tc_param_segment *segs, int nseg,
+                          tc_adamw_hparams hp, const float *grad_scale) {
+    tc_cuda_backend *cu = tc_cu(b);
+    if (nseg <= 0 || !segs) return;
+    TC_CU_REQUIRE(cu, hp.step >= 1, "cuda adamw_update: step %d is not 1-based", hp.step);
+    if (!adamw_segments(cu, segs, nseg)) return;
+    if (cu->seg_total == 0) return;
+    const double bc1 = 1.0 - pow((double)hp.beta1, hp.step);
+    const double bc2 = 1.0 - pow((double)hp.beta2, hp.step);
+    adamw_consts k;
+    k.lr = hp.lr;
+    k.neg_step_size = (float)-((double)hp.lr / bc1);
+    k.bc2_sqrt = (float)sqrt(bc2);
+    k.w1 = (float)(1.0 - (double)hp.beta1);
+    k.b2 = hp.beta2;
+    k.w2 = (float)(1.0 - (double)hp.beta2);
+    k.eps = hp.eps;
+    TC_ACT_DISPATCH(cu, launch_adamw, cu, params, grads, m, v, compute, k, grad_scale);
+}
