@@ -10,6 +10,7 @@ static const tc_cli_command commands[] = {
     {"bench", tc_cmd_bench, "training-step and inference images/s (or --data: the data pipeline)"},
     {"inspect", tc_cmd_inspect, "parameters and GFLOPs of a model config or checkpoint"},
     {"convert", tc_cmd_convert, "convert a checkpoint to open_clip or Hugging Face layout"},
+    {"shards", tc_cmd_shards, "write webdataset shards from a csv, folder or Fashion-MNIST"},
     {NULL, NULL, NULL},
 };
 
