@@ -21,6 +21,7 @@ struct tc_trainer {
     float *teacher_sim;                /* (2, B, B) */
     float *dimg, *dtxt;                /* (B, E) */
     float *scalars;                    /* S_COUNT */
+    float last_sum_sq;                 /* of the last compute, on the host */
 };
 
 tc_optim_config tc_optim_default(void) {
@@ -209,36 +210,50 @@ tc_status tc_trainer_loss(tc_trainer *t, const float *images, const int32_t *ids
     return t->be->download(t->be, loss, &t->scalars[S_LOSS], sizeof(float));
 }
 
-tc_status tc_trainer_step(tc_trainer *t, const float *images, const int32_t *ids, int B,
-                          tc_step_result *r) {
+tc_status tc_trainer_compute(tc_trainer *t, const float *images, const int32_t *ids, int B,
+                             tc_step_result *r) {
     tc_backend *be = t->be;
     tc_model *st = t->student;
-    const tc_param_layout *L = tc_model_layout(st);
-    size_t P = L->total;
+    size_t P = tc_model_layout(st)->total;
     memset(r, 0, sizeof *r);
     r->lr = tc_lr_at(&t->optim, t->step);
-
     TC_TRY(forward_backward(t, images, ids, B, 1));
-    float *grads = tc_model_grads(st);
-    be->sum_squares(be, &t->scalars[S_SUMSQ], grads, P);
+    be->sum_squares(be, &t->scalars[S_SUMSQ], tc_model_grads(st), P);
     be->all_finite(be, &t->scalars[S_FINITE], &t->scalars[S_LOSS], 2); /* loss and sum of squares */
     float host[S_COUNT];
     TC_TRY(be->download(be, host, t->scalars, sizeof host));
     r->loss = host[S_LOSS];
     r->grad_norm = sqrtf(host[S_SUMSQ]);
-    if (host[S_FINITE] == 0.0f) {
-        r->skipped = 1;
-        return TC_OK;
-    }
+    r->skipped = host[S_FINITE] == 0.0f;
+    t->last_sum_sq = host[S_SUMSQ];
+    return TC_OK;
+}
+
+float tc_trainer_clip_coefficient(const tc_trainer *t, double extra_sum_sq) {
+    if (t->optim.grad_clip <= 0.0f) return 1.0f;
+    /* torch.nn.utils.clip_grad_norm_: max_norm / (total_norm + 1e-6), at most 1 */
+    double norm = sqrt((double)t->last_sum_sq + extra_sum_sq);
+    double c = t->optim.grad_clip / (norm + 1e-6);
+    return c < 1.0 ? (float)c : 1.0f;
+}
+
+tc_status tc_trainer_apply(tc_trainer *t, double extra_sum_sq) {
+    tc_backend *be = t->be;
+    tc_model *st = t->student;
+    const tc_param_layout *L = tc_model_layout(st);
     const float *clip = NULL;
     if (t->optim.grad_clip > 0.0f) {
-        be->clip_coefficient(be, &t->scalars[S_CLIP], &t->scalars[S_SUMSQ], t->optim.grad_clip);
+        if (extra_sum_sq == 0.0)
+            be->clip_coefficient(be, &t->scalars[S_CLIP], &t->scalars[S_SUMSQ], t->optim.grad_clip);
+        else
+            be->fill_f32(be, &t->scalars[S_CLIP], tc_trainer_clip_coefficient(t, extra_sum_sq), 1);
         clip = &t->scalars[S_CLIP];
     }
-    tc_adamw_hparams hp = {r->lr, t->optim.beta1, t->optim.beta2, t->optim.eps, t->step + 1};
+    tc_adamw_hparams hp = {tc_lr_at(&t->optim, t->step), t->optim.beta1, t->optim.beta2,
+                           t->optim.eps, t->step + 1};
     tc_act *compute = be->separate_compute_weights ? tc_model_compute_weights(st) : NULL;
-    be->adamw_update(be, tc_model_params(st), grads, t->m, t->v, compute, t->segs, t->nseg, hp,
-                     clip);
+    be->adamw_update(be, tc_model_params(st), tc_model_grads(st), t->m, t->v, compute, t->segs,
+                     t->nseg, hp, clip);
     /* the logit-scale rule after every step: the method fixes it, open_clip clamps it */
     float *log_scale = tc_model_params(st) + L->logit_scale;
     if (t->loss.logit_scale > 0.0f)
@@ -247,4 +262,11 @@ tc_status tc_trainer_step(tc_trainer *t, const float *images, const int32_t *ids
         be->clamp_f32(be, log_scale, 0.0f, logf(100.0f), 1);
     t->step++;
     return TC_OK;
+}
+
+tc_status tc_trainer_step(tc_trainer *t, const float *images, const int32_t *ids, int B,
+                          tc_step_result *r) {
+    TC_TRY(tc_trainer_compute(t, images, ids, B, r));
+    if (r->skipped) return TC_OK;
+    return tc_trainer_apply(t, 0.0);
 }

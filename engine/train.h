@@ -57,6 +57,17 @@ void tc_trainer_destroy(tc_trainer *t);
 tc_status tc_trainer_step(tc_trainer *t, const float *images, const int32_t *ids, int B,
                           tc_step_result *result);
 
+/* the same in two halves, for callers with parameters of their own in the
+ * clipped norm (the mask optimizer of automatic inheritance):
+ * compute runs forward and backward and fills result (skipped when the loss
+ * or the gradients are not finite: then do not apply); apply clips by the
+ * global norm over the model's gradients plus extra_sum_sq and updates. */
+tc_status tc_trainer_compute(tc_trainer *t, const float *images, const int32_t *ids, int B,
+                             tc_step_result *result);
+tc_status tc_trainer_apply(tc_trainer *t, double extra_sum_sq);
+/* the factor apply multiplies gradients by (1 when clipping is off) */
+float tc_trainer_clip_coefficient(const tc_trainer *t, double extra_sum_sq);
+
 /* loss and feature gradients without an update (for tests and evaluation) */
 tc_status tc_trainer_loss(tc_trainer *t, const float *images, const int32_t *ids, int B,
                           int backward, float *loss);

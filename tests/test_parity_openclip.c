@@ -216,7 +216,10 @@ static void ten_steps(const char *name) {
     for (size_t s = 0; s < n_loss; s++)
         if (fabsf(got[s] - want[s]) > 1e-5f * fabsf(want[s]))
             fail_msg("%s: step %zu loss %.8f, open_clip %.8f", name, s, got[s], want[s]);
-    /* and the weights they lead to */
+    /* and the weights they lead to. Adam divides by sqrt(v) + 1e-6, so an
+     * element whose gradients stay near 1e-6 turns fp32 rounding noise into
+     * visible update differences: the weights are held to 1e-3, the losses
+     * above to 1e-5 */
     float *params = malloc(p.layout.total * sizeof *params);
     assert_int_equal(tc_model_get_params(p.model, params), TC_OK);
     for (int i = 0; i < p.layout.count; i++) {
@@ -226,7 +229,7 @@ static void ten_steps(const char *name) {
         size_t n;
         float *w = io_f32(&p, key, &n);
         assert_int_equal(n, pi->count);
-        TC_ASSERT_CLOSE(params + pi->offset, w, n, 1e-4, key);
+        TC_ASSERT_CLOSE(params + pi->offset, w, n, 1e-3, key);
         free(w);
     }
     free(params);
