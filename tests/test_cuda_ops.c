@@ -1,0 +1,989 @@
+/* every op of the CUDA backend against the CPU reference backend, on fresh
+ * random inputs at CLIP shapes, in the fp32 mode and in the mixed (bf16)
+ * mode. '=' outputs are poisoned with NaN bit patterns on the GPU before each
+ * run, so an element the kernel does not write fails the comparison; '+='
+ * outputs start from the same random values on both backends, so an op that
+ * overwrites instead of accumulating fails too. ops with reductions are run
+ * twice and must give the same bits (no atomics).
+ *
+ * tolerances are relative to the largest magnitude of the reference tensor
+ * (tc_rel_err):
+ *   fp32 mode: both backends compute in fp32 (or double), and differ only in
+ *     the order of summation. a K-term fp32 dot product carries a rounding
+ *     error of about sqrt(K) 2^-24 of its terms, ~3e-6 for K = 3072, so the
+ *     1e-5 bound holds with margin; TOL_FP32 = 1e-5.
+ *   mixed mode: inputs are rounded to bf16 on the host before either backend
+ *     sees them, so both multiply the same numbers, and products of bf16
+ *     values are exact in fp32. what remains is the rounding of a bf16 result:
+ *     bf16 keeps 8 significant bits, so rounding to nearest errs by at most
+ *     2^-9 (~2e-3) of the value and hence of the tensor maximum. an op that
+ *     rounds twice ('+=' into a bf16 buffer rounds the sum, which can be
+ *     larger than either term) can reach ~4e-3; TOL_BF16 = 1e-2 leaves a 2.5x
+ *     margin over that. fp32 outputs computed from bf16 inputs (dw, dbias,
+ *     lse, features, losses) see only summation order and fp32-vs-double
+ *     statistics: TOL_F32_IN_MIXED = 1e-4.
+ *
+ * TC_CUDA_TEST_QUICK=1 runs one small shape per op (for compute-sanitizer).
+ * without a CUDA build or a device the test prints the reason and exits 77. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "testutil.h"
+
+#include "backend.h"
+#include "status.h"
+#ifdef TC_HAVE_CUDA
+#include "tc_cuda.h"
+#endif
+
+#ifdef TC_HAVE_CUDA
+
+#define TOL_FP32 1e-5
+#define TOL_BF16 1e-2
+#define TOL_F32_IN_MIXED 1e-4
+
+static tc_backend *g_cpu, *g_gpu;
+static int g_fp32;  /* mode of g_gpu */
+static int g_quick; /* TC_CUDA_TEST_QUICK */
+static uint64_t g_rng = 0x5eed1234abcdULL;
+
+/* tolerance for a tc_act output / an fp32 output of the current mode */
+static double tol_act(void) { return g_fp32 ? TOL_FP32 : TOL_BF16; }
+static double tol_f32(void) { return g_fp32 ? TOL_FP32 : TOL_F32_IN_MIXED; }
+
+/* ---- allocation tracking: everything is freed by the per-test teardown ---- */
+
+#define MAX_TRACK 512
+static struct {
+    tc_backend *b; /* NULL: host malloc */
+    void *p;
+} g_track[MAX_TRACK];
+static int g_ntrack;
+
+static void track(tc_backend *b, void *p) {
+    if (g_ntrack == MAX_TRACK) fail_msg("test bug: too many tracked allocations");
+    g_track[g_ntrack].b = b;
+    g_track[g_ntrack].p = p;
+    g_ntrack++;
+}
+
+static void free_all(void) {
+    for (int i = g_ntrack - 1; i >= 0; i--) {
+        if (g_track[i].b)
+            g_track[i].b->free(g_track[i].b, g_track[i].p);
+        else
+            free(g_track[i].p);
+    }
+    g_ntrack = 0;
+}
+
+static int teardown_test(void **state) {
+    (void)state;
+    free_all();
+    return 0;
+}
+
+static void *hmalloc(size_t bytes) {
+    void *p = malloc(bytes ? bytes : 1);
+    if (!p) fail_msg("out of host memory (%zu bytes)", bytes);
+    track(NULL, p);
+    return p;
+}
+
+static void *balloc(tc_backend *b, size_t bytes) {
+    void *p = NULL;
+    tc_status s = b->alloc(b, bytes, &p);
+    if (s != TC_OK) fail_msg("%s alloc of %zu bytes: %s", b->name, bytes, tc_last_error());
+    track(b, p);
+    return p;
+}
+
+static void bsync(tc_backend *b, const char *what) {
+    tc_status s = b->synchronize(b);
+    if (s != TC_OK) fail_msg("%s: %s backend reports: %s", what, b->name, tc_last_error());
+}
+
+/* ---- host data ---- */
+
+static float bf16_round(float x) {
+    uint32_t u;
+    memcpy(&u, &x, 4);
+    if ((u & 0x7f800000u) == 0x7f800000u) return x;
+    u += 0x7fffu + ((u >> 16) & 1u);
+    u &= 0xffff0000u;
+    memcpy(&x, &u, 4);
+    return x;
+}
+
+static float *rand_f32(size_t n, float scale) {
+    float *x = hmalloc(n * sizeof(float));
+    tc_fill_uniform(x, n, &g_rng, scale);
+    return x;
+}
+
+/* random activations: representable in the GPU's activation type */
+static float *rand_act(size_t n, float scale) {
+    float *x = rand_f32(n, scale);
+    if (!g_fp32)
+        for (size_t i = 0; i < n; i++) x[i] = bf16_round(x[i]);
+    return x;
+}
+
+/* ---- moving data through the backend interface ---- */
+
+static float *put_f32(tc_backend *b, const float *h, size_t n) {
+    float *p = balloc(b, n * sizeof(float));
+    if (n && b->upload(b, p, h, n * sizeof(float)) != TC_OK)
+        fail_msg("%s upload: %s", b->name, tc_last_error());
+    return p;
+}
+
+static tc_act *put_act(tc_backend *b, const float *h, size_t n) {
+    if (b->act_bytes == sizeof(float)) return (tc_act *)put_f32(b, h, n);
+    tc_act *p = balloc(b, n * b->act_bytes);
+    float *tmp = put_f32(b, h, n);
+    b->f32_to_act(b, p, tmp, n);
+    return p;
+}
+
+static void get_f32(tc_backend *b, float *h, const float *p, size_t n) {
+    if (b->download(b, h, p, n * sizeof(float)) != TC_OK)
+        fail_msg("%s download: %s", b->name, tc_last_error());
+}
+
+static void get_act(tc_backend *b, float *h, const tc_act *p, size_t n) {
+    if (b->act_bytes == sizeof(float)) {
+        get_f32(b, h, (const float *)p, n);
+        return;
+    }
+    float *tmp = balloc(b, n * sizeof(float));
+    b->act_to_f32(b, tmp, p, n);
+    get_f32(b, h, tmp, n);
+}
+
+/* fills a device buffer with 0xFF bytes: NaN as fp32 and as bf16 */
+static void poison(tc_backend *b, void *p, size_t bytes) {
+    unsigned char *h = hmalloc(bytes);
+    memset(h, 0xFF, bytes);
+    if (bytes && b->upload(b, p, h, bytes) != TC_OK)
+        fail_msg("%s upload: %s", b->name, tc_last_error());
+}
+
+/* a poisoned GPU output of n tc_act / n floats */
+static tc_act *gpu_out_act(size_t n) {
+    tc_act *p = balloc(g_gpu, n * g_gpu->act_bytes);
+    poison(g_gpu, p, n * g_gpu->act_bytes);
+    return p;
+}
+
+static float *gpu_out_f32(size_t n) {
+    float *p = balloc(g_gpu, n * sizeof(float));
+    poison(g_gpu, p, n * sizeof(float));
+    return p;
+}
+
+static void expect_close(const char *what, const float *gpu, const float *ref, size_t n,
+                         double tol) {
+    double e = tc_rel_err(gpu, ref, n);
+    printf("    %-48s rel err %.3g (tol %.0e)\n", what, e, tol);
+    fflush(stdout);
+    if (!(e <= tol)) fail_msg("%s: relative error %.3g > %.3g", what, e, tol);
+}
+
+static void expect_same_bits(const char *what, const float *a, const float *b, size_t n) {
+    if (memcmp(a, b, n * sizeof(float)) != 0)
+        fail_msg("%s: two runs on the same inputs differ (non-deterministic)", what);
+}
+
+/* ============================== tests ============================== */
+
+/* linear forward and backward: dinp '=', dw and dbias '+=' */
+typedef struct {
+    int N, C, OC, w_trans, misalign;
+} linear_case;
+
+static void run_linear(const linear_case *k) {
+    const int N = k->N, C = k->C, OC = k->OC;
+    char what[96];
+    const size_t nw = (size_t)C * OC;
+    float *inp = rand_act((size_t)N * C, 1.0f);
+    float *w = rand_act(nw, 1.0f / sqrtf((float)C));
+    float *bias = rand_act(OC, 0.5f);
+    float *dout = rand_act((size_t)N * OC, 1.0f);
+    float *dw0 = rand_f32(nw, 1.0f), *db0 = rand_f32(OC, 1.0f);
+
+    /* cpu */
+    tc_act *c_inp = put_act(g_cpu, inp, (size_t)N * C), *c_w = put_act(g_cpu, w, nw);
+    tc_act *c_b = put_act(g_cpu, bias, OC), *c_dout = put_act(g_cpu, dout, (size_t)N * OC);
+    tc_act *c_out = balloc(g_cpu, (size_t)N * OC * 4), *c_dinp = balloc(g_cpu, (size_t)N * C * 4);
+    float *c_dw = put_f32(g_cpu, dw0, nw), *c_db = put_f32(g_cpu, db0, OC);
+    g_cpu->linear_forward(g_cpu, c_out, c_inp, c_w, c_b, N, C, OC, k->w_trans);
+    g_cpu->linear_backward(g_cpu, c_dinp, c_dw, c_db, c_dout, c_inp, c_w, N, C, OC, k->w_trans);
+    bsync(g_cpu, "cpu linear");
+    float *r_out = hmalloc((size_t)N * OC * 4), *r_dinp = hmalloc((size_t)N * C * 4);
+    float *r_dw = hmalloc(nw * 4), *r_db = hmalloc(OC * 4);
+    get_act(g_cpu, r_out, c_out, (size_t)N * OC);
+    get_act(g_cpu, r_dinp, c_dinp, (size_t)N * C);
+    get_f32(g_cpu, r_dw, c_dw, nw);
+    get_f32(g_cpu, r_db, c_db, OC);
+
+    /* gpu; misalign shifts the weight by one element off cudaMalloc's 256-byte alignment */
+    tc_act *g_inp = put_act(g_gpu, inp, (size_t)N * C);
+    tc_act *g_wbuf = balloc(g_gpu, (nw + 1) * g_gpu->act_bytes);
+    tc_act *g_w = tc_act_offset(g_gpu, g_wbuf, k->misalign ? 1 : 0);
+    {
+        float *tmp = put_f32(g_gpu, w, nw);
+        g_gpu->f32_to_act(g_gpu, g_w, tmp, nw);
+    }
+    tc_act *g_b = put_act(g_gpu, bias, OC), *g_dout = put_act(g_gpu, dout, (size_t)N * OC);
+    tc_act *g_out = gpu_out_act((size_t)N * OC), *g_dinp = gpu_out_act((size_t)N * C);
+    float *g_dw = put_f32(g_gpu, dw0, nw), *g_db = put_f32(g_gpu, db0, OC);
+    g_gpu->linear_forward(g_gpu, g_out, g_inp, g_w, g_b, N, C, OC, k->w_trans);
+    g_gpu->linear_backward(g_gpu, g_dinp, g_dw, g_db, g_dout, g_inp, g_w, N, C, OC, k->w_trans);
+    bsync(g_gpu, "cuda linear");
+    float *o = hmalloc((size_t)N * OC * 4), *di = hmalloc((size_t)N * C * 4);
+    float *dwh = hmalloc(nw * 4), *dbh = hmalloc(OC * 4);
+    get_act(g_gpu, o, g_out, (size_t)N * OC);
+    get_act(g_gpu, di, g_dinp, (size_t)N * C);
+    get_f32(g_gpu, dwh, g_dw, nw);
+    get_f32(g_gpu, dbh, g_db, OC);
+    snprintf(what, sizeof what, "linear N=%d C=%d OC=%d wt=%d%s", N, C, OC, k->w_trans,
+             k->misalign ? " misaligned" : "");
+    printf("  %s\n", what);
+    expect_close("out", o, r_out, (size_t)N * OC, tol_act());
+    expect_close("dinp", di, r_dinp, (size_t)N * C, tol_act());
+    expect_close("dw (+=)", dwh, r_dw, nw, tol_f32());
+    expect_close("dbias (+=)", dbh, r_db, OC, tol_f32());
+
+    /* the bias gradient is a two-pass column sum: same bits on a second run */
+    float *dbh2 = hmalloc(OC * 4);
+    if (g_gpu->upload(g_gpu, g_db, db0, OC * 4) != TC_OK) fail_msg("upload");
+    g_gpu->linear_backward(g_gpu, NULL, NULL, g_db, g_dout, g_inp, g_w, N, C, OC, k->w_trans);
+    get_f32(g_gpu, dbh2, g_db, OC);
+    expect_same_bits("linear dbias", dbh, dbh2, OC);
+}
+
+static void test_linear(void **state) {
+    (void)state;
+    static const linear_case full[] = {
+        {100, 768, 2304, 0, 0},  /* ViT-B/32 qkv, T=50 */
+        {154, 512, 2048, 0, 0},  /* text mlp, T=77 */
+        {394, 768, 3072, 0, 0},  /* ViT-B/16 mlp, T=197 */
+        {394, 3072, 768, 0, 0},  /* ViT-B/16 c_proj */
+        {154, 700, 1234, 0, 1},  /* pruned, misaligned weight */
+        {154, 1234, 700, 0, 0},  /* pruned c_proj */
+        {154, 700, 1344, 0, 0},  /* pruned qkv (7 heads) */
+        {8, 768, 512, 1, 0},     /* visual.proj */
+        {8, 700, 512, 1, 1},     /* pruned projection, misaligned */
+    };
+    static const linear_case quick[] = {{50, 64, 96, 0, 0}, {6, 70, 48, 1, 1}};
+    const linear_case *cs = g_quick ? quick : full;
+    size_t n = g_quick ? sizeof quick / sizeof *quick : sizeof full / sizeof *full;
+    for (size_t i = 0; i < n; i++) {
+        run_linear(&cs[i]);
+        free_all();
+    }
+}
+
+/* gemm_f32: every transpose combination, alpha and beta */
+static void test_gemm_f32(void **state) {
+    (void)state;
+    const int M = g_quick ? 13 : 77, N = g_quick ? 17 : 130, K = g_quick ? 9 : 512;
+    for (int ta = 0; ta < 2; ta++)
+        for (int tb = 0; tb < 2; tb++) {
+            float *A = rand_f32((size_t)M * K, 1.0f), *B = rand_f32((size_t)K * N, 1.0f);
+            float *C0 = rand_f32((size_t)M * N, 1.0f);
+            float *ca = put_f32(g_cpu, A, (size_t)M * K), *cb = put_f32(g_cpu, B, (size_t)K * N);
+            float *cc = put_f32(g_cpu, C0, (size_t)M * N);
+            g_cpu->gemm_f32(g_cpu, ta, tb, M, N, K, 0.75f, ca, cb, 0.5f, cc);
+            float *ref = hmalloc((size_t)M * N * 4), *got = hmalloc((size_t)M * N * 4);
+            get_f32(g_cpu, ref, cc, (size_t)M * N);
+            float *ga = put_f32(g_gpu, A, (size_t)M * K), *gb = put_f32(g_gpu, B, (size_t)K * N);
+            float *gc = put_f32(g_gpu, C0, (size_t)M * N);
+            g_gpu->gemm_f32(g_gpu, ta, tb, M, N, K, 0.75f, ga, gb, 0.5f, gc);
+            bsync(g_gpu, "cuda gemm_f32");
+            get_f32(g_gpu, got, gc, (size_t)M * N);
+            char what[64];
+            snprintf(what, sizeof what, "gemm_f32 %dx%dx%d ta=%d tb=%d beta=0.5", M, N, K, ta, tb);
+            /* gemm_f32 is fp32 in both modes */
+            expect_close(what, got, ref, (size_t)M * N, TOL_FP32);
+            /* beta = 0 must not read C (poisoned) */
+            float *gd = gpu_out_f32((size_t)M * N);
+            g_gpu->gemm_f32(g_gpu, ta, tb, M, N, K, 1.0f, ga, gb, 0.0f, gd);
+            float *cd = balloc(g_cpu, (size_t)M * N * 4);
+            g_cpu->gemm_f32(g_cpu, ta, tb, M, N, K, 1.0f, ca, cb, 0.0f, cd);
+            get_f32(g_cpu, ref, cd, (size_t)M * N);
+            get_f32(g_gpu, got, gd, (size_t)M * N);
+            snprintf(what, sizeof what, "gemm_f32 %dx%dx%d ta=%d tb=%d beta=0", M, N, K, ta, tb);
+            expect_close(what, got, ref, (size_t)M * N, TOL_FP32);
+            free_all();
+        }
+}
+
+/* layernorm forward; backward with dinp, dw, dbias all '+=' */
+static void run_layernorm(int N, int C) {
+    float *x = rand_act((size_t)N * C, 2.0f);
+    for (int r = 0; r < N; r++) /* rows with an offset, as the residual stream has */
+        for (int c = 0; c < C; c++) {
+            float v = x[(size_t)r * C + c] + (float)(r % 5) - 2.0f;
+            x[(size_t)r * C + c] = g_fp32 ? v : bf16_round(v);
+        }
+    float *w = rand_act(C, 1.0f), *bias = rand_act(C, 1.0f), *dout = rand_act((size_t)N * C, 1.0f);
+    float *dinp0 = rand_act((size_t)N * C, 1.0f), *dw0 = rand_f32(C, 1.0f), *db0 = rand_f32(C, 1.0f);
+    const size_t n = (size_t)N * C;
+
+    tc_act *cx = put_act(g_cpu, x, n), *cw = put_act(g_cpu, w, C), *cb = put_act(g_cpu, bias, C);
+    tc_act *cdo = put_act(g_cpu, dout, n), *cdi = put_act(g_cpu, dinp0, n);
+    tc_act *co = balloc(g_cpu, n * 4);
+    float *cm = balloc(g_cpu, N * 4), *cr = balloc(g_cpu, N * 4);
+    float *cdw = put_f32(g_cpu, dw0, C), *cdb = put_f32(g_cpu, db0, C);
+    g_cpu->layernorm_forward(g_cpu, co, cm, cr, cx, cw, cb, N, C);
+    g_cpu->layernorm_backward(g_cpu, cdi, cdw, cdb, cdo, cx, cw, cm, cr, N, C);
+    float *r_o = hmalloc(n * 4), *r_m = hmalloc(N * 4), *r_r = hmalloc(N * 4);
+    float *r_di = hmalloc(n * 4), *r_dw = hmalloc(C * 4), *r_db = hmalloc(C * 4);
+    get_act(g_cpu, r_o, co, n);
+    get_f32(g_cpu, r_m, cm, N);
+    get_f32(g_cpu, r_r, cr, N);
+    get_act(g_cpu, r_di, cdi, n);
+    get_f32(g_cpu, r_dw, cdw, C);
+    get_f32(g_cpu, r_db, cdb, C);
+
+    tc_act *gx = put_act(g_gpu, x, n), *gw = put_act(g_gpu, w, C), *gb = put_act(g_gpu, bias, C);
+    tc_act *gdo = put_act(g_gpu, dout, n), *gdi = put_act(g_gpu, dinp0, n);
+    tc_act *go = gpu_out_act(n);
+    float *gm = gpu_out_f32(N), *gr = gpu_out_f32(N);
+    float *gdw = put_f32(g_gpu, dw0, C), *gdb = put_f32(g_gpu, db0, C);
+    g_gpu->layernorm_forward(g_gpu, go, gm, gr, gx, gw, gb, N, C);
+    g_gpu->layernorm_backward(g_gpu, gdi, gdw, gdb, gdo, gx, gw, gm, gr, N, C);
+    bsync(g_gpu, "cuda layernorm");
+    float *o = hmalloc(n * 4), *m = hmalloc(N * 4), *r = hmalloc(N * 4);
+    float *di = hmalloc(n * 4), *dw = hmalloc(C * 4), *db = hmalloc(C * 4);
+    get_act(g_gpu, o, go, n);
+    get_f32(g_gpu, m, gm, N);
+    get_f32(g_gpu, r, gr, N);
+    get_act(g_gpu, di, gdi, n);
+    get_f32(g_gpu, dw, gdw, C);
+    get_f32(g_gpu, db, gdb, C);
+    printf("  layernorm N=%d C=%d\n", N, C);
+    expect_close("out", o, r_o, n, tol_act());
+    expect_close("mean", m, r_m, N, tol_f32());
+    expect_close("rstd", r, r_r, N, tol_f32());
+    expect_close("dinp (+=)", di, r_di, n, tol_act());
+    expect_close("dw (+=)", dw, r_dw, C, tol_f32());
+    expect_close("dbias (+=)", db, r_db, C, tol_f32());
+
+    /* determinism of the two-pass parameter gradients */
+    float *dw2 = hmalloc(C * 4), *db2 = hmalloc(C * 4);
+    if (g_gpu->upload(g_gpu, gdw, dw0, C * 4) != TC_OK || g_gpu->upload(g_gpu, gdb, db0, C * 4) != TC_OK)
+        fail_msg("upload");
+    g_gpu->layernorm_backward(g_gpu, NULL, gdw, gdb, gdo, gx, gw, gm, gr, N, C);
+    get_f32(g_gpu, dw2, gdw, C);
+    get_f32(g_gpu, db2, gdb, C);
+    expect_same_bits("layernorm dw", dw, dw2, C);
+    expect_same_bits("layernorm dbias", db, db2, C);
+}
+
+static void test_layernorm(void **state) {
+    (void)state;
+    static const int full[][2] = {{100, 768}, {154, 512}, {394, 768}, {154, 700}, {3, 33}};
+    static const int quick[][2] = {{10, 96}, {3, 33}};
+    const int(*cs)[2] = g_quick ? quick : full;
+    size_t n = g_quick ? 2 : sizeof full / sizeof *full;
+    for (size_t i = 0; i < n; i++) {
+        run_layernorm(cs[i][0], cs[i][1]);
+        free_all();
+    }
+}
+
+/* GELU / QuickGELU forward and backward, and add */
+static void test_gelu_add(void **state) {
+    (void)state;
+    const size_t n = g_quick ? 1000 : (size_t)154 * 1234 + 3;
+    for (int kind = 0; kind < 2; kind++) {
+        float *x = rand_act(n, 4.0f), *y = rand_act(n, 4.0f), *dout = rand_act(n, 1.0f);
+        tc_act *cx = put_act(g_cpu, x, n), *cy = put_act(g_cpu, y, n), *cd = put_act(g_cpu, dout, n);
+        tc_act *co = balloc(g_cpu, n * 4), *cdi = balloc(g_cpu, n * 4), *cs = balloc(g_cpu, n * 4);
+        g_cpu->gelu_forward(g_cpu, co, cx, n, (tc_activation)kind);
+        g_cpu->gelu_backward(g_cpu, cdi, cx, cd, n, (tc_activation)kind);
+        g_cpu->add(g_cpu, cs, cx, cy, n);
+        float *r_o = hmalloc(n * 4), *r_di = hmalloc(n * 4), *r_s = hmalloc(n * 4);
+        get_act(g_cpu, r_o, co, n);
+        get_act(g_cpu, r_di, cdi, n);
+        get_act(g_cpu, r_s, cs, n);
+        tc_act *gx = put_act(g_gpu, x, n), *gy = put_act(g_gpu, y, n), *gd = put_act(g_gpu, dout, n);
+        tc_act *go = gpu_out_act(n), *gdi = gpu_out_act(n), *gs = gpu_out_act(n);
+        g_gpu->gelu_forward(g_gpu, go, gx, n, (tc_activation)kind);
+        g_gpu->gelu_backward(g_gpu, gdi, gx, gd, n, (tc_activation)kind);
+        g_gpu->add(g_gpu, gs, gx, gy, n);
+        bsync(g_gpu, "cuda gelu");
+        float *o = hmalloc(n * 4), *di = hmalloc(n * 4), *s = hmalloc(n * 4);
+        get_act(g_gpu, o, go, n);
+        get_act(g_gpu, di, gdi, n);
+        get_act(g_gpu, s, gs, n);
+        printf("  %s n=%zu\n", kind ? "quick_gelu" : "gelu", n);
+        expect_close("forward", o, r_o, n, tol_act());
+        expect_close("backward", di, r_di, n, tol_act());
+        expect_close("add", s, r_s, n, tol_act());
+        free_all();
+    }
+}
+
+/* fused attention forward and backward */
+typedef struct {
+    int B, T, NH, HS, causal;
+} att_case;
+
+static void run_attention(const att_case *k) {
+    const int B = k->B, T = k->T, NH = k->NH, HS = k->HS, A = NH * HS;
+    const size_t nqkv = (size_t)B * T * 3 * A, no = (size_t)B * T * A, nl = (size_t)B * NH * T;
+    float *qkv = rand_act(nqkv, 2.0f), *dout = rand_act(no, 1.0f);
+
+    tc_act *cq = put_act(g_cpu, qkv, nqkv), *cdo = put_act(g_cpu, dout, no);
+    tc_act *co = balloc(g_cpu, no * 4), *cdq = balloc(g_cpu, nqkv * 4);
+    float *cl = balloc(g_cpu, nl * 4);
+    g_cpu->attention_forward(g_cpu, co, cl, cq, B, T, NH, HS, k->causal);
+    float *r_o = hmalloc(no * 4), *r_l = hmalloc(nl * 4), *r_dq = hmalloc(nqkv * 4);
+    get_act(g_cpu, r_o, co, no);
+    get_f32(g_cpu, r_l, cl, nl);
+    /* the backward of both backends starts from the same (rounded) forward output */
+    float *o_in = hmalloc(no * 4);
+    for (size_t i = 0; i < no; i++) o_in[i] = g_fp32 ? r_o[i] : bf16_round(r_o[i]);
+    tc_act *co2 = put_act(g_cpu, o_in, no);
+    g_cpu->attention_backward(g_cpu, cdq, cdo, cq, co2, cl, B, T, NH, HS, k->causal);
+    get_act(g_cpu, r_dq, cdq, nqkv);
+
+    tc_act *gq = put_act(g_gpu, qkv, nqkv), *gdo = put_act(g_gpu, dout, no);
+    tc_act *go = gpu_out_act(no), *gdq = gpu_out_act(nqkv);
+    float *gl = gpu_out_f32(nl);
+    g_gpu->attention_forward(g_gpu, go, gl, gq, B, T, NH, HS, k->causal);
+    bsync(g_gpu, "cuda attention_forward");
+    float *o = hmalloc(no * 4), *l = hmalloc(nl * 4), *dq = hmalloc(nqkv * 4);
+    get_act(g_gpu, o, go, no);
+    get_f32(g_gpu, l, gl, nl);
+    tc_act *go2 = put_act(g_gpu, o_in, no);
+    float *gl2 = put_f32(g_gpu, r_l, nl);
+    g_gpu->attention_backward(g_gpu, gdq, gdo, gq, go2, gl2, B, T, NH, HS, k->causal);
+    bsync(g_gpu, "cuda attention_backward");
+    get_act(g_gpu, dq, gdq, nqkv);
+    printf("  attention B=%d T=%d NH=%d HS=%d causal=%d\n", B, T, NH, HS, k->causal);
+    expect_close("out", o, r_o, no, tol_act());
+    expect_close("lse", l, r_l, nl, tol_f32());
+    /* compare dq, dk, dv separately: their magnitudes differ */
+    {
+        float *gp = hmalloc(no * 4), *rp = hmalloc(no * 4);
+        static const char *names[3] = {"dq", "dk", "dv"};
+        for (int part = 0; part < 3; part++) {
+            for (size_t bt = 0; bt < (size_t)B * T; bt++) {
+                memcpy(gp + bt * A, dq + bt * 3 * A + (size_t)part * A, (size_t)A * 4);
+                memcpy(rp + bt * A, r_dq + bt * 3 * A + (size_t)part * A, (size_t)A * 4);
+            }
+            expect_close(names[part], gp, rp, no, tol_act());
+        }
+    }
+    /* deterministic: a second backward gives the same bits */
+    float *dq2 = hmalloc(nqkv * 4);
+    poison(g_gpu, gdq, nqkv * g_gpu->act_bytes);
+    g_gpu->attention_backward(g_gpu, gdq, gdo, gq, go2, gl2, B, T, NH, HS, k->causal);
+    get_act(g_gpu, dq2, gdq, nqkv);
+    expect_same_bits("attention dqkv", dq, dq2, nqkv);
+}
+
+static void test_attention(void **state) {
+    (void)state;
+    static const att_case full[] = {
+        {2, 50, 12, 64, 0},  /* ViT-B/32 */
+        {2, 77, 8, 64, 1},   /* text */
+        {2, 197, 12, 64, 0}, /* ViT-B/16 */
+        {1, 257, 7, 64, 1},  /* longest supported context, pruned heads */
+        {2, 77, 7, 64, 1},   /* pruned text tower */
+        {2, 77, 4, 32, 1},   /* head size 32 */
+        {1, 130, 2, 128, 0}, /* head size 128 */
+        {1, 1, 3, 64, 1},    /* one token */
+    };
+    static const att_case quick[] = {{1, 70, 2, 64, 1}, {1, 33, 1, 128, 0}, {1, 20, 2, 32, 0}};
+    const att_case *cs = g_quick ? quick : full;
+    size_t n = g_quick ? sizeof quick / sizeof *quick : sizeof full / sizeof *full;
+    for (size_t i = 0; i < n; i++) {
+        run_attention(&cs[i]);
+        free_all();
+    }
+}
+
+/* patchify and the vision embedding */
+static void test_vision_embed(void **state) {
+    (void)state;
+    static const int full[][3] = {{2, 224, 32}, {2, 224, 16}, {1, 64, 16}};
+    static const int quick[][3] = {{1, 64, 16}};
+    const int(*cs)[3] = g_quick ? quick : full;
+    size_t nc = g_quick ? 1 : sizeof full / sizeof *full;
+    for (size_t ci = 0; ci < nc; ci++) {
+        const int B = cs[ci][0], H = cs[ci][1], P = cs[ci][2], g = H / P;
+        const int T = g * g + 1, C = g_quick ? 64 : 768, K = 3 * P * P;
+        const size_t nimg = (size_t)B * 3 * H * H, npat = (size_t)B * g * g * K;
+        float *img = rand_f32(nimg, 2.0f);
+        float *pe = rand_act((size_t)B * (T - 1) * C, 1.0f), *cls = rand_act(C, 1.0f);
+        float *pos = rand_act((size_t)T * C, 1.0f), *dx = rand_act((size_t)B * T * C, 1.0f);
+        float *dcls0 = rand_f32(C, 1.0f), *dpos0 = rand_f32((size_t)T * C, 1.0f);
+        const size_t nx = (size_t)B * T * C, npe = (size_t)B * (T - 1) * C;
+
+        float *cimg = put_f32(g_cpu, img, nimg);
+        tc_act *cpat = balloc(g_cpu, npat * 4), *cx = balloc(g_cpu, nx * 4);
+        tc_act *cpe = put_act(g_cpu, pe, npe), *ccls = put_act(g_cpu, cls, C);
+        tc_act *cpos = put_act(g_cpu, pos, (size_t)T * C), *cdx = put_act(g_cpu, dx, nx);
+        tc_act *cdpe = balloc(g_cpu, npe * 4);
+        float *cdcls = put_f32(g_cpu, dcls0, C), *cdpos = put_f32(g_cpu, dpos0, (size_t)T * C);
+        g_cpu->patchify(g_cpu, cpat, cimg, B, H, H, P);
+        g_cpu->vision_embed_forward(g_cpu, cx, cpe, ccls, cpos, B, T, C);
+        g_cpu->vision_embed_backward(g_cpu, cdpe, cdcls, cdpos, cdx, B, T, C);
+        float *r_pat = hmalloc(npat * 4), *r_x = hmalloc(nx * 4), *r_dpe = hmalloc(npe * 4);
+        float *r_dcls = hmalloc(C * 4), *r_dpos = hmalloc((size_t)T * C * 4);
+        get_act(g_cpu, r_pat, cpat, npat);
+        get_act(g_cpu, r_x, cx, nx);
+        get_act(g_cpu, r_dpe, cdpe, npe);
+        get_f32(g_cpu, r_dcls, cdcls, C);
+        get_f32(g_cpu, r_dpos, cdpos, (size_t)T * C);
+
+        float *gimg = put_f32(g_gpu, img, nimg);
+        tc_act *gpat = gpu_out_act(npat), *gx = gpu_out_act(nx);
+        tc_act *gpe = put_act(g_gpu, pe, npe), *gcls = put_act(g_gpu, cls, C);
+        tc_act *gpos = put_act(g_gpu, pos, (size_t)T * C), *gdx = put_act(g_gpu, dx, nx);
+        tc_act *gdpe = gpu_out_act(npe);
+        float *gdcls = put_f32(g_gpu, dcls0, C), *gdpos = put_f32(g_gpu, dpos0, (size_t)T * C);
+        g_gpu->patchify(g_gpu, gpat, gimg, B, H, H, P);
+        g_gpu->vision_embed_forward(g_gpu, gx, gpe, gcls, gpos, B, T, C);
+        g_gpu->vision_embed_backward(g_gpu, gdpe, gdcls, gdpos, gdx, B, T, C);
+        bsync(g_gpu, "cuda vision embed");
+        float *pat = hmalloc(npat * 4), *x = hmalloc(nx * 4), *dpe = hmalloc(npe * 4);
+        float *dcls = hmalloc(C * 4), *dpos = hmalloc((size_t)T * C * 4);
+        get_act(g_gpu, pat, gpat, npat);
+        get_act(g_gpu, x, gx, nx);
+        get_act(g_gpu, dpe, gdpe, npe);
+        get_f32(g_gpu, dcls, gdcls, C);
+        get_f32(g_gpu, dpos, gdpos, (size_t)T * C);
+        printf("  patchify + vision embed B=%d H=%d P=%d T=%d C=%d\n", B, H, P, T, C);
+        expect_close("patchify", pat, r_pat, npat, tol_act());
+        expect_close("embed forward", x, r_x, nx, tol_act());
+        expect_close("dpatch_emb", dpe, r_dpe, npe, tol_act());
+        expect_close("dcls (+=)", dcls, r_dcls, C, tol_f32());
+        expect_close("dpos (+=)", dpos, r_dpos, (size_t)T * C, tol_f32());
+        free_all();
+    }
+}
+
+/* token embedding forward, scatter-add backward with repeated ids */
+static void test_token_embed(void **state) {
+    (void)state;
+    const int B = g_quick ? 2 : 4, T = g_quick ? 16 : 77, C = g_quick ? 64 : 512;
+    const int V = g_quick ? 100 : 49408;
+    const size_t nx = (size_t)B * T * C, nv = (size_t)V * C;
+    int32_t *ids = hmalloc((size_t)B * T * 4);
+    for (int i = 0; i < B * T; i++) {
+        uint64_t r = tc_test_rand(&g_rng);
+        /* mostly a few common ids (padding-like runs), some rare, the last id (EOT) once a row */
+        ids[i] = (r & 3) == 0 ? (int32_t)((r >> 8) % (uint64_t)V) : (int32_t)((r >> 8) % 7);
+    }
+    for (int bb = 0; bb < B; bb++) ids[bb * T + (bb * 5) % T] = V - 1;
+    float *wte = rand_act(nv, 1.0f), *wpe = rand_act((size_t)T * C, 1.0f);
+    float *dx = rand_act(nx, 1.0f);
+    float *dwte0 = rand_f32(nv, 1.0f), *dwpe0 = rand_f32((size_t)T * C, 1.0f);
+
+    int32_t *cid = balloc(g_cpu, (size_t)B * T * 4);
+    if (g_cpu->upload(g_cpu, cid, ids, (size_t)B * T * 4) != TC_OK) fail_msg("upload");
+    tc_act *cwte = put_act(g_cpu, wte, nv), *cwpe = put_act(g_cpu, wpe, (size_t)T * C);
+    tc_act *cx = balloc(g_cpu, nx * 4), *cdx = put_act(g_cpu, dx, nx);
+    float *cdwte = put_f32(g_cpu, dwte0, nv), *cdwpe = put_f32(g_cpu, dwpe0, (size_t)T * C);
+    g_cpu->token_embed_forward(g_cpu, cx, cid, cwte, cwpe, B, T, C);
+    g_cpu->token_embed_backward(g_cpu, cdwte, cdwpe, cdx, cid, B, T, C, V);
+    float *r_x = hmalloc(nx * 4), *r_dwte = hmalloc(nv * 4), *r_dwpe = hmalloc((size_t)T * C * 4);
+    get_act(g_cpu, r_x, cx, nx);
+    get_f32(g_cpu, r_dwte, cdwte, nv);
+    get_f32(g_cpu, r_dwpe, cdwpe, (size_t)T * C);
+
+    int32_t *gid = balloc(g_gpu, (size_t)B * T * 4);
+    if (g_gpu->upload(g_gpu, gid, ids, (size_t)B * T * 4) != TC_OK) fail_msg("upload");
+    tc_act *gwte = put_act(g_gpu, wte, nv), *gwpe = put_act(g_gpu, wpe, (size_t)T * C);
+    tc_act *gx = gpu_out_act(nx), *gdx = put_act(g_gpu, dx, nx);
+    float *gdwte = put_f32(g_gpu, dwte0, nv), *gdwpe = put_f32(g_gpu, dwpe0, (size_t)T * C);
+    g_gpu->token_embed_forward(g_gpu, gx, gid, gwte, gwpe, B, T, C);
+    g_gpu->token_embed_backward(g_gpu, gdwte, gdwpe, gdx, gid, B, T, C, V);
+    bsync(g_gpu, "cuda token embed");
+    float *x = hmalloc(nx * 4), *dwte = hmalloc(nv * 4), *dwpe = hmalloc((size_t)T * C * 4);
+    get_act(g_gpu, x, gx, nx);
+    get_f32(g_gpu, dwte, gdwte, nv);
+    get_f32(g_gpu, dwpe, gdwpe, (size_t)T * C);
+    printf("  token embed B=%d T=%d C=%d V=%d\n", B, T, C, V);
+    expect_close("forward", x, r_x, nx, tol_act());
+    expect_close("dwte (+=)", dwte, r_dwte, nv, tol_f32());
+    expect_close("dwpe (+=)", dwpe, r_dwpe, (size_t)T * C, tol_f32());
+    /* the sorted scatter is deterministic */
+    float *dwte2 = hmalloc(nv * 4);
+    if (g_gpu->upload(g_gpu, gdwte, dwte0, nv * 4) != TC_OK) fail_msg("upload");
+    g_gpu->token_embed_backward(g_gpu, gdwte, NULL, gdx, gid, B, T, C, V);
+    get_f32(g_gpu, dwte2, gdwte, nv);
+    expect_same_bits("token embed dwte", dwte, dwte2, nv);
+}
+
+/* argmax_rows, pool gather (class token and EOT) and pool mean, fwd and bwd */
+static void test_pooling(void **state) {
+    (void)state;
+    const int B = g_quick ? 3 : 8, T = g_quick ? 12 : 77, C = g_quick ? 40 : 512;
+    const size_t nx = (size_t)B * T * C, no = (size_t)B * C;
+    int32_t *ids = hmalloc((size_t)B * T * 4);
+    for (int i = 0; i < B * T; i++) ids[i] = (int32_t)(tc_test_rand(&g_rng) % 1000);
+    for (int bb = 0; bb < B; bb++) { /* EOT id twice: the first position wins */
+        int p = (int)(tc_test_rand(&g_rng) % (uint64_t)(T - 1));
+        ids[bb * T + p] = 49407;
+        if (bb % 2) ids[bb * T + T - 1] = 49407;
+    }
+    float *x = rand_act(nx, 1.0f), *dout = rand_act(no, 1.0f), *dx0 = rand_act(nx, 1.0f);
+
+    int32_t *cid = balloc(g_cpu, (size_t)B * T * 4), *cidx = balloc(g_cpu, (size_t)B * 4);
+    if (g_cpu->upload(g_cpu, cid, ids, (size_t)B * T * 4) != TC_OK) fail_msg("upload");
+    tc_act *cx = put_act(g_cpu, x, nx), *cdo = put_act(g_cpu, dout, no);
+    tc_act *co1 = balloc(g_cpu, no * 4), *co2 = balloc(g_cpu, no * 4), *co3 = balloc(g_cpu, no * 4);
+    tc_act *cdx = put_act(g_cpu, dx0, nx);
+    g_cpu->argmax_rows(g_cpu, cidx, cid, B, T);
+    g_cpu->pool_gather_forward(g_cpu, co1, cx, NULL, B, T, C);
+    g_cpu->pool_gather_forward(g_cpu, co2, cx, cidx, B, T, C);
+    g_cpu->pool_mean_forward(g_cpu, co3, cx, B, T, C);
+    g_cpu->pool_gather_backward(g_cpu, cdx, cdo, NULL, B, T, C);
+    g_cpu->pool_gather_backward(g_cpu, cdx, cdo, cidx, B, T, C);
+    g_cpu->pool_mean_backward(g_cpu, cdx, cdo, B, T, C);
+    int32_t *r_idx = hmalloc((size_t)B * 4);
+    float *r1 = hmalloc(no * 4), *r2 = hmalloc(no * 4), *r3 = hmalloc(no * 4), *rdx = hmalloc(nx * 4);
+    if (g_cpu->download(g_cpu, r_idx, cidx, (size_t)B * 4) != TC_OK) fail_msg("download");
+    get_act(g_cpu, r1, co1, no);
+    get_act(g_cpu, r2, co2, no);
+    get_act(g_cpu, r3, co3, no);
+    get_act(g_cpu, rdx, cdx, nx);
+
+    int32_t *gid = balloc(g_gpu, (size_t)B * T * 4), *gidx = balloc(g_gpu, (size_t)B * 4);
+    poison(g_gpu, gidx, (size_t)B * 4);
+    if (g_gpu->upload(g_gpu, gid, ids, (size_t)B * T * 4) != TC_OK) fail_msg("upload");
+    tc_act *gx = put_act(g_gpu, x, nx), *gdo = put_act(g_gpu, dout, no);
+    tc_act *go1 = gpu_out_act(no), *go2 = gpu_out_act(no), *go3 = gpu_out_act(no);
+    tc_act *gdx = put_act(g_gpu, dx0, nx);
+    g_gpu->argmax_rows(g_gpu, gidx, gid, B, T);
+    g_gpu->pool_gather_forward(g_gpu, go1, gx, NULL, B, T, C);
+    g_gpu->pool_gather_forward(g_gpu, go2, gx, gidx, B, T, C);
+    g_gpu->pool_mean_forward(g_gpu, go3, gx, B, T, C);
+    g_gpu->pool_gather_backward(g_gpu, gdx, gdo, NULL, B, T, C);
+    g_gpu->pool_gather_backward(g_gpu, gdx, gdo, gidx, B, T, C);
+    g_gpu->pool_mean_backward(g_gpu, gdx, gdo, B, T, C);
+    bsync(g_gpu, "cuda pooling");
+    int32_t *idx = hmalloc((size_t)B * 4);
+    float *o1 = hmalloc(no * 4), *o2 = hmalloc(no * 4), *o3 = hmalloc(no * 4), *dx = hmalloc(nx * 4);
+    if (g_gpu->download(g_gpu, idx, gidx, (size_t)B * 4) != TC_OK) fail_msg("download");
+    get_act(g_gpu, o1, go1, no);
+    get_act(g_gpu, o2, go2, no);
+    get_act(g_gpu, o3, go3, no);
+    get_act(g_gpu, dx, gdx, nx);
+    printf("  pooling B=%d T=%d C=%d\n", B, T, C);
+    for (int bb = 0; bb < B; bb++)
+        if (idx[bb] != r_idx[bb]) fail_msg("argmax_rows row %d: %d, cpu %d", bb, idx[bb], r_idx[bb]);
+    expect_close("gather class token", o1, r1, no, tol_act());
+    expect_close("gather eot", o2, r2, no, tol_act());
+    expect_close("mean", o3, r3, no, tol_act());
+    expect_close("dx (three += passes)", dx, rdx, nx, tol_act());
+}
+
+/* l2norm forward and backward, with an all-zero row (clamped norm) */
+static void test_l2norm(void **state) {
+    (void)state;
+    const int N = g_quick ? 5 : 64, C = g_quick ? 40 : 512;
+    const size_t n = (size_t)N * C;
+    float *x = rand_act(n, 1.0f), *dout = rand_f32(n, 1.0f);
+    memset(x + (size_t)2 * C, 0, (size_t)C * 4);
+    tc_act *cx = put_act(g_cpu, x, n);
+    float *cd = put_f32(g_cpu, dout, n), *co = balloc(g_cpu, n * 4), *cn = balloc(g_cpu, N * 4);
+    tc_act *cdi = balloc(g_cpu, n * 4);
+    g_cpu->l2norm_forward(g_cpu, co, cn, cx, N, C);
+    g_cpu->l2norm_backward(g_cpu, cdi, cd, co, cn, N, C);
+    float *r_o = hmalloc(n * 4), *r_n = hmalloc(N * 4), *r_di = hmalloc(n * 4);
+    get_f32(g_cpu, r_o, co, n);
+    get_f32(g_cpu, r_n, cn, N);
+    get_act(g_cpu, r_di, cdi, n);
+    tc_act *gx = put_act(g_gpu, x, n);
+    float *gd = put_f32(g_gpu, dout, n), *go = gpu_out_f32(n), *gn = gpu_out_f32(N);
+    tc_act *gdi = gpu_out_act(n);
+    g_gpu->l2norm_forward(g_gpu, go, gn, gx, N, C);
+    g_gpu->l2norm_backward(g_gpu, gdi, gd, go, gn, N, C);
+    bsync(g_gpu, "cuda l2norm");
+    float *o = hmalloc(n * 4), *nr = hmalloc(N * 4), *di = hmalloc(n * 4);
+    get_f32(g_gpu, o, go, n);
+    get_f32(g_gpu, nr, gn, N);
+    get_act(g_gpu, di, gdi, n);
+    printf("  l2norm N=%d C=%d (row 2 all zero)\n", N, C);
+    expect_close("out", o, r_o, n, tol_f32());
+    expect_close("norm", nr, r_n, N, tol_f32());
+    /* row 2's gradient is dout / 1e-12: compare the other rows at their scale */
+    expect_close("dinp rows 0-1", di, r_di, (size_t)2 * C, tol_act());
+    expect_close("dinp rows 3-", di + 3 * (size_t)C, r_di + 3 * (size_t)C, (size_t)(N - 3) * C,
+                 tol_act());
+    expect_close("dinp row 2 (clamped)", di + 2 * (size_t)C, r_di + 2 * (size_t)C, (size_t)C,
+                 tol_act());
+}
+
+/* softmax cross-entropy rows: hard, soft, both; loss and dlog_scale '+=' */
+static void run_xent(int n, int Ncols, int label_offset, float w_hard, float w_soft, int teacher) {
+    const size_t ns = (size_t)n * Ncols;
+    float *sim = rand_f32(ns, 1.0f), *tsim = rand_f32(ns, 1.0f);
+    float ls = logf(100.0f) * 0.9f, tls = logf(100.0f), loss0 = 0.25f, dls0 = -0.5f;
+    float *csim = put_f32(g_cpu, sim, ns), *ctsim = put_f32(g_cpu, tsim, ns);
+    float *cls = put_f32(g_cpu, &ls, 1), *ctls = put_f32(g_cpu, &tls, 1);
+    float *closs = put_f32(g_cpu, &loss0, 1), *cdls = put_f32(g_cpu, &dls0, 1);
+    float *cds = balloc(g_cpu, ns * 4);
+    g_cpu->softmax_xent_rows(g_cpu, closs, cds, cdls, csim, teacher ? ctsim : NULL, cls, ctls, n,
+                             Ncols, label_offset, w_hard, w_soft);
+    float r_loss, r_dls, *r_ds = hmalloc(ns * 4);
+    get_f32(g_cpu, &r_loss, closs, 1);
+    get_f32(g_cpu, &r_dls, cdls, 1);
+    get_f32(g_cpu, r_ds, cds, ns);
+    float *gsim = put_f32(g_gpu, sim, ns), *gtsim = put_f32(g_gpu, tsim, ns);
+    float *gls = put_f32(g_gpu, &ls, 1), *gtls = put_f32(g_gpu, &tls, 1);
+    float *gloss = put_f32(g_gpu, &loss0, 1), *gdls = put_f32(g_gpu, &dls0, 1);
+    float *gds = gpu_out_f32(ns);
+    g_gpu->softmax_xent_rows(g_gpu, gloss, gds, gdls, gsim, teacher ? gtsim : NULL, gls, gtls, n,
+                             Ncols, label_offset, w_hard, w_soft);
+    bsync(g_gpu, "cuda softmax_xent_rows");
+    float loss, dls, *ds = hmalloc(ns * 4);
+    get_f32(g_gpu, &loss, gloss, 1);
+    get_f32(g_gpu, &dls, gdls, 1);
+    get_f32(g_gpu, ds, gds, ns);
+    printf("  softmax_xent_rows n=%d Ncols=%d offset=%d w_hard=%g w_soft=%g teacher=%d\n", n,
+           Ncols, label_offset, w_hard, w_soft, teacher);
+    /* all fp32 on both backends, double inside a row */
+    expect_close("dsim", ds, r_ds, ns, TOL_FP32);
+    expect_close("loss (+=)", &loss, &r_loss, 1, TOL_FP32);
+    expect_close("dlog_scale (+=)", &dls, &r_dls, 1, TOL_FP32);
+    /* deterministic */
+    float loss2, dls2;
+    if (g_gpu->upload(g_gpu, gloss, &loss0, 4) != TC_OK || g_gpu->upload(g_gpu, gdls, &dls0, 4) != TC_OK)
+        fail_msg("upload");
+    g_gpu->softmax_xent_rows(g_gpu, gloss, gds, gdls, gsim, teacher ? gtsim : NULL, gls, gtls, n,
+                             Ncols, label_offset, w_hard, w_soft);
+    get_f32(g_gpu, &loss2, gloss, 1);
+    get_f32(g_gpu, &dls2, gdls, 1);
+    expect_same_bits("softmax_xent loss", &loss, &loss2, 1);
+    expect_same_bits("softmax_xent dlog_scale", &dls, &dls2, 1);
+}
+
+static void test_softmax_xent(void **state) {
+    (void)state;
+    run_xent(8, 32, 8, 1.0f, 1.0f, 1);
+    run_xent(8, 32, 0, 1.0f, 0.0f, 0);
+    run_xent(5, 300, 17, 0.0f, 1.0f, 1);
+    if (!g_quick) {
+        run_xent(256, 1024, 256, 1.0f, 0.5f, 1);
+        run_xent(64, 4096, 64 * 7, 0.5f, 1.0f, 1);
+    }
+}
+
+/* sum_squares, clip_coefficient, all_finite, clamp, fill, scale, zero, copy, casts */
+static void test_reductions_elementwise(void **state) {
+    (void)state;
+    const size_t n = g_quick ? 5000 : 3000017;
+    float *g = rand_f32(n, 1.0f);
+    float *cg = put_f32(g_cpu, g, n), *cs = balloc(g_cpu, 4), *cc = balloc(g_cpu, 4);
+    g_cpu->sum_squares(g_cpu, cs, cg, n);
+    g_cpu->clip_coefficient(g_cpu, cc, cs, 1.0f);
+    float r_s, r_c;
+    get_f32(g_cpu, &r_s, cs, 1);
+    get_f32(g_cpu, &r_c, cc, 1);
+    float *gg = put_f32(g_gpu, g, n), *gs = gpu_out_f32(1), *gc = gpu_out_f32(1);
+    g_gpu->sum_squares(g_gpu, gs, gg, n);
+    g_gpu->clip_coefficient(g_gpu, gc, gs, 1.0f);
+    bsync(g_gpu, "cuda sum_squares");
+    float s, c, s2;
+    get_f32(g_gpu, &s, gs, 1);
+    get_f32(g_gpu, &c, gc, 1);
+    printf("  reductions n=%zu\n", n);
+    expect_close("sum_squares", &s, &r_s, 1, TOL_FP32);
+    expect_close("clip_coefficient", &c, &r_c, 1, TOL_FP32);
+    g_gpu->sum_squares(g_gpu, gs, gg, n);
+    get_f32(g_gpu, &s2, gs, 1);
+    expect_same_bits("sum_squares", &s, &s2, 1);
+
+    /* all_finite: finite, then one NaN and one Inf near the end */
+    float f;
+    float *gf = gpu_out_f32(1);
+    g_gpu->all_finite(g_gpu, gf, gg, n);
+    get_f32(g_gpu, &f, gf, 1);
+    if (f != 1.0f) fail_msg("all_finite on finite data gave %g", f);
+    float nanv = NAN, infv = INFINITY;
+    if (g_gpu->upload(g_gpu, gg + n - 3, &nanv, 4) != TC_OK) fail_msg("upload");
+    g_gpu->all_finite(g_gpu, gf, gg, n);
+    get_f32(g_gpu, &f, gf, 1);
+    if (f != 0.0f) fail_msg("all_finite missed a NaN: %g", f);
+    if (g_gpu->upload(g_gpu, gg + n - 3, &g[n - 3], 4) != TC_OK) fail_msg("upload");
+    if (g_gpu->upload(g_gpu, gg + 1, &infv, 4) != TC_OK) fail_msg("upload");
+    g_gpu->all_finite(g_gpu, gf, gg, n);
+    get_f32(g_gpu, &f, gf, 1);
+    if (f != 0.0f) fail_msg("all_finite missed an Inf: %g", f);
+    if (g_gpu->upload(g_gpu, gg + 1, &g[1], 4) != TC_OK) fail_msg("upload");
+
+    /* clamp, scale, fill, zero, copy */
+    float sc = -1.5f;
+    float *gsc = put_f32(g_gpu, &sc, 1), *csc = put_f32(g_cpu, &sc, 1);
+    g_cpu->clamp_f32(g_cpu, cg, -0.25f, 0.5f, n);
+    g_cpu->scale_f32(g_cpu, cg, csc, n);
+    g_gpu->clamp_f32(g_gpu, gg, -0.25f, 0.5f, n);
+    g_gpu->scale_f32(g_gpu, gg, gsc, n);
+    float *r = hmalloc(n * 4), *o = hmalloc(n * 4);
+    get_f32(g_cpu, r, cg, n);
+    get_f32(g_gpu, o, gg, n);
+    expect_close("clamp + scale", o, r, n, TOL_FP32);
+    float *gcopy = gpu_out_f32(n);
+    g_gpu->copy(g_gpu, gcopy, gg, n * 4);
+    get_f32(g_gpu, r, gcopy, n);
+    expect_same_bits("copy", o, r, n);
+    g_gpu->fill_f32(g_gpu, gcopy, 3.25f, n - 1);
+    g_gpu->zero(g_gpu, gcopy + n - 1, 4);
+    get_f32(g_gpu, r, gcopy, n);
+    for (size_t i = 0; i < n; i++)
+        if (r[i] != (i + 1 < n ? 3.25f : 0.0f)) fail_msg("fill/zero wrong at %zu: %g", i, r[i]);
+
+    /* casts: f32 -> act rounds to nearest even in bf16, act -> f32 is exact */
+    const size_t m = 4099;
+    float *h = rand_f32(m, 3.0f), *back = hmalloc(m * 4);
+    float *gh = put_f32(g_gpu, h, m);
+    tc_act *ga = gpu_out_act(m);
+    float *gb = gpu_out_f32(m);
+    g_gpu->f32_to_act(g_gpu, ga, gh, m);
+    g_gpu->act_to_f32(g_gpu, gb, ga, m);
+    get_f32(g_gpu, back, gb, m);
+    for (size_t i = 0; i < m; i++) {
+        float want = g_fp32 ? h[i] : bf16_round(h[i]);
+        if (back[i] != want) fail_msg("cast round trip at %zu: %.9g, want %.9g", i, back[i], want);
+    }
+}
+
+/* AdamW on three segments (one without decay, one gap), grad scale, compute copy */
+static void test_adamw(void **state) {
+    (void)state;
+    const size_t total = g_quick ? 3000 : 1000003;
+    tc_param_segment segs[3] = {
+        {0, total / 3, 0.1f}, {total / 3 + 5, total / 3, 0.0f}, {2 * (total / 3) + 5, total - 2 * (total / 3) - 5, 0.2f}};
+    float *p = rand_f32(total, 1.0f), *gr = rand_f32(total, 1.0f), *m = rand_f32(total, 0.1f);
+    float *v = rand_f32(total, 0.1f);
+    for (size_t i = 0; i < total; i++) v[i] = fabsf(v[i]);
+    float gsc = 0.7f;
+    float *cp = put_f32(g_cpu, p, total), *cgr = put_f32(g_cpu, gr, total);
+    float *cm = put_f32(g_cpu, m, total), *cv = put_f32(g_cpu, v, total);
+    float *cgs = put_f32(g_cpu, &gsc, 1);
+    tc_act *ccomp = balloc(g_cpu, total * 4);
+    float *gp = put_f32(g_gpu, p, total), *ggr = put_f32(g_gpu, gr, total);
+    float *gm = put_f32(g_gpu, m, total), *gv = put_f32(g_gpu, v, total);
+    float *ggs = put_f32(g_gpu, &gsc, 1);
+    tc_act *gcomp = balloc(g_gpu, total * g_gpu->act_bytes);
+    tc_adamw_hparams hp = {1e-3f, 0.9f, 0.98f, 1e-6f, 1};
+    for (int step = 1; step <= 3; step++) {
+        hp.step = step;
+        /* step 2 without grad scale; the segment table is cached across steps */
+        const float *cs = step == 2 ? NULL : cgs, *gs = step == 2 ? NULL : ggs;
+        g_cpu->adamw_update(g_cpu, cp, cgr, cm, cv, ccomp, segs, 3, hp, cs);
+        g_gpu->adamw_update(g_gpu, gp, ggr, gm, gv, gcomp, segs, 3, hp, gs);
+    }
+    bsync(g_gpu, "cuda adamw");
+    float *r = hmalloc(total * 4), *o = hmalloc(total * 4);
+    printf("  adamw n=%zu, 3 segments, 3 steps\n", total);
+    get_f32(g_cpu, r, cp, total);
+    get_f32(g_gpu, o, gp, total);
+    expect_close("params", o, r, total, TOL_FP32);
+    /* the gap between segments 0 and 1 is untouched */
+    for (size_t i = total / 3; i < total / 3 + 5; i++)
+        if (o[i] != p[i]) fail_msg("adamw wrote element %zu outside every segment", i);
+    get_f32(g_cpu, r, cm, total);
+    get_f32(g_gpu, o, gm, total);
+    expect_close("m", o, r, total, TOL_FP32);
+    get_f32(g_cpu, r, cv, total);
+    get_f32(g_gpu, o, gv, total);
+    expect_close("v", o, r, total, TOL_FP32);
+    get_act(g_cpu, r, ccomp, total);
+    get_act(g_gpu, o, gcomp, total);
+    expect_close("compute copy", o, r, total, tol_act());
+}
+
+/* an op with a bad shape is reported by synchronize, not silently skipped */
+static void test_error_reporting(void **state) {
+    (void)state;
+    tc_backend *b = NULL;
+    if (tc_backend_cuda_create(&b, 0, g_fp32) != TC_OK) fail_msg("create: %s", tc_last_error());
+    void *x = NULL;
+    if (b->alloc(b, 1024, &x) != TC_OK) fail_msg("alloc: %s", tc_last_error());
+    b->attention_forward(b, x, x, x, 1, 4, 1, 48, 0); /* head size 48 is not supported */
+    tc_status s = b->synchronize(b);
+    printf("  unsupported head size reported as: %s\n", tc_last_error());
+    b->free(b, x);
+    b->destroy(b);
+    assert_int_not_equal(s, TC_OK);
+}
+
+static int setup_mode(int fp32) {
+    g_fp32 = fp32;
+    if (tc_backend_cpu_create(&g_cpu, 0) != TC_OK) {
+        fprintf(stderr, "cpu backend: %s\n", tc_last_error());
+        return -1;
+    }
+    if (tc_backend_cuda_create(&g_gpu, 0, fp32) != TC_OK) {
+        fprintf(stderr, "cuda backend: %s\n", tc_last_error());
+        return -1;
+    }
+    printf("mode %s: act_bytes %zu, separate compute weights %d\n", fp32 ? "fp32" : "mixed bf16",
+           g_gpu->act_bytes, g_gpu->separate_compute_weights);
+    if (g_gpu->act_bytes != (fp32 ? 4u : 2u) || g_gpu->separate_compute_weights != !fp32) {
+        fprintf(stderr, "cuda backend: wrong act_bytes / separate_compute_weights\n");
+        return -1;
+    }
+    return 0;
+}
+
+static int setup_fp32(void **state) {
+    (void)state;
+    return setup_mode(1);
+}
+
+static int setup_mixed(void **state) {
+    (void)state;
+    return setup_mode(0);
+}
+
+static int teardown_mode(void **state) {
+    (void)state;
+    free_all();
+    if (g_gpu) g_gpu->destroy(g_gpu);
+    if (g_cpu) g_cpu->destroy(g_cpu);
+    g_gpu = g_cpu = NULL;
+    return 0;
+}
+
+#define TC_T(fn) cmocka_unit_test_teardown(fn, teardown_test)
+
+int main(void) {
+    char why[256] = "";
+    if (tc_cuda_device_count(why, sizeof why) <= 0) tc_skip_test("no CUDA device: %s", why);
+    const char *q = getenv("TC_CUDA_TEST_QUICK");
+    g_quick = q && q[0] && strcmp(q, "0") != 0;
+    char name[256];
+    tc_cuda_device_name(0, name, sizeof name);
+    printf("device 0: %s%s\n", name, g_quick ? " (quick mode)" : "");
+    const struct CMUnitTest tests[] = {
+        TC_T(test_linear),     TC_T(test_gemm_f32),   TC_T(test_layernorm),
+        TC_T(test_gelu_add),   TC_T(test_attention),  TC_T(test_vision_embed),
+        TC_T(test_token_embed), TC_T(test_pooling),   TC_T(test_l2norm),
+        TC_T(test_softmax_xent), TC_T(test_reductions_elementwise), TC_T(test_adamw),
+        TC_T(test_error_reporting),
+    };
+    int failed = cmocka_run_group_tests_name("cuda ops, fp32 mode", tests, setup_fp32, teardown_mode);
+    failed += cmocka_run_group_tests_name("cuda ops, mixed bf16 mode", tests, setup_mixed,
+                                          teardown_mode);
+    return failed ? 1 : 0;
+}
+
+#else /* no CUDA backend in this build */
+
+int main(void) { tc_skip_test("no CUDA device: the CUDA backend is not built (nvcc was not found or TC_ENABLE_CUDA=OFF)"); }
+
+#endif
