@@ -654,9 +654,12 @@ static void write_tower_shape(tc_sbuf *b, const tc_tower_config *t, int vision) 
         write_int_array(b, t->heads, t->layers);
         tc_sbuf_puts(b, ",\n");
     }
-    if (uniform_mlp && t->mlp_width[0] > 0) {
+    double ratio = t->mlp_width[0] > 0 ? ratio_for(t->width, t->mlp_width[0]) : 0;
+    /* the ratio form only when it is in range and reads back exactly */
+    if (uniform_mlp && ratio > 0 && ratio <= 1024 &&
+        (int)floor((double)t->width * ratio) == t->mlp_width[0]) {
         tc_sbuf_puts(b, "        \"mlp_ratio\": ");
-        tc_sbuf_json_number(b, ratio_for(t->width, t->mlp_width[0]));
+        tc_sbuf_json_number(b, ratio);
         tc_sbuf_puts(b, ",\n");
     } else {
         tc_sbuf_puts(b, "        \"mlp_width\": ");

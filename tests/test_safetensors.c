@@ -312,6 +312,38 @@ static void test_writer_refuses_bad_input(void **state) {
     assert_int_not_equal(tc_st_write("/nonexistent/dir/w.safetensors", &w, 0, NULL, NULL, 0), TC_OK);
 }
 
+/* a file from the reference writer (safetensors.torch.save_file, see
+ * tests/fuzz/corpus/make_safetensors_seeds.py): its own tensor order and
+ * alignment, F32/F16/BF16/I64 and a 0-dim tensor */
+static void test_reads_reference_writer_file(void **state) {
+    (void)state;
+    char path[1024];
+    const char *src = getenv("TC_SOURCE_DIR");
+    snprintf(path, sizeof path, "%s/tests/fuzz/corpus/fuzz_safetensors/mixed.safetensors",
+             src ? src : TC_SOURCE_DIR);
+    tc_safetensors *f;
+    if (tc_st_open(&f, path) != TC_OK) fail_msg("%s", tc_last_error());
+    assert_int_equal(tc_st_count(f), 5);
+    assert_string_equal(tc_st_metadata(f, "format"), "pt");
+    const tc_st_tensor *t = tc_st_find(f, "s");
+    assert_int_equal(t->ndim, 0);
+    float x;
+    assert_int_equal(tc_st_read_f32(f, "s", 0, NULL, &x), TC_OK);
+    assert_true(x == 4.6f);
+    t = tc_st_find(f, "ids");
+    assert_int_equal(t->dtype, TC_DT_I64);
+    int64_t ids[6];
+    memcpy(ids, t->data, sizeof ids);
+    for (int i = 0; i < 6; i++) assert_int_equal(ids[i], i);
+    assert_int_equal(tc_st_find(f, "b")->dtype, TC_DT_F16);
+    assert_int_equal(tc_st_find(f, "c")->dtype, TC_DT_BF16);
+    float c[4];
+    int64_t s22[2] = {2, 2};
+    assert_int_equal(tc_st_read_f32(f, "c", 2, s22, c), TC_OK);
+    for (int i = 0; i < 4; i++) assert_true(c[i] == c[i] && c[i] > -10 && c[i] < 10);
+    tc_st_close(f);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_round_trip_known_values),
@@ -321,6 +353,7 @@ int main(void) {
         cmocka_unit_test(test_entries),
         cmocka_unit_test(test_short_and_truncated_files),
         cmocka_unit_test(test_writer_refuses_bad_input),
+        cmocka_unit_test(test_reads_reference_writer_file),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
