@@ -118,9 +118,15 @@ __global__ void adamw_kernel(float *params, const float *grads, float *m, float 
 
 /* uploads the segment table when it differs from the cached one */
 static bool adamw_segments(tc_cuda_backend *cu, const tc_param_segment *segs, int nseg) {
-    if (cu->seg_host && cu->seg_count == nseg &&
-        memcmp(cu->seg_host, segs, (size_t)nseg * sizeof *segs) == 0)
-        return true;
+    if (cu->seg_host && cu->seg_count == nseg) {
+        /* field by field: the struct's padding bytes are not part of the value */
+        int same = 1;
+        for (int s = 0; s < nseg && same; s++)
+            same = cu->seg_host[s].offset == segs[s].offset &&
+                   cu->seg_host[s].count == segs[s].count &&
+                   cu->seg_host[s].weight_decay == segs[s].weight_decay;
+        if (same) return true;
+    }
     tc_param_segment *copy = (tc_param_segment *)malloc((size_t)nseg * sizeof *segs);
     tc_cuda_segment *table = (tc_cuda_segment *)malloc((size_t)nseg * sizeof *table);
     if (!copy || !table) {

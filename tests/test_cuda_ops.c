@@ -29,6 +29,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "testutil.h"
 
@@ -921,6 +922,194 @@ static void test_error_reporting(void **state) {
     assert_int_not_equal(s, TC_OK);
 }
 
+
+/* ============================== benchmarks ==============================
+ * test_cuda_ops --bench: kernel timings in the mixed (bf16) mode, read by
+ * scripts/gpu_check.sh. host clock around synchronize(), after two warm-up
+ * runs; each figure is the median of 5 repeats of `iters` launches. lines:
+ *   BENCH|<name>|<ms per call>|<TFLOP/s>
+ * FLOP counts: attention forward 4 B NH T^2 HS (QK^T and PV), halved when
+ * causal; backward 2.5x the forward (five T x T products instead of two, the
+ * FlashAttention convention; our recomputation of the scores is not counted);
+ * linear forward 2 N C OC, backward (dinp + dw) 4 N C OC. */
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static int cmp_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+typedef void (*bench_fn)(void *ctx);
+
+/* median seconds per call of fn over 5 repeats of iters calls */
+static double time_median(tc_backend *b, bench_fn fn, void *ctx, int iters) {
+    double t[5];
+    fn(ctx);
+    fn(ctx);
+    if (b->synchronize(b) != TC_OK) return -1.0;
+    for (int r = 0; r < 5; r++) {
+        double t0 = now_s();
+        for (int i = 0; i < iters; i++) fn(ctx);
+        if (b->synchronize(b) != TC_OK) return -1.0;
+        t[r] = (now_s() - t0) / iters;
+    }
+    qsort(t, 5, sizeof t[0], cmp_double);
+    return t[2];
+}
+
+static void bench_report(const char *name, double sec, double flops) {
+    if (sec <= 0) {
+        printf("BENCH|%s|failed|%s\n", name, tc_last_error());
+        return;
+    }
+    printf("BENCH|%s|%.4f|%.1f\n", name, sec * 1e3, flops / sec * 1e-12);
+    fflush(stdout);
+}
+
+typedef struct {
+    tc_backend *b;
+    tc_act *qkv, *out, *dout, *dqkv;
+    float *lse;
+    int B, T, NH, HS, causal;
+} att_bench;
+
+static void att_fwd(void *p) {
+    att_bench *a = p;
+    a->b->attention_forward(a->b, a->out, a->lse, a->qkv, a->B, a->T, a->NH, a->HS, a->causal);
+}
+
+static void att_fwd_bwd(void *p) {
+    att_bench *a = p;
+    att_fwd(p);
+    a->b->attention_backward(a->b, a->dqkv, a->dout, a->qkv, a->out, a->lse, a->B, a->T, a->NH,
+                             a->HS, a->causal);
+}
+
+typedef struct {
+    tc_backend *b;
+    tc_act *inp, *w, *bias, *out, *dout, *dinp;
+    float *dw, *dbias;
+    int N, C, OC;
+} lin_bench;
+
+static void lin_fwd(void *p) {
+    lin_bench *l = p;
+    l->b->linear_forward(l->b, l->out, l->inp, l->w, l->bias, l->N, l->C, l->OC, 0);
+}
+
+static void lin_bwd(void *p) {
+    lin_bench *l = p;
+    l->b->linear_backward(l->b, l->dinp, l->dw, l->dbias, l->dout, l->inp, l->w, l->N, l->C, l->OC,
+                          0);
+}
+
+static tc_act *bench_rand_act(tc_backend *b, size_t n, float scale) {
+    float *h = malloc(n * sizeof(float));
+    if (!h) return NULL;
+    tc_fill_uniform(h, n, &g_rng, scale);
+    float *tmp = NULL;
+    tc_act *p = NULL;
+    if (b->alloc(b, n * sizeof(float), (void **)&tmp) != TC_OK ||
+        b->alloc(b, n * b->act_bytes, (void **)&p) != TC_OK ||
+        b->upload(b, tmp, h, n * sizeof(float)) != TC_OK) {
+        free(h);
+        return NULL;
+    }
+    b->f32_to_act(b, p, tmp, n);
+    b->synchronize(b);
+    b->free(b, tmp);
+    free(h);
+    return p;
+}
+
+static int run_bench(void) {
+    tc_backend *b = NULL;
+    if (tc_backend_cuda_create(&b, 0, 0) != TC_OK) {
+        printf("bench: %s\n", tc_last_error());
+        return 1;
+    }
+    static const struct {
+        const char *name;
+        int B, T, NH, causal;
+    } att[] = {
+        {"vit-b32", 256, 50, 12, 0}, {"vit-b16", 128, 197, 12, 0}, {"text", 256, 77, 8, 1},
+        {"pruned-text", 256, 77, 7, 1},
+    };
+    for (size_t i = 0; i < sizeof att / sizeof *att; i++) {
+        att_bench a = {b, NULL, NULL, NULL, NULL, NULL, att[i].B, att[i].T, att[i].NH, 64,
+                       att[i].causal};
+        const size_t A = (size_t)a.NH * a.HS, bt = (size_t)a.B * a.T;
+        a.qkv = bench_rand_act(b, bt * 3 * A, 2.0f);
+        a.dout = bench_rand_act(b, bt * A, 1.0f);
+        a.out = bench_rand_act(b, bt * A, 1.0f);
+        a.dqkv = bench_rand_act(b, bt * 3 * A, 1.0f);
+        if (!a.qkv || !a.dout || !a.out || !a.dqkv ||
+            b->alloc(b, (size_t)a.B * a.NH * a.T * sizeof(float), (void **)&a.lse) != TC_OK) {
+            printf("bench: allocation failed: %s\n", tc_last_error());
+            b->destroy(b);
+            return 1;
+        }
+        double fwd_flops = 4.0 * a.B * a.NH * (double)a.T * a.T * a.HS * (a.causal ? 0.5 : 1.0);
+        char name[96];
+        snprintf(name, sizeof name, "attention_fwd %s B=%d T=%d NH=%d%s", att[i].name, a.B, a.T,
+                 a.NH, a.causal ? " causal" : "");
+        bench_report(name, time_median(b, att_fwd, &a, 10), fwd_flops);
+        snprintf(name, sizeof name, "attention_fwd+bwd %s B=%d T=%d NH=%d%s", att[i].name, a.B,
+                 a.T, a.NH, a.causal ? " causal" : "");
+        bench_report(name, time_median(b, att_fwd_bwd, &a, 5), 3.5 * fwd_flops);
+        b->free(b, a.qkv);
+        b->free(b, a.dout);
+        b->free(b, a.out);
+        b->free(b, a.dqkv);
+        b->free(b, a.lse);
+    }
+    static const struct {
+        const char *name;
+        int N, C, OC;
+    } lin[] = {
+        {"vit-b16 c_fc", 128 * 197, 768, 3072}, {"vit-b16 qkv", 128 * 197, 768, 2304},
+        {"text c_fc", 256 * 77, 512, 2048},     {"pruned c_fc", 256 * 77, 700, 1234},
+    };
+    for (size_t i = 0; i < sizeof lin / sizeof *lin; i++) {
+        lin_bench l = {b, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, lin[i].N, lin[i].C,
+                       lin[i].OC};
+        l.inp = bench_rand_act(b, (size_t)l.N * l.C, 1.0f);
+        l.w = bench_rand_act(b, (size_t)l.OC * l.C, 0.05f);
+        l.bias = bench_rand_act(b, (size_t)l.OC, 0.1f);
+        l.out = bench_rand_act(b, (size_t)l.N * l.OC, 1.0f);
+        l.dout = bench_rand_act(b, (size_t)l.N * l.OC, 1.0f);
+        l.dinp = bench_rand_act(b, (size_t)l.N * l.C, 1.0f);
+        if (!l.inp || !l.w || !l.bias || !l.out || !l.dout || !l.dinp ||
+            b->alloc(b, (size_t)l.OC * l.C * sizeof(float), (void **)&l.dw) != TC_OK ||
+            b->alloc(b, (size_t)l.OC * sizeof(float), (void **)&l.dbias) != TC_OK) {
+            printf("bench: allocation failed: %s\n", tc_last_error());
+            b->destroy(b);
+            return 1;
+        }
+        const double flops = 2.0 * l.N * (double)l.C * l.OC;
+        char name[96];
+        snprintf(name, sizeof name, "linear_fwd %s N=%d C=%d OC=%d", lin[i].name, l.N, l.C, l.OC);
+        bench_report(name, time_median(b, lin_fwd, &l, 20), flops);
+        snprintf(name, sizeof name, "linear_bwd %s N=%d C=%d OC=%d", lin[i].name, l.N, l.C, l.OC);
+        bench_report(name, time_median(b, lin_bwd, &l, 10), 2.0 * flops);
+        b->free(b, l.inp);
+        b->free(b, l.w);
+        b->free(b, l.bias);
+        b->free(b, l.out);
+        b->free(b, l.dout);
+        b->free(b, l.dinp);
+        b->free(b, l.dw);
+        b->free(b, l.dbias);
+    }
+    tc_status s = b->synchronize(b);
+    b->destroy(b);
+    return s == TC_OK ? 0 : 1;
+}
+
 static int setup_mode(int fp32) {
     g_fp32 = fp32;
     if (tc_backend_cpu_create(&g_cpu, 0) != TC_OK) {
@@ -961,7 +1150,7 @@ static int teardown_mode(void **state) {
 
 #define TC_T(fn) cmocka_unit_test_teardown(fn, teardown_test)
 
-int main(void) {
+int main(int argc, char **argv) {
     char why[256] = "";
     if (tc_cuda_device_count(why, sizeof why) <= 0) tc_skip_test("no CUDA device: %s", why);
     const char *q = getenv("TC_CUDA_TEST_QUICK");
@@ -969,6 +1158,7 @@ int main(void) {
     char name[256];
     tc_cuda_device_name(0, name, sizeof name);
     printf("device 0: %s%s\n", name, g_quick ? " (quick mode)" : "");
+    if (argc > 1 && strcmp(argv[1], "--bench") == 0) return run_bench();
     const struct CMUnitTest tests[] = {
         TC_T(test_linear),     TC_T(test_gemm_f32),   TC_T(test_layernorm),
         TC_T(test_gelu_add),   TC_T(test_attention),  TC_T(test_vision_embed),
