@@ -69,7 +69,7 @@ typedef struct ctx {
     /* names resolved after all stages are read */
     char **parent_name;
     char **model_stage_name;
-    tc_exp_loc *parent_loc;
+    tc_exp_loc *parent_loc, *name_loc;
     char *teacher_stage;
     tc_exp_loc teacher_stage_loc;
     tc_exp_loc teacher_loc;
@@ -994,6 +994,7 @@ static void name_fn(ctx *c, struct fy_node *v, const char *path, void *obj) {
     }
     free(st->name);
     st->name = xstrdup(s);
+    c->name_loc[c->cur_stage] = node_loc(c, v);
 }
 
 static const field stage_fields[] = {
@@ -1073,7 +1074,8 @@ static void stages_fn(ctx *c, struct fy_node *v, const char *path, void *obj) {
     c->parent_name = calloc((size_t)n, sizeof *c->parent_name);
     c->parent_loc = calloc((size_t)n, sizeof *c->parent_loc);
     c->model_stage_name = calloc((size_t)n, sizeof *c->model_stage_name);
-    if (!e->stages || !c->parent_name || !c->parent_loc || !c->model_stage_name) {
+    c->name_loc = calloc((size_t)n, sizeof *c->name_loc);
+    if (!e->stages || !c->parent_name || !c->parent_loc || !c->model_stage_name || !c->name_loc) {
         err(c, v, path, "out of memory");
         return;
     }
@@ -1209,7 +1211,8 @@ static void check_document(ctx *c) {
         for (int j = 0; j < i; j++)
             if (e->stages[j].name && !strcmp(e->stages[j].name, st->name)) {
                 join(p, sizeof p, sp, "name");
-                errl(c, st->loc, p, "stage name '%s' is already used by stages.%d", st->name, j);
+                errl(c, c->name_loc ? c->name_loc[i] : st->loc, p, "stage name '%s' is already used by stages.%d",
+                     st->name, j);
             }
         /* parent */
         if (c->parent_name && c->parent_name[i]) {
@@ -1434,6 +1437,7 @@ tc_status tc_experiment_parse(const char *yaml, size_t len, const char *source,
         if (!any) errl(&c, top, "", "not a YAML document");
         goto done;
     }
+    record_marks(&c, fy_document_root(c.fyd));
     struct fy_node *root = deref(fy_document_root(c.fyd));
     if (!root || is_null(root)) {
         errl(&c, top, "", "the file is empty; an experiment needs at least 'stages'");
@@ -1445,7 +1449,6 @@ tc_status tc_experiment_parse(const char *yaml, size_t len, const char *source,
         goto done;
     }
 
-    record_marks(&c, fy_document_root(c.fyd));
     for (int i = 0; i < n_overrides; i++) {
         struct fy_node *t[64];
         char why[400];
@@ -1498,6 +1501,7 @@ done:
         for (int i = 0; i < e->n_stages; i++) free(c.model_stage_name[i]);
     free(c.model_stage_name);
     free(c.parent_loc);
+    free(c.name_loc);
     free(c.teacher_stage);
     free(c.marks);
     if (status != TC_OK) {
