@@ -100,27 +100,42 @@ double tc_l0_expected_params_scores(int L, int C, int NH, int M, const double *s
     return sh * sa * pph_over_c + 2.0 * sh * si;
 }
 
+typedef struct {
+    double sh, sa, si; /* sums of the hidden, head and intermediate scores */
+} score_sums;
+
+static score_sums sum_scores(const tc_l0_masks *m) {
+    size_t nh = (size_t)m->layers * m->heads, ni = (size_t)m->layers * m->inter;
+    score_sums s = {0, 0, 0};
+    for (int d = 0; d < m->hidden; d++) s.sh += tc_l0_score(m->hidden_loga[d]);
+    for (size_t i = 0; i < nh; i++) s.sa += tc_l0_score(m->heads_loga[i]);
+    for (size_t i = 0; i < ni; i++) s.si += tc_l0_score(m->intermediate_loga[i]);
+    return s;
+}
+
+static double pph_over_c(const tc_l0_masks *m) {
+    return (double)tc_l0_params_per_head(m->hidden, m->heads) / m->hidden;
+}
+
+/* grad += grad_scale * dE/dlog_alpha; E is bilinear in (sum of hidden
+ * scores) and (sums of head / MLP scores) */
+static void expected_grad(const tc_l0_masks *m, score_sums s, float *grad, double grad_scale) {
+    int C = m->hidden;
+    size_t nh = (size_t)m->layers * m->heads, ni = (size_t)m->layers * m->inter;
+    double k = pph_over_c(m);
+    float *gh = grad, *ga = grad + C, *gi = grad + C + nh;
+    double dsh = grad_scale * (s.sa * k + 2.0 * s.si), dsa = grad_scale * s.sh * k,
+           dsi = grad_scale * 2.0 * s.sh;
+    for (int d = 0; d < C; d++) gh[d] += (float)(dsh * tc_l0_score_grad(m->hidden_loga[d]));
+    for (size_t i = 0; i < nh; i++) ga[i] += (float)(dsa * tc_l0_score_grad(m->heads_loga[i]));
+    for (size_t i = 0; i < ni; i++)
+        gi[i] += (float)(dsi * tc_l0_score_grad(m->intermediate_loga[i]));
+}
+
 double tc_l0_expected_params(const tc_l0_masks *m, float *grad, double grad_scale) {
-    int L = m->layers, C = m->hidden, NH = m->heads, M = m->inter;
-    size_t nh = (size_t)L * NH, ni = (size_t)L * M;
-    double sh = 0, sa = 0, si = 0;
-    for (int d = 0; d < C; d++) sh += tc_l0_score(m->hidden_loga[d]);
-    for (size_t i = 0; i < nh; i++) sa += tc_l0_score(m->heads_loga[i]);
-    for (size_t i = 0; i < ni; i++) si += tc_l0_score(m->intermediate_loga[i]);
-    double k = (double)tc_l0_params_per_head(C, NH) / C;
-    double E = sh * sa * k + 2.0 * sh * si;
-    if (grad) {
-        /* E is bilinear in (sum hidden scores) and (sum head / mlp scores) */
-        float *gh = grad, *ga = grad + C, *gi = grad + C + nh;
-        double dsh = sa * k + 2.0 * si, dsa = sh * k, dsi = 2.0 * sh;
-        for (int d = 0; d < C; d++)
-            gh[d] += (float)(grad_scale * dsh * tc_l0_score_grad(m->hidden_loga[d]));
-        for (size_t i = 0; i < nh; i++)
-            ga[i] += (float)(grad_scale * dsa * tc_l0_score_grad(m->heads_loga[i]));
-        for (size_t i = 0; i < ni; i++)
-            gi[i] += (float)(grad_scale * dsi * tc_l0_score_grad(m->intermediate_loga[i]));
-    }
-    return E;
+    score_sums s = sum_scores(m);
+    if (grad) expected_grad(m, s, grad, grad_scale);
+    return s.sh * s.sa * pph_over_c(m) + 2.0 * s.sh * s.si;
 }
 
 /* ---- sampling ---- */
@@ -240,10 +255,13 @@ tc_status tc_l0_lagrangian(tc_l0_masks *const *towers, float *const *grads, int 
                            double target, tc_l0_lagrangian_result *out) {
     if (n < 1 || !towers) return tc_fail(TC_ERR_ARG, "l0 lagrangian: no towers");
     double E = 0, P = 0, lam1 = 0, lam2 = 0;
+    score_sums sums[2];
     for (int k = 0; k < n; k++) {
         const tc_l0_masks *m = towers[k];
         if (!m || !m->data) return tc_fail(TC_ERR_ARG, "l0 lagrangian: tower %d has no masks", k);
-        E += tc_l0_expected_params(m, NULL, 0);
+        score_sums s = sum_scores(m);
+        if (k < 2) sums[k] = s;
+        E += s.sh * s.sa * pph_over_c(m) + 2.0 * s.sh * s.si;
         P += tc_l0_prunable_size(m->layers, m->hidden, m->heads, m->inter);
         lam1 += m->lambda[0];
         lam2 += m->lambda[1];
@@ -260,7 +278,10 @@ tc_status tc_l0_lagrangian(tc_l0_masks *const *towers, float *const *grads, int 
         /* gap = t - 1 + E/P, so dgap/dE_k = 1/P */
         for (int k = 0; k < n; k++) {
             if (!grads[k]) continue;
-            if (dL_dgap != 0.0) tc_l0_expected_params(towers[k], grads[k], dL_dgap / P);
+            if (dL_dgap != 0.0) {
+                if (k < 2) expected_grad(towers[k], sums[k], grads[k], dL_dgap / P);
+                else tc_l0_expected_params(towers[k], grads[k], dL_dgap / P);
+            }
             grads[k][towers[k]->n_loga] += (float)(hinge / n);
             grads[k][towers[k]->n_loga + 1] += (float)(hinge * hinge / n);
         }
