@@ -266,11 +266,7 @@ static tc_status pull_raw(tc_loader *l, tc_sample *out, int *got) {
     *got = 0;
     for (;;) {
         if (!l->rd) {
-            if (l->shard_i >= l->nrshards) {
-                if (!l->cycle || l->cycle_items == 0 || l->nrshards == 0) return TC_OK;
-                l->shard_i = 0; /* with_epoch: read the shards again */
-                l->cycle_items = 0;
-            }
+            if (l->shard_i >= l->nrshards) return TC_OK;
             int sh = l->rshards[l->shard_i++];
             tc_status st = l->src->open_shard(l->src, sh, &l->rd);
             if (st != TC_OK) {
@@ -333,6 +329,25 @@ static tc_status next_wds_item(tc_loader *l, tc_sample *out, int *got) {
     return TC_OK;
 }
 
+/* the next sample of the rank's stream. when a pass over the shards ends
+ * (the shuffle buffer drained) and the epoch needs more (a known size,
+ * open_clip's with_epoch), a new pass starts, as webdataset re-iterates the
+ * pipeline; a pass that yields nothing ends the stream. */
+static tc_status next_stream_item(tc_loader *l, tc_sample *out, int *got) {
+    TC_TRY(next_wds_item(l, out, got));
+    if (!*got && l->cycle && l->cycle_items > 0) {
+        if (l->rd) {
+            l->src->close_shard(l->rd);
+            l->rd = NULL;
+        }
+        l->shard_i = 0;
+        l->src_done = 0;
+        l->cycle_items = 0;
+        TC_TRY(next_wds_item(l, out, got));
+    }
+    return TC_OK;
+}
+
 /* stream item (r_epoch, r_pos) into s; returns 0 when nothing can be produced now */
 static tc_status produce(tc_loader *l, slot *s, int *produced) {
     *produced = 0;
@@ -357,7 +372,7 @@ static tc_status produce(tc_loader *l, slot *s, int *produced) {
         }
     } else {
         int got = 0;
-        TC_TRY(next_wds_item(l, &s->raw, &got));
+        TC_TRY(next_stream_item(l, &s->raw, &got));
         if (!got) s->is_end = 1;
     }
     if (s->is_end) l->r_ended = 1;
@@ -638,7 +653,7 @@ static tc_status fast_forward(tc_loader *l, int64_t pos) {
         tc_sample s;
         int got = 0;
         memset(&s, 0, sizeof s);
-        TC_TRY(next_wds_item(l, &s, &got));
+        TC_TRY(next_stream_item(l, &s, &got));
         tc_sample_clear(&s);
         if (!got) {
             l->r_ended = 1;
