@@ -284,8 +284,7 @@ static void act_ref(const fd_case *c, double *out) {
     const act_case *k = (const act_case *)c;
     for (size_t i = 0; i < k->n; i++) {
         double v = k->x[i];
-        out[i] =
-            k->kind == TC_GELU ? 0.5 * v * (1.0 + erf(v / sqrt(2.0))) : v / (1.0 + exp(-1.702 * v));
+        out[i] = k->kind == TC_GELU ? 0.5 * v * erfc(-v / sqrt(2.0)) : v / (1.0 + exp(-1.702 * v));
     }
 }
 
@@ -399,6 +398,10 @@ static void test_gradcheck_attention(void **state) {
     gradcheck_attention_one(2, 6, 2, 5, 1);
     gradcheck_attention_one(1, 9, 2, 3, 0);
     gradcheck_attention_one(1, 1, 2, 4, 1);
+    /* head sizes that take the register-blocked path (multiples of 16) */
+    gradcheck_attention_one(1, 7, 2, 16, 1);
+    gradcheck_attention_one(2, 19, 1, 32, 0);
+    gradcheck_attention_one(1, 5, 1, 64, 1);
 }
 
 /* ---- vision embedding ---- */

@@ -1,0 +1,51 @@
+/* helpers for the vectorised loops of the CPU backend.
+ *
+ * TC_CPU_CLONES compiles a hot function for AVX-512, AVX2 and baseline x86-64
+ * and picks one at load time (the build targets baseline x86-64 so that the
+ * binary runs anywhere). the loops it marks are written lane-independent (no
+ * reassociated reductions) and C11 mode keeps floating-point contraction off,
+ * so every clone produces the same bits.
+ *
+ * tc_cpu_expf is a branch-free expf (Cephes polynomial, about 1 ulp) that the
+ * compiler can vectorise, unlike the libm call. */
+#ifndef TC_CPU_SIMD_H
+#define TC_CPU_SIMD_H
+
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && !defined(TC_NO_CLONES)
+#define TC_CPU_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define TC_CPU_CLONES
+#endif
+
+static inline float tc_cpu_expf(float x) {
+    /* exp(x) = 2^n exp(r), n = round(x / ln 2), |r| <= ln2 / 2 */
+    /* above 88 the result is taken as inf (true value < 2.4e38), below lo as 0 */
+    const float hi = 88.0f, lo = -87.3365447505531f;
+    float xc = x > hi ? hi : x;
+    xc = xc < lo ? lo : xc;
+    /* round to nearest by the 1.5 * 2^23 trick: no libm call, vectorises on SSE2 */
+    const float t = xc * 1.44269504088896341f;
+    const float n = (t + 12582912.0f) - 12582912.0f;
+    float r = xc - n * 0.693359375f;
+    r = r - n * -2.12194440e-4f;
+    float p = 1.9875691500e-4f;
+    p = p * r + 1.3981999507e-3f;
+    p = p * r + 8.3334519073e-3f;
+    p = p * r + 4.1665795894e-2f;
+    p = p * r + 1.6666665459e-1f;
+    p = p * r + 5.0000001201e-1f;
+    p = p * r * r + r + 1.0f;
+    const int32_t e = ((int32_t)n + 127) << 23;
+    float scale;
+    memcpy(&scale, &e, sizeof scale);
+    float y = p * scale;
+    y = x < lo ? 0.0f : y;
+    y = x > hi ? INFINITY : y;
+    return x != x ? x : y;
+}
+
+#endif
