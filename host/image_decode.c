@@ -76,13 +76,24 @@ static tc_status check_dims(const char *name, long long w, long long h) {
     return TC_OK;
 }
 
+/* after a failed call a TurboJPEG 2.1 handle can stay in a bad state and
+ * fail the next, valid image: start a fresh one */
+static void reset_handle(tc_image_decoder *d) {
+    tjDestroy(d->dj);
+    d->dj = tjInitDecompress();
+}
+
 static tc_status jpeg_header(tc_image_decoder *d, const uint8_t *data, size_t len,
                              const char *name, int *w, int *h, int *subsamp, int *cs) {
     if (len > (size_t)0xFFFFFFFFu)
         return tc_fail(TC_ERR_FORMAT, "%s: JPEG larger than 4 GiB", nm(name));
-    if (tjDecompressHeader3(d->dj, data, (unsigned long)len, w, h, subsamp, cs) != 0)
-        return tc_fail(TC_ERR_FORMAT, "%s: bad JPEG header: %s", nm(name),
-                       tjGetErrorStr2(d->dj));
+    if (!d->dj) return tc_fail(TC_ERR_BACKEND, "%s: no JPEG decoder", nm(name));
+    if (tjDecompressHeader3(d->dj, data, (unsigned long)len, w, h, subsamp, cs) != 0) {
+        tc_status st = tc_fail(TC_ERR_FORMAT, "%s: bad JPEG header: %s", nm(name),
+                               tjGetErrorStr2(d->dj));
+        reset_handle(d);
+        return st;
+    }
     return check_dims(name, *w, *h);
 }
 
@@ -121,7 +132,9 @@ static tc_status decode_jpeg(tc_image_decoder *d, const uint8_t *data, size_t le
         int warning = tjGetErrorCode(d->dj) == TJERR_WARNING;
         if (!warning || strstr(msg, "Premature end") || strstr(msg, "premature end")) {
             free(buf);
-            return tc_fail(TC_ERR_FORMAT, "%s: corrupt JPEG: %s", nm(name), msg);
+            tc_status st = tc_fail(TC_ERR_FORMAT, "%s: corrupt JPEG: %s", nm(name), msg);
+            reset_handle(d);
+            return st;
         }
     }
     if (pf == TJPF_RGB) {

@@ -349,6 +349,11 @@ tc_status tc_wds_reader_next(tc_shard_reader *r, tc_sample *out, int *eof) {
             }
             if (r->have) {
                 finish_sample(r, out);
+                if (r->pending_err != TC_OK && out->bad[0]) {
+                    char why[sizeof out->bad];
+                    snprintf(why, sizeof why, "%s", out->bad);
+                    snprintf(out->bad, sizeof out->bad, "incomplete, the shard breaks off in it (%.150s)", why);
+                }
                 return TC_OK;
             }
             if (r->pending_err != TC_OK) return tc_wds_reader_next(r, out, eof);
