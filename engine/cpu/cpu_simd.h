@@ -48,4 +48,59 @@ static inline float tc_cpu_expf(float x) {
     return x != x ? x : y;
 }
 
+/* double-precision sums of fp32 rows in 8 fixed lanes (a vector type, so the
+ * lanes stay in registers), the lanes then added in order: the same bits
+ * for every clone and every thread count */
+typedef double tc_v8d __attribute__((vector_size(64)));
+typedef float tc_v8fu __attribute__((vector_size(32), aligned(4)));
+#define TC_LOAD8D(p) __builtin_convertvector(*(const tc_v8fu *)(p), tc_v8d)
+
+static inline double tc_cpu_lanes_total(const double *lane, double tail) {
+    double s = 0.0;
+    for (int k = 0; k < 8; k++)
+        s += lane[k];
+    return s + tail;
+}
+
+/* sum x[i] */
+static inline double tc_cpu_sum_f64(const float *x, int n) {
+    tc_v8d acc = {0};
+    int i = 0;
+    for (; i + 8 <= n; i += 8)
+        acc += TC_LOAD8D(x + i);
+    double tail = 0.0, lane[8];
+    for (; i < n; i++)
+        tail += x[i];
+    memcpy(lane, &acc, sizeof lane);
+    return tc_cpu_lanes_total(lane, tail);
+}
+
+/* sum (x[i] - mu)^2 */
+static inline double tc_cpu_sumsq_dev_f64(const float *x, int n, double mu) {
+    tc_v8d acc = {0};
+    int i = 0;
+    for (; i + 8 <= n; i += 8) {
+        tc_v8d d = TC_LOAD8D(x + i) - mu;
+        acc += d * d;
+    }
+    double tail = 0.0, lane[8];
+    for (; i < n; i++)
+        tail += (x[i] - mu) * (x[i] - mu);
+    memcpy(lane, &acc, sizeof lane);
+    return tc_cpu_lanes_total(lane, tail);
+}
+
+/* sum a[i] b[i] */
+static inline double tc_cpu_dot_f64(const float *a, const float *b, int n) {
+    tc_v8d acc = {0};
+    int i = 0;
+    for (; i + 8 <= n; i += 8)
+        acc += TC_LOAD8D(a + i) * TC_LOAD8D(b + i);
+    double tail = 0.0, lane[8];
+    for (; i < n; i++)
+        tail += (double)a[i] * b[i];
+    memcpy(lane, &acc, sizeof lane);
+    return tc_cpu_lanes_total(lane, tail);
+}
+
 #endif
