@@ -4,6 +4,7 @@
  * call BLAS give the same bits with 1 and 2 threads. the forward and gradient
  * checks of the differentiable ops are in test_cpu_gradcheck.c. */
 #include <math.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -53,6 +54,14 @@ static void test_backend_fields_and_memory(void **state) {
         for (size_t i = 0; i < sizes[s]; i++)
             if (p[i] != 0) fail_msg("alloc(%zu) byte %zu not zero", sizes[s], i);
         be->free(be, p);
+    }
+    /* every op of the table is implemented */
+    const size_t first = offsetof(tc_backend, alloc);
+    const size_t nfn = (sizeof(tc_backend) - first) / sizeof(void (*)(void));
+    for (size_t i = 0; i < nfn; i++) {
+        void (*fn)(void);
+        memcpy(&fn, (const char *)be + first + i * sizeof fn, sizeof fn);
+        if (!fn) fail_msg("backend table entry %zu (after alloc) is NULL", i);
     }
     /* upload / download round trip through a backend buffer */
     float host[37], back[37];
@@ -210,6 +219,36 @@ static void test_argmax_rows(void **state) {
     be->argmax_rows(be, idx, ids, 4, 5);
     assert_memory_equal(idx, want, sizeof want);
     be->free(be, ids), be->free(be, idx);
+}
+
+/* ---- out-of-range indices never reach memory ---- */
+
+static void test_hostile_indices(void **state) {
+    (void)state;
+    const int B = 2, T = 3, C = 4, V = 5;
+    float *x = drand((size_t)B * T * C, 1.0f), *out = drand((size_t)B * C, 1.0f);
+    float *dx = drand((size_t)B * T * C, 1.0f), *dx0 = dcopy(dx, (size_t)B * T * C);
+    int32_t *idx = NULL, *ids = NULL;
+    assert_int_equal(be->alloc(be, 2 * sizeof(int32_t), (void **)&idx), TC_OK);
+    assert_int_equal(be->alloc(be, (size_t)B * T * sizeof(int32_t), (void **)&ids), TC_OK);
+    idx[0] = T, idx[1] = -1; /* both outside [0, T) */
+    be->pool_gather_forward(be, (tc_act *)out, (tc_act *)x, idx, B, T, C);
+    for (int i = 0; i < B * C; i++)
+        assert_true(out[i] == 0.0f);
+    be->pool_gather_backward(be, (tc_act *)dx, (tc_act *)out, idx, B, T, C);
+    assert_memory_equal(dx, dx0, (size_t)B * T * C * sizeof(float));
+    /* token ids outside [0, V) add nothing to dwte; valid ones still do */
+    const int32_t ids_h[6] = {V, -3, 2, 1 << 30, 2, -2147483647 - 1};
+    memcpy(ids, ids_h, sizeof ids_h);
+    float *dwte = dalloc((size_t)V * C), *dwpe = dalloc((size_t)T * C);
+    be->token_embed_backward(be, dwte, dwpe, (tc_act *)x, ids, B, T, C, V);
+    for (int v = 0; v < V; v++)
+        for (int c = 0; c < C; c++) {
+            float want = v == 2 ? x[2 * C + c] + x[(T + 1) * C + c] : 0.0f;
+            assert_true(dwte[v * C + c] == want);
+        }
+    be->free(be, idx), be->free(be, ids);
+    dfree(x), dfree(out), dfree(dx), dfree(dx0), dfree(dwte), dfree(dwpe);
 }
 
 /* ---- optimizer ---- */
@@ -438,6 +477,7 @@ int main(void) {
         cmocka_unit_test(test_gemm_f32),
         cmocka_unit_test(test_patchify),
         cmocka_unit_test(test_argmax_rows),
+        cmocka_unit_test(test_hostile_indices),
         cmocka_unit_test(test_sum_squares_and_clip),
         cmocka_unit_test(test_adamw),
         cmocka_unit_test(test_determinism_run_to_run),
