@@ -111,7 +111,9 @@ typedef struct tc_loader tc_loader;
 /* resume NULL: start at epoch 0 */
 tc_status tc_loader_create(const tc_loader_cfg *cfg, const tc_loader_cursor *resume,
                            tc_loader **out);
-/* the next batch in order; *out = NULL after the last epoch. */
+/* the next batch in order; *out = NULL after the last epoch. a caller may
+ * hold at most two batches at a time (release each with tc_loader_release):
+ * the loader owns prefetch + 2 batch buffers. */
 tc_status tc_loader_next(tc_loader *l, tc_batch **out);
 void tc_loader_release(tc_loader *l, tc_batch *b);
 void tc_loader_destroy(tc_loader *l);

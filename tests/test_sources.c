@@ -481,12 +481,122 @@ static void test_folder(void **state) {
     free(tmp);
 }
 
+/* ---- tinyclip shards ---- */
+
+static void test_cli_shards(void **state) {
+    (void)state;
+    const char *bin = getenv("TINYCLIP_BIN");
+    if (!bin || !tc_file_exists(bin)) tc_skip_test("tinyclip binary not available (run under ctest)");
+    char *tmp = tc_make_tempdir("cli-shards");
+    char args[4096], spec[2048];
+    char *out = NULL;
+    /* from an image folder with sidecar captions and a class-name file */
+    char p[1024];
+    const char *classes[] = {"cat", "dog"};
+    uint8_t px[5 * 5 * 3];
+    memset(px, 77, sizeof px);
+    uint8_t *png;
+    size_t len;
+    assert_int_equal(tc_png_encode(px, 5, 5, 3, &png, &len), TC_OK);
+    snprintf(p, sizeof p, "%s/in", tmp);
+    mkdir(p, 0755);
+    for (int c = 0; c < 2; c++) {
+        snprintf(p, sizeof p, "%s/in/%s", tmp, classes[c]);
+        mkdir(p, 0755);
+        for (int i = 0; i < 3; i++) {
+            snprintf(p, sizeof p, "%s/in/%s/%d.png", tmp, classes[c], i);
+            assert_int_equal(tc_write_file(p, png, len), 0);
+        }
+    }
+    snprintf(p, sizeof p, "%s/in/dog/2.png", tmp); /* one broken image: skipped */
+    assert_int_equal(tc_write_file(p, "not a png", 9), 0);
+    free(png);
+    snprintf(args, sizeof args, "shards --from folder %s/in --out %s/out --per-shard 2", tmp, tmp);
+    int rc = tc_run_cli(args, &out);
+    printf("%s", out);
+    assert_int_equal(rc, 0);
+    assert_non_null(strstr(out, "wrote 5 samples in 3 shards"));
+    assert_non_null(strstr(out, "dog/2.png"));
+    free(out);
+    snprintf(spec, sizeof spec, "%s/out/{000000..000002}.tar", tmp);
+    tc_source *s;
+    assert_int_equal(tc_source_open(spec, NULL, &s), TC_OK);
+    assert_int_equal(s->num_samples, 5);
+    tc_shard_reader *r;
+    assert_int_equal(s->open_shard(s, 2, &r), TC_OK);
+    tc_sample m;
+    int eof;
+    assert_int_equal(s->next(r, &m, &eof), TC_OK);
+    assert_false(eof);
+    assert_int_equal(m.label, 1); /* dog */
+    assert_non_null(strstr(m.caption, "dog"));
+    tc_sample_clear(&m);
+    s->close_shard(r);
+    tc_source_destroy(s);
+    /* from Fashion-MNIST: PNG-encoded 28x28 with labels */
+    if (tc_file_exists(FM_DIR "/t10k-images-idx3-ubyte.gz")) {
+        snprintf(args, sizeof args, "shards --from fmnist --split test --limit 30 --out %s/fm --per-shard 16", tmp);
+        rc = tc_run_cli(args, &out);
+        assert_int_equal(rc, 0);
+        free(out);
+        snprintf(spec, sizeof spec, "%s/fm/000000.tar::%s/fm/000001.tar", tmp, tmp);
+        assert_int_equal(tc_source_open(spec, NULL, &s), TC_OK);
+        assert_int_equal(s->num_samples, 30);
+        tc_source *fm;
+        assert_int_equal(tc_source_open("fmnist:test", NULL, &fm), TC_OK);
+        assert_int_equal(s->open_shard(s, 0, &r), TC_OK);
+        for (int i = 0; i < 16; i++) {
+            tc_sample a, b;
+            assert_int_equal(s->next(r, &a, &eof), TC_OK);
+            assert_false(eof);
+            assert_int_equal(fm->get(fm, i, &b), TC_OK);
+            tc_image img;
+            assert_int_equal(tc_image_decode(NULL, a.image, a.image_len, a.key, 0, &img), TC_OK);
+            assert_memory_equal(img.px, b.raw.px, 28 * 28 * 3); /* lossless */
+            assert_int_equal(a.label, b.label);
+            assert_string_equal(a.caption, b.caption);
+            tc_image_free(&img);
+            tc_sample_clear(&a);
+            tc_sample_clear(&b);
+        }
+        s->close_shard(r);
+        tc_source_destroy(fm);
+        tc_source_destroy(s);
+    }
+    /* from a comma-separated csv with a missing file; usage errors exit 2 */
+    char csv[2048];
+    int cl = snprintf(csv, sizeof csv, "filepath,title\nin/cat/0.png,a cat\nin/cat/9.png,gone\nin/dog/1.png,\"a dog, sitting\"\n");
+    snprintf(p, sizeof p, "%s/list.csv", tmp);
+    assert_int_equal(tc_write_file(p, csv, (size_t)cl), 0);
+    snprintf(args, sizeof args, "shards --from csv %s --csv-sep , --out %s/c", p, tmp);
+    rc = tc_run_cli(args, &out);
+    assert_int_equal(rc, 0);
+    assert_non_null(strstr(out, "wrote 2 samples in 1 shards"));
+    assert_non_null(strstr(out, "9.png"));
+    free(out);
+    snprintf(spec, sizeof spec, "%s/c/000000.tar", tmp);
+    assert_int_equal(tc_source_open(spec, NULL, &s), TC_OK);
+    assert_int_equal(s->open_shard(s, 0, &r), TC_OK);
+    assert_int_equal(s->next(r, &m, &eof), TC_OK);
+    assert_string_equal(m.caption, "a cat");
+    tc_sample_clear(&m);
+    assert_int_equal(s->next(r, &m, &eof), TC_OK);
+    assert_string_equal(m.caption, "a dog, sitting");
+    tc_sample_clear(&m);
+    s->close_shard(r);
+    tc_source_destroy(s);
+    snprintf(args, sizeof args, "shards --from csv --out %s/x", tmp);
+    assert_int_equal(tc_run_cli(args, NULL), 2);
+    tc_rmtree(tmp);
+    free(tmp);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_brace_expand), cmocka_unit_test(test_utf8),
         cmocka_unit_test(test_wds_grouping), cmocka_unit_test(test_wds_sources),
         cmocka_unit_test(test_csv),          cmocka_unit_test(test_folder),
-        cmocka_unit_test(test_fmnist),
+        cmocka_unit_test(test_fmnist),       cmocka_unit_test(test_cli_shards),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
