@@ -191,6 +191,7 @@ static int write_plots_script(const char *pdir, const char *terminal, const tc_r
     if (*n_acc) {
         sb_printf(&gp, "set output '%s/acc_params.png.tmp'\nset title 'zero-shot top-1 against parameters'\n"
                        "set xlabel 'parameters (millions)'\nset ylabel 'top-1 (%%)'\nunset key\n"
+                       "set offsets graph 0.08, graph 0.08, graph 0.12, graph 0.08\n"
                        "plot '%s' using 1:2 with points pt 7 ps 1.5, '' using 1:2:3 with labels offset 0,1\n"
                        "unset output\n",
                   pdir, path);
