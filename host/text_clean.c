@@ -609,7 +609,7 @@ static int py_lower(const u32buf *in, u32buf *out) {
     for (size_t i = 0; i < in->n; i++) {
         uint32_t c = in->p[i];
         if (c < 0x80) {
-            out->p[out->n++] = c >= 'A' && c <= 'Z' ? c + 32 : c;
+            if (buf_push(out, c >= 'A' && c <= 'Z' ? c + 32 : c)) return -1;
         } else if (c == 0x130) {
             if (buf_push(out, 'i') || buf_push(out, 0x307)) return -1;
         } else if (c == 0x3A3) {
