@@ -247,8 +247,8 @@ static void test_entries(void **state) {
     const char *ok[] = {
         "{}",
         "{\"__metadata__\":{}}      ",
-        "{\"z\":{\"dtype\":\"F32\",\"shape\":[0,7],\"data_offsets\":[0,0]},"
-        "\"a\":{\"dtype\":\"F4\",\"shape\":[2],\"data_offsets\":[0,1]}}",
+        ("{\"z\":{\"dtype\":\"F32\",\"shape\":[0,7],\"data_offsets\":[0,0]},"
+         "\"a\":{\"dtype\":\"F4\",\"shape\":[2],\"data_offsets\":[0,1]}}"),
     };
     size_t data[] = {0, 0, 1};
     for (int i = 0; i < 3; i++) {
