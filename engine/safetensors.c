@@ -473,8 +473,8 @@ static void format_shape(char *buf, size_t cap, int ndim, const int64_t *shape) 
     if (n < cap) snprintf(buf + n, cap - n, "]");
 }
 
-tc_status tc_st_read_f32(const tc_safetensors *f, const char *name, int ndim, const int64_t *shape,
-                         float *dst) {
+static tc_status find_shaped(const tc_safetensors *f, const char *name, int ndim,
+                             const int64_t *shape, const tc_st_tensor **out) {
     const tc_st_tensor *t = tc_st_find(f, name);
     if (!t) return tc_fail(TC_ERR_FORMAT, "%s: tensor '%s' is missing", f->source, name);
     int same = t->ndim == ndim;
@@ -486,7 +486,39 @@ tc_status tc_st_read_f32(const tc_safetensors *f, const char *name, int ndim, co
         return tc_fail(TC_ERR_FORMAT, "%s: tensor '%s' has shape %s, expected %s", f->source, name,
                        got, want);
     }
+    *out = t;
+    return TC_OK;
+}
+
+tc_status tc_st_read_f32(const tc_safetensors *f, const char *name, int ndim, const int64_t *shape,
+                         float *dst) {
+    const tc_st_tensor *t;
+    TC_TRY(find_shaped(f, name, ndim, shape, &t));
     return tc_st_tensor_to_f32(f, t, dst);
+}
+
+tc_status tc_st_read_i32(const tc_safetensors *f, const char *name, int ndim, const int64_t *shape,
+                         int32_t *dst) {
+    const tc_st_tensor *t;
+    TC_TRY(find_shaped(f, name, ndim, shape, &t));
+    const unsigned char *src = t->data;
+    size_t n = (size_t)t->numel;
+    if (t->dtype == TC_DT_I32) {
+        memcpy(dst, src, n * 4);
+        return TC_OK;
+    }
+    if (t->dtype != TC_DT_I64)
+        return tc_fail(TC_ERR_FORMAT, "%s: tensor '%s' has dtype %s, expected I32 or I64",
+                       f->source, name, tc_dtype_name(t->dtype));
+    for (size_t i = 0; i < n; i++) {
+        int64_t v;
+        memcpy(&v, src + 8 * i, 8);
+        if (v < INT32_MIN || v > INT32_MAX)
+            return tc_fail(TC_ERR_FORMAT, "%s: tensor '%s': element %zu (%lld) does not fit int32",
+                           f->source, name, i, (long long)v);
+        dst[i] = (int32_t)v;
+    }
+    return TC_OK;
 }
 
 int tc_st_metadata_count(const tc_safetensors *f) { return f->meta_count; }

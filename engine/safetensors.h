@@ -90,6 +90,11 @@ tc_status tc_st_tensor_to_f32(const tc_safetensors *f, const tc_st_tensor *t, fl
 tc_status tc_st_read_f32(const tc_safetensors *f, const char *name, int ndim, const int64_t *shape,
                          float *dst);
 
+/* reads an I32 or I64 tensor (token ids, labels) into int32 after checking
+ * its shape; I64 values outside the int32 range are refused by name */
+tc_status tc_st_read_i32(const tc_safetensors *f, const char *name, int ndim, const int64_t *shape,
+                         int32_t *dst);
+
 /* __metadata__ entries (in file order); tc_st_metadata returns NULL when the
  * key is absent */
 int tc_st_metadata_count(const tc_safetensors *f);

@@ -121,7 +121,7 @@ static void test_round_trip_known_values(void **state) {
     assert_null(tc_st_metadata(f, "absent"));
     assert_int_equal(tc_st_metadata_count(f), 2);
     float out[6];
-    int64_t s23[2] = {2, 3}, s6[1] = {6}, s32[2] = {3, 2};
+    int64_t s23[2] = {2, 3}, s6[1] = {6}, s32[2] = {3, 2}, s22_ids[2] = {2, 2};
     assert_int_equal(tc_st_read_f32(f, "a.f32", 2, s23, out), TC_OK);
     assert_memory_equal(out, m, sizeof m);
     assert_int_equal(tc_st_read_f32(f, "b.f16", 1, s6, out), TC_OK);
@@ -138,6 +138,13 @@ static void test_round_trip_known_values(void **state) {
     int32_t ids_back[4];
     memcpy(ids_back, t->data, sizeof ids_back);
     assert_memory_equal(ids_back, ids, sizeof ids);
+    int32_t ids32[4];
+    assert_int_equal(tc_st_read_i32(f, "ids", 2, s22_ids, ids32), TC_OK);
+    assert_memory_equal(ids32, ids, sizeof ids);
+    int64_t s2[1] = {2};
+    assert_int_equal(tc_st_read_i32(f, "big", 1, s2, ids32), TC_ERR_FORMAT); /* 2^40 */
+    assert_non_null(strstr(tc_last_error(), "'big': element 1"));
+    assert_int_equal(tc_st_read_i32(f, "b.f16", 1, s6, ids32), TC_ERR_FORMAT);
     t = tc_st_find(f, "big");
     int64_t big_back[2];
     memcpy(big_back, t->data, sizeof big_back);
@@ -335,6 +342,10 @@ static void test_reads_reference_writer_file(void **state) {
     int64_t ids[6];
     memcpy(ids, t->data, sizeof ids);
     for (int i = 0; i < 6; i++) assert_int_equal(ids[i], i);
+    int32_t ids32[6];
+    int64_t s23[2] = {2, 3};
+    assert_int_equal(tc_st_read_i32(f, "ids", 2, s23, ids32), TC_OK);
+    for (int i = 0; i < 6; i++) assert_int_equal(ids32[i], i);
     assert_int_equal(tc_st_find(f, "b")->dtype, TC_DT_F16);
     assert_int_equal(tc_st_find(f, "c")->dtype, TC_DT_BF16);
     float c[4];

@@ -20,6 +20,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         if (tc_st_find(f, t->name) != t) abort(); /* names are unique and findable */
         const uint8_t *p = t->data;
         if (t->end < t->begin || p < data || p + (t->end - t->begin) > data + size) abort();
+        if (t->dtype == TC_DT_I32 || t->dtype == TC_DT_I64) {
+            int32_t *ids = malloc(t->numel ? (size_t)t->numel * sizeof *ids : 1);
+            if (ids) (void)tc_st_read_i32(f, t->name, t->ndim, t->shape, ids); /* may refuse range */
+            free(ids);
+            continue;
+        }
         if (!tc_dtype_is_float_readable(t->dtype)) continue;
         float *dst = malloc(t->numel ? (size_t)t->numel * sizeof *dst : 1);
         if (!dst) continue;
