@@ -35,7 +35,9 @@ static const char *const templates[] = {
     "this is a {}.",
 };
 
-int tc_caption_template_count(void) { return (int)(sizeof templates / sizeof templates[0]); }
+int tc_caption_template_count(void) {
+    return (int)(sizeof templates / sizeof templates[0]);
+}
 
 const char *tc_caption_template(int i) {
     if (i < 0 || i >= tc_caption_template_count()) return templates[0];
@@ -46,8 +48,10 @@ size_t tc_caption_format(char *buf, size_t cap, int template_index, const char *
     const char *t = tc_caption_template(template_index);
     const char *hole = strstr(t, "{}");
     int n;
-    if (!hole) n = snprintf(buf, cap, "%s", t);
-    else n = snprintf(buf, cap, "%.*s%s%s", (int)(hole - t), t, class_name, hole + 2);
+    if (!hole)
+        n = snprintf(buf, cap, "%s", t);
+    else
+        n = snprintf(buf, cap, "%.*s%s%s", (int)(hole - t), t, class_name, hole + 2);
     if (n < 0) n = 0;
     if (cap == 0) return 0;
     return (size_t)n < cap ? (size_t)n : cap - 1;

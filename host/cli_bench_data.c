@@ -109,21 +109,25 @@ static tc_status make_jpegs(tc_image_decoder *dec, blob **out, int *n) {
     return TC_OK;
 }
 
-static const char *const words[] = {"dog", "cat", "coffee cup", "astronaut", "red car",
-                                    "mountain lake", "bowl of soup", "street at night"};
+static const char *const words[] = {"dog",     "cat",           "coffee cup",   "astronaut",
+                                    "red car", "mountain lake", "bowl of soup", "street at night"};
 
 int tc_cmd_bench_data(int argc, char **argv) {
     const char *dir = NULL;
     int n = 2000, size = 224, dct = 1;
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--data") == 0) continue;
-        if (strcmp(argv[i], "--images") == 0 && i + 1 < argc) dir = argv[++i];
-        else if (strcmp(argv[i], "--n") == 0 && i + 1 < argc) n = atoi(argv[++i]);
-        else if (strcmp(argv[i], "--size") == 0 && i + 1 < argc) size = atoi(argv[++i]);
-        else if (strcmp(argv[i], "--no-dct-scale") == 0) dct = 0;
+        if (strcmp(argv[i], "--images") == 0 && i + 1 < argc)
+            dir = argv[++i];
+        else if (strcmp(argv[i], "--n") == 0 && i + 1 < argc)
+            n = atoi(argv[++i]);
+        else if (strcmp(argv[i], "--size") == 0 && i + 1 < argc)
+            size = atoi(argv[++i]);
+        else if (strcmp(argv[i], "--no-dct-scale") == 0)
+            dct = 0;
         else {
-            fprintf(stderr,
-                    "usage: tinyclip bench --data [--images DIR] [--n N] [--size S] [--no-dct-scale]\n");
+            fprintf(stderr, "usage: tinyclip bench --data [--images DIR] [--n N] [--size S] "
+                            "[--no-dct-scale]\n");
             return strcmp(argv[i], "--help") == 0 ? 0 : 2;
         }
     }
@@ -146,7 +150,8 @@ int tc_cmd_bench_data(int argc, char **argv) {
     if (st == TC_OK) st = tc_tokenizer_create(&tok, NULL);
     if (st != TC_OK) {
         tc_image_decoder_destroy(dec);
-        for (int i = 0; i < nimg; i++) free(imgs[i].data);
+        for (int i = 0; i < nimg; i++)
+            free(imgs[i].data);
         free(imgs);
         return tc_cli_report("bench --data");
     }
@@ -184,7 +189,8 @@ int tc_cmd_bench_data(int argc, char **argv) {
     }
     if (st == TC_OK) {
         double total = t_dec + t_aug + t_tok;
-        printf("data bench: %d samples, %d distinct JPEGs (%s), RandomResizedCrop %d, 1 thread (CPU time), "
+        printf("data bench: %d samples, %d distinct JPEGs (%s), RandomResizedCrop %d, 1 thread "
+               "(CPU time), "
                "DCT scaling %s\n",
                n, nimg, dir ? dir : "500x375 from fixtures", size, dct ? "on" : "off");
         printf("  decode    %8.1f us/sample\n", 1e6 * t_dec / n);
@@ -194,7 +200,8 @@ int tc_cmd_bench_data(int argc, char **argv) {
     }
     free(out);
     free(scratch);
-    for (int i = 0; i < nimg; i++) free(imgs[i].data);
+    for (int i = 0; i < nimg; i++)
+        free(imgs[i].data);
     free(imgs);
     tc_tokenizer_destroy(tok);
     tc_image_decoder_destroy(dec);

@@ -13,15 +13,16 @@
 #include "shard_writer.h"
 
 static void usage(FILE *f) {
-    fprintf(f,
-            "usage: tinyclip shards --from csv FILE --out DIR [--per-shard N] [--csv-sep C]\n"
-            "                       [--csv-img-key NAME] [--csv-caption-key NAME]\n"
-            "       tinyclip shards --from folder DIR --out DIR [--per-shard N] [--classnames FILE]\n"
-            "       tinyclip shards --from fmnist [--split train|test] [--fmnist-dir DIR]\n"
-            "                       --out DIR [--per-shard N] [--limit N]\n"
-            "writes DIR/000000.tar ... and DIR/sizes.json (default 10000 samples per shard).\n"
-            "csv: tab-separated by default (open_clip's --csv-separator); relative image\n"
-            "paths are looked up in the current directory, then beside the csv file.\n");
+    fprintf(
+        f,
+        "usage: tinyclip shards --from csv FILE --out DIR [--per-shard N] [--csv-sep C]\n"
+        "                       [--csv-img-key NAME] [--csv-caption-key NAME]\n"
+        "       tinyclip shards --from folder DIR --out DIR [--per-shard N] [--classnames FILE]\n"
+        "       tinyclip shards --from fmnist [--split train|test] [--fmnist-dir DIR]\n"
+        "                       --out DIR [--per-shard N] [--limit N]\n"
+        "writes DIR/000000.tar ... and DIR/sizes.json (default 10000 samples per shard).\n"
+        "csv: tab-separated by default (open_clip's --csv-separator); relative image\n"
+        "paths are looked up in the current directory, then beside the csv file.\n");
 }
 
 static int is_gray(const tc_image *im) {
@@ -43,12 +44,13 @@ static tc_status write_sample(tc_shard_writer *w, tc_image_decoder *dec, const t
         if (gray) {
             g = malloc(n);
             if (!g) return tc_fail(TC_ERR_OOM, "shards: out of memory");
-            for (size_t i = 0; i < n; i++) g[i] = s->raw.px[3 * i];
+            for (size_t i = 0; i < n; i++)
+                g[i] = s->raw.px[3 * i];
         }
         uint8_t *png = NULL;
         size_t len = 0;
-        tc_status st = tc_png_encode(gray ? g : s->raw.px, s->raw.w, s->raw.h, gray ? 1 : 3, &png,
-                                     &len);
+        tc_status st =
+            tc_png_encode(gray ? g : s->raw.px, s->raw.w, s->raw.h, gray ? 1 : 3, &png, &len);
         free(g);
         if (st != TC_OK) return st;
         st = tc_shard_writer_add(w, key, "png", png, len, s->caption, s->caption_len, s->label,
@@ -92,17 +94,27 @@ int tc_cmd_shards(int argc, char **argv) {
             if ((strcmp(v, "csv") == 0 || strcmp(v, "folder") == 0) && i + 1 < argc &&
                 strncmp(argv[i + 1], "--", 2) != 0)
                 input = argv[++i];
-        } else if (strcmp(a, "--out") == 0) outdir = v;
-        else if (strcmp(a, "--per-shard") == 0) per_shard = atoll(v);
-        else if (strcmp(a, "--limit") == 0) limit = atoll(v);
-        else if (strcmp(a, "--split") == 0) split = v;
-        else if (strcmp(a, "--fmnist-dir") == 0) o.fmnist_dir = v;
-        else if (strcmp(a, "--classnames") == 0) o.classnames = v;
-        else if (strcmp(a, "--csv-img-key") == 0) o.csv_img_key = v;
-        else if (strcmp(a, "--csv-caption-key") == 0) o.csv_caption_key = v;
+        } else if (strcmp(a, "--out") == 0)
+            outdir = v;
+        else if (strcmp(a, "--per-shard") == 0)
+            per_shard = atoll(v);
+        else if (strcmp(a, "--limit") == 0)
+            limit = atoll(v);
+        else if (strcmp(a, "--split") == 0)
+            split = v;
+        else if (strcmp(a, "--fmnist-dir") == 0)
+            o.fmnist_dir = v;
+        else if (strcmp(a, "--classnames") == 0)
+            o.classnames = v;
+        else if (strcmp(a, "--csv-img-key") == 0)
+            o.csv_img_key = v;
+        else if (strcmp(a, "--csv-caption-key") == 0)
+            o.csv_caption_key = v;
         else if (strcmp(a, "--csv-sep") == 0 || strcmp(a, "--csv-separator") == 0) {
-            if (strcmp(v, "\\t") == 0 || strcmp(v, "tab") == 0) o.csv_sep = '\t';
-            else if (strlen(v) == 1) o.csv_sep = v[0];
+            if (strcmp(v, "\\t") == 0 || strcmp(v, "tab") == 0)
+                o.csv_sep = '\t';
+            else if (strlen(v) == 1)
+                o.csv_sep = v[0];
             else {
                 fprintf(stderr, "tinyclip shards: --csv-sep takes one character\n");
                 return 2;
@@ -120,8 +132,10 @@ int tc_cmd_shards(int argc, char **argv) {
         return 2;
     }
     char spec[4200];
-    if (strcmp(from, "fmnist") == 0) snprintf(spec, sizeof spec, "fmnist:%s", split);
-    else snprintf(spec, sizeof spec, "%s", input);
+    if (strcmp(from, "fmnist") == 0)
+        snprintf(spec, sizeof spec, "fmnist:%s", split);
+    else
+        snprintf(spec, sizeof spec, "%s", input);
     o.kind = from;
     tc_source *src = NULL;
     if (tc_source_open(spec, &o, &src) != TC_OK) return tc_cli_report("shards");
@@ -146,8 +160,10 @@ int tc_cmd_shards(int argc, char **argv) {
         } else {
             int sk = 0;
             st = write_sample(w, dec, &s, written, &sk);
-            if (sk) skipped++;
-            else if (st == TC_OK) written++;
+            if (sk)
+                skipped++;
+            else if (st == TC_OK)
+                written++;
         }
         tc_sample_clear(&s);
     }
@@ -160,6 +176,7 @@ int tc_cmd_shards(int argc, char **argv) {
     if (nshards > 0)
         printf("wrote %lld samples in %d shards: %s/{%06d..%06d}.tar (%lld skipped)\n",
                (long long)written, nshards, outdir, 0, nshards - 1, (long long)skipped);
-    else printf("wrote no samples (%lld skipped)\n", (long long)skipped);
+    else
+        printf("wrote no samples (%lld skipped)\n", (long long)skipped);
     return written > 0 ? 0 : 1;
 }

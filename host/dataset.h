@@ -26,17 +26,17 @@
 #include "status.h"
 
 typedef struct {
-    char key[256];        /* webdataset key, csv "row N", folder relative path, fmnist index */
-    char where[512];      /* shard path / csv file / folder root, for log lines */
-    uint8_t *image;       /* encoded JPEG/PNG bytes (owned), or NULL when raw is set */
+    char key[256];   /* webdataset key, csv "row N", folder relative path, fmnist index */
+    char where[512]; /* shard path / csv file / folder root, for log lines */
+    uint8_t *image;  /* encoded JPEG/PNG bytes (owned), or NULL when raw is set */
     size_t image_len;
-    tc_image raw;         /* already-decoded pixels (Fashion-MNIST), raw.px owned */
-    char *caption;        /* UTF-8, NUL-terminated (owned) */
+    tc_image raw;  /* already-decoded pixels (Fashion-MNIST), raw.px owned */
+    char *caption; /* UTF-8, NUL-terminated (owned) */
     size_t caption_len;
-    char *json;           /* optional .json member (owned) */
+    char *json; /* optional .json member (owned) */
     size_t json_len;
-    int32_t label;        /* class index, -1 when unknown */
-    char bad[200];        /* non-empty: the sample is unusable, and why */
+    int32_t label; /* class index, -1 when unknown */
+    char bad[200]; /* non-empty: the sample is unusable, and why */
 } tc_sample;
 
 void tc_sample_clear(tc_sample *s); /* frees the owned buffers and zeroes the sample */
@@ -45,13 +45,13 @@ typedef struct tc_source tc_source;
 typedef struct tc_shard_reader tc_shard_reader;
 
 struct tc_source {
-    const char *kind;     /* "wds", "csv", "folder", "fmnist" */
-    int64_t num_samples;  /* -1 when unknown (webdataset without sizes.json) */
+    const char *kind;    /* "wds", "csv", "folder", "fmnist" */
+    int64_t num_samples; /* -1 when unknown (webdataset without sizes.json) */
     int indexable;
-    int num_shards;       /* webdataset */
-    char **shards;        /* (num_shards) shard paths */
-    int num_classes;      /* folder, fmnist; 0 otherwise */
-    char **class_names;   /* (num_classes) */
+    int num_shards;     /* webdataset */
+    char **shards;      /* (num_shards) shard paths */
+    int num_classes;    /* folder, fmnist; 0 otherwise */
+    char **class_names; /* (num_classes) */
     void *impl;
     tc_status (*get)(tc_source *s, int64_t index, tc_sample *out);
     tc_status (*open_shard)(tc_source *s, int shard, tc_shard_reader **out);
@@ -65,9 +65,9 @@ typedef struct {
     char csv_sep;                /* default '\t' as open_clip's --csv-separator */
     const char *csv_img_key;     /* default "filepath" */
     const char *csv_caption_key; /* default "title" */
-    const char *classnames;      /* folder: class-name file (default DIR/classnames.txt if present) */
-    const char *fmnist_dir;      /* default /usr/share/datasets/fashion-mnist */
-    int64_t num_samples;         /* > 0 overrides sizes.json (open_clip --train-num-samples) */
+    const char *classnames; /* folder: class-name file (default DIR/classnames.txt if present) */
+    const char *fmnist_dir; /* default /usr/share/datasets/fashion-mnist */
+    int64_t num_samples;    /* > 0 overrides sizes.json (open_clip --train-num-samples) */
 } tc_source_opts;
 
 void tc_source_opts_init(tc_source_opts *o);

@@ -46,7 +46,9 @@ tc_image_format tc_image_sniff(const uint8_t *data, size_t len) {
     return TC_IMG_UNKNOWN;
 }
 
-static const char *nm(const char *name) { return name ? name : "image"; }
+static const char *nm(const char *name) {
+    return name ? name : "image";
+}
 
 /* true when an APP14 "Adobe" marker precedes the first scan: libjpeg then
  * hands back inverted CMYK, which Pillow reads with rawmode "CMYK;I". */
@@ -83,14 +85,14 @@ static void reset_handle(tc_image_decoder *d) {
     d->dj = tjInitDecompress();
 }
 
-static tc_status jpeg_header(tc_image_decoder *d, const uint8_t *data, size_t len,
-                             const char *name, int *w, int *h, int *subsamp, int *cs) {
+static tc_status jpeg_header(tc_image_decoder *d, const uint8_t *data, size_t len, const char *name,
+                             int *w, int *h, int *subsamp, int *cs) {
     if (len > (size_t)0xFFFFFFFFu)
         return tc_fail(TC_ERR_FORMAT, "%s: JPEG larger than 4 GiB", nm(name));
     if (!d->dj) return tc_fail(TC_ERR_BACKEND, "%s: no JPEG decoder", nm(name));
     if (tjDecompressHeader3(d->dj, data, (unsigned long)len, w, h, subsamp, cs) != 0) {
-        tc_status st = tc_fail(TC_ERR_FORMAT, "%s: bad JPEG header: %s", nm(name),
-                               tjGetErrorStr2(d->dj));
+        tc_status st =
+            tc_fail(TC_ERR_FORMAT, "%s: bad JPEG header: %s", nm(name), tjGetErrorStr2(d->dj));
         reset_handle(d);
         return st;
     }
@@ -112,8 +114,8 @@ static tjscalingfactor pick_scale(int w, int h, int min_side) {
     return best;
 }
 
-static tc_status decode_jpeg(tc_image_decoder *d, const uint8_t *data, size_t len,
-                             const char *name, int min_side, tc_image *out) {
+static tc_status decode_jpeg(tc_image_decoder *d, const uint8_t *data, size_t len, const char *name,
+                             int min_side, tc_image *out) {
     int w, h, subsamp, cs;
     TC_TRY(jpeg_header(d, data, len, name, &w, &h, &subsamp, &cs));
     tjscalingfactor sf = pick_scale(w, h, min_side);
@@ -146,7 +148,8 @@ static tc_status decode_jpeg(tc_image_decoder *d, const uint8_t *data, size_t le
             return tc_fail(TC_ERR_OOM, "%s: out of memory", nm(name));
         }
         if (gray) {
-            for (size_t i = 0; i < npx; i++) rgb[3 * i] = rgb[3 * i + 1] = rgb[3 * i + 2] = buf[i];
+            for (size_t i = 0; i < npx; i++)
+                rgb[3 * i] = rgb[3 * i + 1] = rgb[3 * i + 2] = buf[i];
         } else {
             int inv = jpeg_has_adobe_marker(data, len);
             for (size_t i = 0; i < npx; i++) {
@@ -229,8 +232,7 @@ tc_status tc_image_decode(tc_image_decoder *dec, const uint8_t *data, size_t len
     if (f == TC_IMG_WEBP)
         return tc_fail(TC_ERR_UNSUPPORTED, "%s: WebP images are not supported by this build",
                        nm(name));
-    if (f != TC_IMG_JPEG)
-        return tc_fail(TC_ERR_FORMAT, "%s: not a JPEG or PNG image", nm(name));
+    if (f != TC_IMG_JPEG) return tc_fail(TC_ERR_FORMAT, "%s: not a JPEG or PNG image", nm(name));
     tc_image_decoder *tmp = NULL;
     if (!dec) {
         TC_TRY(tc_image_decoder_create(&tmp));
@@ -265,8 +267,7 @@ tc_status tc_image_probe(tc_image_decoder *dec, const uint8_t *data, size_t len,
     return st;
 }
 
-tc_status tc_png_encode(const uint8_t *px, int w, int h, int channels, uint8_t **png,
-                        size_t *len) {
+tc_status tc_png_encode(const uint8_t *px, int w, int h, int channels, uint8_t **png, size_t *len) {
     *png = NULL;
     *len = 0;
     if (w <= 0 || h <= 0 || (channels != 1 && channels != 3))

@@ -14,13 +14,16 @@ uint64_t tc_rng_next(tc_rng *r) {
     return z ^ (z >> 31);
 }
 
-double tc_rng_uniform(tc_rng *r) { return (double)(tc_rng_next(r) >> 11) * (1.0 / 9007199254740992.0); }
+double tc_rng_uniform(tc_rng *r) {
+    return (double)(tc_rng_next(r) >> 11) * (1.0 / 9007199254740992.0);
+}
 
 uint64_t tc_rng_below(tc_rng *r, uint64_t n) {
     if (n <= 1) return 0;
     uint64_t limit = UINT64_MAX - UINT64_MAX % n; /* rejection keeps it unbiased */
     uint64_t x;
-    do x = tc_rng_next(r);
+    do
+        x = tc_rng_next(r);
     while (x >= limit);
     return x % n;
 }
@@ -97,7 +100,8 @@ static tc_status axis_init(axis_coeffs *a, int in_size, int out_size, int o0, in
         }
         for (x = 0; x < xmax; x++)
             if (ww != 0.0) w[x] /= ww;
-        for (; x < ksize; x++) w[x] = 0;
+        for (; x < ksize; x++)
+            w[x] = 0;
         int32_t *k = a->kk + (size_t)i * ksize;
         for (x = 0; x < ksize; x++)
             k[x] = w[x] < 0 ? (int32_t)(-0.5 + w[x] * (1 << PRECISION_BITS))
@@ -109,7 +113,6 @@ static tc_status axis_init(axis_coeffs *a, int in_size, int out_size, int o0, in
     return TC_OK;
 }
 
-
 /* gcc vectorises these loops only from -O3; clang does at -O2 */
 #if defined(__GNUC__) && !defined(__clang__)
 #define TC_VECTORIZE __attribute__((optimize("O3")))
@@ -118,14 +121,16 @@ static tc_status axis_init(axis_coeffs *a, int in_size, int out_size, int o0, in
 #endif
 
 /* one output row of the vertical pass: taps over rows of src (stride n) */
-static inline __attribute__((always_inline)) void vertical_row_body(
-    const uint8_t *restrict src, size_t n, const int32_t *restrict k, int taps,
-    int32_t *restrict acc, uint8_t *restrict dst) {
-    for (size_t c = 0; c < n; c++) acc[c] = 1 << (PRECISION_BITS - 1);
+static inline __attribute__((always_inline)) void
+vertical_row_body(const uint8_t *restrict src, size_t n, const int32_t *restrict k, int taps,
+                  int32_t *restrict acc, uint8_t *restrict dst) {
+    for (size_t c = 0; c < n; c++)
+        acc[c] = 1 << (PRECISION_BITS - 1);
     for (int y = 0; y < taps; y++) {
         const uint8_t *restrict row = src + (size_t)y * n;
         int32_t ky = k[y];
-        for (size_t c = 0; c < n; c++) acc[c] += row[c] * ky;
+        for (size_t c = 0; c < n; c++)
+            acc[c] += row[c] * ky;
     }
     for (size_t c = 0; c < n; c++) {
         int32_t v = acc[c] >> PRECISION_BITS;
@@ -142,9 +147,9 @@ TC_VECTORIZE static void vertical_row_generic(const uint8_t *restrict src, size_
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 /* 32-bit lane multiplies need SSE4.1/AVX2; the x86-64 baseline (SSE2) has
  * none, so the AVX2 build of the same loop is picked at run time */
-TC_VECTORIZE __attribute__((target("avx2"))) static void vertical_row_avx2(
-    const uint8_t *restrict src, size_t n, const int32_t *restrict k, int taps,
-    int32_t *restrict acc, uint8_t *restrict dst) {
+TC_VECTORIZE __attribute__((target("avx2"))) static void
+vertical_row_avx2(const uint8_t *restrict src, size_t n, const int32_t *restrict k, int taps,
+                  int32_t *restrict acc, uint8_t *restrict dst) {
     vertical_row_body(src, n, k, taps, acc, dst);
 }
 
@@ -152,8 +157,10 @@ static void vertical_row(const uint8_t *src, size_t n, const int32_t *k, int tap
                          uint8_t *dst) {
     static int avx2 = -1; /* a benign race: every thread computes the same value */
     if (avx2 < 0) avx2 = __builtin_cpu_supports("avx2") ? 1 : 0;
-    if (avx2) vertical_row_avx2(src, n, k, taps, acc, dst);
-    else vertical_row_generic(src, n, k, taps, acc, dst);
+    if (avx2)
+        vertical_row_avx2(src, n, k, taps, acc, dst);
+    else
+        vertical_row_generic(src, n, k, taps, acc, dst);
 }
 #else
 #define vertical_row vertical_row_generic
@@ -211,7 +218,8 @@ static tc_status resample_window(const tc_image *in, int bx, int by, int bw, int
         if (c1 < c0 + 1) c1 = c0 + 1;
         colT = malloc(col * (size_t)(c1 - c0));
         tmpT = malloc(col * (size_t)ow);
-        int32_t *hacc = realloc(acc, sizeof(int32_t) * (col > (size_t)ow * 3 ? col : (size_t)ow * 3));
+        int32_t *hacc =
+            realloc(acc, sizeof(int32_t) * (col > (size_t)ow * 3 ? col : (size_t)ow * 3));
         if (hacc) acc = hacc;
         if (!colT || !tmpT || !hacc) {
             st = tc_fail(TC_ERR_OOM, "resize: out of memory");
@@ -264,10 +272,9 @@ done:
     return st;
 }
 
-tc_status tc_resized_crop_u8(const tc_image *in, tc_crop box, int out_w, int out_h,
-                             uint8_t *out) {
-    return resample_window(in, box.left, box.top, box.width, box.height, out_w, out_h, 0, 0,
-                           out_w, out_h, out);
+tc_status tc_resized_crop_u8(const tc_image *in, tc_crop box, int out_w, int out_h, uint8_t *out) {
+    return resample_window(in, box.left, box.top, box.width, box.height, out_w, out_h, 0, 0, out_w,
+                           out_h, out);
 }
 
 void tc_resize_shortest_dims(int w, int h, int size, int *rw, int *rh) {
@@ -397,7 +404,8 @@ void tc_normalize_planar_bf16(const tc_transform_cfg *cfg, const uint8_t *hwc, i
     uint16_t lb[3][256];
     make_lut(cfg, lut);
     for (int c = 0; c < 3; c++)
-        for (int v = 0; v < 256; v++) lb[c][v] = tc_f32_to_bf16(lut[c][v]);
+        for (int v = 0; v < 256; v++)
+            lb[c][v] = tc_f32_to_bf16(lut[c][v]);
     size_t n = (size_t)w * h;
     uint16_t *r = chw, *g = chw + n, *b = chw + 2 * n;
     for (size_t i = 0; i < n; i++) {

@@ -33,9 +33,9 @@ typedef struct {
 } tc_rng;
 
 uint64_t tc_rng_next(tc_rng *r);
-double tc_rng_uniform(tc_rng *r);                /* [0, 1) */
-uint64_t tc_rng_below(tc_rng *r, uint64_t n);    /* [0, n), unbiased; n > 0 */
-uint64_t tc_mix64(uint64_t a, uint64_t b);       /* hash of a pair, for seed derivation */
+double tc_rng_uniform(tc_rng *r);             /* [0, 1) */
+uint64_t tc_rng_below(tc_rng *r, uint64_t n); /* [0, n), unbiased; n > 0 */
+uint64_t tc_mix64(uint64_t a, uint64_t b);    /* hash of a pair, for seed derivation */
 tc_rng tc_rng_for(uint64_t seed, uint64_t epoch, uint64_t rank, uint64_t index);
 
 typedef struct {
@@ -43,8 +43,8 @@ typedef struct {
 } tc_crop;
 
 typedef struct {
-    int size;                  /* S */
-    int train;                 /* 1: RandomResizedCrop, 0: resize + center crop */
+    int size;                    /* S */
+    int train;                   /* 1: RandomResizedCrop, 0: resize + center crop */
     double scale_min, scale_max; /* open_clip: 0.9, 1.0 */
     double ratio_min, ratio_max; /* torchvision: 3/4, 4/3 */
     float mean[3], std[3];
@@ -58,8 +58,7 @@ tc_crop tc_rrc_params(int w, int h, double scale_min, double scale_max, double r
                       double ratio_max, tc_rng *rng);
 
 /* PIL img.crop(box).resize((out_w, out_h), BICUBIC) into out (out_h, out_w, 3) */
-tc_status tc_resized_crop_u8(const tc_image *in, tc_crop box, int out_w, int out_h,
-                             uint8_t *out);
+tc_status tc_resized_crop_u8(const tc_image *in, tc_crop box, int out_w, int out_h, uint8_t *out);
 
 /* torchvision Resize(S) + CenterCrop(S) into out (S, S, 3) */
 tc_status tc_eval_resize_crop_u8(const tc_image *in, int size, uint8_t *out);
@@ -68,8 +67,7 @@ tc_status tc_eval_resize_crop_u8(const tc_image *in, int size, uint8_t *out);
 void tc_resize_shortest_dims(int w, int h, int size, int *rw, int *rh);
 
 /* ToTensor + Normalize of (h, w, 3) uint8 into planar (3, h, w) */
-void tc_normalize_planar(const tc_transform_cfg *cfg, const uint8_t *hwc, int w, int h,
-                         float *chw);
+void tc_normalize_planar(const tc_transform_cfg *cfg, const uint8_t *hwc, int w, int h, float *chw);
 void tc_normalize_planar_bf16(const tc_transform_cfg *cfg, const uint8_t *hwc, int w, int h,
                               uint16_t *chw);
 

@@ -45,10 +45,14 @@ tc_status tc_source_open(const char *spec, const tc_source_opts *opts, tc_source
     if (!spec || !spec[0]) return tc_fail(TC_ERR_ARG, "data: no source given");
     const char *kind = opts ? opts->kind : NULL;
     if (!kind) {
-        if (strcmp(spec, "fmnist") == 0 || strncmp(spec, "fmnist:", 7) == 0) kind = "fmnist";
-        else if (ends_with(spec, ".csv") || ends_with(spec, ".tsv")) kind = "csv";
-        else if (strstr(spec, ".tar") || strstr(spec, "::")) kind = "wds";
-        else kind = "folder";
+        if (strcmp(spec, "fmnist") == 0 || strncmp(spec, "fmnist:", 7) == 0)
+            kind = "fmnist";
+        else if (ends_with(spec, ".csv") || ends_with(spec, ".tsv"))
+            kind = "csv";
+        else if (strstr(spec, ".tar") || strstr(spec, "::"))
+            kind = "wds";
+        else
+            kind = "folder";
     }
     tc_status st;
     if (strcmp(kind, "fmnist") == 0) {
@@ -113,15 +117,15 @@ enum { SLOT_FREE = 0, SLOT_BUSY, SLOT_DONE };
 typedef struct {
     int state;
     int64_t epoch, pos;
-    int is_end;        /* end-of-stream marker for `epoch` */
-    int64_t index;     /* indexable: sample index */
-    tc_sample raw;     /* webdataset: the raw sample read by the reader */
+    int is_end;    /* end-of-stream marker for `epoch` */
+    int64_t index; /* indexable: sample index */
+    tc_sample raw; /* webdataset: the raw sample read by the reader */
     /* results */
-    float *img;        /* (3,S,S) */
-    uint16_t *img16;   /* (3,S,S) */
-    int32_t *tok;      /* (context) */
+    float *img;      /* (3,S,S) */
+    uint16_t *img16; /* (3,S,S) */
+    int32_t *tok;    /* (context) */
     int32_t label;
-    char bad[800];     /* non-empty: skipped, with the log line's text */
+    char bad[800]; /* non-empty: skipped, with the log line's text */
 } slot;
 
 typedef struct {
@@ -137,9 +141,9 @@ struct tc_loader {
     tc_source *src;
     tc_transform_cfg tcfg;
     int min_side;
-    int64_t per_rank;          /* indexable: stream length per epoch */
-    int64_t quota;             /* batches per epoch, -1 unknown */
-    int cycle;                 /* webdataset: re-read the shards when they run out */
+    int64_t per_rank; /* indexable: stream length per epoch */
+    int64_t quota;    /* batches per epoch, -1 unknown */
+    int cycle;        /* webdataset: re-read the shards when they run out */
 
     pthread_mutex_t mu;
     pthread_cond_t cv;
@@ -149,14 +153,14 @@ struct tc_loader {
 
     /* reader */
     int64_t r_epoch, r_pos;
-    int r_finished;            /* epochs limit reached */
-    int r_ended;               /* end marker of r_epoch already issued */
-    int64_t *perm;             /* indexable train: permutation of r_epoch */
-    int *rshards;              /* webdataset: this rank's shards in r_epoch order */
+    int r_finished; /* epochs limit reached */
+    int r_ended;    /* end marker of r_epoch already issued */
+    int64_t *perm;  /* indexable train: permutation of r_epoch */
+    int *rshards;   /* webdataset: this rank's shards in r_epoch order */
     int nrshards, shard_i;
-    int64_t cycle_items;       /* raw samples read in the current pass */
+    int64_t cycle_items; /* raw samples read in the current pass */
     tc_shard_reader *rd;
-    tc_sample *sbuf;           /* shuffle buffer */
+    tc_sample *sbuf; /* shuffle buffer */
     int sbuf_n, src_done;
     tc_rng shuf_rng;
 
@@ -220,7 +224,8 @@ static void reader_reset_stream(tc_loader *l) {
         l->src->close_shard(l->rd);
         l->rd = NULL;
     }
-    for (int i = 0; i < l->sbuf_n; i++) tc_sample_clear(&l->sbuf[i]);
+    for (int i = 0; i < l->sbuf_n; i++)
+        tc_sample_clear(&l->sbuf[i]);
     l->sbuf_n = 0;
     l->src_done = 0;
     l->shard_i = 0;
@@ -240,7 +245,8 @@ static tc_status reader_start_epoch(tc_loader *l, int64_t epoch) {
     if (l->src->indexable) {
         if (c->train) {
             int64_t n = l->src->num_samples;
-            for (int64_t i = 0; i < n; i++) l->perm[i] = i;
+            for (int64_t i = 0; i < n; i++)
+                l->perm[i] = i;
             tc_rng r = tc_rng_for(c->seed, (uint64_t)epoch, 0x7065726dull, 0);
             shuffle_i64(l->perm, n, &r);
         }
@@ -249,13 +255,15 @@ static tc_status reader_start_epoch(tc_loader *l, int64_t epoch) {
     int ns = l->src->num_shards;
     int64_t *order = malloc(sizeof(int64_t) * (size_t)ns);
     if (!order) return tc_fail(TC_ERR_OOM, "data: out of memory");
-    for (int i = 0; i < ns; i++) order[i] = i;
+    for (int i = 0; i < ns; i++)
+        order[i] = i;
     if (c->train) {
         tc_rng r = tc_rng_for(c->seed, (uint64_t)epoch, 0x7368617264ull, 0);
         shuffle_i64(order, ns, &r);
     }
     l->nrshards = 0;
-    for (int i = c->rank; i < ns; i += c->world_size) l->rshards[l->nrshards++] = (int)order[i];
+    for (int i = c->rank; i < ns; i += c->world_size)
+        l->rshards[l->nrshards++] = (int)order[i];
     free(order);
     l->shuf_rng = tc_rng_for(c->seed, (uint64_t)epoch, (uint64_t)c->rank, 0x73687566ull);
     return TC_OK;
@@ -314,8 +322,10 @@ static tc_status next_wds_item(tc_loader *l, tc_sample *out, int *got) {
         l->sbuf_n++;
         if (l->sbuf_n < bufsize) {
             TC_TRY(pull_raw(l, &l->sbuf[l->sbuf_n], &g));
-            if (g) l->sbuf_n++;
-            else l->src_done = 1;
+            if (g)
+                l->sbuf_n++;
+            else
+                l->src_done = 1;
         }
         if (l->sbuf_n >= initial) break;
     }
@@ -397,7 +407,8 @@ static void process(tc_loader *l, worker *w, slot *s) {
         memset(&s->raw, 0, sizeof s->raw);
     }
     if (smp.bad[0]) {
-        snprintf(s->bad, sizeof s->bad, "%.300s: sample %.250s: %.200s", smp.where, smp.key, smp.bad);
+        snprintf(s->bad, sizeof s->bad, "%.300s: sample %.250s: %.200s", smp.where, smp.key,
+                 smp.bad);
         tc_sample_clear(&smp);
         return;
     }
@@ -440,8 +451,10 @@ static tc_batch *batch_new(tc_loader *l) {
     if (!b) return NULL;
     tc_batch_allocator *a = &l->cfg.allocator;
     b->batch_size = c->batch_size;
-    if (c->bf16) b->images_bf16 = a->alloc(B * 3 * S * S * sizeof(uint16_t), a->ctx);
-    else b->images = a->alloc(B * 3 * S * S * sizeof(float), a->ctx);
+    if (c->bf16)
+        b->images_bf16 = a->alloc(B * 3 * S * S * sizeof(uint16_t), a->ctx);
+    else
+        b->images = a->alloc(B * 3 * S * S * sizeof(float), a->ctx);
     b->tokens = a->alloc(B * (size_t)c->context_length * sizeof(int32_t), a->ctx);
     b->labels = a->alloc(B * sizeof(int32_t), a->ctx);
     if ((!b->images && !b->images_bf16) || !b->tokens || !b->labels) {
@@ -564,8 +577,10 @@ static void assemble(tc_loader *l) {
                     }
                     tc_batch *b = l->cur;
                     int i = b->n++;
-                    if (c->bf16) memcpy(b->images_bf16 + (size_t)i * px, s->img16, px * 2);
-                    else memcpy(b->images + (size_t)i * px, s->img, px * 4);
+                    if (c->bf16)
+                        memcpy(b->images_bf16 + (size_t)i * px, s->img16, px * 2);
+                    else
+                        memcpy(b->images + (size_t)i * px, s->img, px * 4);
                     memcpy(b->tokens + (size_t)i * c->context_length, s->tok,
                            sizeof(int32_t) * (size_t)c->context_length);
                     b->labels[i] = s->label;
@@ -576,8 +591,11 @@ static void assemble(tc_loader *l) {
                         b->index = l->a_batch++;
                         int last = l->quota >= 0 && l->a_batch >= l->quota;
                         b->last_in_epoch = last;
-                        if (last) b->cursor = (tc_loader_cursor){l->a_epoch + 1, 0, 0, l->bad, l->seen};
-                        else b->cursor = (tc_loader_cursor){l->a_epoch, l->a_batch, s->pos + 1, l->bad, l->seen};
+                        if (last)
+                            b->cursor = (tc_loader_cursor){l->a_epoch + 1, 0, 0, l->bad, l->seen};
+                        else
+                            b->cursor = (tc_loader_cursor){l->a_epoch, l->a_batch, s->pos + 1,
+                                                           l->bad, l->seen};
                         if (push_ready(l, b) != 0) {
                             l->cur = b;
                             b->n--;
@@ -671,10 +689,9 @@ tc_status tc_loader_create(const tc_loader_cfg *cfg, const tc_loader_cursor *res
     if (cfg->batch_size <= 0 || cfg->image_size <= 0 || cfg->image_size > 4096 ||
         cfg->context_length <= 0 || cfg->world_size <= 0 || cfg->rank < 0 ||
         cfg->rank >= cfg->world_size)
-        return tc_fail(TC_ERR_ARG,
-                       "data loader: bad batch %d, image size %d, context %d or rank %d/%d",
-                       cfg->batch_size, cfg->image_size, cfg->context_length, cfg->rank,
-                       cfg->world_size);
+        return tc_fail(
+            TC_ERR_ARG, "data loader: bad batch %d, image size %d, context %d or rank %d/%d",
+            cfg->batch_size, cfg->image_size, cfg->context_length, cfg->rank, cfg->world_size);
     tc_loader *l = calloc(1, sizeof *l);
     if (!l) return tc_fail(TC_ERR_OOM, "data loader: out of memory");
     l->cfg = *cfg;
@@ -718,7 +735,8 @@ tc_status tc_loader_create(const tc_loader_cfg *cfg, const tc_loader_cursor *res
             l->quota = (l->per_rank + B - 1) / B;
         }
         if (st == TC_OK && l->quota == 0 && c->train)
-            st = tc_fail(TC_ERR_DATA, "data: %lld samples over %lld ranks do not fill one batch of %lld",
+            st = tc_fail(TC_ERR_DATA,
+                         "data: %lld samples over %lld ranks do not fill one batch of %lld",
                          (long long)n, (long long)W, (long long)B);
     } else {
         if (src->num_shards < c->world_size)
@@ -750,8 +768,10 @@ tc_status tc_loader_create(const tc_loader_cfg *cfg, const tc_loader_cursor *res
     for (int i = 0; st == TC_OK && i < l->R; i++) {
         slot *s = &l->slots[i];
         s->raw.label = -1;
-        if (c->bf16) s->img16 = malloc(3 * S * S * sizeof(uint16_t));
-        else s->img = malloc(3 * S * S * sizeof(float));
+        if (c->bf16)
+            s->img16 = malloc(3 * S * S * sizeof(uint16_t));
+        else
+            s->img = malloc(3 * S * S * sizeof(float));
         s->tok = malloc(sizeof(int32_t) * (size_t)c->context_length);
         if ((!s->img && !s->img16) || !s->tok) st = tc_fail(TC_ERR_OOM, "data: out of memory");
     }
@@ -786,7 +806,8 @@ tc_status tc_loader_create(const tc_loader_cfg *cfg, const tc_loader_cursor *res
         worker *w = &l->workers[i];
         if (pthread_create(&w->th, NULL, worker_main, w) != 0)
             st = tc_fail(TC_ERR_BACKEND, "data: cannot start worker thread");
-        else w->started = 1;
+        else
+            w->started = 1;
     }
     if (st != TC_OK) {
         tc_loader_destroy(l);
@@ -859,9 +880,11 @@ void tc_loader_destroy(tc_loader *l) {
         free(l->slots[i].tok);
     }
     free(l->slots);
-    for (int i = 0; i < l->npool; i++) batch_free(l, l->pool[i]);
+    for (int i = 0; i < l->npool; i++)
+        batch_free(l, l->pool[i]);
     free(l->pool);
-    for (int i = 0; i < l->rq_n; i++) batch_free(l, l->ready[(l->rq_head + i) % (l->rq_cap ? l->rq_cap : 1)]);
+    for (int i = 0; i < l->rq_n; i++)
+        batch_free(l, l->ready[(l->rq_head + i) % (l->rq_cap ? l->rq_cap : 1)]);
     free(l->ready);
     batch_free(l, l->cur);
     if (l->src) {
@@ -876,9 +899,13 @@ void tc_loader_destroy(tc_loader *l) {
     free(l);
 }
 
-int64_t tc_loader_batches_per_epoch(const tc_loader *l) { return l->quota; }
+int64_t tc_loader_batches_per_epoch(const tc_loader *l) {
+    return l->quota;
+}
 
-const tc_source *tc_loader_source(const tc_loader *l) { return l->src; }
+const tc_source *tc_loader_source(const tc_loader *l) {
+    return l->src;
+}
 
 void tc_loader_stats(tc_loader *l, int64_t *seen, int64_t *bad, int64_t *bad_shards) {
     pthread_mutex_lock(&l->mu);

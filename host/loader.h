@@ -56,11 +56,11 @@ typedef struct {
 } tc_batch_allocator;
 
 typedef struct {
-    int64_t epoch;  /* epoch the next batch belongs to */
-    int64_t batch;  /* batches of that epoch already delivered */
-    int64_t pos;    /* next stream position of this rank in that epoch */
-    int64_t bad;    /* bad samples so far (for the error-rate bound) */
-    int64_t seen;   /* samples examined so far */
+    int64_t epoch; /* epoch the next batch belongs to */
+    int64_t batch; /* batches of that epoch already delivered */
+    int64_t pos;   /* next stream position of this rank in that epoch */
+    int64_t bad;   /* bad samples so far (for the error-rate bound) */
+    int64_t seen;  /* samples examined so far */
 } tc_loader_cursor;
 
 #define TC_LOADER_CURSOR_INTS 5
@@ -68,28 +68,28 @@ void tc_loader_cursor_pack(const tc_loader_cursor *c, int64_t v[TC_LOADER_CURSOR
 void tc_loader_cursor_unpack(const int64_t v[TC_LOADER_CURSOR_INTS], tc_loader_cursor *c);
 
 typedef struct {
-    const char *data;          /* source spec, see dataset.h */
+    const char *data; /* source spec, see dataset.h */
     tc_source_opts source;
-    int batch_size;            /* B per rank */
-    int image_size;            /* S */
-    int context_length;        /* token ids per caption (77) */
-    int train;                 /* shuffle + RandomResizedCrop + drop the partial last batch */
-    int bf16;                  /* images as bf16 instead of fp32 */
-    int workers;               /* decode threads (default 2) */
-    int prefetch;              /* ready batches kept queued (default 2) */
+    int batch_size;     /* B per rank */
+    int image_size;     /* S */
+    int context_length; /* token ids per caption (77) */
+    int train;          /* shuffle + RandomResizedCrop + drop the partial last batch */
+    int bf16;           /* images as bf16 instead of fp32 */
+    int workers;        /* decode threads (default 2) */
+    int prefetch;       /* ready batches kept queued (default 2) */
     uint64_t seed;
     int rank, world_size;
-    int shuffle_buffer;        /* webdataset sample shuffle buffer (default 1000; 0 = off) */
-    int shuffle_initial;       /* samples buffered before the first pick (default 100) */
-    int64_t epochs;            /* stop after this many epochs (0 = never) */
-    double max_bad_fraction;   /* default 0.05 */
-    int64_t min_samples;       /* the bound applies after this many samples (default 100) */
-    int dct_scale;             /* -1 default (on for train, off for eval), 0 off, 1 on */
-    double scale_min, scale_max; /* RandomResizedCrop scale (0.9, 1.0) */
-    tc_tokenizer *tokenizer;   /* required; shared by the workers */
+    int shuffle_buffer;           /* webdataset sample shuffle buffer (default 1000; 0 = off) */
+    int shuffle_initial;          /* samples buffered before the first pick (default 100) */
+    int64_t epochs;               /* stop after this many epochs (0 = never) */
+    double max_bad_fraction;      /* default 0.05 */
+    int64_t min_samples;          /* the bound applies after this many samples (default 100) */
+    int dct_scale;                /* -1 default (on for train, off for eval), 0 off, 1 on */
+    double scale_min, scale_max;  /* RandomResizedCrop scale (0.9, 1.0) */
+    tc_tokenizer *tokenizer;      /* required; shared by the workers */
     tc_batch_allocator allocator; /* alloc NULL: malloc/free */
-    FILE *log;                 /* skip lines; NULL: stderr */
-    int quiet;                 /* 1: no skip lines (counts still kept) */
+    FILE *log;                    /* skip lines; NULL: stderr */
+    int quiet;                    /* 1: no skip lines (counts still kept) */
 } tc_loader_cfg;
 
 void tc_loader_cfg_init(tc_loader_cfg *c);

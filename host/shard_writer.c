@@ -13,12 +13,12 @@
 struct tc_shard_writer {
     char dir[4096];
     int64_t per_shard;
-    struct archive *a;     /* open shard, or NULL */
+    struct archive *a; /* open shard, or NULL */
     char tmp[4200], final[4200];
     int64_t in_shard;
     int nshards;
     int64_t total;
-    int64_t *counts;       /* (nshards) */
+    int64_t *counts; /* (nshards) */
     int cap;
 };
 

@@ -26,7 +26,7 @@ typedef struct {
 } csv_row;
 
 typedef struct {
-    char *text;    /* the file, fields unescaped in place */
+    char *text; /* the file, fields unescaped in place */
     csv_row *rows;
     int64_t nrows;
     char dir[4096]; /* directory of the csv */
@@ -56,9 +56,11 @@ static int parse_record(char **p, char *end, char sep, char **fields, int maxf) 
                 *w++ = *s++;
             }
             /* text after the closing quote up to the separator is kept, as pandas does */
-            while (s < end && *s != sep && *s != '\n' && *s != '\r') *w++ = *s++;
+            while (s < end && *s != sep && *s != '\n' && *s != '\r')
+                *w++ = *s++;
         } else {
-            while (s < end && *s != sep && *s != '\n' && *s != '\r') s++;
+            while (s < end && *s != sep && *s != '\n' && *s != '\r')
+                s++;
             w = s;
         }
         char term = s < end ? *s : '\n';
@@ -179,8 +181,10 @@ tc_status tc_source_csv_open(const char *path, const tc_source_opts *opts, tc_so
     s->destroy = csv_destroy;
     snprintf(t->file, sizeof t->file, "%s", path);
     const char *slash = strrchr(path, '/');
-    if (slash) snprintf(t->dir, sizeof t->dir, "%.*s", (int)(slash - path), path);
-    else snprintf(t->dir, sizeof t->dir, ".");
+    if (slash)
+        snprintf(t->dir, sizeof t->dir, "%.*s", (int)(slash - path), path);
+    else
+        snprintf(t->dir, sizeof t->dir, ".");
     char *p = text, *end = text + got;
     /* skip a UTF-8 byte-order mark, as pandas does */
     if (got >= 3 && (unsigned char)p[0] == 0xEF && (unsigned char)p[1] == 0xBB &&
@@ -198,10 +202,10 @@ tc_status tc_source_csv_open(const char *path, const tc_source_opts *opts, tc_so
     }
     if (nf == 0 || ci < 0 || cc < 0) {
         csv_destroy(s);
-        return tc_fail(TC_ERR_FORMAT,
-                       "%s: header lacks column '%s' or '%s' (separator '%s'; set it with --csv-sep)",
-                       path, ci < 0 ? img_key : "", cc < 0 ? cap_key : "",
-                       sep == '\t' ? "\\t" : (char[]){sep, 0});
+        return tc_fail(
+            TC_ERR_FORMAT,
+            "%s: header lacks column '%s' or '%s' (separator '%s'; set it with --csv-sep)", path,
+            ci < 0 ? img_key : "", cc < 0 ? cap_key : "", sep == '\t' ? "\\t" : (char[]){sep, 0});
     }
     int64_t cap = 1024;
     t->rows = malloc(sizeof(csv_row) * (size_t)cap);

@@ -17,7 +17,7 @@
 
 static const char *const fmnist_classes[10] = {
     "t-shirt/top", "trouser", "pullover", "dress", "coat",
-    "sandal", "shirt", "sneaker", "bag", "ankle boot",
+    "sandal",      "shirt",   "sneaker",  "bag",   "ankle boot",
 };
 
 typedef struct {
@@ -32,7 +32,8 @@ static tc_status read_gz(const char *path, uint8_t **data, size_t *len, size_t l
     *data = NULL;
     *len = 0;
     gzFile f = gzopen(path, "rb");
-    if (!f) return tc_fail(TC_ERR_IO, "%s: cannot open: %s", path, strerror(errno ? errno : ENOENT));
+    if (!f)
+        return tc_fail(TC_ERR_IO, "%s: cannot open: %s", path, strerror(errno ? errno : ENOENT));
     size_t cap = 1 << 20, n = 0;
     uint8_t *buf = malloc(cap);
     tc_status st = TC_OK;
@@ -115,9 +116,12 @@ tc_status tc_source_fmnist_open(const char *split, const tc_source_opts *opts, t
     const char *dir = opts && opts->fmnist_dir ? opts->fmnist_dir : FMNIST_DEFAULT_DIR;
     const char *prefix;
     int64_t expect;
-    if (!split || !split[0] || strcmp(split, "train") == 0) prefix = "train", expect = 60000;
-    else if (strcmp(split, "test") == 0 || strcmp(split, "t10k") == 0) prefix = "t10k", expect = 10000;
-    else return tc_fail(TC_ERR_ARG, "fashion-mnist: unknown split '%s' (train or test)", split);
+    if (!split || !split[0] || strcmp(split, "train") == 0)
+        prefix = "train", expect = 60000;
+    else if (strcmp(split, "test") == 0 || strcmp(split, "t10k") == 0)
+        prefix = "t10k", expect = 10000;
+    else
+        return tc_fail(TC_ERR_ARG, "fashion-mnist: unknown split '%s' (train or test)", split);
     char ip[1024], lp[1024];
     snprintf(ip, sizeof ip, "%s/%s-images-idx3-ubyte.gz", dir, prefix);
     snprintf(lp, sizeof lp, "%s/%s-labels-idx1-ubyte.gz", dir, prefix);
@@ -145,7 +149,8 @@ tc_status tc_source_fmnist_open(const char *split, const tc_source_opts *opts, t
             st = tc_fail(TC_ERR_FORMAT, "%s: truncated (%lld images declared)", ip, (long long)n);
     }
     for (int64_t i = 0; st == TC_OK && i < n; i++)
-        if (lab[8 + i] > 9) st = tc_fail(TC_ERR_FORMAT, "%s: label %d at %lld", lp, lab[8 + i], (long long)i);
+        if (lab[8 + i] > 9)
+            st = tc_fail(TC_ERR_FORMAT, "%s: label %d at %lld", lp, lab[8 + i], (long long)i);
     if (st == TC_OK && n != expect)
         fprintf(stderr, "tinyclip: fashion-mnist %s has %lld samples (expected %lld)\n", prefix,
                 (long long)n, (long long)expect);
@@ -181,7 +186,8 @@ tc_status tc_source_fmnist_open(const char *split, const tc_source_opts *opts, t
     f->n = n;
     f->caption_seed = strcmp(prefix, "train") == 0 ? 1 : 2;
     snprintf(f->where, sizeof f->where, "%s/%s", dir, prefix);
-    for (int c = 0; c < 10; c++) s->class_names[c] = (char *)fmnist_classes[c];
+    for (int c = 0; c < 10; c++)
+        s->class_names[c] = (char *)fmnist_classes[c];
     s->kind = "fmnist";
     s->num_samples = n;
     s->indexable = 1;

@@ -141,10 +141,12 @@ static tc_status folder_get(tc_source *s, int64_t index, tc_sample *out) {
         size_t cl = 0;
         char *cap = read_small(p, &cl, 1 << 20);
         if (cap) {
-            while (cl > 0 && (cap[cl - 1] == '\n' || cap[cl - 1] == '\r')) cap[--cl] = 0;
+            while (cl > 0 && (cap[cl - 1] == '\n' || cap[cl - 1] == '\r'))
+                cap[--cl] = 0;
             out->caption = cap;
             out->caption_len = cl;
-            if (!tc_utf8_valid(cap, cl)) snprintf(out->bad, sizeof out->bad, "caption is not valid UTF-8");
+            if (!tc_utf8_valid(cap, cl))
+                snprintf(out->bad, sizeof out->bad, "caption is not valid UTF-8");
             return TC_OK;
         }
     }
@@ -173,7 +175,8 @@ static tc_status read_classnames(const char *path, int want, char ***out) {
         char *nl = strchr(p, '\n');
         size_t len = nl ? (size_t)(nl - p) : strlen(p);
         size_t l = len;
-        while (l > 0 && (p[l - 1] == '\r' || p[l - 1] == ' ')) l--;
+        while (l > 0 && (p[l - 1] == '\r' || p[l - 1] == ' '))
+            l--;
         if (l > 0) {
             if (cnt >= want) {
                 st = tc_fail(TC_ERR_FORMAT, "%s: more names than the %d class folders", path, want);
@@ -214,7 +217,8 @@ tc_status tc_source_folder_open(const char *dir, const tc_source_opts *opts, tc_
     s->destroy = folder_destroy;
     snprintf(f->root, sizeof f->root, "%s", dir);
     size_t rl = strlen(f->root);
-    while (rl > 1 && f->root[rl - 1] == '/') f->root[--rl] = 0;
+    while (rl > 1 && f->root[rl - 1] == '/')
+        f->root[--rl] = 0;
     char **classes = NULL;
     int nc = 0;
     tc_status st = list_dir(f->root, 1, &classes, &nc);
@@ -277,7 +281,8 @@ tc_status tc_source_folder_open(const char *dir, const tc_source_opts *opts, tc_
         s->num_classes = nc;
     }
     tc_strlist_free(classes, nc);
-    if (st == TC_OK && f->n == 0) st = tc_fail(TC_ERR_DATA, "%s: no images in the class folders", dir);
+    if (st == TC_OK && f->n == 0)
+        st = tc_fail(TC_ERR_DATA, "%s: no images in the class folders", dir);
     if (st != TC_OK) {
         folder_destroy(s);
         return st;

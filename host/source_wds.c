@@ -37,10 +37,14 @@ int tc_utf8_valid(const char *str, size_t len) {
         }
         int n;
         unsigned cp;
-        if (c >= 0xC2 && c <= 0xDF) n = 1, cp = c & 0x1F;
-        else if (c >= 0xE0 && c <= 0xEF) n = 2, cp = c & 0x0F;
-        else if (c >= 0xF0 && c <= 0xF4) n = 3, cp = c & 0x07;
-        else return 0;
+        if (c >= 0xC2 && c <= 0xDF)
+            n = 1, cp = c & 0x1F;
+        else if (c >= 0xE0 && c <= 0xEF)
+            n = 2, cp = c & 0x0F;
+        else if (c >= 0xF0 && c <= 0xF4)
+            n = 3, cp = c & 0x07;
+        else
+            return 0;
         if (len - i <= (size_t)n) return 0;
         for (int k = 1; k <= n; k++) {
             if ((s[i + k] & 0xC0) != 0x80) return 0;
@@ -58,7 +62,8 @@ int tc_utf8_valid(const char *str, size_t len) {
 
 void tc_strlist_free(char **list, int n) {
     if (!list) return;
-    for (int i = 0; i < n; i++) free(list[i]);
+    for (int i = 0; i < n; i++)
+        free(list[i]);
     free(list);
 }
 
@@ -115,16 +120,21 @@ static int brace_body(const char *b, size_t n, strlist *alts) {
     /* split at top-level commas */
     int depth = 0, commas = 0;
     for (size_t i = 0; i < n; i++) {
-        if (b[i] == '{') depth++;
-        else if (b[i] == '}') depth--;
-        else if (b[i] == ',' && depth == 0) commas++;
+        if (b[i] == '{')
+            depth++;
+        else if (b[i] == '}')
+            depth--;
+        else if (b[i] == ',' && depth == 0)
+            commas++;
     }
     if (commas > 0) {
         size_t start = 0;
         depth = 0;
         for (size_t i = 0; i <= n; i++) {
-            if (i < n && b[i] == '{') depth++;
-            else if (i < n && b[i] == '}') depth--;
+            if (i < n && b[i] == '{')
+                depth++;
+            else if (i < n && b[i] == '}')
+                depth--;
             if (i == n || (b[i] == ',' && depth == 0)) {
                 if (sl_push(alts, concat3(b + start, i - start, "", 0, "", 0))) return -1;
                 start = i + 1;
@@ -136,8 +146,10 @@ static int brace_body(const char *b, size_t n, strlist *alts) {
     const char *d1 = NULL, *d2 = NULL;
     for (size_t i = 0; i + 1 < n; i++)
         if (b[i] == '.' && b[i + 1] == '.') {
-            if (!d1) d1 = b + i;
-            else if (!d2 && b + i >= d1 + 2) d2 = b + i;
+            if (!d1)
+                d1 = b + i;
+            else if (!d2 && b + i >= d1 + 2)
+                d2 = b + i;
         }
     if (!d1) return 0;
     const char *lo = b;
@@ -189,8 +201,10 @@ static tc_status expand_rec(const char *p, strlist *out, int depth) {
         int d = 0;
         size_t j;
         for (j = i; j < n; j++) {
-            if (p[j] == '{') d++;
-            else if (p[j] == '}' && --d == 0) break;
+            if (p[j] == '{')
+                d++;
+            else if (p[j] == '}' && --d == 0)
+                break;
         }
         if (j >= n) break; /* unbalanced: literal */
         strlist alts = {0};
@@ -207,8 +221,10 @@ static tc_status expand_rec(const char *p, strlist *out, int depth) {
         tc_status st = TC_OK;
         for (int k = 0; k < alts.n && st == TC_OK; k++) {
             char *s = concat3(p, i, alts.v[k], strlen(alts.v[k]), p + j + 1, n - j - 1);
-            if (!s) st = tc_fail(TC_ERR_OOM, "brace expansion: out of memory");
-            else st = expand_rec(s, out, depth + 1);
+            if (!s)
+                st = tc_fail(TC_ERR_OOM, "brace expansion: out of memory");
+            else
+                st = expand_rec(s, out, depth + 1);
             free(s);
             if (out->n > BRACE_MAX_OUTPUTS)
                 st = tc_fail(TC_ERR_ARG, "brace expansion of '%s': too many names", p);
@@ -312,8 +328,8 @@ static tc_status read_member(tc_shard_reader *r, int64_t size, const char *mname
     if (off != (size_t)size) {
         free(*buf);
         *buf = NULL;
-        return tc_fail(TC_ERR_FORMAT, "shard %s: member %s truncated (%zu of %lld bytes)",
-                       r->name, mname, off, (long long)size);
+        return tc_fail(TC_ERR_FORMAT, "shard %s: member %s truncated (%zu of %lld bytes)", r->name,
+                       mname, off, (long long)size);
     }
     (*buf)[size] = 0;
     *len = (size_t)size;
@@ -352,7 +368,8 @@ tc_status tc_wds_reader_next(tc_shard_reader *r, tc_sample *out, int *eof) {
                 if (r->pending_err != TC_OK && out->bad[0]) {
                     char why[sizeof out->bad];
                     snprintf(why, sizeof why, "%s", out->bad);
-                    snprintf(out->bad, sizeof out->bad, "incomplete, the shard breaks off in it (%.150s)", why);
+                    snprintf(out->bad, sizeof out->bad,
+                             "incomplete, the shard breaks off in it (%.150s)", why);
                 }
                 return TC_OK;
             }
@@ -379,7 +396,8 @@ tc_status tc_wds_reader_next(tc_shard_reader *r, tc_sample *out, int *eof) {
         memcpy(key, path, klen);
         key[klen] = 0;
         if (elen >= sizeof ext) elen = sizeof ext - 1;
-        for (size_t i = 0; i < elen; i++) ext[i] = (char)tolower((unsigned char)dot[1 + i]);
+        for (size_t i = 0; i < elen; i++)
+            ext[i] = (char)tolower((unsigned char)dot[1 + i]);
         ext[elen] = 0;
         int repeated = 0;
         for (int i = 0; i < r->nsuf; i++)
@@ -493,7 +511,8 @@ static tc_status wds_open_shard(tc_source *s, int shard, tc_shard_reader **out) 
     TC_TRY(reader_open(&r, path));
     if (archive_read_open_filename(r->a, path, 1 << 16) != ARCHIVE_OK) {
         const char *m = archive_error_string(r->a);
-        tc_status st = tc_fail(TC_ERR_IO, "shard %s: cannot open: %s", path, m ? m : strerror(errno));
+        tc_status st =
+            tc_fail(TC_ERR_IO, "shard %s: cannot open: %s", path, m ? m : strerror(errno));
         tc_wds_reader_close(r);
         return st;
     }
@@ -570,8 +589,10 @@ tc_status tc_source_wds_open(const char *spec, const tc_source_opts *opts, tc_so
         char *part = concat3(p, n, "", 0, "", 0);
         char **names = NULL;
         int k = 0;
-        if (!part) st = tc_fail(TC_ERR_OOM, "webdataset: out of memory");
-        else if (n > 0) st = tc_brace_expand(part, &names, &k);
+        if (!part)
+            st = tc_fail(TC_ERR_OOM, "webdataset: out of memory");
+        else if (n > 0)
+            st = tc_brace_expand(part, &names, &k);
         free(part);
         for (int i = 0; st == TC_OK && i < k; i++) {
             if (sl_push(&all, names[i])) st = tc_fail(TC_ERR_OOM, "webdataset: out of memory");

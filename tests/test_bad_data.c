@@ -44,7 +44,8 @@ static void tar_member(buf *b, const char *name, const void *data, size_t len) {
     memcpy(h + 263, "00", 2);
     memset(h + 148, ' ', 8);
     unsigned sum = 0;
-    for (int i = 0; i < 512; i++) sum += h[i];
+    for (int i = 0; i < 512; i++)
+        sum += h[i];
     snprintf((char *)h + 148, 8, "%06o", sum);
     put(b, h, 512);
     if (len) put(b, data, len);
@@ -59,13 +60,15 @@ static void tar_end(buf *b) {
 
 static void make_png(int seed, uint8_t **png, size_t *len) {
     uint8_t px[16 * 12 * 3];
-    for (size_t i = 0; i < sizeof px; i++) px[i] = (uint8_t)(i * (size_t)seed + 7);
+    for (size_t i = 0; i < sizeof px; i++)
+        px[i] = (uint8_t)(i * (size_t)seed + 7);
     assert_int_equal(tc_png_encode(px, 16, 12, 3, png, len), TC_OK);
 }
 
 static void make_jpg(uint8_t **jpg, size_t *len) {
     static uint8_t px[64 * 48 * 3];
-    for (size_t i = 0; i < sizeof px; i++) px[i] = (uint8_t)(i * 13);
+    for (size_t i = 0; i < sizeof px; i++)
+        px[i] = (uint8_t)(i * 13);
     tc_image img = {64, 48, px};
     tc_image_decoder *d;
     assert_int_equal(tc_image_decoder_create(&d), TC_OK);
@@ -184,9 +187,10 @@ static void test_bad_samples_in_shard(void **state) {
     assert_int_equal(got, 11);
     assert_int_equal(bad, 6);
     assert_int_equal(bad_shards, 0);
-    const char *expect[] = {"sample corruptjpg: ", "sample truncjpg: ", "sample truncpng: ",
-                            "sample nocaption: no caption", "sample noimage: no image",
-                            "sample badutf8: caption is not valid UTF-8"};
+    const char *expect[] = {
+        "sample corruptjpg: ",      "sample truncjpg: ",
+        "sample truncpng: ",        "sample nocaption: no caption",
+        "sample noimage: no image", "sample badutf8: caption is not valid UTF-8"};
     for (size_t i = 0; i < sizeof expect / sizeof expect[0]; i++) {
         if (!strstr(text, expect[i])) fail_msg("log lacks '%s'", expect[i]);
     }
@@ -287,8 +291,10 @@ static void test_csv_bad_rows_and_bound(void **state) {
     char *csv = malloc(cap);
     len += (size_t)snprintf(csv + len, cap - len, "filepath\ttitle\n");
     for (int i = 0; i < 150; i++) {
-        if (i % 5 == 3) len += (size_t)snprintf(csv + len, cap - len, "missing/%d.png\trow %d\n", i, i);
-        else len += (size_t)snprintf(csv + len, cap - len, "one.png\trow %d\n", i);
+        if (i % 5 == 3)
+            len += (size_t)snprintf(csv + len, cap - len, "missing/%d.png\trow %d\n", i, i);
+        else
+            len += (size_t)snprintf(csv + len, cap - len, "one.png\trow %d\n", i);
     }
     char *path = path_in("rows.tsv");
     assert_int_equal(tc_write_file(path, csv, len), 0);

@@ -138,8 +138,10 @@ static void test_corrupt_images(void **state) {
 static void test_encoders_round_trip(void **state) {
     (void)state;
     uint8_t gray[13 * 7], rgb[13 * 7 * 3];
-    for (int i = 0; i < 13 * 7; i++) gray[i] = (uint8_t)(i * 5);
-    for (int i = 0; i < 13 * 7 * 3; i++) rgb[i] = (uint8_t)(i * 7 + 3);
+    for (int i = 0; i < 13 * 7; i++)
+        gray[i] = (uint8_t)(i * 5);
+    for (int i = 0; i < 13 * 7 * 3; i++)
+        rgb[i] = (uint8_t)(i * 7 + 3);
     uint8_t *png;
     size_t len;
     tc_image img;
@@ -163,13 +165,15 @@ static void test_encoders_round_trip(void **state) {
     tc_image_decoder *dec;
     assert_int_equal(tc_image_decoder_create(&dec), TC_OK);
     uint8_t flat[32 * 24 * 3];
-    for (int i = 0; i < 32 * 24; i++) flat[3 * i] = 200, flat[3 * i + 1] = 120, flat[3 * i + 2] = 40;
+    for (int i = 0; i < 32 * 24; i++)
+        flat[3 * i] = 200, flat[3 * i + 1] = 120, flat[3 * i + 2] = 40;
     tc_image src = {32, 24, flat};
     uint8_t *jpg;
     assert_int_equal(tc_jpeg_encode(dec, &src, 95, &jpg, &len), TC_OK);
     assert_int_equal(tc_image_sniff(jpg, len), TC_IMG_JPEG);
     assert_int_equal(tc_image_decode(dec, jpg, len, "jpg", 0, &img), TC_OK);
-    for (int i = 0; i < 32 * 24 * 3; i++) assert_true(abs((int)img.px[i] - (int)flat[i]) <= 3);
+    for (int i = 0; i < 32 * 24 * 3; i++)
+        assert_true(abs((int)img.px[i] - (int)flat[i]) <= 3);
     tc_image_free(&img);
     free(jpg);
     tc_image_decoder_destroy(dec);

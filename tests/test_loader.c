@@ -29,14 +29,16 @@ static void make_shards(void) {
         /* small photos of different sizes, so the crops and resizes vary */
         int W = 20 + (int)(tc_test_rand(&rs) % 30), H = 20 + (int)(tc_test_rand(&rs) % 30);
         uint8_t *px = malloc((size_t)W * H * 3);
-        for (int k = 0; k < W * H * 3; k++) px[k] = (uint8_t)(tc_test_rand(&rs) >> 13);
+        for (int k = 0; k < W * H * 3; k++)
+            px[k] = (uint8_t)(tc_test_rand(&rs) >> 13);
         uint8_t *png;
         size_t len;
         assert_int_equal(tc_png_encode(px, W, H, 3, &png, &len), TC_OK);
         char key[32], cap[64];
         snprintf(key, sizeof key, "%06d", i);
         int cl = snprintf(cap, sizeof cap, "picture number %d of a thing", i);
-        assert_int_equal(tc_shard_writer_add(w, key, "png", png, len, cap, (size_t)cl, i, NULL), TC_OK);
+        assert_int_equal(tc_shard_writer_add(w, key, "png", png, len, cap, (size_t)cl, i, NULL),
+                         TC_OK);
         free(png);
         free(px);
     }
@@ -73,7 +75,8 @@ typedef struct {
 
 static uint64_t fnv(uint64_t h, const void *p, size_t n) {
     const uint8_t *b = p;
-    for (size_t i = 0; i < n; i++) h = (h ^ b[i]) * 0x100000001b3ull;
+    for (size_t i = 0; i < n; i++)
+        h = (h ^ b[i]) * 0x100000001b3ull;
     return h;
 }
 
@@ -109,8 +112,10 @@ static int run(const tc_loader_cfg *c, const tc_loader_cursor *resume, rec *out,
         if (n < max) {
             rec *r = &out[n];
             uint64_t h = 1469598103934665603ull;
-            if (b->images) h = fnv(h, b->images, px * (size_t)b->n * sizeof(float));
-            else h = fnv(h, b->images_bf16, px * (size_t)b->n * 2);
+            if (b->images)
+                h = fnv(h, b->images, px * (size_t)b->n * sizeof(float));
+            else
+                h = fnv(h, b->images_bf16, px * (size_t)b->n * 2);
             h = fnv(h, b->tokens, (size_t)b->n * c->context_length * sizeof(int32_t));
             h = fnv(h, b->labels, (size_t)b->n * sizeof(int32_t));
             r->hash = h;
@@ -119,7 +124,8 @@ static int run(const tc_loader_cfg *c, const tc_loader_cursor *resume, rec *out,
             r->index = b->index;
             r->last = b->last_in_epoch;
             r->cursor = b->cursor;
-            for (int i = 0; i < b->n && i < 64; i++) r->labels[i] = b->labels[i];
+            for (int i = 0; i < b->n && i < 64; i++)
+                r->labels[i] = b->labels[i];
         }
         n++;
         tc_loader_release(l, b);
@@ -201,7 +207,8 @@ static void test_resume(void **state) {
         tc_loader_cursor_pack(&full[k].cursor, v);
         tc_loader_cursor_unpack(v, &cur);
         int m = run(&c, &cur, part, 64);
-        if (m != n - k - 1) fail_msg("resume after batch %d: %d batches, expected %d", k, m, n - k - 1);
+        if (m != n - k - 1)
+            fail_msg("resume after batch %d: %d batches, expected %d", k, m, n - k - 1);
         same_batches(full + k + 1, part, m);
     }
     /* indexable source, resume mid-epoch */
@@ -238,14 +245,18 @@ static void test_rank_split(void **state) {
     assert_int_equal(n1, 10);
     int count[200] = {0};
     for (int i = 0; i < n0; i++)
-        for (int k = 0; k < r0[i].n; k++) count[r0[i].labels[k]]++;
+        for (int k = 0; k < r0[i].n; k++)
+            count[r0[i].labels[k]]++;
     for (int i = 0; i < n1; i++)
-        for (int k = 0; k < r1[i].n; k++) count[r1[i].labels[k]] += 100;
+        for (int k = 0; k < r1[i].n; k++)
+            count[r1[i].labels[k]] += 100;
     for (int s = 0; s < 200; s++)
-        if (count[s] != 1 && count[s] != 100) fail_msg("sample %d seen %d times (x100 = rank 1)", s, count[s]);
+        if (count[s] != 1 && count[s] != 100)
+            fail_msg("sample %d seen %d times (x100 = rank 1)", s, count[s]);
     /* each rank reads whole shards: samples 50*j .. 50*j+49 stay together */
     for (int j = 0; j < 4; j++)
-        for (int s = 50 * j; s < 50 * j + 50; s++) assert_int_equal(count[s], count[50 * j]);
+        for (int s = 50 * j; s < 50 * j + 50; s++)
+            assert_int_equal(count[s], count[50 * j]);
     /* indexable eval: rank r takes r, r+W, ...; every sample exactly once */
     if (tc_file_exists("/usr/share/datasets/fashion-mnist/t10k-labels-idx1-ubyte.gz")) {
         rec *x = calloc(200, sizeof(rec));
@@ -285,7 +296,8 @@ static void test_eval_partial_and_order(void **state) {
     assert_int_equal(n, 13);
     assert_int_equal(r[12].n, 8);
     for (int i = 0; i < n; i++)
-        for (int k = 0; k < r[i].n; k++) assert_int_equal(r[i].labels[k], 16 * i + k);
+        for (int k = 0; k < r[i].n; k++)
+            assert_int_equal(r[i].labels[k], 16 * i + k);
 }
 
 static int allocs, frees;
@@ -317,10 +329,12 @@ static void test_bf16_and_allocator(void **state) {
     assert_null(a->images_bf16);
     assert_non_null(b->images_bf16);
     size_t n = (size_t)a->n * 3 * 24 * 24;
-    for (size_t i = 0; i < n; i++) assert_int_equal(b->images_bf16[i], tc_f32_to_bf16(a->images[i]));
+    for (size_t i = 0; i < n; i++)
+        assert_int_equal(b->images_bf16[i], tc_f32_to_bf16(a->images[i]));
     assert_memory_equal(a->tokens, b->tokens, (size_t)a->n * 16 * sizeof(int32_t));
     /* normalised values stay in the range of (0..1 - mean) / std */
-    for (size_t i = 0; i < n; i++) assert_true(a->images[i] > -1.85f && a->images[i] < 2.15f);
+    for (size_t i = 0; i < n; i++)
+        assert_true(a->images[i] > -1.85f && a->images[i] < 2.15f);
     /* token rows: SOT first, EOT present, zero padding */
     assert_int_equal(a->tokens[0], TC_SOT);
     tc_loader_release(l32, a);

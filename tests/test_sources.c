@@ -47,7 +47,8 @@ static void tar_member(buf *b, const char *name, char type, const void *data, si
     memcpy(h + 263, "00", 2);
     memset(h + 148, ' ', 8);
     unsigned sum = 0;
-    for (int i = 0; i < 512; i++) sum += h[i];
+    for (int i = 0; i < 512; i++)
+        sum += h[i];
     snprintf((char *)h + 148, 8, "%06o", sum);
     put(b, h, 512);
     if (len) put(b, data, len);
@@ -102,7 +103,8 @@ static void test_fmnist(void **state) {
     assert_non_null(img);
     assert_int_equal(nl, 8 + 60000);
     const int first[5] = {9, 0, 0, 3, 0}; /* known head of the train labels */
-    for (int i = 0; i < 5; i++) assert_int_equal(lab[8 + i], first[i]);
+    for (int i = 0; i < 5; i++)
+        assert_int_equal(lab[8 + i], first[i]);
     int64_t idx[] = {0, 1, 2, 3, 4, 12345, 59999};
     for (size_t k = 0; k < sizeof idx / sizeof idx[0]; k++) {
         tc_sample s;
@@ -210,29 +212,29 @@ static int read_all(const buf *b, got_sample *out, int max, tc_status *end) {
 static void test_wds_grouping(void **state) {
     (void)state;
     buf b = {0};
-    tar_member(&b, "dir/", '5', NULL, 0);              /* directories are skipped */
-    tar_file(&b, "__index__", "meta");                   /* __*__ metadata skipped */
+    tar_member(&b, "dir/", '5', NULL, 0); /* directories are skipped */
+    tar_file(&b, "__index__", "meta");    /* __*__ metadata skipped */
     tar_file(&b, "a/k1.jpg", "\xff\xd8\xff jpeg bytes");
     tar_file(&b, "a/k1.txt", "first caption");
     tar_file(&b, "a/k1.json", "{\"x\": 1}");
     tar_file(&b, "a/k1.cls", "7");
-    tar_file(&b, "k2.TXT", "upper case suffixes");     /* extensions lower-cased */
+    tar_file(&b, "k2.TXT", "upper case suffixes"); /* extensions lower-cased */
     tar_file(&b, "k2.PNG", "\x89PNG....");
-    tar_file(&b, "k3.seg.jpg", "x");                    /* key k3, suffix seg.jpg: no image */
+    tar_file(&b, "k3.seg.jpg", "x"); /* key k3, suffix seg.jpg: no image */
     tar_file(&b, "k3.seg.txt", "y");
     tar_file(&b, "k4.jpg", "img");
     tar_file(&b, "k4.txt", "one");
-    tar_file(&b, "k4.txt", "two");                      /* repeated suffix: new sample */
+    tar_file(&b, "k4.txt", "two"); /* repeated suffix: new sample */
     tar_file(&b, "k5.jpg", "img");
-    tar_file(&b, "k6.txt", "between");                  /* k5's files are not adjacent */
+    tar_file(&b, "k6.txt", "between"); /* k5's files are not adjacent */
     tar_file(&b, "k5.txt", "late");
-    tar_member(&b, "k7.lnk", '2', NULL, 0);              /* symlink: skipped */
-    tar_file(&b, ".hidden", "no key");                   /* no key before the dot: skipped */
-    tar_file(&b, "noext", "no extension");               /* skipped */
+    tar_member(&b, "k7.lnk", '2', NULL, 0); /* symlink: skipped */
+    tar_file(&b, ".hidden", "no key");      /* no key before the dot: skipped */
+    tar_file(&b, "noext", "no extension");  /* skipped */
     tar_file(&b, "k8.png", "img");
     tar_file(&b, "k8.txt", "bad utf8 \xC3\x28 here");
     tar_file(&b, "k9.jpeg", "img");
-    tar_file(&b, "k9.jpg", "img2");                     /* both: jpg is used */
+    tar_file(&b, "k9.jpg", "img2"); /* both: jpg is used */
     tar_file(&b, "k9.txt", "ok");
     tar_end(&b);
     got_sample g[32];
@@ -241,7 +243,8 @@ static void test_wds_grouping(void **state) {
     assert_int_equal(end, TC_OK);
     const char *keys[] = {"a/k1", "k2", "k3", "k4", "k4", "k5", "k6", "k5", "k8", "k9"};
     assert_int_equal(n, 10);
-    for (int i = 0; i < n; i++) assert_string_equal(g[i].key, keys[i]);
+    for (int i = 0; i < n; i++)
+        assert_string_equal(g[i].key, keys[i]);
     assert_string_equal(g[0].bad, "");
     assert_true(g[0].has_image);
     assert_string_equal(g[0].caption, "first caption");
@@ -266,10 +269,10 @@ static void test_utf8(void **state) {
     assert_true(tc_utf8_valid("plain", 5));
     assert_true(tc_utf8_valid("caf\xC3\xA9 \xE2\x82\xAC \xF0\x9F\x98\x80", 14));
     assert_false(tc_utf8_valid("caf\xC3\xA9 \xE2\x82\xAC \xF0\x9F\x98\x80", 13)); /* cut emoji */
-    assert_false(tc_utf8_valid("\xC3", 1));            /* truncated */
-    assert_false(tc_utf8_valid("\xC0\xAF", 2));        /* overlong */
-    assert_false(tc_utf8_valid("\xED\xA0\x80", 3));    /* surrogate */
-    assert_false(tc_utf8_valid("\xF4\x90\x80\x80", 4)); /* > U+10FFFF */
+    assert_false(tc_utf8_valid("\xC3", 1));                                       /* truncated */
+    assert_false(tc_utf8_valid("\xC0\xAF", 2));                                   /* overlong */
+    assert_false(tc_utf8_valid("\xED\xA0\x80", 3));                               /* surrogate */
+    assert_false(tc_utf8_valid("\xF4\x90\x80\x80", 4));                           /* > U+10FFFF */
     assert_false(tc_utf8_valid("\xFF", 1));
 }
 
@@ -287,8 +290,8 @@ static void write_shards(const char *dir, int nsamples, int per_shard, int id0) 
         char key[32], cap[64];
         snprintf(key, sizeof key, "s%05d", id0 + i);
         int cl = snprintf(cap, sizeof cap, "sample %d", id0 + i);
-        assert_int_equal(tc_shard_writer_add(w, key, "png", png, len, cap, (size_t)cl, id0 + i, NULL),
-                         TC_OK);
+        assert_int_equal(
+            tc_shard_writer_add(w, key, "png", png, len, cap, (size_t)cl, id0 + i, NULL), TC_OK);
         free(png);
     }
     assert_int_equal(tc_shard_writer_close(w, NULL, NULL), TC_OK);
@@ -301,8 +304,8 @@ static void test_wds_sources(void **state) {
     char a[1024], b2[1024], spec[4096];
     snprintf(a, sizeof a, "%s/a", tmp);
     snprintf(b2, sizeof b2, "%s/b", tmp);
-    write_shards(a, 25, 10, 0);   /* 10 + 10 + 5 */
-    write_shards(b2, 7, 4, 100);  /* 4 + 3 */
+    write_shards(a, 25, 10, 0);  /* 10 + 10 + 5 */
+    write_shards(b2, 7, 4, 100); /* 4 + 3 */
     snprintf(spec, sizeof spec, "%s/{000000..000002}.tar::%s/{000000..000001}.tar", a, b2);
     tc_source *s;
     assert_int_equal(tc_source_open(spec, NULL, &s), TC_OK);
@@ -486,7 +489,8 @@ static void test_folder(void **state) {
 static void test_cli_shards(void **state) {
     (void)state;
     const char *bin = getenv("TINYCLIP_BIN");
-    if (!bin || !tc_file_exists(bin)) tc_skip_test("tinyclip binary not available (run under ctest)");
+    if (!bin || !tc_file_exists(bin))
+        tc_skip_test("tinyclip binary not available (run under ctest)");
     char *tmp = tc_make_tempdir("cli-shards");
     char args[4096], spec[2048];
     char *out = NULL;
@@ -535,7 +539,8 @@ static void test_cli_shards(void **state) {
     tc_source_destroy(s);
     /* from Fashion-MNIST: PNG-encoded 28x28 with labels */
     if (tc_file_exists(FM_DIR "/t10k-images-idx3-ubyte.gz")) {
-        snprintf(args, sizeof args, "shards --from fmnist --split test --limit 30 --out %s/fm --per-shard 16", tmp);
+        snprintf(args, sizeof args,
+                 "shards --from fmnist --split test --limit 30 --out %s/fm --per-shard 16", tmp);
         rc = tc_run_cli(args, &out);
         assert_int_equal(rc, 0);
         free(out);
@@ -565,7 +570,9 @@ static void test_cli_shards(void **state) {
     }
     /* from a comma-separated csv with a missing file; usage errors exit 2 */
     char csv[2048];
-    int cl = snprintf(csv, sizeof csv, "filepath,title\nin/cat/0.png,a cat\nin/cat/9.png,gone\nin/dog/1.png,\"a dog, sitting\"\n");
+    int cl = snprintf(
+        csv, sizeof csv,
+        "filepath,title\nin/cat/0.png,a cat\nin/cat/9.png,gone\nin/dog/1.png,\"a dog, sitting\"\n");
     snprintf(p, sizeof p, "%s/list.csv", tmp);
     assert_int_equal(tc_write_file(p, csv, (size_t)cl), 0);
     snprintf(args, sizeof args, "shards --from csv %s --csv-sep , --out %s/c", p, tmp);

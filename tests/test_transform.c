@@ -52,9 +52,9 @@ static void test_parity(void **state) {
             got = malloc((size_t)S * S * 3);
             assert_int_equal(tc_eval_resize_crop_u8(&img, S, got), TC_OK);
         } else if (strcmp(kind, "crop") == 0) {
-            assert_int_equal(
-                sscanf(line, "%*s %255s %d %d %d %d %d %255s", img_name, &t, &l, &h, &w, &S, out_name),
-                7);
+            assert_int_equal(sscanf(line, "%*s %255s %d %d %d %d %d %255s", img_name, &t, &l, &h,
+                                    &w, &S, out_name),
+                             7);
             assert_int_equal(load_image(img_name, &img), 0);
             got = malloc((size_t)S * S * 3);
             tc_crop c = {t, l, h, w};
@@ -117,7 +117,8 @@ static void test_shortest_dims_and_identity(void **state) {
     assert_int_equal(rh, 129);
     /* 28x28 at S=28 is a copy (the Fashion-MNIST demo path) */
     uint8_t src[28 * 28 * 3], dst[28 * 28 * 3];
-    for (int i = 0; i < 28 * 28 * 3; i++) src[i] = (uint8_t)(i * 7);
+    for (int i = 0; i < 28 * 28 * 3; i++)
+        src[i] = (uint8_t)(i * 7);
     tc_image img = {28, 28, src};
     assert_int_equal(tc_eval_resize_crop_u8(&img, 28, dst), TC_OK);
     assert_memory_equal(src, dst, sizeof src);
@@ -147,7 +148,8 @@ static void test_rrc_params(void **state) {
     assert_int_equal(c.height, 100);
     assert_int_equal(c.width, 133);
     assert_int_equal(c.left, (1000 - 133) / 2);
-    printf("rrc: %d of 2000 crops outside [0.88,1.02] area x [0.74,1.36] ratio (images of extreme aspect)\n",
+    printf("rrc: %d of 2000 crops outside [0.88,1.02] area x [0.74,1.36] ratio (images of extreme "
+           "aspect)\n",
            fallback);
 }
 
