@@ -1329,6 +1329,35 @@ static void check_document(ctx *c) {
 
 /* ---------------------------------------------------------------- api */
 
+/* YAML text must be UTF-8 (libfyaml can loop forever on some invalid
+ * sequences inside directives, so the bytes are checked first); returns 0
+ * and the 1-based position of the first bad byte, or 1 when valid */
+static int valid_utf8(const unsigned char *s, size_t n, int *line, int *col) {
+    *line = 1;
+    *col = 1;
+    for (size_t i = 0; i < n;) {
+        unsigned char b = s[i];
+        size_t len = b < 0x80 ? 1 : (b & 0xE0) == 0xC0 ? 2 : (b & 0xF0) == 0xE0 ? 3 : (b & 0xF8) == 0xF0 ? 4 : 0;
+        if (len == 0 || b == 0 || i + len > n) return 0;
+        uint32_t cp = len == 1 ? b : len == 2 ? (b & 0x1Fu) : len == 3 ? (b & 0x0Fu) : (b & 0x07u);
+        for (size_t k = 1; k < len; k++) {
+            if ((s[i + k] & 0xC0) != 0x80) return 0;
+            cp = (cp << 6) | (s[i + k] & 0x3Fu);
+        }
+        if ((len == 2 && cp < 0x80) || (len == 3 && cp < 0x800) || (len == 4 && cp < 0x10000) || cp > 0x10FFFF ||
+            (cp >= 0xD800 && cp <= 0xDFFF))
+            return 0;
+        if (b == '\n') {
+            (*line)++;
+            *col = 1;
+        } else {
+            (*col)++;
+        }
+        i += len;
+    }
+    return 1;
+}
+
 static void noop_output(struct fy_diag *diag, void *user, const char *buf, size_t len) {}
 
 static void set_defaults(tc_experiment *e) {
@@ -1422,6 +1451,12 @@ tc_status tc_experiment_parse(const char *yaml, size_t len, const char *source,
 
     if (len > MAX_FILE_BYTES) {
         errl(&c, top, "", "the file is %zu bytes; an experiment file is at most %u", len, MAX_FILE_BYTES);
+        goto done;
+    }
+    int bl, bc;
+    if (!valid_utf8((const unsigned char *)yaml, len, &bl, &bc)) {
+        tc_exp_loc l = {bl, bc, 0};
+        errl(&c, l, "", "not valid UTF-8 text (or a NUL byte)");
         goto done;
     }
     c.fyd = fy_document_build_from_string(&pc, yaml, len);

@@ -269,6 +269,8 @@ static void test_bad_files(void **state) {
         {"data: {train: {source: fmnist}}\nteacher: {checkpoint: t.pt, model: m.json}\nstages:\n"
          "  - name: a\n    kind: distill\n    parent: {checkpoint: p.pt, model: m.json}\n    inheritance: {kind: auto, target_sparsity: 0.5, prune_step: 50}\n    steps: 10\n    schedule: {warmup: 5}\n",
          4, 5, "stages.0.inheritance.prune_step", "after the last step"},
+        /* invalid UTF-8 (libfyaml can hang on it inside a directive) */
+        {"data: {train: {source: fmnist}}\nname: ab\xa7" "c\n", 2, 9, "", "not valid UTF-8"},
         /* top level is a list */
         {"- 1\n- 2\n", 1, 1, "", "the top level must be a mapping"},
     };
