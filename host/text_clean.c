@@ -4,6 +4,7 @@
  * one to one. */
 #include "text_clean.h"
 
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unicase.h>
@@ -389,18 +390,35 @@ static int fix_c1_controls(const u32buf *in, u32buf *out) {
     return 1;
 }
 
-/* str.translate with an ftfy table; `first` and `last` bound the keys */
+/* a bitmap of the BMP code points that are keys of any ftfy translate table
+ * (all of them are in the BMP), so most characters skip the searches */
+static uint8_t translate_keys[0x10000 / 8];
+static pthread_once_t translate_once = PTHREAD_ONCE_INIT;
+
+static void translate_init(void) {
+    const tc_charmap *tables[] = {tc_ftfy_ligatures, tc_ftfy_width_map, tc_ftfy_control_chars};
+    size_t counts[] = {tc_ftfy_ligatures_count, tc_ftfy_width_map_count, tc_ftfy_control_chars_count};
+    for (int t = 0; t < 3; t++)
+        for (size_t i = 0; i < counts[t]; i++)
+            if (tables[t][i].cp < 0x10000) translate_keys[tables[t][i].cp >> 3] |= (uint8_t)(1u << (tables[t][i].cp & 7));
+}
+
+static int maybe_key(uint32_t c) {
+    return c >= 0x10000 || (translate_keys[c >> 3] >> (c & 7)) & 1;
+}
+
+/* str.translate with an ftfy table */
 static int translate(const u32buf *in, u32buf *out, const tc_charmap *t, size_t count) {
-    uint32_t first = t[0].cp, last = t[count - 1].cp;
+    pthread_once(&translate_once, translate_init);
     size_t i = 0;
     for (; i < in->n; i++)
-        if (in->p[i] >= first && in->p[i] <= last && charmap_find(t, count, in->p[i])) break;
+        if (maybe_key(in->p[i]) && charmap_find(t, count, in->p[i])) break;
     if (i == in->n) return 0;
     out->n = 0;
     if (buf_append(out, in->p, i)) return -1;
     for (; i < in->n; i++) {
         uint32_t c = in->p[i];
-        const char *v = c >= first && c <= last ? charmap_find(t, count, c) : NULL;
+        const char *v = maybe_key(c) ? charmap_find(t, count, c) : NULL;
         if (v ? push_utf8(out, v) : buf_push(out, c)) return -1;
     }
     return 1;
@@ -479,10 +497,41 @@ static int remove_terminal_escapes(const u32buf *in, u32buf *out) {
     return changed;
 }
 
-/* unicodedata.normalize('NFC'); text below U+0300 is always NFC */
+/* code points that leave any text NFC that they are part of: combining
+ * class 0, no decomposition other than a primary composite's own, and never
+ * the second half of a composition (what NFC_Quick_Check=Maybe marks) */
+static uint8_t nfc_unstable[0x110000 / 8];
+static pthread_once_t nfc_once = PTHREAD_ONCE_INIT;
+
+static void mark_unstable(uint32_t c) { nfc_unstable[c >> 3] |= (uint8_t)(1u << (c & 7)); }
+
+static void nfc_init(void) {
+    for (uint32_t c = 0x300; c < 0x110000; c++) {
+        if (c >= 0xD800 && c <= 0xDFFF) continue;
+        if (uc_combining_class(c) != 0) {
+            mark_unstable(c);
+            continue;
+        }
+        ucs4_t d[UC_DECOMPOSITION_MAX_LENGTH];
+        int n = uc_canonical_decomposition(c, d);
+        if (n < 0) continue;
+        if (n == 2 && uc_composition(d[0], d[1]) == c) {
+            mark_unstable(d[1]); /* "d0 d1" composes to c */
+        } else {
+            mark_unstable(c); /* singletons, exclusions */
+        }
+    }
+}
+
+/* unicodedata.normalize('NFC'); text without unstable code points (text
+ * below U+0300 in particular) is left as it is, as Python's quick check does */
 static int normalize_nfc(const u32buf *in, u32buf *out) {
     size_t i = 0;
     while (i < in->n && in->p[i] < 0x300) i++;
+    if (i == in->n) return 0;
+    pthread_once(&nfc_once, nfc_init);
+    for (; i < in->n; i++)
+        if ((nfc_unstable[in->p[i] >> 3] >> (in->p[i] & 7)) & 1) break;
     if (i == in->n) return 0;
     size_t len = 0;
     uint32_t *r = u32_normalize(UNINORM_NFC, in->p, in->n, NULL, &len);
@@ -507,6 +556,8 @@ static int fix_segment(u32buf *seg, int unescape_html, u32buf *tmp, u32buf *orig
     static const fixer_fn fixers[] = {fix_c1_controls,  fix_latin_ligatures,     fix_character_width,
                                       uncurl_quotes,    fix_line_breaks,         remove_terminal_escapes,
                                       remove_control_chars, normalize_nfc};
+    const size_t n_fixers = sizeof fixers / sizeof fixers[0];
+    int is_nfc = 0; /* NFC is idempotent: skip it until another fixer changes the text */
     for (int pass = 0; pass < MAX_FIX_PASSES; pass++) {
         orig->n = 0;
         if (buf_append(orig, seg->p, seg->n)) return -1;
@@ -514,13 +565,15 @@ static int fix_segment(u32buf *seg, int unescape_html, u32buf *tmp, u32buf *orig
         if (unescape_html) {
             int r = fix_unescape_html(seg, tmp);
             if (r < 0) return -1;
-            if (r) buf_swap(seg, tmp), any = 1;
+            if (r) buf_swap(seg, tmp), any = 1, is_nfc = 0;
         }
-        for (size_t f = 0; f < sizeof fixers / sizeof fixers[0]; f++) {
+        for (size_t f = 0; f < n_fixers; f++) {
+            if (f == n_fixers - 1 && is_nfc) break;
             int r = fixers[f](seg, tmp);
             if (r < 0) return -1;
-            if (r) buf_swap(seg, tmp), any = 1;
+            if (r) buf_swap(seg, tmp), any = 1, is_nfc = 0;
         }
+        is_nfc = 1;
         if (!any) return 0;
         if (seg->n == orig->n && memcmp(seg->p, orig->p, seg->n * sizeof *seg->p) == 0) return 0;
     }
