@@ -155,9 +155,8 @@ vertical_row_avx2(const uint8_t *restrict src, size_t n, const int32_t *restrict
 
 static void vertical_row(const uint8_t *src, size_t n, const int32_t *k, int taps, int32_t *acc,
                          uint8_t *dst) {
-    static int avx2 = -1; /* a benign race: every thread computes the same value */
-    if (avx2 < 0) avx2 = __builtin_cpu_supports("avx2") ? 1 : 0;
-    if (avx2)
+    /* reads a flag the runtime filled in at start-up: cheap enough per row */
+    if (__builtin_cpu_supports("avx2"))
         vertical_row_avx2(src, n, k, taps, acc, dst);
     else
         vertical_row_generic(src, n, k, taps, acc, dst);
