@@ -11,6 +11,8 @@ static const tc_cli_command commands[] = {
     {"inspect", tc_cmd_inspect, "parameters and GFLOPs of a model config or checkpoint"},
     {"convert", tc_cmd_convert, "convert a checkpoint to open_clip or Hugging Face layout"},
     {"shards", tc_cmd_shards, "write webdataset shards from a csv, folder or Fashion-MNIST"},
+    {"train", tc_cmd_train, "run an experiment file: every stage, resumable"},
+    {"eval", tc_cmd_eval, "zero-shot classification and retrieval of a checkpoint"},
     {NULL, NULL, NULL},
 };
 
