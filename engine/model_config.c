@@ -121,11 +121,15 @@ static tc_status get_int_array(const ctx *c, const char *tower, const char *key,
     return TC_OK;
 }
 
-static tc_status check_duplicates(const ctx *c, const char *tower, const tc_json *obj) {
-    for (size_t i = 0; i < obj->count; i++)
-        for (size_t j = 0; j < i; j++)
-            if (strcmp(obj->keys[i], obj->keys[j]) == 0)
-                return ferr(c, tower, obj->keys[i], "given twice");
+/* called for key i before it is handled: the keys before it are known and
+ * distinct (or parsing would have stopped), so this costs at most the number
+ * of known fields, whatever the size of a hostile object */
+static tc_status check_duplicate(const ctx *c, const char *tower, const tc_json *obj, size_t i) {
+    if (strlen(obj->keys[i]) != obj->key_lens[i])
+        return ferr(c, tower, obj->keys[i], "field name contains a NUL character");
+    for (size_t j = 0; j < i; j++)
+        if (strcmp(obj->keys[i], obj->keys[j]) == 0)
+            return ferr(c, tower, obj->keys[i], "given twice");
     return TC_OK;
 }
 
@@ -234,7 +238,6 @@ static tc_status parse_common(const ctx *c, const char *tower, const char *k, co
 static tc_status parse_vision(const ctx *c, const tc_json *o, tc_tower_config *t) {
     const char *tw = "vision_cfg";
     if (o->type != TC_JSON_OBJECT) return ferr(c, NULL, tw, "expected an object");
-    TC_TRY(check_duplicates(c, tw, o));
     tower_fields f = {.layers = 12, .width = 768, .mlp_ratio = 4.0};
     t->image_size = 224;
     t->patch_size = 16;
@@ -243,6 +246,7 @@ static tc_status parse_vision(const ctx *c, const tc_json *o, tc_tower_config *t
     for (size_t i = 0; i < o->count; i++) {
         const char *k = o->keys[i];
         const tc_json *v = &o->items[i];
+        TC_TRY(check_duplicate(c, tw, o, i));
         int handled;
         TC_TRY(parse_common(c, tw, k, v, &f, &handled));
         if (handled) continue;
@@ -337,7 +341,6 @@ static tc_status parse_vision(const ctx *c, const tc_json *o, tc_tower_config *t
 static tc_status parse_text(const ctx *c, const tc_json *o, tc_tower_config *t) {
     const char *tw = "text_cfg";
     if (o->type != TC_JSON_OBJECT) return ferr(c, NULL, tw, "expected an object");
-    TC_TRY(check_duplicates(c, tw, o));
     tower_fields f = {.layers = 12, .width = 512, .mlp_ratio = 4.0, .heads = 8};
     t->context_length = 77;
     t->vocab_size = 49408;
@@ -345,6 +348,7 @@ static tc_status parse_text(const ctx *c, const tc_json *o, tc_tower_config *t) 
     for (size_t i = 0; i < o->count; i++) {
         const char *k = o->keys[i];
         const tc_json *v = &o->items[i];
+        TC_TRY(check_duplicate(c, tw, o, i));
         int handled;
         TC_TRY(parse_common(c, tw, k, v, &f, &handled));
         if (handled) continue;
@@ -414,12 +418,12 @@ static tc_status parse_root(tc_model_config *cfg, const tc_json *root, const cha
         root = mc;
         c.prefix = "model_cfg.";
     }
-    TC_TRY(check_duplicates(&c, NULL, root));
     const tc_json *vis = NULL, *txt = NULL;
     int have_embed = 0, quick = 0;
     for (size_t i = 0; i < root->count; i++) {
         const char *k = root->keys[i];
         const tc_json *v = &root->items[i];
+        TC_TRY(check_duplicate(&c, NULL, root, i));
         if (strcmp(k, "embed_dim") == 0) {
             TC_TRY(get_int(&c, NULL, k, v, 1, MAX_WIDTH, &cfg->embed_dim));
             have_embed = 1;
