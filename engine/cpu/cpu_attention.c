@@ -34,7 +34,7 @@ typedef float tc_v16u __attribute__((vector_size(64), aligned(4)));
 
 /* acc[0..TC_KB) = sum_{k0 <= k < k1} a[k] B[k, 0..TC_KB), B rows of stride ldb,
  * k in order (four interleaved partial sums measured slower here) */
-static inline void block_sum(float *restrict acc, const float *restrict a, int k0, int k1,
+TC_CPU_INLINE void block_sum(float *restrict acc, const float *restrict a, int k0, int k1,
                              const float *restrict B, size_t ldb) {
     tc_v16 s0 = {0};
     for (int k = k0; k < k1; k++)
@@ -42,11 +42,37 @@ static inline void block_sum(float *restrict acc, const float *restrict a, int k
     *(tc_v16u *)acc = s0;
 }
 
+/* four adjacent blocks at once: acc[0..4 TC_KB) as four independent chains,
+ * each lane summed in the same order as block_sum, so the bits are the same */
+TC_CPU_INLINE void block_sum4(float *restrict acc, const float *restrict a, int k0, int k1,
+                              const float *restrict B, size_t ldb) {
+    tc_v16 s0 = {0}, s1 = {0}, s2 = {0}, s3 = {0};
+    for (int k = k0; k < k1; k++) {
+        const float ak = a[k];
+        const float *restrict br = B + (size_t)k * ldb;
+        s0 += ak * TC_LOAD16(br);
+        s1 += ak * TC_LOAD16(br + TC_KB);
+        s2 += ak * TC_LOAD16(br + 2 * TC_KB);
+        s3 += ak * TC_LOAD16(br + 3 * TC_KB);
+    }
+    *(tc_v16u *)acc = s0;
+    *(tc_v16u *)(acc + TC_KB) = s1;
+    *(tc_v16u *)(acc + 2 * TC_KB) = s2;
+    *(tc_v16u *)(acc + 3 * TC_KB) = s3;
+}
+
 /* s[0..n) = scale sum_d q[d] kt[d, 0..n), kt (HS, ld), ld a multiple of TC_KB */
-static inline void score_row(float *restrict s, const float *restrict q, const float *restrict kt,
+TC_CPU_INLINE void score_row(float *restrict s, const float *restrict q, const float *restrict kt,
                              int HS, int ld, int n, float scale) {
-    for (int j0 = 0; j0 < n; j0 += TC_KB) {
-        float acc[TC_KB];
+    float acc[4 * TC_KB];
+    int j0 = 0;
+    for (; j0 < n && j0 + 4 * TC_KB <= ld; j0 += 4 * TC_KB) {
+        block_sum4(acc, q, 0, HS, kt + j0, (size_t)ld);
+        const int w = n - j0 < 4 * TC_KB ? n - j0 : 4 * TC_KB;
+        for (int jj = 0; jj < w; jj++)
+            s[j0 + jj] = acc[jj] * scale;
+    }
+    for (; j0 < n; j0 += TC_KB) {
         block_sum(acc, q, 0, HS, kt + j0, (size_t)ld);
         const int w = n - j0 < TC_KB ? n - j0 : TC_KB;
         for (int jj = 0; jj < w; jj++)
@@ -55,7 +81,7 @@ static inline void score_row(float *restrict s, const float *restrict q, const f
 }
 
 /* y[0..n) += a x[0..n) */
-static inline void axpy(float *restrict y, float a, const float *restrict x, int n) {
+TC_CPU_INLINE void axpy(float *restrict y, float a, const float *restrict x, int n) {
 #pragma omp simd
     for (int d = 0; d < n; d++)
         y[d] += a * x[d];
@@ -64,8 +90,17 @@ static inline void axpy(float *restrict y, float a, const float *restrict x, int
 /* out[0..HS) = scale sum_{k0 <= k < k1} a[k] B[k, 0..HS), B rows of stride ldb.
  * HS a multiple of TC_KB (64 in CLIP) keeps each 16-column block of the sum
  * in registers; other head sizes take the plain loop */
-static inline void rowvec(float *restrict out, const float *restrict a, int k0, int k1,
+TC_CPU_INLINE void rowvec(float *restrict out, const float *restrict a, int k0, int k1,
                           const float *restrict B, size_t ldb, int HS, float scale) {
+    if (HS % (4 * TC_KB) == 0) {
+        for (int c0 = 0; c0 < HS; c0 += 4 * TC_KB) {
+            float acc[4 * TC_KB];
+            block_sum4(acc, a, k0, k1, B + c0, ldb);
+            for (int c = 0; c < 4 * TC_KB; c++)
+                out[c0 + c] = acc[c] * scale;
+        }
+        return;
+    }
     if (HS % TC_KB == 0) {
         for (int c0 = 0; c0 < HS; c0 += TC_KB) {
             float acc[TC_KB];
@@ -84,8 +119,8 @@ static inline void rowvec(float *restrict out, const float *restrict a, int k0, 
 }
 
 /* dst (n, ld) = src (m, lds) transposed, m <= ld */
-static void transpose(float *restrict dst, size_t ld, const float *restrict src, size_t lds, int m,
-                      int n) {
+TC_CPU_INLINE void transpose(float *restrict dst, size_t ld, const float *restrict src, size_t lds,
+                             int m, int n) {
     for (int i = 0; i < m; i++)
         for (int j = 0; j < n; j++)
             dst[(size_t)j * ld + i] = src[(size_t)i * lds + j];
@@ -93,8 +128,8 @@ static void transpose(float *restrict dst, size_t ld, const float *restrict src,
 
 /* dst (HS, ld) = columns [0, HS) of the T rows of src (row stride lds),
  * transposed; columns T..ld of dst are zero */
-static void gather_transposed(float *restrict dst, const float *restrict src, size_t lds, int T,
-                              int HS, int ld) {
+TC_CPU_INLINE void gather_transposed(float *restrict dst, const float *restrict src, size_t lds,
+                                     int T, int HS, int ld) {
     for (int j = 0; j < T; j++) {
         const float *row = src + (size_t)j * lds;
         for (int d = 0; d < HS; d++)

@@ -20,7 +20,7 @@ static const float k_inv_sqrt_2pi = 0.39894228040143267794f;
 static const float k_quick = 1.702f;
 
 /* 1 + erf(x / sqrt 2) */
-static inline float gelu_cdf2(float x) {
+TC_CPU_INLINE float gelu_cdf2(float x) {
     const float z = fabsf(x) * k_inv_sqrt2;
     const float t = 1.0f / (1.0f + 0.5f * z);
     float p = 0.17087277f;

@@ -21,7 +21,15 @@
 #define TC_CPU_CLONES
 #endif
 
-static inline float tc_cpu_expf(float x) {
+/* helpers of cloned functions must be inlined into each clone: a separate
+ * function would be compiled for baseline x86-64 only */
+#if defined(__GNUC__)
+#define TC_CPU_INLINE static inline __attribute__((always_inline))
+#else
+#define TC_CPU_INLINE static inline
+#endif
+
+TC_CPU_INLINE float tc_cpu_expf(float x) {
     /* exp(x) = 2^n exp(r), n = round(x / ln 2), |r| <= ln2 / 2 */
     /* above 88 the result is taken as inf (true value < 2.4e38), below lo as 0 */
     const float hi = 88.0f, lo = -87.3365447505531f;
@@ -55,7 +63,7 @@ typedef double tc_v8d __attribute__((vector_size(64)));
 typedef float tc_v8fu __attribute__((vector_size(32), aligned(4)));
 #define TC_LOAD8D(p) __builtin_convertvector(*(const tc_v8fu *)(p), tc_v8d)
 
-static inline double tc_cpu_lanes_total(const double *lane, double tail) {
+TC_CPU_INLINE double tc_cpu_lanes_total(const double *lane, double tail) {
     double s = 0.0;
     for (int k = 0; k < 8; k++)
         s += lane[k];
@@ -63,7 +71,7 @@ static inline double tc_cpu_lanes_total(const double *lane, double tail) {
 }
 
 /* sum x[i] */
-static inline double tc_cpu_sum_f64(const float *x, int n) {
+TC_CPU_INLINE double tc_cpu_sum_f64(const float *x, int n) {
     tc_v8d acc = {0};
     int i = 0;
     for (; i + 8 <= n; i += 8)
@@ -76,7 +84,7 @@ static inline double tc_cpu_sum_f64(const float *x, int n) {
 }
 
 /* sum (x[i] - mu)^2 */
-static inline double tc_cpu_sumsq_dev_f64(const float *x, int n, double mu) {
+TC_CPU_INLINE double tc_cpu_sumsq_dev_f64(const float *x, int n, double mu) {
     tc_v8d acc = {0};
     int i = 0;
     for (; i + 8 <= n; i += 8) {
@@ -91,7 +99,7 @@ static inline double tc_cpu_sumsq_dev_f64(const float *x, int n, double mu) {
 }
 
 /* sum a[i] b[i] */
-static inline double tc_cpu_dot_f64(const float *a, const float *b, int n) {
+TC_CPU_INLINE double tc_cpu_dot_f64(const float *a, const float *b, int n) {
     tc_v8d acc = {0};
     int i = 0;
     for (; i + 8 <= n; i += 8)
