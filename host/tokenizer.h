@@ -3,7 +3,8 @@
  * pre-tokenizer regex (PCRE2, \p{L} / \p{N}), byte-level BPE over the first
  * 48,894 merges of bpe_simple_vocab_16e6.txt.gz; <start_of_text> 49406,
  * <end_of_text> 49407; truncation keeps a final EOT; zero padding.
- * a tokenizer is safe to use from several threads at once. */
+ * a tokenizer is safe to use from several threads at once: the vocabulary is
+ * read-only after creation and finished words go to a lock-striped cache. */
 #ifndef TC_TOKENIZER_H
 #define TC_TOKENIZER_H
 

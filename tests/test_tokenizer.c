@@ -652,6 +652,21 @@ static void test_speed(void **state) {
     printf("tokenizer speed (one thread): fixture corpus %zu captions (%.1f KB): cold cache %.0f captions/s, "
            "warm cache %.0f captions/s; short ASCII caption %.0f captions/s\n",
            cases.n, bytes / 1024.0, cases.n / cold, cases.n / warm, n_plain / plain_s);
+    /* the shared tokenizer from two threads, as the data loader uses it */
+    tc_tokenizer *saved = tok;
+    tok = t;
+    pthread_t th[2];
+    thread_arg args[2];
+    t0 = now_s();
+    for (int i = 0; i < 2; i++) {
+        args[i] = (thread_arg){&cases, i, 0};
+        assert_int_equal(pthread_create(&th[i], NULL, thread_main, &args[i]), 0);
+    }
+    for (int i = 0; i < 2; i++) pthread_join(th[i], NULL);
+    double two = now_s() - t0;
+    tok = saved;
+    assert_int_equal(args[0].errors + args[1].errors, 0);
+    printf("tokenizer speed (two threads, one shared tokenizer): %.0f captions/s\n", 2.0 * cases.n / two);
     assert_true(cold > 0 && warm > 0);
     tc_tokenizer_destroy(t);
     free_cases(&cases);
