@@ -90,6 +90,8 @@ static tc_status cu_alloc(tc_backend *b, size_t bytes, void **ptr) {
 static void cu_free(tc_backend *b, void *ptr) {
     tc_cuda_backend *cu = tc_cu(b);
     if (!ptr) return;
+    /* queued kernels may still use the buffer; free is never on the hot path */
+    tc_cuda_ok(cu, cudaStreamSynchronize(cu->stream), "free: synchronize");
     tc_cuda_ok(cu, cudaFree(ptr), "cudaFree");
 }
 
