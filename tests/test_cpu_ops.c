@@ -3,6 +3,7 @@
  * determinism: every op run twice gives the same bits, and the ops that do not
  * call BLAS give the same bits with 1 and 2 threads. the forward and gradient
  * checks of the differentiable ops are in test_cpu_gradcheck.c. */
+#include <cblas.h>
 #include <math.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -39,6 +40,24 @@ static void dfree(void *p) {
 }
 
 /* ---- memory ---- */
+
+/* a DYNAMIC_ARCH OpenBLAS must not be left on its SSE3 fallback kernels on a
+ * CPU that has AVX2 (cpu_blas.c re-selects them when the library does not
+ * know the CPU model) */
+extern void gotoblas_dynamic_init(void) __attribute__((weak));
+
+static void test_blas_kernels(void **state) {
+    (void)state;
+    const char *core = openblas_get_corename();
+    printf("  OpenBLAS core: %s\n", core ? core : "?");
+    __builtin_cpu_init();
+    if (!gotoblas_dynamic_init || getenv("OPENBLAS_CORETYPE") || !__builtin_cpu_supports("avx2") ||
+        !__builtin_cpu_supports("fma"))
+        return; /* nothing to re-select: a fixed-target build, or the user's choice */
+    const char *old[] = {"Prescott", "Core2", "Penryn", "Dunnington", "Nehalem", "Atom"};
+    for (size_t i = 0; i < sizeof old / sizeof old[0]; i++)
+        if (core && strcmp(core, old[i]) == 0) fail_msg("OpenBLAS left on %s kernels", core);
+}
 
 static void test_backend_fields_and_memory(void **state) {
     (void)state;
@@ -473,6 +492,7 @@ int main(void) {
     }
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_backend_fields_and_memory),
+        cmocka_unit_test(test_blas_kernels),
         cmocka_unit_test(test_elementwise),
         cmocka_unit_test(test_gemm_f32),
         cmocka_unit_test(test_patchify),
