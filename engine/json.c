@@ -12,6 +12,7 @@ typedef struct {
     size_t len, pos;
     const char *source;
     int depth;
+    size_t values;
 } parser;
 
 static tc_status perr(parser *p, const char *msg) {
@@ -338,6 +339,7 @@ static int match_word(parser *p, const char *w) {
 }
 
 static tc_status parse_value(parser *p, tc_json *v) {
+    if (++p->values > TC_JSON_MAX_VALUES) return perr(p, "more than 4000000 values");
     skip_ws(p);
     if (p->pos >= p->len) return perr(p, "unexpected end of input");
     char c = p->s[p->pos];
@@ -389,7 +391,7 @@ tc_status tc_json_parse(const char *text, size_t len, const char *source, tc_jso
     if (!source) source = "JSON";
     tc_json *root = calloc(1, sizeof *root);
     if (!root) return tc_fail(TC_ERR_OOM, "%s: out of memory parsing JSON", source);
-    parser p = {text, len, 0, source, 0};
+    parser p = {text, len, 0, source, 0, 0};
     tc_status st = parse_value(&p, root);
     if (st == TC_OK) {
         skip_ws(&p);

@@ -13,6 +13,10 @@
 #include "status.h"
 
 #define TC_JSON_MAX_DEPTH 64
+/* a tree node costs ~80 bytes; bounding the count bounds the memory a small
+ * hostile input can make the parser allocate (a safetensors header of 100 MB
+ * holds far fewer values than this in any real file) */
+#define TC_JSON_MAX_VALUES 4000000
 
 typedef enum {
     TC_JSON_NULL = 0,

@@ -160,6 +160,27 @@ static void test_truncations_never_crash(void **state) {
     tc_json_free(v);
 }
 
+static void test_value_count_bound(void **state) {
+    (void)state;
+    /* 4,000,000 numbers in an array are 4,000,001 values: refused before the
+     * tree grows past its budget */
+    size_t n = 4000000, len = 2 * n + 1;
+    char *s = malloc(len + 1);
+    s[0] = '[';
+    for (size_t i = 0; i < n; i++) {
+        s[1 + 2 * i] = '0';
+        s[2 + 2 * i] = i + 1 < n ? ',' : ']';
+    }
+    parse_bad(s, len, "more than 4000000 values");
+    /* one number fewer parses */
+    s[2 * (n - 1)] = ']';
+    tc_json *v = NULL;
+    assert_int_equal(tc_json_parse(s, 2 * (n - 1) + 1, "ok", &v), TC_OK);
+    assert_int_equal(v->count, n - 1);
+    tc_json_free(v);
+    free(s);
+}
+
 static void test_duplicate_keys_kept(void **state) {
     (void)state;
     tc_json *v = parse_ok("{\"a\": 1, \"a\": 2}");
@@ -206,6 +227,7 @@ int main(void) {
         cmocka_unit_test(test_structure_errors),
         cmocka_unit_test(test_depth_bound),
         cmocka_unit_test(test_truncations_never_crash),
+        cmocka_unit_test(test_value_count_bound),
         cmocka_unit_test(test_duplicate_keys_kept),
         cmocka_unit_test(test_writer),
     };
