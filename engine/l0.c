@@ -138,6 +138,16 @@ double tc_l0_expected_params(const tc_l0_masks *m, float *grad, double grad_scal
     return s.sh * s.sa * pph_over_c(m) + 2.0 * s.sh * s.si;
 }
 
+double tc_l0_remaining_params(const tc_l0_masks *m, const float *z) {
+    size_t nh = (size_t)m->layers * m->heads, ni = (size_t)m->layers * m->inter;
+    double kh = 0, ka = 0, ki = 0;
+    for (int d = 0; d < m->hidden; d++) kh += z[d] != 0.0f;
+    for (size_t i = 0; i < nh; i++) ka += z[m->hidden + i] != 0.0f;
+    for (size_t i = 0; i < ni; i++) ki += z[m->hidden + nh + i] != 0.0f;
+    double dim_per_head = (double)(m->hidden / m->heads);
+    return ka * kh * dim_per_head * 4.0 + ki * kh * 2.0;
+}
+
 /* ---- sampling ---- */
 
 static uint64_t splitmix64(uint64_t x) {

@@ -80,6 +80,12 @@ double tc_l0_expected_params_scores(int L, int C, int NH, int M, const double *s
  * dE/dlog_alpha[i] for the n_loga entries */
 double tc_l0_expected_params(const tc_l0_masks *m, float *grad, double grad_scale);
 
+/* the original's calculate_model_size on a deterministic z: weights kept in
+ * the pruned blocks, (sum of kept heads) * (kept hidden) * 64 * 4
+ * + (sum of kept MLP units) * (kept hidden) * 2, biases not counted. the
+ * pruned sparsity it reports is 1 - this / prunable size. z: (n_loga) */
+double tc_l0_remaining_params(const tc_l0_masks *m, const float *z);
+
 /* counter-based generator (splitmix64 of seed and a counter), so the state
  * is two integers that a train-state file can hold */
 typedef struct {

@@ -82,17 +82,28 @@ static void formula_vs_count(int L, int C, int NH, int M, double keep) {
     }
     tc_param_layout lay;
     assert_int_equal(tc_param_layout_build(&lay, &cfg), TC_OK);
-    double counted = bias_share;
+    double weights = 0;
     for (int l = 0; l < L; l++) {
         const tc_block_offsets *b = &lay.tblocks[l];
         const size_t offs[4] = {b->qkv_w, b->out_w, b->fc_w, b->proj_w};
         for (int k = 0; k < 4; k++) {
             if (offs[k] == TC_ABSENT) continue;
             for (int i = 0; i < lay.count; i++)
-                if (lay.params[i].offset == offs[k]) counted += (double)lay.params[i].count;
+                if (lay.params[i].offset == offs[k]) weights += (double)lay.params[i].count;
         }
     }
+    double counted = weights + bias_share;
     double E = tc_l0_expected_params_scores(L, C, NH, M, sh, sa, si);
+    /* the original's report of a pruned model counts the same weights, no biases */
+    tc_l0_masks shape;
+    assert_int_equal(tc_l0_masks_create(&shape, L, C, NH, M), TC_OK);
+    float *z = malloc(shape.n_loga * sizeof *z);
+    for (int d = 0; d < C; d++) z[d] = (float)sh[d] * 0.9f;
+    for (int i = 0; i < L * NH; i++) z[C + i] = (float)sa[i] * 0.8f;
+    for (size_t i = 0; i < (size_t)L * M; i++) z[C + L * NH + i] = (float)si[i] * 0.7f;
+    assert_true(tc_l0_remaining_params(&shape, z) == weights);
+    free(z);
+    tc_l0_masks_free(&shape);
     print_message("L=%d C=%d NH=%d M=%d keep %.2f: hidden %d, formula %.1f, counted %.1f\n", L, C,
                   NH, M, keep, ck, E, counted);
     assert_true(fabs(E - counted) <= 1e-9 * counted);
