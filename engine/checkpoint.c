@@ -502,6 +502,7 @@ tc_status tc_checkpoint_load(const char *path, const tc_model_config *hint,
         snprintf(src, sizeof src, "%s (__metadata__ tinyclip_model_cfg)", wpath);
         s = tc_model_config_parse(&cfg, meta_cfg, strlen(meta_cfg), src);
         if (s != TC_OK) goto fail;
+        cfg.name[0] = 0; /* named after the checkpoint below */
     } else if (cpath) {
         s = tc_model_config_load(&cfg, cpath);
         if (s != TC_OK) goto fail;
@@ -521,9 +522,14 @@ tc_status tc_checkpoint_load(const char *path, const tc_model_config *hint,
         strcmp(cfg.name, "config") == 0) {
         if (hint && hint->name[0]) snprintf(cfg.name, sizeof cfg.name, "%s", hint->name);
         else {
-            const char *b = strrchr(path, '/');
-            b = (b && b[1]) ? b + 1 : path;
-            snprintf(cfg.name, sizeof cfg.name, "%s", b);
+            /* the directory or file name, without a trailing slash or .safetensors */
+            char tmp[1024];
+            snprintf(tmp, sizeof tmp, "%s", path);
+            size_t n = strlen(tmp);
+            while (n > 1 && tmp[n - 1] == '/') tmp[--n] = 0;
+            if (n > 12 && strcmp(tmp + n - 12, ".safetensors") == 0) tmp[n - 12] = 0;
+            const char *b = strrchr(tmp, '/');
+            snprintf(cfg.name, sizeof cfg.name, "%s", b ? b + 1 : tmp);
         }
     }
     s = build_entries(st, &entries, &n, &kl);
