@@ -26,7 +26,8 @@ _Static_assert(sizeof(tc_exp_backend) == sizeof(int), "enum fields are written a
 
 #define MAX_TOUCHED 512
 #define MAX_PARAMS 64
-#define MAX_FILE_BYTES (4u << 20)
+#define MAX_FILE_BYTES (1u << 20)
+#define MAX_MARKED_NODES 20000 /* positions recorded for at most this many nodes */
 
 struct ctx;
 typedef void (*custom_fn)(struct ctx *c, struct fy_node *v, const char *path, void *obj);
@@ -124,7 +125,7 @@ static int mark_cmp(const void *a, const void *b) {
 }
 
 static void collect_nodes(ctx *c, struct fy_node *n, int depth) {
-    if (!n || depth > 256) return;
+    if (!n || depth > 256 || c->n_marks >= MAX_MARKED_NODES) return;
     if (c->n_marks == c->cap_marks) {
         int ncap = c->cap_marks ? c->cap_marks * 2 : 256;
         node_mark *m = realloc(c->marks, (size_t)ncap * sizeof *m);
