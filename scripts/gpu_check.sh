@@ -68,10 +68,18 @@ SUMMARY=$OUTD/summary.txt
 
 WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT
+# our binaries get their own library path (TCLIBS); python and the system
+# tools keep theirs, so an older bundled libz cannot shadow the system's
+TCLIBS=$WORK/needed
+mkdir -p "$TCLIBS"
 if [ -f "$BUILD/gpu_bundle/bundle.tar.xz" ]; then
   tar -C "$WORK" -xJf "$BUILD/gpu_bundle/bundle.tar.xz" || die "cannot unpack the bundle"
   BIN=$WORK/bin
-  export LD_LIBRARY_PATH=$WORK/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+  # a bundled library is used only where the machine has none of that soname
+  for lib in "$WORK"/lib/*; do
+    [ -e "$lib" ] || continue
+    ldconfig -p 2>/dev/null | grep -q "^[[:space:]]*$(basename "$lib") " || ln -s "$lib" "$TCLIBS/"
+  done
 else
   BIN=$WORK/bin
   mkdir -p "$BIN"
@@ -81,20 +89,21 @@ fi
 TEST=$BIN/test_cuda_ops
 [ -e "$TEST" ] || die "no test_cuda_ops in $BUILD (build with -DTC_ENABLE_CUDA=ON, then --bundle)"
 
+TCLIBPATH=$TCLIBS${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
 # CUDA libraries the binaries want but the loader cannot find: look in the
 # toolkit and in the pip wheels that PyTorch brings (nvidia/*/lib)
-if ldd "$TEST" | grep -q "not found"; then
-  extra=""
+if env LD_LIBRARY_PATH="$TCLIBPATH" ldd "$TEST" | grep -q "not found"; then
   for d in /usr/local/cuda/lib64 /usr/local/cuda/targets/x86_64-linux/lib /usr/local/cuda/lib; do
-    [ -d "$d" ] && extra=$extra:$d
+    [ -d "$d" ] && TCLIBPATH=$TCLIBPATH:$d
   done
   if command -v python3 >/dev/null; then
-    for site in $(python3 -c 'import site,sys; print(" ".join(site.getsitepackages()+[site.getusersitepackages()]))' 2>/dev/null); do
-      for d in "$site"/nvidia/*/lib; do [ -d "$d" ] && extra=$extra:$d; done
+    for site in $(python3 -c 'import site; print(" ".join(site.getsitepackages()+[site.getusersitepackages()]))' 2>/dev/null); do
+      for d in "$site"/nvidia/*/lib; do [ -d "$d" ] && TCLIBPATH=$TCLIBPATH:$d; done
     done
   fi
-  export LD_LIBRARY_PATH=${LD_LIBRARY_PATH:-}$extra
 fi
+# our binaries (and the tools that wrap them) run as: env "$TCENV" binary ...
+TCENV="LD_LIBRARY_PATH=$TCLIBPATH"
 
 remaining() { echo $((BUDGET - ($(date +%s) - START))); }
 
@@ -135,8 +144,8 @@ ENVLOG=$OUTD/env.log
   echo "date: $(date -u)"
   echo "host: $(uname -a)"
   nvidia-smi 2>&1 || echo "nvidia-smi failed"
-  echo "LD_LIBRARY_PATH=$LD_LIBRARY_PATH"
-  ldd "$TEST"
+  echo "library path for our binaries: $TCLIBPATH"
+  env "$TCENV" ldd "$TEST"
 } >"$ENVLOG" 2>&1
 GPU=$(nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null | head -1)
 echo "GPU: ${GPU:-unknown (nvidia-smi failed)}"
@@ -144,7 +153,7 @@ echo "GPU: ${GPU:-unknown (nvidia-smi failed)}"
 # ---- correctness ----
 TESTLOG=$OUTD/test.log
 : >"$TESTLOG"
-step "cuda ops vs cpu (fp32 + bf16)" "$TESTLOG" 120 "$TEST"
+step "cuda ops vs cpu (fp32 + bf16)" "$TESTLOG" 120 env "$TCENV" "$TEST"
 passed=$(grep -c '^\[       OK \]' "$TESTLOG")
 failed=$(grep '^\[  FAILED  \] test_' "$TESTLOG" | sort -u | wc -l)
 ROWS[${#ROWS[@]}-1]="${ROWS[${#ROWS[@]}-1]} ${passed} ok, ${failed} failed $(grep -m1 '^SKIP:' "$TESTLOG")"
@@ -158,10 +167,10 @@ RACELOG=$OUTD/racecheck.log
 : >"$MEMLOG"
 : >"$RACELOG"
 if [ -n "$SAN" ]; then
-  step "memcheck (quick test)" "$MEMLOG" 75 env TC_CUDA_TEST_QUICK=1 \
+  step "memcheck (quick test)" "$MEMLOG" 75 env "$TCENV" TC_CUDA_TEST_QUICK=1 \
     "$SAN" --tool memcheck --error-exitcode 99 "$TEST"
   ROWS[${#ROWS[@]}-1]="${ROWS[${#ROWS[@]}-1]} $(grep -o 'ERROR SUMMARY: [0-9]* error[s]*' "$MEMLOG" | tail -1)"
-  step "racecheck (quick test)" "$RACELOG" 90 env TC_CUDA_TEST_QUICK=1 \
+  step "racecheck (quick test)" "$RACELOG" 90 env "$TCENV" TC_CUDA_TEST_QUICK=1 \
     "$SAN" --tool racecheck --racecheck-report hazard --error-exitcode 99 "$TEST"
   ROWS[${#ROWS[@]}-1]="${ROWS[${#ROWS[@]}-1]} $(grep -o 'RACECHECK SUMMARY: [0-9]* hazard[s]* displayed[^)]*)' "$RACELOG" | tail -1)"
 else
@@ -173,7 +182,7 @@ BENCHLOG=$OUTD/bench.log
 TORCHLOG=$OUTD/torch.log
 : >"$BENCHLOG"
 : >"$TORCHLOG"
-step "kernel benchmarks (bf16)" "$BENCHLOG" 50 "$TEST" --bench
+step "kernel benchmarks (bf16)" "$BENCHLOG" 50 env "$TCENV" "$TEST" --bench
 if command -v python3 >/dev/null; then
   step "pytorch SDPA baseline" "$TORCHLOG" 50 python3 "$ROOT/scripts/bench_attention_torch.py"
 else
@@ -182,10 +191,10 @@ fi
 
 E2ELOG=$OUTD/e2e.log
 : >"$E2ELOG"
-if [ -e "$BIN/tinyclip" ] && timeout 20 "$BIN/tinyclip" bench --help 2>&1 | grep -qi cuda; then
+if [ -e "$BIN/tinyclip" ] && timeout 20 env "$TCENV" "$BIN/tinyclip" bench --help 2>&1 | grep -qi cuda; then
   # teacher ViT-B/32 and a TinyCLIP student: inference, training and a distillation step
   NOTE="(tail of e2e.log below)"
-  step "end-to-end: tinyclip bench" "$E2ELOG" 60 "$BIN/tinyclip" bench --backend cuda \
+  step "end-to-end: tinyclip bench" "$E2ELOG" 60 env "$TCENV" "$BIN/tinyclip" bench --backend cuda \
     --model "$ROOT/configs/models/ViT-B-32.json" \
     --model "$ROOT/configs/models/TinyCLIP-ViT-40M-32-Text-19M.json" \
     --teacher "$ROOT/configs/models/ViT-B-32.json" --batch 256 --steps 5 --warmup 2
