@@ -155,7 +155,17 @@ static void collect_nodes(ctx *c, struct fy_node *n, int depth) {
  * and reports on an edited tree are not safe */
 static void record_marks(ctx *c, struct fy_node *root) {
     collect_nodes(c, root, 0);
-    for (int i = 0; i < c->n_marks; i++) fy_node_report(c->marks[i].node, FYET_ERROR, "#%d", i);
+    for (int i = 0; i < c->n_marks; i++) {
+        /* scalars carry their token's mark (0-based); collections are reported */
+        struct fy_token *t = fy_node_is_scalar(c->marks[i].node) ? fy_node_get_scalar_token(c->marks[i].node) : NULL;
+        const struct fy_mark *m = t ? fy_token_start_mark(t) : NULL;
+        if (m) {
+            c->marks[i].line = m->line + 1;
+            c->marks[i].column = m->column + 1;
+        } else {
+            fy_node_report(c->marks[i].node, FYET_ERROR, "#%d", i);
+        }
+    }
     void *it = NULL;
     struct fy_diag_error *e;
     while ((e = fy_diag_errors_iterate(c->diag, &it))) {
