@@ -70,7 +70,7 @@ tc_status tc_checkpoint_resolve(const char *path, char **weights_path, char **co
         }
         static const char *const others[] = {
             "model.safetensors.index.json", "open_clip_pytorch_model.bin", "pytorch_model.bin",
-            "open_clip_pytorch_model.pth", "pytorch_model.pth", "model.pth"};
+            "open_clip_pytorch_model.pth",  "pytorch_model.pth",           "model.pth"};
         for (size_t i = 0; i < sizeof others / sizeof others[0]; i++) {
             char *o = join(path, others[i]);
             int exists = o && tc_path_is_file(o);
@@ -109,8 +109,10 @@ tc_status tc_checkpoint_resolve(const char *path, char **weights_path, char **co
         }
     }
     const char *base = slash ? slash + 1 : path;
-    if (starts_with(base, "open_clip")) cands[1] = join(dir, "open_clip_config.json");
-    else if (strcmp(base, "model.safetensors") == 0) cands[1] = join(dir, "config.json");
+    if (starts_with(base, "open_clip"))
+        cands[1] = join(dir, "open_clip_config.json");
+    else if (strcmp(base, "model.safetensors") == 0)
+        cands[1] = join(dir, "config.json");
     free(dir);
     for (int i = 0; i < 3; i++) {
         if (cands[i] && !*config_path && tc_path_is_file(cands[i])) {
@@ -322,8 +324,10 @@ static const src_entry *find_entry(const src_entry *e, int n, const char *canon,
         int c = strcmp(canon, e[mid].canon);
         if (c == 0) c = (part > e[mid].part) - (part < e[mid].part);
         if (c == 0) return &e[mid];
-        if (c < 0) hi = mid - 1;
-        else lo = mid + 1;
+        if (c < 0)
+            hi = mid - 1;
+        else
+            lo = mid + 1;
     }
     return NULL;
 }
@@ -350,9 +354,8 @@ static tc_status shape_error(const char *file, const tc_st_tensor *t, const char
     if (strcmp(t->name, canon) == 0)
         return tc_fail(TC_ERR_FORMAT, "%s: tensor '%s' has shape %s, the model config expects %s",
                        file, t->name, a, b);
-    return tc_fail(TC_ERR_FORMAT,
-                   "%s: tensor '%s' (%s) has shape %s, the model config expects %s", file,
-                   t->name, canon, a, b);
+    return tc_fail(TC_ERR_FORMAT, "%s: tensor '%s' (%s) has shape %s, the model config expects %s",
+                   file, t->name, canon, a, b);
 }
 
 static tc_status read_tensor(const tc_safetensors *st, const tc_st_tensor *t, float *dst) {
@@ -393,8 +396,7 @@ static tc_status load_params(const tc_safetensors *st, src_entry *e, int n, key_
         if (!s) {
             char hf[CANON_MAX];
             if (kl == LAYOUT_HF && canon_to_hf(p->name, -1, hf, sizeof hf))
-                return tc_fail(TC_ERR_FORMAT, "%s: tensor '%s' (%s) is missing", file, hf,
-                               p->name);
+                return tc_fail(TC_ERR_FORMAT, "%s: tensor '%s' (%s) is missing", file, hf, p->name);
             return tc_fail(TC_ERR_FORMAT, "%s: tensor '%s' is missing", file, p->name);
         }
         const tc_st_tensor *t = s->t;
@@ -405,7 +407,8 @@ static tc_status load_params(const tc_safetensors *st, src_entry *e, int n, key_
             TC_TRY(read_tensor(st, t, dst));
         } else if (s->transpose) {
             int64_t want[2] = {p->shape[1], p->shape[0]};
-            if (p->ndim != 2 || !same_shape(t, 2, want)) return shape_error(file, t, p->name, 2, want);
+            if (p->ndim != 2 || !same_shape(t, 2, want))
+                return shape_error(file, t, p->name, 2, want);
             float *tmp = malloc(p->count * sizeof *tmp);
             if (!tmp) return tc_fail(TC_ERR_OOM, "%s: out of memory", file);
             tc_status rs = read_tensor(st, t, tmp);
@@ -415,10 +418,12 @@ static tc_status load_params(const tc_safetensors *st, src_entry *e, int n, key_
             }
             size_t R = (size_t)p->shape[0], C = (size_t)p->shape[1];
             for (size_t r = 0; r < R; r++)
-                for (size_t c = 0; c < C; c++) dst[r * C + c] = tmp[c * R + r];
+                for (size_t c = 0; c < C; c++)
+                    dst[r * C + c] = tmp[c * R + r];
             free(tmp);
         } else {
-            if (!same_shape(t, p->ndim, p->shape)) return shape_error(file, t, p->name, p->ndim, p->shape);
+            if (!same_shape(t, p->ndim, p->shape))
+                return shape_error(file, t, p->name, p->ndim, p->shape);
             TC_TRY(read_tensor(st, t, dst));
         }
         ((src_entry *)s)->used = 1;
@@ -461,8 +466,10 @@ static tc_status build_entries(const tc_safetensors *st, src_entry **out, int *n
         if (*kl == LAYOUT_HF) {
             const char *k = strip(strip(t->name, "state_dict."), "module.");
             int r = hf_to_canon(k, e[i].canon, &e[i].part, &e[i].transpose);
-            if (r == 0) e[i].canon[0] = 0;
-            else if (r < 0) snprintf(e[i].canon, CANON_MAX, "%s", k);
+            if (r == 0)
+                e[i].canon[0] = 0;
+            else if (r < 0)
+                snprintf(e[i].canon, CANON_MAX, "%s", k);
         } else {
             openclip_canon(t->name, e[i].canon);
         }
@@ -520,13 +527,15 @@ tc_status tc_checkpoint_load(const char *path, const tc_model_config *hint,
     /* name the model after the checkpoint when the config has no useful name */
     if (!cfg.name[0] || strcmp(cfg.name, "open_clip_config") == 0 ||
         strcmp(cfg.name, "config") == 0) {
-        if (hint && hint->name[0]) snprintf(cfg.name, sizeof cfg.name, "%s", hint->name);
+        if (hint && hint->name[0])
+            snprintf(cfg.name, sizeof cfg.name, "%s", hint->name);
         else {
             /* the directory or file name, without a trailing slash or .safetensors */
             char tmp[1024];
             snprintf(tmp, sizeof tmp, "%s", path);
             size_t n = strlen(tmp);
-            while (n > 1 && tmp[n - 1] == '/') tmp[--n] = 0;
+            while (n > 1 && tmp[n - 1] == '/')
+                tmp[--n] = 0;
             if (n > 12 && strcmp(tmp + n - 12, ".safetensors") == 0) tmp[n - 12] = 0;
             const char *b = strrchr(tmp, '/');
             snprintf(cfg.name, sizeof cfg.name, "%s", b ? b + 1 : tmp);
@@ -576,7 +585,8 @@ static void fill_write(tc_st_write_tensor *w, const char *name, const tc_param_i
     w->name = name;
     w->dtype = TC_DT_F32;
     w->ndim = p->ndim;
-    for (int d = 0; d < p->ndim; d++) w->shape[d] = p->shape[d];
+    for (int d = 0; d < p->ndim; d++)
+        w->shape[d] = p->shape[d];
     w->data = data;
 }
 
@@ -677,15 +687,18 @@ static tc_status save_openclip(const char *dir, const tc_model_config *cfg,
     tc_sbuf b = {0};
     tc_sbuf_puts(&b, "{\n    \"model_cfg\": ");
     for (const char *c = model_json; *c; c++) {
-        if (*c == '\n' && c[1]) tc_sbuf_puts(&b, "\n    ");
-        else if (*c != '\n') tc_sbuf_append(&b, c, 1);
+        if (*c == '\n' && c[1])
+            tc_sbuf_puts(&b, "\n    ");
+        else if (*c != '\n')
+            tc_sbuf_append(&b, c, 1);
     }
     free(model_json);
-    tc_sbuf_printf(&b,
-                   ",\n    \"preprocess_cfg\": {\n        \"mean\": %s,\n        \"std\": %s,\n"
-                   "        \"interpolation\": \"bicubic\",\n        \"resize_mode\": \"shortest\"\n"
-                   "    }\n}\n",
-                   MEAN_JSON, STD_JSON);
+    tc_sbuf_printf(
+        &b,
+        ",\n    \"preprocess_cfg\": {\n        \"mean\": %s,\n        \"std\": %s,\n"
+        "        \"interpolation\": \"bicubic\",\n        \"resize_mode\": \"shortest\"\n"
+        "    }\n}\n",
+        MEAN_JSON, STD_JSON);
     char *text;
     TC_TRY(tc_sbuf_finish(&b, &text));
     s = write_string_file(dir, "open_clip_config.json", text);
@@ -745,9 +758,12 @@ static tc_status read_gz(const char *path, char **out, size_t *len) {
 static void byte_table(unsigned cp[256], int order[256]) {
     int n = 0, k = 0;
     int printable[256] = {0};
-    for (int b = 33; b <= 126; b++) printable[b] = 1;
-    for (int b = 161; b <= 172; b++) printable[b] = 1;
-    for (int b = 174; b <= 255; b++) printable[b] = 1;
+    for (int b = 33; b <= 126; b++)
+        printable[b] = 1;
+    for (int b = 161; b <= 172; b++)
+        printable[b] = 1;
+    for (int b = 174; b <= 255; b++)
+        printable[b] = 1;
     for (int b = 0; b < 256; b++)
         if (printable[b]) {
             cp[b] = (unsigned)b;
@@ -849,8 +865,10 @@ static tc_status write_tokenizer_files(const char *dir, int context_length) {
     free(text);
     char *vj = NULL, *mt = NULL;
     tc_status s = tc_sbuf_finish(&vocab, &vj);
-    if (s == TC_OK) s = tc_sbuf_finish(&merges, &mt);
-    else tc_sbuf_free(&merges);
+    if (s == TC_OK)
+        s = tc_sbuf_finish(&merges, &mt);
+    else
+        tc_sbuf_free(&merges);
     if (s == TC_OK) s = write_string_file(dir, "vocab.json", vj);
     if (s == TC_OK) s = write_string_file(dir, "merges.txt", mt);
     free(vj);
@@ -895,8 +913,8 @@ static tc_status save_hf(const char *dir, const tc_model_config *cfg, const tc_p
             continue;
         }
         if (!canon_to_hf(p->name, -1, names[n], CANON_MAX)) {
-            s = tc_fail(TC_ERR_UNSUPPORTED, "%s: tensor '%s' has no Hugging Face CLIP name",
-                        dir, p->name);
+            s = tc_fail(TC_ERR_UNSUPPORTED, "%s: tensor '%s' has no Hugging Face CLIP name", dir,
+                        p->name);
             break;
         }
         fill_write(&w[n], names[n], p, data);
@@ -908,9 +926,12 @@ static tc_status save_hf(const char *dir, const tc_model_config *cfg, const tc_p
                 break;
             }
             for (size_t r = 0; r < R; r++)
-                for (size_t c = 0; c < C; c++) t[c * R + r] = data[r * C + c];
-            if (p->name[0] == 'v') tv = t;
-            else tt = t;
+                for (size_t c = 0; c < C; c++)
+                    t[c * R + r] = data[r * C + c];
+            if (p->name[0] == 'v')
+                tv = t;
+            else
+                tt = t;
             w[n].data = t;
             w[n].shape[0] = p->shape[1];
             w[n].shape[1] = p->shape[0];

@@ -13,9 +13,9 @@
 
 struct tc_atomic_file {
     int fd;
-    char *path;  /* target */
-    char *tmp;   /* temp file beside it */
-    char *dir;   /* directory to fsync after the rename */
+    char *path; /* target */
+    char *tmp;  /* temp file beside it */
+    char *dir;  /* directory to fsync after the rename */
 };
 
 static atomic_uint temp_counter;

@@ -26,15 +26,17 @@ static tc_status perr(parser *p, const char *msg) {
             col++;
         }
     }
-    return tc_fail(TC_ERR_FORMAT, "%s: invalid JSON at line %zu column %zu: %s", p->source, line, col,
-                   msg);
+    return tc_fail(TC_ERR_FORMAT, "%s: invalid JSON at line %zu column %zu: %s", p->source, line,
+                   col, msg);
 }
 
 static void skip_ws(parser *p) {
     while (p->pos < p->len) {
         char c = p->s[p->pos];
-        if (c == ' ' || c == '\t' || c == '\n' || c == '\r') p->pos++;
-        else break;
+        if (c == ' ' || c == '\t' || c == '\n' || c == '\r')
+            p->pos++;
+        else
+            break;
     }
 }
 
@@ -204,7 +206,8 @@ static tc_status parse_number(parser *p, tc_json *v) {
     if (s[p->pos] == '0') {
         p->pos++;
     } else if (s[p->pos] >= '1' && s[p->pos] <= '9') {
-        while (p->pos < p->len && s[p->pos] >= '0' && s[p->pos] <= '9') p->pos++;
+        while (p->pos < p->len && s[p->pos] >= '0' && s[p->pos] <= '9')
+            p->pos++;
     } else {
         return perr(p, "bad number");
     }
@@ -212,7 +215,8 @@ static tc_status parse_number(parser *p, tc_json *v) {
         is_int = 0;
         p->pos++;
         size_t d = p->pos;
-        while (p->pos < p->len && s[p->pos] >= '0' && s[p->pos] <= '9') p->pos++;
+        while (p->pos < p->len && s[p->pos] >= '0' && s[p->pos] <= '9')
+            p->pos++;
         if (p->pos == d) return perr(p, "bad number: digits expected after '.'");
     }
     if (p->pos < p->len && (s[p->pos] == 'e' || s[p->pos] == 'E')) {
@@ -220,7 +224,8 @@ static tc_status parse_number(parser *p, tc_json *v) {
         p->pos++;
         if (p->pos < p->len && (s[p->pos] == '+' || s[p->pos] == '-')) p->pos++;
         size_t d = p->pos;
-        while (p->pos < p->len && s[p->pos] >= '0' && s[p->pos] <= '9') p->pos++;
+        while (p->pos < p->len && s[p->pos] >= '0' && s[p->pos] <= '9')
+            p->pos++;
         if (p->pos == d) return perr(p, "bad number: digits expected in exponent");
     }
     size_t n = p->pos - start;
@@ -351,9 +356,7 @@ static tc_status parse_value(parser *p, tc_json *v) {
         p->depth--;
         return st;
     }
-    case '"':
-        v->type = TC_JSON_STRING;
-        return parse_string(p, &v->string, &v->string_len);
+    case '"': v->type = TC_JSON_STRING; return parse_string(p, &v->string, &v->string_len);
     case 't':
         if (!match_word(p, "true")) return perr(p, "unexpected token");
         v->type = TC_JSON_BOOL;
@@ -441,7 +444,8 @@ static int reserve(tc_sbuf *b, size_t extra) {
     }
     if (b->len + extra + 1 <= b->cap) return 1;
     size_t nc = b->cap ? b->cap : 256;
-    while (nc < b->len + extra + 1) nc *= 2;
+    while (nc < b->len + extra + 1)
+        nc *= 2;
     char *d = realloc(b->data, nc);
     if (!d) {
         b->oom = 1;
@@ -459,7 +463,9 @@ void tc_sbuf_append(tc_sbuf *b, const char *s, size_t n) {
     b->data[b->len] = 0;
 }
 
-void tc_sbuf_puts(tc_sbuf *b, const char *s) { tc_sbuf_append(b, s, strlen(s)); }
+void tc_sbuf_puts(tc_sbuf *b, const char *s) {
+    tc_sbuf_append(b, s, strlen(s));
+}
 
 void tc_sbuf_printf(tc_sbuf *b, const char *fmt, ...) {
     va_list ap;
@@ -485,13 +491,20 @@ void tc_sbuf_json_string(tc_sbuf *b, const char *s, size_t n) {
         unsigned char c = (unsigned char)s[i];
         const char *esc = NULL;
         char u[8];
-        if (c == '"') esc = "\\\"";
-        else if (c == '\\') esc = "\\\\";
-        else if (c == '\n') esc = "\\n";
-        else if (c == '\r') esc = "\\r";
-        else if (c == '\t') esc = "\\t";
-        else if (c == '\b') esc = "\\b";
-        else if (c == '\f') esc = "\\f";
+        if (c == '"')
+            esc = "\\\"";
+        else if (c == '\\')
+            esc = "\\\\";
+        else if (c == '\n')
+            esc = "\\n";
+        else if (c == '\r')
+            esc = "\\r";
+        else if (c == '\t')
+            esc = "\\t";
+        else if (c == '\b')
+            esc = "\\b";
+        else if (c == '\f')
+            esc = "\\f";
         else if (c < 0x20 || c == 0x7F) {
             snprintf(u, sizeof u, "\\u%04x", c);
             esc = u;

@@ -30,14 +30,14 @@ typedef enum {
 typedef struct tc_json tc_json;
 struct tc_json {
     tc_json_type type;
-    int boolean;        /* TC_JSON_BOOL */
-    double number;      /* TC_JSON_NUMBER (finite) */
-    int is_int;         /* the literal had no fraction/exponent and fits int64 */
-    int64_t integer;    /* valid when is_int */
-    char *string;       /* TC_JSON_STRING: UTF-8, NUL-terminated (may contain NUL: see len) */
+    int boolean;     /* TC_JSON_BOOL */
+    double number;   /* TC_JSON_NUMBER (finite) */
+    int is_int;      /* the literal had no fraction/exponent and fits int64 */
+    int64_t integer; /* valid when is_int */
+    char *string;    /* TC_JSON_STRING: UTF-8, NUL-terminated (may contain NUL: see len) */
     size_t string_len;
-    tc_json *items;     /* array elements / object values */
-    char **keys;        /* object keys, NUL-terminated UTF-8 */
+    tc_json *items; /* array elements / object values */
+    char **keys;    /* object keys, NUL-terminated UTF-8 */
     size_t *key_lens;
     size_t count;
 };

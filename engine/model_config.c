@@ -218,8 +218,9 @@ static tc_status parse_common(const ctx *c, const char *tower, const char *k, co
         return get_int_array(c, tower, k, v, MAX_MLP, f->mlp_arr, &f->n_mlp_arr);
     if (strcmp(k, "ls_init_value") == 0) {
         if (v->type == TC_JSON_NULL) return TC_OK;
-        return ferr(c, tower, k, "unsupported: LayerScale (ls_1/ls_2 gammas) is not implemented; "
-                                 "only null is accepted");
+        return ferr(c, tower, k,
+                    "unsupported: LayerScale (ls_1/ls_2 gammas) is not implemented; "
+                    "only null is accepted");
     }
     if (strcmp(k, "output_tokens") == 0) {
         int b = 0;
@@ -277,8 +278,10 @@ static tc_status parse_vision(const ctx *c, const tc_json *o, tc_tower_config *t
                 TC_TRY(get_int(c, tw, k, v, 1, MAX_IMAGE, &t->image_size));
             }
         } else if (strcmp(k, "pool_type") == 0) {
-            if (is_string(v, "tok")) t->pool = TC_POOL_TOKEN;
-            else if (is_string(v, "avg")) t->pool = TC_POOL_MEAN;
+            if (is_string(v, "tok"))
+                t->pool = TC_POOL_TOKEN;
+            else if (is_string(v, "avg"))
+                t->pool = TC_POOL_MEAN;
             else
                 return ferr(c, tw, k, "expected \"tok\" or \"avg\"%s",
                             v->type == TC_JSON_STRING ? " (other pooling is not supported)" : "");
@@ -363,8 +366,7 @@ static tc_status parse_text(const ctx *c, const tc_json *o, tc_tower_config *t) 
             TC_TRY(get_int(c, tw, k, v, 1, MAX_VOCAB, &t->vocab_size));
         } else if (strcmp(k, "pool_type") == 0) {
             if (!is_string(v, "argmax"))
-                return ferr(c, tw, k,
-                            "only \"argmax\" (end-of-text token) pooling is supported%s",
+                return ferr(c, tw, k, "only \"argmax\" (end-of-text token) pooling is supported%s",
                             v->type == TC_JSON_STRING ? "" : " (expected a string)");
         } else if (strcmp(k, "final_ln_after_pool") == 0) {
             TC_TRY(get_bool(c, tw, k, v, &t->final_ln_after_pool));
@@ -373,8 +375,7 @@ static tc_status parse_text(const ctx *c, const tc_json *o, tc_tower_config *t) 
             TC_TRY(get_bool(c, tw, k, v, &b));
             if (b) return ferr(c, tw, k, "unsupported: a text projection with bias");
         } else if (strcmp(k, "proj_type") == 0) {
-            if (!is_string(v, "linear"))
-                return ferr(c, tw, k, "only \"linear\" is supported");
+            if (!is_string(v, "linear")) return ferr(c, tw, k, "only \"linear\" is supported");
         } else if (strcmp(k, "embed_cls") == 0) {
             int b = 0;
             TC_TRY(get_bool(c, tw, k, v, &b));
@@ -409,8 +410,10 @@ static tc_status parse_text(const ctx *c, const tc_json *o, tc_tower_config *t) 
 static tc_status parse_root(tc_model_config *cfg, const tc_json *root, const char *source) {
     ctx c = {source, ""};
     if (root->type != TC_JSON_OBJECT)
-        return tc_fail(TC_ERR_CONFIG, "%s: expected a JSON object with embed_dim, vision_cfg, "
-                                      "text_cfg", source);
+        return tc_fail(TC_ERR_CONFIG,
+                       "%s: expected a JSON object with embed_dim, vision_cfg, "
+                       "text_cfg",
+                       source);
     const tc_json *mc = tc_json_get(root, "model_cfg");
     if (mc && !tc_json_get(root, "embed_dim")) {
         /* open_clip_config.json: {"model_cfg": ..., "preprocess_cfg": ...} */
@@ -438,8 +441,7 @@ static tc_status parse_root(tc_model_config *cfg, const tc_json *root, const cha
             TC_TRY(get_bool(&c, NULL, k, v, &b)); /* changes only the key layout */
         } else if (strcmp(k, "init_logit_bias") == 0) {
             TC_TRY(accept_default(&c, NULL, k, v, "SigLIP logit bias"));
-            if (v->type != TC_JSON_NULL)
-                return ferr(&c, NULL, k, "unsupported: SigLIP logit bias");
+            if (v->type != TC_JSON_NULL) return ferr(&c, NULL, k, "unsupported: SigLIP logit bias");
         } else if (strcmp(k, "multimodal_cfg") == 0 || strcmp(k, "audio_cfg") == 0) {
             return ferr(&c, NULL, k, "unsupported: only two-tower CLIP models are supported");
         } else if (strcmp(k, "cast_dtype") == 0) {
@@ -460,8 +462,8 @@ static tc_status parse_root(tc_model_config *cfg, const tc_json *root, const cha
 
 /* ---- Hugging Face CLIPConfig ---- */
 
-static tc_status hf_int(const ctx *c, const tc_json *o, const char *tower, const char *key,
-                        int def, int lo, int hi, int *out) {
+static tc_status hf_int(const ctx *c, const tc_json *o, const char *tower, const char *key, int def,
+                        int lo, int hi, int *out) {
     const tc_json *v = tc_json_get(o, key);
     if (!v || v->type == TC_JSON_NULL) {
         *out = def;
@@ -472,9 +474,12 @@ static tc_status hf_int(const ctx *c, const tc_json *o, const char *tower, const
 
 static tc_status hf_act(const ctx *c, const tc_json *o, const char *tower, tc_activation *out) {
     const tc_json *v = tc_json_get(o, "hidden_act");
-    if (!v || is_string(v, "quick_gelu")) *out = TC_QUICK_GELU;
-    else if (is_string(v, "gelu")) *out = TC_GELU;
-    else return ferr(c, tower, "hidden_act", "only \"gelu\" and \"quick_gelu\" are supported");
+    if (!v || is_string(v, "quick_gelu"))
+        *out = TC_QUICK_GELU;
+    else if (is_string(v, "gelu"))
+        *out = TC_GELU;
+    else
+        return ferr(c, tower, "hidden_act", "only \"gelu\" and \"quick_gelu\" are supported");
     const tc_json *eps = tc_json_get(o, "layer_norm_eps");
     if (eps && eps->type != TC_JSON_NULL &&
         (eps->type != TC_JSON_NUMBER || fabs(eps->number - 1e-5) > 1e-12))
@@ -484,13 +489,16 @@ static tc_status hf_act(const ctx *c, const tc_json *o, const char *tower, tc_ac
 
 static tc_status parse_hf_root(tc_model_config *cfg, const tc_json *root, const char *source) {
     ctx c = {source, ""};
-    if (root->type != TC_JSON_OBJECT) return tc_fail(TC_ERR_CONFIG, "%s: expected an object", source);
+    if (root->type != TC_JSON_OBJECT)
+        return tc_fail(TC_ERR_CONFIG, "%s: expected an object", source);
     const tc_json *tc = tc_json_get(root, "text_config"), *vc = tc_json_get(root, "vision_config");
     const tc_json *mt = tc_json_get(root, "model_type");
     if (mt && !is_string(mt, "clip"))
         return ferr(&c, NULL, "model_type", "only \"clip\" (CLIPModel) is supported");
-    if (!tc || tc->type != TC_JSON_OBJECT) return ferr(&c, NULL, "text_config", "missing or not an object");
-    if (!vc || vc->type != TC_JSON_OBJECT) return ferr(&c, NULL, "vision_config", "missing or not an object");
+    if (!tc || tc->type != TC_JSON_OBJECT)
+        return ferr(&c, NULL, "text_config", "missing or not an object");
+    if (!vc || vc->type != TC_JSON_OBJECT)
+        return ferr(&c, NULL, "vision_config", "missing or not an object");
     TC_TRY(hf_int(&c, root, NULL, "projection_dim", 512, 1, MAX_WIDTH, &cfg->embed_dim));
     tc_activation ta, va;
     TC_TRY(hf_act(&c, tc, "text_config", &ta));
@@ -546,8 +554,8 @@ static tc_status parse_any(tc_model_config *cfg, const char *json, size_t len, c
     tc_json *root = NULL;
     TC_TRY(tc_json_parse(json, len, source, &root));
     tc_status st;
-    int hf = hf_only || (root->type == TC_JSON_OBJECT && (tc_json_get(root, "vision_config") ||
-                                                          tc_json_get(root, "text_config")));
+    int hf = hf_only || (root->type == TC_JSON_OBJECT &&
+                         (tc_json_get(root, "vision_config") || tc_json_get(root, "text_config")));
     st = hf ? parse_hf_root(cfg, root, source) : parse_root(cfg, root, source);
     tc_json_free(root);
     if (st == TC_OK) st = tc_model_config_validate(cfg, source);
@@ -574,7 +582,8 @@ tc_status tc_model_config_load(tc_model_config *cfg, const char *path) {
     return st;
 }
 
-static tc_status verr(const char *source, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static tc_status verr(const char *source, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
 static tc_status verr(const char *source, const char *fmt, ...) {
     char msg[512];
     va_list ap;
@@ -639,7 +648,8 @@ static double ratio_for(int width, int mlp) {
 
 static void write_int_array(tc_sbuf *b, const int *a, int n) {
     tc_sbuf_puts(b, "[");
-    for (int i = 0; i < n; i++) tc_sbuf_printf(b, "%s%d", i ? ", " : "", a[i]);
+    for (int i = 0; i < n; i++)
+        tc_sbuf_printf(b, "%s%d", i ? ", " : "", a[i]);
     tc_sbuf_puts(b, "]");
 }
 
@@ -651,8 +661,10 @@ static void write_tower_shape(tc_sbuf *b, const tc_tower_config *t, int vision) 
         if (t->mlp_width[i] != t->mlp_width[0]) uniform_mlp = 0;
     }
     if (uniform_heads) {
-        if (vision) tc_sbuf_puts(b, "        \"head_width\": 64,\n");
-        else tc_sbuf_printf(b, "        \"heads\": %d,\n", t->width / TC_HEAD_SIZE);
+        if (vision)
+            tc_sbuf_puts(b, "        \"head_width\": 64,\n");
+        else
+            tc_sbuf_printf(b, "        \"heads\": %d,\n", t->width / TC_HEAD_SIZE);
     } else {
         tc_sbuf_puts(b, "        \"heads\": ");
         write_int_array(b, t->heads, t->layers);
@@ -685,8 +697,9 @@ tc_status tc_model_config_to_json(const tc_model_config *cfg, char **out) {
     if (v->no_ln_pre) tc_sbuf_puts(&b, "        \"no_ln_pre\": true,\n");
     if (v->final_ln_after_pool) tc_sbuf_puts(&b, "        \"final_ln_after_pool\": true,\n");
     tc_sbuf_printf(&b, "        \"patch_size\": %d\n    },\n", v->patch_size);
-    tc_sbuf_printf(&b, "    \"text_cfg\": {\n        \"context_length\": %d,\n"
-                       "        \"vocab_size\": %d,\n",
+    tc_sbuf_printf(&b,
+                   "    \"text_cfg\": {\n        \"context_length\": %d,\n"
+                   "        \"vocab_size\": %d,\n",
                    t->context_length, t->vocab_size);
     write_tower_shape(&b, t, 0);
     if (t->final_ln_after_pool) tc_sbuf_puts(&b, "        \"final_ln_after_pool\": true,\n");

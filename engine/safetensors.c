@@ -17,37 +17,50 @@ static const struct {
     const char *name;
     int bits;
 } dtypes[TC_DT_COUNT] = {
-    [TC_DT_BOOL] = {"BOOL", 8},         [TC_DT_F4] = {"F4", 4},
-    [TC_DT_F6_E2M3] = {"F6_E2M3", 6},   [TC_DT_F6_E3M2] = {"F6_E3M2", 6},
-    [TC_DT_U8] = {"U8", 8},             [TC_DT_I8] = {"I8", 8},
-    [TC_DT_F8_E5M2] = {"F8_E5M2", 8},   [TC_DT_F8_E4M3] = {"F8_E4M3", 8},
-    [TC_DT_F8_E8M0] = {"F8_E8M0", 8},   [TC_DT_F8_E4M3FNUZ] = {"F8_E4M3FNUZ", 8},
-    [TC_DT_F8_E5M2FNUZ] = {"F8_E5M2FNUZ", 8}, [TC_DT_I16] = {"I16", 16},
-    [TC_DT_U16] = {"U16", 16},          [TC_DT_F16] = {"F16", 16},
-    [TC_DT_BF16] = {"BF16", 16},        [TC_DT_I32] = {"I32", 32},
-    [TC_DT_U32] = {"U32", 32},          [TC_DT_F32] = {"F32", 32},
-    [TC_DT_C64] = {"C64", 64},          [TC_DT_F64] = {"F64", 64},
-    [TC_DT_I64] = {"I64", 64},          [TC_DT_U64] = {"U64", 64},
+    [TC_DT_BOOL] = {"BOOL", 8},
+    [TC_DT_F4] = {"F4", 4},
+    [TC_DT_F6_E2M3] = {"F6_E2M3", 6},
+    [TC_DT_F6_E3M2] = {"F6_E3M2", 6},
+    [TC_DT_U8] = {"U8", 8},
+    [TC_DT_I8] = {"I8", 8},
+    [TC_DT_F8_E5M2] = {"F8_E5M2", 8},
+    [TC_DT_F8_E4M3] = {"F8_E4M3", 8},
+    [TC_DT_F8_E8M0] = {"F8_E8M0", 8},
+    [TC_DT_F8_E4M3FNUZ] = {"F8_E4M3FNUZ", 8},
+    [TC_DT_F8_E5M2FNUZ] = {"F8_E5M2FNUZ", 8},
+    [TC_DT_I16] = {"I16", 16},
+    [TC_DT_U16] = {"U16", 16},
+    [TC_DT_F16] = {"F16", 16},
+    [TC_DT_BF16] = {"BF16", 16},
+    [TC_DT_I32] = {"I32", 32},
+    [TC_DT_U32] = {"U32", 32},
+    [TC_DT_F32] = {"F32", 32},
+    [TC_DT_C64] = {"C64", 64},
+    [TC_DT_F64] = {"F64", 64},
+    [TC_DT_I64] = {"I64", 64},
+    [TC_DT_U64] = {"U64", 64},
 };
 
 const char *tc_dtype_name(tc_dtype dt) {
     return (unsigned)dt < TC_DT_COUNT ? dtypes[dt].name : "?";
 }
-int tc_dtype_bits(tc_dtype dt) { return (unsigned)dt < TC_DT_COUNT ? dtypes[dt].bits : 0; }
+int tc_dtype_bits(tc_dtype dt) {
+    return (unsigned)dt < TC_DT_COUNT ? dtypes[dt].bits : 0;
+}
 int tc_dtype_is_float_readable(tc_dtype dt) {
     return dt == TC_DT_F32 || dt == TC_DT_F16 || dt == TC_DT_BF16 || dt == TC_DT_F64;
 }
 
 struct tc_safetensors {
     char *source;
-    void *map;          /* mmap'd file, or NULL for a caller buffer */
+    void *map; /* mmap'd file, or NULL for a caller buffer */
     size_t map_len;
     const unsigned char *base;
     size_t size;
-    tc_st_tensor *tensors;   /* header order */
-    int *by_name;            /* indices sorted by name */
+    tc_st_tensor *tensors; /* header order */
+    int *by_name;          /* indices sorted by name */
     int count;
-    char **names;            /* owned tensor names */
+    char **names; /* owned tensor names */
     char **meta_keys, **meta_values;
     int meta_count;
 };
@@ -97,8 +110,8 @@ uint16_t tc_float_to_half(float f) {
     memcpy(&x, &f, 4);
     uint16_t sign = (uint16_t)((x >> 16) & 0x8000);
     uint32_t ax = x & 0x7FFFFFFFu;
-    if (ax > 0x7F800000u) return sign | 0x7E00;             /* NaN */
-    if (ax >= 0x477FF000u) return sign | 0x7C00;            /* rounds to inf */
+    if (ax > 0x7F800000u) return sign | 0x7E00;  /* NaN */
+    if (ax >= 0x477FF000u) return sign | 0x7C00; /* rounds to inf */
     if (ax < 0x38800000u) {
         /* subnormal or zero in fp16: value / 2^-24 rounded to nearest even */
         float a;
@@ -115,7 +128,8 @@ uint16_t tc_float_to_half(float f) {
 
 void tc_st_close(tc_safetensors *f) {
     if (!f) return;
-    for (int i = 0; i < f->count; i++) free(f->names[i]);
+    for (int i = 0; i < f->count; i++)
+        free(f->names[i]);
     for (int i = 0; i < f->meta_count; i++) {
         free(f->meta_keys[i]);
         free(f->meta_values[i]);
@@ -159,7 +173,8 @@ static tc_status bad(const tc_safetensors *f, const char *fmt, const char *a, co
     return tc_fail(TC_ERR_FORMAT, "%s: invalid safetensors file: %s", f->source, msg);
 }
 
-static tc_status parse_entry(tc_safetensors *f, const char *name, const tc_json *e, tc_st_tensor *t) {
+static tc_status parse_entry(tc_safetensors *f, const char *name, const tc_json *e,
+                             tc_st_tensor *t) {
     if (e->type != TC_JSON_OBJECT)
         return bad(f, "tensor '%s': entry is not an object%s", name, NULL);
     const tc_json *dt = tc_json_get(e, "dtype"), *shape = tc_json_get(e, "shape"),
@@ -189,8 +204,10 @@ static tc_status parse_entry(tc_safetensors *f, const char *name, const tc_json 
             return bad(f, "tensor '%s': shape entries must be non-negative integers%s", name, NULL);
         t->shape[i] = d->integer;
         uint64_t v = (uint64_t)d->integer;
-        if (v != 0 && numel > UINT64_MAX / v) overflow = 1;
-        else numel *= v;
+        if (v != 0 && numel > UINT64_MAX / v)
+            overflow = 1;
+        else
+            numel *= v;
     }
     /* a zero dimension makes the size 0 whatever the overflow of the others */
     for (int i = 0; i < t->ndim; i++)
@@ -231,7 +248,8 @@ static tc_status validate(tc_safetensors *f) {
                        "length",
                        f->source, f->size);
     uint64_t n = 0;
-    for (int i = 7; i >= 0; i--) n = (n << 8) | f->base[i];
+    for (int i = 7; i >= 0; i--)
+        n = (n << 8) | f->base[i];
     if (n > TC_ST_MAX_HEADER)
         return tc_fail(TC_ERR_FORMAT,
                        "%s: invalid safetensors file: header length %llu exceeds the limit of "
@@ -336,10 +354,10 @@ static tc_status validate(tc_safetensors *f) {
     uint64_t data_len = f->size - 8 - n;
     if (expect != data_len) {
         char m[200];
-        snprintf(m, sizeof m, "tensors end at byte %llu of the data but the file holds %llu bytes %s",
-                 (unsigned long long)expect, (unsigned long long)data_len,
-                 expect > data_len ? "(truncated file or offsets out of range)"
-                                   : "(trailing bytes)");
+        snprintf(
+            m, sizeof m, "tensors end at byte %llu of the data but the file holds %llu bytes %s",
+            (unsigned long long)expect, (unsigned long long)data_len,
+            expect > data_len ? "(truncated file or offsets out of range)" : "(trailing bytes)");
         st = bad(f, "%s%s", m, NULL);
         goto done;
     }
@@ -360,7 +378,8 @@ done:
     return st;
 }
 
-tc_status tc_st_open_memory(tc_safetensors **out, const void *data, size_t len, const char *source) {
+tc_status tc_st_open_memory(tc_safetensors **out, const void *data, size_t len,
+                            const char *source) {
     *out = NULL;
     tc_safetensors *f = calloc(1, sizeof *f);
     if (!f) return tc_fail(TC_ERR_OOM, "out of memory");
@@ -413,8 +432,12 @@ tc_status tc_st_open(tc_safetensors **out, const char *path) {
     return TC_OK;
 }
 
-const char *tc_st_source(const tc_safetensors *f) { return f->source; }
-int tc_st_count(const tc_safetensors *f) { return f->count; }
+const char *tc_st_source(const tc_safetensors *f) {
+    return f->source;
+}
+int tc_st_count(const tc_safetensors *f) {
+    return f->count;
+}
 const tc_st_tensor *tc_st_tensor_at(const tc_safetensors *f, int i) {
     return (i >= 0 && i < f->count) ? &f->tensors[i] : NULL;
 }
@@ -426,8 +449,10 @@ const tc_st_tensor *tc_st_find(const tc_safetensors *f, const char *name) {
         const tc_st_tensor *t = &f->tensors[f->by_name[mid]];
         int c = strcmp(name, t->name);
         if (c == 0) return t;
-        if (c < 0) hi = mid - 1;
-        else lo = mid + 1;
+        if (c < 0)
+            hi = mid - 1;
+        else
+            lo = mid + 1;
     }
     return NULL;
 }
@@ -478,7 +503,8 @@ static tc_status find_shaped(const tc_safetensors *f, const char *name, int ndim
     const tc_st_tensor *t = tc_st_find(f, name);
     if (!t) return tc_fail(TC_ERR_FORMAT, "%s: tensor '%s' is missing", f->source, name);
     int same = t->ndim == ndim;
-    for (int i = 0; same && i < ndim; i++) same = t->shape[i] == shape[i];
+    for (int i = 0; same && i < ndim; i++)
+        same = t->shape[i] == shape[i];
     if (!same) {
         char want[128], got[128];
         format_shape(want, sizeof want, ndim, shape);
@@ -521,7 +547,9 @@ tc_status tc_st_read_i32(const tc_safetensors *f, const char *name, int ndim, co
     return TC_OK;
 }
 
-int tc_st_metadata_count(const tc_safetensors *f) { return f->meta_count; }
+int tc_st_metadata_count(const tc_safetensors *f) {
+    return f->meta_count;
+}
 void tc_st_metadata_at(const tc_safetensors *f, int i, const char **key, const char **value) {
     *key = *value = NULL;
     if (i < 0 || i >= f->meta_count) return;
@@ -564,7 +592,8 @@ tc_status tc_st_write(const char *path, const tc_st_write_tensor *tensors, int n
         }
         uint64_t numel = 1;
         for (int d = 0; d < t->ndim; d++) {
-            if (t->shape[d] < 0 || (t->shape[d] > 0 && numel > UINT64_MAX / 64 / (uint64_t)t->shape[d])) {
+            if (t->shape[d] < 0 ||
+                (t->shape[d] > 0 && numel > UINT64_MAX / 64 / (uint64_t)t->shape[d])) {
                 free(sizes);
                 tc_sbuf_free(&h);
                 return tc_fail(TC_ERR_ARG, "%s: tensor '%s': bad shape", path, t->name);
@@ -584,7 +613,8 @@ tc_status tc_st_write(const char *path, const tc_st_write_tensor *tensors, int n
         offset += sizes[i];
     }
     tc_sbuf_puts(&h, "}");
-    while (h.len % 8 != 0) tc_sbuf_puts(&h, " ");
+    while (h.len % 8 != 0)
+        tc_sbuf_puts(&h, " ");
     if (h.oom) {
         free(sizes);
         tc_sbuf_free(&h);
@@ -592,15 +622,18 @@ tc_status tc_st_write(const char *path, const tc_st_write_tensor *tensors, int n
     }
     unsigned char len8[8];
     uint64_t hl = h.len;
-    for (int i = 0; i < 8; i++) len8[i] = (unsigned char)(hl >> (8 * i));
+    for (int i = 0; i < 8; i++)
+        len8[i] = (unsigned char)(hl >> (8 * i));
     tc_atomic_file *af = NULL;
     tc_status st = tc_atomic_open(&af, path);
     if (st == TC_OK) st = tc_atomic_write(af, len8, 8);
     if (st == TC_OK) st = tc_atomic_write(af, h.data, h.len);
     for (int i = 0; st == TC_OK && i < n; i++)
         if (sizes[i]) st = tc_atomic_write(af, tensors[i].data, (size_t)sizes[i]);
-    if (st == TC_OK) st = tc_atomic_commit(af);
-    else tc_atomic_abort(af);
+    if (st == TC_OK)
+        st = tc_atomic_commit(af);
+    else
+        tc_atomic_abort(af);
     free(sizes);
     tc_sbuf_free(&h);
     return st;

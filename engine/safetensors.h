@@ -57,13 +57,13 @@ int tc_dtype_bits(tc_dtype dt);
 int tc_dtype_is_float_readable(tc_dtype dt);
 
 typedef struct {
-    const char *name;       /* owned by the file handle */
+    const char *name; /* owned by the file handle */
     tc_dtype dtype;
     int ndim;
     int64_t shape[TC_ST_MAX_DIMS];
     uint64_t numel;
-    uint64_t begin, end;    /* byte offsets in the data buffer */
-    const void *data;       /* into the mapping; not necessarily aligned */
+    uint64_t begin, end; /* byte offsets in the data buffer */
+    const void *data;    /* into the mapping; not necessarily aligned */
 } tc_st_tensor;
 
 typedef struct tc_safetensors tc_safetensors;
@@ -104,10 +104,10 @@ const char *tc_st_metadata(const tc_safetensors *f, const char *key);
 /* ---- writing ---- */
 typedef struct {
     const char *name;
-    tc_dtype dtype;         /* any; the bytes are written as given (little-endian host) */
+    tc_dtype dtype; /* any; the bytes are written as given (little-endian host) */
     int ndim;
     int64_t shape[TC_ST_MAX_DIMS];
-    const void *data;       /* numel * element size bytes */
+    const void *data; /* numel * element size bytes */
 } tc_st_write_tensor;
 
 /* writes tensors in the given order with __metadata__ from meta_keys /

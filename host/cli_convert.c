@@ -46,8 +46,10 @@ int tc_cmd_convert(int argc, char **argv) {
         return 2;
     }
     tc_checkpoint_format fmt;
-    if (strcmp(to, "openclip") == 0 || strcmp(to, "open_clip") == 0) fmt = TC_FORMAT_OPENCLIP;
-    else if (strcmp(to, "hf") == 0) fmt = TC_FORMAT_HF;
+    if (strcmp(to, "openclip") == 0 || strcmp(to, "open_clip") == 0)
+        fmt = TC_FORMAT_OPENCLIP;
+    else if (strcmp(to, "hf") == 0)
+        fmt = TC_FORMAT_HF;
     else {
         fprintf(stderr, "tinyclip convert: --to must be openclip or hf, not '%s'\n", to);
         return 2;
@@ -64,7 +66,7 @@ int tc_cmd_convert(int argc, char **argv) {
     size_t total = layout.total;
     tc_param_layout_free(&layout);
     if (st != TC_OK) return tc_cli_report("convert");
-    printf("wrote %s (%s layout, %zu parameters)\n", out, fmt == TC_FORMAT_HF ? "Hugging Face" : "open_clip",
-           total);
+    printf("wrote %s (%s layout, %zu parameters)\n", out,
+           fmt == TC_FORMAT_HF ? "Hugging Face" : "open_clip", total);
     return 0;
 }

@@ -35,7 +35,8 @@ static const char *commas(size_t v, char *buf, size_t cap) {
 
 static void print_ints(const int *a, int n) {
     printf("[");
-    for (int i = 0; i < n; i++) printf("%s%d", i ? ", " : "", a[i]);
+    for (int i = 0; i < n; i++)
+        printf("%s%d", i ? ", " : "", a[i]);
     printf("]");
 }
 

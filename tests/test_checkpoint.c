@@ -29,7 +29,8 @@ static int setup(void **state) {
     (void)state;
     tmpdir = tc_make_tempdir("ckpt");
     if (!tmpdir) return -1;
-    if (tc_model_config_parse(&cfg, MODEL_JSON, strlen(MODEL_JSON), "tiny.json") != TC_OK) return -1;
+    if (tc_model_config_parse(&cfg, MODEL_JSON, strlen(MODEL_JSON), "tiny.json") != TC_OK)
+        return -1;
     if (tc_param_layout_build(&layout, &cfg) != TC_OK) return -1;
     params = malloc(layout.total * sizeof *params);
     uint64_t seed = 42;
@@ -55,7 +56,8 @@ static void load_and_compare(const char *path, const tc_model_config *hint) {
     tc_model_config c;
     tc_param_layout l;
     float *p;
-    if (tc_checkpoint_load(path, hint, &c, &l, &p) != TC_OK) fail_msg("%s: %s", path, tc_last_error());
+    if (tc_checkpoint_load(path, hint, &c, &l, &p) != TC_OK)
+        fail_msg("%s: %s", path, tc_last_error());
     assert_int_equal(c.activation, TC_QUICK_GELU);
     assert_int_equal(c.embed_dim, cfg.embed_dim);
     assert_memory_equal(&c.vision, &cfg.vision, sizeof c.vision);
@@ -73,12 +75,13 @@ static void write_renamed(const char *path, rename_fn rename, tc_dtype dtype, in
                           const tc_st_write_tensor *extra, int n_extra) {
     int n = layout.count + n_extra;
     tc_st_write_tensor *w = calloc((size_t)n, sizeof *w);
-    char (*names)[160] = calloc((size_t)n, sizeof *names);
+    char(*names)[160] = calloc((size_t)n, sizeof *names);
     uint16_t *half = NULL;
     if (dtype != TC_DT_F32) {
         half = malloc(layout.total * sizeof *half);
         for (size_t i = 0; i < layout.total; i++)
-            half[i] = dtype == TC_DT_F16 ? tc_float_to_half(params[i]) : tc_float_to_bfloat(params[i]);
+            half[i] =
+                dtype == TC_DT_F16 ? tc_float_to_half(params[i]) : tc_float_to_bfloat(params[i]);
     }
     int k = 0;
     for (int i = 0; i < layout.count; i++) {
@@ -87,7 +90,8 @@ static void write_renamed(const char *path, rename_fn rename, tc_dtype dtype, in
         w[k].name = names[k];
         w[k].dtype = dtype;
         w[k].ndim = p->ndim;
-        for (int d = 0; d < p->ndim; d++) w[k].shape[d] = p->shape[d];
+        for (int d = 0; d < p->ndim; d++)
+            w[k].shape[d] = p->shape[d];
         if (p->ndim == 0 && scalar_as_1) {
             w[k].ndim = 1;
             w[k].shape[0] = 1;
@@ -95,7 +99,8 @@ static void write_renamed(const char *path, rename_fn rename, tc_dtype dtype, in
         w[k].data = half ? (const void *)(half + p->offset) : (const void *)(params + p->offset);
         k++;
     }
-    for (int i = 0; i < n_extra; i++) w[k++] = extra[i];
+    for (int i = 0; i < n_extra; i++)
+        w[k++] = extra[i];
     assert_int_equal(tc_st_write(path, w, k, NULL, NULL, 0), TC_OK);
     free(w);
     free(names);
@@ -115,14 +120,19 @@ static int state_dict_name(const char *c, char *out, size_t cap) {
     return 1;
 }
 static int tinyclip_name(const char *c, char *out, size_t cap) {
-    if (strncmp(c, "visual.", 7) == 0) snprintf(out, cap, "_image_encoder.module.%s", c);
-    else if (strcmp(c, "logit_scale") == 0) snprintf(out, cap, "_logit_scale.logit_scale");
-    else snprintf(out, cap, "_text_encoder.%s", c);
+    if (strncmp(c, "visual.", 7) == 0)
+        snprintf(out, cap, "_image_encoder.module.%s", c);
+    else if (strcmp(c, "logit_scale") == 0)
+        snprintf(out, cap, "_logit_scale.logit_scale");
+    else
+        snprintf(out, cap, "_text_encoder.%s", c);
     return 1;
 }
 static int custom_text_name(const char *c, char *out, size_t cap) {
-    if (strncmp(c, "visual.", 7) == 0 || strcmp(c, "logit_scale") == 0) snprintf(out, cap, "%s", c);
-    else snprintf(out, cap, "text.%s", c);
+    if (strncmp(c, "visual.", 7) == 0 || strcmp(c, "logit_scale") == 0)
+        snprintf(out, cap, "%s", c);
+    else
+        snprintf(out, cap, "text.%s", c);
     return 1;
 }
 static const char *skip_name;
@@ -168,7 +178,8 @@ static void test_openclip_round_trip(void **state) {
 static void test_hf_round_trip(void **state) {
     (void)state;
     if (!tc_file_exists(tc_checkpoint_vocab_path())) {
-        printf("SKIP: CLIP vocabulary missing at %s (run scripts/setup)\n", tc_checkpoint_vocab_path());
+        printf("SKIP: CLIP vocabulary missing at %s (run scripts/setup)\n",
+               tc_checkpoint_vocab_path());
         skip();
     }
     char dir[512], p[600];
@@ -189,13 +200,16 @@ static void test_hf_round_trip(void **state) {
     float *buf = malloc(64 * 64 * sizeof *buf);
     assert_int_equal(tc_st_tensor_to_f32(f, t, buf), TC_OK);
     for (int r = 0; r < 64; r++)
-        for (int c = 0; c < 32; c++) assert_true(buf[c * 64 + r] == params[vp->offset + r * 32 + c]);
+        for (int c = 0; c < 32; c++)
+            assert_true(buf[c * 64 + r] == params[vp->offset + r * 32 + c]);
     const tc_param_info *tp = tc_param_find(&layout, "text_projection");
     t = tc_st_find(f, "text_projection.weight");
     assert_int_equal(tc_st_tensor_to_f32(f, t, buf), TC_OK);
     for (int r = 0; r < 64; r++)
-        for (int c = 0; c < 32; c++) assert_true(buf[c * 64 + r] == params[tp->offset + r * 32 + c]);
-    const tc_param_info *qkv = tc_param_find(&layout, "transformer.resblocks.1.attn.in_proj_weight");
+        for (int c = 0; c < 32; c++)
+            assert_true(buf[c * 64 + r] == params[tp->offset + r * 32 + c]);
+    const tc_param_info *qkv =
+        tc_param_find(&layout, "transformer.resblocks.1.attn.in_proj_weight");
     t = tc_st_find(f, "text_model.encoder.layers.1.self_attn.k_proj.weight");
     assert_non_null(t);
     assert_int_equal(t->shape[0], 64);
@@ -221,7 +235,8 @@ static void test_hf_round_trip(void **state) {
     text = tc_read_file(p, &len);
     assert_int_equal(strncmp(text, "#version: 0.2\ni n\nt h\n", 22), 0);
     int lines = 0;
-    for (size_t i = 0; i < len; i++) lines += text[i] == '\n';
+    for (size_t i = 0; i < len; i++)
+        lines += text[i] == '\n';
     assert_int_equal(lines, 48895);
     assert_non_null(strstr(text, "\njeky ll</w>\n")); /* the last merge used */
     free(text);
@@ -233,8 +248,8 @@ static void test_hf_round_trip(void **state) {
     assert_int_equal(tc_json_get(v, "!")->integer, 0);
     assert_int_equal(tc_json_get(v, "!</w>")->integer, 256);
     assert_int_equal(tc_json_get(v, "in")->integer, 512);
-    assert_int_equal(tc_json_get(v, "\xc4\xa0")->integer, 220);      /* byte 32 -> U+0120 */
-    assert_int_equal(tc_json_get(v, "a</w>")->integer, 320);         /* "a" in "a photo" */
+    assert_int_equal(tc_json_get(v, "\xc4\xa0")->integer, 220); /* byte 32 -> U+0120 */
+    assert_int_equal(tc_json_get(v, "a</w>")->integer, 320);    /* "a" in "a photo" */
     assert_int_equal(tc_json_get(v, "photo</w>")->integer, 1125);
     assert_int_equal(tc_json_get(v, "<|startoftext|>")->integer, 49406);
     assert_int_equal(tc_json_get(v, "<|endoftext|>")->integer, 49407);
@@ -266,9 +281,11 @@ static void test_foreign_layouts(void **state) {
     load_and_compare(p, &cfg);
     write_renamed(path_in("sd.safetensors", p, sizeof p), state_dict_name, TC_DT_F32, 0, NULL, 0);
     load_and_compare(p, &cfg);
-    write_renamed(path_in("tinyclip.safetensors", p, sizeof p), tinyclip_name, TC_DT_F32, 1, NULL, 0);
+    write_renamed(path_in("tinyclip.safetensors", p, sizeof p), tinyclip_name, TC_DT_F32, 1, NULL,
+                  0);
     load_and_compare(p, &cfg);
-    write_renamed(path_in("custom.safetensors", p, sizeof p), custom_text_name, TC_DT_F32, 0, NULL, 0);
+    write_renamed(path_in("custom.safetensors", p, sizeof p), custom_text_name, TC_DT_F32, 0, NULL,
+                  0);
     load_and_compare(p, &cfg);
 
     /* F16 and BF16 weights are widened to fp32 */
@@ -296,7 +313,8 @@ static void expect_load_error(const char *path, const tc_model_config *hint, con
     tc_status st = tc_checkpoint_load(path, hint, &c, &l, &q);
     if (st == TC_OK) fail_msg("%s loaded", path);
     assert_null(q);
-    if (!strstr(tc_last_error(), needle)) fail_msg("message '%s' lacks '%s'", tc_last_error(), needle);
+    if (!strstr(tc_last_error(), needle))
+        fail_msg("message '%s' lacks '%s'", tc_last_error(), needle);
 }
 
 static void test_errors_name_the_tensor(void **state) {
@@ -357,7 +375,8 @@ static void test_errors_name_the_tensor(void **state) {
         tc_st_write_tensor *w = calloc((size_t)n, sizeof *w);
         for (int i = 0; i < n; i++) {
             const tc_st_tensor *t = tc_st_tensor_at(f, i);
-            if (strcmp(t->name, "vision_model.encoder.layers.0.self_attn.v_proj.bias") == 0) continue;
+            if (strcmp(t->name, "vision_model.encoder.layers.0.self_attn.v_proj.bias") == 0)
+                continue;
             w[k].name = t->name;
             w[k].dtype = t->dtype;
             w[k].ndim = t->ndim;
@@ -370,16 +389,18 @@ static void test_errors_name_the_tensor(void **state) {
         assert_int_equal(tc_st_write(q, w, k, NULL, NULL, 0), TC_OK);
         free(w);
         tc_st_close(f);
-        expect_load_error(q, &cfg, "'vision_model.encoder.layers.0.self_attn.v_proj.bias' is missing");
+        expect_load_error(q, &cfg,
+                          "'vision_model.encoder.layers.0.self_attn.v_proj.bias' is missing");
     }
 }
 
 static void test_irregular_model(void **state) {
     (void)state;
-    const char *json = "{\"embed_dim\": 16, \"vision_cfg\": {\"image_size\": 8, \"patch_size\": 4,"
-                       " \"layers\": 3, \"width\": 40, \"heads\": [1, 0, 2], \"mlp_width\": [7, 9, 0]},"
-                       " \"text_cfg\": {\"context_length\": 5, \"vocab_size\": 30, \"width\": 24,"
-                       " \"heads\": [0, 1], \"layers\": 2, \"mlp_width\": [0, 0]}}";
+    const char *json =
+        "{\"embed_dim\": 16, \"vision_cfg\": {\"image_size\": 8, \"patch_size\": 4,"
+        " \"layers\": 3, \"width\": 40, \"heads\": [1, 0, 2], \"mlp_width\": [7, 9, 0]},"
+        " \"text_cfg\": {\"context_length\": 5, \"vocab_size\": 30, \"width\": 24,"
+        " \"heads\": [0, 1], \"layers\": 2, \"mlp_width\": [0, 0]}}";
     tc_model_config ic;
     assert_int_equal(tc_model_config_parse(&ic, json, strlen(json), "pruned.json"), TC_OK);
     assert_true(ic.irregular);
@@ -429,7 +450,8 @@ static void test_single_file_with_metadata(void **state) {
     assert_non_null(tc_st_metadata(f, "tinyclip_model_cfg"));
     tc_st_close(f);
     load_and_compare(p, NULL);
-    assert_int_equal(tc_checkpoint_save_file(p, &cfg, &layout, params, "{\"step\": 3}"), TC_ERR_ARG);
+    assert_int_equal(tc_checkpoint_save_file(p, &cfg, &layout, params, "{\"step\": 3}"),
+                     TC_ERR_ARG);
     assert_int_equal(tc_checkpoint_save_file(p, &cfg, &layout, params, "[1"), TC_ERR_FORMAT);
     /* no temp files are left in the directory */
     char cmd[700], *out;

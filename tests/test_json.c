@@ -69,8 +69,8 @@ static void test_escapes(void **state) {
     parse_bad("\"\\ud83d\\u0041\"", 14, "surrogate");
     parse_bad("\"a\nb\"", 5, "control character");
     parse_bad("\"\xc3\"", 3, "UTF-8");
-    parse_bad("\"\xc0\xaf\"", 4, "UTF-8");        /* overlong */
-    parse_bad("\"\xed\xa0\x80\"", 5, "UTF-8");    /* encoded surrogate */
+    parse_bad("\"\xc0\xaf\"", 4, "UTF-8");     /* overlong */
+    parse_bad("\"\xed\xa0\x80\"", 5, "UTF-8"); /* encoded surrogate */
     parse_bad("\"\\", 2, "unterminated string");
 }
 
@@ -126,8 +126,10 @@ static void test_depth_bound(void **state) {
     /* 64 levels parse, 65 do not, and a very deep input fails cleanly */
     for (int depth = 64; depth <= 65; depth++) {
         int n = 0;
-        for (int i = 0; i < depth; i++) buf[n++] = '[';
-        for (int i = 0; i < depth; i++) buf[n++] = ']';
+        for (int i = 0; i < depth; i++)
+            buf[n++] = '[';
+        for (int i = 0; i < depth; i++)
+            buf[n++] = ']';
         tc_json *v = NULL;
         tc_status st = tc_json_parse(buf, (size_t)n, "deep", &v);
         if (depth == 64) {

@@ -109,14 +109,14 @@ static void test_param_counts(void **state) {
 
     /* the TinyCLIP naming (tinyclip-method.md): millions without the token embedding */
     counts t8 = expected_counts(512, 10, 256, 16, 224, 3, 256, 77, 49408, 4.0);
-    assert_int_equal((long long)(t8.vision / 1e4 + 0.5), 828);                     /* 8.28M */
-    assert_int_equal((long long)((t8.text - t8.token_emb) / 1e4 + 0.5), 252);      /* 2.52M */
+    assert_int_equal((long long)(t8.vision / 1e4 + 0.5), 828);                /* 8.28M */
+    assert_int_equal((long long)((t8.text - t8.token_emb) / 1e4 + 0.5), 252); /* 2.52M */
     counts t40 = expected_counts(512, 12, 512, 32, 224, 6, 512, 77, 49408, 4.0);
-    assert_int_equal((long long)(t40.vision / 1e4 + 0.5), 3969);                   /* 39.69M */
-    assert_int_equal((long long)((t40.text - t40.token_emb) / 1e4 + 0.5), 1922);   /* 19.22M */
-    assert_int_equal((long long)((b32.text - b32.token_emb) / 1e4 + 0.5), 3813);   /* 38.13M */
+    assert_int_equal((long long)(t40.vision / 1e4 + 0.5), 3969);                 /* 39.69M */
+    assert_int_equal((long long)((t40.text - t40.token_emb) / 1e4 + 0.5), 1922); /* 19.22M */
+    assert_int_equal((long long)((b32.text - b32.token_emb) / 1e4 + 0.5), 3813); /* 38.13M */
     counts t61 = expected_counts(512, 12, 640, 32, 224, 9, 512, 77, 49408, 4.0);
-    assert_int_equal((long long)(t61.vision / 1e4 + 0.5), 6141);                   /* 61.41M */
+    assert_int_equal((long long)(t61.vision / 1e4 + 0.5), 6141); /* 61.41M */
 
     /* the students are about half and a quarter of the teacher without embeddings */
     counts te = expected_counts(128, 6, 128, 4, 28, 4, 128, 32, 49408, 4.0);
@@ -147,7 +147,8 @@ static void test_activation_and_fields(void **state) {
 }
 
 /* base fields, each left out when the extra text sets the same key */
-static void add_fields(char *dst, size_t cap, const char *const *base, size_t n, const char *extra) {
+static void add_fields(char *dst, size_t cap, const char *const *base, size_t n,
+                       const char *extra) {
     for (size_t i = 0; i < n; i++) {
         char key[64];
         snprintf(key, sizeof key, "%.*s", (int)(strchr(base[i], ':') - base[i]), base[i]);
@@ -161,9 +162,10 @@ static void add_fields(char *dst, size_t cap, const char *const *base, size_t n,
 
 /* a small valid config with extra text spliced into the top level and each
  * tower; extra text starts with ", " inside towers */
-static tc_status parse_with(const char *top, const char *vis, const char *txt, tc_model_config *cfg) {
-    static const char *const vbase[] = {"\"image_size\": 32", "\"patch_size\": 8",
-                                        "\"layers\": 2", "\"width\": 128"};
+static tc_status parse_with(const char *top, const char *vis, const char *txt,
+                            tc_model_config *cfg) {
+    static const char *const vbase[] = {"\"image_size\": 32", "\"patch_size\": 8", "\"layers\": 2",
+                                        "\"width\": 128"};
     static const char *const tbase[] = {"\"context_length\": 16", "\"vocab_size\": 1000",
                                         "\"width\": 64", "\"heads\": 1", "\"layers\": 2"};
     char v[2048] = "{", t[2048] = "{", json[8192];
@@ -278,12 +280,14 @@ static void test_unsupported_fields_named(void **state) {
     expect_error("", ", \"layers\": 65", "", "vision_cfg.layers: 65 is out of range");
     expect_error("", ", \"layers\": 0", "", "vision_cfg.layers: 0 is out of range");
     expect_error("", "", ", \"vocab_size\": -1", "text_cfg.vocab_size");
-    expect_error("", "", ", \"context_length\": 1e9", "text_cfg.context_length: expected an integer");
+    expect_error("", "", ", \"context_length\": 1e9",
+                 "text_cfg.context_length: expected an integer");
     expect_error("", ", \"mlp_ratio\": 1e30", "", "vision_cfg.mlp_ratio");
     expect_error("", ", \"mlp_ratio\": 0", "", "vision_cfg.mlp_ratio");
     expect_error("", ", \"patch_size\": 0", "", "vision_cfg.patch_size");
     /* the irregular extension */
-    expect_error("", ", \"heads\": [2, 2, 2]", "", "vision_cfg.heads: has 3 entries but layers is 2");
+    expect_error("", ", \"heads\": [2, 2, 2]", "",
+                 "vision_cfg.heads: has 3 entries but layers is 2");
     expect_error("", ", \"heads\": [2, -1]", "", "vision_cfg.heads");
     expect_error("", ", \"mlp_width\": [5]", "", "vision_cfg.mlp_width: has 1 entries");
     expect_error("", ", \"mlp_width\": [5, 6], \"mlp_ratio\": 2", "", "vision_cfg.mlp_ratio");
@@ -296,7 +300,8 @@ static void test_missing_and_malformed(void **state) {
         {"{\"vision_cfg\": {}, \"text_cfg\": {}}", "embed_dim: missing"},
         {"{\"embed_dim\": 8, \"text_cfg\": {}}", "vision_cfg: missing"},
         {"{\"embed_dim\": 8, \"vision_cfg\": {}}", "text_cfg: missing"},
-        {"{\"embed_dim\": 8, \"vision_cfg\": 3, \"text_cfg\": {}}", "vision_cfg: expected an object"},
+        {"{\"embed_dim\": 8, \"vision_cfg\": 3, \"text_cfg\": {}}",
+         "vision_cfg: expected an object"},
         {"[1, 2]", "expected a JSON object"},
         {"{\"embed_dim\": 8, ", "invalid JSON"},
         {"{\"embed_dim\": 8,, }", "invalid JSON"},
@@ -447,7 +452,8 @@ static void test_cli_inspect(void **state) {
     assert_int_equal(tc_write_file(path, bad, strlen(bad)), 0);
     snprintf(cmd, sizeof cmd, "inspect %s", path);
     rc = tc_run_cli(cmd, &out);
-    if (rc == 0 || !strstr(out, "bad.json: vision_cfg.layers")) fail_msg("rc %d output:\n%s", rc, out);
+    if (rc == 0 || !strstr(out, "bad.json: vision_cfg.layers"))
+        fail_msg("rc %d output:\n%s", rc, out);
     free(out);
     snprintf(path, sizeof path, "%s/trunc.json", dir);
     assert_int_equal(tc_write_file(path, "{\"embed_dim\": ", 14), 0);

@@ -37,14 +37,17 @@ static unsigned char *make_image(const char *header, uint64_t n_override, size_t
     size_t len = 8 + h + data_len;
     unsigned char *buf = calloc(1, len + 1);
     uint64_t n = n_override ? n_override : h;
-    for (int i = 0; i < 8; i++) buf[i] = (unsigned char)(n >> (8 * i));
+    for (int i = 0; i < 8; i++)
+        buf[i] = (unsigned char)(n >> (8 * i));
     memcpy(buf + 8, header, h);
-    for (size_t i = 0; i < data_len; i++) buf[8 + h + i] = (unsigned char)(i * 7 + 1);
+    for (size_t i = 0; i < data_len; i++)
+        buf[8 + h + i] = (unsigned char)(i * 7 + 1);
     *len_out = len;
     return buf;
 }
 
-static void expect_bad(const char *header, uint64_t n_override, size_t data_len, const char *needle) {
+static void expect_bad(const char *header, uint64_t n_override, size_t data_len,
+                       const char *needle) {
     size_t len;
     unsigned char *img = make_image(header, n_override, data_len, &len);
     tc_safetensors *f = NULL;
@@ -80,7 +83,7 @@ static void test_round_trip_known_values(void **state) {
     assert_int_equal(f16[5], 0x0001); /* smallest subnormal */
     assert_int_equal(bf16[0], 0x3F80);
     assert_int_equal(bf16[1], 0xC020);
-    assert_int_equal(tc_float_to_half(1e6f), 0x7C00);             /* overflow to inf */
+    assert_int_equal(tc_float_to_half(1e6f), 0x7C00);               /* overflow to inf */
     assert_int_equal(tc_float_to_half(1.0f + 1.0f / 2048), 0x3C00); /* tie to even (down) */
     assert_int_equal(tc_float_to_half(1.0f + 3.0f / 2048), 0x3C02); /* tie to even (up) */
     assert_int_equal(tc_float_to_bfloat(1.00390625f), 0x3F80);
@@ -89,12 +92,9 @@ static void test_round_trip_known_values(void **state) {
     float scalar = 4.6052f;
     const float m[2][3] = {{1, 2, 3}, {4, 5, 6}};
     tc_st_write_tensor w[7] = {
-        {"a.f32", TC_DT_F32, 2, {2, 3}, m},
-        {"b.f16", TC_DT_F16, 1, {6}, f16},
-        {"c.bf16", TC_DT_BF16, 2, {3, 2}, bf16},
-        {"ids", TC_DT_I32, 2, {2, 2}, ids},
-        {"big", TC_DT_I64, 1, {2}, big},
-        {"logit_scale", TC_DT_F32, 0, {0}, &scalar},
+        {"a.f32", TC_DT_F32, 2, {2, 3}, m},      {"b.f16", TC_DT_F16, 1, {6}, f16},
+        {"c.bf16", TC_DT_BF16, 2, {3, 2}, bf16}, {"ids", TC_DT_I32, 2, {2, 2}, ids},
+        {"big", TC_DT_I64, 1, {2}, big},         {"logit_scale", TC_DT_F32, 0, {0}, &scalar},
         {"empty", TC_DT_F32, 2, {0, 5}, NULL},
     };
     const char *mk[] = {"format", "note"}, *mv[] = {"pt", "quote \" and \\ and \xc3\xa9"};
@@ -106,7 +106,8 @@ static void test_round_trip_known_values(void **state) {
     size_t len;
     char *raw = tc_read_file(path, &len);
     uint64_t n = 0;
-    for (int i = 7; i >= 0; i--) n = (n << 8) | (unsigned char)raw[i];
+    for (int i = 7; i >= 0; i--)
+        n = (n << 8) | (unsigned char)raw[i];
     assert_int_equal(n % 8, 0);
     assert_int_equal(strncmp(raw + 8, "{\"__metadata__\":", 16), 0);
     assert_int_equal(len, 8 + n + 6 * 4 + 6 * 2 + 6 * 2 + 4 * 4 + 2 * 8 + 4);
@@ -127,8 +128,10 @@ static void test_round_trip_known_values(void **state) {
     assert_int_equal(tc_st_read_f32(f, "b.f16", 1, s6, out), TC_OK);
     assert_memory_equal(out, vals, sizeof vals); /* every value is exact in fp16 */
     assert_int_equal(tc_st_read_f32(f, "c.bf16", 2, s32, out), TC_OK);
-    for (int i = 0; i < 6; i++) assert_true(out[i] == tc_bfloat_to_float(bf16[i]));
-    assert_true(out[0] == 1.0f && out[1] == -2.5f && out[3] == 65536.0f); /* 65504 rounds up in bf16 */
+    for (int i = 0; i < 6; i++)
+        assert_true(out[i] == tc_bfloat_to_float(bf16[i]));
+    assert_true(out[0] == 1.0f && out[1] == -2.5f &&
+                out[3] == 65536.0f); /* 65504 rounds up in bf16 */
     assert_int_equal(tc_st_read_f32(f, "logit_scale", 0, NULL, out), TC_OK);
     assert_true(out[0] == scalar);
     const tc_st_tensor *t = tc_st_find(f, "ids");
@@ -172,7 +175,8 @@ static void test_f16_all_values(void **state) {
     for (unsigned h = 0; h < 0x10000; h++) {
         if ((h & 0x7C00) == 0x7C00) continue;
         float x = tc_half_to_float((uint16_t)h);
-        if (tc_float_to_half(x) != h) fail_msg("fp16 0x%04x -> %g -> 0x%04x", h, x, tc_float_to_half(x));
+        if (tc_float_to_half(x) != h)
+            fail_msg("fp16 0x%04x -> %g -> 0x%04x", h, x, tc_float_to_half(x));
     }
     assert_true(tc_half_to_float(0x7C00) > 3e38f);
     assert_true(tc_half_to_float(0x7E00) != tc_half_to_float(0x7E00)); /* NaN */
@@ -211,7 +215,8 @@ static void test_offsets(void **state) {
     /* trailing bytes after the last tensor */
     expect_bad("{\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]}}", 0, 12,
                "trailing bytes");
-    expect_bad("{\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[4,0]}}", 0, 4, "END < BEGIN");
+    expect_bad("{\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[4,0]}}", 0, 4,
+               "END < BEGIN");
     expect_bad("{\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0]}}", 0, 4,
                "data_offsets");
     expect_bad("{\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,-4]}}", 0, 4,
@@ -232,12 +237,13 @@ static void test_entries(void **state) {
                0, 4, "overflows");
     expect_bad("{\"a\":{\"dtype\":\"F64\",\"shape\":[1152921504606846976],\"data_offsets\":[0,8]}}",
                0, 8, "overflows");
-    expect_bad("{\"a\":{\"dtype\":\"F32\",\"shape\":[99999999999999999999],\"data_offsets\":[0,4]}}",
-               0, 4, "shape entries must be non-negative integers");
+    expect_bad(
+        "{\"a\":{\"dtype\":\"F32\",\"shape\":[99999999999999999999],\"data_offsets\":[0,4]}}", 0, 4,
+        "shape entries must be non-negative integers");
     expect_bad("{\"a\":{\"dtype\":\"F32\",\"shape\":[-1],\"data_offsets\":[0,4]}}", 0, 4,
                "non-negative");
-    expect_bad("{\"a\":{\"dtype\":\"F32\",\"shape\":[1,1,1,1,1,1,1,1,1],\"data_offsets\":[0,4]}}", 0,
-               4, "more than 8 dimensions");
+    expect_bad("{\"a\":{\"dtype\":\"F32\",\"shape\":[1,1,1,1,1,1,1,1,1],\"data_offsets\":[0,4]}}",
+               0, 4, "more than 8 dimensions");
     expect_bad("{\"a\":{\"dtype\":\"F4\",\"shape\":[3],\"data_offsets\":[0,1]}}", 0, 1,
                "multiple of 8");
     expect_bad("{\"a\":{\"dtype\":\"F32\",\"data_offsets\":[0,4]}}", 0, 4, "shape");
@@ -262,7 +268,8 @@ static void test_entries(void **state) {
         size_t len;
         unsigned char *img = make_image(ok[i], 0, data[i], &len);
         tc_safetensors *f;
-        if (tc_st_open_memory(&f, img, len, "ok") != TC_OK) fail_msg("%s: %s", ok[i], tc_last_error());
+        if (tc_st_open_memory(&f, img, len, "ok") != TC_OK)
+            fail_msg("%s: %s", ok[i], tc_last_error());
         tc_st_close(f);
         free(img);
     }
@@ -285,7 +292,8 @@ static void test_short_and_truncated_files(void **state) {
     assert_non_null(strstr(tc_last_error(), "/nonexistent/x.safetensors"));
     /* every truncation of a valid file is refused */
     float v[16];
-    for (int i = 0; i < 16; i++) v[i] = (float)i;
+    for (int i = 0; i < 16; i++)
+        v[i] = (float)i;
     tc_st_write_tensor w[2] = {{"x", TC_DT_F32, 2, {2, 4}, v}, {"y", TC_DT_F32, 1, {8}, v + 8}};
     const char *k[] = {"format"}, *val[] = {"pt"};
     assert_int_equal(tc_st_write(path, w, 2, k, val, 1), TC_OK);
@@ -316,7 +324,8 @@ static void test_writer_refuses_bad_input(void **state) {
     assert_int_equal(tc_st_write(path, &w, 1, NULL, NULL, 0), TC_ERR_ARG);
     /* nothing is left behind by a refused or failed write */
     assert_false(tc_file_exists(path));
-    assert_int_not_equal(tc_st_write("/nonexistent/dir/w.safetensors", &w, 0, NULL, NULL, 0), TC_OK);
+    assert_int_not_equal(tc_st_write("/nonexistent/dir/w.safetensors", &w, 0, NULL, NULL, 0),
+                         TC_OK);
 }
 
 /* a file from the reference writer (safetensors.torch.save_file, see
@@ -341,17 +350,20 @@ static void test_reads_reference_writer_file(void **state) {
     assert_int_equal(t->dtype, TC_DT_I64);
     int64_t ids[6];
     memcpy(ids, t->data, sizeof ids);
-    for (int i = 0; i < 6; i++) assert_int_equal(ids[i], i);
+    for (int i = 0; i < 6; i++)
+        assert_int_equal(ids[i], i);
     int32_t ids32[6];
     int64_t s23[2] = {2, 3};
     assert_int_equal(tc_st_read_i32(f, "ids", 2, s23, ids32), TC_OK);
-    for (int i = 0; i < 6; i++) assert_int_equal(ids32[i], i);
+    for (int i = 0; i < 6; i++)
+        assert_int_equal(ids32[i], i);
     assert_int_equal(tc_st_find(f, "b")->dtype, TC_DT_F16);
     assert_int_equal(tc_st_find(f, "c")->dtype, TC_DT_BF16);
     float c[4];
     int64_t s22[2] = {2, 2};
     assert_int_equal(tc_st_read_f32(f, "c", 2, s22, c), TC_OK);
-    for (int i = 0; i < 4; i++) assert_true(c[i] == c[i] && c[i] > -10 && c[i] < 10);
+    for (int i = 0; i < 4; i++)
+        assert_true(c[i] == c[i] && c[i] > -10 && c[i] < 10);
     tc_st_close(f);
 }
 

@@ -22,7 +22,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         if (t->end < t->begin || p < data || p + (t->end - t->begin) > data + size) abort();
         if (t->dtype == TC_DT_I32 || t->dtype == TC_DT_I64) {
             int32_t *ids = malloc(t->numel ? (size_t)t->numel * sizeof *ids : 1);
-            if (ids) (void)tc_st_read_i32(f, t->name, t->ndim, t->shape, ids); /* may refuse range */
+            if (ids)
+                (void)tc_st_read_i32(f, t->name, t->ndim, t->shape, ids); /* may refuse range */
             free(ids);
             continue;
         }
