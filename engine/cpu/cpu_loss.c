@@ -111,7 +111,10 @@ void tc_cpu_softmax_xent_rows(tc_backend *b, float *loss, float *dsim, float *dl
         }
         const int label = label_offset + i;
         const int hard = w_hard != 0.0f && label >= 0 && label < Ncols; /* host checks the range */
-        double row_loss = 0.0, row_dls = 0.0, soft_ce = 0.0;
+        /* the hard term is read before the row of dsim is written, so that
+         * even a dsim aliasing sim gives the right loss */
+        double row_loss = hard ? w_hard * (lse - (double)(s * sr[label])) : 0.0;
+        double row_dls = 0.0, soft_ce = 0.0;
         for (int j = 0; j < Ncols; j++) {
             const double z = (double)(s * sr[j]);
             const double logp = z - lse, p = exp(logp);
@@ -126,7 +129,6 @@ void tc_cpu_softmax_xent_rows(tc_backend *b, float *loss, float *dsim, float *dl
             dr[j] = (float)(s * dz);
             row_dls += dz * z;
         }
-        if (hard) row_loss += w_hard * (lse - (double)(s * sr[label]));
         if (soft) row_loss += w_soft * soft_ce;
         row_terms[2 * i] = row_loss;
         row_terms[2 * i + 1] = row_dls;
