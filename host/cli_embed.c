@@ -140,7 +140,7 @@ static tc_status load_images(const embed_args *a, const tc_model_config *c, floa
         size_t len = 0;
         tc_image img = {0};
         s = tc_read_file_bounded(a->images[i], (size_t)1 << 30, &data, &len);
-        if (s == TC_OK) s = tc_image_decode(dec, (const uint8_t *)data, len, a->images[i], S, &img);
+        if (s == TC_OK) s = tc_image_decode(dec, (const uint8_t *)data, len, a->images[i], 0, &img); /* full decode: open_clip parity */
         if (s == TC_OK) s = tc_transform_apply(&tcfg, &img, NULL, NULL, *out + per * i, NULL);
         tc_image_free(&img);
         free(data);
