@@ -528,6 +528,79 @@ static void test_cli_convert(void **state) {
     free(out);
 }
 
+/* every tensor of `ref` is in `ours` under the same name, dtype, shape and bytes,
+ * and the two files hold the same number of tensors */
+static void same_tensors(const char *ref_path, const char *our_path) {
+    tc_safetensors *ref, *ours;
+    if (tc_st_open(&ref, ref_path) != TC_OK) fail_msg("%s", tc_last_error());
+    if (tc_st_open(&ours, our_path) != TC_OK) fail_msg("%s", tc_last_error());
+    assert_int_equal(tc_st_count(ref), tc_st_count(ours));
+    for (int i = 0; i < tc_st_count(ref); i++) {
+        const tc_st_tensor *a = tc_st_tensor_at(ref, i), *b = tc_st_find(ours, a->name);
+        if (!b) fail_msg("%s: tensor '%s' not written", our_path, a->name);
+        assert_int_equal(a->dtype, b->dtype);
+        assert_int_equal(a->ndim, b->ndim);
+        assert_memory_equal(a->shape, b->shape, sizeof a->shape[0] * (size_t)a->ndim);
+        if (a->end - a->begin != b->end - b->begin ||
+            memcmp(a->data, b->data, (size_t)(a->end - a->begin)) != 0)
+            fail_msg("tensor '%s' differs from %s", a->name, ref_path);
+    }
+    tc_st_close(ref);
+    tc_st_close(ours);
+}
+
+/* the parity fixtures (scripts/fixtures_model.py): an open_clip model and the
+ * copy transformers wrote of it. both load to the same bits, and our exports
+ * reproduce both files tensor for tensor. */
+static void test_reference_fixtures(void **state) {
+    (void)state;
+    const char *names[] = {"tiny_gelu", "tiny_quickgelu"};
+    for (int n = 0; n < 2; n++) {
+        char cfgp[512], oc[512], hf[512], hfw[600], out[512], outw[600];
+        char rel[128];
+        snprintf(rel, sizeof rel, "parity/%s.json", names[n]);
+        tc_fixture(rel, cfgp, sizeof cfgp);
+        snprintf(rel, sizeof rel, "parity/%s_model.safetensors", names[n]);
+        tc_fixture(rel, oc, sizeof oc);
+        snprintf(rel, sizeof rel, "parity/%s_hf", names[n]);
+        tc_fixture(rel, hf, sizeof hf);
+        if (!tc_file_exists(oc) || !tc_file_exists(hf)) {
+            printf("SKIP: parity fixture %s missing\n", names[n]);
+            skip();
+        }
+        tc_model_config hint, ca, cb;
+        if (tc_model_config_load(&hint, cfgp) != TC_OK) fail_msg("%s", tc_last_error());
+        tc_param_layout la, lb;
+        float *pa, *pb;
+        if (tc_checkpoint_load(oc, &hint, &ca, &la, &pa) != TC_OK) fail_msg("%s", tc_last_error());
+        if (tc_checkpoint_load(hf, NULL, &cb, &lb, &pb) != TC_OK) fail_msg("%s", tc_last_error());
+        assert_int_equal(ca.activation, n == 0 ? TC_GELU : TC_QUICK_GELU);
+        assert_int_equal(cb.activation, ca.activation); /* from config.json hidden_act */
+        assert_memory_equal(&ca.vision, &cb.vision, sizeof ca.vision);
+        assert_memory_equal(&ca.text, &cb.text, sizeof ca.text);
+        assert_int_equal(la.total, lb.total);
+        assert_memory_equal(pa, pb, la.total * sizeof *pa);
+
+        snprintf(rel, sizeof rel, "fixture-oc-%d", n);
+        path_in(rel, out, sizeof out);
+        assert_int_equal(tc_checkpoint_save(out, TC_FORMAT_OPENCLIP, &ca, &la, pa), TC_OK);
+        snprintf(outw, sizeof outw, "%s/open_clip_model.safetensors", out);
+        same_tensors(oc, outw);
+        if (tc_file_exists(tc_checkpoint_vocab_path())) {
+            snprintf(rel, sizeof rel, "fixture-hf-%d", n);
+            path_in(rel, out, sizeof out);
+            assert_int_equal(tc_checkpoint_save(out, TC_FORMAT_HF, &ca, &la, pa), TC_OK);
+            snprintf(outw, sizeof outw, "%s/model.safetensors", out);
+            snprintf(hfw, sizeof hfw, "%s/model.safetensors", hf);
+            same_tensors(hfw, outw);
+        }
+        free(pa);
+        free(pb);
+        tc_param_layout_free(&la);
+        tc_param_layout_free(&lb);
+    }
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_openclip_round_trip),
@@ -537,6 +610,7 @@ int main(void) {
         cmocka_unit_test(test_irregular_model),
         cmocka_unit_test(test_single_file_with_metadata),
         cmocka_unit_test(test_cli_convert),
+        cmocka_unit_test(test_reference_fixtures),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
