@@ -66,8 +66,10 @@ typedef struct {
     const char **templates;
     int n_templates;
     char **template_storage;
-    /* fault injection for the resume tests: TINYCLIP_FAULT=kill_at_step:N | kill_in_checkpoint:N */
+    /* fault injection for the resume tests:
+     * TINYCLIP_FAULT=kill_at_step:N[@stage] | kill_in_checkpoint:N[@stage] */
     long long kill_at_step, kill_in_checkpoint;
+    char kill_stage[64];
 } run_ctx;
 
 /* one tower's L0 state during a mask phase */
@@ -102,6 +104,20 @@ static void stage_path(const run_ctx *c, int i, const char *sub, char *buf) {
         snprintf(buf, PATH_CAP, "%s/%s/%s", c->exp->out_dir, c->exp->stages[i].name, sub);
     else
         snprintf(buf, PATH_CAP, "%s/%s", c->exp->out_dir, c->exp->stages[i].name);
+}
+
+static long long env_fault(const char *what, char *stage, size_t cap) {
+    const char *v = getenv("TINYCLIP_FAULT");
+    size_t n = strlen(what);
+    if (!v || strncmp(v, what, n) != 0 || v[n] != ':') return -1;
+    const char *at = strchr(v + n + 1, '@');
+    if (at) snprintf(stage, cap, "%s", at + 1);
+    return atoll(v + n + 1);
+}
+
+/* 1 when the injected fault of this kind is due now */
+static int fault_due(const run_ctx *c, long long when, long long step, const char *stage) {
+    return when == step && (!c->kill_stage[0] || strcmp(c->kill_stage, stage) == 0);
 }
 
 /* ---- templates ---- */
@@ -268,7 +284,8 @@ static tc_status save_checkpoint(run_ctx *c, int i, tc_model *m, tc_trainer *tr,
     if (!buf) return tc_fail(TC_ERR_OOM, "checkpoint: out of memory");
     tc_status s = tc_model_get_params(m, buf);
     if (s == TC_OK) s = tc_checkpoint_save(tmp, TC_FORMAT_OPENCLIP, tc_model_cfg(m), L, buf);
-    if (s == TC_OK && c->kill_in_checkpoint == meta->step) raise(SIGKILL);
+    if (s == TC_OK && fault_due(c, c->kill_in_checkpoint, meta->step, c->exp->stages[i].name))
+        raise(SIGKILL);
     if (s == TC_OK) s = be->download(be, buf + P, tc_trainer_moment1(tr), P * sizeof(float));
     if (s == TC_OK) s = be->download(be, buf + 2 * P, tc_trainer_moment2(tr), P * sizeof(float));
     /* the train state: moments, masks and their optimizer, counters, cursor */
@@ -966,7 +983,7 @@ static tc_status run_stage(run_ctx *c, int i) {
             }
         }
         tc_progress_update(&prog, r.meta.step, sr.loss, last_ips);
-        if (s == TC_OK && c->kill_at_step == r.meta.step) raise(SIGKILL);
+        if (s == TC_OK && fault_due(c, c->kill_at_step, r.meta.step, st->name)) raise(SIGKILL);
         /* the mask phase ends after prune_step iterations */
         if (s == TC_OK && r.masked && r.meta.step == a->prune_step) {
             s = prune_student(&r);
@@ -1033,21 +1050,14 @@ static tc_status run_stage(run_ctx *c, int i) {
     return TC_OK;
 }
 
-static long long env_fault(const char *what) {
-    const char *v = getenv("TINYCLIP_FAULT");
-    size_t n = strlen(what);
-    if (!v || strncmp(v, what, n) != 0 || v[n] != ':') return -1;
-    return atoll(v + n + 1);
-}
-
 tc_status tc_run_experiment(const tc_experiment *exp, const tc_run_options *opt) {
     run_ctx c;
     memset(&c, 0, sizeof c);
     c.exp = exp;
     c.log = opt && opt->log ? opt->log : stdout;
     c.force_tty = opt ? opt->force_tty : -1;
-    c.kill_at_step = env_fault("kill_at_step");
-    c.kill_in_checkpoint = env_fault("kill_in_checkpoint");
+    c.kill_at_step = env_fault("kill_at_step", c.kill_stage, sizeof c.kill_stage);
+    c.kill_in_checkpoint = env_fault("kill_in_checkpoint", c.kill_stage, sizeof c.kill_stage);
     c.res = calloc((size_t)exp->n_stages, sizeof *c.res);
     if (!c.res) return tc_fail(TC_ERR_OOM, "run: out of memory");
     tc_status s = tc_mkdir_p(exp->out_dir);
