@@ -1,5 +1,7 @@
 #include "train.h"
 
+#include "loss.h"
+
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -12,7 +14,8 @@ struct tc_trainer {
     tc_optim_config optim;
     tc_loss_config loss;
     tc_backend *be;
-    int step;
+    int step;      /* schedule position: the lr of the next step is tc_lr_at(step) */
+    int adam_step; /* optimizer steps since the moments were reset (bias correction) */
     int max_batch;
     float *m, *v;                      /* AdamW moments (P) */
     tc_param_segment *segs;
@@ -128,6 +131,8 @@ void tc_trainer_destroy(tc_trainer *t) {
 
 int tc_trainer_step_index(const tc_trainer *t) { return t->step; }
 void tc_trainer_set_step_index(tc_trainer *t, int step) { t->step = step; }
+int tc_trainer_adam_step(const tc_trainer *t) { return t->adam_step; }
+void tc_trainer_set_adam_step(tc_trainer *t, int step) { t->adam_step = step; }
 float *tc_trainer_moment1(tc_trainer *t) { return t->m; }
 float *tc_trainer_moment2(tc_trainer *t) { return t->v; }
 void tc_trainer_set_optim(tc_trainer *t, const tc_optim_config *optim) {
@@ -140,13 +145,7 @@ void tc_trainer_reset_optimizer(tc_trainer *t) {
     size_t P = tc_model_layout(t->student)->total;
     t->be->zero(t->be, t->m, P * sizeof(float));
     t->be->zero(t->be, t->v, P * sizeof(float));
-}
-
-/* similarity rows of both directions: sim[0] = a @ b^T, sim[1] = b @ a^T */
-static void similarities(tc_backend *be, float *sim, const float *a, const float *b, int B,
-                         int E) {
-    be->gemm_f32(be, 0, 1, B, B, E, 1.0f, a, b, 0.0f, sim);
-    be->gemm_f32(be, 0, 1, B, B, E, 1.0f, b, a, 0.0f, sim + (size_t)B * B);
+    t->adam_step = 0;
 }
 
 /* forward, loss, and (when backward) every gradient; loss lands in scalars[S_LOSS] */
@@ -155,50 +154,40 @@ static tc_status forward_backward(tc_trainer *t, const float *images, const int3
     tc_backend *be = t->be;
     tc_model *st = t->student;
     const tc_param_layout *L = tc_model_layout(st);
-    int E = tc_model_cfg(st)->embed_dim;
-    size_t BB = (size_t)B * B;
+    int E = tc_model_cfg(st)->embed_dim, TE = 0;
     if (B > t->max_batch)
         return tc_fail(TC_ERR_ARG, "trainer: batch %d larger than %d", B, t->max_batch);
 
-    const float *teacher_sim = NULL, *teacher_scale = NULL;
+    tc_loss_features tf, *teacher = NULL;
+    const float *teacher_scale = NULL;
     if (t->teacher && t->loss.w_distill != 0.0f) {
         tc_model *te = t->teacher;
-        const tc_param_layout *TL = tc_model_layout(te);
-        int TE = tc_model_cfg(te)->embed_dim;
+        TE = tc_model_cfg(te)->embed_dim;
         /* the teacher's scale is fixed (method §1.2: fill_(log 50) before its forward) */
-        float *tscale = tc_model_params(te) + TL->logit_scale;
+        float *tscale = tc_model_params(te) + tc_model_layout(te)->logit_scale;
         be->fill_f32(be, tscale, logf(t->loss.teacher_logit_scale), 1);
         TC_TRY(tc_model_encode_image(te, images, B));
         TC_TRY(tc_model_encode_text(te, ids, B));
-        similarities(be, t->teacher_sim, tc_model_image_features(te), tc_model_text_features(te),
-                     B, TE);
-        teacher_sim = t->teacher_sim;
+        tf.img = tf.img_all = tc_model_image_features(te);
+        tf.txt = tf.txt_all = tc_model_text_features(te);
+        teacher = &tf;
         teacher_scale = tscale;
     }
-
     TC_TRY(tc_model_encode_image(st, images, B));
     TC_TRY(tc_model_encode_text(st, ids, B));
-    const float *img = tc_model_image_features(st), *txt = tc_model_text_features(st);
-    similarities(be, t->sim, img, txt, B, E);
-
+    tc_loss_features sf;
+    sf.img = sf.img_all = tc_model_image_features(st);
+    sf.txt = sf.txt_all = tc_model_text_features(st);
     if (backward) tc_model_zero_grads(st);
-    float *log_scale = tc_model_params(st) + L->logit_scale;
-    float *dlog_scale = backward ? tc_model_grads(st) + L->logit_scale : NULL;
-    float w_hard = 0.5f * t->loss.w_clip, w_soft = 0.5f * t->loss.w_distill;
-    be->fill_f32(be, &t->scalars[S_LOSS], 0.0f, 1);
-    for (int dir = 0; dir < 2; dir++)
-        be->softmax_xent_rows(be, &t->scalars[S_LOSS], t->dsim + dir * BB, dlog_scale,
-                              t->sim + dir * BB, teacher_sim ? teacher_sim + dir * BB : NULL,
-                              log_scale, teacher_scale, B, B, 0, w_hard, w_soft);
+    tc_loss_weights w = {t->loss.w_clip, t->loss.w_distill};
+    tc_loss_workspace ws = {t->sim, t->dsim, t->teacher_sim};
+    /* one process: rows and columns are the same samples, their gradients add */
+    tc_loss_forward_backward(be, w, B, B, 0, E, TE, &sf, teacher,
+                             tc_model_params(st) + L->logit_scale, teacher_scale, ws,
+                             &t->scalars[S_LOSS], backward ? t->dimg : NULL,
+                             backward ? t->dtxt : NULL, t->dimg, t->dtxt,
+                             backward ? tc_model_grads(st) + L->logit_scale : NULL);
     if (!backward) return TC_OK;
-
-    /* sim_i2t = I T^T, sim_t2i = T I^T:
-     * dI = dS_i2t T + dS_t2i^T T,  dT = dS_t2i I + dS_i2t^T I */
-    const float *ds_i2t = t->dsim, *ds_t2i = t->dsim + BB;
-    be->gemm_f32(be, 0, 0, B, E, B, 1.0f, ds_i2t, txt, 0.0f, t->dimg);
-    be->gemm_f32(be, 1, 0, B, E, B, 1.0f, ds_t2i, txt, 1.0f, t->dimg);
-    be->gemm_f32(be, 0, 0, B, E, B, 1.0f, ds_t2i, img, 0.0f, t->dtxt);
-    be->gemm_f32(be, 1, 0, B, E, B, 1.0f, ds_i2t, img, 1.0f, t->dtxt);
     TC_TRY(tc_model_backward_image(st, t->dimg));
     TC_TRY(tc_model_backward_text(st, t->dtxt));
     return TC_OK;
@@ -250,7 +239,7 @@ tc_status tc_trainer_apply(tc_trainer *t, double extra_sum_sq) {
         clip = &t->scalars[S_CLIP];
     }
     tc_adamw_hparams hp = {tc_lr_at(&t->optim, t->step), t->optim.beta1, t->optim.beta2,
-                           t->optim.eps, t->step + 1};
+                           t->optim.eps, t->adam_step + 1};
     tc_act *compute = be->separate_compute_weights ? tc_model_compute_weights(st) : NULL;
     be->adamw_update(be, tc_model_params(st), tc_model_grads(st), t->m, t->v, compute, t->segs,
                      t->nseg, hp, clip);
@@ -261,6 +250,7 @@ tc_status tc_trainer_apply(tc_trainer *t, double extra_sum_sq) {
     else
         be->clamp_f32(be, log_scale, 0.0f, logf(100.0f), 1);
     t->step++;
+    t->adam_step++;
     return TC_OK;
 }
 
