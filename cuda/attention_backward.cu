@@ -52,10 +52,12 @@ __global__ void __launch_bounds__(att_cfg<HS>::THREADS)
         att_load16(v, kr + A);
     } else {
 #pragma unroll
-        for (int d = 0; d < ATT_DPT; d++) k[d] = v[d] = 0.0f;
+        for (int d = 0; d < ATT_DPT; d++)
+            k[d] = v[d] = 0.0f;
     }
 #pragma unroll
-    for (int d = 0; d < ATT_DPT; d++) dk[d] = dv[d] = 0.0f;
+    for (int d = 0; d < ATT_DPT; d++)
+        dk[d] = dv[d] = 0.0f;
 
     const int nqt = (Tn + BT - 1) / BT;
     for (int qt = causal ? kt : 0; qt < nqt; qt++) {
@@ -69,10 +71,12 @@ __global__ void __launch_bounds__(att_cfg<HS>::THREADS)
                 att_load16(dov, dobase + (size_t)i * A + h * HS + part * ATT_DPT);
                 att_load16(ov, obase + (size_t)i * A + h * HS + part * ATT_DPT);
 #pragma unroll
-                for (int d = 0; d < ATT_DPT; d++) dpart += dov[d] * ov[d];
+                for (int d = 0; d < ATT_DPT; d++)
+                    dpart += dov[d] * ov[d];
             } else {
 #pragma unroll
-                for (int d = 0; d < ATT_DPT; d++) qv[d] = dov[d] = 0.0f;
+                for (int d = 0; d < ATT_DPT; d++)
+                    qv[d] = dov[d] = 0.0f;
             }
             const float D = att_group_sum<G>(dpart);
 #pragma unroll
@@ -131,15 +135,18 @@ __global__ void __launch_bounds__(att_cfg<HS>::THREADS)
         att_load16(dov, dout + ((size_t)b * Tn + i) * A + h * HS + part * ATT_DPT);
         att_load16(ov, out + ((size_t)b * Tn + i) * A + h * HS + part * ATT_DPT);
 #pragma unroll
-        for (int d = 0; d < ATT_DPT; d++) dpart += dov[d] * ov[d];
+        for (int d = 0; d < ATT_DPT; d++)
+            dpart += dov[d] * ov[d];
         lse_i = lse[((size_t)b * NH + h) * Tn + i];
     } else {
 #pragma unroll
-        for (int d = 0; d < ATT_DPT; d++) q[d] = dov[d] = 0.0f;
+        for (int d = 0; d < ATT_DPT; d++)
+            q[d] = dov[d] = 0.0f;
     }
     const float D = att_group_sum<G>(dpart);
 #pragma unroll
-    for (int d = 0; d < ATT_DPT; d++) dq[d] = 0.0f;
+    for (int d = 0; d < ATT_DPT; d++)
+        dq[d] = 0.0f;
 
     const int last_key = causal ? min(Tn - 1, qt * BT + BT - 1) : Tn - 1;
     const int ntiles = last_key / BT + 1;
@@ -169,7 +176,8 @@ __global__ void __launch_bounds__(att_cfg<HS>::THREADS)
     if (i < Tn) {
         T *dst = dqkv + ((size_t)b * Tn + i) * ld + h * HS + part * ATT_DPT;
 #pragma unroll
-        for (int d = 0; d < ATT_DPT; d++) dst[d] = tc_tof<T>(dq[d] * scale);
+        for (int d = 0; d < ATT_DPT; d++)
+            dst[d] = tc_tof<T>(dq[d] * scale);
     }
 }
 
@@ -190,8 +198,8 @@ static void launch_attention_backward_hs(tc_cuda_backend *cu, tc_act *dqkv, cons
 
 template <typename T>
 static void launch_attention_backward(tc_cuda_backend *cu, tc_act *dqkv, const tc_act *dout,
-                                      const tc_act *qkv, const tc_act *out, const float *lse,
-                                      int B, int Tn, int NH, int HS, int causal) {
+                                      const tc_act *qkv, const tc_act *out, const float *lse, int B,
+                                      int Tn, int NH, int HS, int causal) {
     switch (HS) {
     case 32:
         launch_attention_backward_hs<T, 32>(cu, dqkv, dout, qkv, out, lse, B, Tn, NH, causal);
@@ -206,9 +214,9 @@ static void launch_attention_backward(tc_cuda_backend *cu, tc_act *dqkv, const t
     }
 }
 
-void tc_cuda_attention_backward(tc_backend *b, tc_act *dqkv, const tc_act *dout,
-                                const tc_act *qkv, const tc_act *out, const float *lse, int B,
-                                int T, int NH, int HS, int causal) {
+void tc_cuda_attention_backward(tc_backend *b, tc_act *dqkv, const tc_act *dout, const tc_act *qkv,
+                                const tc_act *out, const float *lse, int B, int T, int NH, int HS,
+                                int causal) {
     tc_cuda_backend *cu = tc_cu(b);
     TC_CU_REQUIRE(cu, B >= 0 && T >= 0 && NH >= 0,
                   "cuda attention_backward: bad shape B=%d T=%d NH=%d", B, T, NH);

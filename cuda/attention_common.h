@@ -24,7 +24,8 @@ template <int HS> struct att_cfg {
 /* sum over the G threads that own one row; every one of them gets the sum */
 template <int G> __device__ __forceinline__ float att_group_sum(float v) {
 #pragma unroll
-    for (int off = G / 2; off > 0; off >>= 1) v += __shfl_xor_sync(0xffffffffu, v, off);
+    for (int off = G / 2; off > 0; off >>= 1)
+        v += __shfl_xor_sync(0xffffffffu, v, off);
     return v;
 }
 
@@ -56,7 +57,8 @@ __device__ __forceinline__ void att_axpy16(float *acc, float p, const float *sm)
 /* loads 16 dims of one row (T elements) into registers as fp32 */
 template <typename T> __device__ __forceinline__ void att_load16(float *r, const T *src) {
 #pragma unroll
-    for (int d = 0; d < ATT_DPT; d++) r[d] = tc_ldf(src + d);
+    for (int d = 0; d < ATT_DPT; d++)
+        r[d] = tc_ldf(src + d);
 }
 
 #endif

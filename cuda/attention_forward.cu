@@ -42,7 +42,8 @@ __global__ void __launch_bounds__(att_cfg<HS>::THREADS)
         att_load16(q, base + (size_t)i * ld + h * HS + part * ATT_DPT);
     } else {
 #pragma unroll
-        for (int d = 0; d < ATT_DPT; d++) q[d] = 0.0f;
+        for (int d = 0; d < ATT_DPT; d++)
+            q[d] = 0.0f;
     }
 #pragma unroll
     for (int d = 0; d < ATT_DPT; d++) {
@@ -80,7 +81,8 @@ __global__ void __launch_bounds__(att_cfg<HS>::THREADS)
         const float alpha = expf(m - mt); /* m = -inf on the first tile: 0 */
         float psum = 0.0f;
 #pragma unroll
-        for (int d = 0; d < ATT_DPT; d++) o[d] *= alpha;
+        for (int d = 0; d < ATT_DPT; d++)
+            o[d] *= alpha;
 #pragma unroll
         for (int jj = 0; jj < BT; jj++) {
             const float p = expf(s[jj] - mt);
@@ -96,7 +98,8 @@ __global__ void __launch_bounds__(att_cfg<HS>::THREADS)
         const float inv = 1.0f / l;
         T *dst = out + ((size_t)b * Tn + i) * A + h * HS + part * ATT_DPT;
 #pragma unroll
-        for (int d = 0; d < ATT_DPT; d++) dst[d] = tc_tof<T>(o[d] * inv);
+        for (int d = 0; d < ATT_DPT; d++)
+            dst[d] = tc_tof<T>(o[d] * inv);
         if (part == 0) lse[((size_t)b * NH + h) * Tn + i] = m + logf(l);
     }
 }
@@ -113,8 +116,7 @@ static void launch_attention_forward_hs(tc_cuda_backend *cu, tc_act *out, float 
 
 template <typename T>
 static void launch_attention_forward(tc_cuda_backend *cu, tc_act *out, float *lse,
-                                     const tc_act *qkv, int B, int Tn, int NH, int HS,
-                                     int causal) {
+                                     const tc_act *qkv, int B, int Tn, int NH, int HS, int causal) {
     switch (HS) {
     case 32: launch_attention_forward_hs<T, 32>(cu, out, lse, qkv, B, Tn, NH, causal); break;
     case 64: launch_attention_forward_hs<T, 64>(cu, out, lse, qkv, B, Tn, NH, causal); break;
@@ -126,8 +128,8 @@ static void launch_attention_forward(tc_cuda_backend *cu, tc_act *out, float *ls
 void tc_cuda_attention_forward(tc_backend *b, tc_act *out, float *lse, const tc_act *qkv, int B,
                                int T, int NH, int HS, int causal) {
     tc_cuda_backend *cu = tc_cu(b);
-    TC_CU_REQUIRE(cu, B >= 0 && T >= 0 && NH >= 0, "cuda attention_forward: bad shape B=%d T=%d NH=%d",
-                  B, T, NH);
+    TC_CU_REQUIRE(cu, B >= 0 && T >= 0 && NH >= 0,
+                  "cuda attention_forward: bad shape B=%d T=%d NH=%d", B, T, NH);
     if (B == 0 || T == 0 || NH == 0) return;
     TC_CU_REQUIRE(cu, HS == 32 || HS == 64 || HS == 128,
                   "cuda attention_forward: head size %d unsupported (32, 64, 128)", HS);

@@ -60,7 +60,9 @@ typedef struct {
 #define TC_CUDA_SCRATCH_BYTES ((size_t)64 << 20)
 #define TC_CUDA_LT_WORKSPACE_BYTES ((size_t)32 << 20)
 
-static inline tc_cuda_backend *tc_cu(tc_backend *b) { return (tc_cuda_backend *)b; }
+static inline tc_cuda_backend *tc_cu(tc_backend *b) {
+    return (tc_cuda_backend *)b;
+}
 
 /* records the first failure (later ones are dropped: the first is the cause) */
 void tc_cuda_record(tc_cuda_backend *cu, tc_status code, const char *fmt, ...)
@@ -97,24 +99,32 @@ static inline unsigned tc_cuda_grid(size_t n, int threads) {
 }
 
 /* ---- device helpers ---- */
-__device__ __forceinline__ float tc_ldf(const float *p) { return *p; }
-__device__ __forceinline__ float tc_ldf(const __nv_bfloat16 *p) { return __bfloat162float(*p); }
+__device__ __forceinline__ float tc_ldf(const float *p) {
+    return *p;
+}
+__device__ __forceinline__ float tc_ldf(const __nv_bfloat16 *p) {
+    return __bfloat162float(*p);
+}
 
 template <typename T> __device__ __forceinline__ T tc_tof(float x);
-template <> __device__ __forceinline__ float tc_tof<float>(float x) { return x; }
+template <> __device__ __forceinline__ float tc_tof<float>(float x) {
+    return x;
+}
 template <> __device__ __forceinline__ __nv_bfloat16 tc_tof<__nv_bfloat16>(float x) {
     return __float2bfloat16_rn(x);
 }
 
 __device__ __forceinline__ float tc_warp_sum(float v) {
 #pragma unroll
-    for (int off = 16; off > 0; off >>= 1) v += __shfl_xor_sync(0xffffffffu, v, off);
+    for (int off = 16; off > 0; off >>= 1)
+        v += __shfl_xor_sync(0xffffffffu, v, off);
     return v;
 }
 
 __device__ __forceinline__ double tc_warp_sum_d(double v) {
 #pragma unroll
-    for (int off = 16; off > 0; off >>= 1) v += __shfl_xor_sync(0xffffffffu, v, off);
+    for (int off = 16; off > 0; off >>= 1)
+        v += __shfl_xor_sync(0xffffffffu, v, off);
     return v;
 }
 
@@ -174,9 +184,9 @@ int tc_cuda_rows_per_chunk(tc_cuda_backend *cu, int N, int C, int arrays);
 
 void tc_cuda_attention_forward(tc_backend *b, tc_act *out, float *lse, const tc_act *qkv, int B,
                                int T, int NH, int HS, int causal);
-void tc_cuda_attention_backward(tc_backend *b, tc_act *dqkv, const tc_act *dout,
-                                const tc_act *qkv, const tc_act *out, const float *lse, int B,
-                                int T, int NH, int HS, int causal);
+void tc_cuda_attention_backward(tc_backend *b, tc_act *dqkv, const tc_act *dout, const tc_act *qkv,
+                                const tc_act *out, const float *lse, int B, int T, int NH, int HS,
+                                int causal);
 
 void tc_cuda_patchify(tc_backend *b, tc_act *patches, const float *image, int B, int H, int W,
                       int P);
@@ -191,20 +201,19 @@ void tc_cuda_token_embed_backward(tc_backend *b, float *dwte, float *dwpe, const
 void tc_cuda_argmax_rows(tc_backend *b, int32_t *idx, const int32_t *ids, int B, int T);
 void tc_cuda_pool_gather_forward(tc_backend *b, tc_act *out, const tc_act *x, const int32_t *idx,
                                  int B, int T, int C);
-void tc_cuda_pool_gather_backward(tc_backend *b, tc_act *dx, const tc_act *dout,
-                                  const int32_t *idx, int B, int T, int C);
+void tc_cuda_pool_gather_backward(tc_backend *b, tc_act *dx, const tc_act *dout, const int32_t *idx,
+                                  int B, int T, int C);
 void tc_cuda_pool_mean_forward(tc_backend *b, tc_act *out, const tc_act *x, int B, int T, int C);
-void tc_cuda_pool_mean_backward(tc_backend *b, tc_act *dx, const tc_act *dout, int B, int T,
-                                int C);
+void tc_cuda_pool_mean_backward(tc_backend *b, tc_act *dx, const tc_act *dout, int B, int T, int C);
 
 void tc_cuda_l2norm_forward(tc_backend *b, float *out, float *norm, const tc_act *inp, int N,
                             int C);
 void tc_cuda_l2norm_backward(tc_backend *b, tc_act *dinp, const float *dout, const float *out,
                              const float *norm, int N, int C);
 void tc_cuda_softmax_xent_rows(tc_backend *b, float *loss, float *dsim, float *dlog_scale,
-                               const float *sim, const float *teacher_sim,
-                               const float *log_scale, const float *teacher_log_scale, int n,
-                               int Ncols, int label_offset, float w_hard, float w_soft);
+                               const float *sim, const float *teacher_sim, const float *log_scale,
+                               const float *teacher_log_scale, int n, int Ncols, int label_offset,
+                               float w_hard, float w_soft);
 
 void tc_cuda_sum_squares(tc_backend *b, float *out, const float *g, size_t n);
 void tc_cuda_clip_coefficient(tc_backend *b, float *scale, const float *sum_sq, float max_norm);

@@ -46,8 +46,9 @@ void tc_cuda_f32_to_act(tc_backend *b, tc_act *dst, const float *src, size_t n) 
         tc_cuda_copy(b, dst, src, n * sizeof(float));
         return;
     }
-    cast_kernel<__nv_bfloat16, float><<<tc_cuda_grid(n, TC_EW_THREADS), TC_EW_THREADS, 0,
-                                        cu->stream>>>((__nv_bfloat16 *)dst, src, n);
+    cast_kernel<__nv_bfloat16, float>
+        <<<tc_cuda_grid(n, TC_EW_THREADS), TC_EW_THREADS, 0, cu->stream>>>((__nv_bfloat16 *)dst,
+                                                                           src, n);
     tc_cuda_launched(cu, "f32_to_act");
 }
 
@@ -58,8 +59,9 @@ void tc_cuda_act_to_f32(tc_backend *b, float *dst, const tc_act *src, size_t n) 
         tc_cuda_copy(b, dst, src, n * sizeof(float));
         return;
     }
-    cast_kernel<float, __nv_bfloat16><<<tc_cuda_grid(n, TC_EW_THREADS), TC_EW_THREADS, 0,
-                                        cu->stream>>>(dst, (const __nv_bfloat16 *)src, n);
+    cast_kernel<float, __nv_bfloat16>
+        <<<tc_cuda_grid(n, TC_EW_THREADS), TC_EW_THREADS, 0, cu->stream>>>(
+            dst, (const __nv_bfloat16 *)src, n);
     tc_cuda_launched(cu, "act_to_f32");
 }
 
@@ -125,8 +127,7 @@ void tc_cuda_all_finite(tc_backend *b, float *out, const float *x, size_t n) {
     tc_cuda_backend *cu = tc_cu(b);
     tc_cuda_fill_f32(b, out, 1.0f, 1);
     if (n == 0) return;
-    all_finite_kernel<<<tc_cuda_grid(n, TC_EW_THREADS), TC_EW_THREADS, 0, cu->stream>>>(out, x,
-                                                                                           n);
+    all_finite_kernel<<<tc_cuda_grid(n, TC_EW_THREADS), TC_EW_THREADS, 0, cu->stream>>>(out, x, n);
     tc_cuda_launched(cu, "all_finite");
 }
 
@@ -134,7 +135,8 @@ void tc_cuda_all_finite(tc_backend *b, float *out, const float *x, size_t n) {
 
 __device__ __forceinline__ float gelu_f(float x, int quick) {
     if (quick) return x / (1.0f + expf(-1.702f * x));
-    return 0.5f * x * (1.0f + erff(x * 0.70710678118654752f));
+    /* 1 + erf(z) = erfc(-z): keeps its relative accuracy in the negative tail */
+    return 0.5f * x * erfcf(-x * 0.70710678118654752f);
 }
 
 __device__ __forceinline__ float gelu_grad(float x, int quick) {
@@ -142,7 +144,7 @@ __device__ __forceinline__ float gelu_grad(float x, int quick) {
         float s = 1.0f / (1.0f + expf(-1.702f * x));
         return s + 1.702f * x * s * (1.0f - s);
     }
-    float cdf = 0.5f * (1.0f + erff(x * 0.70710678118654752f));
+    float cdf = 0.5f * erfcf(-x * 0.70710678118654752f);
     float pdf = 0.39894228040143268f * expf(-0.5f * x * x);
     return cdf + x * pdf;
 }

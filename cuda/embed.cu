@@ -51,24 +51,23 @@ void tc_cuda_patchify(tc_backend *b, tc_act *patches, const float *image, int B,
 
 /* ---- vision embed ---- */
 template <typename T>
-__global__ void vision_embed_fwd_kernel(T *x, const T *patch_emb, const T *cls, const T *pos,
-                                        int B, int Tn, int C) {
+__global__ void vision_embed_fwd_kernel(T *x, const T *patch_emb, const T *cls, const T *pos, int B,
+                                        int Tn, int C) {
     const size_t n = (size_t)B * Tn * C;
     for (size_t e = blockIdx.x * (size_t)blockDim.x + threadIdx.x; e < n;
          e += (size_t)gridDim.x * blockDim.x) {
         const int c = (int)(e % C);
         const int t = (int)((e / C) % Tn);
         const size_t bb = e / ((size_t)C * Tn);
-        float v = t == 0 ? tc_ldf(cls + c)
-                         : tc_ldf(patch_emb + (bb * (Tn - 1) + (t - 1)) * C + c);
+        float v = t == 0 ? tc_ldf(cls + c) : tc_ldf(patch_emb + (bb * (Tn - 1) + (t - 1)) * C + c);
         x[e] = tc_tof<T>(v + tc_ldf(pos + (size_t)t * C + c));
     }
 }
 
 /* dpatch_emb = dx[:, 1:]; one thread per (t, c) for dpos/dcls, summing b in order */
 template <typename T>
-__global__ void vision_embed_bwd_kernel(T *dpatch_emb, float *dcls, float *dpos, const T *dx,
-                                        int B, int Tn, int C) {
+__global__ void vision_embed_bwd_kernel(T *dpatch_emb, float *dcls, float *dpos, const T *dx, int B,
+                                        int Tn, int C) {
     const size_t n = (size_t)Tn * C;
     for (size_t e = blockIdx.x * (size_t)blockDim.x + threadIdx.x; e < n;
          e += (size_t)gridDim.x * blockDim.x) {
@@ -78,8 +77,7 @@ __global__ void vision_embed_bwd_kernel(T *dpatch_emb, float *dcls, float *dpos,
         for (int bb = 0; bb < B; bb++) {
             const T *src = dx + ((size_t)bb * Tn + t) * C + c;
             acc += tc_ldf(src);
-            if (t > 0 && dpatch_emb)
-                dpatch_emb[((size_t)bb * (Tn - 1) + (t - 1)) * C + c] = *src;
+            if (t > 0 && dpatch_emb) dpatch_emb[((size_t)bb * (Tn - 1) + (t - 1)) * C + c] = *src;
         }
         if (dpos) dpos[e] += acc;
         if (t == 0 && dcls) dcls[c] += acc;
@@ -107,8 +105,8 @@ static void launch_vision_embed_bwd(tc_cuda_backend *cu, tc_act *dpatch_emb, flo
 void tc_cuda_vision_embed_forward(tc_backend *b, tc_act *x, const tc_act *patch_emb,
                                   const tc_act *cls, const tc_act *pos, int B, int T, int C) {
     tc_cuda_backend *cu = tc_cu(b);
-    TC_CU_REQUIRE(cu, B >= 0 && T >= 1 && C > 0, "cuda vision_embed_forward: bad shape B=%d T=%d C=%d",
-                  B, T, C);
+    TC_CU_REQUIRE(cu, B >= 0 && T >= 1 && C > 0,
+                  "cuda vision_embed_forward: bad shape B=%d T=%d C=%d", B, T, C);
     if (B == 0) return;
     TC_ACT_DISPATCH(cu, launch_vision_embed_fwd, cu, x, patch_emb, cls, pos, B, T, C);
 }
@@ -151,10 +149,12 @@ __global__ void wte_accumulate_kernel(float *dwte, const T *dx, const int32_t *k
     const int32_t id = keys[p];
     if (p > 0 && keys[p - 1] == id) return;
     int end = p + 1;
-    while (end < n && keys[end] == id) end++;
+    while (end < n && keys[end] == id)
+        end++;
     for (int c = threadIdx.x; c < C; c += blockDim.x) {
         float acc = 0.0f;
-        for (int q = p; q < end; q++) acc += tc_ldf(dx + (size_t)tokens[q] * C + c);
+        for (int q = p; q < end; q++)
+            acc += tc_ldf(dx + (size_t)tokens[q] * C + c);
         dwte[(size_t)id * C + c] += acc;
     }
 }
@@ -165,7 +165,8 @@ __global__ void wpe_accumulate_kernel(float *dwpe, const T *dx, int B, int Tn, i
     for (size_t e = blockIdx.x * (size_t)blockDim.x + threadIdx.x; e < n;
          e += (size_t)gridDim.x * blockDim.x) {
         float acc = 0.0f;
-        for (int bb = 0; bb < B; bb++) acc += tc_ldf(dx + (size_t)bb * n + e);
+        for (int bb = 0; bb < B; bb++)
+            acc += tc_ldf(dx + (size_t)bb * n + e);
         dwpe[e] += acc;
     }
 }
@@ -179,7 +180,9 @@ static void launch_token_embed_fwd(tc_cuda_backend *cu, tc_act *x, const int32_t
     tc_cuda_launched(cu, "token_embed_forward");
 }
 
-static size_t align256(size_t x) { return (x + 255) & ~(size_t)255; }
+static size_t align256(size_t x) {
+    return (x + 255) & ~(size_t)255;
+}
 
 template <typename T>
 static void launch_token_embed_bwd(tc_cuda_backend *cu, float *dwte, float *dwpe, const tc_act *dx,
@@ -193,11 +196,12 @@ static void launch_token_embed_bwd(tc_cuda_backend *cu, float *dwte, float *dwpe
     if (!dwte) return;
     const int n = B * Tn;
     int end_bit = 1;
-    while (end_bit < 31 && ((int64_t)1 << end_bit) < (int64_t)V) end_bit++;
+    while (end_bit < 31 && ((int64_t)1 << end_bit) < (int64_t)V)
+        end_bit++;
     size_t temp_bytes = 0;
-    cudaError_t e = cub::DeviceRadixSort::SortPairs(
-        (void *)NULL, temp_bytes, (const int32_t *)NULL, (int32_t *)NULL, (const int32_t *)NULL,
-        (int32_t *)NULL, n, 0, end_bit, cu->stream);
+    cudaError_t e = cub::DeviceRadixSort::SortPairs((void *)NULL, temp_bytes, (const int32_t *)NULL,
+                                                    (int32_t *)NULL, (const int32_t *)NULL,
+                                                    (int32_t *)NULL, n, 0, end_bit, cu->stream);
     if (!tc_cuda_ok(cu, e, "token_embed_backward: radix sort size query")) return;
     const size_t arr = align256((size_t)n * sizeof(int32_t));
     TC_CU_REQUIRE(cu, 3 * arr + align256(temp_bytes) <= cu->scratch_bytes,
@@ -213,16 +217,16 @@ static void launch_token_embed_bwd(tc_cuda_backend *cu, float *dwte, float *dwpe
                                         end_bit, cu->stream);
     if (!tc_cuda_ok(cu, e, "token_embed_backward: radix sort")) return;
     if (!tc_cuda_launched(cu, "token_embed_backward radix sort")) return;
-    wte_accumulate_kernel<T><<<(unsigned)n, EMB_THREADS, 0, cu->stream>>>(
-        dwte, (const T *)dx, keys_out, tok_out, n, C);
+    wte_accumulate_kernel<T>
+        <<<(unsigned)n, EMB_THREADS, 0, cu->stream>>>(dwte, (const T *)dx, keys_out, tok_out, n, C);
     tc_cuda_launched(cu, "token_embed_backward dwte");
 }
 
 void tc_cuda_token_embed_forward(tc_backend *b, tc_act *x, const int32_t *ids, const tc_act *wte,
                                  const tc_act *wpe, int B, int T, int C) {
     tc_cuda_backend *cu = tc_cu(b);
-    TC_CU_REQUIRE(cu, B >= 0 && T > 0 && C > 0, "cuda token_embed_forward: bad shape B=%d T=%d C=%d",
-                  B, T, C);
+    TC_CU_REQUIRE(cu, B >= 0 && T > 0 && C > 0,
+                  "cuda token_embed_forward: bad shape B=%d T=%d C=%d", B, T, C);
     if (B == 0) return;
     TC_ACT_DISPATCH(cu, launch_token_embed_fwd, cu, x, ids, wte, wpe, B, T, C);
 }
@@ -274,7 +278,8 @@ void tc_cuda_argmax_rows(tc_backend *b, int32_t *idx, const int32_t *ids, int B,
 
 /* ---- pooling ---- */
 template <typename T>
-__global__ void pool_gather_fwd_kernel(T *out, const T *x, const int32_t *idx, int B, int Tn, int C) {
+__global__ void pool_gather_fwd_kernel(T *out, const T *x, const int32_t *idx, int B, int Tn,
+                                       int C) {
     const size_t n = (size_t)B * C;
     for (size_t e = blockIdx.x * (size_t)blockDim.x + threadIdx.x; e < n;
          e += (size_t)gridDim.x * blockDim.x) {
@@ -286,7 +291,8 @@ __global__ void pool_gather_fwd_kernel(T *out, const T *x, const int32_t *idx, i
 }
 
 template <typename T>
-__global__ void pool_gather_bwd_kernel(T *dx, const T *dout, const int32_t *idx, int B, int Tn, int C) {
+__global__ void pool_gather_bwd_kernel(T *dx, const T *dout, const int32_t *idx, int B, int Tn,
+                                       int C) {
     const size_t n = (size_t)B * C;
     for (size_t e = blockIdx.x * (size_t)blockDim.x + threadIdx.x; e < n;
          e += (size_t)gridDim.x * blockDim.x) {
@@ -307,7 +313,8 @@ __global__ void pool_mean_fwd_kernel(T *out, const T *x, int B, int Tn, int C) {
         const size_t bb = e / C;
         const int c = (int)(e % C);
         float acc = 0.0f;
-        for (int t = 1; t < Tn; t++) acc += tc_ldf(x + (bb * Tn + t) * C + c);
+        for (int t = 1; t < Tn; t++)
+            acc += tc_ldf(x + (bb * Tn + t) * C + c);
         out[e] = tc_tof<T>(acc * inv);
     }
 }
@@ -329,46 +336,50 @@ __global__ void pool_mean_bwd_kernel(T *dx, const T *dout, int B, int Tn, int C)
 template <typename T>
 static void launch_pool_gather_fwd(tc_cuda_backend *cu, tc_act *out, const tc_act *x,
                                    const int32_t *idx, int B, int Tn, int C) {
-    pool_gather_fwd_kernel<T><<<tc_cuda_grid((size_t)B * C, EMB_THREADS), EMB_THREADS, 0,
-                                cu->stream>>>((T *)out, (const T *)x, idx, B, Tn, C);
+    pool_gather_fwd_kernel<T>
+        <<<tc_cuda_grid((size_t)B * C, EMB_THREADS), EMB_THREADS, 0, cu->stream>>>(
+            (T *)out, (const T *)x, idx, B, Tn, C);
     tc_cuda_launched(cu, "pool_gather_forward");
 }
 
 template <typename T>
 static void launch_pool_gather_bwd(tc_cuda_backend *cu, tc_act *dx, const tc_act *dout,
                                    const int32_t *idx, int B, int Tn, int C) {
-    pool_gather_bwd_kernel<T><<<tc_cuda_grid((size_t)B * C, EMB_THREADS), EMB_THREADS, 0,
-                                cu->stream>>>((T *)dx, (const T *)dout, idx, B, Tn, C);
+    pool_gather_bwd_kernel<T>
+        <<<tc_cuda_grid((size_t)B * C, EMB_THREADS), EMB_THREADS, 0, cu->stream>>>(
+            (T *)dx, (const T *)dout, idx, B, Tn, C);
     tc_cuda_launched(cu, "pool_gather_backward");
 }
 
 template <typename T>
 static void launch_pool_mean_fwd(tc_cuda_backend *cu, tc_act *out, const tc_act *x, int B, int Tn,
                                  int C) {
-    pool_mean_fwd_kernel<T><<<tc_cuda_grid((size_t)B * C, EMB_THREADS), EMB_THREADS, 0,
-                              cu->stream>>>((T *)out, (const T *)x, B, Tn, C);
+    pool_mean_fwd_kernel<T>
+        <<<tc_cuda_grid((size_t)B * C, EMB_THREADS), EMB_THREADS, 0, cu->stream>>>(
+            (T *)out, (const T *)x, B, Tn, C);
     tc_cuda_launched(cu, "pool_mean_forward");
 }
 
 template <typename T>
 static void launch_pool_mean_bwd(tc_cuda_backend *cu, tc_act *dx, const tc_act *dout, int B, int Tn,
                                  int C) {
-    pool_mean_bwd_kernel<T><<<tc_cuda_grid((size_t)B * Tn * C, EMB_THREADS), EMB_THREADS, 0,
-                              cu->stream>>>((T *)dx, (const T *)dout, B, Tn, C);
+    pool_mean_bwd_kernel<T>
+        <<<tc_cuda_grid((size_t)B * Tn * C, EMB_THREADS), EMB_THREADS, 0, cu->stream>>>(
+            (T *)dx, (const T *)dout, B, Tn, C);
     tc_cuda_launched(cu, "pool_mean_backward");
 }
 
 void tc_cuda_pool_gather_forward(tc_backend *b, tc_act *out, const tc_act *x, const int32_t *idx,
                                  int B, int T, int C) {
     tc_cuda_backend *cu = tc_cu(b);
-    TC_CU_REQUIRE(cu, B >= 0 && T > 0 && C > 0, "cuda pool_gather_forward: bad shape B=%d T=%d C=%d",
-                  B, T, C);
+    TC_CU_REQUIRE(cu, B >= 0 && T > 0 && C > 0,
+                  "cuda pool_gather_forward: bad shape B=%d T=%d C=%d", B, T, C);
     if (B == 0) return;
     TC_ACT_DISPATCH(cu, launch_pool_gather_fwd, cu, out, x, idx, B, T, C);
 }
 
-void tc_cuda_pool_gather_backward(tc_backend *b, tc_act *dx, const tc_act *dout,
-                                  const int32_t *idx, int B, int T, int C) {
+void tc_cuda_pool_gather_backward(tc_backend *b, tc_act *dx, const tc_act *dout, const int32_t *idx,
+                                  int B, int T, int C) {
     tc_cuda_backend *cu = tc_cu(b);
     TC_CU_REQUIRE(cu, B >= 0 && T > 0 && C > 0,
                   "cuda pool_gather_backward: bad shape B=%d T=%d C=%d", B, T, C);

@@ -18,7 +18,7 @@
 
 typedef struct {
     cublasOperation_t ta, tb;
-    int m, n, k;          /* D (m, n) = alpha op(A)(m, k) op(B)(k, n) + beta D [+ bias (m)] */
+    int m, n, k; /* D (m, n) = alpha op(A)(m, k) op(B)(k, n) + beta D [+ bias (m)] */
     const void *A;
     int lda;
     const void *B;
@@ -34,7 +34,8 @@ typedef struct {
 static uint32_t ptr_alignment(const void *p) {
     uintptr_t a = (uintptr_t)p;
     uint32_t al = 256;
-    while (al > 1 && (a % al) != 0) al >>= 1;
+    while (al > 1 && (a % al) != 0)
+        al >>= 1;
     return al;
 }
 
@@ -47,8 +48,8 @@ __global__ void gemm_fallback_kernel(int m, int n, int k, float alpha, const TA 
     __shared__ float As[16][17];
     __shared__ float Bs[16][17];
     const int tx = threadIdx.x, ty = threadIdx.y;
-    const int row = blockIdx.y * 16 + ty; /* row of D this thread loads A for */
-    const int col = blockIdx.x * 16 + tx; /* column of D */
+    const int row = blockIdx.y * 16 + ty;  /* row of D this thread loads A for */
+    const int col = blockIdx.x * 16 + tx;  /* column of D */
     const int arow = blockIdx.y * 16 + tx; /* row of D whose A element (arow, p0+ty) we load */
     float acc = 0.0f;
     for (int p0 = 0; p0 < k; p0 += 16) {
@@ -68,7 +69,8 @@ __global__ void gemm_fallback_kernel(int m, int n, int k, float alpha, const TA 
         }
         __syncthreads();
 #pragma unroll
-        for (int q = 0; q < 16; q++) acc += As[ty][q] * Bs[q][tx];
+        for (int q = 0; q < 16; q++)
+            acc += As[ty][q] * Bs[q][tx];
         __syncthreads();
     }
     if (row < m && col < n) {
@@ -92,8 +94,7 @@ static void launch_fallback(tc_cuda_backend *cu, const lt_gemm *g, const char *w
 
 static void run_fallback(tc_cuda_backend *cu, const lt_gemm *g, const char *what) {
     if (g->m > 65535 * 16) {
-        tc_cuda_record(cu, TC_ERR_UNSUPPORTED, "cuda %s: fallback gemm with m=%d rows", what,
-                       g->m);
+        tc_cuda_record(cu, TC_ERR_UNSUPPORTED, "cuda %s: fallback gemm with m=%d rows", what, g->m);
         return;
     }
     if (g->ab_type == CUDA_R_32F)
@@ -138,8 +139,9 @@ static void lt_matmul(tc_cuda_backend *cu, const lt_gemm *g, const char *op_name
     if (g->bias) {
         uint32_t epi = CUBLASLT_EPILOGUE_BIAS;
         int32_t bt = g->d_type;
-        LT_TRY(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_EPILOGUE, &epi, sizeof epi),
-               "epilogue");
+        LT_TRY(
+            cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_EPILOGUE, &epi, sizeof epi),
+            "epilogue");
         LT_TRY(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &g->bias,
                                               sizeof g->bias),
                "bias pointer");
@@ -150,12 +152,12 @@ static void lt_matmul(tc_cuda_backend *cu, const lt_gemm *g, const char *op_name
         if (al_bias < al_d) al_d = al_bias; /* conservative: the epilogue reads it like D */
     }
     /* stored (rows, cols) of A is (m, k) when not transposed, else (k, m) */
-    LT_TRY(cublasLtMatrixLayoutCreate(&la, g->ab_type, ta_n ? g->m : g->k, ta_n ? g->k : g->m,
-                                      g->lda),
-           "layout A");
-    LT_TRY(cublasLtMatrixLayoutCreate(&lb, g->ab_type, tb_n ? g->k : g->n, tb_n ? g->n : g->k,
-                                      g->ldb),
-           "layout B");
+    LT_TRY(
+        cublasLtMatrixLayoutCreate(&la, g->ab_type, ta_n ? g->m : g->k, ta_n ? g->k : g->m, g->lda),
+        "layout A");
+    LT_TRY(
+        cublasLtMatrixLayoutCreate(&lb, g->ab_type, tb_n ? g->k : g->n, tb_n ? g->n : g->k, g->ldb),
+        "layout B");
     LT_TRY(cublasLtMatrixLayoutCreate(&ld, g->d_type, g->m, g->n, g->ldd), "layout D");
     LT_TRY(cublasLtMatmulPreferenceCreate(&pref), "preference");
     LT_TRY(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws,
@@ -181,8 +183,8 @@ static void lt_matmul(tc_cuda_backend *cu, const lt_gemm *g, const char *op_name
             goto done;
         }
     }
-    LT_TRY(cublasLtMatmul(cu->lt, desc, &g->alpha, g->A, la, g->B, lb, &g->beta, g->D, ld, g->D,
-                          ld, &res.algo, cu->lt_workspace, cu->lt_workspace_bytes, cu->stream),
+    LT_TRY(cublasLtMatmul(cu->lt, desc, &g->alpha, g->A, la, g->B, lb, &g->beta, g->D, ld, g->D, ld,
+                          &res.algo, cu->lt_workspace, cu->lt_workspace_bytes, cu->stream),
            "matmul");
 done:
     if (pref) cublasLtMatmulPreferenceDestroy(pref);
@@ -200,13 +202,15 @@ done:
 #define COLSUM_THREADS 256
 
 template <typename T>
-__global__ void colsum_partial_kernel(float *partial, const T *src, int N, int C, int rows_per_chunk) {
+__global__ void colsum_partial_kernel(float *partial, const T *src, int N, int C,
+                                      int rows_per_chunk) {
     const int c = blockIdx.x * COLSUM_THREADS + threadIdx.x;
     if (c >= C) return;
     const int r0 = blockIdx.y * rows_per_chunk;
     const int r1 = min(N, r0 + rows_per_chunk);
     float acc = 0.0f;
-    for (int r = r0; r < r1; r++) acc += tc_ldf(src + (size_t)r * C + c);
+    for (int r = r0; r < r1; r++)
+        acc += tc_ldf(src + (size_t)r * C + c);
     partial[(size_t)blockIdx.y * C + c] = acc;
 }
 
@@ -214,7 +218,8 @@ __global__ void colsum_final_kernel(float *dst, const float *partial, int nchunk
     const int c = blockIdx.x * blockDim.x + threadIdx.x;
     if (c >= C) return;
     float acc = 0.0f;
-    for (int k = 0; k < nchunks; k++) acc += partial[(size_t)k * C + c];
+    for (int k = 0; k < nchunks; k++)
+        acc += partial[(size_t)k * C + c];
     dst[c] += acc;
 }
 
@@ -223,7 +228,8 @@ int tc_cuda_rows_per_chunk(tc_cuda_backend *cu, int N, int C, int arrays) {
     size_t cap = cu->scratch_bytes / sizeof(float) / ((size_t)C * (size_t)arrays);
     int rpc = 32;
     if (cap == 0) return -1;
-    while ((size_t)((N + rpc - 1) / rpc) > cap) rpc *= 2;
+    while ((size_t)((N + rpc - 1) / rpc) > cap)
+        rpc *= 2;
     return rpc;
 }
 
@@ -235,8 +241,8 @@ static void launch_colsum(tc_cuda_backend *cu, float *dst, const void *src, int 
     TC_CU_REQUIRE(cu, nchunks <= 65535, "cuda column sum: N=%d too many rows", N);
     float *partial = (float *)cu->scratch;
     dim3 grid((unsigned)((C + COLSUM_THREADS - 1) / COLSUM_THREADS), (unsigned)nchunks);
-    colsum_partial_kernel<T><<<grid, COLSUM_THREADS, 0, cu->stream>>>(partial, (const T *)src, N, C,
-                                                                      rpc);
+    colsum_partial_kernel<T>
+        <<<grid, COLSUM_THREADS, 0, cu->stream>>>(partial, (const T *)src, N, C, rpc);
     if (!tc_cuda_launched(cu, "colsum_partial")) return;
     colsum_final_kernel<<<(C + 255) / 256, 256, 0, cu->stream>>>(dst, partial, nchunks, C);
     tc_cuda_launched(cu, "colsum_final");

@@ -23,7 +23,8 @@ __global__ void ln_forward_kernel(T *out, float *mean, float *rstd, const T *inp
     if (row >= N) return;
     const T *x = inp + (size_t)row * C;
     float s = 0.0f;
-    for (int i = lane; i < C; i += 32) s += tc_ldf(x + i);
+    for (int i = lane; i < C; i += 32)
+        s += tc_ldf(x + i);
     const float m = tc_warp_sum(s) / (float)C;
     float v = 0.0f;
     for (int i = lane; i < C; i += 32) {
@@ -132,7 +133,7 @@ static void launch_ln_backward(tc_cuda_backend *cu, tc_act *dinp, float *dw, flo
         partial, (const T *)dout, (const T *)inp, mean, rstd, N, C, rpc, nchunks);
     if (!tc_cuda_launched(cu, "layernorm_backward partials")) return;
     ln_backward_params_final_kernel<<<(C + 255) / 256, 256, 0, cu->stream>>>(dw, dbias, partial,
-                                                                              nchunks, C);
+                                                                             nchunks, C);
     tc_cuda_launched(cu, "layernorm_backward final");
 }
 

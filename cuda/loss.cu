@@ -39,7 +39,8 @@ __global__ void l2norm_fwd_kernel(float *out, float *norm, const T *inp, int N, 
     const float nr = (float)sqrt(ss);
     const float den = nr > L2_EPS ? nr : L2_EPS;
     float *o = out + (size_t)row * C;
-    for (int c = lane; c < C; c += 32) o[c] = tc_ldf(x + c) / den;
+    for (int c = lane; c < C; c += 32)
+        o[c] = tc_ldf(x + c) / den;
     if (lane == 0 && norm) norm[row] = nr;
 }
 
@@ -53,13 +54,16 @@ __global__ void l2norm_bwd_kernel(T *dinp, const float *dout, const float *out, 
     T *dx = dinp + (size_t)row * C;
     const float nr = norm[row];
     if (nr < L2_EPS) { /* the clamp is active: the denominator is the constant eps */
-        for (int c = lane; c < C; c += 32) dx[c] = tc_tof<T>(dy[c] / L2_EPS);
+        for (int c = lane; c < C; c += 32)
+            dx[c] = tc_tof<T>(dy[c] / L2_EPS);
         return;
     }
     double dot = 0.0;
-    for (int c = lane; c < C; c += 32) dot += (double)o[c] * dy[c];
+    for (int c = lane; c < C; c += 32)
+        dot += (double)o[c] * dy[c];
     const float d = (float)tc_warp_sum_d(dot);
-    for (int c = lane; c < C; c += 32) dx[c] = tc_tof<T>((dy[c] - o[c] * d) / nr);
+    for (int c = lane; c < C; c += 32)
+        dx[c] = tc_tof<T>((dy[c] - o[c] * d) / nr);
 }
 
 template <typename T>
@@ -124,7 +128,8 @@ __device__ void block_lse(double &m, double &s, double *sh_m, double *sh_s) {
     }
     __syncthreads();
     double M = -INFINITY, S = 0.0;
-    for (int w = 0; w < nw; w++) lse_merge(M, S, sh_m[w], sh_s[w]);
+    for (int w = 0; w < nw; w++)
+        lse_merge(M, S, sh_m[w], sh_s[w]);
     m = M;
     s = S;
 }
@@ -136,7 +141,8 @@ __device__ double block_sum_d(double v, double *sh) {
     if (lane == 0) sh[warp] = v;
     __syncthreads();
     double t = 0.0;
-    for (int w = 0; w < nw; w++) t += sh[w];
+    for (int w = 0; w < nw; w++)
+        t += sh[w];
     return t;
 }
 
@@ -149,8 +155,11 @@ __global__ void __launch_bounds__(XENT_THREADS)
                              float w_hard, float w_soft, int soft) {
     __shared__ double sh_a[32], sh_b[32];
     const int i = blockIdx.x;
-    const float s = expf(log_scale[0]);
-    const float ts = soft ? expf(teacher_log_scale[0]) : 0.0f;
+    /* exp in double, rounded once: the correctly rounded scale, as glibc's expf
+     * gives the CPU backend (CUDA's expf may differ by an ulp, which moves
+     * every logit near 100 by ~4e-6) */
+    const float s = (float)exp((double)log_scale[0]);
+    const float ts = soft ? (float)exp((double)teacher_log_scale[0]) : 0.0f;
     const float *sr = sim + (size_t)i * Ncols;
     const float *tr = soft ? teacher_sim + (size_t)i * Ncols : NULL;
     float *dr = dsim + (size_t)i * Ncols;
@@ -238,9 +247,9 @@ __global__ void softmax_xent_finish_kernel(float *loss, float *dlog_scale, const
 }
 
 void tc_cuda_softmax_xent_rows(tc_backend *b, float *loss, float *dsim, float *dlog_scale,
-                               const float *sim, const float *teacher_sim,
-                               const float *log_scale, const float *teacher_log_scale, int n,
-                               int Ncols, int label_offset, float w_hard, float w_soft) {
+                               const float *sim, const float *teacher_sim, const float *log_scale,
+                               const float *teacher_log_scale, int n, int Ncols, int label_offset,
+                               float w_hard, float w_soft) {
     tc_cuda_backend *cu = tc_cu(b);
     TC_CU_REQUIRE(cu, n >= 0 && Ncols >= 0, "cuda softmax_xent_rows: bad shape n=%d Ncols=%d", n,
                   Ncols);

@@ -25,7 +25,8 @@ __device__ double block_sum_double(double v, double *sh) {
     if (lane == 0) sh[warp] = v;
     __syncthreads();
     double t = 0.0;
-    for (int w = 0; w < nw; w++) t += sh[w];
+    for (int w = 0; w < nw; w++)
+        t += sh[w];
     return t;
 }
 
@@ -44,7 +45,8 @@ __global__ void sum_squares_partial_kernel(double *partial, const float *g, size
 __global__ void sum_squares_final_kernel(float *out, const double *partial) {
     __shared__ double sh[32];
     double acc = 0.0;
-    for (int i = threadIdx.x; i < SQ_BLOCKS; i += blockDim.x) acc += partial[i];
+    for (int i = threadIdx.x; i < SQ_BLOCKS; i += blockDim.x)
+        acc += partial[i];
     acc = block_sum_double(acc, sh);
     if (threadIdx.x == 0) out[0] = (float)acc;
 }
@@ -167,10 +169,10 @@ static bool adamw_segments(tc_cuda_backend *cu, const tc_param_segment *segs, in
     }
     /* from pageable memory this copy is staged before the call returns, and it
      * is ordered after every kernel already queued that reads the old table */
-    if (kept > 0 &&
-        !tc_cuda_ok(cu, cudaMemcpyAsync(cu->seg_dev, table, (size_t)kept * sizeof *table,
-                                        cudaMemcpyHostToDevice, cu->stream),
-                    "adamw_update: segment upload")) {
+    if (kept > 0 && !tc_cuda_ok(cu,
+                                cudaMemcpyAsync(cu->seg_dev, table, (size_t)kept * sizeof *table,
+                                                cudaMemcpyHostToDevice, cu->stream),
+                                "adamw_update: segment upload")) {
         free(copy);
         free(table);
         return false;

@@ -51,8 +51,12 @@ static int g_quick; /* TC_CUDA_TEST_QUICK */
 static uint64_t g_rng = 0x5eed1234abcdULL;
 
 /* tolerance for a tc_act output / an fp32 output of the current mode */
-static double tol_act(void) { return g_fp32 ? TOL_FP32 : TOL_BF16; }
-static double tol_f32(void) { return g_fp32 ? TOL_FP32 : TOL_F32_IN_MIXED; }
+static double tol_act(void) {
+    return g_fp32 ? TOL_FP32 : TOL_BF16;
+}
+static double tol_f32(void) {
+    return g_fp32 ? TOL_FP32 : TOL_F32_IN_MIXED;
+}
 
 /* ---- allocation tracking: everything is freed by the per-test teardown ---- */
 
@@ -128,7 +132,8 @@ static float *rand_f32(size_t n, float scale) {
 static float *rand_act(size_t n, float scale) {
     float *x = rand_f32(n, scale);
     if (!g_fp32)
-        for (size_t i = 0; i < n; i++) x[i] = bf16_round(x[i]);
+        for (size_t i = 0; i < n; i++)
+            x[i] = bf16_round(x[i]);
     return x;
 }
 
@@ -269,15 +274,15 @@ static void run_linear(const linear_case *k) {
 static void test_linear(void **state) {
     (void)state;
     static const linear_case full[] = {
-        {100, 768, 2304, 0, 0},  /* ViT-B/32 qkv, T=50 */
-        {154, 512, 2048, 0, 0},  /* text mlp, T=77 */
-        {394, 768, 3072, 0, 0},  /* ViT-B/16 mlp, T=197 */
-        {394, 3072, 768, 0, 0},  /* ViT-B/16 c_proj */
-        {154, 700, 1234, 0, 1},  /* pruned, misaligned weight */
-        {154, 1234, 700, 0, 0},  /* pruned c_proj */
-        {154, 700, 1344, 0, 0},  /* pruned qkv (7 heads) */
-        {8, 768, 512, 1, 0},     /* visual.proj */
-        {8, 700, 512, 1, 1},     /* pruned projection, misaligned */
+        {100, 768, 2304, 0, 0}, /* ViT-B/32 qkv, T=50 */
+        {154, 512, 2048, 0, 0}, /* text mlp, T=77 */
+        {394, 768, 3072, 0, 0}, /* ViT-B/16 mlp, T=197 */
+        {394, 3072, 768, 0, 0}, /* ViT-B/16 c_proj */
+        {154, 700, 1234, 0, 1}, /* pruned, misaligned weight */
+        {154, 1234, 700, 0, 0}, /* pruned c_proj */
+        {154, 700, 1344, 0, 0}, /* pruned qkv (7 heads) */
+        {8, 768, 512, 1, 0},    /* visual.proj */
+        {8, 700, 512, 1, 1},    /* pruned projection, misaligned */
     };
     static const linear_case quick[] = {{50, 64, 96, 0, 0}, {6, 70, 48, 1, 1}};
     const linear_case *cs = g_quick ? quick : full;
@@ -332,7 +337,8 @@ static void run_layernorm(int N, int C) {
             x[(size_t)r * C + c] = g_fp32 ? v : bf16_round(v);
         }
     float *w = rand_act(C, 1.0f), *bias = rand_act(C, 1.0f), *dout = rand_act((size_t)N * C, 1.0f);
-    float *dinp0 = rand_act((size_t)N * C, 1.0f), *dw0 = rand_f32(C, 1.0f), *db0 = rand_f32(C, 1.0f);
+    float *dinp0 = rand_act((size_t)N * C, 1.0f), *dw0 = rand_f32(C, 1.0f),
+          *db0 = rand_f32(C, 1.0f);
     const size_t n = (size_t)N * C;
 
     tc_act *cx = put_act(g_cpu, x, n), *cw = put_act(g_cpu, w, C), *cb = put_act(g_cpu, bias, C);
@@ -377,7 +383,8 @@ static void run_layernorm(int N, int C) {
 
     /* determinism of the two-pass parameter gradients */
     float *dw2 = hmalloc(C * 4), *db2 = hmalloc(C * 4);
-    if (g_gpu->upload(g_gpu, gdw, dw0, C * 4) != TC_OK || g_gpu->upload(g_gpu, gdb, db0, C * 4) != TC_OK)
+    if (g_gpu->upload(g_gpu, gdw, dw0, C * 4) != TC_OK ||
+        g_gpu->upload(g_gpu, gdb, db0, C * 4) != TC_OK)
         fail_msg("upload");
     g_gpu->layernorm_backward(g_gpu, NULL, gdw, gdb, gdo, gx, gw, gm, gr, N, C);
     get_f32(g_gpu, dw2, gdw, C);
@@ -404,7 +411,8 @@ static void test_gelu_add(void **state) {
     const size_t n = g_quick ? 1000 : (size_t)154 * 1234 + 3;
     for (int kind = 0; kind < 2; kind++) {
         float *x = rand_act(n, 4.0f), *y = rand_act(n, 4.0f), *dout = rand_act(n, 1.0f);
-        tc_act *cx = put_act(g_cpu, x, n), *cy = put_act(g_cpu, y, n), *cd = put_act(g_cpu, dout, n);
+        tc_act *cx = put_act(g_cpu, x, n), *cy = put_act(g_cpu, y, n),
+               *cd = put_act(g_cpu, dout, n);
         tc_act *co = balloc(g_cpu, n * 4), *cdi = balloc(g_cpu, n * 4), *cs = balloc(g_cpu, n * 4);
         g_cpu->gelu_forward(g_cpu, co, cx, n, (tc_activation)kind);
         g_cpu->gelu_backward(g_cpu, cdi, cx, cd, n, (tc_activation)kind);
@@ -413,7 +421,8 @@ static void test_gelu_add(void **state) {
         get_act(g_cpu, r_o, co, n);
         get_act(g_cpu, r_di, cdi, n);
         get_act(g_cpu, r_s, cs, n);
-        tc_act *gx = put_act(g_gpu, x, n), *gy = put_act(g_gpu, y, n), *gd = put_act(g_gpu, dout, n);
+        tc_act *gx = put_act(g_gpu, x, n), *gy = put_act(g_gpu, y, n),
+               *gd = put_act(g_gpu, dout, n);
         tc_act *go = gpu_out_act(n), *gdi = gpu_out_act(n), *gs = gpu_out_act(n);
         g_gpu->gelu_forward(g_gpu, go, gx, n, (tc_activation)kind);
         g_gpu->gelu_backward(g_gpu, gdi, gx, gd, n, (tc_activation)kind);
@@ -450,7 +459,8 @@ static void run_attention(const att_case *k) {
     get_f32(g_cpu, r_l, cl, nl);
     /* the backward of both backends starts from the same (rounded) forward output */
     float *o_in = hmalloc(no * 4);
-    for (size_t i = 0; i < no; i++) o_in[i] = g_fp32 ? r_o[i] : bf16_round(r_o[i]);
+    for (size_t i = 0; i < no; i++)
+        o_in[i] = g_fp32 ? r_o[i] : bf16_round(r_o[i]);
     tc_act *co2 = put_act(g_cpu, o_in, no);
     g_cpu->attention_backward(g_cpu, cdq, cdo, cq, co2, cl, B, T, NH, HS, k->causal);
     get_act(g_cpu, r_dq, cdq, nqkv);
@@ -585,7 +595,8 @@ static void test_token_embed(void **state) {
         /* mostly a few common ids (padding-like runs), some rare, the last id (EOT) once a row */
         ids[i] = (r & 3) == 0 ? (int32_t)((r >> 8) % (uint64_t)V) : (int32_t)((r >> 8) % 7);
     }
-    for (int bb = 0; bb < B; bb++) ids[bb * T + (bb * 5) % T] = V - 1;
+    for (int bb = 0; bb < B; bb++)
+        ids[bb * T + (bb * 5) % T] = V - 1;
     float *wte = rand_act(nv, 1.0f), *wpe = rand_act((size_t)T * C, 1.0f);
     float *dx = rand_act(nx, 1.0f);
     float *dwte0 = rand_f32(nv, 1.0f), *dwpe0 = rand_f32((size_t)T * C, 1.0f);
@@ -632,7 +643,8 @@ static void test_pooling(void **state) {
     const int B = g_quick ? 3 : 8, T = g_quick ? 12 : 77, C = g_quick ? 40 : 512;
     const size_t nx = (size_t)B * T * C, no = (size_t)B * C;
     int32_t *ids = hmalloc((size_t)B * T * 4);
-    for (int i = 0; i < B * T; i++) ids[i] = (int32_t)(tc_test_rand(&g_rng) % 1000);
+    for (int i = 0; i < B * T; i++)
+        ids[i] = (int32_t)(tc_test_rand(&g_rng) % 1000);
     for (int bb = 0; bb < B; bb++) { /* EOT id twice: the first position wins */
         int p = (int)(tc_test_rand(&g_rng) % (uint64_t)(T - 1));
         ids[bb * T + p] = 49407;
@@ -653,7 +665,8 @@ static void test_pooling(void **state) {
     g_cpu->pool_gather_backward(g_cpu, cdx, cdo, cidx, B, T, C);
     g_cpu->pool_mean_backward(g_cpu, cdx, cdo, B, T, C);
     int32_t *r_idx = hmalloc((size_t)B * 4);
-    float *r1 = hmalloc(no * 4), *r2 = hmalloc(no * 4), *r3 = hmalloc(no * 4), *rdx = hmalloc(nx * 4);
+    float *r1 = hmalloc(no * 4), *r2 = hmalloc(no * 4), *r3 = hmalloc(no * 4),
+          *rdx = hmalloc(nx * 4);
     if (g_cpu->download(g_cpu, r_idx, cidx, (size_t)B * 4) != TC_OK) fail_msg("download");
     get_act(g_cpu, r1, co1, no);
     get_act(g_cpu, r2, co2, no);
@@ -675,7 +688,8 @@ static void test_pooling(void **state) {
     g_gpu->pool_mean_backward(g_gpu, gdx, gdo, B, T, C);
     bsync(g_gpu, "cuda pooling");
     int32_t *idx = hmalloc((size_t)B * 4);
-    float *o1 = hmalloc(no * 4), *o2 = hmalloc(no * 4), *o3 = hmalloc(no * 4), *dx = hmalloc(nx * 4);
+    float *o1 = hmalloc(no * 4), *o2 = hmalloc(no * 4), *o3 = hmalloc(no * 4),
+          *dx = hmalloc(nx * 4);
     if (g_gpu->download(g_gpu, idx, gidx, (size_t)B * 4) != TC_OK) fail_msg("download");
     get_act(g_gpu, o1, go1, no);
     get_act(g_gpu, o2, go2, no);
@@ -683,7 +697,8 @@ static void test_pooling(void **state) {
     get_act(g_gpu, dx, gdx, nx);
     printf("  pooling B=%d T=%d C=%d\n", B, T, C);
     for (int bb = 0; bb < B; bb++)
-        if (idx[bb] != r_idx[bb]) fail_msg("argmax_rows row %d: %d, cpu %d", bb, idx[bb], r_idx[bb]);
+        if (idx[bb] != r_idx[bb])
+            fail_msg("argmax_rows row %d: %d, cpu %d", bb, idx[bb], r_idx[bb]);
     expect_close("gather class token", o1, r1, no, tol_act());
     expect_close("gather eot", o2, r2, no, tol_act());
     expect_close("mean", o3, r3, no, tol_act());
@@ -753,15 +768,16 @@ static void run_xent(int n, int Ncols, int label_offset, float w_hard, float w_s
     get_f32(g_gpu, &loss, gloss, 1);
     get_f32(g_gpu, &dls, gdls, 1);
     get_f32(g_gpu, ds, gds, ns);
-    printf("  softmax_xent_rows n=%d Ncols=%d offset=%d w_hard=%g w_soft=%g teacher=%d\n", n,
-           Ncols, label_offset, w_hard, w_soft, teacher);
+    printf("  softmax_xent_rows n=%d Ncols=%d offset=%d w_hard=%g w_soft=%g teacher=%d\n", n, Ncols,
+           label_offset, w_hard, w_soft, teacher);
     /* all fp32 on both backends, double inside a row */
     expect_close("dsim", ds, r_ds, ns, TOL_FP32);
     expect_close("loss (+=)", &loss, &r_loss, 1, TOL_FP32);
     expect_close("dlog_scale (+=)", &dls, &r_dls, 1, TOL_FP32);
     /* deterministic */
     float loss2, dls2;
-    if (g_gpu->upload(g_gpu, gloss, &loss0, 4) != TC_OK || g_gpu->upload(g_gpu, gdls, &dls0, 4) != TC_OK)
+    if (g_gpu->upload(g_gpu, gloss, &loss0, 4) != TC_OK ||
+        g_gpu->upload(g_gpu, gdls, &dls0, 4) != TC_OK)
         fail_msg("upload");
     g_gpu->softmax_xent_rows(g_gpu, gloss, gds, gdls, gsim, teacher ? gtsim : NULL, gls, gtls, n,
                              Ncols, label_offset, w_hard, w_soft);
@@ -865,11 +881,13 @@ static void test_reductions_elementwise(void **state) {
 static void test_adamw(void **state) {
     (void)state;
     const size_t total = g_quick ? 3000 : 1000003;
-    tc_param_segment segs[3] = {
-        {0, total / 3, 0.1f}, {total / 3 + 5, total / 3, 0.0f}, {2 * (total / 3) + 5, total - 2 * (total / 3) - 5, 0.2f}};
+    tc_param_segment segs[3] = {{0, total / 3, 0.1f},
+                                {total / 3 + 5, total / 3, 0.0f},
+                                {2 * (total / 3) + 5, total - 2 * (total / 3) - 5, 0.2f}};
     float *p = rand_f32(total, 1.0f), *gr = rand_f32(total, 1.0f), *m = rand_f32(total, 0.1f);
     float *v = rand_f32(total, 0.1f);
-    for (size_t i = 0; i < total; i++) v[i] = fabsf(v[i]);
+    for (size_t i = 0; i < total; i++)
+        v[i] = fabsf(v[i]);
     float gsc = 0.7f;
     float *cp = put_f32(g_cpu, p, total), *cgr = put_f32(g_cpu, gr, total);
     float *cm = put_f32(g_cpu, m, total), *cv = put_f32(g_cpu, v, total);
@@ -922,7 +940,6 @@ static void test_error_reporting(void **state) {
     assert_int_not_equal(s, TC_OK);
 }
 
-
 /* ============================== benchmarks ==============================
  * test_cuda_ops --bench: kernel timings in the mixed (bf16) mode, read by
  * scripts/gpu_check.sh. host clock around synchronize(), after two warm-up
@@ -953,7 +970,8 @@ static double time_median(tc_backend *b, bench_fn fn, void *ctx, int iters) {
     if (b->synchronize(b) != TC_OK) return -1.0;
     for (int r = 0; r < 5; r++) {
         double t0 = now_s();
-        for (int i = 0; i < iters; i++) fn(ctx);
+        for (int i = 0; i < iters; i++)
+            fn(ctx);
         if (b->synchronize(b) != TC_OK) return -1.0;
         t[r] = (now_s() - t0) / iters;
     }
@@ -1036,12 +1054,14 @@ static int run_bench(void) {
         const char *name;
         int B, T, NH, causal;
     } att[] = {
-        {"vit-b32", 256, 50, 12, 0}, {"vit-b16", 128, 197, 12, 0}, {"text", 256, 77, 8, 1},
+        {"vit-b32", 256, 50, 12, 0},
+        {"vit-b16", 128, 197, 12, 0},
+        {"text", 256, 77, 8, 1},
         {"pruned-text", 256, 77, 7, 1},
     };
     for (size_t i = 0; i < sizeof att / sizeof *att; i++) {
-        att_bench a = {b, NULL, NULL, NULL, NULL, NULL, att[i].B, att[i].T, att[i].NH, 64,
-                       att[i].causal};
+        att_bench a = {b,        NULL,     NULL,      NULL, NULL,         NULL,
+                       att[i].B, att[i].T, att[i].NH, 64,   att[i].causal};
         const size_t A = (size_t)a.NH * a.HS, bt = (size_t)a.B * a.T;
         a.qkv = bench_rand_act(b, bt * 3 * A, 2.0f);
         a.dout = bench_rand_act(b, bt * A, 1.0f);
@@ -1058,8 +1078,8 @@ static int run_bench(void) {
         snprintf(name, sizeof name, "attention_fwd %s B=%d T=%d NH=%d%s", att[i].name, a.B, a.T,
                  a.NH, a.causal ? " causal" : "");
         bench_report(name, time_median(b, att_fwd, &a, 10), fwd_flops);
-        snprintf(name, sizeof name, "attention_fwd+bwd %s B=%d T=%d NH=%d%s", att[i].name, a.B,
-                 a.T, a.NH, a.causal ? " causal" : "");
+        snprintf(name, sizeof name, "attention_fwd+bwd %s B=%d T=%d NH=%d%s", att[i].name, a.B, a.T,
+                 a.NH, a.causal ? " causal" : "");
         bench_report(name, time_median(b, att_fwd_bwd, &a, 5), 3.5 * fwd_flops);
         b->free(b, a.qkv);
         b->free(b, a.dout);
@@ -1071,12 +1091,14 @@ static int run_bench(void) {
         const char *name;
         int N, C, OC;
     } lin[] = {
-        {"vit-b16 c_fc", 128 * 197, 768, 3072}, {"vit-b16 qkv", 128 * 197, 768, 2304},
-        {"text c_fc", 256 * 77, 512, 2048},     {"pruned c_fc", 256 * 77, 700, 1234},
+        {"vit-b16 c_fc", 128 * 197, 768, 3072},
+        {"vit-b16 qkv", 128 * 197, 768, 2304},
+        {"text c_fc", 256 * 77, 512, 2048},
+        {"pruned c_fc", 256 * 77, 700, 1234},
     };
     for (size_t i = 0; i < sizeof lin / sizeof *lin; i++) {
-        lin_bench l = {b, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, lin[i].N, lin[i].C,
-                       lin[i].OC};
+        lin_bench l = {b,    NULL, NULL, NULL,     NULL,     NULL,
+                       NULL, NULL, NULL, lin[i].N, lin[i].C, lin[i].OC};
         l.inp = bench_rand_act(b, (size_t)l.N * l.C, 1.0f);
         l.w = bench_rand_act(b, (size_t)l.OC * l.C, 0.05f);
         l.bias = bench_rand_act(b, (size_t)l.OC, 0.1f);
@@ -1160,20 +1182,32 @@ int main(int argc, char **argv) {
     printf("device 0: %s%s\n", name, g_quick ? " (quick mode)" : "");
     if (argc > 1 && strcmp(argv[1], "--bench") == 0) return run_bench();
     const struct CMUnitTest tests[] = {
-        TC_T(test_linear),     TC_T(test_gemm_f32),   TC_T(test_layernorm),
-        TC_T(test_gelu_add),   TC_T(test_attention),  TC_T(test_vision_embed),
-        TC_T(test_token_embed), TC_T(test_pooling),   TC_T(test_l2norm),
-        TC_T(test_softmax_xent), TC_T(test_reductions_elementwise), TC_T(test_adamw),
+        TC_T(test_linear),
+        TC_T(test_gemm_f32),
+        TC_T(test_layernorm),
+        TC_T(test_gelu_add),
+        TC_T(test_attention),
+        TC_T(test_vision_embed),
+        TC_T(test_token_embed),
+        TC_T(test_pooling),
+        TC_T(test_l2norm),
+        TC_T(test_softmax_xent),
+        TC_T(test_reductions_elementwise),
+        TC_T(test_adamw),
         TC_T(test_error_reporting),
     };
-    int failed = cmocka_run_group_tests_name("cuda ops, fp32 mode", tests, setup_fp32, teardown_mode);
-    failed += cmocka_run_group_tests_name("cuda ops, mixed bf16 mode", tests, setup_mixed,
-                                          teardown_mode);
+    int failed =
+        cmocka_run_group_tests_name("cuda ops, fp32 mode", tests, setup_fp32, teardown_mode);
+    failed +=
+        cmocka_run_group_tests_name("cuda ops, mixed bf16 mode", tests, setup_mixed, teardown_mode);
     return failed ? 1 : 0;
 }
 
 #else /* no CUDA backend in this build */
 
-int main(void) { tc_skip_test("no CUDA device: the CUDA backend is not built (nvcc was not found or TC_ENABLE_CUDA=OFF)"); }
+int main(void) {
+    tc_skip_test(
+        "no CUDA device: the CUDA backend is not built (nvcc was not found or TC_ENABLE_CUDA=OFF)");
+}
 
 #endif
