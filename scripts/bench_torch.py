@@ -199,6 +199,8 @@ def main():
     ap.add_argument("--mode", choices=("train", "infer", "both"), default="both")
     ap.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
     ap.add_argument("--bf16", action="store_true", help="bf16 autocast (fp32 master weights)")
+    ap.add_argument("--json", action="store_true",
+                    help="accepted for symmetry with tinyclip bench; the output is always JSON")
     g = ap.add_mutually_exclusive_group()
     g.add_argument("--compile", action="store_true", help="torch.compile the forward (and loss)")
     g.add_argument("--eager", dest="compile", action="store_false", help="eager mode (default)")
