@@ -72,8 +72,13 @@ float tc_trainer_clip_coefficient(const tc_trainer *t, double extra_sum_sq);
 tc_status tc_trainer_loss(tc_trainer *t, const float *images, const int32_t *ids, int B,
                           int backward, float *loss);
 
-int tc_trainer_step_index(const tc_trainer *t); /* optimizer steps taken */
+/* the schedule position (the lr of the next step); the caller may set it,
+ * e.g. to the iteration index when earlier iterations were skipped */
+int tc_trainer_step_index(const tc_trainer *t);
 void tc_trainer_set_step_index(tc_trainer *t, int step);
+/* updates since the moments were last reset (Adam's bias correction) */
+int tc_trainer_adam_step(const tc_trainer *t);
+void tc_trainer_set_adam_step(tc_trainer *t, int step);
 /* AdamW moments, device buffers in layout order */
 float *tc_trainer_moment1(tc_trainer *t);
 float *tc_trainer_moment2(tc_trainer *t);
