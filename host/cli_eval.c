@@ -9,8 +9,8 @@
 #include "checkpoint.h"
 #include "cli.h"
 #include "eval_metrics.h"
-#include "loader.h"
 #include "model.h"
+#include "retrieval_eval.h"
 #include "tokenizer.h"
 #include "zeroshot.h"
 #include "zeroshot_templates.h"
@@ -25,60 +25,6 @@ static void usage(FILE *f) {
                "                    sub-folder per class (class names from --classnames or the folders)\n"
                "  --templates T     prompt set: openai (80), simple (7), fmnist (caption templates)\n"
                "  --retrieval DATA  image-text pairs (webdataset shards or csv): R@1/5/10 both ways\n");
-}
-
-/* retrieval over a paired dataset, one caption per image */
-static tc_status retrieval(tc_model *m, tc_tokenizer *tok, const char *data, int64_t max_n,
-                           tc_retrieval_result *out) {
-    const tc_model_config *c = tc_model_cfg(m);
-    tc_backend *be = tc_model_backend(m);
-    int E = c->embed_dim, B = tc_model_max_batch(m);
-    tc_loader_cfg lc;
-    tc_loader_cfg_init(&lc);
-    lc.data = data;
-    lc.batch_size = B;
-    lc.image_size = c->vision.image_size;
-    lc.context_length = c->text.context_length;
-    lc.train = 0;
-    lc.epochs = 1;
-    lc.tokenizer = tok;
-    tc_loader *l;
-    TC_TRY(tc_loader_create(&lc, NULL, &l));
-    size_t cap = 1024, n = 0;
-    float *img = malloc(cap * E * sizeof *img), *txt = malloc(cap * E * sizeof *txt);
-    tc_status s = img && txt ? TC_OK : tc_fail(TC_ERR_OOM, "retrieval: out of memory");
-    while (s == TC_OK) {
-        tc_batch *b;
-        s = tc_loader_next(l, &b);
-        if (s != TC_OK || !b) break;
-        int k = b->n;
-        if (max_n > 0 && (int64_t)(n + k) > max_n) k = (int)(max_n - (int64_t)n);
-        while (n + k > cap) {
-            cap *= 2;
-            float *a = realloc(img, cap * E * sizeof *img), *t = a ? realloc(txt, cap * E * sizeof *txt) : NULL;
-            if (a) img = a;
-            if (t) txt = t;
-            if (!a || !t) s = tc_fail(TC_ERR_OOM, "retrieval: out of memory");
-            if (s != TC_OK) break;
-        }
-        if (s == TC_OK && k > 0) s = tc_model_encode_image(m, b->images, k);
-        if (s == TC_OK && k > 0) s = be->download(be, img + n * E, tc_model_image_features(m), (size_t)k * E * sizeof(float));
-        if (s == TC_OK && k > 0) s = tc_model_encode_text(m, b->tokens, k);
-        if (s == TC_OK && k > 0) s = be->download(be, txt + n * E, tc_model_text_features(m), (size_t)k * E * sizeof(float));
-        n += (size_t)k;
-        tc_loader_release(l, b);
-        if (max_n > 0 && (int64_t)n >= max_n) break;
-    }
-    int64_t *owner = s == TC_OK ? malloc((n ? n : 1) * sizeof *owner) : NULL;
-    if (s == TC_OK && !owner) s = tc_fail(TC_ERR_OOM, "retrieval: out of memory");
-    for (size_t i = 0; owner && i < n; i++) owner[i] = (int64_t)i;
-    if (s == TC_OK && n == 0) s = tc_fail(TC_ERR_DATA, "retrieval data %s: no pairs", data);
-    if (s == TC_OK) s = tc_retrieval_metrics(img, (int64_t)n, txt, (int64_t)n, owner, E, out);
-    free(owner);
-    free(txt);
-    free(img);
-    tc_loader_destroy(l);
-    return s;
 }
 
 int tc_cmd_eval(int argc, char **argv) {
@@ -164,7 +110,7 @@ int tc_cmd_eval(int argc, char **argv) {
     }
     if (retr) {
         tc_retrieval_result r;
-        if (retrieval(m, tok, retr, max_images, &r) != TC_OK) goto done;
+        if (tc_retrieval_eval(m, tok, retr, max_images, &r) != TC_OK) goto done;
         printf("retrieval %s: image->text R@1 %.2f%% R@5 %.2f%% R@10 %.2f%%; text->image R@1 %.2f%% R@5 %.2f%% R@10 %.2f%%\n",
                retr, 100 * r.i2t_recall[0], 100 * r.i2t_recall[1], 100 * r.i2t_recall[2],
                100 * r.t2i_recall[0], 100 * r.t2i_recall[1], 100 * r.t2i_recall[2]);

@@ -37,6 +37,7 @@
 #include "model.h"
 #include "params.h"
 #include "progress.h"
+#include "retrieval_eval.h"
 #include "prune.h"
 #include "run_report.h"
 #include "safetensors.h"
@@ -67,8 +68,9 @@ typedef struct {
     int n_templates;
     char **template_storage;
     /* fault injection for the resume tests:
-     * TINYCLIP_FAULT=kill_at_step:N[@stage] | kill_in_checkpoint:N[@stage] */
-    long long kill_at_step, kill_in_checkpoint;
+     * TINYCLIP_FAULT=kill_at_step:N[@stage] | kill_in_checkpoint:N[@stage]
+     * | nan_from_step:N[@stage] (the images of every batch from step N on are NaN) */
+    long long kill_at_step, kill_in_checkpoint, nan_from_step;
     char kill_stage[64];
 } run_ctx;
 
@@ -827,8 +829,9 @@ static double inference_speed(run_ctx *c, tc_model *m, int batch) {
     return best;
 }
 
-static tc_status write_summary(stage_run *r, const tc_zeroshot_result *zr, int has_eval, double ips,
-                               double train_ips) {
+static tc_status write_summary(stage_run *r, const tc_zeroshot_result *zr, int has_eval,
+                               const tc_retrieval_result *rr, double ips, double train_ips,
+                               double wait_fraction) {
     char path[PATH_CAP];
     stage_path(r->c, r->i, "summary.json", path);
     const tc_model_config *cfg = tc_model_cfg(r->student);
@@ -844,11 +847,16 @@ static tc_status write_summary(stage_run *r, const tc_zeroshot_result *zr, int h
                      "  \"params_vision\": %zu,\n  \"params_text\": %zu,\n"
                      "  \"gflops_image\": %.6f,\n  \"gflops_text\": %.6f,\n  \"steps\": %lld,\n"
                      "  \"zeroshot_top1\": %.6f,\n  \"zeroshot_top5\": %.6f,\n"
-                     "  \"inference_images_per_s\": %.3f,\n  \"train_images_per_s\": %.3f\n}\n",
+                     "  \"inference_images_per_s\": %.3f,\n  \"train_images_per_s\": %.3f,\n"
+                     "  \"data_wait_fraction\": %.4f,\n"
+                     "  \"retrieval\": [%.6f, %.6f, %.6f, %.6f, %.6f, %.6f]\n}\n",
                      r->st->name, tc_exp_stage_kind_name(r->st->kind),
                      tc_exp_inherit_kind_name(r->st->inherit.kind), pc.total,
                      pc.total - pc.token_embedding, pc.vision, pc.text, gi, gt,
-                     (long long)r->st->steps, top1, top5, ips, train_ips);
+                     (long long)r->st->steps, top1, top5, ips, train_ips, wait_fraction,
+                     rr ? rr->i2t_recall[0] : -1.0, rr ? rr->i2t_recall[1] : -1.0,
+                     rr ? rr->i2t_recall[2] : -1.0, rr ? rr->t2i_recall[0] : -1.0,
+                     rr ? rr->t2i_recall[1] : -1.0, rr ? rr->t2i_recall[2] : -1.0);
     if (n < 0 || (size_t)n >= sizeof buf) return tc_fail(TC_ERR_IO, "%s: summary too long", path);
     return tc_write_file_atomic(path, buf, (size_t)n);
 }
@@ -930,17 +938,25 @@ static tc_status run_stage(run_ctx *c, int i) {
     if (s == TC_OK)
         tc_progress_begin(&prog, c->log, st->name, r.meta.step, st->steps, st->log_every,
                           c->force_tty);
-    double t_start = wall_seconds();
+    double t_start = wall_seconds(), data_wait = 0.0;
     long long steps_timed = 0;
     double last_ips = 0.0;
     const tc_exp_auto *a = &st->inherit.autoc;
     while (s == TC_OK && r.meta.step < st->steps) {
         tc_batch *b;
+        double tw = wall_seconds();
         s = tc_loader_next(r.loader, &b);
+        data_wait += wall_seconds() - tw;
         if (s != TC_OK) break;
         if (!b) {
             s = tc_fail(TC_ERR_DATA, "stage %s: the training data ran out", st->name);
             break;
+        }
+        if (c->nan_from_step >= 0 && r.meta.step >= c->nan_from_step &&
+            (!c->kill_stage[0] || strcmp(c->kill_stage, st->name) == 0)) {
+            const tc_model_config *mc = tc_model_cfg(r.student);
+            size_t n_px = (size_t)b->n * 3 * mc->vision.image_size * mc->vision.image_size;
+            for (size_t k = 0; k < n_px; k++) b->images[k] = NAN;
         }
         double t0 = wall_seconds();
         tc_step_result sr;
@@ -972,9 +988,11 @@ static tc_status run_stage(run_ctx *c, int i) {
         }
         r.meta.adam_step = tc_trainer_adam_step(r.trainer);
         if (r.meta.step % st->log_every == 0 || r.meta.step == st->steps) {
-            const char *keys[] = {"loss", "lr", "grad_norm", "images_per_s", "lagrangian"};
-            double vals[] = {sr.loss, sr.lr, sr.grad_norm, last_ips, lag};
-            s = tc_metrics_write(r.metrics, r.meta.step, NULL, r.masked ? 5 : 4, keys, vals);
+            /* the share of the stage's wall time spent waiting for batches */
+            double waited = data_wait / (wall_seconds() - t_start);
+            const char *keys[] = {"loss", "lr", "grad_norm", "images_per_s", "data_wait", "lagrangian"};
+            double vals[] = {sr.loss, sr.lr, sr.grad_norm, last_ips, waited, lag};
+            s = tc_metrics_write(r.metrics, r.meta.step, NULL, r.masked ? 6 : 5, keys, vals);
             if (s == TC_OK && r.tb) {
                 tc_tb_scalar(r.tb, "train/loss", r.meta.step, sr.loss);
                 tc_tb_scalar(r.tb, "train/lr", r.meta.step, sr.lr);
@@ -1012,7 +1030,9 @@ static tc_status run_stage(run_ctx *c, int i) {
         }
     }
     if (s == TC_OK) tc_progress_end(&prog);
-    double train_ips = steps_timed ? (double)steps_timed * st->batch / (wall_seconds() - t_start) : 0.0;
+    double train_time = wall_seconds() - t_start;
+    double train_ips = steps_timed ? (double)steps_timed * st->batch / train_time : 0.0;
+    double wait_fraction = steps_timed ? data_wait / train_time : 0.0;
 
     /* a stage that ends inside its mask phase is pruned at the end */
     if (s == TC_OK && r.masked) {
@@ -1040,10 +1060,23 @@ static tc_status run_stage(run_ctx *c, int i) {
         free(params);
         res->cfg = fcfg;
     }
+    tc_retrieval_result rr = {0};
+    int has_retrieval = c->exp->retrieval.enabled;
+    if (s == TC_OK && has_retrieval) {
+        s = tc_retrieval_eval(r.student, c->tok, c->exp->retrieval.path, c->exp->retrieval.num_samples, &rr);
+        const char *k[] = {"i2t_r1", "i2t_r5", "i2t_r10", "t2i_r1", "t2i_r5", "t2i_r10"};
+        double v[] = {rr.i2t_recall[0], rr.i2t_recall[1], rr.i2t_recall[2],
+                      rr.t2i_recall[0], rr.t2i_recall[1], rr.t2i_recall[2]};
+        if (s == TC_OK) s = tc_metrics_write(r.metrics, r.meta.step, "retrieval", 6, k, v);
+        if (s == TC_OK)
+            logf_run(c, "stage %s: retrieval image->text R@1 %.2f%%, text->image R@1 %.2f%%", st->name,
+                     100.0 * rr.i2t_recall[0], 100.0 * rr.t2i_recall[0]);
+    }
     double ips = 0.0;
     if (s == TC_OK) ips = inference_speed(c, r.student, st->batch);
     if (s == TC_OK) s = tc_metrics_sync(r.metrics);
-    if (s == TC_OK) s = write_summary(&r, &zr, has_eval, ips, train_ips);
+    if (s == TC_OK)
+        s = write_summary(&r, &zr, has_eval, has_retrieval ? &rr : NULL, ips, train_ips, wait_fraction);
     if (s == TC_OK) res->done = 1;
     stage_free(&r);
     if (s != TC_OK) return tc_fail_context(s, "stage %s", st->name);
@@ -1058,6 +1091,7 @@ tc_status tc_run_experiment(const tc_experiment *exp, const tc_run_options *opt)
     c.force_tty = opt ? opt->force_tty : -1;
     c.kill_at_step = env_fault("kill_at_step", c.kill_stage, sizeof c.kill_stage);
     c.kill_in_checkpoint = env_fault("kill_in_checkpoint", c.kill_stage, sizeof c.kill_stage);
+    c.nan_from_step = env_fault("nan_from_step", c.kill_stage, sizeof c.kill_stage);
     c.res = calloc((size_t)exp->n_stages, sizeof *c.res);
     if (!c.res) return tc_fail(TC_ERR_OOM, "run: out of memory");
     tc_status s = tc_mkdir_p(exp->out_dir);

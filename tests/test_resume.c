@@ -144,6 +144,34 @@ static void test_bad_experiment_names_line(void **state) {
     free(dir);
 }
 
+/* from step 5 on every batch is NaN: the loss turns non-finite, the steps
+ * are skipped (no update), and after max_nonfinite_skips in a row the run
+ * stops with a message naming the problem */
+static void test_nonfinite_stops(void **state) {
+    char *dir = setup_dir("nonfinite");
+    char path[1024], args[1200], *out = NULL;
+    snprintf(path, sizeof path, "%s/nan.yaml", dir);
+    const char *yaml = "name: nan\nthreads: 1\ndata:\n  train: {source: fmnist, batch: 8, workers: 1}\n"
+                       "stages:\n  - name: a\n    kind: train_scratch_clip\n    model: tiny.json\n"
+                       "    steps: 40\n    schedule: {warmup: 1}\n"
+                       "    max_nonfinite_skips: 3\n    checkpoint_every: 0\n    log_every: 1\n";
+    assert_int_equal(tc_write_file(path, yaml, strlen(yaml)), 0);
+    snprintf(args, sizeof args, "train %s --out %s/run --plain", path, dir);
+    setenv("TINYCLIP_FAULT", "nan_from_step:5", 1);
+    int rc = tc_run_cli(args, &out);
+    unsetenv("TINYCLIP_FAULT");
+    assert_int_not_equal(rc, 0);
+    if (!strstr(out, "non-finite")) fail_msg("no non-finite message in:\n%s", out);
+    snprintf(path, sizeof path, "%s/run/a/metrics.jsonl", dir);
+    char *metrics = tc_read_file(path, NULL);
+    assert_non_null(metrics);
+    assert_non_null(strstr(metrics, "\"event\": \"skip\""));
+    free(metrics);
+    free(out);
+    tc_rmtree(dir);
+    free(dir);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_kill_between_steps),
@@ -151,6 +179,7 @@ int main(void) {
         cmocka_unit_test(test_kill_in_mask_phase),
         cmocka_unit_test(test_dry_run_recipes),
         cmocka_unit_test(test_bad_experiment_names_line),
+        cmocka_unit_test(test_nonfinite_stops),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
