@@ -3,12 +3,15 @@
  * the whole step (both towers forward and backward, loss, clipping, AdamW);
  * with --teacher it is a distillation step (teacher forward + affinity loss).
  * `tinyclip bench --data ...` benchmarks the data pipeline instead. */
+#include <dirent.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
 #include "backend_select.h"
+#include "checkpoint.h"
+#include "fileio.h"
 #include "cli.h"
 #include "flops.h"
 #include "model.h"
@@ -23,6 +26,7 @@ typedef struct {
     const char *models[MAX_MODELS];
     int n_models;
     const char *teacher;
+    const char *run;
     const char *backend;
     int batch, threads, steps, warmup;
     int train, infer, json;
@@ -39,6 +43,7 @@ static void usage(FILE *f) {
             "usage: tinyclip bench --model CONFIG [--model CONFIG ...] [options]\n"
             "       tinyclip bench --data ...   (data pipeline; see tinyclip bench --data --help)\n"
             "  --model CONFIG     model config JSON (repeat to compare models)\n"
+            "  --run DIR          every model of a training run (its stages' final weights)\n"
             "  --teacher CONFIG   benchmark a distillation step with this teacher\n"
             "  --backend NAME     cpu (default), cuda, cuda-fp32\n"
             "  --batch N          batch size (default 32)\n"
@@ -79,6 +84,7 @@ static int parse_args(int argc, char **argv, bench_args *a) {
             }
             a->models[a->n_models++] = v;
         } else if (strcmp(o, "--teacher") == 0) a->teacher = v;
+        else if (strcmp(o, "--run") == 0) a->run = v;
         else if (strcmp(o, "--backend") == 0) a->backend = v;
         else if (strcmp(o, "--batch") == 0) a->batch = atoi(v);
         else if (strcmp(o, "--threads") == 0) a->threads = atoi(v);
@@ -97,8 +103,8 @@ static int parse_args(int argc, char **argv, bench_args *a) {
             return 2;
         }
     }
-    if (a->n_models == 0) {
-        fprintf(stderr, "tinyclip bench: --model is required\n");
+    if (a->n_models == 0 && !a->run) {
+        fprintf(stderr, "tinyclip bench: --model or --run is required\n");
         usage(stderr);
         return 2;
     }
@@ -142,9 +148,10 @@ static void report(const bench_args *a, const tc_model_config *c, const char *mo
                bytes / 1048576.0, a->teacher ? ",\"teacher\":\"" : "", a->teacher ? a->teacher : "",
                a->teacher ? "\"" : "");
     else
-        printf("%-34s %-6s %-5s batch %4d  %9.2f images/s  %9.2f ms/step  %8.2f GFLOP/s  %8.1f MB\n",
+        printf("%-34s %-6s %-5s batch %4d  %9.2f images/s  %9.2f ms/step  %8.2f GFLOP/s  %8.1f MB"
+               "  %.3f GFLOPs/image\n",
                c->name, mode, be->name, a->batch, ips, 1e3 * seconds / steps, gflops_s,
-               bytes / 1048576.0);
+               bytes / 1048576.0, gi);
     fflush(stdout);
 }
 
@@ -230,6 +237,52 @@ done:
     return rc;
 }
 
+static int cmp_names(const void *a, const void *b) {
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* the final model of every stage of a run folder, in name order */
+static int bench_run(const bench_args *a, tc_backend *be) {
+    DIR *d = opendir(a->run);
+    if (!d) {
+        fprintf(stderr, "tinyclip bench: cannot open run folder %s\n", a->run);
+        return 1;
+    }
+    char *names[256];
+    int n = 0;
+    struct dirent *e;
+    while ((e = readdir(d)) && n < 256) {
+        char p[4096];
+        snprintf(p, sizeof p, "%s/%s/final", a->run, e->d_name);
+        if (e->d_name[0] != '.' && tc_path_is_dir(p)) names[n++] = strdup(e->d_name);
+    }
+    closedir(d);
+    qsort(names, (size_t)n, sizeof *names, cmp_names);
+    int rc = n ? 0 : 1;
+    if (!n) fprintf(stderr, "tinyclip bench: no stage with final weights in %s\n", a->run);
+    for (int i = 0; i < n; i++) {
+        char p[4096];
+        snprintf(p, sizeof p, "%s/%s/final", a->run, names[i]);
+        tc_model_config cfg;
+        tc_param_layout layout;
+        float *params = NULL;
+        if (rc == 0 && tc_checkpoint_load(p, NULL, &cfg, &layout, &params) != TC_OK) {
+            rc = tc_cli_report("bench");
+        } else if (rc == 0) {
+            tc_param_counts pc = tc_param_count(&layout);
+            printf("%-34s params %zu (%zu without the token embedding)\n", names[i], pc.total,
+                   pc.total - pc.token_embedding);
+            snprintf(cfg.name, sizeof cfg.name, "%s", names[i]);
+            if (a->train) rc = bench_train(a, be, &cfg, NULL);
+            if (rc == 0 && a->infer) rc = bench_infer(a, be, &cfg);
+            free(params);
+            tc_param_layout_free(&layout);
+        }
+        free(names[i]);
+    }
+    return rc;
+}
+
 int tc_cmd_bench(int argc, char **argv) {
     for (int i = 1; i < argc; i++)
         if (strcmp(argv[i], "--data") == 0) return tc_cmd_bench_data(argc, argv);
@@ -245,6 +298,11 @@ int tc_cmd_bench(int argc, char **argv) {
     }
     if (!a.json)
         printf("%-34s %-6s %-5s\n", "model", "mode", "device");
+    if (a.run) {
+        rc = bench_run(&a, be);
+        be->destroy(be);
+        return rc;
+    }
     rc = 0;
     for (int i = 0; i < a.n_models && rc == 0; i++) {
         tc_model_config c;
