@@ -19,6 +19,14 @@ template <int HS> struct att_cfg {
     static constexpr int G = HS / ATT_DPT;
     static constexpr int BT = HS > 64 ? 32 : 64;
     static constexpr int THREADS = BT * G;
+    /* the butterfly of att_group_sum stays inside a row's group only when G
+     * divides the warp; full warps keep every shuffle mask 0xffffffff valid */
+    static_assert(32 % G == 0 && THREADS % 32 == 0 && THREADS <= 1024, "attention thread layout");
+    /* the largest static shared memory of the three kernels (two fp32 tiles
+     * plus lse and D of a tile) stays under the 48 KiB a launch gets without
+     * the opt-in attribute */
+    static_assert(2 * BT * HS * sizeof(float) + 2 * BT * sizeof(float) <= 48 * 1024,
+                  "attention tiles over the 48 KiB static shared memory limit");
 };
 
 /* sum over the G threads that own one row; every one of them gets the sum */

@@ -24,6 +24,7 @@ extern "C" {
 #include "status.h"
 }
 
+#include "launch_math.h"
 #include "tc_cuda.h"
 
 /* one AdamW segment as the kernel sees it: start is the prefix sum of counts */
@@ -90,13 +91,6 @@ bool tc_cuda_launched(tc_cuda_backend *cu, const char *kernel);
             FN<__nv_bfloat16>(__VA_ARGS__);                                                        \
     } while (0)
 
-/* grid for a grid-stride loop over n elements */
-static inline unsigned tc_cuda_grid(size_t n, int threads) {
-    size_t g = (n + (size_t)threads - 1) / (size_t)threads;
-    if (g > 65536u * 16u) g = 65536u * 16u;
-    if (g == 0) g = 1;
-    return (unsigned)g;
-}
 
 /* ---- device helpers ---- */
 __device__ __forceinline__ float tc_ldf(const float *p) {
@@ -179,8 +173,10 @@ void tc_cuda_layernorm_backward(tc_backend *b, tc_act *dinp, float *dw, float *d
  * (gemm.cu; used for linear dbias) */
 void tc_cuda_column_sum_add(tc_cuda_backend *cu, float *dst, const void *src, int N, int C);
 /* rows per chunk of a two-pass column reduction over (N, C) with `arrays`
- * partial arrays, so that the partials fit the scratch; -1 when C is too wide */
-int tc_cuda_rows_per_chunk(tc_cuda_backend *cu, int N, int C, int arrays);
+ * partial arrays in the scratch (launch_math.h); -1 when C is too wide */
+static inline int tc_cuda_rows_per_chunk(tc_cuda_backend *cu, int N, int C, int arrays) {
+    return tc_cuda_chunk_rows(cu->scratch_bytes, N, C, arrays);
+}
 
 void tc_cuda_attention_forward(tc_backend *b, tc_act *out, float *lse, const tc_act *qkv, int B,
                                int T, int NH, int HS, int causal);
@@ -220,5 +216,17 @@ void tc_cuda_clip_coefficient(tc_backend *b, float *scale, const float *sum_sq, 
 void tc_cuda_adamw_update(tc_backend *b, float *params, const float *grads, float *m, float *v,
                           tc_act *compute, const tc_param_segment *segs, int nseg,
                           tc_adamw_hparams hp, const float *grad_scale);
+
+void tc_cuda_mask_cols_forward(tc_backend *b, tc_act *out, const tc_act *x, const float *z, int N,
+                               int C, int group);
+void tc_cuda_mask_cols_backward(tc_backend *b, tc_act *dx, float *dz, const tc_act *dout,
+                                const tc_act *x, const float *z, int N, int C, int group);
+void tc_cuda_layernorm_masked_forward(tc_backend *b, tc_act *out, float *mean, float *rstd,
+                                      const tc_act *inp, const tc_act *w, const tc_act *bias,
+                                      const float *mask, int N, int C);
+void tc_cuda_layernorm_masked_backward(tc_backend *b, tc_act *dinp, float *dw, float *dbias,
+                                       const tc_act *dout, const tc_act *inp, const tc_act *w,
+                                       const float *mean, const float *rstd, const float *mask,
+                                       int N, int C);
 
 #endif

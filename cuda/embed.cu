@@ -195,9 +195,7 @@ static void launch_token_embed_bwd(tc_cuda_backend *cu, float *dwte, float *dwpe
     }
     if (!dwte) return;
     const int n = B * Tn;
-    int end_bit = 1;
-    while (end_bit < 31 && ((int64_t)1 << end_bit) < (int64_t)V)
-        end_bit++;
+    const int end_bit = tc_cuda_radix_end_bit(V);
     size_t temp_bytes = 0;
     cudaError_t e = cub::DeviceRadixSort::SortPairs((void *)NULL, temp_bytes, (const int32_t *)NULL,
                                                     (int32_t *)NULL, (const int32_t *)NULL,

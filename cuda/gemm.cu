@@ -32,11 +32,7 @@ typedef struct {
 } lt_gemm;
 
 static uint32_t ptr_alignment(const void *p) {
-    uintptr_t a = (uintptr_t)p;
-    uint32_t al = 256;
-    while (al > 1 && (a % al) != 0)
-        al >>= 1;
-    return al;
+    return tc_cuda_alignment((uintptr_t)p);
 }
 
 /* ---- fallback: 16x16 shared-memory tiles, column-major, fp32 accumulate ---- */
@@ -139,17 +135,34 @@ static void lt_matmul(tc_cuda_backend *cu, const lt_gemm *g, const char *op_name
     if (g->bias) {
         uint32_t epi = CUBLASLT_EPILOGUE_BIAS;
         int32_t bt = g->d_type;
+        /* the alignment preferences do not cover the bias, and the epilogue
+         * kernels read it with 16-byte loads (a pruned bias view faults with
+         * "misaligned address"): an under-aligned bias is copied to the
+         * 256-byte aligned scratch first, on the stream (m elements) */
+        const void *bias = g->bias;
+        if (ptr_alignment(bias) < TC_CUDA_BIAS_ALIGNMENT) {
+            const size_t bytes = (size_t)g->m * (g->d_type == CUDA_R_32F ? 4 : 2);
+            if (bytes > cu->scratch_bytes) {
+                tc_cuda_record(cu, TC_ERR_UNSUPPORTED, "cuda %s: bias of %d elements", op_name,
+                               g->m);
+                goto done;
+            }
+            if (!tc_cuda_ok(cu,
+                            cudaMemcpyAsync(cu->scratch, bias, bytes, cudaMemcpyDeviceToDevice,
+                                            cu->stream),
+                            "aligned bias copy"))
+                goto done;
+            bias = cu->scratch;
+        }
         LT_TRY(
             cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_EPILOGUE, &epi, sizeof epi),
             "epilogue");
-        LT_TRY(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &g->bias,
-                                              sizeof g->bias),
+        LT_TRY(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias,
+                                              sizeof bias),
                "bias pointer");
         LT_TRY(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &bt,
                                               sizeof bt),
                "bias type");
-        uint32_t al_bias = ptr_alignment(g->bias);
-        if (al_bias < al_d) al_d = al_bias; /* conservative: the epilogue reads it like D */
     }
     /* stored (rows, cols) of A is (m, k) when not transposed, else (k, m) */
     LT_TRY(
@@ -178,7 +191,7 @@ static void lt_matmul(tc_cuda_backend *cu, const lt_gemm *g, const char *op_name
     {
         cublasStatus_t hs =
             cublasLtMatmulAlgoGetHeuristic(cu->lt, desc, la, lb, ld, ld, pref, 1, &res, &nres);
-        if (hs != CUBLAS_STATUS_SUCCESS || nres == 0) {
+        if (hs != CUBLAS_STATUS_SUCCESS || nres == 0 || res.state != CUBLAS_STATUS_SUCCESS) {
             run_fallback(cu, g, op_name);
             goto done;
         }
@@ -223,21 +236,11 @@ __global__ void colsum_final_kernel(float *dst, const float *partial, int nchunk
     dst[c] += acc;
 }
 
-/* rows per chunk so that nchunks * ncols * arrays floats fit the scratch */
-int tc_cuda_rows_per_chunk(tc_cuda_backend *cu, int N, int C, int arrays) {
-    size_t cap = cu->scratch_bytes / sizeof(float) / ((size_t)C * (size_t)arrays);
-    int rpc = 32;
-    if (cap == 0) return -1;
-    while ((size_t)((N + rpc - 1) / rpc) > cap)
-        rpc *= 2;
-    return rpc;
-}
-
 template <typename T>
 static void launch_colsum(tc_cuda_backend *cu, float *dst, const void *src, int N, int C) {
     int rpc = tc_cuda_rows_per_chunk(cu, N, C, 1);
     TC_CU_REQUIRE(cu, rpc > 0, "cuda column sum: C=%d too wide for the scratch", C);
-    const int nchunks = (N + rpc - 1) / rpc;
+    const int nchunks = tc_cuda_chunks(N, rpc);
     TC_CU_REQUIRE(cu, nchunks <= 65535, "cuda column sum: N=%d too many rows", N);
     float *partial = (float *)cu->scratch;
     dim3 grid((unsigned)((C + COLSUM_THREADS - 1) / COLSUM_THREADS), (unsigned)nchunks);

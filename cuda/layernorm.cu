@@ -125,7 +125,7 @@ static void launch_ln_backward(tc_cuda_backend *cu, tc_act *dinp, float *dw, flo
     if (!dw && !dbias) return;
     const int rpc = tc_cuda_rows_per_chunk(cu, N, C, 2);
     TC_CU_REQUIRE(cu, rpc > 0, "cuda layernorm_backward: C=%d too wide for the scratch", C);
-    const int nchunks = (N + rpc - 1) / rpc;
+    const int nchunks = tc_cuda_chunks(N, rpc);
     TC_CU_REQUIRE(cu, nchunks <= 65535, "cuda layernorm_backward: N=%d too many rows", N);
     float *partial = (float *)cu->scratch;
     dim3 grid((unsigned)((C + 255) / 256), (unsigned)nchunks);

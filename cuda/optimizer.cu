@@ -129,6 +129,14 @@ static bool adamw_segments(tc_cuda_backend *cu, const tc_param_segment *segs, in
                    cu->seg_host[s].weight_decay == segs[s].weight_decay;
         if (same) return true;
     }
+    /* forget the cached table first: if anything below fails, a later call
+     * with the same segments must not launch on a table that was freed or
+     * only partly written */
+    free(cu->seg_host);
+    cu->seg_host = NULL;
+    cu->seg_count = 0;
+    cu->seg_dev_count = 0;
+    cu->seg_total = 0;
     tc_param_segment *copy = (tc_param_segment *)malloc((size_t)nseg * sizeof *segs);
     tc_cuda_segment *table = (tc_cuda_segment *)malloc((size_t)nseg * sizeof *table);
     if (!copy || !table) {
@@ -183,7 +191,6 @@ static bool adamw_segments(tc_cuda_backend *cu, const tc_param_segment *segs, in
         return false;
     }
     free(table);
-    free(cu->seg_host);
     cu->seg_host = copy;
     cu->seg_count = nseg;
     cu->seg_dev_count = kept;
