@@ -1,5 +1,6 @@
 /* the C-visible extras of the CUDA backend (the backend itself is created
- * with tc_backend_cuda_create, declared in backend.h). */
+ * with tc_backend_cuda_create, declared in backend.h): device queries and,
+ * for C callers, the pinned-memory allocator of the data loader. */
 #ifndef TC_CUDA_H
 #define TC_CUDA_H
 
@@ -16,6 +17,14 @@ int tc_cuda_device_count(char *why, size_t cap);
 
 /* name and compute capability of a device, for logs ("NVIDIA H100 ... sm_90") */
 void tc_cuda_device_name(int device, char *buf, size_t cap);
+
+#ifndef __cplusplus
+/* C only: the loader's types are C. fills *out with an allocator of pinned
+ * host memory (cudaHostAlloc, portable; cudaFreeHost) for tc_loader_cfg's
+ * allocator; TC_ERR_UNSUPPORTED without a CUDA device (pinned.c) */
+#include "../host/loader.h"
+tc_status tc_cuda_pinned_allocator(tc_batch_allocator *out);
+#endif
 
 #ifdef __cplusplus
 }

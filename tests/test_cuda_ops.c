@@ -36,6 +36,8 @@
 #include "backend.h"
 #include "status.h"
 #ifdef TC_HAVE_CUDA
+#include <cuda_runtime_api.h>
+
 #include "tc_cuda.h"
 #endif
 
@@ -243,9 +245,22 @@ static void run_linear(const linear_case *k) {
         float *tmp = put_f32(g_gpu, w, nw);
         g_gpu->f32_to_act(g_gpu, g_w, tmp, nw);
     }
-    tc_act *g_b = put_act(g_gpu, bias, OC), *g_dout = put_act(g_gpu, dout, (size_t)N * OC);
+    /* misaligned: the bias (read by cuBLASLt's epilogue), dw and dbias are
+     * one element off too, as views into pruned parameter buffers are */
+    const size_t sh = k->misalign ? 1 : 0;
+    tc_act *g_bbuf = balloc(g_gpu, (OC + 1) * g_gpu->act_bytes);
+    tc_act *g_b = tc_act_offset(g_gpu, g_bbuf, sh);
+    {
+        float *tmp = put_f32(g_gpu, bias, OC);
+        g_gpu->f32_to_act(g_gpu, g_b, tmp, OC);
+    }
+    tc_act *g_dout = put_act(g_gpu, dout, (size_t)N * OC);
     tc_act *g_out = gpu_out_act((size_t)N * OC), *g_dinp = gpu_out_act((size_t)N * C);
-    float *g_dw = put_f32(g_gpu, dw0, nw), *g_db = put_f32(g_gpu, db0, OC);
+    float *g_dw = (float *)balloc(g_gpu, (nw + 1) * 4) + sh;
+    float *g_db = (float *)balloc(g_gpu, (size_t)(OC + 1) * 4) + sh;
+    if (g_gpu->upload(g_gpu, g_dw, dw0, nw * 4) != TC_OK ||
+        g_gpu->upload(g_gpu, g_db, db0, (size_t)OC * 4) != TC_OK)
+        fail_msg("upload");
     g_gpu->linear_forward(g_gpu, g_out, g_inp, g_w, g_b, N, C, OC, k->w_trans);
     g_gpu->linear_backward(g_gpu, g_dinp, g_dw, g_db, g_dout, g_inp, g_w, N, C, OC, k->w_trans);
     bsync(g_gpu, "cuda linear");
@@ -256,7 +271,7 @@ static void run_linear(const linear_case *k) {
     get_f32(g_gpu, dwh, g_dw, nw);
     get_f32(g_gpu, dbh, g_db, OC);
     snprintf(what, sizeof what, "linear N=%d C=%d OC=%d wt=%d%s", N, C, OC, k->w_trans,
-             k->misalign ? " misaligned" : "");
+             k->misalign ? " misaligned w, bias, dw, dbias" : "");
     printf("  %s\n", what);
     expect_close("out", o, r_out, (size_t)N * OC, tol_act());
     expect_close("dinp", di, r_dinp, (size_t)N * C, tol_act());
@@ -1114,6 +1129,34 @@ static void test_adamw(void **state) {
     expect_close("compute copy", o, r, total, tol_act());
 }
 
+/* the data loader's pinned allocator: page-locked host memory that moves
+ * through the backend's upload and download unchanged */
+static void test_pinned_allocator(void **state) {
+    (void)state;
+    tc_batch_allocator a = {NULL, NULL, NULL};
+    if (tc_cuda_pinned_allocator(&a) != TC_OK) fail_msg("pinned allocator: %s", tc_last_error());
+    const size_t n = (size_t)3 * 224 * 224 * 8 + 5; /* a small image batch, odd size */
+    float *h = a.alloc(n * sizeof(float), a.ctx), *back = a.alloc(n * sizeof(float), a.ctx);
+    if (!h || !back) fail_msg("cudaHostAlloc of %zu bytes failed", n * sizeof(float));
+    struct cudaPointerAttributes attr;
+    const int pinned = cudaPointerGetAttributes(&attr, h) == cudaSuccess &&
+                       attr.type == cudaMemoryTypeHost;
+    tc_fill_uniform(h, n, &g_rng, 1.0f);
+    memset(back, 0, n * sizeof(float));
+    float *g = balloc(g_gpu, n * sizeof(float));
+    const int up = g_gpu->upload(g_gpu, g, h, n * sizeof(float)) == TC_OK;
+    const int down = up && g_gpu->download(g_gpu, back, g, n * sizeof(float)) == TC_OK;
+    const int same = down && memcmp(h, back, n * sizeof(float)) == 0;
+    a.free(h, a.ctx);
+    a.free(back, a.ctx);
+    a.free(NULL, a.ctx); /* as free(NULL) */
+    printf("  pinned allocator: %zu floats, page-locked %d, round trip %s\n", n, pinned,
+           same ? "exact" : "wrong");
+    if (!pinned) fail_msg("pinned allocator: memory is not page-locked host memory");
+    if (!up || !down) fail_msg("pinned allocator: transfer failed: %s", tc_last_error());
+    if (!same) fail_msg("pinned allocator: round trip through the device changed the data");
+}
+
 /* an op with a bad shape is reported by synchronize, not silently skipped */
 static void test_error_reporting(void **state) {
     (void)state;
@@ -1385,6 +1428,7 @@ int main(int argc, char **argv) {
         TC_T(test_softmax_xent),
         TC_T(test_reductions_elementwise),
         TC_T(test_adamw),
+        TC_T(test_pinned_allocator),
         TC_T(test_error_reporting),
     };
     int failed =
