@@ -25,6 +25,13 @@ struct tc_trainer {
     float *dimg, *dtxt;                /* (B, E) */
     float *scalars;                    /* S_COUNT */
     float last_sum_sq;                 /* of the last compute, on the host */
+    /* data parallel (comm with world > 1); W = world size, b = max_batch */
+    tc_comm *comm;
+    float *img_all, *txt_all;          /* (W*b, E) gathered student features */
+    float *timg_all, *ttxt_all;        /* (W*b, TE) gathered teacher features */
+    float *dimg_all, *dtxt_all;        /* (W*b, E) column gradients of this rank's loss */
+    float *cols;                       /* (b, E) the columns' gradients reduced to their owner */
+    float *one;                        /* device 1.0f: the add of cols through gemm */
 };
 
 tc_optim_config tc_optim_default(void) {
@@ -122,7 +129,9 @@ tc_status tc_trainer_create(tc_trainer **out, tc_model *student, tc_model *teach
 void tc_trainer_destroy(tc_trainer *t) {
     if (!t) return;
     tc_backend *be = t->be;
-    void *bufs[] = {t->teacher_sim, t->scalars, t->dtxt, t->dimg, t->dsim, t->sim, t->v, t->m};
+    void *bufs[] = {t->teacher_sim, t->scalars, t->dtxt, t->dimg, t->dsim, t->sim, t->v, t->m,
+                    t->img_all, t->txt_all, t->timg_all, t->ttxt_all, t->dimg_all,
+                    t->dtxt_all, t->cols, t->one};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
         if (bufs[i]) be->free(be, bufs[i]);
     free(t->segs);
@@ -141,6 +150,114 @@ void tc_trainer_set_optim(tc_trainer *t, const tc_optim_config *optim) {
         if (t->segs[i].weight_decay != 0.0f) t->segs[i].weight_decay = optim->weight_decay;
 }
 
+static int distributed(const tc_trainer *t) { return t->comm && t->comm->world_size > 1; }
+
+tc_status tc_trainer_set_comm(tc_trainer *t, tc_comm *comm) {
+    if (!comm || comm->world_size <= 1) {
+        t->comm = NULL;
+        return TC_OK;
+    }
+    if (t->comm) return tc_fail(TC_ERR_ARG, "trainer: the comm is already set");
+    tc_backend *be = t->be;
+    size_t W = (size_t)comm->world_size, b = (size_t)t->max_batch;
+    size_t E = (size_t)tc_model_cfg(t->student)->embed_dim;
+    size_t TE = t->teacher ? (size_t)tc_model_cfg(t->teacher)->embed_dim : 0;
+    if (W > (1u << 20) || b * W > (1u << 24))
+        return tc_fail(TC_ERR_ARG, "trainer: global batch %zu x %zu too large", W, b);
+    /* the similarity rows grow from (2, b, b) to (2, b, W*b) */
+    be->free(be, t->sim);
+    be->free(be, t->dsim);
+    t->sim = t->dsim = NULL;
+    if (t->teacher_sim) be->free(be, t->teacher_sim);
+    t->teacher_sim = NULL;
+    size_t rows = 2 * b * W * b * sizeof(float);
+    tc_status s;
+    if ((s = trainer_alloc(t, (void **)&t->sim, rows)) != TC_OK ||
+        (s = trainer_alloc(t, (void **)&t->dsim, rows)) != TC_OK ||
+        (t->teacher && (s = trainer_alloc(t, (void **)&t->teacher_sim, rows)) != TC_OK) ||
+        (s = trainer_alloc(t, (void **)&t->img_all, W * b * E * sizeof(float))) != TC_OK ||
+        (s = trainer_alloc(t, (void **)&t->txt_all, W * b * E * sizeof(float))) != TC_OK ||
+        (t->teacher &&
+         (s = trainer_alloc(t, (void **)&t->timg_all, W * b * TE * sizeof(float))) != TC_OK) ||
+        (t->teacher &&
+         (s = trainer_alloc(t, (void **)&t->ttxt_all, W * b * TE * sizeof(float))) != TC_OK) ||
+        (s = trainer_alloc(t, (void **)&t->dimg_all, W * b * E * sizeof(float))) != TC_OK ||
+        (s = trainer_alloc(t, (void **)&t->dtxt_all, W * b * E * sizeof(float))) != TC_OK ||
+        (s = trainer_alloc(t, (void **)&t->cols, b * E * sizeof(float))) != TC_OK ||
+        (s = trainer_alloc(t, (void **)&t->one, sizeof(float))) != TC_OK)
+        return s;
+    be->fill_f32(be, t->one, 1.0f, 1);
+    t->comm = comm;
+    return TC_OK;
+}
+
+/* gather-with-grad: the columns' gradients of every rank's loss, summed onto
+ * their owner, added to this rank's row gradient drows (B, E) */
+static tc_status return_column_grads(tc_trainer *t, float *drows, const float *dcols_all, int B,
+                                     int E) {
+    tc_backend *be = t->be;
+    size_t nE = (size_t)B * E;
+    TC_TRY(t->comm->reduce_scatter_f32(t->comm, dcols_all, t->cols, nE, TC_REDUCE_SUM));
+    /* drows (1, nE) += one (1,1) @ cols (1, nE) */
+    be->gemm_f32(be, 0, 0, 1, (int)nE, 1, 1.0f, t->one, t->cols, 1.0f, drows);
+    return TC_OK;
+}
+
+/* the data-parallel forward and backward of forward_backward */
+static tc_status forward_backward_dp(tc_trainer *t, const float *images, const int32_t *ids,
+                                     int B, int backward) {
+    tc_backend *be = t->be;
+    tc_comm *comm = t->comm;
+    tc_model *st = t->student;
+    const tc_param_layout *L = tc_model_layout(st);
+    int E = tc_model_cfg(st)->embed_dim, TE = 0;
+    int W = comm->world_size, N = W * B;
+    tc_loss_features tf, *teacher = NULL;
+    const float *teacher_scale = NULL;
+    if (t->teacher && t->loss.w_distill != 0.0f) {
+        tc_model *te = t->teacher;
+        TE = tc_model_cfg(te)->embed_dim;
+        float *tscale = tc_model_params(te) + tc_model_layout(te)->logit_scale;
+        be->fill_f32(be, tscale, logf(t->loss.teacher_logit_scale), 1);
+        TC_TRY(tc_model_encode_image(te, images, B));
+        TC_TRY(tc_model_encode_text(te, ids, B));
+        tf.img = tc_model_image_features(te);
+        tf.txt = tc_model_text_features(te);
+        TC_TRY(comm->all_gather_f32(comm, tf.img, t->timg_all, (size_t)B * TE));
+        TC_TRY(comm->all_gather_f32(comm, tf.txt, t->ttxt_all, (size_t)B * TE));
+        tf.img_all = t->timg_all;
+        tf.txt_all = t->ttxt_all;
+        teacher = &tf;
+        teacher_scale = tscale;
+    }
+    TC_TRY(tc_model_encode_image(st, images, B));
+    TC_TRY(tc_model_encode_text(st, ids, B));
+    tc_loss_features sf;
+    sf.img = tc_model_image_features(st);
+    sf.txt = tc_model_text_features(st);
+    TC_TRY(comm->all_gather_f32(comm, sf.img, t->img_all, (size_t)B * E));
+    TC_TRY(comm->all_gather_f32(comm, sf.txt, t->txt_all, (size_t)B * E));
+    sf.img_all = t->img_all;
+    sf.txt_all = t->txt_all;
+    if (backward) tc_model_zero_grads(st);
+    tc_loss_weights w = {t->loss.w_clip, t->loss.w_distill};
+    tc_loss_workspace ws = {t->sim, t->dsim, t->teacher_sim};
+    tc_loss_forward_backward(be, w, B, N, comm->rank * B, E, TE, &sf, teacher,
+                             tc_model_params(st) + L->logit_scale, teacher_scale, ws,
+                             &t->scalars[S_LOSS], backward ? t->dimg : NULL,
+                             backward ? t->dtxt : NULL, t->dimg_all, t->dtxt_all,
+                             backward ? tc_model_grads(st) + L->logit_scale : NULL);
+    /* the loss of the global batch: the mean of the ranks' row means */
+    TC_TRY(comm->all_reduce_f32(comm, &t->scalars[S_LOSS], 1, TC_REDUCE_AVG));
+    if (!backward) return TC_OK;
+    TC_TRY(return_column_grads(t, t->dimg, t->dimg_all, B, E));
+    TC_TRY(return_column_grads(t, t->dtxt, t->dtxt_all, B, E));
+    TC_TRY(tc_model_backward_image(st, t->dimg));
+    TC_TRY(tc_model_backward_text(st, t->dtxt));
+    /* DDP: the gradient of the mean over ranks of the per-rank losses */
+    return comm->all_reduce_f32(comm, tc_model_grads(st), L->total, TC_REDUCE_AVG);
+}
+
 void tc_trainer_reset_optimizer(tc_trainer *t) {
     size_t P = tc_model_layout(t->student)->total;
     t->be->zero(t->be, t->m, P * sizeof(float));
@@ -157,6 +274,7 @@ static tc_status forward_backward(tc_trainer *t, const float *images, const int3
     int E = tc_model_cfg(st)->embed_dim, TE = 0;
     if (B > t->max_batch)
         return tc_fail(TC_ERR_ARG, "trainer: batch %d larger than %d", B, t->max_batch);
+    if (distributed(t)) return forward_backward_dp(t, images, ids, B, backward);
 
     tc_loss_features tf, *teacher = NULL;
     const float *teacher_scale = NULL;

@@ -12,6 +12,7 @@
 
 #include <stdint.h>
 
+#include "comm.h"
 #include "model.h"
 
 typedef enum {
@@ -68,7 +69,23 @@ tc_status tc_trainer_apply(tc_trainer *t, double extra_sum_sq);
 /* the factor apply multiplies gradients by (1 when clipping is off) */
 float tc_trainer_clip_coefficient(const tc_trainer *t, double extra_sum_sq);
 
-/* loss and feature gradients without an update (for tests and evaluation) */
+/* data parallel over comm's ranks (NULL or world size 1: one process, the
+ * default). every step call then takes this rank's n = B samples, the same
+ * B on every rank; the global batch is N = world * B with rank r's samples at
+ * rows r*B... . per step (method §1.3, open_clip local_loss + gather-with-grad,
+ * DDP): the student's and teacher's features are all-gathered; this rank's
+ * loss is the mean over its B rows against all N columns, both directions;
+ * the column gradients are reduce-scattered (summed) to their owners and
+ * added to the row gradients; after the towers' backward the parameter
+ * gradients (logit scale included) are all-reduced with the average, and so
+ * is the loss. the mean over ranks of the per-rank losses is the loss of one
+ * process over the whole global batch, so the update equals that process's
+ * (up to rounding). clipping, the finite check and the reported loss and
+ * norm use the reduced values: every rank takes the same decision. */
+tc_status tc_trainer_set_comm(tc_trainer *t, tc_comm *comm);
+
+/* loss and feature gradients without an update (for tests and evaluation);
+ * data parallel: the loss and the parameter gradients are the reduced ones */
 tc_status tc_trainer_loss(tc_trainer *t, const float *images, const int32_t *ids, int B,
                           int backward, float *loss);
 

@@ -1,0 +1,295 @@
+/* data-parallel training over MPI on the CPU backend against one process.
+ *
+ * the test binary is also the MPI program: launched by mpirun with
+ * TC_DIST_DRIVER set, every rank builds the same tiny student and teacher,
+ * generates the same global batches of N = W * n samples and trains on its
+ * slice (rows rank*n...) through the comm, while rank 0 also trains a
+ * one-process reference on the whole global batch. rank 0 compares the
+ * per-step losses and grad norms (10 steps, relative 1e-5), the reduced
+ * parameter gradients of the gathered loss against the one-process
+ * gradients, and the final weights, and prints "dist-check: ok".
+ *
+ * fault cases (TC_DIST_FAULT): rank 1 hangs (sleeps) or dies (SIGKILL) at
+ * step 3; the other ranks must stop well within 60 s with a message naming
+ * the failure. the cmocka tests launch mpirun -np 2 and -np 4 (oversubscribed,
+ * OMP_NUM_THREADS=1) and skip (77) when mpirun or MPI is missing. */
+#include <math.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "backend.h"
+#include "comm_mpi.h"
+#include "model.h"
+#include "testutil.h"
+#include "train.h"
+
+enum { LOCAL_B = 3, STEPS = 10 };
+
+static void tiny_config(tc_model_config *c, const char *name, int width, int embed) {
+    memset(c, 0, sizeof *c);
+    snprintf(c->name, sizeof c->name, "%s", name);
+    c->embed_dim = embed;
+    c->activation = TC_GELU;
+    tc_tower_config *v = &c->vision, *t = &c->text;
+    v->layers = 2;
+    v->width = width;
+    v->image_size = 12;
+    v->patch_size = 4;
+    v->heads[0] = v->heads[1] = width / 64;
+    v->mlp_width[0] = v->mlp_width[1] = 2 * width;
+    v->pool = TC_POOL_TOKEN;
+    t->layers = 2;
+    t->width = width;
+    t->context_length = 7;
+    t->vocab_size = 40;
+    t->heads[0] = t->heads[1] = width / 64;
+    t->mlp_width[0] = t->mlp_width[1] = 2 * width;
+    t->pool = TC_POOL_ARGMAX;
+    c->irregular = 1;
+}
+
+/* the global batch of a step: the same on every rank */
+static void make_batch(float *images, int32_t *ids, int N, const tc_model_config *c, int step) {
+    uint64_t rng = 1000003u * (uint64_t)(step + 1);
+    int S = c->vision.image_size, T = c->text.context_length, V = c->text.vocab_size;
+    tc_fill_uniform(images, (size_t)N * 3 * S * S, &rng, 1.5f);
+    for (int b = 0; b < N; b++) {
+        int eot = 2 + b % (T - 2);
+        for (int j = 0; j < T; j++) {
+            if (j < eot) ids[b * T + j] = 1 + (int)(tc_test_rand(&rng) % (uint64_t)(V - 2));
+            else if (j == eot) ids[b * T + j] = V - 1;
+            else ids[b * T + j] = 0;
+        }
+    }
+}
+
+typedef struct {
+    tc_model *student, *teacher;
+    tc_trainer *trainer;
+} run;
+
+static int make_run(run *r, tc_backend *be, const tc_model_config *sc, const tc_model_config *tc,
+                    int batch, tc_comm *comm) {
+    memset(r, 0, sizeof *r);
+    tc_model_options so = {.max_batch = batch, .train = 1};
+    tc_model_options to = {.max_batch = batch, .train = 0};
+    if (tc_model_create(&r->student, be, sc, so) != TC_OK ||
+        tc_model_init_random(r->student, 11) != TC_OK ||
+        tc_model_create(&r->teacher, be, tc, to) != TC_OK ||
+        tc_model_init_random(r->teacher, 12) != TC_OK)
+        return -1;
+    tc_optim_config o = tc_optim_default();
+    o.lr = 2e-3f;
+    o.warmup_steps = 2;
+    o.total_steps = STEPS;
+    o.grad_clip = 0.5f; /* small enough to clip: the norm must be the reduced one */
+    tc_loss_config l = {0.5f, 0.5f, 0.0f, 50.0f};
+    if (tc_trainer_create(&r->trainer, r->student, r->teacher, &o, &l) != TC_OK) return -1;
+    if (tc_trainer_set_comm(r->trainer, comm) != TC_OK) return -1;
+    return 0;
+}
+
+static void free_run(run *r) {
+    tc_trainer_destroy(r->trainer);
+    tc_model_destroy(r->student);
+    tc_model_destroy(r->teacher);
+}
+
+static double rel(double a, double b) { return fabs(a - b) / fmax(fabs(b), 1e-12); }
+
+/* the MPI program; returns the process exit status */
+static int driver(void) {
+    tc_comm *comm;
+    if (tc_comm_mpi_create(&comm) != TC_OK) {
+        fprintf(stderr, "driver: %s\n", tc_last_error());
+        return 2;
+    }
+    int W = comm->world_size, rank = comm->rank, n = LOCAL_B, N = W * n;
+    const char *fault = getenv("TC_DIST_FAULT");
+    tc_backend *be;
+    if (tc_backend_cpu_create(&be, 1) != TC_OK) return 2;
+    tc_model_config sc, tcfg;
+    tiny_config(&sc, "dist-student", 64, 16);
+    tiny_config(&tcfg, "dist-teacher", 128, 24);
+    run dp, ref;
+    if (make_run(&dp, be, &sc, &tcfg, n, comm) != 0) {
+        fprintf(stderr, "rank %d: %s\n", rank, tc_last_error());
+        return 2;
+    }
+    if (rank == 0 && make_run(&ref, be, &sc, &tcfg, N, NULL) != 0) {
+        fprintf(stderr, "reference: %s\n", tc_last_error());
+        return 2;
+    }
+    int S = sc.vision.image_size, T = sc.text.context_length;
+    size_t img_per = (size_t)3 * S * S;
+    float *images = malloc((size_t)N * img_per * sizeof *images);
+    int32_t *ids = malloc((size_t)N * T * sizeof *ids);
+    size_t P = tc_model_layout(dp.student)->total;
+    float *g_dp = malloc(P * sizeof *g_dp), *g_ref = malloc(P * sizeof *g_ref);
+    int bad = 0;
+    double worst_loss = 0, worst_norm = 0;
+
+    /* the gradients of the gathered loss (no update) against one process */
+    make_batch(images, ids, N, &sc, -1);
+    float l_dp, l_ref = 0;
+    if (tc_trainer_loss(dp.trainer, images + (size_t)rank * n * img_per, ids + (size_t)rank * n * T,
+                        n, 1, &l_dp) != TC_OK) {
+        fprintf(stderr, "rank %d: %s\n", rank, tc_last_error());
+        comm->abort(comm, 3);
+    }
+    if (rank == 0) {
+        if (tc_trainer_loss(ref.trainer, images, ids, N, 1, &l_ref) != TC_OK) return 2;
+        be->download(be, g_dp, tc_model_grads(dp.student), P * sizeof(float));
+        be->download(be, g_ref, tc_model_grads(ref.student), P * sizeof(float));
+        double ge = tc_rel_err(g_dp, g_ref, P);
+        printf("gradients: loss %.8f vs %.8f (rel %.2e), parameter gradients rel err %.2e over %zu\n",
+               l_dp, l_ref, rel(l_dp, l_ref), ge, P);
+        if (!(ge <= 1e-5) || !(rel(l_dp, l_ref) <= 1e-5)) bad = 1;
+    }
+
+    for (int step = 0; step < STEPS; step++) {
+        if (fault && rank == 1 && step == 3) {
+            if (strcmp(fault, "hang") == 0) {
+                fprintf(stderr, "rank 1: hanging (fault injection)\n");
+                for (;;) sleep(100);
+            }
+            if (strcmp(fault, "die") == 0) {
+                fprintf(stderr, "rank 1: dying (fault injection)\n");
+                fflush(stderr);
+                raise(SIGKILL);
+            }
+        }
+        make_batch(images, ids, N, &sc, step);
+        tc_step_result r_dp, r_ref;
+        if (tc_trainer_step(dp.trainer, images + (size_t)rank * n * img_per,
+                            ids + (size_t)rank * n * T, n, &r_dp) != TC_OK) {
+            fprintf(stderr, "%s\n", tc_last_error());
+            fflush(stderr);
+            comm->abort(comm, 3);
+        }
+        if (rank != 0) continue;
+        if (tc_trainer_step(ref.trainer, images, ids, N, &r_ref) != TC_OK) return 2;
+        double el = rel(r_dp.loss, r_ref.loss), en = rel(r_dp.grad_norm, r_ref.grad_norm);
+        printf("step %d: loss %.8f vs %.8f (rel %.2e), grad norm %.6f vs %.6f (rel %.2e)\n", step,
+               r_dp.loss, r_ref.loss, el, r_dp.grad_norm, r_ref.grad_norm, en);
+        worst_loss = fmax(worst_loss, el);
+        worst_norm = fmax(worst_norm, en);
+        if (!(el <= 1e-5) || !(en <= 1e-4) || r_dp.skipped != r_ref.skipped) bad = 1;
+    }
+    if (rank == 0) {
+        tc_model_get_params(dp.student, g_dp);
+        tc_model_get_params(ref.student, g_ref);
+        double pe = tc_rel_err(g_dp, g_ref, P);
+        printf("world %d, global batch %d: worst loss rel %.2e, worst grad-norm rel %.2e, final "
+               "weights rel err %.2e\n",
+               W, N, worst_loss, worst_norm, pe);
+        if (!(pe <= 1e-5)) bad = 1;
+        /* every rank holds the same weights: compare a checksum */
+    }
+    double sum = 0;
+    tc_model_get_params(dp.student, g_dp);
+    for (size_t i = 0; i < P; i++) sum += g_dp[i];
+    double sums[2] = {sum, (double)bad};
+    double mine = sum;
+    if (comm->host_all_reduce_f64(comm, sums, 2, TC_REDUCE_AVG) != TC_OK) comm->abort(comm, 3);
+    if (mine != sums[0] * 1.0 && fabs(mine - sums[0]) > 1e-9 * fmax(1.0, fabs(mine))) {
+        printf("rank %d: weights differ from the other ranks' (%.17g vs mean %.17g)\n", rank, mine,
+               sums[0]);
+        bad = 1;
+    }
+    if (rank == 0) printf(bad ? "dist-check: FAILED\n" : "dist-check: ok\n");
+    fflush(stdout);
+    double flag = bad;
+    comm->host_all_reduce_f64(comm, &flag, 1, TC_REDUCE_SUM);
+    free(images);
+    free(ids);
+    free(g_dp);
+    free(g_ref);
+    if (rank == 0) free_run(&ref);
+    free_run(&dp);
+    be->destroy(be);
+    comm->destroy(comm);
+    return flag != 0 ? 1 : 0;
+}
+
+/* ---- the cmocka side: launches the driver ---- */
+
+static void need_mpirun(void) {
+    if (!tc_comm_mpi_available()) tc_skip_test("this build has no MPI");
+    if (system("command -v mpirun >/dev/null 2>&1") != 0) tc_skip_test("mpirun not found");
+}
+
+static int launch(int np, const char *fault, char **out, double *seconds) {
+    char self[1024];
+    ssize_t k = readlink("/proc/self/exe", self, sizeof self - 1);
+    assert_true(k > 0);
+    self[k] = 0;
+    char cmd[2048];
+    snprintf(cmd, sizeof cmd,
+             "env OMP_NUM_THREADS=1 TC_DIST_DRIVER=1 TC_DIST_FAULT=%s TINYCLIP_COMM_TIMEOUT=10 "
+             "timeout 120 mpirun --oversubscribe --allow-run-as-root -np %d '%s' 2>&1",
+             fault ? fault : "", np, self);
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    FILE *p = popen(cmd, "r");
+    assert_non_null(p);
+    size_t n = 0, cap = 1 << 16;
+    char *buf = malloc(cap);
+    size_t r;
+    while ((r = fread(buf + n, 1, cap - n - 1, p)) > 0) {
+        n += r;
+        if (cap - n < 4096) buf = realloc(buf, cap *= 2);
+    }
+    buf[n] = 0;
+    int st = pclose(p);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    *seconds = (double)(t1.tv_sec - t0.tv_sec) + 1e-9 * (double)(t1.tv_nsec - t0.tv_nsec);
+    *out = buf;
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+static void matches_one_process(int np) {
+    need_mpirun();
+    char *out;
+    double sec;
+    int rc = launch(np, NULL, &out, &sec);
+    printf("mpirun -np %d (%.1f s):\n%s", np, sec, out);
+    assert_int_equal(rc, 0);
+    assert_non_null(strstr(out, "dist-check: ok"));
+    free(out);
+}
+
+static void test_np2(void **state) { matches_one_process(2); }
+static void test_np4(void **state) { matches_one_process(4); }
+
+static void lost_rank(const char *fault, const char *expect) {
+    need_mpirun();
+    char *out;
+    double sec;
+    int rc = launch(2, fault, &out, &sec);
+    printf("mpirun -np 2, rank 1 %s (%.1f s, exit %d):\n%s", fault, sec, rc, out);
+    assert_int_not_equal(rc, 0);
+    assert_true(rc != 124); /* not the outer timeout: the job stopped itself */
+    assert_true(sec < 60.0);
+    assert_null(strstr(out, "dist-check: ok"));
+    if (!strstr(out, expect)) fail_msg("the output does not say '%s'", expect);
+    free(out);
+}
+
+static void test_rank_hangs(void **state) { lost_rank("hang", "a rank died or hangs"); }
+static void test_rank_dies(void **state) { lost_rank("die", "rank 1"); }
+
+int main(void) {
+    if (getenv("TC_DIST_DRIVER")) return driver();
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_np2),
+        cmocka_unit_test(test_np4),
+        cmocka_unit_test(test_rank_hangs),
+        cmocka_unit_test(test_rank_dies),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
