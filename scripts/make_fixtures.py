@@ -7,6 +7,7 @@ reproducible with those), then runs each generator that exists:
   scripts/fixtures_model.py      -> tests/fixtures/parity/   (tiny CLIPs, grads, training trace, HF copy)
   scripts/fixtures_tokenizer.py  -> tokenizer cases
   scripts/fixtures_images.py     -> tests/fixtures/images/   (decode and transform cases)
+  scripts/fixtures_affinity.py   -> tests/fixtures/affinity/ (TinyCLIP's loss and its gradients)
 
 Usage (in a venv outside the repository, see requirements-fixtures.txt):
   /opt/tcvenv/bin/python scripts/make_fixtures.py [--only model,tokenizer,images]
@@ -21,7 +22,7 @@ from importlib import metadata
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
-GENERATORS = ["model", "tokenizer", "images"]
+GENERATORS = ["model", "tokenizer", "images", "affinity"]
 
 
 def check_versions(path):
