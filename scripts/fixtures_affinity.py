@@ -9,7 +9,8 @@ import os
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import save_file
+
+from fixtures_model import save_st  # safetensors with sorted metadata: reruns are byte-identical
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 OUT = os.path.join(os.path.dirname(HERE), "tests", "fixtures", "affinity", "affinity.safetensors")
@@ -69,7 +70,7 @@ def main():
     meta["teacher_logit_scale"] = repr(s_t)
     meta["cases"] = str(len(cases))
     os.makedirs(os.path.dirname(OUT), exist_ok=True)
-    save_file({k: v.contiguous() for k, v in tensors.items()}, OUT, metadata=meta)
+    save_st({k: v.contiguous() for k, v in tensors.items()}, OUT, meta)
     print(f"wrote {OUT}")
 
 
