@@ -28,6 +28,11 @@
 #include "backend_select.h"
 #include "caption_templates.h"
 #include "checkpoint.h"
+#include "comm_mpi.h"
+#if defined(TC_HAVE_CUDA) && defined(TC_HAVE_NCCL) && defined(TC_HAVE_MPI)
+#include "comm_nccl.h"
+#include "tc_cuda.h"
+#endif
 #include "fileio.h"
 #include "flops.h"
 #include "inherit.h"
@@ -72,6 +77,10 @@ typedef struct {
      * | nan_from_step:N[@stage] (the images of every batch from step N on are NaN) */
     long long kill_at_step, kill_in_checkpoint, nan_from_step;
     char kill_stage[64];
+    /* data parallel: every rank runs the same stages in lockstep; rank 0
+     * alone writes files (run folder, checkpoints, metrics, reports) */
+    tc_comm *comm;
+    int rank, world;
 } run_ctx;
 
 /* one tower's L0 state during a mask phase */
@@ -414,11 +423,18 @@ static void l0_free(tc_backend *be, tower_l0 *t) {
 }
 
 /* buffers and the tc_tower_masks view for masks already in t->masks */
-static tc_status l0_setup(tc_backend *be, tower_l0 *t, uint64_t seed) {
+/* each rank samples its own masks (the original seeds every rank apart):
+ * rank r's stream is rank 0's seed moved by r; rank 0's is the one-process one */
+static uint64_t l0_rank_seed(uint64_t seed, int rank) {
+    return seed + (uint64_t)rank * 0x9E3779B97F4A7C15ull;
+}
+
+static tc_status l0_setup(tc_backend *be, tower_l0 *t, uint64_t seed, int rank) {
     size_t n = t->masks.n_loga;
     t->on = 1;
     TC_TRY(tc_l0_adamw_create(&t->opt, &t->masks));
     tc_l0_rng_init(&t->rng, seed);
+    t->rng.seed = l0_rank_seed(t->rng.seed, rank);
     t->z = calloc(n, sizeof(float));
     t->dz_dloga = calloc(n, sizeof(float));
     t->dloss_dz = calloc(n, sizeof(float));
@@ -461,6 +477,7 @@ typedef struct {
     tc_metrics_log *metrics;
     tc_tb_writer *tb;
     state_meta meta;
+    int batch; /* this rank's share of the stage's (global) batch */
 } stage_run;
 
 static tc_loss_config loss_of(const tc_exp_stage *st) {
@@ -563,7 +580,7 @@ static tc_status build_student(stage_run *r) {
         for (int k = 0; k < 2 && s == TC_OK; k++) {
             if (k == 0 ? !vm : !tm) continue;
             for (size_t j = 0; j < 2; j++) r->l0[k].masks.lambda[j] = a->lambda_init;
-            s = l0_setup(c->be, &r->l0[k], seed * 31u + 17u + (uint64_t)k);
+            s = l0_setup(c->be, &r->l0[k], seed * 31u + 17u + (uint64_t)k, c->rank);
         }
         return s;
     }
@@ -573,7 +590,7 @@ static tc_status build_student(stage_run *r) {
 
 static tc_status make_student(stage_run *r, const tc_model_config *cfg, const float *params,
                               int masked) {
-    tc_model_options o = {.max_batch = r->st->batch, .train = 1, .masked = masked};
+    tc_model_options o = {.max_batch = r->batch, .train = 1, .masked = masked};
     TC_TRY(tc_model_create(&r->student, r->c->be, cfg, o));
     TC_TRY(tc_model_set_params(r->student, params));
     if (masked)
@@ -581,7 +598,8 @@ static tc_status make_student(stage_run *r, const tc_model_config *cfg, const fl
                                   r->l0[1].on ? &r->l0[1].tm : NULL));
     tc_optim_config o2 = optim_of(r->st);
     tc_loss_config l = loss_of(r->st);
-    return tc_trainer_create(&r->trainer, r->student, r->teacher, &o2, &l);
+    TC_TRY(tc_trainer_create(&r->trainer, r->student, r->teacher, &o2, &l));
+    return tc_trainer_set_comm(r->trainer, r->c->comm);
 }
 
 static tc_status make_teacher(stage_run *r) {
@@ -591,7 +609,7 @@ static tc_status make_teacher(stage_run *r) {
     host_model h;
     if (t->stage >= 0) TC_TRY(host_model_load(c->res[t->stage].final_dir, NULL, &h));
     else TC_TRY(host_model_load(t->ext.checkpoint, t->ext.model, &h));
-    tc_model_options o = {.max_batch = r->st->batch, .train = 0};
+    tc_model_options o = {.max_batch = r->batch, .train = 0};
     tc_status s = tc_model_create(&r->teacher, c->be, &h.cfg, o);
     if (s == TC_OK) s = tc_model_set_params(r->teacher, h.params);
     host_model_free(&h);
@@ -615,7 +633,9 @@ static tc_status open_loader(stage_run *r, const tc_loader_cursor *resume) {
         lc.source.csv_caption_key = e->train.csv_caption_key;
     }
     if (e->train.num_samples > 0) lc.source.num_samples = e->train.num_samples;
-    lc.batch_size = r->st->batch;
+    lc.batch_size = r->batch;
+    lc.rank = r->c->rank;
+    lc.world_size = r->c->world;
     lc.image_size = cfg->vision.image_size;
     lc.context_length = cfg->text.context_length;
     lc.train = 1;
@@ -672,7 +692,7 @@ static tc_status resume_from(stage_run *r, const char *ckpt) {
         if (s == TC_OK) s = read_state_tensor(f, name, t->opt.v, t->masks.count);
         snprintf(key, sizeof key, "l0_rng_%s", tower_names[k]);
         if (s == TC_OK && (v = tc_st_metadata(f, key)) && parse_ll_list(v, x, 2, key) == TC_OK) {
-            t->rng.seed = (uint64_t)x[0];
+            t->rng.seed = l0_rank_seed((uint64_t)x[0], c->rank); /* rank 0's is saved */
             t->rng.counter = (uint64_t)x[1];
         } else if (s == TC_OK) {
             s = tc_fail(TC_ERR_FORMAT, "%s: %s missing", path, key);
@@ -739,6 +759,17 @@ static tc_status prune_student(stage_run *r) {
     return s;
 }
 
+/* x (n, host) = its mean over the ranks */
+static tc_status average_host(run_ctx *c, float *x, size_t n) {
+    double *d = malloc(n * sizeof *d);
+    if (!d) return tc_fail(TC_ERR_OOM, "mask gradients: out of memory");
+    for (size_t i = 0; i < n; i++) d[i] = x[i];
+    tc_status s = c->comm->host_all_reduce_f64(c->comm, d, n, TC_REDUCE_AVG);
+    for (size_t i = 0; i < n && s == TC_OK; i++) x[i] = (float)d[i];
+    free(d);
+    return s;
+}
+
 /* one iteration of the mask phase: sample, step, mask gradients, Lagrangian, mask AdamW */
 static tc_status masked_step(stage_run *r, const tc_batch *b, tc_step_result *res, double *lag) {
     tc_backend *be = r->c->be;
@@ -763,6 +794,11 @@ static tc_status masked_step(stage_run *r, const tc_batch *b, tc_step_result *re
         towers[n] = &t->masks;
         grads[n++] = t->grad;
     }
+    /* data parallel: the mask gradients of every rank's samples, averaged as
+     * DDP averages the log-alpha gradients (the Lagrangian below is the same
+     * on every rank, computed from the same masks and lambdas) */
+    for (int k = 0; k < n && r->c->world > 1; k++)
+        TC_TRY(average_host(r->c, grads[k], towers[k]->count));
     double target = tc_l0_target_sparsity(a->start_sparsity, a->target_sparsity, r->meta.step,
                                           a->sparsity_warmup);
     tc_l0_lagrangian_result lr;
@@ -790,6 +826,14 @@ static tc_status masked_step(stage_run *r, const tc_batch *b, tc_step_result *re
     return TC_OK;
 }
 
+/* metrics lines: rank 0 alone has the file open */
+static tc_status metrics_write(tc_metrics_log *m, int64_t step, const char *event, int n,
+                               const char **keys, const double *vals) {
+    return m ? tc_metrics_write(m, step, event, n, keys, vals) : TC_OK;
+}
+
+static tc_status metrics_sync(tc_metrics_log *m) { return m ? tc_metrics_sync(m) : TC_OK; }
+
 static tc_status eval_now(stage_run *r, tc_zeroshot_result *zr) {
     run_ctx *c = r->c;
     if (c->exp->zero_shot.dataset == TC_EXP_ZS_NONE) return TC_OK;
@@ -801,7 +845,7 @@ static tc_status eval_now(stage_run *r, tc_zeroshot_result *zr) {
 static tc_status log_eval(stage_run *r, const tc_zeroshot_result *zr) {
     const char *keys[] = {"zeroshot_top1", "zeroshot_top5", "mean_per_class_recall"};
     double vals[] = {zr->top1, zr->top5, zr->mean_per_class_recall};
-    TC_TRY(tc_metrics_write(r->metrics, r->meta.step, "eval", 3, keys, vals));
+    TC_TRY(metrics_write(r->metrics, r->meta.step, "eval", 3, keys, vals));
     if (r->tb) {
         TC_TRY(tc_tb_scalar(r->tb, "eval/zeroshot_top1", r->meta.step, (float)zr->top1));
         TC_TRY(tc_tb_scalar(r->tb, "eval/zeroshot_top5", r->meta.step, (float)zr->top5));
@@ -886,7 +930,15 @@ static tc_status run_stage(run_ctx *c, int i) {
     r.c = c;
     r.i = i;
     r.st = st;
-    if (tc_path_is_file(path)) {
+    if (st->batch % c->world != 0)
+        return tc_fail(TC_ERR_CONFIG,
+                       "stage %s: batch %d (the global batch) does not split over %d processes",
+                       st->name, st->batch, c->world);
+    r.batch = st->batch / c->world;
+    /* rank 0's view of the run folder decides for every rank */
+    double done_before = c->rank == 0 ? tc_path_is_file(path) : 0;
+    if (c->world > 1) TC_TRY(c->comm->host_all_reduce_f64(c->comm, &done_before, 1, TC_REDUCE_SUM));
+    if (done_before != 0.0) {
         /* finished before: its final architecture is what later stages need */
         host_model h;
         TC_TRY(host_model_load(res->final_dir, NULL, &h));
@@ -908,15 +960,20 @@ static tc_status run_stage(run_ctx *c, int i) {
         logf_run(c, "stage %s: done earlier, skipped", st->name);
         return TC_OK;
     }
-    TC_TRY(tc_mkdir_p(dir));
+    if (c->rank == 0) TC_TRY(tc_mkdir_p(dir));
     logf_run(c, "stage %s: %s, %s inheritance, %lld steps of batch %d", st->name,
              tc_exp_stage_kind_name(st->kind), tc_exp_inherit_kind_name(st->inherit.kind),
              (long long)st->steps, st->batch);
+    if (c->world > 1)
+        logf_run(c, "stage %s: %d processes, %d samples each per step", st->name, c->world,
+                 r.batch);
 
     tc_status s = build_student(&r);
     if (s == TC_OK) s = make_teacher(&r);
     char ckpt[CKPT_CAP];
     latest_checkpoint(c, i, ckpt);
+    /* every rank resumes from the checkpoint rank 0 found */
+    if (s == TC_OK && c->world > 1) s = c->comm->host_broadcast(c->comm, ckpt, sizeof ckpt, 0);
     if (s == TC_OK && ckpt[0]) {
         s = resume_from(&r, ckpt);
         if (s == TC_OK) logf_run(c, "stage %s: resumed from %s", st->name, ckpt);
@@ -927,9 +984,9 @@ static tc_status run_stage(run_ctx *c, int i) {
     host_model_free(&r.init);
     if (s == TC_OK) s = open_loader(&r, ckpt[0] ? &r.meta.cursor : NULL);
     stage_path(c, i, "metrics.jsonl", path);
-    if (s == TC_OK) s = tc_metrics_truncate_after(path, r.meta.step);
-    if (s == TC_OK) s = tc_metrics_open(&r.metrics, path);
-    if (s == TC_OK && tc_tb_open(&r.tb, dir) != TC_OK) {
+    if (s == TC_OK && c->rank == 0) s = tc_metrics_truncate_after(path, r.meta.step);
+    if (s == TC_OK && c->rank == 0) s = tc_metrics_open(&r.metrics, path);
+    if (s == TC_OK && c->rank == 0 && tc_tb_open(&r.tb, dir) != TC_OK) {
         logf_run(c, "warning: stage %s: no TensorBoard events: %s", st->name, tc_last_error());
         r.tb = NULL;
     }
@@ -969,14 +1026,14 @@ static tc_status run_stage(run_ctx *c, int i) {
         tc_loader_release(r.loader, b);
         if (s != TC_OK) break;
         double dt = wall_seconds() - t0;
-        last_ips = n / dt;
+        last_ips = (double)n * c->world / dt; /* the global batch */
         steps_timed++;
         r.meta.step++;
         if (sr.skipped) {
             r.meta.nonfinite++;
             const char *k[] = {"loss"};
             double v[] = {sr.loss};
-            tc_metrics_write(r.metrics, r.meta.step, "skip", 1, k, v);
+            metrics_write(r.metrics, r.meta.step, "skip", 1, k, v);
             if (r.meta.nonfinite > st->max_nonfinite_skips) {
                 s = tc_fail(TC_ERR_NONFINITE,
                             "stage %s: %lld consecutive steps with a non-finite loss or gradient (last at step %lld); stopping",
@@ -992,7 +1049,7 @@ static tc_status run_stage(run_ctx *c, int i) {
             double waited = data_wait / (wall_seconds() - t_start);
             const char *keys[] = {"loss", "lr", "grad_norm", "images_per_s", "data_wait", "lagrangian"};
             double vals[] = {sr.loss, sr.lr, sr.grad_norm, last_ips, waited, lag};
-            s = tc_metrics_write(r.metrics, r.meta.step, NULL, r.masked ? 6 : 5, keys, vals);
+            s = metrics_write(r.metrics, r.meta.step, NULL, r.masked ? 6 : 5, keys, vals);
             if (s == TC_OK && r.tb) {
                 tc_tb_scalar(r.tb, "train/loss", r.meta.step, sr.loss);
                 tc_tb_scalar(r.tb, "train/lr", r.meta.step, sr.lr);
@@ -1009,7 +1066,7 @@ static tc_status run_stage(run_ctx *c, int i) {
             r.meta.adam_step = 0;
             const char *k[] = {"params"};
             double v[] = {s == TC_OK ? (double)tc_param_count(tc_model_layout(r.student)).total : 0.0};
-            if (s == TC_OK) s = tc_metrics_write(r.metrics, r.meta.step, "prune", 1, k, v);
+            if (s == TC_OK) s = metrics_write(r.metrics, r.meta.step, "prune", 1, k, v);
         }
         if (s == TC_OK && st->eval_every > 0 && r.meta.step % st->eval_every == 0 &&
             r.meta.step < st->steps && c->exp->zero_shot.dataset != TC_EXP_ZS_NONE) {
@@ -1025,8 +1082,9 @@ static tc_status run_stage(run_ctx *c, int i) {
         }
         if (s == TC_OK && st->checkpoint_every > 0 && r.meta.step % st->checkpoint_every == 0 &&
             r.meta.step < st->steps) {
-            s = tc_metrics_sync(r.metrics);
-            if (s == TC_OK) s = save_checkpoint(c, i, r.student, r.trainer, r.l0, &r.meta);
+            s = metrics_sync(r.metrics);
+            if (s == TC_OK && c->rank == 0)
+                s = save_checkpoint(c, i, r.student, r.trainer, r.l0, &r.meta);
         }
     }
     if (s == TC_OK) tc_progress_end(&prog);
@@ -1054,7 +1112,7 @@ static tc_status run_stage(run_ctx *c, int i) {
         if (s == TC_OK) s = tc_model_get_params(r.student, params);
         tc_model_config fcfg = *tc_model_cfg(r.student);
         snprintf(fcfg.name, sizeof fcfg.name, "%s", st->name);
-        if (s == TC_OK)
+        if (s == TC_OK && c->rank == 0)
             s = tc_checkpoint_save(res->final_dir, TC_FORMAT_OPENCLIP, &fcfg,
                                    tc_model_layout(r.student), params);
         free(params);
@@ -1067,16 +1125,18 @@ static tc_status run_stage(run_ctx *c, int i) {
         const char *k[] = {"i2t_r1", "i2t_r5", "i2t_r10", "t2i_r1", "t2i_r5", "t2i_r10"};
         double v[] = {rr.i2t_recall[0], rr.i2t_recall[1], rr.i2t_recall[2],
                       rr.t2i_recall[0], rr.t2i_recall[1], rr.t2i_recall[2]};
-        if (s == TC_OK) s = tc_metrics_write(r.metrics, r.meta.step, "retrieval", 6, k, v);
+        if (s == TC_OK) s = metrics_write(r.metrics, r.meta.step, "retrieval", 6, k, v);
         if (s == TC_OK)
             logf_run(c, "stage %s: retrieval image->text R@1 %.2f%%, text->image R@1 %.2f%%", st->name,
                      100.0 * rr.i2t_recall[0], 100.0 * rr.t2i_recall[0]);
     }
     double ips = 0.0;
     if (s == TC_OK) ips = inference_speed(c, r.student, st->batch);
-    if (s == TC_OK) s = tc_metrics_sync(r.metrics);
-    if (s == TC_OK)
+    if (s == TC_OK) s = metrics_sync(r.metrics);
+    if (s == TC_OK && c->rank == 0)
         s = write_summary(&r, &zr, has_eval, has_retrieval ? &rr : NULL, ips, train_ips, wait_fraction);
+    /* later stages read this stage's final weights that rank 0 wrote */
+    if (s == TC_OK && c->world > 1) s = c->comm->barrier(c->comm);
     if (s == TC_OK) res->done = 1;
     stage_free(&r);
     if (s != TC_OK) return tc_fail_context(s, "stage %s", st->name);
@@ -1094,19 +1154,54 @@ tc_status tc_run_experiment(const tc_experiment *exp, const tc_run_options *opt)
     c.nan_from_step = env_fault("nan_from_step", c.kill_stage, sizeof c.kill_stage);
     c.res = calloc((size_t)exp->n_stages, sizeof *c.res);
     if (!c.res) return tc_fail(TC_ERR_OOM, "run: out of memory");
-    tc_status s = tc_mkdir_p(exp->out_dir);
-    char path[PATH_CAP];
-    snprintf(path, sizeof path, "%s/experiment.yaml", exp->out_dir);
-    if (s == TC_OK && exp->resolved_yaml)
-        s = tc_write_file_atomic(path, exp->resolved_yaml, strlen(exp->resolved_yaml));
+    /* launched by mpirun or srun: one rank of a data-parallel run */
+    tc_comm *mpi = NULL;
+    tc_status s = TC_OK;
+    c.comm = tc_comm_single();
+    if (tc_comm_launched_world() > 1) {
+        s = tc_comm_mpi_create(&mpi);
+        if (s != TC_OK) {
+            free(c.res);
+            return s;
+        }
+        c.comm = mpi;
+    }
+    c.rank = c.comm->rank;
+    c.world = c.comm->world_size;
+    FILE *quiet = NULL;
+    if (c.rank != 0) {
+        /* one voice: the other ranks' progress would repeat rank 0's */
+        quiet = fopen("/dev/null", "w");
+        if (quiet) c.log = quiet;
+    }
     const char *backend = exp->backend == TC_EXP_BACKEND_CUDA
                               ? (exp->precision == TC_EXP_PREC_FP32 ? "cuda-fp32" : "cuda")
                               : "cpu";
-    if (s == TC_OK) s = tc_backend_open(backend, exp->threads, &c.be);
+    if (c.world > 1 && exp->backend == TC_EXP_BACKEND_CUDA) {
+#if defined(TC_HAVE_CUDA) && defined(TC_HAVE_NCCL) && defined(TC_HAVE_MPI)
+        /* one GPU per rank, by the rank on its machine; NCCL for the collectives */
+        int ndev = tc_cuda_device_count(NULL, 0);
+        if (ndev <= 0) s = tc_fail(TC_ERR_UNSUPPORTED, "rank %d: no CUDA device", c.rank);
+        if (s == TC_OK)
+            s = tc_backend_cuda_create(&c.be, c.comm->local_rank % ndev,
+                                       exp->precision == TC_EXP_PREC_FP32);
+        if (s == TC_OK) s = tc_comm_nccl_create(&c.comm, mpi, c.be);
+#else
+        s = tc_fail(TC_ERR_UNSUPPORTED,
+                    "%d processes on the CUDA backend need NCCL and MPI in the build", c.world);
+#endif
+    } else if (s == TC_OK) {
+        s = tc_backend_open(backend, exp->threads, &c.be);
+    }
+    if (s == TC_OK && c.rank == 0) s = tc_mkdir_p(exp->out_dir);
+    char path[PATH_CAP];
+    snprintf(path, sizeof path, "%s/experiment.yaml", exp->out_dir);
+    if (s == TC_OK && c.rank == 0 && exp->resolved_yaml)
+        s = tc_write_file_atomic(path, exp->resolved_yaml, strlen(exp->resolved_yaml));
     if (s == TC_OK) s = tc_tokenizer_create(&c.tok, NULL);
     if (s == TC_OK) s = load_templates(&c);
     for (int i = 0; s == TC_OK && i < exp->n_stages; i++) s = run_stage(&c, i);
-    if (s == TC_OK) s = tc_run_report_write(exp);
+    if (s == TC_OK && c.rank == 0) s = tc_run_report_write(exp);
     if (s == TC_OK) logf_run(&c, "run %s: done; report in %s/report.md", exp->name, exp->out_dir);
     if (c.template_storage) {
         for (int i = 0; i < c.n_templates; i++) free(c.template_storage[i]);
@@ -1114,7 +1209,16 @@ tc_status tc_run_experiment(const tc_experiment *exp, const tc_run_options *opt)
     }
     free(c.templates);
     if (c.tok) tc_tokenizer_destroy(c.tok);
+    if (s != TC_OK && c.world > 1) {
+        /* the other ranks wait in a collective: end the job now, with the reason */
+        fprintf(stderr, "tinyclip: rank %d of %d: %s\n", c.rank, c.world, tc_last_error());
+        fflush(stderr);
+        c.comm->abort(c.comm, 1);
+    }
+    if (c.comm != mpi) c.comm->destroy(c.comm); /* NCCL before its MPI bootstrap */
     if (c.be) c.be->destroy(c.be);
+    if (mpi) mpi->destroy(mpi);
+    if (quiet) fclose(quiet);
     free(c.res);
     return s;
 }

@@ -1,0 +1,213 @@
+/* NCCL collectives for the CUDA backend; contract in comm_nccl.h. compiled
+ * only when NCCL was found (TC_HAVE_NCCL); without it the file is empty. */
+#ifdef TC_HAVE_NCCL
+
+#include <nccl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <time.h>
+
+#include "comm_nccl.h"
+#include "cuda_internal.h"
+
+namespace {
+
+struct nccl_comm {
+    tc_comm base;
+    tc_comm *boot;
+    ncclComm_t nccl;
+    cudaStream_t stream;
+    cudaEvent_t last; /* completion of the last queued collective */
+    int pending;
+    double timeout;
+    unsigned long long seq;
+};
+
+double now_seconds() {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+__global__ void scale_kernel(float *x, size_t n, float s) {
+    size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n) x[i] *= s;
+}
+
+void scale_async(nccl_comm *m, float *x, size_t n, float s) {
+    if (n == 0) return;
+    unsigned blocks = (unsigned)((n + 255) / 256);
+    scale_kernel<<<blocks, 256, 0, m->stream>>>(x, n, s);
+}
+
+/* the previous collective finished, or the peers are lost */
+tc_status settle(nccl_comm *m, const char *what) {
+    if (!m->pending) return TC_OK;
+    double t0 = now_seconds();
+    for (;;) {
+        cudaError_t e = cudaEventQuery(m->last);
+        if (e == cudaSuccess) break;
+        if (e != cudaErrorNotReady)
+            return tc_fail(TC_ERR_BACKEND, "rank %d: %s: %s", m->base.rank, what,
+                           cudaGetErrorString(e));
+        ncclResult_t async = ncclSuccess;
+        ncclCommGetAsyncError(m->nccl, &async);
+#if NCCL_VERSION_CODE >= NCCL_VERSION(2, 14, 0)
+        if (async == ncclInProgress) async = ncclSuccess;
+#endif
+        if (async != ncclSuccess) {
+            ncclCommAbort(m->nccl);
+            m->nccl = NULL;
+            return tc_fail(TC_ERR_INTERRUPTED, "rank %d: %s (collective #%llu): NCCL error: %s",
+                           m->base.rank, what, m->seq, ncclGetErrorString(async));
+        }
+        if (now_seconds() - t0 > m->timeout) {
+            ncclCommAbort(m->nccl);
+            m->nccl = NULL;
+            return tc_fail(TC_ERR_INTERRUPTED,
+                           "rank %d: %s (collective #%llu) got no answer from the other ranks in "
+                           "%.0f s: a rank died or hangs (TINYCLIP_COMM_TIMEOUT); stopping",
+                           m->base.rank, what, m->seq, m->timeout);
+        }
+        struct timespec ts = {0, 100000};
+        nanosleep(&ts, NULL);
+    }
+    m->pending = 0;
+    return TC_OK;
+}
+
+tc_status begin(nccl_comm *m, const char *what) {
+    if (!m->nccl)
+        return tc_fail(TC_ERR_INTERRUPTED, "rank %d: %s after the NCCL communicator was aborted",
+                       m->base.rank, what);
+    return settle(m, what);
+}
+
+tc_status finish(nccl_comm *m, ncclResult_t r, const char *what) {
+    m->seq++;
+    if (r != ncclSuccess)
+        return tc_fail(TC_ERR_INTERRUPTED, "rank %d: %s (collective #%llu): %s", m->base.rank,
+                       what, m->seq, ncclGetErrorString(r));
+    cudaEventRecord(m->last, m->stream);
+    m->pending = 1;
+    return TC_OK;
+}
+
+tc_status nccl_all_reduce(tc_comm *c, float *buf, size_t count, tc_reduce_op op) {
+    nccl_comm *m = (nccl_comm *)c;
+    TC_TRY(begin(m, "all_reduce"));
+    ncclResult_t r = ncclAllReduce(buf, buf, count, ncclFloat, ncclSum, m->nccl, m->stream);
+    if (r == ncclSuccess && op == TC_REDUCE_AVG) scale_async(m, buf, count, 1.0f / c->world_size);
+    return finish(m, r, "all_reduce");
+}
+
+tc_status nccl_all_gather(tc_comm *c, const float *send, float *recv, size_t count) {
+    nccl_comm *m = (nccl_comm *)c;
+    TC_TRY(begin(m, "all_gather"));
+    return finish(m, ncclAllGather(send, recv, count, ncclFloat, m->nccl, m->stream), "all_gather");
+}
+
+tc_status nccl_reduce_scatter(tc_comm *c, const float *send, float *recv, size_t count,
+                              tc_reduce_op op) {
+    nccl_comm *m = (nccl_comm *)c;
+    TC_TRY(begin(m, "reduce_scatter"));
+    ncclResult_t r = ncclReduceScatter(send, recv, count, ncclFloat, ncclSum, m->nccl, m->stream);
+    if (r == ncclSuccess && op == TC_REDUCE_AVG) scale_async(m, recv, count, 1.0f / c->world_size);
+    return finish(m, r, "reduce_scatter");
+}
+
+tc_status nccl_broadcast(tc_comm *c, void *buf, size_t bytes, int root) {
+    nccl_comm *m = (nccl_comm *)c;
+    if (root < 0 || root >= c->world_size)
+        return tc_fail(TC_ERR_ARG, "comm: broadcast from rank %d of %d", root, c->world_size);
+    TC_TRY(begin(m, "broadcast"));
+    return finish(m, ncclBroadcast(buf, buf, bytes, ncclChar, root, m->nccl, m->stream),
+                  "broadcast");
+}
+
+tc_status nccl_barrier(tc_comm *c) {
+    nccl_comm *m = (nccl_comm *)c;
+    TC_TRY(begin(m, "barrier"));
+    return m->boot->barrier(m->boot);
+}
+
+tc_status nccl_host_all_reduce(tc_comm *c, double *buf, size_t count, tc_reduce_op op) {
+    nccl_comm *m = (nccl_comm *)c;
+    return m->boot->host_all_reduce_f64(m->boot, buf, count, op);
+}
+
+tc_status nccl_host_broadcast(tc_comm *c, void *buf, size_t bytes, int root) {
+    nccl_comm *m = (nccl_comm *)c;
+    return m->boot->host_broadcast(m->boot, buf, bytes, root);
+}
+
+void nccl_abort(tc_comm *c, int code) {
+    nccl_comm *m = (nccl_comm *)c;
+    if (m->nccl) ncclCommAbort(m->nccl);
+    m->nccl = NULL;
+    m->boot->abort(m->boot, code);
+}
+
+void nccl_destroy(tc_comm *c) {
+    nccl_comm *m = (nccl_comm *)c;
+    if (!m) return;
+    if (m->nccl) {
+        settle(m, "destroy");
+        if (m->nccl) ncclCommDestroy(m->nccl);
+    }
+    if (m->last) cudaEventDestroy(m->last);
+    free(m);
+}
+
+} // namespace
+
+extern "C" tc_status tc_comm_nccl_create(tc_comm **out, tc_comm *boot, tc_backend *be) {
+    *out = NULL;
+    tc_cuda_backend *cu = (tc_cuda_backend *)be;
+    if (!be || !be->name || be->name[0] != 'c' || be->name[1] != 'u')
+        return tc_fail(TC_ERR_ARG, "comm: NCCL needs the CUDA backend");
+    ncclUniqueId id;
+    if (boot->rank == 0) {
+        ncclResult_t r = ncclGetUniqueId(&id);
+        if (r != ncclSuccess)
+            return tc_fail(TC_ERR_BACKEND, "NCCL: ncclGetUniqueId: %s", ncclGetErrorString(r));
+    }
+    TC_TRY(boot->host_broadcast(boot, &id, sizeof id, 0));
+    nccl_comm *m = (nccl_comm *)calloc(1, sizeof *m);
+    if (!m) return tc_fail(TC_ERR_OOM, "comm: out of memory");
+    cudaSetDevice(cu->device);
+    ncclResult_t r = ncclCommInitRank(&m->nccl, boot->world_size, id, boot->rank);
+    if (r != ncclSuccess) {
+        free(m);
+        return tc_fail(TC_ERR_BACKEND, "NCCL: init of rank %d of %d on device %d: %s", boot->rank,
+                       boot->world_size, cu->device, ncclGetErrorString(r));
+    }
+    if (cudaEventCreateWithFlags(&m->last, cudaEventDisableTiming) != cudaSuccess) {
+        ncclCommDestroy(m->nccl);
+        free(m);
+        return tc_fail(TC_ERR_BACKEND, "NCCL: cannot create an event");
+    }
+    const char *t = getenv("TINYCLIP_COMM_TIMEOUT");
+    m->timeout = t && atoi(t) > 0 ? atoi(t) : 45.0;
+    m->boot = boot;
+    m->stream = cu->stream;
+    m->base.name = "nccl";
+    m->base.rank = boot->rank;
+    m->base.world_size = boot->world_size;
+    m->base.local_rank = boot->local_rank;
+    m->base.local_size = boot->local_size;
+    m->base.all_reduce_f32 = nccl_all_reduce;
+    m->base.all_gather_f32 = nccl_all_gather;
+    m->base.reduce_scatter_f32 = nccl_reduce_scatter;
+    m->base.broadcast = nccl_broadcast;
+    m->base.barrier = nccl_barrier;
+    m->base.host_all_reduce_f64 = nccl_host_all_reduce;
+    m->base.host_broadcast = nccl_host_broadcast;
+    m->base.abort = nccl_abort;
+    m->base.destroy = nccl_destroy;
+    m->base.impl = m;
+    *out = &m->base;
+    return TC_OK;
+}
+
+#endif
