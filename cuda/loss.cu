@@ -187,6 +187,10 @@ __global__ void __launch_bounds__(XENT_THREADS)
             }
         }
     }
+    /* the hard-label logit is read before the barriers of block_lse, so before
+     * any thread writes dsim: dsim may alias sim (as the CPU backend allows),
+     * and a store to dr[label] would otherwise change this row's loss */
+    const double z_label = hard ? (double)(s * sr[label]) : 0.0;
     block_lse(m, se, sh_a, sh_b);
     const double lse = m + log(se);
     double tlse = 0.0;
@@ -222,7 +226,7 @@ __global__ void __launch_bounds__(XENT_THREADS)
     dls = block_sum_d(dls, sh_b);
     if (threadIdx.x == 0) {
         double row_loss = 0.0;
-        if (hard) row_loss += w_hard * (lse - (double)(s * sr[label]));
+        if (hard) row_loss += w_hard * (lse - z_label);
         if (soft) row_loss += w_soft * soft_ce;
         row_terms[2 * (size_t)i] = row_loss;
         row_terms[2 * (size_t)i + 1] = dls;
