@@ -91,7 +91,6 @@ bool tc_cuda_launched(tc_cuda_backend *cu, const char *kernel);
             FN<__nv_bfloat16>(__VA_ARGS__);                                                        \
     } while (0)
 
-
 /* ---- device helpers ---- */
 __device__ __forceinline__ float tc_ldf(const float *p) {
     return *p;

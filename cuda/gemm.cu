@@ -147,10 +147,10 @@ static void lt_matmul(tc_cuda_backend *cu, const lt_gemm *g, const char *op_name
                                g->m);
                 goto done;
             }
-            if (!tc_cuda_ok(cu,
-                            cudaMemcpyAsync(cu->scratch, bias, bytes, cudaMemcpyDeviceToDevice,
-                                            cu->stream),
-                            "aligned bias copy"))
+            if (!tc_cuda_ok(
+                    cu,
+                    cudaMemcpyAsync(cu->scratch, bias, bytes, cudaMemcpyDeviceToDevice, cu->stream),
+                    "aligned bias copy"))
                 goto done;
             bias = cu->scratch;
         }

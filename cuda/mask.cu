@@ -80,8 +80,8 @@ __global__ void mask_dz_final_kernel(float *dz, const float *partial, int nchunk
 }
 
 template <typename T>
-static void launch_mask_cols_fwd(tc_cuda_backend *cu, tc_act *out, const tc_act *x,
-                                 const float *z, int N, int C, int group) {
+static void launch_mask_cols_fwd(tc_cuda_backend *cu, tc_act *out, const tc_act *x, const float *z,
+                                 int N, int C, int group) {
     const size_t n = (size_t)N * C;
     mask_cols_kernel<T><<<tc_cuda_grid(n, MASK_THREADS), MASK_THREADS, 0, cu->stream>>>(
         (T *)out, (const T *)x, z, n, C, group);
@@ -99,8 +99,8 @@ static void launch_mask_cols_bwd(tc_cuda_backend *cu, tc_act *dx, float *dz, con
         TC_CU_REQUIRE(cu, nchunks <= TC_CUDA_MAX_GRID_Y, "cuda mask_cols_backward: N=%d rows", N);
         float *partial = (float *)cu->scratch;
         dim3 grid((unsigned)((C + MASK_THREADS - 1) / MASK_THREADS), (unsigned)nchunks);
-        mask_dz_partial_kernel<T><<<grid, MASK_THREADS, 0, cu->stream>>>(
-            partial, (const T *)dout, (const T *)x, N, C, rpc);
+        mask_dz_partial_kernel<T><<<grid, MASK_THREADS, 0, cu->stream>>>(partial, (const T *)dout,
+                                                                         (const T *)x, N, C, rpc);
         if (!tc_cuda_launched(cu, "mask_cols_backward dz partials")) return;
         const int groups = C / group;
         mask_dz_final_kernel<<<(groups + MASK_WARPS - 1) / MASK_WARPS, MASK_WARPS * 32, 0,
@@ -215,8 +215,8 @@ __global__ void ln_masked_bwd_dinp_kernel(T *dinp, const T *dout, const T *inp, 
 template <typename T>
 __global__ void ln_masked_params_partial_kernel(float *partial, const T *dout, const T *inp,
                                                 const float *mean, const float *rstd,
-                                                const float *mask, int N, int C,
-                                                int rows_per_chunk, int nchunks) {
+                                                const float *mask, int N, int C, int rows_per_chunk,
+                                                int nchunks) {
     const int c = blockIdx.x * MASK_THREADS + threadIdx.x;
     if (c >= C || mask[c] == 0.0f) return;
     const int r0 = blockIdx.y * rows_per_chunk;
@@ -285,8 +285,7 @@ void tc_cuda_layernorm_masked_forward(tc_backend *b, tc_act *out, float *mean, f
                                       const tc_act *inp, const tc_act *w, const tc_act *bias,
                                       const float *mask, int N, int C) {
     tc_cuda_backend *cu = tc_cu(b);
-    TC_CU_REQUIRE(cu, N >= 0 && C > 0, "cuda layernorm_masked_forward: bad shape N=%d C=%d", N,
-                  C);
+    TC_CU_REQUIRE(cu, N >= 0 && C > 0, "cuda layernorm_masked_forward: bad shape N=%d C=%d", N, C);
     TC_CU_REQUIRE(cu, w != NULL && mask != NULL,
                   "cuda layernorm_masked_forward: weight and mask are required");
     if (N == 0) return;
@@ -298,8 +297,7 @@ void tc_cuda_layernorm_masked_backward(tc_backend *b, tc_act *dinp, float *dw, f
                                        const float *mean, const float *rstd, const float *mask,
                                        int N, int C) {
     tc_cuda_backend *cu = tc_cu(b);
-    TC_CU_REQUIRE(cu, N >= 0 && C > 0, "cuda layernorm_masked_backward: bad shape N=%d C=%d", N,
-                  C);
+    TC_CU_REQUIRE(cu, N >= 0 && C > 0, "cuda layernorm_masked_backward: bad shape N=%d C=%d", N, C);
     TC_CU_REQUIRE(cu, w != NULL && mean != NULL && rstd != NULL && mask != NULL,
                   "cuda layernorm_masked_backward: weight, mean, rstd and mask are required");
     if (N == 0) return;

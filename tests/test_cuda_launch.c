@@ -27,8 +27,8 @@ static void test_grid(void **state) {
 /* the partition of every shape a model produces, and some hostile ones */
 static void test_chunk_rows(void **state) {
     (void)state;
-    static const int Ns[] = {0,    1,     31,    32,     33,      50,      77,     197,
-                             257,  394,   25216, 19712,  1 << 20, 5000000, 1 << 28, INT_MAX / 2};
+    static const int Ns[] = {0,   1,   31,    32,    33,      50,      77,      197,
+                             257, 394, 25216, 19712, 1 << 20, 5000000, 1 << 28, INT_MAX / 2};
     static const int Cs[] = {1, 2, 7, 33, 64, 512, 700, 768, 1234, 3072, 49408};
     for (size_t i = 0; i < sizeof Ns / sizeof *Ns; i++)
         for (size_t j = 0; j < sizeof Cs / sizeof *Cs; j++)
@@ -40,8 +40,7 @@ static void test_chunk_rows(void **state) {
                 if (rpc % 32 != 0 || (rpc & (rpc - 1)) != 0)
                     fail_msg("N=%d C=%d: %d rows per chunk is not 32 * 2^k", N, C, rpc);
                 if (chunks > TC_CUDA_MAX_GRID_Y)
-                    fail_msg("N=%d C=%d arrays=%d: %d chunks over gridDim.y", N, C, arrays,
-                             chunks);
+                    fail_msg("N=%d C=%d arrays=%d: %d chunks over gridDim.y", N, C, arrays, chunks);
                 if ((size_t)chunks * (size_t)C * (size_t)arrays * sizeof(float) > SCRATCH)
                     fail_msg("N=%d C=%d arrays=%d: partials overflow the scratch", N, C, arrays);
                 if ((int64_t)chunks * rpc < N || (chunks > 0 && (int64_t)(chunks - 1) * rpc >= N))

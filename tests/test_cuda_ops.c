@@ -1143,8 +1143,8 @@ static void test_pinned_allocator(void **state) {
     float *h = a.alloc(n * sizeof(float), a.ctx), *back = a.alloc(n * sizeof(float), a.ctx);
     if (!h || !back) fail_msg("cudaHostAlloc of %zu bytes failed", n * sizeof(float));
     struct cudaPointerAttributes attr;
-    const int pinned = cudaPointerGetAttributes(&attr, h) == cudaSuccess &&
-                       attr.type == cudaMemoryTypeHost;
+    const int pinned =
+        cudaPointerGetAttributes(&attr, h) == cudaSuccess && attr.type == cudaMemoryTypeHost;
     tc_fill_uniform(h, n, &g_rng, 1.0f);
     memset(back, 0, n * sizeof(float));
     float *g = balloc(g_gpu, n * sizeof(float));
