@@ -360,12 +360,25 @@ void tc_cuda_linear_backward(tc_backend *b, tc_act *dinp, float *dw, float *dbia
     if (dbias) tc_cuda_column_sum_add(cu, dbias, dout, N, OC);
 }
 
+/* C = beta C (beta 0 overwrites, NaN included, as BLAS): the K = 0 product */
+__global__ void gemm_scale_kernel(float *C, float beta, size_t n) {
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
+         i += (size_t)gridDim.x * blockDim.x)
+        C[i] = beta == 0.0f ? 0.0f : beta * C[i];
+}
+
 void tc_cuda_gemm_f32(tc_backend *b, int trans_a, int trans_b, int M, int N, int K, float alpha,
                       const float *A, const float *B, float beta, float *C) {
     tc_cuda_backend *cu = tc_cu(b);
-    TC_CU_REQUIRE(cu, M >= 0 && N >= 0 && K > 0, "cuda gemm_f32: bad shape M=%d N=%d K=%d", M, N,
+    TC_CU_REQUIRE(cu, M >= 0 && N >= 0 && K >= 0, "cuda gemm_f32: bad shape M=%d N=%d K=%d", M, N,
                   K);
     if (M == 0 || N == 0) return;
+    if (K == 0) { /* no product (cuBLASLt refuses k = 0): as the CPU backend */
+        const size_t n = (size_t)M * N;
+        gemm_scale_kernel<<<tc_cuda_grid(n, 256), 256, 0, cu->stream>>>(C, beta, n);
+        tc_cuda_launched(cu, "gemm_f32 (K = 0)");
+        return;
+    }
     /* C (M, N) row-major = column-major (N, M) ld N:
      * C^T (N, M) = op(B)^T (N, K) . op(A)^T (K, M).
      * B stored (K, N) row-major = column-major (N, K) ld N: as is; stored

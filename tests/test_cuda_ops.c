@@ -341,6 +341,22 @@ static void test_gemm_f32(void **state) {
             expect_close(what, got, ref, (size_t)M * N, TOL_FP32);
             free_all();
         }
+    /* K = 0: no product, C = beta C (beta 0 overwrites the poison) */
+    for (int bi = 0; bi < 2; bi++) {
+        const float beta = bi ? 0.5f : 0.0f;
+        float *C0 = rand_f32((size_t)M * N, 1.0f), *ref = hmalloc((size_t)M * N * 4);
+        float *got = hmalloc((size_t)M * N * 4);
+        float *cc = put_f32(g_cpu, C0, (size_t)M * N);
+        float *gc = bi ? put_f32(g_gpu, C0, (size_t)M * N) : gpu_out_f32((size_t)M * N);
+        float *dummy_c = balloc(g_cpu, 4), *dummy_g = balloc(g_gpu, 4);
+        g_cpu->gemm_f32(g_cpu, 0, 0, M, N, 0, 1.0f, dummy_c, dummy_c, beta, cc);
+        g_gpu->gemm_f32(g_gpu, 0, 0, M, N, 0, 1.0f, dummy_g, dummy_g, beta, gc);
+        get_f32(g_cpu, ref, cc, (size_t)M * N);
+        get_f32(g_gpu, got, gc, (size_t)M * N);
+        expect_close(bi ? "gemm_f32 K=0 beta=0.5" : "gemm_f32 K=0 beta=0", got, ref, (size_t)M * N,
+                     TOL_FP32);
+        free_all();
+    }
 }
 
 /* layernorm forward; backward with dinp, dw, dbias all '+=' */
