@@ -402,6 +402,22 @@ static tc_status parse_ll_list(const char *v, long long *out, int n, const char 
     return TC_OK;
 }
 
+/* "seed,counter" as saved (%llu: the seed uses all 64 bits) */
+static tc_status parse_u64_pair(const char *v, unsigned long long out[2]) {
+    const char *p = v;
+    for (int i = 0; i < 2; i++) {
+        char *end;
+        errno = 0;
+        if (*p == '-') return tc_fail(TC_ERR_FORMAT, "train state: bad rng state '%s'", v);
+        out[i] = strtoull(p, &end, 10);
+        if (end == p || errno) return tc_fail(TC_ERR_FORMAT, "train state: bad rng state '%s'", v);
+        p = end;
+        if (i == 0 && *p++ != ',') return tc_fail(TC_ERR_FORMAT, "train state: bad rng state '%s'", v);
+    }
+    if (*p) return tc_fail(TC_ERR_FORMAT, "train state: bad rng state '%s'", v);
+    return TC_OK;
+}
+
 static tc_status read_state_tensor(tc_safetensors *f, const char *name, float *dst, size_t n) {
     int64_t shape[1] = {(int64_t)n};
     return tc_st_read_f32(f, name, 1, shape, dst);
@@ -691,9 +707,10 @@ static tc_status resume_from(stage_run *r, const char *ckpt) {
         snprintf(name, sizeof name, "l0opt.%s.v", tower_names[k]);
         if (s == TC_OK) s = read_state_tensor(f, name, t->opt.v, t->masks.count);
         snprintf(key, sizeof key, "l0_rng_%s", tower_names[k]);
-        if (s == TC_OK && (v = tc_st_metadata(f, key)) && parse_ll_list(v, x, 2, key) == TC_OK) {
-            t->rng.seed = l0_rank_seed((uint64_t)x[0], c->rank); /* rank 0's is saved */
-            t->rng.counter = (uint64_t)x[1];
+        unsigned long long u[2];
+        if (s == TC_OK && (v = tc_st_metadata(f, key)) && parse_u64_pair(v, u) == TC_OK) {
+            t->rng.seed = l0_rank_seed((uint64_t)u[0], c->rank); /* rank 0's is saved */
+            t->rng.counter = (uint64_t)u[1];
         } else if (s == TC_OK) {
             s = tc_fail(TC_ERR_FORMAT, "%s: %s missing", path, key);
         }

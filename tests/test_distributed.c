@@ -11,7 +11,8 @@
  *
  * fault cases (TC_DIST_FAULT): rank 1 hangs (sleeps) or dies (SIGKILL) at
  * step 3; the other ranks must stop well within 60 s with a message naming
- * the failure. the cmocka tests launch mpirun -np 2 and -np 4 (oversubscribed,
+ * the failure. and `tinyclip train` under mpirun -np 2, killed in the mask
+ * phase and run again, ends with the uninterrupted run's weights. the cmocka tests launch mpirun -np 2 and -np 4 (oversubscribed,
  * OMP_NUM_THREADS=1) and skip (77) when mpirun or MPI is missing. */
 #include <math.h>
 #include <signal.h>
@@ -283,6 +284,104 @@ static void lost_rank(const char *fault, const char *expect) {
 static void test_rank_hangs(void **state) { lost_rank("hang", "a rank died or hangs"); }
 static void test_rank_dies(void **state) { lost_rank("die", "rank 1"); }
 
+/* `tinyclip train` under mpirun: killed inside the mask phase and run again,
+ * it resumes and ends with the weights of an uninterrupted 2-process run */
+static const char *model_json =
+    "{\"embed_dim\": 32, \"quick_gelu\": false,\n"
+    " \"vision_cfg\": {\"image_size\": 28, \"patch_size\": 7, \"layers\": 2, \"width\": 64, "
+    "\"head_width\": 64},\n"
+    " \"text_cfg\": {\"context_length\": 16, \"vocab_size\": 49408, \"width\": 64, \"heads\": 1, "
+    "\"layers\": 2}}\n";
+
+static const char *experiment_yaml =
+    "name: dist\n"
+    "seed: 5\n"
+    "threads: 1\n"
+    "data:\n"
+    "  train: {source: fmnist, batch: 8, workers: 1}\n"
+    "teacher: {stage: teacher}\n"
+    "stages:\n"
+    "  - name: teacher\n"
+    "    kind: train_scratch_clip\n"
+    "    model: tiny.json\n"
+    "    steps: 4\n"
+    "    schedule: {warmup: 1}\n"
+    "    checkpoint_every: 2\n"
+    "    log_every: 1\n"
+    "  - name: auto\n"
+    "    kind: distill\n"
+    "    parent: teacher\n"
+    "    inheritance: {kind: auto, target_sparsity: 0.5, sparsity_warmup: 2, prune_step: 4}\n"
+    "    steps: 6\n"
+    "    checkpoint_every: 2\n"
+    "    log_every: 1\n";
+
+static int train_np(const char *dir, const char *run, const char *fault, char **out) {
+    const char *bin = getenv("TINYCLIP_BIN");
+    char cmd[4096];
+    snprintf(cmd, sizeof cmd,
+             "cd '%s' && env OMP_NUM_THREADS=1 %s%s timeout 300 mpirun --oversubscribe "
+             "--allow-run-as-root -np 2 '%s' train exp.yaml --out %s --plain 2>&1",
+             dir, fault ? "TINYCLIP_FAULT=" : "", fault ? fault : "",
+             bin ? bin : TC_BINARY_DIR "/tinyclip", run);
+    FILE *p = popen(cmd, "r");
+    assert_non_null(p);
+    size_t n = 0, cap = 1 << 16;
+    char *buf = malloc(cap);
+    size_t r;
+    while ((r = fread(buf + n, 1, cap - n - 1, p)) > 0) {
+        n += r;
+        if (cap - n < 4096) buf = realloc(buf, cap *= 2);
+    }
+    buf[n] = 0;
+    int st = pclose(p);
+    *out = buf;
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+static void test_train_kill_resume(void **state) {
+    need_mpirun();
+    char *dir = tc_make_tempdir("dist");
+    assert_non_null(dir);
+    char path[1024];
+    snprintf(path, sizeof path, "%s/tiny.json", dir);
+    assert_int_equal(tc_write_file(path, model_json, strlen(model_json)), 0);
+    snprintf(path, sizeof path, "%s/exp.yaml", dir);
+    assert_int_equal(tc_write_file(path, experiment_yaml, strlen(experiment_yaml)), 0);
+    char *out;
+    int rc = train_np(dir, "whole", NULL, &out);
+    printf("uninterrupted:\n%s", out);
+    assert_int_equal(rc, 0);
+    assert_non_null(strstr(out, "2 processes, 4 samples each per step"));
+    free(out);
+    rc = train_np(dir, "cut", "kill_at_step:3@auto", &out);
+    printf("killed at step 3 of the mask phase (exit %d)\n", rc);
+    assert_int_not_equal(rc, 0);
+    free(out);
+    rc = train_np(dir, "cut", NULL, &out);
+    printf("run again:\n%s", out);
+    assert_int_equal(rc, 0);
+    assert_non_null(strstr(out, "resumed from"));
+    free(out);
+    const char *stages[] = {"teacher", "auto"};
+    for (int k = 0; k < 2; k++) {
+        char pa[1024], pb[1024];
+        snprintf(pa, sizeof pa, "%s/whole/%s/final/open_clip_model.safetensors", dir, stages[k]);
+        snprintf(pb, sizeof pb, "%s/cut/%s/final/open_clip_model.safetensors", dir, stages[k]);
+        size_t na, nb;
+        char *a = tc_read_file(pa, &na), *b = tc_read_file(pb, &nb);
+        assert_non_null(a);
+        assert_non_null(b);
+        assert_int_equal(na, nb);
+        if (memcmp(a, b, na) != 0) fail_msg("stage %s: resumed weights differ", stages[k]);
+        printf("stage %s: resumed final weights bit-identical (%zu bytes)\n", stages[k], na);
+        free(a);
+        free(b);
+    }
+    tc_rmtree(dir);
+    free(dir);
+}
+
 int main(void) {
     if (getenv("TC_DIST_DRIVER")) return driver();
     const struct CMUnitTest tests[] = {
@@ -290,6 +389,7 @@ int main(void) {
         cmocka_unit_test(test_np4),
         cmocka_unit_test(test_rank_hangs),
         cmocka_unit_test(test_rank_dies),
+        cmocka_unit_test(test_train_kill_resume),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
