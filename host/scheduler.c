@@ -273,8 +273,39 @@ typedef struct {
     tc_loader_cursor cursor;
 } state_meta;
 
+/* every rank's loader cursor (their stream positions differ when ranks skip
+ * different bad samples): "c0,...,c4,c0,...": rank-major, malloc'd */
+static tc_status gather_cursors(run_ctx *c, const tc_loader_cursor *mine, char **out) {
+    *out = NULL;
+    size_t W = (size_t)c->world, K = TC_LOADER_CURSOR_INTS;
+    double *all = calloc(W * K, sizeof *all);
+    char *str = malloc(W * K * 24 + 1);
+    if (!all || !str) {
+        free(all);
+        free(str);
+        return tc_fail(TC_ERR_OOM, "checkpoint: out of memory");
+    }
+    int64_t cv[TC_LOADER_CURSOR_INTS];
+    tc_loader_cursor_pack(mine, cv);
+    for (size_t k = 0; k < K; k++) all[(size_t)c->rank * K + k] = (double)cv[k]; /* < 2^53 */
+    tc_status s = c->comm->host_all_reduce_f64(c->comm, all, W * K, TC_REDUCE_SUM);
+    size_t n = 0;
+    str[0] = 0;
+    for (size_t j = 0; j < W * K && s == TC_OK; j++)
+        n += (size_t)snprintf(str + n, 24, j ? ",%lld" : "%lld", (long long)all[j]);
+    free(all);
+    if (s != TC_OK) {
+        free(str);
+        return s;
+    }
+    *out = str;
+    return TC_OK;
+}
+
+/* rank_cursors: from gather_cursors, NULL in one process (the train state
+ * then has exactly the keys it always had) */
 static tc_status save_checkpoint(run_ctx *c, int i, tc_model *m, tc_trainer *tr,
-                                 tower_l0 *l0, const state_meta *meta) {
+                                 tower_l0 *l0, const state_meta *meta, const char *rank_cursors) {
     char dir[PATH_CAP], tmp[PATH_CAP + 80], path[PATH_CAP + 128];
     stage_path(c, i, "checkpoints", dir);
     TC_TRY(tc_mkdir_p(dir));
@@ -329,15 +360,19 @@ static tc_status save_checkpoint(run_ctx *c, int i, tc_model *m, tc_trainer *tr,
     tc_loader_cursor_pack(&meta->cursor, cv);
     snprintf(v_cursor, sizeof v_cursor, "%lld,%lld,%lld,%lld,%lld", (long long)cv[0],
              (long long)cv[1], (long long)cv[2], (long long)cv[3], (long long)cv[4]);
+    char v_world[16];
+    snprintf(v_world, sizeof v_world, "%d", c->world);
     const char *keys[] = {"format", "step", "adam_step", "nonfinite", "masked", "cursor",
-                          "l0_rng_vision", "l0_rng_text", "l0opt_step_vision", "l0opt_step_text"};
+                          "l0_rng_vision", "l0_rng_text", "l0opt_step_vision", "l0opt_step_text",
+                          "world", "rank_cursors"};
     const char *vals[] = {"tinyclip-train-state-1", v_step, v_adam, v_nf, v_masked, v_cursor,
                           meta->masked && l0[0].on ? rngv[0] : "",
                           meta->masked && l0[1].on ? rngv[1] : "",
                           meta->masked && l0[0].on ? optstep[0] : "",
-                          meta->masked && l0[1].on ? optstep[1] : ""};
+                          meta->masked && l0[1].on ? optstep[1] : "",
+                          v_world, rank_cursors ? rank_cursors : ""};
     snprintf(path, sizeof path, "%s/train_state.safetensors", tmp);
-    if (s == TC_OK) s = tc_st_write(path, t, nt, keys, vals, 10);
+    if (s == TC_OK) s = tc_st_write(path, t, nt, keys, vals, rank_cursors ? 12 : 10);
     free(buf);
     /* publish: rename the folder, then drop older checkpoints */
     char final[PATH_CAP + 128];
@@ -688,6 +723,27 @@ static tc_status resume_from(stage_run *r, const char *ckpt) {
         s = parse_ll_list(v, x, 5, "cursor");
         int64_t cv[5] = {x[0], x[1], x[2], x[3], x[4]};
         tc_loader_cursor_unpack(cv, &r->meta.cursor);
+    }
+    /* data parallel: this rank's own cursor, when the run had as many ranks */
+    long long saved_world = 1;
+    if (s == TC_OK && (v = tc_st_metadata(f, "world")) && *v)
+        s = parse_ll_list(v, &saved_world, 1, "world");
+    if (s == TC_OK && c->world > 1 && saved_world == c->world &&
+        (v = tc_st_metadata(f, "rank_cursors")) && *v) {
+        size_t K = TC_LOADER_CURSOR_INTS, n = (size_t)c->world * K;
+        long long *all = malloc(n * sizeof *all);
+        if (!all) s = tc_fail(TC_ERR_OOM, "resume: out of memory");
+        if (s == TC_OK) s = parse_ll_list(v, all, (int)n, "rank_cursors");
+        if (s == TC_OK) {
+            int64_t cv[TC_LOADER_CURSOR_INTS];
+            for (size_t k = 0; k < K; k++) cv[k] = all[(size_t)c->rank * K + k];
+            tc_loader_cursor_unpack(cv, &r->meta.cursor);
+        }
+        free(all);
+    } else if (s == TC_OK && saved_world != c->world) {
+        logf_run(c, "warning: %s was written by %lld processes, this run has %d: the data "
+                 "order does not continue exactly",
+                 path, saved_world, c->world);
     }
     r->meta.masked = (int)masked;
     if (s == TC_OK && !masked && r->masked) {
@@ -1100,8 +1156,11 @@ static tc_status run_stage(run_ctx *c, int i) {
         if (s == TC_OK && st->checkpoint_every > 0 && r.meta.step % st->checkpoint_every == 0 &&
             r.meta.step < st->steps) {
             s = metrics_sync(r.metrics);
+            char *cursors = NULL;
+            if (s == TC_OK && c->world > 1) s = gather_cursors(c, &r.meta.cursor, &cursors);
             if (s == TC_OK && c->rank == 0)
-                s = save_checkpoint(c, i, r.student, r.trainer, r.l0, &r.meta);
+                s = save_checkpoint(c, i, r.student, r.trainer, r.l0, &r.meta, cursors);
+            free(cursors);
         }
     }
     if (s == TC_OK) tc_progress_end(&prog);
