@@ -101,11 +101,11 @@ static void test_param_counts(void **state) {
                  expected_counts(512, 12, 512, 32, 224, 6, 512, 77, 49408, 4.0));
     check_counts("TinyCLIP-ViT-61M-32-Text-29M",
                  expected_counts(512, 12, 640, 32, 224, 9, 512, 77, 49408, 4.0));
-    check_counts("fmnist-teacher", expected_counts(128, 6, 128, 4, 28, 4, 128, 32, 49408, 4.0));
+    check_counts("fmnist-teacher", expected_counts(128, 4, 128, 4, 28, 3, 128, 24, 49408, 4.0));
     check_counts("fmnist-student-half",
-                 expected_counts(128, 3, 128, 4, 28, 2, 128, 32, 49408, 4.0));
+                 expected_counts(128, 2, 128, 4, 28, 2, 128, 24, 49408, 4.0));
     check_counts("fmnist-student-quarter",
-                 expected_counts(128, 3, 128, 4, 28, 2, 128, 32, 49408, 0.75));
+                 expected_counts(128, 2, 128, 4, 28, 1, 128, 24, 49408, 1.5));
 
     /* the TinyCLIP naming (tinyclip-method.md): millions without the token embedding */
     counts t8 = expected_counts(512, 10, 256, 16, 224, 3, 256, 77, 49408, 4.0);
