@@ -203,6 +203,22 @@ else
   ROWS+=("$(printf '%-34s %-9s %s' "end-to-end: tinyclip bench" "NOT RUN" "not available")")
 fi
 
+# the same distillation step in PyTorch (open_clip, bf16 autocast), eager and
+# torch.compile, on the same GPU in the same run, when open_clip imports
+TORCHE2E=$OUTD/torch_e2e.log
+: >"$TORCHE2E"
+if command -v python3 >/dev/null && python3 -c "import open_clip, torch; assert torch.cuda.is_available()" 2>/dev/null; then
+  for flag in --eager --compile; do
+    step "end-to-end: pytorch $flag" "$TORCHE2E" 150 python3 "$ROOT/scripts/bench_torch.py" \
+      --device cuda --bf16 $flag --mode train \
+      --model "$ROOT/configs/models/TinyCLIP-ViT-40M-32-Text-19M.json" \
+      --teacher "$ROOT/configs/models/ViT-B-32.json" --batch 256 --steps 5 --warmup 2
+  done
+else
+  echo "pytorch end-to-end: python3 with torch (CUDA) and open_clip is not available" | tee -a "$TORCHE2E"
+  ROWS+=("$(printf '%-34s %-9s %s' "end-to-end: pytorch" "NOT RUN" "no open_clip/torch.cuda")")
+fi
+
 # ---- the table, last ----
 {
   echo
@@ -225,6 +241,10 @@ fi
     echo
     echo "end-to-end (tail of e2e.log):"
     tail -n 12 "$E2ELOG"
+  fi
+  if [ -s "$TORCHE2E" ]; then
+    echo "pytorch end-to-end (JSON lines):"
+    grep '^{' "$TORCHE2E" || tail -n 4 "$TORCHE2E"
   fi
   echo "logs: $OUTD"
 } | tee -a "$SUMMARY"
