@@ -52,6 +52,7 @@ tc_status tc_comm_mpi_create(tc_comm **out) {
 typedef struct {
     tc_comm base;
     MPI_Comm world;
+    MPI_Comm side; /* a duplicate of world for the lost-rank inquiry */
     double timeout;        /* seconds a collective may wait */
     unsigned long long seq; /* collectives issued, for the messages */
     int we_initialised;
@@ -69,6 +70,81 @@ static const char *mpi_message(int err, char *buf) {
     int len = 0;
     if (MPI_Error_string(err, buf, &len) != MPI_SUCCESS) snprintf(buf, 64, "MPI error %d", err);
     return buf;
+}
+
+enum { TAG_REPORT = 7, TAG_VERDICT = 8, GRACE_SECONDS = 5 };
+
+/* polls req for up to seconds; 1 when it completed */
+static int test_for(MPI_Request *req, double seconds) {
+    double t0 = now_seconds();
+    for (;;) {
+        int done = 0;
+        if (MPI_Test(req, &done, MPI_STATUS_IGNORE) != MPI_SUCCESS) return 0;
+        if (done) return 1;
+        if (now_seconds() - t0 > seconds) return 0;
+        struct timespec ts = {0, 1000000};
+        nanosleep(&ts, NULL);
+    }
+}
+
+/* after a timeout: who is missing? every waiting rank reports the
+ * collective it waits in to rank 0, which names the ranks that did not
+ * report within the grace period and tells the others. writes the names
+ * ("1, 3") into lost; returns 0 when rank 0 did not answer (rank 0 lost). */
+static int inquire_lost(mpi_comm *m, unsigned long long seq, char *lost, size_t cap) {
+    int W = m->base.world_size, me = m->base.rank;
+    long long mine = (long long)seq;
+    lost[0] = 0;
+    if (me != 0) {
+        MPI_Request sreq, rreq;
+        char verdict[256] = {0};
+        MPI_Isend(&mine, 1, MPI_LONG_LONG, 0, TAG_REPORT, m->side, &sreq);
+        MPI_Irecv(verdict, (int)sizeof verdict - 1, MPI_CHAR, 0, TAG_VERDICT, m->side, &rreq);
+        if (!test_for(&rreq, GRACE_SECONDS + 2)) return 0;
+        snprintf(lost, cap, "%s", verdict);
+        return 1;
+    }
+    char *seen = calloc((size_t)W, 1);
+    if (!seen) return 1;
+    seen[0] = 1;
+    double t0 = now_seconds();
+    int got = 1;
+    while (got < W && now_seconds() - t0 < GRACE_SECONDS) {
+        int flag = 0;
+        MPI_Status st;
+        MPI_Iprobe(MPI_ANY_SOURCE, TAG_REPORT, m->side, &flag, &st);
+        if (!flag) {
+            struct timespec ts = {0, 1000000};
+            nanosleep(&ts, NULL);
+            continue;
+        }
+        long long theirs;
+        MPI_Recv(&theirs, 1, MPI_LONG_LONG, st.MPI_SOURCE, TAG_REPORT, m->side, MPI_STATUS_IGNORE);
+        /* a rank waiting in another collective is behind or ahead: not here */
+        if (theirs == mine && !seen[st.MPI_SOURCE]) {
+            seen[st.MPI_SOURCE] = 1;
+            got++;
+        }
+    }
+    size_t n = 0;
+    int listed = 0;
+    for (int r = 0; r < W && n + 16 < cap; r++) {
+        if (seen[r]) continue;
+        if (listed == 8) {
+            n += (size_t)snprintf(lost + n, cap - n, ", ...");
+            break;
+        }
+        n += (size_t)snprintf(lost + n, cap - n, listed ? ", %d" : "%d", r);
+        listed++;
+    }
+    for (int r = 1; r < W; r++)
+        if (seen[r]) {
+            MPI_Request q;
+            MPI_Isend(lost, (int)strlen(lost) + 1, MPI_CHAR, r, TAG_VERDICT, m->side, &q);
+            MPI_Request_free(&q);
+        }
+    free(seen);
+    return 1;
 }
 
 /* waits for req until the deadline; polls gently after the first spins so
@@ -89,11 +165,15 @@ static tc_status wait_request(mpi_comm *m, MPI_Request *req, const char *what) {
         if (spins > 2000) {
             struct timespec ts = {0, 100000}; /* 0.1 ms */
             nanosleep(&ts, NULL);
-            if ((spins & 255) == 0 && now_seconds() - t0 > m->timeout)
+            if ((spins & 255) == 0 && now_seconds() - t0 > m->timeout) {
+                char lost[256];
+                if (!inquire_lost(m, seq, lost, sizeof lost))
+                    snprintf(lost, sizeof lost, "0 (it does not answer)");
                 return tc_fail(TC_ERR_INTERRUPTED,
-                               "rank %d: %s (collective #%llu) got no answer from the other ranks "
-                               "in %.0f s: a rank died or hangs (TINYCLIP_COMM_TIMEOUT); stopping",
-                               m->base.rank, what, seq, m->timeout);
+                               "rank %d: %s (collective #%llu) got no answer in %.0f s: lost "
+                               "rank(s) %s (dead or hung; TINYCLIP_COMM_TIMEOUT); stopping",
+                               m->base.rank, what, seq, m->timeout, lost[0] ? lost : "unknown");
+            }
         }
     }
 }
@@ -190,6 +270,7 @@ static void mpi_destroy(tc_comm *c) {
     if (!m) return;
     int finalized = 0;
     MPI_Finalized(&finalized);
+    if (!finalized) MPI_Comm_free(&m->side);
     if (m->we_initialised && !finalized) MPI_Finalize();
     free(m);
 }
@@ -209,6 +290,10 @@ tc_status tc_comm_mpi_create(tc_comm **out) {
     m->world = MPI_COMM_WORLD;
     /* errors come back as codes (with a message), never as an abort inside MPI */
     MPI_Comm_set_errhandler(m->world, MPI_ERRORS_RETURN);
+    if (MPI_Comm_dup(m->world, &m->side) != MPI_SUCCESS) {
+        free(m);
+        return tc_fail(TC_ERR_INTERRUPTED, "MPI: cannot duplicate the world communicator");
+    }
     MPI_Comm_rank(m->world, &m->base.rank);
     MPI_Comm_size(m->world, &m->base.world_size);
     MPI_Comm local;

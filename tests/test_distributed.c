@@ -267,12 +267,12 @@ static void matches_one_process(int np) {
 static void test_np2(void **state) { matches_one_process(2); }
 static void test_np4(void **state) { matches_one_process(4); }
 
-static void lost_rank(const char *fault, const char *expect) {
+static void lost_rank(int np, const char *fault, const char *expect) {
     need_mpirun();
     char *out;
     double sec;
-    int rc = launch(2, fault, &out, &sec);
-    printf("mpirun -np 2, rank 1 %s (%.1f s, exit %d):\n%s", fault, sec, rc, out);
+    int rc = launch(np, fault, &out, &sec);
+    printf("mpirun -np %d, rank 1 %s (%.1f s, exit %d):\n%s", np, fault, sec, rc, out);
     assert_int_not_equal(rc, 0);
     assert_true(rc != 124); /* not the outer timeout: the job stopped itself */
     assert_true(sec < 60.0);
@@ -281,8 +281,8 @@ static void lost_rank(const char *fault, const char *expect) {
     free(out);
 }
 
-static void test_rank_hangs(void **state) { lost_rank("hang", "a rank died or hangs"); }
-static void test_rank_dies(void **state) { lost_rank("die", "rank 1"); }
+static void test_rank_hangs(void **state) { lost_rank(4, "hang", "lost rank(s) 1 (dead or hung"); }
+static void test_rank_dies(void **state) { lost_rank(2, "die", "rank 1"); }
 
 /* `tinyclip train` under mpirun: killed inside the mask phase and run again,
  * it resumes and ends with the weights of an uninterrupted 2-process run */
