@@ -528,7 +528,7 @@ typedef struct {
     tc_metrics_log *metrics;
     tc_tb_writer *tb;
     state_meta meta;
-    int batch; /* this rank's share of the stage's (global) batch */
+    int batch; /* samples per process and step (the stage's batch) */
 } stage_run;
 
 static tc_loss_config loss_of(const tc_exp_stage *st) {
@@ -1003,11 +1003,10 @@ static tc_status run_stage(run_ctx *c, int i) {
     r.c = c;
     r.i = i;
     r.st = st;
-    if (st->batch % c->world != 0)
-        return tc_fail(TC_ERR_CONFIG,
-                       "stage %s: batch %d (the global batch) does not split over %d processes",
+    if ((long long)st->batch * c->world > (1 << 24))
+        return tc_fail(TC_ERR_CONFIG, "stage %s: global batch %d x %d processes is too large",
                        st->name, st->batch, c->world);
-    r.batch = st->batch / c->world;
+    r.batch = st->batch; /* per process (docs/experiments.md); the global batch is world x batch */
     /* rank 0's view of the run folder decides for every rank */
     double done_before = c->rank == 0 ? tc_path_is_file(path) : 0;
     if (c->world > 1) TC_TRY(c->comm->host_all_reduce_f64(c->comm, &done_before, 1, TC_REDUCE_SUM));
@@ -1038,8 +1037,8 @@ static tc_status run_stage(run_ctx *c, int i) {
              tc_exp_stage_kind_name(st->kind), tc_exp_inherit_kind_name(st->inherit.kind),
              (long long)st->steps, st->batch);
     if (c->world > 1)
-        logf_run(c, "stage %s: %d processes, %d samples each per step", st->name, c->world,
-                 r.batch);
+        logf_run(c, "stage %s: %d processes, global batch %d (%d per process)", st->name, c->world,
+                 c->world * r.batch, r.batch);
 
     tc_status s = build_student(&r);
     if (s == TC_OK) s = make_teacher(&r);
@@ -1165,7 +1164,8 @@ static tc_status run_stage(run_ctx *c, int i) {
     }
     if (s == TC_OK) tc_progress_end(&prog);
     double train_time = wall_seconds() - t_start;
-    double train_ips = steps_timed ? (double)steps_timed * st->batch / train_time : 0.0;
+    double train_ips =
+        steps_timed ? (double)steps_timed * st->batch * c->world / train_time : 0.0;
     double wait_fraction = steps_timed ? data_wait / train_time : 0.0;
 
     /* a stage that ends inside its mask phase is pruned at the end */

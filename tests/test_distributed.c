@@ -352,7 +352,7 @@ static void test_train_kill_resume(void **state) {
     int rc = train_np(dir, "whole", NULL, &out);
     printf("uninterrupted:\n%s", out);
     assert_int_equal(rc, 0);
-    assert_non_null(strstr(out, "2 processes, 4 samples each per step"));
+    assert_non_null(strstr(out, "2 processes, global batch 16 (8 per process)"));
     free(out);
     rc = train_np(dir, "cut", "kill_at_step:3@auto", &out);
     printf("killed at step 3 of the mask phase (exit %d)\n", rc);
