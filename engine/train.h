@@ -81,7 +81,10 @@ float tc_trainer_clip_coefficient(const tc_trainer *t, double extra_sum_sq);
  * is the loss. the mean over ranks of the per-rank losses is the loss of one
  * process over the whole global batch, so the update equals that process's
  * (up to rounding). clipping, the finite check and the reported loss and
- * norm use the reduced values: every rank takes the same decision. */
+ * norm use the reduced values: every rank takes the same decision.
+ * the comm's buffers must be the backend's memory (MPI with the CPU backend,
+ * NCCL with CUDA). with masks installed, the mask gradients stay local: the
+ * caller averages them (host/scheduler.c). */
 tc_status tc_trainer_set_comm(tc_trainer *t, tc_comm *comm);
 
 /* loss and feature gradients without an update (for tests and evaluation);

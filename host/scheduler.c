@@ -701,7 +701,7 @@ static tc_status open_loader(stage_run *r, const tc_loader_cursor *resume) {
 /* restores weights, moments, masks and counters from a checkpoint folder */
 static tc_status resume_from(stage_run *r, const char *ckpt) {
     run_ctx *c = r->c;
-    char path[PATH_CAP + 64];
+    char path[CKPT_CAP + 64];
     host_model h;
     TC_TRY(host_model_load(ckpt, NULL, &h));
     snprintf(path, sizeof path, "%s/train_state.safetensors", ckpt);

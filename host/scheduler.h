@@ -12,7 +12,19 @@
  *
  * resume: running the same experiment again skips finished stages and
  * continues an unfinished one from its last complete checkpoint; the result
- * is bit-identical to a run that never stopped (CPU backend, same threads). */
+ * is bit-identical to a run that never stopped (CPU backend, same threads).
+ *
+ * data parallel: started by mpirun or srun (host/comm_mpi.h detects it),
+ * every process is one rank running the same stages in lockstep with the
+ * stage's batch per process (global batch = ranks x batch): its own data
+ * shard (loader rank/world_size), its own mask samples in the mask phase
+ * (mask gradients averaged over ranks), the trainer's gathered loss and
+ * averaged gradients (engine/train.h). rank 0 alone writes the run folder
+ * (checkpoints with every rank's loader cursor, metrics, final weights,
+ * summaries, report) and prints progress; every rank resumes from the
+ * checkpoint rank 0 finds. CPU backend: MPI collectives; CUDA: one GPU per
+ * rank by local rank, NCCL bootstrapped through MPI. a failing rank aborts
+ * the job with its message; a lost rank stops the others (comm timeout). */
 #ifndef TC_SCHEDULER_H
 #define TC_SCHEDULER_H
 
