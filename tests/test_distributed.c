@@ -102,6 +102,91 @@ static void free_run(run *r) {
 
 static double rel(double a, double b) { return fabs(a - b) / fmax(fabs(b), 1e-12); }
 
+/* structured masks (automatic inheritance's mask phase): the same soft masks
+ * on every rank; the mask gradients of the gathered loss, averaged over the
+ * ranks as the scheduler does, against one process's. returns 1 on mismatch */
+static int mask_check(tc_backend *be, tc_comm *comm, const tc_model_config *sc,
+                      const tc_model_config *tcfg, const float *images, const int32_t *ids,
+                      int n, int N) {
+    int rank = comm->rank, bad = 0;
+    size_t img_per = (size_t)3 * sc->vision.image_size * sc->vision.image_size;
+    int T = sc->text.context_length;
+    const tc_tower_config *tw[2] = {&sc->vision, &sc->text};
+    int total = 0, off[2];
+    for (int k = 0; k < 2; k++) {
+        off[k] = total;
+        total += tw[k]->width + tw[k]->layers * (tw[k]->heads[0] + tw[k]->mlp_width[0]);
+    }
+    float *host = malloc((size_t)total * sizeof *host), *g[2] = {NULL, NULL};
+    uint64_t rng = 99;
+    for (int i = 0; i < total; i++) {
+        uint64_t r = tc_test_rand(&rng);
+        host[i] = (r % 8 == 0) ? 0.0f : 0.3f + 0.7f * (float)((r >> 8) % 1000) / 1000.0f;
+    }
+    for (int who = 0; who < 2; who++) { /* 0: data parallel, 1: the one-process reference */
+        if (who == 1 && rank != 0) break;
+        float *dev, *grad;
+        be->alloc(be, (size_t)total * sizeof(float), (void **)&dev);
+        be->alloc(be, (size_t)total * sizeof(float), (void **)&grad);
+        be->upload(be, dev, host, (size_t)total * sizeof(float));
+        tc_tower_masks tm[2];
+        for (int k = 0; k < 2; k++) {
+            int C = tw[k]->width, L = tw[k]->layers, H = tw[k]->heads[0];
+            tm[k] = (tc_tower_masks){.hidden = dev + off[k],
+                                     .heads = dev + off[k] + C,
+                                     .inter = dev + off[k] + C + L * H,
+                                     .dhidden = grad + off[k],
+                                     .dheads = grad + off[k] + C,
+                                     .dinter = grad + off[k] + C + L * H,
+                                     .heads_stride = H,
+                                     .inter_stride = tw[k]->mlp_width[0]};
+        }
+        int B = who == 0 ? n : N;
+        run r;
+        memset(&r, 0, sizeof r);
+        tc_model_options so = {.max_batch = B, .train = 1, .masked = 1};
+        tc_model_options to = {.max_batch = B, .train = 0};
+        tc_optim_config o = tc_optim_default();
+        tc_loss_config l = {0.5f, 0.5f, 0.0f, 50.0f};
+        float loss;
+        if (tc_model_create(&r.student, be, sc, so) != TC_OK ||
+            tc_model_init_random(r.student, 11) != TC_OK ||
+            tc_model_set_masks(r.student, &tm[0], &tm[1]) != TC_OK ||
+            tc_model_create(&r.teacher, be, tcfg, to) != TC_OK ||
+            tc_model_init_random(r.teacher, 12) != TC_OK ||
+            tc_trainer_create(&r.trainer, r.student, r.teacher, &o, &l) != TC_OK ||
+            tc_trainer_set_comm(r.trainer, who == 0 ? comm : NULL) != TC_OK ||
+            tc_trainer_loss(r.trainer, images + (who == 0 ? (size_t)rank * n * img_per : 0),
+                            ids + (who == 0 ? (size_t)rank * n * T : 0), B, 1, &loss) != TC_OK) {
+            fprintf(stderr, "rank %d: masks: %s\n", rank, tc_last_error());
+            comm->abort(comm, 3);
+        }
+        g[who] = malloc((size_t)total * sizeof(float));
+        be->download(be, g[who], grad, (size_t)total * sizeof(float));
+        if (who == 0) {
+            double *d = malloc((size_t)total * sizeof *d);
+            for (int i = 0; i < total; i++) d[i] = g[0][i];
+            if (comm->host_all_reduce_f64(comm, d, (size_t)total, TC_REDUCE_AVG) != TC_OK)
+                comm->abort(comm, 3);
+            for (int i = 0; i < total; i++) g[0][i] = (float)d[i];
+            free(d);
+        }
+        free_run(&r);
+        be->free(be, grad);
+        be->free(be, dev);
+    }
+    if (rank == 0) {
+        double e = tc_rel_err(g[0], g[1], (size_t)total);
+        printf("mask gradients (averaged over ranks) vs one process: rel err %.2e over %d\n", e,
+               total);
+        if (!(e <= 1e-5)) bad = 1;
+    }
+    free(g[0]);
+    free(g[1]);
+    free(host);
+    return bad;
+}
+
 /* the MPI program; returns the process exit status */
 static int driver(void) {
     tc_comm *comm;
@@ -151,6 +236,7 @@ static int driver(void) {
                l_dp, l_ref, rel(l_dp, l_ref), ge, P);
         if (!(ge <= 1e-5) || !(rel(l_dp, l_ref) <= 1e-5)) bad = 1;
     }
+    bad |= mask_check(be, comm, &sc, &tcfg, images, ids, n, N);
 
     for (int step = 0; step < STEPS; step++) {
         if (fault && rank == 1 && step == 3) {
