@@ -273,6 +273,36 @@ typedef struct {
     tc_loader_cursor cursor;
 } state_meta;
 
+/* rm -rf in process: no fork (a forked child of an MPI rank upsets some
+ * interconnects' registered memory) and no shell quoting of the path.
+ * symbolic links are removed, never followed; depth is bounded. */
+static int remove_tree_depth(const char *path, int depth) {
+    struct stat st;
+    if (lstat(path, &st) != 0) return errno == ENOENT ? 0 : -1;
+    if (!S_ISDIR(st.st_mode)) return unlink(path);
+    if (depth > 16) return -1;
+    DIR *d = opendir(path);
+    if (!d) return -1;
+    int rc = 0;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0) continue;
+        size_t n = strlen(path) + strlen(e->d_name) + 2;
+        char *child = malloc(n);
+        if (!child) {
+            rc = -1;
+            break;
+        }
+        snprintf(child, n, "%s/%s", path, e->d_name);
+        if (remove_tree_depth(child, depth + 1) != 0) rc = -1;
+        free(child);
+    }
+    closedir(d);
+    return rc == 0 ? rmdir(path) : rc;
+}
+
+static int remove_tree(const char *path) { return remove_tree_depth(path, 0); }
+
 /* every rank's loader cursor (their stream positions differ when ranks skip
  * different bad samples): "c0,...,c4,c0,...": rank-major, malloc'd */
 static tc_status gather_cursors(run_ctx *c, const tc_loader_cursor *mine, char **out) {
@@ -312,11 +342,8 @@ static tc_status save_checkpoint(run_ctx *c, int i, tc_model *m, tc_trainer *tr,
     char name[64];
     snprintf(name, sizeof name, "step-%010lld", meta->step);
     snprintf(tmp, sizeof tmp, "%s/%s.tmp", dir, name);
-    if (tc_path_is_dir(tmp)) {
-        char cmd[PATH_CAP + 128];
-        snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmp);
-        if (system(cmd) != 0) return tc_fail(TC_ERR_IO, "%s: cannot remove a stale folder", tmp);
-    }
+    if (tc_path_is_dir(tmp) && remove_tree(tmp) != 0)
+        return tc_fail(TC_ERR_IO, "%s: cannot remove a stale folder", tmp);
     TC_TRY(tc_mkdir_p(tmp));
     /* weights first, in open_clip layout */
     const tc_param_layout *L = tc_model_layout(m);
@@ -385,10 +412,9 @@ static tc_status save_checkpoint(run_ctx *c, int i, tc_model *m, tc_trainer *tr,
         struct dirent *e;
         while ((e = readdir(d))) {
             if (strncmp(e->d_name, "step-", 5) != 0 || strcmp(e->d_name, name) == 0) continue;
-            char old[PATH_CAP + 300], cmd[PATH_CAP + 320];
+            char old[PATH_CAP + 300];
             snprintf(old, sizeof old, "%s/%s", dir, e->d_name);
-            snprintf(cmd, sizeof cmd, "rm -rf '%s'", old);
-            if (system(cmd) != 0) logf_run(c, "warning: could not remove %s", old);
+            if (remove_tree(old) != 0) logf_run(c, "warning: could not remove %s", old);
         }
         closedir(d);
     }
