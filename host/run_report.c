@@ -10,6 +10,8 @@
 #include "json.h"
 #include "metrics_log.h"
 #include "report.h"
+#include "checkpoint.h"
+#include "l0.h"
 
 #define PATH_CAP 1024
 
@@ -68,6 +70,64 @@ static tc_status read_summary(const tc_experiment *exp, int i, stage_row *r) {
                                   &r->n_eval);
 }
 
+/* the architecture of a checkpoint folder */
+static tc_status final_config(const char *dir, tc_model_config *cfg) {
+    tc_param_layout l;
+    float *p = NULL;
+    TC_TRY(tc_checkpoint_load(dir, NULL, cfg, &l, &p));
+    free(p);
+    tc_param_layout_free(&l);
+    return TC_OK;
+}
+
+/* the L0 expected size (tinyclip-method §2.2) of a pruned tower with 0/1
+ * masks, relative to the uniform root it was pruned from */
+static double kept_params(const tc_tower_config *root, const tc_tower_config *t) {
+    double heads = 0, mlp = 0;
+    for (int l = 0; l < t->layers; l++) {
+        heads += t->heads[l];
+        mlp += t->mlp_width[l];
+    }
+    double pph = (double)tc_l0_params_per_head(root->width, root->heads[0]) / root->width;
+    return t->width * heads * pph + 2.0 * t->width * mlp;
+}
+
+static double prunable(const tc_tower_config *t) {
+    return tc_l0_prunable_size(t->layers, t->width, t->heads[0], t->mlp_width[0]);
+}
+
+/* a line per auto stage: the sparsity its pruned model reached, against the target */
+static void sparsity_notes(const tc_experiment *exp, tc_sbuf *notes) {
+    for (int i = 0; i < exp->n_stages; i++) {
+        const tc_exp_stage *st = &exp->stages[i];
+        if (st->inherit.kind != TC_EXP_INHERIT_AUTO) continue;
+        const tc_exp_stage *p = st;
+        while (p->parent >= 0 && exp->stages[p->parent].inherit.kind == TC_EXP_INHERIT_AUTO)
+            p = &exp->stages[p->parent];
+        char dir[PATH_CAP];
+        tc_model_config root, cfg;
+        if (p->parent >= 0) snprintf(dir, sizeof dir, "%s/%s/final", exp->out_dir, exp->stages[p->parent].name);
+        else snprintf(dir, sizeof dir, "%s", p->parent_ext.checkpoint ? p->parent_ext.checkpoint : "");
+        if (final_config(dir, &root) != TC_OK) continue;
+        snprintf(dir, sizeof dir, "%s/%s/final", exp->out_dir, st->name);
+        if (final_config(dir, &cfg) != TC_OK) continue;
+        double kept = 0, total = 0;
+        if (st->inherit.autoc.vision) {
+            kept += kept_params(&root.vision, &cfg.vision);
+            total += prunable(&root.vision);
+        }
+        if (st->inherit.autoc.text) {
+            kept += kept_params(&root.text, &cfg.text);
+            total += prunable(&root.text);
+        }
+        if (total <= 0) continue;
+        tc_sbuf_printf(notes, "- %s: sparsity reached %.4f of the prunable attention and MLP parameters "
+                              "(target %.4f), hidden width %d/%d vision, %d/%d text.\n",
+                       st->name, 1.0 - kept / total, st->inherit.autoc.target_sparsity, cfg.vision.width,
+                       root.vision.width, cfg.text.width, root.text.width);
+    }
+}
+
 tc_status tc_run_report_write(const tc_experiment *exp) {
     int n = exp->n_stages;
     stage_row *rows = calloc((size_t)n, sizeof *rows);
@@ -90,11 +150,16 @@ tc_status tc_run_report_write(const tc_experiment *exp) {
     char note[256];
     snprintf(note, sizeof note, "%s backend, %d threads; inference images/s at each stage's batch",
              exp->backend == TC_EXP_BACKEND_CUDA ? "cuda" : "cpu", exp->threads);
-    tc_report_options opt = {.title = exp->name, .throughput_note = note,
-                             .notes = "Steps to match: evaluations of the inherited student are taken at its "
-                                      "stage's eval interval, counted from the start of its own stage.",
-                             .plots = 1};
+    tc_sbuf notes = {0};
+    tc_sbuf_puts(&notes, "Steps to match: evaluations of the inherited student are taken at its stage's "
+                         "eval interval, counted from the start of its own stage.\n\n");
+    sparsity_notes(exp, &notes);
+    char *notes_text = NULL;
+    if (s == TC_OK) s = tc_sbuf_finish(&notes, &notes_text);
+    else tc_sbuf_free(&notes);
+    tc_report_options opt = {.title = exp->name, .throughput_note = note, .notes = notes_text, .plots = 1};
     if (s == TC_OK) s = tc_report_write(exp->out_dir, flat, n, &opt);
+    free(notes_text);
     for (int i = 0; rows && i < n; i++) {
         free(rows[i].eval_steps);
         free(rows[i].eval_top1);
