@@ -5,6 +5,7 @@
 #include <nccl.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <time.h>
 
 #include "comm_nccl.h"
@@ -18,6 +19,11 @@ struct nccl_comm {
     ncclComm_t nccl;
     cudaStream_t stream;
     cudaEvent_t last; /* completion of the last queued collective */
+    /* started all-reduces: their own stream, events to order it against the
+     * compute stream (no host synchronisation) */
+    cudaStream_t side;
+    cudaEvent_t ready[8], done[8];
+    int next_event;
     int pending;
     double timeout;
     unsigned long long seq;
@@ -101,6 +107,49 @@ tc_status nccl_all_reduce(tc_comm *c, float *buf, size_t count, tc_reduce_op op)
     return finish(m, r, "all_reduce");
 }
 
+tc_status nccl_all_reduce_start(tc_comm *c, float *buf, size_t count, tc_reduce_op op,
+                                tc_comm_request *req) {
+    nccl_comm *m = (nccl_comm *)c;
+    TC_TRY(begin(m, "all_reduce"));
+    int k = m->next_event;
+    m->next_event = (k + 1) % 8;
+    /* the side stream starts after everything queued so far (the gradients) */
+    if (cudaEventRecord(m->ready[k], m->stream) != cudaSuccess ||
+        cudaStreamWaitEvent(m->side, m->ready[k], 0) != cudaSuccess)
+        return tc_fail(TC_ERR_BACKEND, "rank %d: all_reduce: cannot order the streams",
+                       m->base.rank);
+    m->seq++;
+    ncclResult_t r = ncclAllReduce(buf, buf, count, ncclFloat, ncclSum, m->nccl, m->side);
+    if (r != ncclSuccess)
+        return tc_fail(TC_ERR_INTERRUPTED, "rank %d: all_reduce (collective #%llu): %s",
+                       m->base.rank, m->seq, ncclGetErrorString(r));
+    if (op == TC_REDUCE_AVG && count > 0)
+        scale_kernel<<<(unsigned)((count + 255) / 256), 256, 0, m->side>>>(buf, count,
+                                                                          1.0f / c->world_size);
+    cudaEventRecord(m->done[k], m->side);
+    memcpy(req->handle, &k, sizeof k);
+    req->buf = buf;
+    req->count = count;
+    req->op = op;
+    req->active = 1;
+    return TC_OK;
+}
+
+tc_status nccl_wait(tc_comm *c, tc_comm_request *req) {
+    nccl_comm *m = (nccl_comm *)c;
+    if (!req->active) return TC_OK;
+    int k;
+    memcpy(&k, req->handle, sizeof k);
+    req->active = 0;
+    /* later work on the compute stream waits for the reduced buffer */
+    if (cudaStreamWaitEvent(m->stream, m->done[k], 0) != cudaSuccess)
+        return tc_fail(TC_ERR_BACKEND, "rank %d: all_reduce: cannot order the streams",
+                       m->base.rank);
+    cudaEventRecord(m->last, m->stream);
+    m->pending = 1;
+    return TC_OK;
+}
+
 tc_status nccl_all_gather(tc_comm *c, const float *send, float *recv, size_t count) {
     nccl_comm *m = (nccl_comm *)c;
     TC_TRY(begin(m, "all_gather"));
@@ -156,6 +205,11 @@ void nccl_destroy(tc_comm *c) {
         if (m->nccl) ncclCommDestroy(m->nccl);
     }
     if (m->last) cudaEventDestroy(m->last);
+    for (int k = 0; k < 8; k++) {
+        if (m->ready[k]) cudaEventDestroy(m->ready[k]);
+        if (m->done[k]) cudaEventDestroy(m->done[k]);
+    }
+    if (m->side) cudaStreamDestroy(m->side);
     free(m);
 }
 
@@ -182,10 +236,14 @@ extern "C" tc_status tc_comm_nccl_create(tc_comm **out, tc_comm *boot, tc_backen
         return tc_fail(TC_ERR_BACKEND, "NCCL: init of rank %d of %d on device %d: %s", boot->rank,
                        boot->world_size, cu->device, ncclGetErrorString(r));
     }
-    if (cudaEventCreateWithFlags(&m->last, cudaEventDisableTiming) != cudaSuccess) {
-        ncclCommDestroy(m->nccl);
-        free(m);
-        return tc_fail(TC_ERR_BACKEND, "NCCL: cannot create an event");
+    bool ok = cudaEventCreateWithFlags(&m->last, cudaEventDisableTiming) == cudaSuccess &&
+              cudaStreamCreateWithFlags(&m->side, cudaStreamNonBlocking) == cudaSuccess;
+    for (int k = 0; k < 8 && ok; k++)
+        ok = cudaEventCreateWithFlags(&m->ready[k], cudaEventDisableTiming) == cudaSuccess &&
+             cudaEventCreateWithFlags(&m->done[k], cudaEventDisableTiming) == cudaSuccess;
+    if (!ok) {
+        nccl_destroy(&m->base);
+        return tc_fail(TC_ERR_BACKEND, "NCCL: cannot create the side stream and its events");
     }
     const char *t = getenv("TINYCLIP_COMM_TIMEOUT");
     m->timeout = t && atoi(t) > 0 ? atoi(t) : 45.0;
@@ -197,6 +255,8 @@ extern "C" tc_status tc_comm_nccl_create(tc_comm **out, tc_comm *boot, tc_backen
     m->base.local_rank = boot->local_rank;
     m->base.local_size = boot->local_size;
     m->base.all_reduce_f32 = nccl_all_reduce;
+    m->base.all_reduce_start = nccl_all_reduce_start;
+    m->base.wait = nccl_wait;
     m->base.all_gather_f32 = nccl_all_gather;
     m->base.reduce_scatter_f32 = nccl_reduce_scatter;
     m->base.broadcast = nccl_broadcast;

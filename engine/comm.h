@@ -23,6 +23,15 @@
 
 typedef enum { TC_REDUCE_SUM = 0, TC_REDUCE_AVG = 1 } tc_reduce_op;
 
+/* a started all-reduce (all_reduce_start): finish it with wait before the
+ * buffer is read or written again; the handle is the implementation's */
+typedef struct {
+    float *buf;
+    size_t count;
+    int op, active;
+    unsigned char handle[64];
+} tc_comm_request;
+
 typedef struct tc_comm tc_comm;
 struct tc_comm {
     const char *name; /* "single", "mpi", "nccl" */
@@ -30,6 +39,13 @@ struct tc_comm {
     int local_rank, local_size; /* on this machine: picks the GPU */
 
     tc_status (*all_reduce_f32)(tc_comm *c, float *buf, size_t count, tc_reduce_op op);
+    /* the same, started now and finished by wait: on the GPU it runs on a
+     * stream of its own after the work queued so far, and wait makes later
+     * work wait for it (events, no host synchronisation), so it overlaps
+     * whatever is queued in between (the other tower's backward) */
+    tc_status (*all_reduce_start)(tc_comm *c, float *buf, size_t count, tc_reduce_op op,
+                                  tc_comm_request *req);
+    tc_status (*wait)(tc_comm *c, tc_comm_request *req);
     /* send (count) -> recv (world*count); send may not alias recv */
     tc_status (*all_gather_f32)(tc_comm *c, const float *send, float *recv, size_t count);
     /* send (world*count) -> recv (count), summed or averaged over ranks */

@@ -32,6 +32,7 @@ struct tc_trainer {
     float *dimg_all, *dtxt_all;        /* (W*b, E) column gradients of this rank's loss */
     float *cols;                       /* (b, E) the columns' gradients reduced to their owner */
     float *one;                        /* device 1.0f: the add of cols through gemm */
+    size_t v_lo, v_hi;                 /* the image tower's gradients: one contiguous bucket */
 };
 
 tc_optim_config tc_optim_default(void) {
@@ -187,6 +188,22 @@ tc_status tc_trainer_set_comm(tc_trainer *t, tc_comm *comm) {
         (s = trainer_alloc(t, (void **)&t->one, sizeof(float))) != TC_OK)
         return s;
     be->fill_f32(be, t->one, 1.0f, 1);
+    /* the image tower's parameters (a contiguous run in open_clip order) are
+     * a bucket of their own, all-reduced while the text tower's backward runs */
+    const tc_param_layout *L = tc_model_layout(t->student);
+    size_t lo = L->total, hi = 0, n = 0;
+    for (int i = 0; i < L->count; i++) {
+        const tc_param_info *p = &L->params[i];
+        if (p->tower != TC_TOWER_VISION) continue;
+        if (p->offset < lo) lo = p->offset;
+        if (p->offset + p->count > hi) hi = p->offset + p->count;
+        n += p->count;
+    }
+    t->v_lo = t->v_hi = 0;
+    if (n > 0 && hi - lo == n) {
+        t->v_lo = lo;
+        t->v_hi = hi;
+    }
     t->comm = comm;
     return TC_OK;
 }
@@ -252,10 +269,27 @@ static tc_status forward_backward_dp(tc_trainer *t, const float *images, const i
     if (!backward) return TC_OK;
     TC_TRY(return_column_grads(t, t->dimg, t->dimg_all, B, E));
     TC_TRY(return_column_grads(t, t->dtxt, t->dtxt_all, B, E));
+    /* DDP: the gradient of the mean over ranks of the per-rank losses, in
+     * buckets: the image tower's while the text tower's backward runs, then
+     * the rest (text tower, logit scale) */
+    float *g = tc_model_grads(st);
+    size_t P = L->total;
+    tc_comm_request req[3];
+    memset(req, 0, sizeof req);
     TC_TRY(tc_model_backward_image(st, t->dimg));
+    if (t->v_hi > t->v_lo)
+        TC_TRY(comm->all_reduce_start(comm, g + t->v_lo, t->v_hi - t->v_lo, TC_REDUCE_AVG,
+                                      &req[0]));
     TC_TRY(tc_model_backward_text(st, t->dtxt));
-    /* DDP: the gradient of the mean over ranks of the per-rank losses */
-    return comm->all_reduce_f32(comm, tc_model_grads(st), L->total, TC_REDUCE_AVG);
+    if (t->v_hi > t->v_lo) {
+        if (t->v_lo > 0) TC_TRY(comm->all_reduce_start(comm, g, t->v_lo, TC_REDUCE_AVG, &req[1]));
+        if (P > t->v_hi)
+            TC_TRY(comm->all_reduce_start(comm, g + t->v_hi, P - t->v_hi, TC_REDUCE_AVG, &req[2]));
+    } else {
+        TC_TRY(comm->all_reduce_start(comm, g, P, TC_REDUCE_AVG, &req[1]));
+    }
+    for (int k = 0; k < 3; k++) TC_TRY(comm->wait(comm, &req[k]));
+    return TC_OK;
 }
 
 void tc_trainer_reset_optimizer(tc_trainer *t) {

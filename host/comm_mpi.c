@@ -19,14 +19,13 @@ static int env_int(const char *name) {
 
 int tc_comm_launched_world(void) {
     /* Open MPI, MPICH/Hydra and Intel MPI, PMIx launchers, Slurm's srun */
+    /* SLURM_STEP_NUM_TASKS, not SLURM_NTASKS: the latter is also set in an
+     * sbatch script or salloc shell that did not start the tasks */
     const char *vars[] = {"OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_SIZE", "MPI_LOCALNRANKS",
-                          "SLURM_NTASKS"};
+                          "SLURM_STEP_NUM_TASKS"};
     for (size_t i = 0; i < sizeof vars / sizeof vars[0]; i++) {
         int n = env_int(vars[i]);
-        if (n <= 0) continue;
-        /* SLURM_NTASKS is set in an salloc shell too; only srun sets SLURM_PROCID per task */
-        if (strcmp(vars[i], "SLURM_NTASKS") == 0 && !getenv("SLURM_STEP_ID")) continue;
-        return n;
+        if (n > 0) return n;
     }
     return 1;
 }
@@ -207,6 +206,33 @@ static tc_status mpi_all_reduce(tc_comm *c, float *buf, size_t count, tc_reduce_
     return TC_OK;
 }
 
+static tc_status mpi_all_reduce_start(tc_comm *c, float *buf, size_t count, tc_reduce_op op,
+                                      tc_comm_request *req) {
+    mpi_comm *m = (mpi_comm *)c;
+    _Static_assert(sizeof(MPI_Request) <= sizeof req->handle, "MPI_Request fits the handle");
+    TC_TRY(check_count(m, count, "all_reduce"));
+    MPI_Request r;
+    TC_TRY(check(m, MPI_Iallreduce(MPI_IN_PLACE, buf, (int)count, MPI_FLOAT, MPI_SUM, m->world, &r),
+                 "all_reduce"));
+    memcpy(req->handle, &r, sizeof r);
+    req->buf = buf;
+    req->count = count;
+    req->op = op;
+    req->active = 1;
+    return TC_OK;
+}
+
+static tc_status mpi_wait(tc_comm *c, tc_comm_request *req) {
+    mpi_comm *m = (mpi_comm *)c;
+    if (!req->active) return TC_OK;
+    MPI_Request r;
+    memcpy(&r, req->handle, sizeof r);
+    req->active = 0;
+    TC_TRY(wait_request(m, &r, "all_reduce"));
+    if (req->op == TC_REDUCE_AVG) scale(req->buf, req->count, 1.0f / (float)c->world_size);
+    return TC_OK;
+}
+
 static tc_status mpi_all_gather(tc_comm *c, const float *send, float *recv, size_t count) {
     mpi_comm *m = (mpi_comm *)c;
     TC_TRY(check_count(m, count * (size_t)c->world_size, "all_gather"));
@@ -310,6 +336,8 @@ tc_status tc_comm_mpi_create(tc_comm **out) {
     m->timeout = t > 0 ? t : 45.0;
     m->base.name = "mpi";
     m->base.all_reduce_f32 = mpi_all_reduce;
+    m->base.all_reduce_start = mpi_all_reduce_start;
+    m->base.wait = mpi_wait;
     m->base.all_gather_f32 = mpi_all_gather;
     m->base.reduce_scatter_f32 = mpi_reduce_scatter;
     m->base.broadcast = mpi_broadcast;
