@@ -151,6 +151,17 @@ void tc_trainer_set_optim(tc_trainer *t, const tc_optim_config *optim) {
         if (t->segs[i].weight_decay != 0.0f) t->segs[i].weight_decay = optim->weight_decay;
 }
 
+size_t tc_trainer_device_bytes(const tc_trainer *t) {
+    size_t P = tc_model_layout(t->student)->total, b = (size_t)t->max_batch;
+    size_t E = (size_t)tc_model_cfg(t->student)->embed_dim;
+    size_t TE = t->teacher ? (size_t)tc_model_cfg(t->teacher)->embed_dim : 0;
+    size_t W = t->comm ? (size_t)t->comm->world_size : 1;
+    size_t rows = 2 * b * W * b * (t->teacher ? 3 : 2); /* sim, dsim, teacher sim */
+    size_t floats = 2 * P + rows + 2 * b * E + S_COUNT;
+    if (W > 1) floats += 4 * W * b * E + 2 * W * b * TE + b * E + 1;
+    return floats * sizeof(float);
+}
+
 static int distributed(const tc_trainer *t) { return t->comm && t->comm->world_size > 1; }
 
 tc_status tc_trainer_set_comm(tc_trainer *t, tc_comm *comm) {

@@ -87,6 +87,9 @@ float tc_trainer_clip_coefficient(const tc_trainer *t, double extra_sum_sq);
  * caller averages them (host/scheduler.c). */
 tc_status tc_trainer_set_comm(tc_trainer *t, tc_comm *comm);
 
+/* bytes the trainer holds on its backend (moments, loss and gather buffers) */
+size_t tc_trainer_device_bytes(const tc_trainer *t);
+
 /* loss and feature gradients without an update (for tests and evaluation);
  * data parallel: the loss and the parameter gradients are the reduced ones */
 tc_status tc_trainer_loss(tc_trainer *t, const float *images, const int32_t *ids, int B,

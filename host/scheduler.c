@@ -1080,6 +1080,14 @@ static tc_status run_stage(run_ctx *c, int i) {
         r.meta.masked = r.masked;
     }
     host_model_free(&r.init);
+    if (s == TC_OK && c->world > 1) {
+        double mib = 1.0 / (1024.0 * 1024.0);
+        logf_run(c, "stage %s: device memory per process: student %.1f MiB, teacher %.1f MiB, "
+                 "optimizer and loss buffers %.1f MiB",
+                 st->name, tc_model_device_bytes(r.student) * mib,
+                 r.teacher ? tc_model_device_bytes(r.teacher) * mib : 0.0,
+                 tc_trainer_device_bytes(r.trainer) * mib);
+    }
     if (s == TC_OK) s = open_loader(&r, ckpt[0] ? &r.meta.cursor : NULL);
     stage_path(c, i, "metrics.jsonl", path);
     if (s == TC_OK && c->rank == 0) s = tc_metrics_truncate_after(path, r.meta.step);
