@@ -8,7 +8,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 THREADS=${1:-2}
 PY=${2:-/opt/tcvenv/bin/python}
-BIN=./build/tinyclip
+BIN=${TINYCLIP:-./build/tinyclip}
 run() { # model batch mode [teacher]
   local model=$1 batch=$2 mode=$3 teacher=${4:-}
   local targs=() pargs=()

@@ -6,6 +6,8 @@
  * the rows in order, so it does not depend on the thread count. */
 #include <cblas.h>
 
+#include <string.h>
+
 #include "cpu_internal.h"
 
 /* columns of dbias owned by one thread; a multiple of the SIMD width */
@@ -22,18 +24,19 @@ void tc_cpu_linear_forward(tc_backend *b, tc_act *out, const tc_act *inp, const 
                 o[(size_t)n * OC + j] = bias ? TC_CF(bias)[j] : 0.0f;
         return;
     }
-    /* out (N,OC) = inp (N,C) . op(w) */
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, w_trans ? CblasNoTrans : CblasTrans, N, OC, C, 1.0f,
-                TC_CF(inp), C, TC_CF(w), w_trans ? OC : C, 0.0f, o, OC);
-    if (!bias) return;
-    const float *bs = TC_CF(bias);
-    int nt = tc_cpu_threads(b);
+    /* out (N,OC) = bias + inp (N,C) . op(w): the bias rows are written first
+     * and sgemm accumulates into them (beta 1), one pass over out instead of
+     * sgemm's own beta-0 clearing pass plus a bias pass */
+    float beta = 0.0f;
+    if (bias) {
+        const float *bs = TC_CF(bias);
+        int nt = tc_cpu_threads(b);
 #pragma omp parallel for schedule(static) num_threads(nt) if ((size_t)N * OC > 32768)
-    for (int n = 0; n < N; n++) {
-        float *row = o + (size_t)n * OC;
-        for (int j = 0; j < OC; j++)
-            row[j] += bs[j];
+        for (int n = 0; n < N; n++) memcpy(o + (size_t)n * OC, bs, (size_t)OC * sizeof(float));
+        beta = 1.0f;
     }
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, w_trans ? CblasNoTrans : CblasTrans, N, OC, C, 1.0f,
+                TC_CF(inp), C, TC_CF(w), w_trans ? OC : C, beta, o, OC);
 }
 
 void tc_cpu_linear_backward(tc_backend *b, tc_act *dinp, float *dw, float *dbias,
