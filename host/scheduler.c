@@ -31,7 +31,6 @@
 #include "comm_mpi.h"
 #if defined(TC_HAVE_CUDA) && defined(TC_HAVE_NCCL) && defined(TC_HAVE_MPI)
 #include "comm_nccl.h"
-#include "tc_cuda.h"
 #endif
 #include "fileio.h"
 #include "flops.h"
@@ -50,6 +49,9 @@
 #include "train.h"
 #include "zeroshot.h"
 #include "zeroshot_templates.h"
+#ifdef TC_HAVE_CUDA
+#include "tc_cuda.h"
+#endif
 
 #define PATH_CAP 1024
 
@@ -704,6 +706,11 @@ static tc_status open_loader(stage_run *r, const tc_loader_cursor *resume) {
                      : e->train.source == TC_EXP_DATA_CSV  ? "csv"
                                                            : "wds";
     if (e->train.source == TC_EXP_DATA_FMNIST && e->train.path) lc.source.fmnist_dir = e->train.path;
+#ifdef TC_HAVE_CUDA
+    /* batches in page-locked memory: uploads to the GPU without a staging copy */
+    if (strncmp(r->c->be->name, "cuda", 4) == 0 && tc_cuda_pinned_allocator(&lc.allocator) != TC_OK)
+        memset(&lc.allocator, 0, sizeof lc.allocator);
+#endif
     if (e->train.source == TC_EXP_DATA_CSV) {
         lc.source.csv_sep = e->train.csv_separator;
         lc.source.csv_img_key = e->train.csv_img_key;
