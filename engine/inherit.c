@@ -4,7 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-tc_inherit_options tc_inherit_defaults(void) { return (tc_inherit_options){1, 1}; }
+tc_inherit_options tc_inherit_defaults(void) { return (tc_inherit_options){.vision = 1, .text = 1}; }
 
 tc_status tc_inherit_layer_map(int teacher_depth, int student_depth, int *idx) {
     if (teacher_depth < 0 || student_depth < 0 || teacher_depth > TC_MAX_LAYERS ||
@@ -110,6 +110,21 @@ static tc_status inherit_tensor(const tc_param_info *sp, float *student, const t
     return TC_OK;
 }
 
+/* the teacher layer of each student layer: an explicit list, checked, or interval_front */
+static tc_status layer_map(int teacher_depth, int student_depth, const int *list, int n, int *idx) {
+    if (!list) return tc_inherit_layer_map(teacher_depth, student_depth, idx);
+    if (n != student_depth)
+        return tc_fail(TC_ERR_CONFIG, "the layer list has %d entries for a student of %d layers", n,
+                       student_depth);
+    for (int i = 0; i < n; i++) {
+        if (list[i] < 0 || list[i] >= teacher_depth)
+            return tc_fail(TC_ERR_CONFIG, "layer list entry %d is %d, outside the teacher's 0..%d", i,
+                           list[i], teacher_depth - 1);
+        idx[i] = list[i];
+    }
+    return TC_OK;
+}
+
 tc_status tc_inherit_manual(const tc_model_config *teacher_cfg, const tc_param_layout *tl,
                             const float *teacher_params, const tc_model_config *student_cfg,
                             const tc_param_layout *sl, float *student_params,
@@ -117,13 +132,13 @@ tc_status tc_inherit_manual(const tc_model_config *teacher_cfg, const tc_param_l
     tc_inherit_options o = opt ? *opt : tc_inherit_defaults();
     int vmap[TC_MAX_LAYERS], tmap[TC_MAX_LAYERS];
     if (o.vision) {
-        tc_status st = tc_inherit_layer_map(teacher_cfg->vision.layers, student_cfg->vision.layers,
-                                            vmap);
+        tc_status st = layer_map(teacher_cfg->vision.layers, student_cfg->vision.layers,
+                                 o.vision_layers, o.n_vision_layers, vmap);
         if (st != TC_OK) return tc_fail_context(st, "vision tower");
     }
     if (o.text) {
-        tc_status st =
-            tc_inherit_layer_map(teacher_cfg->text.layers, student_cfg->text.layers, tmap);
+        tc_status st = layer_map(teacher_cfg->text.layers, student_cfg->text.layers, o.text_layers,
+                                 o.n_text_layers, tmap);
         if (st != TC_OK) return tc_fail_context(st, "text tower");
     }
     for (int i = 0; i < sl->count; i++) {

@@ -26,6 +26,10 @@ typedef struct {
     int vision; /* 1: inherit the vision tower (visual.*) */
     int text;   /* 1: inherit the text tower (transformer.*, token/positional
                  * embedding, ln_final, text_projection) */
+    /* explicit teacher layer per student layer instead of interval_front
+     * (NULL: interval_front); n must equal the student's depth */
+    const int *vision_layers, *text_layers;
+    int n_vision_layers, n_text_layers;
 } tc_inherit_options;
 
 /* both towers */

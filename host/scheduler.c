@@ -613,11 +613,15 @@ static tc_status build_student(stage_run *r) {
             tc_inherit_options o = tc_inherit_defaults();
             o.vision = st->inherit.vision.inherit;
             o.text = st->inherit.text.inherit;
-            if (st->inherit.vision.layers == TC_EXP_LAYERS_LIST || st->inherit.text.layers == TC_EXP_LAYERS_LIST)
-                s = tc_fail(TC_ERR_UNSUPPORTED, "stage %s: explicit layer lists are not supported by manual inheritance yet; use interval_front",
-                            st->name);
-            else
-                s = tc_inherit_manual(&parent.cfg, &parent.layout, parent.params, &r->init.cfg,
+            if (st->inherit.vision.layers == TC_EXP_LAYERS_LIST) {
+                o.vision_layers = st->inherit.vision.layer_list;
+                o.n_vision_layers = st->inherit.vision.n_layers;
+            }
+            if (st->inherit.text.layers == TC_EXP_LAYERS_LIST) {
+                o.text_layers = st->inherit.text.layer_list;
+                o.n_text_layers = st->inherit.text.n_layers;
+            }
+            s = tc_inherit_manual(&parent.cfg, &parent.layout, parent.params, &r->init.cfg,
                                   &r->init.layout, r->init.params, &o);
         }
         host_model_free(&parent);

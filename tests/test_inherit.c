@@ -186,7 +186,7 @@ static void test_vit_b32_to_40m(void **state) {
     /* only one tower */
     for (int k = 0; k < 2; k++) {
         for (size_t i = 0; i < sl.total; i++) student[i] = sentinel;
-        tc_inherit_options o = {k == 0, k == 1};
+        tc_inherit_options o = {.vision = k == 0, .text = k == 1};
         assert_int_equal(tc_inherit_manual(&tc, &tl, teacher, &sc, &sl, student, &o), TC_OK);
         check_inherited(&tl, &sl, student, vmap, tmap, k == 0, k == 1, sentinel);
         assert_true(student[sl.logit_scale] == sentinel);
@@ -236,7 +236,7 @@ static void small_pair(tc_model_config *t, tc_model_config *s, int student_text_
     s->embed_dim = 24;
 }
 
-static void run_small(int student_layers, const int *tmap) {
+static void run_small_with(int student_layers, const int *tmap, const tc_inherit_options *opt) {
     tc_model_config tc, sc;
     small_pair(&tc, &sc, student_layers);
     tc_param_layout tl, sl;
@@ -245,9 +245,38 @@ static void run_small(int student_layers, const int *tmap) {
     float *teacher = teacher_buffer(&tl);
     float *student = malloc(sl.total * sizeof *student);
     for (size_t i = 0; i < sl.total; i++) student[i] = 0.5f;
-    assert_int_equal(tc_inherit_manual(&tc, &tl, teacher, &sc, &sl, student, NULL), TC_OK);
+    assert_int_equal(tc_inherit_manual(&tc, &tl, teacher, &sc, &sl, student, opt), TC_OK);
     int vmap[2] = {0, 2};
     check_inherited(&tl, &sl, student, vmap, tmap, 1, 1, 0.5f);
+    free(student);
+    free(teacher);
+    tc_param_layout_free(&tl);
+    tc_param_layout_free(&sl);
+}
+
+static void run_small(int student_layers, const int *tmap) { run_small_with(student_layers, tmap, NULL); }
+
+/* an explicit teacher layer per student layer instead of interval_front */
+static void test_explicit_layer_list(void **state) {
+    (void)state;
+    int list[3] = {11, 5, 2};
+    tc_inherit_options o = tc_inherit_defaults();
+    o.text_layers = list;
+    o.n_text_layers = 3;
+    run_small_with(3, list, &o);
+    /* wrong length and out-of-range entries are errors */
+    tc_model_config tc, sc;
+    small_pair(&tc, &sc, 3);
+    tc_param_layout tl, sl;
+    assert_int_equal(tc_param_layout_build(&tl, &tc), TC_OK);
+    assert_int_equal(tc_param_layout_build(&sl, &sc), TC_OK);
+    float *teacher = teacher_buffer(&tl), *student = calloc(sl.total, sizeof(float));
+    o.n_text_layers = 2;
+    assert_int_equal(tc_inherit_manual(&tc, &tl, teacher, &sc, &sl, student, &o), TC_ERR_CONFIG);
+    int bad[3] = {0, 12, 1};
+    o.text_layers = bad;
+    o.n_text_layers = 3;
+    assert_int_equal(tc_inherit_manual(&tc, &tl, teacher, &sc, &sl, student, &o), TC_ERR_CONFIG);
     free(student);
     free(teacher);
     tc_param_layout_free(&tl);
@@ -342,6 +371,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_layer_maps),
         cmocka_unit_test(test_small_12_to_9_and_3),
+        cmocka_unit_test(test_explicit_layer_list),
         cmocka_unit_test(test_irregular_teacher),
         cmocka_unit_test(test_errors),
         cmocka_unit_test(test_vit_b32_to_40m),
