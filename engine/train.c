@@ -232,6 +232,21 @@ static tc_status return_column_grads(tc_trainer *t, float *drows, const float *d
 }
 
 /* the data-parallel forward and backward of forward_backward */
+/* the frozen teacher's features of this process's batch; its logit scale is
+ * fixed (method §1.2: fill_(log 50) before its forward) */
+static tc_status teacher_forward(tc_trainer *t, const float *images, const int32_t *ids, int B,
+                                 tc_loss_features *tf, int *TE, float **tscale) {
+    tc_model *te = t->teacher;
+    *TE = tc_model_cfg(te)->embed_dim;
+    *tscale = tc_model_params(te) + tc_model_layout(te)->logit_scale;
+    t->be->fill_f32(t->be, *tscale, logf(t->loss.teacher_logit_scale), 1);
+    TC_TRY(tc_model_encode_image(te, images, B));
+    TC_TRY(tc_model_encode_text(te, ids, B));
+    tf->img = tc_model_image_features(te);
+    tf->txt = tc_model_text_features(te);
+    return TC_OK;
+}
+
 static tc_status forward_backward_dp(tc_trainer *t, const float *images, const int32_t *ids,
                                      int B, int backward) {
     tc_backend *be = t->be;
@@ -243,14 +258,8 @@ static tc_status forward_backward_dp(tc_trainer *t, const float *images, const i
     tc_loss_features tf, *teacher = NULL;
     const float *teacher_scale = NULL;
     if (t->teacher && t->loss.w_distill != 0.0f) {
-        tc_model *te = t->teacher;
-        TE = tc_model_cfg(te)->embed_dim;
-        float *tscale = tc_model_params(te) + tc_model_layout(te)->logit_scale;
-        be->fill_f32(be, tscale, logf(t->loss.teacher_logit_scale), 1);
-        TC_TRY(tc_model_encode_image(te, images, B));
-        TC_TRY(tc_model_encode_text(te, ids, B));
-        tf.img = tc_model_image_features(te);
-        tf.txt = tc_model_text_features(te);
+        float *tscale;
+        TC_TRY(teacher_forward(t, images, ids, B, &tf, &TE, &tscale));
         TC_TRY(comm->all_gather_f32(comm, tf.img, t->timg_all, (size_t)B * TE));
         TC_TRY(comm->all_gather_f32(comm, tf.txt, t->ttxt_all, (size_t)B * TE));
         tf.img_all = t->timg_all;
@@ -324,15 +333,10 @@ static tc_status forward_backward(tc_trainer *t, const float *images, const int3
     tc_loss_features tf, *teacher = NULL;
     const float *teacher_scale = NULL;
     if (t->teacher && t->loss.w_distill != 0.0f) {
-        tc_model *te = t->teacher;
-        TE = tc_model_cfg(te)->embed_dim;
-        /* the teacher's scale is fixed (method §1.2: fill_(log 50) before its forward) */
-        float *tscale = tc_model_params(te) + tc_model_layout(te)->logit_scale;
-        be->fill_f32(be, tscale, logf(t->loss.teacher_logit_scale), 1);
-        TC_TRY(tc_model_encode_image(te, images, B));
-        TC_TRY(tc_model_encode_text(te, ids, B));
-        tf.img = tf.img_all = tc_model_image_features(te);
-        tf.txt = tf.txt_all = tc_model_text_features(te);
+        float *tscale;
+        TC_TRY(teacher_forward(t, images, ids, B, &tf, &TE, &tscale));
+        tf.img_all = tf.img;
+        tf.txt_all = tf.txt;
         teacher = &tf;
         teacher_scale = tscale;
     }
