@@ -24,6 +24,7 @@
 #include <math.h>
 
 #include "attention_common.h"
+#include "attention_mma.cuh"
 
 template <typename T, int HS>
 __global__ void __launch_bounds__(att_cfg<HS>::THREADS)
@@ -226,6 +227,10 @@ void tc_cuda_attention_backward(tc_backend *b, tc_act *dqkv, const tc_act *dout,
     TC_CU_REQUIRE(cu, B <= 65535 && NH <= 65535,
                   "cuda attention_backward: B=%d NH=%d over the grid", B, NH);
     TC_CU_REQUIRE(cu, lse != NULL, "cuda attention_backward: lse is NULL");
+    /* tensor cores (bf16 mode, TINYCLIP_ATTENTION=mma) where they cover the call */
+    if (tc_cuda_attention_mma_selected(cu) &&
+        tc_cuda_attention_backward_mma(cu, dqkv, dout, qkv, out, lse, B, T, NH, HS, causal))
+        return;
     TC_ACT_DISPATCH(cu, launch_attention_backward, cu, dqkv, dout, qkv, out, lse, B, T, NH, HS,
                     causal);
 }

@@ -21,6 +21,7 @@
 #include <math.h>
 
 #include "attention_common.h"
+#include "attention_mma.cuh"
 
 template <typename T, int HS>
 __global__ void __launch_bounds__(att_cfg<HS>::THREADS)
@@ -136,5 +137,9 @@ void tc_cuda_attention_forward(tc_backend *b, tc_act *out, float *lse, const tc_
     TC_CU_REQUIRE(cu, B <= 65535 && NH <= 65535, "cuda attention_forward: B=%d NH=%d over the grid",
                   B, NH);
     TC_CU_REQUIRE(cu, lse != NULL, "cuda attention_forward: lse is NULL");
+    /* tensor cores (bf16 mode, TINYCLIP_ATTENTION=mma) where they cover the call */
+    if (tc_cuda_attention_mma_selected(cu) &&
+        tc_cuda_attention_forward_mma(cu, out, lse, qkv, B, T, NH, HS, causal))
+        return;
     TC_ACT_DISPATCH(cu, launch_attention_forward, cu, out, lse, qkv, B, T, NH, HS, causal);
 }
