@@ -742,6 +742,159 @@ static void test_attention(void **state) {
     }
 }
 
+/* the tensor-core attention kernels (cuda/attention_forward_mma.cu,
+ * attention_backward_mma.cu), selected with TINYCLIP_ATTENTION=mma in the
+ * bf16 mode, against the CPU backend; the FMA kernels run on the same inputs
+ * in the same test, so one run covers both paths.
+ *
+ * tolerance: TOL_BF16 (1e-2 of the tensor maximum) for out, dq, dk, dv and
+ * TOL_F32_IN_MIXED (1e-4) for lse. the mma kernels multiply the same bf16
+ * inputs exactly (bf16 x bf16 products are exact in fp32, accumulated in
+ * fp32), so S, dP, D, lse and the softmax statistics differ from the CPU only
+ * in summation order (lse: 1e-4 as for the FMA kernels). on top of the FMA
+ * kernels' error they round P (forward, dV) and dS (dK, dQ) to bf16 as mma
+ * operands: a relative error of at most 2^-9 per term. for out this is
+ * bounded by 2^-9 sum_j P_ij |v_j| <= 2^-9 max|v| (P sums to 1), i.e. <= 2e-3
+ * of max|v| (~4e-3 of max|out| here, where averaging makes max|out| about half of
+ * max|v|), plus the final bf16 rounding (2^-9, 2e-3): <= 6e-3 in the worst
+ * case. for dV, dK, dQ the per-term errors have random signs, so they add
+ * as sqrt of the sum of squares: about 2^-9 / sqrt(3) ~ 1e-3 of a typical
+ * element, a few 1e-3 of the maximum with the final rounding. 1e-2 leaves
+ * margin over both; an indexing fault (a wrong row, column, or fragment
+ * element) gives errors of order 1.
+ *
+ * for T >= 32 the mma forward's output must differ from the FMA forward's in
+ * at least one element: with P rounded to bf16 identical tensors would mean
+ * the mma path did not run (a silent fallback; with one token both give v). the mma backward takes the FMA forward's
+ * lse and the FMA backward the mma forward's lse (the lse meaning is shared).
+ * fp32 mode: the selection must leave the FMA kernels in place (checked on one
+ * shape against the CPU with the fp32 tolerance). */
+static void select_attention_mma(int on) {
+    if (on)
+        setenv("TINYCLIP_ATTENTION", "mma", 1);
+    else
+        unsetenv("TINYCLIP_ATTENTION");
+}
+
+static void run_attention_mma(const att_case *k) {
+    const int B = k->B, T = k->T, NH = k->NH, HS = k->HS, A = NH * HS;
+    const size_t nqkv = (size_t)B * T * 3 * A, no = (size_t)B * T * A, nl = (size_t)B * NH * T;
+    float *qkv = rand_act(nqkv, 2.0f), *dout = rand_act(no, 1.0f);
+
+    /* CPU reference: forward, then the backward from the forward's rounded output */
+    tc_act *cq = put_act(g_cpu, qkv, nqkv), *cdo = put_act(g_cpu, dout, no);
+    tc_act *co = balloc(g_cpu, no * 4), *cdq = balloc(g_cpu, nqkv * 4);
+    float *cl = balloc(g_cpu, nl * 4);
+    g_cpu->attention_forward(g_cpu, co, cl, cq, B, T, NH, HS, k->causal);
+    float *r_o = hmalloc(no * 4), *r_l = hmalloc(nl * 4), *r_dq = hmalloc(nqkv * 4);
+    get_act(g_cpu, r_o, co, no);
+    get_f32(g_cpu, r_l, cl, nl);
+    float *o_in = hmalloc(no * 4);
+    for (size_t i = 0; i < no; i++)
+        o_in[i] = g_fp32 ? r_o[i] : bf16_round(r_o[i]);
+    tc_act *co2 = put_act(g_cpu, o_in, no);
+    g_cpu->attention_backward(g_cpu, cdq, cdo, cq, co2, cl, B, T, NH, HS, k->causal);
+    get_act(g_cpu, r_dq, cdq, nqkv);
+
+    tc_act *gq = put_act(g_gpu, qkv, nqkv), *gdo = put_act(g_gpu, dout, no);
+    tc_act *go2 = put_act(g_gpu, o_in, no);
+    /* FMA forward (its output and lse) */
+    select_attention_mma(0);
+    tc_act *go_f = gpu_out_act(no);
+    float *gl_f = gpu_out_f32(nl);
+    g_gpu->attention_forward(g_gpu, go_f, gl_f, gq, B, T, NH, HS, k->causal);
+    bsync(g_gpu, "cuda attention_forward (fma)");
+    /* mma forward, and the mma backward from the FMA forward's lse */
+    select_attention_mma(1);
+    tc_act *go = gpu_out_act(no), *gdq = gpu_out_act(nqkv);
+    float *gl = gpu_out_f32(nl);
+    g_gpu->attention_forward(g_gpu, go, gl, gq, B, T, NH, HS, k->causal);
+    bsync(g_gpu, "cuda attention_forward (mma)");
+    g_gpu->attention_backward(g_gpu, gdq, gdo, gq, go2, gl_f, B, T, NH, HS, k->causal);
+    bsync(g_gpu, "cuda attention_backward (mma)");
+    float *o = hmalloc(no * 4), *o_f = hmalloc(no * 4), *l = hmalloc(nl * 4);
+    float *dq = hmalloc(nqkv * 4);
+    get_act(g_gpu, o, go, no);
+    get_act(g_gpu, o_f, go_f, no);
+    get_f32(g_gpu, l, gl, nl);
+    get_act(g_gpu, dq, gdq, nqkv);
+    printf("  attention mma B=%d T=%d NH=%d HS=%d causal=%d\n", B, T, NH, HS, k->causal);
+    expect_close("out (mma)", o, r_o, no, tol_act());
+    expect_close("lse (mma)", l, r_l, nl, tol_f32());
+    float *gp = hmalloc(no * 4), *rp = hmalloc(no * 4);
+    static const char *names[3] = {"dq (mma, fma lse)", "dk (mma, fma lse)", "dv (mma, fma lse)"};
+    for (int part = 0; part < 3; part++) {
+        for (size_t bt = 0; bt < (size_t)B * T; bt++) {
+            memcpy(gp + bt * A, dq + bt * 3 * A + (size_t)part * A, (size_t)A * 4);
+            memcpy(rp + bt * A, r_dq + bt * 3 * A + (size_t)part * A, (size_t)A * 4);
+        }
+        expect_close(names[part], gp, rp, no, tol_act());
+    }
+    if (!g_fp32 && T >= 32 && memcmp(o, o_f, no * 4) == 0)
+        fail_msg("attention mma: output identical to the FMA kernel's: the mma path did not run");
+
+    /* deterministic: a second mma backward gives the same bits */
+    float *dq2 = hmalloc(nqkv * 4);
+    poison(g_gpu, gdq, nqkv * g_gpu->act_bytes);
+    g_gpu->attention_backward(g_gpu, gdq, gdo, gq, go2, gl_f, B, T, NH, HS, k->causal);
+    get_act(g_gpu, dq2, gdq, nqkv);
+    expect_same_bits("attention dqkv (mma)", dq, dq2, nqkv);
+
+    /* the FMA backward from the mma forward's lse */
+    select_attention_mma(0);
+    poison(g_gpu, gdq, nqkv * g_gpu->act_bytes);
+    g_gpu->attention_backward(g_gpu, gdq, gdo, gq, go2, gl, B, T, NH, HS, k->causal);
+    bsync(g_gpu, "cuda attention_backward (fma, mma lse)");
+    get_act(g_gpu, dq2, gdq, nqkv);
+    expect_close("dqkv (fma, mma lse)", dq2, r_dq, nqkv, tol_act());
+}
+
+static void test_attention_mma(void **state) {
+    (void)state;
+    const char *prev = getenv("TINYCLIP_ATTENTION");
+    char saved[64] = "";
+    if (prev) snprintf(saved, sizeof saved, "%s", prev);
+    static const att_case fp32_case = {1, 77, 2, 64, 1};
+    static const att_case extra[] = {
+        {2, 77, 7, 64, 1},   /* pruned heads */
+        {2, 77, 8, 32, 1},   /* head size 32 */
+        {2, 197, 12, 32, 0}, /* head size 32 */
+        {1, 257, 8, 128, 1}, /* head size 128 */
+        {2, 77, 8, 128, 0},  /* head size 128 */
+        {1, 1, 3, 64, 1},    /* one token */
+    };
+    static const att_case quick[] = {{1, 70, 2, 64, 1}, {1, 33, 1, 128, 0}, {1, 20, 2, 32, 0}};
+    if (g_fp32) {
+        printf("  fp32 mode: TINYCLIP_ATTENTION=mma must leave the FMA kernels in place\n");
+        run_attention_mma(&fp32_case);
+        free_all();
+    } else if (g_quick) {
+        for (size_t i = 0; i < sizeof quick / sizeof *quick; i++) {
+            run_attention_mma(&quick[i]);
+            free_all();
+        }
+    } else {
+        /* T = 50 (ViT-B/32), 77 (text), 197 (ViT-B/16), 257 (the longest):
+         * last tiles of 50, 13, 5 and 1 rows; heads 8 and 12; full and causal */
+        static const int Ts[] = {50, 77, 197, 257};
+        for (int ti = 0; ti < 4; ti++)
+            for (int nh = 8; nh <= 12; nh += 4)
+                for (int causal = 0; causal <= 1; causal++) {
+                    att_case c = {Ts[ti] > 200 ? 1 : 2, Ts[ti], nh, 64, causal};
+                    run_attention_mma(&c);
+                    free_all();
+                }
+        for (size_t i = 0; i < sizeof extra / sizeof *extra; i++) {
+            run_attention_mma(&extra[i]);
+            free_all();
+        }
+    }
+    if (prev)
+        setenv("TINYCLIP_ATTENTION", saved, 1);
+    else
+        unsetenv("TINYCLIP_ATTENTION");
+}
+
 /* patchify and the vision embedding */
 static void test_vision_embed(void **state) {
     (void)state;
@@ -1197,6 +1350,8 @@ static void test_error_reporting(void **state) {
  * scripts/gpu_check.sh. host clock around synchronize(), after two warm-up
  * runs; each figure is the median of 5 repeats of `iters` launches. lines:
  *   BENCH|<name>|<ms per call>|<TFLOP/s>
+ * each attention shape is timed on the FMA kernels and, names ending in
+ * " [mma]", on the tensor-core kernels (TINYCLIP_ATTENTION=mma).
  * FLOP counts: attention forward 4 B NH T^2 HS (QK^T and PV), halved when
  * causal; backward 2.5x the forward (five T x T products instead of two, the
  * FlashAttention convention; our recomputation of the scores is not counted);
@@ -1327,12 +1482,22 @@ static int run_bench(void) {
         }
         double fwd_flops = 4.0 * a.B * a.NH * (double)a.T * a.T * a.HS * (a.causal ? 0.5 : 1.0);
         char name[96];
-        snprintf(name, sizeof name, "attention_fwd %s B=%d T=%d NH=%d%s", att[i].name, a.B, a.T,
-                 a.NH, a.causal ? " causal" : "");
-        bench_report(name, time_median(b, att_fwd, &a, 10), fwd_flops);
-        snprintf(name, sizeof name, "attention_fwd+bwd %s B=%d T=%d NH=%d%s", att[i].name, a.B, a.T,
-                 a.NH, a.causal ? " causal" : "");
-        bench_report(name, time_median(b, att_fwd_bwd, &a, 5), 3.5 * fwd_flops);
+        /* the FMA kernels, then the tensor-core kernels (TINYCLIP_ATTENTION=mma,
+         * lines tagged " [mma]") on the same shape and buffers */
+        for (int mma = 0; mma < 2; mma++) {
+            if (mma)
+                setenv("TINYCLIP_ATTENTION", "mma", 1);
+            else
+                unsetenv("TINYCLIP_ATTENTION");
+            const char *tag = mma ? " [mma]" : "";
+            snprintf(name, sizeof name, "attention_fwd %s B=%d T=%d NH=%d%s%s", att[i].name, a.B,
+                     a.T, a.NH, a.causal ? " causal" : "", tag);
+            bench_report(name, time_median(b, att_fwd, &a, 10), fwd_flops);
+            snprintf(name, sizeof name, "attention_fwd+bwd %s B=%d T=%d NH=%d%s%s", att[i].name,
+                     a.B, a.T, a.NH, a.causal ? " causal" : "", tag);
+            bench_report(name, time_median(b, att_fwd_bwd, &a, 5), 3.5 * fwd_flops);
+        }
+        unsetenv("TINYCLIP_ATTENTION");
         b->free(b, a.qkv);
         b->free(b, a.dout);
         b->free(b, a.out);
@@ -1441,6 +1606,7 @@ int main(int argc, char **argv) {
         TC_T(test_layernorm_masked),
         TC_T(test_gelu_add),
         TC_T(test_attention),
+        TC_T(test_attention_mma),
         TC_T(test_vision_embed),
         TC_T(test_token_embed),
         TC_T(test_pooling),
