@@ -50,9 +50,8 @@
 
 /* D = rowsum(dO * O) per (b, t, head), written (B, NH, T) */
 template <int HS>
-__global__ void attention_backward_mma_d_kernel(float *D, const att_bf16 *dout,
-                                                const att_bf16 *out, int Tn, int NH,
-                                                size_t rows) {
+__global__ void attention_backward_mma_d_kernel(float *D, const att_bf16 *dout, const att_bf16 *out,
+                                                int Tn, int NH, size_t rows) {
     const size_t idx = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (idx >= rows) return;
     const int h = (int)(idx % NH);
@@ -78,16 +77,16 @@ __global__ void attention_backward_mma_d_kernel(float *D, const att_bf16 *dout,
 template <int HS>
 __global__ void __launch_bounds__(ATT_MMA_THREADS)
     attention_backward_mma_dkv_kernel(att_bf16 *dqkv, const att_bf16 *dout, const att_bf16 *qkv,
-                                      const float *lse, const float *Dg, int Tn, int NH,
-                                      int causal, float scale, float scale_log2) {
+                                      const float *lse, const float *Dg, int Tn, int NH, int causal,
+                                      float scale, float scale_log2) {
     using cfg = att_mma_cfg<HS>;
     constexpr int ND = cfg::ND, NK = cfg::NK, TILE = cfg::TILE;
     constexpr int BR = ATT_MMA_ROWS;
     extern __shared__ uint4 att_dkv_smem[];
     att_bf16 *Ks = (att_bf16 *)att_dkv_smem;
     att_bf16 *Vs = Ks + TILE;
-    att_bf16 *Qs = Vs + TILE;      /* [2][BR][STR] */
-    att_bf16 *dOs = Qs + 2 * TILE; /* [2][BR][STR] */
+    att_bf16 *Qs = Vs + TILE;                 /* [2][BR][STR] */
+    att_bf16 *dOs = Qs + 2 * TILE;            /* [2][BR][STR] */
     float *lse_s = (float *)(dOs + 2 * TILE); /* [2][BR], times log2 e */
     float *D_s = lse_s + 2 * BR;              /* [2][BR] */
 
@@ -205,8 +204,8 @@ __global__ void __launch_bounds__(ATT_MMA_THREADS)
 template <int HS>
 __global__ void __launch_bounds__(ATT_MMA_THREADS)
     attention_backward_mma_dq_kernel(att_bf16 *dqkv, const att_bf16 *dout, const att_bf16 *qkv,
-                                     const float *lse, const float *Dg, int Tn, int NH,
-                                     int causal, float scale, float scale_log2) {
+                                     const float *lse, const float *Dg, int Tn, int NH, int causal,
+                                     float scale, float scale_log2) {
     using cfg = att_mma_cfg<HS>;
     constexpr int ND = cfg::ND, NK = cfg::NK, TILE = cfg::TILE;
     constexpr int BR = ATT_MMA_ROWS;
@@ -314,34 +313,24 @@ __global__ void __launch_bounds__(ATT_MMA_THREADS)
     }
 }
 
-/* see attention_forward_mma.cu */
-template <typename K> static bool att_mma_smem_opt_in_bwd(K kernel, size_t bytes) {
-    if (bytes <= 48 * 1024) return true;
-    if (cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes) ==
-        cudaSuccess)
-        return true;
-    (void)cudaGetLastError();
-    return false;
-}
-
 template <int HS>
-static bool launch_attention_backward_mma(tc_cuda_backend *cu, att_bf16 *dqkv,
-                                          const att_bf16 *dout, const att_bf16 *qkv,
-                                          const att_bf16 *out, const float *lse, int B, int Tn,
-                                          int NH, int causal) {
+static bool launch_attention_backward_mma(tc_cuda_backend *cu, att_bf16 *dqkv, const att_bf16 *dout,
+                                          const att_bf16 *qkv, const att_bf16 *out,
+                                          const float *lse, int B, int Tn, int NH, int causal) {
     const size_t tile_bytes = (size_t)att_mma_cfg<HS>::TILE * sizeof(att_bf16);
     const size_t smem_dkv = 6 * tile_bytes + 4 * ATT_MMA_ROWS * sizeof(float);
     const size_t smem_dq = 6 * tile_bytes;
     const size_t rows = (size_t)B * Tn * NH;
     if (rows * sizeof(float) > cu->scratch_bytes) return false;
-    if (!att_mma_smem_opt_in_bwd(attention_backward_mma_dkv_kernel<HS>, smem_dkv) ||
-        !att_mma_smem_opt_in_bwd(attention_backward_mma_dq_kernel<HS>, smem_dq))
+    if (!att_mma_smem_opt_in(attention_backward_mma_dkv_kernel<HS>, smem_dkv) ||
+        !att_mma_smem_opt_in(attention_backward_mma_dq_kernel<HS>, smem_dq))
         return false;
     float *D = (float *)cu->scratch;
     const float scale = 1.0f / sqrtf((float)HS);
 
     const unsigned dblocks = (unsigned)((rows + 255) / 256);
-    attention_backward_mma_d_kernel<HS><<<dblocks, 256, 0, cu->stream>>>(D, dout, out, Tn, NH, rows);
+    attention_backward_mma_d_kernel<HS>
+        <<<dblocks, 256, 0, cu->stream>>>(D, dout, out, Tn, NH, rows);
     if (!tc_cuda_launched(cu, "attention_backward mma D")) return true;
 
     dim3 grid((unsigned)((Tn + ATT_MMA_ROWS - 1) / ATT_MMA_ROWS), (unsigned)NH, (unsigned)B);

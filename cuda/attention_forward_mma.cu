@@ -192,17 +192,6 @@ bool tc_cuda_attention_mma_selected(const tc_cuda_backend *cu) {
     return s != NULL && strcmp(s, "mma") == 0;
 }
 
-/* sets the dynamic shared-memory limit of a kernel when it needs more than
- * the default 48 KiB; false (error cleared) when the device refuses */
-template <typename K> static bool att_mma_smem_opt_in(K kernel, size_t bytes) {
-    if (bytes <= 48 * 1024) return true;
-    if (cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes) ==
-        cudaSuccess)
-        return true;
-    (void)cudaGetLastError(); /* not sticky: drop it so the next launch check is clean */
-    return false;
-}
-
 template <int HS>
 static bool launch_attention_forward_mma(tc_cuda_backend *cu, att_bf16 *out, float *lse,
                                          const att_bf16 *qkv, int B, int Tn, int NH, int causal) {

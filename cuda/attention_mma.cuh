@@ -59,15 +59,15 @@
 
 typedef __nv_bfloat16 att_bf16;
 
-#define ATT_MMA_ROWS 64    /* query and key tile rows */
+#define ATT_MMA_ROWS 64     /* query and key tile rows */
 #define ATT_MMA_THREADS 128 /* 4 warps x 16 rows */
 #define ATT_LOG2E 1.4426950408889634f
 
 template <int HS> struct att_mma_cfg {
-    static constexpr int STR = HS + 8;       /* shared row stride, elements */
-    static constexpr int KS = HS / 16;       /* k-steps over the head dims */
-    static constexpr int ND = HS / 8;        /* n-tiles over the head dims */
-    static constexpr int NK = ATT_MMA_ROWS / 8; /* n-tiles over a key/query tile */
+    static constexpr int STR = HS + 8;              /* shared row stride, elements */
+    static constexpr int KS = HS / 16;              /* k-steps over the head dims */
+    static constexpr int ND = HS / 8;               /* n-tiles over the head dims */
+    static constexpr int NK = ATT_MMA_ROWS / 8;     /* n-tiles over a key/query tile */
     static constexpr int TILE = ATT_MMA_ROWS * STR; /* elements of one tile */
     static_assert(HS % 16 == 0 && HS >= 32 && HS <= 128, "attention mma head size");
     static_assert(ATT_MMA_THREADS == 4 * 32 && ATT_MMA_ROWS == 4 * 16, "4 warps x 16 rows");
@@ -156,7 +156,8 @@ __device__ __forceinline__ void att_ldsm_b(uint32_t (&r)[4], const att_bf16 *X, 
 template <int STR>
 __device__ __forceinline__ void att_ldsm_b_trans(uint32_t (&r)[4], const att_bf16 *X, int r0,
                                                  int c0, int lane) {
-    att_ldsm_x4_trans(r, X + (r0 + (lane & 7) + ((lane >> 3) & 1) * 8) * STR + c0 + (lane >> 4) * 8);
+    att_ldsm_x4_trans(r,
+                      X + (r0 + (lane & 7) + ((lane >> 3) & 1) * 8) * STR + c0 + (lane >> 4) * 8);
 }
 
 /* acc (16 x 8*NT, C fragments) += A (16 x HS, rows r0.. of X) B, B[k][n] = Y[n][k]
@@ -232,7 +233,21 @@ __device__ __forceinline__ void att_store2(att_bf16 *dst, float lo, float hi) {
     *(__nv_bfloat162 *)dst = __floats2bfloat162_rn(lo, hi);
 }
 
-/* ---- host side: what the FMA launchers call ---- */
+/* ---- host side ---- */
+
+/* raises a kernel's dynamic shared-memory limit when it needs more than the
+ * default 48 KiB; false (the error cleared, so the next launch check is
+ * clean) when the device refuses, and the caller falls back to FMA */
+template <typename K> static inline bool att_mma_smem_opt_in(K kernel, size_t bytes) {
+    if (bytes <= 48 * 1024) return true;
+    if (cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes) ==
+        cudaSuccess)
+        return true;
+    (void)cudaGetLastError();
+    return false;
+}
+
+/* what the FMA launchers call: */
 
 /* true when the tensor-core kernels are selected: the mixed (bf16) mode and
  * TINYCLIP_ATTENTION=mma in the environment (read at every call, so a test

@@ -227,6 +227,7 @@ extern "C" tc_status tc_backend_cuda_create(tc_backend **out, int device, int fp
         t->adamw_update = tc_cuda_adamw_update;
         t->clamp_f32 = tc_cuda_clamp_f32;
         t->all_finite = tc_cuda_all_finite;
+        t->step_gate = tc_cuda_step_gate;
         t->mask_cols_forward = tc_cuda_mask_cols_forward;
         t->mask_cols_backward = tc_cuda_mask_cols_backward;
         t->layernorm_masked_forward = tc_cuda_layernorm_masked_forward;

@@ -165,6 +165,41 @@ tc_status nccl_reduce_scatter(tc_comm *c, const float *send, float *recv, size_t
     return finish(m, r, "reduce_scatter");
 }
 
+/* NCCL has no v-collectives: a group of one rooted call per rank (a reduce
+ * to each block's owner, a broadcast from it), which NCCL runs as one */
+tc_status nccl_reduce_scatter_v(tc_comm *c, const float *send, float *recv, const size_t *counts,
+                                tc_reduce_op op) {
+    nccl_comm *m = (nccl_comm *)c;
+    TC_TRY(begin(m, "reduce_scatter_v"));
+    ncclResult_t r = ncclGroupStart();
+    size_t at = 0;
+    for (int k = 0; k < c->world_size && r == ncclSuccess; k++) {
+        if (counts[k] > 0)
+            r = ncclReduce(send + at, recv, counts[k], ncclFloat, ncclSum, k, m->nccl, m->stream);
+        at += counts[k];
+    }
+    ncclResult_t e = ncclGroupEnd();
+    if (r == ncclSuccess) r = e;
+    if (r == ncclSuccess && op == TC_REDUCE_AVG)
+        scale_async(m, recv, counts[c->rank], 1.0f / c->world_size);
+    return finish(m, r, "reduce_scatter_v");
+}
+
+tc_status nccl_all_gather_v(tc_comm *c, float *buf, const size_t *counts) {
+    nccl_comm *m = (nccl_comm *)c;
+    TC_TRY(begin(m, "all_gather_v"));
+    ncclResult_t r = ncclGroupStart();
+    size_t at = 0;
+    for (int k = 0; k < c->world_size && r == ncclSuccess; k++) {
+        if (counts[k] > 0)
+            r = ncclBroadcast(buf + at, buf + at, counts[k], ncclFloat, k, m->nccl, m->stream);
+        at += counts[k];
+    }
+    ncclResult_t e = ncclGroupEnd();
+    if (r == ncclSuccess) r = e;
+    return finish(m, r, "all_gather_v");
+}
+
 tc_status nccl_broadcast(tc_comm *c, void *buf, size_t bytes, int root) {
     nccl_comm *m = (nccl_comm *)c;
     if (root < 0 || root >= c->world_size)
@@ -259,6 +294,8 @@ extern "C" tc_status tc_comm_nccl_create(tc_comm **out, tc_comm *boot, tc_backen
     m->base.wait = nccl_wait;
     m->base.all_gather_f32 = nccl_all_gather;
     m->base.reduce_scatter_f32 = nccl_reduce_scatter;
+    m->base.reduce_scatter_v_f32 = nccl_reduce_scatter_v;
+    m->base.all_gather_v_f32 = nccl_all_gather_v;
     m->base.broadcast = nccl_broadcast;
     m->base.barrier = nccl_barrier;
     m->base.host_all_reduce_f64 = nccl_host_all_reduce;

@@ -215,6 +215,7 @@ void tc_cuda_clip_coefficient(tc_backend *b, float *scale, const float *sum_sq, 
 void tc_cuda_adamw_update(tc_backend *b, float *params, const float *grads, float *m, float *v,
                           tc_act *compute, const tc_param_segment *segs, int nseg,
                           tc_adamw_hparams hp, const float *grad_scale);
+void tc_cuda_step_gate(tc_backend *b, float *state);
 
 void tc_cuda_mask_cols_forward(tc_backend *b, tc_act *out, const tc_act *x, const float *z, int N,
                                int C, int group);

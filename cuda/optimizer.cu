@@ -87,10 +87,40 @@ __device__ __forceinline__ float lerp_f32(float self, float end, float w) {
     return fabsf(w) < 0.5f ? self + w * (end - self) : end - (end - self) * (1.0f - w);
 }
 
+/* the constants of one update from the hyper-parameters and the 1-based
+ * bias-correction step, in double as torch computes them on the host */
+__host__ __device__ adamw_consts adamw_make_consts(double lr, double beta1, double beta2, float eps,
+                                                   int step) {
+    const double bc1 = 1.0 - pow(beta1, (double)step);
+    const double bc2 = 1.0 - pow(beta2, (double)step);
+    adamw_consts k;
+    k.lr = lr;
+    k.neg_step_size = (float)-(lr / bc1);
+    k.bc2_sqrt = (float)sqrt(bc2);
+    k.w1 = (float)(1.0 - beta1);
+    k.b2 = (float)beta2;
+    k.w2 = (float)(1.0 - beta2);
+    k.eps = eps;
+    return k;
+}
+
+/* gate (NULL or step_gate's state): the block's thread 0 reads the finite
+ * flag and the step, so the host never waits for them */
 template <typename T>
 __global__ void adamw_kernel(float *params, const float *grads, float *m, float *v, T *compute,
                              const tc_cuda_segment *segs, int nseg, size_t total, adamw_consts k,
-                             const float *grad_scale) {
+                             const float *grad_scale, const float *gate, float beta1, float beta2) {
+    if (gate) {
+        __shared__ adamw_consts kg;
+        __shared__ int skip;
+        if (threadIdx.x == 0) {
+            skip = gate[0] == 0.0f;
+            if (!skip) kg = adamw_make_consts(k.lr, beta1, beta2, k.eps, (int)gate[1]);
+        }
+        __syncthreads();
+        if (skip) return;
+        k = kg;
+    }
     const float gs = grad_scale ? grad_scale[0] : 1.0f;
     for (size_t e = blockIdx.x * (size_t)blockDim.x + threadIdx.x; e < total;
          e += (size_t)gridDim.x * blockDim.x) {
@@ -200,10 +230,12 @@ static bool adamw_segments(tc_cuda_backend *cu, const tc_param_segment *segs, in
 
 template <typename T>
 static void launch_adamw(tc_cuda_backend *cu, float *params, const float *grads, float *m, float *v,
-                         tc_act *compute, adamw_consts k, const float *grad_scale) {
+                         tc_act *compute, adamw_consts k, const float *grad_scale,
+                         const tc_adamw_hparams *hp) {
     const size_t total = cu->seg_total;
     adamw_kernel<T><<<tc_cuda_grid(total, 256), 256, 0, cu->stream>>>(
-        params, grads, m, v, (T *)compute, cu->seg_dev, cu->seg_dev_count, total, k, grad_scale);
+        params, grads, m, v, (T *)compute, cu->seg_dev, cu->seg_dev_count, total, k, grad_scale,
+        hp->gate, hp->beta1, hp->beta2);
     tc_cuda_launched(cu, "adamw_update");
 }
 
@@ -212,18 +244,27 @@ void tc_cuda_adamw_update(tc_backend *b, float *params, const float *grads, floa
                           tc_adamw_hparams hp, const float *grad_scale) {
     tc_cuda_backend *cu = tc_cu(b);
     if (nseg <= 0 || !segs) return;
-    TC_CU_REQUIRE(cu, hp.step >= 1, "cuda adamw_update: step %d is not 1-based", hp.step);
+    TC_CU_REQUIRE(cu, hp.gate || hp.step >= 1, "cuda adamw_update: step %d is not 1-based",
+                  hp.step);
     if (!adamw_segments(cu, segs, nseg)) return;
     if (cu->seg_total == 0) return;
-    const double bc1 = 1.0 - pow((double)hp.beta1, hp.step);
-    const double bc2 = 1.0 - pow((double)hp.beta2, hp.step);
-    adamw_consts k;
-    k.lr = hp.lr;
-    k.neg_step_size = (float)-((double)hp.lr / bc1);
-    k.bc2_sqrt = (float)sqrt(bc2);
-    k.w1 = (float)(1.0 - (double)hp.beta1);
-    k.b2 = hp.beta2;
-    k.w2 = (float)(1.0 - (double)hp.beta2);
-    k.eps = hp.eps;
-    TC_ACT_DISPATCH(cu, launch_adamw, cu, params, grads, m, v, compute, k, grad_scale);
+    /* with a gate the kernel remakes these from the device's step */
+    adamw_consts k = adamw_make_consts(hp.lr, hp.beta1, hp.beta2, hp.eps, hp.gate ? 1 : hp.step);
+    TC_ACT_DISPATCH(cu, launch_adamw, cu, params, grads, m, v, compute, k, grad_scale, &hp);
+}
+
+__global__ void step_gate_kernel(float *state) {
+    if (state[0] != 0.0f) {
+        state[1] += 1.0f;
+        state[3] = 0.0f;
+    } else {
+        state[2] += 1.0f;
+        state[3] += 1.0f;
+    }
+}
+
+void tc_cuda_step_gate(tc_backend *b, float *state) {
+    tc_cuda_backend *cu = tc_cu(b);
+    step_gate_kernel<<<1, 1, 0, cu->stream>>>(state);
+    tc_cuda_launched(cu, "step_gate");
 }

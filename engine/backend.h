@@ -44,6 +44,11 @@ typedef struct {
 typedef struct {
     float lr, beta1, beta2, eps;
     int step; /* 1-based, for bias correction */
+    /* NULL, or the step's state on the device as step_gate leaves it: the
+     * update is skipped when gate[0] == 0 (a non-finite step) and the
+     * bias-correction step is gate[1] (step is then ignored), so a training
+     * step needs no host synchronisation */
+    const float *gate;
 } tc_adamw_hparams;
 
 struct tc_backend {
@@ -185,6 +190,11 @@ struct tc_backend {
     void (*clamp_f32)(tc_backend *b, float *x, float lo, float hi, size_t n);
     /* out[0] = 1 if every element of x is finite else 0 */
     void (*all_finite)(tc_backend *b, float *out, const float *x, size_t n);
+    /* the optimizer's bookkeeping of a step, on the device; state is
+     * {finite, updates, skipped, skipped in a row}: when state[0] != 0
+     * updates += 1 and skipped in a row = 0, else skipped += 1 and skipped
+     * in a row += 1 (counts held exactly as floats up to 2^24) */
+    void (*step_gate)(tc_backend *b, float *state);
 
     /* ---- structured masks (automatic inheritance, tinyclip-method §2.2) ---- */
     /* out (N,C) = x * z[c / group]; out may alias x. group 1 masks single

@@ -51,6 +51,15 @@ struct tc_comm {
     /* send (world*count) -> recv (count), summed or averaged over ranks */
     tc_status (*reduce_scatter_f32)(tc_comm *c, const float *send, float *recv, size_t count,
                                     tc_reduce_op op);
+    /* per-rank counts (blocks in rank order, block r at displacement
+     * counts[0] + ... + counts[r-1]): the sharded optimizer's collectives.
+     * reduce_scatter_v: send (sum of counts) -> recv (counts[rank]), this
+     * rank's block reduced over ranks; send may not alias recv.
+     * all_gather_v: in place; buf (sum of counts) holds this rank's block at
+     * its displacement and receives every other rank's block at theirs. */
+    tc_status (*reduce_scatter_v_f32)(tc_comm *c, const float *send, float *recv,
+                                      const size_t *counts, tc_reduce_op op);
+    tc_status (*all_gather_v_f32)(tc_comm *c, float *buf, const size_t *counts);
     tc_status (*broadcast)(tc_comm *c, void *buf, size_t bytes, int root);
     tc_status (*barrier)(tc_comm *c);
     /* host memory, whatever the backend */

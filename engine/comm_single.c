@@ -29,6 +29,15 @@ static tc_status single_reduce_scatter(tc_comm *c, const float *send, float *rec
     return TC_OK;
 }
 
+static tc_status single_reduce_scatter_v(tc_comm *c, const float *send, float *recv,
+                                         const size_t *counts, tc_reduce_op op) {
+    return single_reduce_scatter(c, send, recv, counts[0], op);
+}
+
+static tc_status single_all_gather_v(tc_comm *c, float *buf, const size_t *counts) {
+    return TC_OK;
+}
+
 static tc_status single_broadcast(tc_comm *c, void *buf, size_t bytes, int root) {
     if (root != 0) return tc_fail(TC_ERR_ARG, "comm: broadcast from rank %d of a 1-process run", root);
     return TC_OK;
@@ -54,6 +63,8 @@ static tc_comm single_comm = {
     .wait = single_wait,
     .all_gather_f32 = single_all_gather,
     .reduce_scatter_f32 = single_reduce_scatter,
+    .reduce_scatter_v_f32 = single_reduce_scatter_v,
+    .all_gather_v_f32 = single_all_gather_v,
     .broadcast = single_broadcast,
     .barrier = single_barrier,
     .host_all_reduce_f64 = single_host_all_reduce,

@@ -66,6 +66,8 @@ struct tc_model {
     tc_act *weights; /* compute copy; aliases params when the backend has none */
     float *grads;
     tower vis, txt;
+    tc_backward_hook hook;
+    void *hook_ctx;
     /* every allocation, freed in reverse */
     void **allocs;
     int n_allocs, cap_allocs;
@@ -480,6 +482,15 @@ tc_status tc_model_set_masks(tc_model *m, const tc_tower_masks *vision, const tc
 
 /* ---- backward ---- */
 
+static void backward_done(tc_model *m, const tower *t, int layer) {
+    if (m->hook) m->hook(m->hook_ctx, t->is_text ? TC_TOWER_TEXT : TC_TOWER_VISION, layer);
+}
+
+void tc_model_set_backward_hook(tc_model *m, tc_backward_hook fn, void *ctx) {
+    m->hook = fn;
+    m->hook_ctx = ctx;
+}
+
 static void blocks_backward(tc_model *m, tower *t, int B) {
     tc_backend *be = m->be;
     const tc_tower_config *cfg = t->cfg;
@@ -529,6 +540,7 @@ static void blocks_backward(tc_model *m, tower *t, int B) {
             ln_backward(m, t, dres, d1, layer_input(t, l), o->ln1_w, o->ln1_b, a->ln1_mean,
                         a->ln1_rstd, N, C);
         }
+        backward_done(m, t, l);
     }
 }
 
@@ -548,6 +560,7 @@ static void head_backward(tc_model *m, tower *t, int B, const float *dfeatures, 
         be->pool_mean_backward(be, t->dscratch1, t->dlnf, B, T, C);
         ln_backward(m, t, t->dres, t->dscratch1, x, lnf_w, lnf_b, t->lnf_all_mean,
                     t->lnf_all_rstd, B * T, C);
+        backward_done(m, t, t->cfg->layers);
         return;
     }
     be->zero(be, t->dpooled, (size_t)B * C * be->act_bytes);
@@ -558,6 +571,7 @@ static void head_backward(tc_model *m, tower *t, int B, const float *dfeatures, 
     else
         be->pool_gather_backward(be, t->dres, t->dpooled, t->is_text ? t->pool_idx : NULL, B, T,
                                  C);
+    backward_done(m, t, t->cfg->layers);
 }
 
 /* from d(stream entering layer 0) to d(embeddings), in the returned buffer */

@@ -87,6 +87,15 @@ tc_status tc_model_backward_image(tc_model *m, const float *dfeatures);
 tc_status tc_model_backward_text(tc_model *m, const float *dfeatures);
 void tc_model_zero_grads(tc_model *m);
 
+/* called during a backward as soon as a part of a tower has its final
+ * parameter gradients: layer == that tower's layer count after the head
+ * (final LayerNorm, projection), layer l after residual block l (the blocks
+ * run from the last to the first). the embeddings' gradients are final when
+ * tc_model_backward_* returns. the data-parallel trainer starts the
+ * all-reduce of every gradient bucket that became complete (engine/train.c). */
+typedef void (*tc_backward_hook)(void *ctx, tc_tower_id tower, int layer);
+void tc_model_set_backward_hook(tc_model *m, tc_backward_hook fn, void *ctx);
+
 /* installs masks for the following forwards and backwards (NULL: none); the
  * model must have been created with options.masked. the model keeps the
  * pointers, not copies. */

@@ -40,7 +40,37 @@ typedef struct {
     float grad_norm;   /* global L2 norm before clipping */
     float lr;
     int skipped;       /* 1 when the loss or gradients were not finite: no update */
+    int skipped_in_a_row; /* consecutive skipped steps up to this one */
+    long long skipped_total; /* skipped steps since the trainer was made */
 } tc_step_result;
+
+/* how a step is spread over micro-batches and processes */
+typedef struct {
+    /* micro-batches per step: a step's batch B (per process) is encoded in
+     * accum_steps pieces of B / accum_steps samples, so the models hold the
+     * activations of one piece (max_batch is the piece size). the loss sees
+     * every feature of the step, as one process with the whole global batch
+     * would (the gradient is exact, not an average of per-piece losses):
+     * every piece is first encoded without keeping anything but its
+     * features, the loss and its feature gradients are computed once over
+     * all of them, then each piece is encoded again and its backward run
+     * with its rows of the feature gradient (the last piece's activations
+     * are still there, so it is not encoded twice). the student's forward
+     * costs (2 - 1/accum_steps) times one forward; the teacher runs once. */
+    int accum_steps;
+    /* data parallel only: shard the AdamW moments over the ranks (ZeRO
+     * stage 1). the gradients are reduce-scattered (averaged) instead of
+     * all-reduced, each rank updates its contiguous slice of the parameters,
+     * and the slices are all-gathered. the moments take 2P/W floats per
+     * rank instead of 2P; the traffic equals the all-reduce's, but it is
+     * not overlapped with the backward. */
+    int zero1;
+    /* data parallel without zero1: gradients are all-reduced in buckets of
+     * about this many bytes, each started as soon as the backward has
+     * finished every parameter in it (per residual block), overlapping the
+     * rest of the backward. 0: 25 MiB (DDP's default) */
+    size_t bucket_bytes;
+} tc_parallel_config;
 
 /* default optimizer of open_clip for ViT models (lr 5e-4, wd 0.2, 0.9/0.98/1e-6) */
 tc_optim_config tc_optim_default(void);
@@ -54,15 +84,25 @@ tc_status tc_trainer_create(tc_trainer **out, tc_model *student, tc_model *teach
                             const tc_optim_config *optim, const tc_loss_config *loss);
 void tc_trainer_destroy(tc_trainer *t);
 
-/* one step on a batch: images host (B,3,S,S), ids host (B,context) */
+/* one step on a batch: images host (B,3,S,S), ids host (B,context).
+ * the whole step is queued on the backend with no host synchronisation: a
+ * step whose loss or gradient norm is not finite is skipped on the device
+ * (no update, the AdamW step count unchanged; backend step_gate). result
+ * may be NULL; when given, the step's result is read back, which waits for
+ * the step to finish (do it at logging intervals). */
 tc_status tc_trainer_step(tc_trainer *t, const float *images, const int32_t *ids, int B,
                           tc_step_result *result);
+/* the result of the last step (one synchronisation) */
+tc_status tc_trainer_read_result(tc_trainer *t, tc_step_result *result);
 
 /* the same in two halves, for callers with parameters of their own in the
  * clipped norm (the mask optimizer of automatic inheritance):
- * compute runs forward and backward and fills result (skipped when the loss
- * or the gradients are not finite: then do not apply); apply clips by the
- * global norm over the model's gradients plus extra_sum_sq and updates. */
+ * compute runs forward and backward (and, when result is not NULL, reads it
+ * back: result->skipped tells the caller to leave its own parameters
+ * alone); apply clips by the global norm over the model's gradients plus
+ * extra_sum_sq and updates, skipping on the device when the step was not
+ * finite. extra_sum_sq != 0 needs the result read (the norm is combined on
+ * the host). */
 tc_status tc_trainer_compute(tc_trainer *t, const float *images, const int32_t *ids, int B,
                              tc_step_result *result);
 tc_status tc_trainer_apply(tc_trainer *t, double extra_sum_sq);
@@ -87,8 +127,18 @@ float tc_trainer_clip_coefficient(const tc_trainer *t, double extra_sum_sq);
  * caller averages them (host/scheduler.c). */
 tc_status tc_trainer_set_comm(tc_trainer *t, tc_comm *comm);
 
+/* micro-batches, ZeRO-1, buckets (see tc_parallel_config); before the first
+ * step: it reallocates the trainer's buffers and resets the moments */
+tc_status tc_trainer_set_parallel(tc_trainer *t, const tc_parallel_config *p);
+tc_parallel_config tc_trainer_parallel(const tc_trainer *t);
+/* the gradient buckets of a data-parallel run without zero1 (else 0), and
+ * how many of them the last backward started before it returned */
+int tc_trainer_buckets(const tc_trainer *t, int *started_by_backward);
+
 /* bytes the trainer holds on its backend (moments, loss and gather buffers) */
 size_t tc_trainer_device_bytes(const tc_trainer *t);
+/* of which the AdamW moments (per rank: 2P/W floats with zero1) */
+size_t tc_trainer_optimizer_bytes(const tc_trainer *t);
 
 /* loss and feature gradients without an update (for tests and evaluation);
  * data parallel: the loss and the parameter gradients are the reduced ones */
@@ -99,12 +149,15 @@ tc_status tc_trainer_loss(tc_trainer *t, const float *images, const int32_t *ids
  * e.g. to the iteration index when earlier iterations were skipped */
 int tc_trainer_step_index(const tc_trainer *t);
 void tc_trainer_set_step_index(tc_trainer *t, int step);
-/* updates since the moments were last reset (Adam's bias correction) */
-int tc_trainer_adam_step(const tc_trainer *t);
+/* updates since the moments were last reset (Adam's bias correction); the
+ * count lives on the device: reading it synchronises */
+int tc_trainer_adam_step(tc_trainer *t);
 void tc_trainer_set_adam_step(tc_trainer *t, int step);
-/* AdamW moments, device buffers in layout order */
-float *tc_trainer_moment1(tc_trainer *t);
-float *tc_trainer_moment2(tc_trainer *t);
+/* the AdamW moments, host buffers of P floats in layout order. with zero1
+ * both are collective (every rank calls them): get gathers every rank's
+ * slice into m and v on every rank, set keeps this rank's slice. */
+tc_status tc_trainer_get_moments(tc_trainer *t, float *m, float *v);
+tc_status tc_trainer_set_moments(tc_trainer *t, const float *m, const float *v);
 /* resets moments and step count (after pruning, the original rebuilds its optimizers) */
 void tc_trainer_reset_optimizer(tc_trainer *t);
 void tc_trainer_set_optim(tc_trainer *t, const tc_optim_config *optim);

@@ -188,12 +188,20 @@ static int bench_train(const bench_args *a, tc_backend *be, const tc_model_confi
         if (tc_trainer_step(tr, images, ids, a->batch, &r) != TC_OK) goto done;
     if (be->synchronize(be) != TC_OK) goto done;
     double t0 = now_seconds();
+    /* as training runs: no result read back inside the timed steps */
     for (int i = 0; i < a->steps; i++)
-        if (tc_trainer_step(tr, images, ids, a->batch, &r) != TC_OK) goto done;
+        if (tc_trainer_step(tr, images, ids, a->batch, NULL) != TC_OK) goto done;
     if (be->synchronize(be) != TC_OK) goto done;
+    double seconds = now_seconds() - t0;
+    if (tc_trainer_read_result(tr, &r) != TC_OK) goto done;
+    if (r.skipped_total > 0) {
+        tc_fail(TC_ERR_NONFINITE, "bench: %lld steps had a non-finite loss or gradient",
+                r.skipped_total);
+        goto done;
+    }
     size_t bytes = tc_model_device_bytes(m) + (teacher ? tc_model_device_bytes(teacher) : 0) +
-                   2 * tc_model_layout(m)->total * sizeof(float);
-    report(a, c, teacher ? "distill" : "train", now_seconds() - t0, a->steps, bytes, be);
+                   tc_trainer_device_bytes(tr);
+    report(a, c, teacher ? "distill" : "train", seconds, a->steps, bytes, be);
     rc = 0;
 done:
     if (rc) tc_cli_report("bench");

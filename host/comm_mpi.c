@@ -256,6 +256,55 @@ static tc_status mpi_reduce_scatter(tc_comm *c, const float *send, float *recv, 
     return TC_OK;
 }
 
+/* int counts (*n) and displacements (*n + W) of a v-collective; an error
+ * when a block or the sum does not fit MPI's int */
+static tc_status int_counts(mpi_comm *m, const size_t *counts, int **n, const char *what) {
+    int W = m->base.world_size;
+    int *v = malloc(2 * (size_t)W * sizeof *v);
+    if (!v) return tc_fail(TC_ERR_OOM, "rank %d: %s: out of memory", m->base.rank, what);
+    size_t at = 0;
+    for (int r = 0; r < W; r++) {
+        tc_status s = check_count(m, at + counts[r], what);
+        if (s != TC_OK) {
+            free(v);
+            return s;
+        }
+        v[r] = (int)counts[r];
+        v[W + r] = (int)at;
+        at += counts[r];
+    }
+    *n = v;
+    return TC_OK;
+}
+
+static tc_status mpi_reduce_scatter_v(tc_comm *c, const float *send, float *recv,
+                                      const size_t *counts, tc_reduce_op op) {
+    mpi_comm *m = (mpi_comm *)c;
+    int *n;
+    TC_TRY(int_counts(m, counts, &n, "reduce_scatter_v"));
+    MPI_Request req;
+    tc_status s = check(m, MPI_Ireduce_scatter(send, recv, n, MPI_FLOAT, MPI_SUM, m->world, &req),
+                        "reduce_scatter_v");
+    free(n);
+    TC_TRY(s);
+    TC_TRY(wait_request(m, &req, "reduce_scatter_v"));
+    if (op == TC_REDUCE_AVG) scale(recv, counts[c->rank], 1.0f / (float)c->world_size);
+    return TC_OK;
+}
+
+static tc_status mpi_all_gather_v(tc_comm *c, float *buf, const size_t *counts) {
+    mpi_comm *m = (mpi_comm *)c;
+    int *n;
+    TC_TRY(int_counts(m, counts, &n, "all_gather_v"));
+    MPI_Request req;
+    tc_status s = check(m, MPI_Iallgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, buf, n,
+                                           n + c->world_size, MPI_FLOAT, m->world, &req),
+                        "all_gather_v");
+    free(n);
+    TC_TRY(s);
+    return wait_request(m, &req, "all_gather_v");
+}
+
 static tc_status mpi_broadcast(tc_comm *c, void *buf, size_t bytes, int root) {
     mpi_comm *m = (mpi_comm *)c;
     if (root < 0 || root >= c->world_size)
@@ -340,6 +389,8 @@ tc_status tc_comm_mpi_create(tc_comm **out) {
     m->base.wait = mpi_wait;
     m->base.all_gather_f32 = mpi_all_gather;
     m->base.reduce_scatter_f32 = mpi_reduce_scatter;
+    m->base.reduce_scatter_v_f32 = mpi_reduce_scatter_v;
+    m->base.all_gather_v_f32 = mpi_all_gather_v;
     m->base.broadcast = mpi_broadcast;
     m->base.barrier = mpi_barrier;
     m->base.host_all_reduce_f64 = mpi_host_all_reduce;

@@ -1016,6 +1016,7 @@ static const field stage_fields[] = {
     {"inheritance", FT_CUSTOM, 0, 0, 0, 0, NULL, inheritance_fn},
     {"loss", FT_CUSTOM, 0, 0, 0, 0, NULL, loss_fn},
     {"batch", FT_INT, offsetof(tc_exp_stage, batch), 1, 1 << 20, 0, NULL, NULL},
+    {"accum_steps", FT_INT, offsetof(tc_exp_stage, accum_steps), 1, 4096, 0, NULL, NULL},
     {"steps", FT_I64, offsetof(tc_exp_stage, steps), 1, BIG, 0, NULL, NULL},
     {"epochs", FT_F64, offsetof(tc_exp_stage, epochs), 0, 1e6, 1, NULL, NULL},
     {"optimizer", FT_CUSTOM, 0, 0, 0, 0, NULL, opt_fn},
@@ -1049,6 +1050,7 @@ static void stage_defaults(tc_exp_stage *st) {
     st->loss.logit_scale = NAN;
     st->loss.teacher_logit_scale = NAN;
     st->batch = 0;
+    st->accum_steps = 1;
     st->steps = -1;
     st->epochs = 0;
     st->opt.lr = NAN;
@@ -1134,6 +1136,16 @@ static void out_fn(ctx *c, struct fy_node *v, const char *path, void *obj) {
     set_field(c, &f, v, path, obj);
 }
 
+static const field distributed_fields[] = {
+    {"zero1", FT_BOOL, offsetof(tc_experiment, zero1), 0, 0, 0, NULL, NULL},
+    {"bucket_mb", FT_F64, offsetof(tc_experiment, bucket_mb), 0.001, 1024, 0, NULL, NULL},
+};
+
+static void distributed_fn(ctx *c, struct fy_node *v, const char *path, void *obj) {
+    if (is_null(v)) return;
+    parse_map(c, v, path, distributed_fields, NF(distributed_fields), obj);
+}
+
 static const field top_fields[] = {
     {"name", FT_CUSTOM, 0, 0, 0, 0, NULL, name_top_fn},
     {"seed", FT_I64, offsetof(tc_experiment, seed), 0, 4294967295.0, 0, NULL, NULL},
@@ -1144,6 +1156,7 @@ static const field top_fields[] = {
     {"params", FT_CUSTOM, 0, 0, 0, 0, NULL, params_fn},
     {"data", FT_CUSTOM, 0, 0, 0, 0, NULL, data_fn},
     {"teacher", FT_CUSTOM, 0, 0, 0, 0, NULL, teacher_fn},
+    {"distributed", FT_CUSTOM, 0, 0, 0, 0, NULL, distributed_fn},
     {"stages", FT_CUSTOM, 0, 0, 0, 0, NULL, stages_fn},
 };
 
@@ -1306,6 +1319,9 @@ static void check_document(ctx *c) {
 
         /* batch, steps, schedule */
         if (st->batch == 0) st->batch = e->train.batch;
+        if (st->batch % st->accum_steps != 0)
+            errl(c, st->loc, sp, "batch %d is not a multiple of accum_steps %d", st->batch,
+                 st->accum_steps);
         if (st->epochs > 0) {
             if (e->train.num_samples <= 0)
                 errl(c, st->loc, sp, "'epochs' needs data.train.num_samples; give 'steps' instead");
@@ -1376,6 +1392,7 @@ static void set_defaults(tc_experiment *e) {
     e->backend = TC_EXP_BACKEND_CPU;
     e->precision = TC_EXP_PREC_FP32;
     e->threads = 0;
+    e->bucket_mb = 25.0;
     e->train.source = TC_EXP_DATA_FMNIST;
     e->train.workers = 4;
     e->train.batch = 1024;

@@ -48,6 +48,9 @@
  *         path: PATH            !
  *         num_samples: INT      [0 = all]
  *         batch: INT            [256]
+ *   distributed:                [zero1 false, bucket_mb 25]  data-parallel runs
+ *     zero1: BOOL               shard the AdamW moments over the ranks (ZeRO-1)
+ *     bucket_mb: NUM            gradient all-reduce bucket size, MiB (0.001..1024)
  *   teacher:                    required when a stage is kind distill
  *     stage: NAME               a train_scratch_clip/distill stage of this run, or
  *     checkpoint: PATH          open_clip / Hugging Face / TinyCLIP checkpoint
@@ -73,6 +76,9 @@
  *              logit_scale NUM|learned [50 distill, learned scratch],
  *              teacher_logit_scale [teacher.logit_scale]}
  *       batch: INT              [data.train.batch]
+ *       accum_steps: INT        [1]  micro-batches per step (batch / accum_steps
+ *                               samples each, a multiple); the loss sees the
+ *                               whole batch (engine/train.h)
  *       steps: INT | epochs: NUM   exactly one !  (epochs need num_samples)
  *       optimizer: {lr [1e-4 distill, 5e-4 scratch], wd [0.2], beta1 [0.9],
  *                   beta2 [0.98], eps [1e-6], grad_clip [5, 0 = off]}
@@ -215,6 +221,7 @@ typedef struct {
     tc_exp_inheritance inherit;
     tc_exp_loss loss;
     int batch;
+    int accum_steps;           /* micro-batches per step; batch is a multiple */
     int64_t steps;             /* resolved from epochs when given that way */
     double epochs;             /* 0 when given as steps */
     tc_exp_optimizer opt;
@@ -236,6 +243,8 @@ typedef struct tc_experiment {
     tc_exp_zeroshot zero_shot;
     tc_exp_retrieval retrieval;
     tc_exp_teacher teacher;
+    int zero1;                 /* distributed.zero1 */
+    double bucket_mb;          /* distributed.bucket_mb */
     int n_stages;
     tc_exp_stage *stages;
     char *resolved_yaml;       /* the document after overrides, for the run folder */

@@ -336,7 +336,7 @@ static tc_status gather_cursors(run_ctx *c, const tc_loader_cursor *mine, char *
 
 /* rank_cursors: from gather_cursors, NULL in one process (the train state
  * then has exactly the keys it always had) */
-static tc_status save_checkpoint(run_ctx *c, int i, tc_model *m, tc_trainer *tr,
+static tc_status save_checkpoint(run_ctx *c, int i, tc_model *m, const float *moments,
                                  tower_l0 *l0, const state_meta *meta, const char *rank_cursors) {
     char dir[PATH_CAP], tmp[PATH_CAP + 80], path[PATH_CAP + 128];
     stage_path(c, i, "checkpoints", dir);
@@ -349,21 +349,18 @@ static tc_status save_checkpoint(run_ctx *c, int i, tc_model *m, tc_trainer *tr,
     TC_TRY(tc_mkdir_p(tmp));
     /* weights first, in open_clip layout */
     const tc_param_layout *L = tc_model_layout(m);
-    tc_backend *be = c->be;
     size_t P = L->total;
-    float *buf = malloc(3 * P * sizeof(float));
+    float *buf = malloc(P * sizeof(float));
     if (!buf) return tc_fail(TC_ERR_OOM, "checkpoint: out of memory");
     tc_status s = tc_model_get_params(m, buf);
     if (s == TC_OK) s = tc_checkpoint_save(tmp, TC_FORMAT_OPENCLIP, tc_model_cfg(m), L, buf);
     if (s == TC_OK && fault_due(c, c->kill_in_checkpoint, meta->step, c->exp->stages[i].name))
         raise(SIGKILL);
-    if (s == TC_OK) s = be->download(be, buf + P, tc_trainer_moment1(tr), P * sizeof(float));
-    if (s == TC_OK) s = be->download(be, buf + 2 * P, tc_trainer_moment2(tr), P * sizeof(float));
     /* the train state: moments, masks and their optimizer, counters, cursor */
     tc_st_write_tensor t[8];
     int nt = 0;
-    t[nt++] = (tc_st_write_tensor){"adam.m", TC_DT_F32, 1, {(int64_t)P}, buf + P};
-    t[nt++] = (tc_st_write_tensor){"adam.v", TC_DT_F32, 1, {(int64_t)P}, buf + 2 * P};
+    t[nt++] = (tc_st_write_tensor){"adam.m", TC_DT_F32, 1, {(int64_t)P}, moments};
+    t[nt++] = (tc_st_write_tensor){"adam.v", TC_DT_F32, 1, {(int64_t)P}, moments + P};
     const char *tower_names[2] = {"vision", "text"};
     char tn[6][32];
     char rngv[2][64], optstep[2][32];
@@ -557,6 +554,10 @@ typedef struct {
     tc_tb_writer *tb;
     state_meta meta;
     int batch; /* samples per process and step (the stage's batch) */
+    int micro; /* samples per micro-batch: batch / accum_steps (the models' max batch) */
+    /* the trainer counts skipped steps on the device from its creation:
+     * steps since then, and the consecutive skips carried in from before */
+    long long trainer_steps, nonfinite_base;
 } stage_run;
 
 static tc_loss_config loss_of(const tc_exp_stage *st) {
@@ -673,7 +674,7 @@ static tc_status build_student(stage_run *r) {
 
 static tc_status make_student(stage_run *r, const tc_model_config *cfg, const float *params,
                               int masked) {
-    tc_model_options o = {.max_batch = r->batch, .train = 1, .masked = masked};
+    tc_model_options o = {.max_batch = r->micro, .train = 1, .masked = masked};
     TC_TRY(tc_model_create(&r->student, r->c->be, cfg, o));
     TC_TRY(tc_model_set_params(r->student, params));
     if (masked)
@@ -682,7 +683,12 @@ static tc_status make_student(stage_run *r, const tc_model_config *cfg, const fl
     tc_optim_config o2 = optim_of(r->st);
     tc_loss_config l = loss_of(r->st);
     TC_TRY(tc_trainer_create(&r->trainer, r->student, r->teacher, &o2, &l));
-    return tc_trainer_set_comm(r->trainer, r->c->comm);
+    r->trainer_steps = 0;
+    r->nonfinite_base = r->meta.nonfinite;
+    TC_TRY(tc_trainer_set_comm(r->trainer, r->c->comm));
+    tc_parallel_config par = {r->st->accum_steps, r->c->exp->zero1,
+                              (size_t)(r->c->exp->bucket_mb * 1048576.0)};
+    return tc_trainer_set_parallel(r->trainer, &par);
 }
 
 static tc_status make_teacher(stage_run *r) {
@@ -692,7 +698,7 @@ static tc_status make_teacher(stage_run *r) {
     host_model h;
     if (t->stage >= 0) TC_TRY(host_model_load(c->res[t->stage].final_dir, NULL, &h));
     else TC_TRY(host_model_load(t->ext.checkpoint, t->ext.model, &h));
-    tc_model_options o = {.max_batch = r->batch, .train = 0};
+    tc_model_options o = {.max_batch = r->micro, .train = 0};
     tc_status s = tc_model_create(&r->teacher, c->be, &h.cfg, o);
     if (s == TC_OK) s = tc_model_set_params(r->teacher, h.params);
     host_model_free(&h);
@@ -813,12 +819,11 @@ static tc_status resume_from(stage_run *r, const char *ckpt) {
     if (s == TC_OK) s = make_student(r, &h.cfg, h.params, r->masked);
     if (s == TC_OK) {
         size_t P = tc_model_layout(r->student)->total;
-        float *buf = malloc(P * sizeof(float));
+        float *buf = malloc(2 * P * sizeof(float));
         if (!buf) s = tc_fail(TC_ERR_OOM, "resume: out of memory");
         if (s == TC_OK) s = read_state_tensor(f, "adam.m", buf, P);
-        if (s == TC_OK) s = c->be->upload(c->be, tc_trainer_moment1(r->trainer), buf, P * sizeof(float));
-        if (s == TC_OK) s = read_state_tensor(f, "adam.v", buf, P);
-        if (s == TC_OK) s = c->be->upload(c->be, tc_trainer_moment2(r->trainer), buf, P * sizeof(float));
+        if (s == TC_OK) s = read_state_tensor(f, "adam.v", buf + P, P);
+        if (s == TC_OK) s = tc_trainer_set_moments(r->trainer, buf, buf + P);
         free(buf);
         tc_trainer_set_step_index(r->trainer, (int)r->meta.step);
         tc_trainer_set_adam_step(r->trainer, (int)r->meta.adam_step);
@@ -1044,6 +1049,7 @@ static tc_status run_stage(run_ctx *c, int i) {
         return tc_fail(TC_ERR_CONFIG, "stage %s: global batch %d x %d processes is too large",
                        st->name, st->batch, c->world);
     r.batch = st->batch; /* per process (docs/experiments.md); the global batch is world x batch */
+    r.micro = st->batch / st->accum_steps;
     /* rank 0's view of the run folder decides for every rank */
     double done_before = c->rank == 0 ? tc_path_is_file(path) : 0;
     if (c->world > 1) TC_TRY(c->comm->host_all_reduce_f64(c->comm, &done_before, 1, TC_REDUCE_SUM));
@@ -1076,6 +1082,9 @@ static tc_status run_stage(run_ctx *c, int i) {
     if (c->world > 1)
         logf_run(c, "stage %s: %d processes, global batch %d (%d per process)", st->name, c->world,
                  c->world * r.batch, r.batch);
+    if (st->accum_steps > 1)
+        logf_run(c, "stage %s: %d micro-batches of %d per step", st->name, st->accum_steps,
+                 r.micro);
 
     tc_status s = build_student(&r);
     if (s == TC_OK) s = make_teacher(&r);
@@ -1091,13 +1100,15 @@ static tc_status run_stage(run_ctx *c, int i) {
         r.meta.masked = r.masked;
     }
     host_model_free(&r.init);
-    if (s == TC_OK && c->world > 1) {
+    if (s == TC_OK) {
         double mib = 1.0 / (1024.0 * 1024.0);
+        size_t opt = tc_trainer_optimizer_bytes(r.trainer);
         logf_run(c, "stage %s: device memory per process: student %.1f MiB, teacher %.1f MiB, "
-                 "optimizer and loss buffers %.1f MiB",
+                 "optimizer state %.1f MiB%s, step buffers %.1f MiB",
                  st->name, tc_model_device_bytes(r.student) * mib,
-                 r.teacher ? tc_model_device_bytes(r.teacher) * mib : 0.0,
-                 tc_trainer_device_bytes(r.trainer) * mib);
+                 r.teacher ? tc_model_device_bytes(r.teacher) * mib : 0.0, opt * mib,
+                 c->world > 1 && c->exp->zero1 ? " (ZeRO-1: this rank's slice)" : "",
+                 (tc_trainer_device_bytes(r.trainer) - opt) * mib);
     }
     if (s == TC_OK) s = open_loader(&r, ckpt[0] ? &r.meta.cursor : NULL);
     stage_path(c, i, "metrics.jsonl", path);
@@ -1114,7 +1125,8 @@ static tc_status run_stage(run_ctx *c, int i) {
                           c->force_tty);
     double t_start = wall_seconds(), data_wait = 0.0;
     long long steps_timed = 0;
-    double last_ips = 0.0;
+    double last_ips = 0.0, last_loss = 0.0, t_read = t_start;
+    long long since_read = 0, skipped_seen = 0;
     const tc_exp_auto *a = &st->inherit.autoc;
     while (s == TC_OK && r.meta.step < st->steps) {
         tc_batch *b;
@@ -1132,36 +1144,59 @@ static tc_status run_stage(run_ctx *c, int i) {
             size_t n_px = (size_t)b->n * 3 * mc->vision.image_size * mc->vision.image_size;
             for (size_t k = 0; k < n_px; k++) b->images[k] = NAN;
         }
-        double t0 = wall_seconds();
         tc_step_result sr;
         double lag = 0.0;
         tc_trainer_set_step_index(r.trainer, (int)r.meta.step);
+        long long next = r.meta.step + 1;
+        /* the step's result is read back (a host synchronisation) only when
+         * something uses it: logging, evaluation, checkpoints, the end */
+        int read = r.masked || next % st->log_every == 0 || next == st->steps ||
+                   (st->eval_every > 0 && next % st->eval_every == 0) ||
+                   (st->checkpoint_every > 0 && next % st->checkpoint_every == 0);
         if (r.masked) s = masked_step(&r, b, &sr, &lag);
-        else s = tc_trainer_step(r.trainer, b->images, b->tokens, b->n, &sr);
+        else s = tc_trainer_step(r.trainer, b->images, b->tokens, b->n, read ? &sr : NULL);
         r.meta.cursor = b->cursor;
-        int n = b->n;
         tc_loader_release(r.loader, b);
         if (s != TC_OK) break;
-        double dt = wall_seconds() - t0;
-        last_ips = (double)n * c->world / dt; /* the global batch */
         steps_timed++;
+        r.trainer_steps++;
         r.meta.step++;
-        if (sr.skipped) {
-            r.meta.nonfinite++;
-            const char *k[] = {"loss"};
-            double v[] = {sr.loss};
-            metrics_write(r.metrics, r.meta.step, "skip", 1, k, v);
-            if (r.meta.nonfinite > st->max_nonfinite_skips) {
-                s = tc_fail(TC_ERR_NONFINITE,
-                            "stage %s: %lld consecutive steps with a non-finite loss or gradient (last at step %lld); stopping",
-                            st->name, r.meta.nonfinite, r.meta.step);
-                break;
+        since_read++;
+        if (r.masked) {
+            /* the mask phase reads every step and decides skips on the host */
+            r.meta.nonfinite = sr.skipped ? r.meta.nonfinite + 1 : 0;
+            if (sr.skipped) {
+                const char *k[] = {"loss", "skipped"};
+                double v[] = {sr.loss, 1.0};
+                metrics_write(r.metrics, r.meta.step, "skip", 2, k, v);
             }
-        } else {
-            r.meta.nonfinite = 0;
+        } else if (read) {
+            if (sr.skipped_total > skipped_seen) {
+                const char *k[] = {"loss", "skipped"};
+                double v[] = {sr.loss, (double)(sr.skipped_total - skipped_seen)};
+                metrics_write(r.metrics, r.meta.step, "skip", 2, k, v);
+                skipped_seen = sr.skipped_total;
+            }
+            /* consecutive skips; those before a resume count when every
+             * step since has been skipped too */
+            r.meta.nonfinite = sr.skipped_in_a_row;
+            if (sr.skipped_in_a_row == r.trainer_steps) r.meta.nonfinite += r.nonfinite_base;
         }
-        r.meta.adam_step = tc_trainer_adam_step(r.trainer);
-        if (r.meta.step % st->log_every == 0 || r.meta.step == st->steps) {
+        if (r.meta.nonfinite > st->max_nonfinite_skips) {
+            s = tc_fail(TC_ERR_NONFINITE,
+                        "stage %s: %lld consecutive steps with a non-finite loss or gradient (last at step %lld); stopping",
+                        st->name, r.meta.nonfinite, r.meta.step);
+            break;
+        }
+        if (read) {
+            /* the global batch per second over the steps since the last read */
+            double now = wall_seconds();
+            last_ips = (double)since_read * r.batch * c->world / (now - t_read);
+            last_loss = sr.loss;
+            t_read = now;
+            since_read = 0;
+        }
+        if (read && (r.meta.step % st->log_every == 0 || r.meta.step == st->steps)) {
             /* the share of the stage's wall time spent waiting for batches */
             double waited = data_wait / (wall_seconds() - t_start);
             const char *keys[] = {"loss", "lr", "grad_norm", "images_per_s", "data_wait", "lagrangian"};
@@ -1174,7 +1209,7 @@ static tc_status run_stage(run_ctx *c, int i) {
                 tc_tb_flush(r.tb, 0);
             }
         }
-        tc_progress_update(&prog, r.meta.step, sr.loss, last_ips);
+        tc_progress_update(&prog, r.meta.step, last_loss, last_ips);
         if (s == TC_OK && fault_due(c, c->kill_at_step, r.meta.step, st->name)) raise(SIGKILL);
         /* the mask phase ends after prune_step iterations */
         if (s == TC_OK && r.masked && r.meta.step == a->prune_step) {
@@ -1202,8 +1237,15 @@ static tc_status run_stage(run_ctx *c, int i) {
             s = metrics_sync(r.metrics);
             char *cursors = NULL;
             if (s == TC_OK && c->world > 1) s = gather_cursors(c, &r.meta.cursor, &cursors);
+            /* the moments of every rank (collective with ZeRO-1) */
+            size_t P = tc_model_layout(r.student)->total;
+            float *moments = malloc(2 * P * sizeof(float));
+            if (s == TC_OK && !moments) s = tc_fail(TC_ERR_OOM, "checkpoint: out of memory");
+            if (s == TC_OK) s = tc_trainer_get_moments(r.trainer, moments, moments + P);
+            r.meta.adam_step = tc_trainer_adam_step(r.trainer);
             if (s == TC_OK && c->rank == 0)
-                s = save_checkpoint(c, i, r.student, r.trainer, r.l0, &r.meta, cursors);
+                s = save_checkpoint(c, i, r.student, moments, r.l0, &r.meta, cursors);
+            free(moments);
             free(cursors);
         }
     }

@@ -1274,7 +1274,7 @@ static void test_adamw(void **state) {
     float *gm = put_f32(g_gpu, m, total), *gv = put_f32(g_gpu, v, total);
     float *ggs = put_f32(g_gpu, &gsc, 1);
     tc_act *gcomp = balloc(g_gpu, total * g_gpu->act_bytes);
-    tc_adamw_hparams hp = {1e-3f, 0.9f, 0.98f, 1e-6f, 1};
+    tc_adamw_hparams hp = {1e-3f, 0.9f, 0.98f, 1e-6f, 1, NULL};
     for (int step = 1; step <= 3; step++) {
         hp.step = step;
         /* step 2 without grad scale; the segment table is cached across steps */

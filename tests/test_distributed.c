@@ -10,6 +10,14 @@
  * gradients (1e-5), the mask-phase mask gradients averaged over ranks, and
  * the final weights, and prints "dist-check: ok".
  *
+ * TC_DIST_MODE picks the data-parallel trainer's configuration: "buckets"
+ * (gradients all-reduced in 16 KiB buckets started by the backward's
+ * per-block events), "zero1-accum" (AdamW moments sharded over the ranks,
+ * and each rank's 3 samples in 3 micro-batches of 1), "zero1" (sharded, no
+ * micro-batches). every mode must equal the one process with the whole
+ * global batch in one piece; the sharded modes also compare the gathered
+ * moments with the reference's.
+ *
  * fault cases (TC_DIST_FAULT): rank 1 hangs (sleeps) or dies (SIGKILL) at
  * step 3; the other ranks must stop well within 60 s with a message naming
  * the lost rank. and `tinyclip train` under mpirun -np 2, killed in the mask
@@ -33,54 +41,17 @@
 
 enum { LOCAL_B = 3, STEPS = 10 };
 
-static void tiny_config(tc_model_config *c, const char *name, int width, int embed) {
-    memset(c, 0, sizeof *c);
-    snprintf(c->name, sizeof c->name, "%s", name);
-    c->embed_dim = embed;
-    c->activation = TC_GELU;
-    tc_tower_config *v = &c->vision, *t = &c->text;
-    v->layers = 2;
-    v->width = width;
-    v->image_size = 12;
-    v->patch_size = 4;
-    v->heads[0] = v->heads[1] = width / 64;
-    v->mlp_width[0] = v->mlp_width[1] = 2 * width;
-    v->pool = TC_POOL_TOKEN;
-    t->layers = 2;
-    t->width = width;
-    t->context_length = 7;
-    t->vocab_size = 40;
-    t->heads[0] = t->heads[1] = width / 64;
-    t->mlp_width[0] = t->mlp_width[1] = 2 * width;
-    t->pool = TC_POOL_ARGMAX;
-    c->irregular = 1;
-}
-
-/* the global batch of a step: the same on every rank */
-static void make_batch(float *images, int32_t *ids, int N, const tc_model_config *c, int step) {
-    uint64_t rng = 1000003u * (uint64_t)(step + 1);
-    int S = c->vision.image_size, T = c->text.context_length, V = c->text.vocab_size;
-    tc_fill_uniform(images, (size_t)N * 3 * S * S, &rng, 1.5f);
-    for (int b = 0; b < N; b++) {
-        int eot = 2 + b % (T - 2);
-        for (int j = 0; j < T; j++) {
-            if (j < eot) ids[b * T + j] = 1 + (int)(tc_test_rand(&rng) % (uint64_t)(V - 2));
-            else if (j == eot) ids[b * T + j] = V - 1;
-            else ids[b * T + j] = 0;
-        }
-    }
-}
-
 typedef struct {
     tc_model *student, *teacher;
     tc_trainer *trainer;
 } run;
 
 static int make_run(run *r, tc_backend *be, const tc_model_config *sc, const tc_model_config *tc,
-                    int batch, tc_comm *comm) {
+                    int batch, tc_comm *comm, const tc_parallel_config *par) {
     memset(r, 0, sizeof *r);
-    tc_model_options so = {.max_batch = batch, .train = 1};
-    tc_model_options to = {.max_batch = batch, .train = 0};
+    int micro = par ? batch / par->accum_steps : batch;
+    tc_model_options so = {.max_batch = micro, .train = 1};
+    tc_model_options to = {.max_batch = micro, .train = 0};
     if (tc_model_create(&r->student, be, sc, so) != TC_OK ||
         tc_model_init_random(r->student, 11) != TC_OK ||
         tc_model_create(&r->teacher, be, tc, to) != TC_OK ||
@@ -94,7 +65,16 @@ static int make_run(run *r, tc_backend *be, const tc_model_config *sc, const tc_
     tc_loss_config l = {0.5f, 0.5f, 0.0f, 50.0f};
     if (tc_trainer_create(&r->trainer, r->student, r->teacher, &o, &l) != TC_OK) return -1;
     if (tc_trainer_set_comm(r->trainer, comm) != TC_OK) return -1;
+    if (par && tc_trainer_set_parallel(r->trainer, par) != TC_OK) return -1;
     return 0;
+}
+
+/* the data-parallel configuration of TC_DIST_MODE */
+static tc_parallel_config mode_config(const char *mode) {
+    tc_parallel_config p = {1, 0, 16 << 10};
+    if (mode && strncmp(mode, "zero1", 5) == 0) p.zero1 = 1;
+    if (mode && strstr(mode, "accum")) p.accum_steps = LOCAL_B;
+    return p;
 }
 
 static void free_run(run *r) {
@@ -202,14 +182,19 @@ static int driver(void) {
     tc_backend *be;
     if (tc_backend_cpu_create(&be, 1) != TC_OK) return 2;
     tc_model_config sc, tcfg;
-    tiny_config(&sc, "dist-student", 64, 16);
-    tiny_config(&tcfg, "dist-teacher", 128, 24);
+    tc_test_tiny_clip(&sc, "dist-student", 64, 16);
+    tc_test_tiny_clip(&tcfg, "dist-teacher", 128, 24);
     run dp, ref;
-    if (make_run(&dp, be, &sc, &tcfg, n, comm) != 0) {
+    const char *mode = getenv("TC_DIST_MODE");
+    tc_parallel_config par = mode_config(mode);
+    if (rank == 0)
+        printf("mode %s: accum_steps %d, zero1 %d, buckets of %zu bytes\n", mode ? mode : "-",
+               par.accum_steps, par.zero1, par.bucket_bytes);
+    if (make_run(&dp, be, &sc, &tcfg, n, comm, &par) != 0) {
         fprintf(stderr, "rank %d: %s\n", rank, tc_last_error());
         return 2;
     }
-    if (rank == 0 && make_run(&ref, be, &sc, &tcfg, N, NULL) != 0) {
+    if (rank == 0 && make_run(&ref, be, &sc, &tcfg, N, NULL, NULL) != 0) {
         fprintf(stderr, "reference: %s\n", tc_last_error());
         return 2;
     }
@@ -223,7 +208,7 @@ static int driver(void) {
     double worst_loss = 0, worst_norm = 0;
 
     /* the gradients of the gathered loss (no update) against one process */
-    make_batch(images, ids, N, &sc, -1);
+    tc_test_clip_batch(images, ids, N, &sc, -1);
     float l_dp, l_ref = 0;
     if (tc_trainer_loss(dp.trainer, images + (size_t)rank * n * img_per, ids + (size_t)rank * n * T,
                         n, 1, &l_dp) != TC_OK) {
@@ -253,7 +238,7 @@ static int driver(void) {
                 raise(SIGKILL);
             }
         }
-        make_batch(images, ids, N, &sc, step);
+        tc_test_clip_batch(images, ids, N, &sc, step);
         tc_step_result r_dp, r_ref;
         if (tc_trainer_step(dp.trainer, images + (size_t)rank * n * img_per,
                             ids + (size_t)rank * n * T, n, &r_dp) != TC_OK) {
@@ -271,6 +256,10 @@ static int driver(void) {
         if (!(el <= 1e-5) || !(en <= 1e-4) || r_dp.skipped != r_ref.skipped) bad = 1;
     }
     if (rank == 0) {
+        int early, nb = tc_trainer_buckets(dp.trainer, &early);
+        printf("gradient buckets: %d, %d started by the backward's events\n", nb, early);
+        /* per-block buckets, every one started while the backward ran */
+        if (!par.zero1 && (nb < 8 || early != nb)) bad = 1;
         tc_model_get_params(dp.student, g_dp);
         tc_model_get_params(ref.student, g_ref);
         double pe = tc_rel_err(g_dp, g_ref, P);
@@ -280,6 +269,24 @@ static int driver(void) {
         if (!(pe <= 1e-5)) bad = 1;
         /* every rank holds the same weights: compare a checksum */
     }
+    /* the moments, gathered from the shards (collective) */
+    float *m_dp = malloc(2 * P * sizeof *m_dp), *m_ref = malloc(2 * P * sizeof *m_ref);
+    if (tc_trainer_get_moments(dp.trainer, m_dp, m_dp + P) != TC_OK) comm->abort(comm, 3);
+    if (rank == 0) {
+        if (tc_trainer_get_moments(ref.trainer, m_ref, m_ref + P) != TC_OK) return 2;
+        double e1 = tc_rel_err(m_dp, m_ref, P), e2 = tc_rel_err(m_dp + P, m_ref + P, P);
+        int steps_dp = tc_trainer_adam_step(dp.trainer), steps_ref = tc_trainer_adam_step(ref.trainer);
+        printf("moments vs one process: m rel err %.2e, v rel err %.2e; updates %d vs %d; "
+               "optimizer state per rank %zu bytes vs %zu\n",
+               e1, e2, steps_dp, steps_ref, tc_trainer_optimizer_bytes(dp.trainer),
+               tc_trainer_optimizer_bytes(ref.trainer));
+        if (!(e1 <= 1e-4) || !(e2 <= 1e-4) || steps_dp != steps_ref) bad = 1;
+        size_t expect = par.zero1 ? tc_trainer_optimizer_bytes(ref.trainer) / W + 64 * 8
+                                  : tc_trainer_optimizer_bytes(ref.trainer);
+        if (tc_trainer_optimizer_bytes(dp.trainer) > expect) bad = 1;
+    }
+    free(m_dp);
+    free(m_ref);
     double sum = 0;
     tc_model_get_params(dp.student, g_dp);
     for (size_t i = 0; i < P; i++) sum += g_dp[i];
@@ -318,16 +325,16 @@ static void need_mpirun(void) {
         mpirun_flags = "--oversubscribe --allow-run-as-root";
 }
 
-static int launch(int np, const char *fault, char **out, double *seconds) {
+static int launch(int np, const char *fault, const char *mode, char **out, double *seconds) {
     char self[1024];
     ssize_t k = readlink("/proc/self/exe", self, sizeof self - 1);
     assert_true(k > 0);
     self[k] = 0;
     char cmd[2048];
     snprintf(cmd, sizeof cmd,
-             "env OMP_NUM_THREADS=1 TC_DIST_DRIVER=1 TC_DIST_FAULT=%s TINYCLIP_COMM_TIMEOUT=10 "
-             "timeout 120 mpirun %s -np %d '%s' 2>&1",
-             fault ? fault : "", mpirun_flags, np, self);
+             "env OMP_NUM_THREADS=1 TC_DIST_DRIVER=1 TC_DIST_FAULT=%s TC_DIST_MODE=%s "
+             "TINYCLIP_COMM_TIMEOUT=10 timeout 120 mpirun %s -np %d '%s' 2>&1",
+             fault ? fault : "", mode ? mode : "", mpirun_flags, np, self);
     struct timespec t0, t1;
     clock_gettime(CLOCK_MONOTONIC, &t0);
     FILE *p = popen(cmd, "r");
@@ -347,25 +354,27 @@ static int launch(int np, const char *fault, char **out, double *seconds) {
     return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
 }
 
-static void matches_one_process(int np) {
+static void matches_one_process(int np, const char *mode) {
     need_mpirun();
     char *out;
     double sec;
-    int rc = launch(np, NULL, &out, &sec);
-    printf("mpirun -np %d (%.1f s):\n%s", np, sec, out);
+    int rc = launch(np, NULL, mode, &out, &sec);
+    printf("mpirun -np %d, mode %s (%.1f s):\n%s", np, mode, sec, out);
     assert_int_equal(rc, 0);
     assert_non_null(strstr(out, "dist-check: ok"));
     free(out);
 }
 
-static void test_np2(void **state) { matches_one_process(2); }
-static void test_np4(void **state) { matches_one_process(4); }
+static void test_np2(void **state) { matches_one_process(2, "buckets"); }
+static void test_np4(void **state) { matches_one_process(4, "buckets"); }
+static void test_np2_zero1_accum(void **state) { matches_one_process(2, "zero1-accum"); }
+static void test_np4_zero1(void **state) { matches_one_process(4, "zero1"); }
 
 static void lost_rank(int np, const char *fault, const char *expect) {
     need_mpirun();
     char *out;
     double sec;
-    int rc = launch(np, fault, &out, &sec);
+    int rc = launch(np, fault, "buckets", &out, &sec);
     printf("mpirun -np %d, rank 1 %s (%.1f s, exit %d):\n%s", np, fault, sec, rc, out);
     assert_int_not_equal(rc, 0);
     assert_true(rc != 124); /* not the outer timeout: the job stopped itself */
@@ -481,6 +490,8 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_np2),
         cmocka_unit_test(test_np4),
+        cmocka_unit_test(test_np2_zero1_accum),
+        cmocka_unit_test(test_np4_zero1),
         cmocka_unit_test(test_rank_hangs),
         cmocka_unit_test(test_rank_dies),
         cmocka_unit_test(test_train_kill_resume),

@@ -133,3 +133,42 @@ int tc_run_cli(const char *args, char **output) {
     else free(buf);
     return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
 }
+
+/* ---- a tiny CLIP for trainer tests ---- */
+
+void tc_test_tiny_clip(tc_model_config *c, const char *name, int width, int embed) {
+    memset(c, 0, sizeof *c);
+    snprintf(c->name, sizeof c->name, "%s", name);
+    c->embed_dim = embed;
+    c->activation = TC_GELU;
+    tc_tower_config *v = &c->vision, *t = &c->text;
+    v->layers = 2;
+    v->width = width;
+    v->image_size = 12;
+    v->patch_size = 4;
+    v->heads[0] = v->heads[1] = width / 64;
+    v->mlp_width[0] = v->mlp_width[1] = 2 * width;
+    v->pool = TC_POOL_TOKEN;
+    t->layers = 2;
+    t->width = width;
+    t->context_length = 7;
+    t->vocab_size = 40;
+    t->heads[0] = t->heads[1] = width / 64;
+    t->mlp_width[0] = t->mlp_width[1] = 2 * width;
+    t->pool = TC_POOL_ARGMAX;
+    c->irregular = 1;
+}
+
+void tc_test_clip_batch(float *images, int32_t *ids, int N, const tc_model_config *c, int step) {
+    uint64_t rng = 1000003u * (uint64_t)(step + 1);
+    int S = c->vision.image_size, T = c->text.context_length, V = c->text.vocab_size;
+    tc_fill_uniform(images, (size_t)N * 3 * S * S, &rng, 1.5f);
+    for (int b = 0; b < N; b++) {
+        int eot = 2 + b % (T - 2);
+        for (int j = 0; j < T; j++) {
+            if (j < eot) ids[b * T + j] = 1 + (int)(tc_test_rand(&rng) % (uint64_t)(V - 2));
+            else if (j == eot) ids[b * T + j] = V - 1;
+            else ids[b * T + j] = 0;
+        }
+    }
+}

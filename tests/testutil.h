@@ -9,6 +9,8 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include "model_config.h"
+
 /* absolute path of a file under tests/fixtures (static buffer per call site use) */
 const char *tc_fixture(const char *relative, char *buf, size_t cap);
 int tc_file_exists(const char *path);
@@ -42,5 +44,12 @@ int tc_write_file(const char *path, const void *data, size_t len);
 /* runs the tinyclip binary (TINYCLIP_BIN) with a shell command tail, captures
  * stdout+stderr into *output (malloc'd) and returns the exit status */
 int tc_run_cli(const char *args, char **output);
+
+/* a tiny irregular CLIP (2 layers per tower, 12px images of 4px patches,
+ * context 7, vocabulary 40) of the given width and embedding size */
+void tc_test_tiny_clip(tc_model_config *c, const char *name, int width, int embed);
+/* N random images (scale 1.5) and token rows ending in an EOT (the
+ * vocabulary's last id), a function of step alone: the same on every rank */
+void tc_test_clip_batch(float *images, int32_t *ids, int N, const tc_model_config *c, int step);
 
 #endif

@@ -120,11 +120,8 @@ tc_status tc_backend_cpu_create(tc_backend **out, int threads) {
     b->adamw_update = tc_cpu_adamw_update;
     b->clamp_f32 = tc_cpu_clamp_f32;
     b->all_finite = tc_cpu_all_finite;
+    b->step_gate = tc_cpu_step_gate;
 
-    b->mask_cols_forward = tc_cpu_mask_cols_forward;
-    b->mask_cols_backward = tc_cpu_mask_cols_backward;
-    b->layernorm_masked_forward = tc_cpu_layernorm_masked_forward;
-    b->layernorm_masked_backward = tc_cpu_layernorm_masked_backward;
     b->mask_cols_forward = tc_cpu_mask_cols_forward;
     b->mask_cols_backward = tc_cpu_mask_cols_backward;
     b->layernorm_masked_forward = tc_cpu_layernorm_masked_forward;

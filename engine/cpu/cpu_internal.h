@@ -106,6 +106,7 @@ void tc_cpu_clip_coefficient(tc_backend *b, float *scale, const float *sum_sq, f
 void tc_cpu_adamw_update(tc_backend *b, float *params, const float *grads, float *m, float *v,
                          tc_act *compute, const tc_param_segment *segs, int nseg,
                          tc_adamw_hparams hp, const float *grad_scale);
+void tc_cpu_step_gate(tc_backend *b, float *state);
 
 /* cpu_mask.c */
 void tc_cpu_mask_cols_forward(tc_backend *b, tc_act *out, const tc_act *x, const float *z, int N,

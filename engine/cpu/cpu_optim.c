@@ -67,9 +67,11 @@ void tc_cpu_adamw_update(tc_backend *b, float *params, const float *grads, float
                          tc_act *compute, const tc_param_segment *segs, int nseg,
                          tc_adamw_hparams hp, const float *grad_scale) {
     if (nseg <= 0 || !segs) return;
+    if (hp.gate && hp.gate[0] == 0.0f) return;
+    const int step = hp.gate ? (int)hp.gate[1] : hp.step;
     const double lr = hp.lr, beta1 = hp.beta1, beta2 = hp.beta2;
-    const double bc1 = 1.0 - pow(beta1, hp.step);
-    const double bc2 = 1.0 - pow(beta2, hp.step);
+    const double bc1 = 1.0 - pow(beta1, step);
+    const double bc2 = 1.0 - pow(beta2, step);
     const float neg_step_size = (float)-(lr / bc1);
     const float bc2_sqrt = (float)sqrt(bc2);
     const float w1 = (float)(1.0 - beta1);
@@ -100,5 +102,16 @@ void tc_cpu_adamw_update(tc_backend *b, float *params, const float *grads, float
             p[i] = pi;
             if (cs) cs[i] = pi;
         }
+    }
+}
+
+void tc_cpu_step_gate(tc_backend *b, float *state) {
+    (void)b;
+    if (state[0] != 0.0f) {
+        state[1] += 1.0f;
+        state[3] = 0.0f;
+    } else {
+        state[2] += 1.0f;
+        state[3] += 1.0f;
     }
 }
