@@ -765,8 +765,9 @@ static void test_attention(void **state) {
  *
  * for T >= 32 the mma forward's output must differ from the FMA forward's in
  * at least one element: with P rounded to bf16 identical tensors would mean
- * the mma path did not run (a silent fallback; with one token both give v). the mma backward takes the FMA forward's
- * lse and the FMA backward the mma forward's lse (the lse meaning is shared).
+ * the mma path did not run (a silent fallback; with one token both give v).
+ * the mma backward takes the FMA forward's lse and the FMA backward the mma
+ * forward's lse (the lse meaning is shared).
  * fp32 mode: the selection must leave the FMA kernels in place (checked on one
  * shape against the CPU with the fp32 tolerance). */
 static void select_attention_mma(int on) {
