@@ -128,6 +128,14 @@ static tc_status cu_synchronize(tc_backend *b) {
     return cu_report(cu);
 }
 
+static size_t cu_memory_peak(tc_backend *b) {
+    tc_cuda_backend *cu = tc_cu(b);
+    size_t free_b = 0, total_b = 0;
+    cudaSetDevice(cu->device);
+    if (cudaMemGetInfo(&free_b, &total_b) != cudaSuccess) return 0;
+    return total_b - free_b;
+}
+
 static void cu_destroy(tc_backend *b) {
     tc_cuda_backend *cu = tc_cu(b);
     if (!cu) return;
@@ -192,6 +200,7 @@ extern "C" tc_status tc_backend_cuda_create(tc_backend **out, int device, int fp
         t->upload = cu_upload;
         t->download = cu_download;
         t->synchronize = cu_synchronize;
+        t->memory_peak = cu_memory_peak;
         t->destroy = cu_destroy;
         t->fill_f32 = tc_cuda_fill_f32;
         t->zero = tc_cuda_zero;

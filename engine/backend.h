@@ -62,6 +62,11 @@ struct tc_backend {
     tc_status (*upload)(tc_backend *b, void *dst, const void *host_src, size_t bytes);
     tc_status (*download)(tc_backend *b, void *host_dst, const void *src, size_t bytes);
     tc_status (*synchronize)(tc_backend *b); /* waits for queued work; reports async errors */
+    /* the memory this process holds at its peak, in bytes: CPU the resident
+     * set's high-water mark (VmHWM); CUDA the device memory in use (runtime
+     * and libraries included), which is the peak once a step has run, since
+     * every buffer is allocated before the first one. 0 when unknown. */
+    size_t (*memory_peak)(tc_backend *b);
     void (*destroy)(tc_backend *b);
 
     /* ---- elementwise and copies ---- */

@@ -140,18 +140,21 @@ static void report(const bench_args *a, const tc_model_config *c, const char *mo
     double flops_per_sample = (strcmp(mode, "train") == 0 ? 3.0 : 1.0) *
                               (gi + (strcmp(mode, "train") == 0 ? gt : 0.0)) * 1e9;
     double gflops_s = ips * flops_per_sample / 1e9;
+    /* device_mb: the engine's buffers; peak_mb: what the process holds at
+     * its peak (backend memory_peak: the whole device's use on CUDA) */
+    double peak_mb = be->memory_peak(be) / 1048576.0;
     if (a->json)
         printf("{\"framework\":\"tinyclip\",\"model\":\"%s\",\"mode\":\"%s\",\"backend\":\"%s\","
                "\"batch\":%d,\"threads\":%d,\"images_per_s\":%.3f,\"step_ms\":%.3f,"
-               "\"gflops_per_s\":%.2f,\"device_mb\":%.1f%s%s%s}\n",
+               "\"gflops_per_s\":%.2f,\"device_mb\":%.1f,\"peak_mb\":%.1f%s%s%s}\n",
                c->name, mode, be->name, a->batch, a->threads, ips, 1e3 * seconds / steps, gflops_s,
-               bytes / 1048576.0, a->teacher ? ",\"teacher\":\"" : "", a->teacher ? a->teacher : "",
-               a->teacher ? "\"" : "");
+               bytes / 1048576.0, peak_mb, a->teacher ? ",\"teacher\":\"" : "",
+               a->teacher ? a->teacher : "", a->teacher ? "\"" : "");
     else
         printf("%-34s %-6s %-5s batch %4d  %9.2f images/s  %9.2f ms/step  %8.2f GFLOP/s  %8.1f MB"
-               "  %.3f GFLOPs/image\n",
+               " (peak %.1f MB)  %.3f GFLOPs/image\n",
                c->name, mode, be->name, a->batch, ips, 1e3 * seconds / steps, gflops_s,
-               bytes / 1048576.0, gi);
+               bytes / 1048576.0, peak_mb, gi);
     fflush(stdout);
 }
 

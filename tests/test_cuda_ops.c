@@ -1256,6 +1256,58 @@ static void test_reductions_elementwise(void **state) {
     }
 }
 
+/* the device-side step: step_gate's counts and AdamW gated by them (skips a
+ * non-finite step, bias correction from the device's count), as the CPU */
+static void test_step_gate_adamw(void **state) {
+    (void)state;
+    const size_t total = g_quick ? 2000 : 300007;
+    tc_param_segment segs[2] = {{0, total / 2, 0.1f}, {total / 2, total - total / 2, 0.0f}};
+    float *p = rand_f32(total, 1.0f), *gr = rand_f32(total, 1.0f);
+    float zeros4[4] = {0, 0, 0, 0};
+    float *cp = put_f32(g_cpu, p, total), *cgr = put_f32(g_cpu, gr, total);
+    float *cm = balloc(g_cpu, total * 4), *cv = balloc(g_cpu, total * 4);
+    float *gp = put_f32(g_gpu, p, total), *ggr = put_f32(g_gpu, gr, total);
+    float *gm = balloc(g_gpu, total * 4), *gv = balloc(g_gpu, total * 4);
+    g_gpu->zero(g_gpu, gm, total * 4);
+    g_gpu->zero(g_gpu, gv, total * 4);
+    g_cpu->zero(g_cpu, cm, total * 4);
+    g_cpu->zero(g_cpu, cv, total * 4);
+    float *cst = put_f32(g_cpu, zeros4, 4), *gst = put_f32(g_gpu, zeros4, 4);
+    tc_act *gcomp = balloc(g_gpu, total * g_gpu->act_bytes);
+    /* finite, finite, not finite (skipped), finite */
+    const float finite[4] = {1.0f, 1.0f, 0.0f, 1.0f};
+    for (int k = 0; k < 4; k++) {
+        g_cpu->fill_f32(g_cpu, cst, finite[k], 1);
+        g_gpu->fill_f32(g_gpu, gst, finite[k], 1);
+        g_cpu->step_gate(g_cpu, cst);
+        g_gpu->step_gate(g_gpu, gst);
+        tc_adamw_hparams hp = {1e-3f, 0.9f, 0.98f, 1e-6f, 99, NULL};
+        hp.gate = cst;
+        g_cpu->adamw_update(g_cpu, cp, cgr, cm, cv, NULL, segs, 2, hp, NULL);
+        hp.gate = gst;
+        g_gpu->adamw_update(g_gpu, gp, ggr, gm, gv, gcomp, segs, 2, hp, NULL);
+    }
+    bsync(g_gpu, "cuda step_gate + gated adamw");
+    float st[4], r_st[4];
+    get_f32(g_gpu, st, gst, 4);
+    get_f32(g_cpu, r_st, cst, 4);
+    printf("  step gate: device state {%g, %g, %g, %g}, cpu {%g, %g, %g, %g}\n", st[0], st[1],
+           st[2], st[3], r_st[0], r_st[1], r_st[2], r_st[3]);
+    /* {finite, updates, skipped, skipped in a row} after the four steps */
+    const float expect[4] = {1.0f, 3.0f, 1.0f, 0.0f};
+    for (int i = 0; i < 4; i++)
+        if (st[i] != expect[i] || r_st[i] != expect[i])
+            fail_msg("step_gate state[%d]: cuda %g, cpu %g, expected %g", i, st[i], r_st[i],
+                     expect[i]);
+    float *r = hmalloc(total * 4), *o = hmalloc(total * 4);
+    get_f32(g_cpu, r, cp, total);
+    get_f32(g_gpu, o, gp, total);
+    expect_close("params after 3 gated updates and a skip", o, r, total, TOL_FP32);
+    get_f32(g_cpu, r, cv, total);
+    get_f32(g_gpu, o, gv, total);
+    expect_close("v", o, r, total, TOL_FP32);
+}
+
 /* AdamW on three segments (one without decay, one gap), grad scale, compute copy */
 static void test_adamw(void **state) {
     (void)state;
@@ -1616,6 +1668,7 @@ int main(int argc, char **argv) {
         TC_T(test_softmax_xent),
         TC_T(test_reductions_elementwise),
         TC_T(test_adamw),
+        TC_T(test_step_gate_adamw),
         TC_T(test_pinned_allocator),
         TC_T(test_error_reporting),
     };

@@ -3,6 +3,7 @@
 #include <omp.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "cpu_internal.h"
@@ -52,6 +53,18 @@ static tc_status cpu_synchronize(tc_backend *b) {
     return TC_OK; /* every op has finished when it returns */
 }
 
+static size_t cpu_memory_peak(tc_backend *b) {
+    (void)b;
+    FILE *f = fopen("/proc/self/status", "r");
+    if (!f) return 0;
+    char line[256];
+    unsigned long long kb = 0;
+    while (fgets(line, sizeof line, f))
+        if (sscanf(line, "VmHWM: %llu kB", &kb) == 1) break;
+    fclose(f);
+    return (size_t)kb * 1024;
+}
+
 static void cpu_destroy(tc_backend *b) {
     free(b);
 }
@@ -76,6 +89,7 @@ tc_status tc_backend_cpu_create(tc_backend **out, int threads) {
     b->upload = cpu_upload;
     b->download = cpu_download;
     b->synchronize = cpu_synchronize;
+    b->memory_peak = cpu_memory_peak;
     b->destroy = cpu_destroy;
 
     b->fill_f32 = tc_cpu_fill_f32;
