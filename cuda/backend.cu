@@ -128,6 +128,33 @@ static tc_status cu_synchronize(tc_backend *b) {
     return cu_report(cu);
 }
 
+static tc_status cu_upload_async(tc_backend *b, void *dst, const void *host_src, size_t bytes) {
+    tc_cuda_backend *cu = tc_cu(b);
+    if (bytes == 0) return cu_report(cu);
+    cudaError_t e = cudaMemcpyAsync(dst, host_src, bytes, cudaMemcpyHostToDevice, cu->stream);
+    if (e != cudaSuccess) {
+        tc_cuda_ok(cu, e, "upload_async");
+        return tc_fail(TC_ERR_BACKEND, "cuda: upload of %zu bytes: %s", bytes,
+                       cudaGetErrorString(e));
+    }
+    return cu_report(cu);
+}
+
+static tc_status cu_fence(tc_cuda_backend *cu, int slot, int wait) {
+    if (slot < 0 || slot >= TC_FENCES) return tc_fail(TC_ERR_ARG, "cuda fence: slot %d", slot);
+    cudaError_t e = wait ? cudaEventSynchronize(cu->fences[slot])
+                         : cudaEventRecord(cu->fences[slot], cu->stream);
+    if (e != cudaSuccess) {
+        tc_cuda_ok(cu, e, wait ? "fence wait" : "fence record");
+        return tc_fail(TC_ERR_BACKEND, "cuda: fence %s: %s", wait ? "wait" : "record",
+                       cudaGetErrorString(e));
+    }
+    return cu_report(cu);
+}
+
+static tc_status cu_fence_record(tc_backend *b, int slot) { return cu_fence(tc_cu(b), slot, 0); }
+static tc_status cu_fence_wait(tc_backend *b, int slot) { return cu_fence(tc_cu(b), slot, 1); }
+
 static size_t cu_memory_peak(tc_backend *b) {
     tc_cuda_backend *cu = tc_cu(b);
     size_t free_b = 0, total_b = 0;
@@ -144,6 +171,8 @@ static void cu_destroy(tc_backend *b) {
     cudaFree(cu->scratch);
     cudaFree(cu->lt_workspace);
     if (cu->lt) cublasLtDestroy(cu->lt);
+    for (int k = 0; k < TC_FENCES; k++)
+        if (cu->fences[k]) cudaEventDestroy(cu->fences[k]);
     if (cu->stream) cudaStreamDestroy(cu->stream);
     free(cu->seg_host);
     free(cu);
@@ -171,6 +200,12 @@ extern "C" tc_status tc_backend_cuda_create(tc_backend **out, int device, int fp
     e = cudaStreamCreateWithFlags(&cu->stream, cudaStreamNonBlocking);
     if (e != cudaSuccess) {
         st = tc_fail(TC_ERR_BACKEND, "cuda: stream creation: %s", cudaGetErrorString(e));
+        goto fail;
+    }
+    for (int k = 0; k < TC_FENCES && e == cudaSuccess; k++)
+        e = cudaEventCreateWithFlags(&cu->fences[k], cudaEventDisableTiming);
+    if (e != cudaSuccess) {
+        st = tc_fail(TC_ERR_BACKEND, "cuda: event creation: %s", cudaGetErrorString(e));
         goto fail;
     }
     bs = cublasLtCreate(&cu->lt);
@@ -201,6 +236,9 @@ extern "C" tc_status tc_backend_cuda_create(tc_backend **out, int device, int fp
         t->download = cu_download;
         t->synchronize = cu_synchronize;
         t->memory_peak = cu_memory_peak;
+        t->upload_async = cu_upload_async;
+        t->fence_record = cu_fence_record;
+        t->fence_wait = cu_fence_wait;
         t->destroy = cu_destroy;
         t->fill_f32 = tc_cuda_fill_f32;
         t->zero = tc_cuda_zero;

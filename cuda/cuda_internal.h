@@ -38,6 +38,7 @@ typedef struct {
     int device;
     int fp32; /* 1: tc_act is float; 0: tc_act is bf16 */
     cudaStream_t stream;
+    cudaEvent_t fences[TC_FENCES]; /* fence_record / fence_wait */
     cublasLtHandle_t lt;
     void *lt_workspace;
     size_t lt_workspace_bytes;

@@ -35,6 +35,8 @@ typedef struct tc_backend tc_backend;
 typedef enum { TC_GELU = 0, TC_QUICK_GELU = 1 } tc_activation;
 
 /* one contiguous run of parameters that share a weight decay */
+#define TC_FENCES 4
+
 typedef struct {
     size_t offset; /* in elements from the start of the parameter buffer */
     size_t count;
@@ -62,6 +64,15 @@ struct tc_backend {
     tc_status (*upload)(tc_backend *b, void *dst, const void *host_src, size_t bytes);
     tc_status (*download)(tc_backend *b, void *host_dst, const void *src, size_t bytes);
     tc_status (*synchronize)(tc_backend *b); /* waits for queued work; reports async errors */
+    /* upload queued behind the work already queued, without waiting: the
+     * host buffer must stay unchanged until fence_wait of a fence recorded
+     * after this call has returned (page-locked memory gives a DMA with no
+     * staging copy). the trainer's inputs go this way (engine/train.h) */
+    tc_status (*upload_async)(tc_backend *b, void *dst, const void *host_src, size_t bytes);
+    /* fences in TC_FENCES slots: record marks the work queued so far, wait
+     * returns when it has run (CPU: everything has run already) */
+    tc_status (*fence_record)(tc_backend *b, int slot);
+    tc_status (*fence_wait)(tc_backend *b, int slot);
     /* the memory this process holds at its peak, in bytes: CPU the resident
      * set's high-water mark (VmHWM); CUDA the device memory in use (runtime
      * and libraries included), which is the peak once a step has run, since

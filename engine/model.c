@@ -459,8 +459,7 @@ tc_status tc_model_encode_image(tc_model *m, const float *host_images, int B) {
     return tc_model_encode_image_device(m, m->vis.images, B);
 }
 
-tc_status tc_model_encode_text(tc_model *m, const int32_t *host_ids, int B) {
-    TC_TRY(check_batch(m, B));
+tc_status tc_model_check_ids(const tc_model *m, const int32_t *host_ids, int B) {
     int T = m->cfg.text.context_length, V = m->cfg.text.vocab_size;
     /* the gather trusts its indices: check them here, on the host */
     for (size_t i = 0; i < (size_t)B * T; i++)
@@ -468,6 +467,13 @@ tc_status tc_model_encode_text(tc_model *m, const int32_t *host_ids, int B) {
             return tc_fail(TC_ERR_ARG,
                            "model %s: token id %d at sample %zu position %zu is outside the vocabulary (%d)",
                            m->cfg.name, host_ids[i], i / (size_t)T, i % (size_t)T, V);
+    return TC_OK;
+}
+
+tc_status tc_model_encode_text(tc_model *m, const int32_t *host_ids, int B) {
+    TC_TRY(check_batch(m, B));
+    int T = m->cfg.text.context_length;
+    TC_TRY(tc_model_check_ids(m, host_ids, B));
     TC_TRY(m->be->upload(m->be, m->txt.ids, host_ids, (size_t)B * T * sizeof(int32_t)));
     return tc_model_encode_text_device(m, m->txt.ids, B);
 }

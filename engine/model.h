@@ -67,6 +67,10 @@ void tc_model_refresh_compute(tc_model *m);
 /* open_clip's initialisation for training from scratch, seeded */
 tc_status tc_model_init_random(tc_model *m, uint64_t seed);
 
+/* every id of host_ids (B, context) inside the vocabulary: encode_text
+ * checks it; callers of encode_text_device check it themselves */
+tc_status tc_model_check_ids(const tc_model *m, const int32_t *host_ids, int B);
+
 /* images: host (B,3,S,S) fp32 normalised planar; ids: host (B,context) */
 tc_status tc_model_encode_image(tc_model *m, const float *host_images, int B);
 tc_status tc_model_encode_text(tc_model *m, const int32_t *host_ids, int B);

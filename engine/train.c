@@ -32,6 +32,10 @@ struct tc_trainer {
     float *sim, *dsim, *teacher_sim;   /* (2, R, W*R): i2t then t2i */
     float *dimg, *dtxt;                /* (R, E) feature gradients of this rank's rows */
     float *scalars;                    /* S_COUNT */
+    float *in_images;                  /* (R, 3, S, S) the step's inputs on the device */
+    int32_t *in_ids;                   /* (R, context) */
+    int async_inputs;                  /* inputs uploaded without waiting (fences) */
+    long long fences;                  /* input fences recorded so far */
     float last_sum_sq;                 /* of the last result read, on the host */
     float last_lr;
     /* accum_steps > 1: the features of every micro-batch of the step */
@@ -122,11 +126,14 @@ static void free_step_buffers(tc_trainer *t) {
     float **bufs[] = {&t->m,        &t->v,        &t->sim,      &t->dsim,     &t->teacher_sim,
                       &t->dimg,     &t->dtxt,     &t->img_rows, &t->txt_rows, &t->timg_rows,
                       &t->ttxt_rows, &t->img_all, &t->txt_all,  &t->timg_all, &t->ttxt_all,
-                      &t->dimg_all, &t->dtxt_all, &t->cols,     &t->one,      &t->gshard};
+                      &t->dimg_all, &t->dtxt_all, &t->cols,     &t->one,      &t->gshard,
+                      &t->in_images};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) {
         if (*bufs[i]) be->free(be, *bufs[i]);
         *bufs[i] = NULL;
     }
+    if (t->in_ids) be->free(be, t->in_ids);
+    t->in_ids = NULL;
 }
 
 /* the slices of zero1: contiguous, in rank order, multiples of 64 elements
@@ -170,6 +177,9 @@ static tc_status alloc_step_buffers(tc_trainer *t) {
     if (R * W > (1u << 24)) return tc_fail(TC_ERR_ARG, "trainer: global batch %zu x %zu too large", W, R);
     if (sharded(t)) TC_TRY(plan_shards(t));
     size_t rows = 2 * R * W * R * F, M = moment_count(t);
+    const tc_model_config *sc = tc_model_cfg(t->student);
+    size_t img_n = (size_t)3 * sc->vision.image_size * sc->vision.image_size;
+    size_t ids_n = (size_t)sc->text.context_length;
     int acc = t->par.accum_steps > 1, dp = distributed(t), distill = t->teacher != NULL;
     tc_status s;
     if ((s = trainer_alloc(t, (void **)&t->m, M * F)) != TC_OK ||
@@ -191,7 +201,9 @@ static tc_status alloc_step_buffers(tc_trainer *t) {
         (dp && (s = trainer_alloc(t, (void **)&t->dtxt_all, W * R * E * F)) != TC_OK) ||
         (dp && (s = trainer_alloc(t, (void **)&t->cols, R * E * F)) != TC_OK) ||
         (dp && (s = trainer_alloc(t, (void **)&t->one, F)) != TC_OK) ||
-        (sharded(t) && (s = trainer_alloc(t, (void **)&t->gshard, (M ? M : 1) * F)) != TC_OK))
+        (sharded(t) && (s = trainer_alloc(t, (void **)&t->gshard, (M ? M : 1) * F)) != TC_OK) ||
+        (s = trainer_alloc(t, (void **)&t->in_images, R * img_n * F)) != TC_OK ||
+        (s = trainer_alloc(t, (void **)&t->in_ids, R * ids_n * sizeof(int32_t))) != TC_OK)
         return s;
     if (t->one) t->be->fill_f32(t->be, t->one, 1.0f, 1);
     t->be->zero(t->be, t->m, M * F);
@@ -381,7 +393,10 @@ size_t tc_trainer_optimizer_bytes(const tc_trainer *t) {
 size_t tc_trainer_device_bytes(const tc_trainer *t) {
     size_t R = (size_t)t->rows, W = (size_t)t->world;
     size_t E = (size_t)student_dim(t), TE = (size_t)teacher_dim(t);
-    size_t floats = S_COUNT + 2 * R * W * R * (t->teacher ? 3 : 2) + 2 * R * E;
+    const tc_model_config *sc = tc_model_cfg(t->student);
+    size_t in = R * (3 * (size_t)sc->vision.image_size * sc->vision.image_size +
+                     (size_t)sc->text.context_length); /* inputs: floats and int32 */
+    size_t floats = S_COUNT + 2 * R * W * R * (t->teacher ? 3 : 2) + 2 * R * E + in;
     if (t->par.accum_steps > 1) floats += 2 * R * (E + TE);
     if (distributed(t)) floats += 4 * W * R * E + 2 * W * R * TE + R * E + 1;
     if (sharded(t)) floats += moment_count(t);
@@ -488,13 +503,44 @@ static tc_status teacher_forward(tc_trainer *t, const float *images, const int32
     tc_model *te = t->teacher;
     float *tscale = tc_model_params(te) + tc_model_layout(te)->logit_scale;
     t->be->fill_f32(t->be, tscale, logf(t->loss.teacher_logit_scale), 1);
-    TC_TRY(tc_model_encode_image(te, images, b));
-    return tc_model_encode_text(te, ids, b);
+    TC_TRY(tc_model_encode_image_device(te, images, b));
+    return tc_model_encode_text_device(te, ids, b);
 }
 
+/* images and ids: device, micro-batch j of the step's inputs */
 static tc_status student_forward(tc_trainer *t, const float *images, const int32_t *ids, int b) {
-    TC_TRY(tc_model_encode_image(t->student, images, b));
-    return tc_model_encode_text(t->student, ids, b);
+    TC_TRY(tc_model_encode_image_device(t->student, images, b));
+    return tc_model_encode_text_device(t->student, ids, b);
+}
+
+/* the step's B samples to the device, checked first (the embedding gather
+ * trusts its ids); asynchronously with a fence when the caller asked */
+static tc_status upload_inputs(tc_trainer *t, const float *images, const int32_t *ids, int B,
+                               size_t img_n, size_t ids_n) {
+    tc_backend *be = t->be;
+    TC_TRY(tc_model_check_ids(t->student, ids, B));
+    if (t->teacher) TC_TRY(tc_model_check_ids(t->teacher, ids, B));
+    size_t ib = (size_t)B * img_n * sizeof(float), tb = (size_t)B * ids_n * sizeof(int32_t);
+    if (!t->async_inputs) {
+        TC_TRY(be->upload(be, t->in_images, images, ib));
+        return be->upload(be, t->in_ids, ids, tb);
+    }
+    TC_TRY(be->upload_async(be, t->in_images, images, ib));
+    TC_TRY(be->upload_async(be, t->in_ids, ids, tb));
+    TC_TRY(be->fence_record(be, (int)(t->fences % TC_FENCES)));
+    t->fences++;
+    return TC_OK;
+}
+
+void tc_trainer_set_async_inputs(tc_trainer *t, int on) { t->async_inputs = on != 0; }
+
+tc_status tc_trainer_inputs_wait(tc_trainer *t, int lag) {
+    if (lag < 0 || lag > TC_FENCES - 2)
+        return tc_fail(TC_ERR_ARG, "trainer: inputs_wait lag %d is not in 0..%d", lag,
+                       TC_FENCES - 2);
+    long long f = t->fences - 1 - lag;
+    if (!t->async_inputs || f < 0) return TC_OK;
+    return t->be->fence_wait(t->be, (int)(f % TC_FENCES));
 }
 
 /* dst (rows at j*b) = the model's features of its last encode (b, E) */
@@ -561,6 +607,9 @@ static tc_status forward_backward(tc_trainer *t, const float *images, const int3
     size_t img_n = (size_t)3 * sc->vision.image_size * sc->vision.image_size;
     size_t ids_n = (size_t)sc->text.context_length;
     int distill = t->teacher && t->loss.w_distill != 0.0f;
+    TC_TRY(upload_inputs(t, images, ids, B, img_n, ids_n));
+    images = t->in_images;
+    ids = t->in_ids;
 
     for (int j = 0; j < k; j++) {
         const float *im = images + (size_t)j * b * img_n;

@@ -95,6 +95,17 @@ tc_status tc_trainer_step(tc_trainer *t, const float *images, const int32_t *ids
 /* the result of the last step (one synchronisation) */
 tc_status tc_trainer_read_result(tc_trainer *t, tc_step_result *result);
 
+/* a step's inputs go to the device before its first operation. by default
+ * the upload waits for the backend's queue (the caller may reuse its
+ * buffers when the step returns). with async inputs the upload is queued
+ * without waiting (a DMA from the caller's page-locked buffers): the
+ * caller keeps a step's images and ids unchanged until inputs_wait says
+ * they were read; lag 0 is the last step's inputs, lag 1 the step before
+ * (the scheduler releases batch N-1 after queuing step N, so the device
+ * always has a step queued). CPU: every upload has happened on return. */
+void tc_trainer_set_async_inputs(tc_trainer *t, int on);
+tc_status tc_trainer_inputs_wait(tc_trainer *t, int lag);
+
 /* the same in two halves, for callers with parameters of their own in the
  * clipped norm (the mask optimizer of automatic inheritance):
  * compute runs forward and backward (and, when result is not NULL, reads it

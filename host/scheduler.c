@@ -683,6 +683,7 @@ static tc_status make_student(stage_run *r, const tc_model_config *cfg, const fl
     tc_optim_config o2 = optim_of(r->st);
     tc_loss_config l = loss_of(r->st);
     TC_TRY(tc_trainer_create(&r->trainer, r->student, r->teacher, &o2, &l));
+    tc_trainer_set_async_inputs(r->trainer, 1);
     r->trainer_steps = 0;
     r->nonfinite_base = r->meta.nonfinite;
     TC_TRY(tc_trainer_set_comm(r->trainer, r->c->comm));
@@ -1125,6 +1126,7 @@ static tc_status run_stage(run_ctx *c, int i) {
                           c->force_tty);
     double t_start = wall_seconds(), data_wait = 0.0;
     long long steps_timed = 0;
+    tc_batch *prev = NULL; /* the last step's batch, released after the next is queued */
     double last_ips = 0.0, last_loss = 0.0, t_read = t_start;
     long long since_read = 0, skipped_seen = 0;
     const tc_exp_auto *a = &st->inherit.autoc;
@@ -1156,7 +1158,15 @@ static tc_status run_stage(run_ctx *c, int i) {
         if (r.masked) s = masked_step(&r, b, &sr, &lag);
         else s = tc_trainer_step(r.trainer, b->images, b->tokens, b->n, read ? &sr : NULL);
         r.meta.cursor = b->cursor;
-        tc_loader_release(r.loader, b);
+        /* the previous batch goes back to the loader once the device has
+         * read it; this one stays until the next step is queued, so the
+         * device always has a step queued behind the one it runs */
+        if (prev) {
+            tc_status w = tc_trainer_inputs_wait(r.trainer, 1);
+            if (s == TC_OK) s = w;
+            tc_loader_release(r.loader, prev);
+        }
+        prev = b;
         if (s != TC_OK) break;
         steps_timed++;
         r.trainer_steps++;
@@ -1248,6 +1258,12 @@ static tc_status run_stage(run_ctx *c, int i) {
             free(moments);
             free(cursors);
         }
+    }
+    if (prev) {
+        /* the last batch: its upload may still be queued */
+        tc_status w = r.trainer ? tc_trainer_inputs_wait(r.trainer, 0) : TC_OK;
+        if (s == TC_OK) s = w;
+        tc_loader_release(r.loader, prev);
     }
     if (s == TC_OK) tc_progress_end(&prog);
     double train_time = wall_seconds() - t_start;

@@ -53,6 +53,12 @@ static tc_status cpu_synchronize(tc_backend *b) {
     return TC_OK; /* every op has finished when it returns */
 }
 
+static tc_status cpu_fence(tc_backend *b, int slot) {
+    (void)b;
+    if (slot < 0 || slot >= TC_FENCES) return tc_fail(TC_ERR_ARG, "cpu fence: slot %d", slot);
+    return TC_OK; /* every op has finished when it returns */
+}
+
 static size_t cpu_memory_peak(tc_backend *b) {
     (void)b;
     FILE *f = fopen("/proc/self/status", "r");
@@ -89,6 +95,9 @@ tc_status tc_backend_cpu_create(tc_backend **out, int threads) {
     b->upload = cpu_upload;
     b->download = cpu_download;
     b->synchronize = cpu_synchronize;
+    b->upload_async = cpu_upload;
+    b->fence_record = cpu_fence;
+    b->fence_wait = cpu_fence;
     b->memory_peak = cpu_memory_peak;
     b->destroy = cpu_destroy;
 
