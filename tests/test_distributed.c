@@ -21,7 +21,8 @@
  * fault cases (TC_DIST_FAULT): rank 1 hangs (sleeps) or dies (SIGKILL) at
  * step 3; the other ranks must stop well within 60 s with a message naming
  * the lost rank. and `tinyclip train` under mpirun -np 2, killed in the mask
- * phase and run again, ends with the uninterrupted run's weights.
+ * phase and run again, ends with the uninterrupted run's weights; the same
+ * with ZeRO-1 and 2 micro-batches per step, killed after the pruning.
  * the cmocka tests launch mpirun -np 2 and -np 4 (Open MPI: oversubscribed,
  * as root allowed; OMP_NUM_THREADS=1) and skip (77) when mpirun or MPI is
  * missing. */
@@ -442,7 +443,10 @@ static int train_np(const char *dir, const char *run, const char *fault, char **
     return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
 }
 
-static void test_train_kill_resume(void **state) {
+/* extra: lines inserted into the experiment (options under test); kill:
+ * the fault that cuts the second run */
+static void kill_resume(const char *extra, const char *accum, const char *kill,
+                        const char *expect) {
     need_mpirun();
     char *dir = tc_make_tempdir("dist");
     assert_non_null(dir);
@@ -450,15 +454,30 @@ static void test_train_kill_resume(void **state) {
     snprintf(path, sizeof path, "%s/tiny.json", dir);
     assert_int_equal(tc_write_file(path, model_json, strlen(model_json)), 0);
     snprintf(path, sizeof path, "%s/exp.yaml", dir);
-    assert_int_equal(tc_write_file(path, experiment_yaml, strlen(experiment_yaml)), 0);
+    /* the experiment with the options spliced in: top-level lines after
+     * the name, a stage key after each "kind:" line */
+    char yaml[4096];
+    size_t at = 0;
+    for (const char *l = experiment_yaml; *l;) {
+        const char *e = strchr(l, '\n');
+        size_t n = (size_t)(e - l) + 1;
+        at += (size_t)snprintf(yaml + at, sizeof yaml - at, "%.*s", (int)n, l);
+        if (strncmp(l, "name:", 5) == 0)
+            at += (size_t)snprintf(yaml + at, sizeof yaml - at, "%s", extra);
+        if (strncmp(l, "    kind:", 9) == 0)
+            at += (size_t)snprintf(yaml + at, sizeof yaml - at, "%s", accum);
+        l = e + 1;
+    }
+    assert_int_equal(tc_write_file(path, yaml, strlen(yaml)), 0);
     char *out;
     int rc = train_np(dir, "whole", NULL, &out);
     printf("uninterrupted:\n%s", out);
     assert_int_equal(rc, 0);
     assert_non_null(strstr(out, "2 processes, global batch 16 (8 per process)"));
+    if (expect && !strstr(out, expect)) fail_msg("the log does not say '%s'", expect);
     free(out);
-    rc = train_np(dir, "cut", "kill_at_step:3@auto", &out);
-    printf("killed at step 3 of the mask phase (exit %d)\n", rc);
+    rc = train_np(dir, "cut", kill, &out);
+    printf("killed (%s, exit %d)\n", kill, rc);
     assert_int_not_equal(rc, 0);
     free(out);
     rc = train_np(dir, "cut", NULL, &out);
@@ -485,6 +504,17 @@ static void test_train_kill_resume(void **state) {
     free(dir);
 }
 
+static void test_train_kill_resume(void **state) {
+    kill_resume("", "", "kill_at_step:3@auto", NULL);
+}
+
+/* sharded moments and micro-batches: killed after the pruning (the
+ * checkpoint holds the pruned student's moments, gathered from the shards) */
+static void test_train_kill_resume_zero1_accum(void **state) {
+    kill_resume("distributed: {zero1: true}\n", "    accum_steps: 2\n", "kill_at_step:5@auto",
+                "(ZeRO-1: this rank's slice)");
+}
+
 int main(void) {
     if (getenv("TC_DIST_DRIVER")) return driver();
     const struct CMUnitTest tests[] = {
@@ -495,6 +525,7 @@ int main(void) {
         cmocka_unit_test(test_rank_hangs),
         cmocka_unit_test(test_rank_dies),
         cmocka_unit_test(test_train_kill_resume),
+        cmocka_unit_test(test_train_kill_resume_zero1_accum),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
