@@ -167,6 +167,7 @@ static void cu_destroy(tc_backend *b) {
     tc_cuda_backend *cu = tc_cu(b);
     if (!cu) return;
     if (cu->stream) cudaStreamSynchronize(cu->stream);
+    tc_cuda_conv_destroy(cu);
     cudaFree(cu->seg_dev);
     cudaFree(cu->scratch);
     cudaFree(cu->lt_workspace);
@@ -280,6 +281,8 @@ extern "C" tc_status tc_backend_cuda_create(tc_backend **out, int device, int fp
         t->layernorm_masked_forward = tc_cuda_layernorm_masked_forward;
         t->layernorm_masked_backward = tc_cuda_layernorm_masked_backward;
     }
+    st = tc_cuda_conv_init(cu);
+    if (st != TC_OK) goto fail;
     *out = &cu->base;
     return TC_OK;
 

@@ -54,6 +54,8 @@ typedef struct {
     int seg_dev_cap;
     size_t seg_total;
     int seg_dev_count;
+    /* cuDNN patch embedding state (conv_cudnn.cu); NULL without cuDNN */
+    struct tc_cuda_conv *conv;
     /* first recorded failure */
     tc_status err;
     char err_msg[512];
@@ -229,5 +231,11 @@ void tc_cuda_layernorm_masked_backward(tc_backend *b, tc_act *dinp, float *dw, f
                                        const tc_act *dout, const tc_act *inp, const tc_act *w,
                                        const float *mean, const float *rstd, const float *mask,
                                        int N, int C);
+
+/* conv_cudnn.cu: reads TINYCLIP_PATCH_EMBED (cudnn|gemm), fills the optional
+ * patch_embed slots when cuDNN is linked; destroy frees its state */
+typedef struct tc_cuda_conv tc_cuda_conv;
+tc_status tc_cuda_conv_init(tc_cuda_backend *cu);
+void tc_cuda_conv_destroy(tc_cuda_backend *cu);
 
 #endif

@@ -57,6 +57,30 @@ struct tc_backend {
     const char *name;    /* "cpu", "cuda" */
     size_t act_bytes;    /* sizeof one tc_act element */
     int separate_compute_weights; /* 1: tc_act weights are a copy of the fp32 master */
+    /* 1: the model runs patch_embed_forward / _backward_weight below instead
+     * of patchify + GEMM (CUDA: TINYCLIP_PATCH_EMBED=cudnn at creation) */
+    int prefer_patch_embed;
+
+    /* ---- optional ops: NULL where the backend has none ----
+     * the patch embedding as one convolution (conv1: kernel = stride = P, no
+     * bias; CUDA: present when cuDNN can be loaded), the same result as
+     * patchify + linear_forward (w_trans 0) and linear_backward's dw.
+     * H, W multiples of P; gh = H/P, gw = W/P.
+     *   image     (B,3,H,W) fp32 planar
+     *   image_act B*3*H*W tc_act, the size of patchify's patches: written by
+     *             the forward (the image in the backend's own layout and
+     *             type), read by the weight gradient of the same shape
+     *   w         (C,3,P,P) conv1.weight = (C, 3*P*P) of linear_forward
+     *   out       (B*gh*gw, C), row (b, gy, gx) = patches . w^T
+     * out, image_act and dout are whole allocations from alloc(). */
+    void (*patch_embed_forward)(tc_backend *b, tc_act *out, tc_act *image_act, const float *image,
+                                const tc_act *w, int B, int H, int W, int P, int C);
+    /* dw (C,3,P,P) += dout^T patches; dout (B*gh*gw, C). no image gradient.
+     * CUDA mixed mode: the increment is rounded to bf16 once before the +=
+     * (cuDNN gives the filter gradient in the input type). */
+    void (*patch_embed_backward_weight)(tc_backend *b, float *dw, const tc_act *dout,
+                                        const tc_act *image_act, int B, int H, int W, int P,
+                                        int C);
 
     /* ---- memory ---- */
     tc_status (*alloc)(tc_backend *b, size_t bytes, void **ptr); /* zero-filled */

@@ -415,6 +415,12 @@ static void embed_to_stream(tc_model *m, tower *t, int B) {
     }
 }
 
+/* the patch embedding as the backend's convolution (t->patches then holds its
+ * copy of the image) instead of patchify + GEMM; fixed for the backend's life */
+static int patch_conv(const tc_backend *be) {
+    return be->prefer_patch_embed && be->patch_embed_forward && be->patch_embed_backward_weight;
+}
+
 tc_status tc_model_encode_image_device(tc_model *m, const float *images, int B) {
     TC_TRY(check_batch(m, B));
     tc_backend *be = m->be;
@@ -425,9 +431,14 @@ tc_status tc_model_encode_image_device(tc_model *m, const float *images, int B) 
     t->B = B;
     if (images != t->images)
         be->copy(be, t->images, images, (size_t)B * 3 * S * S * sizeof(float));
-    be->patchify(be, t->patches, t->images, B, S, S, P);
-    be->linear_forward(be, t->patch_emb, t->patches, W(m, L->v_conv1), NULL, B * g * g,
-                       3 * P * P, C, 0);
+    if (patch_conv(be)) {
+        be->patch_embed_forward(be, t->patch_emb, t->patches, t->images, W(m, L->v_conv1), B, S,
+                                S, P, C);
+    } else {
+        be->patchify(be, t->patches, t->images, B, S, S, P);
+        be->linear_forward(be, t->patch_emb, t->patches, W(m, L->v_conv1), NULL, B * g * g,
+                           3 * P * P, C, 0);
+    }
     be->vision_embed_forward(be, t->embed, t->patch_emb, W(m, L->v_cls), W(m, L->v_pos), B, T, C);
     embed_to_stream(m, t, B);
     blocks_forward(m, t, B);
@@ -614,8 +625,12 @@ tc_status tc_model_backward_image(tc_model *m, const float *dfeatures) {
     tc_act *dembed = stream_to_embed_backward(m, t, B);
     tc_act *dpatch = (dembed == t->dscratch1) ? t->dscratch2 : t->dscratch1;
     be->vision_embed_backward(be, dpatch, G(m, L->v_cls), G(m, L->v_pos), dembed, B, T, C);
-    be->linear_backward(be, NULL, G(m, L->v_conv1), NULL, dpatch, t->patches, W(m, L->v_conv1),
-                        B * g * g, 3 * P * P, C, 0);
+    if (patch_conv(be))
+        be->patch_embed_backward_weight(be, G(m, L->v_conv1), dpatch, t->patches, B,
+                                        t->cfg->image_size, t->cfg->image_size, P, C);
+    else
+        be->linear_backward(be, NULL, G(m, L->v_conv1), NULL, dpatch, t->patches,
+                            W(m, L->v_conv1), B * g * g, 3 * P * P, C, 0);
     return TC_OK;
 }
 

@@ -91,8 +91,10 @@ TEST=$BIN/test_cuda_ops
 
 TCLIBPATH=$TCLIBS${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
 # CUDA libraries the binaries want but the loader cannot find: look in the
-# toolkit and in the pip wheels that PyTorch brings (nvidia/*/lib)
-if env LD_LIBRARY_PATH="$TCLIBPATH" ldd "$TEST" | grep -q "not found"; then
+# toolkit and in the pip wheels that PyTorch brings (nvidia/*/lib). cuDNN is
+# opened at run time (dlopen), so ldd cannot see that it is missing
+if env LD_LIBRARY_PATH="$TCLIBPATH" ldd "$TEST" | grep -q "not found" ||
+  ! ldconfig -p 2>/dev/null | grep -q "libcudnn\.so\.9 "; then
   for d in /usr/local/cuda/lib64 /usr/local/cuda/targets/x86_64-linux/lib /usr/local/cuda/lib; do
     [ -d "$d" ] && TCLIBPATH=$TCLIBPATH:$d
   done

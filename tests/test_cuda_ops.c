@@ -958,6 +958,125 @@ static void test_vision_embed(void **state) {
     }
 }
 
+/* the cuDNN patch embedding (patch_embed_forward, patch_embed_backward_weight)
+ * against the CPU's patchify + linear_forward and linear_backward's dw. out
+ * is poisoned; dw starts from random values (+=). in the mixed mode the dw
+ * increment comes out of cuDNN in bf16 (the legacy API gives the filter
+ * gradient in the input type) and is rounded once before the fp32 +=, so dw
+ * is held to TOL_BF16 there, not to the GEMM path's TOL_F32_IN_MIXED. both
+ * ops run twice on the same inputs and must give the same bits. */
+typedef struct {
+    const char *name;
+    int B, H, W, P, C, misalign;
+} patch_case;
+
+static void run_patch_embed(const patch_case *k) {
+    const int B = k->B, H = k->H, W = k->W, P = k->P, C = k->C;
+    const int N = B * (H / P) * (W / P), K = 3 * P * P;
+    const size_t nimg = (size_t)B * 3 * H * W, nout = (size_t)N * C, nw = (size_t)C * K;
+    const size_t ab = g_gpu->act_bytes, sh = k->misalign ? 1 : 0;
+    /* the image in bf16 values in the mixed mode: both paths then multiply the same numbers */
+    float *img = rand_act(nimg, 2.0f);
+    float *w = rand_act(nw, 1.0f / sqrtf((float)K));
+    float *dout = rand_act(nout, 1.0f);
+    float *dw0 = rand_f32(nw, 1.0f);
+
+    float *cimg = put_f32(g_cpu, img, nimg);
+    tc_act *cpat = balloc(g_cpu, nimg * 4), *cout = balloc(g_cpu, nout * 4);
+    tc_act *cw = put_act(g_cpu, w, nw), *cdout = put_act(g_cpu, dout, nout);
+    float *cdw = put_f32(g_cpu, dw0, nw);
+    g_cpu->patchify(g_cpu, cpat, cimg, B, H, W, P);
+    g_cpu->linear_forward(g_cpu, cout, cpat, cw, NULL, N, K, C, 0);
+    g_cpu->linear_backward(g_cpu, NULL, cdw, NULL, cdout, cpat, cw, N, K, C, 0);
+    bsync(g_cpu, "cpu patchify + linear");
+    float *r_out = hmalloc(nout * 4), *r_dw = hmalloc(nw * 4);
+    get_act(g_cpu, r_out, cout, nout);
+    get_f32(g_cpu, r_dw, cdw, nw);
+
+    /* misalign: the weight and dw one element off, as views into pruned parameters */
+    float *gimg = put_f32(g_gpu, img, nimg);
+    tc_act *gimg_act = gpu_out_act(nimg), *gout = gpu_out_act(nout);
+    tc_act *gw = tc_act_offset(g_gpu, balloc(g_gpu, (nw + 1) * ab), sh);
+    {
+        float *tmp = put_f32(g_gpu, w, nw);
+        g_gpu->f32_to_act(g_gpu, gw, tmp, nw);
+    }
+    tc_act *gdout = put_act(g_gpu, dout, nout);
+    float *gdw = (float *)balloc(g_gpu, (nw + 1) * 4) + sh;
+    float *o[2] = {hmalloc(nout * 4), hmalloc(nout * 4)};
+    float *dwh[2] = {hmalloc(nw * 4), hmalloc(nw * 4)};
+    for (int run = 0; run < 2; run++) {
+        if (run) poison(g_gpu, gout, nout * ab);
+        if (g_gpu->upload(g_gpu, gdw, dw0, nw * 4) != TC_OK) fail_msg("upload");
+        g_gpu->patch_embed_forward(g_gpu, gout, gimg_act, gimg, gw, B, H, W, P, C);
+        g_gpu->patch_embed_backward_weight(g_gpu, gdw, gdout, gimg_act, B, H, W, P, C);
+        bsync(g_gpu, "cuda patch_embed");
+        get_act(g_gpu, o[run], gout, nout);
+        get_f32(g_gpu, dwh[run], gdw, nw);
+    }
+    printf("  patch_embed (cuDNN) %s B=%d H=%d W=%d P=%d C=%d%s\n", k->name, B, H, W, P, C,
+           k->misalign ? " misaligned w, dw" : "");
+    expect_close("out", o[0], r_out, nout, tol_act());
+    expect_close("dw (+=)", dwh[0], r_dw, nw, g_fp32 ? TOL_FP32 : TOL_BF16);
+    expect_same_bits("patch_embed out", o[0], o[1], nout);
+    expect_same_bits("patch_embed dw", dwh[0], dwh[1], nw);
+}
+
+static void test_patch_embed(void **state) {
+    (void)state;
+    if (!g_gpu->patch_embed_forward || !g_gpu->patch_embed_backward_weight) {
+        printf("  patch_embed: not in this build (no cuDNN)\n");
+        skip();
+    }
+    static const patch_case full[] = {
+        {"ViT-B/32", 2, 224, 224, 32, 768, 0},
+        {"ViT-B/16", 2, 224, 224, 16, 768, 0},
+        {"irregular", 3, 48, 80, 16, 700, 1}, /* pruned width, H != W */
+    };
+    static const patch_case quick[] = {{"irregular", 1, 32, 48, 16, 72, 1}};
+    const patch_case *cs = g_quick ? quick : full;
+    size_t n = g_quick ? sizeof quick / sizeof *quick : sizeof full / sizeof *full;
+    for (size_t i = 0; i < n; i++) {
+        run_patch_embed(&cs[i]);
+        free_all();
+    }
+}
+
+/* TINYCLIP_PATCH_EMBED picks the path at creation: cudnn, gemm (the default),
+ * anything else is refused by name */
+static void test_patch_embed_choice(void **state) {
+    (void)state;
+    const char *old = getenv("TINYCLIP_PATCH_EMBED");
+    char *saved = old ? strdup(old) : NULL;
+    static const struct {
+        const char *value;
+        int ok, prefer;
+    } cs[] = {{"gemm", 1, 0}, {"", 1, 0}, {"cudnn", 1, 1}, {"cuDNN!", 0, 0}};
+    const int have = g_gpu->patch_embed_forward != NULL;
+    for (size_t i = 0; i < sizeof cs / sizeof *cs; i++) {
+        setenv("TINYCLIP_PATCH_EMBED", cs[i].value, 1);
+        tc_backend *b = NULL;
+        tc_status s = tc_backend_cuda_create(&b, 0, g_fp32);
+        /* without cuDNN "cudnn" is refused too */
+        const int ok = cs[i].ok && (have || !cs[i].prefer);
+        printf("  TINYCLIP_PATCH_EMBED=%s: %s%s\n", cs[i].value,
+               s == TC_OK ? "created" : "refused: ", s == TC_OK ? "" : tc_last_error());
+        if (ok) {
+            if (s != TC_OK) fail_msg("TINYCLIP_PATCH_EMBED=%s: %s", cs[i].value, tc_last_error());
+            assert_int_equal(b->prefer_patch_embed, cs[i].prefer);
+            b->destroy(b);
+        } else {
+            assert_int_not_equal(s, TC_OK);
+            assert_non_null(strstr(tc_last_error(), "TINYCLIP_PATCH_EMBED"));
+        }
+    }
+    if (saved)
+        setenv("TINYCLIP_PATCH_EMBED", saved, 1);
+    else
+        unsetenv("TINYCLIP_PATCH_EMBED");
+    free(saved);
+}
+
 /* token embedding forward, scatter-add backward with repeated ids */
 static void test_token_embed(void **state) {
     (void)state;
@@ -1642,6 +1761,105 @@ static int run_bench(void) {
     return s == TC_OK ? 0 : 1;
 }
 
+/* the patch embedding both ways at batch 256, each on a backend of its own (a
+ * failure is sticky and must not spoil the other path): patchify + GEMM
+ * (linear_forward; linear_backward's dw) against the cuDNN convolution
+ * (patch_embed_forward; patch_embed_backward_weight). FLOPs 2 N K C forward
+ * and as many for dw, N = B (S/P)^2, K = 3 P^2. the first call of a cuDNN
+ * shape searches its algorithms; time_median's warm-up runs absorb that. */
+typedef struct {
+    tc_backend *b;
+    float *img, *dw;
+    tc_act *pat, *w, *out, *dout;
+    int B, S, P, C, N, K;
+} pe_bench;
+
+static void pe_gemm_fwd(void *p) {
+    pe_bench *e = p;
+    e->b->patchify(e->b, e->pat, e->img, e->B, e->S, e->S, e->P);
+    e->b->linear_forward(e->b, e->out, e->pat, e->w, NULL, e->N, e->K, e->C, 0);
+}
+
+static void pe_gemm_fwd_dw(void *p) {
+    pe_bench *e = p;
+    pe_gemm_fwd(p);
+    e->b->linear_backward(e->b, NULL, e->dw, NULL, e->dout, e->pat, e->w, e->N, e->K, e->C, 0);
+}
+
+static void pe_cudnn_fwd(void *p) {
+    pe_bench *e = p;
+    e->b->patch_embed_forward(e->b, e->out, e->pat, e->img, e->w, e->B, e->S, e->S, e->P, e->C);
+}
+
+static void pe_cudnn_fwd_dw(void *p) {
+    pe_bench *e = p;
+    pe_cudnn_fwd(p);
+    e->b->patch_embed_backward_weight(e->b, e->dw, e->dout, e->pat, e->B, e->S, e->S, e->P, e->C);
+}
+
+/* one shape, one path; 0 when it ran (a failed timing prints a 'failed' line) */
+static int bench_patch_embed_one(const char *shape, int B, int S, int P, int C, int cudnn) {
+    const char *path = cudnn ? "cudnn" : "gemm";
+    char name[96];
+    pe_bench e;
+    memset(&e, 0, sizeof e);
+    if (tc_backend_cuda_create(&e.b, 0, 0) != TC_OK) {
+        printf("bench: %s\n", tc_last_error());
+        return 1;
+    }
+    e.B = B, e.S = S, e.P = P, e.C = C;
+    e.N = B * (S / P) * (S / P), e.K = 3 * P * P;
+    const double flops = 2.0 * e.N * (double)e.K * C;
+    if (cudnn && !e.b->patch_embed_forward) {
+        snprintf(name, sizeof name, "patch_embed_fwd+dw cudnn %s B=%d", shape, B);
+        printf("BENCH|%s|failed|not in this build (no cuDNN)\n", name);
+        e.b->destroy(e.b);
+        return 0;
+    }
+    const size_t nimg = (size_t)B * 3 * S * S, nout = (size_t)e.N * C, nw = (size_t)C * e.K;
+    int rc = 1;
+    float *h = malloc(nimg * sizeof(float));
+    if (h && e.b->alloc(e.b, nimg * sizeof(float), (void **)&e.img) == TC_OK &&
+        e.b->alloc(e.b, nimg * e.b->act_bytes, (void **)&e.pat) == TC_OK &&
+        e.b->alloc(e.b, nout * e.b->act_bytes, (void **)&e.out) == TC_OK &&
+        e.b->alloc(e.b, nw * sizeof(float), (void **)&e.dw) == TC_OK) {
+        tc_fill_uniform(h, nimg, &g_rng, 2.0f);
+        e.w = bench_rand_act(e.b, nw, 0.02f);
+        e.dout = bench_rand_act(e.b, nout, 1.0f);
+        if (e.w && e.dout && e.b->upload(e.b, e.img, h, nimg * sizeof(float)) == TC_OK) {
+            snprintf(name, sizeof name, "patch_embed_fwd %s %s B=%d", path, shape, B);
+            bench_report(name, time_median(e.b, cudnn ? pe_cudnn_fwd : pe_gemm_fwd, &e, 20), flops);
+            snprintf(name, sizeof name, "patch_embed_fwd+dw %s %s B=%d", path, shape, B);
+            bench_report(name, time_median(e.b, cudnn ? pe_cudnn_fwd_dw : pe_gemm_fwd_dw, &e, 10),
+                         2.0 * flops);
+            rc = 0;
+        }
+    }
+    if (rc)
+        printf("bench: patch_embed %s %s: allocation failed: %s\n", path, shape, tc_last_error());
+    free(h);
+    e.b->free(e.b, e.img);
+    e.b->free(e.b, e.pat);
+    e.b->free(e.b, e.out);
+    e.b->free(e.b, e.dw);
+    e.b->free(e.b, e.w);
+    e.b->free(e.b, e.dout);
+    e.b->destroy(e.b);
+    return rc;
+}
+
+static int run_patch_embed_bench(void) {
+    static const struct {
+        const char *name;
+        int B, S, P, C;
+    } pe[] = {{"vit-b32", 256, 224, 32, 768}, {"vit-b16", 256, 224, 16, 768}};
+    int rc = 0;
+    for (size_t i = 0; i < sizeof pe / sizeof *pe; i++)
+        for (int cudnn = 0; cudnn < 2; cudnn++)
+            rc |= bench_patch_embed_one(pe[i].name, pe[i].B, pe[i].S, pe[i].P, pe[i].C, cudnn);
+    return rc;
+}
+
 static int setup_mode(int fp32) {
     g_fp32 = fp32;
     if (tc_backend_cpu_create(&g_cpu, 0) != TC_OK) {
@@ -1690,7 +1908,7 @@ int main(int argc, char **argv) {
     char name[256];
     tc_cuda_device_name(0, name, sizeof name);
     printf("device 0: %s%s\n", name, g_quick ? " (quick mode)" : "");
-    if (argc > 1 && strcmp(argv[1], "--bench") == 0) return run_bench();
+    if (argc > 1 && strcmp(argv[1], "--bench") == 0) return run_bench() | run_patch_embed_bench();
     const struct CMUnitTest tests[] = {
         TC_T(test_linear),
         TC_T(test_gemm_f32),
@@ -1701,6 +1919,8 @@ int main(int argc, char **argv) {
         TC_T(test_attention),
         TC_T(test_attention_mma),
         TC_T(test_vision_embed),
+        TC_T(test_patch_embed),
+        TC_T(test_patch_embed_choice),
         TC_T(test_token_embed),
         TC_T(test_pooling),
         TC_T(test_l2norm),
