@@ -1203,7 +1203,6 @@ static tc_status run_stage(run_ctx *c, int i) {
             double now = wall_seconds();
             last_ips = (double)since_read * r.batch * c->world / (now - t_read);
             last_loss = sr.loss;
-            t_read = now;
             since_read = 0;
         }
         if (read && (r.meta.step % st->log_every == 0 || r.meta.step == st->steps)) {
@@ -1258,6 +1257,8 @@ static tc_status run_stage(run_ctx *c, int i) {
             free(moments);
             free(cursors);
         }
+        /* the next rate counts from here: evaluations and checkpoints out */
+        if (read) t_read = wall_seconds();
     }
     if (prev) {
         /* the last batch: its upload may still be queued */
