@@ -2,9 +2,10 @@
 # the one prepared check for a GPU machine (DESIGN.md §10). two halves:
 #
 #   scripts/gpu_check.sh --bundle [BUILD]     on the development machine
-#       packs BUILD/tests/test_cuda_ops, BUILD/tinyclip (when built) and the
-#       shared libraries they link that a bare GPU machine lacks (OpenBLAS,
-#       cmocka, libfyaml, ... everything but libc and the CUDA libraries) into
+#       packs BUILD/tests/test_cuda_ops, BUILD/tests/test_comm_nccl,
+#       BUILD/tinyclip (when built) and the shared libraries they link that a
+#       bare GPU machine lacks (OpenBLAS, cmocka, libfyaml, ... everything but
+#       libc and the CUDA libraries) into
 #       BUILD/gpu_bundle/bundle.tar.xz. BUILD defaults to build-cuda; build it
 #       first with -DTC_ENABLE_CUDA=ON. the folder BUILD/gpu_bundle is what
 #       travels with the source tree (e.g. the device tool's carry).
@@ -12,8 +13,10 @@
 #   scripts/gpu_check.sh [BUILD]              on the GPU machine
 #       unpacks the bundle (or, without one, uses BUILD's binaries in place),
 #       prints the GPU, runs the CUDA op tests (fp32 and bf16 against the CPU
-#       reference), compute-sanitizer memcheck and racecheck on the quick mode
-#       of the same test (TC_CUDA_TEST_QUICK=1), the kernel benchmarks
+#       reference), the NCCL collectives (test_comm_nccl: mpirun -np
+#       min(GPUs, 2), one rank without MPI where mpirun is missing; its log
+#       goes into test.log), compute-sanitizer memcheck and racecheck on the
+#       quick mode of test_cuda_ops (TC_CUDA_TEST_QUICK=1), the kernel benchmarks
 #       (test_cuda_ops --bench) beside PyTorch SDPA when python3 has torch
 #       (scripts/bench_attention_torch.py), the end-to-end benchmark when the
 #       tinyclip binary offers `bench --backend cuda`, and prints a short table
@@ -41,6 +44,7 @@ if [ "${1:-}" = "--bundle" ]; then
   trap 'rm -rf "$STAGE"' EXIT
   mkdir -p "$STAGE/bin" "$STAGE/lib"
   cp "$BUILD/tests/test_cuda_ops" "$STAGE/bin/"
+  [ -x "$BUILD/tests/test_comm_nccl" ] && cp "$BUILD/tests/test_comm_nccl" "$STAGE/bin/"
   [ -x "$BUILD/tinyclip" ] && cp "$BUILD/tinyclip" "$STAGE/bin/"
   for bin in "$STAGE"/bin/*; do
     ldd "$bin" | awk '/=> \//{print $3}'
@@ -84,6 +88,7 @@ else
   BIN=$WORK/bin
   mkdir -p "$BIN"
   [ -x "$BUILD/tests/test_cuda_ops" ] && ln -s "$BUILD/tests/test_cuda_ops" "$BIN/"
+  [ -x "$BUILD/tests/test_comm_nccl" ] && ln -s "$BUILD/tests/test_comm_nccl" "$BIN/"
   [ -x "$BUILD/tinyclip" ] && ln -s "$BUILD/tinyclip" "$BIN/"
 fi
 TEST=$BIN/test_cuda_ops
@@ -161,6 +166,18 @@ step "cuda ops vs cpu (fp32 + bf16)" "$TESTLOG" 120 env "$TCENV" "$TEST"
 passed=$(grep -c '^\[       OK \]' "$TESTLOG")
 failed=$(grep '^\[  FAILED  \] test_' "$TESTLOG" | sort -u | wc -l)
 ROWS[${#ROWS[@]}-1]="${ROWS[${#ROWS[@]}-1]} ${passed} ok, ${failed} failed $(grep -m1 '^SKIP:' "$TESTLOG")"
+
+# every collective of the NCCL comm on device buffers; its log is appended to
+# test.log (no file of its own: what comes back from $OUT is limited in files)
+NCCLLOG=$WORK/nccl.log
+: >"$NCCLLOG"
+if [ -e "$BIN/test_comm_nccl" ]; then
+  step "NCCL collectives" "$NCCLLOG" 150 env "$TCENV" "$BIN/test_comm_nccl"
+  ROWS[${#ROWS[@]}-1]="${ROWS[${#ROWS[@]}-1]} $(grep -m1 'GPU(s): world' "$NCCLLOG") $(grep -m1 -o 'nccl-check: [a-zA-Z]*' "$NCCLLOG") $(grep -m1 '^SKIP' "$NCCLLOG")"
+  cat "$NCCLLOG" >>"$TESTLOG"
+else
+  ROWS+=("$(printf '%-34s %-9s %s' "NCCL collectives" "NOT RUN" "no test_comm_nccl in the build")")
+fi
 
 SAN=$(command -v compute-sanitizer || true)
 for d in /usr/local/cuda/bin /usr/local/cuda/compute-sanitizer /opt/nvidia/compute-sanitizer; do
