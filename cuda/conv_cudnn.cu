@@ -26,14 +26,14 @@
  * (as a weight gradient under torch autocast). fp32 mode: fp32 tensors and
  * CUDNN_FMA_MATH (no TF32), to match the CPU.
  *
- * algorithms: once per shape (B, H, W, P, C), at its first call:
- * cudnnGet*Algorithm_v7 lists the candidates with their workspace, the
- * workspace grows to the largest deterministic candidate (at most 256 MiB),
- * cudnnFind*AlgorithmEx times them on the call's own buffers, and the fastest
- * deterministic one is kept (the filter-gradient algorithms that use atomics
- * report CUDNN_NON_DETERMINISTIC and are skipped). the plan table holds 8
- * shapes (teacher and student towers, a short last batch); after the first
- * step nothing is allocated. the handle runs on the backend's stream.
+ * algorithms: once per shape (B, H, W, P, C), at its first call, the first
+ * candidate of cudnnGet*Algorithm_v7 (cuDNN's heuristics, best first) that
+ * reports CUDNN_DETERMINISTIC (the filter-gradient algorithms with atomics
+ * are skipped) and needs at most 256 MiB of workspace. not cudnnFind*: its
+ * choice by timing can differ from run to run, and with it the bits. the
+ * workspace grows once to what the chosen algorithms need; the plan table
+ * holds 8 shapes (teacher and student towers, a short last batch); after the
+ * first step nothing is allocated. the handle runs on the backend's stream.
  *
  * linking: the headers are needed at build time only. the library
  * (libcudnn.so.<major>) is opened at backend creation with dlopen, so a
@@ -98,11 +98,9 @@ typedef struct {
     X(cudnnSetConvolutionMathType)                                                                 \
     X(cudnnGetConvolution2dForwardOutputDim)                                                       \
     X(cudnnGetConvolutionForwardAlgorithm_v7)                                                      \
-    X(cudnnFindConvolutionForwardAlgorithmEx)                                                      \
     X(cudnnGetConvolutionForwardWorkspaceSize)                                                     \
     X(cudnnConvolutionForward)                                                                     \
     X(cudnnGetConvolutionBackwardFilterAlgorithm_v7)                                               \
-    X(cudnnFindConvolutionBackwardFilterAlgorithmEx)                                               \
     X(cudnnGetConvolutionBackwardFilterWorkspaceSize)                                              \
     X(cudnnConvolutionBackwardFilter)
 
@@ -316,112 +314,81 @@ template <typename Perf> static bool usable(const tc_cuda_backend *cu, const Per
     return true;
 }
 
-/* the workspace the usable candidates need, capped */
+/* the first usable candidate in the heuristics' order whose workspace is
+ * within the cap, else -1. the heuristics are a function of the shape, the
+ * GPU and the cuDNN version only, so every run picks the same algorithm and
+ * gets the same bits; cudnnFind* would pick by timing, which can differ from
+ * run to run (and break bit-identical resumes) */
 template <typename Perf>
-static size_t candidates_workspace(const tc_cuda_backend *cu, const Perf *c, int n) {
-    size_t need = 0;
+static int pick_candidate(const tc_cuda_backend *cu, const Perf *c, int n) {
     for (int i = 0; i < n; i++)
-        if (usable(cu, c[i]) && c[i].memory <= CONV_WORKSPACE_CAP && c[i].memory > need)
-            need = c[i].memory;
-    return need;
-}
-
-/* index of the first usable result that fits the workspace, else -1 */
-template <typename Perf>
-static int first_usable(const tc_cuda_backend *cu, const Perf *c, int n, size_t ws) {
-    for (int i = 0; i < n; i++)
-        if (usable(cu, c[i]) && c[i].memory <= ws) return i;
+        if (usable(cu, c[i]) && c[i].memory <= CONV_WORKSPACE_CAP) return i;
     return -1;
 }
 
-static bool plan_forward(tc_cuda_backend *cu, conv_plan *pl, const void *x, const void *w,
-                         void *y) {
+static bool plan_forward(tc_cuda_backend *cu, conv_plan *pl) {
     const char *op = "patch_embed_forward";
     tc_cuda_conv *cv = cu->conv;
     const dnn_api &d = cv->api;
-    cudnnConvolutionFwdAlgoPerf_t cand[CONV_MAX_ALGOS], found[CONV_MAX_ALGOS];
-    int ncand = 0, nfound = 0;
+    cudnnConvolutionFwdAlgoPerf_t cand[CONV_MAX_ALGOS];
+    int ncand = 0;
     if (!dnn_ok(cu,
                 d.cudnnGetConvolutionForwardAlgorithm_v7(cv->handle, cv->x, cv->w, cv->conv, cv->y,
                                                          CONV_MAX_ALGOS, &ncand, cand),
                 op, "algorithm heuristics"))
         return false;
-    if (!workspace_reserve(cu, op, candidates_workspace(cu, cand, ncand))) return false;
-    /* timing on the real buffers; if it fails, the heuristic order decides */
-    cudnnStatus_t fs = d.cudnnFindConvolutionForwardAlgorithmEx(
-        cv->handle, cv->x, x, cv->w, w, cv->conv, cv->y, y, CONV_MAX_ALGOS, &nfound, found,
-        cv->workspace, cv->workspace_bytes);
-    int i = fs == CUDNN_STATUS_SUCCESS ? first_usable(cu, found, nfound, cv->workspace_bytes) : -1;
-    cudnnConvolutionFwdAlgoPerf_t pick;
-    if (i >= 0) {
-        pick = found[i];
-    } else {
-        i = first_usable(cu, cand, ncand, cv->workspace_bytes);
-        if (i < 0) {
-            tc_cuda_record(cu, TC_ERR_UNSUPPORTED,
-                           "cuda %s: cuDNN offers no deterministic forward algorithm for "
-                           "B=%d H=%d W=%d P=%d C=%d (%d candidates, find: %s)",
-                           op, pl->B, pl->H, pl->W, pl->P, pl->C, ncand, d.cudnnGetErrorString(fs));
-            return false;
-        }
-        pick = cand[i];
+    const int i = pick_candidate(cu, cand, ncand);
+    if (i < 0) {
+        tc_cuda_record(cu, TC_ERR_UNSUPPORTED,
+                       "cuda %s: cuDNN offers no deterministic forward algorithm for B=%d H=%d "
+                       "W=%d P=%d C=%d (%d candidates)",
+                       op, pl->B, pl->H, pl->W, pl->P, pl->C, ncand);
+        return false;
     }
     size_t ws = 0;
-    if (!dnn_ok(cu, d.cudnnSetConvolutionMathType(cv->conv, pick.mathType), op, "math type") ||
+    if (!dnn_ok(cu, d.cudnnSetConvolutionMathType(cv->conv, cand[i].mathType), op, "math type") ||
         !dnn_ok(cu,
                 d.cudnnGetConvolutionForwardWorkspaceSize(cv->handle, cv->x, cv->w, cv->conv, cv->y,
-                                                          pick.algo, &ws),
+                                                          cand[i].algo, &ws),
                 op, "workspace size") ||
         !workspace_reserve(cu, op, ws))
         return false;
-    pl->fwd_algo = pick.algo;
-    pl->fwd_math = pick.mathType;
+    pl->fwd_algo = cand[i].algo;
+    pl->fwd_math = cand[i].mathType;
     pl->fwd_ws = ws;
     pl->fwd_ready = 1;
     return true;
 }
 
-static bool plan_backward(tc_cuda_backend *cu, conv_plan *pl, const void *x, const void *dy,
-                          void *dw) {
+static bool plan_backward(tc_cuda_backend *cu, conv_plan *pl) {
     const char *op = "patch_embed_backward_weight";
     tc_cuda_conv *cv = cu->conv;
     const dnn_api &d = cv->api;
-    cudnnConvolutionBwdFilterAlgoPerf_t cand[CONV_MAX_ALGOS], found[CONV_MAX_ALGOS];
-    int ncand = 0, nfound = 0;
+    cudnnConvolutionBwdFilterAlgoPerf_t cand[CONV_MAX_ALGOS];
+    int ncand = 0;
     if (!dnn_ok(cu,
                 d.cudnnGetConvolutionBackwardFilterAlgorithm_v7(
                     cv->handle, cv->x, cv->y, cv->conv, cv->w, CONV_MAX_ALGOS, &ncand, cand),
                 op, "algorithm heuristics"))
         return false;
-    if (!workspace_reserve(cu, op, candidates_workspace(cu, cand, ncand))) return false;
-    cudnnStatus_t fs = d.cudnnFindConvolutionBackwardFilterAlgorithmEx(
-        cv->handle, cv->x, x, cv->y, dy, cv->conv, cv->w, dw, CONV_MAX_ALGOS, &nfound, found,
-        cv->workspace, cv->workspace_bytes);
-    int i = fs == CUDNN_STATUS_SUCCESS ? first_usable(cu, found, nfound, cv->workspace_bytes) : -1;
-    cudnnConvolutionBwdFilterAlgoPerf_t pick;
-    if (i >= 0) {
-        pick = found[i];
-    } else {
-        i = first_usable(cu, cand, ncand, cv->workspace_bytes);
-        if (i < 0) {
-            tc_cuda_record(cu, TC_ERR_UNSUPPORTED,
-                           "cuda %s: cuDNN offers no deterministic filter-gradient algorithm for "
-                           "B=%d H=%d W=%d P=%d C=%d (%d candidates, find: %s)",
-                           op, pl->B, pl->H, pl->W, pl->P, pl->C, ncand, d.cudnnGetErrorString(fs));
-            return false;
-        }
-        pick = cand[i];
+    const int i = pick_candidate(cu, cand, ncand);
+    if (i < 0) {
+        tc_cuda_record(cu, TC_ERR_UNSUPPORTED,
+                       "cuda %s: cuDNN offers no deterministic filter-gradient algorithm for B=%d "
+                       "H=%d W=%d P=%d C=%d (%d candidates)",
+                       op, pl->B, pl->H, pl->W, pl->P, pl->C, ncand);
+        return false;
     }
     size_t ws = 0;
-    if (!dnn_ok(cu, d.cudnnSetConvolutionMathType(cv->conv, pick.mathType), op, "math type") ||
+    if (!dnn_ok(cu, d.cudnnSetConvolutionMathType(cv->conv, cand[i].mathType), op, "math type") ||
         !dnn_ok(cu,
                 d.cudnnGetConvolutionBackwardFilterWorkspaceSize(cv->handle, cv->x, cv->y, cv->conv,
-                                                                 cv->w, pick.algo, &ws),
+                                                                 cv->w, cand[i].algo, &ws),
                 op, "workspace size") ||
         !workspace_reserve(cu, op, ws))
         return false;
-    pl->bwd_algo = pick.algo;
-    pl->bwd_math = pick.mathType;
+    pl->bwd_algo = cand[i].algo;
+    pl->bwd_math = cand[i].mathType;
     pl->bwd_ws = ws;
     pl->bwd_ready = 1;
     return true;
@@ -479,7 +446,7 @@ static void patch_embed_forward(tc_backend *b, tc_act *out, tc_act *image_act, c
     tc_cuda_conv *cv = cu->conv;
     const dnn_api &d = cv->api;
     conv_plan *pl = conv_plan_for(cv, B, H, W, P, C);
-    if (!pl->fwd_ready && !plan_forward(cu, pl, image_act, wt, out)) return;
+    if (!pl->fwd_ready && !plan_forward(cu, pl)) return;
     const float one = 1.0f, zero = 0.0f;
     if (!dnn_ok(cu, d.cudnnSetConvolutionMathType(cv->conv, pl->fwd_math), op, "math type")) return;
     dnn_ok(cu,
@@ -500,7 +467,7 @@ static void patch_embed_backward_weight(tc_backend *b, float *dw, const tc_act *
     const dnn_api &d = cv->api;
     void *dwt = cu->scratch;
     conv_plan *pl = conv_plan_for(cv, B, H, W, P, C);
-    if (!pl->bwd_ready && !plan_backward(cu, pl, image_act, dout, dwt)) return;
+    if (!pl->bwd_ready && !plan_backward(cu, pl)) return;
     const float one = 1.0f, zero = 0.0f;
     if (!dnn_ok(cu, d.cudnnSetConvolutionMathType(cv->conv, pl->bwd_math), op, "math type") ||
         !dnn_ok(cu,
