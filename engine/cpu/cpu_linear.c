@@ -1,17 +1,51 @@
 /* linear layers and the fp32 gemm, on cblas_sgemm (row-major).
  *   w_trans = 0: w (OC, C) nn.Linear layout, out = inp w^T + bias
  *   w_trans = 1: w (C, OC) projection layout, out = inp w
- * the bias is added after the product by a vectorisable loop over rows; the
- * bias gradient sums dout over rows with one thread per block of columns and
- * the rows in order, so it does not depend on the thread count. */
+ * the bias rows are written first and sgemm accumulates onto them; the bias
+ * gradient sums dout over rows with one thread per block of columns and the
+ * rows in order, so it does not depend on the thread count (a whole block
+ * keeps its 64 sums in four vector registers; the order per column is the
+ * same as the scalar loop's, so are the bits). */
 #include <cblas.h>
 
 #include <string.h>
 
 #include "cpu_internal.h"
+#include "cpu_simd.h"
 
 /* columns of dbias owned by one thread; a multiple of the SIMD width */
 #define TC_CPU_COL_BLOCK 64
+
+typedef float tc_lin_v16 __attribute__((vector_size(64), aligned(4)));
+
+/* dbias[j0..j1) += sum over the N rows of dy[., j], rows in order */
+TC_CPU_CLONES
+static void bias_grad_block(float *dbias, const float *dy, int N, int OC, int j0, int j1) {
+    if (j1 - j0 == TC_CPU_COL_BLOCK) {
+        tc_lin_v16 a0 = *(const tc_lin_v16 *)(dbias + j0);
+        tc_lin_v16 a1 = *(const tc_lin_v16 *)(dbias + j0 + 16);
+        tc_lin_v16 a2 = *(const tc_lin_v16 *)(dbias + j0 + 32);
+        tc_lin_v16 a3 = *(const tc_lin_v16 *)(dbias + j0 + 48);
+        for (int n = 0; n < N; n++) {
+            const float *row = dy + (size_t)n * OC + j0;
+            a0 += *(const tc_lin_v16 *)row, a1 += *(const tc_lin_v16 *)(row + 16);
+            a2 += *(const tc_lin_v16 *)(row + 32), a3 += *(const tc_lin_v16 *)(row + 48);
+        }
+        *(tc_lin_v16 *)(dbias + j0) = a0, *(tc_lin_v16 *)(dbias + j0 + 16) = a1;
+        *(tc_lin_v16 *)(dbias + j0 + 32) = a2, *(tc_lin_v16 *)(dbias + j0 + 48) = a3;
+        return;
+    }
+    float acc[TC_CPU_COL_BLOCK];
+    for (int j = j0; j < j1; j++)
+        acc[j - j0] = dbias[j];
+    for (int n = 0; n < N; n++) {
+        const float *row = dy + (size_t)n * OC;
+        for (int j = j0; j < j1; j++)
+            acc[j - j0] += row[j];
+    }
+    for (int j = j0; j < j1; j++)
+        dbias[j] = acc[j - j0];
+}
 
 void tc_cpu_linear_forward(tc_backend *b, tc_act *out, const tc_act *inp, const tc_act *w,
                            const tc_act *bias, int N, int C, int OC, int w_trans) {
@@ -77,16 +111,7 @@ void tc_cpu_linear_backward(tc_backend *b, tc_act *dinp, float *dw, float *dbias
         for (int blk = 0; blk < nblocks; blk++) {
             int j0 = blk * TC_CPU_COL_BLOCK;
             int j1 = j0 + TC_CPU_COL_BLOCK < OC ? j0 + TC_CPU_COL_BLOCK : OC;
-            float acc[TC_CPU_COL_BLOCK];
-            for (int j = j0; j < j1; j++)
-                acc[j - j0] = dbias[j];
-            for (int n = 0; n < N; n++) {
-                const float *row = dy + (size_t)n * OC;
-                for (int j = j0; j < j1; j++)
-                    acc[j - j0] += row[j];
-            }
-            for (int j = j0; j < j1; j++)
-                dbias[j] = acc[j - j0];
+            bias_grad_block(dbias, dy, N, OC, j0, j1);
         }
     }
 }
