@@ -506,20 +506,11 @@ static int launch(const char *fault, char **out, double *seconds) {
     printf("$ %s\n", cmd);
     fflush(stdout);
     double t0 = now_s();
-    FILE *p = popen(cmd, "r");
-    assert_non_null(p);
-    size_t n = 0, cap = 1 << 16;
-    char *buf = malloc(cap);
-    size_t r;
-    while ((r = fread(buf + n, 1, cap - n - 1, p)) > 0) {
-        n += r;
-        if (cap - n < 4096) buf = realloc(buf, cap *= 2);
-    }
-    buf[n] = 0;
-    int st = pclose(p);
+    *out = NULL;
+    int rc = tc_run_capture(cmd, out);
     *seconds = now_s() - t0;
-    *out = buf;
-    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+    assert_non_null(*out);
+    return rc;
 }
 
 static void test_collectives(void **state) {

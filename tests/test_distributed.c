@@ -338,21 +338,12 @@ static int launch(int np, const char *fault, const char *mode, char **out, doubl
              fault ? fault : "", mode ? mode : "", mpirun_flags, np, self);
     struct timespec t0, t1;
     clock_gettime(CLOCK_MONOTONIC, &t0);
-    FILE *p = popen(cmd, "r");
-    assert_non_null(p);
-    size_t n = 0, cap = 1 << 16;
-    char *buf = malloc(cap);
-    size_t r;
-    while ((r = fread(buf + n, 1, cap - n - 1, p)) > 0) {
-        n += r;
-        if (cap - n < 4096) buf = realloc(buf, cap *= 2);
-    }
-    buf[n] = 0;
-    int st = pclose(p);
+    *out = NULL;
+    int rc = tc_run_capture(cmd, out);
     clock_gettime(CLOCK_MONOTONIC, &t1);
     *seconds = (double)(t1.tv_sec - t0.tv_sec) + 1e-9 * (double)(t1.tv_nsec - t0.tv_nsec);
-    *out = buf;
-    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+    assert_non_null(*out);
+    return rc;
 }
 
 static void matches_one_process(int np, const char *mode) {
@@ -428,19 +419,10 @@ static int train_np(const char *dir, const char *run, const char *fault, char **
              "exp.yaml --out %s --plain 2>&1",
              dir, fault ? "TINYCLIP_FAULT=" : "", fault ? fault : "", mpirun_flags,
              bin ? bin : TC_BINARY_DIR "/tinyclip", run);
-    FILE *p = popen(cmd, "r");
-    assert_non_null(p);
-    size_t n = 0, cap = 1 << 16;
-    char *buf = malloc(cap);
-    size_t r;
-    while ((r = fread(buf + n, 1, cap - n - 1, p)) > 0) {
-        n += r;
-        if (cap - n < 4096) buf = realloc(buf, cap *= 2);
-    }
-    buf[n] = 0;
-    int st = pclose(p);
-    *out = buf;
-    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+    *out = NULL;
+    int rc = tc_run_capture(cmd, out);
+    assert_non_null(*out);
+    return rc;
 }
 
 /* extra: lines inserted into the experiment (options under test); kill:

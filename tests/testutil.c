@@ -114,8 +114,13 @@ int tc_run_cli(const char *args, char **output) {
     size_t cap = strlen(bin) + strlen(args) + 32;
     char *cmd = malloc(cap);
     snprintf(cmd, cap, "%s %s 2>&1", bin, args);
-    FILE *p = popen(cmd, "r");
+    int rc = tc_run_capture(cmd, output);
     free(cmd);
+    return rc;
+}
+
+int tc_run_capture(const char *cmd, char **output) {
+    FILE *p = popen(cmd, "r");
     if (!p) return -1;
     size_t n = 0, c = 4096;
     char *buf = malloc(c);

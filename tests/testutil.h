@@ -44,6 +44,10 @@ int tc_write_file(const char *path, const void *data, size_t len);
 /* runs the tinyclip binary (TINYCLIP_BIN) with a shell command tail, captures
  * stdout+stderr into *output (malloc'd) and returns the exit status */
 int tc_run_cli(const char *args, char **output);
+/* runs a shell command line, its standard output (append 2>&1 for both) in
+ * *output (malloc'd, NUL-terminated; NULL output: discarded); returns its
+ * exit status, -1 when it did not exit normally */
+int tc_run_capture(const char *cmd, char **output);
 
 /* a tiny irregular CLIP (2 layers per tower, 12px images of 4px patches,
  * context 7, vocabulary 40) of the given width and embedding size */
