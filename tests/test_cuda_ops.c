@@ -665,25 +665,41 @@ typedef struct {
     int B, T, NH, HS, causal;
 } att_case;
 
-static void run_attention(const att_case *k) {
+/* the CPU reference of a case: forward output and lse, then the backward
+ * from the forward's output rounded as the GPU stores it (o_in), so both
+ * backends' backwards start from the same input */
+typedef struct {
+    float *r_o, *r_l, *r_dq, *o_in;
+} att_reference;
+
+static att_reference attention_reference(const att_case *k, const float *qkv, const float *dout) {
     const int B = k->B, T = k->T, NH = k->NH, HS = k->HS, A = NH * HS;
     const size_t nqkv = (size_t)B * T * 3 * A, no = (size_t)B * T * A, nl = (size_t)B * NH * T;
-    float *qkv = rand_act(nqkv, 2.0f), *dout = rand_act(no, 1.0f);
-
+    att_reference r;
     tc_act *cq = put_act(g_cpu, qkv, nqkv), *cdo = put_act(g_cpu, dout, no);
     tc_act *co = balloc(g_cpu, no * 4), *cdq = balloc(g_cpu, nqkv * 4);
     float *cl = balloc(g_cpu, nl * 4);
     g_cpu->attention_forward(g_cpu, co, cl, cq, B, T, NH, HS, k->causal);
-    float *r_o = hmalloc(no * 4), *r_l = hmalloc(nl * 4), *r_dq = hmalloc(nqkv * 4);
-    get_act(g_cpu, r_o, co, no);
-    get_f32(g_cpu, r_l, cl, nl);
-    /* the backward of both backends starts from the same (rounded) forward output */
-    float *o_in = hmalloc(no * 4);
+    r.r_o = hmalloc(no * 4);
+    r.r_l = hmalloc(nl * 4);
+    r.r_dq = hmalloc(nqkv * 4);
+    get_act(g_cpu, r.r_o, co, no);
+    get_f32(g_cpu, r.r_l, cl, nl);
+    r.o_in = hmalloc(no * 4);
     for (size_t i = 0; i < no; i++)
-        o_in[i] = g_fp32 ? r_o[i] : bf16_round(r_o[i]);
-    tc_act *co2 = put_act(g_cpu, o_in, no);
+        r.o_in[i] = g_fp32 ? r.r_o[i] : bf16_round(r.r_o[i]);
+    tc_act *co2 = put_act(g_cpu, r.o_in, no);
     g_cpu->attention_backward(g_cpu, cdq, cdo, cq, co2, cl, B, T, NH, HS, k->causal);
-    get_act(g_cpu, r_dq, cdq, nqkv);
+    get_act(g_cpu, r.r_dq, cdq, nqkv);
+    return r;
+}
+
+static void run_attention(const att_case *k) {
+    const int B = k->B, T = k->T, NH = k->NH, HS = k->HS, A = NH * HS;
+    const size_t nqkv = (size_t)B * T * 3 * A, no = (size_t)B * T * A, nl = (size_t)B * NH * T;
+    float *qkv = rand_act(nqkv, 2.0f), *dout = rand_act(no, 1.0f);
+    att_reference ref = attention_reference(k, qkv, dout);
+    float *r_o = ref.r_o, *r_l = ref.r_l, *r_dq = ref.r_dq, *o_in = ref.o_in;
 
     tc_act *gq = put_act(g_gpu, qkv, nqkv), *gdo = put_act(g_gpu, dout, no);
     tc_act *go = gpu_out_act(no), *gdq = gpu_out_act(nqkv);
@@ -781,21 +797,8 @@ static void run_attention_mma(const att_case *k) {
     const int B = k->B, T = k->T, NH = k->NH, HS = k->HS, A = NH * HS;
     const size_t nqkv = (size_t)B * T * 3 * A, no = (size_t)B * T * A, nl = (size_t)B * NH * T;
     float *qkv = rand_act(nqkv, 2.0f), *dout = rand_act(no, 1.0f);
-
-    /* CPU reference: forward, then the backward from the forward's rounded output */
-    tc_act *cq = put_act(g_cpu, qkv, nqkv), *cdo = put_act(g_cpu, dout, no);
-    tc_act *co = balloc(g_cpu, no * 4), *cdq = balloc(g_cpu, nqkv * 4);
-    float *cl = balloc(g_cpu, nl * 4);
-    g_cpu->attention_forward(g_cpu, co, cl, cq, B, T, NH, HS, k->causal);
-    float *r_o = hmalloc(no * 4), *r_l = hmalloc(nl * 4), *r_dq = hmalloc(nqkv * 4);
-    get_act(g_cpu, r_o, co, no);
-    get_f32(g_cpu, r_l, cl, nl);
-    float *o_in = hmalloc(no * 4);
-    for (size_t i = 0; i < no; i++)
-        o_in[i] = g_fp32 ? r_o[i] : bf16_round(r_o[i]);
-    tc_act *co2 = put_act(g_cpu, o_in, no);
-    g_cpu->attention_backward(g_cpu, cdq, cdo, cq, co2, cl, B, T, NH, HS, k->causal);
-    get_act(g_cpu, r_dq, cdq, nqkv);
+    att_reference ref = attention_reference(k, qkv, dout);
+    float *r_o = ref.r_o, *r_l = ref.r_l, *r_dq = ref.r_dq, *o_in = ref.o_in;
 
     tc_act *gq = put_act(g_gpu, qkv, nqkv), *gdo = put_act(g_gpu, dout, no);
     tc_act *go2 = put_act(g_gpu, o_in, no);
