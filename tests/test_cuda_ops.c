@@ -694,6 +694,23 @@ static att_reference attention_reference(const att_case *k, const float *qkv, co
     return r;
 }
 
+/* dq, dk and dv of packed (rows, 3A) gradients compared part by part:
+ * their magnitudes differ */
+static void expect_dqkv(const char *tag, const float *dq, const float *r_dq, int rows, int A) {
+    const size_t n = (size_t)rows * A;
+    float *gp = hmalloc(n * 4), *rp = hmalloc(n * 4);
+    static const char *parts[3] = {"dq", "dk", "dv"};
+    for (int part = 0; part < 3; part++) {
+        for (size_t bt = 0; bt < (size_t)rows; bt++) {
+            memcpy(gp + bt * A, dq + bt * 3 * A + (size_t)part * A, (size_t)A * 4);
+            memcpy(rp + bt * A, r_dq + bt * 3 * A + (size_t)part * A, (size_t)A * 4);
+        }
+        char name[64];
+        snprintf(name, sizeof name, "%s%s", parts[part], tag);
+        expect_close(name, gp, rp, n, tol_act());
+    }
+}
+
 static void run_attention(const att_case *k) {
     const int B = k->B, T = k->T, NH = k->NH, HS = k->HS, A = NH * HS;
     const size_t nqkv = (size_t)B * T * 3 * A, no = (size_t)B * T * A, nl = (size_t)B * NH * T;
@@ -717,18 +734,7 @@ static void run_attention(const att_case *k) {
     printf("  attention B=%d T=%d NH=%d HS=%d causal=%d\n", B, T, NH, HS, k->causal);
     expect_close("out", o, r_o, no, tol_act());
     expect_close("lse", l, r_l, nl, tol_f32());
-    /* compare dq, dk, dv separately: their magnitudes differ */
-    {
-        float *gp = hmalloc(no * 4), *rp = hmalloc(no * 4);
-        static const char *names[3] = {"dq", "dk", "dv"};
-        for (int part = 0; part < 3; part++) {
-            for (size_t bt = 0; bt < (size_t)B * T; bt++) {
-                memcpy(gp + bt * A, dq + bt * 3 * A + (size_t)part * A, (size_t)A * 4);
-                memcpy(rp + bt * A, r_dq + bt * 3 * A + (size_t)part * A, (size_t)A * 4);
-            }
-            expect_close(names[part], gp, rp, no, tol_act());
-        }
-    }
+    expect_dqkv("", dq, r_dq, B * T, A);
     /* deterministic: a second backward gives the same bits */
     float *dq2 = hmalloc(nqkv * 4);
     poison(g_gpu, gdq, nqkv * g_gpu->act_bytes);
@@ -825,15 +831,7 @@ static void run_attention_mma(const att_case *k) {
     printf("  attention mma B=%d T=%d NH=%d HS=%d causal=%d\n", B, T, NH, HS, k->causal);
     expect_close("out (mma)", o, r_o, no, tol_act());
     expect_close("lse (mma)", l, r_l, nl, tol_f32());
-    float *gp = hmalloc(no * 4), *rp = hmalloc(no * 4);
-    static const char *names[3] = {"dq (mma, fma lse)", "dk (mma, fma lse)", "dv (mma, fma lse)"};
-    for (int part = 0; part < 3; part++) {
-        for (size_t bt = 0; bt < (size_t)B * T; bt++) {
-            memcpy(gp + bt * A, dq + bt * 3 * A + (size_t)part * A, (size_t)A * 4);
-            memcpy(rp + bt * A, r_dq + bt * 3 * A + (size_t)part * A, (size_t)A * 4);
-        }
-        expect_close(names[part], gp, rp, no, tol_act());
-    }
+    expect_dqkv(" (mma, fma lse)", dq, r_dq, B * T, A);
     if (!g_fp32 && T >= 32 && memcmp(o, o_f, no * 4) == 0)
         fail_msg("attention mma: output identical to the FMA kernel's: the mma path did not run");
 
