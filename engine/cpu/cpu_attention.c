@@ -255,10 +255,13 @@ TC_CPU_INLINE void rowvec4(float *const out[TC_QB], const float *const a[TC_QB],
  * transposed; columns T..ld of dst are zero */
 TC_CPU_INLINE void gather_transposed(float *restrict dst, const float *restrict src, size_t lds,
                                      int T, int HS, int ld) {
-    for (int j = 0; j < T; j++) {
-        const float *row = src + (size_t)j * lds;
-        for (int d = 0; d < HS; d++)
-            dst[(size_t)d * ld + j] = row[d];
+    /* a column of src at a time: the T rows' lines stay in L1 for the next
+     * 15 columns, their first reads are independent misses in flight
+     * together, and the writes are sequential */
+    for (int d = 0; d < HS; d++) {
+        float *restrict out = dst + (size_t)d * ld;
+        for (int j = 0; j < T; j++)
+            out[j] = src[(size_t)j * lds + d];
     }
     for (int d = 0; d < HS; d++)
         for (int j = T; j < ld; j++)
@@ -426,18 +429,32 @@ void tc_cpu_attention_backward(tc_backend *b, tc_act *dqkv, const tc_act *dout, 
                         score_row(dr[r], dyr[r], vt, HS, ld, jn[r], 1.0f);
                     }
                 }
+                /* D_i = dout_i . out_i, four rows as independent chains */
+                float D[TC_QB] = {0.0f, 0.0f, 0.0f, 0.0f};
+                if (R == TC_QB) {
+                    const float *o0 = ob + (size_t)i0 * A, *o1 = o0 + A, *o2 = o1 + A, *o3 = o2 + A;
+                    const float *y0 = dyr[0], *y1 = dyr[1], *y2 = dyr[2], *y3 = dyr[3];
+                    float e0 = 0.0f, e1 = 0.0f, e2 = 0.0f, e3 = 0.0f;
+                    for (int d = 0; d < HS; d++) {
+                        e0 += y0[d] * o0[d], e1 += y1[d] * o1[d];
+                        e2 += y2[d] * o2[d], e3 += y3[d] * o3[d];
+                    }
+                    D[0] = e0, D[1] = e1, D[2] = e2, D[3] = e3;
+                } else {
+                    for (int r = 0; r < R; r++) {
+                        const float *orow = ob + (size_t)(i0 + r) * A;
+                        for (int d = 0; d < HS; d++)
+                            D[r] += dyr[r][d] * orow[d];
+                    }
+                }
                 for (int r = 0; r < R; r++) {
-                    const float *orow = ob + (size_t)(i0 + r) * A, *dy_r = dyr[r];
                     float *prr = pr[r], *drr = dr[r];
                     const int n = jn[r];
                     const float li = lrow[i0 + r];
-                    float D = 0.0f;
-                    for (int d = 0; d < HS; d++)
-                        D += dy_r[d] * orow[d];
 #pragma omp simd
                     for (int j = 0; j < n; j++) {
                         prr[j] = tc_cpu_expf(prr[j] - li);
-                        drr[j] = prr[j] * (drr[j] - D);
+                        drr[j] = prr[j] * (drr[j] - D[r]);
                     }
                     for (int j = n; j < T; j++)
                         prr[j] = drr[j] = 0.0f;
