@@ -33,8 +33,11 @@ TC_CPU_INLINE float tc_cpu_expf(float x) {
     /* exp(x) = 2^n exp(r), n = round(x / ln 2), |r| <= ln2 / 2 */
     /* above 88 the result is taken as inf (true value < 2.4e38), below lo as 0 */
     const float hi = 88.0f, lo = -87.3365447505531f;
+    /* NaN becomes 0 here (the result is x itself below), so the integer
+     * conversion of n stays defined */
     float xc = x > hi ? hi : x;
     xc = xc < lo ? lo : xc;
+    xc = x != x ? 0.0f : xc;
     /* round to nearest by the 1.5 * 2^23 trick: no libm call, vectorises on SSE2 */
     const float t = xc * 1.44269504088896341f;
     const float n = (t + 12582912.0f) - 12582912.0f;
