@@ -8,6 +8,7 @@
  * same as the scalar loop's, so are the bits). */
 #include <cblas.h>
 
+#include <omp.h>
 #include <string.h>
 
 #include "cpu_internal.h"
@@ -73,36 +74,60 @@ void tc_cpu_linear_forward(tc_backend *b, tc_act *out, const tc_act *inp, const 
                 TC_CF(inp), C, TC_CF(w), w_trans ? OC : C, beta, o, OC);
 }
 
+/* dinp (N,C) = dout (N,OC) . op(w) */
+static void linear_backward_dinp(float *dx, const float *dy, const float *wt, int N, int C, int OC,
+                                 int w_trans) {
+    if (OC == 0) {
+        for (size_t i = 0; i < (size_t)N * C; i++)
+            dx[i] = 0.0f;
+    } else if (w_trans) {
+        /* dinp (N,C) = dout (N,OC) . w^T, w (C,OC) */
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, N, C, OC, 1.0f, dy, OC, wt, OC, 0.0f,
+                    dx, C);
+    } else {
+        /* dinp (N,C) = dout (N,OC) . w, w (OC,C) */
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, C, OC, 1.0f, dy, OC, wt, C, 0.0f,
+                    dx, C);
+    }
+}
+
+/* dw += dout^T inp in w's layout */
+static void linear_backward_dw(float *dw, const float *dy, const float *x, int N, int C, int OC,
+                               int w_trans) {
+    if (w_trans) {
+        /* dw (C,OC) += inp^T (C,N) . dout (N,OC) */
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, C, OC, N, 1.0f, x, C, dy, OC, 1.0f, dw,
+                    OC);
+    } else {
+        /* dw (OC,C) += dout^T (OC,N) . inp (N,C) */
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, OC, C, N, 1.0f, dy, OC, x, C, 1.0f, dw,
+                    C);
+    }
+}
+
 void tc_cpu_linear_backward(tc_backend *b, tc_act *dinp, float *dw, float *dbias,
                             const tc_act *dout, const tc_act *inp, const tc_act *w, int N, int C,
                             int OC, int w_trans) {
     if (N < 0 || C < 0 || OC < 0) return;
     const float *dy = TC_CF(dout), *x = TC_CF(inp), *wt = TC_CF(w);
-    if (dinp && N > 0 && C > 0) {
-        float *dx = TC_F(dinp);
-        if (OC == 0) {
-            for (size_t i = 0; i < (size_t)N * C; i++)
-                dx[i] = 0.0f;
-        } else if (w_trans) {
-            /* dinp (N,C) = dout (N,OC) . w^T, w (C,OC) */
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, N, C, OC, 1.0f, dy, OC, wt, OC,
-                        0.0f, dx, C);
-        } else {
-            /* dinp (N,C) = dout (N,OC) . w, w (OC,C) */
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, C, OC, 1.0f, dy, OC, wt, C,
-                        0.0f, dx, C);
+    const int want_dx = dinp && N > 0 && C > 0, want_dw = dw && N > 0 && C > 0 && OC > 0;
+    /* with two threads the two products (the same FLOPs) run side by side,
+     * each on one thread (OpenBLAS runs single-threaded inside a parallel
+     * region), instead of one after the other with OpenBLAS splitting each
+     * product and synchronising its threads */
+    const int side_by_side = tc_cpu_threads(b) == 2 && want_dx && want_dw && OC > 0 &&
+                             (double)N * C * OC > 1e6;
+    if (side_by_side) {
+#pragma omp parallel num_threads(2)
+        {
+            /* a team of one (a thread limit) does both */
+            const int me = omp_get_thread_num(), team = omp_get_num_threads();
+            if (me == 0) linear_backward_dinp(TC_F(dinp), dy, wt, N, C, OC, w_trans);
+            if (me == 1 || team == 1) linear_backward_dw(dw, dy, x, N, C, OC, w_trans);
         }
-    }
-    if (dw && N > 0 && C > 0 && OC > 0) {
-        if (w_trans) {
-            /* dw (C,OC) += inp^T (C,N) . dout (N,OC) */
-            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, C, OC, N, 1.0f, x, C, dy, OC, 1.0f,
-                        dw, OC);
-        } else {
-            /* dw (OC,C) += dout^T (OC,N) . inp (N,C) */
-            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, OC, C, N, 1.0f, dy, OC, x, C, 1.0f,
-                        dw, C);
-        }
+    } else {
+        if (want_dx) linear_backward_dinp(TC_F(dinp), dy, wt, N, C, OC, w_trans);
+        if (want_dw) linear_backward_dw(dw, dy, x, N, C, OC, w_trans);
     }
     if (dbias && OC > 0) {
         int nblocks = (OC + TC_CPU_COL_BLOCK - 1) / TC_CPU_COL_BLOCK;
