@@ -48,6 +48,21 @@ static void bias_grad_block(float *dbias, const float *dy, int N, int OC, int j0
         dbias[j] = acc[j - j0];
 }
 
+/* out (n,OC) = bias + inp (n,C) . op(w): the bias rows are written first and
+ * sgemm accumulates into them (beta 1), one pass over out instead of sgemm's
+ * own beta-0 clearing pass plus a bias pass */
+static void linear_forward_rows(float *o, const float *x, const float *w, const float *bs, int n,
+                                int C, int OC, int w_trans) {
+    float beta = 0.0f;
+    if (bs) {
+        for (int r = 0; r < n; r++)
+            memcpy(o + (size_t)r * OC, bs, (size_t)OC * sizeof(float));
+        beta = 1.0f;
+    }
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, w_trans ? CblasNoTrans : CblasTrans, n, OC, C, 1.0f, x,
+                C, w, w_trans ? OC : C, beta, o, OC);
+}
+
 void tc_cpu_linear_forward(tc_backend *b, tc_act *out, const tc_act *inp, const tc_act *w,
                            const tc_act *bias, int N, int C, int OC, int w_trans) {
     if (N <= 0 || OC <= 0) return;
@@ -59,19 +74,35 @@ void tc_cpu_linear_forward(tc_backend *b, tc_act *out, const tc_act *inp, const 
                 o[(size_t)n * OC + j] = bias ? TC_CF(bias)[j] : 0.0f;
         return;
     }
-    /* out (N,OC) = bias + inp (N,C) . op(w): the bias rows are written first
-     * and sgemm accumulates into them (beta 1), one pass over out instead of
-     * sgemm's own beta-0 clearing pass plus a bias pass */
+    /* with two threads, each takes half of the rows (a multiple of 16) and
+     * runs one single-threaded sgemm on them (OpenBLAS is single-threaded
+     * inside a parallel region): no synchronisation inside the product, and
+     * the bias rows a thread writes are the ones its product accumulates on.
+     * a row's sums do not depend on which rows share the call, so the bits
+     * are those of one call */
+    const int nt = tc_cpu_threads(b);
+    const float *x = TC_CF(inp), *wt = TC_CF(w), *bs = bias ? TC_CF(bias) : NULL;
+    if (nt == 2 && N >= 64 && (double)N * C * OC > 1e6) {
+        const int half = (N / 2 + 15) / 16 * 16;
+#pragma omp parallel num_threads(2)
+        {
+            /* a team of one (a thread limit) does all rows */
+            const int me = omp_get_thread_num(), team = omp_get_num_threads();
+            const int r0 = team == 1 || me == 0 ? 0 : half, r1 = team == 1 || me == 1 ? N : half;
+            linear_forward_rows(o + (size_t)r0 * OC, x + (size_t)r0 * C, wt, bs, r1 - r0, C, OC,
+                                w_trans);
+        }
+        return;
+    }
     float beta = 0.0f;
-    if (bias) {
-        const float *bs = TC_CF(bias);
-        int nt = tc_cpu_threads(b);
+    if (bs) {
 #pragma omp parallel for schedule(static) num_threads(nt) if ((size_t)N * OC > 32768)
-        for (int n = 0; n < N; n++) memcpy(o + (size_t)n * OC, bs, (size_t)OC * sizeof(float));
+        for (int n = 0; n < N; n++)
+            memcpy(o + (size_t)n * OC, bs, (size_t)OC * sizeof(float));
         beta = 1.0f;
     }
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, w_trans ? CblasNoTrans : CblasTrans, N, OC, C, 1.0f,
-                TC_CF(inp), C, TC_CF(w), w_trans ? OC : C, beta, o, OC);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, w_trans ? CblasNoTrans : CblasTrans, N, OC, C, 1.0f, x,
+                C, wt, w_trans ? OC : C, beta, o, OC);
 }
 
 /* dinp (N,C) = dout (N,OC) . op(w) */
