@@ -283,7 +283,7 @@ void tc_cpu_attention_forward(tc_backend *b, tc_act *out, float *lse, const tc_a
         /* kt (HS,ld) | scores (TC_QB,ld) */
         const int ld = (T + TC_KB - 1) / TC_KB * TC_KB;
         float *buf = malloc(((size_t)HS * ld + (size_t)TC_QB * ld) * sizeof(float));
-#pragma omp for schedule(static)
+#pragma omp for schedule(dynamic, 1)
         for (int task = 0; task < ntasks; task++) {
             const int bb = task / NH, h = task % NH;
             const float *base = x + (size_t)bb * T * row3;
@@ -388,7 +388,7 @@ void tc_cpu_attention_backward(tc_backend *b, tc_act *dqkv, const tc_act *dout, 
         const int ld = (T + TC_KB - 1) / TC_KB * TC_KB;
         const size_t tl = (size_t)ld * HS, tt = (size_t)T * ld;
         float *buf = malloc((2 * tl + 2 * tt) * sizeof(float));
-#pragma omp for schedule(static)
+#pragma omp for schedule(dynamic, 1)
         for (int task = 0; task < ntasks; task++) {
             const int bb = task / NH, h = task % NH;
             const size_t hq = (size_t)h * HS, hk = A + hq, hv = 2 * A + hq;

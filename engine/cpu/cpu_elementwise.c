@@ -40,7 +40,7 @@ void tc_cpu_add(tc_backend *b, tc_act *out, const tc_act *x, const tc_act *y, si
     float *o = TC_F(out);
     const float *a = TC_CF(x), *c = TC_CF(y);
     int nt = tc_cpu_threads(b);
-#pragma omp parallel for schedule(static) num_threads(nt) if (n > TC_CPU_PAR_MIN)
+#pragma omp parallel for schedule(dynamic, 8192) num_threads(nt) if (n > TC_CPU_PAR_MIN)
     for (size_t i = 0; i < n; i++)
         o[i] = a[i] + c[i];
 }

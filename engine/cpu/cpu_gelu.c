@@ -44,13 +44,13 @@ void tc_cpu_gelu_forward(tc_backend *b, tc_act *out, const tc_act *inp, size_t n
     const float *x = TC_CF(inp);
     int nt = tc_cpu_threads(b);
     if (kind == TC_QUICK_GELU) {
-#pragma omp parallel for simd schedule(static) num_threads(nt) if (n > TC_CPU_PAR_MIN)
+#pragma omp parallel for simd schedule(dynamic, 8192) num_threads(nt) if (n > TC_CPU_PAR_MIN)
         for (size_t i = 0; i < n; i++) {
             float v = x[i];
             o[i] = v / (1.0f + tc_cpu_expf(-k_quick * v));
         }
     } else {
-#pragma omp parallel for simd schedule(static) num_threads(nt) if (n > TC_CPU_PAR_MIN)
+#pragma omp parallel for simd schedule(dynamic, 8192) num_threads(nt) if (n > TC_CPU_PAR_MIN)
         for (size_t i = 0; i < n; i++) {
             float v = x[i];
             o[i] = 0.5f * v * gelu_cdf2(v);
@@ -65,14 +65,14 @@ void tc_cpu_gelu_backward(tc_backend *b, tc_act *dinp, const tc_act *inp, const 
     const float *x = TC_CF(inp), *dy = TC_CF(dout);
     int nt = tc_cpu_threads(b);
     if (kind == TC_QUICK_GELU) {
-#pragma omp parallel for simd schedule(static) num_threads(nt) if (n > TC_CPU_PAR_MIN)
+#pragma omp parallel for simd schedule(dynamic, 8192) num_threads(nt) if (n > TC_CPU_PAR_MIN)
         for (size_t i = 0; i < n; i++) {
             float v = x[i];
             float s = 1.0f / (1.0f + tc_cpu_expf(-k_quick * v));
             dx[i] = dy[i] * (s + k_quick * v * s * (1.0f - s));
         }
     } else {
-#pragma omp parallel for simd schedule(static) num_threads(nt) if (n > TC_CPU_PAR_MIN)
+#pragma omp parallel for simd schedule(dynamic, 8192) num_threads(nt) if (n > TC_CPU_PAR_MIN)
         for (size_t i = 0; i < n; i++) {
             float v = x[i];
             float cdf = 0.5f * gelu_cdf2(v);

@@ -23,7 +23,7 @@ void tc_cpu_layernorm_forward(tc_backend *b, tc_act *out, float *mean, float *rs
     float *o = TC_F(out);
     const float *x = TC_CF(inp), *wt = TC_CF(w), *bs = TC_CF(bias);
     int nt = tc_cpu_threads(b);
-#pragma omp parallel for schedule(static) num_threads(nt) if ((size_t)N * C > 65536)
+#pragma omp parallel for schedule(dynamic, 16) num_threads(nt) if ((size_t)N * C > 65536)
     for (int n = 0; n < N; n++) {
         const float *xr = x + (size_t)n * C;
         float *orow = o + (size_t)n * C;
@@ -53,7 +53,7 @@ void tc_cpu_layernorm_backward(tc_backend *b, tc_act *dinp, float *dw, float *db
     int nt = tc_cpu_threads(b);
     if (dinp) {
         float *dx = TC_F(dinp);
-#pragma omp parallel for schedule(static) num_threads(nt) if ((size_t)N * C > 65536)
+#pragma omp parallel for schedule(dynamic, 16) num_threads(nt) if ((size_t)N * C > 65536)
         for (int n = 0; n < N; n++) {
             const float *xr = x + (size_t)n * C, *dyr = dy + (size_t)n * C;
             float *dxr = dx + (size_t)n * C;
@@ -82,7 +82,7 @@ void tc_cpu_layernorm_backward(tc_backend *b, tc_act *dinp, float *dw, float *db
     }
     if (dw || dbias) {
         const int nblocks = (C + TC_LN_COL_BLOCK - 1) / TC_LN_COL_BLOCK;
-#pragma omp parallel for schedule(static) num_threads(nt) if ((size_t)N * C > 65536)
+#pragma omp parallel for schedule(dynamic, 1) num_threads(nt) if ((size_t)N * C > 65536)
         for (int blk = 0; blk < nblocks; blk++) {
             const int i0 = blk * TC_LN_COL_BLOCK;
             const int nb = C - i0 < TC_LN_COL_BLOCK ? C - i0 : TC_LN_COL_BLOCK;

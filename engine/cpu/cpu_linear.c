@@ -163,7 +163,7 @@ void tc_cpu_linear_backward(tc_backend *b, tc_act *dinp, float *dw, float *dbias
     if (dbias && OC > 0) {
         int nblocks = (OC + TC_CPU_COL_BLOCK - 1) / TC_CPU_COL_BLOCK;
         int nt = tc_cpu_threads(b);
-#pragma omp parallel for schedule(static) num_threads(nt) if ((size_t)N * OC > 32768)
+#pragma omp parallel for schedule(dynamic, 1) num_threads(nt) if ((size_t)N * OC > 32768)
         for (int blk = 0; blk < nblocks; blk++) {
             int j0 = blk * TC_CPU_COL_BLOCK;
             int j1 = j0 + TC_CPU_COL_BLOCK < OC ? j0 + TC_CPU_COL_BLOCK : OC;

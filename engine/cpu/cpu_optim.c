@@ -88,7 +88,7 @@ void tc_cpu_adamw_update(tc_backend *b, float *params, const float *grads, float
         float *p = params + off, *ms = m + off, *vs = v + off;
         const float *gr = grads + off;
         float *cs = cw ? cw + off : NULL;
-#pragma omp parallel for schedule(static) num_threads(nt) if (cnt > 16384)
+#pragma omp parallel for schedule(dynamic, 8192) num_threads(nt) if (cnt > 16384)
         for (size_t i = 0; i < cnt; i++) {
             const float g = have_scale ? gr[i] * gs : gr[i];
             float pi = p[i];
