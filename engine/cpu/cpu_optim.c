@@ -63,6 +63,72 @@ static inline float lerp_f32(float self, float end, float w) {
     return fabsf(w) < 0.5f ? self + w * (end - self) : end - (end - self) * (1.0f - w);
 }
 
+/* the constants of one segment's update */
+typedef struct {
+    float neg_step_size, bc2_sqrt, w1, b2, w2, eps, gs, decay;
+    int have_scale, do_decay;
+} adamw_consts;
+
+/* elements [i, hi) one at a time; returns nothing, the reference form */
+static void adamw_scalar(float *p, const float *gr, float *ms, float *vs, float *cs, size_t i,
+                         size_t hi, const adamw_consts *k) {
+    for (; i < hi; i++) {
+        const float g = k->have_scale ? gr[i] * k->gs : gr[i];
+        float pi = p[i];
+        if (k->do_decay) pi *= k->decay;
+        const float mi = lerp_f32(ms[i], g, k->w1);
+        const float vi = vs[i] * k->b2 + k->w2 * g * g;
+        const float denom = sqrtf(vi) / k->bc2_sqrt + k->eps;
+        pi = pi + k->neg_step_size * mi / denom;
+        ms[i] = mi;
+        vs[i] = vi;
+        p[i] = pi;
+        if (cs) cs[i] = pi;
+    }
+}
+
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(TC_NO_CLONES)
+#include <immintrin.h>
+#define TC_ADAMW_AVX512 1
+/* the same operations in the same order on 16 lanes (sqrt and the divisions
+ * are correctly rounded, no contraction): the bits of adamw_scalar. the
+ * compiler keeps the scalar loop scalar (sqrtf may set errno), hence the
+ * intrinsics. returns the first element not done */
+__attribute__((target("avx512f"))) static size_t adamw_avx512(float *p, const float *gr,
+                                                              float *ms, float *vs, float *cs,
+                                                              size_t i, size_t hi,
+                                                              const adamw_consts *k) {
+    const __m512 gs = _mm512_set1_ps(k->gs), decay = _mm512_set1_ps(k->decay);
+    const __m512 w1 = _mm512_set1_ps(k->w1), w1c = _mm512_set1_ps(1.0f - k->w1);
+    const __m512 b2 = _mm512_set1_ps(k->b2), w2 = _mm512_set1_ps(k->w2);
+    const __m512 bc2 = _mm512_set1_ps(k->bc2_sqrt), eps = _mm512_set1_ps(k->eps);
+    const __m512 nss = _mm512_set1_ps(k->neg_step_size);
+    const int low = fabsf(k->w1) < 0.5f;
+    for (; i + 16 <= hi; i += 16) {
+        __m512 g = _mm512_loadu_ps(gr + i);
+        if (k->have_scale) g = _mm512_mul_ps(g, gs);
+        __m512 pi = _mm512_loadu_ps(p + i);
+        if (k->do_decay) pi = _mm512_mul_ps(pi, decay);
+        const __m512 m0 = _mm512_loadu_ps(ms + i);
+        const __m512 d = _mm512_sub_ps(g, m0);
+        /* lerp_f32: self + w (end - self), or end - (end - self) (1 - w) */
+        const __m512 mi = low ? _mm512_add_ps(m0, _mm512_mul_ps(w1, d))
+                              : _mm512_sub_ps(g, _mm512_mul_ps(d, w1c));
+        const __m512 vi = _mm512_add_ps(_mm512_mul_ps(_mm512_loadu_ps(vs + i), b2),
+                                        _mm512_mul_ps(_mm512_mul_ps(w2, g), g));
+        const __m512 denom = _mm512_add_ps(_mm512_div_ps(_mm512_sqrt_ps(vi), bc2), eps);
+        pi = _mm512_add_ps(pi, _mm512_div_ps(_mm512_mul_ps(nss, mi), denom));
+        _mm512_storeu_ps(ms + i, mi);
+        _mm512_storeu_ps(vs + i, vi);
+        _mm512_storeu_ps(p + i, pi);
+        if (cs) _mm512_storeu_ps(cs + i, pi);
+    }
+    return i;
+}
+#endif
+
+#define TC_ADAMW_CHUNK 8192
+
 void tc_cpu_adamw_update(tc_backend *b, float *params, const float *grads, float *m, float *v,
                          tc_act *compute, const tc_param_segment *segs, int nseg,
                          tc_adamw_hparams hp, const float *grad_scale) {
@@ -72,35 +138,36 @@ void tc_cpu_adamw_update(tc_backend *b, float *params, const float *grads, float
     const double lr = hp.lr, beta1 = hp.beta1, beta2 = hp.beta2;
     const double bc1 = 1.0 - pow(beta1, step);
     const double bc2 = 1.0 - pow(beta2, step);
-    const float neg_step_size = (float)-(lr / bc1);
-    const float bc2_sqrt = (float)sqrt(bc2);
-    const float w1 = (float)(1.0 - beta1);
-    const float b2 = (float)beta2, w2 = (float)(1.0 - beta2);
-    const float eps = hp.eps;
-    const int have_scale = grad_scale != NULL;
-    const float gs = have_scale ? grad_scale[0] : 1.0f;
+    adamw_consts k = {.neg_step_size = (float)-(lr / bc1),
+                      .bc2_sqrt = (float)sqrt(bc2),
+                      .w1 = (float)(1.0 - beta1),
+                      .b2 = (float)beta2,
+                      .w2 = (float)(1.0 - beta2),
+                      .eps = hp.eps,
+                      .have_scale = grad_scale != NULL,
+                      .gs = grad_scale ? grad_scale[0] : 1.0f};
     float *cw = compute ? TC_F(compute) : NULL;
     int nt = tc_cpu_threads(b);
+#ifdef TC_ADAMW_AVX512
+    __builtin_cpu_init();
+    const int avx512 = __builtin_cpu_supports("avx512f");
+#endif
     for (int s = 0; s < nseg; s++) {
         const size_t off = segs[s].offset, cnt = segs[s].count;
-        const float decay = (float)(1.0 - lr * (double)segs[s].weight_decay);
-        const int do_decay = segs[s].weight_decay != 0.0f;
+        k.decay = (float)(1.0 - lr * (double)segs[s].weight_decay);
+        k.do_decay = segs[s].weight_decay != 0.0f;
         float *p = params + off, *ms = m + off, *vs = v + off;
         const float *gr = grads + off;
         float *cs = cw ? cw + off : NULL;
-#pragma omp parallel for schedule(dynamic, 8192) num_threads(nt) if (cnt > 16384)
-        for (size_t i = 0; i < cnt; i++) {
-            const float g = have_scale ? gr[i] * gs : gr[i];
-            float pi = p[i];
-            if (do_decay) pi *= decay;
-            const float mi = lerp_f32(ms[i], g, w1);
-            const float vi = vs[i] * b2 + w2 * g * g;
-            const float denom = sqrtf(vi) / bc2_sqrt + eps;
-            pi = pi + neg_step_size * mi / denom;
-            ms[i] = mi;
-            vs[i] = vi;
-            p[i] = pi;
-            if (cs) cs[i] = pi;
+        const long nchunks = (long)((cnt + TC_ADAMW_CHUNK - 1) / TC_ADAMW_CHUNK);
+#pragma omp parallel for schedule(dynamic, 1) num_threads(nt) if (cnt > 16384)
+        for (long c = 0; c < nchunks; c++) {
+            size_t i = (size_t)c * TC_ADAMW_CHUNK;
+            const size_t hi = i + TC_ADAMW_CHUNK < cnt ? i + TC_ADAMW_CHUNK : cnt;
+#ifdef TC_ADAMW_AVX512
+            if (avx512) i = adamw_avx512(p, gr, ms, vs, cs, i, hi, &k);
+#endif
+            adamw_scalar(p, gr, ms, vs, cs, i, hi, &k);
         }
     }
 }
