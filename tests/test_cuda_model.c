@@ -13,6 +13,10 @@
 #include "testutil.h"
 #include "train.h"
 
+#ifdef TC_HAVE_CUDA
+#include "tc_cuda.h"
+#endif
+
 static tc_backend *cpu, *gpu;
 
 static void tiny(tc_model_config *c, int irregular) {
@@ -66,8 +70,11 @@ static int teardown(void **state) {
 
 static void open_gpu(int fp32) {
 #ifdef TC_HAVE_CUDA
+    /* no device: skip; a device the backend cannot use: a failure */
+    char why[256] = "";
+    if (tc_cuda_device_count(why, sizeof why) <= 0) tc_skip_test("no CUDA device: %s", why);
     if (tc_backend_cuda_create(&gpu, 0, fp32) != TC_OK)
-        tc_skip_test("%s", tc_last_error());
+        fail_msg("the CUDA backend: %s", tc_last_error());
 #else
     (void)fp32;
     tc_skip_test("this build has no CUDA backend");
