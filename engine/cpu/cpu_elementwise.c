@@ -4,6 +4,8 @@
  * depend on the thread count; every op is safe when its output aliases an
  * input element for element. */
 #include <math.h>
+#include <omp.h>
+#include <stdint.h>
 #include <string.h>
 
 #include "cpu_internal.h"
@@ -18,14 +20,46 @@ void tc_cpu_fill_f32(tc_backend *b, float *x, float value, size_t n) {
         x[i] = value;
 }
 
+/* above this many bytes memset/memcpy run in one contiguous piece per thread
+ * (the gradient buffer, with the token embedding's, is tens of MB) */
+#define TC_CPU_PAR_BYTES (4u << 20)
+
 void tc_cpu_zero(tc_backend *b, void *x, size_t bytes) {
-    (void)b;
-    if (bytes) memset(x, 0, bytes);
+    if (!bytes) return;
+    const int nt = tc_cpu_threads(b);
+    if (nt < 2 || bytes < TC_CPU_PAR_BYTES) {
+        memset(x, 0, bytes);
+        return;
+    }
+#pragma omp parallel num_threads(nt)
+    {
+        const size_t team = (size_t)omp_get_num_threads(), me = (size_t)omp_get_thread_num();
+        const size_t per = (bytes / team + 63) / 64 * 64;
+        const size_t lo = me * per < bytes ? me * per : bytes;
+        const size_t hi = lo + per < bytes ? lo + per : bytes;
+        memset((char *)x + lo, 0, hi - lo);
+    }
 }
 
 void tc_cpu_copy(tc_backend *b, void *dst, const void *src, size_t bytes) {
-    (void)b;
-    if (bytes && dst != src) memmove(dst, src, bytes);
+    if (!bytes || dst == src) return;
+    const int nt = tc_cpu_threads(b);
+    const char *s = src;
+    char *d = dst;
+    const uintptr_t ds = (uintptr_t)dst, ss = (uintptr_t)src;
+    /* overlapping ranges keep memmove's single pass */
+    if (nt < 2 || bytes < TC_CPU_PAR_BYTES || (ds < ss + bytes && ss < ds + bytes)) {
+        memmove(dst, src, bytes);
+        return;
+    }
+#pragma omp parallel num_threads(nt)
+    {
+        const size_t team = (size_t)omp_get_num_threads(), me = (size_t)omp_get_thread_num();
+        const size_t per = (bytes / team + 63) / 64 * 64;
+        const size_t lo = me * per < bytes ? me * per : bytes;
+        const size_t hi = lo + per < bytes ? lo + per : bytes;
+        memcpy(d + lo, s + lo, hi - lo);
+    }
 }
 
 void tc_cpu_f32_to_act(tc_backend *b, tc_act *dst, const float *src, size_t n) {
