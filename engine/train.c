@@ -466,11 +466,14 @@ static tc_status moments_io(tc_trainer *t, float *m, float *v, int get) {
      * the full size is allocated on the device */
     TC_TRY(be->download(be, m + lo, t->m, n * sizeof(float)));
     TC_TRY(be->download(be, v + lo, t->v, n * sizeof(float)));
+    const size_t piece = (size_t)64 << 20; /* floats per call: MPI counts are ints */
     for (int r = 0; r < t->world; r++) {
-        size_t bytes = t->shard_n[r] * sizeof(float);
-        if (!bytes) continue;
-        TC_TRY(t->comm->host_broadcast(t->comm, m + t->shard_lo[r], bytes, r));
-        TC_TRY(t->comm->host_broadcast(t->comm, v + t->shard_lo[r], bytes, r));
+        for (size_t at = 0; at < t->shard_n[r]; at += piece) {
+            size_t n = t->shard_n[r] - at < piece ? t->shard_n[r] - at : piece;
+            size_t off = t->shard_lo[r] + at;
+            TC_TRY(t->comm->host_broadcast(t->comm, m + off, n * sizeof(float), r));
+            TC_TRY(t->comm->host_broadcast(t->comm, v + off, n * sizeof(float), r));
+        }
     }
     return TC_OK;
 }
