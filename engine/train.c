@@ -26,6 +26,7 @@ struct tc_trainer {
     int max_batch; /* b: samples per micro-batch */
     int rows;      /* R = accum_steps * b: this rank's samples per step, at most */
     int world;     /* W */
+    int shape[3];  /* rows, world, sharded of the step buffers as allocated */
     tc_param_segment *segs;
     int nseg;
     float *m, *v;                      /* AdamW moments: (P), or this rank's slice with zero1 */
@@ -51,7 +52,7 @@ struct tc_trainer {
     /* bucketed all-reduce */
     grad_bucket *buckets;
     tc_comm_request *requests;
-    int nbuckets, events, hooks_on, base_text;
+    int nbuckets, hooks_on, base_text;
     int started_early; /* buckets the last backward started through its events */
     tc_status hook_status;
     /* zero1: rank r owns elements [shard_lo[r], shard_lo[r] + shard_n[r]) */
@@ -168,10 +169,13 @@ static tc_status plan_shards(tc_trainer *t) {
     return TC_OK;
 }
 
-/* the step buffers for the current rows, world and sharding; the moments
- * start at zero */
+/* the step buffers for the current rows, world and sharding (kept when
+ * those are what they were allocated for); new moments start at zero */
 static tc_status alloc_step_buffers(tc_trainer *t) {
+    int shape[3] = {t->rows, t->world, sharded(t)};
+    if (t->m && memcmp(shape, t->shape, sizeof shape) == 0) return TC_OK;
     free_step_buffers(t);
+    t->shape[0] = -1; /* nothing valid until every buffer is made */
     size_t R = (size_t)t->rows, W = (size_t)t->world, E = (size_t)student_dim(t);
     size_t TE = (size_t)teacher_dim(t), F = sizeof(float);
     if (R * W > (1u << 24)) return tc_fail(TC_ERR_ARG, "trainer: global batch %zu x %zu too large", W, R);
@@ -205,6 +209,7 @@ static tc_status alloc_step_buffers(tc_trainer *t) {
         (s = trainer_alloc(t, (void **)&t->in_images, R * img_n * F)) != TC_OK ||
         (s = trainer_alloc(t, (void **)&t->in_ids, R * ids_n * sizeof(int32_t))) != TC_OK)
         return s;
+    memcpy(t->shape, shape, sizeof shape);
     if (t->one) t->be->fill_f32(t->be, t->one, 1.0f, 1);
     t->be->zero(t->be, t->m, M * F);
     t->be->zero(t->be, t->v, M * F);
@@ -253,7 +258,6 @@ static tc_status plan_buckets(tc_trainer *t) {
     const tc_param_layout *L = tc_model_layout(t->student);
     const tc_model_config *c = tc_model_cfg(t->student);
     t->base_text = c->vision.layers + 3;
-    t->events = t->base_text + c->text.layers + 2;
     size_t cap = t->par.bucket_bytes ? t->par.bucket_bytes : (size_t)25 << 20;
     cap /= sizeof(float);
     if (cap == 0) cap = 1;
@@ -574,7 +578,8 @@ static tc_status reduce_gradients(tc_trainer *t) {
     TC_TRY(t->hook_status);
     for (int k = 0; k < t->nbuckets; k++) {
         if (t->requests[k].active) continue;
-        /* a bucket no event started (an event a pruned tower never raised) */
+        /* a guard: every parameter's event is raised by construction
+         * (test_distributed checks that the backward started them all) */
         TC_TRY(t->comm->all_reduce_start(t->comm, g + t->buckets[k].lo,
                                          t->buckets[k].hi - t->buckets[k].lo, TC_REDUCE_AVG,
                                          &t->requests[k]));

@@ -139,7 +139,7 @@ float tc_trainer_clip_coefficient(const tc_trainer *t, double extra_sum_sq);
 tc_status tc_trainer_set_comm(tc_trainer *t, tc_comm *comm);
 
 /* micro-batches, ZeRO-1, buckets (see tc_parallel_config); before the first
- * step: it reallocates the trainer's buffers and resets the moments */
+ * step (the buffers whose shape changes are made again, moments at zero) */
 tc_status tc_trainer_set_parallel(tc_trainer *t, const tc_parallel_config *p);
 tc_parallel_config tc_trainer_parallel(const tc_trainer *t);
 /* the gradient buckets of a data-parallel run without zero1 (else 0), and

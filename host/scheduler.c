@@ -1172,25 +1172,23 @@ static tc_status run_stage(run_ctx *c, int i) {
         r.trainer_steps++;
         r.meta.step++;
         since_read++;
+        long long skipped_now = 0; /* skipped steps this result tells of */
         if (r.masked) {
             /* the mask phase reads every step and decides skips on the host */
+            skipped_now = sr.skipped;
             r.meta.nonfinite = sr.skipped ? r.meta.nonfinite + 1 : 0;
-            if (sr.skipped) {
-                const char *k[] = {"loss", "skipped"};
-                double v[] = {sr.loss, 1.0};
-                metrics_write(r.metrics, r.meta.step, "skip", 2, k, v);
-            }
         } else if (read) {
-            if (sr.skipped_total > skipped_seen) {
-                const char *k[] = {"loss", "skipped"};
-                double v[] = {sr.loss, (double)(sr.skipped_total - skipped_seen)};
-                metrics_write(r.metrics, r.meta.step, "skip", 2, k, v);
-                skipped_seen = sr.skipped_total;
-            }
+            skipped_now = sr.skipped_total - skipped_seen;
+            skipped_seen = sr.skipped_total;
             /* consecutive skips; those before a resume count when every
              * step since has been skipped too */
             r.meta.nonfinite = sr.skipped_in_a_row;
             if (sr.skipped_in_a_row == r.trainer_steps) r.meta.nonfinite += r.nonfinite_base;
+        }
+        if (skipped_now > 0) {
+            const char *k[] = {"loss", "skipped"};
+            double v[] = {sr.loss, (double)skipped_now};
+            metrics_write(r.metrics, r.meta.step, "skip", 2, k, v);
         }
         if (r.meta.nonfinite > st->max_nonfinite_skips) {
             s = tc_fail(TC_ERR_NONFINITE,

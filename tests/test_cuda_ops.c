@@ -86,6 +86,17 @@ static void free_all(void) {
     g_ntrack = 0;
 }
 
+/* run(&case) for every case of full, or of quick in the quick (sanitizer)
+ * mode, the test's buffers freed after each */
+#define RUN_CASES(run, full, quick)                                                                \
+    do {                                                                                           \
+        size_t n_ = g_quick ? sizeof(quick) / sizeof(quick)[0] : sizeof(full) / sizeof(full)[0];   \
+        for (size_t i_ = 0; i_ < n_; i_++) {                                                       \
+            run(g_quick ? &(quick)[i_] : &(full)[i_]);                                             \
+            free_all();                                                                            \
+        }                                                                                          \
+    } while (0)
+
 static int teardown_test(void **state) {
     (void)state;
     free_all();
@@ -300,12 +311,7 @@ static void test_linear(void **state) {
         {8, 700, 512, 1, 1},    /* pruned projection, misaligned */
     };
     static const linear_case quick[] = {{50, 64, 96, 0, 0}, {6, 70, 48, 1, 1}};
-    const linear_case *cs = g_quick ? quick : full;
-    size_t n = g_quick ? sizeof quick / sizeof *quick : sizeof full / sizeof *full;
-    for (size_t i = 0; i < n; i++) {
-        run_linear(&cs[i]);
-        free_all();
-    }
+    RUN_CASES(run_linear, full, quick);
 }
 
 /* gemm_f32: every transpose combination, alpha and beta */
@@ -756,12 +762,7 @@ static void test_attention(void **state) {
         {1, 1, 3, 64, 1},    /* one token */
     };
     static const att_case quick[] = {{1, 70, 2, 64, 1}, {1, 33, 1, 128, 0}, {1, 20, 2, 32, 0}};
-    const att_case *cs = g_quick ? quick : full;
-    size_t n = g_quick ? sizeof quick / sizeof *quick : sizeof full / sizeof *full;
-    for (size_t i = 0; i < n; i++) {
-        run_attention(&cs[i]);
-        free_all();
-    }
+    RUN_CASES(run_attention, full, quick);
 }
 
 /* the tensor-core attention kernels (cuda/attention_forward_mma.cu,
@@ -1035,12 +1036,7 @@ static void test_patch_embed(void **state) {
         {"irregular", 3, 48, 80, 16, 700, 1}, /* pruned width, H != W */
     };
     static const patch_case quick[] = {{"irregular", 1, 32, 48, 16, 72, 1}};
-    const patch_case *cs = g_quick ? quick : full;
-    size_t n = g_quick ? sizeof quick / sizeof *quick : sizeof full / sizeof *full;
-    for (size_t i = 0; i < n; i++) {
-        run_patch_embed(&cs[i]);
-        free_all();
-    }
+    RUN_CASES(run_patch_embed, full, quick);
 }
 
 /* TINYCLIP_PATCH_EMBED picks the path at creation: cudnn, gemm (the default),
