@@ -44,7 +44,7 @@
 #include <stdint.h>
 #include <stdio.h>
 
-#include "dataset.h"
+#include "source.h"
 #include "image_transform.h"
 #include "status.h"
 #include "tokenizer.h"

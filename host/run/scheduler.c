@@ -41,7 +41,7 @@
 #include "model.h"
 #include "params.h"
 #include "progress.h"
-#include "retrieval_eval.h"
+#include "retrieval.h"
 #include "prune.h"
 #include "run_report.h"
 #include "safetensors.h"
