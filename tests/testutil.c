@@ -190,3 +190,10 @@ const char *tc_test_backend_missing_op(const tc_backend *be) {
         return "patch_embed_backward_weight";
     return NULL;
 }
+
+/* TC_TEST_FILTER=PATTERN runs only the cmocka tests whose names match (the
+ * ThreadSanitizer stage of scripts/test runs one case of the slow ones) */
+__attribute__((constructor)) static void tc_test_filter_from_env(void) {
+    const char *f = getenv("TC_TEST_FILTER");
+    if (f && f[0]) cmocka_set_test_filter(f);
+}
