@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# the one prepared check for a GPU machine (DESIGN.md §10). two halves:
+# the one prepared check for a GPU machine (docs/contributing.md, "The GPU check"). two halves:
 #
 #   scripts/gpu_check.sh --bundle [BUILD]     on the development machine
 #       packs BUILD/tests/test_cuda_ops, BUILD/tests/test_cuda_model,

@@ -1,4 +1,4 @@
-/* the MPI comm (host/comm_mpi.c) and the launch detection of `tinyclip train`.
+/* the MPI comm (host/dist/comm_mpi.c) and the launch detection of `tinyclip train`.
  *
  * tc_comm_launched_world() reads the environment mpirun (Open MPI, MPICH,
  * Intel MPI) or Slurm's srun set for every rank: > 1 means this process is
