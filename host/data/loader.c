@@ -742,6 +742,7 @@ tc_status tc_loader_create(const tc_loader_cfg *cfg, const tc_loader_cursor *res
         worker *w = &l->workers[i];
         w->l = l;
         st = tc_image_decoder_create(&w->dec);
+        if (st == TC_OK) tc_image_decoder_set_max_pixels(w->dec, c->max_image_pixels);
         if (st == TC_OK && !(w->scratch = malloc(3 * S * S)))
             st = tc_fail(TC_ERR_OOM, "data: out of memory");
         l->nworkers = i + 1;

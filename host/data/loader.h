@@ -81,6 +81,7 @@ typedef struct {
     int64_t min_samples;          /* the bound applies after this many samples (default 100) */
     int dct_scale;                /* -1 default (on for train, off for eval), 0 off, 1 on */
     double scale_min, scale_max;  /* RandomResizedCrop scale (0.9, 1.0) */
+    int64_t max_image_pixels;     /* 0: TC_IMAGE_DEFAULT_MAX_PIXELS (image_decode.h) */
     tc_tokenizer *tokenizer;      /* required; shared by the workers */
     tc_batch_allocator allocator; /* alloc NULL: malloc/free */
     FILE *log;                    /* skip lines; NULL: stderr */
