@@ -766,7 +766,7 @@ static tc_status resume_from(stage_run *r, const char *ckpt) {
     if (s == TC_OK && (v = tc_st_metadata(f, "cursor"))) {
         s = parse_ll_list(v, x, 5, "cursor");
         int64_t cv[5] = {x[0], x[1], x[2], x[3], x[4]};
-        tc_loader_cursor_unpack(cv, &r->meta.cursor);
+        tc_loader_cursor_unpack(cv, 5, &r->meta.cursor);
     }
     /* data parallel: this rank's own cursor, when the run had as many ranks */
     long long saved_world = 1;
@@ -781,7 +781,7 @@ static tc_status resume_from(stage_run *r, const char *ckpt) {
         if (s == TC_OK) {
             int64_t cv[TC_LOADER_CURSOR_INTS];
             for (size_t k = 0; k < K; k++) cv[k] = all[(size_t)c->rank * K + k];
-            tc_loader_cursor_unpack(cv, &r->meta.cursor);
+            tc_loader_cursor_unpack(cv, TC_LOADER_CURSOR_INTS, &r->meta.cursor);
         }
         free(all);
     } else if (s == TC_OK && saved_world != c->world) {
