@@ -559,9 +559,84 @@ static void csv_sep_fn(ctx *c, struct fy_node *v, const char *path, void *obj) {
     ((tc_exp_train_data *)obj)->csv_separator = t[0];
 }
 
+/* upsampling_factors: [1, 3] or open_clip's "1::3" */
+static void upsampling_fn(ctx *c, struct fy_node *v, const char *path, void *obj) {
+    tc_exp_train_data *t = obj;
+    char buf[256], *list = NULL;
+    double f[64];
+    int n = 0;
+    if (v && fy_node_is_sequence(v)) {
+        void *it = NULL;
+        struct fy_node *item;
+        while ((item = fy_node_sequence_iterate(v, &it))) {
+            const char *x = scalar_text(deref(item), buf, sizeof buf);
+            if (n == 64 || !x || !parse_f64(x, &f[n]) || !(f[n] > 0) || f[n] > 1e6) {
+                err(c, item, path, "expected up to 64 factors in (0, 1e6]");
+                return;
+            }
+            n++;
+        }
+    } else {
+        const char *x = scalar_text(v, buf, sizeof buf);
+        list = x ? xstrdup(x) : NULL;
+        for (char *p = list, *sep; p && n < 64; p = sep ? sep + 2 : NULL) {
+            sep = strstr(p, "::");
+            if (sep) *sep = 0;
+            if (!parse_f64(p, &f[n]) || !(f[n] > 0) || f[n] > 1e6) n = -1;
+            if (n < 0) break;
+            n++;
+        }
+        free(list);
+        if (n <= 0) {
+            err(c, v, path, "expected a list of factors in (0, 1e6], or \"1::3\" as open_clip writes them");
+            return;
+        }
+    }
+    free(t->upsampling);
+    t->upsampling = malloc(sizeof(double) * (size_t)(n ? n : 1));
+    if (t->upsampling) memcpy(t->upsampling, f, sizeof(double) * (size_t)n);
+    t->n_upsampling = t->upsampling ? n : 0;
+}
+
+/* a webdataset spec: each "::" part resolved on its own; pipe: commands and
+ * URLs are left as they are */
+static char *resolve_spec(ctx *c, const char *spec) {
+    size_t parts = 1;
+    for (const char *q = strstr(spec, "::"); q; q = strstr(q + 2, "::")) parts++;
+    size_t cap = strlen(spec) + parts * ((c->base_dir ? strlen(c->base_dir) : 0) + 2) + 1;
+    char *out = malloc(cap);
+    if (!out) return NULL;
+    out[0] = 0;
+    for (const char *p = spec; p;) {
+        const char *sep = strstr(p, "::");
+        size_t n = sep ? (size_t)(sep - p) : strlen(p);
+        char *part = malloc(n + 1);
+        if (!part) break;
+        memcpy(part, p, n);
+        part[n] = 0;
+        int keep = !strncmp(part, "pipe:", 5) || strstr(part, "://") != NULL;
+        char *r = keep ? xstrdup(part) : resolve_path(c, part);
+        if (r && strlen(out) + strlen(r) + 3 < cap) {
+            strcat(out, r);
+            if (sep) strcat(out, "::");
+        }
+        free(r);
+        free(part);
+        p = sep ? sep + 2 : NULL;
+    }
+    return out;
+}
+
 static const field train_fields[] = {
     {"source", FT_ENUM, offsetof(tc_exp_train_data, source), 0, 0, 0, source_names, NULL},
-    {"path", FT_PATH, offsetof(tc_exp_train_data, path), 0, 0, 0, NULL, NULL},
+    {"path", FT_STR, offsetof(tc_exp_train_data, path), 0, 0, 0, NULL, NULL},
+    {"resampled", FT_BOOL, offsetof(tc_exp_train_data, resampled), 0, 0, 0, NULL, NULL},
+    {"shuffle_buffer", FT_INT, offsetof(tc_exp_train_data, shuffle_buffer), 0, 1000000, 0, NULL, NULL},
+    {"upsampling_factors", FT_CUSTOM, 0, 0, 0, 0, NULL, upsampling_fn},
+    {"max_image_pixels", FT_I64, offsetof(tc_exp_train_data, max_image_pixels), 1, 4.3e9, 0, NULL, NULL},
+    {"pipe_retries", FT_INT, offsetof(tc_exp_train_data, pipe_retries), 0, 100, 0, NULL, NULL},
+    {"pipe_backoff", FT_F64, offsetof(tc_exp_train_data, pipe_backoff), 0, 3600, 0, NULL, NULL},
+    {"pipe_timeout", FT_F64, offsetof(tc_exp_train_data, pipe_timeout), 1, 86400, 0, NULL, NULL},
     {"num_samples", FT_I64, offsetof(tc_exp_train_data, num_samples), 1, BIG, 0, NULL, NULL},
     {"workers", FT_INT, offsetof(tc_exp_train_data, workers), 0, 1024, 0, NULL, NULL},
     {"batch", FT_INT, offsetof(tc_exp_train_data, batch), 1, 1 << 20, 0, NULL, NULL},
@@ -663,6 +738,21 @@ static void train_fn(ctx *c, struct fy_node *v, const char *path, void *obj) {
     join(p, sizeof p, path, "path");
     if (t->source != TC_EXP_DATA_FMNIST && !t->path)
         err(c, v, p, "a %s source needs a path", source_names[t->source]);
+    if (t->path) { /* relative to the file; a webdataset spec part by part */
+        char *r = t->source == TC_EXP_DATA_WDS ? resolve_spec(c, t->path) : resolve_path(c, t->path);
+        free(t->path);
+        t->path = r;
+    }
+    join(p, sizeof p, path, "resampled");
+    if (t->resampled && t->source != TC_EXP_DATA_WDS)
+        err(c, v, p, "resampled reading needs webdataset shards (source: wds)");
+    join(p, sizeof p, path, "upsampling_factors");
+    int parts = 1;
+    for (const char *q = t->path ? strstr(t->path, "::") : NULL; q; q = strstr(q + 2, "::")) parts++;
+    if (t->n_upsampling > 0 && !t->resampled)
+        err(c, v, p, "upsampling factors need resampled: true (as open_clip's --dataset-resampled)");
+    else if (t->n_upsampling > 0 && t->n_upsampling != parts)
+        err(c, v, p, "%d factors for %d sources (one per '::' part of the path)", t->n_upsampling, parts);
     join(p, sizeof p, path, "num_samples");
     if (t->source == TC_EXP_DATA_WDS && t->num_samples <= 0)
         err(c, v, p, "webdataset shards need num_samples (samples per epoch), as open_clip's --train-num-samples");
@@ -1397,6 +1487,10 @@ static void set_defaults(tc_experiment *e) {
     e->train.workers = 4;
     e->train.batch = 1024;
     e->train.csv_separator = '\t';
+    e->train.shuffle_buffer = 1000;
+    e->train.pipe_retries = 3;
+    e->train.pipe_backoff = 1.0;
+    e->train.pipe_timeout = 300.0;
     e->zero_shot.dataset = TC_EXP_ZS_NONE;
     e->zero_shot.templates = TC_EXP_TEMPLATES_OPENAI;
     e->zero_shot.batch = 256;
@@ -1629,6 +1723,7 @@ void tc_experiment_free(tc_experiment *e) {
     free(e->train.path);
     free(e->train.csv_img_key);
     free(e->train.csv_caption_key);
+    free(e->train.upsampling);
     free(e->zero_shot.path);
     free(e->zero_shot.classnames);
     free(e->zero_shot.templates_path);

@@ -273,6 +273,7 @@ typedef struct {
     long long nonfinite;     /* consecutive skipped steps */
     int masked;              /* still in the mask phase */
     tc_loader_cursor cursor;
+    long long global_batch;  /* processes x batch of the run that saved it */
 } state_meta;
 
 /* rm -rf in process: no fork (a forked child of an MPI rank upsets some
@@ -305,8 +306,8 @@ static int remove_tree_depth(const char *path, int depth) {
 
 static int remove_tree(const char *path) { return remove_tree_depth(path, 0); }
 
-/* every rank's loader cursor (their stream positions differ when ranks skip
- * different bad samples): "c0,...,c4,c0,...": rank-major, malloc'd */
+/* every rank's loader cursor (resampled streams differ per rank): "c0,...,c7,c0,...":
+ * rank-major, malloc'd */
 static tc_status gather_cursors(run_ctx *c, const tc_loader_cursor *mine, char **out) {
     *out = NULL;
     size_t W = (size_t)c->world, K = TC_LOADER_CURSOR_INTS;
@@ -377,28 +378,29 @@ static tc_status save_checkpoint(run_ctx *c, int i, tc_model *m, const float *mo
                  (unsigned long long)l0[k].rng.counter);
         snprintf(optstep[k], 32, "%lld", l0[k].opt.step);
     }
-    char v_step[32], v_adam[32], v_nf[32], v_cursor[160], v_masked[8];
+    char v_step[32], v_adam[32], v_nf[32], v_cursor[240], v_masked[8], v_global[32];
     snprintf(v_step, sizeof v_step, "%lld", meta->step);
     snprintf(v_adam, sizeof v_adam, "%lld", meta->adam_step);
     snprintf(v_nf, sizeof v_nf, "%lld", meta->nonfinite);
     snprintf(v_masked, sizeof v_masked, "%d", meta->masked);
     int64_t cv[TC_LOADER_CURSOR_INTS];
     tc_loader_cursor_pack(&meta->cursor, cv);
-    snprintf(v_cursor, sizeof v_cursor, "%lld,%lld,%lld,%lld,%lld", (long long)cv[0],
-             (long long)cv[1], (long long)cv[2], (long long)cv[3], (long long)cv[4]);
+    for (int k = 0, at = 0; k < TC_LOADER_CURSOR_INTS; k++)
+        at += snprintf(v_cursor + at, sizeof v_cursor - (size_t)at, k ? ",%lld" : "%lld", (long long)cv[k]);
+    snprintf(v_global, sizeof v_global, "%lld", meta->global_batch);
     char v_world[16];
     snprintf(v_world, sizeof v_world, "%d", c->world);
     const char *keys[] = {"format", "step", "adam_step", "nonfinite", "masked", "cursor",
                           "l0_rng_vision", "l0_rng_text", "l0opt_step_vision", "l0opt_step_text",
-                          "world", "rank_cursors"};
+                          "global_batch", "world", "rank_cursors"};
     const char *vals[] = {"tinyclip-train-state-1", v_step, v_adam, v_nf, v_masked, v_cursor,
                           meta->masked && l0[0].on ? rngv[0] : "",
                           meta->masked && l0[1].on ? rngv[1] : "",
                           meta->masked && l0[0].on ? optstep[0] : "",
                           meta->masked && l0[1].on ? optstep[1] : "",
-                          v_world, rank_cursors ? rank_cursors : ""};
+                          v_global, v_world, rank_cursors ? rank_cursors : ""};
     snprintf(path, sizeof path, "%s/train_state.safetensors", tmp);
-    if (s == TC_OK) s = tc_st_write(path, t, nt, keys, vals, rank_cursors ? 12 : 10);
+    if (s == TC_OK) s = tc_st_write(path, t, nt, keys, vals, rank_cursors ? 13 : 11);
     free(buf);
     /* publish: rename the folder, then drop older checkpoints */
     char final[PATH_CAP + 128];
@@ -558,7 +560,31 @@ typedef struct {
     /* the trainer counts skipped steps on the device from its creation:
      * steps since then, and the consecutive skips carried in from before */
     long long trainer_steps, nonfinite_base;
+    int64_t source_logged[16]; /* samples per "::" source at the last metrics line */
 } stage_run;
+
+/* samples_sourceN: samples of each "::" source of the training data since
+ * the last metrics line, over every process; appended to keys/vals when
+ * the data has several sources (a collective: every rank calls it) */
+static int source_counts(stage_run *r, const char **keys, double *vals) {
+    static const char *const names[16] = {
+        "samples_source0",  "samples_source1",  "samples_source2",  "samples_source3",
+        "samples_source4",  "samples_source5",  "samples_source6",  "samples_source7",
+        "samples_source8",  "samples_source9",  "samples_source10", "samples_source11",
+        "samples_source12", "samples_source13", "samples_source14", "samples_source15"};
+    int64_t now[16] = {0};
+    int n = tc_loader_part_counts(r->loader, now, 16);
+    if (n < 2) return 0;
+    if (n > 16) n = 16;
+    for (int k = 0; k < n; k++) {
+        keys[k] = names[k];
+        vals[k] = (double)(now[k] - r->source_logged[k]);
+        r->source_logged[k] = now[k];
+    }
+    if (r->c->world > 1 && r->c->comm->host_all_reduce_f64(r->c->comm, vals, (size_t)n, TC_REDUCE_SUM) != TC_OK)
+        return 0;
+    return n;
+}
 
 static tc_loss_config loss_of(const tc_exp_stage *st) {
     tc_loss_config l;
@@ -728,6 +754,14 @@ static tc_status open_loader(stage_run *r, const tc_loader_cursor *resume) {
         lc.source.csv_caption_key = e->train.csv_caption_key;
     }
     if (e->train.num_samples > 0) lc.source.num_samples = e->train.num_samples;
+    lc.resampled = e->train.resampled;
+    lc.shuffle_buffer = e->train.shuffle_buffer;
+    lc.source.upsampling = e->train.upsampling;
+    lc.source.num_upsampling = e->train.n_upsampling;
+    lc.max_image_pixels = e->train.max_image_pixels;
+    lc.source.stream.retries = e->train.pipe_retries;
+    lc.source.stream.backoff_ms = (int)(e->train.pipe_backoff * 1000.0);
+    lc.source.stream.timeout_s = (int)ceil(e->train.pipe_timeout);
     lc.batch_size = r->batch;
     lc.rank = r->c->rank;
     lc.world_size = r->c->world;
@@ -740,6 +774,36 @@ static tc_status open_loader(stage_run *r, const tc_loader_cursor *resume) {
     lc.quiet = 0;
     lc.log = r->c->log;
     return tc_loader_create(&lc, resume, &r->loader);
+}
+
+/* a checkpoint written by another number of processes: the per-process
+ * batch that keeps its global batch, so that the same sequence of global
+ * batches continues (docs/design.md, determinism) */
+static tc_status keep_global_batch(stage_run *r, const char *ckpt) {
+    run_ctx *c = r->c;
+    char path[CKPT_CAP + 64];
+    snprintf(path, sizeof path, "%s/train_state.safetensors", ckpt);
+    tc_safetensors *f;
+    TC_TRY(tc_st_open(&f, path));
+    long long world = 1, global = 0;
+    const char *v;
+    tc_status s = TC_OK;
+    if ((v = tc_st_metadata(f, "world")) && *v) s = parse_ll_list(v, &world, 1, "world");
+    if (s == TC_OK && (v = tc_st_metadata(f, "global_batch")) && *v) s = parse_ll_list(v, &global, 1, "global_batch");
+    tc_st_close(f);
+    if (s != TC_OK || world == c->world) return s;
+    if (global <= 0) global = world * r->st->batch; /* saved before global_batch was kept */
+    int accum = r->st->accum_steps;
+    if (global % c->world != 0 || (global / c->world) % accum != 0)
+        return tc_fail(TC_ERR_CONFIG,
+                       "stage %s: %s holds global batch %lld of %lld processes, which %d processes "
+                       "cannot split into equal batches of %d micro-batches",
+                       r->st->name, ckpt, global, world, c->world, accum);
+    r->batch = (int)(global / c->world);
+    r->micro = r->batch / accum;
+    logf_run(c, "stage %s: resuming %lld processes' run on %d: global batch %lld kept, %d per process",
+             r->st->name, world, c->world, global, r->batch);
+    return TC_OK;
 }
 
 /* restores weights, moments, masks and counters from a checkpoint folder */
@@ -764,9 +828,15 @@ static tc_status resume_from(stage_run *r, const char *ckpt) {
     long long masked = 0;
     if (s == TC_OK && (v = tc_st_metadata(f, "masked"))) s = parse_ll_list(v, &masked, 1, "masked");
     if (s == TC_OK && (v = tc_st_metadata(f, "cursor"))) {
-        s = parse_ll_list(v, x, 5, "cursor");
-        int64_t cv[5] = {x[0], x[1], x[2], x[3], x[4]};
-        tc_loader_cursor_unpack(cv, 5, &r->meta.cursor);
+        /* 5 values before the resampled order's, 8 since */
+        int nc = 1;
+        for (const char *q = v; *q; q++) nc += *q == ',';
+        long long xc[TC_LOADER_CURSOR_INTS];
+        if (nc != 5 && nc != TC_LOADER_CURSOR_INTS) s = tc_fail(TC_ERR_FORMAT, "%s: bad cursor '%s'", path, v);
+        if (s == TC_OK) s = parse_ll_list(v, xc, nc, "cursor");
+        int64_t cv[TC_LOADER_CURSOR_INTS];
+        for (int k = 0; k < nc && s == TC_OK; k++) cv[k] = xc[k];
+        if (s == TC_OK) tc_loader_cursor_unpack(cv, nc, &r->meta.cursor);
     }
     /* data parallel: this rank's own cursor, when the run had as many ranks */
     long long saved_world = 1;
@@ -774,20 +844,27 @@ static tc_status resume_from(stage_run *r, const char *ckpt) {
         s = parse_ll_list(v, &saved_world, 1, "world");
     if (s == TC_OK && c->world > 1 && saved_world == c->world &&
         (v = tc_st_metadata(f, "rank_cursors")) && *v) {
-        size_t K = TC_LOADER_CURSOR_INTS, n = (size_t)c->world * K;
+        size_t n = 1;
+        for (const char *q = v; *q; q++) n += *q == ',';
+        size_t K = n / (size_t)c->world; /* 5 or 8 values per rank, as saved */
+        if (K != 5 && K != TC_LOADER_CURSOR_INTS) s = tc_fail(TC_ERR_FORMAT, "%s: bad rank_cursors", path);
         long long *all = malloc(n * sizeof *all);
         if (!all) s = tc_fail(TC_ERR_OOM, "resume: out of memory");
         if (s == TC_OK) s = parse_ll_list(v, all, (int)n, "rank_cursors");
         if (s == TC_OK) {
             int64_t cv[TC_LOADER_CURSOR_INTS];
             for (size_t k = 0; k < K; k++) cv[k] = all[(size_t)c->rank * K + k];
-            tc_loader_cursor_unpack(cv, TC_LOADER_CURSOR_INTS, &r->meta.cursor);
+            tc_loader_cursor_unpack(cv, (int)K, &r->meta.cursor);
         }
         free(all);
     } else if (s == TC_OK && saved_world != c->world) {
-        logf_run(c, "warning: %s was written by %lld processes, this run has %d: the data "
-                 "order does not continue exactly",
-                 path, saved_world, c->world);
+        /* rank 0's cursor: the training order is the same on any number of
+         * processes; resampled streams are per rank and start again */
+        int rs = c->exp->train.resampled;
+        tc_loader_cursor_rebase(&r->meta.cursor, rs);
+        logf_run(c, "%s was written by %lld processes, this run has %d: %s", path, saved_world,
+                 c->world, rs ? "the resampled streams start again with new draws"
+                              : "the same sequence of global batches continues");
     }
     r->meta.masked = (int)masked;
     if (s == TC_OK && !masked && r->masked) {
@@ -1087,12 +1164,13 @@ static tc_status run_stage(run_ctx *c, int i) {
         logf_run(c, "stage %s: %d micro-batches of %d per step", st->name, st->accum_steps,
                  r.micro);
 
-    tc_status s = build_student(&r);
-    if (s == TC_OK) s = make_teacher(&r);
     char ckpt[CKPT_CAP];
     latest_checkpoint(c, i, ckpt);
     /* every rank resumes from the checkpoint rank 0 found */
-    if (s == TC_OK && c->world > 1) s = c->comm->host_broadcast(c->comm, ckpt, sizeof ckpt, 0);
+    tc_status s = c->world > 1 ? c->comm->host_broadcast(c->comm, ckpt, sizeof ckpt, 0) : TC_OK;
+    if (s == TC_OK && ckpt[0]) s = keep_global_batch(&r, ckpt);
+    if (s == TC_OK) s = build_student(&r);
+    if (s == TC_OK) s = make_teacher(&r);
     if (s == TC_OK && ckpt[0]) {
         s = resume_from(&r, ckpt);
         if (s == TC_OK) logf_run(c, "stage %s: resumed from %s", st->name, ckpt);
@@ -1206,9 +1284,11 @@ static tc_status run_stage(run_ctx *c, int i) {
         if (read && (r.meta.step % st->log_every == 0 || r.meta.step == st->steps)) {
             /* the share of the stage's wall time spent waiting for batches */
             double waited = data_wait / (wall_seconds() - t_start);
-            const char *keys[] = {"loss", "lr", "grad_norm", "images_per_s", "data_wait", "lagrangian"};
-            double vals[] = {sr.loss, sr.lr, sr.grad_norm, last_ips, waited, lag};
-            s = metrics_write(r.metrics, r.meta.step, NULL, r.masked ? 6 : 5, keys, vals);
+            const char *keys[22] = {"loss", "lr", "grad_norm", "images_per_s", "data_wait", "lagrangian"};
+            double vals[22] = {sr.loss, sr.lr, sr.grad_norm, last_ips, waited, lag};
+            int nk = r.masked ? 6 : 5;
+            nk += source_counts(&r, keys + nk, vals + nk);
+            s = metrics_write(r.metrics, r.meta.step, NULL, nk, keys, vals);
             if (s == TC_OK && r.tb) {
                 tc_tb_scalar(r.tb, "train/loss", r.meta.step, sr.loss);
                 tc_tb_scalar(r.tb, "train/lr", r.meta.step, sr.lr);
@@ -1250,6 +1330,7 @@ static tc_status run_stage(run_ctx *c, int i) {
             if (s == TC_OK && !moments) s = tc_fail(TC_ERR_OOM, "checkpoint: out of memory");
             if (s == TC_OK) s = tc_trainer_get_moments(r.trainer, moments, moments + P);
             r.meta.adam_step = tc_trainer_adam_step(r.trainer);
+            r.meta.global_batch = (long long)c->world * r.batch;
             if (s == TC_OK && c->rank == 0)
                 s = save_checkpoint(c, i, r.student, moments, r.l0, &r.meta, cursors);
             free(moments);
