@@ -279,9 +279,8 @@ static tc_status alloc_ring(tc_loader *l) {
     l->rq_cap = c->prefetch;
     l->ready = calloc((size_t)l->rq_cap + 1, sizeof(tc_batch *));
     l->row_ok = calloc((size_t)c->batch_size, 1);
-    l->row_part = calloc((size_t)c->batch_size, sizeof(int));
     l->part_counts = calloc((size_t)l->nparts, sizeof(int64_t));
-    if (!l->slots || !l->pool || !l->ready || !l->row_ok || !l->row_part || !l->part_counts)
+    if (!l->slots || !l->pool || !l->ready || !l->row_ok || !l->part_counts)
         return tc_fail(TC_ERR_OOM, "data: out of memory");
     for (int i = 0; i < l->R; i++) {
         l->slots[i].raw.label = -1;
@@ -380,6 +379,8 @@ tc_status tc_loader_next(tc_loader *l, tc_batch **out) {
             }
             l->rq_head = (l->rq_head + 1) % l->rq_cap;
             l->rq_n--;
+            for (int i = 0; i < b->n; i++)
+                if (b->parts[i] >= 0 && b->parts[i] < l->nparts) l->part_counts[b->parts[i]]++;
             *out = b;
             pthread_cond_broadcast(&l->cv);
             pthread_mutex_unlock(&l->mu);
@@ -451,7 +452,6 @@ void tc_loader_destroy(tc_loader *l) {
     free(l->rshards);
     free(l->part_cum);
     free(l->row_ok);
-    free(l->row_part);
     free(l->part_counts);
     pthread_mutex_destroy(&l->mu);
     pthread_cond_destroy(&l->cv);

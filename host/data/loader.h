@@ -140,6 +140,7 @@ typedef struct {
     uint16_t *images_bf16; /* (B,3,S,S) bf16; NULL unless cfg.bf16 */
     int32_t *tokens;       /* (B, context) */
     int32_t *labels;       /* (B) */
+    int32_t *parts;        /* (B) the "::" source of each sample (0 for one source) */
     int64_t epoch, index;  /* batch `index` of `epoch` */
     int last_in_epoch;
     tc_loader_cursor cursor; /* resume point after this batch */
@@ -160,8 +161,9 @@ void tc_loader_destroy(tc_loader *l);
 int64_t tc_loader_batches_per_epoch(const tc_loader *l); /* -1 when unknown */
 const tc_source *tc_loader_source(const tc_loader *l);
 void tc_loader_stats(tc_loader *l, int64_t *seen, int64_t *bad, int64_t *bad_shards);
-/* samples delivered per "::" part of the spec so far (this loader's life,
- * this rank), parts = max(1, source->num_parts) entries; returns that count */
+/* samples per "::" part of the spec in the batches handed out by
+ * tc_loader_next so far (this loader's life, this rank); parts =
+ * max(1, source->num_parts) entries; returns that count */
 int tc_loader_part_counts(tc_loader *l, int64_t *counts, int cap);
 
 #endif

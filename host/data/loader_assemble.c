@@ -24,7 +24,8 @@ static tc_batch *batch_new(tc_loader *l) {
         b->images = a->alloc(B * 3 * S * S * sizeof(float), a->ctx);
     b->tokens = a->alloc(B * (size_t)c->context_length * sizeof(int32_t), a->ctx);
     b->labels = a->alloc(B * sizeof(int32_t), a->ctx);
-    if ((!b->images && !b->images_bf16) || !b->tokens || !b->labels) {
+    b->parts = malloc(B * sizeof(int32_t));
+    if ((!b->images && !b->images_bf16) || !b->tokens || !b->labels || !b->parts) {
         tc_loader_batch_free(l, b);
         return NULL;
     }
@@ -38,6 +39,7 @@ void tc_loader_batch_free(tc_loader *l, tc_batch *b) {
     if (b->images_bf16) a->free(b->images_bf16, a->ctx);
     if (b->tokens) a->free(b->tokens, a->ctx);
     if (b->labels) a->free(b->labels, a->ctx);
+    free(b->parts);
     free(b);
 }
 
@@ -91,7 +93,7 @@ static void put_row(tc_loader *l, tc_batch *b, int i, const sample_out *o) {
     memcpy(b->tokens + (size_t)i * c->context_length, o->tok,
            sizeof(int32_t) * (size_t)c->context_length);
     b->labels[i] = o->label;
-    l->row_part[i] = o->part;
+    b->parts[i] = o->part;
 }
 
 static void get_row(tc_loader *l, const tc_batch *b, int i, sample_out *o) {
@@ -104,7 +106,7 @@ static void get_row(tc_loader *l, const tc_batch *b, int i, sample_out *o) {
     memcpy(o->tok, b->tokens + (size_t)i * c->context_length,
            sizeof(int32_t) * (size_t)c->context_length);
     o->label = b->labels[i];
-    o->part = l->row_part[i];
+    o->part = b->parts[i];
     o->bad[0] = 0;
 }
 
@@ -134,8 +136,6 @@ static int deliver(tc_loader *l, tc_batch *b, tc_loader_cursor next, int last) {
     b->last_in_epoch = last;
     b->cursor = next;
     if (push_ready(l, b) != 0) return 0;
-    for (int i = 0; i < b->n; i++)
-        if (l->row_part[i] >= 0 && l->row_part[i] < l->nparts) l->part_counts[l->row_part[i]]++;
     l->a_batch++;
     return 1;
 }
@@ -260,7 +260,7 @@ static void copy_row(tc_loader *l, tc_batch *b, int from, int to) {
         memcpy(b->images + (size_t)to * px, b->images + (size_t)from * px, px * 4);
     memcpy(b->tokens + (size_t)to * T, b->tokens + (size_t)from * T, sizeof(int32_t) * T);
     b->labels[to] = b->labels[from];
-    l->row_part[to] = l->row_part[from];
+    b->parts[to] = b->parts[from];
 }
 
 /* fills the unusable rows of cur: the first usable sample after each in the

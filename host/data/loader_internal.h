@@ -116,7 +116,6 @@ struct tc_loader {
     tc_batch *cur;
     int cur_rows;          /* training order: rows of cur assembled */
     unsigned char *row_ok; /* (B) training order: row decoded fine */
-    int *row_part;         /* (B) the "::" part of each row of cur */
     int rows_bad;
     sample_out spare[2];   /* training order: decoded replacements, the last usable sample */
     int have_last;
