@@ -39,6 +39,7 @@
 #include "model.h"
 #include "testutil.h"
 #include "train.h"
+#include "world.h"
 
 enum { LOCAL_B = 3, STEPS = 10 };
 
@@ -174,7 +175,8 @@ static int mask_check(tc_backend *be, tc_comm *comm, const tc_model_config *sc,
 /* the MPI program; returns the process exit status */
 static int driver(void) {
     tc_comm *comm;
-    if (tc_comm_mpi_create(&comm) != TC_OK) {
+    /* TINYCLIP_COMM_TIMEOUT=10 from launch(): a lost rank is noticed in seconds */
+    if (tc_comm_mpi_create(&comm, tc_comm_timeout_from_env()) != TC_OK) {
         fprintf(stderr, "driver: %s\n", tc_last_error());
         return 2;
     }

@@ -25,13 +25,8 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "backend_select.h"
 #include "caption_templates.h"
 #include "checkpoint.h"
-#include "comm_mpi.h"
-#if defined(TC_HAVE_CUDA) && defined(TC_HAVE_NCCL) && defined(TC_HAVE_MPI)
-#include "comm_nccl.h"
-#endif
 #include "fileio.h"
 #include "flops.h"
 #include "inherit.h"
@@ -47,11 +42,9 @@
 #include "safetensors.h"
 #include "tb_events.h"
 #include "train.h"
+#include "world.h"
 #include "zeroshot.h"
 #include "zeroshot_templates.h"
-#ifdef TC_HAVE_CUDA
-#include "tc_cuda.h"
-#endif
 
 #define PATH_CAP 1024
 
@@ -68,6 +61,7 @@ typedef struct {
     FILE *log;
     int force_tty;
     tc_backend *be;
+    tc_batch_allocator batch_allocator; /* the loader's: pinned memory for the CUDA backend */
     tc_tokenizer *tok;
     stage_result *res;
     /* zero-shot templates */
@@ -717,11 +711,7 @@ static tc_status open_loader(stage_run *r, const tc_loader_cursor *resume) {
                      : e->train.source == TC_EXP_DATA_CSV  ? "csv"
                                                            : "wds";
     if (e->train.source == TC_EXP_DATA_FMNIST && e->train.path) lc.source.fmnist_dir = e->train.path;
-#ifdef TC_HAVE_CUDA
-    /* batches in page-locked memory: uploads to the GPU without a staging copy */
-    if (r->c->be->caps.pinned_host_batches && tc_cuda_pinned_allocator(&lc.allocator) != TC_OK)
-        memset(&lc.allocator, 0, sizeof lc.allocator);
-#endif
+    lc.allocator = r->c->batch_allocator; /* pinned memory where the backend wants it */
     if (e->train.source == TC_EXP_DATA_CSV) {
         lc.source.csv_sep = e->train.csv_separator;
         lc.source.csv_img_key = e->train.csv_img_key;
@@ -1332,47 +1322,26 @@ tc_status tc_run_experiment(const tc_experiment *exp, const tc_run_options *opt)
     c.nan_from_step = env_fault("nan_from_step", c.kill_stage, sizeof c.kill_stage);
     c.res = calloc((size_t)exp->n_stages, sizeof *c.res);
     if (!c.res) return tc_fail(TC_ERR_OOM, "run: out of memory");
-    /* launched by mpirun or srun: one rank of a data-parallel run */
-    tc_comm *mpi = NULL;
-    tc_status s = TC_OK;
-    c.comm = tc_comm_single();
-    if (tc_comm_launched_world() > 1) {
-        s = tc_comm_mpi_create(&mpi);
-        if (s != TC_OK) {
-            free(c.res);
-            return s;
-        }
-        c.comm = mpi;
+    tc_world w;
+    tc_world_options wo = {.backend = exp->backend == TC_EXP_BACKEND_CUDA ? "cuda" : "cpu",
+                           .fp32 = exp->precision == TC_EXP_PREC_FP32,
+                           .threads = exp->threads,
+                           .comm_timeout_s = tc_comm_timeout_from_env()};
+    tc_status s = tc_world_create(&w, &wo);
+    if (!w.comm) {
+        free(c.res);
+        return s;
     }
-    c.rank = c.comm->rank;
-    c.world = c.comm->world_size;
+    c.comm = w.comm;
+    c.be = w.backend;
+    c.batch_allocator = w.batch_allocator;
+    c.rank = w.rank;
+    c.world = w.world_size;
     FILE *quiet = NULL;
     if (c.rank != 0) {
         /* one voice: the other ranks' progress would repeat rank 0's */
         quiet = fopen("/dev/null", "w");
         if (quiet) c.log = quiet;
-    }
-    const char *backend = exp->backend == TC_EXP_BACKEND_CUDA
-                              ? (exp->precision == TC_EXP_PREC_FP32 ? "cuda-fp32" : "cuda")
-                              : "cpu";
-    if (c.world > 1 && exp->backend == TC_EXP_BACKEND_CUDA) {
-#if defined(TC_HAVE_CUDA) && defined(TC_HAVE_NCCL) && defined(TC_HAVE_MPI)
-        /* one GPU per rank, by the rank on its machine; NCCL for the collectives */
-        int ndev = tc_cuda_device_count(NULL, 0);
-        if (ndev <= 0) s = tc_fail(TC_ERR_UNSUPPORTED, "rank %d: no CUDA device", c.rank);
-        tc_backend_options bo;
-        if (s == TC_OK) s = tc_backend_options_from_env(&bo);
-        if (s == TC_OK) {
-            bo.device = c.comm->local_rank % ndev;
-            s = tc_backend_open_with(backend, &bo, &c.be);
-        }
-        if (s == TC_OK) s = tc_comm_nccl_create(&c.comm, mpi, c.be);
-#else
-        s = tc_fail(TC_ERR_UNSUPPORTED,
-                    "%d processes on the CUDA backend need NCCL and MPI in the build", c.world);
-#endif
-    } else if (s == TC_OK) {
-        s = tc_backend_open(backend, exp->threads, &c.be);
     }
     if (s == TC_OK && c.rank == 0) s = tc_mkdir_p(exp->out_dir);
     char path[PATH_CAP];
@@ -1394,11 +1363,9 @@ tc_status tc_run_experiment(const tc_experiment *exp, const tc_run_options *opt)
         /* the other ranks wait in a collective: end the job now, with the reason */
         fprintf(stderr, "tinyclip: rank %d of %d: %s\n", c.rank, c.world, tc_last_error());
         fflush(stderr);
-        c.comm->abort(c.comm, 1);
+        w.comm->abort(w.comm, 1);
     }
-    if (c.comm != mpi) c.comm->destroy(c.comm); /* NCCL before its MPI bootstrap */
-    if (c.be) c.be->destroy(c.be);
-    if (mpi) mpi->destroy(mpi);
+    tc_world_destroy(&w);
     if (quiet) fclose(quiet);
     free(c.res);
     return s;
