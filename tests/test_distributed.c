@@ -413,8 +413,9 @@ static const char *experiment_yaml =
     "    checkpoint_every: 2\n"
     "    log_every: 1\n";
 
+/* fault: tinyclip_faults with TINYCLIP_FAULT=fault; NULL: the released tinyclip */
 static int train_np(const char *dir, const char *run, const char *fault, char **out) {
-    const char *bin = getenv("TINYCLIP_BIN");
+    const char *bin = fault ? tc_faults_bin() : getenv("TINYCLIP_BIN");
     char cmd[4096];
     snprintf(cmd, sizeof cmd,
              "cd '%s' && env OMP_NUM_THREADS=1 %s%s timeout 300 mpirun %s -np 2 '%s' train "
