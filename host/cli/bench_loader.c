@@ -85,8 +85,8 @@ static tc_status make_shards(const char *dir, int side, int n) {
         if (st == TC_OK) st = tc_jpeg_encode(dec, &o, 90, &jpg, &jl);
         char key[32], cap[256];
         snprintf(key, sizeof key, "%09d", i);
-        size_t cl = tc_caption_format(cap, sizeof cap, tc_caption_pick(0, (uint64_t)i),
-                                      words[i % 5]);
+        size_t cl =
+            tc_caption_format(cap, sizeof cap, tc_caption_pick(0, (uint64_t)i), words[i % 5]);
         if (st == TC_OK) st = tc_shard_writer_add(w, key, "jpg", jpg, jl, cap, cl, -1, NULL);
         free(jpg);
     }
@@ -125,15 +125,16 @@ static tc_status one_run(const tc_loader_cfg *cfg, int64_t n, double *wall, doub
 }
 
 static int usage(int rc) {
-    fprintf(rc ? stderr : stdout,
-            "usage: tinyclip bench --data --path SPEC [--workers N] [--n N] [--size S]\n"
-            "                      [--batch B] [--runs R]\n"
-            "       tinyclip bench --data --make DIR [--side S] [--n N]\n"
-            "  --path SPEC   webdataset shards: dir/{000000..000009}.tar, pipe:cat dir/..., http...\n"
-            "  --workers N   decode threads (default 1: one core's throughput)\n"
-            "  --n N         samples per run (default 2000), --runs R runs (default 3)\n"
-            "  --size S      RandomResizedCrop output (default 224); --batch B (default 64)\n"
-            "  --make DIR    write --n JPEGs of shortest side --side (default 256) into shards\n");
+    fprintf(
+        rc ? stderr : stdout,
+        "usage: tinyclip bench --data --path SPEC [--workers N] [--n N] [--size S]\n"
+        "                      [--batch B] [--runs R]\n"
+        "       tinyclip bench --data --make DIR [--side S] [--n N]\n"
+        "  --path SPEC   webdataset shards: dir/{000000..000009}.tar, pipe:cat dir/..., http...\n"
+        "  --workers N   decode threads (default 1: one core's throughput)\n"
+        "  --n N         samples per run (default 2000), --runs R runs (default 3)\n"
+        "  --size S      RandomResizedCrop output (default 224); --batch B (default 64)\n"
+        "  --make DIR    write --n JPEGs of shortest side --side (default 256) into shards\n");
     return rc;
 }
 
@@ -147,15 +148,24 @@ int tc_cmd_bench_loader(int argc, char **argv) {
         if (strcmp(a, "--help") == 0) return usage(0);
         if (!v) return usage(2);
         i++;
-        if (strcmp(a, "--path") == 0) path = v;
-        else if (strcmp(a, "--make") == 0) make = v;
-        else if (strcmp(a, "--workers") == 0) workers = atoi(v);
-        else if (strcmp(a, "--n") == 0) n = atoll(v);
-        else if (strcmp(a, "--size") == 0) size = atoi(v);
-        else if (strcmp(a, "--batch") == 0) batch = atoi(v);
-        else if (strcmp(a, "--runs") == 0) runs = atoi(v);
-        else if (strcmp(a, "--side") == 0) side = atoi(v);
-        else return usage(2);
+        if (strcmp(a, "--path") == 0)
+            path = v;
+        else if (strcmp(a, "--make") == 0)
+            make = v;
+        else if (strcmp(a, "--workers") == 0)
+            workers = atoi(v);
+        else if (strcmp(a, "--n") == 0)
+            n = atoll(v);
+        else if (strcmp(a, "--size") == 0)
+            size = atoi(v);
+        else if (strcmp(a, "--batch") == 0)
+            batch = atoi(v);
+        else if (strcmp(a, "--runs") == 0)
+            runs = atoi(v);
+        else if (strcmp(a, "--side") == 0)
+            side = atoi(v);
+        else
+            return usage(2);
     }
     if (n <= 0 || n > 100000000 || workers <= 0 || workers > 256 || size <= 0 || size > 4096 ||
         batch <= 0 || runs <= 0 || runs > 100 || side < 8 || side > 8192) {
@@ -176,7 +186,8 @@ int tc_cmd_bench_loader(int argc, char **argv) {
     c.workers = workers;
     c.epochs = 1;
     c.tokenizer = tok;
-    double *per_cpu = calloc((size_t)runs, sizeof(double)), *per_wall = calloc((size_t)runs, sizeof(double));
+    double *per_cpu = calloc((size_t)runs, sizeof(double)),
+           *per_wall = calloc((size_t)runs, sizeof(double));
     tc_status st = per_cpu && per_wall ? TC_OK : tc_fail(TC_ERR_OOM, "bench: out of memory");
     printf("data bench: %s, %d worker thread(s), RandomResizedCrop %d, batch %d, %lld samples per "
            "run\n",

@@ -293,8 +293,8 @@ static tc_status alloc_ring(tc_loader *l) {
 static tc_status start_at(tc_loader *l, const tc_loader_cursor *resume) {
     tc_loader_cursor start = {0, 0, 0, 0, 0, 0, 0, 0};
     if (resume) start = *resume;
-    if (start.epoch < 0 || start.batch < 0 || start.pos < 0 || start.draw < 0 ||
-        start.member < 0 || start.restart < 0)
+    if (start.epoch < 0 || start.batch < 0 || start.pos < 0 || start.draw < 0 || start.member < 0 ||
+        start.restart < 0)
         return tc_fail(TC_ERR_ARG, "data: bad resume cursor");
     /* training order: a batch starts at a global position known from its index */
     if (l->mode == MODE_GLOBAL) start.pos = start.batch * l->G;

@@ -323,8 +323,7 @@ static int replace_rows(tc_loader *l, worker *w) {
         snprintf(m, sizeof m,
                  "data: global batch %lld of epoch %lld: no usable sample in rank %d's rows "
                  "or within %d positions of them, and none before",
-                 (long long)l->a_batch, (long long)l->a_epoch, l->cfg.rank,
-                 TC_LOADER_SUBST_WINDOW);
+                 (long long)l->a_batch, (long long)l->a_epoch, l->cfg.rank, TC_LOADER_SUBST_WINDOW);
         tc_loader_set_fatal(l, TC_ERR_DATA, m);
         return 0;
     }
@@ -360,8 +359,10 @@ static int row_slot(tc_loader *l, worker *w, slot *s) {
     }
     tc_batch *b = l->cur;
     l->row_ok[s->row] = s->o.bad[0] == 0;
-    if (l->row_ok[s->row]) put_row(l, b, s->row, &s->o);
-    else l->rows_bad++;
+    if (l->row_ok[s->row])
+        put_row(l, b, s->row, &s->o);
+    else
+        l->rows_bad++;
     if (++l->cur_rows < B) return 1;
     if (l->rows_bad > 0 && !replace_rows(l, w)) return 0;
     for (int i = B - 1; i >= 0; i--)
@@ -373,8 +374,9 @@ static int row_slot(tc_loader *l, worker *w, slot *s) {
     tc_loader_window_drop(l, l->a_epoch, l->a_batch);
     b->n = B;
     int last = l->quota >= 0 && l->a_batch + 1 >= l->quota;
-    tc_loader_cursor next = last ? cursor_at(l, l->a_epoch + 1, 0, 0)
-                                 : cursor_at(l, l->a_epoch, l->a_batch + 1, (l->a_batch + 1) * l->G);
+    tc_loader_cursor next = last
+                                ? cursor_at(l, l->a_epoch + 1, 0, 0)
+                                : cursor_at(l, l->a_epoch, l->a_batch + 1, (l->a_batch + 1) * l->G);
     l->cur = NULL;
     l->cur_rows = l->rows_bad = 0;
     if (!deliver(l, b, next, last)) {

@@ -35,10 +35,10 @@ typedef struct {
 typedef struct {
     int state;
     int64_t epoch, pos;
-    int is_end;    /* end-of-stream marker for `epoch` */
-    int row;       /* training order: the row in the rank's batch */
-    int64_t index; /* indexable: sample index */
-    tc_sample raw; /* webdataset: the raw sample read by the reader */
+    int is_end;                         /* end-of-stream marker for `epoch` */
+    int row;                            /* training order: the row in the rank's batch */
+    int64_t index;                      /* indexable: sample index */
+    tc_sample raw;                      /* webdataset: the raw sample read by the reader */
     int64_t blk_draw[2], blk_member[2]; /* resampled: its block's start and end */
     sample_out o;
 } slot;
@@ -55,9 +55,9 @@ typedef struct {
  * global batch, kept to replace unusable samples (loader_assemble.c) */
 typedef struct {
     int64_t epoch, batch;
-    int64_t lo;     /* global position of before[0] */
-    int nbefore;    /* positions lo .. lo+nbefore-1, ending just before the slice */
-    int nafter;     /* positions just after the slice */
+    int64_t lo;  /* global position of before[0] */
+    int nbefore; /* positions lo .. lo+nbefore-1, ending just before the slice */
+    int nafter;  /* positions just after the slice */
     tc_sample before[TC_LOADER_SUBST_WINDOW], after[TC_LOADER_SUBST_WINDOW];
 } subst_window;
 
@@ -117,7 +117,7 @@ struct tc_loader {
     int cur_rows;          /* training order: rows of cur assembled */
     unsigned char *row_ok; /* (B) training order: row decoded fine */
     int rows_bad;
-    sample_out spare[2];   /* training order: decoded replacements, the last usable sample */
+    sample_out spare[2]; /* training order: decoded replacements, the last usable sample */
     int have_last;
     tc_batch **pool;
     int npool, pool_cap, nallocated;

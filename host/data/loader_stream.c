@@ -273,8 +273,9 @@ static tc_status fill_block(tc_loader *l, int64_t pos) {
         l->sbuf_n++;
     }
     draw_position(l, &l->blk_draw[1], &l->blk_member[1]);
-    tc_rng r = tc_rng_for(tc_mix64(l->cfg.seed, SALT_BLOCK), (uint64_t)l->r_epoch,
-                          (uint64_t)l->cfg.rank, tc_mix64((uint64_t)l->rs_restart, (uint64_t)(pos / M)));
+    tc_rng r =
+        tc_rng_for(tc_mix64(l->cfg.seed, SALT_BLOCK), (uint64_t)l->r_epoch, (uint64_t)l->cfg.rank,
+                   tc_mix64((uint64_t)l->rs_restart, (uint64_t)(pos / M)));
     for (int i = l->sbuf_n - 1; i > 0; i--) {
         int j = (int)tc_rng_below(&r, (uint64_t)i + 1);
         tc_sample t = l->sbuf[i];

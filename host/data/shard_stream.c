@@ -20,7 +20,7 @@
 
 extern char **environ;
 
-#define TAIL_BYTES 2048 /* standard error kept for the message */
+#define TAIL_BYTES 2048                /* standard error kept for the message */
 #define DRAIN_LIMIT ((size_t)16 << 20) /* output read and dropped after the archive's end */
 
 struct tc_shard_stream {

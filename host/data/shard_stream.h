@@ -30,10 +30,10 @@
 #include "status.h"
 
 typedef struct {
-    int retries;            /* a failed command is run again this often (default 3) */
-    int backoff_ms;         /* before the first retry; doubled for each next one (default 1000) */
-    int timeout_s;          /* no byte for this long: the command is killed (default 300) */
-    const int *cancel;      /* when non-NULL and set (atomically), reads stop at once */
+    int retries;       /* a failed command is run again this often (default 3) */
+    int backoff_ms;    /* before the first retry; doubled for each next one (default 1000) */
+    int timeout_s;     /* no byte for this long: the command is killed (default 300) */
+    const int *cancel; /* when non-NULL and set (atomically), reads stop at once */
 } tc_stream_opts;
 
 void tc_stream_opts_init(tc_stream_opts *o);

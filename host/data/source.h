@@ -58,13 +58,13 @@ struct tc_source {
     const char *kind;    /* "wds", "csv", "folder", "fmnist" */
     int64_t num_samples; /* -1 when unknown (webdataset without sizes.json) */
     int indexable;
-    int num_shards;     /* webdataset */
-    char **shards;      /* (num_shards) shard names as given (not for printing: see shard_stream.h) */
-    int num_parts;      /* webdataset: the "::" parts of the spec (0 for other sources) */
-    int *shard_part;    /* (num_shards) the part of each shard */
+    int num_shards;  /* webdataset */
+    char **shards;   /* (num_shards) shard names as given (not for printing: see shard_stream.h) */
+    int num_parts;   /* webdataset: the "::" parts of the spec (0 for other sources) */
+    int *shard_part; /* (num_shards) the part of each shard */
     double *part_factor; /* (num_parts) upsampling factors, 1 when not given */
-    int num_classes;    /* folder, fmnist; 0 otherwise */
-    char **class_names; /* (num_classes) */
+    int num_classes;     /* folder, fmnist; 0 otherwise */
+    char **class_names;  /* (num_classes) */
     void *impl;
     tc_status (*get)(tc_source *s, int64_t index, tc_sample *out);
     tc_status (*open_shard)(tc_source *s, int shard, tc_shard_reader **out);
@@ -78,9 +78,9 @@ typedef struct {
     char csv_sep;                /* default '\t' as open_clip's --csv-separator */
     const char *csv_img_key;     /* default "filepath" */
     const char *csv_caption_key; /* default "title" */
-    const char *classnames; /* folder: class-name file (default DIR/classnames.txt if present) */
-    const char *fmnist_dir; /* default /usr/share/datasets/fashion-mnist */
-    int64_t num_samples;    /* > 0 overrides sizes.json (open_clip --train-num-samples) */
+    const char *classnames;   /* folder: class-name file (default DIR/classnames.txt if present) */
+    const char *fmnist_dir;   /* default /usr/share/datasets/fashion-mnist */
+    int64_t num_samples;      /* > 0 overrides sizes.json (open_clip --train-num-samples) */
     const double *upsampling; /* one factor > 0 per "::" part, or NULL (all 1) */
     int num_upsampling;
     tc_stream_opts stream; /* pipe: and http(s) shards: retries, backoff, timeout */

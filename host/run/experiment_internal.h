@@ -4,9 +4,9 @@
  * the parse runs in three passes over one context: the table layer
  * (yaml_table.h) walks the document through the field tables of the schema
  * (top level, data, eval, teacher in experiment_schema.c; data.train in
- * experiment_data.c; stages in experiment_stages.c), names that refer to other stages are kept as text,
- * then tc_exp_check_document resolves them and fills the defaults that
- * depend on other fields. */
+ * experiment_data.c; stages in experiment_stages.c), names that refer to other stages are kept as
+ * text, then tc_exp_check_document resolves them and fills the defaults that depend on other
+ * fields. */
 #ifndef TC_EXPERIMENT_INTERNAL_H
 #define TC_EXPERIMENT_INTERNAL_H
 

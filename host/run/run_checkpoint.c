@@ -134,11 +134,10 @@ static tc_status save_checkpoint(run_ctx *c, int i, tc_model *m, const float *mo
     snprintf(v_global, sizeof v_global, "%lld", meta->global_batch);
     char v_world[16];
     snprintf(v_world, sizeof v_world, "%d", c->world);
-    const char *keys[] = {"format",          "step",        "adam_step",
-                          "nonfinite",       "masked",      "cursor",
-                          "l0_rng_vision",   "l0_rng_text", "l0opt_step_vision",
-                          "l0opt_step_text", "global_batch", "world",
-                          "rank_cursors"};
+    const char *keys[] = {
+        "format",       "step",          "adam_step",   "nonfinite",         "masked",
+        "cursor",       "l0_rng_vision", "l0_rng_text", "l0opt_step_vision", "l0opt_step_text",
+        "global_batch", "world",         "rank_cursors"};
     const char *vals[] = {"tinyclip-train-state-1",
                           v_step,
                           v_adam,
@@ -261,7 +260,8 @@ tc_status keep_global_batch(stage_run *r, const char *ckpt) {
                        r->st->name, ckpt, global, world, c->world, accum);
     r->batch = (int)(global / c->world);
     r->micro = r->batch / accum;
-    logf_run(c, "stage %s: resuming %lld processes' run on %d: global batch %lld kept, %d per process",
+    logf_run(c,
+             "stage %s: resuming %lld processes' run on %d: global batch %lld kept, %d per process",
              r->st->name, world, c->world, global, r->batch);
     return TC_OK;
 }

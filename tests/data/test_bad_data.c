@@ -310,7 +310,8 @@ static void test_csv_bad_rows_and_bound(void **state) {
     assert_int_equal(got, 120);
     assert_int_equal(bad, 30);
     char *text = log_text(log);
-    assert_non_null(strstr(text, "rows.tsv: sample row 4 (missing/3.png): image file cannot be opened"));
+    assert_non_null(
+        strstr(text, "rows.tsv: sample row 4 (missing/3.png): image file cannot be opened"));
     free(text);
     fclose(log);
     /* the default bound (5% after 100 samples) stops the run */

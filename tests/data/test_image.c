@@ -169,7 +169,8 @@ static void test_no_frame_header(void **state) {
 }
 
 static void put_be32(uint8_t *p, uint32_t v) {
-    p[0] = (uint8_t)(v >> 24), p[1] = (uint8_t)(v >> 16), p[2] = (uint8_t)(v >> 8), p[3] = (uint8_t)v;
+    p[0] = (uint8_t)(v >> 24), p[1] = (uint8_t)(v >> 16), p[2] = (uint8_t)(v >> 8),
+    p[3] = (uint8_t)v;
 }
 
 /* a PNG whose signature and IHDR (w x h, 8-bit RGB) are valid, followed by
@@ -216,10 +217,10 @@ static void test_pixel_limit(void **state) {
     int w, h;
     assert_int_equal(tc_image_probe(NULL, bomb, n, "bomb.png", &w, &h), TC_ERR_DATA);
     /* a JPEG frame header of 10000 x 10000 */
-    uint8_t big[] = {0xFF, 0xD8, 0xFF, 0xC0, 0x00, 0x11, 0x08, 0x27, 0x10, 0x27, 0x10, 0x03,
-                     0x01, 0x22, 0x00, 0x02, 0x11, 0x01, 0x03, 0x11, 0x01, /* SOF0 */
-                     0xFF, 0xDA, 0x00, 0x0C, 0x03, 0x01, 0x00, 0x02, 0x11, 0x03, 0x11, 0x00,
-                     0x3F, 0x00, /* SOS: the header ends here */
+    uint8_t big[] = {0xFF, 0xD8, 0xFF, 0xC0, 0x00, 0x11, 0x08, 0x27, 0x10, 0x27, 0x10,
+                     0x03, 0x01, 0x22, 0x00, 0x02, 0x11, 0x01, 0x03, 0x11, 0x01, /* SOF0 */
+                     0xFF, 0xDA, 0x00, 0x0C, 0x03, 0x01, 0x00, 0x02, 0x11, 0x03, 0x11,
+                     0x00, 0x3F, 0x00, /* SOS: the header ends here */
                      0xFF, 0xD9};
     tc_status bst = tc_image_decode(NULL, big, sizeof big, "big.jpg", 0, &img);
     printf("decode: %s\n", tc_last_error());
@@ -299,7 +300,8 @@ static void test_cli_embed_bad_images(void **state) {
         printf("embed small.png%s: exit %d: %s", lim ? " --max-pixels 100" : "", rc, out);
         if (lim) {
             assert_int_not_equal(rc, 0);
-            assert_non_null(strstr(out, "small.png: image of 16x12 = 192 pixels is over the limit of 100"));
+            assert_non_null(
+                strstr(out, "small.png: image of 16x12 = 192 pixels is over the limit of 100"));
         } else {
             assert_int_equal(rc, 0);
         }
@@ -355,12 +357,9 @@ static void test_encoders_round_trip(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_decode_matches_pil),
-        cmocka_unit_test(test_dct_scaling),
-        cmocka_unit_test(test_corrupt_images),
-        cmocka_unit_test(test_no_frame_header),
-        cmocka_unit_test(test_pixel_limit),
-        cmocka_unit_test(test_cli_embed_bad_images),
+        cmocka_unit_test(test_decode_matches_pil),  cmocka_unit_test(test_dct_scaling),
+        cmocka_unit_test(test_corrupt_images),      cmocka_unit_test(test_no_frame_header),
+        cmocka_unit_test(test_pixel_limit),         cmocka_unit_test(test_cli_embed_bad_images),
         cmocka_unit_test(test_encoders_round_trip),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

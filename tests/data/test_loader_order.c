@@ -44,7 +44,8 @@ static void write_shards(const char *dir, int n, int per_shard, int id0, int bad
         uint8_t *png;
         size_t len;
         assert_int_equal(tc_png_encode(px, W, H, 3, &png, &len), TC_OK);
-        if (bad_every && i % bad_every == 4) memset(png + 8, 0x5A, len - 8); /* header and data broken */
+        if (bad_every && i % bad_every == 4)
+            memset(png + 8, 0x5A, len - 8); /* header and data broken */
         char key[32], cap[64];
         snprintf(key, sizeof key, "%06d", i);
         int cl = snprintf(cap, sizeof cap, "sample %d", id0 + i);
@@ -75,8 +76,7 @@ static int setup(void **state) {
     snprintf(b, sizeof b, "%s/b1", tmp);
     write_shards(a, 200, 1, 0, 0);
     write_shards(b, 200, 1, 1000, 0);
-    snprintf(spec_ones, sizeof spec_ones, "%s/{000000..000199}.tar::%s/{000000..000199}.tar", a,
-             b);
+    snprintf(spec_ones, sizeof spec_ones, "%s/{000000..000199}.tar::%s/{000000..000199}.tar", a, b);
     return 0;
 }
 
@@ -156,8 +156,8 @@ static void same_slices(const rec *one, int n1, const rec *part, int np, int ran
         if (memcmp(part[k].labels, one[k].labels + rank * B, sizeof(int32_t) * (size_t)B) ||
             memcmp(part[k].tok, one[k].tok + (size_t)rank * B * T, sizeof(int32_t) * B * T) ||
             memcmp(part[k].img, one[k].img + (size_t)rank * B * px, sizeof(float) * B * px))
-            fail_msg("%s: rank %d batch %d differs from the one-process rows %d..%d", what, rank,
-                     k, rank * B, rank * B + B - 1);
+            fail_msg("%s: rank %d batch %d differs from the one-process rows %d..%d", what, rank, k,
+                     rank * B, rank * B + B - 1);
     }
 }
 

@@ -73,9 +73,9 @@ static double now_s(void) {
 }
 
 typedef struct {
-    int n;            /* samples delivered */
-    int labels[400];  /* in order */
-    uint64_t hash;    /* of every batch's pixels and tokens */
+    int n;           /* samples delivered */
+    int labels[400]; /* in order */
+    uint64_t hash;   /* of every batch's pixels and tokens */
     int64_t bad_shards;
     tc_status st;
     char *log;
@@ -177,7 +177,8 @@ static void test_pipe_failures(void **state) {
     assert_int_equal(r.n, 50);
     assert_int_equal(r.bad_shards, 1);
     assert_non_null(strstr(r.log, "command exited with status 3"));
-    assert_non_null(strstr(r.log, "standard error: no access to https://***@h.example/b/1.tar?***"));
+    assert_non_null(
+        strstr(r.log, "standard error: no access to https://***@h.example/b/1.tar?***"));
     assert_non_null(strstr(r.log, "retry 1 of 2"));
     assert_non_null(strstr(r.log, "retry 2 of 2"));
     assert_non_null(strstr(r.log, "(after all retries)"));
@@ -308,8 +309,7 @@ static void *serve(void *arg) {
                                  len)
                       : snprintf(head, sizeof head,
                                  "HTTP/1.0 404 Not Found\r\nContent-Length: 0\r\n\r\n");
-        if (send(c, head, (size_t)hl, MSG_NOSIGNAL) == hl && body)
-            send(c, body, len, MSG_NOSIGNAL);
+        if (send(c, head, (size_t)hl, MSG_NOSIGNAL) == hl && body) send(c, body, len, MSG_NOSIGNAL);
         s->served++;
         free(body);
         close(c);

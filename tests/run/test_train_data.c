@@ -44,34 +44,39 @@ static void test_two_sources_resampled(void **state) {
     dir = tc_make_tempdir("traindata");
     char *out;
     /* two sources of 10 shards x 20 samples (the train split's first 200, the test split's) */
-    assert_int_equal(run_cli("", "shards --from fmnist --split train --limit 200 --per-shard 20 --out a", &out), 0);
+    assert_int_equal(
+        run_cli("", "shards --from fmnist --split train --limit 200 --per-shard 20 --out a", &out),
+        0);
     free(out);
-    assert_int_equal(run_cli("", "shards --from fmnist --split test --limit 200 --per-shard 20 --out b", &out), 0);
+    assert_int_equal(
+        run_cli("", "shards --from fmnist --split test --limit 200 --per-shard 20 --out b", &out),
+        0);
     free(out);
     char p[1024];
     snprintf(p, sizeof p, "%s/tiny.json", dir);
     assert_int_equal(tc_write_file(p, model_json, strlen(model_json)), 0);
-    const char *yaml = "name: twosrc\n"
-                       "seed: 2\n"
-                       "threads: 1\n"
-                       "data:\n"
-                       "  train:\n"
-                       "    source: wds\n"
-                       "    path: \"pipe:cat a/{000000..000009}.tar::pipe:cat b/{000000..000009}.tar\"\n"
-                       "    num_samples: 400\n"
-                       "    batch: 16\n"
-                       "    workers: 2\n"
-                       "    resampled: true\n"
-                       "    shuffle_buffer: 50\n"
-                       "    upsampling_factors: [1, 3]\n"
-                       "stages:\n"
-                       "  - name: clip\n"
-                       "    kind: train_scratch_clip\n"
-                       "    model: tiny.json\n"
-                       "    steps: 8\n"
-                       "    schedule: {warmup: 2}\n"
-                       "    checkpoint_every: 3\n"
-                       "    log_every: 2\n";
+    const char *yaml =
+        "name: twosrc\n"
+        "seed: 2\n"
+        "threads: 1\n"
+        "data:\n"
+        "  train:\n"
+        "    source: wds\n"
+        "    path: \"pipe:cat a/{000000..000009}.tar::pipe:cat b/{000000..000009}.tar\"\n"
+        "    num_samples: 400\n"
+        "    batch: 16\n"
+        "    workers: 2\n"
+        "    resampled: true\n"
+        "    shuffle_buffer: 50\n"
+        "    upsampling_factors: [1, 3]\n"
+        "stages:\n"
+        "  - name: clip\n"
+        "    kind: train_scratch_clip\n"
+        "    model: tiny.json\n"
+        "    steps: 8\n"
+        "    schedule: {warmup: 2}\n"
+        "    checkpoint_every: 3\n"
+        "    log_every: 2\n";
     snprintf(p, sizeof p, "%s/exp.yaml", dir);
     assert_int_equal(tc_write_file(p, yaml, strlen(yaml)), 0);
     int rc = run_cli("", "train exp.yaml --out whole --plain", &out);
@@ -90,14 +95,16 @@ static void test_two_sources_resampled(void **state) {
         if (strstr(l, "\"event\"") && strstr(l, "\"event\"") < strchr(l, '\n')) continue;
         char *a = strstr(l, "\"samples_source0\": "), *b = strstr(l, "\"samples_source1\": ");
         char *end = strchr(l, '\n');
-        if (!a || !b || (end && (a > end || b > end))) fail_msg("a training line without source counts: %.200s", l);
+        if (!a || !b || (end && (a > end || b > end)))
+            fail_msg("a training line without source counts: %.200s", l);
         long long x = atoll(a + 19), y = atoll(b + 19);
         if (x + y != 2 * 16) fail_msg("source counts %lld + %lld on a line of 2 steps of 16", x, y);
         tot[0] += x;
         tot[1] += y;
         lines++;
     }
-    printf("metrics: %d lines, %lld samples of source 0, %lld of source 1\n", lines, tot[0], tot[1]);
+    printf("metrics: %d lines, %lld samples of source 0, %lld of source 1\n", lines, tot[0],
+           tot[1]);
     assert_int_equal(lines, 4);
     assert_true(tot[1] > tot[0]); /* 1:3 (shards of 20 drawn: a rough share over 128 samples) */
     free(m);

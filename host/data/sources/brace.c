@@ -198,4 +198,3 @@ tc_status tc_brace_expand(const char *pattern, char ***out, int *n) {
     *n = l.n;
     return TC_OK;
 }
-

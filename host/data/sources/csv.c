@@ -87,7 +87,6 @@ static void csv_destroy(tc_source *s) {
     free(s);
 }
 
-
 static tc_status csv_get(tc_source *s, int64_t index, tc_sample *out) {
     csv_table *t = s->impl;
     memset(out, 0, sizeof *out);

@@ -122,8 +122,9 @@ static tc_status parse_spec(tc_source *s, const char *spec, const tc_source_opts
     for (int i = 0; i < s->num_parts; i++) {
         s->part_factor[i] = nf > 0 ? opts->upsampling[i] : 1.0;
         if (!(s->part_factor[i] > 0) || s->part_factor[i] > 1e6)
-            return tc_fail(TC_ERR_CONFIG, "webdataset '%s': upsampling factor %d is %g (must be in "
-                                          "(0, 1e6])",
+            return tc_fail(TC_ERR_CONFIG,
+                           "webdataset '%s': upsampling factor %d is %g (must be in "
+                           "(0, 1e6])",
                            shown, i, s->part_factor[i]);
     }
     return TC_OK;

@@ -42,9 +42,9 @@ struct tc_shard_reader {
     uint8_t *iobuf;
     int stream_failed; /* the stream (not the tar) failed: stream_err says how */
     char stream_err[700];
-    int attempt;            /* runs of the command so far, after the first */
-    int64_t emitted, skip;  /* samples handed out; to drop after a retry */
-    int ended;              /* the archive's end was read */
+    int attempt;           /* runs of the command so far, after the first */
+    int64_t emitted, skip; /* samples handed out; to drop after a retry */
+    int ended;             /* the archive's end was read */
     /* sample under construction */
     int have;
     char key[256];
@@ -387,13 +387,12 @@ static tc_status retry_or_fail(tc_shard_reader *r, tc_status st) {
     for (;;) {
         if (!r->url || !tc_shard_is_remote(r->url) || r->attempt >= r->so.retries ||
             stop_requested(r))
-            return tc_fail(st, "%s%s", msg,
-                           r->attempt > 0 && r->url ? " (after all retries)" : "");
+            return tc_fail(st, "%s%s", msg, r->attempt > 0 && r->url ? " (after all retries)" : "");
         long ms = (long)r->so.backoff_ms << (r->attempt < 20 ? r->attempt : 20);
         r->attempt++;
         if (!r->quiet)
-            fprintf(r->log ? r->log : stderr, "tinyclip: data: %s; retry %d of %d in %.1f s\n",
-                    msg, r->attempt, r->so.retries, (double)ms / 1000.0);
+            fprintf(r->log ? r->log : stderr, "tinyclip: data: %s; retry %d of %d in %.1f s\n", msg,
+                    r->attempt, r->so.retries, (double)ms / 1000.0);
         backoff(r, ms);
         detach(r, 0);
         r->skip = r->emitted; /* read past what was handed out */
@@ -418,8 +417,8 @@ tc_status tc_wds_reader_open_url(const char *url, int part, const tc_source_opts
     }
     r->url = strdup(url);
     r->iobuf = malloc(IO_BYTES);
-    tc_status st = r->url && r->iobuf ? attach(r)
-                                      : tc_fail(TC_ERR_OOM, "shard %s: out of memory", r->name);
+    tc_status st =
+        r->url && r->iobuf ? attach(r) : tc_fail(TC_ERR_OOM, "shard %s: out of memory", r->name);
     if (st != TC_OK) st = retry_or_fail(r, st);
     if (st != TC_OK) {
         tc_wds_reader_close(r);
