@@ -159,6 +159,13 @@ int tc_run_capture(const char *cmd, char **output) {
 
 /* ---- a tiny CLIP for trainer tests ---- */
 
+const char *const tc_test_tiny_model_json =
+    "{\"embed_dim\": 32, \"quick_gelu\": false,\n"
+    " \"vision_cfg\": {\"image_size\": 28, \"patch_size\": 7, \"layers\": 2, \"width\": 64, "
+    "\"head_width\": 64},\n"
+    " \"text_cfg\": {\"context_length\": 16, \"vocab_size\": 49408, \"width\": 64, \"heads\": 1, "
+    "\"layers\": 2}}\n";
+
 void tc_test_tiny_clip(tc_model_config *c, const char *name, int width, int embed) {
     memset(c, 0, sizeof *c);
     snprintf(c->name, sizeof c->name, "%s", name);

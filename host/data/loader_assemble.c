@@ -82,6 +82,13 @@ static void end_epoch(tc_loader *l) {
     }
 }
 
+/* the epoch's last batch is out: the reader moves on, later slots of this
+ * epoch are dropped */
+static void quota_reached(tc_loader *l) {
+    if (l->r_epoch == l->a_epoch && !l->r_finished) l->r_ended = 1;
+    end_epoch(l);
+}
+
 /* rows of batches: (3,S,S) pixels, tokens, label */
 static void put_row(tc_loader *l, tc_batch *b, int i, const sample_out *o) {
     const tc_loader_cfg *c = &l->cfg;
@@ -202,11 +209,7 @@ static int fill_slot(tc_loader *l, slot *s) {
         l->a_good_in_epoch--;
         return 0;
     }
-    if (last) {
-        /* quota reached: the reader moves on, later slots of this epoch are dropped */
-        if (l->r_epoch == l->a_epoch && !l->r_finished) l->r_ended = 1;
-        end_epoch(l);
-    }
+    if (last) quota_reached(l);
     return 1;
 }
 
@@ -383,10 +386,7 @@ static int row_slot(tc_loader *l, worker *w, slot *s) {
         l->cur = b; /* freed by destroy */
         return 0;
     }
-    if (last) {
-        if (l->r_epoch == l->a_epoch && !l->r_finished) l->r_ended = 1;
-        end_epoch(l);
-    }
+    if (last) quota_reached(l);
     return 1;
 }
 

@@ -21,13 +21,6 @@
 #include "safetensors.h"
 #include "testutil.h"
 
-static const char *model_json =
-    "{\"embed_dim\": 32, \"quick_gelu\": false,\n"
-    " \"vision_cfg\": {\"image_size\": 28, \"patch_size\": 7, \"layers\": 2, \"width\": 64, "
-    "\"head_width\": 64},\n"
-    " \"text_cfg\": {\"context_length\": 16, \"vocab_size\": 49408, \"width\": 64, \"heads\": 1, "
-    "\"layers\": 2}}\n";
-
 static const char *experiment_yaml = "name: worlds\n"
                                      "seed: 11\n"
                                      "threads: 1\n"
@@ -132,7 +125,7 @@ static void test_same_run_on_1_2_4_processes(void **state) {
     dir = tc_make_tempdir("worlds");
     char p[1024];
     snprintf(p, sizeof p, "%s/tiny.json", dir);
-    assert_int_equal(tc_write_file(p, model_json, strlen(model_json)), 0);
+    assert_int_equal(tc_write_file(p, tc_test_tiny_model_json, strlen(tc_test_tiny_model_json)), 0);
     snprintf(p, sizeof p, "%s/exp.yaml", dir);
     assert_int_equal(tc_write_file(p, experiment_yaml, strlen(experiment_yaml)), 0);
     const int np[3] = {1, 2, 4};

@@ -12,13 +12,6 @@
 
 #include "testutil.h"
 
-static const char *model_json =
-    "{\"embed_dim\": 32, \"quick_gelu\": false,\n"
-    " \"vision_cfg\": {\"image_size\": 28, \"patch_size\": 7, \"layers\": 2, \"width\": 64, "
-    "\"head_width\": 64},\n"
-    " \"text_cfg\": {\"context_length\": 16, \"vocab_size\": 49408, \"width\": 64, \"heads\": 1, "
-    "\"layers\": 2}}\n";
-
 static char *dir;
 
 static const char *bin(void) {
@@ -54,7 +47,7 @@ static void test_two_sources_resampled(void **state) {
     free(out);
     char p[1024];
     snprintf(p, sizeof p, "%s/tiny.json", dir);
-    assert_int_equal(tc_write_file(p, model_json, strlen(model_json)), 0);
+    assert_int_equal(tc_write_file(p, tc_test_tiny_model_json, strlen(tc_test_tiny_model_json)), 0);
     const char *yaml =
         "name: twosrc\n"
         "seed: 2\n"
