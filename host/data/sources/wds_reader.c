@@ -389,6 +389,7 @@ static tc_status retry_or_fail(tc_shard_reader *r, tc_status st) {
             stop_requested(r))
             return tc_fail(st, "%s%s", msg, r->attempt > 0 && r->url ? " (after all retries)" : "");
         long ms = (long)r->so.backoff_ms << (r->attempt < 20 ? r->attempt : 20);
+        if (ms > 600000) ms = 600000; /* at most 10 minutes between two runs */
         r->attempt++;
         if (!r->quiet)
             fprintf(r->log ? r->log : stderr, "tinyclip: data: %s; retry %d of %d in %.1f s\n", msg,
