@@ -63,10 +63,12 @@
  * resampled one continues with new streams (tc_loader_cursor_rebase).
  *
  * bad data. every skipped or replaced sample is logged as "shard X: sample
- * KEY: reason" (the first 50, then every 1000th); an unreadable shard is
- * logged by name; when bad / seen exceeds max_bad_fraction after
- * min_samples samples the loader stops and tc_loader_next returns
- * TC_ERR_DATA. seen and bad count this rank's positions. */
+ * KEY: reason" (the first 50, then every 1000th); an unreadable shard (after
+ * its command's retries, shard_stream.h) is logged by name and skipped;
+ * when bad / seen exceeds max_bad_fraction after min_samples samples, or
+ * bad shards / shards opened does after TC_LOADER_MIN_SHARDS shards, the
+ * loader stops and tc_loader_next returns TC_ERR_DATA. seen and bad count
+ * this rank's positions. */
 #ifndef TC_LOADER_H
 #define TC_LOADER_H
 
@@ -82,6 +84,8 @@
 /* samples kept on each side of a rank's slice to replace unusable ones
  * (training order, webdataset) */
 #define TC_LOADER_SUBST_WINDOW 32
+/* shards opened before their failure rate is held to max_bad_fraction */
+#define TC_LOADER_MIN_SHARDS 20
 
 typedef struct {
     int64_t epoch;   /* epoch the next batch belongs to */

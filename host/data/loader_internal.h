@@ -111,7 +111,7 @@ struct tc_loader {
     /* assembler */
     int assembling;
     int64_t a_epoch, a_batch, a_good_in_epoch;
-    int64_t seen, bad, bad_shards, logged;
+    int64_t seen, bad, bad_shards, logged, shards_opened;
     int64_t *part_counts; /* (nparts) */
     tc_batch *cur;
     int cur_rows;          /* training order: rows of cur assembled */

@@ -1,6 +1,7 @@
 /* the loader's reader (loader_internal.h): which sample comes at which
  * stream position in each order of loader.h, and how a cursor is restored.
  * every function here runs with the loader's mutex held. */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -102,13 +103,32 @@ static void keep_for_window(tc_loader *l, int64_t p, tc_sample *smp) {
 
 /* ---- webdataset streams ---- */
 
+/* a shard that could not be read to its end: named, counted, and held to
+ * the error-rate bound as a fraction of the shards opened (loader.h) */
+static void shard_failed(tc_loader *l, const char *why) {
+    const tc_loader_cfg *c = &l->cfg;
+    l->bad_shards++;
+    tc_loader_log(l, why);
+    if (l->shards_opened >= TC_LOADER_MIN_SHARDS &&
+        (double)l->bad_shards > c->max_bad_fraction * (double)l->shards_opened) {
+        char m[1024];
+        snprintf(m, sizeof m,
+                 "data: %lld of %lld shards could not be read (%.1f%% > %.1f%%), stopping; "
+                 "last: %.700s",
+                 (long long)l->bad_shards, (long long)l->shards_opened,
+                 100.0 * (double)l->bad_shards / (double)l->shards_opened,
+                 100.0 * c->max_bad_fraction, why);
+        tc_loader_set_fatal(l, TC_ERR_DATA, m);
+    }
+}
+
 static tc_status open_next_shard(tc_loader *l, int sh) {
+    l->shards_opened++;
     tc_status st = l->src->open_shard(l->src, sh, &l->rd);
     if (st == TC_OK) return TC_OK;
     if (st == TC_ERR_OOM) return st;
-    l->bad_shards++;
-    tc_loader_log(l, tc_last_error());
     l->rd = NULL;
+    shard_failed(l, tc_last_error());
     return TC_OK;
 }
 
@@ -119,8 +139,7 @@ static tc_status read_open_shard(tc_loader *l, tc_sample *out, int *got) {
     tc_status st = l->src->next(l->rd, out, &eof);
     if (st != TC_OK) {
         if (st == TC_ERR_OOM) return st;
-        l->bad_shards++;
-        tc_loader_log(l, tc_last_error());
+        shard_failed(l, tc_last_error());
         eof = 1;
     }
     if (eof) {

@@ -106,7 +106,7 @@ static void redact_word(const char *w, size_t n, char *out, size_t cap, size_t *
         }
     }
     for (; i < end; i++) {
-        if (w[i] == '?' || w[i] == '#') {
+        if (scheme && (w[i] == '?' || w[i] == '#')) { /* a URL's query or fragment */
             PUT(w[i]);
             for (const char *r = "***"; *r; r++)
                 PUT(*r);

@@ -5,6 +5,7 @@
  *     tail of their standard error, retried, then skipped as bad shards
  *     while the good shards go on; a retry that succeeds continues the shard
  *     exactly where it broke off (the same batches as the files);
+ *   - shards that cannot be read count against the error-rate bound;
  *   - destroying a loader whose command hangs returns at once;
  *   - http:// shards through curl from a loopback server started here
  *     (127.0.0.1, a fixed number of requests, stops by itself), a missing
@@ -28,6 +29,7 @@
 #include "testutil.h"
 
 static tc_tokenizer *tok;
+static double bound = 1.0; /* the loader's max_bad_fraction in drain() */
 static char *tmp, dir[512];
 
 static int setup(void **state) {
@@ -108,7 +110,7 @@ static result drain(const char *spec, int train, const tc_stream_opts *so) {
     c.epochs = 1;
     c.tokenizer = tok;
     c.log = log;
-    c.max_bad_fraction = 1.0;
+    c.max_bad_fraction = bound;
     if (train) c.source.num_samples = 100;
     tc_loader *l;
     r.st = tc_loader_create(&c, NULL, &l);
@@ -227,6 +229,31 @@ static void test_pipe_failures(void **state) {
         free(r.log);
         free(f.log);
     }
+}
+
+/* shards that cannot be read count against the error-rate bound, as a
+ * fraction of the shards opened */
+static void test_shard_bound(void **state) {
+    (void)state;
+    char spec[4096];
+    tc_stream_opts so = quick(0, 20);
+    /* 15 good shards (the same one, made distinct by a shell comment), then 10 failing */
+    snprintf(spec, sizeof spec, "pipe:cat '%s/000000.tar' #{01..15}::pipe:exit 1 #{01..10}", dir);
+    bound = 1.0;
+    result r = drain(spec, 0, &so);
+    assert_int_equal(r.st, TC_OK);
+    assert_int_equal(r.bad_shards, 10);
+    assert_int_equal(r.n, 15 * 25);
+    free(r.log);
+    bound = 0.05;
+    r = drain(spec, 0, &so);
+    bound = 1.0;
+    printf("bound 5%%: %s\n", tc_last_error());
+    assert_int_equal(r.st, TC_ERR_DATA);
+    assert_non_null(strstr(tc_last_error(), "5 of 20 shards could not be read (25.0% > 5.0%), "
+                                            "stopping; last: shard pipe:exit 1 #05: command "
+                                            "exited with status 1"));
+    free(r.log);
 }
 
 static void test_pipe_hang(void **state) {
@@ -381,8 +408,8 @@ static void test_redaction_and_curl_check(void **state) {
     assert_null(strstr(out, "f00d"));
     assert_non_null(strstr(out, "AWS_SECRET_ACCESS_KEY=***"));
     assert_non_null(strstr(out, "'https://***@host.example/data/{0..9}.tar?***'"));
-    tc_shard_redact("pipe:aws s3 cp s3://bucket/00001.tar -", out, sizeof out);
-    assert_string_equal(out, "pipe:aws s3 cp s3://bucket/00001.tar -");
+    tc_shard_redact("pipe:aws s3 cp s3://bucket/00001.tar - # x?y", out, sizeof out);
+    assert_string_equal(out, "pipe:aws s3 cp s3://bucket/00001.tar - # x?y");
     /* http(s) shards need curl: without it on PATH, a clear refusal at open */
     char *path = getenv("PATH") ? strdup(getenv("PATH")) : NULL;
     setenv("PATH", tmp, 1);
@@ -398,11 +425,9 @@ static void test_redaction_and_curl_check(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_pipe_cat),
-        cmocka_unit_test(test_pipe_failures),
-        cmocka_unit_test(test_pipe_hang),
-        cmocka_unit_test(test_http),
-        cmocka_unit_test(test_redaction_and_curl_check),
+        cmocka_unit_test(test_pipe_cat),    cmocka_unit_test(test_pipe_failures),
+        cmocka_unit_test(test_shard_bound), cmocka_unit_test(test_pipe_hang),
+        cmocka_unit_test(test_http),        cmocka_unit_test(test_redaction_and_curl_check),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
