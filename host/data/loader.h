@@ -29,7 +29,8 @@
  *       the rank keeps the SUBST_WINDOW samples just before and after its
  *       slice to search, so the result is W-independent unless more than
  *       that many unusable samples come in a row. when nothing usable is in
- *       reach, the rank's last usable sample is repeated (logged).
+ *       reach, the rank's last usable sample is repeated (logged; an error
+ *       when the rank has had none yet).
  *       augmentation is seeded by (seed, epoch, global position).
  *
  *   resampled (resampled = 1, webdataset only; open_clip's
