@@ -4,6 +4,8 @@
  *     [r*G/W, (r+1)*G/W) of the one-process batch k, byte for byte (images,
  *     tokens, labels), on webdataset shards with unusable samples among them
  *     (replaced W-independently) and on an indexable source;
+ *   - a run of unusable samples longer than a rank's reach still gives
+ *     full batches of usable samples;
  *   - a cursor saved by one number of processes resumes on another and
  *     continues the same global batches (2 -> 1, 1 -> 4);
  *   - resampled order: two ranks draw different shard sequences, the same
@@ -29,9 +31,11 @@ static char *tmp;
 static char spec_bad[2048];  /* 6 shards of 40, every 9th image unusable */
 static char spec_two[4096];  /* source A (labels 0..199) :: source B (1000..1199) */
 static char spec_ones[4096]; /* the same, one sample per shard */
+static char spec_run[2048];  /* 240 samples, 60..159 unusable */
 
 /* n samples labelled id0.., per_shard each; every `bad_every`-th image (0:
- * none) is bytes that do not decode */
+ * none), or with bad_every < 0 the images -bad_every .. -bad_every + 99, are
+ * bytes that do not decode */
 static void write_shards(const char *dir, int n, int per_shard, int id0, int bad_every) {
     tc_shard_writer *w;
     assert_int_equal(tc_shard_writer_create(dir, per_shard, &w), TC_OK);
@@ -44,8 +48,9 @@ static void write_shards(const char *dir, int n, int per_shard, int id0, int bad
         uint8_t *png;
         size_t len;
         assert_int_equal(tc_png_encode(px, W, H, 3, &png, &len), TC_OK);
-        if (bad_every && i % bad_every == 4)
-            memset(png + 8, 0x5A, len - 8); /* header and data broken */
+        int bad = bad_every > 0 ? i % bad_every == 4
+                                : bad_every < 0 && i >= -bad_every && i < -bad_every + 100;
+        if (bad) memset(png + 8, 0x5A, len - 8); /* header and data broken */
         char key[32], cap[64];
         snprintf(key, sizeof key, "%06d", i);
         int cl = snprintf(cap, sizeof cap, "sample %d", id0 + i);
@@ -72,6 +77,9 @@ static int setup(void **state) {
     write_shards(a, 200, 50, 0, 0);
     write_shards(b, 200, 50, 1000, 0);
     snprintf(spec_two, sizeof spec_two, "%s/{000000..000003}.tar::%s/{000000..000003}.tar", a, b);
+    snprintf(d, sizeof d, "%s/run", tmp);
+    write_shards(d, 240, 40, 0, -60);
+    snprintf(spec_run, sizeof spec_run, "%s/{000000..000005}.tar", d);
     snprintf(a, sizeof a, "%s/a1", tmp);
     snprintf(b, sizeof b, "%s/b1", tmp);
     write_shards(a, 200, 1, 0, 0);
@@ -196,6 +204,41 @@ static void test_world_size_independent(void **state) {
     if (tc_file_exists("/usr/share/datasets/fashion-mnist/t10k-labels-idx1-ubyte.gz")) {
         /* 10000 samples: 625 batches per epoch; the first 64 are compared */
         world_independent("fmnist:test", 28, "Fashion-MNIST");
+    }
+}
+
+/* 100 unusable samples in a row, more than the reach of a rank's window:
+ * every batch still full of usable samples, the rank's last usable sample
+ * repeated (and said); whatever the number of processes */
+static void test_long_unusable_run(void **state) {
+    (void)state;
+    static rec out[MAXB];
+    for (int W = 1; W <= 2; W++) {
+        FILE *log = tmpfile();
+        tc_loader_cfg c = base_cfg(spec_run);
+        c.batch_size = 16 / W;
+        c.world_size = W;
+        c.shuffle_buffer = 0; /* the run stays a run */
+        c.epochs = 1;
+        c.max_bad_fraction = 0.9;
+        c.quiet = 0;
+        c.log = log;
+        int n = run(&c, NULL, out, MAXB);
+        assert_int_equal(n, 15); /* 240 / 16 */
+        for (int k = 0; k < n; k++) {
+            assert_int_equal(out[k].n, 16 / W);
+            for (int i = 0; i < out[k].n; i++) /* only usable samples in the batches */
+                assert_true(out[k].labels[i] < 60 || out[k].labels[i] >= 160);
+        }
+        fflush(log);
+        rewind(log);
+        static char text[1 << 18];
+        size_t got = fread(text, 1, sizeof text - 1, log);
+        text[got] = 0;
+        fclose(log);
+        printf("%d process(es): 15 full batches of usable samples\n", W);
+        assert_non_null(strstr(text, "its last usable sample is repeated"));
+        free_recs(out, n);
     }
 }
 
@@ -350,6 +393,7 @@ static void test_upsampling(void **state) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_world_size_independent),
+        cmocka_unit_test(test_long_unusable_run),
         cmocka_unit_test(test_resume_other_world),
         cmocka_unit_test(test_resampled),
         cmocka_unit_test(test_upsampling),
