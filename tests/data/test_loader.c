@@ -304,15 +304,16 @@ static void test_eval_partial_and_order(void **state) {
             assert_int_equal(r[i].labels[k], 16 * i + k);
 }
 
+/* two loaders' threads call these at once: atomic counts */
 static int allocs, frees;
 static void *count_alloc(size_t n, void *ctx) {
     (void)ctx;
-    allocs++;
+    __atomic_fetch_add(&allocs, 1, __ATOMIC_RELAXED);
     return malloc(n);
 }
 static void count_free(void *p, void *ctx) {
     (void)ctx;
-    frees++;
+    __atomic_fetch_add(&frees, 1, __ATOMIC_RELAXED);
     free(p);
 }
 
