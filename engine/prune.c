@@ -389,7 +389,7 @@ tc_status tc_prune(const tc_model_config *cfg, const tc_param_layout *l, const f
                          ms[k]->inter);
             break;
         }
-        zs[k] = malloc(ms[k]->n_loga * sizeof *zs[k]);
+        zs[k] = malloc(ms[k]->n_z * sizeof *zs[k]);
         if (!zs[k]) {
             st = tc_fail(TC_ERR_OOM, "prune: out of memory");
             break;
@@ -474,9 +474,22 @@ static tc_status expand_check(const tc_tower_config *c, const tc_tower_config *f
     return TC_OK;
 }
 
-static tc_status init_masks(tc_l0_masks *m, const tc_tower_config *c, const tc_tower_config *f,
-                            const char *what) {
-    TC_TRY(tc_l0_masks_for_tower(m, f, what));
+tc_status tc_expand_masks(tc_l0_masks *m, const tc_tower_config *c, const tc_tower_config *f,
+                          tc_l0_shape shape, const char *what) {
+    TC_TRY(tc_l0_masks_for_tower_shaped(m, f, shape, what));
+    if (shape == TC_L0_REGULAR) {
+        /* a unit per HS leading dims of the compact width, the MLP units of
+         * the widest layer: exact for a regular compact tower */
+        int units = (c->width + m->head_size - 1) / m->head_size, mlp = 0;
+        for (int l = 0; l < c->layers; l++)
+            if (c->mlp_width[l] > mlp) mlp = c->mlp_width[l];
+        for (int u = 0; u < m->heads; u++)
+            m->heads_loga[u] = u < units ? TC_L0_INIT_LOGA : TC_L0_PRUNED_LOGA;
+        for (int i = 0; i < m->inter; i++)
+            m->intermediate_loga[i] = i < mlp ? TC_L0_INIT_LOGA : TC_L0_PRUNED_LOGA;
+        m->lambda[0] = m->lambda[1] = TC_L0_LAMBDA_INIT;
+        return TC_OK;
+    }
     for (int d = 0; d < m->hidden; d++)
         m->hidden_loga[d] = d < c->width ? TC_L0_INIT_LOGA : TC_L0_PRUNED_LOGA;
     for (int l = 0; l < m->layers; l++) {
@@ -529,9 +542,9 @@ tc_status tc_expand(const tc_model_config *compact_cfg, const tc_param_layout *c
         }
         TC_TRY(expand_tensor(cp, compact + cp->offset, fp, full + fp->offset));
     }
-    if (vision_masks) TC_TRY(init_masks(vision_masks, cv, fv, "vision"));
+    if (vision_masks) TC_TRY(tc_expand_masks(vision_masks, cv, fv, TC_L0_IRREGULAR, "vision"));
     if (text_masks) {
-        tc_status st = init_masks(text_masks, ct, ft, "text");
+        tc_status st = tc_expand_masks(text_masks, ct, ft, TC_L0_IRREGULAR, "text");
         if (st != TC_OK) {
             if (vision_masks) tc_l0_masks_free(vision_masks);
             return st;

@@ -874,6 +874,17 @@ static void round_to_fn(ctx *c, struct fy_node *v, const char *path, void *obj) 
     ((tc_exp_inheritance *)obj)->autoc.round_to = (int)x;
 }
 
+static void shape_fn(ctx *c, struct fy_node *v, const char *path, void *obj) {
+    char buf[32];
+    const char *s = scalar_text(v, buf, sizeof buf);
+    if (!s || (strcmp(s, "irregular") && strcmp(s, "regular"))) {
+        err(c, v, path, "expected irregular (per-layer heads and MLP widths, the original) or "
+                        "regular (a plain open_clip ViT)");
+        return;
+    }
+    ((tc_exp_inheritance *)obj)->autoc.regular = !strcmp(s, "regular");
+}
+
 static const field auto_fields[] = {
     {"kind", FT_CUSTOM, 0, 0, 0, 0, NULL, ignore_fn},
     {"start_sparsity", FT_F32, AOFF(start_sparsity), 0, 0.999, 0, NULL, NULL},
@@ -884,6 +895,7 @@ static const field auto_fields[] = {
     {"mask_lr", FT_F32, AOFF(mask_lr), 0, 100, 1, NULL, NULL},
     {"lambda_lr", FT_F32, AOFF(lambda_lr), -100, 100, 0, NULL, NULL},
     {"round_to", FT_CUSTOM, 0, 0, 0, 0, NULL, round_to_fn},
+    {"shape", FT_CUSTOM, 0, 0, 0, 0, NULL, shape_fn},
     {"vision", FT_BOOL, AOFF(vision), 0, 0, 0, NULL, NULL},
     {"text", FT_BOOL, AOFF(text), 0, 0, 0, NULL, NULL},
 };
