@@ -13,9 +13,8 @@
 #define MAX_CONFIG_BYTES (16u << 20)
 #define CANON_MAX 160
 
-/* OpenAI CLIP normalisation constants (open_clip constants.py) */
-static const char *const MEAN_JSON = "[0.48145466, 0.4578275, 0.40821073]";
-static const char *const STD_JSON = "[0.26862954, 0.26130258, 0.27577711]";
+static const char *const MEAN_JSON = TC_CLIP_MEAN_JSON;
+static const char *const STD_JSON = TC_CLIP_STD_JSON;
 
 const char *tc_checkpoint_vocab_path(void) {
     const char *env = getenv("TINYCLIP_VOCAB");
@@ -886,6 +885,10 @@ static tc_status write_tokenizer_files(const char *dir, int context_length) {
              "  \"add_prefix_space\": false,\n  \"clean_up_tokenization_spaces\": false\n}\n",
              specials, context_length);
     return write_string_file(dir, "tokenizer_config.json", buf);
+}
+
+tc_status tc_checkpoint_save_tokenizer(const char *dir, int context_length) {
+    return write_tokenizer_files(dir, context_length);
 }
 
 static tc_status save_hf(const char *dir, const tc_model_config *cfg, const tc_param_layout *layout,
