@@ -717,7 +717,8 @@ tc_status tc_model_config_to_hf_json(const tc_model_config *cfg, char **out) {
     if (!tc_tower_is_uniform(v) || !tc_tower_is_uniform(t))
         return tc_fail(TC_ERR_UNSUPPORTED,
                        "%s: an irregular model (per-layer heads or MLP widths) cannot be expressed "
-                       "as a Hugging Face CLIPConfig; export it in open_clip layout",
+                       "as a Hugging Face CLIPConfig; export it as ONNX (tinyclip convert "
+                       "--to onnx)",
                        src);
     if (v->no_ln_pre)
         return tc_fail(TC_ERR_UNSUPPORTED,
