@@ -33,7 +33,7 @@ static void usage(FILE *f) {
 
 /* open_clip and Hugging Face hold one width of whole 64-wide heads and one
  * MLP width per tower: say so, and where an irregular model can go */
-static int refuse_irregular(const tc_model_config *cfg, const char *to) {
+static int refuse_irregular(const char *in, const tc_model_config *cfg, const char *to) {
     if (!cfg->irregular) return 0;
     fprintf(stderr,
             "tinyclip convert: %s is not open_clip-regular (a tower has per-layer head counts or "
@@ -41,7 +41,7 @@ static int refuse_irregular(const tc_model_config *cfg, const char *to) {
             "default): %s cannot express it. export it with --to onnx (any model), or train the "
             "stage with inheritance: {kind: auto, shape: regular} for a model open_clip and "
             "Hugging Face load\n",
-            cfg->name[0] ? cfg->name : "the model", to);
+            in, to);
     return 1;
 }
 
@@ -109,7 +109,7 @@ int tc_cmd_convert(int argc, char **argv) {
         return tc_cli_report("convert");
     if (tc_checkpoint_load(in, hint_path ? &hint : NULL, &cfg, &layout, &params) != TC_OK)
         return tc_cli_report("convert");
-    if (!to_onnx && refuse_irregular(&cfg, fmt == TC_FORMAT_HF ? "Hugging Face CLIP" : "open_clip")) {
+    if (!to_onnx && refuse_irregular(in, &cfg, fmt == TC_FORMAT_HF ? "Hugging Face CLIP" : "open_clip")) {
         free(params);
         tc_param_layout_free(&layout);
         return 1;

@@ -4,7 +4,8 @@
  * L2 error over its norm), for
  *   - an irregular pruned student (per-layer heads and MLP widths, a vision
  *     layer without attention, a text layer without MLP; GELU), at opset 17
- *     (LayerNormalization) and 13 (LayerNorm from its mean and variance);
+ *     (LayerNormalization) and 13 (LayerNorm from its mean and variance), and
+ *     at 21 with the weights as external data;
  *   - an open_clip-regular pruned student (QuickGELU);
  * with 0-padded (open_clip) and EOT-padded (Hugging Face) token rows.
  *
@@ -102,11 +103,11 @@ static void compare(const float *a, const float *ref, int B, int E, double *row,
 
 /* exports model_dir and checks both encoders against tinyclip embed */
 static void check_export(const char *work, const char *model_dir, const tc_model_config *c,
-                         const char *precision, int opset) {
+                         const char *precision, int opset, int external) {
     char onnx[1200], args[4096], *out = NULL;
-    snprintf(onnx, sizeof onnx, "%s/onnx-%s-%d", work, precision, opset);
-    snprintf(args, sizeof args, "convert '%s' '%s' --to onnx --precision %s --opset %d", model_dir,
-             onnx, precision, opset);
+    snprintf(onnx, sizeof onnx, "%s/onnx-%s-%d-%d", work, precision, opset, external);
+    snprintf(args, sizeof args, "convert '%s' '%s' --to onnx --precision %s --opset %d%s",
+             model_dir, onnx, precision, opset, external ? " --external-data" : "");
     int rc = tc_run_cli(args, &out);
     if (rc != 0) fail_msg("tinyclip %s: exit %d\n%s", args, rc, out);
     free(out);
@@ -138,8 +139,10 @@ static void check_export(const char *work, const char *model_dir, const tc_model
             float *ref = read_features(ep, names[t], B, E), *got = read_features(op, names[t], B, E);
             double row, elem;
             compare(got, ref, B, E, &row, &elem);
-            print_message("%-17s %s opset %d batch %d %s: max |d| %.3g, max row L2 error %.3g\n",
-                          c->name, precision, opset, B, names[t], elem, row);
+            print_message("%-17s %s opset %d%s batch %d %s: max |d| %.3g, max row L2 error "
+                          "%.3g\n",
+                          c->name, precision, opset, external ? " external data" : "", B,
+                          names[t], elem, row);
             if (fp16 ? !(row <= 1e-2) : !(elem <= 1e-5))
                 fail_msg("%s %s opset %d batch %d: %s differ from tinyclip embed (max |d| %.3g, "
                          "row error %.3g)",
@@ -163,9 +166,12 @@ static void run_student(int regular, tc_activation act) {
                   c.vision.mlp_width[0], c.vision.mlp_width[1], c.vision.mlp_width[2], c.text.width,
                   c.text.heads[0], c.text.heads[1], c.text.heads[2], c.text.mlp_width[0],
                   c.text.mlp_width[1], c.text.mlp_width[2]);
-    check_export(work, model_dir, &c, "fp32", 17);
-    check_export(work, model_dir, &c, "fp16", 17);
-    if (!regular) check_export(work, model_dir, &c, "fp32", 13);
+    check_export(work, model_dir, &c, "fp32", 17, 0);
+    check_export(work, model_dir, &c, "fp16", 17, 0);
+    if (!regular) {
+        check_export(work, model_dir, &c, "fp32", 13, 0);
+        check_export(work, model_dir, &c, "fp32", 21, 1);
+    }
     tc_rmtree(work);
     free(work);
 }

@@ -378,8 +378,8 @@ static void sink_append(ProtobufCBuffer *b, size_t len, const uint8_t *data) {
     if (s->st == TC_OK && len) s->st = tc_atomic_write(s->f, data, len);
 }
 
-/* every initializer's bytes to path (16-byte aligned offsets), the tensors
- * pointed at them */
+/* the bytes of every large initializer to path (16-byte aligned offsets),
+ * the tensors pointed at them */
 static tc_status write_external(tc_onnx_graph *g, const char *path, const char *location) {
     tc_atomic_file *f;
     TC_TRY(tc_atomic_open(&f, path));
@@ -389,6 +389,7 @@ static tc_status write_external(tc_onnx_graph *g, const char *path, const char *
     for (size_t i = 0; i < g->inits.n && st == TC_OK; i++) {
         Onnx__TensorProto *t = g->inits.v[i];
         size_t len = t->raw_data.len;
+        if (len < TC_ONNX_EXTERNAL_MIN_BYTES) continue;
         if (off % 16) {
             size_t p = 16 - off % 16;
             st = tc_atomic_write(f, pad, p);

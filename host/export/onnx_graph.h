@@ -76,9 +76,12 @@ size_t tc_onnx_packed_size(tc_onnx_graph *g);
 size_t tc_onnx_weight_bytes(const tc_onnx_graph *g);
 
 /* writes the model to path through a temporary file renamed over it. with
- * external set, the initializers go to path + ".data" (written the same way,
- * before the graph) and the graph refers to them by that file's base name,
- * as ONNX external data; needed above 2 GiB, the protobuf limit of readers. */
+ * external set, the initializers of TC_ONNX_EXTERNAL_MIN_BYTES and more go
+ * to path + ".data" (written the same way, before the graph) and the graph
+ * refers to them by that file's base name, as ONNX external data; needed
+ * above 2 GiB, the protobuf limit of readers. small tensors (shapes, axes)
+ * stay inline, where shape inference reads them. */
+#define TC_ONNX_EXTERNAL_MIN_BYTES 1024
 tc_status tc_onnx_write(tc_onnx_graph *g, const char *path, int external);
 
 #endif
