@@ -62,8 +62,8 @@ static int tower_uniform(const tc_tower_config *t) {
     return 1;
 }
 
-tc_status tc_l0_masks_for_tower_shaped(tc_l0_masks *m, const tc_tower_config *t,
-                                       tc_l0_shape shape, const char *what) {
+tc_status tc_l0_masks_for_tower_shaped(tc_l0_masks *m, const tc_tower_config *t, tc_l0_shape shape,
+                                       const char *what) {
     memset(m, 0, sizeof *m);
     if (!tower_uniform(t))
         return tc_fail(TC_ERR_CONFIG,
@@ -140,7 +140,8 @@ static score_sums sum_scores(const tc_l0_masks *m) {
         s.sa *= m->layers;
         s.si *= m->layers;
     } else {
-        for (int d = 0; d < m->hidden; d++) s.sh += tc_l0_score(m->hidden_loga[d]);
+        for (int d = 0; d < m->hidden; d++)
+            s.sh += tc_l0_score(m->hidden_loga[d]);
     }
     return s;
 }
@@ -189,9 +190,12 @@ double tc_l0_remaining_params(const tc_l0_masks *m, const float *z) {
 double tc_l0_pruned_params(const tc_l0_masks *m, const float *z) {
     size_t nh = (size_t)m->layers * m->heads, ni = (size_t)m->layers * m->inter;
     double kh = 0, ka = 0, ki = 0;
-    for (int d = 0; d < m->hidden; d++) kh += z[d] != 0.0f;
-    for (size_t i = 0; i < nh; i++) ka += z[m->hidden + i] != 0.0f;
-    for (size_t i = 0; i < ni; i++) ki += z[m->hidden + nh + i] != 0.0f;
+    for (int d = 0; d < m->hidden; d++)
+        kh += z[d] != 0.0f;
+    for (size_t i = 0; i < nh; i++)
+        ka += z[m->hidden + i] != 0.0f;
+    for (size_t i = 0; i < ni; i++)
+        ki += z[m->hidden + nh + i] != 0.0f;
     return kh * ka * pph_over_c(m) + 2.0 * kh * ki;
 }
 
@@ -241,7 +245,8 @@ void tc_l0_expand_z(const tc_l0_masks *m, const float *zg, float *z) {
     }
     int C = m->hidden, NH = m->heads, M = m->inter, HS = m->head_size;
     float *zh = z + C, *zi = zh + (size_t)m->layers * NH;
-    for (int d = 0; d < C; d++) z[d] = zg[d / HS];
+    for (int d = 0; d < C; d++)
+        z[d] = zg[d / HS];
     for (int l = 0; l < m->layers; l++) {
         memcpy(zh + (size_t)l * NH, zg, (size_t)NH * sizeof *z);
         memcpy(zi + (size_t)l * M, zg + NH, (size_t)M * sizeof *z);
@@ -257,13 +262,16 @@ void tc_l0_reduce_dz(const tc_l0_masks *m, const float *dloss_dz, float *dloss_d
     const float *dh = dloss_dz + C, *di = dh + (size_t)m->layers * NH;
     for (int u = 0; u < NH; u++) {
         double acc = 0;
-        for (int e = 0; e < HS; e++) acc += dloss_dz[u * HS + e];
-        for (int l = 0; l < m->layers; l++) acc += dh[(size_t)l * NH + u];
+        for (int e = 0; e < HS; e++)
+            acc += dloss_dz[u * HS + e];
+        for (int l = 0; l < m->layers; l++)
+            acc += dh[(size_t)l * NH + u];
         dloss_dgate[u] = (float)acc;
     }
     for (int i = 0; i < M; i++) {
         double acc = 0;
-        for (int l = 0; l < m->layers; l++) acc += di[(size_t)l * M + i];
+        for (int l = 0; l < m->layers; l++)
+            acc += di[(size_t)l * M + i];
         dloss_dgate[NH + i] = (float)acc;
     }
 }
@@ -322,7 +330,8 @@ static void keep_top(const float *loga, int n, int keep, float *z, scored *tmp) 
     }
     if (keep >= n) return;
     qsort(tmp, (size_t)n, sizeof *tmp, cmp_scored);
-    for (int k = 0; k < n - keep; k++) z[tmp[k].i] = 0.0f;
+    for (int k = 0; k < n - keep; k++)
+        z[tmp[k].i] = 0.0f;
 }
 
 /* the expected-size formula on a regular tower of h units and mw MLP units */

@@ -69,14 +69,13 @@ typedef struct {
 /* irregular masks: every log alpha = 10, lambda1 = lambda2 = 10 */
 tc_status tc_l0_masks_create(tc_l0_masks *m, int L, int C, int NH, int M);
 /* either shape; regular needs C == NH * TC_HEAD_SIZE */
-tc_status tc_l0_masks_create_shaped(tc_l0_masks *m, tc_l0_shape shape, int L, int C, int NH,
-                                    int M);
+tc_status tc_l0_masks_create_shaped(tc_l0_masks *m, tc_l0_shape shape, int L, int C, int NH, int M);
 /* masks for a uniform tower: every layer with the same heads (heads*64 ==
  * width) and the same MLP width; an irregular tower is an error (expand it
  * to the teacher shape first) */
 tc_status tc_l0_masks_for_tower(tc_l0_masks *m, const tc_tower_config *t, const char *what);
-tc_status tc_l0_masks_for_tower_shaped(tc_l0_masks *m, const tc_tower_config *t,
-                                       tc_l0_shape shape, const char *what);
+tc_status tc_l0_masks_for_tower_shaped(tc_l0_masks *m, const tc_tower_config *t, tc_l0_shape shape,
+                                       const char *what);
 const char *tc_l0_shape_name(tc_l0_shape shape); /* "irregular" / "regular" */
 void tc_l0_masks_free(tc_l0_masks *m);
 /* 1 when the tower has exactly the masks' shape */

@@ -19,10 +19,13 @@
 #include "testutil.h"
 
 static uint64_t rng_state = 7;
-static double urand(void) { return (double)(tc_test_rand(&rng_state) >> 11) * 0x1.0p-53; }
+static double urand(void) {
+    return (double)(tc_test_rand(&rng_state) >> 11) * 0x1.0p-53;
+}
 
 static void random_loga(tc_l0_masks *m, double lo, double hi) {
-    for (size_t i = 0; i < m->n_loga; i++) m->data[i] = (float)(lo + (hi - lo) * urand());
+    for (size_t i = 0; i < m->n_loga; i++)
+        m->data[i] = (float)(lo + (hi - lo) * urand());
 }
 
 static void test_layout(void **state) {
@@ -41,19 +44,26 @@ static void test_layout(void **state) {
     assert_int_equal(tc_l0_masks_create_shaped(&bad, TC_L0_REGULAR, L, 100, 2, M), TC_ERR_ARG);
 
     float zg[NH + M], z[C + L * NH + L * M], dz[C + L * NH + L * M], dg[NH + M];
-    for (int i = 0; i < NH + M; i++) zg[i] = (float)urand();
+    for (int i = 0; i < NH + M; i++)
+        zg[i] = (float)urand();
     tc_l0_expand_z(&m, zg, z);
-    for (int d = 0; d < C; d++) assert_true(z[d] == zg[d / 64]);
+    for (int d = 0; d < C; d++)
+        assert_true(z[d] == zg[d / 64]);
     for (int l = 0; l < L; l++) {
-        for (int h = 0; h < NH; h++) assert_true(z[C + l * NH + h] == zg[h]);
-        for (int i = 0; i < M; i++) assert_true(z[C + L * NH + l * M + i] == zg[NH + i]);
+        for (int h = 0; h < NH; h++)
+            assert_true(z[C + l * NH + h] == zg[h]);
+        for (int i = 0; i < M; i++)
+            assert_true(z[C + L * NH + l * M + i] == zg[NH + i]);
     }
     /* <expand(a), b> == <a, reduce(b)> */
-    for (size_t i = 0; i < m.n_z; i++) dz[i] = (float)(urand() - 0.5);
+    for (size_t i = 0; i < m.n_z; i++)
+        dz[i] = (float)(urand() - 0.5);
     tc_l0_reduce_dz(&m, dz, dg);
     double lhs = 0, rhs = 0;
-    for (size_t i = 0; i < m.n_z; i++) lhs += (double)z[i] * dz[i];
-    for (size_t i = 0; i < m.n_loga; i++) rhs += (double)zg[i] * dg[i];
+    for (size_t i = 0; i < m.n_z; i++)
+        lhs += (double)z[i] * dz[i];
+    for (size_t i = 0; i < m.n_loga; i++)
+        rhs += (double)zg[i] * dg[i];
     assert_true(fabs(lhs - rhs) <= 1e-5 * (fabs(lhs) + 1));
     tc_l0_masks_free(&m);
 }
@@ -67,10 +77,13 @@ static void test_expected_size(void **state) {
     assert_int_equal(tc_l0_masks_create_shaped(&m, TC_L0_REGULAR, L, C, NH, M), TC_OK);
     random_loga(&m, -4.5, 4.5);
     double sh[C], sa[L * NH], si[L * M];
-    for (int d = 0; d < C; d++) sh[d] = tc_l0_score(m.heads_loga[d / 64]);
+    for (int d = 0; d < C; d++)
+        sh[d] = tc_l0_score(m.heads_loga[d / 64]);
     for (int l = 0; l < L; l++) {
-        for (int h = 0; h < NH; h++) sa[l * NH + h] = tc_l0_score(m.heads_loga[h]);
-        for (int i = 0; i < M; i++) si[l * M + i] = tc_l0_score(m.intermediate_loga[i]);
+        for (int h = 0; h < NH; h++)
+            sa[l * NH + h] = tc_l0_score(m.heads_loga[h]);
+        for (int i = 0; i < M; i++)
+            si[l * M + i] = tc_l0_score(m.intermediate_loga[i]);
     }
     double E = tc_l0_expected_params(&m, NULL, 0);
     double ref = tc_l0_expected_params_scores(L, C, NH, M, sh, sa, si);
@@ -122,8 +135,10 @@ static void check_regular_z(const tc_l0_masks *m, const float *z, int *units, in
     for (int u = 0; u < NH; u++) {
         int on = zh[u] != 0.0f;
         *units += on;
-        for (int l = 0; l < L; l++) assert_true((zh[(size_t)l * NH + u] != 0.0f) == on);
-        for (int e = 0; e < 64; e++) assert_true((z[u * 64 + e] != 0.0f) == on);
+        for (int l = 0; l < L; l++)
+            assert_true((zh[(size_t)l * NH + u] != 0.0f) == on);
+        for (int e = 0; e < 64; e++)
+            assert_true((z[u * 64 + e] != 0.0f) == on);
         if (on) {
             float soft = 1.0f / (1.0f + expf(-(m->heads_loga[u] / (2.0f / 3.0f) * 0.8f)));
             assert_true(fabs(zh[u] - soft) < 1e-6);
@@ -132,7 +147,8 @@ static void check_regular_z(const tc_l0_masks *m, const float *z, int *units, in
     for (int i = 0; i < M; i++) {
         int on = zi[i] != 0.0f;
         *mlp += on;
-        for (int l = 0; l < L; l++) assert_true((zi[(size_t)l * M + i] != 0.0f) == on);
+        for (int l = 0; l < L; l++)
+            assert_true((zi[(size_t)l * M + i] != 0.0f) == on);
     }
 }
 
@@ -159,8 +175,10 @@ static void test_deterministic(void **state) {
         float lo_kept = 1e9f, hi_dropped = -1e9f;
         for (int i = 0; i < M; i++) {
             float a = m.intermediate_loga[i];
-            if (z[C + L * NH + i] != 0.0f) lo_kept = fminf(lo_kept, a);
-            else hi_dropped = fmaxf(hi_dropped, a);
+            if (z[C + L * NH + i] != 0.0f)
+                lo_kept = fminf(lo_kept, a);
+            else
+                hi_dropped = fmaxf(hi_dropped, a);
         }
         assert_true(lo_kept >= hi_dropped);
     }
@@ -171,13 +189,15 @@ static void test_deterministic(void **state) {
     check_regular_z(&m, z, &h, &mw);
     assert_true(mw % 64 == 0 || mw == M);
     /* all units off in expectation still leaves one unit and one MLP unit */
-    for (size_t i = 0; i < m.n_loga; i++) m.data[i] = -10.0f;
+    for (size_t i = 0; i < m.n_loga; i++)
+        m.data[i] = -10.0f;
     assert_int_equal(tc_l0_deterministic(&m, 0, z), TC_OK);
     check_regular_z(&m, z, &h, &mw);
     assert_int_equal(h, 1);
     assert_int_equal(mw, 1);
     /* a size the learned width cannot reach with any MLP: the next width */
-    for (size_t i = 0; i < m.n_loga; i++) m.data[i] = 10.0f;
+    for (size_t i = 0; i < m.n_loga; i++)
+        m.data[i] = 10.0f;
     assert_int_equal(tc_l0_deterministic_sized(&m, 0, 0.05 * P, z), TC_OK);
     check_regular_z(&m, z, &h, &mw);
     assert_true(h < NH);
@@ -207,8 +227,8 @@ static void load_teacher(tc_model_config *cfg) {
  * scheduler: the towers sized to the target together. returns the pooled
  * sparsity by the formula, and by counting the pruned model's attention and
  * MLP tensors (LayerNorms excluded, as in the prunable size). */
-static void mask_phase(demo *d, double start, double target, int steps, int warmup,
-                       double *formula, double *counted, tc_model_config *pruned) {
+static void mask_phase(demo *d, double start, double target, int steps, int warmup, double *formula,
+                       double *counted, tc_model_config *pruned) {
     tc_l0_adamw_hparams hp = tc_l0_adamw_defaults();
     hp.lr_loga = 0.1f;
     hp.lr_lambda = -0.1f;
@@ -218,11 +238,13 @@ static void mask_phase(demo *d, double start, double target, int steps, int warm
         assert_int_equal(tc_l0_adamw_create(&d->o[k], &d->m[k]), TC_OK);
         g[k] = malloc(d->m[k].count * sizeof *g[k]);
         d->imp[k] = malloc(d->m[k].n_loga * sizeof *d->imp[k]);
-        for (size_t i = 0; i < d->m[k].n_loga; i++) d->imp[k][i] = (float)(0.02 * urand());
+        for (size_t i = 0; i < d->m[k].n_loga; i++)
+            d->imp[k][i] = (float)(0.02 * urand());
     }
     tc_l0_lagrangian_result r = {0};
     for (int step = 0; step < steps; step++) {
-        for (int k = 0; k < 2; k++) memset(g[k], 0, d->m[k].count * sizeof *g[k]);
+        for (int k = 0; k < 2; k++)
+            memset(g[k], 0, d->m[k].count * sizeof *g[k]);
         double tgt = tc_l0_target_sparsity(start, target, step, warmup);
         assert_int_equal(tc_l0_lagrangian(towers, g, 2, tgt, &r), TC_OK);
         for (int k = 0; k < 2; k++) {
@@ -288,8 +310,8 @@ static void test_demo_sparsity(void **state) {
     memset(&d, 0, sizeof d);
     load_teacher(&d.cfg);
     /* auto50: from the teacher, 0 -> 0.5 */
-    assert_int_equal(
-        tc_l0_masks_for_tower_shaped(&d.m[0], &d.cfg.vision, TC_L0_REGULAR, "vision"), TC_OK);
+    assert_int_equal(tc_l0_masks_for_tower_shaped(&d.m[0], &d.cfg.vision, TC_L0_REGULAR, "vision"),
+                     TC_OK);
     assert_int_equal(tc_l0_masks_for_tower_shaped(&d.m[1], &d.cfg.text, TC_L0_REGULAR, "text"),
                      TC_OK);
     double f50, c50, f25, c25;
@@ -299,7 +321,8 @@ static void test_demo_sparsity(void **state) {
     print_tower("vision", &p50.vision);
     print_tower("text", &p50.text);
     /* auto25: auto50's pruned model re-expanded, masks 10 / -10, 0.5 -> 0.75 */
-    for (int k = 0; k < 2; k++) tc_l0_masks_free(&d.m[k]);
+    for (int k = 0; k < 2; k++)
+        tc_l0_masks_free(&d.m[k]);
     assert_int_equal(tc_expand_masks(&d.m[0], &p50.vision, &d.cfg.vision, TC_L0_REGULAR, "vision"),
                      TC_OK);
     assert_int_equal(tc_expand_masks(&d.m[1], &p50.text, &d.cfg.text, TC_L0_REGULAR, "text"),
@@ -310,7 +333,8 @@ static void test_demo_sparsity(void **state) {
     print_tower("text", &p25.text);
     assert_true(fabs(f50 - 0.5) <= 0.02 && fabs(c50 - 0.5) <= 0.02);
     assert_true(fabs(f25 - 0.75) <= 0.02 && fabs(c25 - 0.75) <= 0.02);
-    for (int k = 0; k < 2; k++) tc_l0_masks_free(&d.m[k]);
+    for (int k = 0; k < 2; k++)
+        tc_l0_masks_free(&d.m[k]);
 }
 
 int main(void) {

@@ -100,9 +100,11 @@ static void check_graph(const char *path, const char *input, const char *output,
             assert_int_equal(t->data_type, fp16 ? ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT16
                                                 : ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT);
         size_t bytes = 1;
-        for (size_t k = 0; k < t->n_dims; k++) bytes *= (size_t)t->dims[k];
+        for (size_t k = 0; k < t->n_dims; k++)
+            bytes *= (size_t)t->dims[k];
         bytes *= t->data_type == ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT16 ? 2
-                 : t->data_type == ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT ? 4 : 8;
+                 : t->data_type == ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT ? 4
+                                                                        : 8;
         if (external && bytes >= TC_ONNX_EXTERNAL_MIN_BYTES) {
             assert_int_equal(t->data_location, ONNX__TENSOR_PROTO__DATA_LOCATION__EXTERNAL);
             assert_int_equal(t->n_external_data, 3);
@@ -117,8 +119,8 @@ static void check_graph(const char *path, const char *input, const char *output,
         const Onnx__NodeProto *nd = g->node[i];
         for (size_t k = 0; k < nd->n_input; k++)
             if (!defined(known, n, nd->input[k]))
-                fail_msg("%s: node %s (%s) reads %s before it is made", path, nd->name,
-                         nd->op_type, nd->input[k]);
+                fail_msg("%s: node %s (%s) reads %s before it is made", path, nd->name, nd->op_type,
+                         nd->input[k]);
         known[n++] = nd->output[0];
     }
     assert_true(defined(known, n, output));
@@ -144,8 +146,9 @@ static void test_structure(void **state) {
         int opset, external;
     } cases[] = {{"fp32", 17, 0}, {"fp16", 17, 0}, {"fp32", 13, 0}, {"fp32", 21, 1}};
     for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
-        int rc = cli("convert '%s' '%s' --to onnx --precision %s --opset %d%s", irregular_dir, out,
-                     cases[c].precision, cases[c].opset, cases[c].external ? " --external-data" : "");
+        int rc =
+            cli("convert '%s' '%s' --to onnx --precision %s --opset %d%s", irregular_dir, out,
+                cases[c].precision, cases[c].opset, cases[c].external ? " --external-data" : "");
         if (rc != 0) fail_msg("exit %d: %s", rc, cli_out);
         int fp16 = !strcmp(cases[c].precision, "fp16");
         snprintf(p, sizeof p, "%s/image_encoder.onnx", out);
@@ -153,9 +156,9 @@ static void test_structure(void **state) {
         snprintf(p, sizeof p, "%s/text_encoder.onnx", out);
         check_graph(p, "input_ids", "text_embeds", cases[c].opset, fp16, cases[c].external);
     }
-    const char *files[] = {"onnx_config.json", "preprocess_cfg.json", "bpe_simple_vocab_16e6.txt.gz",
-                           "vocab.json", "merges.txt", "tokenizer_config.json",
-                           "special_tokens_map.json"};
+    const char *files[] = {
+        "onnx_config.json", "preprocess_cfg.json",   "bpe_simple_vocab_16e6.txt.gz", "vocab.json",
+        "merges.txt",       "tokenizer_config.json", "special_tokens_map.json"};
     for (size_t i = 0; i < sizeof files / sizeof files[0]; i++) {
         snprintf(p, sizeof p, "%s/%s", out, files[i]);
         if (!tc_file_exists(p)) fail_msg("the export has no %s", files[i]);
@@ -204,7 +207,8 @@ static void same(const snapshot *a, const snapshot *b, const char *what) {
     if (a->n != b->n) fail_msg("%s: %d files before, %d after", what, a->n, b->n);
     for (int i = 0; i < a->n; i++) {
         int j = 0;
-        while (j < b->n && strcmp(a->names[i], b->names[j])) j++;
+        while (j < b->n && strcmp(a->names[i], b->names[j]))
+            j++;
         if (j == b->n) fail_msg("%s: %s is gone", what, a->names[i]);
         if (a->len[i] != b->len[j] || memcmp(a->bytes[i], b->bytes[j], a->len[i]))
             fail_msg("%s: %s changed", what, a->names[i]);
@@ -212,7 +216,8 @@ static void same(const snapshot *a, const snapshot *b, const char *what) {
 }
 
 static void drop(snapshot *s) {
-    for (int i = 0; i < s->n; i++) free(s->bytes[i]);
+    for (int i = 0; i < s->n; i++)
+        free(s->bytes[i]);
 }
 
 /* the regular student rewritten with one tensor changed: skip it (wrong
@@ -267,7 +272,8 @@ static void test_hostile(void **state) {
         rc = cli("convert '%s' '%s' --to onnx", bad, out);
         print_message("%s: exit %d: %s", what[how], rc, cli_out);
         if (rc == 0) fail_msg("%s: the export succeeded", what[how]);
-        if (!strstr(cli_out, tensor)) fail_msg("%s: the message does not name %s", what[how], tensor);
+        if (!strstr(cli_out, tensor))
+            fail_msg("%s: the message does not name %s", what[how], tensor);
         take(&after, out);
         same(&before, &after, what[how]);
         drop(&after);

@@ -30,12 +30,14 @@ static const char *source_dir(void) {
 /* the Python with onnxruntime and numpy, or a skip */
 static void find_runtime(void) {
     const char *env = getenv("TINYCLIP_ONNX_PYTHON");
-    if (env && env[0]) snprintf(python, sizeof python, "%s", env);
-    else snprintf(python, sizeof python, "%s/.venv/bin/python", source_dir());
+    if (env && env[0])
+        snprintf(python, sizeof python, "%s", env);
+    else
+        snprintf(python, sizeof python, "%s/.venv/bin/python", source_dir());
     snprintf(runner, sizeof runner, "%s/scripts/onnx_run.py", source_dir());
     char cmd[2200], *out = NULL;
-    snprintf(cmd, sizeof cmd, "'%s' -c 'import onnxruntime, numpy; print(onnxruntime.__version__)' 2>&1",
-             python);
+    snprintf(cmd, sizeof cmd,
+             "'%s' -c 'import onnxruntime, numpy; print(onnxruntime.__version__)' 2>&1", python);
     int rc = tc_run_capture(cmd, &out);
     if (rc != 0)
         tc_skip_test("ONNX Runtime is not available to %s (scripts/setup installs it into .venv/; "
@@ -136,13 +138,14 @@ static void check_export(const char *work, const char *model_dir, const tc_model
         snprintf(op, sizeof op, "%s/ort.safetensors", work);
         const char *names[2] = {"image_features", "text_features"};
         for (int t = 0; t < 2; t++) {
-            float *ref = read_features(ep, names[t], B, E), *got = read_features(op, names[t], B, E);
+            float *ref = read_features(ep, names[t], B, E),
+                  *got = read_features(op, names[t], B, E);
             double row, elem;
             compare(got, ref, B, E, &row, &elem);
             print_message("%-17s %s opset %d%s batch %d %s: max |d| %.3g, max row L2 error "
                           "%.3g\n",
-                          c->name, precision, opset, external ? " external data" : "", B,
-                          names[t], elem, row);
+                          c->name, precision, opset, external ? " external data" : "", B, names[t],
+                          elem, row);
             if (fp16 ? !(row <= 1e-2) : !(elem <= 1e-5))
                 fail_msg("%s %s opset %d batch %d: %s differ from tinyclip embed (max |d| %.3g, "
                          "row error %.3g)",

@@ -112,8 +112,8 @@ static void test_features(void **state) {
             float *a = io_tensor(ref, name, &r1, &c1), *b = io_tensor(got, tower[t], &r2, &c2);
             assert_true(r1 == r2 && c1 == c2);
             double d = tc_max_abs_diff(b, a, (size_t)(r1 * c1));
-            print_message("%s loaded by %s: %s max |d| %.3g against tinyclip embed\n",
-                          folders[k], k ? "transformers" : "open_clip", tower[t], d);
+            print_message("%s loaded by %s: %s max |d| %.3g against tinyclip embed\n", folders[k],
+                          k ? "transformers" : "open_clip", tower[t], d);
             if (!(d <= 1e-5)) fail_msg("%s: %s differ by %.3g", name, tower[t], d);
             free(a);
             free(b);
@@ -137,7 +137,8 @@ int main(void) {
     char probe[1200];
     snprintf(probe, sizeof probe, "%s/io.safetensors", fixture_dir);
     if (!tc_file_exists(probe)) {
-        fprintf(stderr, "%s is missing: scripts/make_fixtures.py --only regular writes it\n", probe);
+        fprintf(stderr, "%s is missing: scripts/make_fixtures.py --only regular writes it\n",
+                probe);
         return 1;
     }
     const struct CMUnitTest tests[] = {

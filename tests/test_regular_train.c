@@ -11,10 +11,11 @@
 #include "checkpoint.h"
 #include "testutil.h"
 
-static const char *model_json =
-    "{\"embed_dim\": 32, \"quick_gelu\": false,\n"
-    " \"vision_cfg\": {\"image_size\": 28, \"patch_size\": 7, \"layers\": 2, \"width\": 128, \"head_width\": 64},\n"
-    " \"text_cfg\": {\"context_length\": 16, \"vocab_size\": 49408, \"width\": 128, \"heads\": 2, \"layers\": 2}}\n";
+static const char *model_json = "{\"embed_dim\": 32, \"quick_gelu\": false,\n"
+                                " \"vision_cfg\": {\"image_size\": 28, \"patch_size\": 7, "
+                                "\"layers\": 2, \"width\": 128, \"head_width\": 64},\n"
+                                " \"text_cfg\": {\"context_length\": 16, \"vocab_size\": 49408, "
+                                "\"width\": 128, \"heads\": 2, \"layers\": 2}}\n";
 
 static const char *experiment_yaml =
     "name: regular\n"
@@ -57,8 +58,10 @@ static char *dir;
 static int train(const char *run, const char *fault, char **out) {
     char args[2048];
     snprintf(args, sizeof args, "train %s/exp.yaml --out %s/%s --plain", dir, dir, run);
-    if (fault) setenv("TINYCLIP_FAULT", fault, 1);
-    else unsetenv("TINYCLIP_FAULT");
+    if (fault)
+        setenv("TINYCLIP_FAULT", fault, 1);
+    else
+        unsetenv("TINYCLIP_FAULT");
     int rc = tc_run_cli(args, out);
     unsetenv("TINYCLIP_FAULT");
     return rc;

@@ -206,7 +206,8 @@ void tc_test_pruned_student(const char *dir, int regular, tc_activation act, tc_
     /* LayerNorm weights near 1, as in trained models */
     for (int i = 0; i < l.count; i++)
         if (strstr(l.params[i].name, "ln") && strstr(l.params[i].name, "weight"))
-            for (size_t e = 0; e < l.params[i].count; e++) p[l.params[i].offset + e] += 1.0f;
+            for (size_t e = 0; e < l.params[i].count; e++)
+                p[l.params[i].offset + e] += 1.0f;
     p[l.logit_scale] = 3.0f;
     tc_l0_masks m[2];
     float *z[2];
@@ -227,8 +228,10 @@ void tc_test_pruned_student(const char *dir, int regular, tc_activation act, tc_
     if (!regular) {
         /* vision layer 1 without heads, text layer 0 without MLP units */
         int C = 128, NH = 2, L = 3, M = 256;
-        for (int h = 0; h < NH; h++) z[0][C + 1 * NH + h] = 0.0f;
-        for (int i = 0; i < M; i++) z[1][C + L * NH + 0 * M + i] = 0.0f;
+        for (int h = 0; h < NH; h++)
+            z[0][C + 1 * NH + h] = 0.0f;
+        for (int i = 0; i < M; i++)
+            z[1][C + L * NH + 0 * M + i] = 0.0f;
     }
     tc_param_layout pl;
     float *pp = NULL;

@@ -13,21 +13,22 @@
 #include "onnx_export.h"
 
 static void usage(FILE *f) {
-    fprintf(f, "usage: tinyclip convert IN OUT --to openclip|hf|onnx [--model CONFIG]\n"
-               "                        [--precision fp32|fp16] [--opset N] [--external-data]\n\n"
-               "IN   a .safetensors file or an open_clip / Hugging Face checkpoint directory\n"
-               "OUT  the directory to write (created if needed)\n"
-               "--to openclip  open_clip_model.safetensors + open_clip_config.json\n"
-               "               (open_clip-regular models only)\n"
-               "--to hf        model.safetensors + config.json + preprocessor and tokenizer files\n"
-               "               (open_clip-regular models only)\n"
-               "--to onnx      image_encoder.onnx + text_encoder.onnx (normalised features,\n"
-               "               dynamic batch), onnx_config.json, preprocess_cfg.json and the\n"
-               "               tokenizer vocabulary; any model, irregular ones included\n"
-               "--precision    onnx: fp32 (default) or fp16\n"
-               "--opset N      onnx: operator set %d..%d (default %d)\n"
-               "--external-data  onnx: weights in <graph>.onnx.data files (automatic above 2 GiB)\n"
-               "--model CONFIG the model config when IN has none beside its weights\n",
+    fprintf(f,
+            "usage: tinyclip convert IN OUT --to openclip|hf|onnx [--model CONFIG]\n"
+            "                        [--precision fp32|fp16] [--opset N] [--external-data]\n\n"
+            "IN   a .safetensors file or an open_clip / Hugging Face checkpoint directory\n"
+            "OUT  the directory to write (created if needed)\n"
+            "--to openclip  open_clip_model.safetensors + open_clip_config.json\n"
+            "               (open_clip-regular models only)\n"
+            "--to hf        model.safetensors + config.json + preprocessor and tokenizer files\n"
+            "               (open_clip-regular models only)\n"
+            "--to onnx      image_encoder.onnx + text_encoder.onnx (normalised features,\n"
+            "               dynamic batch), onnx_config.json, preprocess_cfg.json and the\n"
+            "               tokenizer vocabulary; any model, irregular ones included\n"
+            "--precision    onnx: fp32 (default) or fp16\n"
+            "--opset N      onnx: operator set %d..%d (default %d)\n"
+            "--external-data  onnx: weights in <graph>.onnx.data files (automatic above 2 GiB)\n"
+            "--model CONFIG the model config when IN has none beside its weights\n",
             TC_ONNX_OPSET_MIN, TC_ONNX_OPSET_MAX, TC_ONNX_OPSET_DEFAULT);
 }
 
@@ -109,7 +110,8 @@ int tc_cmd_convert(int argc, char **argv) {
         return tc_cli_report("convert");
     if (tc_checkpoint_load(in, hint_path ? &hint : NULL, &cfg, &layout, &params) != TC_OK)
         return tc_cli_report("convert");
-    if (!to_onnx && refuse_irregular(in, &cfg, fmt == TC_FORMAT_HF ? "Hugging Face CLIP" : "open_clip")) {
+    if (!to_onnx &&
+        refuse_irregular(in, &cfg, fmt == TC_FORMAT_HF ? "Hugging Face CLIP" : "open_clip")) {
         free(params);
         tc_param_layout_free(&layout);
         return 1;

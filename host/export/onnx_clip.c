@@ -57,7 +57,8 @@ static const tc_param_info *param(tower *t, const char *name, int ndim, const in
         return NULL;
     }
     int ok = i->ndim == ndim;
-    for (int d = 0; ok && d < ndim; d++) ok = shape[d] < 0 || i->shape[d] == shape[d];
+    for (int d = 0; ok && d < ndim; d++)
+        ok = shape[d] < 0 || i->shape[d] == shape[d];
     if (!ok) {
         t->st = tc_fail(TC_ERR_CONFIG, "onnx export: tensor %s has an unexpected shape", full);
         return NULL;
@@ -91,8 +92,10 @@ static const char *layernorm(tower *t, const char *x, const char *ln, int C) {
     int64_t axes[1] = {-1};
     const char *mean = op_ints(t, "ReduceMean", "ln_mean", x, "axes", axes, 1);
     const char *d = op2(t, "Sub", "ln_centre", x, mean);
-    const char *var = op_ints(t, "ReduceMean", "ln_var", op2(t, "Mul", "ln_sq", d, d), "axes", axes, 1);
-    const char *den = op1(t, "Sqrt", "ln_std", op2(t, "Add", "ln_var_eps", var, constant(t, &t->eps, "ln_eps", 1e-5f)));
+    const char *var =
+        op_ints(t, "ReduceMean", "ln_var", op2(t, "Mul", "ln_sq", d, d), "axes", axes, 1);
+    const char *den = op1(t, "Sqrt", "ln_std",
+                          op2(t, "Add", "ln_var_eps", var, constant(t, &t->eps, "ln_eps", 1e-5f)));
     const char *y = op2(t, "Mul", "ln_scale", op2(t, "Div", "ln_norm", d, den), w);
     return op2(t, "Add", ln, y, b);
 }
@@ -109,8 +112,10 @@ static const char *linear(tower *t, const char *x, const char *name, int out, in
 
 static const char *activation(tower *t, const char *x, tc_activation act) {
     if (act == TC_QUICK_GELU)
-        return op2(t, "Mul", "quick_gelu", x,
-                   op1(t, "Sigmoid", "quick_gelu", op2(t, "Mul", "quick_gelu", x, constant(t, &t->quick, "quick_gelu_k", 1.702f))));
+        return op2(
+            t, "Mul", "quick_gelu", x,
+            op1(t, "Sigmoid", "quick_gelu",
+                op2(t, "Mul", "quick_gelu", x, constant(t, &t->quick, "quick_gelu_k", 1.702f))));
     /* 0.5 x (1 + erf(x / sqrt 2)) */
     const char *k = constant(t, &t->inv_sqrt2, "inv_sqrt2", (float)(1.0 / sqrt(2.0)));
     const char *e = op1(t, "Erf", "gelu", op2(t, "Mul", "gelu", x, k));
@@ -142,15 +147,17 @@ static const char *block(tower *t, const char *x, const tc_tower_config *tc, int
         snprintf(nm, sizeof nm, "%sattn.in_proj_weight", pre);
         const char *w = weight(t, nm, 2, ws, 1);
         snprintf(nm, sizeof nm, "%sattn.in_proj_bias", pre);
-        const char *qkv = op2(t, "Add", "qkv", op2(t, "MatMul", "qkv", h, w), weight(t, nm, 1, bs, 0));
+        const char *qkv =
+            op2(t, "Add", "qkv", op2(t, "MatMul", "qkv", h, w), weight(t, nm, 1, bs, 0));
         const char *parts[3];
         int64_t heads_shape[4] = {0, T, NH, HS}, axis[1] = {2};
         for (int k = 0; k < 3; k++) {
             int64_t s0[1] = {k * A}, s1[1] = {(k + 1) * A};
             const char *in[4] = {qkv, tc_onnx_ints(t->g, "start", s0, 1),
-                                 tc_onnx_ints(t->g, "end", s1, 1), tc_onnx_ints(t->g, "axis", axis, 1)};
-            parts[k] = reshape(t, tc_onnx_node(t->g, "Slice", "qkv_part", 4, in, 0, NULL),
-                               heads_shape, 4);
+                                 tc_onnx_ints(t->g, "end", s1, 1),
+                                 tc_onnx_ints(t->g, "axis", axis, 1)};
+            parts[k] =
+                reshape(t, tc_onnx_node(t->g, "Slice", "qkv_part", 4, in, 0, NULL), heads_shape, 4);
         }
         int64_t p_bhtd[4] = {0, 2, 1, 3}, p_bhdt[4] = {0, 2, 3, 1};
         const char *q = transpose(t, parts[0], p_bhtd, 4);  /* (B, NH, T, HS) */
@@ -186,8 +193,8 @@ static const char *project_normalise(tower *t, const char *x, const char *proj, 
     const char *in[2] = {op2(t, "Mul", "squares", y, y), tc_onnx_ints(t->g, "axes", axes, 1)};
     tc_onnx_attr keep = {"keepdims", TC_ONNX_ATTR_INT, 1, 0.0f, NULL, 0};
     const char *ss = tc_onnx_node(t->g, "ReduceSum", "sum_squares", 2, in, 1, &keep);
-    const char *n = op2(t, "Max", "norm", op1(t, "Sqrt", "norm", ss),
-                        tc_onnx_scalar(t->g, "norm_eps", 1e-12f));
+    const char *n =
+        op2(t, "Max", "norm", op1(t, "Sqrt", "norm", ss), tc_onnx_scalar(t->g, "norm_eps", 1e-12f));
     return op2(t, "Div", "normalised", y, n);
 }
 
@@ -205,8 +212,8 @@ static tc_status tower_done(tower *t) {
     return tc_onnx_status(t->g);
 }
 
-tc_status tc_onnx_clip_image(tc_onnx_graph *g, const tc_model_config *cfg,
-                             const tc_param_layout *l, const float *params) {
+tc_status tc_onnx_clip_image(tc_onnx_graph *g, const tc_model_config *cfg, const tc_param_layout *l,
+                             const float *params) {
     const tc_tower_config *v = &cfg->vision;
     int S = v->image_size, P = v->patch_size, G = tc_vision_grid(v), T = tc_vision_tokens(v);
     int C = v->width, E = cfg->embed_dim;
@@ -235,13 +242,15 @@ tc_status tc_onnx_clip_image(tc_onnx_graph *g, const tc_model_config *cfg,
         float *pos = malloc((size_t)T * C * sizeof *pos);
         if (!pos) return tc_fail(TC_ERR_OOM, "onnx export: out of memory");
         memcpy(pos, params + pi->offset, (size_t)T * C * sizeof *pos);
-        for (int c = 0; c < C; c++) pos[c] = params[ci->offset + c] + pos[c];
+        for (int c = 0; c < C; c++)
+            pos[c] = params[ci->offset + c] + pos[c];
         x = op2(&t, "Add", "embeddings", x,
                 tc_onnx_weight(g, "visual.positional_embedding_with_class", pos, 2, ps, 0));
         free(pos);
     }
     if (!v->no_ln_pre) x = layernorm(&t, x, "ln_pre", C);
-    for (int i = 0; i < v->layers; i++) x = block(&t, x, v, i, T, NULL, cfg->activation);
+    for (int i = 0; i < v->layers; i++)
+        x = block(&t, x, v, i, T, NULL, cfg->activation);
     int ln_first = v->pool == TC_POOL_MEAN && !v->final_ln_after_pool;
     if (ln_first) x = layernorm(&t, x, "ln_post", C);
     if (v->pool == TC_POOL_MEAN) {
@@ -268,8 +277,8 @@ tc_status tc_onnx_clip_image(tc_onnx_graph *g, const tc_model_config *cfg,
     return tower_done(&t);
 }
 
-tc_status tc_onnx_clip_text(tc_onnx_graph *g, const tc_model_config *cfg,
-                            const tc_param_layout *l, const float *params) {
+tc_status tc_onnx_clip_text(tc_onnx_graph *g, const tc_model_config *cfg, const tc_param_layout *l,
+                            const float *params) {
     const tc_tower_config *tx = &cfg->text;
     int T = tx->context_length, V = tx->vocab_size, C = tx->width, E = cfg->embed_dim;
     tower t;
@@ -284,11 +293,13 @@ tc_status tc_onnx_clip_text(tc_onnx_graph *g, const tc_model_config *cfg,
     float *mask = malloc((size_t)T * T * sizeof *mask);
     if (!mask) return tc_fail(TC_ERR_OOM, "onnx export: out of memory");
     for (int i = 0; i < T; i++)
-        for (int j = 0; j < T; j++) mask[(size_t)i * T + j] = j > i ? -INFINITY : 0.0f;
+        for (int j = 0; j < T; j++)
+            mask[(size_t)i * T + j] = j > i ? -INFINITY : 0.0f;
     int64_t ms[2] = {T, T};
     const char *causal = tc_onnx_weight(g, "causal_mask", mask, 2, ms, 0);
     free(mask);
-    for (int i = 0; i < tx->layers; i++) x = block(&t, x, tx, i, T, causal, cfg->activation);
+    for (int i = 0; i < tx->layers; i++)
+        x = block(&t, x, tx, i, T, causal, cfg->activation);
     /* the row at the first largest id: ArgMax keeps the first of equal
      * maxima, so 0-padded (open_clip) and EOT-padded (Hugging Face) rows
      * both pool at their first EOT. ln_final is per row: pool first */

@@ -22,9 +22,9 @@
 #include "onnx_graph.h"
 #include "params.h"
 
-tc_status tc_onnx_clip_image(tc_onnx_graph *g, const tc_model_config *cfg,
-                             const tc_param_layout *l, const float *params);
-tc_status tc_onnx_clip_text(tc_onnx_graph *g, const tc_model_config *cfg,
-                            const tc_param_layout *l, const float *params);
+tc_status tc_onnx_clip_image(tc_onnx_graph *g, const tc_model_config *cfg, const tc_param_layout *l,
+                             const float *params);
+tc_status tc_onnx_clip_text(tc_onnx_graph *g, const tc_model_config *cfg, const tc_param_layout *l,
+                            const float *params);
 
 #endif

@@ -57,8 +57,8 @@ static void preprocess_json(tc_sbuf *b, int S, const char *indent) {
                    "{\n%s  \"size\": %d,\n%s  \"mode\": \"RGB\",\n%s  \"mean\": %s,\n"
                    "%s  \"std\": %s,\n%s  \"interpolation\": \"bicubic\",\n"
                    "%s  \"resize_mode\": \"shortest\",\n%s  \"fill_color\": 0\n%s}",
-                   indent, S, indent, indent, TC_CLIP_MEAN_JSON, indent, TC_CLIP_STD_JSON,
-                   indent, indent, indent, indent);
+                   indent, S, indent, indent, TC_CLIP_MEAN_JSON, indent, TC_CLIP_STD_JSON, indent,
+                   indent, indent, indent);
 }
 
 static tc_status manifest_json(const tc_model_config *cfg, const tc_param_layout *l,
@@ -70,8 +70,10 @@ static tc_status manifest_json(const tc_model_config *cfg, const tc_param_layout
     tc_sbuf b = {0};
     tc_sbuf_puts(&b, "{\n  \"format\": \"tinyclip-onnx\",\n  \"model_cfg\": ");
     for (const char *c = model_json; *c; c++) {
-        if (*c == '\n' && c[1]) tc_sbuf_puts(&b, "\n  ");
-        else if (*c != '\n') tc_sbuf_append(&b, c, 1);
+        if (*c == '\n' && c[1])
+            tc_sbuf_puts(&b, "\n  ");
+        else if (*c != '\n')
+            tc_sbuf_append(&b, c, 1);
     }
     free(model_json);
     tc_sbuf_printf(&b,
@@ -110,7 +112,8 @@ static tc_status build(tc_onnx_graph **out, const char *name, const tc_model_con
                        int image, const char *manifest) {
     tc_onnx_graph *g;
     TC_TRY(tc_onnx_graph_create(&g, name, o->precision, o->opset));
-    tc_status s = image ? tc_onnx_clip_image(g, cfg, l, params) : tc_onnx_clip_text(g, cfg, l, params);
+    tc_status s =
+        image ? tc_onnx_clip_image(g, cfg, l, params) : tc_onnx_clip_text(g, cfg, l, params);
     if (s == TC_OK) {
         tc_onnx_metadata(g, "tinyclip_onnx_config", manifest);
         s = tc_onnx_status(g);
@@ -139,15 +142,16 @@ tc_status tc_export_onnx(const char *dir, const tc_model_config *cfg, const tc_p
     tc_onnx_options o = opt ? *opt : tc_onnx_defaults();
     if (o.opset == 0) o.opset = TC_ONNX_OPSET_DEFAULT;
     if (o.opset < TC_ONNX_OPSET_MIN || o.opset > TC_ONNX_OPSET_MAX)
-        return tc_fail(TC_ERR_ARG, "onnx export: opset %d is outside the supported %d..%d",
-                       o.opset, TC_ONNX_OPSET_MIN, TC_ONNX_OPSET_MAX);
+        return tc_fail(TC_ERR_ARG, "onnx export: opset %d is outside the supported %d..%d", o.opset,
+                       TC_ONNX_OPSET_MIN, TC_ONNX_OPSET_MAX);
     TC_TRY(tc_model_config_validate(cfg, cfg->name[0] ? cfg->name : "model config"));
     TC_TRY(check_layout(cfg, l));
     for (size_t i = 0; i < l->total; i++)
         if (!isfinite(params[i])) {
             for (int k = 0; k < l->count; k++)
                 if (i >= l->params[k].offset && i < l->params[k].offset + l->params[k].count)
-                    return tc_fail(TC_ERR_NONFINITE, "onnx export: tensor %s holds a non-finite value",
+                    return tc_fail(TC_ERR_NONFINITE,
+                                   "onnx export: tensor %s holds a non-finite value",
                                    l->params[k].name);
             return tc_fail(TC_ERR_NONFINITE, "onnx export: a non-finite parameter");
         }

@@ -53,9 +53,13 @@ static void *own(tc_onnx_graph *g, void *p) {
     return p;
 }
 
-static void *zalloc(tc_onnx_graph *g, size_t size) { return own(g, calloc(1, size ? size : 1)); }
+static void *zalloc(tc_onnx_graph *g, size_t size) {
+    return own(g, calloc(1, size ? size : 1));
+}
 
-static char *sdup(tc_onnx_graph *g, const char *s) { return own(g, strdup(s)); }
+static char *sdup(tc_onnx_graph *g, const char *s) {
+    return own(g, strdup(s));
+}
 
 static char *sfmt(tc_onnx_graph *g, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static char *sfmt(tc_onnx_graph *g, const char *fmt, ...) {
@@ -85,7 +89,8 @@ tc_status tc_onnx_graph_create(tc_onnx_graph **out, const char *name, tc_onnx_pr
     uint8_t first;
     memcpy(&first, &one, 1);
     if (first != 1)
-        return tc_fail(TC_ERR_UNSUPPORTED, "onnx export: raw tensor data needs a little-endian host");
+        return tc_fail(TC_ERR_UNSUPPORTED,
+                       "onnx export: raw tensor data needs a little-endian host");
     tc_onnx_graph *g = calloc(1, sizeof *g);
     if (!g) return tc_fail(TC_ERR_OOM, "onnx export: out of memory");
     g->precision = precision;
@@ -102,7 +107,8 @@ tc_status tc_onnx_graph_create(tc_onnx_graph **out, const char *name, tc_onnx_pr
 
 void tc_onnx_graph_free(tc_onnx_graph *g) {
     if (!g) return;
-    for (size_t i = 0; i < g->owned.n; i++) free(g->owned.v[i]);
+    for (size_t i = 0; i < g->owned.n; i++)
+        free(g->owned.v[i]);
     free(g->owned.v);
     free(g->nodes.v);
     free(g->inits.v);
@@ -112,10 +118,18 @@ void tc_onnx_graph_free(tc_onnx_graph *g) {
     free(g);
 }
 
-tc_onnx_precision tc_onnx_precision_of(const tc_onnx_graph *g) { return g->precision; }
-int tc_onnx_opset(const tc_onnx_graph *g) { return g->opset; }
-tc_status tc_onnx_status(const tc_onnx_graph *g) { return g->st; }
-size_t tc_onnx_weight_bytes(const tc_onnx_graph *g) { return g->weight_bytes; }
+tc_onnx_precision tc_onnx_precision_of(const tc_onnx_graph *g) {
+    return g->precision;
+}
+int tc_onnx_opset(const tc_onnx_graph *g) {
+    return g->opset;
+}
+tc_status tc_onnx_status(const tc_onnx_graph *g) {
+    return g->st;
+}
+size_t tc_onnx_weight_bytes(const tc_onnx_graph *g) {
+    return g->weight_bytes;
+}
 
 /* ---- values ---- */
 
@@ -205,20 +219,25 @@ const char *tc_onnx_weight(tc_onnx_graph *g, const char *name, const float *data
                            const int64_t *dims, int transpose) {
     if (g->st != TC_OK) return "";
     size_t n = 1;
-    for (int i = 0; i < ndim; i++) n *= (size_t)dims[i];
+    for (int i = 0; i < ndim; i++)
+        n *= (size_t)dims[i];
     int64_t td[4];
     memcpy(td, dims, (size_t)ndim * sizeof *td);
     size_t R = ndim == 2 ? (size_t)dims[0] : n, Cc = ndim == 2 ? (size_t)dims[1] : 1;
-    if (transpose && ndim == 2) td[0] = dims[1], td[1] = dims[0];
-    else transpose = 0;
+    if (transpose && ndim == 2)
+        td[0] = dims[1], td[1] = dims[0];
+    else
+        transpose = 0;
     int half = g->precision == TC_ONNX_FP16;
     void *buf = zalloc(g, n * (half ? 2 : 4));
     if (!buf) return "";
     for (size_t r = 0; r < R; r++)
         for (size_t c = 0; c < Cc; c++) {
             size_t src = r * Cc + c, dst = transpose ? c * R + r : src;
-            if (half) ((uint16_t *)buf)[dst] = tc_float_to_half(data[src]);
-            else ((float *)buf)[dst] = data[src];
+            if (half)
+                ((uint16_t *)buf)[dst] = tc_float_to_half(data[src]);
+            else
+                ((float *)buf)[dst] = data[src];
         }
     return initializer(g, sdup(g, name), float_type(g), ndim, td, buf, n * (half ? 2 : 4));
 }
@@ -228,8 +247,10 @@ const char *tc_onnx_scalar(tc_onnx_graph *g, const char *name, float value) {
     int half = g->precision == TC_ONNX_FP16;
     void *buf = zalloc(g, 4);
     if (!buf) return "";
-    if (half) *(uint16_t *)buf = tc_float_to_half(value);
-    else memcpy(buf, &value, 4);
+    if (half)
+        *(uint16_t *)buf = tc_float_to_half(value);
+    else
+        memcpy(buf, &value, 4);
     return initializer(g, sfmt(g, "%s_%lu", name, g->counter++), float_type(g), 0, NULL, buf,
                        half ? 2 : 4);
 }
@@ -289,8 +310,10 @@ static const char *node_out(tc_onnx_graph *g, const char *op, char *out, int n_i
     Onnx__AttributeProto **at = zalloc(g, (size_t)(n_attr ? n_attr : 1) * sizeof *at);
     if (g->st != TC_OK) return "";
     onnx__node_proto__init(nd);
-    for (int i = 0; i < n_in; i++) ins[i] = sdup(g, in[i]);
-    for (int i = 0; i < n_attr; i++) at[i] = attribute(g, &attr[i]);
+    for (int i = 0; i < n_in; i++)
+        ins[i] = sdup(g, in[i]);
+    for (int i = 0; i < n_attr; i++)
+        at[i] = attribute(g, &attr[i]);
     outs[0] = out;
     nd->name = out;
     nd->op_type = sdup(g, op);

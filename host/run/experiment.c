@@ -878,8 +878,9 @@ static void shape_fn(ctx *c, struct fy_node *v, const char *path, void *obj) {
     char buf[32];
     const char *s = scalar_text(v, buf, sizeof buf);
     if (!s || (strcmp(s, "irregular") && strcmp(s, "regular"))) {
-        err(c, v, path, "expected irregular (per-layer heads and MLP widths, the original) or "
-                        "regular (a plain open_clip ViT)");
+        err(c, v, path,
+            "expected irregular (per-layer heads and MLP widths, the original) or "
+            "regular (a plain open_clip ViT)");
         return;
     }
     ((tc_exp_inheritance *)obj)->autoc.regular = !strcmp(s, "regular");

@@ -91,9 +91,9 @@ typedef struct {
     tc_l0_masks masks;
     tc_l0_adamw opt;
     tc_l0_rng rng;
-    float *zg, *dz_dloga, *dloss_dg;       /* host, per gate: n_loga each */
-    float *z, *dloss_dz, *grad;            /* host: n_z, n_z, count */
-    float *z_dev, *dz_dev;                 /* device: n_z */
+    float *zg, *dz_dloga, *dloss_dg; /* host, per gate: n_loga each */
+    float *z, *dloss_dz, *grad;      /* host: n_z, n_z, count */
+    float *z_dev, *dz_dev;           /* device: n_z */
     tc_tower_masks tm;
 } tower_l0;
 
@@ -892,7 +892,8 @@ static tc_status prune_student(stage_run *r) {
     s = make_student(r, &pcfg, pparams, 0);
     if (s == TC_OK) tc_trainer_set_step_index(r->trainer, (int)r->meta.step);
     tc_param_counts pc = tc_param_count(&playout);
-    logf_run(c, "stage %s: pruned at step %lld to %zu parameters (%zu without the token embedding), "
+    logf_run(c,
+             "stage %s: pruned at step %lld to %zu parameters (%zu without the token embedding), "
              "sparsity %.4f of the masked attention and MLP parameters (L0 size formula)",
              r->st->name, r->meta.step, pc.total, pc.total - pc.token_embedding,
              prunable > 0 ? 1.0 - kept / prunable : 0.0);
@@ -984,7 +985,8 @@ static tc_status eval_now(stage_run *r, tc_zeroshot_result *zr) {
     if (r->masked) TC_TRY(l0_deterministic(r));
     for (int k = 0; k < 2 && r->masked; k++)
         if (r->l0[k].on)
-            TC_TRY(c->be->upload(c->be, r->l0[k].z_dev, r->l0[k].z, r->l0[k].masks.n_z * sizeof(float)));
+            TC_TRY(c->be->upload(c->be, r->l0[k].z_dev, r->l0[k].z,
+                                 r->l0[k].masks.n_z * sizeof(float)));
     return zeroshot(c, r->student, zr);
 }
 
