@@ -301,23 +301,13 @@ static void copy_tower_verbatim(int vision, const tc_param_layout *sl, const flo
     }
 }
 
-static tc_status check_layout(const tc_model_config *cfg, const tc_param_layout *l) {
-    tc_param_layout ref;
-    TC_TRY(tc_param_layout_build(&ref, cfg));
-    int ok = ref.total == l->total && ref.count == l->count;
-    tc_param_layout_free(&ref);
-    if (!ok)
-        return tc_fail(TC_ERR_ARG, "prune: the parameter layout does not belong to the config");
-    return TC_OK;
-}
-
 tc_status tc_prune_z(const tc_model_config *cfg, const tc_param_layout *l, const float *params,
                      const float *vision_z, const float *text_z, tc_prune_mode mode,
                      tc_model_config *out_cfg, tc_param_layout *out_l, float **out_params) {
     *out_params = NULL;
     memset(out_l, 0, sizeof *out_l);
     TC_TRY(tc_model_config_validate(cfg, "prune"));
-    TC_TRY(check_layout(cfg, l));
+    TC_TRY(tc_param_layout_check(cfg, l, "prune"));
     tower_z vz = {0}, tz = {0};
     tc_model_config oc = *cfg;
     const float *zs[2] = {vision_z, text_z};
@@ -407,7 +397,7 @@ tc_status tc_prune(const tc_model_config *cfg, const tc_param_layout *l, const f
 tc_status tc_prune_fold(const tc_model_config *cfg, const tc_param_layout *l, float *params,
                         const float *vision_z, const float *text_z, tc_prune_mode mode) {
     TC_TRY(tc_model_config_validate(cfg, "fold"));
-    TC_TRY(check_layout(cfg, l));
+    TC_TRY(tc_param_layout_check(cfg, l, "prune"));
     const float *zs[2] = {vision_z, text_z};
     for (int k = 0; k < 2; k++) {
         if (!zs[k]) continue;
@@ -512,8 +502,8 @@ tc_status tc_expand(const tc_model_config *compact_cfg, const tc_param_layout *c
     if (text_masks) memset(text_masks, 0, sizeof *text_masks);
     TC_TRY(tc_model_config_validate(compact_cfg, "expand (compact model)"));
     TC_TRY(tc_model_config_validate(full_cfg, "expand (full model)"));
-    TC_TRY(check_layout(compact_cfg, cl));
-    TC_TRY(check_layout(full_cfg, fl));
+    TC_TRY(tc_param_layout_check(compact_cfg, cl, "expand (compact model)"));
+    TC_TRY(tc_param_layout_check(full_cfg, fl, "expand (full model)"));
     const tc_tower_config *cv = &compact_cfg->vision, *fv = &full_cfg->vision;
     const tc_tower_config *ct = &compact_cfg->text, *ft = &full_cfg->text;
     if (compact_cfg->embed_dim != full_cfg->embed_dim)

@@ -25,31 +25,6 @@ int tc_onnx_parse_precision(const char *s) {
     return -1;
 }
 
-static tc_status check_layout(const tc_model_config *cfg, const tc_param_layout *l) {
-    tc_param_layout ref;
-    TC_TRY(tc_param_layout_build(&ref, cfg));
-    int ok = ref.total == l->total && ref.count == l->count;
-    tc_param_layout_free(&ref);
-    if (!ok)
-        return tc_fail(TC_ERR_ARG, "onnx export: the parameters do not belong to the model config");
-    return TC_OK;
-}
-
-static char *join(const char *dir, const char *name) {
-    size_t n = strlen(dir) + strlen(name) + 2;
-    char *p = malloc(n);
-    if (p) snprintf(p, n, "%s/%s", dir, name);
-    return p;
-}
-
-static tc_status write_text(const char *dir, const char *name, const char *text) {
-    char *p = join(dir, name);
-    if (!p) return tc_fail(TC_ERR_OOM, "out of memory");
-    tc_status s = tc_write_file_atomic(p, text, strlen(text));
-    free(p);
-    return s;
-}
-
 /* open_clip's PreprocessCfg for eval: shortest-side bicubic resize to S,
  * centre crop, OpenAI mean and std */
 static void preprocess_json(tc_sbuf *b, int S, const char *indent) {
@@ -128,7 +103,7 @@ static tc_status build(tc_onnx_graph **out, const char *name, const tc_model_con
 
 static tc_status write_graph(tc_onnx_graph *g, const char *dir, const char *file,
                              const tc_onnx_options *o) {
-    char *p = join(dir, file);
+    char *p = tc_path_join(dir, file);
     if (!p) return tc_fail(TC_ERR_OOM, "out of memory");
     /* the graph's own messages are small next to its weights: keep a margin */
     int external = o->external_data || tc_onnx_weight_bytes(g) + (64u << 20) > PROTOBUF_LIMIT;
@@ -145,7 +120,7 @@ tc_status tc_export_onnx(const char *dir, const tc_model_config *cfg, const tc_p
         return tc_fail(TC_ERR_ARG, "onnx export: opset %d is outside the supported %d..%d", o.opset,
                        TC_ONNX_OPSET_MIN, TC_ONNX_OPSET_MAX);
     TC_TRY(tc_model_config_validate(cfg, cfg->name[0] ? cfg->name : "model config"));
-    TC_TRY(check_layout(cfg, l));
+    TC_TRY(tc_param_layout_check(cfg, l, "onnx export"));
     for (size_t i = 0; i < l->total; i++)
         if (!isfinite(params[i])) {
             for (int k = 0; k < l->count; k++)
@@ -171,21 +146,19 @@ tc_status tc_export_onnx(const char *dir, const tc_model_config *cfg, const tc_p
     if (s == TC_OK) s = tc_mkdir_p(dir);
     if (s == TC_OK) s = write_graph(gi, dir, "image_encoder.onnx", &o);
     if (s == TC_OK) s = write_graph(gt, dir, "text_encoder.onnx", &o);
-    if (s == TC_OK) s = write_text(dir, "onnx_config.json", manifest);
+    if (s == TC_OK)
+        s = tc_write_file_atomic_in(dir, "onnx_config.json", manifest, strlen(manifest));
     if (s == TC_OK) {
         tc_sbuf b = {0};
         char *pp = NULL;
         preprocess_json(&b, cfg->vision.image_size, "");
         tc_sbuf_puts(&b, "\n");
         s = tc_sbuf_finish(&b, &pp);
-        if (s == TC_OK) s = write_text(dir, "preprocess_cfg.json", pp);
+        if (s == TC_OK) s = tc_write_file_atomic_in(dir, "preprocess_cfg.json", pp, strlen(pp));
         free(pp);
     }
-    if (s == TC_OK) {
-        char *p = join(dir, "bpe_simple_vocab_16e6.txt.gz");
-        s = p ? tc_write_file_atomic(p, vocab, vocab_len) : tc_fail(TC_ERR_OOM, "out of memory");
-        free(p);
-    }
+    if (s == TC_OK)
+        s = tc_write_file_atomic_in(dir, "bpe_simple_vocab_16e6.txt.gz", vocab, vocab_len);
     if (s == TC_OK) s = tc_checkpoint_save_tokenizer(dir, cfg->text.context_length);
     tc_onnx_graph_free(gi);
     tc_onnx_graph_free(gt);
