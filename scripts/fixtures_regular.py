@@ -21,7 +21,7 @@ Writes tests/fixtures/regular/:
 The student (tests/testutil.c tc_test_pruned_student, regular): a random
 teacher of 3 layers per tower, width 128 in 2 heads, MLP 256, pruned with
 tied (regular) masks to 30% of its prunable size: width 64, one head, MLP
-180 in every layer. tests/test_openclip_regular writes it when
+180 in every layer. tests/engine/test_openclip_regular.c writes it when
 TC_WRITE_REGULAR_STUDENT names a folder; that test then checks that a fresh
 conversion equals these files and that `tinyclip embed` gives the stored
 features to 1e-5.
