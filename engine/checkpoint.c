@@ -660,12 +660,7 @@ static tc_status save_openclip(const char *dir, const tc_model_config *cfg,
     /* indent the model config one level inside the wrapper */
     tc_sbuf b = {0};
     tc_sbuf_puts(&b, "{\n    \"model_cfg\": ");
-    for (const char *c = model_json; *c; c++) {
-        if (*c == '\n' && c[1])
-            tc_sbuf_puts(&b, "\n    ");
-        else if (*c != '\n')
-            tc_sbuf_append(&b, c, 1);
-    }
+    tc_sbuf_indented(&b, model_json, "    ");
     free(model_json);
     tc_sbuf_printf(
         &b,

@@ -44,12 +44,7 @@ static tc_status manifest_json(const tc_model_config *cfg, const tc_param_layout
     double ls = params[l->logit_scale];
     tc_sbuf b = {0};
     tc_sbuf_puts(&b, "{\n  \"format\": \"tinyclip-onnx\",\n  \"model_cfg\": ");
-    for (const char *c = model_json; *c; c++) {
-        if (*c == '\n' && c[1])
-            tc_sbuf_puts(&b, "\n  ");
-        else if (*c != '\n')
-            tc_sbuf_append(&b, c, 1);
-    }
+    tc_sbuf_indented(&b, model_json, "  ");
     free(model_json);
     tc_sbuf_printf(&b,
                    ",\n  \"open_clip_regular\": %s,\n  \"precision\": \"%s\",\n  \"opset\": %d,\n"
