@@ -218,16 +218,22 @@ static const char *initializer(tc_onnx_graph *g, char *name, int32_t type, int n
 const char *tc_onnx_weight(tc_onnx_graph *g, const char *name, const float *data, int ndim,
                            const int64_t *dims, int transpose) {
     if (g->st != TC_OK) return "";
+    if (ndim < 0 || ndim > 4) {
+        g->st = tc_fail(TC_ERR_ARG, "onnx export: %s has %d dimensions (at most 4)", name, ndim);
+        return "";
+    }
     size_t n = 1;
     for (int i = 0; i < ndim; i++)
         n *= (size_t)dims[i];
     int64_t td[4];
     memcpy(td, dims, (size_t)ndim * sizeof *td);
     size_t R = ndim == 2 ? (size_t)dims[0] : n, Cc = ndim == 2 ? (size_t)dims[1] : 1;
-    if (transpose && ndim == 2)
-        td[0] = dims[1], td[1] = dims[0];
-    else
+    if (transpose && ndim == 2) {
+        td[0] = dims[1];
+        td[1] = dims[0];
+    } else {
         transpose = 0;
+    }
     int half = g->precision == TC_ONNX_FP16;
     void *buf = zalloc(g, n * (half ? 2 : 4));
     if (!buf) return "";
