@@ -201,7 +201,7 @@ static const char *initializer(tc_onnx_graph *g, char *name, int32_t type, int n
     int64_t *d = zalloc(g, (size_t)(ndim ? ndim : 1) * sizeof *d);
     if (g->st != TC_OK || !name || !bytes) return "";
     onnx__tensor_proto__init(t);
-    memcpy(d, dims, (size_t)ndim * sizeof *d);
+    if (ndim > 0) memcpy(d, dims, (size_t)ndim * sizeof *d);
     t->n_dims = (size_t)ndim;
     t->dims = d;
     t->has_data_type = 1;
@@ -226,7 +226,7 @@ const char *tc_onnx_weight(tc_onnx_graph *g, const char *name, const float *data
     for (int i = 0; i < ndim; i++)
         n *= (size_t)dims[i];
     int64_t td[4];
-    memcpy(td, dims, (size_t)ndim * sizeof *td);
+    if (ndim > 0) memcpy(td, dims, (size_t)ndim * sizeof *td);
     size_t R = ndim == 2 ? (size_t)dims[0] : n, Cc = ndim == 2 ? (size_t)dims[1] : 1;
     if (transpose && ndim == 2) {
         td[0] = dims[1];
@@ -293,7 +293,7 @@ static Onnx__AttributeProto *attribute(tc_onnx_graph *g, const tc_onnx_attr *a) 
         p->type = ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__INTS;
         p->ints = zalloc(g, (size_t)(a->n_ints ? a->n_ints : 1) * sizeof *p->ints);
         if (!p->ints) return NULL;
-        memcpy(p->ints, a->ints, (size_t)a->n_ints * sizeof *p->ints);
+        if (a->n_ints > 0) memcpy(p->ints, a->ints, (size_t)a->n_ints * sizeof *p->ints);
         p->n_ints = (size_t)a->n_ints;
         break;
     }
