@@ -49,6 +49,7 @@ static int refuse_irregular(const char *in, const tc_model_config *cfg, const ch
 int tc_cmd_convert(int argc, char **argv) {
     const char *in = NULL, *out = NULL, *to = NULL, *hint_path = NULL;
     tc_onnx_options onnx = tc_onnx_defaults();
+    const char *onnx_only = NULL; /* an option that means something for --to onnx alone */
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
             usage(stdout);
@@ -63,6 +64,7 @@ int tc_cmd_convert(int argc, char **argv) {
                 return 2;
             }
             onnx.precision = (tc_onnx_precision)p;
+            onnx_only = argv[i - 1];
         } else if (strcmp(argv[i], "--opset") == 0 && i + 1 < argc) {
             char *end;
             long v = strtol(argv[++i], &end, 10);
@@ -72,8 +74,10 @@ int tc_cmd_convert(int argc, char **argv) {
                 return 2;
             }
             onnx.opset = (int)v;
+            onnx_only = argv[i - 1];
         } else if (strcmp(argv[i], "--external-data") == 0) {
             onnx.external_data = 1;
+            onnx_only = argv[i];
         } else if (strcmp(argv[i], "--model") == 0 && i + 1 < argc) {
             hint_path = argv[++i];
         } else if (argv[i][0] == '-' && argv[i][1]) {
@@ -95,6 +99,10 @@ int tc_cmd_convert(int argc, char **argv) {
     }
     tc_checkpoint_format fmt = TC_FORMAT_OPENCLIP;
     int to_onnx = strcmp(to, "onnx") == 0;
+    if (onnx_only && !to_onnx) {
+        fprintf(stderr, "tinyclip convert: %s is an option of --to onnx\n", onnx_only);
+        return 2;
+    }
     if (strcmp(to, "openclip") == 0 || strcmp(to, "open_clip") == 0)
         fmt = TC_FORMAT_OPENCLIP;
     else if (strcmp(to, "hf") == 0)

@@ -285,6 +285,9 @@ static void test_hostile(void **state) {
         assert_int_equal(rc, 2);
         print_message("%s: %s", opts[i], cli_out);
     }
+    rc = cli("convert '%s' '%s' --to open_clip --precision fp16", regular_dir, out);
+    assert_int_equal(rc, 2);
+    print_message("--to open_clip --precision fp16: %s", cli_out);
     take(&after, out);
     same(&before, &after, "bad options");
     drop(&after);
