@@ -69,4 +69,13 @@ extern const char *const tc_test_tiny_model_json;
  * vocabulary's last id), a function of step alone: the same on every rank */
 void tc_test_clip_batch(float *images, int32_t *ids, int N, const tc_model_config *c, int step);
 
+/* a pruned student of a random teacher (3 layers per tower, width 128 in 2
+ * heads, MLP 256, 32px images of 8px patches, context 12, vocabulary 64),
+ * saved as an open_clip-layout checkpoint folder in dir. regular: tied masks
+ * sized to 30% of the prunable size (width 64, one head), a plain open_clip
+ * model; irregular:
+ * per-layer heads and MLP widths, vision layer 1 without attention and text
+ * layer 0 without MLP. the config is returned in cfg. */
+void tc_test_pruned_student(const char *dir, int regular, tc_activation act, tc_model_config *cfg);
+
 #endif
