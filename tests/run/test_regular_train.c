@@ -58,13 +58,8 @@ static char *dir;
 static int train(const char *run, const char *fault, char **out) {
     char args[2048];
     snprintf(args, sizeof args, "train %s/exp.yaml --out %s/%s --plain", dir, dir, run);
-    if (fault)
-        setenv("TINYCLIP_FAULT", fault, 1);
-    else
-        unsetenv("TINYCLIP_FAULT");
-    int rc = tc_run_cli(args, out);
-    unsetenv("TINYCLIP_FAULT");
-    return rc;
+    /* the kill needs the test build of the program (tinyclip_faults) */
+    return fault ? tc_run_cli_fault(fault, args, out) : tc_run_cli(args, out);
 }
 
 static void test_regular_stages(void **state) {
