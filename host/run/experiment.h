@@ -9,11 +9,7 @@
  * override). unknown keys, wrong types, out-of-range values, unknown or
  * later stage parents and teacher references are all errors. on success
  * every field holds a value: either the file's or the original TinyCLIP /
-<<<<<<< HEAD
- * open_clip default (docs/experiments.md and docs/method.md §5).
-=======
  * open_clip default (docs/experiments.md).
->>>>>>> run-split
  *
  * schema (defaults in brackets; "!" = required):
  *

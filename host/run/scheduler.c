@@ -7,15 +7,9 @@
  *      inheritance, the parent re-expanded to the full shape with L0 masks
  *      (engine/prune tc_expand, engine/l0);
  *   2. the teacher (frozen) when the loss needs one;
-<<<<<<< HEAD
- *   3. the steps: data from host/data/loader, one trainer step, during the mask
- *      phase the mask sample / mask gradient / Lagrangian / mask AdamW on the
- *      host, the prune into an irregular dense model at prune_step;
-=======
  *   3. the steps: data from host/data's loader, one trainer step, during the
  *      mask phase the mask sample / mask gradient / Lagrangian / mask AdamW
  *      on the host, the prune into an irregular dense model at prune_step;
->>>>>>> run-split
  *   4. logging, zero-shot evaluation and checkpoints at their intervals;
  *   5. final weights, evaluation, inference speed, summary.json.
  * scheduler_internal.h lists which file does what. */
