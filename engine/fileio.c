@@ -197,3 +197,17 @@ int tc_path_is_file(const char *path) {
     struct stat st;
     return stat(path, &st) == 0 && S_ISREG(st.st_mode);
 }
+
+const char *tc_path_not_regular(const char *path) {
+    struct stat st;
+    if (stat(path, &st) != 0)
+        return errno == ENOENT || errno == ENOTDIR ? "no such file or directory" : strerror(errno);
+    mode_t m = st.st_mode;
+    if (S_ISREG(m)) return NULL;
+    if (S_ISDIR(m)) return "is a directory";
+    if (S_ISFIFO(m)) return "is not a regular file (a FIFO)";
+    if (S_ISSOCK(m)) return "is not a regular file (a socket)";
+    if (S_ISCHR(m)) return "is not a regular file (a character device)";
+    if (S_ISBLK(m)) return "is not a regular file (a block device)";
+    return "is not a regular file";
+}

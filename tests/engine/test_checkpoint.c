@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "checkpoint.h"
 #include "fileio.h"
@@ -315,6 +316,12 @@ static void expect_load_error(const char *path, const tc_model_config *hint, con
     assert_null(q);
     if (!strstr(tc_last_error(), needle))
         fail_msg("message '%s' lacks '%s'", tc_last_error(), needle);
+    /* the header-only check fails the same way, without reading a tensor */
+    char first[1024];
+    snprintf(first, sizeof first, "%s", tc_last_error());
+    if (tc_checkpoint_check(path, hint, &c) == TC_OK) fail_msg("%s passed the check", path);
+    if (strcmp(tc_last_error(), first) != 0)
+        fail_msg("check: '%s', load: '%s'", tc_last_error(), first);
 }
 
 static void test_errors_name_the_tensor(void **state) {
@@ -392,6 +399,34 @@ static void test_errors_name_the_tensor(void **state) {
         expect_load_error(q, &cfg,
                           "'vision_model.encoder.layers.0.self_attn.v_proj.bias' is missing");
     }
+}
+
+/* a tensor named "" is an unknown name like any other; a FIFO where the
+ * weights belong is said to be one (never opened: it would block) */
+static void test_empty_name_and_fifo(void **state) {
+    (void)state;
+    char p[700], dir[600];
+    path_in("empty_name.safetensors", p, sizeof p);
+    float junk[4] = {0};
+    tc_st_write_tensor extra = {"", TC_DT_F32, 1, {4}, junk};
+    write_renamed(p, same_name, TC_DT_F32, 0, &extra, 1);
+    expect_load_error(p, &cfg, "unexpected tensor ''");
+
+    path_in("fifo.safetensors", p, sizeof p);
+    assert_int_equal(mkfifo(p, 0600), 0);
+    expect_load_error(p, &cfg, "fifo.safetensors: is not a regular file (a FIFO)");
+    path_in("fifo_dir", dir, sizeof dir);
+    assert_int_equal(tc_mkdir_p(dir), TC_OK);
+    snprintf(p, sizeof p, "%s/open_clip_model.safetensors", dir);
+    assert_int_equal(mkfifo(p, 0600), 0);
+    expect_load_error(dir, &cfg, "open_clip_model.safetensors: is not a regular file (a FIFO)");
+
+    /* a good file passes the check and gives the config the load gives */
+    path_in("good.safetensors", p, sizeof p);
+    write_renamed(p, same_name, TC_DT_F32, 0, NULL, 0);
+    tc_model_config c;
+    assert_int_equal(tc_checkpoint_check(p, &cfg, &c), TC_OK);
+    assert_int_equal(c.vision.width, cfg.vision.width);
 }
 
 static void test_irregular_model(void **state) {
@@ -607,6 +642,7 @@ int main(void) {
         cmocka_unit_test(test_hf_round_trip),
         cmocka_unit_test(test_foreign_layouts),
         cmocka_unit_test(test_errors_name_the_tensor),
+        cmocka_unit_test(test_empty_name_and_fifo),
         cmocka_unit_test(test_irregular_model),
         cmocka_unit_test(test_single_file_with_metadata),
         cmocka_unit_test(test_cli_convert),
