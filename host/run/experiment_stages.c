@@ -100,7 +100,7 @@ static void layers_fn(tc_yaml *y, struct fy_node *v, const char *path, void *obj
             item = tc_yaml_deref(item);
             const char *s = tc_yaml_scalar_text(item, buf, sizeof buf);
             int64_t x;
-            if (!s || !tc_yaml_parse_i64(s, &x) || x < 0 || x >= 4096) {
+            if (!s || tc_yaml_parse_i64(s, &x) != 1 || x < 0 || x >= 4096) {
                 tc_yaml_report(y, item, path, "expected a teacher layer index >= 0");
                 return;
             }
@@ -164,7 +164,7 @@ static void round_to_fn(tc_yaml *y, struct fy_node *v, const char *path, void *o
     char buf[32];
     const char *s = tc_yaml_scalar_text(v, buf, sizeof buf);
     int64_t x;
-    if (!s || !tc_yaml_parse_i64(s, &x) || (x != 0 && x != 8 && x != 64)) {
+    if (!s || tc_yaml_parse_i64(s, &x) != 1 || (x != 0 && x != 8 && x != 64)) {
         tc_yaml_report(y, v, path, "expected 0 (no rounding), 8 or 64");
         return;
     }
@@ -179,8 +179,15 @@ static const tc_yaml_field auto_fields[] = {
      .off = AOFF(target_sparsity),
      .hi = 0.999,
      .excl_lo = 1},
-    {.key = "sparsity_warmup", .type = TC_YAML_I64, .off = AOFF(sparsity_warmup), .hi = TC_EXP_BIG},
-    {.key = "prune_step", .type = TC_YAML_I64, .off = AOFF(prune_step), .lo = 1, .hi = TC_EXP_BIG},
+    {.key = "sparsity_warmup",
+     .type = TC_YAML_I64,
+     .off = AOFF(sparsity_warmup),
+     .hi = TC_EXP_MAX_STEPS},
+    {.key = "prune_step",
+     .type = TC_YAML_I64,
+     .off = AOFF(prune_step),
+     .lo = 1,
+     .hi = TC_EXP_MAX_STEPS},
     {.key = "lambda_init", .type = TC_YAML_F32, .off = AOFF(lambda_init), .lo = -1e6, .hi = 1e6},
     {.key = "mask_lr", .type = TC_YAML_F32, .off = AOFF(mask_lr), .hi = 100, .excl_lo = 1},
     {.key = "lambda_lr", .type = TC_YAML_F32, .off = AOFF(lambda_lr), .lo = -100, .hi = 100},
@@ -258,7 +265,7 @@ static void logit_scale_fn(tc_yaml *y, struct fy_node *v, const char *path, void
         l->learned_logit_scale = 1;
         return;
     }
-    if (!s || !tc_yaml_parse_f64(s, &d) || !(d > 0) || d > 100) {
+    if (!s || tc_yaml_parse_f64(s, &d) != 1 || !(d > 0) || d > 100) {
         tc_yaml_report(y, v, path,
                        "expected learned or a fixed scale in (0, 100] (the original fixes 50)");
         return;
@@ -318,7 +325,7 @@ static const tc_yaml_field sched_fields[] = {
     {.key = "warmup",
      .type = TC_YAML_I64,
      .off = offsetof(tc_exp_schedule, warmup),
-     .hi = TC_EXP_BIG},
+     .hi = TC_EXP_MAX_STEPS},
 };
 
 static void sched_fn(tc_yaml *y, struct fy_node *v, const char *path, void *obj) {
@@ -384,7 +391,7 @@ static const tc_yaml_field stage_fields[] = {
      .type = TC_YAML_I64,
      .off = offsetof(tc_exp_stage, steps),
      .lo = 1,
-     .hi = TC_EXP_BIG},
+     .hi = TC_EXP_MAX_STEPS},
     {.key = "epochs",
      .type = TC_YAML_F64,
      .off = offsetof(tc_exp_stage, epochs),
@@ -395,16 +402,16 @@ static const tc_yaml_field stage_fields[] = {
     {.key = "eval_every",
      .type = TC_YAML_I64,
      .off = offsetof(tc_exp_stage, eval_every),
-     .hi = TC_EXP_BIG},
+     .hi = TC_EXP_MAX_STEPS},
     {.key = "checkpoint_every",
      .type = TC_YAML_I64,
      .off = offsetof(tc_exp_stage, checkpoint_every),
-     .hi = TC_EXP_BIG},
+     .hi = TC_EXP_MAX_STEPS},
     {.key = "log_every",
      .type = TC_YAML_I64,
      .off = offsetof(tc_exp_stage, log_every),
      .lo = 1,
-     .hi = TC_EXP_BIG},
+     .hi = TC_EXP_MAX_STEPS},
     {.key = "max_nonfinite_skips",
      .type = TC_YAML_INT,
      .off = offsetof(tc_exp_stage, max_nonfinite_skips),
