@@ -246,6 +246,7 @@ static void teacher_ckpt_fn(tc_yaml *y, struct fy_node *v, const char *path, voi
     static const tc_yaml_field f = {
         .key = "checkpoint", .type = TC_YAML_PATH, .off = offsetof(tc_exp_external, checkpoint)};
     tc_yaml_set_field(y, &f, v, path, &((tc_exp_teacher *)obj)->ext);
+    ((tc_exp_teacher *)obj)->ext.checkpoint_loc = tc_yaml_node_loc(y, v);
 }
 
 static void teacher_model_fn(tc_yaml *y, struct fy_node *v, const char *path, void *obj) {

@@ -42,6 +42,9 @@ static void parent_fn(tc_yaml *y, struct fy_node *v, const char *path, void *obj
             tc_yaml_report(y, v, path, "missing key 'model': the architecture of the checkpoint");
         struct fy_node *m = tc_yaml_deref(fy_node_mapping_lookup_by_string(v, "model", FY_NT));
         st->parent_ext.model_loc = tc_yaml_node_loc(y, m ? m : v);
+        struct fy_node *ck =
+            tc_yaml_deref(fy_node_mapping_lookup_by_string(v, "checkpoint", FY_NT));
+        st->parent_ext.checkpoint_loc = tc_yaml_node_loc(y, ck ? ck : v);
         return;
     }
     char buf[256];
@@ -412,6 +415,11 @@ static const tc_yaml_field stage_fields[] = {
      .off = offsetof(tc_exp_stage, log_every),
      .lo = 1,
      .hi = TC_EXP_MAX_STEPS},
+    {.key = "keep_checkpoints",
+     .type = TC_YAML_INT,
+     .off = offsetof(tc_exp_stage, keep_checkpoints),
+     .lo = 1,
+     .hi = 1000},
     {.key = "max_nonfinite_skips",
      .type = TC_YAML_INT,
      .off = offsetof(tc_exp_stage, max_nonfinite_skips),
@@ -455,6 +463,7 @@ static void stage_defaults(tc_exp_stage *st) {
     st->eval_every = 1000;
     st->checkpoint_every = 1000;
     st->log_every = 100;
+    st->keep_checkpoints = 2;
     st->max_nonfinite_skips = 100;
 }
 

@@ -123,8 +123,15 @@ static void test_dry_run_recipes(void **state) {
         char args[1024], *out = NULL;
         snprintf(args, sizeof args, "train %s/configs/experiments/%s --dry-run", TC_SOURCE_DIR, recipes[i]);
         int rc = tc_run_cli(args, &out);
-        if (rc != 0) fail_msg("%s --dry-run failed:\n%s", recipes[i], out);
         assert_non_null(strstr(out, "parameters"));
+        /* the ViT-B/32 recipes' teacher is a real checkpoint: where it is not
+         * installed, the dry run prints the plan, then fails as the run would,
+         * at the position of teacher.checkpoint */
+        int absent =
+            !tc_file_exists("/data/checkpoints/ViT-B-32-laion2b_e16/open_clip_model.safetensors");
+        if (rc != 0 && !(absent && strstr(out, "teacher.checkpoint: /data/checkpoints/") &&
+                         strstr(out, "no such file or directory") && strstr(out, ".yaml:")))
+            fail_msg("%s --dry-run failed:\n%s", recipes[i], out);
         free(out);
     }
 }
