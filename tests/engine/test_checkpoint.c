@@ -2,6 +2,7 @@
  * layouts, import of the OpenAI / DDP / TinyCLIP-native / CustomText layouts
  * (written here from a known model), errors that name the tensor, irregular
  * models, single-file weights with metadata, and the convert command. */
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -429,6 +430,68 @@ static void test_empty_name_and_fifo(void **state) {
     assert_int_equal(c.vision.width, cfg.vision.width);
 }
 
+/* tinyclip embed refuses what would give garbage or destroy its input:
+ * --out naming the model's own weights, NaN weights, NaN pixels */
+static void test_cli_embed_refusals(void **state) {
+    (void)state;
+    char dir[512], w[700], px[700], cmd[2400], *out = NULL;
+    path_in("embed-oc", dir, sizeof dir);
+    assert_int_equal(tc_checkpoint_save(dir, TC_FORMAT_OPENCLIP, &cfg, &layout, params), TC_OK);
+    snprintf(w, sizeof w, "%s/open_clip_model.safetensors", dir);
+    size_t n0;
+    char *before = tc_read_file(w, &n0);
+    /* pixels (2,3,16,16), the second image with one NaN */
+    size_t per = 3 * 16 * 16;
+    float *pix = calloc(2 * per, sizeof *pix);
+    path_in("pixels.safetensors", px, sizeof px);
+    tc_st_write_tensor t = {"pixels", TC_DT_F32, 4, {2, 3, 16, 16}, pix};
+    assert_int_equal(tc_st_write(px, &t, 1, NULL, NULL, 0), TC_OK);
+
+    snprintf(cmd, sizeof cmd, "embed %s --pixels %s --out %s", dir, px, w);
+    assert_int_not_equal(tc_run_cli(cmd, &out), 0);
+    if (!strstr(out, "is the model's weights; writing it would replace its own input"))
+        fail_msg("%s", out);
+    free(out);
+    size_t n1;
+    char *after = tc_read_file(w, &n1);
+    assert_true(n0 == n1 && memcmp(before, after, n0) == 0);
+    free(after);
+    snprintf(cmd, sizeof cmd, "embed %s --pixels %s --out %s", dir, px, px);
+    assert_int_not_equal(tc_run_cli(cmd, &out), 0);
+    if (!strstr(out, "is the --pixels input")) fail_msg("%s", out);
+    free(out);
+
+    pix[per + 77] = NAN;
+    assert_int_equal(tc_st_write(px, &t, 1, NULL, NULL, 0), TC_OK);
+    char feats[700];
+    path_in("features.safetensors", feats, sizeof feats);
+    snprintf(cmd, sizeof cmd, "embed %s --pixels %s --out %s", dir, px, feats);
+    assert_int_not_equal(tc_run_cli(cmd, &out), 0);
+    if (!strstr(
+            out,
+            "pixels.safetensors: the pixels of row 1 hold a non-finite value (nan at element 77)"))
+        fail_msg("%s", out);
+    assert_false(tc_file_exists(feats));
+    free(out);
+
+    /* a NaN in one weight: named by its tensor */
+    pix[per + 77] = 0;
+    assert_int_equal(tc_st_write(px, &t, 1, NULL, NULL, 0), TC_OK);
+    const tc_param_info *p = tc_param_find(&layout, "visual.ln_post.weight");
+    assert_non_null(p);
+    float keep = params[p->offset + 3];
+    params[p->offset + 3] = NAN;
+    assert_int_equal(tc_checkpoint_save(dir, TC_FORMAT_OPENCLIP, &cfg, &layout, params), TC_OK);
+    params[p->offset + 3] = keep;
+    assert_int_not_equal(tc_run_cli(cmd, &out), 0);
+    if (!strstr(out, "tensor 'visual.ln_post.weight' holds a non-finite value (nan at element 3)"))
+        fail_msg("%s", out);
+    assert_false(tc_file_exists(feats));
+    free(out);
+    free(before);
+    free(pix);
+}
+
 static void test_irregular_model(void **state) {
     (void)state;
     const char *json =
@@ -646,6 +709,7 @@ int main(void) {
         cmocka_unit_test(test_irregular_model),
         cmocka_unit_test(test_single_file_with_metadata),
         cmocka_unit_test(test_cli_convert),
+        cmocka_unit_test(test_cli_embed_refusals),
         cmocka_unit_test(test_reference_fixtures),
     };
     return cmocka_run_group_tests(tests, setup, teardown);

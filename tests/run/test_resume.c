@@ -167,6 +167,9 @@ static void test_nonfinite_stops(void **state) {
     int rc = tc_run_cli_fault("nan_from_step:5", args, &out);
     assert_int_not_equal(rc, 0);
     if (!strstr(out, "non-finite")) fail_msg("no non-finite message in:\n%s", out);
+    /* the stage is named once, not "stage a: stage a:" */
+    if (!strstr(out, "stage a: 4 consecutive steps") || strstr(out, "stage a: stage a:"))
+        fail_msg("the stage is not named once in:\n%s", out);
     snprintf(path, sizeof path, "%s/run/a/metrics.jsonl", dir);
     char *metrics = tc_read_file(path, NULL);
     assert_non_null(metrics);
