@@ -3,8 +3,12 @@
  * inheritance, evaluation and checkpoints the experiment describes.
  *
  * run folder (exp->out_dir):
- *   experiment.yaml                the resolved experiment
+ *   run.lock                       the one writer's lock (run_lock.h)
+ *   experiment.yaml                the resolved experiment; describes the weights here
+ *   changes.log, replaced/N/       free changes between runs; stages --restart-from moved
+ *   <stage>/inputs.txt             what shapes the stage's results (run_inputs.c)
  *   <stage>/checkpoints/step-N/    open_clip weights + config + train_state.safetensors
+ *                                  + manifest.txt (the newest keep_checkpoints)
  *   <stage>/final/                 open_clip_model.safetensors + open_clip_config.json
  *   <stage>/metrics.jsonl, <stage>/events.out.tfevents.*
  *   <stage>/summary.json           written last: the stage is done
