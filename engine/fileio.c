@@ -135,12 +135,14 @@ tc_status tc_write_file_atomic(const char *path, const void *data, size_t len) {
 tc_status tc_read_file_bounded(const char *path, size_t max_bytes, char **data, size_t *len) {
     *data = NULL;
     if (len) *len = 0;
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    /* O_NONBLOCK: a FIFO is refused below instead of waiting for a writer */
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
     if (fd < 0) return tc_fail(TC_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
     struct stat st;
     if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
         close(fd);
-        return tc_fail(TC_ERR_IO, "%s: not a regular file", path);
+        const char *why = tc_path_not_regular(path);
+        return tc_fail(TC_ERR_IO, "%s: %s", path, why ? why : "not a regular file");
     }
     if ((uint64_t)st.st_size > (uint64_t)max_bytes) {
         close(fd);

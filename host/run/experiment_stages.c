@@ -358,6 +358,16 @@ static void name_fn(tc_yaml *y, struct fy_node *v, const char *path, void *obj) 
                            s);
             return;
         }
+    /* the run folder's own entries */
+    static const char *const reserved[] = {"plots",          "replaced",  "run.lock",
+                                           "changes.log",    "report.md", "report.json",
+                                           "experiment.yaml"};
+    for (size_t k = 0; k < sizeof reserved / sizeof *reserved; k++)
+        if (!strcmp(s, reserved[k])) {
+            tc_yaml_report(y, v, path,
+                           "'%s' is a name the run folder uses for itself; choose another", s);
+            return;
+        }
     if (!strcmp(s, ".") || !strcmp(s, "..") ||
         (s[0] >= '0' && s[0] <= '9' && strspn(s, "0123456789") == strlen(s))) {
         tc_yaml_report(

@@ -319,10 +319,12 @@ tc_status run_folder_prepare(run_ctx *c) {
     char *changes = NULL;
     if (s == TC_OK && d.free.len && tc_sbuf_finish(&d.free, &changes) == TC_OK)
         s = record_changes(c, changes);
-    /* the records of the stages begun before now hold the new free values */
+    /* the records of the stages begun before now hold the new free values
+     * (and a stage of an older run folder, without one, gets it) */
     for (int i = 0; i < n && s == TC_OK; i++) {
-        inputs_path(c, i, path);
-        if (tc_path_is_file(path)) s = stage_inputs_write(&c->inputs[i], e->stages[i].name, path);
+        char dir[PATH_CAP];
+        stage_path(c, i, NULL, dir);
+        if (tc_path_is_dir(dir)) s = write_stage_inputs(c, i);
     }
     free(changes);
     free(why);

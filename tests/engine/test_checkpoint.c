@@ -421,6 +421,13 @@ static void test_empty_name_and_fifo(void **state) {
     snprintf(p, sizeof p, "%s/open_clip_model.safetensors", dir);
     assert_int_equal(mkfifo(p, 0600), 0);
     expect_load_error(dir, &cfg, "open_clip_model.safetensors: is not a regular file (a FIFO)");
+    /* a FIFO given as a model config: refused at once, not waited on */
+    path_in("fifo.json", p, sizeof p);
+    assert_int_equal(mkfifo(p, 0600), 0);
+    tc_model_config fc;
+    assert_int_not_equal(tc_model_config_load(&fc, p), TC_OK);
+    if (!strstr(tc_last_error(), "fifo.json: is not a regular file (a FIFO)"))
+        fail_msg("%s", tc_last_error());
 
     /* a good file passes the check and gives the config the load gives */
     path_in("good.safetensors", p, sizeof p);

@@ -300,23 +300,32 @@ static void test_limits_and_documents(void **state) {
          "must be in [1, 1000000000], got 18446744073709551616"},
         {STAGE1("    steps: 9223372036854775807\n"), 6, 12, "stages.0.steps",
          "must be in [1, 1000000000], got 9223372036854775807"},
-        {STAGE1("    steps: -99999999999999999999\n"), 6, 12, "stages.0.steps", "must be in [1, 1000000000]"},
-        {STAGE1("    steps: 1e30\n"), 6, 12, "stages.0.steps", "must be in [1, 1000000000], got 1e30"},
-        {STAGE1("    steps: 10\n    log_every: 18446744073709551617\n"), 7, 16, "stages.0.log_every",
+        {STAGE1("    steps: -99999999999999999999\n"), 6, 12, "stages.0.steps",
          "must be in [1, 1000000000]"},
-        {STAGE1("    steps: 10\n    schedule: {warmup: 5000000000}\n"), 7, 24, "stages.0.schedule.warmup",
-         "must be in [0, 1000000000]"},
-        {STAGE1("    steps: 10\n    optimizer: {lr: 1e999}\n"), 7, 21, "stages.0.optimizer.lr", "must be in (0, 10]"},
-        {"data: {train: {source: fmnist, num_samples: 99999999999999}}\nstages:\n  - {name: a, kind: train_scratch_clip, model: m.json, steps: 1}\n",
+        {STAGE1("    steps: 1e30\n"), 6, 12, "stages.0.steps",
+         "must be in [1, 1000000000], got 1e30"},
+        {STAGE1("    steps: 10\n    log_every: 18446744073709551617\n"), 7, 16,
+         "stages.0.log_every", "must be in [1, 1000000000]"},
+        {STAGE1("    steps: 10\n    schedule: {warmup: 5000000000}\n"), 7, 24,
+         "stages.0.schedule.warmup", "must be in [0, 1000000000]"},
+        {STAGE1("    steps: 10\n    optimizer: {lr: 1e999}\n"), 7, 21, "stages.0.optimizer.lr",
+         "must be in (0, 10]"},
+        {"data: {train: {source: fmnist, num_samples: 99999999999999}}\nstages:\n  - {name: a, "
+         "kind: train_scratch_clip, model: m.json, steps: 1}\n",
          1, 45, "data.train.num_samples", "must be in [1, 1000000000000]"},
-        {"data: {train: {source: fmnist, num_samples: 1000000000000, batch: 1}}\nstages:\n  - {name: a, kind: train_scratch_clip, model: m.json, epochs: 5}\n",
+        {"data: {train: {source: fmnist, num_samples: 1000000000000, batch: 1}}\nstages:\n  - "
+         "{name: a, kind: train_scratch_clip, model: m.json, epochs: 5}\n",
          3, 5, "stages.0", "at most 1000000000"},
         /* a second document would be silently ignored */
         {STAGE1("    steps: 10\n---\nstages: []\n"), 7, 1, "", "a second YAML document"},
         {STAGE1("    steps: 10\n...\n---\n"), 8, 1, "", "a second YAML document"},
+        /* a stage named like an entry of the run folder */
+        {"data: {train: {source: fmnist}}\nstages:\n  - {name: plots, kind: train_scratch_clip, "
+         "model: m.json, steps: 1}\n",
+         3, 12, "stages.0.name", "a name the run folder uses for itself"},
         /* bf16 on the cpu backend, at its key's value */
-        {"precision: bf16\n" STAGE1("    steps: 10\n    schedule: {warmup: 1}\n"), 1, 12, "precision",
-         "bf16 needs backend: cuda"},
+        {"precision: bf16\n" STAGE1("    steps: 10\n    schedule: {warmup: 1}\n"), 1, 12,
+         "precision", "bf16 needs backend: cuda"},
     };
 #undef STAGE1
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
