@@ -159,6 +159,13 @@ int tc_run_capture(const char *cmd, char **output) {
 
 /* ---- a tiny CLIP for trainer tests ---- */
 
+const char *const tc_test_tiny_model_json =
+    "{\"embed_dim\": 32, \"quick_gelu\": false,\n"
+    " \"vision_cfg\": {\"image_size\": 28, \"patch_size\": 7, \"layers\": 2, \"width\": 64, "
+    "\"head_width\": 64},\n"
+    " \"text_cfg\": {\"context_length\": 16, \"vocab_size\": 49408, \"width\": 64, \"heads\": 1, "
+    "\"layers\": 2}}\n";
+
 void tc_test_tiny_clip(tc_model_config *c, const char *name, int width, int embed) {
     memset(c, 0, sizeof *c);
     snprintf(c->name, sizeof c->name, "%s", name);
@@ -214,4 +221,33 @@ const char *tc_test_backend_missing_op(const tc_backend *be) {
 __attribute__((constructor)) static void tc_test_filter_from_env(void) {
     const char *f = getenv("TC_TEST_FILTER");
     if (f && f[0]) cmocka_set_test_filter(f);
+}
+
+/* ---- runs of tinyclip train ---- */
+
+char *tc_test_run_dir(const char *tag, const char *yaml) {
+    char *dir = tc_make_tempdir(tag);
+    if (!dir) return NULL;
+    char path[1024];
+    snprintf(path, sizeof path, "%s/tiny.json", dir);
+    int bad = tc_write_file(path, tc_test_tiny_model_json, strlen(tc_test_tiny_model_json));
+    snprintf(path, sizeof path, "%s/exp.yaml", dir);
+    bad |= tc_write_file(path, yaml, strlen(yaml));
+    if (bad) {
+        tc_rmtree(dir);
+        free(dir);
+        return NULL;
+    }
+    return dir;
+}
+
+int tc_test_train(const char *dir, const char *run, const char *extra, const char *fault,
+                  char **output) {
+    size_t cap = 2 * strlen(dir) + strlen(run) + (extra ? strlen(extra) : 0) + 64;
+    char *args = malloc(cap);
+    snprintf(args, cap, "train %s/exp.yaml --out %s/%s --plain %s", dir, dir, run,
+             extra ? extra : "");
+    int rc = fault ? tc_run_cli_fault(fault, args, output) : tc_run_cli(args, output);
+    free(args);
+    return rc;
 }

@@ -62,8 +62,19 @@ int tc_run_capture(const char *cmd, char **output);
 const char *tc_test_backend_missing_op(const tc_backend *be);
 
 void tc_test_tiny_clip(tc_model_config *c, const char *name, int width, int embed);
+/* the open_clip JSON of a tiny CLIP on Fashion-MNIST's 28x28 images (patch 7,
+ * 2 layers of width 64 per tower, context 16), for runs of tinyclip train */
+extern const char *const tc_test_tiny_model_json;
 /* N random images (scale 1.5) and token rows ending in an EOT (the
  * vocabulary's last id), a function of step alone: the same on every rank */
 void tc_test_clip_batch(float *images, int32_t *ids, int N, const tc_model_config *c, int step);
+
+/* a fresh temporary folder holding tiny.json (tc_test_tiny_model_json) and
+ * exp.yaml (yaml), for runs of tinyclip train; removed with tc_rmtree */
+char *tc_test_run_dir(const char *tag, const char *yaml);
+/* tinyclip train DIR/exp.yaml --out DIR/RUN --plain EXTRA (EXTRA may be
+ * NULL), on tinyclip_faults with TINYCLIP_FAULT=fault when fault is not NULL */
+int tc_test_train(const char *dir, const char *run, const char *extra, const char *fault,
+                  char **output);
 
 #endif

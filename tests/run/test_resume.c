@@ -10,11 +10,6 @@
 
 #include "testutil.h"
 
-static const char *model_json =
-    "{\"embed_dim\": 32, \"quick_gelu\": false,\n"
-    " \"vision_cfg\": {\"image_size\": 28, \"patch_size\": 7, \"layers\": 2, \"width\": 64, \"head_width\": 64},\n"
-    " \"text_cfg\": {\"context_length\": 16, \"vocab_size\": 49408, \"width\": 64, \"heads\": 1, \"layers\": 2}}\n";
-
 /* teacher from scratch, an auto stage with its mask phase, a manual stage */
 static const char *experiment_yaml =
     "name: resume\n"
@@ -53,21 +48,14 @@ static const char *experiment_yaml =
     "    log_every: 1\n";
 
 static char *setup_dir(const char *tag) {
-    char *dir = tc_make_tempdir(tag);
+    char *dir = tc_test_run_dir(tag, experiment_yaml);
     assert_non_null(dir);
-    char path[1024];
-    snprintf(path, sizeof path, "%s/tiny.json", dir);
-    assert_int_equal(tc_write_file(path, model_json, strlen(model_json)), 0);
-    snprintf(path, sizeof path, "%s/exp.yaml", dir);
-    assert_int_equal(tc_write_file(path, experiment_yaml, strlen(experiment_yaml)), 0);
     return dir;
 }
 
 /* fault: run tinyclip_faults with TINYCLIP_FAULT=fault; NULL: the released tinyclip */
 static int train(const char *dir, const char *run, const char *fault, char **out) {
-    char args[2048];
-    snprintf(args, sizeof args, "train %s/exp.yaml --out %s/%s --plain", dir, dir, run);
-    return fault ? tc_run_cli_fault(fault, args, out) : tc_run_cli(args, out);
+    return tc_test_train(dir, run, NULL, fault, out);
 }
 
 static void assert_same_final(const char *dir, const char *a, const char *b, const char *stage) {
