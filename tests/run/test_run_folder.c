@@ -25,7 +25,7 @@
 #include "run_lock.h"
 #include "testutil.h"
 
-/* a scratch teacher (6 steps, a checkpoint every 1) and a student distilled from it */
+/* a scratch teacher (6 steps, a checkpoint every 2) and a student distilled from it */
 static const char *experiment_yaml = "name: folder\n"
                                      "seed: 5\n"
                                      "threads: 1\n"
@@ -38,7 +38,7 @@ static const char *experiment_yaml = "name: folder\n"
                                      "    model: tiny.json\n"
                                      "    steps: 6\n"
                                      "    schedule: {warmup: 2}\n"
-                                     "    checkpoint_every: 1\n"
+                                     "    checkpoint_every: 2\n"
                                      "    log_every: 1\n"
                                      "  - name: student\n"
                                      "    kind: distill\n"
@@ -312,7 +312,7 @@ static void test_free_changes_recorded(void **state) {
     char *log = file_in(dir, "killed/changes.log", NULL);
     assert_non_null(log);
     expect_in(log, "stages.teacher.log_every: 1 -> 2");
-    expect_in(log, "stages.teacher.checkpoint_every: 1 -> 3");
+    expect_in(log, "stages.teacher.checkpoint_every: 2 -> 3");
     expect_in(log, "data.train.workers: 1 -> 2");
     free(log);
     char *yaml = file_in(dir, "killed/experiment.yaml", NULL);
@@ -341,11 +341,11 @@ static void damaged_newest(const char *how) {
     char *dir = setup_dir("damaged");
     char *out = NULL;
     train_ok(dir, "straight", NULL);
-    /* killed after step 5, before its checkpoint: steps 3 and 4 kept (the default K) */
+    /* killed after step 5: the checkpoints of steps 2 and 4 */
     train_killed(dir, "killed", "kill_at_step:5@teacher");
     assert_int_equal(count_checkpoints(dir, "killed"), 2);
     assert_true(exists_in(dir, "killed/teacher/checkpoints/step-0000000004/manifest.txt"));
-    assert_true(exists_in(dir, "killed/teacher/checkpoints/step-0000000003/manifest.txt"));
+    assert_true(exists_in(dir, "killed/teacher/checkpoints/step-0000000002/manifest.txt"));
     char path[1024];
     if (!strcmp(how, "truncate")) {
         snprintf(path, sizeof path,
@@ -369,7 +369,7 @@ static void damaged_newest(const char *how) {
                        ? "train_state.safetensors: 4000 bytes, the manifest says"
                        : "open_clip_model.safetensors: checksum ");
     expect_in(out, "falling back to");
-    expect_in(out, "step-0000000003, the newest intact checkpoint");
+    expect_in(out, "step-0000000002, the newest intact checkpoint");
     free(out);
     assert_true(exists_in(dir, "killed/teacher/checkpoints/step-0000000004.damaged"));
     assert_same_final(dir, "straight", "killed", "teacher");
@@ -388,16 +388,17 @@ static void test_bit_flip_in_weights(void **state) {
 static void test_keep_and_none_intact(void **state) {
     char *dir = setup_dir("keep");
     char *out = NULL, path[1024];
-    train_killed(dir, "three", "kill_at_step:5@teacher"); /* checkpoints 3 and 4 */
-    snprintf(path, sizeof path, "--set stages.teacher.keep_checkpoints=3");
-    /* K set in the experiment: 3 kept (a change recorded, no effect on results) */
+    train_killed(dir, "three", "kill_at_step:5@teacher"); /* checkpoints 2 and 4 */
+    snprintf(path, sizeof path,
+             "--set stages.teacher.keep_checkpoints=3 --set stages.teacher.checkpoint_every=1");
+    /* K set in the experiment: 3 kept of the checkpoints of steps 1 to 4 */
     char args[2048];
     snprintf(args, sizeof args, "train %s/exp.yaml --out %s/k3 --plain %s", dir, dir, path);
     assert_int_not_equal(tc_run_cli_fault("kill_at_step:5@teacher", args, &out), 0);
     free(out);
     assert_int_equal(count_checkpoints(dir, "k3"), 3);
     /* every checkpoint damaged: no silent restart from step 0 */
-    for (int s = 3; s <= 4; s++) {
+    for (int s = 2; s <= 4; s += 2) {
         snprintf(path, sizeof path,
                  "%s/three/teacher/checkpoints/step-%010d/train_state.safetensors", dir, s);
         assert_int_equal(truncate(path, 100), 0);
