@@ -97,13 +97,22 @@ static const char *skey(char *buf, size_t cap, const tc_exp_stage *st, const cha
     return buf;
 }
 
-/* the canonical path when it exists (the same file from any working directory) */
+/* the canonical path (the same file from any working directory); for a
+ * name that is not a file (a shard pattern "dir/{000..099}.tar") its folder's */
 static void canon_path(const char *p, char *out, size_t cap) {
-    char real[PATH_MAX];
-    if (p && realpath(p, real))
+    char real[PATH_MAX], dir[PATH_MAX];
+    const char *slash = p ? strrchr(p, '/') : NULL;
+    if (p && realpath(p, real)) {
         snprintf(out, cap, "%s", real);
-    else
+    } else if (slash && slash > p && (size_t)(slash - p) < sizeof dir) {
+        snprintf(dir, sizeof dir, "%.*s", (int)(slash - p), p);
+        if (realpath(dir, real))
+            snprintf(out, cap, "%s%s", real, slash);
+        else
+            snprintf(out, cap, "%s", p);
+    } else {
         snprintf(out, cap, "%s", p ? p : "(default)");
+    }
 }
 
 /* a model config by its name and content */
