@@ -14,6 +14,7 @@
 #include "backend_select.h"
 #include "checkpoint.h"
 #include "cli.h"
+#include "data_file.h"
 #include "fileio.h"
 #include "image_decode.h"
 #include "image_transform.h"
@@ -27,6 +28,7 @@ typedef struct {
     const char *model, *config, *out, *pixels, *tokens, *backend;
     const char **texts, **images;
     int n_texts, n_images, threads;
+    long long max_pixels;
 } embed_args;
 
 static void usage(FILE *f) {
@@ -35,6 +37,8 @@ static void usage(FILE *f) {
                "  MODEL           checkpoint: .safetensors file or open_clip / Hugging Face directory\n"
                "  --model CONFIG  model config JSON when the checkpoint carries none\n"
                "  --images FILE.. JPEG/PNG files, eval preprocessing of the model\n"
+               "  --max-pixels N  refuse an image of more than N pixels, read from its header\n"
+               "                  before decoding (default 89478485, Pillow's limit)\n"
                "  --pixels FILE   safetensors with one F32 tensor (N,3,S,S), already preprocessed\n"
                "  --texts TEXT..  captions, tokenized with the CLIP tokenizer\n"
                "  --tokens FILE   safetensors with one integer tensor (M,context), or a text file of ids\n"
@@ -84,6 +88,14 @@ static int parse(int argc, char **argv, embed_args *a) {
         else if (strcmp(o, "--tokens") == 0) a->tokens = v;
         else if (strcmp(o, "--backend") == 0) a->backend = v;
         else if (strcmp(o, "--threads") == 0) a->threads = atoi(v);
+        else if (strcmp(o, "--max-pixels") == 0) {
+            char *end = NULL;
+            a->max_pixels = strtoll(v, &end, 10);
+            if (!end || *end || a->max_pixels <= 0) {
+                fprintf(stderr, "tinyclip embed: --max-pixels takes a positive integer, got '%s'\n", v);
+                return 2;
+            }
+        }
         else {
             fprintf(stderr, "tinyclip embed: unknown option %s\n", o);
             usage(stderr);
@@ -135,14 +147,18 @@ static tc_status load_images(const embed_args *a, const tc_model_config *c, floa
         return tc_fail(TC_ERR_OOM, "embed: out of memory for %d images", a->n_images);
     tc_image_decoder *dec;
     TC_TRY(tc_image_decoder_create(&dec));
+    if (a->max_pixels > 0) tc_image_decoder_set_max_pixels(dec, a->max_pixels);
     tc_transform_cfg tcfg = tc_transform_default(S, 0);
     tc_status s = TC_OK;
     for (int i = 0; i < a->n_images && s == TC_OK; i++) {
-        char *data = NULL;
+        uint8_t *data = NULL;
         size_t len = 0;
         tc_image img = {0};
-        s = tc_read_file_bounded(a->images[i], (size_t)1 << 30, &data, &len);
-        if (s == TC_OK) s = tc_image_decode(dec, (const uint8_t *)data, len, a->images[i], 0, &img); /* full decode: open_clip parity */
+        char why[160];
+        /* only regular files: a FIFO or a directory is named, never waited on */
+        if (tc_data_read_file(a->images[i], (size_t)1 << 30, &data, &len, why, sizeof why) != 0)
+            s = tc_fail(TC_ERR_IO, "%s: %s", a->images[i], why);
+        if (s == TC_OK) s = tc_image_decode(dec, data, len, a->images[i], 0, &img); /* full decode: open_clip parity */
         if (s == TC_OK) s = tc_transform_apply(&tcfg, &img, NULL, NULL, *out + per * i, NULL);
         tc_image_free(&img);
         free(data);

@@ -9,7 +9,7 @@
  * override). unknown keys, wrong types, out-of-range values, unknown or
  * later stage parents and teacher references are all errors. on success
  * every field holds a value: either the file's or the original TinyCLIP /
- * open_clip default (docs/experiments.md).
+ * open_clip default (docs/experiments.md and docs/method.md §5).
  *
  * schema (defaults in brackets; "!" = required):
  *
@@ -135,6 +135,14 @@ typedef struct {
     int batch;
     char *csv_img_key, *csv_caption_key;
     char csv_separator;
+    int resampled;            /* wds: shards drawn with replacement per rank (--dataset-resampled) */
+    int shuffle_buffer;       /* wds: samples in the shuffle buffer (1000) */
+    double *upsampling;       /* one factor per "::" source (resampled only), or NULL */
+    int n_upsampling;
+    int64_t max_image_pixels; /* larger images are skipped (0: Pillow's 89478485) */
+    int pipe_retries;         /* pipe:/http(s) shards: runs again of a failed command (3) */
+    double pipe_backoff;      /* seconds before the first retry, doubled after each (1) */
+    double pipe_timeout;      /* seconds without data before a command is killed (300) */
 } tc_exp_train_data;
 
 typedef struct {

@@ -3,10 +3,10 @@
  *
  * the parse runs in three passes over one context: the table layer
  * (yaml_table.h) walks the document through the field tables of the schema
- * (top level, data, eval, teacher in experiment_schema.c; stages in
- * experiment_stages.c), names that refer to other stages are kept as text,
- * then tc_exp_check_document resolves them and fills the defaults that
- * depend on other fields. */
+ * (top level, data, eval, teacher in experiment_schema.c; data.train in
+ * experiment_data.c; stages in experiment_stages.c), names that refer to other stages are kept as
+ * text, then tc_exp_check_document resolves them and fills the defaults that depend on other
+ * fields. */
 #ifndef TC_EXPERIMENT_INTERNAL_H
 #define TC_EXPERIMENT_INTERNAL_H
 
@@ -40,6 +40,10 @@ static inline tc_exp_ctx *tc_exp_ctx_of(tc_yaml *y) {
 /* the table of the top level (experiment_schema.c) */
 extern const tc_yaml_field *const tc_exp_top_fields;
 extern const int tc_exp_n_top_fields;
+
+/* data.train (experiment_data.c); the source names, by tc_exp_data_source */
+void tc_exp_train_fn(tc_yaml *y, struct fy_node *v, const char *path, void *obj);
+extern const char *const tc_exp_source_names[];
 
 /* stages: the list (experiment_stages.c) */
 void tc_exp_stages_fn(tc_yaml *y, struct fy_node *v, const char *path, void *obj);

@@ -2,6 +2,7 @@
  * of the parent, or manual inheritance; automatic inheritance is in
  * run_masks.c), the student and its trainer, the frozen teacher, the data
  * loader of the stage. */
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -194,6 +195,14 @@ tc_status open_loader(stage_run *r, const tc_loader_cursor *resume) {
         lc.source.csv_caption_key = e->train.csv_caption_key;
     }
     if (e->train.num_samples > 0) lc.source.num_samples = e->train.num_samples;
+    lc.resampled = e->train.resampled;
+    lc.shuffle_buffer = e->train.shuffle_buffer;
+    lc.source.upsampling = e->train.upsampling;
+    lc.source.num_upsampling = e->train.n_upsampling;
+    lc.max_image_pixels = e->train.max_image_pixels;
+    lc.source.stream.retries = e->train.pipe_retries;
+    lc.source.stream.backoff_ms = (int)(e->train.pipe_backoff * 1000.0);
+    lc.source.stream.timeout_s = (int)ceil(e->train.pipe_timeout);
     lc.batch_size = r->batch;
     lc.rank = r->c->rank;
     lc.world_size = r->c->world;
@@ -206,4 +215,25 @@ tc_status open_loader(stage_run *r, const tc_loader_cursor *resume) {
     lc.quiet = 0;
     lc.log = r->c->log;
     return tc_loader_create(&lc, resume, &r->loader);
+}
+
+int source_counts(stage_run *r, const char **keys, double *vals) {
+    static const char *const names[16] = {
+        "samples_source0",  "samples_source1",  "samples_source2",  "samples_source3",
+        "samples_source4",  "samples_source5",  "samples_source6",  "samples_source7",
+        "samples_source8",  "samples_source9",  "samples_source10", "samples_source11",
+        "samples_source12", "samples_source13", "samples_source14", "samples_source15"};
+    int64_t now[16] = {0};
+    int n = tc_loader_part_counts(r->loader, now, 16);
+    if (n < 2) return 0;
+    if (n > 16) n = 16;
+    for (int k = 0; k < n; k++) {
+        keys[k] = names[k];
+        vals[k] = (double)(now[k] - r->source_logged[k]);
+        r->source_logged[k] = now[k];
+    }
+    if (r->c->world > 1 &&
+        r->c->comm->host_all_reduce_f64(r->c->comm, vals, (size_t)n, TC_REDUCE_SUM) != TC_OK)
+        return 0; /* the next collective reports the lost rank */
+    return n;
 }

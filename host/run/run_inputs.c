@@ -136,19 +136,51 @@ static void external_text(const tc_exp_external *x, char *out, size_t cap) {
     snprintf(out, cap, "checkpoint %.700s (%lld bytes), model %s", ck, size, model);
 }
 
+/* a data spec: each "::" part canonical, pipe: commands and URLs as given */
+static void canon_spec(const char *spec, char *out, size_t cap) {
+    if (!spec) {
+        snprintf(out, cap, "(default)");
+        return;
+    }
+    size_t used = 0;
+    out[0] = 0;
+    for (const char *p = spec; p && used < cap;) {
+        const char *sep = strstr(p, "::");
+        size_t n = sep ? (size_t)(sep - p) : strlen(p);
+        char part[PATH_MAX], canon[PATH_MAX + 8];
+        snprintf(part, sizeof part, "%.*s", (int)(n < sizeof part ? n : sizeof part - 1), p);
+        if (!strncmp(part, "pipe:", 5) || strstr(part, "://"))
+            snprintf(canon, sizeof canon, "%s", part);
+        else
+            canon_path(part, canon, sizeof canon);
+        used += (size_t)snprintf(out + used, cap - used, "%s%s", canon, sep ? "::" : "");
+        p = sep ? sep + 2 : NULL;
+    }
+}
+
 static void add_data(stage_inputs *in, const tc_experiment *e) {
-    char p[PATH_MAX + 8];
+    char p[3 * PATH_MAX];
+    const tc_exp_train_data *t = &e->train;
     add(in, 1, "seed", "%lld", (long long)e->seed);
     add(in, 1, "backend", "%s", e->backend == TC_EXP_BACKEND_CUDA ? "cuda" : "cpu");
     add(in, 1, "precision", "%s", e->precision == TC_EXP_PREC_BF16 ? "bf16" : "fp32");
-    add(in, 1, "data.train.source", "%s", tc_exp_data_source_name(e->train.source));
-    canon_path(e->train.path, p, sizeof p);
-    add(in, 1, "data.train.path", "%s", p);
-    add(in, 1, "data.train.num_samples", "%lld", (long long)e->train.num_samples);
-    if (e->train.source == TC_EXP_DATA_CSV) {
-        add(in, 1, "data.train.csv_img_key", "%s", e->train.csv_img_key);
-        add(in, 1, "data.train.csv_caption_key", "%s", e->train.csv_caption_key);
-        add(in, 1, "data.train.csv_separator", "%d", e->train.csv_separator);
+    add(in, 1, "data.train.source", "%s", tc_exp_data_source_name(t->source));
+    canon_spec(t->path, p, sizeof p);
+    add_text(in, 1, "data.train.path", p);
+    add(in, 1, "data.train.num_samples", "%lld", (long long)t->num_samples);
+    /* the order of the samples and which are used */
+    add(in, 1, "data.train.resampled", "%d", t->resampled);
+    add(in, 1, "data.train.shuffle_buffer", "%d", t->shuffle_buffer);
+    size_t n = 0;
+    p[0] = 0;
+    for (int k = 0; k < t->n_upsampling && n < 1000; k++)
+        n += (size_t)snprintf(p + n, sizeof p - n, "%s%.17g", k ? "::" : "", t->upsampling[k]);
+    add_text(in, 1, "data.train.upsampling_factors", n ? p : "none");
+    add(in, 1, "data.train.max_image_pixels", "%lld", (long long)t->max_image_pixels);
+    if (t->source == TC_EXP_DATA_CSV) {
+        add(in, 1, "data.train.csv_img_key", "%s", t->csv_img_key);
+        add(in, 1, "data.train.csv_caption_key", "%s", t->csv_caption_key);
+        add(in, 1, "data.train.csv_separator", "%d", t->csv_separator);
     }
 }
 
@@ -262,6 +294,10 @@ static void add_free(stage_inputs *in, const tc_experiment *e, const tc_exp_stag
     char k[200], p[PATH_MAX + 8];
     add(in, 0, "threads", "%d", e->threads);
     add(in, 0, "data.train.workers", "%d", e->train.workers);
+    /* how pipe:/http(s) shards are retried: a shard read to its end is the same */
+    add(in, 0, "data.train.pipe_retries", "%d", e->train.pipe_retries);
+    add(in, 0, "data.train.pipe_backoff", "%.17g", e->train.pipe_backoff);
+    add(in, 0, "data.train.pipe_timeout", "%.17g", e->train.pipe_timeout);
     add(in, 0, "distributed.zero1", "%d", e->zero1);
     add(in, 0, "distributed.bucket_mb", "%.17g", e->bucket_mb);
     const tc_exp_zeroshot *z = &e->zero_shot;

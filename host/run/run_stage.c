@@ -82,12 +82,14 @@ static void log_memory(stage_run *r) {
 static tc_status stage_open(stage_run *r, const char *dir) {
     run_ctx *c = r->c;
     const tc_exp_stage *st = r->st;
-    tc_status s = build_student(r);
-    if (s == TC_OK) s = make_teacher(r);
     char ckpt[CKPT_CAP] = "";
-    if (s == TC_OK && c->rank == 0) s = latest_checkpoint(c, r->i, ckpt);
-    /* every rank resumes from the checkpoint rank 0 found */
+    tc_status s = c->rank == 0 ? latest_checkpoint(c, r->i, ckpt) : TC_OK;
+    /* every rank resumes from the checkpoint rank 0 found, with its global
+     * batch (known before the models are made for their batch) */
     if (s == TC_OK && c->world > 1) s = c->comm->host_broadcast(c->comm, ckpt, sizeof ckpt, 0);
+    if (s == TC_OK && ckpt[0]) s = keep_global_batch(r, ckpt);
+    if (s == TC_OK) s = build_student(r);
+    if (s == TC_OK) s = make_teacher(r);
     if (s == TC_OK && ckpt[0]) {
         s = resume_from(r, ckpt);
         if (s == TC_OK) logf_run(c, "stage %s: resumed from %s", st->name, ckpt);
@@ -154,9 +156,12 @@ static tc_status log_step(stage_run *r, step_loop *L, const tc_step_result *sr, 
     if (read && (r->meta.step % st->log_every == 0 || r->meta.step == st->steps)) {
         /* the share of the stage's wall time spent waiting for batches */
         double waited = L->data_wait / (wall_seconds() - L->t_start);
-        const char *keys[] = {"loss", "lr", "grad_norm", "images_per_s", "data_wait", "lagrangian"};
-        double vals[] = {sr->loss, sr->lr, sr->grad_norm, L->last_ips, waited, lag};
-        s = metrics_write(r->metrics, r->meta.step, NULL, r->masked ? 6 : 5, keys, vals);
+        const char *keys[22] = {"loss",         "lr",        "grad_norm",
+                                "images_per_s", "data_wait", "lagrangian"};
+        double vals[22] = {sr->loss, sr->lr, sr->grad_norm, L->last_ips, waited, lag};
+        int nk = r->masked ? 6 : 5;
+        nk += source_counts(r, keys + nk, vals + nk);
+        s = metrics_write(r->metrics, r->meta.step, NULL, nk, keys, vals);
         if (s == TC_OK && r->tb) {
             tc_tb_scalar(r->tb, "train/loss", r->meta.step, sr->loss);
             tc_tb_scalar(r->tb, "train/lr", r->meta.step, sr->lr);

@@ -103,6 +103,7 @@ typedef struct {
     long long nonfinite; /* consecutive skipped steps */
     int masked;          /* still in the mask phase */
     tc_loader_cursor cursor;
+    long long global_batch; /* processes x batch of the run that saved it */
 } state_meta;
 
 /* one stage while it runs */
@@ -124,6 +125,7 @@ typedef struct {
     /* the trainer counts skipped steps on the device from its creation:
      * steps since then, and the consecutive skips carried in from before */
     long long trainer_steps, nonfinite_base;
+    int64_t source_logged[16]; /* samples per "::" data source at the last metrics line */
 } stage_run;
 
 /* ---- scheduler.c ---- */
@@ -149,6 +151,10 @@ tc_status build_student(stage_run *r);
 tc_status make_student(stage_run *r, const tc_model_config *cfg, const float *params, int masked);
 tc_status make_teacher(stage_run *r);
 tc_status open_loader(stage_run *r, const tc_loader_cursor *resume);
+/* samples_sourceN (samples of each "::" data source since the last metrics
+ * line, all processes) appended to keys/vals, 0 with one source; every rank
+ * calls it (a collective) */
+int source_counts(stage_run *r, const char **keys, double *vals);
 
 /* ---- run_masks.c ---- */
 /* automatic inheritance: the parent at the full shape, with masks */
@@ -172,6 +178,9 @@ tc_status latest_checkpoint(run_ctx *c, int i, char *out);
 tc_status publish_checkpoint(run_ctx *c, int i, const char *tmp, const char *name);
 /* restores weights, moments, masks and counters from a checkpoint folder */
 tc_status resume_from(stage_run *r, const char *ckpt);
+/* a checkpoint of another number of processes: r->batch and r->micro that
+ * keep its global batch (before the models are made) */
+tc_status keep_global_batch(stage_run *r, const char *ckpt);
 /* a checkpoint of the stage as it is now (rank 0 writes it) */
 tc_status checkpoint_stage(stage_run *r);
 

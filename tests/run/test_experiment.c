@@ -401,6 +401,93 @@ static void test_overrides(void **state) {
     }
 }
 
+/* some error names key_path and contains `text`, wherever it is */
+static void expect_error_at_key(const tc_exp_errors *errs, const char *key_path, const char *text) {
+    for (int i = 0; i < errs->count; i++)
+        if (!strcmp(errs->items[i].key_path, key_path) && strstr(errs->items[i].text, text)) return;
+    for (int i = 0; i < errs->count; i++) print_message("  got: %s\n", errs->items[i].text);
+    fail_msg("no error for '%s' containing '%s'", key_path, text);
+}
+
+/* data.train's options for shards from commands and URLs, resampled
+ * reading, upsampling, the pixel limit; a webdataset path resolved part by
+ * part */
+static void test_data_options(void **state) {
+    const char *stages = "stages:\n  - {name: s, kind: train_scratch_clip, model: m.json, steps: 5000}\n";
+    char y[2048];
+    snprintf(y, sizeof y,
+             "data:\n"
+             "  train:\n"
+             "    source: wds\n"
+             "    path: \"a/{0..3}.tar::pipe:aws s3 cp s3://b/{00..09}.tar -::https://h/{0..1}.tar?x=1"
+             "::/abs/{0..1}.tar\"\n"
+             "    num_samples: 1000\n"
+             "    resampled: true\n"
+             "    shuffle_buffer: 500\n"
+             "    upsampling_factors: \"1::2::0.5::4\"\n"
+             "    max_image_pixels: 1000000\n"
+             "    pipe_retries: 5\n"
+             "    pipe_backoff: 0.5\n"
+             "    pipe_timeout: 60\n%s",
+             stages);
+    tc_experiment *e = NULL;
+    tc_exp_errors errs;
+    if (tc_experiment_parse(y, strlen(y), "t.yaml", "/data/exp", NULL, 0, &e, &errs) != TC_OK)
+        fail_msg("%s", tc_last_error());
+    assert_string_equal(e->train.path, "/data/exp/a/{0..3}.tar::pipe:aws s3 cp s3://b/{00..09}.tar "
+                                       "-::https://h/{0..1}.tar?x=1::/abs/{0..1}.tar");
+    assert_int_equal(e->train.resampled, 1);
+    assert_int_equal(e->train.shuffle_buffer, 500);
+    assert_int_equal(e->train.n_upsampling, 4);
+    assert_float_equal(e->train.upsampling[2], 0.5, 0);
+    assert_int_equal(e->train.max_image_pixels, 1000000);
+    assert_int_equal(e->train.pipe_retries, 5);
+    assert_float_equal(e->train.pipe_backoff, 0.5, 0);
+    assert_float_equal(e->train.pipe_timeout, 60, 0);
+    tc_experiment_free(e);
+    /* defaults */
+    e = parse_ok(MINIMAL, NULL, 0);
+    assert_int_equal(e->train.resampled, 0);
+    assert_int_equal(e->train.shuffle_buffer, 1000);
+    assert_int_equal(e->train.n_upsampling, 0);
+    assert_int_equal(e->train.max_image_pixels, 0);
+    assert_int_equal(e->train.pipe_retries, 3);
+    assert_float_equal(e->train.pipe_backoff, 1, 0);
+    assert_float_equal(e->train.pipe_timeout, 300, 0);
+    tc_experiment_free(e);
+    /* the list form; refusals */
+    struct {
+        const char *train, *key, *text;
+    } cases[] = {
+        {"{source: wds, path: 'a.tar::b.tar', num_samples: 9, resampled: true, upsampling_factors: [1, 3]}",
+         NULL, NULL},
+        {"{source: wds, path: 'a.tar::b.tar', num_samples: 9, upsampling_factors: [1, 3]}",
+         "data.train.upsampling_factors", "need resampled: true"},
+        {"{source: wds, path: 'a.tar::b.tar', num_samples: 9, resampled: true, upsampling_factors: [1]}",
+         "data.train.upsampling_factors", "1 factors for 2 sources"},
+        {"{source: wds, path: a.tar, num_samples: 9, resampled: true, upsampling_factors: [-1]}",
+         "data.train.upsampling_factors", "factors in (0, 1e6]"},
+        {"{source: csv, path: a.tsv, resampled: true}", "data.train.resampled",
+         "needs webdataset shards"},
+        {"{source: wds, path: a.tar, num_samples: 9, max_image_pixels: 0}",
+         "data.train.max_image_pixels", "must be in"},
+        {"{source: wds, path: a.tar, num_samples: 9, pipe_timeout: 0}", "data.train.pipe_timeout",
+         "must be in"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        snprintf(y, sizeof y, "data:\n  train: %s\n%s", cases[i].train, stages);
+        if (!cases[i].key) {
+            e = parse_ok(y, NULL, 0);
+            assert_int_equal(e->train.n_upsampling, 2);
+            assert_float_equal(e->train.upsampling[1], 3, 0);
+            tc_experiment_free(e);
+            continue;
+        }
+        parse_bad(y, NULL, 0, &errs);
+        expect_error_at_key(&errs, cases[i].key, cases[i].text);
+    }
+}
+
 static void test_stage_plan(void **state) {
     tc_experiment *e = load_shipped("vit-b32-auto.yaml", NULL, 0);
     tc_stage_plan *p = NULL;
@@ -501,6 +588,7 @@ int main(void) {
         cmocka_unit_test(test_many_errors_one_pass), cmocka_unit_test(test_overrides),
         cmocka_unit_test(test_limits_and_documents),
         cmocka_unit_test(test_stage_plan),        cmocka_unit_test(test_memory_formula),
+        cmocka_unit_test(test_data_options),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
