@@ -13,9 +13,8 @@
 #define MAX_CONFIG_BYTES (16u << 20)
 #define CANON_MAX 160
 
-/* OpenAI CLIP normalisation constants (open_clip constants.py) */
-static const char *const MEAN_JSON = "[0.48145466, 0.4578275, 0.40821073]";
-static const char *const STD_JSON = "[0.26862954, 0.26130258, 0.27577711]";
+static const char *const MEAN_JSON = TC_CLIP_MEAN_JSON;
+static const char *const STD_JSON = TC_CLIP_STD_JSON;
 
 const char *tc_checkpoint_vocab_path(void) {
     const char *env = getenv("TINYCLIP_VOCAB");
@@ -25,13 +24,6 @@ const char *tc_checkpoint_vocab_path(void) {
 #else
     return "third_party/vocab/bpe_simple_vocab_16e6.txt.gz";
 #endif
-}
-
-static char *join(const char *dir, const char *name) {
-    size_t n = strlen(dir) + strlen(name) + 2;
-    char *p = malloc(n);
-    if (p) snprintf(p, n, "%s/%s", dir, name);
-    return p;
 }
 
 static int ends_with(const char *s, const char *suffix) {
@@ -54,7 +46,7 @@ tc_status tc_checkpoint_resolve(const char *path, char **weights_path, char **co
     };
     if (tc_path_is_dir(path)) {
         for (size_t i = 0; i < sizeof pairs / sizeof pairs[0]; i++) {
-            char *w = join(path, pairs[i][0]);
+            char *w = tc_path_join(path, pairs[i][0]);
             if (!w) return tc_fail(TC_ERR_OOM, "out of memory");
             const char *why = tc_path_not_regular(w);
             if (why && strcmp(why, "no such file or directory") != 0) {
@@ -64,7 +56,7 @@ tc_status tc_checkpoint_resolve(const char *path, char **weights_path, char **co
                 return s;
             }
             if (!why) {
-                char *c = join(path, pairs[i][1]);
+                char *c = tc_path_join(path, pairs[i][1]);
                 if (c && !tc_path_is_file(c)) {
                     free(c);
                     c = NULL;
@@ -79,7 +71,7 @@ tc_status tc_checkpoint_resolve(const char *path, char **weights_path, char **co
             "model.safetensors.index.json", "open_clip_pytorch_model.bin", "pytorch_model.bin",
             "open_clip_pytorch_model.pth",  "pytorch_model.pth",           "model.pth"};
         for (size_t i = 0; i < sizeof others / sizeof others[0]; i++) {
-            char *o = join(path, others[i]);
+            char *o = tc_path_join(path, others[i]);
             int exists = o && tc_path_is_file(o);
             free(o);
             if (exists && i == 0)
@@ -118,9 +110,9 @@ tc_status tc_checkpoint_resolve(const char *path, char **weights_path, char **co
     }
     const char *base = slash ? slash + 1 : path;
     if (starts_with(base, "open_clip"))
-        cands[1] = join(dir, "open_clip_config.json");
+        cands[1] = tc_path_join(dir, "open_clip_config.json");
     else if (strcmp(base, "model.safetensors") == 0)
-        cands[1] = join(dir, "config.json");
+        cands[1] = tc_path_join(dir, "config.json");
     free(dir);
     for (int i = 0; i < 3; i++) {
         if (cands[i] && !*config_path && tc_path_is_file(cands[i])) {
@@ -605,11 +597,7 @@ tc_status tc_checkpoint_check(const char *path, const tc_model_config *hint,
 /* ---- saving ---- */
 
 static tc_status write_string_file(const char *dir, const char *name, const char *text) {
-    char *p = join(dir, name);
-    if (!p) return tc_fail(TC_ERR_OOM, "out of memory");
-    tc_status s = tc_write_file_atomic(p, text, strlen(text));
-    free(p);
-    return s;
+    return tc_write_file_atomic_in(dir, name, text, strlen(text));
 }
 
 static void fill_write(tc_st_write_tensor *w, const char *name, const tc_param_info *p,
@@ -621,20 +609,6 @@ static void fill_write(tc_st_write_tensor *w, const char *name, const tc_param_i
     for (int d = 0; d < p->ndim; d++)
         w->shape[d] = p->shape[d];
     w->data = data;
-}
-
-static tc_status check_layout(const tc_model_config *cfg, const tc_param_layout *layout) {
-    tc_param_layout ref;
-    TC_TRY(tc_param_layout_build(&ref, cfg));
-    int same = ref.total == layout->total && ref.count == layout->count;
-    for (int i = 0; same && i < ref.count; i++)
-        same = strcmp(ref.params[i].name, layout->params[i].name) == 0 &&
-               ref.params[i].offset == layout->params[i].offset;
-    tc_param_layout_free(&ref);
-    if (!same)
-        return tc_fail(TC_ERR_ARG, "checkpoint save: the parameter layout does not match the "
-                                   "model config");
-    return TC_OK;
 }
 
 static tc_status parse_extra_metadata(const char *json, tc_json **out) {
@@ -703,13 +677,13 @@ static tc_status save_openclip_weights(const char *path, const tc_model_config *
 tc_status tc_checkpoint_save_file(const char *path, const tc_model_config *cfg,
                                   const tc_param_layout *layout, const float *params,
                                   const char *metadata_json_or_null) {
-    TC_TRY(check_layout(cfg, layout));
+    TC_TRY(tc_param_layout_check(cfg, layout, "checkpoint save"));
     return save_openclip_weights(path, cfg, layout, params, metadata_json_or_null, 1);
 }
 
 static tc_status save_openclip(const char *dir, const tc_model_config *cfg,
                                const tc_param_layout *layout, const float *params) {
-    char *wpath = join(dir, "open_clip_model.safetensors");
+    char *wpath = tc_path_join(dir, "open_clip_model.safetensors");
     if (!wpath) return tc_fail(TC_ERR_OOM, "out of memory");
     tc_status s = save_openclip_weights(wpath, cfg, layout, params, NULL, 1);
     free(wpath);
@@ -719,12 +693,7 @@ static tc_status save_openclip(const char *dir, const tc_model_config *cfg,
     /* indent the model config one level inside the wrapper */
     tc_sbuf b = {0};
     tc_sbuf_puts(&b, "{\n    \"model_cfg\": ");
-    for (const char *c = model_json; *c; c++) {
-        if (*c == '\n' && c[1])
-            tc_sbuf_puts(&b, "\n    ");
-        else if (*c != '\n')
-            tc_sbuf_append(&b, c, 1);
-    }
+    tc_sbuf_indented(&b, model_json, "    ");
     free(model_json);
     tc_sbuf_printf(
         &b,
@@ -921,6 +890,10 @@ static tc_status write_tokenizer_files(const char *dir, int context_length) {
     return write_string_file(dir, "tokenizer_config.json", buf);
 }
 
+tc_status tc_checkpoint_save_tokenizer(const char *dir, int context_length) {
+    return write_tokenizer_files(dir, context_length);
+}
+
 static tc_status save_hf(const char *dir, const tc_model_config *cfg, const tc_param_layout *layout,
                          const float *params) {
     char *config_json;
@@ -971,7 +944,7 @@ static tc_status save_hf(const char *dir, const tc_model_config *cfg, const tc_p
         }
         n++;
     }
-    char *wpath = join(dir, "model.safetensors");
+    char *wpath = tc_path_join(dir, "model.safetensors");
     if (s == TC_OK && !wpath) s = tc_fail(TC_ERR_OOM, "out of memory");
     if (s == TC_OK) {
         const char *k[] = {"format"}, *v[] = {"pt"};
@@ -1002,7 +975,7 @@ static tc_status save_hf(const char *dir, const tc_model_config *cfg, const tc_p
 tc_status tc_checkpoint_save(const char *dir, tc_checkpoint_format fmt, const tc_model_config *cfg,
                              const tc_param_layout *layout, const float *params) {
     TC_TRY(tc_model_config_validate(cfg, cfg->name[0] ? cfg->name : "model config"));
-    TC_TRY(check_layout(cfg, layout));
+    TC_TRY(tc_param_layout_check(cfg, layout, "checkpoint save"));
     if (fmt == TC_FORMAT_HF) {
         /* check what HF can express before creating anything */
         char *probe;

@@ -67,6 +67,15 @@ tc_status tc_checkpoint_save_file(const char *path, const tc_model_config *cfg,
  * malloc'd, *config_path NULL when no config file is found */
 tc_status tc_checkpoint_resolve(const char *path, char **weights_path, char **config_path);
 
+/* Hugging Face CLIPTokenizer files (vocab.json, merges.txt,
+ * tokenizer_config.json, special_tokens_map.json) made from the CLIP
+ * vocabulary (tc_checkpoint_vocab_path), written into dir */
+tc_status tc_checkpoint_save_tokenizer(const char *dir, int context_length);
+
+/* OpenAI CLIP image normalisation (open_clip's constants), as JSON arrays */
+#define TC_CLIP_MEAN_JSON "[0.48145466, 0.4578275, 0.40821073]"
+#define TC_CLIP_STD_JSON "[0.26862954, 0.26130258, 0.27577711]"
+
 /* the CLIP BPE vocabulary used for Hugging Face tokenizer files:
  * $TINYCLIP_VOCAB, else third_party/vocab/bpe_simple_vocab_16e6.txt.gz in the
  * source tree */

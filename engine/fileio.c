@@ -132,6 +132,21 @@ tc_status tc_write_file_atomic(const char *path, const void *data, size_t len) {
     return tc_atomic_commit(f);
 }
 
+char *tc_path_join(const char *dir, const char *name) {
+    size_t n = strlen(dir) + strlen(name) + 2;
+    char *p = malloc(n);
+    if (p) snprintf(p, n, "%s/%s", dir, name);
+    return p;
+}
+
+tc_status tc_write_file_atomic_in(const char *dir, const char *name, const void *data, size_t len) {
+    char *p = tc_path_join(dir, name);
+    if (!p) return tc_fail(TC_ERR_OOM, "out of memory");
+    tc_status s = tc_write_file_atomic(p, data, len);
+    free(p);
+    return s;
+}
+
 tc_status tc_read_file_bounded(const char *path, size_t max_bytes, char **data, size_t *len) {
     *data = NULL;
     if (len) *len = 0;

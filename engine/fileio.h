@@ -22,6 +22,11 @@ void tc_atomic_abort(tc_atomic_file *f);
 
 /* the whole of data to path, atomically */
 tc_status tc_write_file_atomic(const char *path, const void *data, size_t len);
+/* the same to dir/name */
+tc_status tc_write_file_atomic_in(const char *dir, const char *name, const void *data, size_t len);
+
+/* "dir/name", malloc'd; NULL when out of memory */
+char *tc_path_join(const char *dir, const char *name);
 
 /* reads a whole regular file into a malloc'd, NUL-terminated buffer;
  * files larger than max_bytes are refused with a message naming the file */

@@ -717,7 +717,8 @@ tc_status tc_model_config_to_hf_json(const tc_model_config *cfg, char **out) {
     if (!tc_tower_is_uniform(v) || !tc_tower_is_uniform(t))
         return tc_fail(TC_ERR_UNSUPPORTED,
                        "%s: an irregular model (per-layer heads or MLP widths) cannot be expressed "
-                       "as a Hugging Face CLIPConfig; export it in open_clip layout",
+                       "as a Hugging Face CLIPConfig; export it as ONNX (tinyclip convert "
+                       "--to onnx)",
                        src);
     if (v->no_ln_pre)
         return tc_fail(TC_ERR_UNSUPPORTED,
@@ -727,6 +728,9 @@ tc_status tc_model_config_to_hf_json(const tc_model_config *cfg, char **out) {
                        "%s: vision_cfg.pool_type \"avg\" cannot be expressed in Hugging Face CLIP",
                        src);
     const char *act = cfg->activation == TC_QUICK_GELU ? "quick_gelu" : "gelu";
+    /* the end of text is the largest id, where open_clip's argmax pools and
+     * where transformers looks for eos_token_id: 49407 for the CLIP
+     * vocabulary (49406 starts a text), vocab_size - 1 for any other */
     tc_sbuf b = {0};
     tc_sbuf_printf(&b,
                    "{\n  \"architectures\": [\"CLIPModel\"],\n  \"model_type\": \"clip\",\n"
@@ -738,10 +742,11 @@ tc_status tc_model_config_to_hf_json(const tc_model_config *cfg, char **out) {
                    "    \"intermediate_size\": %d,\n    \"num_hidden_layers\": %d,\n"
                    "    \"num_attention_heads\": %d,\n    \"max_position_embeddings\": %d,\n"
                    "    \"hidden_act\": \"%s\",\n    \"layer_norm_eps\": 1e-05,\n"
-                   "    \"projection_dim\": %d,\n    \"bos_token_id\": 49406,\n"
-                   "    \"eos_token_id\": 49407,\n    \"pad_token_id\": 49407\n  },\n",
+                   "    \"projection_dim\": %d,\n    \"bos_token_id\": %d,\n"
+                   "    \"eos_token_id\": %d,\n    \"pad_token_id\": %d\n  },\n",
                    t->vocab_size, t->width, t->mlp_width[0], t->layers, t->heads[0],
-                   t->context_length, act, cfg->embed_dim);
+                   t->context_length, act, cfg->embed_dim, t->vocab_size - 2, t->vocab_size - 1,
+                   t->vocab_size - 1);
     tc_sbuf_printf(&b,
                    "  \"vision_config\": {\n    \"model_type\": \"clip_vision_model\",\n"
                    "    \"hidden_size\": %d,\n    \"intermediate_size\": %d,\n"

@@ -146,3 +146,18 @@ tc_param_counts tc_param_count(const tc_param_layout *l) {
     c.total = c.vision + c.text + c.shared;
     return c;
 }
+
+tc_status tc_param_layout_check(const tc_model_config *cfg, const tc_param_layout *layout,
+                                const char *what) {
+    tc_param_layout ref;
+    TC_TRY(tc_param_layout_build(&ref, cfg));
+    int same = ref.total == layout->total && ref.count == layout->count;
+    for (int i = 0; same && i < ref.count; i++)
+        same = strcmp(ref.params[i].name, layout->params[i].name) == 0 &&
+               ref.params[i].offset == layout->params[i].offset;
+    tc_param_layout_free(&ref);
+    if (!same)
+        return tc_fail(TC_ERR_ARG, "%s: the parameter layout does not match the model config",
+                       what);
+    return TC_OK;
+}

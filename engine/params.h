@@ -59,6 +59,10 @@ typedef struct {
 
 tc_status tc_param_layout_build(tc_param_layout *layout, const tc_model_config *cfg);
 void tc_param_layout_free(tc_param_layout *layout);
+/* TC_OK when layout is the one tc_param_layout_build makes for cfg (the same
+ * tensors at the same offsets); else an error that names `what` */
+tc_status tc_param_layout_check(const tc_model_config *cfg, const tc_param_layout *layout,
+                                const char *what);
 /* NULL when absent */
 const tc_param_info *tc_param_find(const tc_param_layout *layout, const char *name);
 

@@ -1,5 +1,10 @@
 #include "testutil.h"
 
+#include "checkpoint.h"
+#include "l0.h"
+#include "params.h"
+#include "prune.h"
+
 #include <errno.h>
 #include <math.h>
 #include <stdio.h>
@@ -201,6 +206,76 @@ void tc_test_clip_batch(float *images, int32_t *ids, int N, const tc_model_confi
             else ids[b * T + j] = 0;
         }
     }
+}
+
+void tc_test_pruned_student(const char *dir, int regular, tc_activation act, tc_model_config *cfg) {
+    tc_model_config t;
+    memset(&t, 0, sizeof t);
+    snprintf(t.name, sizeof t.name, "%s-student", regular ? "regular" : "irregular");
+    t.embed_dim = 48;
+    t.activation = act;
+    tc_tower_set_uniform(&t.vision, 3, 128, 2, 256);
+    t.vision.image_size = 32;
+    t.vision.patch_size = 8;
+    t.vision.pool = TC_POOL_TOKEN;
+    tc_tower_set_uniform(&t.text, 3, 128, 2, 256);
+    t.text.context_length = 12;
+    t.text.vocab_size = 64;
+    t.text.pool = TC_POOL_ARGMAX;
+    tc_param_layout l;
+    assert_int_equal(tc_param_layout_build(&l, &t), TC_OK);
+    float *p = malloc(l.total * sizeof *p);
+    assert_non_null(p);
+    uint64_t rng = regular ? 11 : 12;
+    tc_fill_uniform(p, l.total, &rng, 0.3f);
+    /* LayerNorm weights near 1, as in trained models */
+    for (int i = 0; i < l.count; i++)
+        if (strstr(l.params[i].name, "ln") && strstr(l.params[i].name, "weight"))
+            for (size_t e = 0; e < l.params[i].count; e++)
+                p[l.params[i].offset + e] += 1.0f;
+    p[l.logit_scale] = 3.0f;
+    tc_l0_masks m[2];
+    float *z[2];
+    const tc_tower_config *towers[2] = {&t.vision, &t.text};
+    for (int k = 0; k < 2; k++) {
+        assert_int_equal(tc_l0_masks_for_tower_shaped(&m[k], towers[k],
+                                                      regular ? TC_L0_REGULAR : TC_L0_IRREGULAR,
+                                                      k ? "text" : "vision"),
+                         TC_OK);
+        for (size_t i = 0; i < m[k].n_loga; i++)
+            m[k].data[i] = (float)(tc_test_rand(&rng) % 1000) / 1000.0f * 6.0f - 2.0f;
+        z[k] = malloc(m[k].n_z * sizeof *z[k]);
+        assert_non_null(z[k]);
+        /* regular: a third of the prunable size leaves one head (width 64) */
+        double size = 0.3 * tc_l0_prunable_size(m[k].layers, m[k].hidden, m[k].heads, m[k].inter);
+        assert_int_equal(tc_l0_deterministic_sized(&m[k], 0, size, z[k]), TC_OK);
+    }
+    if (!regular) {
+        /* vision layer 1 without heads, text layer 0 without MLP units */
+        int C = 128, NH = 2, L = 3, M = 256;
+        for (int h = 0; h < NH; h++)
+            z[0][C + 1 * NH + h] = 0.0f;
+        for (int i = 0; i < M; i++)
+            z[1][C + L * NH + 0 * M + i] = 0.0f;
+    }
+    tc_param_layout pl;
+    float *pp = NULL;
+    assert_int_equal(tc_prune_z(&t, &l, p, z[0], z[1], TC_PRUNE_EXACT, cfg, &pl, &pp), TC_OK);
+    snprintf(cfg->name, sizeof cfg->name, "%s", t.name);
+    assert_int_equal(cfg->irregular, !regular);
+    if (!regular) {
+        assert_int_equal(cfg->vision.heads[1], 0);
+        assert_int_equal(cfg->text.mlp_width[0], 0);
+    }
+    assert_int_equal(tc_checkpoint_save(dir, TC_FORMAT_OPENCLIP, cfg, &pl, pp), TC_OK);
+    for (int k = 0; k < 2; k++) {
+        free(z[k]);
+        tc_l0_masks_free(&m[k]);
+    }
+    free(p);
+    free(pp);
+    tc_param_layout_free(&l);
+    tc_param_layout_free(&pl);
 }
 
 const char *tc_test_backend_missing_op(const tc_backend *be) {

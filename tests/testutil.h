@@ -76,5 +76,13 @@ char *tc_test_run_dir(const char *tag, const char *yaml);
  * NULL), on tinyclip_faults with TINYCLIP_FAULT=fault when fault is not NULL */
 int tc_test_train(const char *dir, const char *run, const char *extra, const char *fault,
                   char **output);
+/* a pruned student of a random teacher (3 layers per tower, width 128 in 2
+ * heads, MLP 256, 32px images of 8px patches, context 12, vocabulary 64),
+ * saved as an open_clip-layout checkpoint folder in dir. regular: tied masks
+ * sized to 30% of the prunable size (width 64, one head), a plain open_clip
+ * model; irregular:
+ * per-layer heads and MLP widths, vision layer 1 without attention and text
+ * layer 0 without MLP. the config is returned in cfg. */
+void tc_test_pruned_student(const char *dir, int regular, tc_activation act, tc_model_config *cfg);
 
 #endif

@@ -102,6 +102,18 @@ int tc_cmd_inspect(int argc, char **argv) {
     printf("model: %s (%s %s)\n", cfg.name, kind, model);
     printf("activation: %s\n", cfg.activation == TC_QUICK_GELU ? "quick_gelu" : "gelu");
     printf("embed_dim: %d\n", cfg.embed_dim);
+    /* what loads it elsewhere (tinyclip convert) */
+    if (cfg.irregular)
+        printf("open_clip-regular: no (per-layer heads or MLP widths, or a width that is not "
+               "heads x %d): open_clip and Hugging Face cannot load it; tinyclip convert --to "
+               "onnx exports it\n",
+               TC_HEAD_SIZE);
+    else if (cfg.vision.no_ln_pre || cfg.vision.pool != TC_POOL_TOKEN)
+        printf("open_clip-regular: yes (loads in open_clip; Hugging Face CLIP has no "
+               "no_ln_pre / average pooling; tinyclip convert --to onnx exports it)\n");
+    else
+        printf("open_clip-regular: yes (loads in open_clip; tinyclip convert --to hf or --to "
+               "onnx for Hugging Face or ONNX)\n");
     print_tower("vision", v);
     printf(", patch %d, image %d (%d tokens), pool %s%s\n", v->patch_size, v->image_size,
            tc_vision_tokens(v), v->pool == TC_POOL_MEAN ? "avg" : "tok",

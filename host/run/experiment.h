@@ -71,7 +71,9 @@
  *         auto: start_sparsity [parent auto stage's target, else 0],
  *               target_sparsity !, sparsity_warmup [1000], prune_step !,
  *               lambda_init [10], mask_lr [0.02], lambda_lr [-0.02],
- *               round_to 0|8|64 [0], vision [true], text [true]
+ *               round_to 0|8|64 [0], vision [true], text [true],
+ *               shape irregular|regular [irregular]: regular ties the masks
+ *               so that the pruned model is a plain open_clip ViT
  *       loss: {distill_weight [1.0], alpha [1.0 = affinity only],
  *              logit_scale NUM|learned [50 distill, learned scratch],
  *              teacher_logit_scale [teacher.logit_scale]}
@@ -192,6 +194,7 @@ typedef struct {
     int64_t prune_step;        /* mask phase length; pruned into a dense model here */
     float lambda_init, mask_lr, lambda_lr;
     int round_to;              /* 0, 8 or 64: kept units rounded up to a multiple */
+    int regular;               /* shape: regular (tied masks, open_clip-regular result) */
     int vision, text;          /* towers that get masks */
 } tc_exp_auto;
 

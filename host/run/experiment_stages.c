@@ -174,6 +174,18 @@ static void round_to_fn(tc_yaml *y, struct fy_node *v, const char *path, void *o
     ((tc_exp_inheritance *)obj)->autoc.round_to = (int)x;
 }
 
+static void shape_fn(tc_yaml *y, struct fy_node *v, const char *path, void *obj) {
+    char buf[32];
+    const char *s = tc_yaml_scalar_text(v, buf, sizeof buf);
+    if (!s || (strcmp(s, "irregular") && strcmp(s, "regular"))) {
+        tc_yaml_report(y, v, path,
+                       "expected irregular (per-layer heads and MLP widths, the original) or "
+                       "regular (a plain open_clip ViT)");
+        return;
+    }
+    ((tc_exp_inheritance *)obj)->autoc.regular = !strcmp(s, "regular");
+}
+
 static const tc_yaml_field auto_fields[] = {
     {.key = "kind", .type = TC_YAML_CUSTOM, .fn = ignore_fn},
     {.key = "start_sparsity", .type = TC_YAML_F32, .off = AOFF(start_sparsity), .hi = 0.999},
@@ -195,6 +207,7 @@ static const tc_yaml_field auto_fields[] = {
     {.key = "mask_lr", .type = TC_YAML_F32, .off = AOFF(mask_lr), .hi = 100, .excl_lo = 1},
     {.key = "lambda_lr", .type = TC_YAML_F32, .off = AOFF(lambda_lr), .lo = -100, .hi = 100},
     {.key = "round_to", .type = TC_YAML_CUSTOM, .fn = round_to_fn},
+    {.key = "shape", .type = TC_YAML_CUSTOM, .fn = shape_fn},
     {.key = "vision", .type = TC_YAML_BOOL, .off = AOFF(vision)},
     {.key = "text", .type = TC_YAML_BOOL, .off = AOFF(text)},
 };

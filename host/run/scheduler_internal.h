@@ -84,8 +84,9 @@ typedef struct {
     tc_l0_masks masks;
     tc_l0_adamw opt;
     tc_l0_rng rng;
-    float *z, *dz_dloga, *dloss_dz, *grad; /* host: n_loga, n_loga, n_loga, count */
-    float *z_dev, *dz_dev;                 /* device: n_loga */
+    float *zg, *dz_dloga, *dloss_dg; /* host, per gate: n_loga each */
+    float *z, *dloss_dz, *grad;      /* host: n_z, n_z, count */
+    float *z_dev, *dz_dev;           /* device: n_z */
     tc_tower_masks tm;
 } tower_l0;
 
@@ -161,7 +162,7 @@ int source_counts(stage_run *r, const char **keys, double *vals);
 tc_status build_auto_student(stage_run *r, uint64_t seed);
 void l0_free(tc_backend *be, tower_l0 *t);
 uint64_t l0_rank_seed(uint64_t seed, int rank);
-tc_status l0_install_deterministic(tc_backend *be, tower_l0 *t, int round_to);
+tc_status l0_deterministic(stage_run *r);
 /* the mask phase ends: deterministic masks, prune, a fresh dense student */
 tc_status prune_student(stage_run *r);
 /* one iteration of the mask phase: sample, step, mask gradients, Lagrangian, mask AdamW */

@@ -279,9 +279,11 @@ static void print_inheritance(FILE *f, const tc_exp_stage *st) {
     fprintf(f, "    inheritance  auto: sparsity %.3g -> %.3g (warm-up %lld), prune at step %lld, masks on %s%s%s\n",
             (double)a->start_sparsity, (double)a->target_sparsity, (long long)a->sparsity_warmup,
             (long long)a->prune_step, a->vision ? "vision" : "", a->vision && a->text ? "+" : "", a->text ? "text" : "");
-    fprintf(f, "                 lambda init %g lr %g, mask lr %g, round kept units to %s\n", (double)a->lambda_init,
-            (double)a->lambda_lr, (double)a->mask_lr,
-            a->round_to ? (a->round_to == 8 ? "8" : "64") : "1 (no rounding)");
+    fprintf(f,
+            "                 lambda init %g lr %g, mask lr %g, round kept units to %s, shape %s\n",
+            (double)a->lambda_init, (double)a->lambda_lr, (double)a->mask_lr,
+            a->round_to ? (a->round_to == 8 ? "8" : "64") : "1 (no rounding)",
+            a->regular ? "regular (open_clip ViT)" : "irregular");
 }
 
 void tc_stage_plan_print(FILE *f, const tc_stage_plan *p) {

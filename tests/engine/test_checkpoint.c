@@ -627,7 +627,7 @@ static void test_cli_convert(void **state) {
     rc = tc_run_cli(cmd, &out);
     if (rc != 1 || !strstr(out, "invalid safetensors file")) fail_msg("rc %d: %s", rc, out);
     free(out);
-    snprintf(cmd, sizeof cmd, "convert %s %s/z --to onnx", oc, tmpdir);
+    snprintf(cmd, sizeof cmd, "convert %s %s/z --to tflite", oc, tmpdir);
     rc = tc_run_cli(cmd, &out);
     assert_int_equal(rc, 2);
     free(out);

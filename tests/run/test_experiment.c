@@ -262,6 +262,10 @@ static void test_bad_files(void **state) {
         {"data: {train: {source: fmnist}}\nteacher: {checkpoint: t.pt, model: m.json}\nstages:\n"
          "  - name: a\n    kind: distill\n    parent: {checkpoint: p.pt, model: m.json}\n    inheritance: {kind: auto, target_sparsity: 0.5, prune_step: 5, round_to: 16}\n    steps: 10\n",
          7, 78, "stages.0.inheritance.round_to", "expected 0 (no rounding), 8 or 64"},
+        /* shape */
+        {"data: {train: {source: fmnist}}\nteacher: {checkpoint: t.pt, model: m.json}\nstages:\n"
+         "  - name: a\n    kind: distill\n    parent: {checkpoint: p.pt, model: m.json}\n    inheritance: {kind: auto, target_sparsity: 0.5, prune_step: 5, shape: square}\n    steps: 10\n",
+         7, 75, "stages.0.inheritance.shape", "expected irregular"},
         /* distill without a teacher */
         {"data: {train: {source: fmnist}}\nstages:\n  - {name: a, kind: distill, model: m.json, steps: 1}\n",
          3, 5, "stages.0", "needs the top-level 'teacher'"},
