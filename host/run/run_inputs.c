@@ -222,6 +222,8 @@ static void add_inheritance(stage_inputs *in, const tc_exp_stage *st) {
         add(in, 1, skey(k, sizeof k, st, "inheritance.mask_lr"), "%s", F(a->mask_lr));
         add(in, 1, skey(k, sizeof k, st, "inheritance.lambda_lr"), "%s", F(a->lambda_lr));
         add(in, 1, skey(k, sizeof k, st, "inheritance.round_to"), "%d", a->round_to);
+        add(in, 1, skey(k, sizeof k, st, "inheritance.shape"), "%s",
+            a->regular ? "regular" : "irregular");
         add(in, 1, skey(k, sizeof k, st, "inheritance.vision"), "%d", a->vision);
         add(in, 1, skey(k, sizeof k, st, "inheritance.text"), "%d", a->text);
     }
