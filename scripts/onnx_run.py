@@ -7,7 +7,7 @@
 preprocess_cfg.json says; --tokens: safetensors with one integer tensor
 (M, context). The features are written like `tinyclip embed` writes them:
 safetensors with image_features (N, E) and text_features (M, E), F32.
-Used by tests/test_onnx_export.c; needs numpy and onnxruntime (scripts/setup
+Used by tests/export/test_onnx_export.c; needs numpy and onnxruntime (scripts/setup
 installs both into .venv/).
 """
 import argparse

@@ -55,16 +55,9 @@ static const char *experiment_yaml =
 
 static char *dir;
 
+/* fault: on tinyclip_faults (the released tinyclip has no fault injection) */
 static int train(const char *run, const char *fault, char **out) {
-    char args[2048];
-    snprintf(args, sizeof args, "train %s/exp.yaml --out %s/%s --plain", dir, dir, run);
-    if (fault)
-        setenv("TINYCLIP_FAULT", fault, 1);
-    else
-        unsetenv("TINYCLIP_FAULT");
-    int rc = tc_run_cli(args, out);
-    unsetenv("TINYCLIP_FAULT");
-    return rc;
+    return tc_test_train(dir, run, NULL, fault, out);
 }
 
 static void test_regular_stages(void **state) {
