@@ -156,8 +156,8 @@ tc_status tc_read_file_bounded(const char *path, size_t max_bytes, char **data, 
     struct stat st;
     if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
         close(fd);
-        const char *why = tc_path_not_regular(path);
-        return tc_fail(TC_ERR_IO, "%s: %s", path, why ? why : "not a regular file");
+        const char *why = tc_file_mode_kind(st.st_mode);
+        return tc_fail(TC_ERR_IO, "%s: %s", path, why ? why : "cannot be examined");
     }
     if ((uint64_t)st.st_size > (uint64_t)max_bytes) {
         close(fd);
@@ -219,7 +219,11 @@ const char *tc_path_not_regular(const char *path) {
     struct stat st;
     if (stat(path, &st) != 0)
         return errno == ENOENT || errno == ENOTDIR ? "no such file or directory" : strerror(errno);
-    mode_t m = st.st_mode;
+    return tc_file_mode_kind(st.st_mode);
+}
+
+const char *tc_file_mode_kind(unsigned mode) {
+    mode_t m = (mode_t)mode;
     if (S_ISREG(m)) return NULL;
     if (S_ISDIR(m)) return "is a directory";
     if (S_ISFIFO(m)) return "is not a regular file (a FIFO)";

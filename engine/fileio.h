@@ -42,5 +42,7 @@ int tc_path_is_file(const char *path);
  * file or directory", "is a directory", "is not a regular file (a FIFO)",
  * ...; NULL for a regular file. never opens the path (a FIFO would block) */
 const char *tc_path_not_regular(const char *path);
+/* the same for a st_mode from stat/fstat: NULL for a regular file */
+const char *tc_file_mode_kind(unsigned mode);
 
 #endif
