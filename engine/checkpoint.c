@@ -48,7 +48,14 @@ tc_status tc_checkpoint_resolve(const char *path, char **weights_path, char **co
         for (size_t i = 0; i < sizeof pairs / sizeof pairs[0]; i++) {
             char *w = tc_path_join(path, pairs[i][0]);
             if (!w) return tc_fail(TC_ERR_OOM, "out of memory");
-            if (tc_path_is_file(w)) {
+            const char *why = tc_path_not_regular(w);
+            if (why && strcmp(why, "no such file or directory") != 0) {
+                /* there, but a FIFO, a folder, ...: said as what it is */
+                tc_status s = tc_fail(TC_ERR_IO, "%s: %s", w, why);
+                free(w);
+                return s;
+            }
+            if (!why) {
                 char *c = tc_path_join(path, pairs[i][1]);
                 if (c && !tc_path_is_file(c)) {
                     free(c);
@@ -83,7 +90,8 @@ tc_status tc_checkpoint_resolve(const char *path, char **weights_path, char **co
                        "model.safetensors)",
                        path);
     }
-    if (!tc_path_is_file(path)) return tc_fail(TC_ERR_IO, "%s: no such file or directory", path);
+    const char *why = tc_path_not_regular(path);
+    if (why) return tc_fail(TC_ERR_IO, "%s: %s", path, why);
     *weights_path = strdup(path);
     if (!*weights_path) return tc_fail(TC_ERR_OOM, "out of memory");
     /* a config beside the file: <stem>.json, then the two standard names */
@@ -121,7 +129,8 @@ tc_status tc_checkpoint_resolve(const char *path, char **weights_path, char **co
 typedef enum { LAYOUT_OPENCLIP, LAYOUT_HF } key_layout;
 
 typedef struct {
-    char canon[CANON_MAX]; /* open_clip name, "" when the entry is ignored */
+    char canon[CANON_MAX]; /* open_clip name */
+    int ignored;           /* an entry the model has no use for (position_ids, OpenAI's ints) */
     int part;              /* -1 whole tensor; 0,1,2 = q,k,v rows of in_proj_* (HF) */
     int transpose;         /* stored as the transpose of the open_clip tensor (HF) */
     int used;
@@ -275,8 +284,10 @@ static int canon_to_hf(const char *c, int part, char *out, size_t cap) {
     return 0;
 }
 
-/* source key -> open_clip name for the non-HF layouts; "" = ignore */
-static void openclip_canon(const char *k, char *out) {
+/* source key -> open_clip name for the non-HF layouts; returns 1 for an
+ * entry to ignore. any other name that is no parameter (the empty name too)
+ * is reported as unexpected */
+static int openclip_canon(const char *k, char *out) {
     k = strip(k, "state_dict.");
     k = strip(k, "module.");
     if (starts_with(k, "_image_encoder.")) {
@@ -297,9 +308,10 @@ static void openclip_canon(const char *k, char *out) {
     if (strcmp(k, "input_resolution") == 0 || strcmp(k, "context_length") == 0 ||
         strcmp(k, "vocab_size") == 0) {
         out[0] = 0;
-        return;
+        return 1;
     }
     snprintf(out, CANON_MAX, "%s", k);
+    return 0;
 }
 
 static int cmp_entry(const void *a, const void *b) {
@@ -350,21 +362,23 @@ static tc_status shape_error(const char *file, const tc_st_tensor *t, const char
                    file, t->name, canon, a, b);
 }
 
+/* dst NULL: the dtype is checked, nothing is read (tc_checkpoint_check) */
 static tc_status read_tensor(const tc_safetensors *st, const tc_st_tensor *t, float *dst) {
     if (!tc_dtype_is_float_readable(t->dtype))
         return tc_fail(TC_ERR_FORMAT,
                        "%s: tensor '%s' has dtype %s; weights must be F32, F16, BF16 or F64",
                        tc_st_source(st), t->name, tc_dtype_name(t->dtype));
-    return tc_st_tensor_to_f32(st, t, dst);
+    return dst ? tc_st_tensor_to_f32(st, t, dst) : TC_OK;
 }
 
-/* fills params (layout order) from the file through the key mapping */
+/* fills params (layout order) from the file through the key mapping;
+ * params NULL: names, shapes and dtypes are checked, no tensor is read */
 static tc_status load_params(const tc_safetensors *st, src_entry *e, int n, key_layout kl,
                              const tc_param_layout *layout, float *params) {
     const char *file = tc_st_source(st);
     for (int i = 0; i < layout->count; i++) {
         const tc_param_info *p = &layout->params[i];
-        float *dst = params + p->offset;
+        float *dst = params ? params + p->offset : NULL;
         const src_entry *s = find_entry(e, n, p->name, -1);
         if (!s && kl == LAYOUT_HF && strstr(p->name, "attn.in_proj_")) {
             /* q, k, v stacked on dim 0: each is a third of the rows */
@@ -380,7 +394,7 @@ static tc_status load_params(const tc_safetensors *st, src_entry *e, int n, key_
                 }
                 if (!same_shape(sq->t, p->ndim, part_shape))
                     return shape_error(file, sq->t, p->name, p->ndim, part_shape);
-                TC_TRY(read_tensor(st, sq->t, dst + (size_t)q * part_count));
+                TC_TRY(read_tensor(st, sq->t, dst ? dst + (size_t)q * part_count : NULL));
                 ((src_entry *)sq)->used = 1;
             }
             continue;
@@ -401,6 +415,11 @@ static tc_status load_params(const tc_safetensors *st, src_entry *e, int n, key_
             int64_t want[2] = {p->shape[1], p->shape[0]};
             if (p->ndim != 2 || !same_shape(t, 2, want))
                 return shape_error(file, t, p->name, 2, want);
+            if (!dst) {
+                TC_TRY(read_tensor(st, t, NULL));
+                ((src_entry *)s)->used = 1;
+                continue;
+            }
             float *tmp = malloc(p->count * sizeof *tmp);
             if (!tmp) return tc_fail(TC_ERR_OOM, "%s: out of memory", file);
             tc_status rs = read_tensor(st, t, tmp);
@@ -421,7 +440,7 @@ static tc_status load_params(const tc_safetensors *st, src_entry *e, int n, key_
         ((src_entry *)s)->used = 1;
     }
     for (int i = 0; i < n; i++) {
-        if (e[i].canon[0] && !e[i].used) {
+        if (!e[i].ignored && !e[i].used) {
             if (strcmp(e[i].t->name, e[i].canon) == 0)
                 return tc_fail(TC_ERR_FORMAT,
                                "%s: unexpected tensor '%s': not part of the model the config "
@@ -459,16 +478,16 @@ static tc_status build_entries(const tc_safetensors *st, src_entry **out, int *n
             const char *k = strip(strip(t->name, "state_dict."), "module.");
             int r = hf_to_canon(k, e[i].canon, &e[i].part, &e[i].transpose);
             if (r == 0)
-                e[i].canon[0] = 0;
+                e[i].ignored = 1;
             else if (r < 0)
                 snprintf(e[i].canon, CANON_MAX, "%s", k);
         } else {
-            openclip_canon(t->name, e[i].canon);
+            e[i].ignored = openclip_canon(t->name, e[i].canon);
         }
     }
     qsort(e, (size_t)n, sizeof *e, cmp_entry);
     for (int i = 1; i < n; i++)
-        if (e[i].canon[0] && cmp_entry(&e[i], &e[i - 1]) == 0) {
+        if (!e[i].ignored && !e[i - 1].ignored && cmp_entry(&e[i], &e[i - 1]) == 0) {
             tc_status s = tc_fail(TC_ERR_FORMAT, "%s: tensors '%s' and '%s' both map to '%s'",
                                   tc_st_source(st), e[i - 1].t->name, e[i].t->name, e[i].canon);
             free(e);
@@ -479,10 +498,10 @@ static tc_status build_entries(const tc_safetensors *st, src_entry **out, int *n
     return TC_OK;
 }
 
-tc_status tc_checkpoint_load(const char *path, const tc_model_config *hint,
-                             tc_model_config *cfg_out, tc_param_layout *layout_out,
-                             float **params_out) {
-    *params_out = NULL;
+/* params_out NULL: everything but reading the tensors (tc_checkpoint_check) */
+static tc_status load(const char *path, const tc_model_config *hint, tc_model_config *cfg_out,
+                      tc_param_layout *layout_out, float **params_out) {
+    if (params_out) *params_out = NULL;
     memset(layout_out, 0, sizeof *layout_out);
     char *wpath = NULL, *cpath = NULL;
     tc_safetensors *st = NULL;
@@ -537,15 +556,15 @@ tc_status tc_checkpoint_load(const char *path, const tc_model_config *hint,
     if (s != TC_OK) goto fail;
     s = tc_param_layout_build(layout_out, &cfg);
     if (s != TC_OK) goto fail;
-    params = malloc((layout_out->total ? layout_out->total : 1) * sizeof *params);
-    if (!params) {
+    if (params_out) params = malloc((layout_out->total ? layout_out->total : 1) * sizeof *params);
+    if (params_out && !params) {
         s = tc_fail(TC_ERR_OOM, "%s: out of memory for %zu parameters", wpath, layout_out->total);
         goto fail;
     }
     s = load_params(st, entries, n, kl, layout_out, params);
     if (s != TC_OK) goto fail;
     *cfg_out = cfg;
-    *params_out = params;
+    if (params_out) *params_out = params;
     free(entries);
     tc_st_close(st);
     free(wpath);
@@ -558,6 +577,20 @@ fail:
     tc_st_close(st);
     free(wpath);
     free(cpath);
+    return s;
+}
+
+tc_status tc_checkpoint_load(const char *path, const tc_model_config *hint,
+                             tc_model_config *cfg_out, tc_param_layout *layout_out,
+                             float **params_out) {
+    return load(path, hint, cfg_out, layout_out, params_out);
+}
+
+tc_status tc_checkpoint_check(const char *path, const tc_model_config *hint,
+                              tc_model_config *cfg_out) {
+    tc_param_layout layout;
+    tc_status s = load(path, hint, cfg_out, &layout, NULL);
+    if (s == TC_OK) tc_param_layout_free(&layout);
     return s;
 }
 

@@ -43,6 +43,12 @@ tc_status tc_checkpoint_load(const char *path, const tc_model_config *hint,
                              tc_model_config *cfg_out, tc_param_layout *layout_out,
                              float **params_out);
 
+/* what tc_checkpoint_load checks, without reading the weights: the file's
+ * header and size, the config, every tensor's name, shape and dtype against
+ * it. fails with the message the load would give. */
+tc_status tc_checkpoint_check(const char *path, const tc_model_config *hint,
+                              tc_model_config *cfg_out);
+
 /* creates dir if needed and writes the checkpoint in the given layout.
  * TC_FORMAT_HF fails for models HF CLIPConfig cannot express (irregular
  * towers, no_ln_pre, average pooling) and needs the CLIP vocabulary

@@ -38,4 +38,11 @@ tc_status tc_mkdir_p(const char *path);
 int tc_path_is_dir(const char *path);
 int tc_path_is_file(const char *path);
 
+/* what stands at path when it is not a regular file, for messages: "no such
+ * file or directory", "is a directory", "is not a regular file (a FIFO)",
+ * ...; NULL for a regular file. never opens the path (a FIFO would block) */
+const char *tc_path_not_regular(const char *path);
+/* the same for a st_mode from stat/fstat: NULL for a regular file */
+const char *tc_file_mode_kind(unsigned mode);
+
 #endif

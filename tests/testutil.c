@@ -297,3 +297,32 @@ __attribute__((constructor)) static void tc_test_filter_from_env(void) {
     const char *f = getenv("TC_TEST_FILTER");
     if (f && f[0]) cmocka_set_test_filter(f);
 }
+
+/* ---- runs of tinyclip train ---- */
+
+char *tc_test_run_dir(const char *tag, const char *yaml) {
+    char *dir = tc_make_tempdir(tag);
+    if (!dir) return NULL;
+    char path[1024];
+    snprintf(path, sizeof path, "%s/tiny.json", dir);
+    int bad = tc_write_file(path, tc_test_tiny_model_json, strlen(tc_test_tiny_model_json));
+    snprintf(path, sizeof path, "%s/exp.yaml", dir);
+    bad |= tc_write_file(path, yaml, strlen(yaml));
+    if (bad) {
+        tc_rmtree(dir);
+        free(dir);
+        return NULL;
+    }
+    return dir;
+}
+
+int tc_test_train(const char *dir, const char *run, const char *extra, const char *fault,
+                  char **output) {
+    size_t cap = 2 * strlen(dir) + strlen(run) + (extra ? strlen(extra) : 0) + 64;
+    char *args = malloc(cap);
+    snprintf(args, cap, "train %s/exp.yaml --out %s/%s --plain %s", dir, dir, run,
+             extra ? extra : "");
+    int rc = fault ? tc_run_cli_fault(fault, args, output) : tc_run_cli(args, output);
+    free(args);
+    return rc;
+}

@@ -69,6 +69,13 @@ extern const char *const tc_test_tiny_model_json;
  * vocabulary's last id), a function of step alone: the same on every rank */
 void tc_test_clip_batch(float *images, int32_t *ids, int N, const tc_model_config *c, int step);
 
+/* a fresh temporary folder holding tiny.json (tc_test_tiny_model_json) and
+ * exp.yaml (yaml), for runs of tinyclip train; removed with tc_rmtree */
+char *tc_test_run_dir(const char *tag, const char *yaml);
+/* tinyclip train DIR/exp.yaml --out DIR/RUN --plain EXTRA (EXTRA may be
+ * NULL), on tinyclip_faults with TINYCLIP_FAULT=fault when fault is not NULL */
+int tc_test_train(const char *dir, const char *run, const char *extra, const char *fault,
+                  char **output);
 /* a pruned student of a random teacher (3 layers per tower, width 128 in 2
  * heads, MLP 256, 32px images of 8px patches, context 12, vocabulary 64),
  * saved as an open_clip-layout checkpoint folder in dir. regular: tied masks

@@ -89,6 +89,8 @@
  *       eval_every: INT         [1000, 0 = at the end only]
  *       checkpoint_every: INT   [1000, 0 = at the end only]
  *       log_every: INT          [100]
+ *       keep_checkpoints: INT   [2]  the newest K checkpoints are kept (a damaged
+ *                               newest one falls back to the one before)
  *       max_nonfinite_skips: INT [100]  consecutive non-finite losses allowed
  *
  * CFG is a model config: a path ending in .json (relative to the YAML
@@ -166,7 +168,7 @@ typedef struct {
 typedef struct {
     char *checkpoint;          /* NULL when the model is built from the config alone */
     char *model;               /* resolved model config path */
-    tc_exp_loc model_loc;
+    tc_exp_loc model_loc, checkpoint_loc;
 } tc_exp_external;
 
 typedef struct {
@@ -236,6 +238,7 @@ typedef struct {
     tc_exp_optimizer opt;
     tc_exp_schedule sched;
     int64_t eval_every, checkpoint_every, log_every;
+    int keep_checkpoints; /* the newest this many checkpoints are kept */
     int max_nonfinite_skips;
 } tc_exp_stage;
 

@@ -3,17 +3,48 @@
 #include "stage_plan.h"
 
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "checkpoint.h"
+
+/* a failure named by where the experiment gave the value */
+static tc_status at(const tc_experiment *exp, tc_exp_loc loc, const char *what, tc_status s) {
+    if (loc.from_set) return tc_fail_context(s, "--set #%d: %s", loc.from_set, what);
+    if (loc.line > 0)
+        return tc_fail_context(s, "%s:%d:%d: %s", exp->source, loc.line, loc.column, what);
+    return tc_fail_context(s, "%s: %s", exp->source, what);
+}
 
 static tc_status load_cfg(const tc_experiment *exp, const char *path, tc_exp_loc loc, const char *what,
                           tc_model_config *cfg) {
     tc_status s = tc_model_config_load(cfg, path);
     if (s == TC_OK) s = tc_model_config_validate(cfg, path);
-    if (s == TC_OK) return TC_OK;
-    if (loc.from_set) return tc_fail_context(s, "--set #%d: %s", loc.from_set, what);
-    if (loc.line > 0) return tc_fail_context(s, "%s:%d:%d: %s", exp->source, loc.line, loc.column, what);
-    return tc_fail_context(s, "%s: %s", exp->source, what);
+    return s == TC_OK ? TC_OK : at(exp, loc, what, s);
+}
+
+/* an outside checkpoint against its model config, without reading its weights */
+static tc_status check_external(const tc_experiment *exp, const tc_exp_external *x,
+                                const char *what) {
+    tc_model_config hint, got;
+    tc_status s = tc_model_config_load(&hint, x->model);
+    if (s != TC_OK) return at(exp, x->model_loc, what, s);
+    s = tc_checkpoint_check(x->checkpoint, &hint, &got);
+    return s == TC_OK ? TC_OK : at(exp, x->checkpoint_loc, what, s);
+}
+
+tc_status tc_stage_plan_check_checkpoints(const tc_stage_plan *p) {
+    const tc_experiment *exp = p->exp;
+    if (exp->teacher.present && exp->teacher.stage < 0 && exp->teacher.ext.checkpoint)
+        TC_TRY(check_external(exp, &exp->teacher.ext, "teacher.checkpoint"));
+    for (int i = 0; i < exp->n_stages; i++) {
+        const tc_exp_stage *st = &exp->stages[i];
+        char what[128];
+        snprintf(what, sizeof what, "stages.%d (%s).parent.checkpoint", i, st->name);
+        if (st->parent_ext.checkpoint) TC_TRY(check_external(exp, &st->parent_ext, what));
+    }
+    return TC_OK;
 }
 
 static tc_status count_params(const tc_model_config *cfg, tc_param_counts *out, const char *what) {

@@ -55,11 +55,9 @@ static const char *experiment_yaml =
 
 static char *dir;
 
+/* fault: on tinyclip_faults (the released tinyclip has no fault injection) */
 static int train(const char *run, const char *fault, char **out) {
-    char args[2048];
-    snprintf(args, sizeof args, "train %s/exp.yaml --out %s/%s --plain", dir, dir, run);
-    /* the kill needs the test build of the program (tinyclip_faults) */
-    return fault ? tc_run_cli_fault(fault, args, out) : tc_run_cli(args, out);
+    return tc_test_train(dir, run, NULL, fault, out);
 }
 
 static void test_regular_stages(void **state) {
