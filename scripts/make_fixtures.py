@@ -8,6 +8,7 @@ reproducible with those), then runs each generator that exists:
   scripts/fixtures_tokenizer.py  -> tokenizer cases
   scripts/fixtures_images.py     -> tests/fixtures/images/   (decode and transform cases)
   scripts/fixtures_affinity.py   -> tests/fixtures/affinity/ (TinyCLIP's loss and its gradients)
+  scripts/fixtures_breadth.py    -> tests/fixtures/breadth/  (ResNet towers, head widths, big configs)
 
 Usage (in a venv outside the repository, see requirements-fixtures.txt):
   /opt/tcvenv/bin/python scripts/make_fixtures.py [--only model,tokenizer,images]
@@ -22,7 +23,7 @@ from importlib import metadata
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
-GENERATORS = ["model", "tokenizer", "images", "affinity"]
+GENERATORS = ["model", "tokenizer", "images", "affinity", "breadth"]
 
 
 def check_versions(path):
