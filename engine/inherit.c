@@ -67,19 +67,20 @@ static tc_status inherit_tensor(const tc_param_info *sp, float *student, const t
         if (sp->ndim != (is_w ? 2 : 1) || tp->ndim != sp->ndim)
             return tc_fail(TC_ERR_CONFIG, "%s: unexpected rank", name);
         int64_t rs = sp->shape[0], rt = tp->shape[0];
-        if (rs % (3 * TC_HEAD_SIZE) || rt % (3 * TC_HEAD_SIZE))
-            return tc_fail(TC_ERR_CONFIG, "%s: %lld rows is not 3 x heads x %d", name,
-                           (long long)(rs % (3 * TC_HEAD_SIZE) ? rs : rt), TC_HEAD_SIZE);
-        int64_t hs = rs / (3 * TC_HEAD_SIZE), ht = rt / (3 * TC_HEAD_SIZE);
+        if (rs % 3 || rt % 3)
+            return tc_fail(TC_ERR_CONFIG, "%s: %lld rows is not q, k and v stacked", name,
+                           (long long)(rs % 3 ? rs : rt));
+        /* each of q, k, v: its first heads (the caller checked that both
+         * towers' heads have one size) */
+        int64_t as = rs / 3, at = rt / 3;
         int64_t cs = is_w ? sp->shape[1] : 1, ct = is_w ? tp->shape[1] : 1;
-        if (hs > ht)
-            return tc_fail(TC_ERR_CONFIG, "%s: the student has %lld heads, the teacher %lld", name,
-                           (long long)hs, (long long)ht);
+        if (as > at)
+            return tc_fail(TC_ERR_CONFIG, "%s: the student's attention is %lld wide, the teacher's %lld",
+                           name, (long long)as, (long long)at);
         if (cs > ct)
             return tc_fail(TC_ERR_CONFIG, "%s: student width %lld exceeds the teacher's %lld",
                            name, (long long)cs, (long long)ct);
-        /* view (3, NH, 64, C) cut to [:, :NH_s, :, :C_s]: the first heads of q, k and v */
-        int64_t as = hs * TC_HEAD_SIZE, at = ht * TC_HEAD_SIZE;
+        /* view (3, NH, HS, C) cut to [:, :NH_s, :, :C_s]: the first heads of q, k and v */
         for (int q = 0; q < 3; q++)
             for (int64_t r = 0; r < as; r++)
                 memcpy(student + (size_t)((q * as + r) * cs), teacher + (size_t)((q * at + r) * ct),
@@ -110,6 +111,16 @@ static tc_status inherit_tensor(const tc_param_info *sp, float *student, const t
     return TC_OK;
 }
 
+/* heads are inherited whole: a student head is a teacher head */
+static tc_status same_head_size(int on, const tc_tower_config *t, const tc_tower_config *s,
+                                const char *what) {
+    if (!on || t->head_width == s->head_width) return TC_OK;
+    return tc_fail(TC_ERR_CONFIG,
+                   "%s tower: the student's heads are %d wide, the teacher's %d: a head cannot be "
+                   "inherited across head widths (give the student head_width %d)",
+                   what, s->head_width, t->head_width, t->head_width);
+}
+
 /* the teacher layer of each student layer: an explicit list, checked, or interval_front */
 static tc_status layer_map(int teacher_depth, int student_depth, const int *list, int n, int *idx) {
     if (!list) return tc_inherit_layer_map(teacher_depth, student_depth, idx);
@@ -131,6 +142,8 @@ tc_status tc_inherit_manual(const tc_model_config *teacher_cfg, const tc_param_l
                             const tc_inherit_options *opt) {
     tc_inherit_options o = opt ? *opt : tc_inherit_defaults();
     int vmap[TC_MAX_LAYERS], tmap[TC_MAX_LAYERS];
+    TC_TRY(same_head_size(o.vision, &teacher_cfg->vision, &student_cfg->vision, "vision"));
+    TC_TRY(same_head_size(o.text, &teacher_cfg->text, &student_cfg->text, "text"));
     if (o.vision) {
         tc_status st = layer_map(teacher_cfg->vision.layers, student_cfg->vision.layers,
                                  o.vision_layers, o.n_vision_layers, vmap);

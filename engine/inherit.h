@@ -2,8 +2,9 @@
  * a smaller student takes a slice of a teacher, per tower.
  *
  *   layers:  student layer i <- teacher layer i * (T / max(S, 1))  (integer /)
- *   heads:   in_proj viewed as (3, NH_t, 64, C_t) is cut to [:, :NH_s, :, :C_s],
- *            in_proj_bias (3, NH_t, 64) to [:, :NH_s]: the first heads of Q, K, V
+ *   heads:   in_proj viewed as (3, NH_t, HS, C_t) is cut to [:, :NH_s, :, :C_s],
+ *            in_proj_bias (3, NH_t, HS) to [:, :NH_s]: the first heads of Q, K, V
+ *            (the student's heads must be as wide as the teacher's)
  *   others:  the leading slice param[:s0, :s1, ...] (out_proj, c_fc, c_proj,
  *            LayerNorms, conv1, class/positional embeddings, proj,
  *            text_projection, token_embedding); a one-element tensor is copied

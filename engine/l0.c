@@ -38,7 +38,7 @@ tc_status tc_l0_masks_create(tc_l0_masks *m, int L, int C, int NH, int M) {
 
 static int tower_uniform(const tc_tower_config *t) {
     if (t->layers < 1 || t->layers > TC_MAX_LAYERS) return 0;
-    if (t->heads[0] * TC_HEAD_SIZE != t->width || t->mlp_width[0] <= 0) return 0;
+    if (t->heads[0] * t->head_width != t->width || t->mlp_width[0] <= 0) return 0;
     for (int l = 1; l < t->layers; l++)
         if (t->heads[l] != t->heads[0] || t->mlp_width[l] != t->mlp_width[0]) return 0;
     return 1;
@@ -48,9 +48,9 @@ tc_status tc_l0_masks_for_tower(tc_l0_masks *m, const tc_tower_config *t, const 
     memset(m, 0, sizeof *m);
     if (!tower_uniform(t))
         return tc_fail(TC_ERR_CONFIG,
-                       "%s tower: masks need a uniform tower (every layer %d heads of 64 = width "
+                       "%s tower: masks need a uniform tower (every layer %d heads of %d = width "
                        "and one MLP width); expand a pruned model to the teacher shape first",
-                       what, t->width / TC_HEAD_SIZE);
+                       what, t->head_width ? t->width / t->head_width : 0, t->head_width);
     return tc_l0_masks_create(m, t->layers, t->width, t->heads[0], t->mlp_width[0]);
 }
 

@@ -111,7 +111,7 @@ static tc_status tower_alloc(tc_model *m, tower *t, const tc_tower_config *cfg,
     size_t BTC = (size_t)B * T * C;
     int widest = C;
     for (int l = 0; l < cfg->layers; l++)
-        widest = max_int(widest, max_int(3 * cfg->heads[l] * TC_HEAD_SIZE, cfg->mlp_width[l]));
+        widest = max_int(widest, max_int(3 * cfg->heads[l] * cfg->head_width, cfg->mlp_width[l]));
 
     if (is_text) {
         ALLOC_I32(t->ids, (size_t)B * T);
@@ -149,7 +149,7 @@ static tc_status tower_alloc(tc_model *m, tower *t, const tc_tower_config *cfg,
                 M = max_int(M, cfg->mlp_width[k]);
             }
         }
-        A = NH * TC_HEAD_SIZE;
+        A = NH * cfg->head_width;
         if (A > 0) {
             ALLOC_ACT(a->ln1, BTC);
             ALLOC_F32(a->ln1_mean, (size_t)B * T);
@@ -329,15 +329,15 @@ static void blocks_forward(tc_model *m, tower *t, int B) {
         const tc_block_offsets *o = &t->blocks[l];
         layer_acts *a = &t->layer[l];
         tc_act *x = layer_input(t, l);
-        int NH = cfg->heads[l], A = NH * TC_HEAD_SIZE, M = cfg->mlp_width[l];
+        int NH = cfg->heads[l], A = NH * cfg->head_width, M = cfg->mlp_width[l];
         if (A > 0) {
             ln_forward(m, t, a->ln1, a->ln1_mean, a->ln1_rstd, x, o->ln1_w, o->ln1_b, N, C);
             be->linear_forward(be, a->qkv, a->ln1, W(m, o->qkv_w), W(m, o->qkv_b), N, C, 3 * A,
                                0);
-            be->attention_forward(be, a->atty, a->lse, a->qkv, B, T, NH, TC_HEAD_SIZE,
+            be->attention_forward(be, a->atty, a->lse, a->qkv, B, T, NH, cfg->head_width,
                                   t->is_text);
             if (mk) {
-                be->mask_cols_forward(be, a->atty_m, a->atty, heads_mask(t, l), N, A, TC_HEAD_SIZE);
+                be->mask_cols_forward(be, a->atty_m, a->atty, heads_mask(t, l), N, A, cfg->head_width);
                 be->linear_forward(be, a->attn_out, a->atty_m, W(m, o->out_w), W(m, o->out_b), N,
                                    A, C, 0);
                 be->mask_cols_forward(be, t->fwd_tmp, a->attn_out, mk->hidden, N, C, 1);
@@ -517,7 +517,7 @@ static void blocks_backward(tc_model *m, tower *t, int B) {
     for (int l = cfg->layers - 1; l >= 0; l--) {
         const tc_block_offsets *o = &t->blocks[l];
         layer_acts *a = &t->layer[l];
-        int NH = cfg->heads[l], A = NH * TC_HEAD_SIZE, M = cfg->mlp_width[l];
+        int NH = cfg->heads[l], A = NH * cfg->head_width, M = cfg->mlp_width[l];
         /* dres holds d(res_mlp); the residual passes it through unchanged and
          * each sub-block adds its input gradient into it */
         if (M > 0) {
@@ -549,8 +549,8 @@ static void blocks_backward(tc_model *m, tower *t, int B) {
                                 W(m, o->out_w), N, A, C, 0);
             if (mk)
                 be->mask_cols_backward(be, d1, dheads_mask(t, l), d1, a->atty, heads_mask(t, l), N,
-                                       A, TC_HEAD_SIZE);
-            be->attention_backward(be, d2, d1, a->qkv, a->atty, a->lse, B, T, NH, TC_HEAD_SIZE,
+                                       A, cfg->head_width);
+            be->attention_backward(be, d2, d1, a->qkv, a->atty, a->lse, B, T, NH, cfg->head_width,
                                    t->is_text);
             be->linear_backward(be, d1, G(m, o->qkv_w), G(m, o->qkv_b), d2, a->ln1,
                                 W(m, o->qkv_w), N, C, 3 * A, 0);
@@ -673,7 +673,7 @@ static void init_blocks(float *p, const tc_tower_config *cfg, const tc_block_off
     float fc_std = powf(2.0f * C, -0.5f);
     for (int l = 0; l < cfg->layers; l++) {
         const tc_block_offsets *o = &blocks[l];
-        int A = cfg->heads[l] * TC_HEAD_SIZE, M = cfg->mlp_width[l];
+        int A = cfg->heads[l] * cfg->head_width, M = cfg->mlp_width[l];
         if (A > 0) {
             init_fill(p + o->ln1_w, C, 1.0f);
             init_fill(p + o->ln1_b, C, 0.0f);

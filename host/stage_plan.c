@@ -30,7 +30,7 @@ static tc_status count_params(const tc_model_config *cfg, tc_param_counts *out, 
 static size_t tower_prunable(const tc_tower_config *t) {
     size_t n = 0, c = (size_t)t->width;
     for (int l = 0; l < t->layers; l++) {
-        size_t a = (size_t)t->heads[l] * TC_HEAD_SIZE, m = (size_t)t->mlp_width[l];
+        size_t a = (size_t)t->heads[l] * t->head_width, m = (size_t)t->mlp_width[l];
         if (a) n += 4 * c * a + 3 * a + c;
         if (m) n += 2 * c * m + m + c;
     }
@@ -40,7 +40,7 @@ static size_t tower_prunable(const tc_tower_config *t) {
 static double tower_acts(const tc_tower_config *t, int tokens, double a, double b) {
     double sum = 4.0 * t->width, heads = 0;
     for (int l = 0; l < t->layers; l++) {
-        sum += 4.0 * t->heads[l] * TC_HEAD_SIZE + 2.0 * t->mlp_width[l];
+        sum += 4.0 * t->heads[l] * t->head_width + 2.0 * t->mlp_width[l];
         heads += t->heads[l];
     }
     return a * b * tokens * sum + a * b * (double)tokens * tokens * heads;
@@ -52,7 +52,7 @@ static double tower_layer_acts(const tc_tower_config *t, int tokens, double a, d
         if (t->heads[l] > maxh) maxh = t->heads[l];
         if (t->mlp_width[l] > maxm) maxm = t->mlp_width[l];
     }
-    return a * b * tokens * (4.0 * t->width + 4.0 * maxh * TC_HEAD_SIZE + 2.0 * maxm) +
+    return a * b * tokens * (4.0 * t->width + 4.0 * maxh * t->head_width + 2.0 * maxm) +
            a * b * (double)tokens * tokens * maxh;
 }
 

@@ -151,6 +151,7 @@ void tc_test_tiny_clip(tc_model_config *c, const char *name, int width, int embe
     v->width = width;
     v->image_size = 12;
     v->patch_size = 4;
+    v->head_width = t->head_width = 64;
     v->heads[0] = v->heads[1] = width / 64;
     v->mlp_width[0] = v->mlp_width[1] = 2 * width;
     v->pool = TC_POOL_TOKEN;
