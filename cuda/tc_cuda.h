@@ -10,6 +10,9 @@
 extern "C" {
 #endif
 
+#include "host_alloc.h"
+#include "status.h"
+
 /* number of CUDA devices visible to this process; 0 when there are none or
  * the runtime cannot talk to a driver, with the reason (the CUDA runtime's
  * error string) written to why */
@@ -18,13 +21,10 @@ int tc_cuda_device_count(char *why, size_t cap);
 /* name and compute capability of a device, for logs ("NVIDIA H100 ... sm_90") */
 void tc_cuda_device_name(int device, char *buf, size_t cap);
 
-#ifndef __cplusplus
-/* C only: the loader's types are C. fills *out with an allocator of pinned
- * host memory (cudaHostAlloc, portable; cudaFreeHost) for tc_loader_cfg's
- * allocator; TC_ERR_UNSUPPORTED without a CUDA device (pinned.c) */
-#include "../host/loader.h"
+/* fills *out with an allocator of pinned host memory (cudaHostAlloc,
+ * portable; cudaFreeHost) for the data loader's batches;
+ * TC_ERR_UNSUPPORTED without a CUDA device (pinned.c) */
 tc_status tc_cuda_pinned_allocator(tc_batch_allocator *out);
-#endif
 
 #ifdef __cplusplus
 }

@@ -755,7 +755,7 @@ tc_status tc_trainer_apply(tc_trainer *t, double extra_sum_sq) {
     be->step_gate(be, &t->scalars[S_FINITE]);
     tc_adamw_hparams hp = {tc_lr_at(&t->optim, t->step), t->optim.beta1, t->optim.beta2,
                            t->optim.eps, 1, &t->scalars[S_FINITE]};
-    tc_act *compute = be->separate_compute_weights ? tc_model_compute_weights(st) : NULL;
+    tc_act *compute = be->caps.separate_compute_weights ? tc_model_compute_weights(st) : NULL;
     if (sharded(t)) {
         /* this rank's slice, then every slice to every rank */
         int me = t->comm->rank;

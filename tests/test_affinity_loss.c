@@ -43,7 +43,7 @@ static void test_affinity_parity(void **state) {
     float *gi = read_all(f, "teacher_img", &ngi), *gt = read_all(f, "teacher_txt", NULL);
     int E = (int)(nfi / N), TE = (int)(ngi / N);
     tc_backend *be;
-    assert_int_equal(tc_backend_cpu_create(&be, 1), TC_OK);
+    assert_int_equal(tc_backend_cpu_create(&be, &(tc_backend_options){.threads = 1}), TC_OK);
     float *d_fi = dev_copy(be, fi, nfi), *d_ft = dev_copy(be, ft, nfi);
     float *d_gi = dev_copy(be, gi, ngi), *d_gt = dev_copy(be, gt, ngi);
     float *scratch;

@@ -709,7 +709,7 @@ static void test_gradcheck_softmax_xent(void **state) {
 }
 
 int main(void) {
-    if (tc_backend_cpu_create(&be, 2) != TC_OK) {
+    if (tc_backend_cpu_create(&be, &(tc_backend_options){.threads = 2}) != TC_OK) {
         fprintf(stderr, "cpu backend: %s\n", tc_last_error());
         return 1;
     }

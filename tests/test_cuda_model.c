@@ -59,7 +59,7 @@ static void inputs(const tc_model_config *c, int B, float *img, int32_t *ids, ui
 }
 
 static int setup(void **state) {
-    if (tc_backend_cpu_create(&cpu, 1) != TC_OK) return -1;
+    if (tc_backend_cpu_create(&cpu, &(tc_backend_options){.threads = 1}) != TC_OK) return -1;
     return 0;
 }
 
@@ -73,7 +73,7 @@ static void open_gpu(int fp32) {
     /* no device: skip; a device the backend cannot use: a failure */
     char why[256] = "";
     if (tc_cuda_device_count(why, sizeof why) <= 0) tc_skip_test("no CUDA device: %s", why);
-    if (tc_backend_cuda_create(&gpu, 0, fp32) != TC_OK)
+    if (tc_backend_cuda_create(&gpu, &(tc_backend_options){.fp32 = fp32}) != TC_OK)
         fail_msg("the CUDA backend: %s", tc_last_error());
 #else
     (void)fp32;

@@ -793,11 +793,20 @@ static void test_attention(void **state) {
  * forward's lse (the lse meaning is shared).
  * fp32 mode: the selection must leave the FMA kernels in place (checked on one
  * shape against the CPU with the fp32 tolerance). */
-static void select_attention_mma(int on) {
-    if (on)
-        setenv("TINYCLIP_ATTENTION", "mma", 1);
-    else
-        unsetenv("TINYCLIP_ATTENTION");
+static tc_backend *g_gpu_mma; /* the same device, tensor-core attention chosen */
+
+/* the backend whose attention ops run the chosen kernels: g_gpu (FMA), or a
+ * second backend made with TC_ATTENTION_MMA; both share the device memory,
+ * and g_gpu's queue is drained before the other one reads it */
+static tc_backend *attention_backend(int mma) {
+    bsync(g_gpu, "cuda (before switching the attention kernels)");
+    if (!mma) return g_gpu;
+    if (!g_gpu_mma) {
+        tc_backend_options o = {.fp32 = g_fp32, .attention = TC_ATTENTION_MMA};
+        if (tc_backend_cuda_create(&g_gpu_mma, &o) != TC_OK)
+            fail_msg("cuda backend with mma attention: %s", tc_last_error());
+    }
+    return g_gpu_mma;
 }
 
 static void run_attention_mma(const att_case *k) {
@@ -810,19 +819,19 @@ static void run_attention_mma(const att_case *k) {
     tc_act *gq = put_act(g_gpu, qkv, nqkv), *gdo = put_act(g_gpu, dout, no);
     tc_act *go2 = put_act(g_gpu, o_in, no);
     /* FMA forward (its output and lse) */
-    select_attention_mma(0);
+    tc_backend *fma = attention_backend(0);
     tc_act *go_f = gpu_out_act(no);
     float *gl_f = gpu_out_f32(nl);
-    g_gpu->attention_forward(g_gpu, go_f, gl_f, gq, B, T, NH, HS, k->causal);
-    bsync(g_gpu, "cuda attention_forward (fma)");
+    fma->attention_forward(fma, go_f, gl_f, gq, B, T, NH, HS, k->causal);
+    bsync(fma, "cuda attention_forward (fma)");
     /* mma forward, and the mma backward from the FMA forward's lse */
-    select_attention_mma(1);
     tc_act *go = gpu_out_act(no), *gdq = gpu_out_act(nqkv);
     float *gl = gpu_out_f32(nl);
-    g_gpu->attention_forward(g_gpu, go, gl, gq, B, T, NH, HS, k->causal);
-    bsync(g_gpu, "cuda attention_forward (mma)");
-    g_gpu->attention_backward(g_gpu, gdq, gdo, gq, go2, gl_f, B, T, NH, HS, k->causal);
-    bsync(g_gpu, "cuda attention_backward (mma)");
+    tc_backend *mma = attention_backend(1);
+    mma->attention_forward(mma, go, gl, gq, B, T, NH, HS, k->causal);
+    bsync(mma, "cuda attention_forward (mma)");
+    mma->attention_backward(mma, gdq, gdo, gq, go2, gl_f, B, T, NH, HS, k->causal);
+    bsync(mma, "cuda attention_backward (mma)");
     float *o = hmalloc(no * 4), *o_f = hmalloc(no * 4), *l = hmalloc(nl * 4);
     float *dq = hmalloc(nqkv * 4);
     get_act(g_gpu, o, go, no);
@@ -839,24 +848,23 @@ static void run_attention_mma(const att_case *k) {
     /* deterministic: a second mma backward gives the same bits */
     float *dq2 = hmalloc(nqkv * 4);
     poison(g_gpu, gdq, nqkv * g_gpu->act_bytes);
-    g_gpu->attention_backward(g_gpu, gdq, gdo, gq, go2, gl_f, B, T, NH, HS, k->causal);
+    mma = attention_backend(1);
+    mma->attention_backward(mma, gdq, gdo, gq, go2, gl_f, B, T, NH, HS, k->causal);
+    bsync(mma, "cuda attention_backward (mma, again)");
     get_act(g_gpu, dq2, gdq, nqkv);
     expect_same_bits("attention dqkv (mma)", dq, dq2, nqkv);
 
     /* the FMA backward from the mma forward's lse */
-    select_attention_mma(0);
     poison(g_gpu, gdq, nqkv * g_gpu->act_bytes);
-    g_gpu->attention_backward(g_gpu, gdq, gdo, gq, go2, gl, B, T, NH, HS, k->causal);
-    bsync(g_gpu, "cuda attention_backward (fma, mma lse)");
+    fma = attention_backend(0);
+    fma->attention_backward(fma, gdq, gdo, gq, go2, gl, B, T, NH, HS, k->causal);
+    bsync(fma, "cuda attention_backward (fma, mma lse)");
     get_act(g_gpu, dq2, gdq, nqkv);
     expect_close("dqkv (fma, mma lse)", dq2, r_dq, nqkv, tol_act());
 }
 
 static void test_attention_mma(void **state) {
     (void)state;
-    const char *prev = getenv("TINYCLIP_ATTENTION");
-    char saved[64] = "";
-    if (prev) snprintf(saved, sizeof saved, "%s", prev);
     static const att_case fp32_case = {1, 77, 2, 64, 1};
     static const att_case extra[] = {
         {2, 77, 7, 64, 1},   /* pruned heads */
@@ -869,7 +877,7 @@ static void test_attention_mma(void **state) {
     /* quick (sanitizer) cases: three tiles, so every double buffer is refilled after use */
     static const att_case quick[] = {{1, 150, 2, 64, 1}, {1, 130, 1, 128, 0}, {1, 20, 2, 32, 0}};
     if (g_fp32) {
-        printf("  fp32 mode: TINYCLIP_ATTENTION=mma must leave the FMA kernels in place\n");
+        printf("  fp32 mode: choosing the mma attention must leave the FMA kernels in place\n");
         run_attention_mma(&fp32_case);
         free_all();
     } else if (g_quick) {
@@ -893,10 +901,6 @@ static void test_attention_mma(void **state) {
             free_all();
         }
     }
-    if (prev)
-        setenv("TINYCLIP_ATTENTION", saved, 1);
-    else
-        unsetenv("TINYCLIP_ATTENTION");
 }
 
 /* patchify and the vision embedding */
@@ -1039,39 +1043,28 @@ static void test_patch_embed(void **state) {
     RUN_CASES(run_patch_embed, full, quick);
 }
 
-/* TINYCLIP_PATCH_EMBED picks the path at creation: cudnn, gemm (the default),
- * anything else is refused by name */
+/* the options pick the path at creation: the convolution sets
+ * caps.patch_embed_conv, or is refused with cuDNN's loader reason when cuDNN
+ * cannot be loaded; the GEMM path (the default) never is */
 static void test_patch_embed_choice(void **state) {
     (void)state;
-    const char *old = getenv("TINYCLIP_PATCH_EMBED");
-    char *saved = old ? strdup(old) : NULL;
-    static const struct {
-        const char *value;
-        int ok, prefer;
-    } cs[] = {{"gemm", 1, 0}, {"", 1, 0}, {"cudnn", 1, 1}, {"cuDNN!", 0, 0}};
     const int have = g_gpu->patch_embed_forward != NULL;
-    for (size_t i = 0; i < sizeof cs / sizeof *cs; i++) {
-        setenv("TINYCLIP_PATCH_EMBED", cs[i].value, 1);
+    for (int conv = 0; conv <= 1; conv++) {
+        tc_backend_options o = {.fp32 = g_fp32,
+                                .patch_embed = conv ? TC_PATCH_EMBED_CONV : TC_PATCH_EMBED_GEMM};
         tc_backend *b = NULL;
-        tc_status s = tc_backend_cuda_create(&b, 0, g_fp32);
-        /* without cuDNN "cudnn" is refused too */
-        const int ok = cs[i].ok && (have || !cs[i].prefer);
-        printf("  TINYCLIP_PATCH_EMBED=%s: %s%s\n", cs[i].value,
+        tc_status s = tc_backend_cuda_create(&b, &o);
+        printf("  patch embedding by %s: %s%s\n", conv ? "convolution" : "gemm",
                s == TC_OK ? "created" : "refused: ", s == TC_OK ? "" : tc_last_error());
-        if (ok) {
-            if (s != TC_OK) fail_msg("TINYCLIP_PATCH_EMBED=%s: %s", cs[i].value, tc_last_error());
-            assert_int_equal(b->prefer_patch_embed, cs[i].prefer);
+        if (!conv || have) {
+            if (s != TC_OK) fail_msg("patch embedding choice %d: %s", conv, tc_last_error());
+            assert_int_equal(b->caps.patch_embed_conv, conv);
             b->destroy(b);
         } else {
             assert_int_not_equal(s, TC_OK);
-            assert_non_null(strstr(tc_last_error(), "TINYCLIP_PATCH_EMBED"));
+            assert_non_null(strstr(tc_last_error(), "cuDNN"));
         }
     }
-    if (saved)
-        setenv("TINYCLIP_PATCH_EMBED", saved, 1);
-    else
-        unsetenv("TINYCLIP_PATCH_EMBED");
-    free(saved);
 }
 
 /* token embedding forward, scatter-add backward with repeated ids */
@@ -1543,7 +1536,8 @@ static void test_upload_async_fences(void **state) {
 static void test_error_reporting(void **state) {
     (void)state;
     tc_backend *b = NULL;
-    if (tc_backend_cuda_create(&b, 0, g_fp32) != TC_OK) fail_msg("create: %s", tc_last_error());
+    if (tc_backend_cuda_create(&b, &(tc_backend_options){.fp32 = g_fp32}) != TC_OK)
+        fail_msg("create: %s", tc_last_error());
     void *x = NULL;
     if (b->alloc(b, 1024, &x) != TC_OK) fail_msg("alloc: %s", tc_last_error());
     b->attention_forward(b, x, x, x, 1, 4, 1, 48, 0); /* head size 48 is not supported */
@@ -1661,9 +1655,11 @@ static tc_act *bench_rand_act(tc_backend *b, size_t n, float scale) {
 }
 
 static int run_bench(void) {
-    tc_backend *b = NULL;
-    if (tc_backend_cuda_create(&b, 0, 0) != TC_OK) {
+    tc_backend *b = NULL, *bm = NULL;
+    if (tc_backend_cuda_create(&b, NULL) != TC_OK ||
+        tc_backend_cuda_create(&bm, &(tc_backend_options){.attention = TC_ATTENTION_MMA}) != TC_OK) {
         printf("bench: %s\n", tc_last_error());
+        if (b) b->destroy(b);
         return 1;
     }
     static const struct {
@@ -1691,22 +1687,22 @@ static int run_bench(void) {
         }
         double fwd_flops = 4.0 * a.B * a.NH * (double)a.T * a.T * a.HS * (a.causal ? 0.5 : 1.0);
         char name[96];
-        /* the FMA kernels, then the tensor-core kernels (TINYCLIP_ATTENTION=mma,
-         * lines tagged " [mma]") on the same shape and buffers */
+        /* the FMA kernels, then the tensor-core kernels (a second backend
+         * made with TC_ATTENTION_MMA, lines tagged " [mma]") on the same
+         * shape and buffers */
         for (int mma = 0; mma < 2; mma++) {
-            if (mma)
-                setenv("TINYCLIP_ATTENTION", "mma", 1);
-            else
-                unsetenv("TINYCLIP_ATTENTION");
+            a.b = mma ? bm : b;
+            b->synchronize(b);
             const char *tag = mma ? " [mma]" : "";
             snprintf(name, sizeof name, "attention_fwd %s B=%d T=%d NH=%d%s%s", att[i].name, a.B,
                      a.T, a.NH, a.causal ? " causal" : "", tag);
-            bench_report(name, time_median(b, att_fwd, &a, 10), fwd_flops);
+            bench_report(name, time_median(a.b, att_fwd, &a, 10), fwd_flops);
             snprintf(name, sizeof name, "attention_fwd+bwd %s B=%d T=%d NH=%d%s%s", att[i].name,
                      a.B, a.T, a.NH, a.causal ? " causal" : "", tag);
-            bench_report(name, time_median(b, att_fwd_bwd, &a, 5), 3.5 * fwd_flops);
+            bench_report(name, time_median(a.b, att_fwd_bwd, &a, 5), 3.5 * fwd_flops);
+            a.b->synchronize(a.b);
         }
-        unsetenv("TINYCLIP_ATTENTION");
+        a.b = b;
         b->free(b, a.qkv);
         b->free(b, a.dout);
         b->free(b, a.out);
@@ -1754,6 +1750,7 @@ static int run_bench(void) {
         b->free(b, l.dbias);
     }
     tc_status s = b->synchronize(b);
+    bm->destroy(bm);
     b->destroy(b);
     return s == TC_OK ? 0 : 1;
 }
@@ -1800,7 +1797,8 @@ static int bench_patch_embed_one(const char *shape, int B, int S, int P, int C, 
     char name[96];
     pe_bench e;
     memset(&e, 0, sizeof e);
-    if (tc_backend_cuda_create(&e.b, 0, 0) != TC_OK) {
+    tc_backend_options po = {.patch_embed = cudnn ? TC_PATCH_EMBED_CONV : TC_PATCH_EMBED_GEMM};
+    if (tc_backend_cuda_create(&e.b, &po) != TC_OK) {
         printf("bench: %s\n", tc_last_error());
         return 1;
     }
@@ -1859,18 +1857,23 @@ static int run_patch_embed_bench(void) {
 
 static int setup_mode(int fp32) {
     g_fp32 = fp32;
-    if (tc_backend_cpu_create(&g_cpu, 0) != TC_OK) {
+    if (tc_backend_cpu_create(&g_cpu, &(tc_backend_options){.threads = 0}) != TC_OK) {
         fprintf(stderr, "cpu backend: %s\n", tc_last_error());
         return -1;
     }
-    if (tc_backend_cuda_create(&g_gpu, 0, fp32) != TC_OK) {
+    if (tc_backend_cuda_create(&g_gpu, &(tc_backend_options){.fp32 = fp32}) != TC_OK) {
         fprintf(stderr, "cuda backend: %s\n", tc_last_error());
         return -1;
     }
     printf("mode %s: act_bytes %zu, separate compute weights %d\n", fp32 ? "fp32" : "mixed bf16",
-           g_gpu->act_bytes, g_gpu->separate_compute_weights);
-    if (g_gpu->act_bytes != (fp32 ? 4u : 2u) || g_gpu->separate_compute_weights != !fp32) {
+           g_gpu->act_bytes, g_gpu->caps.separate_compute_weights);
+    if (g_gpu->act_bytes != (fp32 ? 4u : 2u) || g_gpu->caps.separate_compute_weights != !fp32) {
         fprintf(stderr, "cuda backend: wrong act_bytes / separate_compute_weights\n");
+        return -1;
+    }
+    const char *missing = tc_test_backend_missing_op(g_gpu);
+    if (missing) {
+        fprintf(stderr, "cuda backend: op %s is NULL\n", missing);
         return -1;
     }
     return 0;
@@ -1889,9 +1892,10 @@ static int setup_mixed(void **state) {
 static int teardown_mode(void **state) {
     (void)state;
     free_all();
+    if (g_gpu_mma) g_gpu_mma->destroy(g_gpu_mma);
     if (g_gpu) g_gpu->destroy(g_gpu);
     if (g_cpu) g_cpu->destroy(g_cpu);
-    g_gpu = g_cpu = NULL;
+    g_gpu = g_cpu = g_gpu_mma = NULL;
     return 0;
 }
 

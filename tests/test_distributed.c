@@ -181,7 +181,7 @@ static int driver(void) {
     int W = comm->world_size, rank = comm->rank, n = LOCAL_B, N = W * n;
     const char *fault = getenv("TC_DIST_FAULT");
     tc_backend *be;
-    if (tc_backend_cpu_create(&be, 1) != TC_OK) return 2;
+    if (tc_backend_cpu_create(&be, &(tc_backend_options){.threads = 1}) != TC_OK) return 2;
     tc_model_config sc, tcfg;
     tc_test_tiny_clip(&sc, "dist-student", 64, 16);
     tc_test_tiny_clip(&tcfg, "dist-teacher", 128, 24);

@@ -152,7 +152,7 @@ static void gradcheck(int variant) {
     tc_model_config cfg;
     tiny_config(&cfg, variant);
     tc_backend *be;
-    assert_int_equal(tc_backend_cpu_create(&be, 1), TC_OK);
+    assert_int_equal(tc_backend_cpu_create(&be, &(tc_backend_options){.threads = 1}), TC_OK);
     int B = 3;
     tc_model *m;
     tc_model_options opt = {.max_batch = B, .train = 1, .masked = variant == 2};

@@ -65,7 +65,7 @@ static int setup_model(parity *p, const char *name) {
     const tc_st_tensor *img = tc_st_find(p->io, "images");
     assert_non_null(img);
     p->B = (int)img->shape[0];
-    if (tc_backend_cpu_create(&p->be, 1) != TC_OK) fail_msg("%s", tc_last_error());
+    if (tc_backend_cpu_create(&p->be, &(tc_backend_options){.threads = 1}) != TC_OK) fail_msg("%s", tc_last_error());
     tc_model_options opt = {.max_batch = p->B, .train = 1};
     if (tc_model_create(&p->model, p->be, &p->cfg, opt) != TC_OK) fail_msg("%s", tc_last_error());
     if (tc_model_set_params(p->model, p->params) != TC_OK) fail_msg("%s", tc_last_error());

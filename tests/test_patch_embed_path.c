@@ -1,6 +1,6 @@
 /* the model's choice of patch-embedding path (engine/model.c): with a
  * backend that offers patch_embed_forward / patch_embed_backward_weight and
- * sets prefer_patch_embed, the vision tower runs those two ops instead of
+ * sets caps.patch_embed_conv, the vision tower runs those two ops instead of
  * patchify + GEMM, with the shapes and buffers backend.h promises; otherwise
  * it never calls them. runs on the CPU backend, whose table is given test
  * twins of the two ops built from its own patchify and linear ops: the two
@@ -84,13 +84,13 @@ typedef struct {
  * backend's table is set as asked (twins on or off, prefer flag) */
 static void run(run_result *r, int twins, int prefer, int only_forward) {
     tc_backend *be = NULL;
-    assert_int_equal(tc_backend_cpu_create(&be, 1), TC_OK);
+    assert_int_equal(tc_backend_cpu_create(&be, &(tc_backend_options){.threads = 1}), TC_OK);
     assert_null(be->patch_embed_forward); /* the CPU backend has no convolution of its own */
     if (twins) {
         be->patch_embed_forward = twin_forward;
         be->patch_embed_backward_weight = only_forward ? NULL : twin_backward_weight;
     }
-    be->prefer_patch_embed = prefer;
+    be->caps.patch_embed_conv = prefer;
 
     static tc_model_config c;
     tiny(&c);

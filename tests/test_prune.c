@@ -405,7 +405,7 @@ static void test_forward_equivalence(void **state) {
     assert_int_equal(tc_param_layout_build(&l, &cfg), TC_OK);
     float *p = random_params(&l, 13);
     tc_backend *be;
-    assert_int_equal(tc_backend_cpu_create(&be, 1), TC_OK);
+    assert_int_equal(tc_backend_cpu_create(&be, &(tc_backend_options){.threads = 1}), TC_OK);
     enum { B = 3 };
     float images[B * 3 * 16 * 16];
     int32_t ids[B * 6] = {3, 5, 19, 0, 0, 0, 7, 7, 7, 7, 19, 0, 2, 19, 0, 0, 0, 0};

@@ -10,7 +10,7 @@
 #include <zlib.h>
 
 #include "caption_templates.h"
-#include "dataset.h"
+#include "source.h"
 #include "image_decode.h"
 #include "shard_writer.h"
 #include "testutil.h"

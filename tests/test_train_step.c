@@ -188,7 +188,7 @@ static void test_device_skip(void **state) {
 }
 
 static int setup(void **state) {
-    if (tc_backend_cpu_create(&be, 1) != TC_OK) return -1;
+    if (tc_backend_cpu_create(&be, &(tc_backend_options){.threads = 1}) != TC_OK) return -1;
     tc_test_tiny_clip(&sc, "step-student", 64, 16);
     tc_test_tiny_clip(&tcfg, "step-teacher", 128, 24);
     int S = sc.vision.image_size, T = sc.text.context_length;

@@ -178,3 +178,16 @@ void tc_test_clip_batch(float *images, int32_t *ids, int N, const tc_model_confi
         }
     }
 }
+
+const char *tc_test_backend_missing_op(const tc_backend *be) {
+#define TC_OP(ret, name, params)                                                                   \
+    if (!be->name) return #name;
+#define TC_OPTIONAL_OP(ret, name, params)
+#include "backend_ops.h"
+#undef TC_OPTIONAL_OP
+#undef TC_OP
+    if (be->caps.patch_embed_conv && !be->patch_embed_forward) return "patch_embed_forward";
+    if (be->caps.patch_embed_conv && !be->patch_embed_backward_weight)
+        return "patch_embed_backward_weight";
+    return NULL;
+}

@@ -51,6 +51,11 @@ int tc_run_capture(const char *cmd, char **output);
 
 /* a tiny irregular CLIP (2 layers per tower, 12px images of 4px patches,
  * context 7, vocabulary 40) of the given width and embedding size */
+/* the first required op of engine/backend_ops.h that `be` leaves NULL (and
+ * the first optional op its capabilities rely on), or NULL when the table
+ * is complete */
+const char *tc_test_backend_missing_op(const tc_backend *be);
+
 void tc_test_tiny_clip(tc_model_config *c, const char *name, int width, int embed);
 /* N random images (scale 1.5) and token rows ending in an EOT (the
  * vocabulary's last id), a function of step alone: the same on every rank */

@@ -16,7 +16,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "dataset.h"
+#include "source.h"
 
 #define CSV_MAX_BYTES ((size_t)4 << 30)
 #define CSV_MAX_IMAGE ((long)64 << 20)

@@ -10,7 +10,7 @@
 #include "cli.h"
 #include "eval_metrics.h"
 #include "model.h"
-#include "retrieval_eval.h"
+#include "retrieval.h"
 #include "tokenizer.h"
 #include "zeroshot.h"
 #include "zeroshot_templates.h"

@@ -8,7 +8,7 @@
 #include <string.h>
 
 #include "cli.h"
-#include "dataset.h"
+#include "source.h"
 #include "image_decode.h"
 #include "shard_writer.h"
 

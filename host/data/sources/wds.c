@@ -16,7 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "dataset.h"
+#include "source.h"
 #include "fileio.h"
 #include "json.h"
 

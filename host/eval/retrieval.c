@@ -1,4 +1,4 @@
-#include "retrieval_eval.h"
+#include "retrieval.h"
 
 #include <stdlib.h>
 

@@ -41,7 +41,7 @@
 #include "model.h"
 #include "params.h"
 #include "progress.h"
-#include "retrieval_eval.h"
+#include "retrieval.h"
 #include "prune.h"
 #include "run_report.h"
 #include "safetensors.h"
@@ -719,7 +719,7 @@ static tc_status open_loader(stage_run *r, const tc_loader_cursor *resume) {
     if (e->train.source == TC_EXP_DATA_FMNIST && e->train.path) lc.source.fmnist_dir = e->train.path;
 #ifdef TC_HAVE_CUDA
     /* batches in page-locked memory: uploads to the GPU without a staging copy */
-    if (strncmp(r->c->be->name, "cuda", 4) == 0 && tc_cuda_pinned_allocator(&lc.allocator) != TC_OK)
+    if (r->c->be->caps.pinned_host_batches && tc_cuda_pinned_allocator(&lc.allocator) != TC_OK)
         memset(&lc.allocator, 0, sizeof lc.allocator);
 #endif
     if (e->train.source == TC_EXP_DATA_CSV) {
@@ -1360,9 +1360,12 @@ tc_status tc_run_experiment(const tc_experiment *exp, const tc_run_options *opt)
         /* one GPU per rank, by the rank on its machine; NCCL for the collectives */
         int ndev = tc_cuda_device_count(NULL, 0);
         if (ndev <= 0) s = tc_fail(TC_ERR_UNSUPPORTED, "rank %d: no CUDA device", c.rank);
-        if (s == TC_OK)
-            s = tc_backend_cuda_create(&c.be, c.comm->local_rank % ndev,
-                                       exp->precision == TC_EXP_PREC_FP32);
+        tc_backend_options bo;
+        if (s == TC_OK) s = tc_backend_options_from_env(&bo);
+        if (s == TC_OK) {
+            bo.device = c.comm->local_rank % ndev;
+            s = tc_backend_open_with(backend, &bo, &c.be);
+        }
         if (s == TC_OK) s = tc_comm_nccl_create(&c.comm, mpi, c.be);
 #else
         s = tc_fail(TC_ERR_UNSUPPORTED,

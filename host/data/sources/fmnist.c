@@ -10,7 +10,7 @@
 #include <zlib.h>
 
 #include "caption_templates.h"
-#include "dataset.h"
+#include "source.h"
 
 #define FMNIST_DEFAULT_DIR "/usr/share/datasets/fashion-mnist"
 #define FMNIST_SIDE 28

@@ -15,7 +15,7 @@
 #include <sys/stat.h>
 
 #include "caption_templates.h"
-#include "dataset.h"
+#include "source.h"
 
 #define FOLDER_MAX_IMAGE ((long)64 << 20)
 
