@@ -10,6 +10,7 @@
 #include <cmocka.h>
 
 #include "model_config.h"
+#include "params.h"
 
 /* absolute path of a file under tests/fixtures (static buffer per call site use) */
 const char *tc_fixture(const char *relative, char *buf, size_t cap);
@@ -60,5 +61,14 @@ void tc_test_tiny_clip(tc_model_config *c, const char *name, int width, int embe
 /* N random images (scale 1.5) and token rows ending in an EOT (the
  * vocabulary's last id), a function of step alone: the same on every rank */
 void tc_test_clip_batch(float *images, int32_t *ids, int N, const tc_model_config *c, int step);
+
+/* the formula tensors of tests/fixtures/breadth (README there; the same
+ * values as scripts/fixtures_breadth.py, bit for bit):
+ * x (n) in [-1, 1) of the tensor named `name` */
+void tc_test_formula_x(const char *name, double *x, size_t n);
+/* (n, 3, size, size) images: coarse squares of `block` pixels + detail / 8 */
+void tc_test_formula_images(const char *name, float *out, int n, int size, int block);
+/* every tensor of a layout from its name and shape (formula_rule); 0 or -1 (out of memory) */
+int tc_test_formula_params(const tc_param_layout *layout, float *params);
 
 #endif

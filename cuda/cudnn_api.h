@@ -1,0 +1,134 @@
+/* cuDNN for the CUDA backend's convolutions (conv_cudnn.cu: the ViT patch
+ * embedding; conv2d_cudnn.cu: the ResNet towers' convolutions), through the
+ * legacy API, shared by both files:
+ *   - the functions used, resolved from libcudnn.so.<major> with dlopen at
+ *     backend creation (the headers are needed at build time only; a binary
+ *     runs where cuDNN is not installed, without these ops)
+ *   - the state: handle, descriptors, one workspace, the plan tables
+ *   - error recording and algorithm choice: the first candidate of
+ *     cudnnGet*Algorithm_v7 (cuDNN's heuristics, best first) that reports
+ *     CUDNN_DETERMINISTIC, needs at most CONV_WORKSPACE_CAP of workspace and,
+ *     in the fp32 mode, no tensor cores (no TF32). not cudnnFind*: its choice
+ *     by timing can differ from run to run, and with it the bits.
+ * only compiled with TC_HAVE_CUDNN. */
+#ifndef TC_CUDA_CUDNN_API_H
+#define TC_CUDA_CUDNN_API_H
+
+#include <cudnn.h>
+#include <dlfcn.h>
+
+#include "cuda_internal.h"
+
+#define CONV_THREADS 256
+#define CONV_PLANS 8
+#define CONV2D_PLANS 128
+#define CONV_MAX_ALGOS 16
+#define CONV_WORKSPACE_CAP ((size_t)256 << 20)
+
+/* the patch embedding's algorithms of one shape */
+typedef struct {
+    int B, H, W, P, C; /* the shape; B = 0: free slot */
+    int fwd_ready, bwd_ready;
+    cudnnConvolutionFwdAlgo_t fwd_algo;
+    cudnnMathType_t fwd_math;
+    size_t fwd_ws;
+    cudnnConvolutionBwdFilterAlgo_t bwd_algo;
+    cudnnMathType_t bwd_math;
+    size_t bwd_ws;
+} conv_plan;
+
+/* a ResNet convolution's algorithms of one shape (forward, data and filter
+ * gradients); N = 0: free slot */
+typedef struct {
+    int N, C, H, W, OC, K, S, P;
+    int fwd_ready, data_ready, filter_ready;
+    cudnnConvolutionFwdAlgo_t fwd_algo;
+    cudnnConvolutionBwdDataAlgo_t data_algo;
+    cudnnConvolutionBwdFilterAlgo_t filter_algo;
+    cudnnMathType_t fwd_math, data_math, filter_math;
+    size_t fwd_ws, data_ws, filter_ws;
+} conv2d_plan;
+
+/* the cuDNN functions used, resolved from the library at creation */
+#define DNN_FUNCS(X)                                                                               \
+    X(cudnnCreate)                                                                                 \
+    X(cudnnDestroy)                                                                                \
+    X(cudnnSetStream)                                                                              \
+    X(cudnnGetErrorString)                                                                         \
+    X(cudnnGetLastErrorString)                                                                     \
+    X(cudnnCreateTensorDescriptor)                                                                 \
+    X(cudnnDestroyTensorDescriptor)                                                                \
+    X(cudnnSetTensor4dDescriptor)                                                                  \
+    X(cudnnCreateFilterDescriptor)                                                                 \
+    X(cudnnDestroyFilterDescriptor)                                                                \
+    X(cudnnSetFilter4dDescriptor)                                                                  \
+    X(cudnnCreateConvolutionDescriptor)                                                            \
+    X(cudnnDestroyConvolutionDescriptor)                                                           \
+    X(cudnnSetConvolution2dDescriptor)                                                             \
+    X(cudnnSetConvolutionMathType)                                                                 \
+    X(cudnnGetConvolution2dForwardOutputDim)                                                       \
+    X(cudnnGetConvolutionForwardAlgorithm_v7)                                                      \
+    X(cudnnGetConvolutionForwardWorkspaceSize)                                                     \
+    X(cudnnConvolutionForward)                                                                     \
+    X(cudnnGetConvolutionBackwardDataAlgorithm_v7)                                                 \
+    X(cudnnGetConvolutionBackwardDataWorkspaceSize)                                                \
+    X(cudnnConvolutionBackwardData)                                                                \
+    X(cudnnGetConvolutionBackwardFilterAlgorithm_v7)                                               \
+    X(cudnnGetConvolutionBackwardFilterWorkspaceSize)                                              \
+    X(cudnnConvolutionBackwardFilter)
+
+typedef struct {
+#define DNN_MEMBER(f) decltype(&::f) f;
+    DNN_FUNCS(DNN_MEMBER)
+#undef DNN_MEMBER
+} dnn_api;
+
+#define DNN_STR2(x) #x
+#define DNN_STR(x) DNN_STR2(x)
+/* the soname of the major version the headers describe */
+#define DNN_SONAME "libcudnn.so." DNN_STR(CUDNN_MAJOR)
+
+struct tc_cuda_conv {
+    dnn_api api;
+    cudnnHandle_t handle; /* created at the first call: cudnnCreate loads the libraries */
+    cudnnTensorDescriptor_t x, y;
+    cudnnFilterDescriptor_t w;
+    cudnnConvolutionDescriptor_t conv;
+    void *workspace; /* one, grown while planning a new shape */
+    size_t workspace_bytes;
+    conv_plan plan[CONV_PLANS];
+    int next_slot; /* round-robin replacement when all slots are taken */
+    conv2d_plan plan2d[CONV2D_PLANS];
+    int next_slot2d;
+};
+
+/* true on success; otherwise records "cuda <op>: cuDNN <what>: <status> (<cuDNN's message>)" */
+bool tc_cudnn_ok(tc_cuda_backend *cu, cudnnStatus_t s, const char *op, const char *what);
+/* the handle and descriptors, created at the first call */
+bool tc_cudnn_ready(tc_cuda_backend *cu, const char *op);
+/* grows the workspace to at least bytes (only while planning a new shape) */
+bool tc_cudnn_workspace_reserve(tc_cuda_backend *cu, const char *op, size_t bytes);
+/* resolves every function of DNN_FUNCS; false with the reason otherwise */
+bool tc_cudnn_load(dnn_api *a, char *why, size_t cap);
+
+/* a candidate a plan may keep: it ran, gives the same bits every time, and
+ * (fp32 mode) does not use tensor cores, i.e. no TF32 */
+template <typename Perf> static inline bool tc_cudnn_usable(const tc_cuda_backend *cu, const Perf &p) {
+    if (p.status != CUDNN_STATUS_SUCCESS || p.determinism != CUDNN_DETERMINISTIC) return false;
+    if (cu->fp32 &&
+        (p.mathType == CUDNN_TENSOR_OP_MATH || p.mathType == CUDNN_TENSOR_OP_MATH_ALLOW_CONVERSION))
+        return false;
+    return true;
+}
+
+/* the first usable candidate in the heuristics' order whose workspace is
+ * within the cap, else -1. the heuristics are a function of the shape, the
+ * GPU and the cuDNN version only, so every run picks the same algorithm */
+template <typename Perf>
+static inline int tc_cudnn_pick(const tc_cuda_backend *cu, const Perf *c, int n) {
+    for (int i = 0; i < n; i++)
+        if (tc_cudnn_usable(cu, c[i]) && c[i].memory <= CONV_WORKSPACE_CAP) return i;
+    return -1;
+}
+
+#endif
