@@ -9,6 +9,12 @@
  *            LayerNorms, conv1, class/positional embeddings, proj,
  *            text_projection, token_embedding); a one-element tensor is copied
  *
+ * ResNet image towers (TinyCLIP's rule for visual.layer<S>.<I>.): each
+ * stage's blocks by interval_front within the stage, every conv and
+ * BatchNorm (running statistics and batch count included) and the
+ * attention pool's positions and q/k/v/c projections by their leading
+ * slice; the stem likewise.
+ *
  * works on host fp32 buffers laid out by tc_param_layout_build. only the
  * tensors of the selected towers are written; logit_scale is never touched
  * (the original copies only the tower prefixes). a student dim larger than
