@@ -1,5 +1,7 @@
 #include "flops.h"
 
+#include <math.h>
+
 /* multiply-adds of the residual blocks of one tower over T tokens */
 static double blocks_macs(const tc_tower_config *t, double T) {
     double C = t->width, macs = 0;
@@ -45,4 +47,28 @@ void tc_model_flops(const tc_model_config *cfg, double *gflops_image, double *gf
     double txt = blocks_macs(t, Tt) + (double)t->width * E;
     if (gflops_image) *gflops_image = 2 * img / 1e9;
     if (gflops_text) *gflops_text = 2 * txt / 1e9;
+}
+
+double tc_resnet_activations(const tc_tower_config *v, int train) {
+    double W = v->width, S = v->image_size / 2.0, cin = W;
+    double sum = S * S * (W / 2 * 4 + W * 2), widest = S * S * W;
+    double role = 0; /* the largest tensor of a block: 4 roles of it cover inference */
+    S /= 2;
+    sum += S * S * W;
+    for (int s = 0; s < TC_RESNET_STAGES; s++) {
+        double P = W * (1 << s);
+        for (int i = 0; i < v->stages[s]; i++) {
+            int down = i == 0 && s > 0;
+            double So = down ? S / 2 : S, out = 4 * P * So * So;
+            sum += 4 * P * S * S + (down ? P * So * So : 0) + 3 * out;
+            if (down || cin != 4 * P) sum += 2 * out + (down ? cin * So * So : 0);
+            role = fmax(role, fmax(P * S * S, fmax(out, cin * S * S)));
+            cin = 4 * P;
+            S = So;
+        }
+    }
+    double D = tc_resnet_pool_width(v), T = tc_vision_tokens(v);
+    double pool = 3 * T * D + 4 * D;
+    if (!train) return 12 * fmax(role, widest) + pool;
+    return sum + 5 * fmax(role, widest) + 2 * pool;
 }

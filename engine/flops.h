@@ -23,4 +23,9 @@
 
 void tc_model_flops(const tc_model_config *cfg, double *gflops_image, double *gflops_text);
 
+/* activation elements per image a ResNet image tower holds (engine/
+ * model_resnet.c): train, every saved tensor plus the backward's scratch;
+ * inference, one buffer per role shared by the blocks. for memory estimates */
+double tc_resnet_activations(const tc_tower_config *v, int train);
+
 #endif

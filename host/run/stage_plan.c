@@ -6,6 +6,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "flops.h"
+
 static tc_status load_cfg(const tc_experiment *exp, const char *path, tc_exp_loc loc, const char *what,
                           tc_model_config *cfg) {
     tc_status s = tc_model_config_load(cfg, path);
@@ -68,10 +70,14 @@ tc_stage_memory tc_stage_memory_estimate(const tc_model_config *s, const tc_mode
     memset(&m, 0, sizeof m);
     double c = cuda_bf16 ? 2 : 0, a = cuda_bf16 ? 2 : 4, b = batch;
     m.student = (16 + c) * total_params(s);
-    m.activations = tower_acts(&s->vision, tc_vision_tokens(&s->vision), a, b) +
+    m.activations = (s->vision.resnet ? a * b * tc_resnet_activations(&s->vision, 1)
+                                      : tower_acts(&s->vision, tc_vision_tokens(&s->vision), a, b)) +
                     tower_acts(&s->text, s->text.context_length, a, b);
     if (t) {
-        m.teacher = (4 + c) * total_params(t) + tower_layer_acts(&t->vision, tc_vision_tokens(&t->vision), a, b) +
+        m.teacher = (4 + c) * total_params(t) +
+                    (t->vision.resnet
+                         ? a * b * tc_resnet_activations(&t->vision, 0)
+                         : tower_layer_acts(&t->vision, tc_vision_tokens(&t->vision), a, b)) +
                     tower_layer_acts(&t->text, t->text.context_length, a, b);
     }
     m.logits = 4.0 * 4.0 * b * b;
@@ -203,6 +209,12 @@ static void bytes_h(char *buf, size_t cap, double n) {
 }
 
 static void tower_summary(char *buf, size_t cap, const tc_tower_config *t, int vision) {
+    if (t->resnet) {
+        snprintf(buf, cap, "ResNet [%d, %d, %d, %d] w%d, attention pool %d (%d heads of %d) on %d",
+                 t->stages[0], t->stages[1], t->stages[2], t->stages[3], t->width,
+                 tc_resnet_pool_width(t), tc_resnet_pool_heads(t), t->head_width, t->image_size);
+        return;
+    }
     int hmin = t->heads[0], hmax = t->heads[0], mmin = t->mlp_width[0], mmax = t->mlp_width[0];
     for (int l = 1; l < t->layers; l++) {
         if (t->heads[l] < hmin) hmin = t->heads[l];
