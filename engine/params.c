@@ -176,6 +176,13 @@ static void add_vit(builder *bd, const tc_tower_config *v, int E, tc_param_layou
 
 tc_status tc_param_layout_build(tc_param_layout *l, const tc_model_config *cfg) {
     memset(l, 0, sizeof *l);
+    /* a config made in code without a head size would silently lose its attention */
+    const tc_tower_config *towers[2] = {&cfg->vision, &cfg->text};
+    for (int k = 0; k < 2; k++)
+        for (int i = 0; !towers[k]->resnet && i < towers[k]->layers && i < TC_MAX_LAYERS; i++)
+            if (towers[k]->heads[i] > 0 && towers[k]->head_width < 1)
+                return tc_fail(TC_ERR_CONFIG, "%s tower: %d heads of size %d",
+                               k ? "text" : "vision", towers[k]->heads[i], towers[k]->head_width);
     builder bd = {l, 0, 0, TC_TOWER_TEXT};
     const tc_tower_config *v = &cfg->vision, *t = &cfg->text;
     int E = cfg->embed_dim, Ct = t->width;

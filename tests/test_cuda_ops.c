@@ -1,4 +1,5 @@
-/* every op of the CUDA backend against the CPU reference backend, on fresh
+/* every op of the CUDA backend against the CPU reference backend (the ResNet
+ * ops' cases in cuda_resnet_cases.c, compiled in), on fresh
  * random inputs at CLIP shapes, in the fp32 mode and in the mixed (bf16)
  * mode. '=' outputs are poisoned with NaN bit patterns on the GPU before each
  * run, so an element the kernel does not write fails the comparison; '+='
@@ -33,6 +34,7 @@
 
 #include "testutil.h"
 #include "cuda_harness.h"
+#include "cuda_resnet_cases.h"
 
 #include "backend.h"
 #include "status.h"
@@ -1749,6 +1751,12 @@ int main(int argc, char **argv) {
         TC_T(test_pinned_allocator),
         TC_T(test_upload_async_fences),
         TC_T(test_error_reporting),
+        /* the ResNet ops (cuda_resnet_cases.c) */
+        TC_T(test_conv2d),
+        TC_T(test_batchnorm),
+        TC_T(test_relu_avgpool),
+        TC_T(test_attnpool),
+        TC_T(test_resnet_model),
     };
     int failed =
         cmocka_run_group_tests_name("cuda ops, fp32 mode", tests, setup_fp32, teardown_mode);
