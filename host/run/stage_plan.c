@@ -165,6 +165,14 @@ tc_status tc_stage_plan_build(const tc_experiment *exp, tc_stage_plan **out) {
         s = count_params(&e->model, &e->params, what);
         if (s != TC_OK) goto fail;
         e->params_after = (double)e->params.total;
+        if (is_auto && st->inherit.autoc.vision && e->model.vision.resnet) {
+            s = tc_fail(TC_ERR_CONFIG,
+                        "%s: stages.%d (%s).inheritance: automatic inheritance masks transformer "
+                        "heads, MLP units and hidden dims; a ResNet image tower has none (set "
+                        "vision: false, or use manual inheritance)",
+                        exp->source, i, st->name);
+            goto fail;
+        }
         if (is_auto) {
             const tc_exp_auto *a = &st->inherit.autoc;
             e->prunable = (a->vision ? tower_prunable(&e->model.vision) : 0) +
