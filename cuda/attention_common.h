@@ -67,11 +67,14 @@ __device__ __forceinline__ void att_axpy16(float *acc, float p, const float *sm)
 }
 
 /* loads 16 dims of one row (T elements) into registers as fp32; the dims
- * at or past n (a padded head's tail) are zeros and not read */
+ * at or past n (a padded head's tail: n is 0, 8 or 16, head sizes being
+ * multiples of 8) are zeros and not read */
 template <typename T> __device__ __forceinline__ void att_load16(float *r, const T *src, int n) {
 #pragma unroll
-    for (int d = 0; d < ATT_DPT; d++)
-        r[d] = d < n ? tc_ldf(src + d) : 0.0f;
+    for (int d = 0; d < ATT_DPT / 2; d++) {
+        r[d] = n > 0 ? tc_ldf(src + d) : 0.0f;
+        r[d + ATT_DPT / 2] = n > ATT_DPT / 2 ? tc_ldf(src + d + ATT_DPT / 2) : 0.0f;
+    }
 }
 
 /* the dims of a thread's 16 that lie inside a head of hs dims */
