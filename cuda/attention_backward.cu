@@ -120,7 +120,7 @@ template <typename T, int HSP>
 __global__ void __launch_bounds__(att_cfg<HSP>::THREADS)
     attention_backward_dq_kernel(T *dqkv, const T *dout, const T *qkv, const T *out,
                                  const float *lse, int Tn, int NH, int hs, int causal,
-                                  float scale) {
+                                 float scale) {
     constexpr int G = att_cfg<HSP>::G, BT = att_cfg<HSP>::BT, NT = att_cfg<HSP>::THREADS;
     __shared__ __align__(16) float Ks[BT][HSP];
     __shared__ __align__(16) float Vs[BT][HSP];
@@ -194,12 +194,10 @@ static void launch_attention_backward_hs(tc_cuda_backend *cu, tc_act *dqkv, cons
     dim3 grid((unsigned)((Tn + BT - 1) / BT), (unsigned)NH, (unsigned)B);
     const float scale = 1.0f / sqrtf((float)hs);
     attention_backward_dkv_kernel<T, HSP><<<grid, att_cfg<HSP>::THREADS, 0, cu->stream>>>(
-        (T *)dqkv, (const T *)dout, (const T *)qkv, (const T *)out, lse, Tn, NH, hs, causal,
-        scale);
+        (T *)dqkv, (const T *)dout, (const T *)qkv, (const T *)out, lse, Tn, NH, hs, causal, scale);
     if (!tc_cuda_launched(cu, "attention_backward dkv")) return;
     attention_backward_dq_kernel<T, HSP><<<grid, att_cfg<HSP>::THREADS, 0, cu->stream>>>(
-        (T *)dqkv, (const T *)dout, (const T *)qkv, (const T *)out, lse, Tn, NH, hs, causal,
-        scale);
+        (T *)dqkv, (const T *)dout, (const T *)qkv, (const T *)out, lse, Tn, NH, hs, causal, scale);
     tc_cuda_launched(cu, "attention_backward dq");
 }
 

@@ -77,8 +77,8 @@ __global__ void attention_backward_mma_d_kernel(float *D, const att_bf16 *dout, 
 template <int HS>
 __global__ void __launch_bounds__(ATT_MMA_THREADS)
     attention_backward_mma_dkv_kernel(att_bf16 *dqkv, const att_bf16 *dout, const att_bf16 *qkv,
-                                      const float *lse, const float *Dg, int Tn, int NH, int hs, int causal,
-                                      float scale, float scale_log2) {
+                                      const float *lse, const float *Dg, int Tn, int NH, int hs,
+                                      int causal, float scale, float scale_log2) {
     using cfg = att_mma_cfg<HS>;
     constexpr int ND = cfg::ND, NK = cfg::NK, TILE = cfg::TILE;
     constexpr int BR = ATT_MMA_ROWS;
@@ -207,8 +207,8 @@ __global__ void __launch_bounds__(ATT_MMA_THREADS)
 template <int HS>
 __global__ void __launch_bounds__(ATT_MMA_THREADS)
     attention_backward_mma_dq_kernel(att_bf16 *dqkv, const att_bf16 *dout, const att_bf16 *qkv,
-                                     const float *lse, const float *Dg, int Tn, int NH, int hs, int causal,
-                                     float scale, float scale_log2) {
+                                     const float *lse, const float *Dg, int Tn, int NH, int hs,
+                                     int causal, float scale, float scale_log2) {
     using cfg = att_mma_cfg<HS>;
     constexpr int ND = cfg::ND, NK = cfg::NK, TILE = cfg::TILE;
     constexpr int BR = ATT_MMA_ROWS;
@@ -335,7 +335,8 @@ static bool launch_attention_backward_mma(tc_cuda_backend *cu, att_bf16 *dqkv, c
     const float scale = 1.0f / sqrtf((float)hs);
 
     const unsigned dblocks = (unsigned)((rows + 255) / 256);
-    attention_backward_mma_d_kernel<<<dblocks, 256, 0, cu->stream>>>(D, dout, out, Tn, NH, hs, rows);
+    attention_backward_mma_d_kernel<<<dblocks, 256, 0, cu->stream>>>(D, dout, out, Tn, NH, hs,
+                                                                     rows);
     if (!tc_cuda_launched(cu, "attention_backward mma D")) return true;
 
     dim3 grid((unsigned)((Tn + ATT_MMA_ROWS - 1) / ATT_MMA_ROWS), (unsigned)NH, (unsigned)B);
@@ -360,7 +361,8 @@ bool tc_cuda_attention_backward_mma(tc_cuda_backend *cu, tc_act *dqkv, const tc_
     att_bf16 *dq = (att_bf16 *)dqkv;
     const att_bf16 *d = (const att_bf16 *)dout, *q = (const att_bf16 *)qkv,
                    *o = (const att_bf16 *)out;
-#define TC_ATT_BWD_MMA(P) launch_attention_backward_mma<P>(cu, dq, d, q, o, lse, B, T, NH, HS, causal)
+#define TC_ATT_BWD_MMA(P)                                                                          \
+    launch_attention_backward_mma<P>(cu, dq, d, q, o, lse, B, T, NH, HS, causal)
     switch (att_mma_padded_head(HS)) {
     case 32: return TC_ATT_BWD_MMA(32);
     case 48: return TC_ATT_BWD_MMA(48);

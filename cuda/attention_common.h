@@ -85,7 +85,8 @@ __device__ __forceinline__ int att_valid16(int hs, int part) {
 /* the padded head size the kernels are instantiated for: 16 .. 256 */
 static inline int att_padded_head(int hs) {
     int p = 16;
-    while (p < hs) p *= 2;
+    while (p < hs)
+        p *= 2;
     return p;
 }
 

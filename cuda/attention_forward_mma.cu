@@ -34,8 +34,8 @@
  * shared memory: Q tile + 2 x (K, V) tiles of 64 x (HS + 8) bf16 =
  * 25 600 / 46 080 / 87 040 bytes for HS 32 / 64 / 128 (dynamic; above 64 it
  * needs the opt-in above 48 KiB). rows of HS + 8 elements are an odd number
- * of 16-byte units for every HS here, so ldmatrix stays conflict-free. not covered (the caller falls back to the FMA
- * kernel): qkv or out not 16-byte aligned, or the device refusing the shared
+ * of 16-byte units for every HS here, so ldmatrix stays conflict-free. not covered (the caller
+ * falls back to the FMA kernel): qkv or out not 16-byte aligned, or the device refusing the shared
  * memory size. */
 #include "attention_mma.cuh"
 

@@ -54,7 +54,8 @@ __global__ void tokens_backward_feat_kernel(T *dfeat, const T *dx, int B, int D,
         const T *tok = dx + bb * Tn * D + d;
         const float m = tc_ldf(tok) / (float)HW;
         T *plane = dfeat + e * HW;
-        for (int p = 0; p < HW; p++) plane[p] = tc_tof<T>(tc_ldf(tok + (size_t)(p + 1) * D) + m);
+        for (int p = 0; p < HW; p++)
+            plane[p] = tc_tof<T>(tc_ldf(tok + (size_t)(p + 1) * D) + m);
     }
 }
 
@@ -64,7 +65,8 @@ __global__ void tokens_backward_pos_kernel(float *dpos, const T *dx, int B, int 
     for (size_t e = blockIdx.x * (size_t)blockDim.x + threadIdx.x; e < n;
          e += (size_t)gridDim.x * blockDim.x) {
         float s = dpos[e];
-        for (int bb = 0; bb < B; bb++) s += tc_ldf(dx + (size_t)bb * n + e);
+        for (int bb = 0; bb < B; bb++)
+            s += tc_ldf(dx + (size_t)bb * n + e);
         dpos[e] = s;
     }
 }
@@ -114,13 +116,15 @@ void tc_cuda_attnpool_tokens_backward(tc_backend *b, tc_act *dfeat, float *dpos,
 __device__ __forceinline__ float aq_block_max(float v, float *sh) {
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
 #pragma unroll
-    for (int off = 16; off > 0; off >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, off));
+    for (int off = 16; off > 0; off >>= 1)
+        v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, off));
     __syncthreads();
     if (lane == 0) sh[warp] = v;
     __syncthreads();
     if (threadIdx.x == 0) {
         float m = sh[0];
-        for (int w = 1; w < AQ_WARPS; w++) m = fmaxf(m, sh[w]);
+        for (int w = 1; w < AQ_WARPS; w++)
+            m = fmaxf(m, sh[w]);
         sh[AQ_WARPS] = m;
     }
     __syncthreads();
@@ -135,7 +139,8 @@ __device__ __forceinline__ float aq_block_sum(float v, float *sh) {
     __syncthreads();
     if (threadIdx.x == 0) {
         float s = 0.0f;
-        for (int w = 0; w < AQ_WARPS; w++) s += sh[w];
+        for (int w = 0; w < AQ_WARPS; w++)
+            s += sh[w];
         sh[AQ_WARPS] = s;
     }
     __syncthreads();
@@ -143,10 +148,10 @@ __device__ __forceinline__ float aq_block_sum(float v, float *sh) {
 }
 
 /* a . b over HS dims by one warp (the lanes split the dims, a fixed butterfly) */
-template <typename T>
-__device__ __forceinline__ float aq_warp_dot(const T *a, const T *b, int HS) {
+template <typename T> __device__ __forceinline__ float aq_warp_dot(const T *a, const T *b, int HS) {
     float acc = 0.0f;
-    for (int d = threadIdx.x & 31; d < HS; d += 32) acc += tc_ldf(a + d) * tc_ldf(b + d);
+    for (int d = threadIdx.x & 31; d < HS; d += 32)
+        acc += tc_ldf(a + d) * tc_ldf(b + d);
     return tc_warp_sum(acc);
 }
 
@@ -170,19 +175,23 @@ __global__ void __launch_bounds__(AQ_THREADS)
     const int h = blockIdx.x, bb = blockIdx.y;
     const size_t A = (size_t)NH * HS;
     const T *qr = q + (size_t)bb * A + (size_t)h * HS;
-    const T *kb = k + (size_t)bb * Tn * A + (size_t)h * HS, *vb = v + (size_t)bb * Tn * A + (size_t)h * HS;
+    const T *kb = k + (size_t)bb * Tn * A + (size_t)h * HS,
+            *vb = v + (size_t)bb * Tn * A + (size_t)h * HS;
     aq_scores(s, qr, kb, Tn, HS, A, scale);
     float m = -INFINITY;
-    for (int j = threadIdx.x; j < Tn; j += AQ_THREADS) m = fmaxf(m, s[j]);
+    for (int j = threadIdx.x; j < Tn; j += AQ_THREADS)
+        m = fmaxf(m, s[j]);
     m = aq_block_max(m, sh);
     float part = 0.0f;
-    for (int j = threadIdx.x; j < Tn; j += AQ_THREADS) part += (s[j] = expf(s[j] - m));
+    for (int j = threadIdx.x; j < Tn; j += AQ_THREADS)
+        part += (s[j] = expf(s[j] - m));
     const float sum = aq_block_sum(part, sh);
     const float inv = 1.0f / sum;
     T *orow = out + (size_t)bb * A + (size_t)h * HS;
     for (int d = threadIdx.x; d < HS; d += AQ_THREADS) {
         float acc = 0.0f;
-        for (int j = 0; j < Tn; j++) acc += s[j] * tc_ldf(vb + (size_t)j * A + d);
+        for (int j = 0; j < Tn; j++)
+            acc += s[j] * tc_ldf(vb + (size_t)j * A + d);
         orow[d] = tc_tof<T>(acc * inv);
     }
     if (threadIdx.x == 0) lse[(size_t)bb * NH + h] = m + logf(sum);
@@ -201,7 +210,8 @@ __global__ void __launch_bounds__(AQ_THREADS)
     aq_scores(s, qr, k + ko, Tn, HS, A, scale);
     const float l = lse[(size_t)bb * NH + h];
     float part = 0.0f;
-    for (int d = threadIdx.x; d < HS; d += AQ_THREADS) part += tc_ldf(g + d) * tc_ldf(orow + d);
+    for (int d = threadIdx.x; d < HS; d += AQ_THREADS)
+        part += tc_ldf(g + d) * tc_ldf(orow + d);
     const float D = aq_block_sum(part, sh);
     for (int j = warp; j < Tn; j += AQ_WARPS) {
         const float dp = aq_warp_dot(g, v + ko + (size_t)j * A, HS);
@@ -220,7 +230,8 @@ __global__ void __launch_bounds__(AQ_THREADS)
     }
     for (int d = threadIdx.x; d < HS; d += AQ_THREADS) {
         float acc = 0.0f;
-        for (int j = 0; j < Tn; j++) acc += ds[j] * tc_ldf(k + ko + (size_t)j * A + d);
+        for (int j = 0; j < Tn; j++)
+            acc += ds[j] * tc_ldf(k + ko + (size_t)j * A + d);
         dq[qo + d] = tc_tof<T>(acc);
     }
 }
@@ -254,10 +265,10 @@ void tc_cuda_attention_query_forward(tc_backend *b, tc_act *out, float *lse, con
                                      const tc_act *k, const tc_act *v, int B, int T, int NH,
                                      int HS) {
     tc_cuda_backend *cu = tc_cu(b);
-    TC_CU_REQUIRE(cu, B >= 0 && T >= 1 && T <= AQ_MAX_T && NH >= 0 && HS >= 1 && NH <= 65535 &&
-                          B <= 65535,
-                  "cuda attention_query_forward: bad shape B=%d T=%d (at most %d) NH=%d HS=%d", B,
-                  T, AQ_MAX_T, NH, HS);
+    TC_CU_REQUIRE(
+        cu, B >= 0 && T >= 1 && T <= AQ_MAX_T && NH >= 0 && HS >= 1 && NH <= 65535 && B <= 65535,
+        "cuda attention_query_forward: bad shape B=%d T=%d (at most %d) NH=%d HS=%d", B, T,
+        AQ_MAX_T, NH, HS);
     if (B == 0 || NH == 0) return;
     TC_ACT_DISPATCH(cu, launch_aq_forward, cu, out, lse, q, k, v, B, T, NH, HS);
 }
@@ -267,10 +278,10 @@ void tc_cuda_attention_query_backward(tc_backend *b, tc_act *dq, tc_act *dk, tc_
                                       const tc_act *v, const tc_act *out, const float *lse, int B,
                                       int T, int NH, int HS) {
     tc_cuda_backend *cu = tc_cu(b);
-    TC_CU_REQUIRE(cu, B >= 0 && T >= 1 && T <= AQ_MAX_T && NH >= 0 && HS >= 1 && NH <= 65535 &&
-                          B <= 65535,
-                  "cuda attention_query_backward: bad shape B=%d T=%d (at most %d) NH=%d HS=%d", B,
-                  T, AQ_MAX_T, NH, HS);
+    TC_CU_REQUIRE(
+        cu, B >= 0 && T >= 1 && T <= AQ_MAX_T && NH >= 0 && HS >= 1 && NH <= 65535 && B <= 65535,
+        "cuda attention_query_backward: bad shape B=%d T=%d (at most %d) NH=%d HS=%d", B, T,
+        AQ_MAX_T, NH, HS);
     if (B == 0 || NH == 0) return;
     TC_ACT_DISPATCH(cu, launch_aq_backward, cu, dq, dk, dv, dout, q, k, v, out, lse, B, T, NH, HS);
 }

@@ -58,7 +58,8 @@ __global__ void __launch_bounds__(BN_THREADS)
         r = (float)(1.0 / sqrt((double)running[C + c] + BN_EPS));
     } else {
         double s = 0.0;
-        for (size_t i = threadIdx.x; i < n; i += blockDim.x) s += tc_ldf(x + bn_index(i, C, HW, c));
+        for (size_t i = threadIdx.x; i < n; i += blockDim.x)
+            s += tc_ldf(x + bn_index(i, C, HW, c));
         const double mu = block_sum_d(s, sh) / (double)n;
         double q = 0.0;
         for (size_t i = threadIdx.x; i < n; i += blockDim.x) {
@@ -72,8 +73,7 @@ __global__ void __launch_bounds__(BN_THREADS)
         if (mode == TC_BN_TRAIN && threadIdx.x == 0) {
             const double unbiased = n > 1 ? q / (double)(n - 1) : var;
             running[c] = (float)((1.0 - BN_MOMENTUM) * running[c] + BN_MOMENTUM * mu);
-            running[C + c] =
-                (float)((1.0 - BN_MOMENTUM) * running[C + c] + BN_MOMENTUM * unbiased);
+            running[C + c] = (float)((1.0 - BN_MOMENTUM) * running[C + c] + BN_MOMENTUM * unbiased);
             if (c == 0) running[2 * C] += 1.0f;
         }
     }
@@ -147,10 +147,9 @@ static void launch_bn_backward(tc_cuda_backend *cu, tc_act *dinp, float *dw, flo
     tc_cuda_launched(cu, "batchnorm_backward");
 }
 
-void tc_cuda_batchnorm_forward(tc_backend *b, tc_act *out, float *mean, float *rstd,
-                               float *running, const tc_act *inp, const tc_act *w,
-                               const tc_act *bias, int N, int C, int HW, tc_bn_mode mode,
-                               int relu) {
+void tc_cuda_batchnorm_forward(tc_backend *b, tc_act *out, float *mean, float *rstd, float *running,
+                               const tc_act *inp, const tc_act *w, const tc_act *bias, int N, int C,
+                               int HW, tc_bn_mode mode, int relu) {
     tc_cuda_backend *cu = tc_cu(b);
     TC_CU_REQUIRE(cu, N >= 0 && C >= 0 && HW >= 0 && C <= 2147483647,
                   "cuda batchnorm_forward: bad shape N=%d C=%d HW=%d", N, C, HW);
@@ -163,8 +162,8 @@ void tc_cuda_batchnorm_forward(tc_backend *b, tc_act *out, float *mean, float *r
 
 void tc_cuda_batchnorm_backward(tc_backend *b, tc_act *dinp, float *dw, float *dbias,
                                 const tc_act *dout, const tc_act *inp, const tc_act *out,
-                                const tc_act *w, const float *mean, const float *rstd, int N,
-                                int C, int HW, int relu) {
+                                const tc_act *w, const float *mean, const float *rstd, int N, int C,
+                                int HW, int relu) {
     tc_cuda_backend *cu = tc_cu(b);
     TC_CU_REQUIRE(cu, N >= 0 && C >= 0 && HW >= 0,
                   "cuda batchnorm_backward: bad shape N=%d C=%d HW=%d", N, C, HW);
@@ -234,7 +233,8 @@ __global__ void avgpool_forward_kernel(T *out, const T *x, size_t NC, int H, int
         const T *plane = x + p * H * W;
         float s = 0.0f;
         for (int dy = 0; dy < k; dy++)
-            for (int dx = 0; dx < k; dx++) s += tc_ldf(plane + (size_t)(oy * k + dy) * W + ox * k + dx);
+            for (int dx = 0; dx < k; dx++)
+                s += tc_ldf(plane + (size_t)(oy * k + dy) * W + ox * k + dx);
         out[e] = tc_tof<T>(s * inv);
     }
 }
@@ -279,8 +279,8 @@ void tc_cuda_avgpool_forward(tc_backend *b, tc_act *out, const tc_act *inp, int 
     TC_ACT_DISPATCH(cu, launch_avgpool_forward, cu, out, inp, NC, H, W, k);
 }
 
-void tc_cuda_avgpool_backward(tc_backend *b, tc_act *dinp, const tc_act *dout, int NC, int H,
-                              int W, int k) {
+void tc_cuda_avgpool_backward(tc_backend *b, tc_act *dinp, const tc_act *dout, int NC, int H, int W,
+                              int k) {
     tc_cuda_backend *cu = tc_cu(b);
     TC_CU_REQUIRE(cu, NC >= 0 && k > 0 && H >= k && W >= k && H % k == 0 && W % k == 0,
                   "cuda avgpool_backward: bad shape NC=%d %dx%d k=%d", NC, H, W, k);

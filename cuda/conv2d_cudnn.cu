@@ -80,8 +80,8 @@ static bool describe(tc_cuda_backend *cu, const char *op, const conv2d_shape *s,
     const size_t nx = (size_t)s->N * s->C * s->H * s->W, ny = (size_t)s->N * s->OC * s->Ho * s->Wo;
     if (nx > INT_MAX || ny > INT_MAX) {
         tc_cuda_record(cu, TC_ERR_UNSUPPORTED,
-                       "cuda %s: N=%d C=%d %dx%d OC=%d exceeds 2^31 elements per tensor", op,
-                       s->N, s->C, s->H, s->W, s->OC);
+                       "cuda %s: N=%d C=%d %dx%d OC=%d exceeds 2^31 elements per tensor", op, s->N,
+                       s->C, s->H, s->W, s->OC);
         return false;
     }
     /* the algorithms are chosen on whole allocations; cuDNN's vectorised
@@ -95,18 +95,16 @@ static bool describe(tc_cuda_backend *cu, const char *op, const conv2d_shape *s,
     tc_cuda_conv *cv = cu->conv;
     const dnn_api &d = cv->api;
     const cudnnDataType_t dt = cu->fp32 ? CUDNN_DATA_FLOAT : CUDNN_DATA_BFLOAT16;
-    if (!tc_cudnn_ok(cu,
-                     d.cudnnSetTensor4dDescriptor(cv->x, CUDNN_TENSOR_NCHW, dt, s->N, s->C, s->H,
-                                                  s->W),
-                     op, "x descriptor") ||
-        !tc_cudnn_ok(cu,
-                     d.cudnnSetTensor4dDescriptor(cv->y, CUDNN_TENSOR_NCHW, dt, s->N, s->OC, s->Ho,
-                                                  s->Wo),
-                     op, "y descriptor") ||
-        !tc_cudnn_ok(cu,
-                     d.cudnnSetFilter4dDescriptor(cv->w, dt, CUDNN_TENSOR_NCHW, s->OC, s->C, s->K,
-                                                  s->K),
-                     op, "w descriptor") ||
+    if (!tc_cudnn_ok(
+            cu, d.cudnnSetTensor4dDescriptor(cv->x, CUDNN_TENSOR_NCHW, dt, s->N, s->C, s->H, s->W),
+            op, "x descriptor") ||
+        !tc_cudnn_ok(
+            cu,
+            d.cudnnSetTensor4dDescriptor(cv->y, CUDNN_TENSOR_NCHW, dt, s->N, s->OC, s->Ho, s->Wo),
+            op, "y descriptor") ||
+        !tc_cudnn_ok(
+            cu, d.cudnnSetFilter4dDescriptor(cv->w, dt, CUDNN_TENSOR_NCHW, s->OC, s->C, s->K, s->K),
+            op, "w descriptor") ||
         !tc_cudnn_ok(cu,
                      d.cudnnSetConvolution2dDescriptor(cv->conv, s->P, s->P, s->S, s->S, 1, 1,
                                                        CUDNN_CROSS_CORRELATION, CUDNN_DATA_FLOAT),
@@ -117,9 +115,9 @@ static bool describe(tc_cuda_backend *cu, const char *op, const conv2d_shape *s,
                      op, "math type"))
         return false;
     int n = 0, c = 0, h = 0, w = 0;
-    if (!tc_cudnn_ok(cu, d.cudnnGetConvolution2dForwardOutputDim(cv->conv, cv->x, cv->w, &n, &c, &h,
-                                                                 &w),
-                     op, "output dimensions"))
+    if (!tc_cudnn_ok(
+            cu, d.cudnnGetConvolution2dForwardOutputDim(cv->conv, cv->x, cv->w, &n, &c, &h, &w), op,
+            "output dimensions"))
         return false;
     if (n != s->N || c != s->OC || h != s->Ho || w != s->Wo) {
         tc_cuda_record(cu, TC_ERR_BACKEND, "cuda %s: cuDNN output (%d,%d,%d,%d) != (%d,%d,%d,%d)",
@@ -145,16 +143,18 @@ static bool plan_fwd(tc_cuda_backend *cu, conv2d_plan *pl, const conv2d_shape *s
     const dnn_api &d = cv->api;
     cudnnConvolutionFwdAlgoPerf_t cand[CONV_MAX_ALGOS];
     int n = 0;
-    if (!tc_cudnn_ok(cu, d.cudnnGetConvolutionForwardAlgorithm_v7(cv->handle, cv->x, cv->w, cv->conv,
-                                                                  cv->y, CONV_MAX_ALGOS, &n, cand),
+    if (!tc_cudnn_ok(cu,
+                     d.cudnnGetConvolutionForwardAlgorithm_v7(cv->handle, cv->x, cv->w, cv->conv,
+                                                              cv->y, CONV_MAX_ALGOS, &n, cand),
                      op, "algorithm heuristics"))
         return false;
     const int i = tc_cudnn_pick(cu, cand, n);
     if (i < 0) return no_algorithm(cu, op, "forward", s, n);
     size_t ws = 0;
     if (!tc_cudnn_ok(cu, d.cudnnSetConvolutionMathType(cv->conv, cand[i].mathType), op, "math") ||
-        !tc_cudnn_ok(cu, d.cudnnGetConvolutionForwardWorkspaceSize(cv->handle, cv->x, cv->w, cv->conv,
-                                                                   cv->y, cand[i].algo, &ws),
+        !tc_cudnn_ok(cu,
+                     d.cudnnGetConvolutionForwardWorkspaceSize(cv->handle, cv->x, cv->w, cv->conv,
+                                                               cv->y, cand[i].algo, &ws),
                      op, "workspace size") ||
         !tc_cudnn_workspace_reserve(cu, op, ws))
         return false;
@@ -169,16 +169,18 @@ static bool plan_data(tc_cuda_backend *cu, conv2d_plan *pl, const conv2d_shape *
     const dnn_api &d = cv->api;
     cudnnConvolutionBwdDataAlgoPerf_t cand[CONV_MAX_ALGOS];
     int n = 0;
-    if (!tc_cudnn_ok(cu, d.cudnnGetConvolutionBackwardDataAlgorithm_v7(
-                             cv->handle, cv->w, cv->y, cv->conv, cv->x, CONV_MAX_ALGOS, &n, cand),
+    if (!tc_cudnn_ok(cu,
+                     d.cudnnGetConvolutionBackwardDataAlgorithm_v7(
+                         cv->handle, cv->w, cv->y, cv->conv, cv->x, CONV_MAX_ALGOS, &n, cand),
                      op, "algorithm heuristics"))
         return false;
     const int i = tc_cudnn_pick(cu, cand, n);
     if (i < 0) return no_algorithm(cu, op, "data-gradient", s, n);
     size_t ws = 0;
     if (!tc_cudnn_ok(cu, d.cudnnSetConvolutionMathType(cv->conv, cand[i].mathType), op, "math") ||
-        !tc_cudnn_ok(cu, d.cudnnGetConvolutionBackwardDataWorkspaceSize(
-                             cv->handle, cv->w, cv->y, cv->conv, cv->x, cand[i].algo, &ws),
+        !tc_cudnn_ok(cu,
+                     d.cudnnGetConvolutionBackwardDataWorkspaceSize(
+                         cv->handle, cv->w, cv->y, cv->conv, cv->x, cand[i].algo, &ws),
                      op, "workspace size") ||
         !tc_cudnn_workspace_reserve(cu, op, ws))
         return false;
@@ -193,16 +195,18 @@ static bool plan_filter(tc_cuda_backend *cu, conv2d_plan *pl, const conv2d_shape
     const dnn_api &d = cv->api;
     cudnnConvolutionBwdFilterAlgoPerf_t cand[CONV_MAX_ALGOS];
     int n = 0;
-    if (!tc_cudnn_ok(cu, d.cudnnGetConvolutionBackwardFilterAlgorithm_v7(
-                             cv->handle, cv->x, cv->y, cv->conv, cv->w, CONV_MAX_ALGOS, &n, cand),
+    if (!tc_cudnn_ok(cu,
+                     d.cudnnGetConvolutionBackwardFilterAlgorithm_v7(
+                         cv->handle, cv->x, cv->y, cv->conv, cv->w, CONV_MAX_ALGOS, &n, cand),
                      op, "algorithm heuristics"))
         return false;
     const int i = tc_cudnn_pick(cu, cand, n);
     if (i < 0) return no_algorithm(cu, op, "filter-gradient", s, n);
     size_t ws = 0;
     if (!tc_cudnn_ok(cu, d.cudnnSetConvolutionMathType(cv->conv, cand[i].mathType), op, "math") ||
-        !tc_cudnn_ok(cu, d.cudnnGetConvolutionBackwardFilterWorkspaceSize(
-                             cv->handle, cv->x, cv->y, cv->conv, cv->w, cand[i].algo, &ws),
+        !tc_cudnn_ok(cu,
+                     d.cudnnGetConvolutionBackwardFilterWorkspaceSize(
+                         cv->handle, cv->x, cv->y, cv->conv, cv->w, cand[i].algo, &ws),
                      op, "workspace size") ||
         !tc_cudnn_workspace_reserve(cu, op, ws))
         return false;
@@ -273,15 +277,14 @@ void tc_cuda_conv2d_forward(tc_backend *b, tc_act *out, const tc_act *inp, const
         return;
     tc_cudnn_ok(cu,
                 d.cudnnConvolutionForward(cv->handle, &one, cv->x, inp, cv->w, cu->scratch,
-                                          cv->conv, pl->fwd_algo,
-                                          pl->fwd_ws ? cv->workspace : NULL, pl->fwd_ws, &zero,
-                                          cv->y, out),
+                                          cv->conv, pl->fwd_algo, pl->fwd_ws ? cv->workspace : NULL,
+                                          pl->fwd_ws, &zero, cv->y, out),
                 op, "cudnnConvolutionForward");
 }
 
 void tc_cuda_conv2d_backward(tc_backend *b, tc_act *dinp, float *dw, const tc_act *dout,
-                             const tc_act *inp, const tc_act *w, int N, int C, int H, int W,
-                             int OC, int K, int stride, int pad) {
+                             const tc_act *inp, const tc_act *w, int N, int C, int H, int W, int OC,
+                             int K, int stride, int pad) {
     tc_cuda_backend *cu = tc_cu(b);
     const char *op = "conv2d_backward";
     const conv2d_shape s = shape_of(N, C, H, W, OC, K, stride, pad);
@@ -293,12 +296,13 @@ void tc_cuda_conv2d_backward(tc_backend *b, tc_act *dinp, float *dw, const tc_ac
     if (dw) {
         void *dwt = (char *)cu->scratch + filter_bytes(cu, &s);
         if (!pl->filter_ready && !plan_filter(cu, pl, &s)) return;
-        if (!tc_cudnn_ok(cu, d.cudnnSetConvolutionMathType(cv->conv, pl->filter_math), op, "math") ||
+        if (!tc_cudnn_ok(cu, d.cudnnSetConvolutionMathType(cv->conv, pl->filter_math), op,
+                         "math") ||
             !tc_cudnn_ok(cu,
-                         d.cudnnConvolutionBackwardFilter(
-                             cv->handle, &one, cv->x, inp, cv->y, dout, cv->conv, pl->filter_algo,
-                             pl->filter_ws ? cv->workspace : NULL, pl->filter_ws, &zero, cv->w,
-                             dwt),
+                         d.cudnnConvolutionBackwardFilter(cv->handle, &one, cv->x, inp, cv->y, dout,
+                                                          cv->conv, pl->filter_algo,
+                                                          pl->filter_ws ? cv->workspace : NULL,
+                                                          pl->filter_ws, &zero, cv->w, dwt),
                          op, "cudnnConvolutionBackwardFilter"))
             return;
         TC_ACT_DISPATCH(cu, launch_dw_accumulate, cu, dw, dwt, (size_t)OC * C * K * K);
@@ -308,10 +312,9 @@ void tc_cuda_conv2d_backward(tc_backend *b, tc_act *dinp, float *dw, const tc_ac
     if (!tc_cudnn_ok(cu, d.cudnnSetConvolutionMathType(cv->conv, pl->data_math), op, "math type"))
         return;
     tc_cudnn_ok(cu,
-                d.cudnnConvolutionBackwardData(cv->handle, &one, cv->w, cu->scratch, cv->y, dout,
-                                               cv->conv, pl->data_algo,
-                                               pl->data_ws ? cv->workspace : NULL, pl->data_ws,
-                                               &zero, cv->x, dinp),
+                d.cudnnConvolutionBackwardData(
+                    cv->handle, &one, cv->w, cu->scratch, cv->y, dout, cv->conv, pl->data_algo,
+                    pl->data_ws ? cv->workspace : NULL, pl->data_ws, &zero, cv->x, dinp),
                 op, "cudnnConvolutionBackwardData");
 }
 
@@ -330,8 +333,8 @@ void tc_cuda_conv2d_forward(tc_backend *b, tc_act *out, const tc_act *inp, const
 }
 
 void tc_cuda_conv2d_backward(tc_backend *b, tc_act *dinp, float *dw, const tc_act *dout,
-                             const tc_act *inp, const tc_act *w, int N, int C, int H, int W,
-                             int OC, int K, int stride, int pad) {
+                             const tc_act *inp, const tc_act *w, int N, int C, int H, int W, int OC,
+                             int K, int stride, int pad) {
     no_cudnn(b, "conv2d_backward");
 }
 

@@ -127,23 +127,24 @@ static bool conv_describe(tc_cuda_backend *cu, const char *op, int B, int H, int
     const cudnnDataType_t dt = cu->fp32 ? CUDNN_DATA_FLOAT : CUDNN_DATA_BFLOAT16;
     const int gh = H / P, gw = W / P;
     if (!tc_cudnn_ok(cu, d.cudnnSetTensor4dDescriptor(cv->x, CUDNN_TENSOR_NHWC, dt, B, 3, H, W), op,
-                "x descriptor") ||
-        !tc_cudnn_ok(cu, d.cudnnSetTensor4dDescriptor(cv->y, CUDNN_TENSOR_NHWC, dt, B, C, gh, gw), op,
-                "y descriptor") ||
+                     "x descriptor") ||
+        !tc_cudnn_ok(cu, d.cudnnSetTensor4dDescriptor(cv->y, CUDNN_TENSOR_NHWC, dt, B, C, gh, gw),
+                     op, "y descriptor") ||
         !tc_cudnn_ok(cu, d.cudnnSetFilter4dDescriptor(cv->w, dt, CUDNN_TENSOR_NHWC, C, 3, P, P), op,
-                "w descriptor") ||
+                     "w descriptor") ||
         !tc_cudnn_ok(cu,
-                d.cudnnSetConvolution2dDescriptor(cv->conv, 0, 0, P, P, 1, 1,
-                                                  CUDNN_CROSS_CORRELATION, CUDNN_DATA_FLOAT),
-                op, "convolution descriptor") ||
+                     d.cudnnSetConvolution2dDescriptor(cv->conv, 0, 0, P, P, 1, 1,
+                                                       CUDNN_CROSS_CORRELATION, CUDNN_DATA_FLOAT),
+                     op, "convolution descriptor") ||
         !tc_cudnn_ok(cu,
-                d.cudnnSetConvolutionMathType(cv->conv,
-                                              cu->fp32 ? CUDNN_FMA_MATH : CUDNN_TENSOR_OP_MATH),
-                op, "math type"))
+                     d.cudnnSetConvolutionMathType(cv->conv, cu->fp32 ? CUDNN_FMA_MATH
+                                                                      : CUDNN_TENSOR_OP_MATH),
+                     op, "math type"))
         return false;
     int n = 0, c = 0, h = 0, w = 0;
-    if (!tc_cudnn_ok(cu, d.cudnnGetConvolution2dForwardOutputDim(cv->conv, cv->x, cv->w, &n, &c, &h, &w),
-                op, "output dimensions"))
+    if (!tc_cudnn_ok(
+            cu, d.cudnnGetConvolution2dForwardOutputDim(cv->conv, cv->x, cv->w, &n, &c, &h, &w), op,
+            "output dimensions"))
         return false;
     if (n != B || c != C || h != gh || w != gw) {
         tc_cuda_record(cu, TC_ERR_BACKEND, "cuda %s: cuDNN output (%d,%d,%d,%d) != (%d,%d,%d,%d)",
@@ -182,9 +183,9 @@ static bool plan_forward(tc_cuda_backend *cu, conv_plan *pl) {
     cudnnConvolutionFwdAlgoPerf_t cand[CONV_MAX_ALGOS];
     int ncand = 0;
     if (!tc_cudnn_ok(cu,
-                d.cudnnGetConvolutionForwardAlgorithm_v7(cv->handle, cv->x, cv->w, cv->conv, cv->y,
-                                                         CONV_MAX_ALGOS, &ncand, cand),
-                op, "algorithm heuristics"))
+                     d.cudnnGetConvolutionForwardAlgorithm_v7(cv->handle, cv->x, cv->w, cv->conv,
+                                                              cv->y, CONV_MAX_ALGOS, &ncand, cand),
+                     op, "algorithm heuristics"))
         return false;
     const int i = tc_cudnn_pick(cu, cand, ncand);
     if (i < 0) {
@@ -195,11 +196,12 @@ static bool plan_forward(tc_cuda_backend *cu, conv_plan *pl) {
         return false;
     }
     size_t ws = 0;
-    if (!tc_cudnn_ok(cu, d.cudnnSetConvolutionMathType(cv->conv, cand[i].mathType), op, "math type") ||
+    if (!tc_cudnn_ok(cu, d.cudnnSetConvolutionMathType(cv->conv, cand[i].mathType), op,
+                     "math type") ||
         !tc_cudnn_ok(cu,
-                d.cudnnGetConvolutionForwardWorkspaceSize(cv->handle, cv->x, cv->w, cv->conv, cv->y,
-                                                          cand[i].algo, &ws),
-                op, "workspace size") ||
+                     d.cudnnGetConvolutionForwardWorkspaceSize(cv->handle, cv->x, cv->w, cv->conv,
+                                                               cv->y, cand[i].algo, &ws),
+                     op, "workspace size") ||
         !tc_cudnn_workspace_reserve(cu, op, ws))
         return false;
     pl->fwd_algo = cand[i].algo;
@@ -216,9 +218,9 @@ static bool plan_backward(tc_cuda_backend *cu, conv_plan *pl) {
     cudnnConvolutionBwdFilterAlgoPerf_t cand[CONV_MAX_ALGOS];
     int ncand = 0;
     if (!tc_cudnn_ok(cu,
-                d.cudnnGetConvolutionBackwardFilterAlgorithm_v7(
-                    cv->handle, cv->x, cv->y, cv->conv, cv->w, CONV_MAX_ALGOS, &ncand, cand),
-                op, "algorithm heuristics"))
+                     d.cudnnGetConvolutionBackwardFilterAlgorithm_v7(
+                         cv->handle, cv->x, cv->y, cv->conv, cv->w, CONV_MAX_ALGOS, &ncand, cand),
+                     op, "algorithm heuristics"))
         return false;
     const int i = tc_cudnn_pick(cu, cand, ncand);
     if (i < 0) {
@@ -229,11 +231,12 @@ static bool plan_backward(tc_cuda_backend *cu, conv_plan *pl) {
         return false;
     }
     size_t ws = 0;
-    if (!tc_cudnn_ok(cu, d.cudnnSetConvolutionMathType(cv->conv, cand[i].mathType), op, "math type") ||
+    if (!tc_cudnn_ok(cu, d.cudnnSetConvolutionMathType(cv->conv, cand[i].mathType), op,
+                     "math type") ||
         !tc_cudnn_ok(cu,
-                d.cudnnGetConvolutionBackwardFilterWorkspaceSize(cv->handle, cv->x, cv->y, cv->conv,
-                                                                 cv->w, cand[i].algo, &ws),
-                op, "workspace size") ||
+                     d.cudnnGetConvolutionBackwardFilterWorkspaceSize(
+                         cv->handle, cv->x, cv->y, cv->conv, cv->w, cand[i].algo, &ws),
+                     op, "workspace size") ||
         !tc_cudnn_workspace_reserve(cu, op, ws))
         return false;
     pl->bwd_algo = cand[i].algo;
@@ -291,18 +294,20 @@ static void patch_embed_forward(tc_backend *b, tc_act *out, tc_act *image_act, c
     TC_ACT_DISPATCH(cu, launch_image_to_nhwc, cu, image_act, image, B, H, W);
     TC_ACT_DISPATCH(cu, launch_weight_to_krsc, cu, wt, w, C, P * P);
     /* after a failure nothing more is queued (a search would time garbage) */
-    if (cu->err != TC_OK || !tc_cudnn_ready(cu, op) || !conv_describe(cu, op, B, H, W, P, C)) return;
+    if (cu->err != TC_OK || !tc_cudnn_ready(cu, op) || !conv_describe(cu, op, B, H, W, P, C))
+        return;
     tc_cuda_conv *cv = cu->conv;
     const dnn_api &d = cv->api;
     conv_plan *pl = conv_plan_for(cv, B, H, W, P, C);
     if (!pl->fwd_ready && !plan_forward(cu, pl)) return;
     const float one = 1.0f, zero = 0.0f;
-    if (!tc_cudnn_ok(cu, d.cudnnSetConvolutionMathType(cv->conv, pl->fwd_math), op, "math type")) return;
+    if (!tc_cudnn_ok(cu, d.cudnnSetConvolutionMathType(cv->conv, pl->fwd_math), op, "math type"))
+        return;
     tc_cudnn_ok(cu,
-           d.cudnnConvolutionForward(cv->handle, &one, cv->x, image_act, cv->w, wt, cv->conv,
-                                     pl->fwd_algo, pl->fwd_ws ? cv->workspace : NULL, pl->fwd_ws,
-                                     &zero, cv->y, out),
-           op, "cudnnConvolutionForward");
+                d.cudnnConvolutionForward(cv->handle, &one, cv->x, image_act, cv->w, wt, cv->conv,
+                                          pl->fwd_algo, pl->fwd_ws ? cv->workspace : NULL,
+                                          pl->fwd_ws, &zero, cv->y, out),
+                op, "cudnnConvolutionForward");
 }
 
 static void patch_embed_backward_weight(tc_backend *b, float *dw, const tc_act *dout,
@@ -311,7 +316,8 @@ static void patch_embed_backward_weight(tc_backend *b, float *dw, const tc_act *
     tc_cuda_backend *cu = tc_cu(b);
     const char *op = "patch_embed_backward_weight";
     if (!conv_check(cu, op, dout, image_act, B, H, W, P, C) || B == 0) return;
-    if (cu->err != TC_OK || !tc_cudnn_ready(cu, op) || !conv_describe(cu, op, B, H, W, P, C)) return;
+    if (cu->err != TC_OK || !tc_cudnn_ready(cu, op) || !conv_describe(cu, op, B, H, W, P, C))
+        return;
     tc_cuda_conv *cv = cu->conv;
     const dnn_api &d = cv->api;
     void *dwt = cu->scratch;
@@ -320,10 +326,10 @@ static void patch_embed_backward_weight(tc_backend *b, float *dw, const tc_act *
     const float one = 1.0f, zero = 0.0f;
     if (!tc_cudnn_ok(cu, d.cudnnSetConvolutionMathType(cv->conv, pl->bwd_math), op, "math type") ||
         !tc_cudnn_ok(cu,
-                d.cudnnConvolutionBackwardFilter(
-                    cv->handle, &one, cv->x, image_act, cv->y, dout, cv->conv, pl->bwd_algo,
-                    pl->bwd_ws ? cv->workspace : NULL, pl->bwd_ws, &zero, cv->w, dwt),
-                op, "cudnnConvolutionBackwardFilter"))
+                     d.cudnnConvolutionBackwardFilter(
+                         cv->handle, &one, cv->x, image_act, cv->y, dout, cv->conv, pl->bwd_algo,
+                         pl->bwd_ws ? cv->workspace : NULL, pl->bwd_ws, &zero, cv->w, dwt),
+                     op, "cudnnConvolutionBackwardFilter"))
         return;
     TC_ACT_DISPATCH(cu, launch_dw_add, cu, dw, dwt, C, P * P);
 }

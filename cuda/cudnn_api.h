@@ -113,7 +113,8 @@ bool tc_cudnn_load(dnn_api *a, char *why, size_t cap);
 
 /* a candidate a plan may keep: it ran, gives the same bits every time, and
  * (fp32 mode) does not use tensor cores, i.e. no TF32 */
-template <typename Perf> static inline bool tc_cudnn_usable(const tc_cuda_backend *cu, const Perf &p) {
+template <typename Perf>
+static inline bool tc_cudnn_usable(const tc_cuda_backend *cu, const Perf &p) {
     if (p.status != CUDNN_STATUS_SUCCESS || p.determinism != CUDNN_DETERMINISTIC) return false;
     if (cu->fp32 &&
         (p.mathType == CUDNN_TENSOR_OP_MATH || p.mathType == CUDNN_TENSOR_OP_MATH_ALLOW_CONVERSION))

@@ -27,7 +27,8 @@ bool tc_cudnn_ready(tc_cuda_backend *cu, const char *op) {
         !tc_cudnn_ok(cu, d.cudnnCreateTensorDescriptor(&cv->x), op, "tensor descriptor") ||
         !tc_cudnn_ok(cu, d.cudnnCreateTensorDescriptor(&cv->y), op, "tensor descriptor") ||
         !tc_cudnn_ok(cu, d.cudnnCreateFilterDescriptor(&cv->w), op, "filter descriptor") ||
-        !tc_cudnn_ok(cu, d.cudnnCreateConvolutionDescriptor(&cv->conv), op, "convolution descriptor")) {
+        !tc_cudnn_ok(cu, d.cudnnCreateConvolutionDescriptor(&cv->conv), op,
+                     "convolution descriptor")) {
         d.cudnnDestroy(h);
         return false;
     }

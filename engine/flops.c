@@ -40,9 +40,9 @@ void tc_model_flops(const tc_model_config *cfg, double *gflops_image, double *gf
     const tc_tower_config *v = &cfg->vision, *t = &cfg->text;
     double E = cfg->embed_dim;
     double Tv = tc_vision_tokens(v), P = v->patch_size;
-    double img = v->resnet ? resnet_macs(v, E)
-                           : (Tv - 1) * 3 * P * P * v->width + blocks_macs(v, Tv) +
-                                 (double)v->width * E;
+    double img = v->resnet
+                     ? resnet_macs(v, E)
+                     : (Tv - 1) * 3 * P * P * v->width + blocks_macs(v, Tv) + (double)v->width * E;
     double Tt = t->context_length;
     double txt = blocks_macs(t, Tt) + (double)t->width * E;
     if (gflops_image) *gflops_image = 2 * img / 1e9;

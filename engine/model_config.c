@@ -55,8 +55,7 @@ int tc_tower_is_uniform(const tc_tower_config *t) {
     if (t->resnet) return 1;
     if (t->layers < 1 || t->head_width < 1 || t->width % t->head_width != 0) return 0;
     for (int i = 0; i < t->layers && i < TC_MAX_LAYERS; i++)
-        if (t->heads[i] * t->head_width != t->width || t->mlp_width[i] != t->mlp_width[0])
-            return 0;
+        if (t->heads[i] * t->head_width != t->width || t->mlp_width[i] != t->mlp_width[0]) return 0;
     return 1;
 }
 
@@ -184,8 +183,8 @@ static tc_status derive_heads(const ctx *c, const char *tower, int width, int he
                     head_width, what, width);
     if (width % *heads != 0)
         return ferr(c, tower, "head_width",
-                    "%d gives %d heads (%d // %d), which cannot split the %s of %d evenly", head_width,
-                    *heads, width, head_width, what, width);
+                    "%d gives %d heads (%d // %d), which cannot split the %s of %d evenly",
+                    head_width, *heads, width, head_width, what, width);
     *hs = width / *heads;
     return head_size_ok(c, tower, "head_width", *hs);
 }
@@ -194,7 +193,10 @@ static tc_status derive_heads(const ctx *c, const char *tower, int width, int he
 static tc_status finish_resnet(const ctx *c, const char *tower, const tower_fields *f,
                                tc_tower_config *t) {
     if (f->n_heads_arr || f->n_mlp_arr || f->have_ratio)
-        return ferr(c, tower, f->n_heads_arr ? "heads" : f->n_mlp_arr ? "mlp_width" : "mlp_ratio",
+        return ferr(c, tower,
+                    f->n_heads_arr ? "heads"
+                    : f->n_mlp_arr ? "mlp_width"
+                                   : "mlp_ratio",
                     "does not apply to a ResNet tower (layers is a list of stage depths)");
     t->resnet = 1;
     t->width = f->width;
@@ -276,8 +278,9 @@ static tc_status parse_common(const ctx *c, const char *tower, const char *k, co
     if (strcmp(k, "layers") == 0) {
         if (v->type != TC_JSON_ARRAY) return get_int(c, tower, k, v, 1, TC_MAX_LAYERS, &f->layers);
         if (strcmp(tower, "vision_cfg") != 0)
-            return ferr(c, tower, k, "expected an integer (stage depths describe a ResNet image "
-                                     "tower)");
+            return ferr(c, tower, k,
+                        "expected an integer (stage depths describe a ResNet image "
+                        "tower)");
         int n = 0;
         TC_TRY(get_int_array(c, tower, k, v, TC_MAX_LAYERS, f->stages, &n));
         if (n != TC_RESNET_STAGES)
@@ -346,7 +349,7 @@ static tc_status parse_vision(const ctx *c, const tc_json *o, tc_tower_config *t
             if (v->type == TC_JSON_NULL)
                 patch_null = 1; /* open_clip's ResNet configs */
             else if (v->type == TC_JSON_ARRAY && v->count == 2 && v->items[0].is_int &&
-                v->items[1].is_int && v->items[0].integer == v->items[1].integer)
+                     v->items[1].is_int && v->items[0].integer == v->items[1].integer)
                 TC_TRY(get_int(c, tw, k, &v->items[0], 1, MAX_IMAGE, &t->patch_size));
             else
                 TC_TRY(get_int(c, tw, k, v, 1, MAX_IMAGE, &t->patch_size));
@@ -422,8 +425,10 @@ static tc_status parse_vision(const ctx *c, const tc_json *o, tc_tower_config *t
     if (f.resnet) {
         /* the ViT-only fields keep their defaults: nothing reads them */
         if (pool_set || gap || t->no_ln_pre || t->final_ln_after_pool)
-            return ferr(c, tw, pool_set || gap ? "pool_type" : t->no_ln_pre ? "no_ln_pre"
-                                                                               : "final_ln_after_pool",
+            return ferr(c, tw,
+                        pool_set || gap ? "pool_type"
+                        : t->no_ln_pre  ? "no_ln_pre"
+                                        : "final_ln_after_pool",
                         "does not apply to a ResNet tower (its pooling is the attention pool)");
         t->patch_size = 32;
         return finish_tower(c, tw, &f, t, 1);
@@ -439,8 +444,8 @@ static tc_status parse_vision(const ctx *c, const tc_json *o, tc_tower_config *t
 static tc_status parse_text(const ctx *c, const tc_json *o, tc_tower_config *t) {
     const char *tw = "text_cfg";
     if (o->type != TC_JSON_OBJECT) return ferr(c, NULL, tw, "expected an object");
-    tower_fields f = {.layers = 12, .width = 512, .mlp_ratio = 4.0, .heads = 8,
-                      .head_width = TC_HEAD_SIZE};
+    tower_fields f = {
+        .layers = 12, .width = 512, .mlp_ratio = 4.0, .heads = 8, .head_width = TC_HEAD_SIZE};
     t->context_length = 77;
     t->vocab_size = 49408;
     t->pool = TC_POOL_ARGMAX;
@@ -590,8 +595,8 @@ static tc_status hf_act(const ctx *c, const tc_json *o, const char *tower, tc_ac
 /* heads that split hidden_size evenly into a supported head size */
 static tc_status hf_heads(const ctx *c, const char *tower, int heads, int width) {
     if (width % heads != 0)
-        return ferr(c, tower, "num_attention_heads",
-                    "%d heads cannot split hidden_size %d evenly", heads, width);
+        return ferr(c, tower, "num_attention_heads", "%d heads cannot split hidden_size %d evenly",
+                    heads, width);
     return head_size_ok(c, tower, "num_attention_heads", width / heads);
 }
 
@@ -718,8 +723,8 @@ static tc_status validate_resnet(const tc_tower_config *t, const char *tw, const
     snprintf(field, sizeof field, "%s.head_width", tw);
     TC_TRY(tc_check_head_size(t->head_width, source, field));
     if (tc_resnet_pool_width(t) % t->head_width != 0)
-        return verr(source, "%s.head_width: %d does not split the attention pool's %d channels",
-                    tw, t->head_width, tc_resnet_pool_width(t));
+        return verr(source, "%s.head_width: %d does not split the attention pool's %d channels", tw,
+                    t->head_width, tc_resnet_pool_width(t));
     return TC_OK;
 }
 

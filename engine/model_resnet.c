@@ -156,8 +156,7 @@ tc_status tc_rn_create(tc_rn_tower **out, const tc_rn_env *env, const tc_model_c
     t->img_act = (tc_act *)t->images;
     if (ab != F && (s = alloc_bytes(t, B * 3 * t->S * t->S * ab, (void **)&t->img_act)) != TC_OK)
         goto fail;
-    if (
-        (s = alloc_bytes(t, B * t->NH * F, (void **)&t->lse)) != TC_OK ||
+    if ((s = alloc_bytes(t, B * t->NH * F, (void **)&t->lse)) != TC_OK ||
         (s = alloc_bytes(t, B * t->E * F, (void **)&t->features)) != TC_OK ||
         (s = alloc_bytes(t, B * F, (void **)&t->norms)) != TC_OK)
         goto fail;
@@ -180,16 +179,24 @@ fail:
     return s;
 }
 
-void tc_rn_destroy(tc_rn_tower *t) { free(t); }
-float *tc_rn_features(tc_rn_tower *t) { return t->features; }
-float *tc_rn_images(tc_rn_tower *t) { return t->images; }
+void tc_rn_destroy(tc_rn_tower *t) {
+    free(t);
+}
+float *tc_rn_features(tc_rn_tower *t) {
+    return t->features;
+}
+float *tc_rn_images(tc_rn_tower *t) {
+    return t->images;
+}
 
 /* ---- forward ---- */
 
 static const tc_act *W(const tc_rn_tower *t, size_t off) {
     return tc_act_offset(t->env.be, t->env.weights, off);
 }
-static float *G(const tc_rn_tower *t, size_t off) { return t->env.grads + off; }
+static float *G(const tc_rn_tower *t, size_t off) {
+    return t->env.grads + off;
+}
 
 /* BatchNorm (+ReLU) with the parameters at `bn` (weight, bias, running stats) */
 static void bn_forward(tc_rn_tower *t, tc_act *out, float *st, const tc_act *inp, size_t bn, int C,
@@ -280,8 +287,8 @@ void tc_rn_forward(tc_rn_tower *t, const float *images, int B, tc_bn_mode mode) 
 
 static void bn_backward(tc_rn_tower *t, tc_act *dinp, const tc_act *dout, const tc_act *inp,
                         const tc_act *out, const float *st, size_t bn, int C, int HW, int relu) {
-    t->env.be->batchnorm_backward(t->env.be, dinp, G(t, bn), G(t, bn + C), dout, inp, out,
-                                  W(t, bn), st, st + C, t->B, C, HW, relu);
+    t->env.be->batchnorm_backward(t->env.be, dinp, G(t, bn), G(t, bn + C), dout, inp, out, W(t, bn),
+                                  st, st + C, t->B, C, HW, relu);
 }
 
 static void conv_backward(tc_rn_tower *t, tc_act *dinp, const tc_act *dout, const tc_act *inp,
@@ -335,8 +342,8 @@ static void stem_backward(tc_rn_tower *t, const tc_act *dpool) {
     for (int i = 2; i >= 0; i--) {
         bn_backward(t, g1, g0, t->s_c[i], t->s_a[i], t->s_st[i], L->stem_bn[i], outs[i], HW, 1);
         /* no gradient for the images */
-        conv_backward(t, i ? g0 : NULL, g1, i ? t->s_a[i - 1] : t->img_act, L->stem_conv[i],
-                      ins[i], i ? S1 : t->S, outs[i], 3, i ? 1 : 2);
+        conv_backward(t, i ? g0 : NULL, g1, i ? t->s_a[i - 1] : t->img_act, L->stem_conv[i], ins[i],
+                      i ? S1 : t->S, outs[i], 3, i ? 1 : 2);
     }
 }
 
@@ -345,12 +352,12 @@ static void pool_backward(tc_rn_tower *t, const float *dfeatures, tc_act *dfeat)
     const tc_rn_layout *L = &t->env.layout->rn;
     const int B = t->B, D = t->D, T = t->T, E = t->E;
     be->l2norm_backward(be, t->dproj, dfeatures, t->features, t->norms, B, E);
-    be->linear_backward(be, t->datt, G(t, L->c_w), G(t, L->c_b), t->dproj, t->att, W(t, L->c_w),
-                        B, D, E, 0);
-    be->attention_query_backward(be, t->dq, t->dk, t->dv, t->datt, t->q, t->k, t->v, t->att,
-                                 t->lse, B, T, t->NH, t->HS);
-    be->linear_backward(be, t->dx0, G(t, L->q_w), G(t, L->q_b), t->dq, t->x0, W(t, L->q_w), B, D,
-                        D, 0);
+    be->linear_backward(be, t->datt, G(t, L->c_w), G(t, L->c_b), t->dproj, t->att, W(t, L->c_w), B,
+                        D, E, 0);
+    be->attention_query_backward(be, t->dq, t->dk, t->dv, t->datt, t->q, t->k, t->v, t->att, t->lse,
+                                 B, T, t->NH, t->HS);
+    be->linear_backward(be, t->dx0, G(t, L->q_w), G(t, L->q_b), t->dq, t->x0, W(t, L->q_w), B, D, D,
+                        0);
     be->linear_backward(be, t->dtok, G(t, L->k_w), G(t, L->k_b), t->dk, t->tokens, W(t, L->k_w),
                         B * T, D, D, 0);
     be->linear_backward(be, t->dtok2, G(t, L->v_w), G(t, L->v_b), t->dv, t->tokens, W(t, L->v_w),
@@ -381,17 +388,20 @@ tc_status tc_rn_backward(tc_rn_tower *t, const float *dfeatures) {
 /* ---- initialisation (open_clip ModifiedResNet) ---- */
 
 static void fill(float *x, size_t n, float v) {
-    for (size_t i = 0; i < n; i++) x[i] = v;
+    for (size_t i = 0; i < n; i++)
+        x[i] = v;
 }
 
 /* torch's Conv2d / Linear default: U(+-1/sqrt(fan_in)) */
 static void uniform(float *x, size_t n, int fan_in, tc_prng *r) {
     const float bound = 1.0f / sqrtf((float)fan_in);
-    for (size_t i = 0; i < n; i++) x[i] = bound * (2.0f * tc_prng_uniform(r) - 1.0f);
+    for (size_t i = 0; i < n; i++)
+        x[i] = bound * (2.0f * tc_prng_uniform(r) - 1.0f);
 }
 
 static void normal(float *x, size_t n, float std, tc_prng *r) {
-    for (size_t i = 0; i < n; i++) x[i] = std * tc_prng_normal(r);
+    for (size_t i = 0; i < n; i++)
+        x[i] = std * tc_prng_normal(r);
 }
 
 /* gain 1 (0 for a residual branch's last BatchNorm), shift 0, running 0 / 1, 0 batches */

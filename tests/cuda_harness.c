@@ -152,8 +152,7 @@ float *gpu_out_f32(size_t n) {
     return p;
 }
 
-void expect_close(const char *what, const float *gpu, const float *ref, size_t n,
-                         double tol) {
+void expect_close(const char *what, const float *gpu, const float *ref, size_t n, double tol) {
     double e = tc_rel_err(gpu, ref, n);
     printf("    %-48s rel err %.3g (tol %.0e)\n", what, e, tol);
     fflush(stdout);

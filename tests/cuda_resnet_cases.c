@@ -77,13 +77,13 @@ static void run_conv(const conv_case *k) {
 void test_conv2d(void **state) {
     (void)state;
     static const conv_case full[] = {
-        {4, 3, 224, 32, 3, 2, 1},  /* RN50's first stem conv */
-        {4, 32, 112, 32, 3, 1, 1}, /* the second */
-        {4, 64, 56, 64, 1, 1, 0},  /* layer1 conv1 */
-        {4, 64, 56, 64, 3, 1, 1},  /* layer1 conv2 */
-        {4, 512, 7, 2048, 1, 1, 0},/* layer4 conv3 */
-        {2, 22, 28, 22, 3, 1, 1},  /* TinyCLIP-ResNet-19M's stem width / 2 */
-        {3, 5, 9, 7, 3, 2, 1},     /* odd sizes */
+        {4, 3, 224, 32, 3, 2, 1},   /* RN50's first stem conv */
+        {4, 32, 112, 32, 3, 1, 1},  /* the second */
+        {4, 64, 56, 64, 1, 1, 0},   /* layer1 conv1 */
+        {4, 64, 56, 64, 3, 1, 1},   /* layer1 conv2 */
+        {4, 512, 7, 2048, 1, 1, 0}, /* layer4 conv3 */
+        {2, 22, 28, 22, 3, 1, 1},   /* TinyCLIP-ResNet-19M's stem width / 2 */
+        {3, 5, 9, 7, 3, 2, 1},      /* odd sizes */
     };
     static const conv_case quick[] = {{2, 3, 32, 4, 3, 2, 1}, {2, 8, 8, 16, 1, 1, 0}};
     RUN_CASES(run_conv, full, quick);
@@ -100,7 +100,8 @@ static void run_bn(const bn_case *k) {
     const size_t n = (size_t)N * C * HW;
     float *x = rand_act(n, 2.0f), *w = rand_act(C, 1.0f), *b = rand_act(C, 0.5f);
     float *dy = rand_act(n, 1.0f), *run0 = rand_f32(2 * (size_t)C + 1, 0.5f);
-    for (int c = 0; c < C; c++) run0[C + c] = 0.5f + fabsf(run0[C + c]);
+    for (int c = 0; c < C; c++)
+        run0[C + c] = 0.5f + fabsf(run0[C + c]);
     run0[2 * C] = 3.0f;
     float *dw0 = rand_f32(C, 1.0f), *db0 = rand_f32(C, 1.0f);
     printf("  batchnorm N=%d C=%d HW=%d relu=%d\n", N, C, HW, k->relu);
@@ -109,8 +110,10 @@ static void run_bn(const bn_case *k) {
         const char *mn = mode == 0 ? "train" : mode == 1 ? "replay" : "eval";
         /* cpu */
         tc_act *cx = put_act(g_cpu, x, n), *cw = put_act(g_cpu, w, C), *cb = put_act(g_cpu, b, C);
-        tc_act *cy = balloc(g_cpu, n * 4), *cdy = put_act(g_cpu, dy, n), *cdx = balloc(g_cpu, n * 4);
-        float *cst = balloc(g_cpu, 2 * (size_t)C * 4), *crun = put_f32(g_cpu, run0, 2 * (size_t)C + 1);
+        tc_act *cy = balloc(g_cpu, n * 4), *cdy = put_act(g_cpu, dy, n),
+               *cdx = balloc(g_cpu, n * 4);
+        float *cst = balloc(g_cpu, 2 * (size_t)C * 4),
+              *crun = put_f32(g_cpu, run0, 2 * (size_t)C + 1);
         float *cdw = put_f32(g_cpu, dw0, C), *cdb = put_f32(g_cpu, db0, C);
         g_cpu->batchnorm_forward(g_cpu, cy, cst, cst + C, crun, cx, cw, cb, N, C, HW, m, k->relu);
         float *r_y = hmalloc(n * 4), *r_run = hmalloc((2 * (size_t)C + 1) * 4);
@@ -148,8 +151,8 @@ static void run_bn(const bn_case *k) {
         /* from the CPU's forward output, rounded as the GPU holds it (the
          * ReLU mask must be the same), and the GPU's statistics */
         tc_act *gy_ref = put_act(g_gpu, r_y, n);
-        g_gpu->batchnorm_backward(g_gpu, gdx, gdw, gdb, gdy, gx, gy_ref, gw, gst, gst + C, N, C,
-                                  HW, k->relu);
+        g_gpu->batchnorm_backward(g_gpu, gdx, gdw, gdb, gdy, gx, gy_ref, gw, gst, gst + C, N, C, HW,
+                                  k->relu);
         bsync(g_gpu, "cuda batchnorm_backward");
         float *dx = hmalloc(n * 4), *dw = hmalloc(C * 4), *db = hmalloc(C * 4);
         get_act(g_gpu, dx, gdx, n);
@@ -160,8 +163,8 @@ static void run_bn(const bn_case *k) {
         expect_close("dbias (+=)", db, r_db, C, tol_f32());
         float *dw2 = hmalloc(C * 4);
         if (g_gpu->upload(g_gpu, gdw, dw0, C * 4) != TC_OK) fail_msg("upload");
-        g_gpu->batchnorm_backward(g_gpu, gdx, gdw, gdb, gdy, gx, gy_ref, gw, gst, gst + C, N, C,
-                                  HW, k->relu);
+        g_gpu->batchnorm_backward(g_gpu, gdx, gdw, gdb, gdy, gx, gy_ref, gw, gst, gst + C, N, C, HW,
+                                  k->relu);
         get_f32(g_gpu, dw2, gdw, C);
         expect_same_bits("batchnorm dw", dw, dw2, C);
     }
@@ -238,7 +241,8 @@ static void run_attnpool(const pool_case *k) {
     float *q = rand_act(nq, 1.5f), *kk = rand_act(nt, 1.5f), *v = rand_act(nt, 1.0f);
     float *dout = rand_act(nq, 1.0f);
     /* cpu */
-    tc_act *cf = put_act(g_cpu, feat, nf), *cp = put_act(g_cpu, pos, np), *cdt = put_act(g_cpu, dtok, nt);
+    tc_act *cf = put_act(g_cpu, feat, nf), *cp = put_act(g_cpu, pos, np),
+           *cdt = put_act(g_cpu, dtok, nt);
     tc_act *ctok = balloc(g_cpu, nt * 4), *cdf = balloc(g_cpu, nf * 4);
     float *cdp = put_f32(g_cpu, dpos0, np);
     g_cpu->attnpool_tokens_forward(g_cpu, ctok, cf, cp, B, D, HW);
@@ -254,13 +258,15 @@ static void run_attnpool(const pool_case *k) {
     get_act(g_cpu, r_o, co, nq), get_f32(g_cpu, r_l, cl, nl);
     /* both backwards from the forward's output as the GPU rounds it */
     float *o_in = hmalloc(nq * 4);
-    for (size_t i = 0; i < nq; i++) o_in[i] = g_fp32 ? r_o[i] : bf16_round(r_o[i]);
+    for (size_t i = 0; i < nq; i++)
+        o_in[i] = g_fp32 ? r_o[i] : bf16_round(r_o[i]);
     tc_act *co2 = put_act(g_cpu, o_in, nq);
     g_cpu->attention_query_backward(g_cpu, cdq, cdk, cdv, cdo, cq, ck, cv, co2, cl, B, T, NH, HS);
     float *r_dq = hmalloc(nq * 4), *r_dk = hmalloc(nt * 4), *r_dv = hmalloc(nt * 4);
     get_act(g_cpu, r_dq, cdq, nq), get_act(g_cpu, r_dk, cdk, nt), get_act(g_cpu, r_dv, cdv, nt);
     /* gpu */
-    tc_act *gf = put_act(g_gpu, feat, nf), *gp = put_act(g_gpu, pos, np), *gdt = put_act(g_gpu, dtok, nt);
+    tc_act *gf = put_act(g_gpu, feat, nf), *gp = put_act(g_gpu, pos, np),
+           *gdt = put_act(g_gpu, dtok, nt);
     tc_act *gtok = gpu_out_act(nt), *gdf = gpu_out_act(nf);
     float *gdp = put_f32(g_gpu, dpos0, np);
     g_gpu->attnpool_tokens_forward(g_gpu, gtok, gf, gp, B, D, HW);
@@ -358,7 +364,8 @@ void test_resnet_model(void **state) {
         if (strstr(p->name, "k_proj.bias")) continue;
         expect_close(p->name, a + p->offset, r + p->offset, p->count, p->buffer ? tol_f32() : tol);
     }
-    for (int i = 0; i < 2; i++) tc_model_destroy(m[i]);
+    for (int i = 0; i < 2; i++)
+        tc_model_destroy(m[i]);
 }
 
 #endif

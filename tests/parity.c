@@ -29,7 +29,9 @@ int32_t *parity_i32(parity *p, const char *name, size_t *numel) {
     return x;
 }
 
-int parity_has(parity *p, const char *name) { return tc_st_find(p->io, name) != NULL; }
+int parity_has(parity *p, const char *name) {
+    return tc_st_find(p->io, name) != NULL;
+}
 
 float parity_meta_float(parity *p, const char *key) {
     const char *v = tc_st_metadata(p->io, key);

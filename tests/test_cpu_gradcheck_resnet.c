@@ -53,8 +53,19 @@ static void gradcheck_conv_one(int N, int C, int H, int W, int OC, int K, int S,
     be->conv2d_forward(be, ACT(out), ACT(x), ACT(w), N, C, H, W, OC, K, S, P);
     be->conv2d_backward(be, ACT(dx), dw, ACT(r), ACT(x), ACT(w), N, C, H, W, OC, K, S, P);
     gc_sub_prefill(dw, dw_pre, nw);
-    conv_case k = {{conv_ref, gc_to_double(r, no), no}, gc_to_double(x, nx), gc_to_double(w, nw),
-                   N, C, H, W, OC, K, S, P, Ho, Wo};
+    conv_case k = {{conv_ref, gc_to_double(r, no), no},
+                   gc_to_double(x, nx),
+                   gc_to_double(w, nw),
+                   N,
+                   C,
+                   H,
+                   W,
+                   OC,
+                   K,
+                   S,
+                   P,
+                   Ho,
+                   Wo};
     char what[96];
     snprintf(what, sizeof what, "conv N%d C%d %dx%d OC%d K%d S%d P%d", N, C, H, W, OC, K, S, P);
     gc_check_forward(&k.base, out, what);
@@ -73,12 +84,12 @@ static void gradcheck_conv_one(int N, int C, int H, int W, int OC, int K, int S,
 
 static void test_gradcheck_conv2d(void **state) {
     (void)state;
-    gradcheck_conv_one(2, 3, 6, 5, 4, 3, 1, 1);  /* 3x3, same size */
-    gradcheck_conv_one(3, 3, 7, 8, 2, 3, 2, 1);  /* the stem's strided conv, odd size */
-    gradcheck_conv_one(1, 5, 4, 4, 6, 1, 1, 0);  /* 1x1: no col, one sample (threaded sgemm) */
-    gradcheck_conv_one(4, 6, 3, 3, 5, 1, 1, 0);  /* 1x1, samples over threads */
-    gradcheck_conv_one(1, 2, 5, 5, 3, 3, 1, 1);  /* 3x3, one sample */
-    gradcheck_conv_one(2, 2, 4, 6, 3, 3, 1, 0);  /* no padding */
+    gradcheck_conv_one(2, 3, 6, 5, 4, 3, 1, 1); /* 3x3, same size */
+    gradcheck_conv_one(3, 3, 7, 8, 2, 3, 2, 1); /* the stem's strided conv, odd size */
+    gradcheck_conv_one(1, 5, 4, 4, 6, 1, 1, 0); /* 1x1: no col, one sample (threaded sgemm) */
+    gradcheck_conv_one(4, 6, 3, 3, 5, 1, 1, 0); /* 1x1, samples over threads */
+    gradcheck_conv_one(1, 2, 5, 5, 3, 3, 1, 1); /* 3x3, one sample */
+    gradcheck_conv_one(2, 2, 4, 6, 3, 3, 1, 0); /* no padding */
 }
 
 /* ---- batchnorm ---- */
@@ -100,7 +111,8 @@ static void bn_ref(const fd_case *c, double *out) {
             v = k->run[k->C + ch];
         } else {
             for (int i = 0; i < k->N; i++)
-                for (int j = 0; j < k->HW; j++) m += k->x[((size_t)i * k->C + ch) * k->HW + j];
+                for (int j = 0; j < k->HW; j++)
+                    m += k->x[((size_t)i * k->C + ch) * k->HW + j];
             m /= n;
             for (int i = 0; i < k->N; i++)
                 for (int j = 0; j < k->HW; j++) {
@@ -123,21 +135,31 @@ static void gradcheck_bn_one(int N, int C, int HW, int relu) {
     const size_t nx = (size_t)N * C * HW;
     float *x = gc_rand(nx, 1.5f), *w = gc_rand(C, 1.0f), *bias = gc_rand(C, 0.5f);
     /* shift each channel so that means are visible to the running update */
-    for (size_t i = 0; i < nx; i++) x[i] += 0.3f * (float)((i / HW) % C);
+    for (size_t i = 0; i < nx; i++)
+        x[i] += 0.3f * (float)((i / HW) % C);
     float *r = gc_rand(nx, 1.0f), *out = gc_const(nx, GC_GARBAGE), *dx = gc_const(nx, GC_GARBAGE);
     float *mean = gc_alloc(C), *rstd = gc_alloc(C), *run = gc_rand(2 * C + 1, 0.5f);
-    for (int c = 0; c < C; c++) run[C + c] = 0.5f + fabsf(run[C + c]);
+    for (int c = 0; c < C; c++)
+        run[C + c] = 0.5f + fabsf(run[C + c]);
     run[2 * C] = 7.0f;
     float *run0 = gc_copy(run, 2 * C + 1);
-    float *dw = gc_rand(C, 1.0f), *db = gc_rand(C, 1.0f), *dw0 = gc_copy(dw, C), *db0 = gc_copy(db, C);
+    float *dw = gc_rand(C, 1.0f), *db = gc_rand(C, 1.0f), *dw0 = gc_copy(dw, C),
+          *db0 = gc_copy(db, C);
     be->batchnorm_forward(be, ACT(out), mean, rstd, run, ACT(x), ACT(w), ACT(bias), N, C, HW,
                           TC_BN_TRAIN, relu);
     be->batchnorm_backward(be, ACT(dx), dw, db, ACT(r), ACT(x), ACT(out), ACT(w), mean, rstd, N, C,
                            HW, relu);
     gc_sub_prefill(dw, dw0, C);
     gc_sub_prefill(db, db0, C);
-    bn_case k = {{bn_ref, gc_to_double(r, nx), nx}, gc_to_double(x, nx), gc_to_double(w, C),
-                 gc_to_double(bias, C), NULL, N, C, HW, relu};
+    bn_case k = {{bn_ref, gc_to_double(r, nx), nx},
+                 gc_to_double(x, nx),
+                 gc_to_double(w, C),
+                 gc_to_double(bias, C),
+                 NULL,
+                 N,
+                 C,
+                 HW,
+                 relu};
     char what[96];
     snprintf(what, sizeof what, "batchnorm N%d C%d HW%d relu%d", N, C, HW, relu);
     gc_check_forward(&k.base, out, what);
@@ -146,7 +168,8 @@ static void gradcheck_bn_one(int N, int C, int HW, int relu) {
     for (int c = 0; c < C; c++) {
         double m = 0.0, v = 0.0;
         for (int i = 0; i < N; i++)
-            for (int j = 0; j < HW; j++) m += x[((size_t)i * C + c) * HW + j];
+            for (int j = 0; j < HW; j++)
+                m += x[((size_t)i * C + c) * HW + j];
         m /= n;
         for (int i = 0; i < N; i++)
             for (int j = 0; j < HW; j++) {
@@ -303,8 +326,12 @@ static void test_gradcheck_attnpool_tokens(void **state) {
     be->attnpool_tokens_forward(be, ACT(x), ACT(feat), ACT(pos), B, D, HW);
     be->attnpool_tokens_backward(be, ACT(df), dpos, ACT(r), B, D, HW);
     gc_sub_prefill(dpos, dpos0, np);
-    tok_case k = {{tok_ref, gc_to_double(r, nx), nx}, gc_to_double(feat, nf), gc_to_double(pos, np),
-                  B, D, HW};
+    tok_case k = {{tok_ref, gc_to_double(r, nx), nx},
+                  gc_to_double(feat, nf),
+                  gc_to_double(pos, np),
+                  B,
+                  D,
+                  HW};
     gc_check_forward(&k.base, x, "attnpool tokens");
     float *gf = gc_fd_grad(&k.base, k.feat, nf), *gp = gc_fd_grad(&k.base, k.pos, np);
     gc_check_grad(df, gf, nf, "attnpool tokens dfeat");
@@ -332,11 +359,13 @@ static void aq_ref(const fd_case *c, double *out) {
             for (int j = 0; j < a->T; j++) {
                 const double *kj = a->k + ((size_t)b * a->T + j) * A + h * a->HS;
                 double d = 0.0;
-                for (int e = 0; e < a->HS; e++) d += q[e] * kj[e];
+                for (int e = 0; e < a->HS; e++)
+                    d += q[e] * kj[e];
                 s[j] = d / sqrt((double)a->HS);
                 mx = s[j] > mx ? s[j] : mx;
             }
-            for (int j = 0; j < a->T; j++) sum += (s[j] = exp(s[j] - mx));
+            for (int j = 0; j < a->T; j++)
+                sum += (s[j] = exp(s[j] - mx));
             for (int e = 0; e < a->HS; e++) {
                 double acc = 0.0;
                 for (int j = 0; j < a->T; j++)
@@ -351,12 +380,19 @@ static void gradcheck_aq_one(int B, int T, int NH, int HS) {
     const size_t A = (size_t)NH * HS, nq = (size_t)B * A, nk = (size_t)B * T * A;
     float *q = gc_rand(nq, 1.5f), *k = gc_rand(nk, 1.5f), *v = gc_rand(nk, 1.0f);
     float *out = gc_const(nq, GC_GARBAGE), *lse = gc_alloc((size_t)B * NH), *r = gc_rand(nq, 1.0f);
-    float *dq = gc_const(nq, GC_GARBAGE), *dk = gc_const(nk, GC_GARBAGE), *dv = gc_const(nk, GC_GARBAGE);
+    float *dq = gc_const(nq, GC_GARBAGE), *dk = gc_const(nk, GC_GARBAGE),
+          *dv = gc_const(nk, GC_GARBAGE);
     be->attention_query_forward(be, ACT(out), lse, ACT(q), ACT(k), ACT(v), B, T, NH, HS);
     be->attention_query_backward(be, ACT(dq), ACT(dk), ACT(dv), ACT(r), ACT(q), ACT(k), ACT(v),
                                  ACT(out), lse, B, T, NH, HS);
-    aq_case c = {{aq_ref, gc_to_double(r, nq), nq}, gc_to_double(q, nq), gc_to_double(k, nk),
-                 gc_to_double(v, nk), B, T, NH, HS};
+    aq_case c = {{aq_ref, gc_to_double(r, nq), nq},
+                 gc_to_double(q, nq),
+                 gc_to_double(k, nk),
+                 gc_to_double(v, nk),
+                 B,
+                 T,
+                 NH,
+                 HS};
     char what[80];
     snprintf(what, sizeof what, "attention_query B%d T%d NH%d HS%d", B, T, NH, HS);
     gc_check_forward(&c.base, out, what);
@@ -367,7 +403,8 @@ static void gradcheck_aq_one(int B, int T, int NH, int HS) {
             for (int j = 0; j < T; j++) {
                 double d = 0.0;
                 for (int e = 0; e < HS; e++)
-                    d += c.q[(size_t)b * A + h * HS + e] * c.k[((size_t)b * T + j) * A + h * HS + e];
+                    d +=
+                        c.q[(size_t)b * A + h * HS + e] * c.k[((size_t)b * T + j) * A + h * HS + e];
                 se += exp(d / sqrt((double)HS));
             }
             if (fabs(lse[b * NH + h] - log(se)) > 1e-5 * fmax(1.0, fabs(log(se))))
@@ -386,17 +423,20 @@ static void gradcheck_aq_one(int B, int T, int NH, int HS) {
 static void test_gradcheck_attention_query(void **state) {
     (void)state;
     gradcheck_aq_one(2, 5, 2, 8);
-    gradcheck_aq_one(1, 2, 1, 16);   /* a 1x1 map: the mean token and one pixel */
+    gradcheck_aq_one(1, 2, 1, 16); /* a 1x1 map: the mean token and one pixel */
     gradcheck_aq_one(3, 10, 3, 24);
-    gradcheck_aq_one(1, 50, 2, 64);  /* RN50's 7x7 map + the mean token */
+    gradcheck_aq_one(1, 50, 2, 64); /* RN50's 7x7 map + the mean token */
 }
 
 int main(void) {
     if (!(be = tc_gradcheck_backend())) return 1;
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_gradcheck_conv2d),          cmocka_unit_test(test_gradcheck_batchnorm),
-        cmocka_unit_test(test_gradcheck_add_relu),        cmocka_unit_test(test_gradcheck_avgpool),
-        cmocka_unit_test(test_gradcheck_attnpool_tokens), cmocka_unit_test(test_gradcheck_attention_query),
+        cmocka_unit_test(test_gradcheck_conv2d),
+        cmocka_unit_test(test_gradcheck_batchnorm),
+        cmocka_unit_test(test_gradcheck_add_relu),
+        cmocka_unit_test(test_gradcheck_avgpool),
+        cmocka_unit_test(test_gradcheck_attnpool_tokens),
+        cmocka_unit_test(test_gradcheck_attention_query),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
     be->destroy(be);

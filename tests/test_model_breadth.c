@@ -48,7 +48,8 @@ static void expect_error(const char *vision, const char *text, const char *needl
         fail_msg("message '%s' does not name '%s'", m, needle);
 }
 
-#define TEXT64 "\"width\": 64, \"heads\": 1, \"layers\": 1, \"context_length\": 8, \"vocab_size\": 50"
+#define TEXT64                                                                                     \
+    "\"width\": 64, \"heads\": 1, \"layers\": 1, \"context_length\": 8, \"vocab_size\": 50"
 #define VIT(rest) "\"image_size\": 32, \"patch_size\": 16, \"layers\": 1, " rest
 
 static void test_head_widths(void **state) {
@@ -222,7 +223,8 @@ static void test_param_counts_open_clip(void **state) {
         int rc = tc_run_cli(cmd, &out);
         commas(total, num);
         snprintf(want_line, sizeof want_line, "total params: %s\n", num);
-        if (rc != 0 || !strstr(out, want_line)) fail_msg("%s: want '%s', got:\n%s", name, want_line, out);
+        if (rc != 0 || !strstr(out, want_line))
+            fail_msg("%s: want '%s', got:\n%s", name, want_line, out);
         print_message("%-30s %s parameters, as open_clip\n", name, num);
         free(out);
     }

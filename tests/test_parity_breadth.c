@@ -115,9 +115,9 @@ static void loss_and_gradients(const char *name) {
     compare_device(&p, tc_model_image_features(p.model),
                    p.cfg.vision.resnet ? "image_features_train" : "image_features", 1e-5);
     float *grads = malloc(p.layout.total * sizeof *grads);
-    assert_int_equal(p.be->download(p.be, grads, tc_model_grads(p.model),
-                                    p.layout.total * sizeof *grads),
-                     TC_OK);
+    assert_int_equal(
+        p.be->download(p.be, grads, tc_model_grads(p.model), p.layout.total * sizeof *grads),
+        TC_OK);
     /* the largest reference gradient of the model */
     double gmax = 0;
     for (int i = 0; i < p.layout.count; i++) {
@@ -126,7 +126,8 @@ static void loss_and_gradients(const char *name) {
         snprintf(key, sizeof key, "grad.%s", p.layout.params[i].name);
         size_t n;
         float *want = parity_f32(&p, key, &n);
-        for (size_t k = 0; k < n; k++) gmax = fabs(want[k]) > gmax ? fabs(want[k]) : gmax;
+        for (size_t k = 0; k < n; k++)
+            gmax = fabs(want[k]) > gmax ? fabs(want[k]) : gmax;
         free(want);
     }
     int checked = 0;
@@ -182,13 +183,14 @@ static void ten_steps(const char *name) {
     for (size_t s = 0; s < n_loss; s++) {
         float *images = images_of(&p, (int)s);
         tc_step_result r;
-        assert_int_equal(
-            tc_trainer_step(tr, images, tokens + s * (n_tok / n_loss), p.B, &r), TC_OK);
+        assert_int_equal(tc_trainer_step(tr, images, tokens + s * (n_tok / n_loss), p.B, &r),
+                         TC_OK);
         assert_false(r.skipped);
         free(images);
         double e = fabs(r.loss - want[s]) / fabs(want[s]);
         worst = e > worst ? e : worst;
-        if (!(e <= 1e-5)) fail_msg("%s: step %zu loss %.8f, open_clip %.8f", name, s, r.loss, want[s]);
+        if (!(e <= 1e-5))
+            fail_msg("%s: step %zu loss %.8f, open_clip %.8f", name, s, r.loss, want[s]);
     }
     print_message("  %s %zu steps, worst relative loss difference %.2e\n", name, n_loss, worst);
     if (p.cfg.vision.resnet) compare_buffers(&p, "final");
@@ -240,9 +242,11 @@ static void check_keys(const char *weights) {
         const tc_json *shape = tc_json_get(k, "shape");
         const char *dtype = tc_json_get(k, "dtype")->string;
         const tc_st_tensor *t = tc_st_tensor_at(st, (int)i);
-        if (strcmp(t->name, name) != 0) fail_msg("tensor %zu is %s, open_clip's %s", i, t->name, name);
+        if (strcmp(t->name, name) != 0)
+            fail_msg("tensor %zu is %s, open_clip's %s", i, t->name, name);
         assert_int_equal((size_t)t->ndim, shape->count);
-        for (size_t d = 0; d < shape->count; d++) assert_int_equal(t->shape[d], shape->items[d].integer);
+        for (size_t d = 0; d < shape->count; d++)
+            assert_int_equal(t->shape[d], shape->items[d].integer);
         const char *want = strcmp(dtype, "int64") == 0 ? "I64" : "F32";
         if (strcmp(tc_dtype_name(t->dtype), want) != 0)
             fail_msg("%s: dtype %s, open_clip's %s", name, tc_dtype_name(t->dtype), dtype);
@@ -288,7 +292,8 @@ static void test_rn50_formula(void **state) {
     assert_int_equal(tc_model_encode_text(m, tokens, B), TC_OK);
     float *got = malloc((size_t)B * E * sizeof *got);
     be->download(be, got, tc_model_image_features(m), (size_t)B * E * sizeof *got);
-    print_message("  RN50 formula image features rel err %.2e\n", tc_rel_err(got, want_img, (size_t)B * E));
+    print_message("  RN50 formula image features rel err %.2e\n",
+                  tc_rel_err(got, want_img, (size_t)B * E));
     TC_ASSERT_CLOSE(got, want_img, (size_t)B * E, 1e-5, "RN50 image features");
     be->download(be, got, tc_model_text_features(m), (size_t)B * E * sizeof *got);
     TC_ASSERT_CLOSE(got, want_txt, (size_t)B * E, 1e-5, "RN50 text features");
@@ -302,7 +307,8 @@ static void test_rn50_formula(void **state) {
     assert_int_equal(tc_checkpoint_save(dir, TC_FORMAT_OPENCLIP, &cfg, &layout, params), TC_OK);
     const char *keep = getenv("TC_RN50_EXPORT_DIR");
     if (keep && keep[0])
-        assert_int_equal(tc_checkpoint_save(keep, TC_FORMAT_OPENCLIP, &cfg, &layout, params), TC_OK);
+        assert_int_equal(tc_checkpoint_save(keep, TC_FORMAT_OPENCLIP, &cfg, &layout, params),
+                         TC_OK);
     snprintf(path, sizeof path, "%s/open_clip_model.safetensors", dir);
     check_keys(path);
     tc_model_config back_cfg;

@@ -49,7 +49,8 @@ void tc_cpu_avgpool_backward(tc_backend *b, tc_act *dinp, const tc_act *dout, in
         const float *g = dy + (size_t)p * Ho * Wo;
         float *plane = dx + (size_t)p * H * W;
         for (int y = 0; y < H; y++)
-            for (int x = 0; x < W; x++) plane[(size_t)y * W + x] = g[(y / k) * Wo + x / k] * inv;
+            for (int x = 0; x < W; x++)
+                plane[(size_t)y * W + x] = g[(y / k) * Wo + x / k] * inv;
     }
 }
 
@@ -87,14 +88,16 @@ void tc_cpu_attnpool_tokens_backward(tc_backend *b, tc_act *dfeat, float *dpos, 
         const float *tok = g + (size_t)bb * T * D + d;
         const float m = tok[0] / (float)HW;
         float *plane = df + (size_t)bd * HW;
-        for (int p = 0; p < HW; p++) plane[p] = tok[(size_t)(p + 1) * D] + m;
+        for (int p = 0; p < HW; p++)
+            plane[p] = tok[(size_t)(p + 1) * D] + m;
     }
     /* dpos[t,d] += sum over the samples in order: one thread per column */
 #pragma omp parallel for schedule(static) num_threads(nt) if ((size_t)B * D * HW > 65536)
     for (int d = 0; d < D; d++)
         for (int t = 0; t < T; t++) {
             float s = dpos[(size_t)t * D + d];
-            for (int bb = 0; bb < B; bb++) s += g[((size_t)bb * T + t) * D + d];
+            for (int bb = 0; bb < B; bb++)
+                s += g[((size_t)bb * T + t) * D + d];
             dpos[(size_t)t * D + d] = s;
         }
 }
@@ -105,7 +108,8 @@ static void head_scores(float *s, const float *q, const float *k, int T, int HS,
     for (int j = 0; j < T; j++) {
         const float *kj = k + (size_t)j * A;
         float acc = 0.0f;
-        for (int d = 0; d < HS; d++) acc += q[d] * kj[d];
+        for (int d = 0; d < HS; d++)
+            acc += q[d] * kj[d];
         s[j] = acc * scale;
     }
 }
@@ -127,7 +131,8 @@ void tc_cpu_attention_query_forward(tc_backend *b, tc_act *out, float *lse, cons
             const int bb = task / NH, h = task % NH;
             float *orow = o + (size_t)bb * A + (size_t)h * HS;
             if (!s) { /* no scratch: make the failure visible to the NaN guard */
-                for (int d = 0; d < HS; d++) orow[d] = NAN;
+                for (int d = 0; d < HS; d++)
+                    orow[d] = NAN;
                 lse[task] = NAN;
                 continue;
             }
@@ -135,14 +140,18 @@ void tc_cpu_attention_query_forward(tc_backend *b, tc_act *out, float *lse, cons
             const float *vb = vv + (size_t)bb * T * A + (size_t)h * HS;
             head_scores(s, qq + (size_t)bb * A + (size_t)h * HS, kb, T, HS, A, scale);
             float m = s[0];
-            for (int j = 1; j < T; j++) m = s[j] > m ? s[j] : m;
+            for (int j = 1; j < T; j++)
+                m = s[j] > m ? s[j] : m;
             float sum = 0.0f;
-            for (int j = 0; j < T; j++) sum += (s[j] = tc_cpu_expf(s[j] - m));
+            for (int j = 0; j < T; j++)
+                sum += (s[j] = tc_cpu_expf(s[j] - m));
             const float inv = 1.0f / sum;
-            for (int d = 0; d < HS; d++) orow[d] = 0.0f;
+            for (int d = 0; d < HS; d++)
+                orow[d] = 0.0f;
             for (int j = 0; j < T; j++) {
                 const float p = s[j] * inv, *vj = vb + (size_t)j * A;
-                for (int d = 0; d < HS; d++) orow[d] += p * vj[d];
+                for (int d = 0; d < HS; d++)
+                    orow[d] += p * vj[d];
             }
             lse[task] = m + logf(sum);
         }
@@ -166,23 +175,28 @@ void tc_cpu_attention_query_backward(tc_backend *b, tc_act *dq, tc_act *dk, tc_a
 #pragma omp for schedule(static)
         for (int task = 0; task < B * NH; task++) {
             const int bb = task / NH, h = task % NH;
-            const size_t qo = (size_t)bb * A + (size_t)h * HS, ko = (size_t)bb * T * A + (size_t)h * HS;
+            const size_t qo = (size_t)bb * A + (size_t)h * HS,
+                         ko = (size_t)bb * T * A + (size_t)h * HS;
             if (!s) {
-                for (int d = 0; d < HS; d++) dqq[qo + d] = NAN;
+                for (int d = 0; d < HS; d++)
+                    dqq[qo + d] = NAN;
                 continue;
             }
             const float *qr = qq + qo, *g = dy + qo, *orow = o + qo;
             /* P_j = exp(s_j - lse), dP_j = dout.v_j, D = dout.out, dS_j = P_j (dP_j - D) */
             head_scores(s, qr, kk + ko, T, HS, A, scale);
             float D = 0.0f;
-            for (int d = 0; d < HS; d++) D += g[d] * orow[d];
-            for (int d = 0; d < HS; d++) dqq[qo + d] = 0.0f;
+            for (int d = 0; d < HS; d++)
+                D += g[d] * orow[d];
+            for (int d = 0; d < HS; d++)
+                dqq[qo + d] = 0.0f;
             for (int j = 0; j < T; j++) {
                 const float *vj = vv + ko + (size_t)j * A, *kj = kk + ko + (size_t)j * A;
                 float *dvj = dvv + ko + (size_t)j * A, *dkj = dkk + ko + (size_t)j * A;
                 const float p = tc_cpu_expf(s[j] - lse[task]);
                 float dp = 0.0f;
-                for (int d = 0; d < HS; d++) dp += g[d] * vj[d];
+                for (int d = 0; d < HS; d++)
+                    dp += g[d] * vj[d];
                 const float ds = p * (dp - D) * scale;
                 for (int d = 0; d < HS; d++) {
                     dvj[d] = p * g[d];

@@ -27,7 +27,8 @@ static void channel_stats(const float *x, float *running, int N, int C, int HW, 
     double s = 0.0;
     for (int i = 0; i < N; i++) {
         const float *p = x + ((size_t)i * C + c) * HW;
-        for (int j = 0; j < HW; j++) s += p[j];
+        for (int j = 0; j < HW; j++)
+            s += p[j];
     }
     const double m = s / n;
     double q = 0.0;
@@ -74,7 +75,8 @@ void tc_cpu_batchnorm_forward(tc_backend *b, tc_act *out, float *mean, float *rs
                 }
             } else {
 #pragma omp simd
-                for (int j = 0; j < HW; j++) q[j] = (p[j] - m) * scale + shift;
+                for (int j = 0; j < HW; j++)
+                    q[j] = (p[j] - m) * scale + shift;
             }
         }
     }
@@ -134,5 +136,6 @@ void tc_cpu_relu_backward(tc_backend *b, tc_act *dx, const tc_act *out, const tc
     float *d = TC_F(dx);
     const int nt = tc_cpu_threads(b);
 #pragma omp parallel for simd schedule(static) num_threads(nt) if (n > 65536)
-    for (size_t i = 0; i < n; i++) d[i] = y[i] > 0.0f ? dy[i] : 0.0f;
+    for (size_t i = 0; i < n; i++)
+        d[i] = y[i] > 0.0f ? dy[i] : 0.0f;
 }

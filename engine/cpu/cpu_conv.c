@@ -31,7 +31,9 @@ static conv_shape shape_of(int C, int H, int W, int OC, int K, int S, int P) {
     return s;
 }
 
-static int is_pointwise(const conv_shape *s) { return s->K == 1 && s->S == 1 && s->P == 0; }
+static int is_pointwise(const conv_shape *s) {
+    return s->K == 1 && s->S == 1 && s->P == 0;
+}
 
 /* row r = (c, ky, kx) of one sample's col (Ho*Wo values): the input pixel
  * each output pixel reads through that tap, 0 in the padding */
@@ -57,7 +59,8 @@ static void im2col_row(float *dst, const float *x, const conv_shape *s, int r) {
 static void im2col(float *col, const float *x, const conv_shape *s, int threads) {
     const int KK = s->K * s->K, HoWo = s->Ho * s->Wo;
 #pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1)
-    for (int r = 0; r < s->C * KK; r++) im2col_row(col + (size_t)r * HoWo, x, s, r);
+    for (int r = 0; r < s->C * KK; r++)
+        im2col_row(col + (size_t)r * HoWo, x, s, r);
 }
 
 /* dx (C,H,W) = the sum, over taps, of col's rows put back where im2col took
@@ -114,7 +117,8 @@ void tc_cpu_conv2d_forward(tc_backend *b, tc_act *out, const tc_act *inp, const 
 #pragma omp for schedule(static)
             for (int n = 0; n < N; n++) {
                 if (!col) { /* no scratch: make the failure visible to the NaN guard */
-                    for (size_t i = 0; i < out_n; i++) o[(size_t)n * out_n + i] = NAN;
+                    for (size_t i = 0; i < out_n; i++)
+                        o[(size_t)n * out_n + i] = NAN;
                     continue;
                 }
                 forward_sample(o + (size_t)n * out_n, x + (size_t)n * in_n, wt, col, &s, 1);
@@ -126,7 +130,8 @@ void tc_cpu_conv2d_forward(tc_backend *b, tc_act *out, const tc_act *inp, const 
     float *col = malloc(col_n * sizeof *col);
     for (int n = 0; n < N; n++) {
         if (!col) {
-            for (size_t i = 0; i < out_n; i++) o[(size_t)n * out_n + i] = NAN;
+            for (size_t i = 0; i < out_n; i++)
+                o[(size_t)n * out_n + i] = NAN;
             continue;
         }
         forward_sample(o + (size_t)n * out_n, x + (size_t)n * in_n, wt, col, &s, nt);
@@ -156,8 +161,8 @@ static int filter_grad(float *dw, const float *x, const float *dy, const conv_sh
         for (int task = 0; task < (CKK + s->OC) * nc; task++) {
             const int r = task / nc, n = n0 + task % nc;
             if (r < CKK)
-                im2col_row(colc + (size_t)r * ld + (size_t)(n - n0) * HoWo, x + (size_t)n * in_n,
-                           s, r);
+                im2col_row(colc + (size_t)r * ld + (size_t)(n - n0) * HoWo, x + (size_t)n * in_n, s,
+                           r);
             else
                 memcpy(dc + (size_t)(r - CKK) * ld + (size_t)(n - n0) * HoWo,
                        dy + ((size_t)n * s->OC + (r - CKK)) * HoWo, (size_t)HoWo * sizeof *dc);
@@ -196,7 +201,8 @@ void tc_cpu_conv2d_backward(tc_backend *b, tc_act *dinp, float *dw, const tc_act
     if (!dinp) return;
     float *col = malloc(col_n * sizeof *col);
     if (!col) {
-        for (size_t i = 0; i < (size_t)N * in_n; i++) TC_F(dinp)[i] = NAN;
+        for (size_t i = 0; i < (size_t)N * in_n; i++)
+            TC_F(dinp)[i] = NAN;
         return;
     }
     float *dx = TC_F(dinp);
@@ -208,7 +214,8 @@ void tc_cpu_conv2d_backward(tc_backend *b, tc_act *dinp, float *dw, const tc_act
 #pragma omp for schedule(static)
             for (int n = 0; n < N; n++) {
                 if (!gcol) {
-                    for (size_t i = 0; i < in_n; i++) dx[(size_t)n * in_n + i] = NAN;
+                    for (size_t i = 0; i < in_n; i++)
+                        dx[(size_t)n * in_n + i] = NAN;
                     continue;
                 }
                 dinp_sample(dx + (size_t)n * in_n, dy + (size_t)n * out_n, wt, gcol, &s, 1);

@@ -126,8 +126,8 @@ int tc_cmd_inspect(int argc, char **argv) {
     printf("total params: %s\n", commas(c.total, b1, sizeof b1));
     size_t text_ne = c.text - c.token_embedding;
     printf("without token embedding: %s (%s %.2fM + Text %.2fM)\n",
-           commas(c.vision + text_ne, b3, sizeof b3), v->resnet ? "ResNet" : "ViT",
-           c.vision / 1e6, text_ne / 1e6);
+           commas(c.vision + text_ne, b3, sizeof b3), v->resnet ? "ResNet" : "ViT", c.vision / 1e6,
+           text_ne / 1e6);
     double gi, gt;
     tc_model_flops(&cfg, &gi, &gt);
     printf("GFLOPs per image: %.3f\n", gi);
