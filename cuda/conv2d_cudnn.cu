@@ -35,33 +35,24 @@
 
 #include "cudnn_api.h"
 
-typedef struct {
-    int N, C, H, W, OC, K, S, P, Ho, Wo;
-} conv2d_shape;
-
-static conv2d_plan *plan_for(tc_cuda_conv *cv, const conv2d_shape *s) {
-    for (int i = 0; i < CONV2D_PLANS; i++) {
-        conv2d_plan *p = &cv->plan2d[i];
-        if (p->N == s->N && p->C == s->C && p->H == s->H && p->W == s->W && p->OC == s->OC &&
-            p->K == s->K && p->S == s->S && p->P == s->P)
-            return p;
-    }
+static conv2d_plan *plan_for(tc_cuda_conv *cv, const tc_cudnn_shape *s) {
+    for (int i = 0; i < CONV2D_PLANS; i++)
+        if (memcmp(&cv->plan2d[i].shape, s, sizeof *s) == 0) return &cv->plan2d[i];
     int slot = -1;
     for (int i = 0; i < CONV2D_PLANS && slot < 0; i++)
-        if (cv->plan2d[i].N == 0) slot = i;
+        if (cv->plan2d[i].shape.N == 0) slot = i;
     if (slot < 0) {
         slot = cv->next_slot2d;
         cv->next_slot2d = (cv->next_slot2d + 1) % CONV2D_PLANS;
     }
     conv2d_plan *p = &cv->plan2d[slot];
     memset(p, 0, sizeof *p);
-    p->N = s->N, p->C = s->C, p->H = s->H, p->W = s->W;
-    p->OC = s->OC, p->K = s->K, p->S = s->S, p->P = s->P;
+    p->shape = *s;
     return p;
 }
 
 /* shape, size and alignment checks, then the descriptors of the shape */
-static bool describe(tc_cuda_backend *cu, const char *op, const conv2d_shape *s, const void *a,
+static bool describe(tc_cuda_backend *cu, const char *op, const tc_cudnn_shape *s, const void *a,
                      const void *b) {
     if (!cu->base.caps.conv2d) {
         tc_cuda_record(cu, TC_ERR_UNSUPPORTED,
@@ -91,132 +82,11 @@ static bool describe(tc_cuda_backend *cu, const char *op, const conv2d_shape *s,
                        "cuda %s: activations must be whole allocations (256-byte aligned)", op);
         return false;
     }
-    if (cu->err != TC_OK || !tc_cudnn_ready(cu, op)) return false;
-    tc_cuda_conv *cv = cu->conv;
-    const dnn_api &d = cv->api;
-    const cudnnDataType_t dt = cu->fp32 ? CUDNN_DATA_FLOAT : CUDNN_DATA_BFLOAT16;
-    if (!tc_cudnn_ok(
-            cu, d.cudnnSetTensor4dDescriptor(cv->x, CUDNN_TENSOR_NCHW, dt, s->N, s->C, s->H, s->W),
-            op, "x descriptor") ||
-        !tc_cudnn_ok(
-            cu,
-            d.cudnnSetTensor4dDescriptor(cv->y, CUDNN_TENSOR_NCHW, dt, s->N, s->OC, s->Ho, s->Wo),
-            op, "y descriptor") ||
-        !tc_cudnn_ok(
-            cu, d.cudnnSetFilter4dDescriptor(cv->w, dt, CUDNN_TENSOR_NCHW, s->OC, s->C, s->K, s->K),
-            op, "w descriptor") ||
-        !tc_cudnn_ok(cu,
-                     d.cudnnSetConvolution2dDescriptor(cv->conv, s->P, s->P, s->S, s->S, 1, 1,
-                                                       CUDNN_CROSS_CORRELATION, CUDNN_DATA_FLOAT),
-                     op, "convolution descriptor") ||
-        !tc_cudnn_ok(cu,
-                     d.cudnnSetConvolutionMathType(cv->conv, cu->fp32 ? CUDNN_FMA_MATH
-                                                                      : CUDNN_TENSOR_OP_MATH),
-                     op, "math type"))
-        return false;
-    int n = 0, c = 0, h = 0, w = 0;
-    if (!tc_cudnn_ok(
-            cu, d.cudnnGetConvolution2dForwardOutputDim(cv->conv, cv->x, cv->w, &n, &c, &h, &w), op,
-            "output dimensions"))
-        return false;
-    if (n != s->N || c != s->OC || h != s->Ho || w != s->Wo) {
-        tc_cuda_record(cu, TC_ERR_BACKEND, "cuda %s: cuDNN output (%d,%d,%d,%d) != (%d,%d,%d,%d)",
-                       op, n, c, h, w, s->N, s->OC, s->Ho, s->Wo);
-        return false;
-    }
-    return true;
+    return cu->err == TC_OK && tc_cudnn_ready(cu, op) && tc_cudnn_describe(cu, op, s);
 }
 
-/* no usable algorithm: recorded, naming the shape */
-static bool no_algorithm(tc_cuda_backend *cu, const char *op, const char *what,
-                         const conv2d_shape *s, int n) {
-    tc_cuda_record(cu, TC_ERR_UNSUPPORTED,
-                   "cuda %s: cuDNN offers no deterministic %s algorithm for N=%d C=%d %dx%d OC=%d "
-                   "K=%d S=%d P=%d (%d candidates)",
-                   op, what, s->N, s->C, s->H, s->W, s->OC, s->K, s->S, s->P, n);
-    return false;
-}
-
-static bool plan_fwd(tc_cuda_backend *cu, conv2d_plan *pl, const conv2d_shape *s) {
-    const char *op = "conv2d_forward";
-    tc_cuda_conv *cv = cu->conv;
-    const dnn_api &d = cv->api;
-    cudnnConvolutionFwdAlgoPerf_t cand[CONV_MAX_ALGOS];
-    int n = 0;
-    if (!tc_cudnn_ok(cu,
-                     d.cudnnGetConvolutionForwardAlgorithm_v7(cv->handle, cv->x, cv->w, cv->conv,
-                                                              cv->y, CONV_MAX_ALGOS, &n, cand),
-                     op, "algorithm heuristics"))
-        return false;
-    const int i = tc_cudnn_pick(cu, cand, n);
-    if (i < 0) return no_algorithm(cu, op, "forward", s, n);
-    size_t ws = 0;
-    if (!tc_cudnn_ok(cu, d.cudnnSetConvolutionMathType(cv->conv, cand[i].mathType), op, "math") ||
-        !tc_cudnn_ok(cu,
-                     d.cudnnGetConvolutionForwardWorkspaceSize(cv->handle, cv->x, cv->w, cv->conv,
-                                                               cv->y, cand[i].algo, &ws),
-                     op, "workspace size") ||
-        !tc_cudnn_workspace_reserve(cu, op, ws))
-        return false;
-    pl->fwd_algo = cand[i].algo, pl->fwd_math = cand[i].mathType, pl->fwd_ws = ws;
-    pl->fwd_ready = 1;
-    return true;
-}
-
-static bool plan_data(tc_cuda_backend *cu, conv2d_plan *pl, const conv2d_shape *s) {
-    const char *op = "conv2d_backward (data)";
-    tc_cuda_conv *cv = cu->conv;
-    const dnn_api &d = cv->api;
-    cudnnConvolutionBwdDataAlgoPerf_t cand[CONV_MAX_ALGOS];
-    int n = 0;
-    if (!tc_cudnn_ok(cu,
-                     d.cudnnGetConvolutionBackwardDataAlgorithm_v7(
-                         cv->handle, cv->w, cv->y, cv->conv, cv->x, CONV_MAX_ALGOS, &n, cand),
-                     op, "algorithm heuristics"))
-        return false;
-    const int i = tc_cudnn_pick(cu, cand, n);
-    if (i < 0) return no_algorithm(cu, op, "data-gradient", s, n);
-    size_t ws = 0;
-    if (!tc_cudnn_ok(cu, d.cudnnSetConvolutionMathType(cv->conv, cand[i].mathType), op, "math") ||
-        !tc_cudnn_ok(cu,
-                     d.cudnnGetConvolutionBackwardDataWorkspaceSize(
-                         cv->handle, cv->w, cv->y, cv->conv, cv->x, cand[i].algo, &ws),
-                     op, "workspace size") ||
-        !tc_cudnn_workspace_reserve(cu, op, ws))
-        return false;
-    pl->data_algo = cand[i].algo, pl->data_math = cand[i].mathType, pl->data_ws = ws;
-    pl->data_ready = 1;
-    return true;
-}
-
-static bool plan_filter(tc_cuda_backend *cu, conv2d_plan *pl, const conv2d_shape *s) {
-    const char *op = "conv2d_backward (filter)";
-    tc_cuda_conv *cv = cu->conv;
-    const dnn_api &d = cv->api;
-    cudnnConvolutionBwdFilterAlgoPerf_t cand[CONV_MAX_ALGOS];
-    int n = 0;
-    if (!tc_cudnn_ok(cu,
-                     d.cudnnGetConvolutionBackwardFilterAlgorithm_v7(
-                         cv->handle, cv->x, cv->y, cv->conv, cv->w, CONV_MAX_ALGOS, &n, cand),
-                     op, "algorithm heuristics"))
-        return false;
-    const int i = tc_cudnn_pick(cu, cand, n);
-    if (i < 0) return no_algorithm(cu, op, "filter-gradient", s, n);
-    size_t ws = 0;
-    if (!tc_cudnn_ok(cu, d.cudnnSetConvolutionMathType(cv->conv, cand[i].mathType), op, "math") ||
-        !tc_cudnn_ok(cu,
-                     d.cudnnGetConvolutionBackwardFilterWorkspaceSize(
-                         cv->handle, cv->x, cv->y, cv->conv, cv->w, cand[i].algo, &ws),
-                     op, "workspace size") ||
-        !tc_cudnn_workspace_reserve(cu, op, ws))
-        return false;
-    pl->filter_algo = cand[i].algo, pl->filter_math = cand[i].mathType, pl->filter_ws = ws;
-    pl->filter_ready = 1;
-    return true;
-}
-
-static conv2d_shape shape_of(int N, int C, int H, int W, int OC, int K, int S, int P) {
-    conv2d_shape s = {N, C, H, W, OC, K, S, P, 0, 0};
+static tc_cudnn_shape shape_of(int N, int C, int H, int W, int OC, int K, int S, int P) {
+    tc_cudnn_shape s = {N, C, H, W, OC, K, S, P, 0, 0, 0};
     if (S > 0) {
         s.Ho = (H + 2 * P - K) / S + 1;
         s.Wo = (W + 2 * P - K) / S + 1;
@@ -239,13 +109,13 @@ static void launch_dw_accumulate(tc_cuda_backend *cu, float *dw, const void *dwt
 }
 
 /* the scratch holds the filter copy at 0 and the filter gradient after it */
-static size_t filter_bytes(const tc_cuda_backend *cu, const conv2d_shape *s) {
+static size_t filter_bytes(const tc_cuda_backend *cu, const tc_cudnn_shape *s) {
     const size_t bytes = (size_t)s->OC * s->C * s->K * s->K * cu->base.act_bytes;
     return (bytes + 255) / 256 * 256;
 }
 
 /* copies w into the aligned scratch; false (recorded) when it does not fit */
-static bool stage_filter(tc_cuda_backend *cu, const char *op, const conv2d_shape *s,
+static bool stage_filter(tc_cuda_backend *cu, const char *op, const tc_cudnn_shape *s,
                          const tc_act *w) {
     const size_t fb = filter_bytes(cu, s);
     if (2 * fb > cu->scratch_bytes) {
@@ -266,19 +136,20 @@ void tc_cuda_conv2d_forward(tc_backend *b, tc_act *out, const tc_act *inp, const
                             int C, int H, int W, int OC, int K, int stride, int pad) {
     tc_cuda_backend *cu = tc_cu(b);
     const char *op = "conv2d_forward";
-    const conv2d_shape s = shape_of(N, C, H, W, OC, K, stride, pad);
+    const tc_cudnn_shape s = shape_of(N, C, H, W, OC, K, stride, pad);
     if (N == 0 || !describe(cu, op, &s, out, inp) || !stage_filter(cu, op, &s, w)) return;
     tc_cuda_conv *cv = cu->conv;
     const dnn_api &d = cv->api;
     conv2d_plan *pl = plan_for(cv, &s);
-    if (!pl->fwd_ready && !plan_fwd(cu, pl, &s)) return;
+    if (!pl->fwd.ready && !tc_cudnn_plan(cu, op, TC_CUDNN_FORWARD, &s, &pl->fwd)) return;
     const float one = 1.0f, zero = 0.0f;
-    if (!tc_cudnn_ok(cu, d.cudnnSetConvolutionMathType(cv->conv, pl->fwd_math), op, "math type"))
+    if (!tc_cudnn_ok(cu, d.cudnnSetConvolutionMathType(cv->conv, pl->fwd.math), op, "math type"))
         return;
     tc_cudnn_ok(cu,
                 d.cudnnConvolutionForward(cv->handle, &one, cv->x, inp, cv->w, cu->scratch,
-                                          cv->conv, pl->fwd_algo, pl->fwd_ws ? cv->workspace : NULL,
-                                          pl->fwd_ws, &zero, cv->y, out),
+                                          cv->conv, (cudnnConvolutionFwdAlgo_t)pl->fwd.algo,
+                                          pl->fwd.ws ? cv->workspace : NULL, pl->fwd.ws, &zero,
+                                          cv->y, out),
                 op, "cudnnConvolutionForward");
 }
 
@@ -287,7 +158,7 @@ void tc_cuda_conv2d_backward(tc_backend *b, tc_act *dinp, float *dw, const tc_ac
                              int K, int stride, int pad) {
     tc_cuda_backend *cu = tc_cu(b);
     const char *op = "conv2d_backward";
-    const conv2d_shape s = shape_of(N, C, H, W, OC, K, stride, pad);
+    const tc_cudnn_shape s = shape_of(N, C, H, W, OC, K, stride, pad);
     if (N == 0 || !describe(cu, op, &s, dout, inp) || !stage_filter(cu, op, &s, w)) return;
     tc_cuda_conv *cv = cu->conv;
     const dnn_api &d = cv->api;
@@ -295,26 +166,28 @@ void tc_cuda_conv2d_backward(tc_backend *b, tc_act *dinp, float *dw, const tc_ac
     const float one = 1.0f, zero = 0.0f;
     if (dw) {
         void *dwt = (char *)cu->scratch + filter_bytes(cu, &s);
-        if (!pl->filter_ready && !plan_filter(cu, pl, &s)) return;
-        if (!tc_cudnn_ok(cu, d.cudnnSetConvolutionMathType(cv->conv, pl->filter_math), op,
+        if (!pl->filter.ready && !tc_cudnn_plan(cu, op, TC_CUDNN_FILTER, &s, &pl->filter)) return;
+        if (!tc_cudnn_ok(cu, d.cudnnSetConvolutionMathType(cv->conv, pl->filter.math), op,
                          "math") ||
             !tc_cudnn_ok(cu,
-                         d.cudnnConvolutionBackwardFilter(cv->handle, &one, cv->x, inp, cv->y, dout,
-                                                          cv->conv, pl->filter_algo,
-                                                          pl->filter_ws ? cv->workspace : NULL,
-                                                          pl->filter_ws, &zero, cv->w, dwt),
+                         d.cudnnConvolutionBackwardFilter(
+                             cv->handle, &one, cv->x, inp, cv->y, dout, cv->conv,
+                             (cudnnConvolutionBwdFilterAlgo_t)pl->filter.algo,
+                             pl->filter.ws ? cv->workspace : NULL, pl->filter.ws, &zero, cv->w,
+                             dwt),
                          op, "cudnnConvolutionBackwardFilter"))
             return;
         TC_ACT_DISPATCH(cu, launch_dw_accumulate, cu, dw, dwt, (size_t)OC * C * K * K);
     }
     if (!dinp) return;
-    if (!pl->data_ready && !plan_data(cu, pl, &s)) return;
-    if (!tc_cudnn_ok(cu, d.cudnnSetConvolutionMathType(cv->conv, pl->data_math), op, "math type"))
+    if (!pl->data.ready && !tc_cudnn_plan(cu, op, TC_CUDNN_DATA, &s, &pl->data)) return;
+    if (!tc_cudnn_ok(cu, d.cudnnSetConvolutionMathType(cv->conv, pl->data.math), op, "math type"))
         return;
     tc_cudnn_ok(cu,
                 d.cudnnConvolutionBackwardData(
-                    cv->handle, &one, cv->w, cu->scratch, cv->y, dout, cv->conv, pl->data_algo,
-                    pl->data_ws ? cv->workspace : NULL, pl->data_ws, &zero, cv->x, dinp),
+                    cv->handle, &one, cv->w, cu->scratch, cv->y, dout, cv->conv,
+                    (cudnnConvolutionBwdDataAlgo_t)pl->data.algo,
+                    pl->data.ws ? cv->workspace : NULL, pl->data.ws, &zero, cv->x, dinp),
                 op, "cudnnConvolutionBackwardData");
 }
 

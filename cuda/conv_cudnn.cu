@@ -120,38 +120,10 @@ static void launch_dw_add(tc_cuda_backend *cu, float *dw, const void *dwt, int C
 
 /* ---- cuDNN plumbing ---- */
 
-/* the descriptors of one shape (host-only calls, microseconds) */
-static bool conv_describe(tc_cuda_backend *cu, const char *op, int B, int H, int W, int P, int C) {
-    tc_cuda_conv *cv = cu->conv;
-    const dnn_api &d = cv->api;
-    const cudnnDataType_t dt = cu->fp32 ? CUDNN_DATA_FLOAT : CUDNN_DATA_BFLOAT16;
-    const int gh = H / P, gw = W / P;
-    if (!tc_cudnn_ok(cu, d.cudnnSetTensor4dDescriptor(cv->x, CUDNN_TENSOR_NHWC, dt, B, 3, H, W), op,
-                     "x descriptor") ||
-        !tc_cudnn_ok(cu, d.cudnnSetTensor4dDescriptor(cv->y, CUDNN_TENSOR_NHWC, dt, B, C, gh, gw),
-                     op, "y descriptor") ||
-        !tc_cudnn_ok(cu, d.cudnnSetFilter4dDescriptor(cv->w, dt, CUDNN_TENSOR_NHWC, C, 3, P, P), op,
-                     "w descriptor") ||
-        !tc_cudnn_ok(cu,
-                     d.cudnnSetConvolution2dDescriptor(cv->conv, 0, 0, P, P, 1, 1,
-                                                       CUDNN_CROSS_CORRELATION, CUDNN_DATA_FLOAT),
-                     op, "convolution descriptor") ||
-        !tc_cudnn_ok(cu,
-                     d.cudnnSetConvolutionMathType(cv->conv, cu->fp32 ? CUDNN_FMA_MATH
-                                                                      : CUDNN_TENSOR_OP_MATH),
-                     op, "math type"))
-        return false;
-    int n = 0, c = 0, h = 0, w = 0;
-    if (!tc_cudnn_ok(
-            cu, d.cudnnGetConvolution2dForwardOutputDim(cv->conv, cv->x, cv->w, &n, &c, &h, &w), op,
-            "output dimensions"))
-        return false;
-    if (n != B || c != C || h != gh || w != gw) {
-        tc_cuda_record(cu, TC_ERR_BACKEND, "cuda %s: cuDNN output (%d,%d,%d,%d) != (%d,%d,%d,%d)",
-                       op, n, c, h, w, B, C, gh, gw);
-        return false;
-    }
-    return true;
+/* the patch embedding as a convolution: NHWC, kernel = stride = P, no padding */
+static tc_cudnn_shape patch_shape(int B, int H, int W, int P, int C) {
+    tc_cudnn_shape s = {B, 3, H, W, C, P, P, 0, H / P, W / P, 1};
+    return s;
 }
 
 static conv_plan *conv_plan_for(tc_cuda_conv *cv, int B, int H, int W, int P, int C) {
@@ -174,76 +146,6 @@ static conv_plan *conv_plan_for(tc_cuda_conv *cv, int B, int H, int W, int P, in
     p->P = P;
     p->C = C;
     return p;
-}
-
-static bool plan_forward(tc_cuda_backend *cu, conv_plan *pl) {
-    const char *op = "patch_embed_forward";
-    tc_cuda_conv *cv = cu->conv;
-    const dnn_api &d = cv->api;
-    cudnnConvolutionFwdAlgoPerf_t cand[CONV_MAX_ALGOS];
-    int ncand = 0;
-    if (!tc_cudnn_ok(cu,
-                     d.cudnnGetConvolutionForwardAlgorithm_v7(cv->handle, cv->x, cv->w, cv->conv,
-                                                              cv->y, CONV_MAX_ALGOS, &ncand, cand),
-                     op, "algorithm heuristics"))
-        return false;
-    const int i = tc_cudnn_pick(cu, cand, ncand);
-    if (i < 0) {
-        tc_cuda_record(cu, TC_ERR_UNSUPPORTED,
-                       "cuda %s: cuDNN offers no deterministic forward algorithm for B=%d H=%d "
-                       "W=%d P=%d C=%d (%d candidates)",
-                       op, pl->B, pl->H, pl->W, pl->P, pl->C, ncand);
-        return false;
-    }
-    size_t ws = 0;
-    if (!tc_cudnn_ok(cu, d.cudnnSetConvolutionMathType(cv->conv, cand[i].mathType), op,
-                     "math type") ||
-        !tc_cudnn_ok(cu,
-                     d.cudnnGetConvolutionForwardWorkspaceSize(cv->handle, cv->x, cv->w, cv->conv,
-                                                               cv->y, cand[i].algo, &ws),
-                     op, "workspace size") ||
-        !tc_cudnn_workspace_reserve(cu, op, ws))
-        return false;
-    pl->fwd_algo = cand[i].algo;
-    pl->fwd_math = cand[i].mathType;
-    pl->fwd_ws = ws;
-    pl->fwd_ready = 1;
-    return true;
-}
-
-static bool plan_backward(tc_cuda_backend *cu, conv_plan *pl) {
-    const char *op = "patch_embed_backward_weight";
-    tc_cuda_conv *cv = cu->conv;
-    const dnn_api &d = cv->api;
-    cudnnConvolutionBwdFilterAlgoPerf_t cand[CONV_MAX_ALGOS];
-    int ncand = 0;
-    if (!tc_cudnn_ok(cu,
-                     d.cudnnGetConvolutionBackwardFilterAlgorithm_v7(
-                         cv->handle, cv->x, cv->y, cv->conv, cv->w, CONV_MAX_ALGOS, &ncand, cand),
-                     op, "algorithm heuristics"))
-        return false;
-    const int i = tc_cudnn_pick(cu, cand, ncand);
-    if (i < 0) {
-        tc_cuda_record(cu, TC_ERR_UNSUPPORTED,
-                       "cuda %s: cuDNN offers no deterministic filter-gradient algorithm for B=%d "
-                       "H=%d W=%d P=%d C=%d (%d candidates)",
-                       op, pl->B, pl->H, pl->W, pl->P, pl->C, ncand);
-        return false;
-    }
-    size_t ws = 0;
-    if (!tc_cudnn_ok(cu, d.cudnnSetConvolutionMathType(cv->conv, cand[i].mathType), op,
-                     "math type") ||
-        !tc_cudnn_ok(cu,
-                     d.cudnnGetConvolutionBackwardFilterWorkspaceSize(
-                         cv->handle, cv->x, cv->y, cv->conv, cv->w, cand[i].algo, &ws),
-                     op, "workspace size") ||
-        !tc_cudnn_workspace_reserve(cu, op, ws))
-        return false;
-    pl->bwd_algo = cand[i].algo;
-    pl->bwd_math = cand[i].mathType;
-    pl->bwd_ws = ws;
-    pl->bwd_ready = 1;
-    return true;
 }
 
 /* shape and buffer checks shared by both ops; records and returns false */
@@ -294,19 +196,20 @@ static void patch_embed_forward(tc_backend *b, tc_act *out, tc_act *image_act, c
     TC_ACT_DISPATCH(cu, launch_image_to_nhwc, cu, image_act, image, B, H, W);
     TC_ACT_DISPATCH(cu, launch_weight_to_krsc, cu, wt, w, C, P * P);
     /* after a failure nothing more is queued (a search would time garbage) */
-    if (cu->err != TC_OK || !tc_cudnn_ready(cu, op) || !conv_describe(cu, op, B, H, W, P, C))
-        return;
+    const tc_cudnn_shape sh = patch_shape(B, H, W, P, C);
+    if (cu->err != TC_OK || !tc_cudnn_ready(cu, op) || !tc_cudnn_describe(cu, op, &sh)) return;
     tc_cuda_conv *cv = cu->conv;
     const dnn_api &d = cv->api;
     conv_plan *pl = conv_plan_for(cv, B, H, W, P, C);
-    if (!pl->fwd_ready && !plan_forward(cu, pl)) return;
+    if (!pl->fwd.ready && !tc_cudnn_plan(cu, op, TC_CUDNN_FORWARD, &sh, &pl->fwd)) return;
     const float one = 1.0f, zero = 0.0f;
-    if (!tc_cudnn_ok(cu, d.cudnnSetConvolutionMathType(cv->conv, pl->fwd_math), op, "math type"))
+    if (!tc_cudnn_ok(cu, d.cudnnSetConvolutionMathType(cv->conv, pl->fwd.math), op, "math type"))
         return;
     tc_cudnn_ok(cu,
                 d.cudnnConvolutionForward(cv->handle, &one, cv->x, image_act, cv->w, wt, cv->conv,
-                                          pl->fwd_algo, pl->fwd_ws ? cv->workspace : NULL,
-                                          pl->fwd_ws, &zero, cv->y, out),
+                                          (cudnnConvolutionFwdAlgo_t)pl->fwd.algo,
+                                          pl->fwd.ws ? cv->workspace : NULL, pl->fwd.ws, &zero,
+                                          cv->y, out),
                 op, "cudnnConvolutionForward");
 }
 
@@ -316,19 +219,20 @@ static void patch_embed_backward_weight(tc_backend *b, float *dw, const tc_act *
     tc_cuda_backend *cu = tc_cu(b);
     const char *op = "patch_embed_backward_weight";
     if (!conv_check(cu, op, dout, image_act, B, H, W, P, C) || B == 0) return;
-    if (cu->err != TC_OK || !tc_cudnn_ready(cu, op) || !conv_describe(cu, op, B, H, W, P, C))
-        return;
+    const tc_cudnn_shape sh = patch_shape(B, H, W, P, C);
+    if (cu->err != TC_OK || !tc_cudnn_ready(cu, op) || !tc_cudnn_describe(cu, op, &sh)) return;
     tc_cuda_conv *cv = cu->conv;
     const dnn_api &d = cv->api;
     void *dwt = cu->scratch;
     conv_plan *pl = conv_plan_for(cv, B, H, W, P, C);
-    if (!pl->bwd_ready && !plan_backward(cu, pl)) return;
+    if (!pl->bwd.ready && !tc_cudnn_plan(cu, op, TC_CUDNN_FILTER, &sh, &pl->bwd)) return;
     const float one = 1.0f, zero = 0.0f;
-    if (!tc_cudnn_ok(cu, d.cudnnSetConvolutionMathType(cv->conv, pl->bwd_math), op, "math type") ||
+    if (!tc_cudnn_ok(cu, d.cudnnSetConvolutionMathType(cv->conv, pl->bwd.math), op, "math type") ||
         !tc_cudnn_ok(cu,
                      d.cudnnConvolutionBackwardFilter(
-                         cv->handle, &one, cv->x, image_act, cv->y, dout, cv->conv, pl->bwd_algo,
-                         pl->bwd_ws ? cv->workspace : NULL, pl->bwd_ws, &zero, cv->w, dwt),
+                         cv->handle, &one, cv->x, image_act, cv->y, dout, cv->conv,
+                         (cudnnConvolutionBwdFilterAlgo_t)pl->bwd.algo,
+                         pl->bwd.ws ? cv->workspace : NULL, pl->bwd.ws, &zero, cv->w, dwt),
                      op, "cudnnConvolutionBackwardFilter"))
         return;
     TC_ACT_DISPATCH(cu, launch_dw_add, cu, dw, dwt, C, P * P);

@@ -25,28 +25,33 @@
 #define CONV_MAX_ALGOS 16
 #define CONV_WORKSPACE_CAP ((size_t)256 << 20)
 
+/* one convolution: x (N, C, H, W), w (OC, C, K, K), stride S, zero padding
+ * P, y (N, OC, Ho, Wo); NHWC tensors and KRSC filters when nhwc, else NCHW
+ * and KCRS */
+typedef struct {
+    int N, C, H, W, OC, K, S, P, Ho, Wo, nhwc;
+} tc_cudnn_shape;
+
+/* the algorithm chosen for one direction of one shape */
+typedef struct {
+    int ready, algo; /* algo: the direction's cudnnConvolution*Algo_t */
+    cudnnMathType_t math;
+    size_t ws;
+} tc_cudnn_algo;
+
+typedef enum { TC_CUDNN_FORWARD, TC_CUDNN_DATA, TC_CUDNN_FILTER } tc_cudnn_direction;
+
 /* the patch embedding's algorithms of one shape */
 typedef struct {
     int B, H, W, P, C; /* the shape; B = 0: free slot */
-    int fwd_ready, bwd_ready;
-    cudnnConvolutionFwdAlgo_t fwd_algo;
-    cudnnMathType_t fwd_math;
-    size_t fwd_ws;
-    cudnnConvolutionBwdFilterAlgo_t bwd_algo;
-    cudnnMathType_t bwd_math;
-    size_t bwd_ws;
+    tc_cudnn_algo fwd, bwd;
 } conv_plan;
 
 /* a ResNet convolution's algorithms of one shape (forward, data and filter
- * gradients); N = 0: free slot */
+ * gradients); shape.N = 0: free slot */
 typedef struct {
-    int N, C, H, W, OC, K, S, P;
-    int fwd_ready, data_ready, filter_ready;
-    cudnnConvolutionFwdAlgo_t fwd_algo;
-    cudnnConvolutionBwdDataAlgo_t data_algo;
-    cudnnConvolutionBwdFilterAlgo_t filter_algo;
-    cudnnMathType_t fwd_math, data_math, filter_math;
-    size_t fwd_ws, data_ws, filter_ws;
+    tc_cudnn_shape shape;
+    tc_cudnn_algo fwd, data, filter;
 } conv2d_plan;
 
 /* the cuDNN functions used, resolved from the library at creation */
@@ -110,26 +115,12 @@ bool tc_cudnn_ready(tc_cuda_backend *cu, const char *op);
 bool tc_cudnn_workspace_reserve(tc_cuda_backend *cu, const char *op, size_t bytes);
 /* resolves every function of DNN_FUNCS; false with the reason otherwise */
 bool tc_cudnn_load(dnn_api *a, char *why, size_t cap);
-
-/* a candidate a plan may keep: it ran, gives the same bits every time, and
- * (fp32 mode) does not use tensor cores, i.e. no TF32 */
-template <typename Perf>
-static inline bool tc_cudnn_usable(const tc_cuda_backend *cu, const Perf &p) {
-    if (p.status != CUDNN_STATUS_SUCCESS || p.determinism != CUDNN_DETERMINISTIC) return false;
-    if (cu->fp32 &&
-        (p.mathType == CUDNN_TENSOR_OP_MATH || p.mathType == CUDNN_TENSOR_OP_MATH_ALLOW_CONVERSION))
-        return false;
-    return true;
-}
-
-/* the first usable candidate in the heuristics' order whose workspace is
- * within the cap, else -1. the heuristics are a function of the shape, the
- * GPU and the cuDNN version only, so every run picks the same algorithm */
-template <typename Perf>
-static inline int tc_cudnn_pick(const tc_cuda_backend *cu, const Perf *c, int n) {
-    for (int i = 0; i < n; i++)
-        if (tc_cudnn_usable(cu, c[i]) && c[i].memory <= CONV_WORKSPACE_CAP) return i;
-    return -1;
-}
+/* the descriptors of one shape and the mode's math type (host-only calls,
+ * microseconds); checks cuDNN's output shape against s */
+bool tc_cudnn_describe(tc_cuda_backend *cu, const char *op, const tc_cudnn_shape *s);
+/* chooses the algorithm of one direction for the described shape (the
+ * descriptors are set) and reserves its workspace */
+bool tc_cudnn_plan(tc_cuda_backend *cu, const char *op, tc_cudnn_direction dir,
+                   const tc_cudnn_shape *s, tc_cudnn_algo *out);
 
 #endif
