@@ -417,6 +417,12 @@ static tc_status load_params(const tc_safetensors *st, src_entry *e, int n, key_
             }
             continue;
         }
+        if (!s && p->buffer && p->ndim == 0) {
+            /* a BatchNorm's batch count, absent from older state dicts (torch
+             * itself fills it in then); the running statistics are required */
+            dst[0] = 0.0f;
+            continue;
+        }
         if (!s) {
             char hf[CANON_MAX];
             if (kl == LAYOUT_HF && canon_to_hf(p->name, -1, hf, sizeof hf))
