@@ -281,11 +281,12 @@ static tc_status parse_common(const ctx *c, const char *tower, const char *k, co
             return ferr(c, tower, k,
                         "expected an integer (stage depths describe a ResNet image "
                         "tower)");
+        /* counted before the entries are read: f->stages holds exactly four */
+        if (v->count != TC_RESNET_STAGES)
+            return ferr(c, tower, k, "a ResNet tower has %d stages, got %zu stage depths",
+                        TC_RESNET_STAGES, v->count);
         int n = 0;
         TC_TRY(get_int_array(c, tower, k, v, TC_MAX_LAYERS, f->stages, &n));
-        if (n != TC_RESNET_STAGES)
-            return ferr(c, tower, k, "a ResNet tower has %d stages, got %d stage depths",
-                        TC_RESNET_STAGES, n);
         for (int i = 0; i < n; i++)
             if (f->stages[i] < 1)
                 return ferr(c, tower, k, "stage %d has %d blocks; every stage needs at least one",

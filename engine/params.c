@@ -231,7 +231,10 @@ tc_param_counts tc_param_count(const tc_param_layout *l) {
     tc_param_counts c = {0};
     for (int i = 0; i < l->count; i++) {
         const tc_param_info *p = &l->params[i];
-        if (p->buffer) continue;
+        if (p->buffer) {
+            c.buffers += p->count;
+            continue;
+        }
         if (p->tower == TC_TOWER_VISION) c.vision += p->count;
         else if (p->tower == TC_TOWER_TEXT) c.text += p->count;
         else c.shared += p->count;

@@ -91,6 +91,7 @@ const tc_param_info *tc_param_find(const tc_param_layout *layout, const char *na
 typedef struct {
     size_t vision, text, shared, total;
     size_t token_embedding; /* the TinyCLIP names exclude it from the text count */
+    size_t buffers;         /* batch-norm running stats: in the layout, not in total */
 } tc_param_counts;
 tc_param_counts tc_param_count(const tc_param_layout *layout);
 

@@ -162,6 +162,9 @@ static void test_resnet_configs(void **state) {
                  "vision_cfg.image_size: 200 is not a multiple of 32");
     expect_error(RN("\"layers\": [3, 4, 6], \"width\": 64"), TEXT64,
                  "vision_cfg.layers: a ResNet tower has 4 stages, got 3");
+    /* more depths than stages: refused before any is stored */
+    expect_error(RN("\"layers\": [3, 4, 3, 4, 7, 3], \"width\": 64"), TEXT64,
+                 "vision_cfg.layers: a ResNet tower has 4 stages, got 6");
     expect_error(RN("\"layers\": [3, 0, 6, 3], \"width\": 64"), TEXT64,
                  "vision_cfg.layers: stage 2 has 0 blocks");
     expect_error(RN("\"layers\": [30, 30, 30, 30], \"width\": 64"), TEXT64,
