@@ -809,7 +809,7 @@ static tc_status read_gz(const char *path, char **out, size_t *len) {
     return TC_OK;
 }
 
-/* bytes_to_unicode (interop §5.2): byte -> code point, and the byte order of
+/* bytes_to_unicode (docs/design.md §9): byte -> code point, and the byte order of
  * the first 256 vocabulary entries */
 static void byte_table(unsigned cp[256], int order[256]) {
     int n = 0, k = 0;

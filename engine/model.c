@@ -1,5 +1,5 @@
 /* CLIP forward and backward over the backend table, as open_clip computes it
- * (interop.md §2): per tower, embeddings -> [ln_pre] -> pre-LN residual
+ * (docs/design.md §4): per tower, embeddings -> [ln_pre] -> pre-LN residual
  * blocks -> pool -> final LayerNorm -> projection -> L2 normalisation.
  *
  * pooling then LayerNorm equals LayerNorm then pooling for token/argmax

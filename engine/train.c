@@ -506,7 +506,7 @@ static tc_status return_column_grads(tc_trainer *t, float *drows, const float *d
 }
 
 /* the frozen teacher's features of b samples; its logit scale is fixed
- * (method §1.2: fill_(log 50) before its forward) */
+ * (docs/method.md §1.3: ln 50 before its forward) */
 static tc_status teacher_forward(tc_trainer *t, const float *images, const int32_t *ids, int b) {
     tc_model *te = t->teacher;
     float *tscale = tc_model_params(te) + tc_model_layout(te)->logit_scale;

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# the one prepared check for a GPU machine (DESIGN.md §10). two halves:
+# the one prepared check for a GPU machine (docs/contributing.md, "The GPU check"). two halves:
 #
 #   scripts/gpu_check.sh --bundle [BUILD]     on the development machine
 #       packs BUILD/tests/test_cuda_ops, BUILD/tests/test_cuda_model,
-#       BUILD/tests/test_comm_nccl, BUILD/tinyclip (when built) and the shared
+#       BUILD/tests/test_comm_nccl, BUILD/tinyclip and BUILD/tinyclip_faults
+#       (the same program with test-only fault injection; when built) and the shared
 #       libraries they link that a bare GPU machine lacks (OpenBLAS, cmocka,
 #       libfyaml, ... everything but libc and the CUDA libraries), the BPE
 #       vocabulary ($TINYCLIP_VOCAB, else third_party/vocab) and fmnist-small/
@@ -60,6 +61,7 @@ if [ "${1:-}" = "--bundle" ]; then
   [ -x "$BUILD/tests/test_cuda_model" ] && cp "$BUILD/tests/test_cuda_model" "$STAGE/bin/"
   [ -x "$BUILD/tests/test_comm_nccl" ] && cp "$BUILD/tests/test_comm_nccl" "$STAGE/bin/"
   [ -x "$BUILD/tinyclip" ] && cp "$BUILD/tinyclip" "$STAGE/bin/"
+  [ -x "$BUILD/tinyclip_faults" ] && cp "$BUILD/tinyclip_faults" "$STAGE/bin/"
   # the training step's inputs: the BPE vocabulary (the binary's built-in
   # path names this machine's source tree) and a small Fashion-MNIST folder
   # (a bare GPU machine has neither; the full dataset would add 30 MB)
@@ -143,6 +145,7 @@ else
   [ -x "$BUILD/tests/test_cuda_model" ] && ln -s "$BUILD/tests/test_cuda_model" "$BIN/"
   [ -x "$BUILD/tests/test_comm_nccl" ] && ln -s "$BUILD/tests/test_comm_nccl" "$BIN/"
   [ -x "$BUILD/tinyclip" ] && ln -s "$BUILD/tinyclip" "$BIN/"
+  [ -x "$BUILD/tinyclip_faults" ] && ln -s "$BUILD/tinyclip_faults" "$BIN/"
 fi
 TEST=$BIN/test_cuda_ops
 [ -e "$TEST" ] || die "no test_cuda_ops in $BUILD (build with -DTC_ENABLE_CUDA=ON, then --bundle)"
@@ -280,7 +283,8 @@ for v in "$WORK/vocab/bpe_simple_vocab_16e6.txt.gz" "${TINYCLIP_VOCAB:-}" \
   [ -z "$VOCAB" ] && [ -n "$v" ] && [ -f "$v" ] && VOCAB=$v
 done
 # one run of the experiment: train_run NAME OUTDIR [VAR=VALUE]...; its output
-# goes to stdout (the step's log) and to $WORK/train-NAME.out.
+# goes to stdout (the step's log) and to $WORK/train-NAME.out. TRAIN_BIN: the
+# program (tinyclip; tinyclip_faults for the run a fault kills).
 # TC_GPU_CHECK_TRAIN_ARGS: more arguments for tinyclip train, word-split (e.g.
 # "--set backend=cpu --set stages.0.steps=20" to try the step without a GPU)
 TRAIN_ARGS=${TC_GPU_CHECK_TRAIN_ARGS:-}
@@ -289,7 +293,7 @@ train_run() {
   local name=$1 dir=$2
   shift 2
   echo "-- tinyclip train ($name) --out $dir $*"
-  env "$TCENV" FMNIST_DIR="$FMNIST_DIR" TINYCLIP_VOCAB="$VOCAB" "$@" "$BIN/tinyclip" train \
+  env "$TCENV" FMNIST_DIR="$FMNIST_DIR" TINYCLIP_VOCAB="$VOCAB" "$@" "$BIN/${TRAIN_BIN:-tinyclip}" train \
     "$ROOT/configs/experiments/gpu-check.yaml" --out "$dir" --plain $TRAIN_ARGS 2>&1 |
     tee "$WORK/train-$name.out"
   return "${PIPESTATUS[0]}" # tinyclip's, not tee's
@@ -307,7 +311,7 @@ train_kill_resume() {
     echo "the uninterrupted run failed (exit $rc)"
     return 1
   fi
-  train_run b-killed "$WORK/gpu-train-b" TINYCLIP_FAULT=kill_at_step:30@auto50
+  TRAIN_BIN=tinyclip_faults train_run b-killed "$WORK/gpu-train-b" TINYCLIP_FAULT=kill_at_step:30@auto50
   rc=$?
   echo "-- exit status of the killed run: $rc"
   if [ "$rc" -eq 0 ]; then
@@ -333,6 +337,9 @@ export -f train_run train_kill_resume
 export TCENV BIN ROOT WORK FMNIST_DIR VOCAB TRAIN_ARGS
 if [ ! -e "$BIN/tinyclip" ]; then
   ROWS+=("$(printf '%-34s %-9s %s' "train on the GPU, kill and resume" "NOT RUN" "no tinyclip in the build")")
+elif [ ! -e "$BIN/tinyclip_faults" ]; then
+  ROWS+=("$(printf '%-34s %-9s %s' "train on the GPU, kill and resume" "NOT RUN" \
+    "no tinyclip_faults in the build (TC_FAULT_INJECTION=OFF)")")
 elif [ -z "$FMNIST_DIR" ]; then
   ROWS+=("$(printf '%-34s %-9s %s' "train on the GPU, kill and resume" "NOT RUN" \
     "no Fashion-MNIST folder (bundle made without fmnist-small?)")")

@@ -1,11 +1,10 @@
-/* finite-difference gradient checks of backend ops (tests/test_cpu_gradcheck*.c).
- * an op's fp32 forward is compared with a naive double-precision reference
- * (GC_FWD_TOL relative to the tensor's max); then a random linear functional
- * L = sum(r * out) of its outputs: the analytic fp32 gradients from the
- * backward (with dout = r) are compared with central differences of L
- * computed through the double reference (GC_GRAD_TOL). gradients documented
- * as "+=" are checked on buffers pre-filled with known values, gradients
- * documented as "written" on buffers pre-filled with GC_GARBAGE. */
+/* finite-difference gradient checks of backend ops (tests/engine/
+ * test_cpu_gradcheck.c and test_cpu_gradcheck_resnet.c). an op's fp32 forward is compared with a
+ * naive double-precision reference (GC_FWD_TOL relative to the tensor's max); then a random linear
+ * functional L = sum(r * out) of its outputs: the analytic fp32 gradients from the backward (with
+ * dout = r) are compared with central differences of L computed through the double reference
+ * (GC_GRAD_TOL). gradients documented as "+=" are checked on buffers pre-filled with known values,
+ * gradients documented as "written" on buffers pre-filled with GC_GARBAGE. */
 #ifndef TC_TEST_GRADCHECK_H
 #define TC_TEST_GRADCHECK_H
 

@@ -119,6 +119,24 @@ int tc_run_cli(const char *args, char **output) {
     return rc;
 }
 
+const char *tc_faults_bin(void) {
+    const char *bin = getenv("TINYCLIP_FAULTS_BIN");
+    if (!bin || !bin[0])
+        tc_skip_test("no tinyclip_faults: this build has TC_FAULT_INJECTION=OFF (or the test "
+                     "runs outside ctest without TINYCLIP_FAULTS_BIN)");
+    return bin;
+}
+
+int tc_run_cli_fault(const char *fault, const char *args, char **output) {
+    const char *bin = tc_faults_bin();
+    size_t cap = strlen(fault) + strlen(bin) + strlen(args) + 64;
+    char *cmd = malloc(cap);
+    snprintf(cmd, cap, "TINYCLIP_FAULT='%s' %s %s 2>&1", fault, bin, args);
+    int rc = tc_run_capture(cmd, output);
+    free(cmd);
+    return rc;
+}
+
 int tc_run_capture(const char *cmd, char **output) {
     FILE *p = popen(cmd, "r");
     if (!p) return -1;
@@ -280,4 +298,11 @@ int tc_test_formula_params(const tc_param_layout *layout, float *params) {
     }
     free(x);
     return 0;
+}
+
+/* TC_TEST_FILTER=PATTERN runs only the cmocka tests whose names match (the
+ * ThreadSanitizer stage of scripts/test runs one case of the slow ones) */
+__attribute__((constructor)) static void tc_test_filter_from_env(void) {
+    const char *f = getenv("TC_TEST_FILTER");
+    if (f && f[0]) cmocka_set_test_filter(f);
 }

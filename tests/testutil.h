@@ -45,6 +45,11 @@ int tc_write_file(const char *path, const void *data, size_t len);
 /* runs the tinyclip binary (TINYCLIP_BIN) with a shell command tail, captures
  * stdout+stderr into *output (malloc'd) and returns the exit status */
 int tc_run_cli(const char *args, char **output);
+/* the tinyclip built with fault injection (TINYCLIP_FAULTS_BIN, the
+ * tinyclip_faults target); skips the test when the build has none */
+const char *tc_faults_bin(void);
+/* tc_run_cli on that program, with TINYCLIP_FAULT=fault (host/run/fault.h) */
+int tc_run_cli_fault(const char *fault, const char *args, char **output);
 /* runs a shell command line, its standard output (append 2>&1 for both) in
  * *output (malloc'd, NUL-terminated; NULL output: discarded); returns its
  * exit status, -1 when it did not exit normally */

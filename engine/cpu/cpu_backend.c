@@ -1,6 +1,8 @@
 /* the CPU backend handle: memory (host malloc, 64-byte aligned, zero-filled),
- * trivial upload/download/synchronize, and the op table. */
+ * upload/download/synchronize (which report the first recorded op failure),
+ * and the op table. */
 #include <omp.h>
+#include <stdarg.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <stdio.h>
@@ -39,8 +41,40 @@ tc_status tc_cpu_upload(tc_backend *b, void *dst, const void *host_src, size_t b
     return TC_OK;
 }
 
+void tc_cpu_record(tc_backend *b, tc_status code, const char *fmt, ...) {
+    tc_cpu_backend *cb = (tc_cpu_backend *)b;
+#pragma omp critical(tc_cpu_record)
+    if (cb->err == TC_OK) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(cb->err_msg, sizeof cb->err_msg, fmt, ap);
+        va_end(ap);
+        cb->err = code;
+    }
+}
+
+int tc_cpu_dims(tc_backend *b, const char *op, const int *dims, int n) {
+    int empty = 0;
+    for (int i = 0; i < n; i++) {
+        if (dims[i] < 0) {
+            tc_cpu_record(b, TC_ERR_ARG, "%s: size %d (argument %d of the shape) is negative", op,
+                          dims[i], i + 1);
+            return 0;
+        }
+        empty |= dims[i] == 0;
+    }
+    return !empty;
+}
+
+/* the recorded failure as this thread's error, or TC_OK */
+static tc_status cpu_report(tc_backend *b) {
+    const tc_cpu_backend *cb = (const tc_cpu_backend *)b;
+    if (cb->err == TC_OK) return TC_OK;
+    return tc_fail(cb->err, "cpu: %s", cb->err_msg);
+}
+
 tc_status tc_cpu_download(tc_backend *b, void *host_dst, const void *src, size_t bytes) {
-    (void)b;
+    TC_TRY(cpu_report(b)); /* what an earlier op wrote is not to be trusted */
     if (bytes == 0) return TC_OK;
     if (!host_dst || !src)
         return tc_fail(TC_ERR_ARG, "cpu download: NULL pointer (%zu bytes)", bytes);
@@ -49,8 +83,7 @@ tc_status tc_cpu_download(tc_backend *b, void *host_dst, const void *src, size_t
 }
 
 tc_status tc_cpu_synchronize(tc_backend *b) {
-    (void)b;
-    return TC_OK; /* every op has finished when it returns */
+    return cpu_report(b); /* every op has finished when it returns */
 }
 
 static tc_status cpu_fence(tc_backend *b, int slot) {

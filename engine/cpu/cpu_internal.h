@@ -17,11 +17,30 @@
 typedef struct {
     tc_backend base; /* first member: a tc_backend * is a tc_cpu_backend * */
     int threads;     /* OpenMP threads used by every parallel region */
+    /* the first failure of an op (ops return void): synchronize() and
+     * download() report it, as on the CUDA backend. sticky. */
+    tc_status err;
+    char err_msg[256];
 } tc_cpu_backend;
+
+/* records the first failure of an op (later ones are dropped: the first is
+ * the cause); safe to call from inside a parallel region */
+void tc_cpu_record(tc_backend *b, tc_status code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 
 static inline int tc_cpu_threads(const tc_backend *b) {
     return ((const tc_cpu_backend *)b)->threads;
 }
+
+/* shape guard at the top of an op: a negative size is the caller's error
+ * and is recorded (the run stops at the next synchronize); an empty tensor
+ * is nothing to do. usage: TC_CPU_DIMS(b, "op", B, T, C); */
+int tc_cpu_dims(tc_backend *b, const char *op, const int *dims, int n);
+#define TC_CPU_DIMS(b, op, ...)                                                                    \
+    do {                                                                                           \
+        const int tc_dims_[] = {__VA_ARGS__};                                                      \
+        if (!tc_cpu_dims((b), (op), tc_dims_, (int)(sizeof tc_dims_ / sizeof *tc_dims_))) return;  \
+    } while (0)
 
 /* tc_act is fp32 on this backend */
 #define TC_F(p) ((float *)(p))

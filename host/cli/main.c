@@ -1,4 +1,4 @@
-/* tinyclip: the command-line program. dispatches to host/cli_*.c. */
+/* tinyclip: the command-line program. dispatches to the commands of host/cli/. */
 #include <stdio.h>
 #include <string.h>
 

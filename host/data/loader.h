@@ -63,7 +63,7 @@ void tc_loader_cursor_pack(const tc_loader_cursor *c, int64_t v[TC_LOADER_CURSOR
 void tc_loader_cursor_unpack(const int64_t v[TC_LOADER_CURSOR_INTS], tc_loader_cursor *c);
 
 typedef struct {
-    const char *data; /* source spec, see dataset.h */
+    const char *data; /* source spec, see source.h */
     tc_source_opts source;
     int batch_size;     /* B per rank */
     int image_size;     /* S */

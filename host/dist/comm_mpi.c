@@ -1,8 +1,9 @@
 /* the MPI comm: host-memory collectives over MPI_COMM_WORLD (CPU backend, CI)
  * and the host side of the NCCL comm's bootstrap. every collective is the
- * non-blocking MPI call polled against a deadline (TINYCLIP_COMM_TIMEOUT
- * seconds, default 45), so a lost peer never hangs a rank silently: the
- * collective fails with TC_ERR_INTERRUPTED and the caller aborts the job. */
+ * non-blocking MPI call polled against a deadline (the timeout given at
+ * creation, TINYCLIP_COMM_TIMEOUT through host/dist/world.h), so a lost peer
+ * never hangs a rank silently: the collective fails with TC_ERR_INTERRUPTED
+ * and the caller aborts the job. */
 #include "comm_mpi.h"
 
 #include <stdlib.h>
@@ -34,8 +35,9 @@ int tc_comm_launched_world(void) {
 
 int tc_comm_mpi_available(void) { return 0; }
 
-tc_status tc_comm_mpi_create(tc_comm **out) {
+tc_status tc_comm_mpi_create(tc_comm **out, double timeout_s) {
     *out = NULL;
+    (void)timeout_s;
     return tc_fail(TC_ERR_UNSUPPORTED,
                    "launched as %d processes, but this build has no MPI (install an MPI "
                    "development package, e.g. libopenmpi-dev, and rebuild)",
@@ -350,7 +352,7 @@ static void mpi_destroy(tc_comm *c) {
     free(m);
 }
 
-tc_status tc_comm_mpi_create(tc_comm **out) {
+tc_status tc_comm_mpi_create(tc_comm **out, double timeout_s) {
     *out = NULL;
     int inited = 0, provided = 0, we = 0;
     MPI_Initialized(&inited);
@@ -381,8 +383,7 @@ tc_status tc_comm_mpi_create(tc_comm **out) {
         m->base.local_rank = 0;
         m->base.local_size = 1;
     }
-    int t = env_int("TINYCLIP_COMM_TIMEOUT");
-    m->timeout = t > 0 ? t : 45.0;
+    m->timeout = timeout_s;
     m->base.name = "mpi";
     m->base.all_reduce_f32 = mpi_all_reduce;
     m->base.all_reduce_start = mpi_all_reduce_start;

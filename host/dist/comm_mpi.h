@@ -1,4 +1,4 @@
-/* the MPI comm (host/comm_mpi.c) and the launch detection of `tinyclip train`.
+/* the MPI comm (host/dist/comm_mpi.c) and the launch detection of `tinyclip train`.
  *
  * tc_comm_launched_world() reads the environment mpirun (Open MPI, MPICH,
  * Intel MPI) or Slurm's srun set for every rank: > 1 means this process is
@@ -7,7 +7,8 @@
  *
  * collectives are non-blocking MPI calls polled with a deadline: a peer that
  * died or hangs makes every other rank fail its collective within
- * TINYCLIP_COMM_TIMEOUT seconds (default 45) with a message naming the
+ * timeout_s seconds (tc_comm_timeout_from_env in world.h reads
+ * TINYCLIP_COMM_TIMEOUT, default 45) with a message naming the
  * operation, its sequence number and, for a rank that exited, that rank; the
  * caller then stops (tc_comm.abort ends the whole job). */
 #ifndef TC_COMM_MPI_H
@@ -19,8 +20,9 @@
 int tc_comm_launched_world(void);
 
 /* MPI_Init (thread level FUNNELED) and a comm over MPI_COMM_WORLD; host
- * memory buffers (CPU backend). TC_ERR_UNSUPPORTED when built without MPI. */
-tc_status tc_comm_mpi_create(tc_comm **out);
+ * memory buffers (CPU backend); a collective fails after waiting timeout_s
+ * seconds (> 0) for a peer. TC_ERR_UNSUPPORTED when built without MPI. */
+tc_status tc_comm_mpi_create(tc_comm **out, double timeout_s);
 
 /* 1 when this build has MPI */
 int tc_comm_mpi_available(void);

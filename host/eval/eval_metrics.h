@@ -1,7 +1,7 @@
 /* evaluation metrics on fp32 host arrays: zero-shot classification as
  * open_clip / CLIP_benchmark, and image<->text retrieval as CLIP_benchmark
  * (several captions per image) plus open_clip's get_clip_metrics ranks for
- * the one-caption case (interop §8). pure functions: no I/O, no model.
+ * the one-caption case (docs/design.md §10). pure functions: no I/O, no model.
  *
  * ties: wherever a ranking is needed, equal scores are ordered by the lower
  * index first (as a stable descending sort). a target is "in the top k" when

@@ -1,6 +1,6 @@
 /* image<->text retrieval of a model over a paired dataset (webdataset
  * shards or csv), one caption per image: R@1/5/10 both ways and the ranks of
- * open_clip's get_clip_metrics (host/eval_metrics). */
+ * open_clip's get_clip_metrics (host/eval/eval_metrics). */
 #ifndef TC_RETRIEVAL_EVAL_H
 #define TC_RETRIEVAL_EVAL_H
 

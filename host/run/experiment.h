@@ -9,7 +9,11 @@
  * override). unknown keys, wrong types, out-of-range values, unknown or
  * later stage parents and teacher references are all errors. on success
  * every field holds a value: either the file's or the original TinyCLIP /
- * open_clip default (docs/experiments.md and tinyclip-method §5).
+<<<<<<< HEAD
+ * open_clip default (docs/experiments.md and docs/method.md §5).
+=======
+ * open_clip default (docs/experiments.md).
+>>>>>>> run-split
  *
  * schema (defaults in brackets; "!" = required):
  *
@@ -102,16 +106,14 @@
 #include <stdio.h>
 
 #include "status.h"
+#include "yaml_table.h"
 
-#define TC_EXP_MAX_ERRORS 64
+#define TC_EXP_MAX_ERRORS TC_YAML_MAX_ERRORS
 #define TC_EXP_MAX_STAGES 64
 #define TC_EXP_MAX_LAYER_LIST 64
 
 /* where a value came from: a position in the file (1-based), or an override */
-typedef struct {
-    int line, column; /* 0 when unknown */
-    int from_set;     /* 1: the value came from --set number from_set-1 */
-} tc_exp_loc;
+typedef tc_yaml_loc tc_exp_loc;
 
 typedef enum { TC_EXP_BACKEND_CPU = 0, TC_EXP_BACKEND_CUDA = 1 } tc_exp_backend;
 typedef enum { TC_EXP_PREC_FP32 = 0, TC_EXP_PREC_BF16 = 1 } tc_exp_precision;
@@ -250,18 +252,9 @@ typedef struct tc_experiment {
     char *resolved_yaml;       /* the document after overrides, for the run folder */
 } tc_experiment;
 
-/* one reported problem */
-typedef struct {
-    char text[512];            /* the full formatted line */
-    int line, column;          /* 0 when from --set or unknown */
-    char key_path[160];        /* e.g. "stages.2.optimizer.lr" */
-} tc_exp_error;
-
-typedef struct {
-    int count;                 /* errors recorded (at most TC_EXP_MAX_ERRORS) */
-    int dropped;               /* errors beyond the cap */
-    tc_exp_error items[TC_EXP_MAX_ERRORS];
-} tc_exp_errors;
+/* one reported problem (text, line, column, key_path), and all of them */
+typedef tc_yaml_error tc_exp_error;
+typedef tc_yaml_errors tc_exp_errors;
 
 /* reads, overrides ("key.path=value", e.g. "stages.2.batch=64" or
  * "stages.auto50.optimizer.lr=1e-4") and validates an experiment file.

@@ -80,7 +80,7 @@ static tc_status final_config(const char *dir, tc_model_config *cfg) {
     return TC_OK;
 }
 
-/* the L0 expected size (tinyclip-method §2.2) of a pruned tower with 0/1
+/* the L0 expected size (docs/method.md §3.4) of a pruned tower with 0/1
  * masks, relative to the uniform root it was pruned from */
 static double kept_params(const tc_tower_config *root, const tc_tower_config *t) {
     double heads = 0, mlp = 0;

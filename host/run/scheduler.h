@@ -14,7 +14,7 @@
  * continues an unfinished one from its last complete checkpoint; the result
  * is bit-identical to a run that never stopped (CPU backend, same threads).
  *
- * data parallel: started by mpirun or srun (host/comm_mpi.h detects it),
+ * data parallel: started by mpirun or srun (host/dist/world.h detects it),
  * every process is one rank running the same stages in lockstep with the
  * stage's batch per process (global batch = ranks x batch): its own data
  * shard (loader rank/world_size), its own mask samples in the mask phase

@@ -35,7 +35,7 @@ tc_status tc_text_lower(const char *text, size_t len, char **out, size_t *out_le
 /* returns the byte offset of the first invalid UTF-8 sequence, or len */
 size_t tc_utf8_valid_prefix(const char *text, size_t len);
 
-/* ---- generated tables (host/html_entities.c, scripts/gen_html_entities.py) ---- */
+/* ---- generated tables (host/text/html_entities.c, scripts/gen_html_entities.py) ---- */
 typedef struct {
     const char *name;  /* ASCII */
     const char *value; /* UTF-8 */

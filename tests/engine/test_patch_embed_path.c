@@ -5,7 +5,7 @@
  * it never calls them. runs on the CPU backend, whose table is given test
  * twins of the two ops built from its own patchify and linear ops: the two
  * paths then do the same arithmetic, so features and every gradient must be
- * the same bits. (the CUDA/cuDNN ops themselves: tests/test_cuda_ops.c.) */
+ * the same bits. (the CUDA/cuDNN ops themselves: tests/cuda/test_cuda_ops.c.) */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>

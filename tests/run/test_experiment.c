@@ -356,9 +356,9 @@ static void test_stage_plan(void **state) {
     assert_int_equal(p->n, 3);
     for (int i = 0; i < 3; i++) {
         const tc_stage_plan_entry *s = &p->entries[i];
-        /* ViT-B/32 (interop appendix A) */
+        /* ViT-B/32: 151,277,313 parameters in open_clip */
         assert_int_equal(s->params.total, 151277313);
-        /* the sparsity denominator of tinyclip-method §2.2: 85,017,600 + 37,804,032 */
+        /* the sparsity denominator of docs/method.md §3.4: 85,017,600 + 37,804,032 */
         assert_int_equal(s->prunable, 85017600 + 37804032);
         assert_true(s->has_teacher);
         assert_int_equal(s->teacher_params.total, 151277313);

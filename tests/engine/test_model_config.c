@@ -88,7 +88,7 @@ static void test_shipped_configs_parse(void **state) {
 static void test_param_counts(void **state) {
     (void)state;
     counts b32 = expected_counts(512, 12, 768, 32, 224, 12, 512, 77, 49408, 4.0);
-    assert_true(b32.total == 151277313LL); /* interop §1.4 / open_clip model_profile.csv */
+    assert_true(b32.total == 151277313LL); /* open_clip model_profile.csv: 151.28 M */
     assert_true(b32.vision == 87849216LL);
     check_counts("ViT-B-32", b32);
     check_counts("ViT-B-32-quickgelu", b32);
@@ -107,7 +107,7 @@ static void test_param_counts(void **state) {
     check_counts("fmnist-student-quarter",
                  expected_counts(128, 2, 128, 4, 28, 1, 128, 24, 49408, 1.5));
 
-    /* the TinyCLIP naming (tinyclip-method.md): millions without the token embedding */
+    /* the TinyCLIP naming (docs/method.md §4): millions without the token embedding */
     counts t8 = expected_counts(512, 10, 256, 16, 224, 3, 256, 77, 49408, 4.0);
     assert_int_equal((long long)(t8.vision / 1e4 + 0.5), 828);                /* 8.28M */
     assert_int_equal((long long)((t8.text - t8.token_emb) / 1e4 + 0.5), 252); /* 2.52M */

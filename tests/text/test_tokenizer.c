@@ -3,7 +3,7 @@
  * exactly the captions listed in mojibake_cases below, where open_clip's ftfy
  * repairs mojibake (fix_encoding) and the C cleaner by design does not; for
  * those the ids must equal what open_clip gives with fix_encoding off.
- * also: interop.md 5.4 vectors, truncation, padding, other context lengths,
+ * also: the reference vectors of docs/design.md §9, truncation, padding, other context lengths,
  * bad vocabularies, invalid UTF-8, threads, speed (captions/s printed), CLI. */
 #include "testutil.h"
 
@@ -317,7 +317,7 @@ static void expect(const char *text, const int32_t *want, int n_want) {
     }
 }
 
-/* reference/interop.md 5.4 */
+/* the reference vectors of docs/design.md §9 */
 static void test_interop_vectors(void **state) {
     (void)state;
     expect("a photo of a cat.", (const int32_t[]){49406, 320, 1125, 539, 320, 2368, 269, 49407}, 8);

@@ -9,7 +9,7 @@
 
 #include "testutil.h"
 
-#include "../cuda/launch_math.h"
+#include "launch_math.h"
 
 #define SCRATCH ((size_t)64 << 20) /* TC_CUDA_SCRATCH_BYTES */
 

@@ -41,6 +41,7 @@
 #include "comm.h"
 #include "comm_mpi.h"
 #include "status.h"
+#include "world.h"
 
 #if defined(TC_HAVE_CUDA) && defined(TC_HAVE_NCCL)
 #ifdef TC_HAVE_MPI
@@ -394,7 +395,7 @@ static int driver(void) {
     tc_comm *boot = NULL;
     if (single) {
         boot = tc_comm_single();
-    } else if (tc_comm_mpi_create(&boot) != TC_OK) {
+    } else if (tc_comm_mpi_create(&boot, tc_comm_timeout_from_env()) != TC_OK) {
         fprintf(stderr, "nccl-check: MPI: %s\n", tc_last_error());
         return 2;
     }
@@ -418,7 +419,7 @@ static int driver(void) {
     x.comm = boot; /* until the NCCL comm exists, failures abort through MPI */
     must(&x, tc_backend_cuda_create(&x.be, &(tc_backend_options){.device = device, .fp32 = 1}), "CUDA backend");
     tc_comm *nccl = NULL;
-    must(&x, tc_comm_nccl_create(&nccl, boot, x.be), "NCCL comm");
+    must(&x, tc_comm_nccl_create(&nccl, boot, x.be, tc_comm_timeout_from_env()), "NCCL comm");
     x.comm = nccl;
     char name[256];
     tc_cuda_device_name(device, name, sizeof name);

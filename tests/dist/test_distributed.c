@@ -39,6 +39,7 @@
 #include "model.h"
 #include "testutil.h"
 #include "train.h"
+#include "world.h"
 
 enum { LOCAL_B = 3, STEPS = 10 };
 
@@ -174,7 +175,8 @@ static int mask_check(tc_backend *be, tc_comm *comm, const tc_model_config *sc,
 /* the MPI program; returns the process exit status */
 static int driver(void) {
     tc_comm *comm;
-    if (tc_comm_mpi_create(&comm) != TC_OK) {
+    /* TINYCLIP_COMM_TIMEOUT=10 from launch(): a lost rank is noticed in seconds */
+    if (tc_comm_mpi_create(&comm, tc_comm_timeout_from_env()) != TC_OK) {
         fprintf(stderr, "driver: %s\n", tc_last_error());
         return 2;
     }
@@ -411,8 +413,9 @@ static const char *experiment_yaml =
     "    checkpoint_every: 2\n"
     "    log_every: 1\n";
 
+/* fault: tinyclip_faults with TINYCLIP_FAULT=fault; NULL: the released tinyclip */
 static int train_np(const char *dir, const char *run, const char *fault, char **out) {
-    const char *bin = getenv("TINYCLIP_BIN");
+    const char *bin = fault ? tc_faults_bin() : getenv("TINYCLIP_BIN");
     char cmd[4096];
     snprintf(cmd, sizeof cmd,
              "cd '%s' && env OMP_NUM_THREADS=1 %s%s timeout 300 mpirun %s -np 2 '%s' train "

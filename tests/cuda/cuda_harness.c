@@ -1,4 +1,4 @@
-/* the harness of the CUDA op tests (tests/cuda_harness.h) */
+/* the harness of the CUDA op tests (tests/cuda/cuda_harness.h) */
 #include "cuda_harness.h"
 
 #include <stdio.h>

@@ -63,14 +63,11 @@ static char *setup_dir(const char *tag) {
     return dir;
 }
 
+/* fault: run tinyclip_faults with TINYCLIP_FAULT=fault; NULL: the released tinyclip */
 static int train(const char *dir, const char *run, const char *fault, char **out) {
     char args[2048];
     snprintf(args, sizeof args, "train %s/exp.yaml --out %s/%s --plain", dir, dir, run);
-    if (fault) setenv("TINYCLIP_FAULT", fault, 1);
-    else unsetenv("TINYCLIP_FAULT");
-    int rc = tc_run_cli(args, out);
-    unsetenv("TINYCLIP_FAULT");
-    return rc;
+    return fault ? tc_run_cli_fault(fault, args, out) : tc_run_cli(args, out);
 }
 
 static void assert_same_final(const char *dir, const char *a, const char *b, const char *stage) {
@@ -160,9 +157,7 @@ static void test_nonfinite_stops(void **state) {
                        "    max_nonfinite_skips: 3\n    checkpoint_every: 0\n    log_every: 1\n";
     assert_int_equal(tc_write_file(path, yaml, strlen(yaml)), 0);
     snprintf(args, sizeof args, "train %s --out %s/run --plain", path, dir);
-    setenv("TINYCLIP_FAULT", "nan_from_step:5", 1);
-    int rc = tc_run_cli(args, &out);
-    unsetenv("TINYCLIP_FAULT");
+    int rc = tc_run_cli_fault("nan_from_step:5", args, &out);
     assert_int_not_equal(rc, 0);
     if (!strstr(out, "non-finite")) fail_msg("no non-finite message in:\n%s", out);
     snprintf(path, sizeof path, "%s/run/a/metrics.jsonl", dir);

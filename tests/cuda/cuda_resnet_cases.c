@@ -1,7 +1,7 @@
 /* test_cuda_ops' cases for the ResNet ops (compiled into that binary, which
  * scripts/gpu_check.sh runs): the CUDA backend against the CPU reference
  * backend, in the fp32 mode and the mixed (bf16) mode (tolerances:
- * tests/cuda_harness.h):
+ * tests/cuda/cuda_harness.h):
  * conv2d forward / data / filter gradients (cuDNN) at the shapes of RN50's
  * stem and bottlenecks, BatchNorm (+ ReLU) forward in the three modes with
  * its running statistics and the backward, the residual ReLU, the average

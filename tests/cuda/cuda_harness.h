@@ -1,5 +1,5 @@
-/* the harness of the CUDA op tests (test_cuda_ops.c, test_cuda_resnet_ops.c):
- * a CPU reference backend and a CUDA backend in one mode (fp32 or mixed
+/* the harness of the CUDA op tests (test_cuda_ops.c, with the ResNet cases
+ * of cuda_resnet_cases.c): a CPU reference backend and a CUDA backend in one mode (fp32 or mixed
  * bf16), random inputs representable in the activation type, data moved
  * through the backend interface, poisoned outputs (NaN bit patterns, so an
  * element a kernel does not write fails), comparisons with the mode's

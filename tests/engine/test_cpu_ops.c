@@ -480,6 +480,27 @@ static void test_determinism_thread_count(void **state) {
     b1->destroy(b1), b2->destroy(b2);
 }
 
+/* an op with a bad shape records the failure in its backend (ops return
+ * void): synchronize and download report it, it stays recorded, and an
+ * empty shape is no failure */
+static void test_error_recording(void **state) {
+    (void)state;
+    tc_backend *b = NULL;
+    assert_int_equal(tc_backend_cpu_create(&b, &(tc_backend_options){.threads = 1}), TC_OK);
+    float x[4] = {1, 2, 3, 4}, back[4];
+    b->layernorm_forward(b, NULL, NULL, NULL, NULL, NULL, NULL, 0, 8); /* empty: fine */
+    assert_int_equal(b->synchronize(b), TC_OK);
+    b->layernorm_forward(b, NULL, NULL, NULL, NULL, NULL, NULL, -3, 8);
+    b->attention_forward(b, NULL, NULL, NULL, 1, -1, 1, 64, 0); /* a second failure is dropped */
+    assert_int_equal(b->synchronize(b), TC_ERR_ARG);
+    printf("  reported as: %s\n", tc_last_error());
+    assert_non_null(strstr(tc_last_error(), "layernorm_forward"));
+    assert_non_null(strstr(tc_last_error(), "-3"));
+    assert_int_equal(b->download(b, back, x, sizeof x), TC_ERR_ARG); /* sticky */
+    assert_int_equal(b->synchronize(b), TC_ERR_ARG);
+    b->destroy(b);
+}
+
 int main(void) {
     if (tc_backend_cpu_create(&be, &(tc_backend_options){.threads = 2}) != TC_OK) {
         fprintf(stderr, "cpu backend: %s\n", tc_last_error());
@@ -487,6 +508,7 @@ int main(void) {
     }
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_backend_fields_and_memory),
+        cmocka_unit_test(test_error_recording),
         cmocka_unit_test(test_blas_kernels),
         cmocka_unit_test(test_elementwise),
         cmocka_unit_test(test_gemm_f32),
