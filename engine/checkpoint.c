@@ -1,6 +1,7 @@
 #include "checkpoint.h"
 
 #include <ctype.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -362,8 +363,31 @@ static tc_status shape_error(const char *file, const tc_st_tensor *t, const char
                    file, t->name, canon, a, b);
 }
 
+/* a BatchNorm buffer stored as integers (num_batches_tracked is int64 in
+ * torch): the count as fp32, exact up to 2^24 */
+static tc_status read_int_buffer(const tc_safetensors *st, const tc_st_tensor *t, float *dst) {
+    for (uint64_t i = 0; i < t->numel; i++) {
+        int64_t v;
+        if (t->dtype == TC_DT_I64) {
+            memcpy(&v, (const char *)t->data + 8 * i, 8);
+        } else {
+            int32_t w;
+            memcpy(&w, (const char *)t->data + 4 * i, 4);
+            v = w;
+        }
+        if (v < 0 || v > (1 << 24))
+            return tc_fail(TC_ERR_FORMAT, "%s: tensor '%s' holds %lld, outside [0, 2^24]",
+                           tc_st_source(st), t->name, (long long)v);
+        dst[i] = (float)v;
+    }
+    return TC_OK;
+}
+
 /* dst NULL: the dtype is checked, nothing is read (tc_checkpoint_check) */
-static tc_status read_tensor(const tc_safetensors *st, const tc_st_tensor *t, float *dst) {
+static tc_status read_tensor(const tc_safetensors *st, const tc_st_tensor *t, float *dst,
+                             int buffer) {
+    if (buffer && (t->dtype == TC_DT_I64 || t->dtype == TC_DT_I32))
+        return dst ? read_int_buffer(st, t, dst) : TC_OK;
     if (!tc_dtype_is_float_readable(t->dtype))
         return tc_fail(TC_ERR_FORMAT,
                        "%s: tensor '%s' has dtype %s; weights must be F32, F16, BF16 or F64",
@@ -394,9 +418,15 @@ static tc_status load_params(const tc_safetensors *st, src_entry *e, int n, key_
                 }
                 if (!same_shape(sq->t, p->ndim, part_shape))
                     return shape_error(file, sq->t, p->name, p->ndim, part_shape);
-                TC_TRY(read_tensor(st, sq->t, dst ? dst + (size_t)q * part_count : NULL));
+                TC_TRY(read_tensor(st, sq->t, dst ? dst + (size_t)q * part_count : NULL, 0));
                 ((src_entry *)sq)->used = 1;
             }
+            continue;
+        }
+        if (!s && p->buffer && p->ndim == 0) {
+            /* a BatchNorm's batch count, absent from older state dicts (torch
+             * itself fills it in then); the running statistics are required */
+            dst[0] = 0.0f;
             continue;
         }
         if (!s) {
@@ -410,19 +440,19 @@ static tc_status load_params(const tc_safetensors *st, src_entry *e, int n, key_
             /* logit_scale is [] in open_clip and HF, [1] in some exports */
             if (!(t->ndim == 0 || (t->ndim == 1 && t->shape[0] == 1)))
                 return shape_error(file, t, p->name, 0, p->shape);
-            TC_TRY(read_tensor(st, t, dst));
+            TC_TRY(read_tensor(st, t, dst, p->buffer));
         } else if (s->transpose) {
             int64_t want[2] = {p->shape[1], p->shape[0]};
             if (p->ndim != 2 || !same_shape(t, 2, want))
                 return shape_error(file, t, p->name, 2, want);
             if (!dst) {
-                TC_TRY(read_tensor(st, t, NULL));
+                TC_TRY(read_tensor(st, t, NULL, 0));
                 ((src_entry *)s)->used = 1;
                 continue;
             }
             float *tmp = malloc(p->count * sizeof *tmp);
             if (!tmp) return tc_fail(TC_ERR_OOM, "%s: out of memory", file);
-            tc_status rs = read_tensor(st, t, tmp);
+            tc_status rs = read_tensor(st, t, tmp, 0);
             if (rs != TC_OK) {
                 free(tmp);
                 return rs;
@@ -435,7 +465,7 @@ static tc_status load_params(const tc_safetensors *st, src_entry *e, int n, key_
         } else {
             if (!same_shape(t, p->ndim, p->shape))
                 return shape_error(file, t, p->name, p->ndim, p->shape);
-            TC_TRY(read_tensor(st, t, dst));
+            TC_TRY(read_tensor(st, t, dst, p->buffer));
         }
         ((src_entry *)s)->used = 1;
     }
@@ -611,6 +641,29 @@ static void fill_write(tc_st_write_tensor *w, const char *name, const tc_param_i
     w->data = data;
 }
 
+/* num_batches_tracked is an int64 buffer in torch: written as I64 (a
+ * load_state_dict into the model copies whatever dtype it gets, but the
+ * file then reads as torch's own) */
+static tc_status int_buffers(const tc_param_layout *layout, const float *params,
+                             tc_st_write_tensor *w, int64_t **out) {
+    int n = 0;
+    for (int i = 0; i < layout->count; i++)
+        if (layout->params[i].buffer && layout->params[i].ndim == 0) n++;
+    *out = NULL;
+    if (n == 0) return TC_OK;
+    int64_t *v = calloc((size_t)n, sizeof *v);
+    if (!v) return tc_fail(TC_ERR_OOM, "out of memory");
+    for (int i = 0, k = 0; i < layout->count; i++) {
+        const tc_param_info *p = &layout->params[i];
+        if (!p->buffer || p->ndim != 0) continue;
+        v[k] = (int64_t)llroundf(params[p->offset]);
+        w[i].dtype = TC_DT_I64;
+        w[i].data = &v[k++];
+    }
+    *out = v;
+    return TC_OK;
+}
+
 static tc_status parse_extra_metadata(const char *json, tc_json **out) {
     *out = NULL;
     if (!json) return TC_OK;
@@ -642,6 +695,7 @@ static tc_status save_openclip_weights(const char *path, const tc_model_config *
     tc_status s = TC_OK;
     if (embed_config) s = tc_model_config_to_json(cfg, &cfg_json);
     size_t n_extra = extra ? extra->count : 0;
+    int64_t *counts = NULL;
     const char **keys = calloc(n_extra + 2, sizeof *keys);
     const char **vals = calloc(n_extra + 2, sizeof *vals);
     tc_st_write_tensor *w = calloc((size_t)layout->count + 1, sizeof *w);
@@ -664,8 +718,10 @@ static tc_status save_openclip_weights(const char *path, const tc_model_config *
         for (int i = 0; i < layout->count; i++)
             fill_write(&w[i], layout->params[i].name, &layout->params[i],
                        params + layout->params[i].offset);
-        s = tc_st_write(path, w, layout->count, keys, vals, nm);
+        s = int_buffers(layout, params, w, &counts);
+        if (s == TC_OK) s = tc_st_write(path, w, layout->count, keys, vals, nm);
     }
+    free(counts);
     free(w);
     free(keys);
     free(vals);

@@ -20,7 +20,10 @@
  * load fails and asks for --model (the activation cannot be read from weights).
  *
  * a missing tensor, an unexpected extra one, a wrong shape or an unreadable
- * dtype fails with a message naming the tensor and the file.
+ * dtype fails with a message naming the tensor and the file; the one
+ * exception is a BatchNorm's num_batches_tracked, which older state dicts
+ * lack (taken as 0, as torch does). integer buffers (num_batches_tracked is
+ * I64 in torch) are read as counts and written back as I64.
  *
  * every file is written atomically. */
 #ifndef TC_CHECKPOINT_H

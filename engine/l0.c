@@ -20,16 +20,17 @@ tc_status tc_l0_masks_create_shaped(tc_l0_masks *m, tc_l0_shape shape, int L, in
         NH > (1 << 16) || M > (1 << 22))
         return tc_fail(TC_ERR_ARG, "l0 masks: bad shape (layers %d, hidden %d, heads %d, mlp %d)",
                        L, C, NH, M);
-    if (shape == TC_L0_REGULAR && C != NH * TC_HEAD_SIZE)
+    if (C % NH != 0)
         return tc_fail(TC_ERR_ARG,
-                       "l0 masks: regular masks need width = heads * %d (width %d, %d heads)",
-                       TC_HEAD_SIZE, C, NH);
+                       "l0 masks: the width (%d) is not a whole number of heads (%d); masks need "
+                       "a uniform tower",
+                       C, NH);
     m->shape = shape;
     m->layers = L;
     m->hidden = C;
     m->heads = NH;
     m->inter = M;
-    m->head_size = TC_HEAD_SIZE;
+    m->head_size = C / NH; /* the tower is uniform: width = heads * head size */
     m->rows = shape == TC_L0_REGULAR ? 1 : L;
     m->n_z = (size_t)C + (size_t)L * NH + (size_t)L * M;
     m->n_loga = shape == TC_L0_REGULAR ? (size_t)NH + (size_t)M : m->n_z;
@@ -56,7 +57,7 @@ const char *tc_l0_shape_name(tc_l0_shape shape) {
 
 static int tower_uniform(const tc_tower_config *t) {
     if (t->layers < 1 || t->layers > TC_MAX_LAYERS) return 0;
-    if (t->heads[0] * TC_HEAD_SIZE != t->width || t->mlp_width[0] <= 0) return 0;
+    if (t->heads[0] * t->head_width != t->width || t->mlp_width[0] <= 0) return 0;
     for (int l = 1; l < t->layers; l++)
         if (t->heads[l] != t->heads[0] || t->mlp_width[l] != t->mlp_width[0]) return 0;
     return 1;
@@ -67,9 +68,9 @@ tc_status tc_l0_masks_for_tower_shaped(tc_l0_masks *m, const tc_tower_config *t,
     memset(m, 0, sizeof *m);
     if (!tower_uniform(t))
         return tc_fail(TC_ERR_CONFIG,
-                       "%s tower: masks need a uniform tower (every layer %d heads of 64 = width "
+                       "%s tower: masks need a uniform tower (every layer %d heads of %d = width "
                        "and one MLP width); expand a pruned model to the teacher shape first",
-                       what, t->width / TC_HEAD_SIZE);
+                       what, t->head_width ? t->width / t->head_width : 0, t->head_width);
     return tc_l0_masks_create_shaped(m, shape, t->layers, t->width, t->heads[0], t->mlp_width[0]);
 }
 

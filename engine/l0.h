@@ -68,9 +68,9 @@ typedef struct {
 
 /* irregular masks: every log alpha = 10, lambda1 = lambda2 = 10 */
 tc_status tc_l0_masks_create(tc_l0_masks *m, int L, int C, int NH, int M);
-/* either shape; regular needs C == NH * TC_HEAD_SIZE */
+/* either shape; the tower must be uniform (C a multiple of NH: head size C / NH) */
 tc_status tc_l0_masks_create_shaped(tc_l0_masks *m, tc_l0_shape shape, int L, int C, int NH, int M);
-/* masks for a uniform tower: every layer with the same heads (heads*64 ==
+/* masks for a uniform tower: every layer with the same heads (heads * head size ==
  * width) and the same MLP width; an irregular tower is an error (expand it
  * to the teacher shape first) */
 tc_status tc_l0_masks_for_tower(tc_l0_masks *m, const tc_tower_config *t, const char *what);
@@ -106,7 +106,7 @@ double tc_l0_expected_params_scores(int L, int C, int NH, int M, const double *s
 double tc_l0_expected_params(const tc_l0_masks *m, float *grad, double grad_scale);
 
 /* the original's calculate_model_size on a deterministic z: weights kept in
- * the pruned blocks, (sum of kept heads) * (kept hidden) * 64 * 4
+ * the pruned blocks, (sum of kept heads) * (kept hidden) * head size * 4
  * + (sum of kept MLP units) * (kept hidden) * 2, biases not counted. the
  * pruned sparsity it reports is 1 - this / prunable size. z: (n_z) */
 double tc_l0_remaining_params(const tc_l0_masks *m, const float *z);

@@ -79,7 +79,7 @@ static tc_status check_tower(const tc_tower_config *t, const char *what) {
         return tc_fail(TC_ERR_CONFIG, "prune: %s tower has %d layers of width %d", what,
                        t->layers, t->width);
     for (int l = 0; l < t->layers; l++)
-        if (t->heads[l] * TC_HEAD_SIZE != t->width || t->mlp_width[l] != t->mlp_width[0] ||
+        if (t->heads[l] * t->head_width != t->width || t->mlp_width[l] != t->mlp_width[0] ||
             t->mlp_width[0] < 1)
             return tc_fail(TC_ERR_CONFIG,
                            "prune: %s tower layer %d is not teacher-shaped (%d heads, mlp %d); "
@@ -190,15 +190,15 @@ static tc_status emit_tower(int vision, const tc_model_config *cfg, const tower_
         const float *hz_l = z->headz + (size_t)l * NH, *iz_l = z->intz + (size_t)l * M;
         int heads_kept = count_nonzero(hz_l, NH), int_kept = count_nonzero(iz_l, M);
         if (heads_kept > 0 || fold) {
-            if ((st = make_axis(&qkv_rows, hz_l, NH, TC_HEAD_SIZE, 3, fold, 0)) != TC_OK) goto done;
-            if ((st = make_axis(&head_cols, hz_l, NH, TC_HEAD_SIZE, 1, fold, 1)) != TC_OK)
+            if ((st = make_axis(&qkv_rows, hz_l, NH, t->head_width, 3, fold, 0)) != TC_OK) goto done;
+            if ((st = make_axis(&head_cols, hz_l, NH, t->head_width, 1, fold, 1)) != TC_OK)
                 goto done;
             gather1(dst + o->ln1_w, src + s->ln1_w, &hid_cut);
             gather1(dst + o->ln1_b, src + s->ln1_b, &hid_cut);
             gather2(dst + o->qkv_w, src + s->qkv_w, C, &qkv_rows, &hid_cut, 0);
             gather1(dst + o->qkv_b, src + s->qkv_b, &qkv_rows);
             /* (out_proj.weight * hidden_z rows) * head_z column blocks */
-            gather2(dst + o->out_w, src + s->out_w, NH * TC_HEAD_SIZE, &hid_mul, &head_cols, 0);
+            gather2(dst + o->out_w, src + s->out_w, NH * t->head_width, &hid_mul, &head_cols, 0);
             gather1(dst + o->out_b, src + s->out_b, &hid_mul);
             if (fold && heads_kept == 0 && mode == TC_PRUNE_ORIGINAL)
                 memset(dst + o->out_b, 0, (size_t)C * sizeof *dst);

@@ -10,8 +10,8 @@
  * what a kept unit becomes (hz = hidden z, head_z, int_z; "sliced" keeps the
  * z != 0 entries):
  *   LayerNorms                       weight, bias sliced, NOT scaled
- *   in_proj (3, NH, 64, C)           [:, kept heads][..., kept hidden]; bias likewise
- *   out_proj.weight (C, NH*64)       (w * hz rows) * head_z column blocks, sliced
+ *   in_proj (3, NH, HS, C)           [:, kept heads][..., kept hidden]; bias likewise
+ *   out_proj.weight (C, NH*HS)       (w * hz rows) * head_z column blocks, sliced
  *   out_proj.bias                    * hz, sliced
  *   c_fc (M, C), bias (M)            sliced
  *   c_proj.weight (C, M)             (w * int_z columns) * hz rows, sliced

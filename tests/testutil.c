@@ -181,6 +181,7 @@ void tc_test_tiny_clip(tc_model_config *c, const char *name, int width, int embe
     v->width = width;
     v->image_size = 12;
     v->patch_size = 4;
+    v->head_width = t->head_width = 64;
     v->heads[0] = v->heads[1] = width / 64;
     v->mlp_width[0] = v->mlp_width[1] = 2 * width;
     v->pool = TC_POOL_TOKEN;
@@ -289,6 +290,96 @@ const char *tc_test_backend_missing_op(const tc_backend *be) {
     if (be->caps.patch_embed_conv && !be->patch_embed_backward_weight)
         return "patch_embed_backward_weight";
     return NULL;
+}
+
+/* ---- formula tensors (scripts/fixtures_breadth.py, tests/fixtures/breadth/README.md) ---- */
+
+static uint64_t fnv1a64(const char *s) {
+    uint64_t h = 0xCBF29CE484222325ull;
+    for (; *s; s++) h = (h ^ (unsigned char)*s) * 0x100000001B3ull;
+    return h;
+}
+
+void tc_test_formula_x(const char *name, double *x, size_t n) {
+    const uint64_t h = fnv1a64(name);
+    for (size_t i = 0; i < n; i++) {
+        uint64_t z = h + (uint64_t)(i + 1) * 0x9E3779B97F4A7C15ull;
+        z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+        z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+        z ^= z >> 31;
+        x[i] = 2.0 * (double)(z >> 41) / 8388608.0 - 1.0;
+    }
+}
+
+void tc_test_formula_images(const char *name, float *out, int n, int size, int block) {
+    const int g = size / block;
+    const size_t nc = (size_t)n * 3 * g * g, nf = (size_t)n * 3 * size * size;
+    double *coarse = malloc(nc * sizeof *coarse), *fine = malloc(nf * sizeof *fine);
+    char cname[256];
+    snprintf(cname, sizeof cname, "%s.coarse", name);
+    tc_test_formula_x(cname, coarse, nc);
+    tc_test_formula_x(name, fine, nf);
+    for (size_t p = 0; p < (size_t)n * 3; p++)
+        for (int y = 0; y < size; y++)
+            for (int x = 0; x < size; x++) {
+                const size_t o = (p * size + y) * size + x;
+                out[o] = (float)(coarse[(p * g + y / block) * g + x / block] + fine[o] / 8);
+            }
+    free(coarse);
+    free(fine);
+}
+
+static int ends_with(const char *s, const char *suffix) {
+    size_t n = strlen(s), k = strlen(suffix);
+    return n >= k && strcmp(s + n - k, suffix) == 0;
+}
+
+/* (a, b) of value = a + b x for a tensor; 0 for an all-zero tensor */
+static int formula_rule(const tc_param_info *p, double *a, double *b) {
+    const char *n = p->name;
+    const int norm = strstr(n, "bn") || strstr(n, "ln_") || strstr(n, ".downsample.1.");
+    *a = 0.0;
+    if (ends_with(n, "num_batches_tracked")) return 0;
+    if (ends_with(n, "running_var")) return *a = 1.25, *b = 0.25, 1;
+    if (ends_with(n, "running_mean")) return *b = 1.0 / 8, 1;
+    if (strcmp(n, "logit_scale") == 0) return *a = 2.5, *b = 0.0, 1;
+    if (p->ndim <= 1) {
+        if (norm && ends_with(n, ".weight")) {
+            int last = (ends_with(n, "bn3.weight") || ends_with(n, "downsample.1.weight")) &&
+                       strstr(n, ".layer");
+            *a = last ? 0.25 : 1.0, *b = last ? 1.0 / 16 : 1.0 / 8;
+            return 1;
+        }
+        return *b = norm ? 1.0 / 16 : 1.0 / 32, 1;
+    }
+    if (ends_with(n, "positional_embedding")) return *b = 1.0 / 64, 1;
+    if (ends_with(n, "token_embedding.weight")) return *b = 1.0 / 32, 1;
+    int64_t fan_in = strcmp(n, "text_projection") == 0 ? p->shape[0] : (int64_t)(p->count / p->shape[0]);
+    int e = 0;
+    while (((int64_t)1 << (2 * e)) < fan_in) e++;
+    *b = 4.0 * ldexp(1.0, -e);
+    return 1;
+}
+
+int tc_test_formula_params(const tc_param_layout *layout, float *params) {
+    size_t widest = 1;
+    for (int i = 0; i < layout->count; i++)
+        if (layout->params[i].count > widest) widest = layout->params[i].count;
+    double *x = malloc(widest * sizeof *x);
+    if (!x) return -1;
+    for (int i = 0; i < layout->count; i++) {
+        const tc_param_info *p = &layout->params[i];
+        float *dst = params + p->offset;
+        double a, b;
+        if (!formula_rule(p, &a, &b)) {
+            memset(dst, 0, p->count * sizeof *dst);
+            continue;
+        }
+        tc_test_formula_x(p->name, x, p->count);
+        for (size_t k = 0; k < p->count; k++) dst[k] = (float)(a + b * x[k]);
+    }
+    free(x);
+    return 0;
 }
 
 /* TC_TEST_FILTER=PATTERN runs only the cmocka tests whose names match (the

@@ -10,6 +10,7 @@
 #include <cmocka.h>
 
 #include "model_config.h"
+#include "params.h"
 
 /* absolute path of a file under tests/fixtures (static buffer per call site use) */
 const char *tc_fixture(const char *relative, char *buf, size_t cap);
@@ -84,5 +85,13 @@ int tc_test_train(const char *dir, const char *run, const char *extra, const cha
  * per-layer heads and MLP widths, vision layer 1 without attention and text
  * layer 0 without MLP. the config is returned in cfg. */
 void tc_test_pruned_student(const char *dir, int regular, tc_activation act, tc_model_config *cfg);
+/* the formula tensors of tests/fixtures/breadth (README there; the same
+ * values as scripts/fixtures_breadth.py, bit for bit):
+ * x (n) in [-1, 1) of the tensor named `name` */
+void tc_test_formula_x(const char *name, double *x, size_t n);
+/* (n, 3, size, size) images: coarse squares of `block` pixels + detail / 8 */
+void tc_test_formula_images(const char *name, float *out, int n, int size, int block);
+/* every tensor of a layout from its name and shape (formula_rule); 0 or -1 (out of memory) */
+int tc_test_formula_params(const tc_param_layout *layout, float *params);
 
 #endif

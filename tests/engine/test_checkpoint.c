@@ -1,7 +1,8 @@
 /* checkpoints: bit-exact round trips through the open_clip and Hugging Face
  * layouts, import of the OpenAI / DDP / TinyCLIP-native / CustomText layouts
  * (written here from a known model), errors that name the tensor, irregular
- * models, single-file weights with metadata, and the convert command. */
+ * models, single-file weights with metadata, the convert command, and a
+ * ResNet model's BatchNorm buffers. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -706,8 +707,100 @@ static void test_reference_fixtures(void **state) {
     }
 }
 
+/* a ResNet model's BatchNorm buffers: written as torch writes them
+ * (num_batches_tracked I64), read back exactly, a missing batch count taken
+ * as 0 (older state dicts), a missing running variance or a negative count
+ * refused by name; Hugging Face export refused with the reason */
+static void test_resnet_buffers(void **state) {
+    (void)state;
+    const char *json =
+        "{\"embed_dim\": 16, \"vision_cfg\": {\"image_size\": 32, \"layers\": [1, 1, 1, 1], "
+        "\"width\": 4, \"head_width\": 32, \"patch_size\": null}, \"text_cfg\": "
+        "{\"context_length\": 8, \"vocab_size\": 100, \"width\": 64, \"heads\": 1, \"layers\": 1}}";
+    tc_model_config rc;
+    if (tc_model_config_parse(&rc, json, strlen(json), "rn.json") != TC_OK)
+        fail_msg("%s", tc_last_error());
+    tc_param_layout rl;
+    assert_int_equal(tc_param_layout_build(&rl, &rc), TC_OK);
+    float *rp = malloc(rl.total * sizeof *rp);
+    uint64_t seed = 7;
+    tc_fill_uniform(rp, rl.total, &seed, 1.0f);
+    const tc_param_info *nbt =
+        tc_param_find(&rl, "visual.layer2.0.downsample.1.num_batches_tracked");
+    const tc_param_info *rv = tc_param_find(&rl, "visual.bn2.running_var");
+    assert_non_null(nbt);
+    assert_non_null(rv);
+    for (int i = 0; i < rl.count; i++)
+        if (rl.params[i].buffer && rl.params[i].ndim == 0) rp[rl.params[i].offset] = 12.0f;
+    rp[nbt->offset] = 1234.0f;
+    char dir[1100], file[1200];
+    path_in("rn", dir, sizeof dir);
+    assert_int_equal(tc_checkpoint_save(dir, TC_FORMAT_OPENCLIP, &rc, &rl, rp), TC_OK);
+    snprintf(file, sizeof file, "%s/open_clip_model.safetensors", dir);
+    tc_safetensors *st;
+    assert_int_equal(tc_st_open(&st, file), TC_OK);
+    const tc_st_tensor *t = tc_st_find(st, nbt->name);
+    assert_non_null(t);
+    assert_int_equal(t->dtype, TC_DT_I64);
+    assert_int_equal(t->ndim, 0);
+    int64_t v;
+    memcpy(&v, t->data, 8);
+    assert_int_equal(v, 1234);
+    /* the same tensors without the batch counts, then without a running variance */
+    tc_st_write_tensor *w = calloc((size_t)tc_st_count(st), sizeof *w);
+    int n = 0, n_rv = -1;
+    for (int i = 0; i < tc_st_count(st); i++) {
+        const tc_st_tensor *x = tc_st_tensor_at(st, i);
+        if (strstr(x->name, "num_batches_tracked")) continue;
+        if (strcmp(x->name, rv->name) == 0) n_rv = n;
+        w[n] = (tc_st_write_tensor){x->name, x->dtype, x->ndim, {0}, x->data};
+        for (int d = 0; d < x->ndim; d++)
+            w[n].shape[d] = x->shape[d];
+        n++;
+    }
+    char nobt[1200], norv[1200];
+    path_in("rn-no-count.safetensors", nobt, sizeof nobt);
+    path_in("rn-no-var.safetensors", norv, sizeof norv);
+    assert_int_equal(tc_st_write(nobt, w, n, NULL, NULL, 0), TC_OK);
+    memmove(&w[n_rv], &w[n_rv + 1], (size_t)(n - n_rv - 1) * sizeof *w);
+    assert_int_equal(tc_st_write(norv, w, n - 1, NULL, NULL, 0), TC_OK);
+    free(w);
+    tc_st_close(st);
+
+    tc_model_config c;
+    tc_param_layout l;
+    float *p;
+    if (tc_checkpoint_load(dir, NULL, &c, &l, &p) != TC_OK) fail_msg("%s", tc_last_error());
+    assert_memory_equal(p, rp, rl.total * sizeof *p);
+    free(p);
+    tc_param_layout_free(&l);
+    if (tc_checkpoint_load(nobt, &rc, &c, &l, &p) != TC_OK) fail_msg("%s", tc_last_error());
+    assert_true(p[nbt->offset] == 0.0f);
+    p[nbt->offset] = rp[nbt->offset];
+    for (int i = 0; i < rl.count; i++)
+        if (rl.params[i].buffer && rl.params[i].ndim == 0)
+            p[rl.params[i].offset] = rp[rl.params[i].offset];
+    assert_memory_equal(p, rp, rl.total * sizeof *p);
+    free(p);
+    tc_param_layout_free(&l);
+    assert_int_equal(tc_checkpoint_load(norv, &rc, &c, &l, &p), TC_ERR_FORMAT);
+    assert_non_null(strstr(tc_last_error(), "'visual.bn2.running_var' is missing"));
+    /* a count that is no count */
+    rp[nbt->offset] = -3.0f;
+    assert_int_equal(tc_checkpoint_save(dir, TC_FORMAT_OPENCLIP, &rc, &rl, rp), TC_OK);
+    assert_int_equal(tc_checkpoint_load(dir, NULL, &c, &l, &p), TC_ERR_FORMAT);
+    assert_non_null(strstr(tc_last_error(), nbt->name));
+    /* Hugging Face has no ResNet CLIP */
+    path_in("rn-hf", dir, sizeof dir);
+    assert_int_equal(tc_checkpoint_save(dir, TC_FORMAT_HF, &rc, &rl, rp), TC_ERR_UNSUPPORTED);
+    assert_non_null(strstr(tc_last_error(), "no ResNet image tower"));
+    free(rp);
+    tc_param_layout_free(&rl);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_resnet_buffers),
         cmocka_unit_test(test_openclip_round_trip),
         cmocka_unit_test(test_hf_round_trip),
         cmocka_unit_test(test_foreign_layouts),

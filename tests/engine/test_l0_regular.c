@@ -39,16 +39,22 @@ static void test_layout(void **state) {
     assert_null(m.hidden_loga);
     assert_int_equal(m.rows, 1);
     assert_true(m.lambda == m.data + NH + M);
-    /* a width that is not heads * 64 has no regular form */
+    assert_int_equal(m.head_size, C / NH);
+    /* a width that is not a whole number of heads has no uniform (masked) form */
     tc_l0_masks bad;
-    assert_int_equal(tc_l0_masks_create_shaped(&bad, TC_L0_REGULAR, L, 100, 2, M), TC_ERR_ARG);
+    assert_int_equal(tc_l0_masks_create_shaped(&bad, TC_L0_REGULAR, L, 101, 2, M), TC_ERR_ARG);
+    /* head size 50: one regular unit per head of 50 hidden channels */
+    tc_l0_masks hs50;
+    assert_int_equal(tc_l0_masks_create_shaped(&hs50, TC_L0_REGULAR, L, 100, 2, M), TC_OK);
+    assert_int_equal(hs50.head_size, 50);
+    tc_l0_masks_free(&hs50);
 
     float zg[NH + M], z[C + L * NH + L * M], dz[C + L * NH + L * M], dg[NH + M];
     for (int i = 0; i < NH + M; i++)
         zg[i] = (float)urand();
     tc_l0_expand_z(&m, zg, z);
     for (int d = 0; d < C; d++)
-        assert_true(z[d] == zg[d / 64]);
+        assert_true(z[d] == zg[d / (C / NH)]);
     for (int l = 0; l < L; l++) {
         for (int h = 0; h < NH; h++)
             assert_true(z[C + l * NH + h] == zg[h]);

@@ -556,6 +556,7 @@ static void test_memory_formula(void **state) {
     m.embed_dim = 16;
     m.vision.layers = 1;
     m.vision.width = 64;
+    m.vision.head_width = m.text.head_width = 64;
     m.vision.heads[0] = 1;
     m.vision.mlp_width[0] = 256;
     m.vision.image_size = 8;
