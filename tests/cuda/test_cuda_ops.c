@@ -1238,7 +1238,7 @@ static void test_step_gate_adamw(void **state) {
         g_gpu->fill_f32(g_gpu, gst, finite[k], 1);
         g_cpu->step_gate(g_cpu, cst);
         g_gpu->step_gate(g_gpu, gst);
-        tc_adamw_hparams hp = {1e-3f, 0.9f, 0.98f, 1e-6f, 99, NULL};
+        tc_adamw_hparams hp = {1e-3f, 0.9f, 0.98f, 1e-6f, 99, NULL, NULL};
         hp.gate = cst;
         g_cpu->adamw_update(g_cpu, cp, cgr, cm, cv, NULL, segs, 2, hp, NULL);
         hp.gate = gst;
@@ -1285,7 +1285,7 @@ static void test_adamw(void **state) {
     float *gm = put_f32(g_gpu, m, total), *gv = put_f32(g_gpu, v, total);
     float *ggs = put_f32(g_gpu, &gsc, 1);
     tc_act *gcomp = balloc(g_gpu, total * g_gpu->act_bytes);
-    tc_adamw_hparams hp = {1e-3f, 0.9f, 0.98f, 1e-6f, 1, NULL};
+    tc_adamw_hparams hp = {1e-3f, 0.9f, 0.98f, 1e-6f, 1, NULL, NULL};
     for (int step = 1; step <= 3; step++) {
         hp.step = step;
         /* step 2 without grad scale; the segment table is cached across steps */
