@@ -6,11 +6,14 @@
  * its heuristic chose. it depends on the shape, the transposes, the leading
  * dimensions, the types, the epilogue and the alignment of each pointer (the
  * heuristic picks narrower loads for less aligned operands), never on the
- * pointers themselves: those are set on every call. one training step of a
- * model needs a few dozen distinct keys (a pruned model one set per layer
- * width), so the cache holds TC_GEMM_PLAN_SLOTS plans and, when full,
- * replaces the one used least recently; a plan replaced is destroyed by the
- * caller. a key whose heuristic found no algorithm is cached too (the plan
+ * pointers themselves: those are set on every call. a linear layer needs up
+ * to 3 keys (forward, input gradient, weight gradient), a block 12; a tower
+ * of identical blocks shares them, a pruned tower whose blocks all differ
+ * has 12 per block: a pruned 24-layer pair of towers with its teacher stays
+ * under 400. the cache holds TC_GEMM_PLAN_SLOTS plans and, when full,
+ * replaces the one used least recently (a step needing more keys than slots
+ * would evict on every call: the eviction count shows it); a plan replaced
+ * is destroyed by the caller. a key whose heuristic found no algorithm is cached too (the plan
  * says so), so the fallback is decided without asking again. */
 #ifndef TC_GEMM_PLAN_H
 #define TC_GEMM_PLAN_H
@@ -21,7 +24,7 @@
 extern "C" {
 #endif
 
-#define TC_GEMM_PLAN_SLOTS 256
+#define TC_GEMM_PLAN_SLOTS 1024
 
 /* element types of the operands */
 typedef enum { TC_GEMM_F32 = 0, TC_GEMM_BF16 = 1 } tc_gemm_type;
