@@ -272,6 +272,14 @@ void tc_cuda_gemm_plans_destroy(tc_cuda_backend *cu) {
     cu->plans = NULL;
 }
 
+extern "C" void tc_cuda_gemm_plan_counts(tc_backend *b, long long *hits, long long *misses,
+                                         long long *evictions) {
+    const tc_gemm_plan_cache *c = tc_cu(b)->plans;
+    *hits = c ? c->hits : 0;
+    *misses = c ? c->misses : 0;
+    *evictions = c ? c->evictions : 0;
+}
+
 /* g's plan: from the cache (*owned false) or made for this call alone */
 static tc_cuda_gemm_plan *plan_for(tc_cuda_backend *cu, const tc_cuda_gemm *g, bool *owned,
                                    const char *op_name) {

@@ -33,6 +33,7 @@
 #include <time.h>
 
 #include "testutil.h"
+#include "cuda_fused_cases.h"
 #include "cuda_harness.h"
 #include "cuda_resnet_cases.h"
 
@@ -1714,6 +1715,7 @@ static int setup_mixed(void **state) {
 }
 
 static int teardown_mode(void **state) {
+    fused_cases_teardown();
     if (g_gpu_mma) g_gpu_mma->destroy(g_gpu_mma);
     g_gpu_mma = NULL;
     return teardown_backends(state);
@@ -1757,6 +1759,10 @@ int main(int argc, char **argv) {
         TC_T(test_relu_avgpool),
         TC_T(test_attnpool),
         TC_T(test_resnet_model),
+        /* the fast paths (cuda_fused_cases.c) */
+        TC_T(test_fused_linear),
+        TC_T(test_plan_cache),
+        TC_T(test_graph_ops),
     };
     int failed =
         cmocka_run_group_tests_name("cuda ops, fp32 mode", tests, setup_fp32, teardown_mode);
