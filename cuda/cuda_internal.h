@@ -200,8 +200,10 @@ typedef struct {
     int ld_aux;
 } tc_cuda_gemm;
 
-/* zero pointers, no transposes, fp32, alpha 1, beta 0, no epilogue */
-tc_cuda_gemm tc_cuda_gemm_init(void);
+/* D (m, n) = op(A) op(B): alpha 1, beta 0 (C is D), no epilogue */
+tc_cuda_gemm tc_cuda_gemm_of(cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k,
+                             const void *A, int lda, const void *B, int ldb, void *D, int ldd,
+                             cudaDataType_t ab_type, cudaDataType_t d_type);
 /* runs g: cuBLASLt, or the tiled fallback kernel (counted in
  * gemm_fallbacks) for a plain or bias product. false, with nothing
  * launched, when cuBLASLt has no algorithm for a fused epilogue or a

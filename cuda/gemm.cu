@@ -364,11 +364,24 @@ fail:
     return ran;
 }
 
-tc_cuda_gemm tc_cuda_gemm_init(void) {
+tc_cuda_gemm tc_cuda_gemm_of(cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k,
+                             const void *A, int lda, const void *B, int ldb, void *D, int ldd,
+                             cudaDataType_t ab_type, cudaDataType_t d_type) {
     tc_cuda_gemm g;
     memset(&g, 0, sizeof g);
-    g.ta = g.tb = CUBLAS_OP_N;
-    g.ab_type = g.d_type = CUDA_R_32F;
+    g.ta = ta;
+    g.tb = tb;
+    g.m = m;
+    g.n = n;
+    g.k = k;
+    g.A = A;
+    g.lda = lda;
+    g.B = B;
+    g.ldb = ldb;
+    g.D = D;
+    g.ldd = ldd;
+    g.ab_type = ab_type;
+    g.d_type = d_type;
     g.alpha = 1.0f;
     return g;
 }
@@ -400,18 +413,9 @@ void tc_cuda_gemm_f32(tc_backend *b, int trans_a, int trans_b, int M, int N, int
      * (N, K) when trans_b = column-major (K, N) ld K: transposed.
      * A stored (M, K) row-major = column-major (K, M) ld K: as is; stored
      * (K, M) when trans_a = column-major (M, K) ld M: transposed. */
-    tc_cuda_gemm g = tc_cuda_gemm_init();
-    g.ta = trans_b ? CUBLAS_OP_T : CUBLAS_OP_N;
-    g.tb = trans_a ? CUBLAS_OP_T : CUBLAS_OP_N;
-    g.m = N;
-    g.n = M;
-    g.k = K;
-    g.A = B;
-    g.lda = trans_b ? K : N;
-    g.B = A;
-    g.ldb = trans_a ? M : K;
-    g.D = C;
-    g.ldd = N;
+    tc_cuda_gemm g =
+        tc_cuda_gemm_of(trans_b ? CUBLAS_OP_T : CUBLAS_OP_N, trans_a ? CUBLAS_OP_T : CUBLAS_OP_N, N,
+                        M, K, B, trans_b ? K : N, A, trans_a ? M : K, C, N, CUDA_R_32F, CUDA_R_32F);
     g.alpha = alpha;
     g.beta = beta;
     tc_cuda_matmul(cu, &g, "gemm_f32");

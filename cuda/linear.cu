@@ -78,18 +78,9 @@ __global__ void vector_add_kernel(float *dst, const float *src, int n) {
 static tc_cuda_gemm forward_gemm(tc_cuda_backend *cu, tc_act *out, const tc_act *inp,
                                  const tc_act *w, const tc_act *bias, int N, int C, int OC,
                                  int w_trans) {
-    tc_cuda_gemm g = tc_cuda_gemm_init();
-    g.ta = w_trans ? CUBLAS_OP_N : CUBLAS_OP_T;
-    g.m = OC;
-    g.n = N;
-    g.k = C;
-    g.A = w;
-    g.lda = w_trans ? OC : C;
-    g.B = inp;
-    g.ldb = C;
-    g.D = out;
-    g.ldd = OC;
-    g.ab_type = g.d_type = act_type(cu);
+    const cudaDataType_t t = act_type(cu);
+    tc_cuda_gemm g = tc_cuda_gemm_of(w_trans ? CUBLAS_OP_N : CUBLAS_OP_T, CUBLAS_OP_N, OC, N, C, w,
+                                     w_trans ? OC : C, inp, C, out, OC, t, t);
     g.bias = bias;
     g.epi = bias ? TC_EPI_BIAS : TC_EPI_NONE;
     return g;
@@ -100,19 +91,9 @@ static tc_cuda_gemm forward_gemm(tc_cuda_backend *cu, tc_act *out, const tc_act 
  * w_trans 1: w (C, OC) row-major = column-major (OC, C) ld OC: transposed. */
 static tc_cuda_gemm dinp_gemm(tc_cuda_backend *cu, tc_act *dinp, const tc_act *dout,
                               const tc_act *w, int N, int C, int OC, int w_trans) {
-    tc_cuda_gemm g = tc_cuda_gemm_init();
-    g.ta = w_trans ? CUBLAS_OP_T : CUBLAS_OP_N;
-    g.m = C;
-    g.n = N;
-    g.k = OC;
-    g.A = w;
-    g.lda = w_trans ? OC : C;
-    g.B = dout;
-    g.ldb = OC;
-    g.D = dinp;
-    g.ldd = C;
-    g.ab_type = g.d_type = act_type(cu);
-    return g;
+    const cudaDataType_t t = act_type(cu);
+    return tc_cuda_gemm_of(w_trans ? CUBLAS_OP_T : CUBLAS_OP_N, CUBLAS_OP_N, C, N, OC, w,
+                           w_trans ? OC : C, dout, OC, dinp, C, t, t);
 }
 
 /* dw += dout^T inp, and with bgrad the bias gradient in the epilogue.
@@ -123,30 +104,11 @@ static tc_cuda_gemm dinp_gemm(tc_cuda_backend *cu, tc_act *dinp, const tc_act *d
  *   inp (N, C): the bias gradient sums op(A) over k: BGRADA. */
 static tc_cuda_gemm dw_gemm(tc_cuda_backend *cu, float *dw, const tc_act *dout, const tc_act *inp,
                             int N, int C, int OC, int w_trans, float *bgrad) {
-    tc_cuda_gemm g = tc_cuda_gemm_init();
-    g.ta = CUBLAS_OP_N;
-    g.tb = CUBLAS_OP_T;
-    g.k = N;
-    if (!w_trans) {
-        g.m = C;
-        g.n = OC;
-        g.A = inp;
-        g.lda = C;
-        g.B = dout;
-        g.ldb = OC;
-        g.ldd = C;
-    } else {
-        g.m = OC;
-        g.n = C;
-        g.A = dout;
-        g.lda = OC;
-        g.B = inp;
-        g.ldb = C;
-        g.ldd = OC;
-    }
-    g.D = dw;
-    g.ab_type = act_type(cu);
-    g.d_type = CUDA_R_32F;
+    const cudaDataType_t t = act_type(cu);
+    tc_cuda_gemm g = !w_trans ? tc_cuda_gemm_of(CUBLAS_OP_N, CUBLAS_OP_T, C, OC, N, inp, C, dout,
+                                                OC, dw, C, t, CUDA_R_32F)
+                              : tc_cuda_gemm_of(CUBLAS_OP_N, CUBLAS_OP_T, OC, C, N, dout, OC, inp,
+                                                C, dw, OC, t, CUDA_R_32F);
     g.beta = 1.0f;
     g.bgrad = bgrad;
     g.epi = bgrad ? (w_trans ? TC_EPI_BGRADA : TC_EPI_BGRADB) : TC_EPI_NONE;

@@ -401,8 +401,8 @@ static void blocks_forward(tc_model *m, tower *t, int B) {
                                    M, C, 0);
                 be->mask_cols_forward(be, t->fwd_tmp, a->mlp_out, mk->hidden, N, C, 1);
             } else if (fuse_proj.fwd == TC_FWD_BIAS_RESIDUAL) {
-                be->linear_residual_forward(be, a->res_mlp, a->res_att, a->fch_act,
-                                            W(m, o->proj_w), W(m, o->proj_b), N, M, C);
+                be->linear_residual_forward(be, a->res_mlp, a->res_att, a->fch_act, W(m, o->proj_w),
+                                            W(m, o->proj_b), N, M, C);
             } else {
                 be->linear_forward(be, t->fwd_tmp, a->fch_act, W(m, o->proj_w), W(m, o->proj_b),
                                    N, M, C, 0);

@@ -7,7 +7,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-
 tc_optim_config tc_optim_default(void) {
     tc_optim_config o = {5e-4f, 0.2f, 0.9f, 0.98f, 1e-6f, 10000, 100000, TC_SCHEDULE_COSINE, 0.0f};
     return o;
