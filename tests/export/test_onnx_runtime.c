@@ -7,6 +7,13 @@
  *     (LayerNormalization) and 13 (LayerNorm from its mean and variance), and
  *     at 21 with the weights as external data;
  *   - an open_clip-regular pruned student (QuickGELU);
+ *   - the ResNet-tower fixture tiny_rn (tests/fixtures/breadth: stem,
+ *     anti-aliased bottlenecks, BatchNorm on its running statistics,
+ *     attention pool), at opsets 17, 13 and 21 (external data), fp32 and
+ *     fp16: BatchNorm is the BatchNormalization operator, which ONNX Runtime
+ *     folds into the convolutions, so the same 1e-5 covers that rounding;
+ *   - the head-width fixtures tiny_hw80 (vision heads 80 wide) and tiny_hw104
+ *     (vision heads 104 wide, text 80, QuickGELU);
  * with 0-padded (open_clip) and EOT-padded (Hugging Face) token rows.
  *
  * ONNX Runtime comes from the virtual environment scripts/setup makes in
@@ -103,13 +110,15 @@ static void compare(const float *a, const float *ref, int B, int E, double *row,
     }
 }
 
-/* exports model_dir and checks both encoders against tinyclip embed */
-static void check_export(const char *work, const char *model_dir, const tc_model_config *c,
-                         const char *precision, int opset, int external) {
-    char onnx[1200], args[4096], *out = NULL;
+/* exports model (a checkpoint; config: its config file, or NULL when it
+ * carries one) and checks both encoders against tinyclip embed */
+static void check_export(const char *work, const char *model_dir, const char *config,
+                         const tc_model_config *c, const char *precision, int opset, int external) {
+    char onnx[1200], args[4096], hint[1300] = "", *out = NULL;
+    if (config) snprintf(hint, sizeof hint, " --model '%s'", config);
     snprintf(onnx, sizeof onnx, "%s/onnx-%s-%d-%d", work, precision, opset, external);
-    snprintf(args, sizeof args, "convert '%s' '%s' --to onnx --precision %s --opset %d%s",
-             model_dir, onnx, precision, opset, external ? " --external-data" : "");
+    snprintf(args, sizeof args, "convert '%s' '%s' --to onnx --precision %s --opset %d%s%s",
+             model_dir, onnx, precision, opset, external ? " --external-data" : "", hint);
     int rc = tc_run_cli(args, &out);
     if (rc != 0) fail_msg("tinyclip %s: exit %d\n%s", args, rc, out);
     free(out);
@@ -119,9 +128,9 @@ static void check_export(const char *work, const char *model_dir, const tc_model
         int B = batches[k], E = c->embed_dim;
         write_inputs(work, c, B, 1);
         snprintf(args, sizeof args,
-                 "embed '%s' --pixels '%s/pixels.safetensors' --tokens '%s/tokens.safetensors' "
-                 "--out '%s/embed.safetensors'",
-                 model_dir, work, work, work);
+                 "embed '%s'%s --pixels '%s/pixels.safetensors' --tokens "
+                 "'%s/tokens.safetensors' --out '%s/embed.safetensors'",
+                 model_dir, hint, work, work, work);
         rc = tc_run_cli(args, &out);
         if (rc != 0) fail_msg("tinyclip %s: exit %d\n%s", args, rc, out);
         free(out);
@@ -169,11 +178,11 @@ static void run_student(int regular, tc_activation act) {
                   c.vision.mlp_width[0], c.vision.mlp_width[1], c.vision.mlp_width[2], c.text.width,
                   c.text.heads[0], c.text.heads[1], c.text.heads[2], c.text.mlp_width[0],
                   c.text.mlp_width[1], c.text.mlp_width[2]);
-    check_export(work, model_dir, &c, "fp32", 17, 0);
-    check_export(work, model_dir, &c, "fp16", 17, 0);
+    check_export(work, model_dir, NULL, &c, "fp32", 17, 0);
+    check_export(work, model_dir, NULL, &c, "fp16", 17, 0);
     if (!regular) {
-        check_export(work, model_dir, &c, "fp32", 13, 0);
-        check_export(work, model_dir, &c, "fp32", 21, 1);
+        check_export(work, model_dir, NULL, &c, "fp32", 13, 0);
+        check_export(work, model_dir, NULL, &c, "fp32", 21, 1);
     }
     tc_rmtree(work);
     free(work);
@@ -189,11 +198,47 @@ static void test_regular(void **state) {
     run_student(1, TC_QUICK_GELU);
 }
 
+/* a model of tests/fixtures/breadth (F16 weights, config beside them) */
+static void run_fixture(const char *name, int all_opsets) {
+    char *work = tc_make_tempdir("onnx-fixture");
+    assert_non_null(work);
+    char model[1200], config[1200];
+    snprintf(model, sizeof model, "%s/breadth/%s_model.safetensors", TC_FIXTURES, name);
+    snprintf(config, sizeof config, "%s/breadth/%s.json", TC_FIXTURES, name);
+    tc_model_config c;
+    if (tc_model_config_load(&c, config) != TC_OK) fail_msg("%s", tc_last_error());
+    check_export(work, model, config, &c, "fp32", 17, 0);
+    check_export(work, model, config, &c, "fp16", 17, 0);
+    if (all_opsets) {
+        check_export(work, model, config, &c, "fp32", 13, 0);
+        check_export(work, model, config, &c, "fp16", 13, 0);
+        check_export(work, model, config, &c, "fp32", 21, 1);
+    }
+    tc_rmtree(work);
+    free(work);
+}
+
+static void test_resnet(void **state) {
+    (void)state;
+    run_fixture("tiny_rn", 1);
+}
+
+static void test_head_width_80(void **state) {
+    (void)state;
+    run_fixture("tiny_hw80", 0);
+}
+
+static void test_head_width_104(void **state) {
+    (void)state;
+    run_fixture("tiny_hw104", 0);
+}
+
 int main(void) {
     find_runtime();
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_irregular),
-        cmocka_unit_test(test_regular),
+        cmocka_unit_test(test_irregular),      cmocka_unit_test(test_regular),
+        cmocka_unit_test(test_resnet),         cmocka_unit_test(test_head_width_80),
+        cmocka_unit_test(test_head_width_104),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
