@@ -12,6 +12,8 @@
  *     attention pool), at opsets 17, 13 and 21 (external data), fp32 and
  *     fp16: BatchNorm is the BatchNormalization operator, which ONNX Runtime
  *     folds into the convolutions, so the same 1e-5 covers that rounding;
+ *   - open_clip's RN50 with the formula weights of tests/fixtures/breadth:
+ *     the features equal those open_clip stored (1e-5 fp32, 1e-2 fp16);
  *   - the head-width fixtures tiny_hw80 (vision heads 80 wide) and tiny_hw104
  *     (vision heads 104 wide, text 80, QuickGELU);
  * with 0-padded (open_clip) and EOT-padded (Hugging Face) token rows.
@@ -24,6 +26,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "checkpoint.h"
 #include "safetensors.h"
 #include "testutil.h"
 
@@ -110,58 +113,75 @@ static void compare(const float *a, const float *ref, int B, int E, double *row,
     }
 }
 
+/* tinyclip convert MODEL work/onnx-... --to onnx; the folder's name in onnx */
+static void export_onnx(const char *work, const char *model, const char *hint,
+                        const char *precision, int opset, int external, char *onnx, size_t cap) {
+    char args[4096], *out = NULL;
+    snprintf(onnx, cap, "%s/onnx-%s-%d-%d", work, precision, opset, external);
+    snprintf(args, sizeof args, "convert '%s' '%s' --to onnx --precision %s --opset %d%s%s", model,
+             onnx, precision, opset, external ? " --external-data" : "", hint);
+    int rc = tc_run_cli(args, &out);
+    if (rc != 0) fail_msg("tinyclip %s: exit %d\n%s", args, rc, out);
+    free(out);
+}
+
+/* ONNX Runtime on work/pixels.safetensors and work/tokens.safetensors ->
+ * work/ort.safetensors */
+static void run_onnx(const char *work, const char *onnx) {
+    char cmd[8192], *out = NULL;
+    snprintf(cmd, sizeof cmd,
+             "'%s' '%s' '%s' --pixels '%s/pixels.safetensors' --tokens "
+             "'%s/tokens.safetensors' --out '%s/ort.safetensors' 2>&1",
+             python, runner, onnx, work, work, work);
+    int rc = tc_run_capture(cmd, &out);
+    if (rc != 0) fail_msg("%s: exit %d\n%s", cmd, rc, out);
+    free(out);
+}
+
+/* the ONNX features `name` (B, E) of work/ort.safetensors against the
+ * reference file's: 1e-5 per element (fp32), 1e-2 of each row's norm (fp16) */
+static void expect_features(const char *work, const char *ref_path, const char *name, int B, int E,
+                            int fp16, const char *what) {
+    char op[1200];
+    snprintf(op, sizeof op, "%s/ort.safetensors", work);
+    float *ref = read_features(ref_path, name, B, E), *got = read_features(op, name, B, E);
+    double row, elem;
+    compare(got, ref, B, E, &row, &elem);
+    print_message("%s batch %d %s: max |d| %.3g, max row L2 error %.3g\n", what, B, name, elem,
+                  row);
+    if (fp16 ? !(row <= 1e-2) : !(elem <= 1e-5))
+        fail_msg("%s batch %d: %s differ (max |d| %.3g, row error %.3g)", what, B, name, elem, row);
+    free(ref);
+    free(got);
+}
+
 /* exports model (a checkpoint; config: its config file, or NULL when it
  * carries one) and checks both encoders against tinyclip embed */
 static void check_export(const char *work, const char *model_dir, const char *config,
                          const tc_model_config *c, const char *precision, int opset, int external) {
-    char onnx[1200], args[4096], hint[1300] = "", *out = NULL;
+    char onnx[1200], args[4096], hint[1300] = "", what[1400], *out = NULL;
     if (config) snprintf(hint, sizeof hint, " --model '%s'", config);
-    snprintf(onnx, sizeof onnx, "%s/onnx-%s-%d-%d", work, precision, opset, external);
-    snprintf(args, sizeof args, "convert '%s' '%s' --to onnx --precision %s --opset %d%s%s",
-             model_dir, onnx, precision, opset, external ? " --external-data" : "", hint);
-    int rc = tc_run_cli(args, &out);
-    if (rc != 0) fail_msg("tinyclip %s: exit %d\n%s", args, rc, out);
-    free(out);
-    int fp16 = !strcmp(precision, "fp16");
+    export_onnx(work, model_dir, hint, precision, opset, external, onnx, sizeof onnx);
+    snprintf(what, sizeof what, "%-17s %s opset %d%s", c->name, precision, opset,
+             external ? " external data" : "");
     const int batches[2] = {1, 7};
     for (int k = 0; k < 2; k++) {
-        int B = batches[k], E = c->embed_dim;
+        int B = batches[k];
         write_inputs(work, c, B, 1);
         snprintf(args, sizeof args,
                  "embed '%s'%s --pixels '%s/pixels.safetensors' --tokens "
                  "'%s/tokens.safetensors' --out '%s/embed.safetensors'",
                  model_dir, hint, work, work, work);
-        rc = tc_run_cli(args, &out);
+        int rc = tc_run_cli(args, &out);
         if (rc != 0) fail_msg("tinyclip %s: exit %d\n%s", args, rc, out);
         free(out);
-        char cmd[8192];
-        snprintf(cmd, sizeof cmd,
-                 "'%s' '%s' '%s' --pixels '%s/pixels.safetensors' --tokens "
-                 "'%s/tokens.safetensors' --out '%s/ort.safetensors' 2>&1",
-                 python, runner, onnx, work, work, work);
-        rc = tc_run_capture(cmd, &out);
-        if (rc != 0) fail_msg("%s: exit %d\n%s", cmd, rc, out);
-        free(out);
-        char ep[1200], op[1200];
+        run_onnx(work, onnx);
+        char ep[1200];
         snprintf(ep, sizeof ep, "%s/embed.safetensors", work);
-        snprintf(op, sizeof op, "%s/ort.safetensors", work);
-        const char *names[2] = {"image_features", "text_features"};
-        for (int t = 0; t < 2; t++) {
-            float *ref = read_features(ep, names[t], B, E),
-                  *got = read_features(op, names[t], B, E);
-            double row, elem;
-            compare(got, ref, B, E, &row, &elem);
-            print_message("%-17s %s opset %d%s batch %d %s: max |d| %.3g, max row L2 error "
-                          "%.3g\n",
-                          c->name, precision, opset, external ? " external data" : "", B, names[t],
-                          elem, row);
-            if (fp16 ? !(row <= 1e-2) : !(elem <= 1e-5))
-                fail_msg("%s %s opset %d batch %d: %s differ from tinyclip embed (max |d| %.3g, "
-                         "row error %.3g)",
-                         c->name, precision, opset, B, names[t], elem, row);
-            free(ref);
-            free(got);
-        }
+        expect_features(work, ep, "image_features", B, c->embed_dim, !strcmp(precision, "fp16"),
+                        what);
+        expect_features(work, ep, "text_features", B, c->embed_dim, !strcmp(precision, "fp16"),
+                        what);
     }
 }
 
@@ -233,12 +253,68 @@ static void test_head_width_104(void **state) {
     run_fixture("tiny_hw104", 0);
 }
 
+/* open_clip's RN50 with the formula weights of tests/fixtures/breadth
+ * (computed here bit for bit): the ONNX image and text encoders against the
+ * features open_clip 3.3.0 stored, not only against tinyclip's */
+static void test_rn50_open_clip(void **state) {
+    (void)state;
+    char *work = tc_make_tempdir("onnx-rn50");
+    assert_non_null(work);
+    char path[1300], model[1300], what[64];
+    snprintf(path, sizeof path, "%s/configs/models/RN50.json", source_dir());
+    tc_model_config cfg;
+    tc_param_layout l;
+    if (tc_model_config_load(&cfg, path) != TC_OK) fail_msg("%s", tc_last_error());
+    assert_int_equal(tc_param_layout_build(&l, &cfg), TC_OK);
+    float *params = malloc(l.total * sizeof *params);
+    assert_non_null(params);
+    assert_int_equal(tc_test_formula_params(&l, params), 0);
+    snprintf(model, sizeof model, "%s/rn50", work);
+    assert_int_equal(tc_checkpoint_save(model, TC_FORMAT_OPENCLIP, &cfg, &l, params), TC_OK);
+    free(params);
+    tc_param_layout_free(&l);
+    /* the fixture's images (formula) and tokens */
+    const int B = 2, S = cfg.vision.image_size, T = cfg.text.context_length;
+    float *images = malloc((size_t)B * 3 * S * S * sizeof *images);
+    int32_t *tokens = malloc((size_t)B * T * sizeof *tokens);
+    assert_non_null(images);
+    assert_non_null(tokens);
+    tc_test_formula_images("image", images, B, S, 32);
+    char ref[1300];
+    snprintf(ref, sizeof ref, "%s/breadth/rn50_formula.safetensors", TC_FIXTURES);
+    tc_safetensors *f;
+    if (tc_st_open(&f, ref) != TC_OK) fail_msg("%s", tc_last_error());
+    const int64_t ts[2] = {B, T};
+    assert_int_equal(tc_st_read_i32(f, "tokens", 2, ts, tokens), TC_OK);
+    tc_st_close(f);
+    tc_st_write_tensor px = {"pixel_values", TC_DT_F32, 4, {B, 3, S, S}, images};
+    snprintf(path, sizeof path, "%s/pixels.safetensors", work);
+    assert_int_equal(tc_st_write(path, &px, 1, NULL, NULL, 0), TC_OK);
+    tc_st_write_tensor tk = {"input_ids", TC_DT_I32, 2, {B, T}, tokens};
+    snprintf(path, sizeof path, "%s/tokens.safetensors", work);
+    assert_int_equal(tc_st_write(path, &tk, 1, NULL, NULL, 0), TC_OK);
+    free(images);
+    free(tokens);
+    const char *precisions[2] = {"fp32", "fp16"};
+    for (int k = 0; k < 2; k++) {
+        char onnx[1200];
+        export_onnx(work, model, "", precisions[k], 17, 0, onnx, sizeof onnx);
+        run_onnx(work, onnx);
+        snprintf(what, sizeof what, "RN50 vs open_clip %s", precisions[k]);
+        expect_features(work, ref, "image_features", B, cfg.embed_dim, k == 1, what);
+        expect_features(work, ref, "text_features", B, cfg.embed_dim, k == 1, what);
+        tc_rmtree(onnx);
+    }
+    tc_rmtree(work);
+    free(work);
+}
+
 int main(void) {
     find_runtime();
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_irregular),      cmocka_unit_test(test_regular),
         cmocka_unit_test(test_resnet),         cmocka_unit_test(test_head_width_80),
-        cmocka_unit_test(test_head_width_104),
+        cmocka_unit_test(test_head_width_104), cmocka_unit_test(test_rn50_open_clip),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
