@@ -143,30 +143,40 @@ static void check_graph(const char *path, const char *input, const char *output,
     onnx__model_proto__free_unpacked(m, NULL);
 }
 
+/* the precisions, opsets and weight placements every export is checked at */
+static const struct {
+    const char *precision;
+    int opset, external;
+} cases[] = {
+    {.precision = "fp32", .opset = 17, .external = 0},
+    {.precision = "fp16", .opset = 17, .external = 0},
+    {.precision = "fp32", .opset = 13, .external = 0},
+    {.precision = "fp32", .opset = 21, .external = 1},
+};
+#define N_CASES (sizeof cases / sizeof cases[0])
+
+/* tinyclip convert MODEL OUT --to onnx at case c (hint: " --model CONFIG"
+ * or ""), both graphs' structure checked; the image graph's path in image */
+static void export_case(const char *model, const char *hint, const char *out, size_t c, char *image,
+                        size_t cap) {
+    int rc =
+        cli("convert '%s' '%s' --to onnx --precision %s --opset %d%s%s", model, out,
+            cases[c].precision, cases[c].opset, cases[c].external ? " --external-data" : "", hint);
+    if (rc != 0) fail_msg("exit %d: %s", rc, cli_out);
+    int fp16 = !strcmp(cases[c].precision, "fp16");
+    char p[1400];
+    snprintf(image, cap, "%s/image_encoder.onnx", out);
+    check_graph(image, "pixel_values", "image_embeds", cases[c].opset, fp16, cases[c].external);
+    snprintf(p, sizeof p, "%s/text_encoder.onnx", out);
+    check_graph(p, "input_ids", "text_embeds", cases[c].opset, fp16, cases[c].external);
+}
+
 static void test_structure(void **state) {
     (void)state;
     char out[1300], p[1400];
     snprintf(out, sizeof out, "%s/out-structure", work);
-    const struct {
-        const char *precision;
-        int opset, external;
-    } cases[] = {
-        {.precision = "fp32", .opset = 17, .external = 0},
-        {.precision = "fp16", .opset = 17, .external = 0},
-        {.precision = "fp32", .opset = 13, .external = 0},
-        {.precision = "fp32", .opset = 21, .external = 1},
-    };
-    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
-        int rc =
-            cli("convert '%s' '%s' --to onnx --precision %s --opset %d%s", irregular_dir, out,
-                cases[c].precision, cases[c].opset, cases[c].external ? " --external-data" : "");
-        if (rc != 0) fail_msg("exit %d: %s", rc, cli_out);
-        int fp16 = !strcmp(cases[c].precision, "fp16");
-        snprintf(p, sizeof p, "%s/image_encoder.onnx", out);
-        check_graph(p, "pixel_values", "image_embeds", cases[c].opset, fp16, cases[c].external);
-        snprintf(p, sizeof p, "%s/text_encoder.onnx", out);
-        check_graph(p, "input_ids", "text_embeds", cases[c].opset, fp16, cases[c].external);
-    }
+    for (size_t c = 0; c < N_CASES; c++)
+        export_case(irregular_dir, "", out, c, p, sizeof p);
     const char *files[] = {
         "onnx_config.json", "preprocess_cfg.json",   "bpe_simple_vocab_16e6.txt.gz", "vocab.json",
         "merges.txt",       "tokenizer_config.json", "special_tokens_map.json"};
@@ -407,27 +417,12 @@ static void test_resnet_structure(void **state) {
     tc_param_layout l;
     assert_int_equal(tc_model_config_load(&c, rn_config), TC_OK);
     assert_int_equal(tc_param_layout_build(&l, &c), TC_OK);
-    char out[1300], p[1400];
+    char out[1300], p[1400], hint[1300];
     snprintf(out, sizeof out, "%s/out-resnet", work);
-    const struct {
-        const char *precision;
-        int opset, external;
-    } cases[] = {
-        {.precision = "fp32", .opset = 17, .external = 0},
-        {.precision = "fp16", .opset = 13, .external = 0},
-        {.precision = "fp32", .opset = 21, .external = 1},
-    };
-    for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
-        int rc = cli("convert '%s' '%s' --to onnx --model '%s' --precision %s --opset %d%s",
-                     rn_model, out, rn_config, cases[k].precision, cases[k].opset,
-                     cases[k].external ? " --external-data" : "");
-        if (rc != 0) fail_msg("exit %d: %s", rc, cli_out);
-        int fp16 = !strcmp(cases[k].precision, "fp16");
-        snprintf(p, sizeof p, "%s/image_encoder.onnx", out);
-        check_graph(p, "pixel_values", "image_embeds", cases[k].opset, fp16, cases[k].external);
+    snprintf(hint, sizeof hint, " --model '%s'", rn_config);
+    for (size_t c = 0; c < N_CASES; c++) {
+        export_case(rn_model, hint, out, c, p, sizeof p);
         check_resnet_ops(p, &l);
-        snprintf(p, sizeof p, "%s/text_encoder.onnx", out);
-        check_graph(p, "input_ids", "text_embeds", cases[k].opset, fp16, cases[k].external);
     }
     snprintf(p, sizeof p, "%s/onnx_config.json", out);
     char *mf = tc_read_file(p, NULL);

@@ -185,6 +185,29 @@ static void check_export(const char *work, const char *model_dir, const char *co
     }
 }
 
+/* the precisions, opsets and weight placements a model is checked at */
+typedef struct {
+    const char *precision;
+    int opset, external;
+} export_case;
+
+static const export_case every_case[] = {
+    {.precision = "fp32", .opset = 17, .external = 0},
+    {.precision = "fp16", .opset = 17, .external = 0},
+    {.precision = "fp32", .opset = 13, .external = 0},
+    {.precision = "fp16", .opset = 13, .external = 0},
+    {.precision = "fp32", .opset = 21, .external = 1},
+};
+#define DEFAULT_OPSET_CASES 2 /* the first two: fp32 and fp16 at the default opset */
+#define ALL_CASES ((int)(sizeof every_case / sizeof every_case[0]))
+
+static void check_cases(const char *work, const char *model, const char *config,
+                        const tc_model_config *c, int n_cases) {
+    for (int i = 0; i < n_cases; i++)
+        check_export(work, model, config, c, every_case[i].precision, every_case[i].opset,
+                     every_case[i].external);
+}
+
 static void run_student(int regular, tc_activation act) {
     char *work = tc_make_tempdir(regular ? "onnx-regular" : "onnx-irregular");
     assert_non_null(work);
@@ -198,12 +221,7 @@ static void run_student(int regular, tc_activation act) {
                   c.vision.mlp_width[0], c.vision.mlp_width[1], c.vision.mlp_width[2], c.text.width,
                   c.text.heads[0], c.text.heads[1], c.text.heads[2], c.text.mlp_width[0],
                   c.text.mlp_width[1], c.text.mlp_width[2]);
-    check_export(work, model_dir, NULL, &c, "fp32", 17, 0);
-    check_export(work, model_dir, NULL, &c, "fp16", 17, 0);
-    if (!regular) {
-        check_export(work, model_dir, NULL, &c, "fp32", 13, 0);
-        check_export(work, model_dir, NULL, &c, "fp32", 21, 1);
-    }
+    check_cases(work, model_dir, NULL, &c, regular ? DEFAULT_OPSET_CASES : ALL_CASES);
     tc_rmtree(work);
     free(work);
 }
@@ -227,13 +245,7 @@ static void run_fixture(const char *name, int all_opsets) {
     snprintf(config, sizeof config, "%s/breadth/%s.json", TC_FIXTURES, name);
     tc_model_config c;
     if (tc_model_config_load(&c, config) != TC_OK) fail_msg("%s", tc_last_error());
-    check_export(work, model, config, &c, "fp32", 17, 0);
-    check_export(work, model, config, &c, "fp16", 17, 0);
-    if (all_opsets) {
-        check_export(work, model, config, &c, "fp32", 13, 0);
-        check_export(work, model, config, &c, "fp16", 13, 0);
-        check_export(work, model, config, &c, "fp32", 21, 1);
-    }
+    check_cases(work, model, config, &c, all_opsets ? ALL_CASES : DEFAULT_OPSET_CASES);
     tc_rmtree(work);
     free(work);
 }
