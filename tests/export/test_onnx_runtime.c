@@ -57,6 +57,19 @@ static void find_runtime(void) {
     free(out);
 }
 
+/* dir/pixels.safetensors (B, 3, S, S) and dir/tokens.safetensors (B, T) of
+ * type ids_type, the inputs of tinyclip embed and scripts/onnx_run.py */
+static void save_inputs(const char *dir, const float *img, int B, int S, const void *ids,
+                        tc_dtype ids_type, int T) {
+    char path[1200];
+    tc_st_write_tensor px = {"pixel_values", TC_DT_F32, 4, {B, 3, S, S}, img};
+    snprintf(path, sizeof path, "%s/pixels.safetensors", dir);
+    assert_int_equal(tc_st_write(path, &px, 1, NULL, NULL, 0), TC_OK);
+    tc_st_write_tensor tk = {"input_ids", ids_type, 2, {B, T}, ids};
+    snprintf(path, sizeof path, "%s/tokens.safetensors", dir);
+    assert_int_equal(tc_st_write(path, &tk, 1, NULL, NULL, 0), TC_OK);
+}
+
 static void write_inputs(const char *dir, const tc_model_config *c, int B, int eot_pad) {
     int S = c->vision.image_size, T = c->text.context_length;
     float *img = malloc((size_t)7 * 3 * S * S * sizeof *img);
@@ -75,13 +88,7 @@ static void write_inputs(const char *dir, const tc_model_config *c, int B, int e
             ids64[b * T + j] = v;
         }
     }
-    char path[1200];
-    tc_st_write_tensor px = {"pixel_values", TC_DT_F32, 4, {B, 3, S, S}, img};
-    snprintf(path, sizeof path, "%s/pixels.safetensors", dir);
-    assert_int_equal(tc_st_write(path, &px, 1, NULL, NULL, 0), TC_OK);
-    tc_st_write_tensor tk = {"input_ids", TC_DT_I64, 2, {B, T}, ids64};
-    snprintf(path, sizeof path, "%s/tokens.safetensors", dir);
-    assert_int_equal(tc_st_write(path, &tk, 1, NULL, NULL, 0), TC_OK);
+    save_inputs(dir, img, B, S, ids64, TC_DT_I64, T);
     free(img);
     free(ids);
     free(ids64);
@@ -299,12 +306,7 @@ static void test_rn50_open_clip(void **state) {
     const int64_t ts[2] = {B, T};
     assert_int_equal(tc_st_read_i32(f, "tokens", 2, ts, tokens), TC_OK);
     tc_st_close(f);
-    tc_st_write_tensor px = {"pixel_values", TC_DT_F32, 4, {B, 3, S, S}, images};
-    snprintf(path, sizeof path, "%s/pixels.safetensors", work);
-    assert_int_equal(tc_st_write(path, &px, 1, NULL, NULL, 0), TC_OK);
-    tc_st_write_tensor tk = {"input_ids", TC_DT_I32, 2, {B, T}, tokens};
-    snprintf(path, sizeof path, "%s/tokens.safetensors", work);
-    assert_int_equal(tc_st_write(path, &tk, 1, NULL, NULL, 0), TC_OK);
+    save_inputs(work, images, B, S, tokens, TC_DT_I32, T);
     free(images);
     free(tokens);
     const char *precisions[2] = {"fp32", "fp16"};
