@@ -58,19 +58,6 @@ static int train(const char *dir, const char *run, const char *fault, char **out
     return tc_test_train(dir, run, NULL, fault, out);
 }
 
-static void assert_same_final(const char *dir, const char *a, const char *b, const char *stage) {
-    char pa[1024], pb[1024];
-    snprintf(pa, sizeof pa, "%s/%s/%s/final/open_clip_model.safetensors", dir, a, stage);
-    snprintf(pb, sizeof pb, "%s/%s/%s/final/open_clip_model.safetensors", dir, b, stage);
-    size_t na, nb;
-    char *da = tc_read_file(pa, &na), *db = tc_read_file(pb, &nb);
-    if (!da || !db) fail_msg("missing final weights %s or %s", pa, pb);
-    assert_int_equal(na, nb);
-    if (memcmp(da, db, na) != 0) fail_msg("stage %s: final weights differ between %s and %s", stage, a, b);
-    free(da);
-    free(db);
-}
-
 static void kill_and_resume(const char *fault) {
     char *dir = setup_dir("resume");
     char *out = NULL;
@@ -85,9 +72,9 @@ static void kill_and_resume(const char *fault) {
     if (rc != 0) fail_msg("resumed run failed (%d):\n%s", rc, out);
     assert_non_null(strstr(out, "resumed from"));
     free(out);
-    assert_same_final(dir, "straight", "killed", "teacher");
-    assert_same_final(dir, "straight", "killed", "auto");
-    assert_same_final(dir, "straight", "killed", "manual");
+    tc_test_assert_same_final(dir, "straight", "killed", "teacher");
+    tc_test_assert_same_final(dir, "straight", "killed", "auto");
+    tc_test_assert_same_final(dir, "straight", "killed", "manual");
     char report[1024];
     snprintf(report, sizeof report, "%s/killed/report.md", dir);
     assert_true(tc_file_exists(report));

@@ -94,19 +94,6 @@ static int exists_in(const char *dir, const char *rel) {
     return lstat(p, &st) == 0;
 }
 
-static void assert_same_final(const char *dir, const char *a, const char *b, const char *stage) {
-    char ra[512], rb[512];
-    snprintf(ra, sizeof ra, "%s/%s/final/open_clip_model.safetensors", a, stage);
-    snprintf(rb, sizeof rb, "%s/%s/final/open_clip_model.safetensors", b, stage);
-    size_t na, nb;
-    char *da = file_in(dir, ra, &na), *db = file_in(dir, rb, &nb);
-    if (!da || !db) fail_msg("missing final weights %s or %s", ra, rb);
-    if (na != nb || memcmp(da, db, na) != 0)
-        fail_msg("stage %s: final weights differ between %s and %s", stage, a, b);
-    free(da);
-    free(db);
-}
-
 /* ---- one writer ---- */
 
 static void test_lock_one_writer(void **state) {
@@ -320,8 +307,8 @@ static void test_free_changes_recorded(void **state) {
     char *yaml = file_in(dir, "killed/experiment.yaml", NULL);
     expect_in(yaml, "log_every: 2");
     free(yaml);
-    assert_same_final(dir, "straight", "killed", "teacher");
-    assert_same_final(dir, "straight", "killed", "student");
+    tc_test_assert_same_final(dir, "straight", "killed", "teacher");
+    tc_test_assert_same_final(dir, "straight", "killed", "student");
     tc_rmtree(dir);
     free(dir);
 }
@@ -455,8 +442,8 @@ static void damaged_newest(const char *how) {
     expect_in(out, "step-0000000002, the newest intact checkpoint");
     free(out);
     assert_true(exists_in(dir, "killed/teacher/checkpoints/step-0000000004.damaged"));
-    assert_same_final(dir, "straight", "killed", "teacher");
-    assert_same_final(dir, "straight", "killed", "student");
+    tc_test_assert_same_final(dir, "straight", "killed", "teacher");
+    tc_test_assert_same_final(dir, "straight", "killed", "student");
     tc_rmtree(dir);
     free(dir);
 }
