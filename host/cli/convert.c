@@ -34,16 +34,17 @@ static void usage(FILE *f) {
             TC_ONNX_OPSET_MIN, TC_ONNX_OPSET_MAX, TC_ONNX_OPSET_DEFAULT);
 }
 
-/* open_clip and Hugging Face hold one width of whole 64-wide heads and one
- * MLP width per tower: say so, and where an irregular model can go */
+/* open_clip and Hugging Face hold per tower one width = heads x head size
+ * and one MLP width, the same in every layer: say so, and where an
+ * irregular model can go */
 static int refuse_irregular(const char *in, const tc_model_config *cfg, const char *to) {
     if (!cfg->irregular) return 0;
     fprintf(stderr,
             "tinyclip convert: %s is not open_clip-regular (a tower has per-layer head counts or "
-            "MLP widths, or a width that is not heads x 64, as automatic inheritance leaves by "
-            "default): %s cannot express it. export it with --to onnx (any model), or train the "
-            "stage with inheritance: {kind: auto, shape: regular} for a model open_clip and "
-            "Hugging Face load\n",
+            "MLP widths, not width = heads x head size in every layer, as automatic inheritance "
+            "leaves by default): %s cannot express it. export it with --to onnx (any model), or "
+            "train the stage with inheritance: {kind: auto, shape: regular} for a model "
+            "open_clip and Hugging Face load\n",
             in, to);
     return 1;
 }
