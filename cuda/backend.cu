@@ -240,6 +240,7 @@ extern "C" tc_status tc_backend_cuda_create(tc_backend **out, const tc_backend_o
 #include "backend_ops.h"
 #undef TC_OPTIONAL_OP
 #undef TC_OP
+        t->residual_layernorm_forward = tc_cuda_residual_layernorm_forward;
     }
     st = tc_cuda_conv_init(cu);
     if (st != TC_OK) goto fail;

@@ -144,13 +144,17 @@ __device__ __forceinline__ float tc_block_sum(float v, float *sh) {
 }
 
 /* ---- op entry points: the ops of engine/backend_ops.h, tc_cuda_<name>.
- * memory in backend.cu, kernels by family in the other files. the optional
- * ops (the cuDNN patch embedding) are filled by tc_cuda_conv_init. */
+ * memory in backend.cu, kernels by family in the other files. of the
+ * optional ops, the cuDNN patch embedding is filled by tc_cuda_conv_init and
+ * the fused residual + layernorm (layernorm.cu) always. */
 #define TC_OP(ret, name, params) ret tc_cuda_##name params;
 #define TC_OPTIONAL_OP(ret, name, params)
 #include "backend_ops.h"
 #undef TC_OPTIONAL_OP
 #undef TC_OP
+void tc_cuda_residual_layernorm_forward(tc_backend *b, tc_act *res, tc_act *out, float *mean,
+                                        float *rstd, const tc_act *x, const tc_act *y,
+                                        const tc_act *w, const tc_act *bias, int N, int C);
 
 /* dst[c] += sum over N rows of src (N, C): deterministic two-pass column sum
  * (gemm.cu; used for linear dbias) */

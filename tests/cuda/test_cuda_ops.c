@@ -1,5 +1,6 @@
 /* every op of the CUDA backend against the CPU reference backend (the ResNet
- * ops' cases in cuda_resnet_cases.c, compiled in), on fresh
+ * ops' cases in cuda_resnet_cases.c and the vector kernels' cases in
+ * cuda_vec_cases.c, compiled in), on fresh
  * random inputs at CLIP shapes, in the fp32 mode and in the mixed (bf16)
  * mode. '=' outputs are poisoned with NaN bit patterns on the GPU before each
  * run, so an element the kernel does not write fails the comparison; '+='
@@ -35,6 +36,7 @@
 #include "testutil.h"
 #include "cuda_harness.h"
 #include "cuda_resnet_cases.h"
+#include "cuda_vec_cases.h"
 
 #include "backend.h"
 #include "status.h"
@@ -1757,6 +1759,11 @@ int main(int argc, char **argv) {
         TC_T(test_relu_avgpool),
         TC_T(test_attnpool),
         TC_T(test_resnet_model),
+        /* the vector kernels and the spread token scatter (cuda_vec_cases.c) */
+        TC_T(test_layernorm_vec),
+        TC_T(test_residual_layernorm),
+        TC_T(test_elementwise_vec),
+        TC_T(test_token_embed_pieces),
     };
     int failed =
         cmocka_run_group_tests_name("cuda ops, fp32 mode", tests, setup_fp32, teardown_mode);
