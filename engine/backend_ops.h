@@ -91,8 +91,10 @@ TC_OP(void, layernorm_backward,
 /* the residual add and the layernorm that reads its sum, in one op:
  *   res (N,C) = x + y                       (as add)
  *   out, mean, rstd = layernorm_forward(res) (as layernorm_forward)
- * the same results as the two ops in turn; res may alias x or y. the model
- * uses it when a backend has it (CPU: the two ops, so the bits match) */
+ * res may alias x or y. the model uses it when a backend has it. CPU: the
+ * two ops, the same bits; CUDA: the same bits as the two ops when both take
+ * the same (16-byte or scalar) path, which the alignment of the operands
+ * decides */
 TC_OPTIONAL_OP(void, residual_layernorm_forward,
                (tc_backend *b, tc_act *res, tc_act *out, float *mean, float *rstd,
                 const tc_act *x, const tc_act *y, const tc_act *w, const tc_act *bias, int N,

@@ -339,6 +339,11 @@ typedef struct {
     size_t w, b;
 } ln_site;
 
+static ln_site ln1_site(const tower *t, int l) {
+    const layer_acts *a = &t->layer[l];
+    return (ln_site){a->ln1, a->ln1_mean, a->ln1_rstd, t->blocks[l].ln1_w, t->blocks[l].ln1_b};
+}
+
 /* res = x + y, then the LayerNorm `ln` of res when ln is not NULL: one fused
  * op when the backend has it and the tower is not masked. returns 1 when
  * the LayerNorm was computed here */
@@ -419,12 +424,7 @@ static void blocks_forward(tc_model *m, tower *t, int B) {
             }
             /* the next layer's ln1 reads this sum */
             const int next = l + 1 < cfg->layers && cfg->heads[l + 1] > 0;
-            ln_site ln1 = {0};
-            if (next) {
-                layer_acts *an = &t->layer[l + 1];
-                const tc_block_offsets *on = &t->blocks[l + 1];
-                ln1 = (ln_site){an->ln1, an->ln1_mean, an->ln1_rstd, on->ln1_w, on->ln1_b};
-            }
+            const ln_site ln1 = next ? ln1_site(t, l + 1) : (ln_site){0};
             ln1_done = residual_forward(m, t, a->res_mlp, a->res_att, t->fwd_tmp,
                                         next ? &ln1 : NULL, N, C);
         } else {
