@@ -124,6 +124,21 @@ __global__ void residual_ln_forward_kernel(T *res, T *out, float *mean, float *r
     }
 }
 
+/* g = dout w and xhat = (x - m) r of the V columns at i of one row */
+template <typename T, int V>
+__device__ __forceinline__ void ln_g_xhat(float *g, float *xhat, const T *dy, const T *x,
+                                          const T *w, int i, float m, float r) {
+    float dyv[V], xv[V], wv[V];
+    tc_ldv<V>(dyv, dy + i);
+    tc_ldv<V>(xv, x + i);
+    tc_ldv<V>(wv, w + i);
+#pragma unroll
+    for (int k = 0; k < V; k++) {
+        g[k] = dyv[k] * wv[k];
+        xhat[k] = (xv[k] - m) * r;
+    }
+}
+
 template <typename T, int V>
 __global__ void ln_backward_dinp_kernel(T *dinp, const T *dout, const T *inp, const T *w,
                                         const float *mean, const float *rstd, int N, int C) {
@@ -136,31 +151,23 @@ __global__ void ln_backward_dinp_kernel(T *dinp, const T *dout, const T *inp, co
     const float m = mean[row], r = rstd[row];
     float sg = 0.0f, sgx = 0.0f;
     for (int i = lane * V; i < C; i += 32 * V) {
-        float dyv[V], xv[V], wv[V];
-        tc_ldv<V>(dyv, dy + i);
-        tc_ldv<V>(xv, x + i);
-        tc_ldv<V>(wv, w + i);
+        float g[V], xhat[V];
+        ln_g_xhat<T, V>(g, xhat, dy, x, w, i, m, r);
 #pragma unroll
         for (int k = 0; k < V; k++) {
-            const float g = dyv[k] * wv[k];
-            sg += g;
-            sgx += g * (xv[k] - m) * r;
+            sg += g[k];
+            sgx += g[k] * xhat[k];
         }
     }
     const float mg = tc_warp_sum(sg) / (float)C;
     const float mgx = tc_warp_sum(sgx) / (float)C;
     for (int i = lane * V; i < C; i += 32 * V) {
-        float dyv[V], xv[V], wv[V], dxv[V];
-        tc_ldv<V>(dyv, dy + i);
-        tc_ldv<V>(xv, x + i);
-        tc_ldv<V>(wv, w + i);
+        float g[V], xhat[V], dxv[V];
+        ln_g_xhat<T, V>(g, xhat, dy, x, w, i, m, r);
         tc_ldv<V>(dxv, dx + i);
 #pragma unroll
-        for (int k = 0; k < V; k++) {
-            const float g = dyv[k] * wv[k];
-            const float xhat = (xv[k] - m) * r;
-            dxv[k] = dxv[k] + r * (g - mg - xhat * mgx);
-        }
+        for (int k = 0; k < V; k++)
+            dxv[k] = dxv[k] + r * (g[k] - mg - xhat[k] * mgx);
         tc_stv<V>(dx + i, dxv);
     }
 }

@@ -119,18 +119,21 @@ static void run_ln(const ln_case *k) {
     expect_same_bits("layernorm dbias", db, get_f32_h(g_gpu, gdb, C), C);
 }
 
-void test_layernorm_vec(void **state) {
+void test_layernorm(void **state) {
     (void)state;
     static const ln_case full[] = {
-        {394, 768, 0, 0}, /* vector in both modes */
+        {100, 768, 0, 0}, /* vector in both modes */
+        {394, 768, 0, 0}, /* vector, a text batch's rows */
         {394, 768, 1, 0}, /* activations one element off: scalar */
         {154, 512, 0, 3}, /* weights off only: scalar */
         {77, 100, 0, 0},  /* a multiple of 4, not of 8: fp32 vector, bf16 scalar */
         {77, 770, 0, 0},  /* a multiple of neither */
+        {154, 700, 0, 0}, /* a pruned width: fp32 vector, bf16 scalar */
+        {3, 33, 0, 0},    /* odd: scalar */
         {50, 1024, 0, 0}, /* a lane holds several vectors */
         {33, 8, 0, 0},    /* narrower than a warp's vectors */
         {5, 1, 0, 0},     /* one column: variance 0 */
-        {21, 1280, 3, 3},
+        {21, 1280, 3, 3}, /* everything three elements off */
     };
     static const ln_case quick[] = {{10, 96, 0, 0}, {3, 33, 1, 1}};
     RUN_CASES(run_ln, full, quick);

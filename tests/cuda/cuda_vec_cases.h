@@ -4,7 +4,7 @@
 #ifndef TC_TEST_CUDA_VEC_CASES_H
 #define TC_TEST_CUDA_VEC_CASES_H
 
-void test_layernorm_vec(void **state);
+void test_layernorm(void **state);
 void test_residual_layernorm(void **state);
 void test_elementwise_vec(void **state);
 void test_token_embed_pieces(void **state);
