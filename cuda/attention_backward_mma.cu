@@ -318,6 +318,15 @@ __global__ void __launch_bounds__(ATT_MMA_THREADS)
     }
 }
 
+bool tc_cuda_attention_backward_d(tc_cuda_backend *cu, float *D, const att_bf16 *dout,
+                                  const att_bf16 *out, int B, int Tn, int NH, int hs) {
+    const size_t rows = (size_t)B * Tn * NH;
+    const unsigned dblocks = (unsigned)((rows + 255) / 256);
+    attention_backward_mma_d_kernel<<<dblocks, 256, 0, cu->stream>>>(D, dout, out, Tn, NH, hs,
+                                                                     rows);
+    return tc_cuda_launched(cu, "attention_backward D");
+}
+
 template <int HS>
 static bool launch_attention_backward_mma(tc_cuda_backend *cu, att_bf16 *dqkv, const att_bf16 *dout,
                                           const att_bf16 *qkv, const att_bf16 *out,
@@ -333,11 +342,7 @@ static bool launch_attention_backward_mma(tc_cuda_backend *cu, att_bf16 *dqkv, c
         return false;
     float *D = (float *)cu->scratch;
     const float scale = 1.0f / sqrtf((float)hs);
-
-    const unsigned dblocks = (unsigned)((rows + 255) / 256);
-    attention_backward_mma_d_kernel<<<dblocks, 256, 0, cu->stream>>>(D, dout, out, Tn, NH, hs,
-                                                                     rows);
-    if (!tc_cuda_launched(cu, "attention_backward mma D")) return true;
+    if (!tc_cuda_attention_backward_d(cu, D, dout, out, B, Tn, NH, hs)) return true;
 
     dim3 grid((unsigned)((Tn + ATT_MMA_ROWS - 1) / ATT_MMA_ROWS), (unsigned)NH, (unsigned)B);
     attention_backward_mma_dkv_kernel<HS><<<grid, ATT_MMA_THREADS, smem_dkv, cu->stream>>>(

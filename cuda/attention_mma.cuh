@@ -258,8 +258,8 @@ template <typename K> static inline bool att_mma_smem_opt_in(K kernel, size_t by
 /* what the FMA launchers call: */
 
 /* true when the tensor-core kernels are selected: the mixed (bf16) mode and
- * TINYCLIP_ATTENTION=mma in the environment (read at every call, so a test
- * can switch paths between calls). */
+ * options.attention TC_ATTENTION_MMA, or TC_ATTENTION_WGMMA (which runs them
+ * where the wgmma kernels do not cover the call or the device) */
 bool tc_cuda_attention_mma_selected(const tc_cuda_backend *cu);
 
 /* the tensor-core forward/backward. they return false, having queued nothing
@@ -272,5 +272,19 @@ bool tc_cuda_attention_forward_mma(tc_cuda_backend *cu, tc_act *out, float *lse,
 bool tc_cuda_attention_backward_mma(tc_cuda_backend *cu, tc_act *dqkv, const tc_act *dout,
                                     const tc_act *qkv, const tc_act *out, const float *lse, int B,
                                     int T, int NH, int HS, int causal);
+
+/* the same for the Hopper kernels (sm90/attention_*_wgmma.cu): false, nothing
+ * queued, outside the mixed mode, off compute capability 9, or outside what
+ * they cover; the caller then tries the mma kernels */
+bool tc_cuda_attention_forward_wgmma(tc_cuda_backend *cu, tc_act *out, float *lse,
+                                     const tc_act *qkv, int B, int T, int NH, int HS, int causal);
+bool tc_cuda_attention_backward_wgmma(tc_cuda_backend *cu, tc_act *dqkv, const tc_act *dout,
+                                      const tc_act *qkv, const tc_act *out, const float *lse,
+                                      int B, int T, int NH, int HS, int causal);
+
+/* queues D = rowsum(dO * O) into D (B, NH, T) (fp32; dout, out 16-byte
+ * aligned, hs a multiple of 8); false when the launch failed (recorded) */
+bool tc_cuda_attention_backward_d(tc_cuda_backend *cu, float *D, const att_bf16 *dout,
+                                  const att_bf16 *out, int B, int Tn, int NH, int hs);
 
 #endif

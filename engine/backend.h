@@ -73,7 +73,13 @@ typedef struct {
     int conv2d;
 } tc_backend_caps;
 
-typedef enum { TC_ATTENTION_FMA = 0, TC_ATTENTION_MMA = 1 } tc_attention_kernel;
+/* FMA kernels; tensor cores with mma.sync (Ampere and later); warpgroup MMA
+ * (wgmma, compute capability 9 only: elsewhere it runs as MMA) */
+typedef enum {
+    TC_ATTENTION_FMA = 0,
+    TC_ATTENTION_MMA = 1,
+    TC_ATTENTION_WGMMA = 2
+} tc_attention_kernel;
 typedef enum { TC_PATCH_EMBED_GEMM = 0, TC_PATCH_EMBED_CONV = 1 } tc_patch_embed_path;
 
 /* how a backend is made: parsed once at start-up (command line, experiment
