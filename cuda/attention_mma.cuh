@@ -279,8 +279,8 @@ bool tc_cuda_attention_backward_mma(tc_cuda_backend *cu, tc_act *dqkv, const tc_
 bool tc_cuda_attention_forward_wgmma(tc_cuda_backend *cu, tc_act *out, float *lse,
                                      const tc_act *qkv, int B, int T, int NH, int HS, int causal);
 bool tc_cuda_attention_backward_wgmma(tc_cuda_backend *cu, tc_act *dqkv, const tc_act *dout,
-                                      const tc_act *qkv, const tc_act *out, const float *lse,
-                                      int B, int T, int NH, int HS, int causal);
+                                      const tc_act *qkv, const tc_act *out, const float *lse, int B,
+                                      int T, int NH, int HS, int causal);
 
 /* queues D = rowsum(dO * O) into D (B, NH, T) (fp32; dout, out 16-byte
  * aligned, hs a multiple of 8); false when the launch failed (recorded) */

@@ -45,10 +45,10 @@ __global__ void __launch_bounds__(ATT_WG_THREADS)
     constexpr int TB = ATT_WG_TILE_BYTES(HS), NO = HS / 2, BR = ATT_WG_ROWS;
     extern __shared__ __align__(128) unsigned char att_wg_dkv_smem[];
     unsigned char *Ks = att_wg_dkv_smem, *Vs = Ks + TB;
-    unsigned char *Qs = Vs + TB;               /* [2] tiles */
-    unsigned char *dOs = Qs + 2 * TB;          /* [2] tiles */
-    float *lse_s = (float *)(dOs + 2 * TB);    /* [2][BR], times log2 e */
-    float *D_s = lse_s + 2 * BR;               /* [2][BR] */
+    unsigned char *Qs = Vs + TB;            /* [2] tiles */
+    unsigned char *dOs = Qs + 2 * TB;       /* [2] tiles */
+    float *lse_s = (float *)(dOs + 2 * TB); /* [2][BR], times log2 e */
+    float *D_s = lse_s + 2 * BR;            /* [2][BR] */
     const uint32_t k_addr = att_wg_addr(Ks), v_addr = att_wg_addr(Vs);
     const uint32_t q_addr = att_wg_addr(Qs), do_addr = att_wg_addr(dOs);
 
@@ -162,8 +162,8 @@ __global__ void __launch_bounds__(ATT_WG_THREADS)
     constexpr int TB = ATT_WG_TILE_BYTES(HS), NO = HS / 2, BR = ATT_WG_ROWS;
     extern __shared__ __align__(128) unsigned char att_wg_dq_smem[];
     unsigned char *Qs = att_wg_dq_smem, *dOs = Qs + TB;
-    unsigned char *Ks = dOs + TB;     /* [2] tiles */
-    unsigned char *Vs = Ks + 2 * TB;  /* [2] tiles */
+    unsigned char *Ks = dOs + TB;    /* [2] tiles */
+    unsigned char *Vs = Ks + 2 * TB; /* [2] tiles */
     const uint32_t q_addr = att_wg_addr(Qs), do_addr = att_wg_addr(dOs);
     const uint32_t k_addr = att_wg_addr(Ks), v_addr = att_wg_addr(Vs);
 
@@ -285,8 +285,8 @@ static bool launch_attention_backward_wgmma(tc_cuda_backend *cu, att_bf16 *dqkv,
 }
 
 bool tc_cuda_attention_backward_wgmma(tc_cuda_backend *cu, tc_act *dqkv, const tc_act *dout,
-                                      const tc_act *qkv, const tc_act *out, const float *lse,
-                                      int B, int T, int NH, int HS, int causal) {
+                                      const tc_act *qkv, const tc_act *out, const float *lse, int B,
+                                      int T, int NH, int HS, int causal) {
     if (cu->fp32 || cu->cc_major != 9) return false;
     /* 16-byte copies (cp.async, the D kernel's uint4 loads) */
     if (((uintptr_t)dqkv | (uintptr_t)dout | (uintptr_t)qkv | (uintptr_t)out) % 16 != 0 ||

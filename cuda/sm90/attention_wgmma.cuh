@@ -67,7 +67,9 @@ template <int N> __device__ __forceinline__ void att_wg_zero(float (&d)[N]) {
 __device__ __forceinline__ void att_wg_ss64(float (&d)[32], uint64_t da, uint64_t db) {
     asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %34, 0;\n"
                  "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 "
-                 "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}, %32, %33, p, 1, 1, 0, 0;\n}\n"
+                 "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, "
+                 "%18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}, %32, %33, "
+                 "p, 1, 1, 0, 0;\n}\n"
                  : ATT_WG_F8(d, 0), ATT_WG_F8(d, 8), ATT_WG_F8(d, 16), ATT_WG_F8(d, 24)
                  : "l"(da), "l"(db), "r"(1)
                  : "memory");
@@ -88,71 +90,100 @@ template <> struct att_wg_rs<16> {
     }
 };
 template <> struct att_wg_rs<32> {
-    static __device__ __forceinline__ void run(float (&d)[16], const uint32_t (&a)[4], uint64_t db) {
+    static __device__ __forceinline__ void run(float (&d)[16], const uint32_t (&a)[4],
+                                               uint64_t db) {
         asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %21, 0;\n"
                      "wgmma.mma_async.sync.aligned.m64n32k16.f32.bf16.bf16 "
-                     "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15}, {%16, %17, %18, %19}, %20, p, 1, 1, 1;\n}\n"
+                     "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15}, "
+                     "{%16, %17, %18, %19}, %20, p, 1, 1, 1;\n}\n"
                      : ATT_WG_F8(d, 0), ATT_WG_F8(d, 8)
                      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(db), "r"(1)
                      : "memory");
     }
 };
 template <> struct att_wg_rs<48> {
-    static __device__ __forceinline__ void run(float (&d)[24], const uint32_t (&a)[4], uint64_t db) {
-        asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %29, 0;\n"
-                     "wgmma.mma_async.sync.aligned.m64n48k16.f32.bf16.bf16 "
-                     "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23}, {%24, %25, %26, %27}, %28, p, 1, 1, 1;\n}\n"
-                     : ATT_WG_F8(d, 0), ATT_WG_F8(d, 8), ATT_WG_F8(d, 16)
-                     : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(db), "r"(1)
-                     : "memory");
+    static __device__ __forceinline__ void run(float (&d)[24], const uint32_t (&a)[4],
+                                               uint64_t db) {
+        asm volatile(
+            "{\n.reg .pred p;\nsetp.ne.b32 p, %29, 0;\n"
+            "wgmma.mma_async.sync.aligned.m64n48k16.f32.bf16.bf16 "
+            "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, "
+            "%19, %20, %21, %22, %23}, {%24, %25, %26, %27}, %28, p, 1, 1, 1;\n}\n"
+            : ATT_WG_F8(d, 0), ATT_WG_F8(d, 8), ATT_WG_F8(d, 16)
+            : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(db), "r"(1)
+            : "memory");
     }
 };
 template <> struct att_wg_rs<64> {
-    static __device__ __forceinline__ void run(float (&d)[32], const uint32_t (&a)[4], uint64_t db) {
+    static __device__ __forceinline__ void run(float (&d)[32], const uint32_t (&a)[4],
+                                               uint64_t db) {
         asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %37, 0;\n"
                      "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 "
-                     "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}, {%32, %33, %34, %35}, %36, p, 1, 1, 1;\n}\n"
+                     "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, "
+                     "%17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}, "
+                     "{%32, %33, %34, %35}, %36, p, 1, 1, 1;\n}\n"
                      : ATT_WG_F8(d, 0), ATT_WG_F8(d, 8), ATT_WG_F8(d, 16), ATT_WG_F8(d, 24)
                      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(db), "r"(1)
                      : "memory");
     }
 };
 template <> struct att_wg_rs<80> {
-    static __device__ __forceinline__ void run(float (&d)[40], const uint32_t (&a)[4], uint64_t db) {
-        asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %45, 0;\n"
-                     "wgmma.mma_async.sync.aligned.m64n80k16.f32.bf16.bf16 "
-                     "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39}, {%40, %41, %42, %43}, %44, p, 1, 1, 1;\n}\n"
-                     : ATT_WG_F8(d, 0), ATT_WG_F8(d, 8), ATT_WG_F8(d, 16), ATT_WG_F8(d, 24), ATT_WG_F8(d, 32)
-                     : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(db), "r"(1)
-                     : "memory");
+    static __device__ __forceinline__ void run(float (&d)[40], const uint32_t (&a)[4],
+                                               uint64_t db) {
+        asm volatile(
+            "{\n.reg .pred p;\nsetp.ne.b32 p, %45, 0;\n"
+            "wgmma.mma_async.sync.aligned.m64n80k16.f32.bf16.bf16 "
+            "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, "
+            "%19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, "
+            "%36, %37, %38, %39}, {%40, %41, %42, %43}, %44, p, 1, 1, 1;\n}\n"
+            : ATT_WG_F8(d, 0), ATT_WG_F8(d, 8), ATT_WG_F8(d, 16), ATT_WG_F8(d, 24), ATT_WG_F8(d, 32)
+            : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(db), "r"(1)
+            : "memory");
     }
 };
 template <> struct att_wg_rs<96> {
-    static __device__ __forceinline__ void run(float (&d)[48], const uint32_t (&a)[4], uint64_t db) {
+    static __device__ __forceinline__ void run(float (&d)[48], const uint32_t (&a)[4],
+                                               uint64_t db) {
         asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %53, 0;\n"
                      "wgmma.mma_async.sync.aligned.m64n96k16.f32.bf16.bf16 "
-                     "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47}, {%48, %49, %50, %51}, %52, p, 1, 1, 1;\n}\n"
-                     : ATT_WG_F8(d, 0), ATT_WG_F8(d, 8), ATT_WG_F8(d, 16), ATT_WG_F8(d, 24), ATT_WG_F8(d, 32), ATT_WG_F8(d, 40)
+                     "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, "
+                     "%17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, "
+                     "%32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, "
+                     "%47}, {%48, %49, %50, %51}, %52, p, 1, 1, 1;\n}\n"
+                     : ATT_WG_F8(d, 0), ATT_WG_F8(d, 8), ATT_WG_F8(d, 16), ATT_WG_F8(d, 24),
+                       ATT_WG_F8(d, 32), ATT_WG_F8(d, 40)
                      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(db), "r"(1)
                      : "memory");
     }
 };
 template <> struct att_wg_rs<112> {
-    static __device__ __forceinline__ void run(float (&d)[56], const uint32_t (&a)[4], uint64_t db) {
-        asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %61, 0;\n"
-                     "wgmma.mma_async.sync.aligned.m64n112k16.f32.bf16.bf16 "
-                     "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55}, {%56, %57, %58, %59}, %60, p, 1, 1, 1;\n}\n"
-                     : ATT_WG_F8(d, 0), ATT_WG_F8(d, 8), ATT_WG_F8(d, 16), ATT_WG_F8(d, 24), ATT_WG_F8(d, 32), ATT_WG_F8(d, 40), ATT_WG_F8(d, 48)
-                     : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(db), "r"(1)
-                     : "memory");
+    static __device__ __forceinline__ void run(float (&d)[56], const uint32_t (&a)[4],
+                                               uint64_t db) {
+        asm volatile(
+            "{\n.reg .pred p;\nsetp.ne.b32 p, %61, 0;\n"
+            "wgmma.mma_async.sync.aligned.m64n112k16.f32.bf16.bf16 "
+            "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, "
+            "%19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, "
+            "%36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, "
+            "%53, %54, %55}, {%56, %57, %58, %59}, %60, p, 1, 1, 1;\n}\n"
+            : ATT_WG_F8(d, 0), ATT_WG_F8(d, 8), ATT_WG_F8(d, 16), ATT_WG_F8(d, 24),
+              ATT_WG_F8(d, 32), ATT_WG_F8(d, 40), ATT_WG_F8(d, 48)
+            : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(db), "r"(1)
+            : "memory");
     }
 };
 template <> struct att_wg_rs<128> {
-    static __device__ __forceinline__ void run(float (&d)[64], const uint32_t (&a)[4], uint64_t db) {
+    static __device__ __forceinline__ void run(float (&d)[64], const uint32_t (&a)[4],
+                                               uint64_t db) {
         asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %69, 0;\n"
                      "wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 "
-                     "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}, {%64, %65, %66, %67}, %68, p, 1, 1, 1;\n}\n"
-                     : ATT_WG_F8(d, 0), ATT_WG_F8(d, 8), ATT_WG_F8(d, 16), ATT_WG_F8(d, 24), ATT_WG_F8(d, 32), ATT_WG_F8(d, 40), ATT_WG_F8(d, 48), ATT_WG_F8(d, 56)
+                     "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, "
+                     "%17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, "
+                     "%32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, "
+                     "%47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, "
+                     "%62, %63}, {%64, %65, %66, %67}, %68, p, 1, 1, 1;\n}\n"
+                     : ATT_WG_F8(d, 0), ATT_WG_F8(d, 8), ATT_WG_F8(d, 16), ATT_WG_F8(d, 24),
+                       ATT_WG_F8(d, 32), ATT_WG_F8(d, 40), ATT_WG_F8(d, 48), ATT_WG_F8(d, 56)
                      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(db), "r"(1)
                      : "memory");
     }

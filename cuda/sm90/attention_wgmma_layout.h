@@ -51,18 +51,18 @@
 #define ATT_WG_FN static inline
 #endif
 
-#define ATT_WG_ROWS 64                          /* tile rows: the M of m64nNk16 */
-#define ATT_WG_THREADS 128                      /* one warpgroup */
-#define ATT_WG_PANEL (ATT_WG_ROWS * 16)         /* bytes of one 8-column panel */
-#define ATT_WG_CORE 128                         /* bytes of one 8 x 16-byte core matrix */
-#define ATT_WG_MAX_HS 128                       /* widest padded head */
+#define ATT_WG_ROWS 64                  /* tile rows: the M of m64nNk16 */
+#define ATT_WG_THREADS 128              /* one warpgroup */
+#define ATT_WG_PANEL (ATT_WG_ROWS * 16) /* bytes of one 8-column panel */
+#define ATT_WG_CORE 128                 /* bytes of one 8 x 16-byte core matrix */
+#define ATT_WG_MAX_HS 128               /* widest padded head */
 
 /* bytes of a tile, and the dynamic shared memory of the kernels: forward
  * Q + 2 x (K, V) tiles; backward dkv K, V + 2 x (Q, dO) tiles + lse and D of
  * 2 x 64 queries (fp32); backward dq Q, dO + 2 x (K, V) tiles. at HS 128:
  * 80, 97 and 96 KiB (the opt-in above 48 KiB; Hopper allows 227 KiB), and
  * every tile address stays below the descriptors' 2^18 */
-#define ATT_WG_TILE_BYTES(HS) (ATT_WG_ROWS * (HS) * 2)
+#define ATT_WG_TILE_BYTES(HS) (ATT_WG_ROWS * (HS)*2)
 #define ATT_WG_FWD_SMEM(HS) (5 * ATT_WG_TILE_BYTES(HS))
 #define ATT_WG_DKV_SMEM(HS) (6 * ATT_WG_TILE_BYTES(HS) + 4 * ATT_WG_ROWS * 4)
 #define ATT_WG_DQ_SMEM(HS) (6 * ATT_WG_TILE_BYTES(HS))

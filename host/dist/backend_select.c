@@ -16,7 +16,8 @@ static tc_status env_choice(const char *var, const char *const *choices, int *va
         }
     char list[128] = "";
     for (int i = 0; choices[i]; i++)
-        snprintf(list + strlen(list), sizeof list - strlen(list), "%s%s", i ? ", " : "", choices[i]);
+        snprintf(list + strlen(list), sizeof list - strlen(list), "%s%s", i ? ", " : "",
+                 choices[i]);
     return tc_fail(TC_ERR_ARG, "%s=%.64s: expected one of %s", var, v, list);
 }
 

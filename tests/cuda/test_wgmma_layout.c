@@ -141,6 +141,11 @@ static void load_tile(uint8_t *smem, uint32_t tile, const uint16_t *src, int ld,
         att_wg_chunk(idx, CH, &r, &p);
         const uint32_t at = tile + att_wg_offset(r, 8 * p);
         assert_true(at % 16 == 0 && at + 16 <= SMEM_BYTES);
+        /* 8 consecutive chunks (8 consecutive threads) fill one core matrix:
+         * 128 contiguous bytes, no two in one bank group */
+        int r0, p0;
+        att_wg_chunk(idx & ~7, CH, &r0, &p0);
+        assert_int_equal(at, tile + att_wg_offset(r0, 8 * p0) + 16 * (uint32_t)(idx & 7));
         uint16_t v[8] = {0};
         if (att_wg_chunk_valid(row0, r, p, Tn, hs))
             memcpy(v, src + (size_t)(row0 + r) * ld + 8 * p, sizeof v);
@@ -168,8 +173,8 @@ static void test_descriptor_fields(void **state) {
     assert_int_equal(f.base, 0);
     assert_int_equal(f.swizzle, 0);
     /* nothing outside the five fields */
-    const uint64_t fields = 0x3FFFull | (0x3FFFull << 16) | (0x3FFFull << 32) | (7ull << 49) |
-                            (3ull << 62);
+    const uint64_t fields =
+        0x3FFFull | (0x3FFFull << 16) | (0x3FFFull << 32) | (7ull << 49) | (3ull << 62);
     assert_int_equal(att_wg_desc(0x3FFF0, 0x3FFF0, 0x3FFF0) & ~fields, 0);
     /* every kernel's shared memory fits the 18 address bits and the 227 KiB a
      * Hopper block may opt into */
@@ -198,8 +203,9 @@ static void test_fragments(void **state) {
                 int r, c;
                 model_frag(tid, v, &r, &c);
                 if (att_wg_acc_row(tid, v) != r || att_wg_acc_col(tid, v) != c)
-                    fail_msg("D fragment N=%d thread %d register %d: header (%d, %d), model (%d, %d)",
-                             N, tid, v, att_wg_acc_row(tid, v), att_wg_acc_col(tid, v), r, c);
+                    fail_msg(
+                        "D fragment N=%d thread %d register %d: header (%d, %d), model (%d, %d)", N,
+                        tid, v, att_wg_acc_row(tid, v), att_wg_acc_col(tid, v), r, c);
                 seen[r][c]++;
             }
         for (int r = 0; r < 64; r++)
@@ -240,9 +246,11 @@ static void test_tile_copy(void **state) {
             for (int c = 0; c < HS; c++) {
                 uint16_t h;
                 memcpy(&h, smem + att_wg_offset(r, c), 2);
-                const uint16_t want = row0 + r < Tn && c < hs ? src[(size_t)(row0 + r) * ld + c] : 0;
-                if (h != want) fail_msg("HS=%d hs=%d: tile (%d, %d) = %#x, expected %#x", HS, hs, r, c,
-                                        h, want);
+                const uint16_t want =
+                    row0 + r < Tn && c < hs ? src[(size_t)(row0 + r) * ld + c] : 0;
+                if (h != want)
+                    fail_msg("HS=%d hs=%d: tile (%d, %d) = %#x, expected %#x", HS, hs, r, c, h,
+                             want);
             }
     }
 }
