@@ -225,8 +225,7 @@ __global__ void __launch_bounds__(ATT_MMA_THREADS)
     const att_bf16 *base = qkv + (size_t)b * Tn * ld + h * hs;
     const int q0 = qt * BR;
     const int row_lo = q0 + warp * 16 + g, row_hi = row_lo + 8;
-    const int last_key = causal ? min(Tn - 1, q0 + BR - 1) : Tn - 1;
-    const int nkt = last_key / BR + 1;
+    const int nkt = att_key_tiles(Tn, q0, causal);
 
     att_load_tile<HS>(Qs, base, ld, q0, Tn, hs, tid);
     att_load_tile<HS>(dOs, dout + (size_t)b * Tn * A + h * hs, (size_t)A, q0, Tn, hs, tid);
@@ -235,18 +234,8 @@ __global__ void __launch_bounds__(ATT_MMA_THREADS)
     att_cp_async_commit();
 
     /* lse (times log2 e) and D of this thread's two rows */
-    float lr[2] = {0.0f, 0.0f}, Dr[2] = {0.0f, 0.0f};
-    {
-        const size_t bh = ((size_t)b * NH + h) * Tn;
-        if (row_lo < Tn) {
-            lr[0] = lse[bh + row_lo] * ATT_LOG2E;
-            Dr[0] = Dg[bh + row_lo];
-        }
-        if (row_hi < Tn) {
-            lr[1] = lse[bh + row_hi] * ATT_LOG2E;
-            Dr[1] = Dg[bh + row_hi];
-        }
-    }
+    float lr[2], Dr[2];
+    att_row_stats(lr, Dr, lse, Dg, ((size_t)b * NH + h) * Tn, row_lo, row_hi, Tn);
 
     float dq[ND][4];
 #pragma unroll

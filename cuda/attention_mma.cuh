@@ -236,6 +236,25 @@ __device__ __forceinline__ float att_quad_sum(float v) {
     return v + __shfl_xor_sync(0xffffffffu, v, 2);
 }
 
+/* the key tiles a query tile from q0 visits: every tile holding a key up to
+ * its last query when causal, all of them otherwise */
+__device__ __forceinline__ int att_key_tiles(int Tn, int q0, int causal) {
+    const int last_key = causal ? min(Tn - 1, q0 + ATT_MMA_ROWS - 1) : Tn - 1;
+    return last_key / ATT_MMA_ROWS + 1;
+}
+
+/* lse (times log2 e) and D of rows lo and hi of the (b, h) slice from bh on
+ * ((B, NH, T) layout); 0 for a row at or past Tn */
+__device__ __forceinline__ void att_row_stats(float (&lr)[2], float (&Dr)[2], const float *lse,
+                                              const float *Dg, size_t bh, int lo, int hi, int Tn) {
+    const int rows[2] = {lo, hi};
+#pragma unroll
+    for (int r = 0; r < 2; r++) {
+        lr[r] = rows[r] < Tn ? lse[bh + rows[r]] * ATT_LOG2E : 0.0f;
+        Dr[r] = rows[r] < Tn ? Dg[bh + rows[r]] : 0.0f;
+    }
+}
+
 /* stores two fp32 values as one bf16x2 (4-byte aligned: even column) */
 __device__ __forceinline__ void att_store2(att_bf16 *dst, float lo, float hi) {
     *(__nv_bfloat162 *)dst = __floats2bfloat162_rn(lo, hi);

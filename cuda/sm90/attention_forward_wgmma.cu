@@ -52,8 +52,7 @@ __global__ void __launch_bounds__(ATT_WG_THREADS)
     const att_bf16 *base = qkv + (size_t)b * Tn * ld + h * hs;
     const int q0 = qt * ATT_WG_ROWS;
     const int row_lo = q0 + warp * 16 + g, row_hi = row_lo + 8; /* this thread's two rows */
-    const int last_key = causal ? min(Tn - 1, q0 + ATT_WG_ROWS - 1) : Tn - 1;
-    const int nkt = last_key / ATT_WG_ROWS + 1;
+    const int nkt = att_key_tiles(Tn, q0, causal);
 
     att_wg_load_tile<HS>(Qs, base, ld, q0, Tn, hs, tid);
     att_wg_load_tile<HS>(Ks, base + A, ld, 0, Tn, hs, tid);

@@ -25,6 +25,8 @@
 #include "../attention_mma.cuh"
 #include "attention_wgmma_layout.h"
 
+static_assert(ATT_WG_ROWS == ATT_MMA_ROWS, "the tile helpers of attention_mma.cuh assume 64 rows");
+
 /* the kernels need sm_90a; compiled for anything else their bodies are empty
  * (the launchers only run them on a compute capability 9 device) */
 #if defined(__CUDA_ARCH__) && !defined(__CUDA_ARCH_FEAT_SM90_ALL)
