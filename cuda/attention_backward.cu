@@ -229,10 +229,18 @@ void tc_cuda_attention_backward(tc_backend *b, tc_act *dqkv, const tc_act *dout,
     TC_CU_REQUIRE(cu, B <= 65535 && NH <= 65535,
                   "cuda attention_backward: B=%d NH=%d over the grid", B, NH);
     TC_CU_REQUIRE(cu, lse != NULL, "cuda attention_backward: lse is NULL");
-    /* tensor cores (bf16 mode, TINYCLIP_ATTENTION=mma) where they cover the call */
+    /* tensor cores (bf16 mode, TINYCLIP_ATTENTION=wgmma or mma) where they
+     * cover the call: wgmma on compute capability 9, else mma.sync */
+    tc_attention_kernel *ran = &cu->attention_ran[1];
+    *ran = TC_ATTENTION_WGMMA;
+    if (cu->opt.attention == TC_ATTENTION_WGMMA &&
+        tc_cuda_attention_backward_wgmma(cu, dqkv, dout, qkv, out, lse, B, T, NH, HS, causal))
+        return;
+    *ran = TC_ATTENTION_MMA;
     if (tc_cuda_attention_mma_selected(cu) &&
         tc_cuda_attention_backward_mma(cu, dqkv, dout, qkv, out, lse, B, T, NH, HS, causal))
         return;
+    *ran = TC_ATTENTION_FMA;
     TC_ACT_DISPATCH(cu, launch_attention_backward, cu, dqkv, dout, qkv, out, lse, B, T, NH, HS,
                     causal);
 }

@@ -225,8 +225,7 @@ __global__ void __launch_bounds__(ATT_MMA_THREADS)
     const att_bf16 *base = qkv + (size_t)b * Tn * ld + h * hs;
     const int q0 = qt * BR;
     const int row_lo = q0 + warp * 16 + g, row_hi = row_lo + 8;
-    const int last_key = causal ? min(Tn - 1, q0 + BR - 1) : Tn - 1;
-    const int nkt = last_key / BR + 1;
+    const int nkt = att_key_tiles(Tn, q0, causal);
 
     att_load_tile<HS>(Qs, base, ld, q0, Tn, hs, tid);
     att_load_tile<HS>(dOs, dout + (size_t)b * Tn * A + h * hs, (size_t)A, q0, Tn, hs, tid);
@@ -235,18 +234,8 @@ __global__ void __launch_bounds__(ATT_MMA_THREADS)
     att_cp_async_commit();
 
     /* lse (times log2 e) and D of this thread's two rows */
-    float lr[2] = {0.0f, 0.0f}, Dr[2] = {0.0f, 0.0f};
-    {
-        const size_t bh = ((size_t)b * NH + h) * Tn;
-        if (row_lo < Tn) {
-            lr[0] = lse[bh + row_lo] * ATT_LOG2E;
-            Dr[0] = Dg[bh + row_lo];
-        }
-        if (row_hi < Tn) {
-            lr[1] = lse[bh + row_hi] * ATT_LOG2E;
-            Dr[1] = Dg[bh + row_hi];
-        }
-    }
+    float lr[2], Dr[2];
+    att_row_stats(lr, Dr, lse, Dg, ((size_t)b * NH + h) * Tn, row_lo, row_hi, Tn);
 
     float dq[ND][4];
 #pragma unroll
@@ -318,6 +307,15 @@ __global__ void __launch_bounds__(ATT_MMA_THREADS)
     }
 }
 
+bool tc_cuda_attention_backward_d(tc_cuda_backend *cu, float *D, const att_bf16 *dout,
+                                  const att_bf16 *out, int B, int Tn, int NH, int hs) {
+    const size_t rows = (size_t)B * Tn * NH;
+    const unsigned dblocks = (unsigned)((rows + 255) / 256);
+    attention_backward_mma_d_kernel<<<dblocks, 256, 0, cu->stream>>>(D, dout, out, Tn, NH, hs,
+                                                                     rows);
+    return tc_cuda_launched(cu, "attention_backward D");
+}
+
 template <int HS>
 static bool launch_attention_backward_mma(tc_cuda_backend *cu, att_bf16 *dqkv, const att_bf16 *dout,
                                           const att_bf16 *qkv, const att_bf16 *out,
@@ -333,11 +331,7 @@ static bool launch_attention_backward_mma(tc_cuda_backend *cu, att_bf16 *dqkv, c
         return false;
     float *D = (float *)cu->scratch;
     const float scale = 1.0f / sqrtf((float)hs);
-
-    const unsigned dblocks = (unsigned)((rows + 255) / 256);
-    attention_backward_mma_d_kernel<<<dblocks, 256, 0, cu->stream>>>(D, dout, out, Tn, NH, hs,
-                                                                     rows);
-    if (!tc_cuda_launched(cu, "attention_backward mma D")) return true;
+    if (!tc_cuda_attention_backward_d(cu, D, dout, out, B, Tn, NH, hs)) return true;
 
     dim3 grid((unsigned)((Tn + ATT_MMA_ROWS - 1) / ATT_MMA_ROWS), (unsigned)NH, (unsigned)B);
     attention_backward_mma_dkv_kernel<HS><<<grid, ATT_MMA_THREADS, smem_dkv, cu->stream>>>(

@@ -129,6 +129,10 @@ static void launch_attention_forward(tc_cuda_backend *cu, tc_act *out, float *ls
     }
 }
 
+extern "C" tc_attention_kernel tc_cuda_attention_kernel_ran(const tc_backend *b, int backward) {
+    return ((const tc_cuda_backend *)b)->attention_ran[backward ? 1 : 0];
+}
+
 void tc_cuda_attention_forward(tc_backend *b, tc_act *out, float *lse, const tc_act *qkv, int B,
                                int T, int NH, int HS, int causal) {
     tc_cuda_backend *cu = tc_cu(b);
@@ -140,9 +144,17 @@ void tc_cuda_attention_forward(tc_backend *b, tc_act *out, float *lse, const tc_
     TC_CU_REQUIRE(cu, B <= 65535 && NH <= 65535, "cuda attention_forward: B=%d NH=%d over the grid",
                   B, NH);
     TC_CU_REQUIRE(cu, lse != NULL, "cuda attention_forward: lse is NULL");
-    /* tensor cores (bf16 mode, TINYCLIP_ATTENTION=mma) where they cover the call */
+    /* tensor cores (bf16 mode, TINYCLIP_ATTENTION=wgmma or mma) where they
+     * cover the call: wgmma on compute capability 9, else mma.sync */
+    tc_attention_kernel *ran = &cu->attention_ran[0];
+    *ran = TC_ATTENTION_WGMMA;
+    if (cu->opt.attention == TC_ATTENTION_WGMMA &&
+        tc_cuda_attention_forward_wgmma(cu, out, lse, qkv, B, T, NH, HS, causal))
+        return;
+    *ran = TC_ATTENTION_MMA;
     if (tc_cuda_attention_mma_selected(cu) &&
         tc_cuda_attention_forward_mma(cu, out, lse, qkv, B, T, NH, HS, causal))
         return;
+    *ran = TC_ATTENTION_FMA;
     TC_ACT_DISPATCH(cu, launch_attention_forward, cu, out, lse, qkv, B, T, NH, HS, causal);
 }

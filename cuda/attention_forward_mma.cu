@@ -62,8 +62,7 @@ __global__ void __launch_bounds__(ATT_MMA_THREADS)
     const int q0 = qt * BR;
     const int row_lo = q0 + warp * 16 + g, row_hi = row_lo + 8; /* this thread's two rows */
 
-    const int last_key = causal ? min(Tn - 1, q0 + BR - 1) : Tn - 1;
-    const int nkt = last_key / BR + 1;
+    const int nkt = att_key_tiles(Tn, q0, causal);
 
     att_load_tile<HS>(Qs, base, ld, q0, Tn, hs, tid);
     att_load_tile<HS>(Ks, base + A, ld, 0, Tn, hs, tid);
@@ -194,7 +193,8 @@ __global__ void __launch_bounds__(ATT_MMA_THREADS)
 }
 
 bool tc_cuda_attention_mma_selected(const tc_cuda_backend *cu) {
-    return !cu->fp32 && cu->opt.attention == TC_ATTENTION_MMA;
+    return !cu->fp32 &&
+           (cu->opt.attention == TC_ATTENTION_MMA || cu->opt.attention == TC_ATTENTION_WGMMA);
 }
 
 template <int HS>

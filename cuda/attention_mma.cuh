@@ -236,6 +236,25 @@ __device__ __forceinline__ float att_quad_sum(float v) {
     return v + __shfl_xor_sync(0xffffffffu, v, 2);
 }
 
+/* the key tiles a query tile from q0 visits: every tile holding a key up to
+ * its last query when causal, all of them otherwise */
+__device__ __forceinline__ int att_key_tiles(int Tn, int q0, int causal) {
+    const int last_key = causal ? min(Tn - 1, q0 + ATT_MMA_ROWS - 1) : Tn - 1;
+    return last_key / ATT_MMA_ROWS + 1;
+}
+
+/* lse (times log2 e) and D of rows lo and hi of the (b, h) slice from bh on
+ * ((B, NH, T) layout); 0 for a row at or past Tn */
+__device__ __forceinline__ void att_row_stats(float (&lr)[2], float (&Dr)[2], const float *lse,
+                                              const float *Dg, size_t bh, int lo, int hi, int Tn) {
+    const int rows[2] = {lo, hi};
+#pragma unroll
+    for (int r = 0; r < 2; r++) {
+        lr[r] = rows[r] < Tn ? lse[bh + rows[r]] * ATT_LOG2E : 0.0f;
+        Dr[r] = rows[r] < Tn ? Dg[bh + rows[r]] : 0.0f;
+    }
+}
+
 /* stores two fp32 values as one bf16x2 (4-byte aligned: even column) */
 __device__ __forceinline__ void att_store2(att_bf16 *dst, float lo, float hi) {
     *(__nv_bfloat162 *)dst = __floats2bfloat162_rn(lo, hi);
@@ -258,8 +277,8 @@ template <typename K> static inline bool att_mma_smem_opt_in(K kernel, size_t by
 /* what the FMA launchers call: */
 
 /* true when the tensor-core kernels are selected: the mixed (bf16) mode and
- * TINYCLIP_ATTENTION=mma in the environment (read at every call, so a test
- * can switch paths between calls). */
+ * options.attention TC_ATTENTION_MMA, or TC_ATTENTION_WGMMA (which runs them
+ * where the wgmma kernels do not cover the call or the device) */
 bool tc_cuda_attention_mma_selected(const tc_cuda_backend *cu);
 
 /* the tensor-core forward/backward. they return false, having queued nothing
@@ -272,5 +291,19 @@ bool tc_cuda_attention_forward_mma(tc_cuda_backend *cu, tc_act *out, float *lse,
 bool tc_cuda_attention_backward_mma(tc_cuda_backend *cu, tc_act *dqkv, const tc_act *dout,
                                     const tc_act *qkv, const tc_act *out, const float *lse, int B,
                                     int T, int NH, int HS, int causal);
+
+/* the same for the Hopper kernels (sm90/attention_*_wgmma.cu): false, nothing
+ * queued, outside the mixed mode, off compute capability 9, or outside what
+ * they cover; the caller then tries the mma kernels */
+bool tc_cuda_attention_forward_wgmma(tc_cuda_backend *cu, tc_act *out, float *lse,
+                                     const tc_act *qkv, int B, int T, int NH, int HS, int causal);
+bool tc_cuda_attention_backward_wgmma(tc_cuda_backend *cu, tc_act *dqkv, const tc_act *dout,
+                                      const tc_act *qkv, const tc_act *out, const float *lse, int B,
+                                      int T, int NH, int HS, int causal);
+
+/* queues D = rowsum(dO * O) into D (B, NH, T) (fp32; dout, out 16-byte
+ * aligned, hs a multiple of 8); false when the launch failed (recorded) */
+bool tc_cuda_attention_backward_d(tc_cuda_backend *cu, float *D, const att_bf16 *dout,
+                                  const att_bf16 *out, int B, int Tn, int NH, int hs);
 
 #endif

@@ -199,6 +199,12 @@ extern "C" tc_status tc_backend_cuda_create(tc_backend **out, const tc_backend_o
     cu->device = device;
     cu->fp32 = o.fp32 ? 1 : 0;
     cu->opt = o;
+    /* the wgmma attention runs on compute capability 9 only (sm_90a code) */
+    if (cudaDeviceGetAttribute(&cu->cc_major, cudaDevAttrComputeCapabilityMajor, device) !=
+        cudaSuccess) {
+        (void)cudaGetLastError();
+        cu->cc_major = 0;
+    }
     tc_status st = TC_OK;
     cublasStatus_t bs;
 

@@ -39,6 +39,10 @@ typedef struct {
     int device;
     int fp32; /* 1: tc_act is float; 0: tc_act is bf16 */
     tc_backend_options opt; /* as created (kernel choices) */
+    int cc_major;           /* the device's compute capability (major) */
+    /* the attention kernels the last forward [0] and backward [1] ran
+     * (tc_cuda_attention_kernel_ran) */
+    tc_attention_kernel attention_ran[2];
     cudaStream_t stream;
     cudaEvent_t fences[TC_FENCES]; /* fence_record / fence_wait */
     cublasLtHandle_t lt;

@@ -10,6 +10,7 @@
 extern "C" {
 #endif
 
+#include "backend.h"
 #include "host_alloc.h"
 #include "status.h"
 
@@ -20,6 +21,12 @@ int tc_cuda_device_count(char *why, size_t cap);
 
 /* name and compute capability of a device, for logs ("NVIDIA H100 ... sm_90") */
 void tc_cuda_device_name(int device, char *buf, size_t cap);
+
+/* which attention kernels the last attention_forward (backward = 0) or
+ * attention_backward (backward = 1) of a CUDA backend ran: TC_ATTENTION_FMA,
+ * _MMA or _WGMMA (a choice the call falls back from shows as what ran), for
+ * the tests that must know a path was taken */
+tc_attention_kernel tc_cuda_attention_kernel_ran(const tc_backend *b, int backward);
 
 /* fills *out with an allocator of pinned host memory (cudaHostAlloc,
  * portable; cudaFreeHost) for the data loader's batches;

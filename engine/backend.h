@@ -85,7 +85,13 @@ typedef struct {
  * by graph_launch; opaque, owned by the backend that made it */
 typedef struct tc_graph tc_graph;
 
-typedef enum { TC_ATTENTION_FMA = 0, TC_ATTENTION_MMA = 1 } tc_attention_kernel;
+/* FMA kernels; tensor cores with mma.sync (Ampere and later); warpgroup MMA
+ * (wgmma, compute capability 9 only: elsewhere it runs as MMA) */
+typedef enum {
+    TC_ATTENTION_FMA = 0,
+    TC_ATTENTION_MMA = 1,
+    TC_ATTENTION_WGMMA = 2
+} tc_attention_kernel;
 typedef enum { TC_PATCH_EMBED_GEMM = 0, TC_PATCH_EMBED_CONV = 1 } tc_patch_embed_path;
 
 /* how a backend is made: parsed once at start-up (command line, experiment

@@ -232,8 +232,10 @@ echo "GPU: ${GPU:-unknown (nvidia-smi failed)}"
 # ---- correctness ----
 TESTLOG=$OUTD/test.log
 : >"$TESTLOG"
-# test_attention_mma selects the tensor-core attention itself (TINYCLIP_ATTENTION=mma
-# per call), so this one run covers the FMA and the mma kernels, as do the sanitizer runs
+# test_attention_mma and test_attention_wgmma select the tensor-core attention
+# themselves (backends made with TINYCLIP_ATTENTION's mma and wgmma choices), so
+# this one run covers the FMA, mma and (on compute capability 9) wgmma kernels,
+# as do the sanitizer runs
 step "cuda ops vs cpu (fp32 + bf16)" "$TESTLOG" 120 env "$TCENV" "$TEST"
 passed=$(grep -c '^\[       OK \]' "$TESTLOG")
 failed=$(grep '^\[  FAILED  \] test_' "$TESTLOG" | sort -u | wc -l)
@@ -455,7 +457,7 @@ cat "$TORCHE2E" >>"$TORCHLOG"
     FNR != NR && /^BENCH\|/ {
       n = $2
       k = n
-      sub(/ \[mma\]$/, "", k) # the tensor-core attention lines compare with the same SDPA line
+      sub(/ \[(wg)?mma\]$/, "", k) # the tensor-core attention lines compare with the same SDPA line
       if (k in tms && $3 + 0 > 0)
         printf "%-58s %9s %8s %9s %8s %6.2f\n", n, $3, $4, tms[k], ttf[k], tms[k] / $3
       else

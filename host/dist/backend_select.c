@@ -1,5 +1,6 @@
 #include "backend_select.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -13,11 +14,15 @@ static tc_status env_choice(const char *var, const char *const *choices, int *va
             *value = i;
             return TC_OK;
         }
-    return tc_fail(TC_ERR_ARG, "%s=%.64s: expected %s or %s", var, v, choices[0], choices[1]);
+    char list[128] = "";
+    for (int i = 0; choices[i]; i++)
+        snprintf(list + strlen(list), sizeof list - strlen(list), "%s%s", i ? ", " : "",
+                 choices[i]);
+    return tc_fail(TC_ERR_ARG, "%s=%.64s: expected one of %s", var, v, list);
 }
 
 tc_status tc_backend_options_from_env(tc_backend_options *opt) {
-    static const char *const attention[] = {"fma", "mma", NULL};
+    static const char *const attention[] = {"fma", "mma", "wgmma", NULL};
     static const char *const patch_embed[] = {"gemm", "cudnn", NULL};
     static const char *const off_on[] = {"off", "on", NULL};
     *opt = tc_backend_options_default();
@@ -27,7 +32,7 @@ tc_status tc_backend_options_from_env(tc_backend_options *opt) {
     TC_TRY(env_choice("TINYCLIP_GEMM_PLANS", off_on, &opt->gemm_plans));
     TC_TRY(env_choice("TINYCLIP_GEMM_EPILOGUE", off_on, &opt->gemm_epilogue));
     TC_TRY(env_choice("TINYCLIP_CUDA_GRAPH", off_on, &opt->cuda_graph));
-    opt->attention = a ? TC_ATTENTION_MMA : TC_ATTENTION_FMA;
+    opt->attention = a == 2 ? TC_ATTENTION_WGMMA : a ? TC_ATTENTION_MMA : TC_ATTENTION_FMA;
     opt->patch_embed = p ? TC_PATCH_EMBED_CONV : TC_PATCH_EMBED_GEMM;
     return TC_OK;
 }

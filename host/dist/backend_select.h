@@ -8,7 +8,8 @@
 #include "backend.h"
 
 /* the defaults, then the environment's kernel choices:
- *   TINYCLIP_ATTENTION=fma|mma        (unset: fma)
+ *   TINYCLIP_ATTENTION=fma|mma|wgmma  (unset: fma; wgmma needs compute
+ *                                      capability 9, elsewhere it runs as mma)
  *   TINYCLIP_PATCH_EMBED=gemm|cudnn   (unset: gemm)
  *   TINYCLIP_GEMM_PLANS=off|on        (unset: off) cached matmul plans
  *   TINYCLIP_GEMM_EPILOGUE=off|on     (unset: off) fused GEMM epilogues

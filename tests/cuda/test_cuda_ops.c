@@ -34,6 +34,7 @@
 #include <time.h>
 
 #include "testutil.h"
+#include "cuda_attention_cases.h"
 #include "cuda_fused_cases.h"
 #include "cuda_harness.h"
 #include "cuda_resnet_cases.h"
@@ -419,261 +420,6 @@ static void test_gelu_add(void **state) {
         expect_close("backward", di, r_di, n, tol_act());
         expect_close("add", s, r_s, n, tol_act());
         free_all();
-    }
-}
-
-/* fused attention forward and backward */
-typedef struct {
-    int B, T, NH, HS, causal;
-} att_case;
-
-/* the CPU reference of a case: forward output and lse, then the backward
- * from the forward's output rounded as the GPU stores it (o_in), so both
- * backends' backwards start from the same input */
-typedef struct {
-    float *r_o, *r_l, *r_dq, *o_in;
-} att_reference;
-
-static att_reference attention_reference(const att_case *k, const float *qkv, const float *dout) {
-    const int B = k->B, T = k->T, NH = k->NH, HS = k->HS, A = NH * HS;
-    const size_t nqkv = (size_t)B * T * 3 * A, no = (size_t)B * T * A, nl = (size_t)B * NH * T;
-    att_reference r;
-    tc_act *cq = put_act(g_cpu, qkv, nqkv), *cdo = put_act(g_cpu, dout, no);
-    tc_act *co = balloc(g_cpu, no * 4), *cdq = balloc(g_cpu, nqkv * 4);
-    float *cl = balloc(g_cpu, nl * 4);
-    g_cpu->attention_forward(g_cpu, co, cl, cq, B, T, NH, HS, k->causal);
-    r.r_o = hmalloc(no * 4);
-    r.r_l = hmalloc(nl * 4);
-    r.r_dq = hmalloc(nqkv * 4);
-    get_act(g_cpu, r.r_o, co, no);
-    get_f32(g_cpu, r.r_l, cl, nl);
-    r.o_in = hmalloc(no * 4);
-    for (size_t i = 0; i < no; i++)
-        r.o_in[i] = g_fp32 ? r.r_o[i] : bf16_round(r.r_o[i]);
-    tc_act *co2 = put_act(g_cpu, r.o_in, no);
-    g_cpu->attention_backward(g_cpu, cdq, cdo, cq, co2, cl, B, T, NH, HS, k->causal);
-    get_act(g_cpu, r.r_dq, cdq, nqkv);
-    return r;
-}
-
-/* dq, dk and dv of packed (rows, 3A) gradients compared part by part:
- * their magnitudes differ */
-static void expect_dqkv(const char *tag, const float *dq, const float *r_dq, int rows, int A) {
-    const size_t n = (size_t)rows * A;
-    float *gp = hmalloc(n * 4), *rp = hmalloc(n * 4);
-    static const char *parts[3] = {"dq", "dk", "dv"};
-    for (int part = 0; part < 3; part++) {
-        for (size_t bt = 0; bt < (size_t)rows; bt++) {
-            memcpy(gp + bt * A, dq + bt * 3 * A + (size_t)part * A, (size_t)A * 4);
-            memcpy(rp + bt * A, r_dq + bt * 3 * A + (size_t)part * A, (size_t)A * 4);
-        }
-        char name[64];
-        snprintf(name, sizeof name, "%s%s", parts[part], tag);
-        expect_close(name, gp, rp, n, tol_act());
-    }
-}
-
-static void run_attention(const att_case *k) {
-    const int B = k->B, T = k->T, NH = k->NH, HS = k->HS, A = NH * HS;
-    const size_t nqkv = (size_t)B * T * 3 * A, no = (size_t)B * T * A, nl = (size_t)B * NH * T;
-    float *qkv = rand_act(nqkv, 2.0f), *dout = rand_act(no, 1.0f);
-    att_reference ref = attention_reference(k, qkv, dout);
-    float *r_o = ref.r_o, *r_l = ref.r_l, *r_dq = ref.r_dq, *o_in = ref.o_in;
-
-    tc_act *gq = put_act(g_gpu, qkv, nqkv), *gdo = put_act(g_gpu, dout, no);
-    tc_act *go = gpu_out_act(no), *gdq = gpu_out_act(nqkv);
-    float *gl = gpu_out_f32(nl);
-    g_gpu->attention_forward(g_gpu, go, gl, gq, B, T, NH, HS, k->causal);
-    bsync(g_gpu, "cuda attention_forward");
-    float *o = hmalloc(no * 4), *l = hmalloc(nl * 4), *dq = hmalloc(nqkv * 4);
-    get_act(g_gpu, o, go, no);
-    get_f32(g_gpu, l, gl, nl);
-    tc_act *go2 = put_act(g_gpu, o_in, no);
-    float *gl2 = put_f32(g_gpu, r_l, nl);
-    g_gpu->attention_backward(g_gpu, gdq, gdo, gq, go2, gl2, B, T, NH, HS, k->causal);
-    bsync(g_gpu, "cuda attention_backward");
-    get_act(g_gpu, dq, gdq, nqkv);
-    printf("  attention B=%d T=%d NH=%d HS=%d causal=%d\n", B, T, NH, HS, k->causal);
-    expect_close("out", o, r_o, no, tol_act());
-    expect_close("lse", l, r_l, nl, tol_f32());
-    expect_dqkv("", dq, r_dq, B * T, A);
-    /* deterministic: a second backward gives the same bits */
-    float *dq2 = hmalloc(nqkv * 4);
-    poison(g_gpu, gdq, nqkv * g_gpu->act_bytes);
-    g_gpu->attention_backward(g_gpu, gdq, gdo, gq, go2, gl2, B, T, NH, HS, k->causal);
-    get_act(g_gpu, dq2, gdq, nqkv);
-    expect_same_bits("attention dqkv", dq, dq2, nqkv);
-}
-
-static void test_attention(void **state) {
-    (void)state;
-    static const att_case full[] = {
-        {2, 50, 12, 64, 0},  /* ViT-B/32 */
-        {2, 77, 8, 64, 1},   /* text */
-        {2, 197, 12, 64, 0}, /* ViT-B/16 */
-        {1, 257, 7, 64, 1},  /* longest supported context, pruned heads */
-        {2, 77, 7, 64, 1},   /* pruned text tower */
-        {2, 77, 4, 32, 1},   /* head size 32 */
-        {1, 130, 2, 128, 0}, /* head size 128 */
-        {1, 1, 3, 64, 1},    /* one token */
-        /* heads padded inside the kernels (attention_common.h): ViT-H 80,
-         * ViT-g 88, ViT-bigG 104, and the ends of the range, 8 and 256 */
-        {1, 257, 16, 80, 0}, /* ViT-H/14 */
-        {2, 77, 2, 80, 1},
-        {1, 66, 2, 88, 0},   /* ViT-g/14 */
-        {2, 50, 2, 104, 1},  /* ViT-bigG/14 */
-        {1, 40, 3, 40, 1},
-        {1, 20, 2, 8, 1},
-        {1, 33, 2, 256, 0},
-    };
-    static const att_case quick[] = {{1, 70, 2, 64, 1}, {1, 33, 1, 128, 0}, {1, 20, 2, 32, 0},
-                                     {1, 45, 2, 88, 1}};
-    RUN_CASES(run_attention, full, quick);
-}
-
-/* the tensor-core attention kernels (cuda/attention_forward_mma.cu,
- * attention_backward_mma.cu), selected with TINYCLIP_ATTENTION=mma in the
- * bf16 mode, against the CPU backend; the FMA kernels run on the same inputs
- * in the same test, so one run covers both paths.
- *
- * tolerance: TOL_BF16 (1e-2 of the tensor maximum) for out, dq, dk, dv and
- * TOL_F32_IN_MIXED (1e-4) for lse. the mma kernels multiply the same bf16
- * inputs exactly (bf16 x bf16 products are exact in fp32, accumulated in
- * fp32), so S, dP, D, lse and the softmax statistics differ from the CPU only
- * in summation order (lse: 1e-4 as for the FMA kernels). on top of the FMA
- * kernels' error they round P (forward, dV) and dS (dK, dQ) to bf16 as mma
- * operands: a relative error of at most 2^-9 per term. for out this is
- * bounded by 2^-9 sum_j P_ij |v_j| <= 2^-9 max|v| (P sums to 1), i.e. <= 2e-3
- * of max|v| (~4e-3 of max|out| here, where averaging makes max|out| about half of
- * max|v|), plus the final bf16 rounding (2^-9, 2e-3): <= 6e-3 in the worst
- * case. for dV, dK, dQ the per-term errors have random signs, so they add
- * as sqrt of the sum of squares: about 2^-9 / sqrt(3) ~ 1e-3 of a typical
- * element, a few 1e-3 of the maximum with the final rounding. 1e-2 leaves
- * margin over both; an indexing fault (a wrong row, column, or fragment
- * element) gives errors of order 1.
- *
- * for T >= 32 the mma forward's output must differ from the FMA forward's in
- * at least one element: with P rounded to bf16 identical tensors would mean
- * the mma path did not run (a silent fallback; with one token both give v).
- * the mma backward takes the FMA forward's lse and the FMA backward the mma
- * forward's lse (the lse meaning is shared).
- * fp32 mode: the selection must leave the FMA kernels in place (checked on one
- * shape against the CPU with the fp32 tolerance). */
-static tc_backend *g_gpu_mma; /* the same device, tensor-core attention chosen */
-
-/* the backend whose attention ops run the chosen kernels: g_gpu (FMA), or a
- * second backend made with TC_ATTENTION_MMA; both share the device memory,
- * and g_gpu's queue is drained before the other one reads it */
-static tc_backend *attention_backend(int mma) {
-    bsync(g_gpu, "cuda (before switching the attention kernels)");
-    if (!mma) return g_gpu;
-    if (!g_gpu_mma) {
-        tc_backend_options o = {.fp32 = g_fp32, .attention = TC_ATTENTION_MMA};
-        if (tc_backend_cuda_create(&g_gpu_mma, &o) != TC_OK)
-            fail_msg("cuda backend with mma attention: %s", tc_last_error());
-    }
-    return g_gpu_mma;
-}
-
-static void run_attention_mma(const att_case *k) {
-    const int B = k->B, T = k->T, NH = k->NH, HS = k->HS, A = NH * HS;
-    const size_t nqkv = (size_t)B * T * 3 * A, no = (size_t)B * T * A, nl = (size_t)B * NH * T;
-    float *qkv = rand_act(nqkv, 2.0f), *dout = rand_act(no, 1.0f);
-    att_reference ref = attention_reference(k, qkv, dout);
-    float *r_o = ref.r_o, *r_l = ref.r_l, *r_dq = ref.r_dq, *o_in = ref.o_in;
-
-    tc_act *gq = put_act(g_gpu, qkv, nqkv), *gdo = put_act(g_gpu, dout, no);
-    tc_act *go2 = put_act(g_gpu, o_in, no);
-    /* FMA forward (its output and lse) */
-    tc_backend *fma = attention_backend(0);
-    tc_act *go_f = gpu_out_act(no);
-    float *gl_f = gpu_out_f32(nl);
-    fma->attention_forward(fma, go_f, gl_f, gq, B, T, NH, HS, k->causal);
-    bsync(fma, "cuda attention_forward (fma)");
-    /* mma forward, and the mma backward from the FMA forward's lse */
-    tc_act *go = gpu_out_act(no), *gdq = gpu_out_act(nqkv);
-    float *gl = gpu_out_f32(nl);
-    tc_backend *mma = attention_backend(1);
-    mma->attention_forward(mma, go, gl, gq, B, T, NH, HS, k->causal);
-    bsync(mma, "cuda attention_forward (mma)");
-    mma->attention_backward(mma, gdq, gdo, gq, go2, gl_f, B, T, NH, HS, k->causal);
-    bsync(mma, "cuda attention_backward (mma)");
-    float *o = hmalloc(no * 4), *o_f = hmalloc(no * 4), *l = hmalloc(nl * 4);
-    float *dq = hmalloc(nqkv * 4);
-    get_act(g_gpu, o, go, no);
-    get_act(g_gpu, o_f, go_f, no);
-    get_f32(g_gpu, l, gl, nl);
-    get_act(g_gpu, dq, gdq, nqkv);
-    printf("  attention mma B=%d T=%d NH=%d HS=%d causal=%d\n", B, T, NH, HS, k->causal);
-    expect_close("out (mma)", o, r_o, no, tol_act());
-    expect_close("lse (mma)", l, r_l, nl, tol_f32());
-    expect_dqkv(" (mma, fma lse)", dq, r_dq, B * T, A);
-    if (!g_fp32 && T >= 32 && memcmp(o, o_f, no * 4) == 0)
-        fail_msg("attention mma: output identical to the FMA kernel's: the mma path did not run");
-
-    /* deterministic: a second mma backward gives the same bits */
-    float *dq2 = hmalloc(nqkv * 4);
-    poison(g_gpu, gdq, nqkv * g_gpu->act_bytes);
-    mma = attention_backend(1);
-    mma->attention_backward(mma, gdq, gdo, gq, go2, gl_f, B, T, NH, HS, k->causal);
-    bsync(mma, "cuda attention_backward (mma, again)");
-    get_act(g_gpu, dq2, gdq, nqkv);
-    expect_same_bits("attention dqkv (mma)", dq, dq2, nqkv);
-
-    /* the FMA backward from the mma forward's lse */
-    poison(g_gpu, gdq, nqkv * g_gpu->act_bytes);
-    fma = attention_backend(0);
-    fma->attention_backward(fma, gdq, gdo, gq, go2, gl, B, T, NH, HS, k->causal);
-    bsync(fma, "cuda attention_backward (fma, mma lse)");
-    get_act(g_gpu, dq2, gdq, nqkv);
-    expect_close("dqkv (fma, mma lse)", dq2, r_dq, nqkv, tol_act());
-}
-
-static void test_attention_mma(void **state) {
-    (void)state;
-    static const att_case fp32_case = {1, 77, 2, 64, 1};
-    static const att_case extra[] = {
-        {2, 77, 7, 64, 1},   /* pruned heads */
-        {2, 77, 8, 32, 1},   /* head size 32 */
-        {2, 197, 12, 32, 0}, /* head size 32 */
-        {1, 257, 8, 128, 1}, /* head size 128 */
-        {2, 77, 8, 128, 0},  /* head size 128 */
-        {1, 1, 3, 64, 1},    /* one token */
-        /* heads padded to a multiple of 16 inside the kernels: 80 (ViT-H),
-         * 88 -> 96 (ViT-g), 104 -> 112 (ViT-bigG), 40 -> 48, 8 -> 32 */
-        {1, 257, 16, 80, 0},
-        {2, 77, 2, 88, 1},
-        {2, 50, 2, 104, 0},
-        {1, 130, 2, 104, 1},
-        {1, 70, 2, 40, 0},
-        {1, 40, 2, 8, 1},
-    };
-    /* quick (sanitizer) cases: three tiles, so every double buffer is refilled after use */
-    static const att_case quick[] = {{1, 150, 2, 64, 1}, {1, 130, 1, 128, 0}, {1, 20, 2, 32, 0}};
-    if (g_fp32) {
-        printf("  fp32 mode: choosing the mma attention must leave the FMA kernels in place\n");
-        run_attention_mma(&fp32_case);
-        free_all();
-    } else if (g_quick) {
-        for (size_t i = 0; i < sizeof quick / sizeof *quick; i++) {
-            run_attention_mma(&quick[i]);
-            free_all();
-        }
-    } else {
-        /* T = 50 (ViT-B/32), 77 (text), 197 (ViT-B/16), 257 (the longest):
-         * last tiles of 50, 13, 5 and 1 rows; heads 8 and 12; full and causal */
-        static const int Ts[] = {50, 77, 197, 257};
-        for (int ti = 0; ti < 4; ti++)
-            for (int nh = 8; nh <= 12; nh += 4)
-                for (int causal = 0; causal <= 1; causal++) {
-                    att_case c = {Ts[ti] > 200 ? 1 : 2, Ts[ti], nh, 64, causal};
-                    run_attention_mma(&c);
-                    free_all();
-                }
-        for (size_t i = 0; i < sizeof extra / sizeof *extra; i++) {
-            run_attention_mma(&extra[i]);
-            free_all();
-        }
     }
 }
 
@@ -1328,7 +1074,8 @@ static void test_error_reporting(void **state) {
  * runs; each figure is the median of 5 repeats of `iters` launches. lines:
  *   BENCH|<name>|<ms per call>|<TFLOP/s>
  * each attention shape is timed on the FMA kernels and, names ending in
- * " [mma]", on the tensor-core kernels (TINYCLIP_ATTENTION=mma).
+ * " [mma]", on the tensor-core kernels (TINYCLIP_ATTENTION=mma) and, on a
+ * compute capability 9 device, " [wgmma]" (TINYCLIP_ATTENTION=wgmma).
  * FLOP counts: attention forward 4 B NH T^2 HS (QK^T and PV), halved when
  * causal; backward 2.5x the forward (five T x T products instead of two, the
  * FlashAttention convention; our recomputation of the scores is not counted);
@@ -1429,13 +1176,19 @@ static tc_act *bench_rand_act(tc_backend *b, size_t n, float scale) {
 }
 
 static int run_bench(void) {
-    tc_backend *b = NULL, *bm = NULL;
+    tc_backend *b = NULL, *bm = NULL, *bw = NULL;
     if (tc_backend_cuda_create(&b, NULL) != TC_OK ||
-        tc_backend_cuda_create(&bm, &(tc_backend_options){.attention = TC_ATTENTION_MMA}) != TC_OK) {
+        tc_backend_cuda_create(&bm, &(tc_backend_options){.attention = TC_ATTENTION_MMA}) !=
+            TC_OK ||
+        tc_backend_cuda_create(&bw, &(tc_backend_options){.attention = TC_ATTENTION_WGMMA}) !=
+            TC_OK) {
         printf("bench: %s\n", tc_last_error());
+        if (bm) bm->destroy(bm);
         if (b) b->destroy(b);
         return 1;
     }
+    int cc_major = 0;
+    (void)cudaDeviceGetAttribute(&cc_major, cudaDevAttrComputeCapabilityMajor, 0);
     static const struct {
         const char *name;
         int B, T, NH, causal;
@@ -1461,13 +1214,13 @@ static int run_bench(void) {
         }
         double fwd_flops = 4.0 * a.B * a.NH * (double)a.T * a.T * a.HS * (a.causal ? 0.5 : 1.0);
         char name[96];
-        /* the FMA kernels, then the tensor-core kernels (a second backend
-         * made with TC_ATTENTION_MMA, lines tagged " [mma]") on the same
-         * shape and buffers */
-        for (int mma = 0; mma < 2; mma++) {
-            a.b = mma ? bm : b;
+        /* the FMA kernels, then the tensor-core kernels (backends made with
+         * TC_ATTENTION_MMA and, on compute capability 9, _WGMMA; lines tagged
+         * " [mma]", " [wgmma]") on the same shape and buffers */
+        for (int mma = 0; mma < (cc_major == 9 ? 3 : 2); mma++) {
+            a.b = mma == 2 ? bw : mma ? bm : b;
             b->synchronize(b);
-            const char *tag = mma ? " [mma]" : "";
+            const char *tag = mma == 2 ? " [wgmma]" : mma ? " [mma]" : "";
             snprintf(name, sizeof name, "attention_fwd %s B=%d T=%d NH=%d%s%s", att[i].name, a.B,
                      a.T, a.NH, a.causal ? " causal" : "", tag);
             bench_report(name, time_median(a.b, att_fwd, &a, 10), fwd_flops);
@@ -1524,6 +1277,7 @@ static int run_bench(void) {
         b->free(b, l.dbias);
     }
     tc_status s = b->synchronize(b);
+    bw->destroy(bw);
     bm->destroy(bm);
     b->destroy(b);
     return s == TC_OK ? 0 : 1;
@@ -1641,8 +1395,7 @@ static int setup_mixed(void **state) {
 
 static int teardown_mode(void **state) {
     fused_cases_teardown();
-    if (g_gpu_mma) g_gpu_mma->destroy(g_gpu_mma);
-    g_gpu_mma = NULL;
+    attention_cases_teardown();
     return teardown_backends(state);
 }
 
@@ -1665,6 +1418,7 @@ int main(int argc, char **argv) {
         TC_T(test_gelu_add),
         TC_T(test_attention),
         TC_T(test_attention_mma),
+        TC_T(test_attention_wgmma),
         TC_T(test_vision_embed),
         TC_T(test_patch_embed),
         TC_T(test_patch_embed_choice),
