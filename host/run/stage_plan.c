@@ -122,6 +122,29 @@ tc_status tc_stage_plan_build(const tc_experiment *exp, tc_stage_plan **out) {
         if (st->kind == TC_EXP_STAGE_DISTILL && exp->teacher.stage >= 0) e->deps[e->n_deps++] = exp->teacher.stage;
         if (st->model_stage >= 0) e->deps[e->n_deps++] = st->model_stage;
 
+        if (st->kind == TC_EXP_STAGE_TEACHER_CACHE) {
+            /* it runs the teacher alone: the plan shows the teacher */
+            if (exp->teacher.stage >= 0) {
+                e->deps[e->n_deps++] = exp->teacher.stage;
+                e->model = p->entries[exp->teacher.stage].model;
+            } else if (have_ext_teacher) {
+                e->model = ext_teacher;
+            }
+            snprintf(e->model_source, sizeof e->model_source, "the teacher");
+            e->teacher = e->model;
+            e->has_teacher = have_ext_teacher || exp->teacher.stage >= 0;
+            s = count_params(&e->model, &e->params, "teacher");
+            if (s != TC_OK) goto fail;
+            e->teacher_params = e->params;
+            /* the teacher's weights and one layer's activations at its batch */
+            double t = tc_stage_memory_estimate(&e->model, &e->model, st->batch,
+                                                exp->backend == TC_EXP_BACKEND_CUDA &&
+                                                    exp->precision == TC_EXP_PREC_BF16)
+                           .teacher;
+            memset(&e->memory, 0, sizeof e->memory);
+            e->memory.teacher = e->memory.total = t;
+            continue;
+        }
         if (st->model) {
             s = load_cfg(exp, st->model, st->model_loc, what, &e->model);
             if (s != TC_OK) goto fail;
@@ -178,7 +201,8 @@ tc_status tc_stage_plan_build(const tc_experiment *exp, tc_stage_plan **out) {
                 if (s != TC_OK) goto fail;
             }
         }
-        e->memory = tc_stage_memory_estimate(&e->model, e->has_teacher ? &e->teacher : NULL, st->batch,
+        int live_teacher = e->has_teacher && !tc_exp_stage_uses_cache(st);
+        e->memory = tc_stage_memory_estimate(&e->model, live_teacher ? &e->teacher : NULL, st->batch,
                                              exp->backend == TC_EXP_BACKEND_CUDA && exp->precision == TC_EXP_PREC_BF16);
     }
     *out = p;
@@ -253,6 +277,32 @@ static void print_inheritance(FILE *f, const tc_exp_stage *st) {
             a->round_to ? (a->round_to == 8 ? "8" : "64") : "1 (no rounding)");
 }
 
+/* a teacher_cache stage: what it builds and its size on disk */
+static void print_cache_stage(FILE *f, const tc_stage_plan *p, const tc_stage_plan_entry *e) {
+    const tc_experiment *x = p->exp;
+    const tc_exp_stage *st = e->stage;
+    static const char *const dt[] = {"fp32", "fp16", "bf16"};
+    char a[64], dir[1024];
+    human(a, sizeof a, (double)e->params.total);
+    tc_exp_cache_dir(x, e->index, dir, sizeof dir);
+    fprintf(f, "    teacher      %s parameters, embedding %d, forward batch %d\n", a, e->model.embed_dim,
+            st->batch);
+    fprintf(f, "    builds       %d augmentation%s per training sample, %s features, into %s\n",
+            st->augmentations, st->augmentations == 1 ? "" : "s", dt[st->cache_dtype % 3], dir);
+    /* per sample: K image features + 1 text feature + 16 B crop per augmentation + 17 B */
+    double per = ((double)st->augmentations + 1) * e->model.embed_dim * (st->cache_dtype ? 2 : 4) +
+                 16.0 * st->augmentations + 17.0;
+    if (x->train.num_samples > 0) {
+        bytes_h(a, sizeof a, per * (double)x->train.num_samples);
+        fprintf(f, "    size         ~%s (%.0f bytes per sample; %lld samples)\n", a, per,
+                (long long)x->train.num_samples);
+    } else {
+        fprintf(f, "    size         %.0f bytes per sample\n", per);
+    }
+    bytes_h(a, sizeof a, e->memory.teacher);
+    fprintf(f, "    memory       ~%s (the teacher at its forward batch)\n", a);
+}
+
 void tc_stage_plan_print(FILE *f, const tc_stage_plan *p) {
     const tc_experiment *x = p->exp;
     fprintf(f, "experiment %s (%s): %d stage%s, backend %s %s, seed %lld, out %s\n", x->name, x->source, p->n,
@@ -280,6 +330,10 @@ void tc_stage_plan_print(FILE *f, const tc_stage_plan *p) {
         const tc_exp_stage *st = e->stage;
         char a[64], b[64], c[64], d[64], line[256];
         fprintf(f, "\n[%d] %s  %s\n", i, st->name, tc_exp_stage_kind_name(st->kind));
+        if (st->kind == TC_EXP_STAGE_TEACHER_CACHE) {
+            print_cache_stage(f, p, e);
+            continue;
+        }
         if (st->parent >= 0) fprintf(f, "    parent       stage '%s'\n", x->stages[st->parent].name);
         else if (st->parent_ext.checkpoint) fprintf(f, "    parent       checkpoint %s\n", st->parent_ext.checkpoint);
         else fprintf(f, "    parent       none (random init)\n");
@@ -305,6 +359,12 @@ void tc_stage_plan_print(FILE *f, const tc_stage_plan *p) {
             human(a, sizeof a, (double)e->teacher_params.total);
             fprintf(f, "    teacher      %s parameters, logit scale %g\n", a, (double)st->loss.teacher_logit_scale);
         }
+        if (tc_exp_stage_uses_cache(st)) {
+            tc_exp_cache_dir(x, i, line, sizeof line);
+            fprintf(f, "    teacher      features from the cache %s (the teacher is not loaded)\n", line);
+        }
+        if (st->augmentations > 0 && !tc_exp_stage_uses_cache(st))
+            fprintf(f, "    augment      a fixed pool of %d crops per sample\n", st->augmentations);
         double samples = (double)st->steps * st->batch;
         fprintf(f, "    steps        %lld at batch %d per process (%.0f samples", (long long)st->steps, st->batch, samples);
         if (x->train.num_samples > 0) fprintf(f, ", %.2f epochs", samples / (double)x->train.num_samples);
