@@ -205,23 +205,30 @@ tc_status tc_cache_shard_write(const char *dir, int shard, const tc_cache_key *k
         {"image_features", dt, 3, {(int64_t)n, (int64_t)K, (int64_t)E}, img ? img : r->img},
         {"text_features", dt, 2, {(int64_t)n, (int64_t)E}, txt ? txt : r->txt},
     };
-    char key[32], idx[32], rows[32], cost[160];
+    char key[32], idx[32], rows[32];
     snprintf(key, sizeof key, "%016llx", (unsigned long long)tc_cache_key_hash(k));
     snprintf(idx, sizeof idx, "%d", shard);
     snprintf(rows, sizeof rows, "%lld", (long long)r->n);
-    snprintf(cost, sizeof cost, "%.17g %.17g %.17g %lld", info->seconds, info->image_s,
-             info->text_s, (long long)info->images);
-    const char *mk[] = {"format", "key", "shard", "rows", "build"};
-    const char *mv[] = {TC_CACHE_FORMAT, key, idx, rows, cost};
+    const char *mk[] = {"format", "key", "shard", "rows"};
+    const char *mv[] = {TC_CACHE_FORMAT, key, idx, rows};
     char name[64], path[4096];
     tc_cache_shard_name(shard, name, sizeof name);
     snprintf(path, sizeof path, "%s/%s", dir, name);
-    tc_status s = tc_st_write(path, t, 6, mk, mv, 5);
+    tc_status s = tc_st_write(path, t, 6, mk, mv, 4);
     free(img);
     free(txt);
     if (s != TC_OK) return s;
     info->rows = r->n;
-    return tc_cache_file_hash(path, &info->xxh3, &info->bytes);
+    TC_TRY(tc_cache_file_hash(path, &info->xxh3, &info->bytes));
+    /* what it cost, beside it (the shard's bytes depend on the data alone):
+     * build/shard-NNNNNN.txt */
+    char cost[200], cdir[4096 + 8];
+    int cn = snprintf(cost, sizeof cost, "%.17g %.17g %.17g %lld\n", info->seconds, info->image_s,
+                     info->text_s, (long long)info->images);
+    snprintf(cdir, sizeof cdir, "%s/build", dir);
+    TC_TRY(tc_mkdir_p(cdir));
+    snprintf(path, sizeof path, "%s/build/shard-%06d.txt", dir, shard);
+    return tc_write_file_atomic(path, cost, (size_t)cn);
 }
 
 int tc_cache_shard_done(const char *dir, int shard, const tc_cache_key *k,
@@ -238,19 +245,25 @@ int tc_cache_shard_done(const char *dir, int shard, const tc_cache_key *k,
     char key[32];
     snprintf(key, sizeof key, "%016llx", (unsigned long long)tc_cache_key_hash(k));
     const char *fk = tc_st_metadata(f, "key"), *rows = tc_st_metadata(f, "rows");
-    const char *cost = tc_st_metadata(f, "build");
+    char theirs[32];
+    snprintf(theirs, sizeof theirs, "%.20s", fk ? fk : "missing");
     int ok = fk && strcmp(fk, key) == 0 && rows;
     if (ok) info->rows = atoll(rows);
+    /* its cost, when the build got to write it */
+    char cpath[4096 + 32], *cost = NULL;
+    size_t clen;
     long long images = 0;
-    if (ok && cost &&
+    snprintf(cpath, sizeof cpath, "%s/build/shard-%06d.txt", dir, shard);
+    if (ok && tc_path_is_file(cpath) && tc_read_file_bounded(cpath, 4096, &cost, &clen) == TC_OK &&
         sscanf(cost, "%lf %lf %lf %lld", &info->seconds, &info->image_s, &info->text_s, &images) == 4)
         info->images = images;
+    free(cost);
     tc_st_close(f);
     if (!ok) {
         snprintf(why, cap,
                  "%s belongs to another build (its key %s, this build's %s): remove the folder "
                  "or build into another one",
-                 path, fk ? fk : "missing", key);
+                 path, theirs, key);
         return -1;
     }
     if (tc_cache_file_hash(path, &info->xxh3, &info->bytes) != TC_OK) {

@@ -10,7 +10,8 @@
  *                              (the key below), the shard list with sizes
  *                              and XXH3-64 checksums, the build's timings
  *   shard-000000.safetensors   rows of samples, each written atomically
- *   ...
+ *   ...                        (their bytes depend on the data and the key alone)
+ *   build/shard-000000.txt     what building each shard took (seconds, teacher time)
  * shard tensors (n rows, K augmentations, E the teacher's embedding width):
  *   valid           U8  (n)        1: the sample was usable when the cache was built
  *   sample_hash     U64 (n)        XXH3-64 of the sample's key, caption and image bytes
@@ -130,9 +131,9 @@ void tc_cache_rows_free(tc_cache_rows *r);
 typedef struct {
     int64_t rows;
     uint64_t bytes, xxh3;
-    /* what building it took (kept in the shard, so a resumed build's totals
-     * are whole): wall seconds, and seconds in the teacher's forward over
-     * `images` augmented images and the rows' captions */
+    /* what building it took (kept beside the shard, so a resumed build's
+     * totals are whole): wall seconds, and seconds in the teacher's forward
+     * over `images` augmented images and the rows' captions */
     double seconds, image_s, text_s;
     int64_t images;
 } tc_cache_shard_info;

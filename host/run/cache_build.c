@@ -2,11 +2,13 @@
  * shard, resumable (cache_build.h). the folder's format is
  * host/data/teacher_cache.h; the stage and the command that call this are
  * run_cache.c and cache_command.c. */
+#include <dirent.h>
 #include <math.h>
 #include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <xxhash.h>
 
 #include "fileio.h"
@@ -405,6 +407,25 @@ static int finished_before(builder *b, tc_status *st) {
     return *st == TC_OK;
 }
 
+/* the temporaries of writes a kill interrupted (fileio.h names them
+ * ".NAME.tmp.PID.N"), in the folder and its build/ */
+static void remove_stale_temporaries(const char *dir) {
+    for (int sub = 0; sub < 2; sub++) {
+        char d[PATH_CAP + 16];
+        snprintf(d, sizeof d, "%s%s", dir, sub ? "/build" : "");
+        DIR *h = opendir(d);
+        if (!h) continue;
+        struct dirent *e;
+        while ((e = readdir(h))) {
+            if (e->d_name[0] != '.' || !strstr(e->d_name, ".tmp.")) continue;
+            char p[PATH_CAP + 300];
+            snprintf(p, sizeof p, "%s/%s", d, e->d_name);
+            unlink(p);
+        }
+        closedir(h);
+    }
+}
+
 /* every shard's info on every process: each fills its own, the sums combine */
 static tc_status share_infos(const cache_build_args *a, tc_cache_shard_info *info, int n) {
     if (a->world <= 1) return TC_OK;
@@ -449,6 +470,7 @@ tc_status cache_build(const cache_build_args *a, tc_cache_build_stats *totals, u
     if (st == TC_OK && n > 0 && !info) st = tc_fail(TC_ERR_OOM, "cache: out of memory");
     if (st == TC_OK && !done) {
         if (a->rank == 0) st = tc_mkdir_p(a->dir);
+        if (st == TC_OK && a->rank == 0) remove_stale_temporaries(a->dir);
         if (st == TC_OK && a->world > 1) st = a->comm->barrier(a->comm);
         b.t0 = b.t_print = wall_seconds();
         b.rows_total = b.src->indexable ? b.src->num_samples : b.src->num_samples > 0 ? b.src->num_samples : 0;

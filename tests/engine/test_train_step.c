@@ -5,7 +5,11 @@
  *     memory back (every download is counted); reading the result is one
  *   - the device-side skip: a step with a non-finite loss leaves weights,
  *     moments and the update count alone and is counted, consecutive ones
- *     too, and the next finite step updates again */
+ *     too, and the next finite step updates again
+ *   - stored teacher features (a teacher cache): a trainer given the
+ *     teacher's features, computed beforehand at another batch size, takes
+ *     the steps of the trainer that runs the teacher live, bit for bit
+ *     (10 steps, one piece and 2 micro-batches) */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -96,6 +100,64 @@ static void micro_batches_match(int accum) {
 
 static void test_accum_2(void **state) { micro_batches_match(2); }
 static void test_accum_3(void **state) { micro_batches_match(3); }
+
+/* the live teacher's trainer and one on the same teacher's stored
+ * features, computed beforehand over the whole batch at once */
+static void stored_features_match(int accum) {
+    run live;
+    make_run(&live, accum);
+    tc_model *student, *teacher;
+    tc_model_options so = {.max_batch = BATCH / accum, .train = 1};
+    tc_model_options to = {.max_batch = 8, .train = 0};
+    assert_int_equal(tc_model_create(&student, be, &sc, so), TC_OK);
+    assert_int_equal(tc_model_init_random(student, 21), TC_OK);
+    assert_int_equal(tc_model_create(&teacher, be, &tcfg, to), TC_OK);
+    assert_int_equal(tc_model_init_random(teacher, 22), TC_OK);
+    tc_optim_config o = tc_optim_default();
+    o.lr = 2e-3f;
+    o.warmup_steps = 2;
+    o.total_steps = STEPS;
+    o.grad_clip = 0.5f;
+    tc_loss_config l = {0.5f, 0.5f, 0.0f, 50.0f};
+    tc_trainer *cached;
+    assert_int_equal(tc_trainer_create_cached(&cached, student, tcfg.embed_dim, &o, &l), TC_OK);
+    tc_parallel_config p = {accum, 0, 0};
+    assert_int_equal(tc_trainer_set_parallel(cached, &p), TC_OK);
+    size_t E = (size_t)tcfg.embed_dim, P = tc_model_layout(student)->total;
+    float *timg = malloc(BATCH * E * sizeof(float)), *ttxt = malloc(BATCH * E * sizeof(float));
+    assert_non_null(timg);
+    assert_non_null(ttxt);
+    for (int s = 0; s < STEPS; s++) {
+        tc_test_clip_batch(images, ids, BATCH, &sc, s);
+        /* what a cache stores: the teacher's features, read back */
+        assert_int_equal(tc_model_encode_image(teacher, images, BATCH), TC_OK);
+        assert_int_equal(be->download(be, timg, tc_model_image_features(teacher), BATCH * E * 4), TC_OK);
+        assert_int_equal(tc_model_encode_text(teacher, ids, BATCH), TC_OK);
+        assert_int_equal(be->download(be, ttxt, tc_model_text_features(teacher), BATCH * E * 4), TC_OK);
+        tc_trainer_set_teacher_features(cached, timg, ttxt);
+        tc_step_result r1, r2;
+        assert_int_equal(tc_trainer_step(live.trainer, images, ids, BATCH, &r1), TC_OK);
+        assert_int_equal(tc_trainer_step(cached, images, ids, BATCH, &r2), TC_OK);
+        if (r1.loss != r2.loss) fail_msg("step %d: loss %.9g live, %.9g stored", s, r1.loss, r2.loss);
+    }
+    tc_model_get_params(live.student, params_a);
+    tc_model_get_params(student, params_b);
+    printf("stored teacher features, accum_steps %d: %d steps, final weights %s\n", accum, STEPS,
+           memcmp(params_a, params_b, P * sizeof(float)) ? "differ" : "bit-identical");
+    assert_memory_equal(params_a, params_b, P * sizeof(float));
+    /* a stored-feature trainer refuses a step without features */
+    tc_trainer_set_teacher_features(cached, NULL, NULL);
+    assert_int_equal(tc_trainer_step(cached, images, ids, BATCH, NULL), TC_ERR_ARG);
+    free(timg);
+    free(ttxt);
+    tc_trainer_destroy(cached);
+    tc_model_destroy(teacher);
+    tc_model_destroy(student);
+    free_run(&live);
+}
+
+static void test_stored_features(void **state) { stored_features_match(1); }
+static void test_stored_features_accum(void **state) { stored_features_match(2); }
 
 static void test_bad_accum(void **state) {
     run r;
@@ -215,7 +277,8 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_accum_2),      cmocka_unit_test(test_accum_3),
         cmocka_unit_test(test_bad_accum),    cmocka_unit_test(test_no_host_sync),
-        cmocka_unit_test(test_device_skip),
+        cmocka_unit_test(test_device_skip),  cmocka_unit_test(test_stored_features),
+        cmocka_unit_test(test_stored_features_accum),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
