@@ -42,8 +42,8 @@ typedef struct {
 
 /* ---- keys ---- */
 
-tc_status cache_key_teacher(tc_cache_key *k, const tc_model_config *cfg, const float *params,
-                            size_t n) {
+tc_status cache_key_teacher(tc_cache_key *k, const char *label, const tc_model_config *cfg,
+                            const float *params, size_t n) {
     tc_model_config named = *cfg;
     named.name[0] = 0; /* the same architecture under another name is the same teacher */
     char *json;
@@ -52,7 +52,7 @@ tc_status cache_key_teacher(tc_cache_key *k, const tc_model_config *cfg, const f
     free(json);
     k->teacher_weights = XXH3_64bits(params, n * sizeof(float));
     k->embed_dim = cfg->embed_dim;
-    snprintf(k->teacher_name, sizeof k->teacher_name, "%s", cfg->name);
+    snprintf(k->teacher_name, sizeof k->teacher_name, "%s", label ? label : cfg->name);
     return TC_OK;
 }
 
@@ -343,7 +343,7 @@ static tc_status builder_init(builder *b, const cache_build_args *a) {
     b->E = tc->embed_dim;
     b->tcfg = tc_transform_default(b->S, 1);
     b->min_side = tc_loader_decode_min_side(b->S, 1);
-    TC_TRY(cache_key_teacher(&b->key, tc, a->teacher_params, a->teacher_nparams));
+    TC_TRY(cache_key_teacher(&b->key, a->teacher_label, tc, a->teacher_params, a->teacher_nparams));
     tc_cache_key_data(&b->key, b->src, a->data);
     tc_cache_key_transform(&b->key, &b->tcfg, b->T, b->min_side);
     b->key.augmentations = b->K;

@@ -31,6 +31,7 @@ static tc_status build_in(const tc_cache_command *o, tc_world *w, FILE *log, tc_
     int fmnist = strcmp(o->data, "fmnist") == 0;
     cache_build_args a = {.name = "cache",
                           .dir = o->out,
+                          .teacher_label = o->teacher,
                           .teacher_cfg = &h.cfg,
                           .teacher_params = h.params,
                           .teacher_nparams = h.layout.total,

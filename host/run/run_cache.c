@@ -13,12 +13,22 @@
 #include "json.h"
 #include "scheduler_internal.h"
 
+void teacher_label(const run_ctx *c, char *buf, size_t cap) {
+    const tc_exp_teacher *t = &c->exp->teacher;
+    if (t->stage >= 0)
+        snprintf(buf, cap, "stage %s", c->exp->stages[t->stage].name);
+    else
+        snprintf(buf, cap, "%s", t->ext.checkpoint ? t->ext.checkpoint : "?");
+}
+
 /* the run teacher's key part, once per run (its weights read on the host) */
 static tc_status run_teacher_key(run_ctx *c, const tc_cache_key **out) {
     if (!c->teacher_key_ready) {
         host_model h;
+        char label[PATH_CAP];
+        teacher_label(c, label, sizeof label);
         TC_TRY(load_teacher(c, &h));
-        tc_status s = cache_key_teacher(&c->teacher_key, &h.cfg, h.params, h.layout.total);
+        tc_status s = cache_key_teacher(&c->teacher_key, label, &h.cfg, h.params, h.layout.total);
         host_model_free(&h);
         TC_TRY(s);
         c->teacher_key_ready = 1;
@@ -72,8 +82,11 @@ tc_status run_cache_stage(run_ctx *c, int i) {
     host_model h;
     TC_TRY(load_teacher(c, &h));
     tc_source_opts so;
+    char label[PATH_CAP];
+    teacher_label(c, label, sizeof label);
     cache_build_args a = {.name = st->name,
                           .dir = dir,
+                          .teacher_label = label,
                           .teacher_cfg = &h.cfg,
                           .teacher_params = h.params,
                           .teacher_nparams = h.layout.total,

@@ -166,6 +166,7 @@ tc_status open_stage_cache(stage_run *r);
 typedef struct {
     const char *name; /* the stage, or "cache": messages and faults */
     const char *dir;  /* the cache folder */
+    const char *teacher_label; /* the teacher in messages */
     const tc_model_config *teacher_cfg;
     const float *teacher_params;
     size_t teacher_nparams;
@@ -185,9 +186,12 @@ typedef struct {
  * rows of the finished cache */
 tc_status cache_build(const cache_build_args *a, tc_cache_build_stats *totals, uint64_t *bytes,
                       int64_t *rows);
-/* a key's teacher part (XXH3 of the config without its name, of the n weights) */
-tc_status cache_key_teacher(tc_cache_key *k, const tc_model_config *cfg, const float *params,
-                            size_t n);
+/* a key's teacher part (XXH3 of the config without its name, of the n
+ * weights); label names it in messages */
+tc_status cache_key_teacher(tc_cache_key *k, const char *label, const tc_model_config *cfg,
+                            const float *params, size_t n);
+/* the run's teacher in messages: "stage NAME" or its checkpoint */
+void teacher_label(const run_ctx *c, char *buf, size_t cap);
 /* a key's transform part: the train transform and decoding of size S */
 void cache_key_transform(tc_cache_key *k, int image_size, int context_length);
 
