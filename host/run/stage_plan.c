@@ -355,13 +355,13 @@ void tc_stage_plan_print(FILE *f, const tc_stage_plan *p) {
             fprintf(f, "    after prune  ~%s (target sparsity %.3g of %s prunable attention+MLP parameters)\n", a,
                     (double)st->inherit.autoc.target_sparsity, b);
         }
-        if (e->has_teacher) {
+        if (e->has_teacher && !tc_exp_stage_uses_cache(st)) {
             human(a, sizeof a, (double)e->teacher_params.total);
             fprintf(f, "    teacher      %s parameters, logit scale %g\n", a, (double)st->loss.teacher_logit_scale);
-        }
-        if (tc_exp_stage_uses_cache(st)) {
+        } else if (tc_exp_stage_uses_cache(st)) {
             tc_exp_cache_dir(x, i, line, sizeof line);
-            fprintf(f, "    teacher      features from the cache %s (the teacher is not loaded)\n", line);
+            fprintf(f, "    teacher      features from the cache %s (not loaded), logit scale %g\n", line,
+                    (double)st->loss.teacher_logit_scale);
         }
         if (st->augmentations > 0 && !tc_exp_stage_uses_cache(st))
             fprintf(f, "    augment      a fixed pool of %d crops per sample\n", st->augmentations);
