@@ -36,10 +36,10 @@ struct tc_trainer {
     float *in_images;                  /* (R, 3, S, S) the step's inputs on the device */
     int32_t *in_ids;                   /* (R, context) */
     /* stored teacher features instead of a teacher (tc_trainer_create_cached) */
-    int cached_dim;                    /* TE; 0 with a live teacher or none */
+    int cached_dim;                     /* TE; 0 with a live teacher or none */
     const float *host_timg, *host_ttxt; /* the next step's, host (B, TE) */
-    float *in_timg, *in_ttxt;          /* (R, TE) on the device */
-    float *cached_scale;               /* device: ln of the teacher's logit scale */
+    float *in_timg, *in_ttxt;           /* (R, TE) on the device */
+    float *cached_scale;                /* device: ln of the teacher's logit scale */
     int async_inputs;                  /* inputs uploaded without waiting (fences) */
     long long fences;                  /* input fences recorded so far */
     float last_sum_sq;                 /* of the last result read, on the host */
@@ -121,7 +121,9 @@ static int teacher_dim(const tc_trainer *t) {
     return t->teacher ? tc_model_cfg(t->teacher)->embed_dim : t->cached_dim;
 }
 /* a teacher's features take part: a live teacher's or stored ones */
-static int has_teacher(const tc_trainer *t) { return t->teacher || t->cached_dim > 0; }
+static int has_teacher(const tc_trainer *t) {
+    return t->teacher || t->cached_dim > 0;
+}
 static size_t moment_count(const tc_trainer *t) {
     return sharded(t) ? t->shard_n[t->comm->rank] : param_count(t);
 }
@@ -131,10 +133,10 @@ static size_t moment_count(const tc_trainer *t) {
 /* every step buffer whose size depends on the rows, the world or the sharding */
 static void free_step_buffers(tc_trainer *t) {
     tc_backend *be = t->be;
-    float **bufs[] = {&t->m,        &t->v,        &t->sim,      &t->dsim,     &t->teacher_sim,
-                      &t->dimg,     &t->dtxt,     &t->img_rows, &t->txt_rows, &t->timg_rows,
-                      &t->ttxt_rows, &t->img_all, &t->txt_all,  &t->timg_all, &t->ttxt_all,
-                      &t->dimg_all, &t->dtxt_all, &t->cols,     &t->one,      &t->gshard,
+    float **bufs[] = {&t->m,         &t->v,        &t->sim,      &t->dsim,     &t->teacher_sim,
+                      &t->dimg,      &t->dtxt,     &t->img_rows, &t->txt_rows, &t->timg_rows,
+                      &t->ttxt_rows, &t->img_all,  &t->txt_all,  &t->timg_all, &t->ttxt_all,
+                      &t->dimg_all,  &t->dtxt_all, &t->cols,     &t->one,      &t->gshard,
                       &t->in_images, &t->in_timg,  &t->in_ttxt};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) {
         if (*bufs[i]) be->free(be, *bufs[i]);
@@ -323,9 +325,8 @@ static void backward_hook(void *ctx, tc_tower_id tower, int layer) {
 /* --------------------------------------------------------------- lifetime ---- */
 
 /* a live teacher, stored features of width cached_dim, or neither */
-static tc_status trainer_new(tc_trainer **out, tc_model *student, tc_model *teacher,
-                             int cached_dim, const tc_optim_config *optim,
-                             const tc_loss_config *loss) {
+static tc_status trainer_new(tc_trainer **out, tc_model *student, tc_model *teacher, int cached_dim,
+                             const tc_optim_config *optim, const tc_loss_config *loss) {
     *out = NULL;
     if (!tc_model_grads(student))
         return tc_fail(TC_ERR_ARG, "trainer: the student was created without training buffers");

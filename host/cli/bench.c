@@ -14,8 +14,8 @@
 
 #include "backend_select.h"
 #include "checkpoint.h"
-#include "fileio.h"
 #include "cli.h"
+#include "fileio.h"
 #include "flops.h"
 #include "model.h"
 #include "model_config.h"
@@ -34,8 +34,8 @@ typedef struct {
     const char *backend;
     int batch, threads, steps, warmup, accum;
     int train, infer, json;
-    int cache, rounds;  /* --cache: live teacher vs stored features, rounds of each */
-    int cache_bf16;     /* the stored features in bf16 (converted back each step) */
+    int cache, rounds; /* --cache: live teacher vs stored features, rounds of each */
+    int cache_bf16;    /* the stored features in bf16 (converted back each step) */
 } bench_args;
 
 static double now_seconds(void) {
@@ -108,15 +108,15 @@ static int parse_args(int argc, char **argv, bench_args *a) {
         else if (strcmp(o, "--threads") == 0) a->threads = atoi(v);
         else if (strcmp(o, "--steps") == 0) a->steps = atoi(v);
         else if (strcmp(o, "--warmup") == 0) a->warmup = atoi(v);
-        else if (strcmp(o, "--rounds") == 0) a->rounds = atoi(v);
+        else if (strcmp(o, "--rounds") == 0)
+            a->rounds = atoi(v);
         else if (strcmp(o, "--cache-dtype") == 0) {
             a->cache_bf16 = strcmp(v, "bf16") == 0;
             if (!a->cache_bf16 && strcmp(v, "fp32") != 0) {
                 fprintf(stderr, "tinyclip bench: --cache-dtype must be fp32 or bf16\n");
                 return 2;
             }
-        }
-        else if (strcmp(o, "--mode") == 0) {
+        } else if (strcmp(o, "--mode") == 0) {
             a->train = strcmp(v, "train") == 0 || strcmp(v, "both") == 0;
             a->infer = strcmp(v, "infer") == 0 || strcmp(v, "both") == 0;
             if (!a->train && !a->infer) {
@@ -264,10 +264,10 @@ done:
 typedef struct {
     tc_trainer *tr;
     int cached;
-    const float *img32, *txt32;     /* stored fp32 features (B, E) */
-    const uint16_t *img16, *txt16;  /* or bf16 */
-    float *img, *txt;               /* what a step is handed, fp32 (B, E) */
-    size_t n;                       /* B * E */
+    const float *img32, *txt32;    /* stored fp32 features (B, E) */
+    const uint16_t *img16, *txt16; /* or bf16 */
+    float *img, *txt;              /* what a step is handed, fp32 (B, E) */
+    size_t n;                      /* B * E */
 } step_mode;
 
 /* `steps` steps of one mode, no result read inside; the stored features are
@@ -333,7 +333,8 @@ static int bench_cache(const bench_args *a, tc_backend *be, const tc_model_confi
     tc_loss_config l = {0.0f, 1.0f, 50.0f, 50.0f};
     tc_parallel_config par = {a->accum, 0, 0};
     if (tc_model_create(&m, be, c, so) != TC_OK || tc_model_init_random(m, 1) != TC_OK ||
-        tc_model_create(&teacher, be, tcfg, to) != TC_OK || tc_model_init_random(teacher, 2) != TC_OK ||
+        tc_model_create(&teacher, be, tcfg, to) != TC_OK ||
+        tc_model_init_random(teacher, 2) != TC_OK ||
         tc_trainer_create(&md[0].tr, m, teacher, &o, &l) != TC_OK ||
         tc_trainer_create_cached(&md[1].tr, m, E, &o, &l) != TC_OK ||
         tc_trainer_set_parallel(md[0].tr, &par) != TC_OK ||
@@ -355,7 +356,8 @@ static int bench_cache(const bench_args *a, tc_backend *be, const tc_model_confi
     if (teacher_features(teacher, be, images, ids, B, micro, store, store + n, &build) != TC_OK ||
         teacher_features(teacher, be, images, ids, B, micro, store, store + n, &build) != TC_OK)
         goto done;
-    for (size_t k = 0; k < 2 * n; k++) store16[k] = tc_float_to_bfloat(store[k]);
+    for (size_t k = 0; k < 2 * n; k++)
+        store16[k] = tc_float_to_bfloat(store[k]);
     md[1].cached = 1;
     md[1].n = n;
     md[1].img32 = store;
@@ -368,7 +370,8 @@ static int bench_cache(const bench_args *a, tc_backend *be, const tc_model_confi
     md[1].txt = store + 3 * n;
     double w;
     for (int k = 0; k < 2; k++)
-        if (a->warmup > 0 && time_mode(&md[k], be, images, ids, B, a->warmup, &w) != TC_OK) goto done;
+        if (a->warmup > 0 && time_mode(&md[k], be, images, ids, B, a->warmup, &w) != TC_OK)
+            goto done;
     /* in alternation, so that a machine's drift falls on both */
     for (int r = 0; r < a->rounds; r++)
         for (int k = 0; k < 2; k++)
@@ -525,8 +528,10 @@ int tc_cmd_bench(int argc, char **argv) {
             rc = tc_cli_report("bench");
             break;
         }
-        if (a.train && a.cache) rc = bench_cache(&a, be, &c, &teacher_cfg);
-        else if (a.train) rc = bench_train(&a, be, &c, a.teacher ? &teacher_cfg : NULL);
+        if (a.train && a.cache)
+            rc = bench_cache(&a, be, &c, &teacher_cfg);
+        else if (a.train)
+            rc = bench_train(&a, be, &c, a.teacher ? &teacher_cfg : NULL);
         if (rc == 0 && a.infer) rc = bench_infer(&a, be, &c);
     }
     be->destroy(be);

@@ -9,23 +9,24 @@
 #include "teacher_cache.h"
 
 static void usage(FILE *f) {
-    fprintf(f,
-            "usage: tinyclip cache --teacher WEIGHTS [--model CONFIG] --data SPEC --out DIR [options]\n"
-            "       tinyclip cache --verify DIR\n"
-            "  --teacher WEIGHTS   the teacher's checkpoint (file or folder)\n"
-            "  --model CONFIG      its model config (default: beside the weights)\n"
-            "  --data SPEC         fmnist, a csv/tsv, an image folder or webdataset shards\n"
-            "  --source KIND       fmnist, csv, folder or wds (default: guessed from SPEC)\n"
-            "  --num-samples N     webdataset samples when there is no sizes.json\n"
-            "  --out DIR           the cache folder (running the command again resumes)\n"
-            "  --augmentations K   crops stored per sample (default 1)\n"
-            "  --dtype D           fp32 (default), fp16 or bf16\n"
-            "  --seed S            the seed of the experiments that will read it (default 0)\n"
-            "  --batch N           teacher forward batch (default 256)\n"
-            "  --shard-samples N   rows per shard of an indexable source (default 8192)\n"
-            "  --threads N         CPU threads (default: all)\n"
-            "  --backend NAME      cpu (default) or cuda\n"
-            "under mpirun every process builds its share of the shards.\n");
+    fprintf(
+        f,
+        "usage: tinyclip cache --teacher WEIGHTS [--model CONFIG] --data SPEC --out DIR [options]\n"
+        "       tinyclip cache --verify DIR\n"
+        "  --teacher WEIGHTS   the teacher's checkpoint (file or folder)\n"
+        "  --model CONFIG      its model config (default: beside the weights)\n"
+        "  --data SPEC         fmnist, a csv/tsv, an image folder or webdataset shards\n"
+        "  --source KIND       fmnist, csv, folder or wds (default: guessed from SPEC)\n"
+        "  --num-samples N     webdataset samples when there is no sizes.json\n"
+        "  --out DIR           the cache folder (running the command again resumes)\n"
+        "  --augmentations K   crops stored per sample (default 1)\n"
+        "  --dtype D           fp32 (default), fp16 or bf16\n"
+        "  --seed S            the seed of the experiments that will read it (default 0)\n"
+        "  --batch N           teacher forward batch (default 256)\n"
+        "  --shard-samples N   rows per shard of an indexable source (default 8192)\n"
+        "  --threads N         CPU threads (default: all)\n"
+        "  --backend NAME      cpu (default) or cuda\n"
+        "under mpirun every process builds its share of the shards.\n");
 }
 
 static int verify(const char *dir) {
@@ -57,19 +58,32 @@ int tc_cmd_cache(int argc, char **argv) {
             return 2;
         }
         i++;
-        if (strcmp(a, "--verify") == 0) return verify(v);
-        else if (strcmp(a, "--teacher") == 0) o.teacher = v;
-        else if (strcmp(a, "--model") == 0) o.teacher_model = v;
-        else if (strcmp(a, "--data") == 0) o.data = v;
-        else if (strcmp(a, "--source") == 0) o.source_kind = v;
-        else if (strcmp(a, "--num-samples") == 0) o.num_samples = atoll(v);
-        else if (strcmp(a, "--out") == 0) o.out = v;
-        else if (strcmp(a, "--augmentations") == 0) o.augmentations = atoi(v);
-        else if (strcmp(a, "--seed") == 0) o.seed = strtoull(v, NULL, 10);
-        else if (strcmp(a, "--batch") == 0) o.batch = atoi(v);
-        else if (strcmp(a, "--shard-samples") == 0) o.shard_samples = atoi(v);
-        else if (strcmp(a, "--threads") == 0) o.threads = atoi(v);
-        else if (strcmp(a, "--backend") == 0) o.backend = v;
+        if (strcmp(a, "--verify") == 0)
+            return verify(v);
+        else if (strcmp(a, "--teacher") == 0)
+            o.teacher = v;
+        else if (strcmp(a, "--model") == 0)
+            o.teacher_model = v;
+        else if (strcmp(a, "--data") == 0)
+            o.data = v;
+        else if (strcmp(a, "--source") == 0)
+            o.source_kind = v;
+        else if (strcmp(a, "--num-samples") == 0)
+            o.num_samples = atoll(v);
+        else if (strcmp(a, "--out") == 0)
+            o.out = v;
+        else if (strcmp(a, "--augmentations") == 0)
+            o.augmentations = atoi(v);
+        else if (strcmp(a, "--seed") == 0)
+            o.seed = strtoull(v, NULL, 10);
+        else if (strcmp(a, "--batch") == 0)
+            o.batch = atoi(v);
+        else if (strcmp(a, "--shard-samples") == 0)
+            o.shard_samples = atoi(v);
+        else if (strcmp(a, "--threads") == 0)
+            o.threads = atoi(v);
+        else if (strcmp(a, "--backend") == 0)
+            o.backend = v;
         else if (strcmp(a, "--dtype") == 0) {
             o.dtype = tc_cache_dtype_parse(v);
             if (o.dtype < 0) {
@@ -89,8 +103,9 @@ int tc_cmd_cache(int argc, char **argv) {
     }
     if (o.augmentations < 1 || o.augmentations > TC_CACHE_MAX_AUG || o.batch < 1 ||
         o.shard_samples < 1 || o.threads < 0) {
-        fprintf(stderr, "tinyclip cache: --augmentations must be in 1..%d; --batch and "
-                        "--shard-samples positive\n",
+        fprintf(stderr,
+                "tinyclip cache: --augmentations must be in 1..%d; --batch and "
+                "--shard-samples positive\n",
                 TC_CACHE_MAX_AUG);
         return 2;
     }

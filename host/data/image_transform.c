@@ -415,8 +415,9 @@ void tc_normalize_planar_bf16(const tc_transform_cfg *cfg, const uint8_t *hwc, i
 }
 
 /* the crop (train) or the eval resize, then normalisation, into out */
-static tc_status transform_into(const tc_transform_cfg *cfg, const tc_image *img, const tc_crop *crop,
-                                uint8_t *scratch, float *out_f32, uint16_t *out_bf16) {
+static tc_status transform_into(const tc_transform_cfg *cfg, const tc_image *img,
+                                const tc_crop *crop, uint8_t *scratch, float *out_f32,
+                                uint16_t *out_bf16) {
     int S = cfg->size;
     if (S <= 0 || S > 8192) return tc_fail(TC_ERR_ARG, "transform: bad image size %d", S);
     if (!img->px || img->w <= 0 || img->h <= 0)
@@ -446,8 +447,8 @@ tc_status tc_transform_apply_crop(const tc_transform_cfg *cfg, const tc_image *i
     return transform_into(cfg, img, &crop, scratch, out_f32, out_bf16);
 }
 
-tc_crop tc_aug_pool_crop(const tc_transform_cfg *cfg, int w, int h, uint64_t aug_seed,
-                         uint64_t uid, int k) {
+tc_crop tc_aug_pool_crop(const tc_transform_cfg *cfg, int w, int h, uint64_t aug_seed, uint64_t uid,
+                         int k) {
     tc_rng r = tc_rng_for(aug_seed, 0x61756770ull /* "augp" */, (uint64_t)k, uid);
     return tc_rrc_params(w, h, cfg->scale_min, cfg->scale_max, cfg->ratio_min, cfg->ratio_max, &r);
 }

@@ -85,8 +85,8 @@ tc_status tc_transform_apply_crop(const tc_transform_cfg *cfg, const tc_image *i
  * the sample with identity uid (w x h pixels), from a generator seeded by
  * (aug_seed, uid, k) alone, so it is the same in every epoch, stage and
  * process */
-tc_crop tc_aug_pool_crop(const tc_transform_cfg *cfg, int w, int h, uint64_t aug_seed,
-                         uint64_t uid, int k);
+tc_crop tc_aug_pool_crop(const tc_transform_cfg *cfg, int w, int h, uint64_t aug_seed, uint64_t uid,
+                         int k);
 /* which of the K augmentations stream position pos of an epoch takes:
  * seeded by (seed, epoch, rank, pos), so resuming at a position picks the
  * same */

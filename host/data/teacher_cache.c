@@ -84,8 +84,8 @@ uint64_t tc_cache_key_hash(const tc_cache_key *k) {
                      (unsigned long long)k->teacher_weights, k->embed_dim, k->data_kind,
                      (unsigned long long)k->data, k->image_size, k->context_length,
                      k->decode_min_side, k->scale_min, k->scale_max, k->ratio_min, k->ratio_max,
-                     (double)k->mean[0], (double)k->mean[1], (double)k->mean[2],
-                     (double)k->std[0], (double)k->std[1], (double)k->std[2], k->augmentations,
+                     (double)k->mean[0], (double)k->mean[1], (double)k->mean[2], (double)k->std[0],
+                     (double)k->std[1], (double)k->std[2], k->augmentations,
                      (unsigned long long)k->aug_seed, (int)k->dtype, k->rows_per_shard);
     return XXH3_64bits(buf, n > 0 && (size_t)n < sizeof buf ? (size_t)n : sizeof buf - 1);
 }
@@ -121,8 +121,8 @@ uint64_t tc_cache_sample_hash(const tc_sample *s) {
     return h;
 }
 
-void tc_cache_locate(const tc_cache_key *k, int indexable, int64_t index, int shard,
-                     int64_t member, int *cshard, int64_t *row) {
+void tc_cache_locate(const tc_cache_key *k, int indexable, int64_t index, int shard, int64_t member,
+                     int *cshard, int64_t *row) {
     if (indexable) {
         int64_t R = k->rows_per_shard > 0 ? k->rows_per_shard : 1;
         *cshard = (int)(index / R);
@@ -189,8 +189,9 @@ static void *convert(const float *x, size_t n, tc_cache_dtype d) {
 tc_status tc_cache_shard_write(const char *dir, int shard, const tc_cache_key *k,
                                const tc_cache_rows *r, tc_cache_shard_info *info) {
     size_t n = (size_t)r->n, K = (size_t)r->K, E = (size_t)r->E;
-    tc_dtype dt = k->dtype == TC_CACHE_F32 ? TC_DT_F32 : k->dtype == TC_CACHE_F16 ? TC_DT_F16
-                                                                                   : TC_DT_BF16;
+    tc_dtype dt = k->dtype == TC_CACHE_F32   ? TC_DT_F32
+                  : k->dtype == TC_CACHE_F16 ? TC_DT_F16
+                                             : TC_DT_BF16;
     void *img = convert(r->img, n * K * E, k->dtype), *txt = convert(r->txt, n * E, k->dtype);
     if (k->dtype != TC_CACHE_F32 && (!img || !txt)) {
         free(img);
@@ -224,7 +225,7 @@ tc_status tc_cache_shard_write(const char *dir, int shard, const tc_cache_key *k
      * build/shard-NNNNNN.txt */
     char cost[200], cdir[4096 + 8];
     int cn = snprintf(cost, sizeof cost, "%.17g %.17g %.17g %lld\n", info->seconds, info->image_s,
-                     info->text_s, (long long)info->images);
+                      info->text_s, (long long)info->images);
     snprintf(cdir, sizeof cdir, "%s/build", dir);
     TC_TRY(tc_mkdir_p(cdir));
     snprintf(path, sizeof path, "%s/build/shard-%06d.txt", dir, shard);
@@ -255,7 +256,8 @@ int tc_cache_shard_done(const char *dir, int shard, const tc_cache_key *k,
     long long images = 0;
     snprintf(cpath, sizeof cpath, "%s/build/shard-%06d.txt", dir, shard);
     if (ok && tc_path_is_file(cpath) && tc_read_file_bounded(cpath, 4096, &cost, &clen) == TC_OK &&
-        sscanf(cost, "%lf %lf %lf %lld", &info->seconds, &info->image_s, &info->text_s, &images) == 4)
+        sscanf(cost, "%lf %lf %lf %lld", &info->seconds, &info->image_s, &info->text_s, &images) ==
+            4)
         info->images = images;
     free(cost);
     tc_st_close(f);
@@ -337,8 +339,8 @@ tc_status tc_cache_manifest_write(const char *dir, const tc_cache_key *k,
     }
     tc_sbuf_printf(&b, "]},\n  \"augmentations\": %d,\n  ", k->augmentations);
     hex_field(&b, "aug_seed", k->aug_seed, ",\n");
-    tc_sbuf_printf(&b, "  \"dtype\": \"%s\",\n  \"rows_per_shard\": %d,\n", tc_cache_dtype_name(k->dtype),
-                   k->rows_per_shard);
+    tc_sbuf_printf(&b, "  \"dtype\": \"%s\",\n  \"rows_per_shard\": %d,\n",
+                   tc_cache_dtype_name(k->dtype), k->rows_per_shard);
     tc_sbuf_puts(&b, "  \"build\": {\"process_seconds\": ");
     tc_sbuf_json_number(&b, st->process_seconds);
     tc_sbuf_puts(&b, ", \"teacher_image_s\": ");

@@ -70,8 +70,8 @@ typedef struct {
     char data_kind[16];
     char data_spec[512]; /* as given, for messages (shown redacted) */
     uint64_t data;
-    int64_t samples;  /* rows of the cache (webdataset: counted while building) */
-    int data_shards;  /* webdataset shards; 0 for an indexable source */
+    int64_t samples; /* rows of the cache (webdataset: counted while building) */
+    int data_shards; /* webdataset shards; 0 for an indexable source */
     /* the transform: open_clip's train transform at image_size, and the
      * decoder's DCT scaling (the decoded size the crops refer to) */
     int image_size, context_length, decode_min_side;
@@ -103,8 +103,8 @@ uint64_t tc_cache_sample_uid(int indexable, int64_t index, int shard, int64_t me
  * raw pixels with their size) */
 uint64_t tc_cache_sample_hash(const tc_sample *s);
 /* the cache shard and row of a sample */
-void tc_cache_locate(const tc_cache_key *k, int indexable, int64_t index, int shard,
-                     int64_t member, int *cshard, int64_t *row);
+void tc_cache_locate(const tc_cache_key *k, int indexable, int64_t index, int shard, int64_t member,
+                     int *cshard, int64_t *row);
 /* cache shards of a source: indexable ceil(N / rows_per_shard), webdataset its shards */
 int tc_cache_num_shards(const tc_cache_key *k);
 void tc_cache_shard_name(int shard, char *buf, size_t cap);
@@ -157,8 +157,7 @@ typedef struct {
 } tc_cache_build_stats;
 
 /* the totals of a build from its shards */
-tc_cache_build_stats tc_cache_build_totals(const tc_cache_shard_info *shards, int n,
-                                           int processes);
+tc_cache_build_stats tc_cache_build_totals(const tc_cache_shard_info *shards, int n, int processes);
 /* dir/manifest.json, atomically (after every shard is written) */
 tc_status tc_cache_manifest_write(const char *dir, const tc_cache_key *k,
                                   const tc_cache_shard_info *shards, int n, int processes);
@@ -202,8 +201,8 @@ tc_status tc_teacher_cache_verify(tc_teacher_cache *c, int rank, int world);
  * sample with content hash `hash` decoded to img_w x img_h: anything else
  * is an error (TC_ERR_DATA) naming the shard and row. *usable = 0 when the
  * sample was unusable at build time (no features; the caller skips it). */
-tc_status tc_teacher_cache_get(tc_teacher_cache *c, int cshard, int64_t row, int k,
-                               uint64_t hash, int img_w, int img_h, int *usable, tc_crop *crop,
+tc_status tc_teacher_cache_get(tc_teacher_cache *c, int cshard, int64_t row, int k, uint64_t hash,
+                               int img_w, int img_h, int *usable, tc_crop *crop,
                                float *img_features, float *txt_features);
 
 #endif

@@ -43,7 +43,8 @@ tc_status tc_cache_file_hash(const char *path, uint64_t *hash, uint64_t *size) {
     unsigned char *buf = malloc(cap);
     tc_status s = TC_OK;
     uint64_t total = 0;
-    if (!x || !buf || XXH3_64bits_reset(x) != XXH_OK) s = tc_fail(TC_ERR_OOM, "%s: out of memory", path);
+    if (!x || !buf || XXH3_64bits_reset(x) != XXH_OK)
+        s = tc_fail(TC_ERR_OOM, "%s: out of memory", path);
     while (s == TC_OK) {
         ssize_t n = read(fd, buf, cap);
         if (n < 0 && errno == EINTR) continue;
@@ -81,7 +82,8 @@ static int get_num(const tc_json *o, const char *k, double *v) {
 
 static int get_int(const tc_json *o, const char *k, int64_t lo, int64_t hi, int64_t *v) {
     const tc_json *s = tc_json_get(o, k);
-    if (!s || s->type != TC_JSON_NUMBER || !s->is_int || s->integer < lo || s->integer > hi) return 0;
+    if (!s || s->type != TC_JSON_NUMBER || !s->is_int || s->integer < lo || s->integer > hi)
+        return 0;
     *v = s->integer;
     return 1;
 }
@@ -349,15 +351,15 @@ tc_status tc_teacher_cache_check(const tc_teacher_cache *c, const tc_cache_expec
     }
     char *text;
     TC_TRY(tc_sbuf_finish(&b, &text));
-    tc_status s = tc_fail(TC_ERR_CONFIG,
-                          "teacher cache %s does not match this run (nothing was trained):%s",
-                          c->dir, text);
+    tc_status s =
+        tc_fail(TC_ERR_CONFIG, "teacher cache %s does not match this run (nothing was trained):%s",
+                c->dir, text);
     free(text);
     return s;
 }
 
 tc_status tc_teacher_cache_verify(tc_teacher_cache *c, int rank, int world) {
-    for (int i = rank; i < c->nshards; i += world > 0 ? world : 1) {
+    for (int i = rank; i<c->nshards; i += world> 0 ? world : 1) {
         char name[64], path[4200];
         tc_cache_shard_name(i, name, sizeof name);
         snprintf(path, sizeof path, "%s/%s", c->dir, name);
@@ -408,8 +410,9 @@ static tc_status map_shard(tc_teacher_cache *c, int i) {
     TC_TRY(tc_st_open(&f, path));
     const tc_cache_key *k = &c->key;
     int64_t n = c->info[i].rows, K = k->augmentations, E = k->embed_dim;
-    tc_dtype dt = k->dtype == TC_CACHE_F32 ? TC_DT_F32 : k->dtype == TC_CACHE_F16 ? TC_DT_F16
-                                                                                   : TC_DT_BF16;
+    tc_dtype dt = k->dtype == TC_CACHE_F32   ? TC_DT_F32
+                  : k->dtype == TC_CACHE_F16 ? TC_DT_F16
+                                             : TC_DT_BF16;
     int64_t s1[1] = {n}, s2[2] = {n, 2}, s3[3] = {n, K, 4}, s4[3] = {n, K, E}, s5[2] = {n, E};
     char key[32];
     snprintf(key, sizeof key, "%016llx", (unsigned long long)tc_cache_key_hash(k));
@@ -435,7 +438,8 @@ static tc_status map_shard(tc_teacher_cache *c, int i) {
     return TC_OK;
 }
 
-static void read_features(const tc_st_tensor *t, size_t at, size_t n, tc_cache_dtype d, float *out) {
+static void read_features(const tc_st_tensor *t, size_t at, size_t n, tc_cache_dtype d,
+                          float *out) {
     const unsigned char *p = (const unsigned char *)t->data;
     if (d == TC_CACHE_F32) {
         memcpy(out, p + at * 4, n * 4);
@@ -448,8 +452,8 @@ static void read_features(const tc_st_tensor *t, size_t at, size_t n, tc_cache_d
     }
 }
 
-tc_status tc_teacher_cache_get(tc_teacher_cache *c, int cshard, int64_t row, int k,
-                               uint64_t hash, int img_w, int img_h, int *usable, tc_crop *crop,
+tc_status tc_teacher_cache_get(tc_teacher_cache *c, int cshard, int64_t row, int k, uint64_t hash,
+                               int img_w, int img_h, int *usable, tc_crop *crop,
                                float *img_features, float *txt_features) {
     const tc_cache_key *key = &c->key;
     *usable = 0;

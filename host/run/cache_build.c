@@ -27,15 +27,15 @@ typedef struct {
     uint8_t **scratch;      /* (nthreads) S*S*3 */
     /* one chunk of m <= mcap samples: raw samples, K crops each, tokens */
     int mcap;
-    tc_sample *raw;      /* (mcap) */
-    int64_t *uid;        /* (mcap) */
-    float *images;       /* (mcap*K, 3, S, S) */
-    int32_t *ids;        /* (mcap, T) */
-    int *order;          /* (mcap*K) rows of images packed for the forward */
-    char (*why)[400];    /* (mcap) why a sample is unusable */
-    float *feat;         /* (batch, E) features read back */
-    int64_t *to;         /* (batch) the row each read-back feature goes to */
-    float *pack;         /* (batch, 3, S, S) or ids: the forward's input */
+    tc_sample *raw;   /* (mcap) */
+    int64_t *uid;     /* (mcap) */
+    float *images;    /* (mcap*K, 3, S, S) */
+    int32_t *ids;     /* (mcap, T) */
+    int *order;       /* (mcap*K) rows of images packed for the forward */
+    char (*why)[400]; /* (mcap) why a sample is unusable */
+    float *feat;      /* (batch, E) features read back */
+    int64_t *to;      /* (batch) the row each read-back feature goes to */
+    float *pack;      /* (batch, 3, S, S) or ids: the forward's input */
     int64_t rows_done, rows_total, bad_logged;
     double t0, t_print;
 } builder;
@@ -90,7 +90,8 @@ static int prepare_sample(builder *b, int j, int th, tc_cache_rows *rows, int64_
         rows->image_size[2 * r + 1] = img.h;
     }
     for (int k = 0; st == TC_OK && k < K; k++) {
-        tc_crop c = tc_aug_pool_crop(&b->tcfg, img.w, img.h, b->key.aug_seed, (uint64_t)b->uid[j], k);
+        tc_crop c =
+            tc_aug_pool_crop(&b->tcfg, img.w, img.h, b->key.aug_seed, (uint64_t)b->uid[j], k);
         int32_t *box = rows->crop + ((size_t)r * K + k) * 4;
         box[0] = c.top;
         box[1] = c.left;
@@ -212,7 +213,8 @@ static tc_status run_chunk(builder *b, tc_cache_rows *rows, int64_t r0, int m,
 }
 
 /* an indexable source's rows of shard s */
-static tc_status build_indexable(builder *b, int s, tc_cache_rows *rows, tc_cache_shard_info *info) {
+static tc_status build_indexable(builder *b, int s, tc_cache_rows *rows,
+                                 tc_cache_shard_info *info) {
     int64_t R = b->key.rows_per_shard, lo = (int64_t)s * R, N = b->src->num_samples;
     int64_t n = N - lo < R ? N - lo : R;
     TC_TRY(tc_cache_rows_alloc(rows, n, b->K, b->E));
@@ -288,8 +290,9 @@ static tc_status build_wds(builder *b, int s, tc_cache_rows *rows, tc_cache_shar
     }
     b->src->close_shard(rd);
     if (st != TC_OK)
-        return tc_fail_context(st, "cache %s: the data shard %d cannot be read whole (a cache "
-                                   "must cover every sample)",
+        return tc_fail_context(st,
+                               "cache %s: the data shard %d cannot be read whole (a cache "
+                               "must cover every sample)",
                                b->a->name, s);
     return TC_OK;
 }
@@ -299,8 +302,8 @@ static tc_status build_shard(builder *b, int s, tc_cache_shard_info *info) {
     memset(&rows, 0, sizeof rows);
     double t = wall_seconds();
     memset(info, 0, sizeof *info);
-    tc_status st = b->src->indexable ? build_indexable(b, s, &rows, info)
-                                     : build_wds(b, s, &rows, info);
+    tc_status st =
+        b->src->indexable ? build_indexable(b, s, &rows, info) : build_wds(b, s, &rows, info);
     info->seconds = wall_seconds() - t;
     if (st == TC_OK) st = tc_cache_shard_write(b->a->dir, s, &b->key, &rows, info);
     tc_cache_rows_free(&rows);
@@ -392,8 +395,8 @@ static int finished_before(builder *b, tc_status *st) {
     if (!tc_path_is_file(path)) return 0;
     tc_teacher_cache *c;
     if ((*st = tc_teacher_cache_open(b->a->dir, &c)) != TC_OK) return 0;
-    tc_cache_expect w = {&b->key, &b->key, &b->key, b->key.image_size, b->key.augmentations,
-                         (int)b->key.dtype};
+    tc_cache_expect w = {
+        &b->key, &b->key, &b->key, b->key.image_size, b->key.augmentations, (int)b->key.dtype};
     *st = tc_teacher_cache_check(c, &w);
     if (*st == TC_OK && tc_cache_key_hash(tc_teacher_cache_key(c)) != tc_cache_key_hash(&b->key))
         *st = tc_fail(TC_ERR_CONFIG,
@@ -401,8 +404,9 @@ static int finished_before(builder *b, tc_status *st) {
                       b->a->dir);
     tc_teacher_cache_close(c);
     if (*st != TC_OK)
-        *st = tc_fail_context(*st, "cache %s: the folder holds another cache; remove it or build "
-                                   "into another folder",
+        *st = tc_fail_context(*st,
+                              "cache %s: the folder holds another cache; remove it or build "
+                              "into another folder",
                               b->a->name);
     return *st == TC_OK;
 }
@@ -448,13 +452,9 @@ static tc_status share_infos(const cache_build_args *a, tc_cache_shard_info *inf
     tc_status st = a->comm->host_all_reduce_f64(a->comm, v, (size_t)n * F, TC_REDUCE_SUM);
     for (int s = 0; st == TC_OK && s < n; s++) {
         const double *r = v + (size_t)s * F;
-        info[s] = (tc_cache_shard_info){(int64_t)r[0],
-                                        (uint64_t)r[1],
-                                        ((uint64_t)r[2] << 32) | (uint64_t)r[3],
-                                        r[4],
-                                        r[5],
-                                        r[6],
-                                        (int64_t)r[7]};
+        info[s] = (tc_cache_shard_info){
+            (int64_t)r[0], (uint64_t)r[1], ((uint64_t)r[2] << 32) | (uint64_t)r[3], r[4], r[5],
+            r[6],          (int64_t)r[7]};
     }
     free(v);
     return st;
@@ -473,8 +473,11 @@ tc_status cache_build(const cache_build_args *a, tc_cache_build_stats *totals, u
         if (st == TC_OK && a->rank == 0) remove_stale_temporaries(a->dir);
         if (st == TC_OK && a->world > 1) st = a->comm->barrier(a->comm);
         b.t0 = b.t_print = wall_seconds();
-        b.rows_total = b.src->indexable ? b.src->num_samples : b.src->num_samples > 0 ? b.src->num_samples : 0;
-        if (b.rows_total > 0 && a->world > 1) b.rows_total = (b.rows_total + a->world - 1) / a->world;
+        b.rows_total = b.src->indexable         ? b.src->num_samples
+                       : b.src->num_samples > 0 ? b.src->num_samples
+                                                : 0;
+        if (b.rows_total > 0 && a->world > 1)
+            b.rows_total = (b.rows_total + a->world - 1) / a->world;
         int built = 0, kept = 0;
         for (int s = a->rank; st == TC_OK && s < n; s += a->world) {
             char why[1024];
@@ -495,7 +498,8 @@ tc_status cache_build(const cache_build_args *a, tc_cache_build_stats *totals, u
             fprintf(a->log, "cache %s: %d shard%s done before, kept; %d built now\n", a->name, kept,
                     kept == 1 ? "" : "s", built);
         if (st == TC_OK) st = share_infos(a, info, n);
-        if (st == TC_OK && a->rank == 0) st = tc_cache_manifest_write(a->dir, &b.key, info, n, a->world);
+        if (st == TC_OK && a->rank == 0)
+            st = tc_cache_manifest_write(a->dir, &b.key, info, n, a->world);
         if (st == TC_OK && a->world > 1) st = a->comm->barrier(a->comm);
     }
     tc_teacher_cache *c = NULL;

@@ -117,7 +117,8 @@ static void check_augmentations(tc_exp_ctx *c, int i, const char *sp) {
     if (st->kind == TC_EXP_STAGE_TEACHER_CACHE) {
         if (st->augmentations < 0) st->augmentations = 1;
         if (st->augmentations < 1)
-            tc_yaml_report_at(y, st->loc, sp, "a teacher_cache stage stores at least 1 augmentation");
+            tc_yaml_report_at(y, st->loc, sp,
+                              "a teacher_cache stage stores at least 1 augmentation");
     } else if (st->augmentations < 0) {
         st->augmentations = 0;
     }

@@ -350,8 +350,8 @@ static void teacher_cache_fn(tc_yaml *y, struct fy_node *v, const char *path, vo
     tc_exp_stage *st = obj;
     if (tc_yaml_is_null(v)) return;
     if (v && fy_node_is_mapping(v)) {
-        uint64_t seen = tc_yaml_parse_map(y, v, path, cache_ref_fields,
-                                          TC_YAML_NF(cache_ref_fields), st);
+        uint64_t seen =
+            tc_yaml_parse_map(y, v, path, cache_ref_fields, TC_YAML_NF(cache_ref_fields), st);
         if (!tc_yaml_seen(cache_ref_fields, TC_YAML_NF(cache_ref_fields), seen, "path"))
             tc_yaml_report(y, v, path, "missing key 'path' (the cache folder)");
         return;

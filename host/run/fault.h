@@ -19,7 +19,7 @@
 typedef struct {
     long long kill_at_step, kill_in_checkpoint, nan_from_step; /* -1: none */
     long long kill_after_cache_shard;
-    char stage[64];                                            /* "": every stage */
+    char stage[64]; /* "": every stage */
 } tc_faults;
 
 #ifdef TC_FAULT_INJECTION

@@ -41,8 +41,8 @@ static tc_status write_cache_summary(run_ctx *c, int i, const char *dir, int64_t
                                      uint64_t bytes, double wall, const tc_cache_build_stats *t) {
     const tc_exp_stage *st = &c->exp->stages[i];
     tc_sbuf b = {0};
-    tc_sbuf_printf(&b, "{\n  \"stage\": \"%s\",\n  \"kind\": \"teacher_cache\",\n  \"dir\": ",
-                   st->name);
+    tc_sbuf_printf(
+        &b, "{\n  \"stage\": \"%s\",\n  \"kind\": \"teacher_cache\",\n  \"dir\": ", st->name);
     tc_sbuf_json_string(&b, dir, strlen(dir));
     tc_sbuf_printf(&b,
                    ",\n  \"samples\": %lld,\n  \"augmentations\": %d,\n  \"dtype\": \"%s\",\n"
@@ -146,7 +146,8 @@ tc_status open_stage_cache(stage_run *r) {
     tc_source_destroy(src);
     int S = r->init.cfg.vision.image_size;
     cache_key_transform(&transform, S, r->init.cfg.text.context_length);
-    int dtype = st->cache_stage >= 0 ? e->stages[st->cache_stage].cache_dtype : st->cache_expect_dtype;
+    int dtype =
+        st->cache_stage >= 0 ? e->stages[st->cache_stage].cache_dtype : st->cache_expect_dtype;
     tc_cache_expect want = {teacher, &data, &transform, S, st->augmentations, dtype};
     TC_TRY(tc_teacher_cache_open(dir, &r->cache));
     tc_status s = tc_teacher_cache_check(r->cache, &want);

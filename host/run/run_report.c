@@ -184,8 +184,8 @@ static void cache_notes(const tc_experiment *exp, tc_sbuf *notes) {
         double ips = j ? num(j, "train_images_per_s", 0) : 0, img_s = 0, txt_s = 0;
         tc_json_free(j);
         if (ips <= 0) continue;
-        tc_sbuf_printf(notes, "- %s trained on the cache's teacher features at %.1f images/s", st->name,
-                       ips);
+        tc_sbuf_printf(notes, "- %s trained on the cache's teacher features at %.1f images/s",
+                       st->name, ips);
         if (cache_costs(exp, i, &img_s, &txt_s))
             tc_sbuf_printf(notes,
                            "; with the teacher run live about %.1f images/s (an estimate: its step "

@@ -164,8 +164,8 @@ tc_status open_stage_cache(stage_run *r);
 
 /* ---- cache_build.c ---- */
 typedef struct {
-    const char *name; /* the stage, or "cache": messages and faults */
-    const char *dir;  /* the cache folder */
+    const char *name;          /* the stage, or "cache": messages and faults */
+    const char *dir;           /* the cache folder */
     const char *teacher_label; /* the teacher in messages */
     const tc_model_config *teacher_cfg;
     const float *teacher_params;

@@ -202,8 +202,9 @@ tc_status tc_stage_plan_build(const tc_experiment *exp, tc_stage_plan **out) {
             }
         }
         int live_teacher = e->has_teacher && !tc_exp_stage_uses_cache(st);
-        e->memory = tc_stage_memory_estimate(&e->model, live_teacher ? &e->teacher : NULL, st->batch,
-                                             exp->backend == TC_EXP_BACKEND_CUDA && exp->precision == TC_EXP_PREC_BF16);
+        e->memory = tc_stage_memory_estimate(
+            &e->model, live_teacher ? &e->teacher : NULL, st->batch,
+            exp->backend == TC_EXP_BACKEND_CUDA && exp->precision == TC_EXP_PREC_BF16);
     }
     *out = p;
     return TC_OK;
@@ -285,8 +286,8 @@ static void print_cache_stage(FILE *f, const tc_stage_plan *p, const tc_stage_pl
     char a[64], dir[1024];
     human(a, sizeof a, (double)e->params.total);
     tc_exp_cache_dir(x, e->index, dir, sizeof dir);
-    fprintf(f, "    teacher      %s parameters, embedding %d, forward batch %d\n", a, e->model.embed_dim,
-            st->batch);
+    fprintf(f, "    teacher      %s parameters, embedding %d, forward batch %d\n", a,
+            e->model.embed_dim, st->batch);
     fprintf(f, "    builds       %d augmentation%s per training sample, %s features, into %s\n",
             st->augmentations, st->augmentations == 1 ? "" : "s", dt[st->cache_dtype % 3], dir);
     /* per sample: K image features + 1 text feature + 16 B crop per augmentation + 17 B */
@@ -360,8 +361,8 @@ void tc_stage_plan_print(FILE *f, const tc_stage_plan *p) {
             fprintf(f, "    teacher      %s parameters, logit scale %g\n", a, (double)st->loss.teacher_logit_scale);
         } else if (tc_exp_stage_uses_cache(st)) {
             tc_exp_cache_dir(x, i, line, sizeof line);
-            fprintf(f, "    teacher      features from the cache %s (not loaded), logit scale %g\n", line,
-                    (double)st->loss.teacher_logit_scale);
+            fprintf(f, "    teacher      features from the cache %s (not loaded), logit scale %g\n",
+                    line, (double)st->loss.teacher_logit_scale);
         }
         if (st->augmentations > 0 && !tc_exp_stage_uses_cache(st))
             fprintf(f, "    augment      a fixed pool of %d crops per sample\n", st->augmentations);

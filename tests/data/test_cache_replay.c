@@ -113,13 +113,13 @@ static void make_key(tc_cache_key *k, const tc_source *src, const char *spec, co
 }
 
 /* one row: hash, decoded size, K pool crops, made-up features */
-static void fill_row(tc_cache_rows *r, int64_t row, tc_sample *s, uint64_t uid, const tc_cache_key *k,
-                     tc_image_decoder *dec) {
+static void fill_row(tc_cache_rows *r, int64_t row, tc_sample *s, uint64_t uid,
+                     const tc_cache_key *k, tc_image_decoder *dec) {
     r->hash[row] = tc_cache_sample_hash(s);
     tc_image img = s->raw;
     if (!img.px)
-        assert_int_equal(tc_image_decode(dec, s->image, s->image_len, "t", k->decode_min_side, &img),
-                         TC_OK);
+        assert_int_equal(
+            tc_image_decode(dec, s->image, s->image_len, "t", k->decode_min_side, &img), TC_OK);
     r->image_size[2 * row] = img.w;
     r->image_size[2 * row + 1] = img.h;
     tc_transform_cfg t = tc_transform_default(k->image_size, 1);
@@ -338,9 +338,15 @@ static void replay(const char *spec, const char *kind, int dtype, const char *ta
     tc_teacher_cache_close(c);
 }
 
-static void test_replay_wds(void **state) { replay(wds_spec, "wds", 0, "wds-fp32"); }
-static void test_replay_wds_bf16(void **state) { replay(wds_spec, "wds", 2, "wds-bf16"); }
-static void test_replay_folder_fp16(void **state) { replay(folder_dir, "folder", 1, "folder-fp16"); }
+static void test_replay_wds(void **state) {
+    replay(wds_spec, "wds", 0, "wds-fp32");
+}
+static void test_replay_wds_bf16(void **state) {
+    replay(wds_spec, "wds", 2, "wds-bf16");
+}
+static void test_replay_folder_fp16(void **state) {
+    replay(folder_dir, "folder", 1, "folder-fp16");
+}
 
 /* fp16 and bf16 features read back as the rounding of what was stored */
 static void test_dtypes_round(void **state) {
@@ -529,8 +535,8 @@ static void expect_mismatch(const cache_opts *run_o, const char *run_spec, int i
     assert_non_null(strstr(m, "does not match this run (nothing was trained)"));
     assert_non_null(strstr(m, line));
     /* that line alone */
-    const char *lines[] = {"\n  teacher:", "\n  data:", "\n  transform:", "\n  image size:",
-                           "\n  augmentations:", "\n  dtype:"};
+    const char *lines[] = {"\n  teacher:",    "\n  data:",          "\n  transform:",
+                           "\n  image size:", "\n  augmentations:", "\n  dtype:"};
     for (size_t i = 0; i < sizeof lines / sizeof *lines; i++)
         if (!strstr(line, lines[i] + 3)) assert_null(strstr(m, lines[i]));
     tc_source_destroy(src);
@@ -553,13 +559,16 @@ static void test_refuse_transform(void **state) {
     expect_mismatch(&o, wds_spec, S, 3, 0, "transform: built with scale");
 }
 static void test_refuse_image_size(void **state) {
-    expect_mismatch(&base, wds_spec, 32, 3, 0, "image size: built for 24px images, the student takes 32px");
+    expect_mismatch(&base, wds_spec, 32, 3, 0,
+                    "image size: built for 24px images, the student takes 32px");
 }
 static void test_refuse_augmentations(void **state) {
-    expect_mismatch(&base, wds_spec, S, 2, 0, "augmentations: the cache holds 3 per sample, the stage asks for 2");
+    expect_mismatch(&base, wds_spec, S, 2, 0,
+                    "augmentations: the cache holds 3 per sample, the stage asks for 2");
 }
 static void test_refuse_dtype(void **state) {
-    expect_mismatch(&base, wds_spec, S, 3, 2, "dtype: the cache stores fp32 features, the stage asks for bf16");
+    expect_mismatch(&base, wds_spec, S, 3, 2,
+                    "dtype: the cache stores fp32 features, the stage asks for bf16");
 }
 
 /* the data changed after the build: the loader stops at that sample */

@@ -131,14 +131,17 @@ static void stored_features_match(int accum) {
         tc_test_clip_batch(images, ids, BATCH, &sc, s);
         /* what a cache stores: the teacher's features, read back */
         assert_int_equal(tc_model_encode_image(teacher, images, BATCH), TC_OK);
-        assert_int_equal(be->download(be, timg, tc_model_image_features(teacher), BATCH * E * 4), TC_OK);
+        assert_int_equal(be->download(be, timg, tc_model_image_features(teacher), BATCH * E * 4),
+                         TC_OK);
         assert_int_equal(tc_model_encode_text(teacher, ids, BATCH), TC_OK);
-        assert_int_equal(be->download(be, ttxt, tc_model_text_features(teacher), BATCH * E * 4), TC_OK);
+        assert_int_equal(be->download(be, ttxt, tc_model_text_features(teacher), BATCH * E * 4),
+                         TC_OK);
         tc_trainer_set_teacher_features(cached, timg, ttxt);
         tc_step_result r1, r2;
         assert_int_equal(tc_trainer_step(live.trainer, images, ids, BATCH, &r1), TC_OK);
         assert_int_equal(tc_trainer_step(cached, images, ids, BATCH, &r2), TC_OK);
-        if (r1.loss != r2.loss) fail_msg("step %d: loss %.9g live, %.9g stored", s, r1.loss, r2.loss);
+        if (r1.loss != r2.loss)
+            fail_msg("step %d: loss %.9g live, %.9g stored", s, r1.loss, r2.loss);
     }
     tc_model_get_params(live.student, params_a);
     tc_model_get_params(student, params_b);
@@ -156,8 +159,12 @@ static void stored_features_match(int accum) {
     free_run(&live);
 }
 
-static void test_stored_features(void **state) { stored_features_match(1); }
-static void test_stored_features_accum(void **state) { stored_features_match(2); }
+static void test_stored_features(void **state) {
+    stored_features_match(1);
+}
+static void test_stored_features_accum(void **state) {
+    stored_features_match(2);
+}
 
 static void test_bad_accum(void **state) {
     run r;
@@ -275,9 +282,12 @@ static int teardown(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_accum_2),      cmocka_unit_test(test_accum_3),
-        cmocka_unit_test(test_bad_accum),    cmocka_unit_test(test_no_host_sync),
-        cmocka_unit_test(test_device_skip),  cmocka_unit_test(test_stored_features),
+        cmocka_unit_test(test_accum_2),
+        cmocka_unit_test(test_accum_3),
+        cmocka_unit_test(test_bad_accum),
+        cmocka_unit_test(test_no_host_sync),
+        cmocka_unit_test(test_device_skip),
+        cmocka_unit_test(test_stored_features),
         cmocka_unit_test(test_stored_features_accum),
     };
     return cmocka_run_group_tests(tests, setup, teardown);

@@ -114,7 +114,8 @@ static const char *exp_yaml =
     "    checkpoint_every: 4\n"
     "    log_every: 2\n";
 
-static const char *live = "--set stages.distill.teacher_cache=null --set stages.distill.augmentations=";
+static const char *live =
+    "--set stages.distill.teacher_cache=null --set stages.distill.augmentations=";
 
 static int setup(void **state) {
     (void)state;
@@ -248,7 +249,8 @@ static void refused(const char *tag, const char *teacher, const char *model, con
              "    steps: 4\n"
              "    schedule: {warmup: 1}\n"
              "%s",
-             tag, strstr(tag, "data") ? "shards/{000000..000001}.tar" : "shards/{000000..000003}.tar",
+             tag,
+             strstr(tag, "data") ? "shards/{000000..000001}.tar" : "shards/{000000..000003}.tar",
              teacher, model, model, cache, extra);
     snprintf(name, sizeof name, "%s.yaml", tag);
     put(name, yaml);
@@ -268,8 +270,8 @@ static void refused(const char *tag, const char *teacher, const char *model, con
 }
 
 static void test_refuse_teacher(void **state) {
-    refused("teacher", "a/distill/final", "a/distill/final/open_clip_config.json", "{path: a/cache}",
-            "", "teacher: built with");
+    refused("teacher", "a/distill/final", "a/distill/final/open_clip_config.json",
+            "{path: a/cache}", "", "teacher: built with");
 }
 static void test_refuse_data(void **state) {
     refused("data", "a/teacher/final", "tiny.json", "{path: a/cache}", "", "data: built from wds");
@@ -280,7 +282,8 @@ static void test_refuse_image_size(void **state) {
         "{\"embed_dim\": 32, \"quick_gelu\": false,\n"
         " \"vision_cfg\": {\"image_size\": 32, \"patch_size\": 8, \"layers\": 2, \"width\": 64, "
         "\"head_width\": 64},\n"
-        " \"text_cfg\": {\"context_length\": 16, \"vocab_size\": 49408, \"width\": 64, \"heads\": 1, "
+        " \"text_cfg\": {\"context_length\": 16, \"vocab_size\": 49408, \"width\": 64, \"heads\": "
+        "1, "
         "\"layers\": 2}}\n");
     must_run("cache --teacher a/teacher/final --data 'shards/{000000..000003}.tar' --out cmd-size "
              "--seed 3 --threads 1");
@@ -295,7 +298,8 @@ static void test_refuse_image_size(void **state) {
 }
 static void test_refuse_augmentations(void **state) {
     refused("augmentations", "a/teacher/final", "tiny.json", "{path: a/cache}",
-            "    augmentations: 2\n", "augmentations: the cache holds 1 per sample, the stage asks for 2");
+            "    augmentations: 2\n",
+            "augmentations: the cache holds 1 per sample, the stage asks for 2");
 }
 static void test_refuse_dtype(void **state) {
     refused("dtype", "a/teacher/final", "tiny.json", "{path: a/cache, dtype: bf16}", "",
@@ -336,7 +340,8 @@ static void bad_experiment(const char *stages, const char *message) {
     char yaml[4096];
     snprintf(yaml, sizeof yaml,
              "name: x\ndata:\n  train: {source: fmnist}\nteacher: {stage: teacher}\nstages:\n"
-             "  - {name: teacher, kind: train_scratch_clip, model: ViT-B-32, steps: 10, schedule: {warmup: 1}}\n%s",
+             "  - {name: teacher, kind: train_scratch_clip, model: ViT-B-32, steps: 10, schedule: "
+             "{warmup: 1}}\n%s",
              stages);
     tc_experiment *e = NULL;
     tc_status s = tc_experiment_parse(yaml, strlen(yaml), "x.yaml", ".", NULL, 0, &e, NULL);
@@ -349,11 +354,14 @@ static void bad_experiment(const char *stages, const char *message) {
 static void test_experiment_rules(void **state) {
     bad_experiment("  - {name: c, kind: teacher_cache, steps: 5}\n",
                    "stages.1.steps: a teacher_cache stage builds the cache and trains nothing");
-    bad_experiment("  - {name: d, kind: distill, parent: teacher, steps: 5, schedule: {warmup: 1}, dtype: bf16}\n",
+    bad_experiment("  - {name: d, kind: distill, parent: teacher, steps: 5, schedule: {warmup: 1}, "
+                   "dtype: bf16}\n",
                    "stages.1.dtype: 'dtype' belongs to a teacher_cache stage");
-    bad_experiment("  - {name: d, kind: distill, parent: teacher, steps: 5, schedule: {warmup: 1}, teacher_cache: teacher}\n",
+    bad_experiment("  - {name: d, kind: distill, parent: teacher, steps: 5, schedule: {warmup: 1}, "
+                   "teacher_cache: teacher}\n",
                    "'teacher' is a train_scratch_clip stage, not a teacher_cache stage");
-    bad_experiment("  - {name: d, kind: distill, parent: teacher, steps: 5, schedule: {warmup: 1}, teacher_cache: c}\n"
+    bad_experiment("  - {name: d, kind: distill, parent: teacher, steps: 5, schedule: {warmup: 1}, "
+                   "teacher_cache: c}\n"
                    "  - {name: c, kind: teacher_cache}\n",
                    "'c' is not an earlier stage: the cache must be built first");
     bad_experiment("  - {name: c, kind: teacher_cache, augmentations: 4}\n"
@@ -367,10 +375,13 @@ static void test_experiment_rules(void **state) {
                    "schedule: {warmup: 1}, teacher_cache: {path: somewhere}}\n",
                    "only a distill stage reads teacher features from a cache");
     /* a good one: defaults filled */
-    const char *ok = "name: x\ndata:\n  train: {source: fmnist}\nteacher: {stage: teacher}\nstages:\n"
-                     "  - {name: teacher, kind: train_scratch_clip, model: ViT-B-32, steps: 10, schedule: {warmup: 1}}\n"
-                     "  - {name: c, kind: teacher_cache, dtype: bf16}\n"
-                     "  - {name: d, kind: distill, parent: teacher, steps: 5, schedule: {warmup: 1}, teacher_cache: c}\n";
+    const char *ok =
+        "name: x\ndata:\n  train: {source: fmnist}\nteacher: {stage: teacher}\nstages:\n"
+        "  - {name: teacher, kind: train_scratch_clip, model: ViT-B-32, steps: 10, schedule: "
+        "{warmup: 1}}\n"
+        "  - {name: c, kind: teacher_cache, dtype: bf16}\n"
+        "  - {name: d, kind: distill, parent: teacher, steps: 5, schedule: {warmup: 1}, "
+        "teacher_cache: c}\n";
     tc_experiment *e = NULL;
     assert_int_equal(tc_experiment_parse(ok, strlen(ok), "ok.yaml", ".", NULL, 0, &e, NULL), TC_OK);
     assert_int_equal(e->stages[1].augmentations, 1);
