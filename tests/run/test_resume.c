@@ -115,8 +115,8 @@ static void test_kill_in_checkpoint(void **state) { kill_and_resume("kill_in_che
 static void test_kill_in_mask_phase(void **state) { kill_and_resume("kill_at_step:3@auto"); }
 
 static void test_dry_run_recipes(void **state) {
-    const char *recipes[] = {"fmnist.yaml", "vit-b32-auto.yaml", "vit-b32-manual.yaml",
-                             "gpu-check.yaml"};
+    const char *recipes[] = {"fmnist.yaml", "fmnist-cache.yaml", "vit-b32-auto.yaml",
+                             "vit-b32-manual.yaml", "gpu-check.yaml"};
     /* gpu-check.yaml takes its data folder from ${FMNIST_DIR} (gpu_check.sh sets it) */
     setenv("FMNIST_DIR", "/usr/share/datasets/fashion-mnist", 0);
     for (size_t i = 0; i < sizeof recipes / sizeof *recipes; i++) {

@@ -146,6 +146,27 @@ static void test_exact_k1(void **state) {
            "byte for byte\n");
 }
 
+/* the plan shows the cache stage and who reads it; the report its cost */
+static void test_plan_and_report(void **state) {
+    char *out;
+    assert_int_equal(run_cli(NULL, "train exp.yaml --dry-run", &out), 0);
+    assert_non_null(strstr(out, "[1] cache  teacher_cache"));
+    assert_non_null(strstr(out, "builds       1 augmentation per training sample, fp32 features"));
+    assert_non_null(strstr(out, "(289 bytes per sample; 400 samples)"));
+    assert_non_null(strstr(out, "features from the cache"));
+    free(out);
+    char p[1024];
+    snprintf(p, sizeof p, "%s/a/report.md", dir);
+    size_t n;
+    char *r = tc_read_file(p, &n);
+    assert_non_null(r);
+    assert_non_null(strstr(r, "- teacher cache cache: 400 samples x 1 augmentation, fp32"));
+    assert_non_null(strstr(r, "- distill trained on the cache's teacher features at"));
+    assert_non_null(strstr(r, "with the teacher run live about"));
+    assert_null(strstr(r, "| cache |")); /* a note, not a model row */
+    free(r);
+}
+
 static void test_exact_k3(void **state) {
     char args[512];
     must_run("train exp.yaml --out c3 --plain --set stages.cache.augmentations=3");
@@ -400,6 +421,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_experiment_rules),
         cmocka_unit_test(test_exact_k1),
+        cmocka_unit_test(test_plan_and_report),
         cmocka_unit_test(test_exact_k3),
         cmocka_unit_test(test_kill_while_building),
         cmocka_unit_test(test_kill_while_training),
