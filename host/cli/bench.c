@@ -385,6 +385,11 @@ static int bench_cache(const bench_args *a, tc_backend *be, const tc_model_confi
             goto done;
         }
     }
+    if (!a->json)
+        for (int r = 0; r < a->rounds; r++)
+            printf("cache round %d: live %.3f images/s, cached %.3f images/s (%.2fx)\n", r + 1,
+                   a->steps * B / sec[r], a->steps * B / sec[a->rounds + r],
+                   sec[r] / sec[a->rounds + r]);
     double med[2];
     for (int k = 0; k < 2; k++) {
         qsort(sec + k * a->rounds, (size_t)a->rounds, sizeof *sec, cmp_double);

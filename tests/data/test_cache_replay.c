@@ -443,31 +443,31 @@ static void expect_open_error(const char *dir, const char *what) {
     assert_non_null(strstr(tc_last_error(), what));
 }
 
+/* a good cache with file `name` removed (keep < 0) or cut to keep bytes */
+static void break_file(const char *tag, const char *name, long keep, const char *message) {
+    char dir[1024], p[1100];
+    good_cache(dir, sizeof dir, tag);
+    snprintf(p, sizeof p, "%s/%s", dir, name);
+    if (keep < 0) {
+        assert_int_equal(remove(p), 0);
+    } else {
+        size_t n;
+        char *d = tc_read_file(p, &n);
+        assert_int_equal(tc_write_file(p, d, (size_t)keep), 0);
+        free(d);
+    }
+    expect_open_error(dir, message);
+}
+
 static void test_refuse_no_manifest(void **state) {
-    char dir[1024], p[1100];
-    good_cache(dir, sizeof dir, "manifest");
-    snprintf(p, sizeof p, "%s/manifest.json", dir);
-    assert_int_equal(remove(p), 0);
-    expect_open_error(dir, "the cache is not complete");
+    break_file("manifest", "manifest.json", -1, "the cache is not complete");
 }
-
 static void test_refuse_missing_shard(void **state) {
-    char dir[1024], p[1100];
-    good_cache(dir, sizeof dir, "missing");
-    snprintf(p, sizeof p, "%s/shard-000001.safetensors", dir);
-    assert_int_equal(remove(p), 0);
-    expect_open_error(dir, "shard shard-000001.safetensors is missing");
+    break_file("missing", "shard-000001.safetensors", -1,
+               "shard shard-000001.safetensors is missing");
 }
-
 static void test_refuse_truncated_shard(void **state) {
-    char dir[1024], p[1100];
-    good_cache(dir, sizeof dir, "truncated");
-    snprintf(p, sizeof p, "%s/shard-000002.safetensors", dir);
-    size_t n;
-    char *d = tc_read_file(p, &n);
-    assert_int_equal(tc_write_file(p, d, n - 100), 0);
-    free(d);
-    expect_open_error(dir, "(truncated or replaced)");
+    break_file("truncated", "shard-000002.safetensors", 4000, "(truncated or replaced)");
 }
 
 static void test_refuse_corrupt_shard(void **state) {

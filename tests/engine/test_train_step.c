@@ -30,10 +30,12 @@ typedef struct {
     tc_trainer *trainer;
 } run;
 
-static void make_run(run *r, int accum) {
+/* stored: the trainer takes stored teacher features; the teacher (whole
+ * batches) only computes them */
+static void make_run_as(run *r, int accum, int stored) {
     int micro = BATCH / accum;
     tc_model_options so = {.max_batch = micro, .train = 1};
-    tc_model_options to = {.max_batch = micro, .train = 0};
+    tc_model_options to = {.max_batch = stored ? BATCH : micro, .train = 0};
     assert_int_equal(tc_model_create(&r->student, be, &sc, so), TC_OK);
     assert_int_equal(tc_model_init_random(r->student, 21), TC_OK);
     assert_int_equal(tc_model_create(&r->teacher, be, &tcfg, to), TC_OK);
@@ -44,9 +46,17 @@ static void make_run(run *r, int accum) {
     o.total_steps = STEPS;
     o.grad_clip = 0.5f;
     tc_loss_config l = {0.5f, 0.5f, 0.0f, 50.0f};
-    assert_int_equal(tc_trainer_create(&r->trainer, r->student, r->teacher, &o, &l), TC_OK);
+    if (stored)
+        assert_int_equal(tc_trainer_create_cached(&r->trainer, r->student, tcfg.embed_dim, &o, &l),
+                         TC_OK);
+    else
+        assert_int_equal(tc_trainer_create(&r->trainer, r->student, r->teacher, &o, &l), TC_OK);
     tc_parallel_config p = {accum, 0, 0};
     assert_int_equal(tc_trainer_set_parallel(r->trainer, &p), TC_OK);
+}
+
+static void make_run(run *r, int accum) {
+    make_run_as(r, accum, 0);
 }
 
 static void free_run(run *r) {
@@ -104,25 +114,11 @@ static void test_accum_3(void **state) { micro_batches_match(3); }
 /* the live teacher's trainer and one on the same teacher's stored
  * features, computed beforehand over the whole batch at once */
 static void stored_features_match(int accum) {
-    run live;
+    run live, st;
     make_run(&live, accum);
-    tc_model *student, *teacher;
-    tc_model_options so = {.max_batch = BATCH / accum, .train = 1};
-    tc_model_options to = {.max_batch = 8, .train = 0};
-    assert_int_equal(tc_model_create(&student, be, &sc, so), TC_OK);
-    assert_int_equal(tc_model_init_random(student, 21), TC_OK);
-    assert_int_equal(tc_model_create(&teacher, be, &tcfg, to), TC_OK);
-    assert_int_equal(tc_model_init_random(teacher, 22), TC_OK);
-    tc_optim_config o = tc_optim_default();
-    o.lr = 2e-3f;
-    o.warmup_steps = 2;
-    o.total_steps = STEPS;
-    o.grad_clip = 0.5f;
-    tc_loss_config l = {0.5f, 0.5f, 0.0f, 50.0f};
-    tc_trainer *cached;
-    assert_int_equal(tc_trainer_create_cached(&cached, student, tcfg.embed_dim, &o, &l), TC_OK);
-    tc_parallel_config p = {accum, 0, 0};
-    assert_int_equal(tc_trainer_set_parallel(cached, &p), TC_OK);
+    make_run_as(&st, accum, 1);
+    tc_model *student = st.student, *teacher = st.teacher;
+    tc_trainer *cached = st.trainer;
     size_t E = (size_t)tcfg.embed_dim, P = tc_model_layout(student)->total;
     float *timg = malloc(BATCH * E * sizeof(float)), *ttxt = malloc(BATCH * E * sizeof(float));
     assert_non_null(timg);
@@ -153,9 +149,7 @@ static void stored_features_match(int accum) {
     assert_int_equal(tc_trainer_step(cached, images, ids, BATCH, NULL), TC_ERR_ARG);
     free(timg);
     free(ttxt);
-    tc_trainer_destroy(cached);
-    tc_model_destroy(teacher);
-    tc_model_destroy(student);
+    free_run(&st);
     free_run(&live);
 }
 
