@@ -4,6 +4,8 @@
  *     32, trained at batch 16) ends with final weights identical byte for
  *     byte to the same stage with the live teacher on the same fixed
  *     augmentations (`augmentations: 1`); the same with K = 3
+ *   - the same on two processes (mpirun, batch 8 each): the stored features
+ *     are gathered as a live teacher's
  *   - kill while building (after shard 1) and while training from the cache
  *     (after step 5): the same command again resumes, the shards and the
  *     final weights are those of the uninterrupted run
@@ -251,6 +253,32 @@ static void test_cache_command(void **state) {
     printf("two processes (2 shards each): the same shards\n");
 }
 
+/* two processes of batch 8: the stored features go through the gather of a
+ * live teacher's, so the stage on the cache still equals the live one */
+static void test_two_processes(void **state) {
+    if (system("command -v mpirun >/dev/null 2>&1") != 0) {
+        printf("SKIP: mpirun not found\n");
+        return;
+    }
+    const char *flags = system("mpirun --version 2>&1 | grep -q 'Open MPI'") == 0
+                            ? "--oversubscribe --allow-run-as-root"
+                            : "";
+    for (int live_run = 0; live_run < 2; live_run++) {
+        char cmd[4096], *out;
+        snprintf(cmd, sizeof cmd,
+                 "cd '%s' && env OMP_NUM_THREADS=1 timeout 300 mpirun %s -np 2 '%s' train exp.yaml "
+                 "--out %s --plain --set data.train.batch=8 %s%s 2>&1",
+                 dir, flags, bin(), live_run ? "np2-live" : "np2-cache", live_run ? live : "",
+                 live_run ? "1" : "");
+        int rc = tc_run_capture(cmd, &out);
+        if (rc != 0) fail_msg("mpirun -np 2 tinyclip train: exit %d\n%s", rc, out);
+        free(out);
+    }
+    assert_same_final("np2-cache", "np2-live", "distill");
+    printf("two processes of batch 8: the stage on the cache ends with the live teacher's "
+           "weights, byte for byte\n");
+}
+
 /* one distill stage from the run's teacher with its cache; nothing trained */
 static void refused(const char *tag, const char *teacher, const char *model, const char *cache,
                     const char *extra, const char *message) {
@@ -419,19 +447,13 @@ static void test_experiment_rules(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_experiment_rules),
-        cmocka_unit_test(test_exact_k1),
-        cmocka_unit_test(test_plan_and_report),
-        cmocka_unit_test(test_exact_k3),
-        cmocka_unit_test(test_kill_while_building),
-        cmocka_unit_test(test_kill_while_training),
-        cmocka_unit_test(test_cache_command),
-        cmocka_unit_test(test_refuse_teacher),
-        cmocka_unit_test(test_refuse_data),
-        cmocka_unit_test(test_refuse_image_size),
-        cmocka_unit_test(test_refuse_augmentations),
-        cmocka_unit_test(test_refuse_dtype),
-        cmocka_unit_test(test_refuse_damaged_shard),
+        cmocka_unit_test(test_experiment_rules),    cmocka_unit_test(test_exact_k1),
+        cmocka_unit_test(test_plan_and_report),     cmocka_unit_test(test_exact_k3),
+        cmocka_unit_test(test_kill_while_building), cmocka_unit_test(test_kill_while_training),
+        cmocka_unit_test(test_cache_command),       cmocka_unit_test(test_two_processes),
+        cmocka_unit_test(test_refuse_teacher),      cmocka_unit_test(test_refuse_data),
+        cmocka_unit_test(test_refuse_image_size),   cmocka_unit_test(test_refuse_augmentations),
+        cmocka_unit_test(test_refuse_dtype),        cmocka_unit_test(test_refuse_damaged_shard),
         cmocka_unit_test(test_refuse_unfinished),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
