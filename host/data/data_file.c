@@ -9,14 +9,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-static const char *kind_of(mode_t m) {
-    if (S_ISDIR(m)) return "is a directory";
-    if (S_ISFIFO(m)) return "is not a regular file (a FIFO)";
-    if (S_ISSOCK(m)) return "is not a regular file (a socket)";
-    if (S_ISCHR(m)) return "is not a regular file (a character device)";
-    if (S_ISBLK(m)) return "is not a regular file (a block device)";
-    return "is not a regular file";
-}
+#include "fileio.h"
 
 int tc_data_open_regular(const char *path, char *why, size_t why_cap) {
     /* O_NONBLOCK: opening a FIFO without a writer would otherwise wait forever */
@@ -32,7 +25,7 @@ int tc_data_open_regular(const char *path, char *why, size_t why_cap) {
         return -1;
     }
     if (!S_ISREG(st.st_mode)) {
-        snprintf(why, why_cap, "%s", kind_of(st.st_mode));
+        snprintf(why, why_cap, "%s", tc_file_mode_kind(st.st_mode));
         close(fd);
         return -1;
     }

@@ -71,7 +71,9 @@
  *         auto: start_sparsity [parent auto stage's target, else 0],
  *               target_sparsity !, sparsity_warmup [1000], prune_step !,
  *               lambda_init [10], mask_lr [0.02], lambda_lr [-0.02],
- *               round_to 0|8|64 [0], vision [true], text [true]
+ *               round_to 0|8|64 [0], vision [true], text [true],
+ *               shape irregular|regular [irregular]: regular ties the masks
+ *               so that the pruned model is a plain open_clip ViT
  *       loss: {distill_weight [1.0], alpha [1.0 = affinity only],
  *              logit_scale NUM|learned [50 distill, learned scratch],
  *              teacher_logit_scale [teacher.logit_scale]}
@@ -87,6 +89,8 @@
  *       eval_every: INT         [1000, 0 = at the end only]
  *       checkpoint_every: INT   [1000, 0 = at the end only]
  *       log_every: INT          [100]
+ *       keep_checkpoints: INT   [2]  the newest K checkpoints are kept (a damaged
+ *                               newest one falls back to the one before)
  *       max_nonfinite_skips: INT [100]  consecutive non-finite losses allowed
  *       augmentations: INT      [0]  a fixed pool of K crops per sample (the live
  *                               equal of a cache of K); teacher_cache: K [1]
@@ -176,7 +180,7 @@ typedef struct {
 typedef struct {
     char *checkpoint;          /* NULL when the model is built from the config alone */
     char *model;               /* resolved model config path */
-    tc_exp_loc model_loc;
+    tc_exp_loc model_loc, checkpoint_loc;
 } tc_exp_external;
 
 typedef struct {
@@ -202,6 +206,7 @@ typedef struct {
     int64_t prune_step;        /* mask phase length; pruned into a dense model here */
     float lambda_init, mask_lr, lambda_lr;
     int round_to;              /* 0, 8 or 64: kept units rounded up to a multiple */
+    int regular;               /* shape: regular (tied masks, open_clip-regular result) */
     int vision, text;          /* towers that get masks */
 } tc_exp_auto;
 
@@ -245,6 +250,7 @@ typedef struct {
     tc_exp_optimizer opt;
     tc_exp_schedule sched;
     int64_t eval_every, checkpoint_every, log_every;
+    int keep_checkpoints; /* the newest this many checkpoints are kept */
     int max_nonfinite_skips;
     /* fixed augmentations: teacher_cache, K stored per sample (default 1);
      * other stages, 0 (a fresh crop every epoch) or a pool of K per sample

@@ -29,7 +29,7 @@ static void csv_sep_fn(tc_yaml *y, struct fy_node *v, const char *path, void *ob
 
 /* one factor in (0, 1e6]; 0 when the text is not one */
 static int factor(const char *text, double *f) {
-    return text && tc_yaml_parse_f64(text, f) && *f > 0 && *f <= 1e6;
+    return text && tc_yaml_parse_f64(text, f) == 1 && *f > 0 && *f <= 1e6;
 }
 
 /* upsampling_factors: [1, 3], or open_clip's "1::3" */
@@ -121,7 +121,7 @@ static const tc_yaml_field train_fields[] = {
      .type = TC_YAML_I64,
      .off = offsetof(tc_exp_train_data, num_samples),
      .lo = 1,
-     .hi = TC_EXP_BIG},
+     .hi = TC_EXP_MAX_SAMPLES},
     {.key = "workers",
      .type = TC_YAML_INT,
      .off = offsetof(tc_exp_train_data, workers),

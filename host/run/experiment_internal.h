@@ -13,7 +13,12 @@
 #include "experiment.h"
 #include "yaml_table.h"
 
-#define TC_EXP_BIG 1e308 /* no upper bound */
+/* upper bounds of the counts (every integer field has one, so that no value
+ * reaches a cast or a product that overflows): steps and intervals fit the
+ * trainer's int step counters; sample counts stay far below 2^53, where the
+ * loader's cursor (kept in doubles across ranks) would lose exactness */
+#define TC_EXP_MAX_STEPS 1e9
+#define TC_EXP_MAX_SAMPLES 1e12
 
 typedef struct {
     tc_yaml y; /* first: the table layer's callbacks get &y and cast it back */

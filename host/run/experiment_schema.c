@@ -79,7 +79,7 @@ static const tc_yaml_field zs_fields[] = {
     {.key = "max_images",
      .type = TC_YAML_I64,
      .off = offsetof(tc_exp_zeroshot, max_images),
-     .hi = TC_EXP_BIG},
+     .hi = TC_EXP_MAX_SAMPLES},
     {.key = "batch",
      .type = TC_YAML_INT,
      .off = offsetof(tc_exp_zeroshot, batch),
@@ -96,7 +96,7 @@ static const tc_yaml_field ret_fields[] = {
     {.key = "num_samples",
      .type = TC_YAML_I64,
      .off = offsetof(tc_exp_retrieval, num_samples),
-     .hi = TC_EXP_BIG},
+     .hi = TC_EXP_MAX_SAMPLES},
     {.key = "batch",
      .type = TC_YAML_INT,
      .off = offsetof(tc_exp_retrieval, batch),
@@ -187,6 +187,7 @@ static void teacher_ckpt_fn(tc_yaml *y, struct fy_node *v, const char *path, voi
     static const tc_yaml_field f = {
         .key = "checkpoint", .type = TC_YAML_PATH, .off = offsetof(tc_exp_external, checkpoint)};
     tc_yaml_set_field(y, &f, v, path, &((tc_exp_teacher *)obj)->ext);
+    ((tc_exp_teacher *)obj)->ext.checkpoint_loc = tc_yaml_node_loc(y, v);
 }
 
 static void teacher_model_fn(tc_yaml *y, struct fy_node *v, const char *path, void *obj) {

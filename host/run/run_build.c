@@ -8,6 +8,7 @@
 
 #include "checkpoint.h"
 #include "inherit.h"
+#include "manifest.h"
 #include "scheduler_internal.h"
 
 /* ---- weights on the host ---- */
@@ -42,10 +43,22 @@ tc_status host_model_random(tc_backend *be, const tc_model_config *cfg, uint64_t
     return s;
 }
 
+tc_status load_stage_final(run_ctx *c, int k, host_model *h) {
+    const char *dir = c->res[k].final_dir;
+    char why[512];
+    memset(h, 0, sizeof *h);
+    /* a final/ without a manifest is an older run's: used as it is */
+    if (tc_manifest_verify(dir, why, sizeof why) == 0)
+        return tc_fail(TC_ERR_FORMAT,
+                       "%s is damaged (%s); train stage %s again with --restart-from %s", dir, why,
+                       c->exp->stages[k].name, c->exp->stages[k].name);
+    return host_model_load(dir, NULL, h);
+}
+
 /* the parent's final weights: an earlier stage or an external checkpoint */
 tc_status load_parent(run_ctx *c, int i, host_model *h) {
     const tc_exp_stage *st = &c->exp->stages[i];
-    if (st->parent >= 0) return host_model_load(c->res[st->parent].final_dir, NULL, h);
+    if (st->parent >= 0) return load_stage_final(c, st->parent, h);
     return host_model_load(st->parent_ext.checkpoint, st->parent_ext.model, h);
 }
 
@@ -125,7 +138,7 @@ tc_status build_student(stage_run *r) {
     }
     case TC_EXP_INHERIT_AUTO: return build_auto_student(r, seed);
     }
-    return tc_fail(TC_ERR_CONFIG, "stage %s: unknown inheritance", st->name);
+    return tc_fail(TC_ERR_CONFIG, "unknown inheritance");
 }
 
 tc_status make_student(stage_run *r, const tc_model_config *cfg, const float *params, int masked) {
@@ -153,7 +166,7 @@ tc_status make_student(stage_run *r, const tc_model_config *cfg, const float *pa
 
 tc_status load_teacher(run_ctx *c, host_model *h) {
     const tc_exp_teacher *t = &c->exp->teacher;
-    if (t->stage >= 0) return host_model_load(c->res[t->stage].final_dir, NULL, h);
+    if (t->stage >= 0) return load_stage_final(c, t->stage, h);
     return host_model_load(t->ext.checkpoint, t->ext.model, h);
 }
 

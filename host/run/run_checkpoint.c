@@ -14,40 +14,9 @@
 
 #include "checkpoint.h"
 #include "fileio.h"
+#include "manifest.h"
 #include "safetensors.h"
 #include "scheduler_internal.h"
-
-/* rm -rf in process: no fork (a forked child of an MPI rank upsets some
- * interconnects' registered memory) and no shell quoting of the path.
- * symbolic links are removed, never followed; depth is bounded. */
-static int remove_tree_depth(const char *path, int depth) {
-    struct stat st;
-    if (lstat(path, &st) != 0) return errno == ENOENT ? 0 : -1;
-    if (!S_ISDIR(st.st_mode)) return unlink(path);
-    if (depth > 16) return -1;
-    DIR *d = opendir(path);
-    if (!d) return -1;
-    int rc = 0;
-    struct dirent *e;
-    while ((e = readdir(d))) {
-        if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0) continue;
-        size_t n = strlen(path) + strlen(e->d_name) + 2;
-        char *child = malloc(n);
-        if (!child) {
-            rc = -1;
-            break;
-        }
-        snprintf(child, n, "%s/%s", path, e->d_name);
-        if (remove_tree_depth(child, depth + 1) != 0) rc = -1;
-        free(child);
-    }
-    closedir(d);
-    return rc == 0 ? rmdir(path) : rc;
-}
-
-static int remove_tree(const char *path) {
-    return remove_tree_depth(path, 0);
-}
 
 /* every rank's loader cursor (resampled streams differ per rank):
  * "c0,...,c7,c0,...": rank-major, malloc'd */
@@ -80,7 +49,7 @@ static tc_status gather_cursors(run_ctx *c, const tc_loader_cursor *mine, char *
 }
 
 /* rank_cursors: from gather_cursors, NULL in one process (the train state
- * then has exactly the keys it always had) */
+ * then has no world and rank_cursors) */
 static tc_status save_checkpoint(run_ctx *c, int i, tc_model *m, const float *moments, tower_l0 *l0,
                                  const state_meta *meta, const char *rank_cursors) {
     char dir[PATH_CAP], tmp[PATH_CAP + 80], path[PATH_CAP + 128];
@@ -132,12 +101,13 @@ static tc_status save_checkpoint(run_ctx *c, int i, tc_model *m, const float *mo
         at += snprintf(v_cursor + at, sizeof v_cursor - (size_t)at, k ? ",%lld" : "%lld",
                        (long long)cv[k]);
     snprintf(v_global, sizeof v_global, "%lld", meta->global_batch);
-    char v_world[16];
+    char v_world[16], v_threads[16];
     snprintf(v_world, sizeof v_world, "%d", c->world);
-    const char *keys[] = {
-        "format",       "step",          "adam_step",   "nonfinite",         "masked",
-        "cursor",       "l0_rng_vision", "l0_rng_text", "l0opt_step_vision", "l0opt_step_text",
-        "global_batch", "world",         "rank_cursors"};
+    snprintf(v_threads, sizeof v_threads, "%d", c->threads);
+    const char *keys[] = {"format",        "step",          "adam_step",   "nonfinite",
+                          "masked",        "cursor",        "l0_rng_vision", "l0_rng_text",
+                          "l0opt_step_vision", "l0opt_step_text", "global_batch", "threads",
+                          "device",        "build",         "world",       "rank_cursors"};
     const char *vals[] = {"tinyclip-train-state-1",
                           v_step,
                           v_adam,
@@ -149,55 +119,21 @@ static tc_status save_checkpoint(run_ctx *c, int i, tc_model *m, const float *mo
                           meta->masked && l0[0].on ? optstep[0] : "",
                           meta->masked && l0[1].on ? optstep[1] : "",
                           v_global,
+                          v_threads,
+                          c->device ? c->device : "",
+                          c->build ? c->build : "",
                           v_world,
                           rank_cursors ? rank_cursors : ""};
     snprintf(path, sizeof path, "%s/train_state.safetensors", tmp);
-    if (s == TC_OK) s = tc_st_write(path, t, nt, keys, vals, rank_cursors ? 13 : 11);
+    if (s == TC_OK) s = tc_st_write(path, t, nt, keys, vals, rank_cursors ? 16 : 14);
     free(buf);
-    /* publish: rename the folder, then drop older checkpoints */
-    char final[PATH_CAP + 128];
-    snprintf(final, sizeof final, "%s/%s", dir, name);
-    if (s == TC_OK && rename(tmp, final) != 0)
-        s = tc_fail(TC_ERR_IO, "%s: cannot rename to %s: %s", tmp, final, strerror(errno));
-    if (s != TC_OK) return s;
-    DIR *d = opendir(dir);
-    if (d) {
-        struct dirent *e;
-        while ((e = readdir(d))) {
-            if (strncmp(e->d_name, "step-", 5) != 0 || strcmp(e->d_name, name) == 0) continue;
-            char old[PATH_CAP + 300];
-            snprintf(old, sizeof old, "%s/%s", dir, e->d_name);
-            if (remove_tree(old) != 0) logf_run(c, "warning: could not remove %s", old);
-        }
-        closedir(d);
-    }
-    return TC_OK;
+    /* the manifest last, then the folder is published under its name */
+    if (s == TC_OK) s = tc_manifest_write(tmp);
+    if (s == TC_OK) s = publish_checkpoint(c, i, tmp, name);
+    return s;
 }
 
 /* ---- finding and resuming ---- */
-
-void latest_checkpoint(const run_ctx *c, int i, char *out) {
-    char dir[PATH_CAP];
-    stage_path(c, i, "checkpoints", dir);
-    out[0] = 0;
-    DIR *d = opendir(dir);
-    if (!d) return;
-    struct dirent *e;
-    long long best = -1;
-    while ((e = readdir(d))) {
-        long long step;
-        char tail[8];
-        if (sscanf(e->d_name, "step-%lld%7s", &step, tail) != 1) continue; /* skips *.tmp */
-        char st[PATH_CAP + 320];
-        snprintf(st, sizeof st, "%s/%s/train_state.safetensors", dir, e->d_name);
-        if (!tc_path_is_file(st)) continue;
-        if (step > best) {
-            best = step;
-            snprintf(out, CKPT_CAP, "%s/%s", dir, e->d_name);
-        }
-    }
-    closedir(d);
-}
 
 static tc_status parse_ll_list(const char *v, long long *out, int n, const char *what) {
     const char *p = v;
@@ -230,6 +166,29 @@ static tc_status parse_u64_pair(const char *v, unsigned long long out[2]) {
     }
     if (*p) return tc_fail(TC_ERR_FORMAT, "train state: bad rng state '%s'", v);
     return TC_OK;
+}
+
+/* a resume is bit-identical only on the same thread count, CPU or GPU and
+ * build: say which differ from the checkpoint's (older ones have no record) */
+static void warn_environment(stage_run *r, tc_safetensors *f, const char *path) {
+    run_ctx *c = r->c;
+    char now_threads[16], diff[900] = "";
+    snprintf(now_threads, sizeof now_threads, "%d", c->threads);
+    const char *keys[3] = {"threads", "device", "build"};
+    const char *now[3] = {now_threads, c->device ? c->device : "", c->build ? c->build : ""};
+    size_t n = 0;
+    for (int k = 0; k < 3; k++) {
+        const char *was = tc_st_metadata(f, keys[k]);
+        if (!was || !was[0] || strcmp(was, now[k]) == 0) continue;
+        n += (size_t)snprintf(diff + n, sizeof diff - n, "; %s '%.200s' then, '%.200s' now",
+                              keys[k], was, now[k]);
+        if (n >= sizeof diff) break;
+    }
+    if (diff[0])
+        logf_run(c,
+                 "warning: stage %s: %s was written elsewhere%s. the run continues, but a "
+                 "resume is bit-identical only with the same thread count, CPU or GPU and build",
+                 r->st->name, path, diff);
 }
 
 static tc_status read_state_tensor(tc_safetensors *f, const char *name, float *dst, size_t n) {
@@ -336,6 +295,7 @@ tc_status resume_from(stage_run *r, const char *ckpt) {
                  rs ? "the resampled streams start again with new draws"
                     : "the same sequence of global batches continues");
     }
+    if (s == TC_OK) warn_environment(r, f, path);
     r->meta.masked = (int)masked;
     if (s == TC_OK && !masked && r->masked) {
         /* the mask phase is over: the checkpoint holds the pruned model */
