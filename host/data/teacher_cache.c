@@ -7,6 +7,7 @@
 #include <string.h>
 #include <xxhash.h>
 
+#include "data_file.h"
 #include "fileio.h"
 #include "json.h"
 #include "safetensors.h"
@@ -220,7 +221,7 @@ tc_status tc_cache_shard_write(const char *dir, int shard, const tc_cache_key *k
     free(txt);
     if (s != TC_OK) return s;
     info->rows = r->n;
-    TC_TRY(tc_cache_file_hash(path, &info->xxh3, &info->bytes));
+    TC_TRY(tc_file_xxh3(path, &info->xxh3, &info->bytes));
     /* what it cost, beside it (the shard's bytes depend on the data alone):
      * build/shard-NNNNNN.txt */
     char cost[200], cdir[4096 + 8];
@@ -268,7 +269,7 @@ int tc_cache_shard_done(const char *dir, int shard, const tc_cache_key *k,
                  path, theirs, key);
         return -1;
     }
-    if (tc_cache_file_hash(path, &info->xxh3, &info->bytes) != TC_OK) {
+    if (tc_file_xxh3(path, &info->xxh3, &info->bytes) != TC_OK) {
         snprintf(why, cap, "%s", tc_last_error());
         return -1;
     }

@@ -108,8 +108,6 @@ void tc_cache_locate(const tc_cache_key *k, int indexable, int64_t index, int sh
 /* cache shards of a source: indexable ceil(N / rows_per_shard), webdataset its shards */
 int tc_cache_num_shards(const tc_cache_key *k);
 void tc_cache_shard_name(int shard, char *buf, size_t cap);
-/* the XXH3-64 and size of a regular file (read in 1 MiB pieces) */
-tc_status tc_cache_file_hash(const char *path, uint64_t *hash, uint64_t *size);
 
 /* ---- building ---- */
 
@@ -176,6 +174,10 @@ const char *tc_teacher_cache_dir(const tc_teacher_cache *c);
 const tc_cache_build_stats *tc_teacher_cache_stats(const tc_teacher_cache *c);
 /* bytes of every shard */
 uint64_t tc_teacher_cache_bytes(const tc_teacher_cache *c);
+/* what the cache holds, in one number: XXH3-64 of its key, its rows and
+ * every shard's size and checksum (not the build's timings, so the same
+ * cache built again has the same identity); 0 when out of memory */
+uint64_t tc_teacher_cache_identity(const tc_teacher_cache *c);
 
 /* the run's view of what the cache must be; a field left at 0 (or NULL,
  * -1 for dtype) is not compared */

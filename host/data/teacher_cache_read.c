@@ -34,35 +34,6 @@ struct tc_teacher_cache {
     pthread_mutex_t mu;
 };
 
-tc_status tc_cache_file_hash(const char *path, uint64_t *hash, uint64_t *size) {
-    char why[160];
-    int fd = tc_data_open_regular(path, why, sizeof why);
-    if (fd < 0) return tc_fail(TC_ERR_IO, "%s: %s", path, why);
-    XXH3_state_t *x = XXH3_createState();
-    size_t cap = 1 << 20;
-    unsigned char *buf = malloc(cap);
-    tc_status s = TC_OK;
-    uint64_t total = 0;
-    if (!x || !buf || XXH3_64bits_reset(x) != XXH_OK)
-        s = tc_fail(TC_ERR_OOM, "%s: out of memory", path);
-    while (s == TC_OK) {
-        ssize_t n = read(fd, buf, cap);
-        if (n < 0 && errno == EINTR) continue;
-        if (n < 0) s = tc_fail(TC_ERR_IO, "%s: read: %s", path, strerror(errno));
-        if (n <= 0) break;
-        XXH3_64bits_update(x, buf, (size_t)n);
-        total += (uint64_t)n;
-    }
-    if (s == TC_OK) {
-        *hash = XXH3_64bits_digest(x);
-        *size = total;
-    }
-    free(buf);
-    if (x) XXH3_freeState(x);
-    close(fd);
-    return s;
-}
-
 /* ---- the manifest ---- */
 
 static int get_hex(const tc_json *o, const char *k, uint64_t *v) {
@@ -291,6 +262,23 @@ const tc_cache_build_stats *tc_teacher_cache_stats(const tc_teacher_cache *c) {
     return &c->stats;
 }
 
+uint64_t tc_teacher_cache_identity(const tc_teacher_cache *c) {
+    uint64_t v[3] = {tc_cache_key_hash(&c->key), (uint64_t)c->key.samples, (uint64_t)c->nshards};
+    XXH3_state_t *x = XXH3_createState();
+    if (!x || XXH3_64bits_reset(x) != XXH_OK) {
+        if (x) XXH3_freeState(x);
+        return 0;
+    }
+    XXH3_64bits_update(x, v, sizeof v);
+    for (int i = 0; i < c->nshards; i++) {
+        uint64_t sh[2] = {c->info[i].bytes, c->info[i].xxh3};
+        XXH3_64bits_update(x, sh, sizeof sh);
+    }
+    uint64_t h = XXH3_64bits_digest(x);
+    XXH3_freeState(x);
+    return h;
+}
+
 uint64_t tc_teacher_cache_bytes(const tc_teacher_cache *c) {
     uint64_t n = 0;
     for (int i = 0; i < c->nshards; i++)
@@ -364,7 +352,7 @@ tc_status tc_teacher_cache_verify(tc_teacher_cache *c, int rank, int world) {
         tc_cache_shard_name(i, name, sizeof name);
         snprintf(path, sizeof path, "%s/%s", c->dir, name);
         uint64_t h, n;
-        TC_TRY(tc_cache_file_hash(path, &h, &n));
+        TC_TRY(tc_file_xxh3(path, &h, &n));
         if (n != c->info[i].bytes || h != c->info[i].xxh3)
             return tc_fail(TC_ERR_DATA,
                            "teacher cache %s: shard %s is damaged: %llu bytes with XXH3-64 "

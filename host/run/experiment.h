@@ -264,6 +264,7 @@ typedef struct {
     int cache_stage;        /* teacher_cache: NAME, a teacher_cache stage; -1 */
     char *cache_dir;        /* teacher_cache: {path: DIR}, a cache built elsewhere */
     int cache_expect_dtype; /* teacher_cache: {dtype: ...}; -1: any */
+    tc_exp_loc cache_loc;   /* where teacher_cache was given */
 } tc_exp_stage;
 
 /* 1 when the stage reads its teacher features from a cache */

@@ -372,6 +372,7 @@ static void teacher_cache_fn(tc_yaml *y, struct fy_node *v, const char *path, vo
     tc_exp_ctx *c = tc_exp_ctx_of(y);
     tc_exp_stage *st = obj;
     if (tc_yaml_is_null(v)) return;
+    st->cache_loc = tc_yaml_node_loc(y, v);
     if (v && fy_node_is_mapping(v)) {
         uint64_t seen =
             tc_yaml_parse_map(y, v, path, cache_ref_fields, TC_YAML_NF(cache_ref_fields), st);

@@ -76,6 +76,8 @@ tc_status run_cache_stage(run_ctx *c, int i) {
         return TC_OK;
     }
     if (c->rank == 0) TC_TRY(tc_mkdir_p(sdir));
+    /* what the cache is made from, before it is made */
+    if (c->rank == 0) TC_TRY(write_stage_inputs(c, i));
     logf_run(c, "stage %s: teacher_cache, %d augmentation%s of every training sample, %s, into %s",
              st->name, st->augmentations, st->augmentations == 1 ? "" : "s",
              tc_cache_dtype_name((tc_cache_dtype)st->cache_dtype), dir);

@@ -9,6 +9,7 @@
 
 #include "checkpoint.h"
 #include "flops.h"
+#include "teacher_cache.h"
 
 /* a failure named by where the experiment gave the value */
 static tc_status at(const tc_experiment *exp, tc_exp_loc loc, const char *what, tc_status s) {
@@ -35,6 +36,36 @@ static tc_status check_external(const tc_experiment *exp, const tc_exp_external 
     return s == TC_OK ? TC_OK : at(exp, x->checkpoint_loc, what, s);
 }
 
+/* a cache built elsewhere (teacher_cache: {path}) against what the plan
+ * knows before anything runs: complete, the student's image size, the
+ * stage's augmentations and dtype, the teacher's embedding width. the
+ * teacher's weights, the data and every checksum are checked when the stage
+ * starts (host/run/run_cache.c), before its first step */
+static tc_status check_outside_cache(const tc_stage_plan *p, int i) {
+    const tc_experiment *exp = p->exp;
+    const tc_exp_stage *st = &exp->stages[i];
+    const tc_stage_plan_entry *e = &p->entries[i];
+    tc_teacher_cache *c;
+    tc_status s = tc_teacher_cache_open(st->cache_dir, &c);
+    if (s == TC_OK) {
+        tc_cache_key teacher;
+        memset(&teacher, 0, sizeof teacher);
+        const tc_cache_key *k = tc_teacher_cache_key(c);
+        teacher.teacher_config = k->teacher_config; /* only the width is known here */
+        teacher.teacher_weights = k->teacher_weights;
+        snprintf(teacher.teacher_name, sizeof teacher.teacher_name, "%s", "the run's teacher");
+        teacher.embed_dim = e->has_teacher ? e->teacher.embed_dim : k->embed_dim;
+        tc_cache_expect want = {&teacher, NULL, NULL, e->model.vision.image_size,
+                                st->augmentations, st->cache_expect_dtype};
+        s = tc_teacher_cache_check(c, &want);
+        tc_teacher_cache_close(c);
+    }
+    if (s == TC_OK) return TC_OK;
+    char what[128];
+    snprintf(what, sizeof what, "stages.%d (%s).teacher_cache", i, st->name);
+    return at(exp, st->cache_loc, what, s);
+}
+
 tc_status tc_stage_plan_check_checkpoints(const tc_stage_plan *p) {
     const tc_experiment *exp = p->exp;
     if (exp->teacher.present && exp->teacher.stage < 0 && exp->teacher.ext.checkpoint)
@@ -44,6 +75,7 @@ tc_status tc_stage_plan_check_checkpoints(const tc_stage_plan *p) {
         char what[128];
         snprintf(what, sizeof what, "stages.%d (%s).parent.checkpoint", i, st->name);
         if (st->parent_ext.checkpoint) TC_TRY(check_external(exp, &st->parent_ext, what));
+        if (st->kind == TC_EXP_STAGE_DISTILL && st->cache_dir) TC_TRY(check_outside_cache(p, i));
     }
     return TC_OK;
 }
@@ -157,6 +189,7 @@ tc_status tc_stage_plan_build(const tc_experiment *exp, tc_stage_plan **out) {
         if (st->parent >= 0) e->deps[e->n_deps++] = st->parent;
         if (st->kind == TC_EXP_STAGE_DISTILL && exp->teacher.stage >= 0) e->deps[e->n_deps++] = exp->teacher.stage;
         if (st->model_stage >= 0) e->deps[e->n_deps++] = st->model_stage;
+        if (st->kind == TC_EXP_STAGE_DISTILL && st->cache_stage >= 0) e->deps[e->n_deps++] = st->cache_stage;
 
         if (st->kind == TC_EXP_STAGE_TEACHER_CACHE) {
             /* it runs the teacher alone: the plan shows the teacher */

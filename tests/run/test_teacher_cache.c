@@ -281,7 +281,7 @@ static void test_two_processes(void **state) {
 
 /* one distill stage from the run's teacher with its cache; nothing trained */
 static void refused(const char *tag, const char *teacher, const char *model, const char *cache,
-                    const char *extra, const char *message) {
+                    const char *extra, const char *message, int before_first_write) {
     char yaml[2048], name[64], args[512];
     snprintf(yaml, sizeof yaml,
              "name: %s\n"
@@ -316,14 +316,18 @@ static void refused(const char *tag, const char *teacher, const char *model, con
     assert_false(tc_file_exists(p));
     snprintf(p, sizeof p, "%s/r-%s/distill/checkpoints", dir, tag);
     assert_false(tc_file_exists(p));
+    /* what the plan can see (the cache's manifest against the stage) is
+     * refused before the run folder is made */
+    snprintf(p, sizeof p, "%s/r-%s", dir, tag);
+    if (before_first_write) assert_false(tc_file_exists(p));
 }
 
 static void test_refuse_teacher(void **state) {
     refused("teacher", "a/distill/final", "a/distill/final/open_clip_config.json",
-            "{path: a/cache}", "", "teacher: built with");
+            "{path: a/cache}", "", "teacher: built with", 0);
 }
 static void test_refuse_data(void **state) {
-    refused("data", "a/teacher/final", "tiny.json", "{path: a/cache}", "", "data: built from wds");
+    refused("data", "a/teacher/final", "tiny.json", "{path: a/cache}", "", "data: built from wds", 0);
 }
 static void test_refuse_image_size(void **state) {
     /* a 32px teacher and student against a cache of 28px images */
@@ -343,16 +347,16 @@ static void test_refuse_image_size(void **state) {
                     "1, schedule: {warmup: 1}}\n");
     must_run("train t32.yaml --out t32 --plain");
     refused("size", "t32/t/final", "tiny32.json", "{path: cmd-size}", "",
-            "image size: built for 28px images, the student takes 32px");
+            "image size: built for 28px images, the student takes 32px", 1);
 }
 static void test_refuse_augmentations(void **state) {
     refused("augmentations", "a/teacher/final", "tiny.json", "{path: a/cache}",
             "    augmentations: 2\n",
-            "augmentations: the cache holds 1 per sample, the stage asks for 2");
+            "augmentations: the cache holds 1 per sample, the stage asks for 2", 1);
 }
 static void test_refuse_dtype(void **state) {
     refused("dtype", "a/teacher/final", "tiny.json", "{path: a/cache, dtype: bf16}", "",
-            "dtype: the cache stores fp32 features, the stage asks for bf16");
+            "dtype: the cache stores fp32 features, the stage asks for bf16", 1);
 }
 static void test_refuse_damaged_shard(void **state) {
     must_run("cache --teacher a/teacher/final --data 'shards/{000000..000003}.tar' --out damaged "
@@ -365,7 +369,7 @@ static void test_refuse_damaged_shard(void **state) {
     assert_int_equal(tc_write_file(p, d, n), 0);
     free(d);
     refused("damaged", "a/teacher/final", "tiny.json", "{path: damaged}", "",
-            "shard shard-000002.safetensors is damaged");
+            "shard shard-000002.safetensors is damaged", 0);
 }
 static void test_refuse_unfinished(void **state) {
     if (!getenv("TINYCLIP_FAULTS_BIN") || !getenv("TINYCLIP_FAULTS_BIN")[0]) {
@@ -380,7 +384,131 @@ static void test_refuse_unfinished(void **state) {
     assert_int_not_equal(rc, 0);
     free(out);
     refused("unfinished", "a/teacher/final", "tiny.json", "{path: unfinished}", "",
-            "the cache is not complete");
+            "the cache is not complete", 1);
+}
+
+/* ---- a ResNet teacher ---- */
+
+/* a ModifiedResNet teacher (conv, BatchNorm with running statistics,
+ * attention pooling) and a ResNet student by manual inheritance: the cache
+ * holds what the live ResNet teacher computes, so K = 2 on the cache equals
+ * the live teacher on the same pool of 2, byte for byte */
+static void test_resnet_teacher(void **state) {
+    put("rn.json", "{\"embed_dim\": 32, \"quick_gelu\": false,\n"
+                   " \"vision_cfg\": {\"image_size\": 32, \"layers\": [1, 1, 1, 1], \"width\": 8, "
+                   "\"patch_size\": null},\n"
+                   " \"text_cfg\": {\"context_length\": 16, \"vocab_size\": 49408, \"width\": 64, "
+                   "\"heads\": 1, \"layers\": 2}}\n");
+    put("rns.json", "{\"embed_dim\": 32, \"quick_gelu\": false,\n"
+                    " \"vision_cfg\": {\"image_size\": 32, \"layers\": [1, 1, 1, 1], \"width\": 4, "
+                    "\"patch_size\": null},\n"
+                    " \"text_cfg\": {\"context_length\": 16, \"vocab_size\": 49408, \"width\": 64, "
+                    "\"heads\": 1, \"layers\": 1}}\n");
+    put("rn.yaml", "name: rn\nseed: 3\nthreads: 1\ndata:\n  train: {source: wds, path: "
+                   "\"shards/{000000..000003}.tar\", num_samples: 400, batch: 16, workers: 2}\n"
+                   "teacher: {stage: teacher}\nstages:\n"
+                   "  - {name: teacher, kind: train_scratch_clip, model: rn.json, steps: 4, "
+                   "schedule: {warmup: 2}}\n"
+                   "  - {name: cache, kind: teacher_cache, augmentations: 2, batch: 24}\n"
+                   "  - name: distill\n    kind: distill\n    parent: teacher\n    model: rns.json\n"
+                   "    inheritance: {kind: manual, vision: {layers: interval_front, width: "
+                   "leading}, text: {layers: interval_front, width: leading}}\n"
+                   "    teacher_cache: cache\n    steps: 6\n    schedule: {warmup: 1}\n");
+    char *out;
+    int rc = run_cli(NULL, "train rn.yaml --out rn-cache --plain", &out);
+    if (rc != 0) fail_msg("the ResNet run on its cache failed (%d):\n%s", rc, out);
+    assert_non_null(strstr(out, "the teacher is not loaded"));
+    free(out);
+    must_run("train rn.yaml --out rn-live --plain --set stages.distill.teacher_cache=null "
+             "--set stages.distill.augmentations=2");
+    assert_same_final("rn-cache", "rn-live", "distill");
+    printf("ResNet teacher, K = 2, fp32: the stage on the cache ends with the live teacher's "
+           "weights, byte for byte\n");
+}
+
+/* ---- the run folder's rules ---- */
+
+/* a cache's inputs are part of the fingerprints: a rerun that changes what
+ * the cache holds is refused, naming the cache stage and the distill stage
+ * that reads it; the teacher's forward batch is a free change; --restart-from
+ * the cache moves it and its readers aside and builds it again */
+static void test_inputs_and_restart(void **state) {
+    char cmd[2048], *out;
+    snprintf(cmd, sizeof cmd, "cp -r '%s/a' '%s/fp'", dir, dir);
+    assert_int_equal(system(cmd), 0);
+    int rc = run_cli(NULL, "train exp.yaml --out fp --plain --set stages.cache.augmentations=3",
+                     &out);
+    printf("%s\n", out);
+    assert_int_not_equal(rc, 0);
+    assert_non_null(strstr(out, "stages.cache.augmentations: 1 -> 3"));
+    assert_non_null(strstr(out, "stages.distill.teacher_cache: stage cache, which it depends on, "
+                               "has other inputs"));
+    assert_non_null(strstr(out, "--restart-from cache"));
+    free(out);
+    rc = run_cli(NULL, "train exp.yaml --out fp --plain --set stages.cache.batch=8", &out);
+    if (rc != 0) fail_msg("a free change was refused (%d):\n%s", rc, out);
+    assert_non_null(strstr(out, "stages.cache.batch: 32 -> 8"));
+    assert_non_null(strstr(out, "stage cache: done earlier, skipped"));
+    free(out);
+    rc = run_cli(NULL,
+                 "train exp.yaml --out fp --plain --set stages.cache.augmentations=3 "
+                 "--restart-from cache",
+                 &out);
+    if (rc != 0) fail_msg("--restart-from cache failed (%d):\n%s", rc, out);
+    assert_null(strstr(out, "stage teacher: restarted"));
+    free(out);
+    snprintf(cmd, sizeof cmd, "%s/fp/replaced/1/cache/manifest.json", dir);
+    assert_true(tc_file_exists(cmd));
+    snprintf(cmd, sizeof cmd, "%s/fp/replaced/1/distill/final", dir);
+    assert_true(tc_file_exists(cmd));
+    assert_same_final("fp", "c3", "distill");
+    printf("a changed cache is refused with its dependants; a changed build batch recorded; "
+           "--restart-from cache rebuilt it (K = 3) and its reader ends as the K = 3 run\n");
+
+    /* a cache built by the stage outside its folder goes aside with it */
+    must_run("train exp.yaml --out op --plain --set stages.cache.path=op-cache");
+    rc = run_cli(NULL,
+                 "train exp.yaml --out op --plain --set stages.cache.path=op-cache "
+                 "--set stages.cache.augmentations=3 --restart-from cache",
+                 &out);
+    if (rc != 0) fail_msg("--restart-from cache (outside path) failed (%d):\n%s", rc, out);
+    assert_non_null(strstr(out, "the earlier cache is in"));
+    free(out);
+    snprintf(cmd, sizeof cmd, "%s/op/replaced/1/cache.cache/manifest.json", dir);
+    assert_true(tc_file_exists(cmd));
+    assert_same_shards("c3/cache", "op-cache");
+    assert_same_final("op", "c3", "distill");
+    printf("with path: outside the run folder: the old cache moved to replaced/1/cache.cache, "
+           "the new one built in its place\n");
+}
+
+/* a cache built elsewhere is named in the stage's inputs by what it holds:
+ * built again with another seed (other crops) at the same path, a rerun of
+ * the stage that read it is refused */
+static void test_outside_cache_identity(void **state) {
+    const char *build = "cache --teacher a/teacher/final --data 'shards/{000000..000003}.tar' "
+                        "--out moved --threads 1 --seed ";
+    char args[1024], *out;
+    snprintf(args, sizeof args, "%s3", build);
+    must_run(args);
+    put("ext.yaml", "name: ext\nseed: 3\nthreads: 1\ndata:\n  train: {source: wds, path: "
+                    "\"shards/{000000..000003}.tar\", num_samples: 400, batch: 16, workers: 1}\n"
+                    "teacher: {checkpoint: a/teacher/final, model: tiny.json}\nstages:\n"
+                    "  - {name: distill, kind: distill, model: tiny.json, teacher_cache: {path: "
+                    "moved}, steps: 2, schedule: {warmup: 1}}\n");
+    must_run("train ext.yaml --out ext --plain");
+    char p[1024];
+    snprintf(p, sizeof p, "%s/moved", dir);
+    tc_rmtree(p);
+    snprintf(args, sizeof args, "%s4", build);
+    must_run(args);
+    int rc = run_cli(NULL, "train ext.yaml --out ext --plain", &out);
+    printf("%s\n", out);
+    assert_int_not_equal(rc, 0);
+    assert_non_null(strstr(out, "stages.distill.teacher_cache: "));
+    assert_non_null(strstr(out, "(cache "));
+    free(out);
+    printf("the same path holding another cache: the rerun is refused\n");
 }
 
 /* ---- the experiment file ---- */
@@ -454,7 +582,8 @@ int main(void) {
         cmocka_unit_test(test_refuse_teacher),      cmocka_unit_test(test_refuse_data),
         cmocka_unit_test(test_refuse_image_size),   cmocka_unit_test(test_refuse_augmentations),
         cmocka_unit_test(test_refuse_dtype),        cmocka_unit_test(test_refuse_damaged_shard),
-        cmocka_unit_test(test_refuse_unfinished),
+        cmocka_unit_test(test_refuse_unfinished),   cmocka_unit_test(test_resnet_teacher),
+        cmocka_unit_test(test_inputs_and_restart),  cmocka_unit_test(test_outside_cache_identity),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
