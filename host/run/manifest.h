@@ -29,5 +29,4 @@ tc_status tc_manifest_write(const char *dir);
  * manifest says 3464"); -1: there is no manifest (why says so) */
 int tc_manifest_verify(const char *dir, char *why, size_t cap);
 
-
 #endif

@@ -170,7 +170,8 @@ static void find_orphans(run_ctx *c, diff_ctx *d) {
  * would be refused) */
 static tc_status move_outside_cache(run_ctx *c, int i, const char *to) {
     const tc_exp_stage *st = &c->exp->stages[i];
-    if (st->kind != TC_EXP_STAGE_TEACHER_CACHE || !st->cache_path || !tc_path_is_dir(st->cache_path))
+    if (st->kind != TC_EXP_STAGE_TEACHER_CACHE || !st->cache_path ||
+        !tc_path_is_dir(st->cache_path))
         return TC_OK;
     char dst[PATH_CAP + 64];
     snprintf(dst, sizeof dst, "%s/%s.cache", to, st->name);

@@ -55,8 +55,10 @@ static tc_status check_outside_cache(const tc_stage_plan *p, int i) {
         teacher.teacher_weights = k->teacher_weights;
         snprintf(teacher.teacher_name, sizeof teacher.teacher_name, "%s", "the run's teacher");
         teacher.embed_dim = e->has_teacher ? e->teacher.embed_dim : k->embed_dim;
-        tc_cache_expect want = {&teacher, NULL, NULL, e->model.vision.image_size,
-                                st->augmentations, st->cache_expect_dtype};
+        tc_cache_expect want = {.teacher = &teacher,
+                                .image_size = e->model.vision.image_size,
+                                .augmentations = st->augmentations,
+                                .dtype = st->cache_expect_dtype};
         s = tc_teacher_cache_check(c, &want);
         tc_teacher_cache_close(c);
     }
@@ -189,7 +191,8 @@ tc_status tc_stage_plan_build(const tc_experiment *exp, tc_stage_plan **out) {
         if (st->parent >= 0) e->deps[e->n_deps++] = st->parent;
         if (st->kind == TC_EXP_STAGE_DISTILL && exp->teacher.stage >= 0) e->deps[e->n_deps++] = exp->teacher.stage;
         if (st->model_stage >= 0) e->deps[e->n_deps++] = st->model_stage;
-        if (st->kind == TC_EXP_STAGE_DISTILL && st->cache_stage >= 0) e->deps[e->n_deps++] = st->cache_stage;
+        if (st->kind == TC_EXP_STAGE_DISTILL && st->cache_stage >= 0)
+            e->deps[e->n_deps++] = st->cache_stage;
 
         if (st->kind == TC_EXP_STAGE_TEACHER_CACHE) {
             /* it runs the teacher alone: the plan shows the teacher */

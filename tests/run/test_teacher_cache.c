@@ -327,7 +327,8 @@ static void test_refuse_teacher(void **state) {
             "{path: a/cache}", "", "teacher: built with", 0);
 }
 static void test_refuse_data(void **state) {
-    refused("data", "a/teacher/final", "tiny.json", "{path: a/cache}", "", "data: built from wds", 0);
+    refused("data", "a/teacher/final", "tiny.json", "{path: a/cache}", "", "data: built from wds",
+            0);
 }
 static void test_refuse_image_size(void **state) {
     /* a 32px teacher and student against a cache of 28px images */
@@ -404,16 +405,17 @@ static void test_resnet_teacher(void **state) {
                     "\"patch_size\": null},\n"
                     " \"text_cfg\": {\"context_length\": 16, \"vocab_size\": 49408, \"width\": 64, "
                     "\"heads\": 1, \"layers\": 1}}\n");
-    put("rn.yaml", "name: rn\nseed: 3\nthreads: 1\ndata:\n  train: {source: wds, path: "
-                   "\"shards/{000000..000003}.tar\", num_samples: 400, batch: 16, workers: 2}\n"
-                   "teacher: {stage: teacher}\nstages:\n"
-                   "  - {name: teacher, kind: train_scratch_clip, model: rn.json, steps: 4, "
-                   "schedule: {warmup: 2}}\n"
-                   "  - {name: cache, kind: teacher_cache, augmentations: 2, batch: 24}\n"
-                   "  - name: distill\n    kind: distill\n    parent: teacher\n    model: rns.json\n"
-                   "    inheritance: {kind: manual, vision: {layers: interval_front, width: "
-                   "leading}, text: {layers: interval_front, width: leading}}\n"
-                   "    teacher_cache: cache\n    steps: 6\n    schedule: {warmup: 1}\n");
+    put("rn.yaml",
+        "name: rn\nseed: 3\nthreads: 1\ndata:\n  train: {source: wds, path: "
+        "\"shards/{000000..000003}.tar\", num_samples: 400, batch: 16, workers: 2}\n"
+        "teacher: {stage: teacher}\nstages:\n"
+        "  - {name: teacher, kind: train_scratch_clip, model: rn.json, steps: 4, "
+        "schedule: {warmup: 2}}\n"
+        "  - {name: cache, kind: teacher_cache, augmentations: 2, batch: 24}\n"
+        "  - name: distill\n    kind: distill\n    parent: teacher\n    model: rns.json\n"
+        "    inheritance: {kind: manual, vision: {layers: interval_front, width: "
+        "leading}, text: {layers: interval_front, width: leading}}\n"
+        "    teacher_cache: cache\n    steps: 6\n    schedule: {warmup: 1}\n");
     char *out;
     int rc = run_cli(NULL, "train rn.yaml --out rn-cache --plain", &out);
     if (rc != 0) fail_msg("the ResNet run on its cache failed (%d):\n%s", rc, out);
@@ -436,13 +438,13 @@ static void test_inputs_and_restart(void **state) {
     char cmd[2048], *out;
     snprintf(cmd, sizeof cmd, "cp -r '%s/a' '%s/fp'", dir, dir);
     assert_int_equal(system(cmd), 0);
-    int rc = run_cli(NULL, "train exp.yaml --out fp --plain --set stages.cache.augmentations=3",
-                     &out);
+    int rc =
+        run_cli(NULL, "train exp.yaml --out fp --plain --set stages.cache.augmentations=3", &out);
     printf("%s\n", out);
     assert_int_not_equal(rc, 0);
     assert_non_null(strstr(out, "stages.cache.augmentations: 1 -> 3"));
     assert_non_null(strstr(out, "stages.distill.teacher_cache: stage cache, which it depends on, "
-                               "has other inputs"));
+                                "has other inputs"));
     assert_non_null(strstr(out, "--restart-from cache"));
     free(out);
     rc = run_cli(NULL, "train exp.yaml --out fp --plain --set stages.cache.batch=8", &out);
