@@ -136,12 +136,18 @@ static void fill_row(tc_cache_rows *r, int64_t row, tc_sample *s, uint64_t uid,
     if (img.px != s->raw.px) tc_image_free(&img);
 }
 
-static void write_cache(const char *dir, const char *spec, const char *kind, const cache_opts *o) {
+/* the source at spec (kind NULL: guessed from spec) */
+static tc_source *open_source(const char *spec, const char *kind) {
     tc_source_opts so;
     tc_source_opts_init(&so);
     so.kind = kind;
     tc_source *src;
     assert_int_equal(tc_source_open(spec, &so, &src), TC_OK);
+    return src;
+}
+
+static void write_cache(const char *dir, const char *spec, const char *kind, const cache_opts *o) {
+    tc_source *src = open_source(spec, kind);
     tc_cache_key k;
     make_key(&k, src, spec, o);
     tc_image_decoder *dec;
@@ -306,11 +312,7 @@ static void replay(const char *spec, const char *kind, int dtype, const char *ta
     tc_teacher_cache *c;
     assert_int_equal(tc_teacher_cache_open(dir, &c), TC_OK);
     assert_int_equal(tc_teacher_cache_verify(c, 0, 1), TC_OK);
-    tc_source_opts so;
-    tc_source_opts_init(&so);
-    so.kind = kind;
-    tc_source *src;
-    assert_int_equal(tc_source_open(spec, &so, &src), TC_OK);
+    tc_source *src = open_source(spec, kind);
     tc_loader *cached = loader(spec, kind, c, 0, NULL), *live = loader(spec, kind, NULL, 3, NULL);
     int batches = 0, rows_checked = 0;
     for (int i = 0; i < 10; i++) {
@@ -358,10 +360,7 @@ static void test_dtypes_round(void **state) {
         write_cache(dir, wds_spec, "wds", &o);
         tc_teacher_cache *c;
         assert_int_equal(tc_teacher_cache_open(dir, &c), TC_OK);
-        tc_source_opts so;
-        tc_source_opts_init(&so);
-        tc_source *src;
-        assert_int_equal(tc_source_open(wds_spec, &so, &src), TC_OK);
+        tc_source *src = open_source(wds_spec, NULL);
         tc_sample smp;
         memset(&smp, 0, sizeof smp);
         uint64_t uid;
@@ -493,10 +492,7 @@ static void test_refuse_corrupt_shard(void **state) {
 static void test_refuse_other_build_shard(void **state) {
     char dir[1024];
     good_cache(dir, sizeof dir, "otherbuild");
-    tc_source_opts so;
-    tc_source_opts_init(&so);
-    tc_source *src;
-    assert_int_equal(tc_source_open(wds_spec, &so, &src), TC_OK);
+    tc_source *src = open_source(wds_spec, NULL);
     tc_cache_key k;
     cache_opts o = base;
     o.K = 2;
@@ -521,10 +517,7 @@ static void expect_mismatch(const cache_opts *run_o, const char *run_spec, int i
     if (stat(dir, &st) != 0) write_cache(dir, wds_spec, "wds", &base);
     tc_teacher_cache *c;
     assert_int_equal(tc_teacher_cache_open(dir, &c), TC_OK);
-    tc_source_opts so;
-    tc_source_opts_init(&so);
-    tc_source *src;
-    assert_int_equal(tc_source_open(run_spec, &so, &src), TC_OK);
+    tc_source *src = open_source(run_spec, NULL);
     tc_cache_key want;
     make_key(&want, src, run_spec, run_o);
     tc_cache_expect w = {&want, &want, &want, image_size, K, dtype};

@@ -45,6 +45,14 @@ static int run_cli(const char *fault, const char *args, char **out) {
     return rc;
 }
 
+/* the fault-injecting build; says SKIP when there is none */
+static int have_faults(void) {
+    const char *b = getenv("TINYCLIP_FAULTS_BIN");
+    if (b && b[0]) return 1;
+    printf("SKIP: no tinyclip_faults in this build\n");
+    return 0;
+}
+
 static void must_run(const char *args) {
     char *out;
     int rc = run_cli(NULL, args, &out);
@@ -182,10 +190,7 @@ static void test_exact_k3(void **state) {
 }
 
 static void test_kill_while_building(void **state) {
-    if (!getenv("TINYCLIP_FAULTS_BIN") || !getenv("TINYCLIP_FAULTS_BIN")[0]) {
-        printf("SKIP: no tinyclip_faults in this build\n");
-        return;
-    }
+    if (!have_faults()) return;
     char *out;
     int rc = run_cli("kill_after_cache_shard:1@cache", "train exp.yaml --out kb --plain", &out);
     if (rc == 0) fail_msg("the build was not killed:\n%s", out);
@@ -202,10 +207,7 @@ static void test_kill_while_building(void **state) {
 }
 
 static void test_kill_while_training(void **state) {
-    if (!getenv("TINYCLIP_FAULTS_BIN") || !getenv("TINYCLIP_FAULTS_BIN")[0]) {
-        printf("SKIP: no tinyclip_faults in this build\n");
-        return;
-    }
+    if (!have_faults()) return;
     char *out;
     int rc = run_cli("kill_at_step:5@distill", "train exp.yaml --out kt --plain", &out);
     if (rc == 0) fail_msg("the stage was not killed:\n%s", out);
@@ -373,10 +375,7 @@ static void test_refuse_damaged_shard(void **state) {
             "shard shard-000002.safetensors is damaged", 0);
 }
 static void test_refuse_unfinished(void **state) {
-    if (!getenv("TINYCLIP_FAULTS_BIN") || !getenv("TINYCLIP_FAULTS_BIN")[0]) {
-        printf("SKIP: no tinyclip_faults in this build\n");
-        return;
-    }
+    if (!have_faults()) return;
     char *out;
     int rc = run_cli("kill_after_cache_shard:0@cache",
                      "cache --teacher a/teacher/final --data 'shards/{000000..000003}.tar' --out "
