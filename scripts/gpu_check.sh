@@ -412,6 +412,13 @@ if [ -e "$BIN/tinyclip" ] && timeout 20 env "$TCENV" "$BIN/tinyclip" bench --hel
     --model "$ROOT/configs/models/TinyCLIP-ViT-40M-32-Text-19M.json" \
     --teacher "$ROOT/configs/models/ViT-B-32.json" --batch 256 --steps 5 --warmup 2
   ROWS[${#ROWS[@]}-1]="${ROWS[${#ROWS[@]}-1]} $(grep -m1 '^SKIP:' "$E2ELOG")"
+  # the distillation step again with the CUDA fast paths on (docs/cuda.md, "Fast paths");
+  # tinyclip bench measures the FMA and the mma attention in each call
+  step "end-to-end: tinyclip, fast paths" "$E2ELOG" 60 bash -c 'gpu_or_skip "$@"' gpu_or_skip \
+    env "$TCENV" TINYCLIP_GEMM_PLANS=on TINYCLIP_GEMM_EPILOGUE=on TINYCLIP_CUDA_GRAPH=on \
+    "$BIN/tinyclip" bench --backend cuda --mode train \
+    --model "$ROOT/configs/models/TinyCLIP-ViT-40M-32-Text-19M.json" \
+    --teacher "$ROOT/configs/models/ViT-B-32.json" --batch 256 --steps 5 --warmup 2
 else
   echo "tinyclip bench --backend cuda: not available in this build" | tee -a "$E2ELOG"
   ROWS+=("$(printf '%-34s %-9s %s' "end-to-end: tinyclip bench" "NOT RUN" "not available")")
