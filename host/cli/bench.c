@@ -37,8 +37,8 @@ typedef struct {
     const char *backend;
     int batch, threads, steps, warmup, accum;
     int train, infer, json;
-    int cache, rounds; /* --cache: live teacher vs stored features, rounds of each */
-    int cache_bf16;    /* the stored features in bf16 (converted back each step) */
+    int cache, rounds;     /* --cache: live teacher vs stored features, rounds of each */
+    int cache_bf16;        /* the stored features in bf16 (converted back each step) */
     const char *attention; /* fma, mma, both; NULL: see attention_kernels */
     char tag_json[160], tag_text[96]; /* the kernels of the current backend */
 } bench_args;
@@ -121,8 +121,7 @@ static int parse_args(int argc, char **argv, bench_args *a) {
                 fprintf(stderr, "tinyclip bench: --attention must be fma, mma or both\n");
                 return 2;
             }
-        }
-        else if (strcmp(o, "--rounds") == 0)
+        } else if (strcmp(o, "--rounds") == 0)
             a->rounds = atoi(v);
         else if (strcmp(o, "--cache-dtype") == 0) {
             a->cache_bf16 = strcmp(v, "bf16") == 0;
