@@ -241,6 +241,7 @@ extern "C" tc_status tc_backend_cuda_create(tc_backend **out, const tc_backend_o
 #include "backend_ops.h"
 #undef TC_OPTIONAL_OP
 #undef TC_OP
+        t->residual_layernorm_forward = tc_cuda_residual_layernorm_forward;
     }
     tc_cuda_fast_paths(cu);
     st = tc_cuda_gemm_plans_init(cu);

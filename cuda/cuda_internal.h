@@ -151,13 +151,17 @@ __device__ __forceinline__ float tc_block_sum(float v, float *sh) {
 /* ---- op entry points: the ops of engine/backend_ops.h, tc_cuda_<name>.
  * memory in backend.cu, kernels by family in the other files. the optional
  * ops: the cuDNN patch embedding is filled by tc_cuda_conv_init; the fused
- * linear layers (linear.cu) and graphs (graph.cu) by tc_cuda_fast_paths
- * when the options ask for them. */
+ * residual + layernorm (layernorm.cu) always; the fused linear layers
+ * (linear.cu) and graphs (graph.cu) by tc_cuda_fast_paths when the options
+ * ask for them. */
 #define TC_OP(ret, name, params) ret tc_cuda_##name params;
 #define TC_OPTIONAL_OP(ret, name, params)
 #include "backend_ops.h"
 #undef TC_OPTIONAL_OP
 #undef TC_OP
+void tc_cuda_residual_layernorm_forward(tc_backend *b, tc_act *res, tc_act *out, float *mean,
+                                        float *rstd, const tc_act *x, const tc_act *y,
+                                        const tc_act *w, const tc_act *bias, int N, int C);
 
 void tc_cuda_linear_residual_forward(tc_backend *b, tc_act *out, const tc_act *res,
                                      const tc_act *inp, const tc_act *w, const tc_act *bias, int N,

@@ -1,9 +1,17 @@
-/* elementwise ops, casts, fills and the GELU family: one thread per element
- * in grid-stride loops (n may exceed the grid). fp32 math throughout; a bf16
- * result is rounded once, to nearest even. */
+/* elementwise ops, casts, fills and the GELU family in grid-stride loops (n
+ * may exceed the grid). fp32 math throughout; a bf16 result is rounded once,
+ * to nearest even.
+ *
+ * add and the GELU family (the per-layer ones) move 16 bytes per access (4
+ * fp32 or 8 bf16) when every operand is 16-byte aligned, checked per call;
+ * the last n mod V elements and unaligned operands take the scalar path.
+ * both paths compute each element with the same operations, so they give
+ * the same bits. copies are cudaMemcpyAsync (the driver's copy kernels
+ * already move wide words). */
 #include <math.h>
 
 #include "cuda_internal.h"
+#include "vec_io.cuh"
 
 #define TC_EW_THREADS 256
 
@@ -65,24 +73,57 @@ void tc_cuda_act_to_f32(tc_backend *b, float *dst, const tc_act *src, size_t n) 
     tc_cuda_launched(cu, "act_to_f32");
 }
 
-template <typename T> __global__ void add_kernel(T *out, const T *x, const T *y, size_t n) {
-    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
-         i += (size_t)gridDim.x * blockDim.x)
-        out[i] = tc_tof<T>(tc_ldf(x + i) + tc_ldf(y + i));
+/* out[i] = op(a[i], b[i]) for i < n, V elements per access; b may be NULL
+ * for a one-operand op. the vectors cover n - n mod V elements, the threads
+ * of the first block the rest */
+template <typename T, int V, typename Op>
+__global__ void map_kernel(T *out, const T *a, const T *b, size_t n, Op op) {
+    const size_t nv = n / V;
+    const size_t tid = blockIdx.x * (size_t)blockDim.x + threadIdx.x;
+    for (size_t v = tid; v < nv; v += (size_t)gridDim.x * blockDim.x) {
+        float fa[V], fb[V] = {}, fo[V];
+        tc_ldv<V>(fa, a + v * V);
+        if (b) tc_ldv<V>(fb, b + v * V);
+#pragma unroll
+        for (int k = 0; k < V; k++)
+            fo[k] = op(fa[k], fb[k]);
+        tc_stv<V>(out + v * V, fo);
+    }
+    if (V > 1 && tid < n - nv * V) { /* fewer than V <= blockDim.x elements */
+        const size_t i = nv * V + tid;
+        out[i] = tc_tof<T>(op(tc_ldf(a + i), b ? tc_ldf(b + i) : 0.0f));
+    }
 }
 
-template <typename T>
+/* the 16-byte path for flat operands at these addresses */
+static bool flat_vec(const void *a, const void *b, const void *c) {
+    const void *ptrs[3] = {a, b, c};
+    return tc_cuda_all_aligned16(ptrs, 3) != 0;
+}
+
+template <typename T, int V, typename Op>
+static void launch_map(tc_cuda_backend *cu, tc_act *out, const tc_act *a, const tc_act *b, size_t n,
+                       Op op, const char *what) {
+    const size_t nv = n / V;
+    map_kernel<T, V, Op><<<tc_cuda_grid(nv, TC_EW_THREADS), TC_EW_THREADS, 0, cu->stream>>>(
+        (T *)out, (const T *)a, (const T *)b, n, op);
+    tc_cuda_launched(cu, what);
+}
+
+struct add_op {
+    __device__ float operator()(float x, float y) const { return x + y; }
+};
+
+template <typename T, int V>
 static void launch_add(tc_cuda_backend *cu, tc_act *out, const tc_act *x, const tc_act *y,
                        size_t n) {
-    add_kernel<T><<<tc_cuda_grid(n, TC_EW_THREADS), TC_EW_THREADS, 0, cu->stream>>>(
-        (T *)out, (const T *)x, (const T *)y, n);
-    tc_cuda_launched(cu, "add");
+    launch_map<T, V>(cu, out, x, y, n, add_op{}, "add");
 }
 
 void tc_cuda_add(tc_backend *b, tc_act *out, const tc_act *x, const tc_act *y, size_t n) {
     tc_cuda_backend *cu = tc_cu(b);
     if (n == 0) return;
-    TC_ACT_DISPATCH(cu, launch_add, cu, out, x, y, n);
+    TC_ACT_VEC_DISPATCH(cu, flat_vec(out, x, y), launch_add, cu, out, x, y, n);
 }
 
 __global__ void scale_kernel(float *x, const float *scale, size_t n) {
@@ -149,45 +190,42 @@ __device__ __forceinline__ float gelu_grad(float x, int quick) {
     return cdf + x * pdf;
 }
 
-template <typename T> __global__ void gelu_fwd_kernel(T *out, const T *inp, size_t n, int quick) {
-    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
-         i += (size_t)gridDim.x * blockDim.x)
-        out[i] = tc_tof<T>(gelu_f(tc_ldf(inp + i), quick));
-}
+/* out = act(inp) */
+struct gelu_fwd_op {
+    int quick;
+    __device__ float operator()(float x, float) const { return gelu_f(x, quick); }
+};
 
-template <typename T>
-__global__ void gelu_bwd_kernel(T *dinp, const T *inp, const T *dout, size_t n, int quick) {
-    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
-         i += (size_t)gridDim.x * blockDim.x)
-        dinp[i] = tc_tof<T>(tc_ldf(dout + i) * gelu_grad(tc_ldf(inp + i), quick));
-}
+/* dinp = dout * act'(inp): a = inp, b = dout */
+struct gelu_bwd_op {
+    int quick;
+    __device__ float operator()(float x, float dy) const { return dy * gelu_grad(x, quick); }
+};
 
-template <typename T>
+template <typename T, int V>
 static void launch_gelu_fwd(tc_cuda_backend *cu, tc_act *out, const tc_act *inp, size_t n,
                             int quick) {
-    gelu_fwd_kernel<T><<<tc_cuda_grid(n, TC_EW_THREADS), TC_EW_THREADS, 0, cu->stream>>>(
-        (T *)out, (const T *)inp, n, quick);
-    tc_cuda_launched(cu, "gelu_forward");
+    launch_map<T, V>(cu, out, inp, NULL, n, gelu_fwd_op{quick}, "gelu_forward");
 }
 
-template <typename T>
+template <typename T, int V>
 static void launch_gelu_bwd(tc_cuda_backend *cu, tc_act *dinp, const tc_act *inp,
                             const tc_act *dout, size_t n, int quick) {
-    gelu_bwd_kernel<T><<<tc_cuda_grid(n, TC_EW_THREADS), TC_EW_THREADS, 0, cu->stream>>>(
-        (T *)dinp, (const T *)inp, (const T *)dout, n, quick);
-    tc_cuda_launched(cu, "gelu_backward");
+    launch_map<T, V>(cu, dinp, inp, dout, n, gelu_bwd_op{quick}, "gelu_backward");
 }
 
 void tc_cuda_gelu_forward(tc_backend *b, tc_act *out, const tc_act *inp, size_t n,
                           tc_activation kind) {
     tc_cuda_backend *cu = tc_cu(b);
     if (n == 0) return;
-    TC_ACT_DISPATCH(cu, launch_gelu_fwd, cu, out, inp, n, kind == TC_QUICK_GELU);
+    TC_ACT_VEC_DISPATCH(cu, flat_vec(out, inp, NULL), launch_gelu_fwd, cu, out, inp, n,
+                        kind == TC_QUICK_GELU);
 }
 
 void tc_cuda_gelu_backward(tc_backend *b, tc_act *dinp, const tc_act *inp, const tc_act *dout,
                            size_t n, tc_activation kind) {
     tc_cuda_backend *cu = tc_cu(b);
     if (n == 0) return;
-    TC_ACT_DISPATCH(cu, launch_gelu_bwd, cu, dinp, inp, dout, n, kind == TC_QUICK_GELU);
+    TC_ACT_VEC_DISPATCH(cu, flat_vec(dinp, inp, dout), launch_gelu_bwd, cu, dinp, inp, dout, n,
+                        kind == TC_QUICK_GELU);
 }

@@ -3,13 +3,21 @@
  * gather / mean pools.
  *
  * the token embedding backward sorts the (id, position) pairs with CUB's
- * stable radix sort (so equal ids stay in token order), then one block per
- * run of equal ids sums the dx rows of that run in sorted order and adds the
- * sum to its dwte row: every dwte element is written by one thread, in an
- * order that depends only on the ids. */
+ * stable radix sort (so equal ids stay in token order), then sums the dx
+ * rows of each run of equal ids in two kernels over pieces of the sorted
+ * positions (run_pieces.h), so that a long run (the padding id: most
+ * positions of a text batch) is spread over many blocks instead of one:
+ *   pieces  block (piece k, 128 columns): walks the piece's runs in order;
+ *           a run inside the piece goes to its dwte row, a part of a run
+ *           that crosses the piece's edge to one of the piece's two slots
+ *   spans   block (piece k, 128 columns): the run that starts in piece k and
+ *           crosses its end adds its slots, in piece order, to its dwte row
+ * every dwte element is written by one thread, and every sum is taken in an
+ * order that depends only on the ids and the shape. */
 #include <cub/device/device_radix_sort.cuh>
 
 #include "cuda_internal.h"
+#include "run_pieces.h"
 
 #define EMB_THREADS 256
 
@@ -140,23 +148,45 @@ __global__ void iota_kernel(int32_t *v, int n) {
     if (i < n) v[i] = i;
 }
 
-/* one block per sorted position; only the first position of each run of
- * equal ids works: it sums the run's dx rows in order, per column */
+#define EMB_RUN_COLS 128 /* columns of a block of the run kernels */
+
+/* the pieces kernel: block (piece k, EMB_RUN_COLS columns) */
 template <typename T>
-__global__ void wte_accumulate_kernel(float *dwte, const T *dx, const int32_t *keys,
-                                      const int32_t *tokens, int n, int C) {
-    const int p = blockIdx.x;
-    const int32_t id = keys[p];
-    if (p > 0 && keys[p - 1] == id) return;
-    int end = p + 1;
-    while (end < n && keys[end] == id)
-        end++;
-    for (int c = threadIdx.x; c < C; c += blockDim.x) {
+__global__ void wte_pieces_kernel(float *dwte, float *partial, const T *dx, const int32_t *keys,
+                                  const int32_t *tokens, int n, int C, int P) {
+    const int k = blockIdx.x;
+    const int c = blockIdx.y * blockDim.x + threadIdx.x;
+    if (c >= C) return;
+    const int p0 = k * P, p1 = min(n, p0 + P);
+    for (int s = p0; s < p1;) {
+        const int32_t id = keys[s];
         float acc = 0.0f;
-        for (int q = p; q < end; q++)
-            acc += tc_ldf(dx + (size_t)tokens[q] * C + c);
-        dwte[(size_t)id * C + c] += acc;
+        int e = s;
+        for (; e < p1 && keys[e] == id; e++)
+            acc += tc_ldf(dx + (size_t)tokens[e] * C + c);
+        const int slot = tc_run_segment_slot(keys, n, p0, s, e);
+        if (slot < 0)
+            dwte[(size_t)id * C + c] += acc;
+        else
+            partial[(size_t)(2 * k + slot) * C + c] = acc;
+        s = e;
     }
+}
+
+/* the spans kernel: block (piece k, EMB_RUN_COLS columns) */
+__global__ void wte_spans_kernel(float *dwte, const float *partial, const int32_t *keys, int n,
+                                 int C, int P, int pieces) {
+    const int k = blockIdx.x;
+    const int c = blockIdx.y * blockDim.x + threadIdx.x;
+    if (c >= C) return;
+    int32_t id;
+    int slot, last;
+    if (!tc_run_span(keys, n, P, pieces, k, &id, &slot, &last)) return;
+    float acc = partial[(size_t)(2 * k + slot) * C + c];
+#pragma unroll 4
+    for (int j = k + 1; j <= last; j++)
+        acc += partial[(size_t)(2 * j) * C + c];
+    dwte[(size_t)id * C + c] += acc;
 }
 
 template <typename T>
@@ -202,22 +232,32 @@ static void launch_token_embed_bwd(tc_cuda_backend *cu, float *dwte, float *dwpe
                                                     (int32_t *)NULL, n, 0, end_bit, cu->stream);
     if (!tc_cuda_ok(cu, e, "token_embed_backward: radix sort size query")) return;
     const size_t arr = align256((size_t)n * sizeof(int32_t));
-    TC_CU_REQUIRE(cu, 3 * arr + align256(temp_bytes) <= cu->scratch_bytes,
+    const size_t used = 3 * arr + align256(temp_bytes);
+    TC_CU_REQUIRE(cu, used <= cu->scratch_bytes,
                   "cuda token_embed_backward: %d tokens do not fit the sort scratch", n);
     char *s = (char *)cu->scratch;
     int32_t *keys_out = (int32_t *)s;
     int32_t *tok_in = (int32_t *)(s + arr);
     int32_t *tok_out = (int32_t *)(s + 2 * arr);
     void *temp = s + 3 * arr;
+    float *partial = (float *)(s + used); /* 2 slots of C floats per piece */
+    const int P = tc_run_piece_size(cu->scratch_bytes - used, n, C);
+    const int pieces = tc_run_pieces(n, P);
+    const dim3 grid((unsigned)pieces, (unsigned)((C + EMB_RUN_COLS - 1) / EMB_RUN_COLS));
+    TC_CU_REQUIRE(cu, grid.y <= TC_CUDA_MAX_GRID_Y, "cuda token_embed_backward: C=%d too wide", C);
     iota_kernel<<<(n + 255) / 256, 256, 0, cu->stream>>>(tok_in, n);
     if (!tc_cuda_launched(cu, "token_embed_backward iota")) return;
     e = cub::DeviceRadixSort::SortPairs(temp, temp_bytes, ids, keys_out, tok_in, tok_out, n, 0,
                                         end_bit, cu->stream);
     if (!tc_cuda_ok(cu, e, "token_embed_backward: radix sort")) return;
     if (!tc_cuda_launched(cu, "token_embed_backward radix sort")) return;
-    wte_accumulate_kernel<T>
-        <<<(unsigned)n, EMB_THREADS, 0, cu->stream>>>(dwte, (const T *)dx, keys_out, tok_out, n, C);
-    tc_cuda_launched(cu, "token_embed_backward dwte");
+    wte_pieces_kernel<T><<<grid, EMB_RUN_COLS, 0, cu->stream>>>(dwte, partial, (const T *)dx,
+                                                                keys_out, tok_out, n, C, P);
+    if (!tc_cuda_launched(cu, "token_embed_backward dwte pieces")) return;
+    if (pieces == 1) return; /* no run crosses a piece */
+    wte_spans_kernel<<<grid, EMB_RUN_COLS, 0, cu->stream>>>(dwte, partial, keys_out, n, C, P,
+                                                            pieces);
+    tc_cuda_launched(cu, "token_embed_backward dwte spans");
 }
 
 void tc_cuda_token_embed_forward(tc_backend *b, tc_act *x, const int32_t *ids, const tc_act *wte,

@@ -1,7 +1,8 @@
 /* launch arithmetic of the CUDA backend, in plain C so that it can be tested
  * on a machine without a GPU (tests/cuda/test_cuda_launch.c): grid sizes, the row
- * partition of the two-pass column reductions, pointer alignment, the bits a
- * radix sort needs. pure functions of their arguments; no CUDA headers.
+ * partition of the two-pass column reductions, pointer alignment and the
+ * choice of the 16-byte vector paths, the bits a radix sort needs. pure
+ * functions of their arguments; no CUDA headers.
  *
  * hardware limits they respect: gridDim.x <= 2^31 - 1, gridDim.y and
  * gridDim.z <= 65535. */
@@ -64,6 +65,39 @@ static inline int tc_cuda_radix_end_bit(int V) {
     while (end_bit < 31 && ((int64_t)1 << end_bit) < (int64_t)V)
         end_bit++;
     return end_bit;
+}
+
+/* ---- 16-byte vector paths (layernorm.cu, elementwise.cu) ----
+ * a kernel reads and writes 16 bytes at a time only when every operand it
+ * touches that way is 16-byte aligned; NULL (an absent operand) counts as
+ * aligned. activations are views into larger buffers, so this is decided
+ * per call, at run time; the scalar kernels do the rest. */
+#define TC_CUDA_VEC_BYTES 16
+
+static inline int tc_cuda_all_aligned16(const void *const *ptrs, int n) {
+    for (int i = 0; i < n; i++)
+        if ((uintptr_t)ptrs[i] % TC_CUDA_VEC_BYTES != 0) return 0;
+    return 1;
+}
+
+/* elements of elem_bytes in one 16-byte vector (4 fp32, 8 bf16) */
+static inline int tc_cuda_vec_elems(size_t elem_bytes) {
+    return (int)(TC_CUDA_VEC_BYTES / elem_bytes);
+}
+
+/* row kernels over (N, C): every row of every operand starts on a 16-byte
+ * boundary when the bases do and a row is a whole number of vectors */
+static inline int tc_cuda_rows_vectorizable(int C, size_t elem_bytes, const void *const *ptrs,
+                                            int n) {
+    return C > 0 && ((size_t)C * elem_bytes) % TC_CUDA_VEC_BYTES == 0 &&
+           tc_cuda_all_aligned16(ptrs, n);
+}
+
+/* threads of a block that gives each of `units` column units (a vector or a
+ * column) one thread: a multiple of 32 in [32, 256] */
+static inline int tc_cuda_col_threads(int units) {
+    int t = units < 1 ? 32 : ((units + 31) / 32) * 32;
+    return t > 256 ? 256 : t;
 }
 
 #endif

@@ -112,6 +112,17 @@ TC_OP(void, layernorm_forward,
 TC_OP(void, layernorm_backward,
       (tc_backend *b, tc_act *dinp, float *dw, float *dbias, const tc_act *dout,
        const tc_act *inp, const tc_act *w, const float *mean, const float *rstd, int N, int C))
+/* the residual add and the layernorm that reads its sum, in one op:
+ *   res (N,C) = x + y                       (as add)
+ *   out, mean, rstd = layernorm_forward(res) (as layernorm_forward)
+ * res may alias x or y. the model uses it when a backend has it. CPU: the
+ * two ops, the same bits; CUDA: the same bits as the two ops when both take
+ * the same (16-byte or scalar) path, which the alignment of the operands
+ * decides */
+TC_OPTIONAL_OP(void, residual_layernorm_forward,
+               (tc_backend *b, tc_act *res, tc_act *out, float *mean, float *rstd,
+                const tc_act *x, const tc_act *y, const tc_act *w, const tc_act *bias, int N,
+                int C))
 
 /* ---- activation (GELU exact erf, or QuickGELU x*sigmoid(1.702x)) ---- */
 TC_OP(void, gelu_forward,

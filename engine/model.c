@@ -333,6 +333,33 @@ static void ln_backward(tc_model *m, const tower *t, tc_act *dinp, const tc_act 
         be->layernorm_backward(be, dinp, G(m, w), G(m, b), dout, inp, W(m, w), mean, rstd, N, C);
 }
 
+/* a LayerNorm's output and saved statistics, with its parameters */
+typedef struct {
+    tc_act *out;
+    float *mean, *rstd;
+    size_t w, b;
+} ln_site;
+
+static ln_site ln1_site(const tower *t, int l) {
+    const layer_acts *a = &t->layer[l];
+    return (ln_site){a->ln1, a->ln1_mean, a->ln1_rstd, t->blocks[l].ln1_w, t->blocks[l].ln1_b};
+}
+
+/* res = x + y, then the LayerNorm `ln` of res when ln is not NULL: one fused
+ * op when the backend has it and the tower is not masked. returns 1 when
+ * the LayerNorm was computed here */
+static int residual_forward(tc_model *m, const tower *t, tc_act *res, const tc_act *x,
+                            const tc_act *y, const ln_site *ln, int N, int C) {
+    tc_backend *be = m->be;
+    if (ln && !t->mask && be->residual_layernorm_forward) {
+        be->residual_layernorm_forward(be, res, ln->out, ln->mean, ln->rstd, x, y, W(m, ln->w),
+                                       W(m, ln->b), N, C);
+        return 1;
+    }
+    be->add(be, res, x, y, (size_t)N * C);
+    return 0;
+}
+
 static const float *heads_mask(const tower *t, int l) {
     return t->mask->heads + (size_t)l * t->mask->heads_stride;
 }
@@ -358,13 +385,17 @@ static void blocks_forward(tc_model *m, tower *t, int B) {
         tc_linear_fusion_for(avail, m->cfg.activation, mk != NULL, TC_LIN_FC);
     const tc_linear_fusion fuse_proj =
         tc_linear_fusion_for(avail, m->cfg.activation, mk != NULL, TC_LIN_PROJ);
+    /* ln1 of layer l was computed with the residual add of layer l - 1 */
+    int ln1_done = 0;
     for (int l = 0; l < cfg->layers; l++) {
         const tc_block_offsets *o = &t->blocks[l];
         layer_acts *a = &t->layer[l];
         tc_act *x = layer_input(t, l);
         int NH = cfg->heads[l], A = NH * cfg->head_width, M = cfg->mlp_width[l];
+        int ln2_done = 0;
         if (A > 0) {
-            ln_forward(m, t, a->ln1, a->ln1_mean, a->ln1_rstd, x, o->ln1_w, o->ln1_b, N, C);
+            if (!ln1_done)
+                ln_forward(m, t, a->ln1, a->ln1_mean, a->ln1_rstd, x, o->ln1_w, o->ln1_b, N, C);
             be->linear_forward(be, a->qkv, a->ln1, W(m, o->qkv_w), W(m, o->qkv_b), N, C, 3 * A,
                                0);
             be->attention_forward(be, a->atty, a->lse, a->qkv, B, T, NH, cfg->head_width,
@@ -381,13 +412,19 @@ static void blocks_forward(tc_model *m, tower *t, int B) {
                 be->linear_forward(be, t->fwd_tmp, a->atty, W(m, o->out_w), W(m, o->out_b), N, A,
                                    C, 0);
             }
-            if (fuse_out.add_kernel) be->add(be, a->res_att, x, t->fwd_tmp, (size_t)N * C);
+            if (fuse_out.add_kernel) {
+                const ln_site ln2 = {a->ln2, a->ln2_mean, a->ln2_rstd, o->ln2_w, o->ln2_b};
+                ln2_done =
+                    residual_forward(m, t, a->res_att, x, t->fwd_tmp, M > 0 ? &ln2 : NULL, N, C);
+            }
         } else {
             be->copy(be, a->res_att, x, (size_t)N * C * be->act_bytes);
         }
+        ln1_done = 0;
         if (M > 0) {
-            ln_forward(m, t, a->ln2, a->ln2_mean, a->ln2_rstd, a->res_att, o->ln2_w, o->ln2_b, N,
-                       C);
+            if (!ln2_done)
+                ln_forward(m, t, a->ln2, a->ln2_mean, a->ln2_rstd, a->res_att, o->ln2_w, o->ln2_b,
+                           N, C);
             if (fuse_fc.fwd == TC_FWD_GELU_AUX_BIAS) {
                 be->linear_gelu_forward(be, a->fch_act, a->fch, a->ln2, W(m, o->fc_w),
                                         W(m, o->fc_b), N, C, M);
@@ -407,8 +444,13 @@ static void blocks_forward(tc_model *m, tower *t, int B) {
                 be->linear_forward(be, t->fwd_tmp, a->fch_act, W(m, o->proj_w), W(m, o->proj_b),
                                    N, M, C, 0);
             }
-            if (fuse_proj.add_kernel)
-                be->add(be, a->res_mlp, a->res_att, t->fwd_tmp, (size_t)N * C);
+            if (fuse_proj.add_kernel) {
+                /* the next layer's ln1 reads this sum */
+                const int next = l + 1 < cfg->layers && cfg->heads[l + 1] > 0;
+                const ln_site ln1 = next ? ln1_site(t, l + 1) : (ln_site){0};
+                ln1_done = residual_forward(m, t, a->res_mlp, a->res_att, t->fwd_tmp,
+                                            next ? &ln1 : NULL, N, C);
+            }
         } else {
             be->copy(be, a->res_mlp, a->res_att, (size_t)N * C * be->act_bytes);
         }

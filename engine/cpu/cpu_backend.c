@@ -145,6 +145,7 @@ tc_status tc_backend_cpu_create(tc_backend **out, const tc_backend_options *opt)
 #include "backend_ops.h"
 #undef TC_OPTIONAL_OP
 #undef TC_OP
+    b->residual_layernorm_forward = tc_cpu_residual_layernorm_forward;
     *out = b;
     return TC_OK;
 }

@@ -51,12 +51,16 @@ void tc_cpu_blas_init(int threads);
 
 /* the ops of engine/backend_ops.h, one per file by family: memory in
  * cpu_backend.c, then cpu_elementwise, cpu_gelu, cpu_linear, cpu_layernorm,
- * cpu_attention, cpu_embed, cpu_pool, cpu_loss, cpu_optim, cpu_mask. the
- * optional ops are not implemented here (they stay NULL). */
+ * cpu_attention, cpu_embed, cpu_pool, cpu_loss, cpu_optim, cpu_mask. of the
+ * optional ops only residual_layernorm_forward is here (cpu_layernorm.c, by
+ * the two ops it fuses); the patch embedding convolution stays NULL. */
 #define TC_OP(ret, name, params) ret tc_cpu_##name params;
 #define TC_OPTIONAL_OP(ret, name, params)
 #include "backend_ops.h"
 #undef TC_OPTIONAL_OP
 #undef TC_OP
+void tc_cpu_residual_layernorm_forward(tc_backend *b, tc_act *res, tc_act *out, float *mean,
+                                       float *rstd, const tc_act *x, const tc_act *y,
+                                       const tc_act *w, const tc_act *bias, int N, int C);
 
 #endif

@@ -107,3 +107,12 @@ void tc_cpu_layernorm_backward(tc_backend *b, tc_act *dinp, float *dw, float *db
         }
     }
 }
+
+/* the optional fused op: the two ops in turn, so the bits are theirs */
+void tc_cpu_residual_layernorm_forward(tc_backend *b, tc_act *res, tc_act *out, float *mean,
+                                       float *rstd, const tc_act *x, const tc_act *y,
+                                       const tc_act *w, const tc_act *bias, int N, int C) {
+    TC_CPU_DIMS(b, "residual_layernorm_forward", N, C);
+    tc_cpu_add(b, res, x, y, (size_t)N * C);
+    tc_cpu_layernorm_forward(b, out, mean, rstd, res, w, bias, N, C);
+}

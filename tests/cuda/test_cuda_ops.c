@@ -1,5 +1,6 @@
 /* every op of the CUDA backend against the CPU reference backend (the ResNet
- * ops' cases in cuda_resnet_cases.c, compiled in), on fresh
+ * ops' cases in cuda_resnet_cases.c and the vector kernels' cases in
+ * cuda_vec_cases.c, compiled in), on fresh
  * random inputs at CLIP shapes, in the fp32 mode and in the mixed (bf16)
  * mode. '=' outputs are poisoned with NaN bit patterns on the GPU before each
  * run, so an element the kernel does not write fails the comparison; '+='
@@ -36,6 +37,7 @@
 #include "cuda_fused_cases.h"
 #include "cuda_harness.h"
 #include "cuda_resnet_cases.h"
+#include "cuda_vec_cases.h"
 
 #include "backend.h"
 #include "status.h"
@@ -192,83 +194,6 @@ static void test_gemm_f32(void **state) {
         get_f32(g_gpu, got, gc, (size_t)M * N);
         expect_close(bi ? "gemm_f32 K=0 beta=0.5" : "gemm_f32 K=0 beta=0", got, ref, (size_t)M * N,
                      TOL_FP32);
-        free_all();
-    }
-}
-
-/* layernorm forward; backward with dinp, dw, dbias all '+=' */
-static void run_layernorm(int N, int C) {
-    float *x = rand_act((size_t)N * C, 2.0f);
-    for (int r = 0; r < N; r++) /* rows with an offset, as the residual stream has */
-        for (int c = 0; c < C; c++) {
-            float v = x[(size_t)r * C + c] + (float)(r % 5) - 2.0f;
-            x[(size_t)r * C + c] = g_fp32 ? v : bf16_round(v);
-        }
-    float *w = rand_act(C, 1.0f), *bias = rand_act(C, 1.0f), *dout = rand_act((size_t)N * C, 1.0f);
-    float *dinp0 = rand_act((size_t)N * C, 1.0f), *dw0 = rand_f32(C, 1.0f),
-          *db0 = rand_f32(C, 1.0f);
-    const size_t n = (size_t)N * C;
-
-    tc_act *cx = put_act(g_cpu, x, n), *cw = put_act(g_cpu, w, C), *cb = put_act(g_cpu, bias, C);
-    tc_act *cdo = put_act(g_cpu, dout, n), *cdi = put_act(g_cpu, dinp0, n);
-    tc_act *co = balloc(g_cpu, n * 4);
-    float *cm = balloc(g_cpu, N * 4), *cr = balloc(g_cpu, N * 4);
-    float *cdw = put_f32(g_cpu, dw0, C), *cdb = put_f32(g_cpu, db0, C);
-    g_cpu->layernorm_forward(g_cpu, co, cm, cr, cx, cw, cb, N, C);
-    g_cpu->layernorm_backward(g_cpu, cdi, cdw, cdb, cdo, cx, cw, cm, cr, N, C);
-    float *r_o = hmalloc(n * 4), *r_m = hmalloc(N * 4), *r_r = hmalloc(N * 4);
-    float *r_di = hmalloc(n * 4), *r_dw = hmalloc(C * 4), *r_db = hmalloc(C * 4);
-    get_act(g_cpu, r_o, co, n);
-    get_f32(g_cpu, r_m, cm, N);
-    get_f32(g_cpu, r_r, cr, N);
-    get_act(g_cpu, r_di, cdi, n);
-    get_f32(g_cpu, r_dw, cdw, C);
-    get_f32(g_cpu, r_db, cdb, C);
-
-    tc_act *gx = put_act(g_gpu, x, n), *gw = put_act(g_gpu, w, C), *gb = put_act(g_gpu, bias, C);
-    tc_act *gdo = put_act(g_gpu, dout, n), *gdi = put_act(g_gpu, dinp0, n);
-    tc_act *go = gpu_out_act(n);
-    float *gm = gpu_out_f32(N), *gr = gpu_out_f32(N);
-    float *gdw = put_f32(g_gpu, dw0, C), *gdb = put_f32(g_gpu, db0, C);
-    g_gpu->layernorm_forward(g_gpu, go, gm, gr, gx, gw, gb, N, C);
-    g_gpu->layernorm_backward(g_gpu, gdi, gdw, gdb, gdo, gx, gw, gm, gr, N, C);
-    bsync(g_gpu, "cuda layernorm");
-    float *o = hmalloc(n * 4), *m = hmalloc(N * 4), *r = hmalloc(N * 4);
-    float *di = hmalloc(n * 4), *dw = hmalloc(C * 4), *db = hmalloc(C * 4);
-    get_act(g_gpu, o, go, n);
-    get_f32(g_gpu, m, gm, N);
-    get_f32(g_gpu, r, gr, N);
-    get_act(g_gpu, di, gdi, n);
-    get_f32(g_gpu, dw, gdw, C);
-    get_f32(g_gpu, db, gdb, C);
-    printf("  layernorm N=%d C=%d\n", N, C);
-    expect_close("out", o, r_o, n, tol_act());
-    expect_close("mean", m, r_m, N, tol_f32());
-    expect_close("rstd", r, r_r, N, tol_f32());
-    expect_close("dinp (+=)", di, r_di, n, tol_act());
-    expect_close("dw (+=)", dw, r_dw, C, tol_f32());
-    expect_close("dbias (+=)", db, r_db, C, tol_f32());
-
-    /* determinism of the two-pass parameter gradients */
-    float *dw2 = hmalloc(C * 4), *db2 = hmalloc(C * 4);
-    if (g_gpu->upload(g_gpu, gdw, dw0, C * 4) != TC_OK ||
-        g_gpu->upload(g_gpu, gdb, db0, C * 4) != TC_OK)
-        fail_msg("upload");
-    g_gpu->layernorm_backward(g_gpu, NULL, gdw, gdb, gdo, gx, gw, gm, gr, N, C);
-    get_f32(g_gpu, dw2, gdw, C);
-    get_f32(g_gpu, db2, gdb, C);
-    expect_same_bits("layernorm dw", dw, dw2, C);
-    expect_same_bits("layernorm dbias", db, db2, C);
-}
-
-static void test_layernorm(void **state) {
-    (void)state;
-    static const int full[][2] = {{100, 768}, {154, 512}, {394, 768}, {154, 700}, {3, 33}};
-    static const int quick[][2] = {{10, 96}, {3, 33}};
-    const int(*cs)[2] = g_quick ? quick : full;
-    size_t n = g_quick ? 2 : sizeof full / sizeof *full;
-    for (size_t i = 0; i < n; i++) {
-        run_layernorm(cs[i][0], cs[i][1]);
         free_all();
     }
 }
@@ -1734,7 +1659,7 @@ int main(int argc, char **argv) {
     const struct CMUnitTest tests[] = {
         TC_T(test_linear),
         TC_T(test_gemm_f32),
-        TC_T(test_layernorm),
+        TC_T(test_layernorm), /* cuda_vec_cases.c */
         TC_T(test_mask_cols),
         TC_T(test_layernorm_masked),
         TC_T(test_gelu_add),
@@ -1763,6 +1688,10 @@ int main(int argc, char **argv) {
         TC_T(test_fused_linear),
         TC_T(test_plan_cache),
         TC_T(test_graph_ops),
+        /* the vector kernels and the spread token scatter (cuda_vec_cases.c) */
+        TC_T(test_residual_layernorm),
+        TC_T(test_elementwise_vec),
+        TC_T(test_token_embed_pieces),
     };
     int failed =
         cmocka_run_group_tests_name("cuda ops, fp32 mode", tests, setup_fp32, teardown_mode);

@@ -174,6 +174,31 @@ static void gemm_one(int ta, int tb, int M, int N, int K, float alpha, float bet
     dfree(A), dfree(B), dfree(C), dfree(C0), dfree(ref);
 }
 
+/* the optional fused residual + layernorm is present, and is add followed
+ * by layernorm_forward to the bit (the model uses it on every layer) */
+static void test_residual_layernorm(void **state) {
+    (void)state;
+    assert_non_null(be->residual_layernorm_forward);
+    const int N = 37, C = 70;
+    const size_t n = (size_t)N * C;
+    float *x = drand(n, 3.0f), *y = drand(n, 1.0f), *w = drand(C, 1.0f), *bias = drand(C, 1.0f);
+    float *res = dalloc(n), *out = dalloc(n), *mean = dalloc(N), *rstd = dalloc(N);
+    float *res2 = dalloc(n), *out2 = dalloc(n), *mean2 = dalloc(N), *rstd2 = dalloc(N);
+    be->residual_layernorm_forward(be, (tc_act *)res, (tc_act *)out, mean, rstd, (tc_act *)x,
+                                   (tc_act *)y, (tc_act *)w, (tc_act *)bias, N, C);
+    be->add(be, (tc_act *)res2, (tc_act *)x, (tc_act *)y, n);
+    be->layernorm_forward(be, (tc_act *)out2, mean2, rstd2, (tc_act *)res2, (tc_act *)w,
+                          (tc_act *)bias, N, C);
+    assert_int_equal(be->synchronize(be), TC_OK);
+    assert_memory_equal(res, res2, n * sizeof(float));
+    assert_memory_equal(out, out2, n * sizeof(float));
+    assert_memory_equal(mean, mean2, N * sizeof(float));
+    assert_memory_equal(rstd, rstd2, N * sizeof(float));
+    float *bufs[] = {x, y, w, bias, res, out, mean, rstd, res2, out2, mean2, rstd2};
+    for (size_t i = 0; i < sizeof bufs / sizeof *bufs; i++)
+        dfree(bufs[i]);
+}
+
 static void test_gemm_f32(void **state) {
     (void)state;
     for (int ta = 0; ta < 2; ta++)
@@ -511,6 +536,7 @@ int main(void) {
         cmocka_unit_test(test_error_recording),
         cmocka_unit_test(test_blas_kernels),
         cmocka_unit_test(test_elementwise),
+        cmocka_unit_test(test_residual_layernorm),
         cmocka_unit_test(test_gemm_f32),
         cmocka_unit_test(test_patchify),
         cmocka_unit_test(test_argmax_rows),
