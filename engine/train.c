@@ -59,7 +59,11 @@ static int sharded(const tc_trainer *t) { return distributed(t) && t->par.zero1;
 static size_t param_count(const tc_trainer *t) { return tc_model_layout(t->student)->total; }
 static int student_dim(const tc_trainer *t) { return tc_model_cfg(t->student)->embed_dim; }
 static int teacher_dim(const tc_trainer *t) {
-    return t->teacher ? tc_model_cfg(t->teacher)->embed_dim : 0;
+    return t->teacher ? tc_model_cfg(t->teacher)->embed_dim : t->cached_dim;
+}
+/* a teacher's features take part: a live teacher's or stored ones */
+static int has_teacher(const tc_trainer *t) {
+    return t->teacher || t->cached_dim > 0;
 }
 static size_t moment_count(const tc_trainer *t) {
     return sharded(t) ? t->shard_n[t->comm->rank] : param_count(t);
@@ -70,11 +74,11 @@ static size_t moment_count(const tc_trainer *t) {
 /* every step buffer whose size depends on the rows, the world or the sharding */
 static void free_step_buffers(tc_trainer *t) {
     tc_backend *be = t->be;
-    float **bufs[] = {&t->m,        &t->v,        &t->sim,      &t->dsim,     &t->teacher_sim,
-                      &t->dimg,     &t->dtxt,     &t->img_rows, &t->txt_rows, &t->timg_rows,
-                      &t->ttxt_rows, &t->img_all, &t->txt_all,  &t->timg_all, &t->ttxt_all,
-                      &t->dimg_all, &t->dtxt_all, &t->cols,     &t->one,      &t->gshard,
-                      &t->in_images};
+    float **bufs[] = {&t->m,         &t->v,        &t->sim,      &t->dsim,     &t->teacher_sim,
+                      &t->dimg,      &t->dtxt,     &t->img_rows, &t->txt_rows, &t->timg_rows,
+                      &t->ttxt_rows, &t->img_all,  &t->txt_all,  &t->timg_all, &t->ttxt_all,
+                      &t->dimg_all,  &t->dtxt_all, &t->cols,     &t->one,      &t->gshard,
+                      &t->in_images, &t->in_timg,  &t->in_ttxt};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) {
         if (*bufs[i]) be->free(be, *bufs[i]);
         *bufs[i] = NULL;
@@ -130,7 +134,9 @@ static tc_status alloc_step_buffers(tc_trainer *t) {
     const tc_model_config *sc = tc_model_cfg(t->student);
     size_t img_n = (size_t)3 * sc->vision.image_size * sc->vision.image_size;
     size_t ids_n = (size_t)sc->text.context_length;
-    int acc = t->par.accum_steps > 1, dp = distributed(t), distill = t->teacher != NULL;
+    int acc = t->par.accum_steps > 1, dp = distributed(t), distill = has_teacher(t);
+    /* stored features arrive whole for the step: no per-micro-batch copy */
+    int live_acc = acc && t->teacher;
     tc_status s;
     if ((s = trainer_alloc(t, (void **)&t->m, M * F)) != TC_OK ||
         (s = trainer_alloc(t, (void **)&t->v, M * F)) != TC_OK ||
@@ -141,8 +147,10 @@ static tc_status alloc_step_buffers(tc_trainer *t) {
         (s = trainer_alloc(t, (void **)&t->dtxt, R * E * F)) != TC_OK ||
         (acc && (s = trainer_alloc(t, (void **)&t->img_rows, R * E * F)) != TC_OK) ||
         (acc && (s = trainer_alloc(t, (void **)&t->txt_rows, R * E * F)) != TC_OK) ||
-        (acc && distill && (s = trainer_alloc(t, (void **)&t->timg_rows, R * TE * F)) != TC_OK) ||
-        (acc && distill && (s = trainer_alloc(t, (void **)&t->ttxt_rows, R * TE * F)) != TC_OK) ||
+        (live_acc && (s = trainer_alloc(t, (void **)&t->timg_rows, R * TE * F)) != TC_OK) ||
+        (live_acc && (s = trainer_alloc(t, (void **)&t->ttxt_rows, R * TE * F)) != TC_OK) ||
+        (t->cached_dim && (s = trainer_alloc(t, (void **)&t->in_timg, R * TE * F)) != TC_OK) ||
+        (t->cached_dim && (s = trainer_alloc(t, (void **)&t->in_ttxt, R * TE * F)) != TC_OK) ||
         (dp && (s = trainer_alloc(t, (void **)&t->img_all, W * R * E * F)) != TC_OK) ||
         (dp && (s = trainer_alloc(t, (void **)&t->txt_all, W * R * E * F)) != TC_OK) ||
         (dp && distill && (s = trainer_alloc(t, (void **)&t->timg_all, W * R * TE * F)) != TC_OK) ||
@@ -257,12 +265,13 @@ static void backward_hook(void *ctx, tc_tower_id tower, int layer) {
 
 /* --------------------------------------------------------------- lifetime ---- */
 
-tc_status tc_trainer_create(tc_trainer **out, tc_model *student, tc_model *teacher,
-                            const tc_optim_config *optim, const tc_loss_config *loss) {
+/* a live teacher, stored features of width cached_dim, or neither */
+static tc_status trainer_new(tc_trainer **out, tc_model *student, tc_model *teacher, int cached_dim,
+                             const tc_optim_config *optim, const tc_loss_config *loss) {
     *out = NULL;
     if (!tc_model_grads(student))
         return tc_fail(TC_ERR_ARG, "trainer: the student was created without training buffers");
-    if (loss->w_distill != 0.0f && !teacher)
+    if (loss->w_distill != 0.0f && !teacher && cached_dim <= 0)
         return tc_fail(TC_ERR_ARG, "trainer: a distillation loss needs a teacher");
     const tc_model_config *sc = tc_model_cfg(student);
     if (teacher) {
@@ -284,6 +293,7 @@ tc_status tc_trainer_create(tc_trainer **out, tc_model *student, tc_model *teach
     if (!t) return tc_fail(TC_ERR_OOM, "trainer: out of host memory");
     t->student = student;
     t->teacher = teacher;
+    t->cached_dim = teacher ? 0 : cached_dim;
     t->optim = *optim;
     t->loss = *loss;
     t->par.accum_steps = 1;
@@ -293,13 +303,36 @@ tc_status tc_trainer_create(tc_trainer **out, tc_model *student, tc_model *teach
     tc_status s;
     if ((s = build_segments(t)) != TC_OK ||
         (s = trainer_alloc(t, (void **)&t->scalars, S_COUNT * sizeof(float))) != TC_OK ||
+        (t->cached_dim &&
+         (s = trainer_alloc(t, (void **)&t->cached_scale, sizeof(float))) != TC_OK) ||
         (s = alloc_step_buffers(t)) != TC_OK) {
         tc_trainer_destroy(t);
         return s;
     }
     t->be->zero(t->be, t->scalars, S_COUNT * sizeof(float));
+    /* the value a live teacher's scale is set to before its forward */
+    if (t->cached_scale)
+        t->be->fill_f32(t->be, t->cached_scale, logf(t->loss.teacher_logit_scale), 1);
     *out = t;
     return TC_OK;
+}
+
+tc_status tc_trainer_create(tc_trainer **out, tc_model *student, tc_model *teacher,
+                            const tc_optim_config *optim, const tc_loss_config *loss) {
+    return trainer_new(out, student, teacher, 0, optim, loss);
+}
+
+tc_status tc_trainer_create_cached(tc_trainer **out, tc_model *student, int teacher_dim,
+                                   const tc_optim_config *optim, const tc_loss_config *loss) {
+    *out = NULL;
+    if (teacher_dim <= 0 || teacher_dim > (1 << 20))
+        return tc_fail(TC_ERR_ARG, "trainer: stored teacher features of width %d", teacher_dim);
+    return trainer_new(out, student, NULL, teacher_dim, optim, loss);
+}
+
+void tc_trainer_set_teacher_features(tc_trainer *t, const float *img, const float *txt) {
+    t->host_timg = img;
+    t->host_ttxt = txt;
 }
 
 void tc_trainer_destroy(tc_trainer *t) {
@@ -307,6 +340,7 @@ void tc_trainer_destroy(tc_trainer *t) {
     if (t->graph) t->be->graph_free(t->be, t->graph);
     free_step_buffers(t);
     if (t->scalars) t->be->free(t->be, t->scalars);
+    if (t->cached_scale) t->be->free(t->be, t->cached_scale);
     if (t->comm) tc_model_set_backward_hook(t->student, NULL, NULL);
     free(t->segs);
     free(t->zsegs);
@@ -348,8 +382,9 @@ size_t tc_trainer_device_bytes(const tc_trainer *t) {
     const tc_model_config *sc = tc_model_cfg(t->student);
     size_t in = R * (3 * (size_t)sc->vision.image_size * sc->vision.image_size +
                      (size_t)sc->text.context_length); /* inputs: floats and int32 */
-    size_t floats = S_COUNT + 2 * R * W * R * (t->teacher ? 3 : 2) + 2 * R * E + in;
-    if (t->par.accum_steps > 1) floats += 2 * R * (E + TE);
+    size_t floats = S_COUNT + 2 * R * W * R * (has_teacher(t) ? 3 : 2) + 2 * R * E + in;
+    if (t->par.accum_steps > 1) floats += 2 * R * (E + (t->teacher ? TE : 0));
+    if (t->cached_dim) floats += 2 * R * TE + 1; /* the stored features' inputs, the scale */
     if (distributed(t)) floats += 4 * W * R * E + 2 * W * R * TE + R * E + 1;
     if (sharded(t)) floats += moment_count(t);
     return floats * sizeof(float) + tc_trainer_optimizer_bytes(t);
@@ -485,11 +520,18 @@ static tc_status upload_inputs(tc_trainer *t, const float *images, const int32_t
     TC_TRY(tc_model_check_ids(t->student, ids, B));
     if (t->teacher) TC_TRY(tc_model_check_ids(t->teacher, ids, B));
     size_t ib = (size_t)B * img_n * sizeof(float), tb = (size_t)B * ids_n * sizeof(int32_t);
+    size_t fb = (size_t)B * (size_t)t->cached_dim * sizeof(float);
+    if (t->cached_dim && (!t->host_timg || !t->host_ttxt))
+        return tc_fail(TC_ERR_ARG, "trainer: no stored teacher features for this step");
     if (!t->async_inputs) {
         TC_TRY(be->upload(be, t->in_images, images, ib));
+        if (fb) TC_TRY(be->upload(be, t->in_timg, t->host_timg, fb));
+        if (fb) TC_TRY(be->upload(be, t->in_ttxt, t->host_ttxt, fb));
         return be->upload(be, t->in_ids, ids, tb);
     }
     TC_TRY(be->upload_async(be, t->in_images, images, ib));
+    if (fb) TC_TRY(be->upload_async(be, t->in_timg, t->host_timg, fb));
+    if (fb) TC_TRY(be->upload_async(be, t->in_ttxt, t->host_ttxt, fb));
     TC_TRY(be->upload_async(be, t->in_ids, ids, tb));
     TC_TRY(be->fence_record(be, (int)(t->fences % TC_FENCES)));
     t->fences++;
@@ -589,6 +631,7 @@ static tc_status forward_backward_device(tc_trainer *t, int B, int backward) {
     size_t img_n = image_floats(t);
     size_t ids_n = (size_t)sc->text.context_length;
     int distill = t->teacher && t->loss.w_distill != 0.0f;
+    int stored = t->cached_dim > 0 && t->loss.w_distill != 0.0f;
     const float *images = t->in_images;
     const int32_t *ids = t->in_ids;
 
@@ -614,13 +657,19 @@ static tc_status forward_backward_device(tc_trainer *t, int B, int backward) {
     TC_TRY(gather_rows(t, sf.img, t->img_all, B, E, &sf.img_all));
     TC_TRY(gather_rows(t, sf.txt, t->txt_all, B, E, &sf.txt_all));
     const float *teacher_scale = NULL;
-    if (distill) {
-        tf.img = k > 1 ? t->timg_rows : tc_model_image_features(t->teacher);
-        tf.txt = k > 1 ? t->ttxt_rows : tc_model_text_features(t->teacher);
+    if (distill || stored) {
+        if (stored) { /* the step's rows, uploaded with the inputs */
+            tf.img = t->in_timg;
+            tf.txt = t->in_ttxt;
+            teacher_scale = t->cached_scale;
+        } else {
+            tf.img = k > 1 ? t->timg_rows : tc_model_image_features(t->teacher);
+            tf.txt = k > 1 ? t->ttxt_rows : tc_model_text_features(t->teacher);
+            teacher_scale = tc_model_params(t->teacher) + tc_model_layout(t->teacher)->logit_scale;
+        }
         TC_TRY(gather_rows(t, tf.img, t->timg_all, B, TE, &tf.img_all));
         TC_TRY(gather_rows(t, tf.txt, t->ttxt_all, B, TE, &tf.txt_all));
         teacher = &tf;
-        teacher_scale = tc_model_params(t->teacher) + tc_model_layout(t->teacher)->logit_scale;
     }
     if (backward) tc_model_zero_grads(st);
     tc_loss_weights w = {t->loss.w_clip, t->loss.w_distill};

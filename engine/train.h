@@ -83,6 +83,21 @@ typedef struct tc_trainer tc_trainer;
 /* teacher may be NULL when loss->w_distill == 0; the trainer does not own the models */
 tc_status tc_trainer_create(tc_trainer **out, tc_model *student, tc_model *teacher,
                             const tc_optim_config *optim, const tc_loss_config *loss);
+
+/* distillation from stored teacher features (a teacher-feature cache,
+ * host/data/teacher_cache.h) instead of a teacher model: the trainer takes
+ * the teacher's L2-normalised image and text features of every step's
+ * samples from tc_trainer_set_teacher_features, uploads them with the
+ * inputs, and computes the same loss as with a teacher whose last encode
+ * gave those features (its logit scale is loss->teacher_logit_scale, as
+ * the live teacher's). with several processes they are gathered like a
+ * live teacher's, once per step. teacher_dim: their width E. */
+tc_status tc_trainer_create_cached(tc_trainer **out, tc_model *student, int teacher_dim,
+                                   const tc_optim_config *optim, const tc_loss_config *loss);
+/* the teacher features of the next step's B samples: host (B, teacher_dim)
+ * each, in the rows of that step's images; kept like the images (read when
+ * the step is queued, or by then, with async inputs, until inputs_wait) */
+void tc_trainer_set_teacher_features(tc_trainer *t, const float *img, const float *txt);
 void tc_trainer_destroy(tc_trainer *t);
 
 /* one step on a batch: images host (B,3,S,S), ids host (B,context).

@@ -11,7 +11,7 @@ static tc_step_key step_key(const tc_trainer *t, int B) {
     tc_step_key k;
     k.batch = B;
     k.accum_steps = t->par.accum_steps;
-    k.distill = t->teacher && t->loss.w_distill != 0.0f;
+    k.distill = (t->teacher || t->cached_dim > 0) && t->loss.w_distill != 0.0f;
     k.clip = t->optim.grad_clip > 0.0f;
     k.fixed_scale = t->loss.logit_scale > 0.0f;
     k.config_epoch = t->config_epoch;

@@ -36,6 +36,11 @@ struct tc_trainer {
     float *scalars;                  /* S_COUNT */
     float *in_images;                /* (R, 3, S, S) the step's inputs on the device */
     int32_t *in_ids;                 /* (R, context) */
+    /* stored teacher features instead of a teacher (tc_trainer_create_cached) */
+    int cached_dim;                     /* TE; 0 with a live teacher or none */
+    const float *host_timg, *host_ttxt; /* the next step's, host (B, TE) */
+    float *in_timg, *in_ttxt;           /* (R, TE) on the device */
+    float *cached_scale;                /* device: ln of the teacher's logit scale */
     int async_inputs;                /* inputs uploaded without waiting (fences) */
     long long fences;                /* input fences recorded so far */
     float last_sum_sq;               /* of the last result read, on the host */

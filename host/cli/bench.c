@@ -1,7 +1,10 @@
 /* tinyclip bench: images/s of the training step and of inference for one or
  * more model configs on a backend, with random inputs. the training step is
  * the whole step (both towers forward and backward, loss, clipping, AdamW);
- * with --teacher it is a distillation step (teacher forward + affinity loss).
+ * with --teacher it is a distillation step (teacher forward + affinity loss),
+ * and with --cache also the same step on stored teacher features (a
+ * teacher-feature cache: no teacher forward), the two measured in
+ * alternation, with the one-time cost of storing a sample's features.
  * on the CUDA bf16 backend every measurement runs with the FMA and the
  * tensor-core attention (--attention), each line naming its kernel and the
  * fast paths the environment switched on, so one run tells which is faster.
@@ -14,13 +17,14 @@
 
 #include "backend_select.h"
 #include "checkpoint.h"
-#include "fileio.h"
 #include "cli.h"
+#include "fileio.h"
 #include "flops.h"
 #include "model.h"
 #include "model_config.h"
 #include "params.h"
 #include "rng.h"
+#include "safetensors.h"
 #include "train.h"
 
 #define MAX_MODELS 16
@@ -33,6 +37,8 @@ typedef struct {
     const char *backend;
     int batch, threads, steps, warmup, accum;
     int train, infer, json;
+    int cache, rounds;     /* --cache: live teacher vs stored features, rounds of each */
+    int cache_bf16;        /* the stored features in bf16 (converted back each step) */
     const char *attention; /* fma, mma, both; NULL: see attention_kernels */
     char tag_json[160], tag_text[96]; /* the kernels of the current backend */
 } bench_args;
@@ -50,6 +56,10 @@ static void usage(FILE *f) {
             "  --model CONFIG     model config JSON (repeat to compare models)\n"
             "  --run DIR          every model of a training run (its stages' final weights)\n"
             "  --teacher CONFIG   benchmark a distillation step with this teacher\n"
+            "  --cache            with --teacher: also the step on stored teacher features\n"
+            "                     (a teacher cache), in alternation with the live step\n"
+            "  --rounds N         --cache: rounds of live and cached steps (default 3)\n"
+            "  --cache-dtype D    --cache: fp32 (default) or bf16 stored features\n"
             "  --backend NAME     cpu (default), cuda, cuda-fp32\n"
             "  --batch N          batch size (default 32)\n"
             "  --accum-steps K    train in K micro-batches of batch/K (default 1)\n"
@@ -70,6 +80,7 @@ static int parse_args(int argc, char **argv, bench_args *a) {
     a->steps = 5;
     a->warmup = 1;
     a->train = a->infer = 1;
+    a->rounds = 3;
     for (int i = 1; i < argc; i++) {
         const char *o = argv[i];
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -79,6 +90,10 @@ static int parse_args(int argc, char **argv, bench_args *a) {
         }
         if (strcmp(o, "--json") == 0) {
             a->json = 1;
+            continue;
+        }
+        if (strcmp(o, "--cache") == 0) {
+            a->cache = 1;
             continue;
         }
         if (!v) {
@@ -106,8 +121,15 @@ static int parse_args(int argc, char **argv, bench_args *a) {
                 fprintf(stderr, "tinyclip bench: --attention must be fma, mma or both\n");
                 return 2;
             }
-        }
-        else if (strcmp(o, "--mode") == 0) {
+        } else if (strcmp(o, "--rounds") == 0)
+            a->rounds = atoi(v);
+        else if (strcmp(o, "--cache-dtype") == 0) {
+            a->cache_bf16 = strcmp(v, "bf16") == 0;
+            if (!a->cache_bf16 && strcmp(v, "fp32") != 0) {
+                fprintf(stderr, "tinyclip bench: --cache-dtype must be fp32 or bf16\n");
+                return 2;
+            }
+        } else if (strcmp(o, "--mode") == 0) {
             a->train = strcmp(v, "train") == 0 || strcmp(v, "both") == 0;
             a->infer = strcmp(v, "infer") == 0 || strcmp(v, "both") == 0;
             if (!a->train && !a->infer) {
@@ -127,6 +149,10 @@ static int parse_args(int argc, char **argv, bench_args *a) {
     }
     if (a->batch < 1 || a->steps < 1 || a->warmup < 0) {
         fprintf(stderr, "tinyclip bench: --batch and --steps must be positive\n");
+        return 2;
+    }
+    if (a->cache && (!a->teacher || a->rounds < 1)) {
+        fprintf(stderr, "tinyclip bench: --cache needs --teacher (and --rounds >= 1)\n");
         return 2;
     }
     if (a->accum < 1 || a->batch % a->accum != 0) {
@@ -246,6 +272,175 @@ done:
     return rc;
 }
 
+/* ---- --cache: the distillation step with the teacher live and on stored features ---- */
+
+typedef struct {
+    tc_trainer *tr;
+    int cached;
+    const float *img32, *txt32;    /* stored fp32 features (B, E) */
+    const uint16_t *img16, *txt16; /* or bf16 */
+    float *img, *txt;              /* what a step is handed, fp32 (B, E) */
+    size_t n;                      /* B * E */
+} step_mode;
+
+/* `steps` steps of one mode, no result read inside; the stored features are
+ * copied (or converted from bf16) for every step, as the loader does */
+static tc_status time_mode(step_mode *m, tc_backend *be, const float *images, const int32_t *ids,
+                           int B, int steps, double *seconds) {
+    TC_TRY(be->synchronize(be));
+    double t0 = now_seconds();
+    for (int i = 0; i < steps; i++) {
+        if (m->cached) {
+            for (size_t k = 0; k < m->n; k++) {
+                m->img[k] = m->img16 ? tc_bfloat_to_float(m->img16[k]) : m->img32[k];
+                m->txt[k] = m->txt16 ? tc_bfloat_to_float(m->txt16[k]) : m->txt32[k];
+            }
+            tc_trainer_set_teacher_features(m->tr, m->img, m->txt);
+        }
+        TC_TRY(tc_trainer_step(m->tr, images, ids, B, NULL));
+    }
+    TC_TRY(be->synchronize(be));
+    *seconds = now_seconds() - t0;
+    return TC_OK;
+}
+
+static int cmp_double(const void *x, const void *y) {
+    double a = *(const double *)x, b = *(const double *)y;
+    return a < b ? -1 : a > b;
+}
+
+/* the teacher's features of the batch in micro-batches (what building a
+ * cache computes), into img/txt (B, E); the seconds it took */
+static tc_status teacher_features(tc_model *t, tc_backend *be, const float *images,
+                                  const int32_t *ids, int B, int micro, float *img, float *txt,
+                                  double *seconds) {
+    const tc_model_config *c = tc_model_cfg(t);
+    size_t px = (size_t)3 * c->vision.image_size * c->vision.image_size, E = (size_t)c->embed_dim;
+    double t0 = now_seconds();
+    for (int at = 0; at < B; at += micro) {
+        int n = B - at < micro ? B - at : micro;
+        TC_TRY(tc_model_encode_image(t, images + (size_t)at * px, n));
+        TC_TRY(be->download(be, img + (size_t)at * E, tc_model_image_features(t), n * E * 4));
+        TC_TRY(tc_model_encode_text(t, ids + (size_t)at * c->text.context_length, n));
+        TC_TRY(be->download(be, txt + (size_t)at * E, tc_model_text_features(t), n * E * 4));
+    }
+    *seconds = now_seconds() - t0;
+    return TC_OK;
+}
+
+static int bench_cache(const bench_args *a, tc_backend *be, const tc_model_config *c,
+                       const tc_model_config *tcfg) {
+    tc_model *m = NULL, *teacher = NULL;
+    step_mode md[2];
+    memset(md, 0, sizeof md);
+    float *images = NULL, *store = NULL;
+    int32_t *ids = NULL;
+    uint16_t *store16 = NULL;
+    double *sec = NULL;
+    int rc = 1, micro = a->batch / a->accum, B = a->batch, E = tcfg->embed_dim;
+    size_t n = (size_t)B * E;
+    tc_model_options so = {.max_batch = micro, .train = 1}, to = {.max_batch = micro, .train = 0};
+    tc_optim_config o = tc_optim_default();
+    o.warmup_steps = 10;
+    o.grad_clip = 5.0f;
+    tc_loss_config l = {0.0f, 1.0f, 50.0f, 50.0f};
+    tc_parallel_config par = {a->accum, 0, 0};
+    if (tc_model_create(&m, be, c, so) != TC_OK || tc_model_init_random(m, 1) != TC_OK ||
+        tc_model_create(&teacher, be, tcfg, to) != TC_OK ||
+        tc_model_init_random(teacher, 2) != TC_OK ||
+        tc_trainer_create(&md[0].tr, m, teacher, &o, &l) != TC_OK ||
+        tc_trainer_create_cached(&md[1].tr, m, E, &o, &l) != TC_OK ||
+        tc_trainer_set_parallel(md[0].tr, &par) != TC_OK ||
+        tc_trainer_set_parallel(md[1].tr, &par) != TC_OK)
+        goto done;
+    int S = c->vision.image_size, T = c->text.context_length;
+    images = malloc((size_t)B * 3 * S * S * sizeof *images);
+    ids = malloc((size_t)B * T * sizeof *ids);
+    store = malloc(4 * n * sizeof *store); /* stored img, txt; handed img, txt */
+    store16 = malloc(2 * n * sizeof *store16);
+    sec = calloc(2 * (size_t)a->rounds, sizeof *sec);
+    if (!images || !ids || !store || !store16 || !sec) {
+        tc_fail(TC_ERR_OOM, "bench: out of host memory");
+        goto done;
+    }
+    random_inputs(c, B, images, ids, 3);
+    /* the one-time cost: the teacher's forward over each sample, as building does */
+    double build = 0;
+    if (teacher_features(teacher, be, images, ids, B, micro, store, store + n, &build) != TC_OK ||
+        teacher_features(teacher, be, images, ids, B, micro, store, store + n, &build) != TC_OK)
+        goto done;
+    for (size_t k = 0; k < 2 * n; k++)
+        store16[k] = tc_float_to_bfloat(store[k]);
+    md[1].cached = 1;
+    md[1].n = n;
+    md[1].img32 = store;
+    md[1].txt32 = store + n;
+    if (a->cache_bf16) {
+        md[1].img16 = store16;
+        md[1].txt16 = store16 + n;
+    }
+    md[1].img = store + 2 * n;
+    md[1].txt = store + 3 * n;
+    double w;
+    for (int k = 0; k < 2; k++)
+        if (a->warmup > 0 && time_mode(&md[k], be, images, ids, B, a->warmup, &w) != TC_OK)
+            goto done;
+    /* in alternation, so that a machine's drift falls on both */
+    for (int r = 0; r < a->rounds; r++)
+        for (int k = 0; k < 2; k++)
+            if (time_mode(&md[k], be, images, ids, B, a->steps, &sec[k * a->rounds + r]) != TC_OK)
+                goto done;
+    tc_step_result res;
+    for (int k = 0; k < 2; k++) {
+        if (tc_trainer_read_result(md[k].tr, &res) != TC_OK) goto done;
+        if (res.skipped_total > 0) {
+            tc_fail(TC_ERR_NONFINITE, "bench: a step had a non-finite loss or gradient");
+            goto done;
+        }
+    }
+    if (!a->json)
+        for (int r = 0; r < a->rounds; r++)
+            printf("cache round %d: live %.3f images/s, cached %.3f images/s (%.2fx)\n", r + 1,
+                   a->steps * B / sec[r], a->steps * B / sec[a->rounds + r],
+                   sec[r] / sec[a->rounds + r]);
+    double med[2];
+    for (int k = 0; k < 2; k++) {
+        qsort(sec + k * a->rounds, (size_t)a->rounds, sizeof *sec, cmp_double);
+        med[k] = sec[k * a->rounds + a->rounds / 2];
+    }
+    size_t bytes[2] = {tc_model_device_bytes(m) + tc_model_device_bytes(teacher) +
+                           tc_trainer_device_bytes(md[0].tr),
+                       tc_model_device_bytes(m) + tc_trainer_device_bytes(md[1].tr)};
+    report(a, c, "distill", med[0], a->steps, bytes[0], be);
+    report(a, c, a->cache_bf16 ? "distill-cache-bf16" : "distill-cache", med[1], a->steps, bytes[1],
+           be);
+    double build_sps = B / build;
+    if (a->json)
+        printf("{\"framework\":\"tinyclip\",\"model\":\"%s\",\"teacher\":\"%s\",\"mode\":"
+               "\"cache\",\"rounds\":%d,\"live_images_per_s\":%.3f,\"cached_images_per_s\":%.3f,"
+               "\"speedup\":%.4f,\"build_samples_per_s\":%.3f}\n",
+               c->name, tcfg->name, a->rounds, a->steps * B / med[0], a->steps * B / med[1],
+               med[0] / med[1], build_sps);
+    else
+        printf("cache: median of %d rounds in alternation: %.2fx the live step's images/s; "
+               "building it costs the teacher's forward once per sample and augmentation "
+               "(%.2f samples/s here)\n",
+               a->rounds, med[0] / med[1], build_sps);
+    rc = 0;
+done:
+    if (rc) tc_cli_report("bench --cache");
+    free(sec);
+    free(store16);
+    free(store);
+    free(ids);
+    free(images);
+    tc_trainer_destroy(md[0].tr);
+    tc_trainer_destroy(md[1].tr);
+    tc_model_destroy(teacher);
+    tc_model_destroy(m);
+    return rc;
+}
+
 static int bench_infer(const bench_args *a, tc_backend *be, const tc_model_config *c) {
     tc_model *m = NULL;
     float *images = NULL;
@@ -347,7 +542,10 @@ static int bench_models(bench_args *a, tc_backend *be, const tc_model_config *te
     for (int i = 0; i < a->n_models && rc == 0; i++) {
         tc_model_config c;
         if (tc_model_config_load(&c, a->models[i]) != TC_OK) return tc_cli_report("bench");
-        if (a->train) rc = bench_train(a, be, &c, teacher_cfg);
+        if (a->train && a->cache)
+            rc = bench_cache(a, be, &c, teacher_cfg);
+        else if (a->train)
+            rc = bench_train(a, be, &c, teacher_cfg);
         if (rc == 0 && a->infer) rc = bench_infer(a, be, &c);
     }
     return rc;

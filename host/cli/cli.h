@@ -28,5 +28,6 @@ int tc_cmd_tokenize(int argc, char **argv);
 int tc_cmd_shards(int argc, char **argv);
 int tc_cmd_train(int argc, char **argv);
 int tc_cmd_eval(int argc, char **argv);
+int tc_cmd_cache(int argc, char **argv);
 
 #endif

@@ -12,6 +12,7 @@ static const tc_cli_command commands[] = {
     {"convert", tc_cmd_convert, "convert a checkpoint to open_clip or Hugging Face layout"},
     {"shards", tc_cmd_shards, "write webdataset shards from a csv, folder or Fashion-MNIST"},
     {"train", tc_cmd_train, "run an experiment file: every stage, resumable"},
+    {"cache", tc_cmd_cache, "build a teacher-feature cache (or --verify one)"},
     {"eval", tc_cmd_eval, "zero-shot classification and retrieval of a checkpoint"},
     {NULL, NULL, NULL},
 };

@@ -8,6 +8,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include <xxhash.h>
 
 #include "fileio.h"
 
@@ -92,4 +93,34 @@ int tc_data_read_file(const char *path, size_t max_bytes, uint8_t **data, size_t
 int tc_data_is_regular(const char *path) {
     struct stat st;
     return stat(path, &st) == 0 && S_ISREG(st.st_mode);
+}
+
+tc_status tc_file_xxh3(const char *path, uint64_t *hash, uint64_t *size) {
+    char why[160];
+    int fd = tc_data_open_regular(path, why, sizeof why);
+    if (fd < 0) return tc_fail(TC_ERR_IO, "%s: %s", path, why);
+    XXH3_state_t *x = XXH3_createState();
+    size_t cap = 1u << 20;
+    unsigned char *buf = malloc(cap);
+    tc_status s = TC_OK;
+    if (!x || !buf || XXH3_64bits_reset(x) != XXH_OK)
+        s = tc_fail(TC_ERR_OOM, "%s: out of memory", path);
+    uint64_t total = 0;
+    while (s == TC_OK) {
+        ssize_t n = read(fd, buf, cap);
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0) s = tc_fail(TC_ERR_IO, "%s: read error: %s", path, strerror(errno));
+        if (n <= 0) break;
+        if (XXH3_64bits_update(x, buf, (size_t)n) != XXH_OK)
+            s = tc_fail(TC_ERR_IO, "%s: xxh3 failed", path);
+        total += (uint64_t)n;
+    }
+    if (s == TC_OK) {
+        *hash = XXH3_64bits_digest(x);
+        *size = total;
+    }
+    free(buf);
+    if (x) XXH3_freeState(x);
+    close(fd);
+    return s;
 }

@@ -10,6 +10,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "status.h"
+
 /* a read-only descriptor of the regular file at path (blocking reads, close
  * with close()), or -1 with the reason in why */
 int tc_data_open_regular(const char *path, char *why, size_t why_cap);
@@ -23,5 +25,10 @@ int tc_data_read_file(const char *path, size_t max_bytes, uint8_t **data, size_t
 
 /* 1 when path names a regular file (links followed), 0 otherwise */
 int tc_data_is_regular(const char *path);
+
+/* the XXH3-64 of the regular file at path and its size, read in 1 MiB
+ * pieces (a FIFO or a folder is refused, never waited on): the checksums of
+ * the teacher cache's shards and of the run's manifests */
+tc_status tc_file_xxh3(const char *path, uint64_t *hash, uint64_t *size);
 
 #endif

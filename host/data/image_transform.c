@@ -414,8 +414,10 @@ void tc_normalize_planar_bf16(const tc_transform_cfg *cfg, const uint8_t *hwc, i
     }
 }
 
-tc_status tc_transform_apply(const tc_transform_cfg *cfg, const tc_image *img, tc_rng *rng,
-                             uint8_t *scratch, float *out_f32, uint16_t *out_bf16) {
+/* the crop (train) or the eval resize, then normalisation, into out */
+static tc_status transform_into(const tc_transform_cfg *cfg, const tc_image *img,
+                                const tc_crop *crop, uint8_t *scratch, float *out_f32,
+                                uint16_t *out_bf16) {
     int S = cfg->size;
     if (S <= 0 || S > 8192) return tc_fail(TC_ERR_ARG, "transform: bad image size %d", S);
     if (!img->px || img->w <= 0 || img->h <= 0)
@@ -424,17 +426,46 @@ tc_status tc_transform_apply(const tc_transform_cfg *cfg, const tc_image *img, t
     if (!buf && !(buf = malloc((size_t)S * S * 3)))
         return tc_fail(TC_ERR_OOM, "transform: out of memory");
     tc_status st;
-    if (cfg->train) {
-        tc_crop c = tc_rrc_params(img->w, img->h, cfg->scale_min, cfg->scale_max, cfg->ratio_min,
-                                  cfg->ratio_max, rng);
-        st = tc_resized_crop_u8(img, c, S, S, buf);
-    } else {
+    if (crop)
+        st = tc_resized_crop_u8(img, *crop, S, S, buf);
+    else
         st = tc_eval_resize_crop_u8(img, S, buf);
-    }
     if (st == TC_OK) {
         if (out_f32) tc_normalize_planar(cfg, buf, S, S, out_f32);
         if (out_bf16) tc_normalize_planar_bf16(cfg, buf, S, S, out_bf16);
     }
     if (buf != scratch) free(buf);
     return st;
+}
+
+tc_status tc_transform_apply_crop(const tc_transform_cfg *cfg, const tc_image *img, tc_crop crop,
+                                  uint8_t *scratch, float *out_f32, uint16_t *out_bf16) {
+    if (crop.top < 0 || crop.left < 0 || crop.height <= 0 || crop.width <= 0 ||
+        crop.top + crop.height > img->h || crop.left + crop.width > img->w)
+        return tc_fail(TC_ERR_ARG, "transform: crop (%d, %d, %d, %d) outside a %dx%d image",
+                       crop.top, crop.left, crop.height, crop.width, img->w, img->h);
+    return transform_into(cfg, img, &crop, scratch, out_f32, out_bf16);
+}
+
+tc_crop tc_aug_pool_crop(const tc_transform_cfg *cfg, int w, int h, uint64_t aug_seed, uint64_t uid,
+                         int k) {
+    tc_rng r = tc_rng_for(aug_seed, 0x61756770ull /* "augp" */, (uint64_t)k, uid);
+    return tc_rrc_params(w, h, cfg->scale_min, cfg->scale_max, cfg->ratio_min, cfg->ratio_max, &r);
+}
+
+int tc_aug_pool_pick(uint64_t seed, int64_t epoch, uint64_t rank, int64_t pos, int K) {
+    if (K <= 1) return 0;
+    tc_rng r = tc_rng_for(tc_mix64(seed, 0x7069636bull /* "pick" */), (uint64_t)epoch, rank,
+                          (uint64_t)pos);
+    return (int)tc_rng_below(&r, (uint64_t)K);
+}
+
+tc_status tc_transform_apply(const tc_transform_cfg *cfg, const tc_image *img, tc_rng *rng,
+                             uint8_t *scratch, float *out_f32, uint16_t *out_bf16) {
+    if (!cfg->train) return transform_into(cfg, img, NULL, scratch, out_f32, out_bf16);
+    if (!img->px || img->w <= 0 || img->h <= 0)
+        return tc_fail(TC_ERR_ARG, "transform: empty image");
+    tc_crop c = tc_rrc_params(img->w, img->h, cfg->scale_min, cfg->scale_max, cfg->ratio_min,
+                              cfg->ratio_max, rng);
+    return transform_into(cfg, img, &c, scratch, out_f32, out_bf16);
 }

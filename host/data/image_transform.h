@@ -73,6 +73,25 @@ void tc_normalize_planar_bf16(const tc_transform_cfg *cfg, const uint8_t *hwc, i
 
 uint16_t tc_f32_to_bf16(float x);
 
+/* the train transform with its random choice given: RandomResizedCrop's
+ * crop box (the only random choice of open_clip's train transform, no
+ * flip), bicubic resize to S, ToTensor, Normalize. tc_transform_apply in
+ * train mode is tc_rrc_params followed by this, so a crop box stored by a
+ * teacher-feature cache replays the live transform bit for bit. */
+tc_status tc_transform_apply_crop(const tc_transform_cfg *cfg, const tc_image *img, tc_crop crop,
+                                  uint8_t *scratch, float *out_f32, uint16_t *out_bf16);
+
+/* a fixed pool of K augmentations per sample (teacher_cache.h): crop k of
+ * the sample with identity uid (w x h pixels), from a generator seeded by
+ * (aug_seed, uid, k) alone, so it is the same in every epoch, stage and
+ * process */
+tc_crop tc_aug_pool_crop(const tc_transform_cfg *cfg, int w, int h, uint64_t aug_seed, uint64_t uid,
+                         int k);
+/* which of the K augmentations stream position pos of an epoch takes:
+ * seeded by (seed, epoch, rank, pos), so resuming at a position picks the
+ * same */
+int tc_aug_pool_pick(uint64_t seed, int64_t epoch, uint64_t rank, int64_t pos, int K);
+
 /* the whole per-sample transform; rng is used only when cfg->train.
  * out_f32 (3,S,S) or out_bf16 (3,S,S): exactly one non-NULL. scratch is
  * S*S*3 bytes or NULL (then allocated). */

@@ -75,11 +75,56 @@ void tc_loader_set_fatal(tc_loader *l, tc_status st, const char *msg) {
 
 /* ---- worker-side processing (no lock) ---- */
 
+int tc_loader_decode_min_side(int image_size, int train) {
+    return (int)ceil(image_size * (train ? 1.22 : 1.0));
+}
+
+/* the transform of a decoded image: a random crop seeded by the position,
+ * or one of the sample's fixed pool, or the cache's stored crop with its
+ * teacher features (loader.h); name is the sample's, for messages */
+static tc_status transform_sample(tc_loader *l, worker *w, int64_t index, const tc_sample *smp,
+                                  uint64_t hash, int64_t epoch, int64_t pos, const tc_image *img,
+                                  const char *name, sample_out *o) {
+    const tc_loader_cfg *c = &l->cfg;
+    /* training order: the same crop for a position whatever the rank */
+    uint64_t aug_rank = l->mode == MODE_GLOBAL ? 0 : (uint64_t)c->rank;
+    float *f32 = c->bf16 ? NULL : o->img;
+    uint16_t *b16 = c->bf16 ? o->img16 : NULL;
+    if (!c->train || (!c->cache && c->aug_pool <= 0)) {
+        tc_rng r = tc_rng_for(c->seed, (uint64_t)epoch, aug_rank, (uint64_t)pos);
+        return tc_transform_apply(&l->tcfg, img, &r, w->scratch, f32, b16);
+    }
+    const tc_cache_key *key = c->cache ? tc_teacher_cache_key(c->cache) : NULL;
+    int k = tc_aug_pool_pick(c->seed, epoch, aug_rank, pos, key ? key->augmentations : c->aug_pool);
+    tc_crop crop;
+    if (!key) {
+        uint64_t uid = tc_cache_sample_uid(l->src->indexable, index, smp->shard, smp->member);
+        crop = tc_aug_pool_crop(&l->tcfg, img->w, img->h, c->aug_seed, uid, k);
+    } else {
+        int cs, usable = 0;
+        int64_t row;
+        tc_cache_locate(key, l->src->indexable, index, smp->shard, smp->member, &cs, &row);
+        tc_status st = tc_teacher_cache_get(c->cache, cs, row, k, hash, img->w, img->h, &usable,
+                                            &crop, o->timg, o->ttxt);
+        if (st != TC_OK) {
+            o->fatal = 1; /* not a bad sample: the cache and the data disagree */
+            return tc_fail_context(st, "%s", name);
+        }
+        if (!usable)
+            return tc_fail(TC_ERR_DATA,
+                           "%s: the teacher cache has no features for it (it was unusable when "
+                           "the cache was built)",
+                           name);
+    }
+    return tc_transform_apply_crop(&l->tcfg, img, crop, w->scratch, f32, b16);
+}
+
 void tc_loader_process(tc_loader *l, worker *w, int64_t index, tc_sample *raw, int64_t epoch,
                        int64_t pos, sample_out *o) {
     const tc_loader_cfg *c = &l->cfg;
     tc_sample smp;
     o->bad[0] = 0;
+    o->fatal = 0;
     o->label = -1;
     o->part = 0;
     if (l->src->indexable) {
@@ -101,6 +146,7 @@ void tc_loader_process(tc_loader *l, worker *w, int64_t index, tc_sample *raw, i
     }
     char name[800];
     snprintf(name, sizeof name, "%s: sample %s", smp.where, smp.key);
+    uint64_t hash = c->cache && c->train ? tc_cache_sample_hash(&smp) : 0;
     tc_image img = {0, 0, NULL};
     tc_status st = TC_OK;
     if (smp.raw.px) {
@@ -109,13 +155,7 @@ void tc_loader_process(tc_loader *l, worker *w, int64_t index, tc_sample *raw, i
     } else {
         st = tc_image_decode(w->dec, smp.image, smp.image_len, name, l->min_side, &img);
     }
-    if (st == TC_OK) {
-        /* training order: the same crop for a position whatever the rank */
-        uint64_t aug_rank = l->mode == MODE_GLOBAL ? 0 : (uint64_t)c->rank;
-        tc_rng r = tc_rng_for(c->seed, (uint64_t)epoch, aug_rank, (uint64_t)pos);
-        st = tc_transform_apply(&l->tcfg, &img, &r, w->scratch, c->bf16 ? NULL : o->img,
-                                c->bf16 ? o->img16 : NULL);
-    }
+    if (st == TC_OK) st = transform_sample(l, w, index, &smp, hash, epoch, pos, &img, name, o);
     if (st == TC_OK) {
         int n = 0;
         st = tc_tokenize(c->tokenizer, smp.caption ? smp.caption : "", smp.caption_len, o->tok,
@@ -178,6 +218,12 @@ static tc_status alloc_out(sample_out *o, const tc_loader_cfg *c) {
         o->img = malloc(3 * S * S * sizeof(float));
     o->tok = malloc(sizeof(int32_t) * (size_t)c->context_length);
     if ((!o->img && !o->img16) || !o->tok) return tc_fail(TC_ERR_OOM, "data: out of memory");
+    if (c->cache) {
+        size_t E = (size_t)tc_teacher_cache_key(c->cache)->embed_dim;
+        o->timg = calloc(E, sizeof(float));
+        o->ttxt = calloc(E, sizeof(float));
+        if (!o->timg || !o->ttxt) return tc_fail(TC_ERR_OOM, "data: out of memory");
+    }
     return TC_OK;
 }
 
@@ -185,6 +231,32 @@ static void free_out(sample_out *o) {
     free(o->img);
     free(o->img16);
     free(o->tok);
+    free(o->timg);
+    free(o->ttxt);
+}
+
+/* a cache fits the loader: the same image size, decoding and shards */
+static tc_status check_cache(tc_loader *l) {
+    const tc_loader_cfg *c = &l->cfg;
+    if (!c->cache) return TC_OK;
+    const tc_cache_key *k = tc_teacher_cache_key(c->cache);
+    const char *dir = tc_teacher_cache_dir(c->cache);
+    if (!c->train)
+        return tc_fail(TC_ERR_ARG, "data: a teacher cache (%s) is for training order only", dir);
+    if (k->image_size != c->image_size || k->decode_min_side != l->min_side)
+        return tc_fail(TC_ERR_CONFIG,
+                       "data: teacher cache %s holds crops of %dpx images decoded to a short side "
+                       ">= %d; the loader makes %dpx images decoded to >= %d",
+                       dir, k->image_size, k->decode_min_side, c->image_size, l->min_side);
+    int fits = l->src->indexable ? k->data_shards == 0 && k->samples == l->src->num_samples
+                                 : k->data_shards == l->src->num_shards;
+    if (!fits)
+        return tc_fail(TC_ERR_CONFIG,
+                       "data: teacher cache %s was built from %lld samples in %d shards; '%s' has "
+                       "%lld samples in %d shards",
+                       dir, (long long)k->samples, k->data_shards, c->data,
+                       (long long)l->src->num_samples, l->src->num_shards);
+    return TC_OK;
 }
 
 /* the order, the epoch quota and the reader's buffers */
@@ -349,11 +421,12 @@ tc_status tc_loader_create(const tc_loader_cfg *cfg, const tc_loader_cursor *res
         l->tcfg.scale_min = c->scale_min;
         l->tcfg.scale_max = c->scale_max;
         int dct = c->dct_scale < 0 ? c->train : c->dct_scale;
-        /* keep the crop's short side >= S after DCT scaling: a 0.9-area crop at
-         * ratio 3/4 keeps ~0.82 of the short side */
-        l->min_side = dct ? (int)ceil(c->image_size * (c->train ? 1.22 : 1.0)) : 0;
+        l->min_side = dct ? tc_loader_decode_min_side(c->image_size, c->train) : 0;
         st = plan(l);
     }
+    if (st == TC_OK && c->aug_pool < 0)
+        st = tc_fail(TC_ERR_ARG, "data loader: aug_pool %d < 0", c->aug_pool);
+    if (st == TC_OK) st = check_cache(l);
     if (st == TC_OK) st = alloc_ring(l);
     if (st == TC_OK) st = start_at(l, resume);
     if (st == TC_OK) st = start_workers(l);

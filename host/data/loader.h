@@ -33,6 +33,16 @@
  *       when the rank has had none yet).
  *       augmentation is seeded by (seed, epoch, global position).
  *
+ * fixed augmentations (training orders): with a teacher-feature cache
+ * (cache, teacher_cache.h) each position picks one of the cache's K stored
+ * augmentations of its sample, seeded by (seed, epoch, position) like the
+ * crops above (so a resumed loader picks the same), replays its crop box
+ * exactly, and hands the cache's teacher features with the batch; a sample
+ * whose content differs from what the cache holds in its place stops the
+ * loader (TC_ERR_DATA). without a cache, aug_pool = K > 0 draws the crops
+ * from the same fixed pool (tc_aug_pool_crop with aug_seed): the live run
+ * equal to training from a cache of K built with that seed.
+ *
  *   resampled (resampled = 1, webdataset only; open_clip's
  *     --dataset-resampled): every rank draws shards with replacement from
  *     its own generator seeded by (seed, epoch, rank): the stream is
@@ -80,6 +90,7 @@
 #include "image_transform.h"
 #include "source.h"
 #include "status.h"
+#include "teacher_cache.h"
 #include "tokenizer.h"
 
 /* samples kept on each side of a rank's slice to replace unusable ones
@@ -134,9 +145,18 @@ typedef struct {
     tc_batch_allocator allocator; /* alloc NULL: malloc/free */
     FILE *log;                    /* skip lines; NULL: stderr */
     int quiet;                    /* 1: no skip lines (counts still kept) */
+    tc_teacher_cache *cache;      /* train: replay its augmentations, hand its features */
+    int aug_pool;                 /* train without a cache: K > 0 fixed crops per sample */
+    uint64_t aug_seed;            /* the pool's seed (a cache has its own) */
 } tc_loader_cfg;
 
 void tc_loader_cfg_init(tc_loader_cfg *c);
+
+/* the short side JPEG decoding keeps when it scales by DCT (0: no
+ * scaling): train images at least 1.22 S (a 0.9-area crop at ratio 3/4 keeps
+ * ~0.82 of the short side), eval S. a cache's crops refer to images decoded
+ * this way. */
+int tc_loader_decode_min_side(int image_size, int train);
 
 typedef struct {
     int n;                 /* samples in the batch (B, or fewer for a final eval batch) */
@@ -146,6 +166,9 @@ typedef struct {
     int32_t *tokens;       /* (B, context) */
     int32_t *labels;       /* (B) */
     int32_t *parts;        /* (B) the "::" source of each sample (0 for one source) */
+    float *teacher_img;    /* (B, E) with a cache: the teacher's image features of the rows */
+    float *teacher_txt;    /* (B, E) and text features; NULL without */
+    int teacher_dim;       /* E */
     int64_t epoch, index;  /* batch `index` of `epoch` */
     int last_in_epoch;
     tc_loader_cursor cursor; /* resume point after this batch */

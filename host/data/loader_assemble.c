@@ -25,7 +25,15 @@ static tc_batch *batch_new(tc_loader *l) {
     b->tokens = a->alloc(B * (size_t)c->context_length * sizeof(int32_t), a->ctx);
     b->labels = a->alloc(B * sizeof(int32_t), a->ctx);
     b->parts = malloc(B * sizeof(int32_t));
-    if ((!b->images && !b->images_bf16) || !b->tokens || !b->labels || !b->parts) {
+    size_t E = c->cache ? (size_t)tc_teacher_cache_key(c->cache)->embed_dim : 0;
+    if (E) {
+        /* uploaded with the images: the allocator's (pinned) memory */
+        b->teacher_dim = (int)E;
+        b->teacher_img = a->alloc(B * E * sizeof(float), a->ctx);
+        b->teacher_txt = a->alloc(B * E * sizeof(float), a->ctx);
+    }
+    if ((!b->images && !b->images_bf16) || !b->tokens || !b->labels || !b->parts ||
+        (E && (!b->teacher_img || !b->teacher_txt))) {
         tc_loader_batch_free(l, b);
         return NULL;
     }
@@ -39,6 +47,8 @@ void tc_loader_batch_free(tc_loader *l, tc_batch *b) {
     if (b->images_bf16) a->free(b->images_bf16, a->ctx);
     if (b->tokens) a->free(b->tokens, a->ctx);
     if (b->labels) a->free(b->labels, a->ctx);
+    if (b->teacher_img) a->free(b->teacher_img, a->ctx);
+    if (b->teacher_txt) a->free(b->teacher_txt, a->ctx);
     free(b->parts);
     free(b);
 }
@@ -101,6 +111,11 @@ static void put_row(tc_loader *l, tc_batch *b, int i, const sample_out *o) {
            sizeof(int32_t) * (size_t)c->context_length);
     b->labels[i] = o->label;
     b->parts[i] = o->part;
+    if (b->teacher_img) {
+        size_t E = (size_t)b->teacher_dim;
+        memcpy(b->teacher_img + (size_t)i * E, o->timg, E * sizeof(float));
+        memcpy(b->teacher_txt + (size_t)i * E, o->ttxt, E * sizeof(float));
+    }
 }
 
 static void get_row(tc_loader *l, const tc_batch *b, int i, sample_out *o) {
@@ -115,11 +130,23 @@ static void get_row(tc_loader *l, const tc_batch *b, int i, sample_out *o) {
     o->label = b->labels[i];
     o->part = b->parts[i];
     o->bad[0] = 0;
+    o->fatal = 0;
+    if (b->teacher_img) {
+        size_t E = (size_t)b->teacher_dim;
+        memcpy(o->timg, b->teacher_img + (size_t)i * E, E * sizeof(float));
+        memcpy(o->ttxt, b->teacher_txt + (size_t)i * E, E * sizeof(float));
+    }
 }
 
-/* counts one examined sample; 0 when the error-rate bound stops the loader */
-static int count_sample(tc_loader *l, const char *bad) {
+/* counts one examined sample; 0 when the error-rate bound stops the
+ * loader, or the sample disagrees with the teacher cache */
+static int count_sample(tc_loader *l, const sample_out *o) {
     const tc_loader_cfg *c = &l->cfg;
+    const char *bad = o->bad;
+    if (o->fatal) {
+        tc_loader_set_fatal(l, TC_ERR_DATA, bad);
+        return 0;
+    }
     l->seen++;
     if (!bad[0]) return 1;
     l->bad++;
@@ -180,7 +207,7 @@ static int fill_slot(tc_loader *l, slot *s) {
         end_epoch(l);
         return 1;
     }
-    if (!count_sample(l, s->o.bad)) return 0;
+    if (!count_sample(l, &s->o)) return 0;
     if (s->o.bad[0]) return 1;
     if (!l->cur) {
         l->cur = acquire_batch(l);
@@ -232,6 +259,7 @@ static int decode_candidate(tc_loader *l, worker *w, subst_window *win, int64_t 
             return 0;
     }
     tc_loader_process(l, w, index, raw, l->a_epoch, q, o);
+    if (o->fatal) tc_loader_set_fatal(l, TC_ERR_DATA, o->bad);
     return o->bad[0] == 0;
 }
 
@@ -264,6 +292,11 @@ static void copy_row(tc_loader *l, tc_batch *b, int from, int to) {
     memcpy(b->tokens + (size_t)to * T, b->tokens + (size_t)from * T, sizeof(int32_t) * T);
     b->labels[to] = b->labels[from];
     b->parts[to] = b->parts[from];
+    if (b->teacher_img) {
+        size_t E = (size_t)b->teacher_dim;
+        memcpy(b->teacher_img + (size_t)to * E, b->teacher_img + (size_t)from * E, E * 4);
+        memcpy(b->teacher_txt + (size_t)to * E, b->teacher_txt + (size_t)from * E, E * 4);
+    }
 }
 
 /* fills the unusable rows of cur: the first usable sample after each in the
@@ -354,7 +387,7 @@ static int row_slot(tc_loader *l, worker *w, slot *s) {
         end_epoch(l);
         return 1;
     }
-    if (!count_sample(l, s->o.bad)) return 0;
+    if (!count_sample(l, &s->o)) return 0;
     if (!l->cur) {
         l->cur = acquire_batch(l);
         if (!l->cur) return 0;
@@ -367,7 +400,7 @@ static int row_slot(tc_loader *l, worker *w, slot *s) {
     else
         l->rows_bad++;
     if (++l->cur_rows < B) return 1;
-    if (l->rows_bad > 0 && !replace_rows(l, w)) return 0;
+    if (l->rows_bad > 0 && (!replace_rows(l, w) || l->fatal != TC_OK)) return 0;
     for (int i = B - 1; i >= 0; i--)
         if (l->row_ok[i]) { /* kept for the case nothing usable is in reach */
             get_row(l, b, i, &l->spare[1]);

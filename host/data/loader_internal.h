@@ -29,7 +29,9 @@ typedef struct {
     int32_t *tok;    /* (context) */
     int32_t label;
     int part;
-    char bad[800]; /* non-empty: unusable, with the log line's text */
+    float *timg, *ttxt; /* (E) teacher features from the cache */
+    int fatal;          /* bad holds an error that stops the loader (cache mismatch) */
+    char bad[800];      /* non-empty: unusable, with the log line's text */
 } sample_out;
 
 typedef struct {

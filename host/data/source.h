@@ -44,9 +44,11 @@ typedef struct {
     size_t caption_len;
     char *json; /* optional .json member (owned) */
     size_t json_len;
-    int32_t label; /* class index, -1 when unknown */
-    int part;      /* the "::" part of the spec it came from (0 for one part) */
-    char bad[200]; /* non-empty: the sample is unusable, and why */
+    int32_t label;  /* class index, -1 when unknown */
+    int part;       /* the "::" part of the spec it came from (0 for one part) */
+    int shard;      /* webdataset: the index of its shard in the source */
+    int64_t member; /* webdataset: its place in the shard (0, 1, ...; unusable ones counted) */
+    char bad[200];  /* non-empty: the sample is unusable, and why */
 } tc_sample;
 
 void tc_sample_clear(tc_sample *s); /* frees the owned buffers and zeroes the sample */

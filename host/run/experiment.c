@@ -128,6 +128,10 @@ static void ctx_free(tc_exp_ctx *c) {
         for (int i = 0; i < e->n_stages; i++)
             free(c->model_stage_name[i]);
     free(c->model_stage_name);
+    if (c->cache_stage_name)
+        for (int i = 0; i < e->n_stages; i++)
+            free(c->cache_stage_name[i]);
+    free(c->cache_stage_name);
     free(c->parent_loc);
     free(c->name_loc);
     free(c->teacher_stage);
@@ -234,11 +238,28 @@ void tc_experiment_free(tc_experiment *e) {
     for (int i = 0; i < e->n_stages; i++) {
         free(e->stages[i].name);
         free(e->stages[i].model);
+        free(e->stages[i].cache_path);
+        free(e->stages[i].cache_dir);
         free_ext(&e->stages[i].parent_ext);
     }
     free(e->stages);
     free(e->resolved_yaml);
     free(e);
+}
+
+void tc_exp_cache_dir(const tc_experiment *e, int i, char *buf, size_t cap) {
+    const tc_exp_stage *st = &e->stages[i];
+    if (st->kind == TC_EXP_STAGE_DISTILL && st->cache_dir) {
+        snprintf(buf, cap, "%s", st->cache_dir);
+        return;
+    }
+    if (st->kind == TC_EXP_STAGE_DISTILL && st->cache_stage >= 0) st = &e->stages[st->cache_stage];
+    if (st->kind != TC_EXP_STAGE_TEACHER_CACHE)
+        snprintf(buf, cap, "%s", "");
+    else if (st->cache_path)
+        snprintf(buf, cap, "%s", st->cache_path);
+    else
+        snprintf(buf, cap, "%s/%s", e->out_dir, st->name);
 }
 
 int tc_experiment_find_stage(const tc_experiment *e, const char *name) {

@@ -58,7 +58,7 @@
  *     logit_scale: NUM          [50]  fixed teacher logit scale
  *   stages: !                   a non-empty list, run in file order
  *     - name: STR !             unique, [A-Za-z0-9_.-]
- *       kind: train_scratch_clip|distill !
+ *       kind: train_scratch_clip|distill|teacher_cache !
  *       parent: NAME | {checkpoint: PATH, model: CFG}   [none]
  *       model: CFG | {stage: NAME}   required unless derived from the parent
  *                               (auto stages always derive it); {stage: NAME}
@@ -92,6 +92,14 @@
  *       keep_checkpoints: INT   [2]  the newest K checkpoints are kept (a damaged
  *                               newest one falls back to the one before)
  *       max_nonfinite_skips: INT [100]  consecutive non-finite losses allowed
+ *       augmentations: INT      [0]  a fixed pool of K crops per sample (the live
+ *                               equal of a cache of K); teacher_cache: K [1]
+ *       teacher_cache: NAME | {path: PATH, dtype: fp32|fp16|bf16}   [none]
+ *                               distill: teacher features from that cache
+ *                               (a teacher_cache stage, or a folder)
+ *     kind teacher_cache takes name, kind, batch (the teacher's), augmentations,
+ *       dtype: fp32|fp16|bf16 [fp32], path: PATH [the stage folder],
+ *       shard_samples: INT [8192]; it builds the cache and trains nothing
  *
  * CFG is a model config: a path ending in .json (relative to the YAML
  * file's folder), or a bare name such as ViT-B-32, looked up as
@@ -125,7 +133,11 @@ typedef enum {
     TC_EXP_TEMPLATES_FMNIST = 2, /* the Fashion-MNIST caption templates of host/data */
     TC_EXP_TEMPLATES_FILE = 3,   /* one template per line with {c}, in templates_path */
 } tc_exp_templates;
-typedef enum { TC_EXP_STAGE_SCRATCH = 0, TC_EXP_STAGE_DISTILL = 1 } tc_exp_stage_kind;
+typedef enum {
+    TC_EXP_STAGE_SCRATCH = 0,
+    TC_EXP_STAGE_DISTILL = 1,
+    TC_EXP_STAGE_TEACHER_CACHE = 2, /* builds a teacher-feature cache, trains nothing */
+} tc_exp_stage_kind;
 typedef enum { TC_EXP_INHERIT_NONE = 0, TC_EXP_INHERIT_MANUAL = 1, TC_EXP_INHERIT_AUTO = 2 } tc_exp_inherit_kind;
 typedef enum { TC_EXP_SCHED_COSINE = 0, TC_EXP_SCHED_CONST = 1 } tc_exp_schedule_kind;
 
@@ -240,7 +252,27 @@ typedef struct {
     int64_t eval_every, checkpoint_every, log_every;
     int keep_checkpoints; /* the newest this many checkpoints are kept */
     int max_nonfinite_skips;
+    /* fixed augmentations: teacher_cache, K stored per sample (default 1);
+     * other stages, 0 (a fresh crop every epoch) or a pool of K per sample
+     * seeded by the run's seed, as a cache of K holds them */
+    int augmentations;
+    /* teacher_cache stages */
+    int cache_dtype;   /* 0 fp32, 1 fp16, 2 bf16 (host/data/teacher_cache.h) */
+    char *cache_path;  /* where the cache is built; NULL: the stage folder */
+    int shard_samples; /* rows per cache shard of an indexable source */
+    /* distill stages whose teacher features come from a cache */
+    int cache_stage;        /* teacher_cache: NAME, a teacher_cache stage; -1 */
+    char *cache_dir;        /* teacher_cache: {path: DIR}, a cache built elsewhere */
+    int cache_expect_dtype; /* teacher_cache: {dtype: ...}; -1: any */
+    tc_exp_loc cache_loc;   /* where teacher_cache was given */
 } tc_exp_stage;
+
+/* 1 when the stage reads its teacher features from a cache */
+int tc_exp_stage_uses_cache(const tc_exp_stage *st);
+/* the cache folder stage i builds (teacher_cache) or reads (distill with a
+ * cache): its path, else the stage folder <out>/<name>; "" when none */
+struct tc_experiment;
+void tc_exp_cache_dir(const struct tc_experiment *e, int i, char *buf, size_t cap);
 
 typedef struct tc_experiment {
     char *source;              /* the file name used in messages */

@@ -40,6 +40,10 @@ static int check_references(tc_exp_ctx *c, int i, const char *sp) {
                 y, c->parent_loc[i], p,
                 "'%s' is stages.%d, after this one; a parent must come earlier in the list",
                 c->parent_name[i], k);
+        else if (e->stages[k].kind == TC_EXP_STAGE_TEACHER_CACHE)
+            tc_yaml_report_at(y, c->parent_loc[i], p,
+                              "'%s' is a teacher_cache stage: it has no weights to start from",
+                              c->parent_name[i]);
         else
             st->parent = k;
     }
@@ -55,8 +59,26 @@ static int check_references(tc_exp_ctx *c, int i, const char *sp) {
             tc_yaml_report_at(y, st->model_loc, p,
                               "'%s' is not an earlier stage; its architecture is not known yet",
                               c->model_stage_name[i]);
+        else if (e->stages[k].kind == TC_EXP_STAGE_TEACHER_CACHE)
+            tc_yaml_report_at(y, st->model_loc, p, "'%s' is a teacher_cache stage: it has no model",
+                              c->model_stage_name[i]);
         else
             st->model_stage = k;
+    }
+    if (c->cache_stage_name && c->cache_stage_name[i]) {
+        tc_yaml_join(p, sizeof p, sp, "teacher_cache");
+        int k = tc_experiment_find_stage(e, c->cache_stage_name[i]);
+        if (k < 0)
+            tc_yaml_report_at(y, st->loc, p, "no stage is named '%s'", c->cache_stage_name[i]);
+        else if (k >= i)
+            tc_yaml_report_at(y, st->loc, p,
+                              "'%s' is not an earlier stage: the cache must be built first",
+                              c->cache_stage_name[i]);
+        else if (e->stages[k].kind != TC_EXP_STAGE_TEACHER_CACHE)
+            tc_yaml_report_at(y, st->loc, p, "'%s' is a %s stage, not a teacher_cache stage",
+                              c->cache_stage_name[i], tc_exp_stage_kind_name(e->stages[k].kind));
+        else
+            st->cache_stage = k;
     }
     return has_model;
 }
@@ -88,6 +110,32 @@ static void check_auto(tc_exp_ctx *c, int i, const char *sp, const char *p, int 
     }
 }
 
+/* fixed augmentations: K of a cache, a live pool, or none; a stage reading
+ * a cache of this run asks for its K or nothing */
+static void check_augmentations(tc_exp_ctx *c, int i, const char *sp) {
+    tc_experiment *e = c->exp;
+    tc_yaml *y = &c->y;
+    tc_exp_stage *st = &e->stages[i];
+    if (st->kind == TC_EXP_STAGE_TEACHER_CACHE) {
+        if (st->augmentations < 0) st->augmentations = 1;
+        if (st->augmentations < 1)
+            tc_yaml_report_at(y, st->loc, sp,
+                              "a teacher_cache stage stores at least 1 augmentation");
+    } else if (st->augmentations < 0) {
+        st->augmentations = 0;
+    }
+    if (st->cache_stage >= 0) {
+        int K = e->stages[st->cache_stage].augmentations;
+        if (st->augmentations != 0 && st->augmentations != K) {
+            char q[256];
+            tc_yaml_join(q, sizeof q, sp, "augmentations");
+            tc_yaml_report_at(y, st->loc, q,
+                              "the cache '%s' holds %d augmentations per sample, not %d",
+                              e->stages[st->cache_stage].name, K, st->augmentations);
+        }
+    }
+}
+
 /* kinds, models and inheritance */
 static void check_kind(tc_exp_ctx *c, int i, const char *sp, int has_model) {
     tc_experiment *e = c->exp;
@@ -109,13 +157,15 @@ static void check_kind(tc_exp_ctx *c, int i, const char *sp, int has_model) {
             tc_yaml_report_at(y, st->loc, sp, "missing key 'model' (the architecture to train)");
         return;
     }
+    const char *needs = st->kind == TC_EXP_STAGE_TEACHER_CACHE ? "a teacher_cache" : "a distill";
     if (!e->teacher.present)
-        tc_yaml_report_at(y, st->loc, sp, "a distill stage needs the top-level 'teacher'");
+        tc_yaml_report_at(y, st->loc, sp, "%s stage needs the top-level 'teacher'", needs);
     else if (e->teacher.stage >= 0 && e->teacher.stage >= i)
         tc_yaml_report_at(y, c->teacher_stage_loc, "teacher.stage",
-                          "the teacher '%s' is stages.%d, but stages.%d ('%s') distills from it: "
+                          "the teacher '%s' is stages.%d, but stages.%d ('%s') uses it: "
                           "the teacher stage must come first",
                           c->teacher_stage, e->teacher.stage, i, st->name);
+    if (st->kind == TC_EXP_STAGE_TEACHER_CACHE) return;
     switch (st->inherit.kind) {
     case TC_EXP_INHERIT_NONE:
         if (!has_model && !parent_known)
@@ -211,6 +261,9 @@ void tc_exp_check_document(tc_exp_ctx *c) {
         if (t < 0)
             tc_yaml_report_at(y, c->teacher_stage_loc, "teacher.stage", "no stage is named '%s'",
                               c->teacher_stage);
+        else if (e->stages[t].kind == TC_EXP_STAGE_TEACHER_CACHE)
+            tc_yaml_report_at(y, c->teacher_stage_loc, "teacher.stage",
+                              "'%s' is a teacher_cache stage, not a model", c->teacher_stage);
         e->teacher.stage = t;
     }
 
@@ -219,6 +272,7 @@ void tc_exp_check_document(tc_exp_ctx *c) {
         snprintf(sp, sizeof sp, "stages.%d", i);
         if (!e->stages[i].name) continue; /* already reported */
         int has_model = check_references(c, i, sp);
+        check_augmentations(c, i, sp);
         check_kind(c, i, sp, has_model);
         check_steps(c, i, sp);
     }

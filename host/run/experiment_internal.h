@@ -26,6 +26,7 @@ typedef struct {
     /* names resolved after all stages are read (one entry per stage) */
     char **parent_name;
     char **model_stage_name;
+    char **cache_stage_name; /* teacher_cache: NAME */
     tc_exp_loc *parent_loc, *name_loc;
     char *teacher_stage;
     tc_exp_loc teacher_stage_loc;

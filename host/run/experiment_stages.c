@@ -15,7 +15,9 @@
 
 #include "experiment_internal.h"
 
-static const char *const stage_kind_names[] = {"train_scratch_clip", "distill", NULL};
+static const char *const stage_kind_names[] = {"train_scratch_clip", "distill", "teacher_cache",
+                                               NULL};
+static const char *const cache_dtype_names[] = {"fp32", "fp16", "bf16", NULL};
 static const char *const sched_names[] = {"cosine", "const", NULL};
 
 /* ---- parent and model ---- */
@@ -349,6 +351,46 @@ static void sched_fn(tc_yaml *y, struct fy_node *v, const char *path, void *obj)
                       &((tc_exp_stage *)obj)->sched);
 }
 
+/* ---- teacher features from a cache ---- */
+
+static void cache_path_fn(tc_yaml *y, struct fy_node *v, const char *path, void *obj) {
+    static const tc_yaml_field f = {
+        .key = "path", .type = TC_YAML_PATH, .off = offsetof(tc_exp_stage, cache_dir)};
+    tc_yaml_set_field(y, &f, v, path, obj);
+}
+
+static const tc_yaml_field cache_ref_fields[] = {
+    {.key = "path", .type = TC_YAML_CUSTOM, .fn = cache_path_fn},
+    {.key = "dtype",
+     .type = TC_YAML_ENUM,
+     .off = offsetof(tc_exp_stage, cache_expect_dtype),
+     .enums = cache_dtype_names},
+};
+
+/* teacher_cache: NAME (a teacher_cache stage) or {path: DIR, dtype: ...} */
+static void teacher_cache_fn(tc_yaml *y, struct fy_node *v, const char *path, void *obj) {
+    tc_exp_ctx *c = tc_exp_ctx_of(y);
+    tc_exp_stage *st = obj;
+    if (tc_yaml_is_null(v)) return;
+    st->cache_loc = tc_yaml_node_loc(y, v);
+    if (v && fy_node_is_mapping(v)) {
+        uint64_t seen =
+            tc_yaml_parse_map(y, v, path, cache_ref_fields, TC_YAML_NF(cache_ref_fields), st);
+        if (!tc_yaml_seen(cache_ref_fields, TC_YAML_NF(cache_ref_fields), seen, "path"))
+            tc_yaml_report(y, v, path, "missing key 'path' (the cache folder)");
+        return;
+    }
+    char buf[256];
+    const char *s = tc_yaml_scalar_text(v, buf, sizeof buf);
+    if (!s) {
+        tc_yaml_report(y, v, path,
+                       "expected the name of a teacher_cache stage or {path: DIR, dtype: ...}");
+        return;
+    }
+    free(c->cache_stage_name[c->cur_stage]);
+    c->cache_stage_name[c->cur_stage] = tc_yaml_strdup(s);
+}
+
 /* ---- one stage, the list ---- */
 
 static void name_fn(tc_yaml *y, struct fy_node *v, const char *path, void *obj) {
@@ -447,7 +489,50 @@ static const tc_yaml_field stage_fields[] = {
      .type = TC_YAML_INT,
      .off = offsetof(tc_exp_stage, max_nonfinite_skips),
      .hi = 1 << 30},
+    {.key = "augmentations",
+     .type = TC_YAML_INT,
+     .off = offsetof(tc_exp_stage, augmentations),
+     .hi = 1024},
+    {.key = "teacher_cache", .type = TC_YAML_CUSTOM, .fn = teacher_cache_fn},
+    {.key = "dtype",
+     .type = TC_YAML_ENUM,
+     .off = offsetof(tc_exp_stage, cache_dtype),
+     .enums = cache_dtype_names},
+    {.key = "path", .type = TC_YAML_PATH, .off = offsetof(tc_exp_stage, cache_path)},
+    {.key = "shard_samples",
+     .type = TC_YAML_INT,
+     .off = offsetof(tc_exp_stage, shard_samples),
+     .lo = 1,
+     .hi = 1 << 24},
 };
+
+/* the keys of a stage of one kind that the other kinds have alone */
+static void check_kind_keys(tc_yaml *y, struct fy_node *item, const char *sp, uint64_t seen,
+                            const tc_exp_stage *st) {
+    static const char *const cache_only[] = {"dtype", "path", "shard_samples"};
+    static const char *const cache_takes[] = {"name",  "kind", "batch",        "augmentations",
+                                              "dtype", "path", "shard_samples"};
+    const tc_yaml_field *f = stage_fields;
+    int nf = TC_YAML_NF(stage_fields);
+    for (int k = 0; k < nf; k++) {
+        if (!(seen & (1ull << k))) continue;
+        int cache_key = 0, taken = 0;
+        for (size_t j = 0; j < sizeof cache_only / sizeof *cache_only; j++)
+            cache_key |= !strcmp(f[k].key, cache_only[j]);
+        for (size_t j = 0; j < sizeof cache_takes / sizeof *cache_takes; j++)
+            taken |= !strcmp(f[k].key, cache_takes[j]);
+        char p[256];
+        tc_yaml_join(p, sizeof p, sp, f[k].key);
+        if (st->kind == TC_EXP_STAGE_TEACHER_CACHE && !taken)
+            tc_yaml_report(y, item, p,
+                           "a teacher_cache stage builds the cache and trains nothing: it takes "
+                           "name, kind, batch, augmentations, dtype, path and shard_samples");
+        else if (st->kind != TC_EXP_STAGE_TEACHER_CACHE && cache_key)
+            tc_yaml_report(y, item, p, "'%s' belongs to a teacher_cache stage", f[k].key);
+        else if (st->kind != TC_EXP_STAGE_DISTILL && !strcmp(f[k].key, "teacher_cache"))
+            tc_yaml_report(y, item, p, "only a distill stage reads teacher features from a cache");
+    }
+}
 
 static void stage_defaults(tc_exp_stage *st) {
     memset(st, 0, sizeof *st);
@@ -488,6 +573,11 @@ static void stage_defaults(tc_exp_stage *st) {
     st->log_every = 100;
     st->keep_checkpoints = 2;
     st->max_nonfinite_skips = 100;
+    st->augmentations = -1; /* by kind */
+    st->cache_dtype = 0;
+    st->shard_samples = 8192;
+    st->cache_stage = -1;
+    st->cache_expect_dtype = -1;
 }
 
 void tc_exp_stages_fn(tc_yaml *y, struct fy_node *v, const char *path, void *obj) {
@@ -511,8 +601,10 @@ void tc_exp_stages_fn(tc_yaml *y, struct fy_node *v, const char *path, void *obj
     c->parent_name = calloc((size_t)n, sizeof *c->parent_name);
     c->parent_loc = calloc((size_t)n, sizeof *c->parent_loc);
     c->model_stage_name = calloc((size_t)n, sizeof *c->model_stage_name);
+    c->cache_stage_name = calloc((size_t)n, sizeof *c->cache_stage_name);
     c->name_loc = calloc((size_t)n, sizeof *c->name_loc);
-    if (!e->stages || !c->parent_name || !c->parent_loc || !c->model_stage_name || !c->name_loc) {
+    if (!e->stages || !c->parent_name || !c->parent_loc || !c->model_stage_name || !c->name_loc ||
+        !c->cache_stage_name) {
         tc_yaml_report(y, v, path, "out of memory");
         return;
     }
@@ -533,10 +625,14 @@ void tc_exp_stages_fn(tc_yaml *y, struct fy_node *v, const char *path, void *obj
             if (!tc_yaml_seen(stage_fields, TC_YAML_NF(stage_fields), seen, "name"))
                 tc_yaml_report(y, item, sp, "missing key 'name'");
             if (!tc_yaml_seen(stage_fields, TC_YAML_NF(stage_fields), seen, "kind"))
-                tc_yaml_report(y, item, sp, "missing key 'kind' (train_scratch_clip or distill)");
+                tc_yaml_report(y, item, sp,
+                               "missing key 'kind' (train_scratch_clip, distill or teacher_cache)");
+            check_kind_keys(y, item, sp, seen, st);
             int has_steps = tc_yaml_seen(stage_fields, TC_YAML_NF(stage_fields), seen, "steps");
             int has_epochs = tc_yaml_seen(stage_fields, TC_YAML_NF(stage_fields), seen, "epochs");
-            if (has_steps && has_epochs)
+            if (st->kind == TC_EXP_STAGE_TEACHER_CACHE)
+                st->steps = 0; /* it takes no steps (check_kind_keys refused any) */
+            else if (has_steps && has_epochs)
                 tc_yaml_report(y, item, sp, "give either 'steps' or 'epochs', not both");
             else if (!has_steps && !has_epochs)
                 tc_yaml_report(y, item, sp, "missing 'steps' (or 'epochs')");
@@ -545,7 +641,11 @@ void tc_exp_stages_fn(tc_yaml *y, struct fy_node *v, const char *path, void *obj
     }
 }
 const char *tc_exp_stage_kind_name(tc_exp_stage_kind k) {
-    return (unsigned)k < 2 ? stage_kind_names[k] : "?";
+    return (unsigned)k < 3 ? stage_kind_names[k] : "?";
+}
+
+int tc_exp_stage_uses_cache(const tc_exp_stage *st) {
+    return st->kind == TC_EXP_STAGE_DISTILL && (st->cache_stage >= 0 || st->cache_dir != NULL);
 }
 
 const char *tc_exp_inherit_kind_name(tc_exp_inherit_kind k) {

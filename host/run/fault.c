@@ -23,6 +23,7 @@ void tc_faults_from_env(tc_faults *f) {
     f->kill_at_step = env_fault("kill_at_step", f->stage, sizeof f->stage);
     f->kill_in_checkpoint = env_fault("kill_in_checkpoint", f->stage, sizeof f->stage);
     f->nan_from_step = env_fault("nan_from_step", f->stage, sizeof f->stage);
+    f->kill_after_cache_shard = env_fault("kill_after_cache_shard", f->stage, sizeof f->stage);
 }
 
 static int in_stage(const tc_faults *f, const char *stage) {
@@ -35,6 +36,10 @@ void tc_fault_after_step(const tc_faults *f, const char *stage, long long step) 
 
 void tc_fault_in_checkpoint(const tc_faults *f, const char *stage, long long step) {
     if (f->kill_in_checkpoint == step && in_stage(f, stage)) raise(SIGKILL);
+}
+
+void tc_fault_after_cache_shard(const tc_faults *f, const char *stage, long long shard) {
+    if (f->kill_after_cache_shard == shard && in_stage(f, stage)) raise(SIGKILL);
 }
 
 void tc_fault_batch(const tc_faults *f, const char *stage, long long step, float *images,

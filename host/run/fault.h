@@ -7,6 +7,8 @@
  *                                 its weights and before its train state
  *   nan_from_step:N[@stage]       the images of every batch from step N on
  *                                 are NaN (the non-finite guard's test)
+ *   kill_after_cache_shard:N[@stage]  SIGKILL right after cache shard N of a
+ *                                 teacher_cache stage (or tinyclip cache) is written
  * (@stage: only in that stage). in the released tinyclip every hook below
  * is an empty inline function: it has no fault code and reads no variable. */
 #ifndef TC_RUN_FAULT_H
@@ -16,7 +18,8 @@
 
 typedef struct {
     long long kill_at_step, kill_in_checkpoint, nan_from_step; /* -1: none */
-    char stage[64];                                            /* "": every stage */
+    long long kill_after_cache_shard;
+    char stage[64]; /* "": every stage */
 } tc_faults;
 
 #ifdef TC_FAULT_INJECTION
@@ -27,6 +30,7 @@ void tc_faults_from_env(tc_faults *f);
 /* raise SIGKILL when that fault is due at `step` of `stage` */
 void tc_fault_after_step(const tc_faults *f, const char *stage, long long step);
 void tc_fault_in_checkpoint(const tc_faults *f, const char *stage, long long step);
+void tc_fault_after_cache_shard(const tc_faults *f, const char *stage, long long shard);
 
 /* images (n floats) of the batch of `step` set to NaN when due */
 void tc_fault_batch(const tc_faults *f, const char *stage, long long step, float *images, size_t n);
@@ -38,6 +42,8 @@ static inline void tc_faults_from_env(tc_faults *f) {
 }
 static inline void tc_fault_after_step(const tc_faults *f, const char *stage, long long step) {}
 static inline void tc_fault_in_checkpoint(const tc_faults *f, const char *stage, long long step) {}
+static inline void tc_fault_after_cache_shard(const tc_faults *f, const char *stage,
+                                              long long shard) {}
 static inline void tc_fault_batch(const tc_faults *f, const char *stage, long long step,
                                   float *images, size_t n) {}
 

@@ -3,54 +3,16 @@
 
 #include <dirent.h>
 #include <errno.h>
-#include <fcntl.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <unistd.h>
-#include <xxhash.h>
 
 #include "fileio.h"
 
 #define MAX_MANIFEST_BYTES (1u << 20)
 #define MAX_LISTED 256
-
-tc_status tc_file_xxh3(const char *path, uint64_t *hash, uint64_t *size) {
-    /* O_NONBLOCK: a FIFO is refused by the fstat below, never waited on */
-    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
-    if (fd < 0) return tc_fail(TC_ERR_IO, "%s: %s", path, strerror(errno));
-    struct stat st;
-    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-        close(fd);
-        return tc_fail(TC_ERR_IO, "%s: not a regular file", path);
-    }
-    XXH3_state_t *x = XXH3_createState();
-    size_t cap = 1u << 20;
-    unsigned char *buf = malloc(cap);
-    tc_status s = TC_OK;
-    if (!x || !buf || XXH3_64bits_reset(x) != XXH_OK)
-        s = tc_fail(TC_ERR_OOM, "%s: out of memory", path);
-    uint64_t total = 0;
-    while (s == TC_OK) {
-        ssize_t n = read(fd, buf, cap);
-        if (n < 0 && errno == EINTR) continue;
-        if (n < 0) s = tc_fail(TC_ERR_IO, "%s: read error: %s", path, strerror(errno));
-        if (n <= 0) break;
-        if (XXH3_64bits_update(x, buf, (size_t)n) != XXH_OK)
-            s = tc_fail(TC_ERR_IO, "%s: xxh3 failed", path);
-        total += (uint64_t)n;
-    }
-    if (s == TC_OK) {
-        *hash = XXH3_64bits_digest(x);
-        *size = total;
-    }
-    free(buf);
-    if (x) XXH3_freeState(x);
-    close(fd);
-    return s;
-}
 
 /* files of the manifest: regular, not hidden (temporaries), not the manifest */
 static int listed_name(const char *dir, const char *name) {

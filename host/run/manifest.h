@@ -16,6 +16,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "data_file.h" /* tc_file_xxh3 */
 #include "status.h"
 
 #define TC_MANIFEST_FILE "manifest.txt"
@@ -27,9 +28,5 @@ tc_status tc_manifest_write(const char *dir);
  * 0: damaged, why says how ("train_state.safetensors: 812 bytes, the
  * manifest says 3464"); -1: there is no manifest (why says so) */
 int tc_manifest_verify(const char *dir, char *why, size_t cap);
-
-/* the XXH3-64 of a regular file and its size (a FIFO or a folder is
- * refused, never opened for reading) */
-tc_status tc_file_xxh3(const char *path, uint64_t *hash, uint64_t *size);
 
 #endif

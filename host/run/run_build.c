@@ -1,7 +1,7 @@
 /* building a stage: the student's starting weights (from scratch, a copy
  * of the parent, or manual inheritance; automatic inheritance is in
- * run_masks.c), the student and its trainer, the frozen teacher, the data
- * loader of the stage. */
+ * run_masks.c), the student and its trainer, the frozen teacher (or its
+ * features from a cache, run_cache.c), the data loader of the stage. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -150,7 +150,11 @@ tc_status make_student(stage_run *r, const tc_model_config *cfg, const float *pa
                                   r->l0[1].on ? &r->l0[1].tm : NULL));
     tc_optim_config o2 = optim_of(r->st);
     tc_loss_config l = loss_of(r->st);
-    TC_TRY(tc_trainer_create(&r->trainer, r->student, r->teacher, &o2, &l));
+    if (r->cache)
+        TC_TRY(tc_trainer_create_cached(&r->trainer, r->student,
+                                        tc_teacher_cache_key(r->cache)->embed_dim, &o2, &l));
+    else
+        TC_TRY(tc_trainer_create(&r->trainer, r->student, r->teacher, &o2, &l));
     tc_trainer_set_async_inputs(r->trainer, 1);
     r->trainer_steps = 0;
     r->nonfinite_base = r->meta.nonfinite;
@@ -160,15 +164,19 @@ tc_status make_student(stage_run *r, const tc_model_config *cfg, const float *pa
     return tc_trainer_set_parallel(r->trainer, &par);
 }
 
+tc_status load_teacher(run_ctx *c, host_model *h) {
+    const tc_exp_teacher *t = &c->exp->teacher;
+    if (t->stage >= 0) return load_stage_final(c, t->stage, h);
+    return host_model_load(t->ext.checkpoint, t->ext.model, h);
+}
+
 tc_status make_teacher(stage_run *r) {
     run_ctx *c = r->c;
     if (r->st->kind != TC_EXP_STAGE_DISTILL || loss_of(r->st).w_distill == 0.0f) return TC_OK;
-    const tc_exp_teacher *t = &c->exp->teacher;
+    /* features from a cache: no teacher on the device */
+    if (tc_exp_stage_uses_cache(r->st)) return open_stage_cache(r);
     host_model h;
-    if (t->stage >= 0)
-        TC_TRY(load_stage_final(c, t->stage, &h));
-    else
-        TC_TRY(host_model_load(t->ext.checkpoint, t->ext.model, &h));
+    TC_TRY(load_teacher(c, &h));
     tc_model_options o = {.max_batch = r->micro, .train = 0};
     tc_status s = tc_model_create(&r->teacher, c->be, &h.cfg, o);
     if (s == TC_OK) s = tc_model_set_params(r->teacher, h.params);
@@ -176,33 +184,36 @@ tc_status make_teacher(stage_run *r) {
     return s;
 }
 
+const char *train_source(const tc_experiment *e, tc_source_opts *o) {
+    tc_source_opts_init(o);
+    o->kind = e->train.source == TC_EXP_DATA_FMNIST ? "fmnist"
+              : e->train.source == TC_EXP_DATA_CSV  ? "csv"
+                                                    : "wds";
+    if (e->train.source == TC_EXP_DATA_FMNIST && e->train.path) o->fmnist_dir = e->train.path;
+    if (e->train.source == TC_EXP_DATA_CSV) {
+        o->csv_sep = e->train.csv_separator;
+        o->csv_img_key = e->train.csv_img_key;
+        o->csv_caption_key = e->train.csv_caption_key;
+    }
+    if (e->train.num_samples > 0) o->num_samples = e->train.num_samples;
+    o->upsampling = e->train.upsampling;
+    o->num_upsampling = e->train.n_upsampling;
+    o->stream.retries = e->train.pipe_retries;
+    o->stream.backoff_ms = (int)(e->train.pipe_backoff * 1000.0);
+    o->stream.timeout_s = (int)ceil(e->train.pipe_timeout);
+    return e->train.source == TC_EXP_DATA_FMNIST ? "fmnist:train" : e->train.path;
+}
+
 tc_status open_loader(stage_run *r, const tc_loader_cursor *resume) {
     const tc_experiment *e = r->c->exp;
     const tc_model_config *cfg = tc_model_cfg(r->student);
     tc_loader_cfg lc;
     tc_loader_cfg_init(&lc);
-    const char *spec = e->train.source == TC_EXP_DATA_FMNIST ? "fmnist:train" : e->train.path;
-    lc.data = spec;
-    lc.source.kind = e->train.source == TC_EXP_DATA_FMNIST ? "fmnist"
-                     : e->train.source == TC_EXP_DATA_CSV  ? "csv"
-                                                           : "wds";
-    if (e->train.source == TC_EXP_DATA_FMNIST && e->train.path)
-        lc.source.fmnist_dir = e->train.path;
+    lc.data = train_source(e, &lc.source);
     lc.allocator = r->c->batch_allocator; /* pinned memory where the backend wants it */
-    if (e->train.source == TC_EXP_DATA_CSV) {
-        lc.source.csv_sep = e->train.csv_separator;
-        lc.source.csv_img_key = e->train.csv_img_key;
-        lc.source.csv_caption_key = e->train.csv_caption_key;
-    }
-    if (e->train.num_samples > 0) lc.source.num_samples = e->train.num_samples;
     lc.resampled = e->train.resampled;
     lc.shuffle_buffer = e->train.shuffle_buffer;
-    lc.source.upsampling = e->train.upsampling;
-    lc.source.num_upsampling = e->train.n_upsampling;
     lc.max_image_pixels = e->train.max_image_pixels;
-    lc.source.stream.retries = e->train.pipe_retries;
-    lc.source.stream.backoff_ms = (int)(e->train.pipe_backoff * 1000.0);
-    lc.source.stream.timeout_s = (int)ceil(e->train.pipe_timeout);
     lc.batch_size = r->batch;
     lc.rank = r->c->rank;
     lc.world_size = r->c->world;
@@ -211,6 +222,10 @@ tc_status open_loader(stage_run *r, const tc_loader_cursor *resume) {
     lc.train = 1;
     lc.workers = e->train.workers;
     lc.seed = (uint64_t)e->seed * 7919u + (uint64_t)r->i;
+    /* fixed augmentations: the cache's, or a live pool of the same seed */
+    lc.cache = r->cache;
+    lc.aug_pool = r->st->augmentations;
+    lc.aug_seed = tc_cache_aug_seed((uint64_t)e->seed);
     lc.tokenizer = r->c->tok;
     lc.quiet = 0;
     lc.log = r->c->log;

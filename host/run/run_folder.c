@@ -107,11 +107,13 @@ static void on_diff(void *p, const char *key, const char *was_raw, const char *n
         tc_sbuf_printf(&d->refused, "    %s: %.120s -> %.120s\n", key, was, now);
 }
 
-/* 1 when stage j depends on stage k (directly) */
+/* 1 when stage j depends on stage k (directly): its parent, model, teacher
+ * or teacher cache */
 static int depends_on(const tc_experiment *e, int j, int k) {
     const tc_exp_stage *st = &e->stages[j];
-    return st->parent == k || st->model_stage == k ||
-           (st->kind == TC_EXP_STAGE_DISTILL && e->teacher.stage == k);
+    int teacher = st->kind == TC_EXP_STAGE_DISTILL || st->kind == TC_EXP_STAGE_TEACHER_CACHE;
+    return st->parent == k || st->model_stage == k || (teacher && e->teacher.stage == k) ||
+           (st->kind == TC_EXP_STAGE_DISTILL && st->cache_stage == k);
 }
 
 /* the stages --restart-from reruns: it and its dependants (later in the list) */
@@ -169,6 +171,24 @@ static void find_orphans(run_ctx *c, diff_ctx *d) {
 
 /* ---- 2. restart ---- */
 
+/* a restarted teacher_cache stage whose `path` put the cache it built
+ * outside its folder: the cache goes to replaced/N/<stage>.cache too, so
+ * that the stage builds it again (a cache of other inputs left in place
+ * would be refused) */
+static tc_status move_outside_cache(run_ctx *c, int i, const char *to) {
+    const tc_exp_stage *st = &c->exp->stages[i];
+    if (st->kind != TC_EXP_STAGE_TEACHER_CACHE || !st->cache_path ||
+        !tc_path_is_dir(st->cache_path))
+        return TC_OK;
+    char dst[PATH_CAP + 64];
+    snprintf(dst, sizeof dst, "%s/%s.cache", to, st->name);
+    if (rename(st->cache_path, dst) != 0)
+        return tc_fail(TC_ERR_IO, "stages.%s.path: the cache %s cannot be moved to %s: %s",
+                       st->name, st->cache_path, dst, strerror(errno));
+    logf_run(c, "stage %s: restarted; the earlier cache is in %s", st->name, dst);
+    return TC_OK;
+}
+
 /* replaced/N/ with the experiment.yaml that described the stages moved there */
 static tc_status move_aside(run_ctx *c, const unsigned char *restart) {
     const tc_experiment *e = c->exp;
@@ -207,6 +227,7 @@ static tc_status move_aside(run_ctx *c, const unsigned char *restart) {
         if (rename(dir, dst) != 0)
             return tc_fail(TC_ERR_IO, "%s: cannot move to %s: %s", dir, dst, strerror(errno));
         logf_run(c, "stage %s: restarted; the earlier results are in %s", e->stages[i].name, dst);
+        TC_TRY(move_outside_cache(c, i, to));
     }
     return TC_OK;
 }

@@ -230,6 +230,19 @@ static void add_inheritance(stage_inputs *in, const tc_exp_stage *st) {
     }
 }
 
+/* the teacher: a stage of the run (with its fingerprint) or a checkpoint */
+static void add_teacher(stage_inputs *in, const tc_experiment *e, const uint64_t *fps) {
+    char v[1200];
+    if (e->teacher.stage >= 0) {
+        add(in, 1, "teacher", "stage %s", e->stages[e->teacher.stage].name);
+        add(in, 1, "teacher.inputs", "stage %s, inputs %016" PRIx64,
+            e->stages[e->teacher.stage].name, fps[e->teacher.stage]);
+    } else {
+        external_text(&e->teacher.ext, v, sizeof v);
+        add(in, 1, "teacher", "%s", v);
+    }
+}
+
 /* where the stage starts from and what it is distilled from, with the
  * fingerprints of the stages it depends on */
 static void add_sources(stage_inputs *in, const tc_experiment *e, int i, const uint64_t *fps) {
@@ -257,15 +270,55 @@ static void add_sources(stage_inputs *in, const tc_experiment *e, int i, const u
     } else {
         add(in, 1, k, "from the parent");
     }
-    if (st->kind != TC_EXP_STAGE_DISTILL) return;
-    if (e->teacher.stage >= 0) {
-        add(in, 1, "teacher", "stage %s", e->stages[e->teacher.stage].name);
-        add(in, 1, "teacher.inputs", "stage %s, inputs %016" PRIx64,
-            e->stages[e->teacher.stage].name, fps[e->teacher.stage]);
-    } else {
-        external_text(&e->teacher.ext, v, sizeof v);
-        add(in, 1, "teacher", "%s", v);
+    if (st->kind == TC_EXP_STAGE_DISTILL) add_teacher(in, e, fps);
+}
+
+/* a fixed pool of crops (a cache's, or the live equal) and the cache a
+ * distill stage reads; lines only when set, so the records of runs from
+ * before these keys compare equal */
+static void add_augmentation(stage_inputs *in, const tc_experiment *e, int i, const uint64_t *fps) {
+    const tc_exp_stage *st = &e->stages[i];
+    char k[200], v[PATH_MAX + 64];
+    if (st->augmentations > 0)
+        add(in, 1, skey(k, sizeof k, st, "augmentations"), "%d", st->augmentations);
+    if (!tc_exp_stage_uses_cache(st)) return;
+    skey(k, sizeof k, st, "teacher_cache");
+    if (st->cache_stage >= 0) {
+        const char *name = e->stages[st->cache_stage].name;
+        add(in, 1, k, "stage %s", name);
+        add(in, 1, skey(k, sizeof k, st, "teacher_cache.inputs"), "stage %s, inputs %016" PRIx64,
+            name, fps[st->cache_stage]);
+        return;
     }
+    /* a cache built elsewhere: where it is and what it holds */
+    canon_path(st->cache_dir, v, sizeof v);
+    tc_teacher_cache *c;
+    if (tc_teacher_cache_open(st->cache_dir, &c) == TC_OK) {
+        add(in, 1, k, "%s (cache %016" PRIx64 ")", v, tc_teacher_cache_identity(c));
+        tc_teacher_cache_close(c);
+    } else {
+        add(in, 1, k, "%s (no complete cache)", v);
+    }
+    if (st->cache_expect_dtype >= 0)
+        add(in, 1, skey(k, sizeof k, st, "teacher_cache.dtype"), "%s",
+            tc_cache_dtype_name((tc_cache_dtype)st->cache_expect_dtype));
+}
+
+/* a teacher_cache stage: its teacher and what it stores. on the CPU the
+ * teacher's forward batch cannot change a sample's features (every op works
+ * row by row or in partitions fixed by the shapes); a GPU library may pick
+ * another kernel for another batch, so there it counts */
+static void add_cache_stage(stage_inputs *in, const tc_experiment *e, int i, const uint64_t *fps) {
+    const tc_exp_stage *st = &e->stages[i];
+    char k[200], v[PATH_MAX + 8];
+    add_teacher(in, e, fps);
+    add(in, 1, skey(k, sizeof k, st, "augmentations"), "%d", st->augmentations);
+    add(in, 1, skey(k, sizeof k, st, "dtype"), "%s",
+        tc_cache_dtype_name((tc_cache_dtype)st->cache_dtype));
+    add(in, 1, skey(k, sizeof k, st, "shard_samples"), "%d", st->shard_samples);
+    if (st->cache_path) canon_path(st->cache_path, v, sizeof v);
+    add_text(in, 1, skey(k, sizeof k, st, "path"), st->cache_path ? v : "the stage folder");
+    add(in, e->backend == TC_EXP_BACKEND_CUDA, skey(k, sizeof k, st, "batch"), "%d", st->batch);
 }
 
 static void add_training(stage_inputs *in, const tc_exp_stage *st) {
@@ -332,9 +385,14 @@ tc_status stage_inputs_build(const tc_experiment *e, int i, const uint64_t *fps,
     /* the position seeds the stage's initialisation and data order */
     add(in, 1, skey(k, sizeof k, st, "index"), "%d", i);
     add_data(in, e);
-    add_sources(in, e, i, fps);
-    add_inheritance(in, st);
-    add_training(in, st);
+    if (st->kind == TC_EXP_STAGE_TEACHER_CACHE) {
+        add_cache_stage(in, e, i, fps);
+    } else {
+        add_sources(in, e, i, fps);
+        add_inheritance(in, st);
+        add_training(in, st);
+        add_augmentation(in, e, i, fps);
+    }
     add_free(in, e, st);
     if (in->oom) {
         stage_inputs_free(in);

@@ -130,12 +130,82 @@ static void sparsity_notes(const tc_experiment *exp, tc_sbuf *notes) {
     }
 }
 
+static tc_json *read_json(const char *path) {
+    char *text;
+    size_t len;
+    tc_json *j = NULL;
+    if (tc_read_file_bounded(path, 1 << 20, &text, &len) != TC_OK) return NULL;
+    if (tc_json_parse(text, len, path, &j) != TC_OK) j = NULL;
+    free(text);
+    return j;
+}
+
+/* per image and per caption seconds of the teacher's forward, from the
+ * summary of the teacher_cache stage that built stage i's cache */
+static int cache_costs(const tc_experiment *exp, int i, double *img_s, double *txt_s) {
+    int k = exp->stages[i].cache_stage;
+    if (k < 0) return 0;
+    char path[PATH_CAP];
+    snprintf(path, sizeof path, "%s/%s/summary.json", exp->out_dir, exp->stages[k].name);
+    tc_json *j = read_json(path);
+    if (!j) return 0;
+    *img_s = num(j, "teacher_image_s", 0);
+    *txt_s = num(j, "teacher_text_s", 0);
+    tc_json_free(j);
+    return *img_s > 0;
+}
+
+/* a line per teacher cache (what building it cost, once) and per stage that
+ * read one (its images/s, and the estimate without the cache) */
+static void cache_notes(const tc_experiment *exp, tc_sbuf *notes) {
+    for (int i = 0; i < exp->n_stages; i++) {
+        const tc_exp_stage *st = &exp->stages[i];
+        char path[PATH_CAP];
+        snprintf(path, sizeof path, "%s/%s/summary.json", exp->out_dir, st->name);
+        if (st->kind == TC_EXP_STAGE_TEACHER_CACHE) {
+            tc_json *j = read_json(path);
+            if (!j) continue;
+            double rows = num(j, "samples", 0), K = num(j, "augmentations", 1);
+            double bytes = num(j, "bytes", 0);
+            const tc_json *dt = tc_json_get(j, "dtype");
+            tc_sbuf_printf(notes,
+                           "- teacher cache %s: %.0f samples x %.0f augmentation%s, %s, %.1f MiB "
+                           "(%.0f bytes per sample and augmentation); built once in %.1f s of "
+                           "wall time (%.1f process-seconds), the teacher's forward %.3f ms per "
+                           "image and %.3f ms per caption.\n",
+                           st->name, rows, K, K == 1 ? "" : "s",
+                           dt && dt->type == TC_JSON_STRING ? dt->string : "?", bytes / 1048576.0,
+                           rows > 0 ? bytes / (rows * K) : 0.0, num(j, "wall_seconds", 0),
+                           num(j, "process_seconds", 0), 1e3 * num(j, "teacher_image_s", 0),
+                           1e3 * num(j, "teacher_text_s", 0));
+            tc_json_free(j);
+            continue;
+        }
+        if (!tc_exp_stage_uses_cache(st)) continue;
+        tc_json *j = read_json(path);
+        double ips = j ? num(j, "train_images_per_s", 0) : 0, img_s = 0, txt_s = 0;
+        tc_json_free(j);
+        if (ips <= 0) continue;
+        tc_sbuf_printf(notes, "- %s trained on the cache's teacher features at %.1f images/s",
+                       st->name, ips);
+        if (cache_costs(exp, i, &img_s, &txt_s))
+            tc_sbuf_printf(notes,
+                           "; with the teacher run live about %.1f images/s (an estimate: its step "
+                           "time plus the teacher's forward per sample as measured while building "
+                           "the cache; `tinyclip bench --teacher T --cache` measures both)",
+                           1.0 / (1.0 / ips + img_s + txt_s));
+        tc_sbuf_puts(notes, ".\n");
+    }
+}
+
 tc_status tc_run_report_write(const tc_experiment *exp) {
     int n = exp->n_stages;
     stage_row *rows = calloc((size_t)n, sizeof *rows);
     tc_report_row *flat = calloc((size_t)n, sizeof *flat);
     tc_status s = rows && flat ? TC_OK : tc_fail(TC_ERR_OOM, "report: out of memory");
-    for (int i = 0; s == TC_OK && i < n; i++) s = read_summary(exp, i, &rows[i]);
+    /* a teacher_cache stage trains no model: it has a note, not a row */
+    for (int i = 0; s == TC_OK && i < n; i++)
+        if (exp->stages[i].kind != TC_EXP_STAGE_TEACHER_CACHE) s = read_summary(exp, i, &rows[i]);
     /* the inheritance speedup: a from-scratch stage trained on the architecture
      * of an earlier stage X sets the bar; X's steps to reach its final
      * accuracy, against the scratch stage's steps */
@@ -148,7 +218,9 @@ tc_status tc_run_report_write(const tc_experiment *exp) {
             tc_steps_to_reach(inh->eval_steps, inh->eval_top1, inh->n_eval, rows[i].row.top1);
         inh->row.speedup = tc_report_speedup(rows[i].row.train_steps, inh->row.steps_to_match);
     }
-    for (int i = 0; s == TC_OK && i < n; i++) flat[i] = rows[i].row;
+    int nflat = 0;
+    for (int i = 0; s == TC_OK && i < n; i++)
+        if (exp->stages[i].kind != TC_EXP_STAGE_TEACHER_CACHE) flat[nflat++] = rows[i].row;
     char note[256];
     snprintf(note, sizeof note, "%s backend, %d threads; inference images/s at each stage's batch",
              exp->backend == TC_EXP_BACKEND_CUDA ? "cuda" : "cpu", exp->threads);
@@ -156,11 +228,12 @@ tc_status tc_run_report_write(const tc_experiment *exp) {
     tc_sbuf_puts(&notes, "Steps to match: evaluations of the inherited student are taken at its stage's "
                          "eval interval, counted from the start of its own stage.\n\n");
     sparsity_notes(exp, &notes);
+    cache_notes(exp, &notes);
     char *notes_text = NULL;
     if (s == TC_OK) s = tc_sbuf_finish(&notes, &notes_text);
     else tc_sbuf_free(&notes);
     tc_report_options opt = {.title = exp->name, .throughput_note = note, .notes = notes_text, .plots = 1};
-    if (s == TC_OK) s = tc_report_write(exp->out_dir, flat, n, &opt);
+    if (s == TC_OK) s = tc_report_write(exp->out_dir, flat, nflat, &opt);
     free(notes_text);
     for (int i = 0; rows && i < n; i++) {
         free(rows[i].eval_steps);

@@ -33,6 +33,7 @@ static void stage_free(stage_run *r) {
     tc_trainer_destroy(r->trainer);
     tc_model_destroy(r->student);
     tc_model_destroy(r->teacher);
+    tc_teacher_cache_close(r->cache);
     for (int k = 0; k < 2; k++)
         l0_free(c->be, &r->l0[k]);
     host_model_free(&r->init);
@@ -70,10 +71,11 @@ static void log_memory(stage_run *r) {
     double mib = 1.0 / (1024.0 * 1024.0);
     size_t opt = tc_trainer_optimizer_bytes(r->trainer);
     logf_run(c,
-             "stage %s: device memory per process: student %.1f MiB, teacher %.1f MiB, "
+             "stage %s: device memory per process: student %.1f MiB, teacher %.1f MiB%s, "
              "optimizer state %.1f MiB%s, step buffers %.1f MiB",
              r->st->name, tc_model_device_bytes(r->student) * mib,
-             r->teacher ? tc_model_device_bytes(r->teacher) * mib : 0.0, opt * mib,
+             r->teacher ? tc_model_device_bytes(r->teacher) * mib : 0.0,
+             r->cache ? " (features from the cache)" : "", opt * mib,
              c->world > 1 && c->exp->zero1 ? " (ZeRO-1: this rank's slice)" : "",
              (tc_trainer_device_bytes(r->trainer) - opt) * mib);
 }
@@ -227,6 +229,8 @@ static tc_status step_once(stage_run *r, step_loop *L) {
     int read = r->masked || next % st->log_every == 0 || next == st->steps ||
                (st->eval_every > 0 && next % st->eval_every == 0) ||
                (st->checkpoint_every > 0 && next % st->checkpoint_every == 0);
+    /* the cache's teacher features of the batch's rows, uploaded with it */
+    if (r->cache) tc_trainer_set_teacher_features(r->trainer, b->teacher_img, b->teacher_txt);
     if (r->masked)
         s = masked_step(r, b, &sr, &lag);
     else
@@ -342,6 +346,7 @@ static tc_status stage_finish(stage_run *r, const step_loop *L, tc_status s) {
 
 tc_status run_stage(run_ctx *c, int i) {
     const tc_exp_stage *st = &c->exp->stages[i];
+    if (st->kind == TC_EXP_STAGE_TEACHER_CACHE) return run_cache_stage(c, i);
     stage_result *res = &c->res[i];
     char dir[PATH_CAP], path[PATH_CAP];
     stage_path(c, i, NULL, dir);

@@ -11,6 +11,8 @@
  *   run_inputs.c       the inputs of a stage, their fingerprint and differences
  *   run_lock.c         one writer per run folder (run_lock.h)
  *   manifest.c         checksums of the files of a folder of weights (manifest.h)
+ *   run_cache.c        teacher_cache stages; a distill stage's cache, checked
+ *   cache_build.c      building a teacher-feature cache (cache_build.h)
  */
 #ifndef TC_SCHEDULER_INTERNAL_H
 #define TC_SCHEDULER_INTERNAL_H
@@ -28,6 +30,7 @@
 #include "retrieval.h"
 #include "run_lock.h"
 #include "tb_events.h"
+#include "teacher_cache.h"
 #include "tokenizer.h"
 #include "train.h"
 #include "zeroshot.h"
@@ -76,6 +79,9 @@ typedef struct {
     tc_run_lock lock;
     stage_inputs *inputs;
     const char *restart_from; /* --restart-from STAGE, or NULL */
+    /* the teacher's part of a cache key, computed once per run */
+    int teacher_key_ready;
+    tc_cache_key teacher_key;
 } run_ctx;
 
 /* one tower's L0 state during a mask phase */
@@ -116,6 +122,7 @@ typedef struct {
     int masked;      /* auto inheritance: the mask phase is to run */
     tower_l0 l0[2];
     tc_model *student, *teacher;
+    tc_teacher_cache *cache; /* teacher features from a cache instead of a teacher */
     tc_trainer *trainer;
     tc_loader *loader;
     tc_metrics_log *metrics;
@@ -151,7 +158,11 @@ tc_status build_student(stage_run *r);
 /* the student (masked: with the L0 masks of r->l0) and its trainer */
 tc_status make_student(stage_run *r, const tc_model_config *cfg, const float *params, int masked);
 tc_status make_teacher(stage_run *r);
+/* the run's teacher, its weights on the host */
+tc_status load_teacher(run_ctx *c, host_model *h);
 tc_status open_loader(stage_run *r, const tc_loader_cursor *resume);
+/* the training data's spec and source options, as the loader opens them */
+const char *train_source(const tc_experiment *e, tc_source_opts *o);
 /* samples_sourceN (samples of each "::" data source since the last metrics
  * line, all processes) appended to keys/vals, 0 with one source; every rank
  * calls it (a collective) */
@@ -167,6 +178,46 @@ tc_status l0_deterministic(stage_run *r);
 tc_status prune_student(stage_run *r);
 /* one iteration of the mask phase: sample, step, mask gradients, Lagrangian, mask AdamW */
 tc_status masked_step(stage_run *r, const tc_batch *b, tc_step_result *res, double *lag);
+
+/* ---- run_cache.c ---- */
+/* a teacher_cache stage: built (or found complete), summary.json */
+tc_status run_cache_stage(run_ctx *c, int i);
+/* a distill stage's cache: opened, checked against the run, every shard's
+ * checksum verified (each process its share), into r->cache */
+tc_status open_stage_cache(stage_run *r);
+
+/* ---- cache_build.c ---- */
+typedef struct {
+    const char *name;          /* the stage, or "cache": messages and faults */
+    const char *dir;           /* the cache folder */
+    const char *teacher_label; /* the teacher in messages */
+    const tc_model_config *teacher_cfg;
+    const float *teacher_params;
+    size_t teacher_nparams;
+    const char *data;
+    const tc_source_opts *source;
+    int64_t max_image_pixels;
+    int augmentations, dtype, rows_per_shard, batch;
+    uint64_t aug_seed;
+    tc_backend *be;
+    tc_comm *comm;
+    int rank, world;
+    tc_tokenizer *tok;
+    FILE *log;
+    const tc_faults *faults;
+} cache_build_args;
+/* builds what is missing of the cache (cache_build.h); totals, size and
+ * rows of the finished cache */
+tc_status cache_build(const cache_build_args *a, tc_cache_build_stats *totals, uint64_t *bytes,
+                      int64_t *rows);
+/* a key's teacher part (XXH3 of the config without its name, of the n
+ * weights); label names it in messages */
+tc_status cache_key_teacher(tc_cache_key *k, const char *label, const tc_model_config *cfg,
+                            const float *params, size_t n);
+/* the run's teacher in messages: "stage NAME" or its checkpoint */
+void teacher_label(const run_ctx *c, char *buf, size_t cap);
+/* a key's transform part: the train transform and decoding of size S */
+void cache_key_transform(tc_cache_key *k, int image_size, int context_length);
 
 /* ---- run_checkpoint.c ---- */
 /* the newest intact checkpoint folder of a stage (its manifest verified; a

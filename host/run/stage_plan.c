@@ -10,6 +10,7 @@
 #include "checkpoint.h"
 #include "flops.h"
 #include "shard_stream.h"
+#include "teacher_cache.h"
 
 /* a failure named by where the experiment gave the value */
 static tc_status at(const tc_experiment *exp, tc_exp_loc loc, const char *what, tc_status s) {
@@ -36,6 +37,38 @@ static tc_status check_external(const tc_experiment *exp, const tc_exp_external 
     return s == TC_OK ? TC_OK : at(exp, x->checkpoint_loc, what, s);
 }
 
+/* a cache built elsewhere (teacher_cache: {path}) against what the plan
+ * knows before anything runs: complete, the student's image size, the
+ * stage's augmentations and dtype, the teacher's embedding width. the
+ * teacher's weights, the data and every checksum are checked when the stage
+ * starts (host/run/run_cache.c), before its first step */
+static tc_status check_outside_cache(const tc_stage_plan *p, int i) {
+    const tc_experiment *exp = p->exp;
+    const tc_exp_stage *st = &exp->stages[i];
+    const tc_stage_plan_entry *e = &p->entries[i];
+    tc_teacher_cache *c;
+    tc_status s = tc_teacher_cache_open(st->cache_dir, &c);
+    if (s == TC_OK) {
+        tc_cache_key teacher;
+        memset(&teacher, 0, sizeof teacher);
+        const tc_cache_key *k = tc_teacher_cache_key(c);
+        teacher.teacher_config = k->teacher_config; /* only the width is known here */
+        teacher.teacher_weights = k->teacher_weights;
+        snprintf(teacher.teacher_name, sizeof teacher.teacher_name, "%s", "the run's teacher");
+        teacher.embed_dim = e->has_teacher ? e->teacher.embed_dim : k->embed_dim;
+        tc_cache_expect want = {.teacher = &teacher,
+                                .image_size = e->model.vision.image_size,
+                                .augmentations = st->augmentations,
+                                .dtype = st->cache_expect_dtype};
+        s = tc_teacher_cache_check(c, &want);
+        tc_teacher_cache_close(c);
+    }
+    if (s == TC_OK) return TC_OK;
+    char what[128];
+    snprintf(what, sizeof what, "stages.%d (%s).teacher_cache", i, st->name);
+    return at(exp, st->cache_loc, what, s);
+}
+
 tc_status tc_stage_plan_check_checkpoints(const tc_stage_plan *p) {
     const tc_experiment *exp = p->exp;
     if (exp->teacher.present && exp->teacher.stage < 0 && exp->teacher.ext.checkpoint)
@@ -45,6 +78,7 @@ tc_status tc_stage_plan_check_checkpoints(const tc_stage_plan *p) {
         char what[128];
         snprintf(what, sizeof what, "stages.%d (%s).parent.checkpoint", i, st->name);
         if (st->parent_ext.checkpoint) TC_TRY(check_external(exp, &st->parent_ext, what));
+        if (st->kind == TC_EXP_STAGE_DISTILL && st->cache_dir) TC_TRY(check_outside_cache(p, i));
     }
     return TC_OK;
 }
@@ -158,7 +192,32 @@ tc_status tc_stage_plan_build(const tc_experiment *exp, tc_stage_plan **out) {
         if (st->parent >= 0) e->deps[e->n_deps++] = st->parent;
         if (st->kind == TC_EXP_STAGE_DISTILL && exp->teacher.stage >= 0) e->deps[e->n_deps++] = exp->teacher.stage;
         if (st->model_stage >= 0) e->deps[e->n_deps++] = st->model_stage;
+        if (st->kind == TC_EXP_STAGE_DISTILL && st->cache_stage >= 0)
+            e->deps[e->n_deps++] = st->cache_stage;
 
+        if (st->kind == TC_EXP_STAGE_TEACHER_CACHE) {
+            /* it runs the teacher alone: the plan shows the teacher */
+            if (exp->teacher.stage >= 0) {
+                e->deps[e->n_deps++] = exp->teacher.stage;
+                e->model = p->entries[exp->teacher.stage].model;
+            } else if (have_ext_teacher) {
+                e->model = ext_teacher;
+            }
+            snprintf(e->model_source, sizeof e->model_source, "the teacher");
+            e->teacher = e->model;
+            e->has_teacher = have_ext_teacher || exp->teacher.stage >= 0;
+            s = count_params(&e->model, &e->params, "teacher");
+            if (s != TC_OK) goto fail;
+            e->teacher_params = e->params;
+            /* the teacher's weights and one layer's activations at its batch */
+            double t = tc_stage_memory_estimate(&e->model, &e->model, st->batch,
+                                                exp->backend == TC_EXP_BACKEND_CUDA &&
+                                                    exp->precision == TC_EXP_PREC_BF16)
+                           .teacher;
+            memset(&e->memory, 0, sizeof e->memory);
+            e->memory.teacher = e->memory.total = t;
+            continue;
+        }
         if (st->model) {
             s = load_cfg(exp, st->model, st->model_loc, what, &e->model);
             if (s != TC_OK) goto fail;
@@ -223,8 +282,10 @@ tc_status tc_stage_plan_build(const tc_experiment *exp, tc_stage_plan **out) {
                 if (s != TC_OK) goto fail;
             }
         }
-        e->memory = tc_stage_memory_estimate(&e->model, e->has_teacher ? &e->teacher : NULL, st->batch,
-                                             exp->backend == TC_EXP_BACKEND_CUDA && exp->precision == TC_EXP_PREC_BF16);
+        int live_teacher = e->has_teacher && !tc_exp_stage_uses_cache(st);
+        e->memory = tc_stage_memory_estimate(
+            &e->model, live_teacher ? &e->teacher : NULL, st->batch,
+            exp->backend == TC_EXP_BACKEND_CUDA && exp->precision == TC_EXP_PREC_BF16);
     }
     *out = p;
     return TC_OK;
@@ -306,6 +367,32 @@ static void print_inheritance(FILE *f, const tc_exp_stage *st) {
             a->regular ? "regular (open_clip ViT)" : "irregular");
 }
 
+/* a teacher_cache stage: what it builds and its size on disk */
+static void print_cache_stage(FILE *f, const tc_stage_plan *p, const tc_stage_plan_entry *e) {
+    const tc_experiment *x = p->exp;
+    const tc_exp_stage *st = e->stage;
+    static const char *const dt[] = {"fp32", "fp16", "bf16"};
+    char a[64], dir[1024];
+    human(a, sizeof a, (double)e->params.total);
+    tc_exp_cache_dir(x, e->index, dir, sizeof dir);
+    fprintf(f, "    teacher      %s parameters, embedding %d, forward batch %d\n", a,
+            e->model.embed_dim, st->batch);
+    fprintf(f, "    builds       %d augmentation%s per training sample, %s features, into %s\n",
+            st->augmentations, st->augmentations == 1 ? "" : "s", dt[st->cache_dtype % 3], dir);
+    /* per sample: K image features + 1 text feature + 16 B crop per augmentation + 17 B */
+    double per = ((double)st->augmentations + 1) * e->model.embed_dim * (st->cache_dtype ? 2 : 4) +
+                 16.0 * st->augmentations + 17.0;
+    if (x->train.num_samples > 0) {
+        bytes_h(a, sizeof a, per * (double)x->train.num_samples);
+        fprintf(f, "    size         ~%s (%.0f bytes per sample; %lld samples)\n", a, per,
+                (long long)x->train.num_samples);
+    } else {
+        fprintf(f, "    size         %.0f bytes per sample\n", per);
+    }
+    bytes_h(a, sizeof a, e->memory.teacher);
+    fprintf(f, "    memory       ~%s (the teacher at its forward batch)\n", a);
+}
+
 void tc_stage_plan_print(FILE *f, const tc_stage_plan *p) {
     const tc_experiment *x = p->exp;
     fprintf(f, "experiment %s (%s): %d stage%s, backend %s %s, seed %lld, out %s\n", x->name, x->source, p->n,
@@ -336,6 +423,10 @@ void tc_stage_plan_print(FILE *f, const tc_stage_plan *p) {
         const tc_exp_stage *st = e->stage;
         char a[64], b[64], c[64], d[64], line[256];
         fprintf(f, "\n[%d] %s  %s\n", i, st->name, tc_exp_stage_kind_name(st->kind));
+        if (st->kind == TC_EXP_STAGE_TEACHER_CACHE) {
+            print_cache_stage(f, p, e);
+            continue;
+        }
         if (st->parent >= 0) fprintf(f, "    parent       stage '%s'\n", x->stages[st->parent].name);
         else if (st->parent_ext.checkpoint) fprintf(f, "    parent       checkpoint %s\n", st->parent_ext.checkpoint);
         else fprintf(f, "    parent       none (random init)\n");
@@ -357,10 +448,16 @@ void tc_stage_plan_print(FILE *f, const tc_stage_plan *p) {
             fprintf(f, "    after prune  ~%s (target sparsity %.3g of %s prunable attention+MLP parameters)\n", a,
                     (double)st->inherit.autoc.target_sparsity, b);
         }
-        if (e->has_teacher) {
+        if (e->has_teacher && !tc_exp_stage_uses_cache(st)) {
             human(a, sizeof a, (double)e->teacher_params.total);
             fprintf(f, "    teacher      %s parameters, logit scale %g\n", a, (double)st->loss.teacher_logit_scale);
+        } else if (tc_exp_stage_uses_cache(st)) {
+            tc_exp_cache_dir(x, i, line, sizeof line);
+            fprintf(f, "    teacher      features from the cache %s (not loaded), logit scale %g\n",
+                    line, (double)st->loss.teacher_logit_scale);
         }
+        if (st->augmentations > 0 && !tc_exp_stage_uses_cache(st))
+            fprintf(f, "    augment      a fixed pool of %d crops per sample\n", st->augmentations);
         double samples = (double)st->steps * st->batch;
         fprintf(f, "    steps        %lld at batch %d per process (%.0f samples", (long long)st->steps, st->batch, samples);
         if (x->train.num_samples > 0) fprintf(f, ", %.2f epochs", samples / (double)x->train.num_samples);

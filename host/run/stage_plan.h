@@ -54,7 +54,7 @@ typedef struct {
     int has_teacher;
     tc_model_config teacher;
     tc_param_counts teacher_params;
-    int deps[3], n_deps;         /* parent, teacher stage, model stage (indices, earlier) */
+    int deps[4], n_deps; /* parent, teacher, model and cache stage (indices, earlier) */
     tc_stage_memory memory;
 } tc_stage_plan_entry;
 

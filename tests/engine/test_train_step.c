@@ -5,7 +5,11 @@
  *     memory back (every download is counted); reading the result is one
  *   - the device-side skip: a step with a non-finite loss leaves weights,
  *     moments and the update count alone and is counted, consecutive ones
- *     too, and the next finite step updates again */
+ *     too, and the next finite step updates again
+ *   - stored teacher features (a teacher cache): a trainer given the
+ *     teacher's features, computed beforehand at another batch size, takes
+ *     the steps of the trainer that runs the teacher live, bit for bit
+ *     (10 steps, one piece and 2 micro-batches) */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -26,10 +30,12 @@ typedef struct {
     tc_trainer *trainer;
 } run;
 
-static void make_run(run *r, int accum) {
+/* stored: the trainer takes stored teacher features; the teacher (whole
+ * batches) only computes them */
+static void make_run_as(run *r, int accum, int stored) {
     int micro = BATCH / accum;
     tc_model_options so = {.max_batch = micro, .train = 1};
-    tc_model_options to = {.max_batch = micro, .train = 0};
+    tc_model_options to = {.max_batch = stored ? BATCH : micro, .train = 0};
     assert_int_equal(tc_model_create(&r->student, be, &sc, so), TC_OK);
     assert_int_equal(tc_model_init_random(r->student, 21), TC_OK);
     assert_int_equal(tc_model_create(&r->teacher, be, &tcfg, to), TC_OK);
@@ -40,9 +46,17 @@ static void make_run(run *r, int accum) {
     o.total_steps = STEPS;
     o.grad_clip = 0.5f;
     tc_loss_config l = {0.5f, 0.5f, 0.0f, 50.0f};
-    assert_int_equal(tc_trainer_create(&r->trainer, r->student, r->teacher, &o, &l), TC_OK);
+    if (stored)
+        assert_int_equal(tc_trainer_create_cached(&r->trainer, r->student, tcfg.embed_dim, &o, &l),
+                         TC_OK);
+    else
+        assert_int_equal(tc_trainer_create(&r->trainer, r->student, r->teacher, &o, &l), TC_OK);
     tc_parallel_config p = {accum, 0, 0};
     assert_int_equal(tc_trainer_set_parallel(r->trainer, &p), TC_OK);
+}
+
+static void make_run(run *r, int accum) {
+    make_run_as(r, accum, 0);
 }
 
 static void free_run(run *r) {
@@ -96,6 +110,55 @@ static void micro_batches_match(int accum) {
 
 static void test_accum_2(void **state) { micro_batches_match(2); }
 static void test_accum_3(void **state) { micro_batches_match(3); }
+
+/* the live teacher's trainer and one on the same teacher's stored
+ * features, computed beforehand over the whole batch at once */
+static void stored_features_match(int accum) {
+    run live, st;
+    make_run(&live, accum);
+    make_run_as(&st, accum, 1);
+    tc_model *student = st.student, *teacher = st.teacher;
+    tc_trainer *cached = st.trainer;
+    size_t E = (size_t)tcfg.embed_dim, P = tc_model_layout(student)->total;
+    float *timg = malloc(BATCH * E * sizeof(float)), *ttxt = malloc(BATCH * E * sizeof(float));
+    assert_non_null(timg);
+    assert_non_null(ttxt);
+    for (int s = 0; s < STEPS; s++) {
+        tc_test_clip_batch(images, ids, BATCH, &sc, s);
+        /* what a cache stores: the teacher's features, read back */
+        assert_int_equal(tc_model_encode_image(teacher, images, BATCH), TC_OK);
+        assert_int_equal(be->download(be, timg, tc_model_image_features(teacher), BATCH * E * 4),
+                         TC_OK);
+        assert_int_equal(tc_model_encode_text(teacher, ids, BATCH), TC_OK);
+        assert_int_equal(be->download(be, ttxt, tc_model_text_features(teacher), BATCH * E * 4),
+                         TC_OK);
+        tc_trainer_set_teacher_features(cached, timg, ttxt);
+        tc_step_result r1, r2;
+        assert_int_equal(tc_trainer_step(live.trainer, images, ids, BATCH, &r1), TC_OK);
+        assert_int_equal(tc_trainer_step(cached, images, ids, BATCH, &r2), TC_OK);
+        if (r1.loss != r2.loss)
+            fail_msg("step %d: loss %.9g live, %.9g stored", s, r1.loss, r2.loss);
+    }
+    tc_model_get_params(live.student, params_a);
+    tc_model_get_params(student, params_b);
+    printf("stored teacher features, accum_steps %d: %d steps, final weights %s\n", accum, STEPS,
+           memcmp(params_a, params_b, P * sizeof(float)) ? "differ" : "bit-identical");
+    assert_memory_equal(params_a, params_b, P * sizeof(float));
+    /* a stored-feature trainer refuses a step without features */
+    tc_trainer_set_teacher_features(cached, NULL, NULL);
+    assert_int_equal(tc_trainer_step(cached, images, ids, BATCH, NULL), TC_ERR_ARG);
+    free(timg);
+    free(ttxt);
+    free_run(&st);
+    free_run(&live);
+}
+
+static void test_stored_features(void **state) {
+    stored_features_match(1);
+}
+static void test_stored_features_accum(void **state) {
+    stored_features_match(2);
+}
 
 static void test_bad_accum(void **state) {
     run r;
@@ -213,9 +276,13 @@ static int teardown(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_accum_2),      cmocka_unit_test(test_accum_3),
-        cmocka_unit_test(test_bad_accum),    cmocka_unit_test(test_no_host_sync),
+        cmocka_unit_test(test_accum_2),
+        cmocka_unit_test(test_accum_3),
+        cmocka_unit_test(test_bad_accum),
+        cmocka_unit_test(test_no_host_sync),
         cmocka_unit_test(test_device_skip),
+        cmocka_unit_test(test_stored_features),
+        cmocka_unit_test(test_stored_features_accum),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

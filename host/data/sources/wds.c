@@ -22,7 +22,9 @@ static tc_status wds_open_shard(tc_source *s, int shard, tc_shard_reader **out) 
     *out = NULL;
     if (shard < 0 || shard >= s->num_shards) return tc_fail(TC_ERR_ARG, "shard index %d", shard);
     wds_impl *w = s->impl;
-    return tc_wds_reader_open_url(s->shards[shard], s->shard_part[shard], &w->o, out);
+    TC_TRY(tc_wds_reader_open_url(s->shards[shard], s->shard_part[shard], &w->o, out));
+    tc_wds_reader_set_shard(*out, shard);
+    return TC_OK;
 }
 
 static tc_status wds_next(tc_shard_reader *r, tc_sample *out, int *eof) {

@@ -35,6 +35,7 @@ struct tc_shard_reader {
     char name[512]; /* as printed (redacted) */
     char *url;      /* as given, to open it again; NULL for a memory reader */
     int part;
+    int shard; /* the shard's index in its source, for the samples */
     tc_stream_opts so;
     FILE *log;
     int quiet;
@@ -76,6 +77,7 @@ static void start_sample(tc_shard_reader *r, const char *key) {
     snprintf(r->cur.where, sizeof r->cur.where, "%s", r->name);
     r->cur.label = -1;
     r->cur.part = r->part;
+    r->cur.shard = r->shard;
     r->nsuf = 0;
     r->img_rank = 99;
     r->has_txt = 0;
@@ -429,6 +431,10 @@ tc_status tc_wds_reader_open_url(const char *url, int part, const tc_source_opts
     return TC_OK;
 }
 
+void tc_wds_reader_set_shard(tc_shard_reader *r, int shard) {
+    r->shard = shard;
+}
+
 tc_status tc_wds_reader_next(tc_shard_reader *r, tc_sample *out, int *eof) {
     for (;;) {
         tc_status st = next_sample(r, out, eof);
@@ -438,7 +444,7 @@ tc_status tc_wds_reader_next(tc_shard_reader *r, tc_sample *out, int *eof) {
                 tc_sample_clear(out);
                 continue;
             }
-            r->emitted++;
+            out->member = r->emitted++;
             return TC_OK;
         }
         if (st == TC_OK) {

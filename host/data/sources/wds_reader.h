@@ -10,4 +10,7 @@
 tc_status tc_wds_reader_open_url(const char *url, int part, const tc_source_opts *o,
                                  tc_shard_reader **out);
 
+/* the samples of r carry shard as their shard index (tc_sample.shard) */
+void tc_wds_reader_set_shard(tc_shard_reader *r, int shard);
+
 #endif
