@@ -27,7 +27,8 @@ extern "C" {
 #include "launch_math.h"
 #include "tc_cuda.h"
 
-/* one AdamW segment as the kernel sees it: start is the prefix sum of counts */
+/* one segment of sum_squares and AdamW as the kernels see it: start is the
+ * prefix sum of the counts (its first element's index in the sequence) */
 typedef struct {
     size_t offset, count, start;
     float weight_decay;
@@ -47,7 +48,8 @@ typedef struct {
      * that no op allocates. */
     void *scratch;
     size_t scratch_bytes;
-    /* AdamW segment table, uploaded when the segments change */
+    /* the segment table of sum_squares and AdamW, uploaded when the segments
+     * change (once per trainer: both ops get the same segments) */
     tc_param_segment *seg_host;
     int seg_count;
     tc_cuda_segment *seg_dev;
@@ -213,7 +215,8 @@ void tc_cuda_softmax_xent_rows(tc_backend *b, float *loss, float *dsim, float *d
                                const float *teacher_log_scale, int n, int Ncols, int label_offset,
                                float w_hard, float w_soft);
 
-void tc_cuda_sum_squares(tc_backend *b, float *out, const float *g, size_t n);
+void tc_cuda_sum_squares(tc_backend *b, float *out, const float *g, const tc_param_segment *segs,
+                         int nseg);
 void tc_cuda_clip_coefficient(tc_backend *b, float *scale, const float *sum_sq, float max_norm);
 void tc_cuda_adamw_update(tc_backend *b, float *params, const float *grads, float *m, float *v,
                           tc_act *compute, const tc_param_segment *segs, int nseg,

@@ -216,8 +216,13 @@ struct tc_backend {
                               int Ncols, int label_offset, float w_hard, float w_soft);
 
     /* ---- optimizer ---- */
-    /* out[0] = sum of squares of g (n elements); deterministic tree reduction */
-    void (*sum_squares)(tc_backend *b, float *out, const float *g, size_t n);
+    /* out[0] = sum of squares of the segments' elements of g, taken in
+     * segment order as one sequence of n = sum of counts elements (the
+     * padding between parameter tensors is never read; weight_decay is not
+     * used); a deterministic tree reduction whose partition depends on n
+     * only, so any segmentation of the same sequence gives the same bits */
+    void (*sum_squares)(tc_backend *b, float *out, const float *g, const tc_param_segment *segs,
+                        int nseg);
     /* scale[0] = min(1, max_norm / (sqrt(sum_sq[0]) + 1e-6)), torch clip_grad_norm_ */
     void (*clip_coefficient)(tc_backend *b, float *scale, const float *sum_sq, float max_norm);
     /* AdamW (torch semantics, decoupled decay) on every segment; the gradient is

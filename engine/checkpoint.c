@@ -545,7 +545,8 @@ tc_status tc_checkpoint_load(const char *path, const tc_model_config *hint,
     if (s != TC_OK) goto fail;
     s = tc_param_layout_build(layout_out, &cfg);
     if (s != TC_OK) goto fail;
-    params = malloc((layout_out->total ? layout_out->total : 1) * sizeof *params);
+    /* zero-filled: the padding between tensors stays zero */
+    params = calloc(layout_out->total ? layout_out->total : 1, sizeof *params);
     if (!params) {
         s = tc_fail(TC_ERR_OOM, "%s: out of memory for %zu parameters", wpath, layout_out->total);
         goto fail;

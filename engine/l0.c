@@ -13,6 +13,51 @@ static double cdf_logit(void) {
 
 static double sigmoid(double x) { return 1.0 / (1.0 + exp(-x)); }
 
+static size_t align_floats(size_t n) {
+    return (n + TC_PARAM_ALIGN - 1) / TC_PARAM_ALIGN * TC_PARAM_ALIGN;
+}
+
+tc_l0_device_layout tc_l0_device_layout_of(const tc_l0_masks *m) {
+    tc_l0_device_layout d;
+    d.heads_stride = (int)align_floats((size_t)m->heads);
+    d.inter_stride = (int)align_floats((size_t)m->inter);
+    d.heads = align_floats((size_t)m->hidden);
+    d.inter = d.heads + (size_t)m->layers * d.heads_stride;
+    d.total = d.inter + (size_t)m->layers * d.inter_stride;
+    return d;
+}
+
+/* one row between the device vector and packed z, either way */
+static void l0_move(float *dev, float *z, size_t n, int to_dev) {
+    if (to_dev)
+        memcpy(dev, z, n * sizeof *dev);
+    else
+        memcpy(z, dev, n * sizeof *z);
+}
+
+/* every row between the packed and the device order; to_dev clears dev first */
+static void l0_rows(const tc_l0_masks *m, const tc_l0_device_layout *d, float *dev, float *z,
+                    int to_dev) {
+    size_t C = (size_t)m->hidden, NH = (size_t)m->heads, M = (size_t)m->inter;
+    size_t L = (size_t)m->layers;
+    if (to_dev) memset(dev, 0, d->total * sizeof *dev);
+    l0_move(dev, z, C, to_dev);
+    for (size_t l = 0; l < L; l++) {
+        l0_move(dev + d->heads + l * (size_t)d->heads_stride, z + C + l * NH, NH, to_dev);
+        l0_move(dev + d->inter + l * (size_t)d->inter_stride, z + C + L * NH + l * M, M, to_dev);
+    }
+}
+
+void tc_l0_to_device(const tc_l0_masks *m, const tc_l0_device_layout *d, float *dev,
+                     const float *z) {
+    l0_rows(m, d, dev, (float *)z, 1); /* z only read */
+}
+
+void tc_l0_from_device(const tc_l0_masks *m, const tc_l0_device_layout *d, float *z,
+                       const float *dev) {
+    l0_rows(m, d, (float *)dev, z, 0); /* dev only read */
+}
+
 tc_status tc_l0_masks_create(tc_l0_masks *m, int L, int C, int NH, int M) {
     memset(m, 0, sizeof *m);
     if (L < 0 || L > TC_MAX_LAYERS || C <= 0 || NH <= 0 || M <= 0 || C > (1 << 20) ||

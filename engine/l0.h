@@ -26,6 +26,7 @@
 #include <stdint.h>
 
 #include "model_config.h"
+#include "params.h"
 #include "status.h"
 
 #define TC_L0_LIMIT_A (-0.1)            /* gamma */
@@ -49,6 +50,24 @@ typedef struct {
     float *intermediate_loga;         /* (L, M) */
     float *lambda;                    /* (2): lambda1, lambda2 */
 } tc_l0_masks;
+
+/* the z (and dz) vectors of one tower's masks on the backend: hidden (C),
+ * then L rows of heads (NH each) and L rows of MLP units (M each), every
+ * one starting at a multiple of TC_PARAM_ALIGN floats, as the parameters do
+ * (the gaps are zero). the host keeps z packed: n_loga floats, hidden |
+ * heads | intermediate. the offsets and strides are those of
+ * tc_tower_masks (engine/model.h) */
+typedef struct {
+    size_t heads, inter;            /* floats before the first heads row, MLP row */
+    int heads_stride, inter_stride; /* floats from one layer's row to the next */
+    size_t total;                   /* floats of the device vector */
+} tc_l0_device_layout;
+tc_l0_device_layout tc_l0_device_layout_of(const tc_l0_masks *m);
+/* z (n_loga, packed) into dev (d->total; the gaps zeroed), and back */
+void tc_l0_to_device(const tc_l0_masks *m, const tc_l0_device_layout *d, float *dev,
+                     const float *z);
+void tc_l0_from_device(const tc_l0_masks *m, const tc_l0_device_layout *d, float *z,
+                       const float *dev);
 
 /* every log alpha = 10, lambda1 = lambda2 = 10 */
 tc_status tc_l0_masks_create(tc_l0_masks *m, int L, int C, int NH, int M);

@@ -11,6 +11,10 @@ typedef struct {
     tc_tower_id tower;
 } builder;
 
+static size_t align_up(size_t n) {
+    return (n + TC_PARAM_ALIGN - 1) / TC_PARAM_ALIGN * TC_PARAM_ALIGN;
+}
+
 /* open_clip's no-decay rule: ndim < 2 or a name containing bn, ln, bias, logit_scale */
 static int decays(const char *name, int ndim) {
     if (ndim < 2) return 0;
@@ -41,11 +45,14 @@ static size_t add(builder *bd, const char *name, int ndim, int64_t d0, int64_t d
         p->shape[i] = d[i];
         count *= (size_t)d[i];
     }
-    p->offset = l->total;
+    /* the gap after the previous tensor is padding */
+    p->offset = align_up(l->total);
     p->count = count;
+    p->packed = l->packed_total;
     p->decay = decays(name, ndim);
     p->tower = bd->tower;
-    l->total += count;
+    l->total = p->offset + count;
+    l->packed_total += count;
     return p->offset;
 }
 
@@ -95,8 +102,8 @@ tc_status tc_param_layout_build(tc_param_layout *l, const tc_model_config *cfg) 
     l->logit_scale = add(&bd, "logit_scale", 0, 0, 0, 0, 0);
 
     bd.tower = TC_TOWER_VISION;
-    l->vision_begin = l->total;
     l->v_cls = add(&bd, "visual.class_embedding", 1, Cv, 0, 0, 0);
+    l->vision_begin = l->v_cls;
     l->v_pos = add(&bd, "visual.positional_embedding", 2, Tv, Cv, 0, 0);
     l->v_proj = add(&bd, "visual.proj", 2, Cv, E, 0, 0);
     l->v_conv1 = add(&bd, "visual.conv1.weight", 4, Cv, 3, P, P);
@@ -115,6 +122,8 @@ tc_status tc_param_layout_build(tc_param_layout *l, const tc_model_config *cfg) 
     l->token_emb = add(&bd, "token_embedding.weight", 2, t->vocab_size, Ct, 0, 0);
     l->ln_final_w = add(&bd, "ln_final.weight", 1, Ct, 0, 0, 0);
     l->ln_final_b = add(&bd, "ln_final.bias", 1, Ct, 0, 0, 0);
+    /* the buffer ends on the alignment too (the next buffer of an arena) */
+    l->total = align_up(l->total);
 
     if (bd.oom) {
         tc_param_layout_free(l);
@@ -132,6 +141,37 @@ const tc_param_info *tc_param_find(const tc_param_layout *l, const char *name) {
     for (int i = 0; i < l->count; i++)
         if (strcmp(l->params[i].name, name) == 0) return &l->params[i];
     return NULL;
+}
+
+size_t tc_param_offset_of_packed(const tc_param_layout *l, size_t k) {
+    /* the first tensor that ends after k (tensors are in buffer order) */
+    int lo = 0, hi = l->count;
+    while (lo < hi) {
+        int mid = (lo + hi) / 2;
+        if (l->params[mid].packed + l->params[mid].count <= k)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    if (lo == l->count) return l->total;
+    const tc_param_info *p = &l->params[lo];
+    return k <= p->packed ? p->offset : p->offset + (k - p->packed);
+}
+
+void tc_param_shards(const tc_param_layout *l, int W, size_t *packed_lo, size_t *packed_n,
+                     size_t *lo, size_t *n) {
+    size_t P = l->packed_total;
+    size_t per = (P + (size_t)W - 1) / (size_t)W;
+    per = (per + 63) / 64 * 64; /* aligned vector access on every slice */
+    size_t at = 0;
+    for (int r = 0; r < W; r++) {
+        size_t k = at >= P ? 0 : (P - at < per ? P - at : per);
+        packed_lo[r] = at;
+        packed_n[r] = k;
+        lo[r] = tc_param_offset_of_packed(l, at);
+        n[r] = tc_param_offset_of_packed(l, at + k) - lo[r];
+        at += k;
+    }
 }
 
 tc_param_counts tc_param_count(const tc_param_layout *l) {

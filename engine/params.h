@@ -1,7 +1,15 @@
 /* parameter layout: every tensor of a CLIP model as a named view into one
- * contiguous fp32 buffer, in open_clip state_dict order, so that a checkpoint
- * written in memory order loads with one read. gradients, optimizer moments
- * and the compute copy of the weights mirror this layout element for element. */
+ * fp32 buffer, in open_clip state_dict order. gradients, optimizer moments
+ * and the compute copy of the weights mirror this layout element for element.
+ *
+ * alignment: every tensor starts at a multiple of TC_PARAM_ALIGN elements,
+ * i.e. on a 256-byte boundary in the bf16 compute copy and a 512-byte one in
+ * the fp32 buffers (the backends' allocations are 256-byte aligned), so that
+ * GEMM libraries take wide loads on every weight, gradient and bias view.
+ * the gaps between tensors (padding) belong to no tensor and stay zero: the
+ * gradient norm, AdamW and checkpoints see only the tensors' elements, in
+ * layout order, exactly the sequence a packed buffer would hold. the packed
+ * order (no gaps) is what the train state stores and what ZeRO-1 slices. */
 #ifndef TC_PARAMS_H
 #define TC_PARAMS_H
 
@@ -12,14 +20,18 @@
 
 #define TC_ABSENT ((size_t)-1)
 
+/* elements: 256 bytes of bf16 (the narrowest element a buffer holds) */
+#define TC_PARAM_ALIGN 128
+
 typedef enum { TC_TOWER_SHARED = 0, TC_TOWER_VISION = 1, TC_TOWER_TEXT = 2 } tc_tower_id;
 
 typedef struct {
     char name[96];      /* open_clip key, e.g. "visual.transformer.resblocks.0.attn.in_proj_weight" */
     int ndim;           /* 0 for logit_scale */
     int64_t shape[4];
-    size_t offset;      /* elements from the start of the buffer */
+    size_t offset;      /* elements from the start of the buffer, a multiple of TC_PARAM_ALIGN */
     size_t count;       /* elements */
+    size_t packed;      /* elements before it in the packed order (no padding) */
     int decay;          /* 1 when AdamW weight decay applies (open_clip rule) */
     tc_tower_id tower;
 } tc_param_info;
@@ -38,7 +50,8 @@ typedef struct {
 typedef struct {
     tc_param_info *params;
     int count;
-    size_t total;         /* elements */
+    size_t total;        /* elements of the buffer, padding included */
+    size_t packed_total; /* elements of the tensors alone: the sum of the counts */
     /* shared / text */
     size_t text_pos;      /* positional_embedding (T, Ct) */
     size_t text_proj;     /* text_projection (Ct, E) */
@@ -61,6 +74,21 @@ tc_status tc_param_layout_build(tc_param_layout *layout, const tc_model_config *
 void tc_param_layout_free(tc_param_layout *layout);
 /* NULL when absent */
 const tc_param_info *tc_param_find(const tc_param_layout *layout, const char *name);
+
+/* the buffer element holding packed element k; packed_total gives total. a
+ * k at a tensor's start gives that tensor's offset (the padding before it
+ * belongs to the range that ends there) */
+size_t tc_param_offset_of_packed(const tc_param_layout *layout, size_t k);
+
+/* ZeRO-1's slices over W ranks. they are cut in the packed order:
+ * contiguous, in rank order, ceil(packed_total / W) rounded up to a multiple
+ * of 64 elements each but the last (empty past the end), so a slice holds
+ * the same elements whatever the padding. slice r is packed elements
+ * [packed_lo[r], + packed_n[r]) and the buffer range [lo[r], + n[r]) that
+ * holds them, padding included: the buffer ranges are contiguous too and
+ * cover [0, total). each array has W entries */
+void tc_param_shards(const tc_param_layout *layout, int W, size_t *packed_lo, size_t *packed_n,
+                     size_t *lo, size_t *n);
 
 /* parameter counts as open_clip counts them */
 typedef struct {

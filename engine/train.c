@@ -55,8 +55,13 @@ struct tc_trainer {
     int nbuckets, hooks_on, base_text;
     int started_early; /* buckets the last backward started through its events */
     tc_status hook_status;
-    /* zero1: rank r owns elements [shard_lo[r], shard_lo[r] + shard_n[r]) */
-    size_t *shard_n, *shard_lo;
+    /* zero1: rank r owns the buffer's elements [shard_lo[r], shard_lo[r] +
+     * shard_n[r]), which hold its packed elements [pshard_lo[r], + pshard_n[r]) */
+    size_t *shard_n, *shard_lo, *pshard_n, *pshard_lo;
+    /* the slice buffers (m, v, gshard) start shard_head elements into their
+     * allocation, so that a tensor's element sits on the alignment it has in
+     * the whole buffer (shard_head = shard_lo[rank] % TC_PARAM_ALIGN) */
+    size_t shard_head;
     float *gshard;                     /* (shard_n[rank]) averaged gradient slice */
     tc_param_segment *zsegs;           /* segs cut to this rank's slice, relative to it */
     int nzseg;
@@ -124,11 +129,16 @@ static size_t moment_count(const tc_trainer *t) {
 /* every step buffer whose size depends on the rows, the world or the sharding */
 static void free_step_buffers(tc_trainer *t) {
     tc_backend *be = t->be;
-    float **bufs[] = {&t->m,        &t->v,        &t->sim,      &t->dsim,     &t->teacher_sim,
-                      &t->dimg,     &t->dtxt,     &t->img_rows, &t->txt_rows, &t->timg_rows,
-                      &t->ttxt_rows, &t->img_all, &t->txt_all,  &t->timg_all, &t->ttxt_all,
-                      &t->dimg_all, &t->dtxt_all, &t->cols,     &t->one,      &t->gshard,
-                      &t->in_images};
+    /* the slice buffers: their allocation starts shard_head elements before */
+    float **slices[] = {&t->m, &t->v, &t->gshard};
+    for (size_t i = 0; i < sizeof slices / sizeof slices[0]; i++) {
+        if (*slices[i]) be->free(be, *slices[i] - t->shard_head);
+        *slices[i] = NULL;
+    }
+    float **bufs[] = {&t->sim,      &t->dsim,     &t->teacher_sim, &t->dimg,      &t->dtxt,
+                      &t->img_rows, &t->txt_rows, &t->timg_rows,   &t->ttxt_rows, &t->img_all,
+                      &t->txt_all,  &t->timg_all, &t->ttxt_all,    &t->dimg_all,  &t->dtxt_all,
+                      &t->cols,     &t->one,      &t->in_images};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) {
         if (*bufs[i]) be->free(be, *bufs[i]);
         *bufs[i] = NULL;
@@ -137,25 +147,22 @@ static void free_step_buffers(tc_trainer *t) {
     t->in_ids = NULL;
 }
 
-/* the slices of zero1: contiguous, in rank order, multiples of 64 elements
- * but the last (aligned vector access on every slice) */
+/* the slices of zero1 (tc_param_shards): the same elements in the same
+ * order whatever the padding, so the gradient norm (summed per slice, then
+ * over the ranks) keeps its bits */
 static tc_status plan_shards(tc_trainer *t) {
-    size_t P = param_count(t), W = (size_t)t->world;
+    size_t W = (size_t)t->world;
     free(t->shard_n);
-    t->shard_n = calloc(2 * W, sizeof *t->shard_n);
+    t->shard_n = calloc(4 * W, sizeof *t->shard_n);
     if (!t->shard_n) return tc_fail(TC_ERR_OOM, "trainer: out of host memory");
     t->shard_lo = t->shard_n + W;
-    size_t per = (P + W - 1) / W;
-    per = (per + 63) / 64 * 64;
-    size_t at = 0;
-    for (size_t r = 0; r < W; r++) {
-        size_t n = at >= P ? 0 : (P - at < per ? P - at : per);
-        t->shard_lo[r] = at;
-        t->shard_n[r] = n;
-        at += n;
-    }
-    /* the weight-decay segments cut to this rank's slice */
+    t->pshard_n = t->shard_n + 2 * W;
+    t->pshard_lo = t->shard_n + 3 * W;
+    tc_param_shards(tc_model_layout(t->student), t->world, t->pshard_lo, t->pshard_n, t->shard_lo,
+                    t->shard_n);
     size_t lo = t->shard_lo[t->comm->rank], hi = lo + t->shard_n[t->comm->rank];
+    t->shard_head = lo % TC_PARAM_ALIGN;
+    /* the segments cut to this rank's slice, relative to it */
     free(t->zsegs);
     t->zsegs = calloc((size_t)t->nseg, sizeof *t->zsegs);
     if (!t->zsegs) return tc_fail(TC_ERR_OOM, "trainer: out of host memory");
@@ -169,6 +176,15 @@ static tc_status plan_shards(tc_trainer *t) {
     return TC_OK;
 }
 
+/* a slice buffer of n floats whose element j sits on the alignment of
+ * buffer element shard_lo[rank] + j (zero1), else a buffer of n floats */
+static tc_status slice_alloc(tc_trainer *t, float **ptr, size_t n) {
+    float *base = NULL;
+    TC_TRY(t->be->alloc(t->be, (t->shard_head + (n ? n : 1)) * sizeof(float), (void **)&base));
+    *ptr = base + t->shard_head;
+    return TC_OK;
+}
+
 /* the step buffers for the current rows, world and sharding (kept when
  * those are what they were allocated for); new moments start at zero */
 static tc_status alloc_step_buffers(tc_trainer *t) {
@@ -176,6 +192,7 @@ static tc_status alloc_step_buffers(tc_trainer *t) {
     if (t->m && memcmp(shape, t->shape, sizeof shape) == 0) return TC_OK;
     free_step_buffers(t);
     t->shape[0] = -1; /* nothing valid until every buffer is made */
+    t->shard_head = 0;
     size_t R = (size_t)t->rows, W = (size_t)t->world, E = (size_t)student_dim(t);
     size_t TE = (size_t)teacher_dim(t), F = sizeof(float);
     if (R * W > (1u << 24)) return tc_fail(TC_ERR_ARG, "trainer: global batch %zu x %zu too large", W, R);
@@ -186,8 +203,7 @@ static tc_status alloc_step_buffers(tc_trainer *t) {
     size_t ids_n = (size_t)sc->text.context_length;
     int acc = t->par.accum_steps > 1, dp = distributed(t), distill = t->teacher != NULL;
     tc_status s;
-    if ((s = trainer_alloc(t, (void **)&t->m, M * F)) != TC_OK ||
-        (s = trainer_alloc(t, (void **)&t->v, M * F)) != TC_OK ||
+    if ((s = slice_alloc(t, &t->m, M)) != TC_OK || (s = slice_alloc(t, &t->v, M)) != TC_OK ||
         (s = trainer_alloc(t, (void **)&t->sim, rows)) != TC_OK ||
         (s = trainer_alloc(t, (void **)&t->dsim, rows)) != TC_OK ||
         (distill && (s = trainer_alloc(t, (void **)&t->teacher_sim, rows)) != TC_OK) ||
@@ -205,7 +221,7 @@ static tc_status alloc_step_buffers(tc_trainer *t) {
         (dp && (s = trainer_alloc(t, (void **)&t->dtxt_all, W * R * E * F)) != TC_OK) ||
         (dp && (s = trainer_alloc(t, (void **)&t->cols, R * E * F)) != TC_OK) ||
         (dp && (s = trainer_alloc(t, (void **)&t->one, F)) != TC_OK) ||
-        (sharded(t) && (s = trainer_alloc(t, (void **)&t->gshard, (M ? M : 1) * F)) != TC_OK) ||
+        (sharded(t) && (s = slice_alloc(t, &t->gshard, M)) != TC_OK) ||
         (s = trainer_alloc(t, (void **)&t->in_images, R * img_n * F)) != TC_OK ||
         (s = trainer_alloc(t, (void **)&t->in_ids, R * ids_n * sizeof(int32_t))) != TC_OK)
         return s;
@@ -274,17 +290,20 @@ static tc_status plan_buckets(tc_trainer *t) {
     qsort(order, (size_t)L->count, sizeof *order, cmp_offset_desc);
     t->nbuckets = 0;
     grad_bucket *cur = NULL;
+    size_t elements = 0; /* the tensors' elements in cur: the padding does not count */
     for (int i = 0; i < L->count; i++) {
         const tc_param_info *p = order[i];
         int ev = param_event(t, L, p);
-        if (!cur || cur->hi - cur->lo >= cap) {
+        if (!cur || elements >= cap) {
             cur = &t->buckets[t->nbuckets++];
             cur->hi = p->offset + p->count;
             cur->lo = p->offset;
             cur->ready = ev;
+            elements = 0;
         }
-        /* a gap between tensors (none in practice) travels with the bucket */
+        /* the padding between its tensors (zero) travels with the bucket */
         cur->lo = p->offset;
+        elements += p->count;
         if (ev > cur->ready) cur->ready = ev;
     }
     free(order);
@@ -449,32 +468,40 @@ void tc_trainer_reset_optimizer(tc_trainer *t) {
 
 /* -------------------------------------------------------------- moments ---- */
 
-static tc_status moments_io(tc_trainer *t, float *m, float *v, int get) {
+/* the moments' tensors of the buffer range [lo, hi) between the device
+ * slice (its element 0 is lo) and the host's packed arrays */
+static tc_status moments_copy(tc_trainer *t, float *m, float *v, size_t lo, size_t hi, int get) {
     tc_backend *be = t->be;
-    size_t P = param_count(t);
-    if (!sharded(t)) {
+    const tc_param_layout *L = tc_model_layout(t->student);
+    for (int i = 0; i < L->count; i++) {
+        const tc_param_info *p = &L->params[i];
+        size_t a = p->offset > lo ? p->offset : lo, b = p->offset + p->count;
+        if (b > hi) b = hi;
+        if (a >= b) continue;
+        size_t host = p->packed + (a - p->offset), dev = a - lo, bytes = (b - a) * sizeof(float);
         if (get) {
-            TC_TRY(be->download(be, m, t->m, P * sizeof(float)));
-            return be->download(be, v, t->v, P * sizeof(float));
+            TC_TRY(be->download(be, m + host, t->m + dev, bytes));
+            TC_TRY(be->download(be, v + host, t->v + dev, bytes));
+        } else {
+            TC_TRY(be->upload(be, t->m + dev, m + host, bytes));
+            TC_TRY(be->upload(be, t->v + dev, v + host, bytes));
         }
-        TC_TRY(be->upload(be, t->m, m, P * sizeof(float)));
-        return be->upload(be, t->v, v, P * sizeof(float));
     }
+    return TC_OK;
+}
+
+static tc_status moments_io(tc_trainer *t, float *m, float *v, int get) {
+    if (!sharded(t)) return moments_copy(t, m, v, 0, param_count(t), get);
     int me = t->comm->rank;
-    size_t lo = t->shard_lo[me], n = t->shard_n[me];
-    if (!get) {
-        TC_TRY(be->upload(be, t->m, m + lo, n * sizeof(float)));
-        return be->upload(be, t->v, v + lo, n * sizeof(float));
-    }
+    TC_TRY(moments_copy(t, m, v, t->shard_lo[me], t->shard_lo[me] + t->shard_n[me], get));
+    if (!get) return TC_OK;
     /* every slice through the host, one broadcast per owner: nothing of
      * the full size is allocated on the device */
-    TC_TRY(be->download(be, m + lo, t->m, n * sizeof(float)));
-    TC_TRY(be->download(be, v + lo, t->v, n * sizeof(float)));
     const size_t piece = (size_t)64 << 20; /* floats per call: MPI counts are ints */
     for (int r = 0; r < t->world; r++) {
-        for (size_t at = 0; at < t->shard_n[r]; at += piece) {
-            size_t n = t->shard_n[r] - at < piece ? t->shard_n[r] - at : piece;
-            size_t off = t->shard_lo[r] + at;
+        for (size_t at = 0; at < t->pshard_n[r]; at += piece) {
+            size_t n = t->pshard_n[r] - at < piece ? t->pshard_n[r] - at : piece;
+            size_t off = t->pshard_lo[r] + at;
             TC_TRY(t->comm->host_broadcast(t->comm, m + off, n * sizeof(float), r));
             TC_TRY(t->comm->host_broadcast(t->comm, v + off, n * sizeof(float), r));
         }
@@ -722,10 +749,10 @@ tc_status tc_trainer_compute(tc_trainer *t, const float *images, const int32_t *
     TC_TRY(forward_backward(t, images, ids, B, 1));
     if (sharded(t)) {
         /* the norm of the averaged gradient from the slices */
-        be->sum_squares(be, &t->scalars[S_SUMSQ], t->gshard, moment_count(t));
+        be->sum_squares(be, &t->scalars[S_SUMSQ], t->gshard, t->zsegs, t->nzseg);
         TC_TRY(t->comm->all_reduce_f32(t->comm, &t->scalars[S_SUMSQ], 1, TC_REDUCE_SUM));
     } else {
-        be->sum_squares(be, &t->scalars[S_SUMSQ], tc_model_grads(t->student), param_count(t));
+        be->sum_squares(be, &t->scalars[S_SUMSQ], tc_model_grads(t->student), t->segs, t->nseg);
     }
     be->all_finite(be, &t->scalars[S_FINITE], &t->scalars[S_LOSS], 2); /* loss and sum of squares */
     return r ? tc_trainer_read_result(t, r) : TC_OK;

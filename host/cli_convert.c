@@ -63,7 +63,7 @@ int tc_cmd_convert(int argc, char **argv) {
         return tc_cli_report("convert");
     tc_status st = tc_checkpoint_save(out, fmt, &cfg, &layout, params);
     free(params);
-    size_t total = layout.total;
+    size_t total = layout.packed_total;
     tc_param_layout_free(&layout);
     if (st != TC_OK) return tc_cli_report("convert");
     printf("wrote %s (%s layout, %zu parameters)\n", out,

@@ -92,7 +92,9 @@ typedef struct {
     tc_l0_adamw opt;
     tc_l0_rng rng;
     float *z, *dz_dloga, *dloss_dz, *grad; /* host: n_loga, n_loga, n_loga, count */
-    float *z_dev, *dz_dev;                 /* device: n_loga */
+    tc_l0_device_layout dl;                /* the device vectors' aligned rows */
+    float *stage;                          /* host: dl.total, z or dz in that layout */
+    float *z_dev, *dz_dev;                 /* device: dl.total */
     tc_tower_masks tm;
 } tower_l0;
 
@@ -349,8 +351,8 @@ static tc_status save_checkpoint(run_ctx *c, int i, tc_model *m, const float *mo
     TC_TRY(tc_mkdir_p(tmp));
     /* weights first, in open_clip layout */
     const tc_param_layout *L = tc_model_layout(m);
-    size_t P = L->total;
-    float *buf = malloc(P * sizeof(float));
+    size_t P = L->packed_total; /* the moments: packed */
+    float *buf = malloc(L->total * sizeof(float));
     if (!buf) return tc_fail(TC_ERR_OOM, "checkpoint: out of memory");
     tc_status s = tc_model_get_params(m, buf);
     if (s == TC_OK) s = tc_checkpoint_save(tmp, TC_FORMAT_OPENCLIP, tc_model_cfg(m), L, buf);
@@ -490,6 +492,7 @@ static void l0_free(tc_backend *be, tower_l0 *t) {
     if (t->z_dev) be->free(be, t->z_dev);
     if (t->dz_dev) be->free(be, t->dz_dev);
     free(t->z);
+    free(t->stage);
     free(t->dz_dloga);
     free(t->dloss_dz);
     free(t->grad);
@@ -515,27 +518,34 @@ static tc_status l0_setup(tc_backend *be, tower_l0 *t, uint64_t seed, int rank) 
     t->dz_dloga = calloc(n, sizeof(float));
     t->dloss_dz = calloc(n, sizeof(float));
     t->grad = calloc(t->masks.count, sizeof(float));
-    if (!t->z || !t->dz_dloga || !t->dloss_dz || !t->grad)
+    t->dl = tc_l0_device_layout_of(&t->masks);
+    t->stage = calloc(t->dl.total, sizeof(float));
+    if (!t->z || !t->dz_dloga || !t->dloss_dz || !t->grad || !t->stage)
         return tc_fail(TC_ERR_OOM, "masks: out of memory");
-    TC_TRY(be->alloc(be, n * sizeof(float), (void **)&t->z_dev));
-    TC_TRY(be->alloc(be, n * sizeof(float), (void **)&t->dz_dev));
-    int C = t->masks.hidden, L = t->masks.layers, NH = t->masks.heads, M = t->masks.inter;
+    TC_TRY(be->alloc(be, t->dl.total * sizeof(float), (void **)&t->z_dev));
+    TC_TRY(be->alloc(be, t->dl.total * sizeof(float), (void **)&t->dz_dev));
     t->tm = (tc_tower_masks){.hidden = t->z_dev,
-                             .heads = t->z_dev + C,
-                             .inter = t->z_dev + C + (size_t)L * NH,
+                             .heads = t->z_dev + t->dl.heads,
+                             .inter = t->z_dev + t->dl.inter,
                              .dhidden = t->dz_dev,
-                             .dheads = t->dz_dev + C,
-                             .dinter = t->dz_dev + C + (size_t)L * NH,
-                             .heads_stride = NH,
-                             .inter_stride = M};
+                             .dheads = t->dz_dev + t->dl.heads,
+                             .dinter = t->dz_dev + t->dl.inter,
+                             .heads_stride = t->dl.heads_stride,
+                             .inter_stride = t->dl.inter_stride};
     return TC_OK;
+}
+
+/* t->z (packed) into the device vector */
+static tc_status l0_upload_z(tc_backend *be, tower_l0 *t) {
+    tc_l0_to_device(&t->masks, &t->dl, t->stage, t->z);
+    return be->upload(be, t->z_dev, t->stage, t->dl.total * sizeof(float));
 }
 
 /* the deterministic masks (eval, pruning) into the device buffers */
 static tc_status l0_install_deterministic(tc_backend *be, tower_l0 *t, int round_to) {
     if (!t->on) return TC_OK;
     TC_TRY(tc_l0_deterministic(&t->masks, round_to, t->z));
-    return be->upload(be, t->z_dev, t->z, t->masks.n_loga * sizeof(float));
+    return l0_upload_z(be, t);
 }
 
 /* ---- one stage ---- */
@@ -819,7 +829,7 @@ static tc_status resume_from(stage_run *r, const char *ckpt) {
     }
     if (s == TC_OK) s = make_student(r, &h.cfg, h.params, r->masked);
     if (s == TC_OK) {
-        size_t P = tc_model_layout(r->student)->total;
+        size_t P = tc_model_layout(r->student)->packed_total;
         float *buf = malloc(2 * P * sizeof(float));
         if (!buf) s = tc_fail(TC_ERR_OOM, "resume: out of memory");
         if (s == TC_OK) s = read_state_tensor(f, "adam.m", buf, P);
@@ -894,8 +904,8 @@ static tc_status masked_step(stage_run *r, const tc_batch *b, tc_step_result *re
         tower_l0 *t = &r->l0[k];
         if (!t->on) continue;
         tc_l0_sample(&t->masks, &t->rng, t->z, t->dz_dloga);
-        TC_TRY(be->upload(be, t->z_dev, t->z, t->masks.n_loga * sizeof(float)));
-        be->zero(be, t->dz_dev, t->masks.n_loga * sizeof(float));
+        TC_TRY(l0_upload_z(be, t));
+        be->zero(be, t->dz_dev, t->dl.total * sizeof(float));
     }
     TC_TRY(tc_trainer_compute(r->trainer, b->images, b->tokens, b->n, res));
     tc_l0_masks *towers[2];
@@ -904,7 +914,8 @@ static tc_status masked_step(stage_run *r, const tc_batch *b, tc_step_result *re
     for (int k = 0; k < 2; k++) {
         tower_l0 *t = &r->l0[k];
         if (!t->on) continue;
-        TC_TRY(be->download(be, t->dloss_dz, t->dz_dev, t->masks.n_loga * sizeof(float)));
+        TC_TRY(be->download(be, t->stage, t->dz_dev, t->dl.total * sizeof(float)));
+        tc_l0_from_device(&t->masks, &t->dl, t->dloss_dz, t->stage);
         memset(t->grad, 0, t->masks.count * sizeof(float));
         tc_l0_backward_z(t->grad, t->dloss_dz, t->dz_dloga, t->masks.n_loga);
         towers[n] = &t->masks;
@@ -1245,7 +1256,7 @@ static tc_status run_stage(run_ctx *c, int i) {
             char *cursors = NULL;
             if (s == TC_OK && c->world > 1) s = gather_cursors(c, &r.meta.cursor, &cursors);
             /* the moments of every rank (collective with ZeRO-1) */
-            size_t P = tc_model_layout(r.student)->total;
+            size_t P = tc_model_layout(r.student)->packed_total;
             float *moments = malloc(2 * P * sizeof(float));
             if (s == TC_OK && !moments) s = tc_fail(TC_ERR_OOM, "checkpoint: out of memory");
             if (s == TC_OK) s = tc_trainer_get_moments(r.trainer, moments, moments + P);

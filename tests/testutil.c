@@ -34,6 +34,16 @@ void tc_fill_uniform(float *x, size_t n, uint64_t *state, float scale) {
     }
 }
 
+void tc_test_set_padding(const tc_param_layout *layout, float *buf, float value) {
+    size_t at = 0;
+    for (int i = 0; i <= layout->count; i++) {
+        size_t next = i < layout->count ? layout->params[i].offset : layout->total;
+        for (; at < next; at++)
+            buf[at] = value;
+        if (i < layout->count) at = next + layout->params[i].count;
+    }
+}
+
 double tc_max_abs_diff(const float *a, const float *ref, size_t n) {
     double m = 0;
     for (size_t i = 0; i < n; i++) {

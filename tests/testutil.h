@@ -10,6 +10,7 @@
 #include <cmocka.h>
 
 #include "model_config.h"
+#include "params.h"
 
 /* absolute path of a file under tests/fixtures (static buffer per call site use) */
 const char *tc_fixture(const char *relative, char *buf, size_t cap);
@@ -18,6 +19,9 @@ int tc_file_exists(const char *path);
 /* deterministic uniform [-scale, scale) */
 void tc_fill_uniform(float *x, size_t n, uint64_t *state, float scale);
 uint64_t tc_test_rand(uint64_t *state);
+/* every element of buf (layout->total) outside the tensors = value: the
+ * padding between tensors (zero in every buffer the engine fills) */
+void tc_test_set_padding(const tc_param_layout *layout, float *buf, float value);
 
 /* max_i |a_i - ref_i| / max_i |ref_i|: error relative to the tensor's magnitude */
 double tc_rel_err(const float *a, const float *ref, size_t n);

@@ -101,7 +101,8 @@ void tc_cpu_softmax_xent_rows(tc_backend *b, float *loss, float *dsim, float *dl
                               float w_hard, float w_soft);
 
 /* cpu_optim.c */
-void tc_cpu_sum_squares(tc_backend *b, float *out, const float *g, size_t n);
+void tc_cpu_sum_squares(tc_backend *b, float *out, const float *g, const tc_param_segment *segs,
+                        int nseg);
 void tc_cpu_clip_coefficient(tc_backend *b, float *scale, const float *sum_sq, float max_norm);
 void tc_cpu_adamw_update(tc_backend *b, float *params, const float *grads, float *m, float *v,
                          tc_act *compute, const tc_param_segment *segs, int nseg,
