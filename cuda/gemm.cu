@@ -9,9 +9,12 @@
  *
  * cuBLASLt's heuristic assumes 256-byte aligned pointers unless told
  * otherwise; parameter views sit at arbitrary element offsets, so the real
- * alignment of every pointer is passed in the preference. when no cuBLASLt
- * algorithm fits (odd alignment, odd leading dimension) a plain tiled kernel
- * with fp32 accumulation computes the same product. */
+ * alignment of every pointer is passed in the preference (the parameter
+ * arena puts every tensor on 256 bytes, engine/params.h, so only unusual
+ * callers pass less). when no cuBLASLt algorithm fits (odd alignment, odd
+ * leading dimension) a plain tiled kernel with fp32 accumulation computes
+ * the same product, slowly: each such call is counted in the backend's
+ * gemm_fallbacks, which tinyclip bench prints. */
 #include <stdio.h>
 
 #include "cuda_internal.h"
@@ -89,6 +92,7 @@ static void launch_fallback(tc_cuda_backend *cu, const lt_gemm *g, const char *w
 }
 
 static void run_fallback(tc_cuda_backend *cu, const lt_gemm *g, const char *what) {
+    cu->base.gemm_fallbacks++; /* never silent: tinyclip bench prints the count */
     if (g->m > 65535 * 16) {
         tc_cuda_record(cu, TC_ERR_UNSUPPORTED, "cuda %s: fallback gemm with m=%d rows", what, g->m);
         return;

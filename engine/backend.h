@@ -60,6 +60,10 @@ struct tc_backend {
     /* 1: the model runs patch_embed_forward / _backward_weight below instead
      * of patchify + GEMM (CUDA: TINYCLIP_PATCH_EMBED=cudnn at creation) */
     int prefer_patch_embed;
+    /* GEMMs that ran on a slow fallback kernel because the GEMM library had
+     * no algorithm for their shape and alignments (CUDA; 0 elsewhere). a
+     * healthy run keeps it at 0; tinyclip bench prints it */
+    long long gemm_fallbacks;
 
     /* ---- optional ops: NULL where the backend has none ----
      * the patch embedding as one convolution (conv1: kernel = stride = P, no

@@ -272,9 +272,17 @@ static void run_linear(const linear_case *k) {
     if (g_gpu->upload(g_gpu, g_dw, dw0, nw * 4) != TC_OK ||
         g_gpu->upload(g_gpu, g_db, db0, (size_t)OC * 4) != TC_OK)
         fail_msg("upload");
+    const long long fallbacks = g_gpu->gemm_fallbacks;
     g_gpu->linear_forward(g_gpu, g_out, g_inp, g_w, g_b, N, C, OC, k->w_trans);
     g_gpu->linear_backward(g_gpu, g_dinp, g_dw, g_db, g_dout, g_inp, g_w, N, C, OC, k->w_trans);
     bsync(g_gpu, "cuda linear");
+    /* the aligned CLIP shapes (the parameter arena's case) must get cuBLASLt
+     * kernels for all three products, never the slow fallback */
+    const long long fell = g_gpu->gemm_fallbacks - fallbacks;
+    if (fell) printf("  %lld of 3 GEMMs ran on the fallback kernel\n", fell);
+    if (fell && !k->misalign && C % 64 == 0 && OC % 64 == 0)
+        fail_msg("linear N=%d C=%d OC=%d: %lld GEMMs fell back with aligned operands", N, C, OC,
+                 fell);
     float *o = hmalloc((size_t)N * OC * 4), *di = hmalloc((size_t)N * C * 4);
     float *dwh = hmalloc(nw * 4), *dbh = hmalloc(OC * 4);
     get_act(g_gpu, o, g_out, (size_t)N * OC);
