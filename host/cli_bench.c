@@ -2,6 +2,8 @@
  * more model configs on a backend, with random inputs. the training step is
  * the whole step (both towers forward and backward, loss, clipping, AdamW);
  * with --teacher it is a distillation step (teacher forward + affinity loss).
+ * every line gives the FLOPs per sample of the one FLOP model
+ * (engine/flops.h) and how many GEMMs ran on the CUDA fallback kernel.
  * `tinyclip bench --data ...` benchmarks the data pipeline instead. */
 #include <dirent.h>
 #include <stdio.h>
@@ -138,30 +140,31 @@ static void random_inputs(const tc_model_config *c, int B, float *images, int32_
     }
 }
 
-static void report(const bench_args *a, const tc_model_config *c, const char *mode,
-                   double seconds, int steps, size_t bytes, tc_backend *be) {
+/* one measurement; the FLOPs per sample come from the one FLOP model
+ * (engine/flops.h): distill counts the teacher's forward of both towers
+ * and the student's forward and backward */
+static void report(const bench_args *a, const tc_model_config *c, const tc_model_config *teacher,
+                   tc_step_kind kind, const char *mode, double seconds, int steps, size_t bytes,
+                   tc_backend *be, long long fallbacks) {
     double ips = (double)a->batch * steps / seconds;
-    double gi, gt;
-    tc_model_flops(c, &gi, &gt);
-    /* training: forward + backward ~ 3x forward, both towers */
-    int train = strncmp(mode, "train", 5) == 0;
-    double flops_per_sample = (train ? 3.0 : 1.0) * (gi + (train ? gt : 0.0)) * 1e9;
-    double gflops_s = ips * flops_per_sample / 1e9;
+    double gflop = tc_step_gflops(kind, c, teacher);
+    double gflops_s = ips * gflop;
     /* device_mb: the engine's buffers; peak_mb: what the process holds at
      * its peak (backend memory_peak: the whole device's use on CUDA) */
     double peak_mb = be->memory_peak(be) / 1048576.0;
     if (a->json)
         printf("{\"framework\":\"tinyclip\",\"model\":\"%s\",\"mode\":\"%s\",\"backend\":\"%s\","
                "\"batch\":%d,\"threads\":%d,\"images_per_s\":%.3f,\"step_ms\":%.3f,"
-               "\"gflops_per_s\":%.2f,\"device_mb\":%.1f,\"peak_mb\":%.1f%s%s%s}\n",
-               c->name, mode, be->name, a->batch, a->threads, ips, 1e3 * seconds / steps, gflops_s,
-               bytes / 1048576.0, peak_mb, a->teacher ? ",\"teacher\":\"" : "",
+               "\"gflop_per_sample\":%.4f,\"gflops_per_s\":%.2f,\"gemm_fallbacks\":%lld,"
+               "\"device_mb\":%.1f,\"peak_mb\":%.1f%s%s%s}\n",
+               c->name, mode, be->name, a->batch, a->threads, ips, 1e3 * seconds / steps, gflop,
+               gflops_s, fallbacks, bytes / 1048576.0, peak_mb, a->teacher ? ",\"teacher\":\"" : "",
                a->teacher ? a->teacher : "", a->teacher ? "\"" : "");
     else
         printf("%-34s %-6s %-5s batch %4d  %9.2f images/s  %9.2f ms/step  %8.2f GFLOP/s  %8.1f MB"
-               " (peak %.1f MB)  %.3f GFLOPs/image\n",
+               " (peak %.1f MB)  %.3f GFLOP/sample  gemm fallbacks %lld\n",
                c->name, mode, be->name, a->batch, ips, 1e3 * seconds / steps, gflops_s,
-               bytes / 1048576.0, peak_mb, gi);
+               bytes / 1048576.0, peak_mb, gflop, fallbacks);
     fflush(stdout);
 }
 
@@ -198,6 +201,7 @@ static int bench_train(const bench_args *a, tc_backend *be, const tc_model_confi
     }
     random_inputs(c, a->batch, images, ids, 3);
     tc_step_result r;
+    const long long fallbacks = be->gemm_fallbacks;
     for (int i = 0; i < a->warmup; i++)
         if (tc_trainer_step(tr, images, ids, a->batch, &r) != TC_OK) goto done;
     if (be->synchronize(be) != TC_OK) goto done;
@@ -220,7 +224,8 @@ static int bench_train(const bench_args *a, tc_backend *be, const tc_model_confi
     char mode[32];
     if (a->accum > 1) snprintf(mode, sizeof mode, "%s/%d", kind, a->accum);
     else snprintf(mode, sizeof mode, "%s", kind);
-    report(a, c, mode, seconds, a->steps, bytes, be);
+    report(a, c, teacher_cfg, teacher ? TC_STEP_DISTILL : TC_STEP_TRAIN, mode, seconds, a->steps,
+           bytes, be, be->gemm_fallbacks - fallbacks);
     rc = 0;
 done:
     if (rc) tc_cli_report("bench");
@@ -247,6 +252,7 @@ static int bench_infer(const bench_args *a, tc_backend *be, const tc_model_confi
         goto done;
     }
     random_inputs(c, a->batch, images, ids, 3);
+    const long long fallbacks = be->gemm_fallbacks;
     for (int i = 0; i < a->warmup; i++)
         if (tc_model_encode_image(m, images, a->batch) != TC_OK) goto done;
     if (be->synchronize(be) != TC_OK) goto done;
@@ -254,7 +260,8 @@ static int bench_infer(const bench_args *a, tc_backend *be, const tc_model_confi
     for (int i = 0; i < a->steps; i++)
         if (tc_model_encode_image(m, images, a->batch) != TC_OK) goto done;
     if (be->synchronize(be) != TC_OK) goto done;
-    report(a, c, "infer", now_seconds() - t0, a->steps, tc_model_device_bytes(m), be);
+    report(a, c, NULL, TC_STEP_INFER, "infer", now_seconds() - t0, a->steps,
+           tc_model_device_bytes(m), be, be->gemm_fallbacks - fallbacks);
     rc = 0;
 done:
     if (rc) tc_cli_report("bench");
