@@ -6,6 +6,9 @@
 
 #include <stddef.h>
 
+#include "host_alloc.h"
+#include "status.h"
+
 #ifdef __cplusplus
 extern "C" {
 #endif
@@ -18,13 +21,10 @@ int tc_cuda_device_count(char *why, size_t cap);
 /* name and compute capability of a device, for logs ("NVIDIA H100 ... sm_90") */
 void tc_cuda_device_name(int device, char *buf, size_t cap);
 
-#ifndef __cplusplus
-/* C only: the loader's types are C. fills *out with an allocator of pinned
- * host memory (cudaHostAlloc, portable; cudaFreeHost) for tc_loader_cfg's
- * allocator; TC_ERR_UNSUPPORTED without a CUDA device (pinned.c) */
-#include "../host/loader.h"
+/* fills *out with an allocator of pinned host memory (cudaHostAlloc,
+ * portable; cudaFreeHost), e.g. for the data loader's batches;
+ * TC_ERR_UNSUPPORTED without a CUDA device (pinned.c) */
 tc_status tc_cuda_pinned_allocator(tc_batch_allocator *out);
-#endif
 
 #ifdef __cplusplus
 }

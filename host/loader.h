@@ -45,15 +45,10 @@
 #include <stdio.h>
 
 #include "dataset.h"
+#include "host_alloc.h"
 #include "image_transform.h"
 #include "status.h"
 #include "tokenizer.h"
-
-typedef struct {
-    void *(*alloc)(size_t bytes, void *ctx); /* NULL on failure */
-    void (*free)(void *p, void *ctx);
-    void *ctx;
-} tc_batch_allocator;
 
 typedef struct {
     int64_t epoch; /* epoch the next batch belongs to */
