@@ -29,7 +29,8 @@
  * algorithms: once per shape (B, H, W, P, C), at its first call, the first
  * candidate of cudnnGet*Algorithm_v7 (cuDNN's heuristics, best first) that
  * reports CUDNN_DETERMINISTIC (the filter-gradient algorithms with atomics
- * are skipped) and needs at most 256 MiB of workspace. not cudnnFind*: its
+ * are skipped), needs at most 256 MiB of workspace and, in fp32 mode, uses
+ * CUDNN_FMA_MATH (conv_pick.h). not cudnnFind*: its
  * choice by timing can differ from run to run, and with it the bits. the
  * workspace grows once to what the chosen algorithms need; the plan table
  * holds 8 shapes (teacher and student towers, a short last batch); after the
@@ -44,6 +45,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "conv_pick.h"
 #include "cuda_internal.h"
 
 /* TINYCLIP_PATCH_EMBED: 1 for cudnn, 0 for gemm (unset or empty) */
@@ -208,23 +210,36 @@ static bool dnn_ok(tc_cuda_backend *cu, cudnnStatus_t s, const char *op, const c
     return false;
 }
 
-/* the handle and descriptors, created at the first call */
+/* the handle and descriptors, created at the first call. all or nothing:
+ * what was created before a failure is destroyed, so a later call starts
+ * clean and nothing leaks */
 static bool conv_ready(tc_cuda_backend *cu, const char *op) {
     tc_cuda_conv *cv = cu->conv;
     const dnn_api &d = cv->api;
     if (cv->handle) return true;
     cudnnHandle_t h = NULL;
-    if (!dnn_ok(cu, d.cudnnCreate(&h), op, "cudnnCreate")) return false;
-    if (!dnn_ok(cu, d.cudnnSetStream(h, cu->stream), op, "cudnnSetStream") ||
-        !dnn_ok(cu, d.cudnnCreateTensorDescriptor(&cv->x), op, "tensor descriptor") ||
-        !dnn_ok(cu, d.cudnnCreateTensorDescriptor(&cv->y), op, "tensor descriptor") ||
-        !dnn_ok(cu, d.cudnnCreateFilterDescriptor(&cv->w), op, "filter descriptor") ||
-        !dnn_ok(cu, d.cudnnCreateConvolutionDescriptor(&cv->conv), op, "convolution descriptor")) {
-        d.cudnnDestroy(h);
-        return false;
+    cudnnTensorDescriptor_t x = NULL, y = NULL;
+    cudnnFilterDescriptor_t w = NULL;
+    cudnnConvolutionDescriptor_t conv = NULL;
+    if (dnn_ok(cu, d.cudnnCreate(&h), op, "cudnnCreate") &&
+        dnn_ok(cu, d.cudnnSetStream(h, cu->stream), op, "cudnnSetStream") &&
+        dnn_ok(cu, d.cudnnCreateTensorDescriptor(&x), op, "tensor descriptor") &&
+        dnn_ok(cu, d.cudnnCreateTensorDescriptor(&y), op, "tensor descriptor") &&
+        dnn_ok(cu, d.cudnnCreateFilterDescriptor(&w), op, "filter descriptor") &&
+        dnn_ok(cu, d.cudnnCreateConvolutionDescriptor(&conv), op, "convolution descriptor")) {
+        cv->handle = h;
+        cv->x = x;
+        cv->y = y;
+        cv->w = w;
+        cv->conv = conv;
+        return true;
     }
-    cv->handle = h;
-    return true;
+    if (conv) d.cudnnDestroyConvolutionDescriptor(conv);
+    if (w) d.cudnnDestroyFilterDescriptor(w);
+    if (y) d.cudnnDestroyTensorDescriptor(y);
+    if (x) d.cudnnDestroyTensorDescriptor(x);
+    if (h) d.cudnnDestroy(h);
+    return false;
 }
 
 /* the descriptors of one shape (host-only calls, microseconds) */
@@ -304,26 +319,22 @@ static bool workspace_reserve(tc_cuda_backend *cu, const char *op, size_t bytes)
     return true;
 }
 
-/* a candidate the plan may keep: it ran, gives the same bits every time, and
- * (fp32 mode) does not use tensor cores, i.e. no TF32 */
-template <typename Perf> static bool usable(const tc_cuda_backend *cu, const Perf &p) {
-    if (p.status != CUDNN_STATUS_SUCCESS || p.determinism != CUDNN_DETERMINISTIC) return false;
-    if (cu->fp32 &&
-        (p.mathType == CUDNN_TENSOR_OP_MATH || p.mathType == CUDNN_TENSOR_OP_MATH_ALLOW_CONVERSION))
-        return false;
-    return true;
-}
-
-/* the first usable candidate in the heuristics' order whose workspace is
- * within the cap, else -1. the heuristics are a function of the shape, the
- * GPU and the cuDNN version only, so every run picks the same algorithm and
- * gets the same bits; cudnnFind* would pick by timing, which can differ from
- * run to run (and break bit-identical resumes) */
+/* the first usable candidate in the heuristics' order (conv_pick.h), else
+ * -1. the heuristics are a function of the shape, the GPU and the cuDNN
+ * version only, so every run picks the same algorithm and gets the same
+ * bits; cudnnFind* would pick by timing, which can differ from run to run
+ * (and break bit-identical resumes) */
 template <typename Perf>
 static int pick_candidate(const tc_cuda_backend *cu, const Perf *c, int n) {
-    for (int i = 0; i < n; i++)
-        if (usable(cu, c[i]) && c[i].memory <= CONV_WORKSPACE_CAP) return i;
-    return -1;
+    tc_conv_candidate k[CONV_MAX_ALGOS];
+    if (n > CONV_MAX_ALGOS) n = CONV_MAX_ALGOS;
+    for (int i = 0; i < n; i++) {
+        k[i].ran = c[i].status == CUDNN_STATUS_SUCCESS;
+        k[i].deterministic = c[i].determinism == CUDNN_DETERMINISTIC;
+        k[i].fma_math = c[i].mathType == CUDNN_FMA_MATH;
+        k[i].workspace = c[i].memory;
+    }
+    return tc_conv_pick(k, n, cu->fp32, CONV_WORKSPACE_CAP);
 }
 
 static bool plan_forward(tc_cuda_backend *cu, conv_plan *pl) {
