@@ -210,6 +210,17 @@ static bool dnn_ok(tc_cuda_backend *cu, cudnnStatus_t s, const char *op, const c
     return false;
 }
 
+/* destroys whichever of the handle and descriptors exist (NULL: not made) */
+static void release(const dnn_api &d, cudnnHandle_t h, cudnnTensorDescriptor_t x,
+                    cudnnTensorDescriptor_t y, cudnnFilterDescriptor_t w,
+                    cudnnConvolutionDescriptor_t conv) {
+    if (conv) d.cudnnDestroyConvolutionDescriptor(conv);
+    if (w) d.cudnnDestroyFilterDescriptor(w);
+    if (y) d.cudnnDestroyTensorDescriptor(y);
+    if (x) d.cudnnDestroyTensorDescriptor(x);
+    if (h) d.cudnnDestroy(h);
+}
+
 /* the handle and descriptors, created at the first call. all or nothing:
  * what was created before a failure is destroyed, so a later call starts
  * clean and nothing leaks */
@@ -234,11 +245,7 @@ static bool conv_ready(tc_cuda_backend *cu, const char *op) {
         cv->conv = conv;
         return true;
     }
-    if (conv) d.cudnnDestroyConvolutionDescriptor(conv);
-    if (w) d.cudnnDestroyFilterDescriptor(w);
-    if (y) d.cudnnDestroyTensorDescriptor(y);
-    if (x) d.cudnnDestroyTensorDescriptor(x);
-    if (h) d.cudnnDestroy(h);
+    release(d, h, x, y, w, conv);
     return false;
 }
 
@@ -536,13 +543,8 @@ void tc_cuda_conv_destroy(tc_cuda_backend *cu) {
     tc_cuda_conv *cv = cu->conv;
     if (!cv) return;
     const dnn_api &d = cv->api;
-    if (d.cudnnCreate) { /* loaded: the handle and descriptors may exist */
-        if (cv->conv) d.cudnnDestroyConvolutionDescriptor(cv->conv);
-        if (cv->w) d.cudnnDestroyFilterDescriptor(cv->w);
-        if (cv->y) d.cudnnDestroyTensorDescriptor(cv->y);
-        if (cv->x) d.cudnnDestroyTensorDescriptor(cv->x);
-        if (cv->handle) d.cudnnDestroy(cv->handle);
-    }
+    if (d.cudnnCreate) /* loaded: the handle and descriptors may exist */
+        release(d, cv->handle, cv->x, cv->y, cv->w, cv->conv);
     cudaFree(cv->workspace);
     free(cv);
     cu->conv = NULL;
