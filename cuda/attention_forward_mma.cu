@@ -187,9 +187,7 @@ __global__ void __launch_bounds__(ATT_MMA_THREADS)
 }
 
 bool tc_cuda_attention_mma_selected(const tc_cuda_backend *cu) {
-    if (cu->fp32) return false;
-    const char *s = getenv("TINYCLIP_ATTENTION");
-    return s != NULL && strcmp(s, "mma") == 0;
+    return !cu->fp32 && cu->opt.attention == TC_ATTENTION_MMA;
 }
 
 template <int HS>

@@ -64,7 +64,7 @@ static tc_status cu_report(tc_cuda_backend *cu) {
     return tc_fail(cu->err, "%s", cu->err_msg);
 }
 
-static tc_status cu_alloc(tc_backend *b, size_t bytes, void **ptr) {
+tc_status tc_cuda_alloc(tc_backend *b, size_t bytes, void **ptr) {
     tc_cuda_backend *cu = tc_cu(b);
     *ptr = NULL;
     void *p = NULL;
@@ -87,7 +87,7 @@ static tc_status cu_alloc(tc_backend *b, size_t bytes, void **ptr) {
     return TC_OK;
 }
 
-static void cu_free(tc_backend *b, void *ptr) {
+void tc_cuda_free(tc_backend *b, void *ptr) {
     tc_cuda_backend *cu = tc_cu(b);
     if (!ptr) return;
     /* queued kernels may still use the buffer; free is never on the hot path */
@@ -95,7 +95,7 @@ static void cu_free(tc_backend *b, void *ptr) {
     tc_cuda_ok(cu, cudaFree(ptr), "cudaFree");
 }
 
-static tc_status cu_upload(tc_backend *b, void *dst, const void *host_src, size_t bytes) {
+tc_status tc_cuda_upload(tc_backend *b, void *dst, const void *host_src, size_t bytes) {
     tc_cuda_backend *cu = tc_cu(b);
     if (bytes == 0) return cu_report(cu);
     cudaError_t e = cudaMemcpyAsync(dst, host_src, bytes, cudaMemcpyHostToDevice, cu->stream);
@@ -108,7 +108,7 @@ static tc_status cu_upload(tc_backend *b, void *dst, const void *host_src, size_
     return cu_report(cu);
 }
 
-static tc_status cu_download(tc_backend *b, void *host_dst, const void *src, size_t bytes) {
+tc_status tc_cuda_download(tc_backend *b, void *host_dst, const void *src, size_t bytes) {
     tc_cuda_backend *cu = tc_cu(b);
     cudaError_t e = cudaSuccess;
     if (bytes) e = cudaMemcpyAsync(host_dst, src, bytes, cudaMemcpyDeviceToHost, cu->stream);
@@ -121,14 +121,14 @@ static tc_status cu_download(tc_backend *b, void *host_dst, const void *src, siz
     return cu_report(cu);
 }
 
-static tc_status cu_synchronize(tc_backend *b) {
+tc_status tc_cuda_synchronize(tc_backend *b) {
     tc_cuda_backend *cu = tc_cu(b);
     cudaError_t e = cudaStreamSynchronize(cu->stream);
     if (e != cudaSuccess) tc_cuda_ok(cu, e, "stream synchronize (an earlier kernel failed)");
     return cu_report(cu);
 }
 
-static tc_status cu_upload_async(tc_backend *b, void *dst, const void *host_src, size_t bytes) {
+tc_status tc_cuda_upload_async(tc_backend *b, void *dst, const void *host_src, size_t bytes) {
     tc_cuda_backend *cu = tc_cu(b);
     if (bytes == 0) return cu_report(cu);
     cudaError_t e = cudaMemcpyAsync(dst, host_src, bytes, cudaMemcpyHostToDevice, cu->stream);
@@ -152,10 +152,10 @@ static tc_status cu_fence(tc_cuda_backend *cu, int slot, int wait) {
     return cu_report(cu);
 }
 
-static tc_status cu_fence_record(tc_backend *b, int slot) { return cu_fence(tc_cu(b), slot, 0); }
-static tc_status cu_fence_wait(tc_backend *b, int slot) { return cu_fence(tc_cu(b), slot, 1); }
+tc_status tc_cuda_fence_record(tc_backend *b, int slot) { return cu_fence(tc_cu(b), slot, 0); }
+tc_status tc_cuda_fence_wait(tc_backend *b, int slot) { return cu_fence(tc_cu(b), slot, 1); }
 
-static size_t cu_memory_peak(tc_backend *b) {
+size_t tc_cuda_memory_peak(tc_backend *b) {
     tc_cuda_backend *cu = tc_cu(b);
     size_t free_b = 0, total_b = 0;
     cudaSetDevice(cu->device);
@@ -163,7 +163,7 @@ static size_t cu_memory_peak(tc_backend *b) {
     return total_b - free_b;
 }
 
-static void cu_destroy(tc_backend *b) {
+void tc_cuda_destroy(tc_backend *b) {
     tc_cuda_backend *cu = tc_cu(b);
     if (!cu) return;
     if (cu->stream) cudaStreamSynchronize(cu->stream);
@@ -179,8 +179,10 @@ static void cu_destroy(tc_backend *b) {
     free(cu);
 }
 
-extern "C" tc_status tc_backend_cuda_create(tc_backend **out, int device, int fp32_mode) {
+extern "C" tc_status tc_backend_cuda_create(tc_backend **out, const tc_backend_options *opt) {
     *out = NULL;
+    const tc_backend_options o = opt ? *opt : tc_backend_options_default();
+    const int device = o.device;
     char why[256] = "";
     int count = tc_cuda_device_count(why, sizeof why);
     if (count <= 0) return tc_fail(TC_ERR_UNSUPPORTED, "no CUDA device: %s", why);
@@ -194,7 +196,8 @@ extern "C" tc_status tc_backend_cuda_create(tc_backend **out, int device, int fp
     tc_cuda_backend *cu = (tc_cuda_backend *)calloc(1, sizeof *cu);
     if (!cu) return tc_fail(TC_ERR_OOM, "cuda: out of host memory for the backend handle");
     cu->device = device;
-    cu->fp32 = fp32_mode ? 1 : 0;
+    cu->fp32 = o.fp32 ? 1 : 0;
+    cu->opt = o;
     tc_status st = TC_OK;
     cublasStatus_t bs;
 
@@ -230,56 +233,13 @@ extern "C" tc_status tc_backend_cuda_create(tc_backend **out, int device, int fp
         tc_backend *t = &cu->base;
         t->name = "cuda";
         t->act_bytes = cu->fp32 ? sizeof(float) : sizeof(__nv_bfloat16);
-        t->separate_compute_weights = cu->fp32 ? 0 : 1;
-        t->alloc = cu_alloc;
-        t->free = cu_free;
-        t->upload = cu_upload;
-        t->download = cu_download;
-        t->synchronize = cu_synchronize;
-        t->memory_peak = cu_memory_peak;
-        t->upload_async = cu_upload_async;
-        t->fence_record = cu_fence_record;
-        t->fence_wait = cu_fence_wait;
-        t->destroy = cu_destroy;
-        t->fill_f32 = tc_cuda_fill_f32;
-        t->zero = tc_cuda_zero;
-        t->copy = tc_cuda_copy;
-        t->f32_to_act = tc_cuda_f32_to_act;
-        t->act_to_f32 = tc_cuda_act_to_f32;
-        t->add = tc_cuda_add;
-        t->scale_f32 = tc_cuda_scale_f32;
-        t->linear_forward = tc_cuda_linear_forward;
-        t->linear_backward = tc_cuda_linear_backward;
-        t->gemm_f32 = tc_cuda_gemm_f32;
-        t->layernorm_forward = tc_cuda_layernorm_forward;
-        t->layernorm_backward = tc_cuda_layernorm_backward;
-        t->gelu_forward = tc_cuda_gelu_forward;
-        t->gelu_backward = tc_cuda_gelu_backward;
-        t->attention_forward = tc_cuda_attention_forward;
-        t->attention_backward = tc_cuda_attention_backward;
-        t->patchify = tc_cuda_patchify;
-        t->vision_embed_forward = tc_cuda_vision_embed_forward;
-        t->vision_embed_backward = tc_cuda_vision_embed_backward;
-        t->token_embed_forward = tc_cuda_token_embed_forward;
-        t->token_embed_backward = tc_cuda_token_embed_backward;
-        t->argmax_rows = tc_cuda_argmax_rows;
-        t->pool_gather_forward = tc_cuda_pool_gather_forward;
-        t->pool_gather_backward = tc_cuda_pool_gather_backward;
-        t->pool_mean_forward = tc_cuda_pool_mean_forward;
-        t->pool_mean_backward = tc_cuda_pool_mean_backward;
-        t->l2norm_forward = tc_cuda_l2norm_forward;
-        t->l2norm_backward = tc_cuda_l2norm_backward;
-        t->softmax_xent_rows = tc_cuda_softmax_xent_rows;
-        t->sum_squares = tc_cuda_sum_squares;
-        t->clip_coefficient = tc_cuda_clip_coefficient;
-        t->adamw_update = tc_cuda_adamw_update;
-        t->clamp_f32 = tc_cuda_clamp_f32;
-        t->all_finite = tc_cuda_all_finite;
-        t->step_gate = tc_cuda_step_gate;
-        t->mask_cols_forward = tc_cuda_mask_cols_forward;
-        t->mask_cols_backward = tc_cuda_mask_cols_backward;
-        t->layernorm_masked_forward = tc_cuda_layernorm_masked_forward;
-        t->layernorm_masked_backward = tc_cuda_layernorm_masked_backward;
+        t->caps.separate_compute_weights = cu->fp32 ? 0 : 1;
+        t->caps.pinned_host_batches = 1;
+#define TC_OP(ret, name, params) t->name = tc_cuda_##name;
+#define TC_OPTIONAL_OP(ret, name, params) t->name = NULL;
+#include "backend_ops.h"
+#undef TC_OPTIONAL_OP
+#undef TC_OP
     }
     st = tc_cuda_conv_init(cu);
     if (st != TC_OK) goto fail;
@@ -287,6 +247,6 @@ extern "C" tc_status tc_backend_cuda_create(tc_backend **out, int device, int fp
     return TC_OK;
 
 fail:
-    cu_destroy(&cu->base);
+    tc_cuda_destroy(&cu->base);
     return st;
 }

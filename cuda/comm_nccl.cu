@@ -274,7 +274,8 @@ void nccl_destroy(tc_comm *c) {
 
 } // namespace
 
-extern "C" tc_status tc_comm_nccl_create(tc_comm **out, tc_comm *boot, tc_backend *be) {
+extern "C" tc_status tc_comm_nccl_create(tc_comm **out, tc_comm *boot, tc_backend *be,
+                                         double timeout_s) {
     *out = NULL;
     tc_cuda_backend *cu = (tc_cuda_backend *)be;
     if (!be || !be->name || be->name[0] != 'c' || be->name[1] != 'u')
@@ -309,8 +310,7 @@ extern "C" tc_status tc_comm_nccl_create(tc_comm **out, tc_comm *boot, tc_backen
         nccl_destroy(&m->base);
         return tc_fail(TC_ERR_BACKEND, "NCCL: cannot create the side stream and its events");
     }
-    const char *t = getenv("TINYCLIP_COMM_TIMEOUT");
-    m->timeout = t && atoi(t) > 0 ? atoi(t) : 45.0;
+    m->timeout = timeout_s;
     m->boot = boot;
     m->stream = cu->stream;
     m->base.name = "nccl";

@@ -6,7 +6,8 @@
  * keeps alive and destroys after this one.
  *
  * lost peers: before each collective the previous one's completion event is
- * polled against TINYCLIP_COMM_TIMEOUT seconds (default 45) and NCCL's
+ * polled against timeout_s seconds (the caller's; `tinyclip train` takes
+ * TINYCLIP_COMM_TIMEOUT, default 45, through host/dist/world.h) and NCCL's
  * asynchronous error is checked; on either the NCCL communicator is aborted
  * and the call fails with TC_ERR_INTERRUPTED. */
 #ifndef TC_COMM_NCCL_H
@@ -19,8 +20,9 @@ extern "C" {
 #include "backend.h"
 #include "comm.h"
 
-/* be: the CUDA backend of this rank (its device and stream) */
-tc_status tc_comm_nccl_create(tc_comm **out, tc_comm *boot, tc_backend *be);
+/* be: the CUDA backend of this rank (its device and stream); timeout_s (> 0):
+ * how long a collective may wait for a peer */
+tc_status tc_comm_nccl_create(tc_comm **out, tc_comm *boot, tc_backend *be, double timeout_s);
 
 #ifdef __cplusplus
 }

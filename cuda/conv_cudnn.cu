@@ -48,18 +48,6 @@
 #include "conv_pick.h"
 #include "cuda_internal.h"
 
-/* TINYCLIP_PATCH_EMBED: 1 for cudnn, 0 for gemm (unset or empty) */
-static tc_status patch_embed_choice(int *use_cudnn) {
-    const char *v = getenv("TINYCLIP_PATCH_EMBED");
-    *use_cudnn = 0;
-    if (!v || !v[0] || strcmp(v, "gemm") == 0) return TC_OK;
-    if (strcmp(v, "cudnn") == 0) {
-        *use_cudnn = 1;
-        return TC_OK;
-    }
-    return tc_fail(TC_ERR_ARG, "TINYCLIP_PATCH_EMBED=%.64s: expected cudnn or gemm", v);
-}
-
 #ifdef TC_HAVE_CUDNN
 
 #include <cudnn.h>
@@ -521,21 +509,20 @@ static bool dnn_load(dnn_api *a, char *why, size_t cap) {
 }
 
 tc_status tc_cuda_conv_init(tc_cuda_backend *cu) {
-    int use_cudnn = 0;
-    TC_TRY(patch_embed_choice(&use_cudnn));
+    const int use_cudnn = cu->opt.patch_embed == TC_PATCH_EMBED_CONV;
     cu->conv = (tc_cuda_conv *)calloc(1, sizeof *cu->conv);
     if (!cu->conv) return tc_fail(TC_ERR_OOM, "cuda: out of host memory for the cuDNN state");
     char why[512];
     if (!dnn_load(&cu->conv->api, why, sizeof why)) {
         /* the ops stay NULL: the GEMM path is the only one */
         if (use_cudnn)
-            return tc_fail(TC_ERR_UNSUPPORTED, "TINYCLIP_PATCH_EMBED=cudnn: cannot load cuDNN: %s",
-                           why);
+            return tc_fail(TC_ERR_UNSUPPORTED,
+                           "patch embedding by convolution: cannot load cuDNN: %s", why);
         return TC_OK;
     }
     cu->base.patch_embed_forward = patch_embed_forward;
     cu->base.patch_embed_backward_weight = patch_embed_backward_weight;
-    cu->base.prefer_patch_embed = use_cudnn;
+    cu->base.caps.patch_embed_conv = use_cudnn;
     return TC_OK;
 }
 
@@ -553,12 +540,10 @@ void tc_cuda_conv_destroy(tc_cuda_backend *cu) {
 #else /* built without cuDNN: the GEMM path only */
 
 tc_status tc_cuda_conv_init(tc_cuda_backend *cu) {
-    int use_cudnn = 0;
-    TC_TRY(patch_embed_choice(&use_cudnn));
-    if (use_cudnn)
+    if (cu->opt.patch_embed == TC_PATCH_EMBED_CONV)
         return tc_fail(TC_ERR_UNSUPPORTED,
-                       "TINYCLIP_PATCH_EMBED=cudnn: this build has no cuDNN (libcudnn was not "
-                       "found when it was configured)");
+                       "patch embedding by convolution: this build has no cuDNN (libcudnn was "
+                       "not found when it was configured)");
     return TC_OK;
 }
 

@@ -1,6 +1,6 @@
 /* the choice of a cuDNN convolution algorithm among the candidates that
  * cudnnGet*Algorithm_v7 returns (cuDNN's heuristics, best first), in plain
- * C with no cuDNN types, so that tests/test_cuda_launch.c checks it on a
+ * C with no cuDNN types, so that tests/cuda/test_cuda_launch.c checks it on a
  * machine without a GPU or cuDNN, on made-up candidate lists. conv_cudnn.cu
  * turns each cuDNN perf record into a tc_conv_candidate. */
 #ifndef TC_CUDA_CONV_PICK_H

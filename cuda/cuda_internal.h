@@ -38,6 +38,7 @@ typedef struct {
     tc_backend base; /* first member: a tc_backend * is a tc_cuda_backend * */
     int device;
     int fp32; /* 1: tc_act is float; 0: tc_act is bf16 */
+    tc_backend_options opt; /* as created (kernel choices) */
     cudaStream_t stream;
     cudaEvent_t fences[TC_FENCES]; /* fence_record / fence_wait */
     cublasLtHandle_t lt;
@@ -144,35 +145,15 @@ __device__ __forceinline__ float tc_block_sum(float v, float *sh) {
     return sh[32];
 }
 
-/* ---- op entry points (one per backend.h table slot) ---- */
-void tc_cuda_fill_f32(tc_backend *b, float *x, float value, size_t n);
-void tc_cuda_zero(tc_backend *b, void *x, size_t bytes);
-void tc_cuda_copy(tc_backend *b, void *dst, const void *src, size_t bytes);
-void tc_cuda_f32_to_act(tc_backend *b, tc_act *dst, const float *src, size_t n);
-void tc_cuda_act_to_f32(tc_backend *b, float *dst, const tc_act *src, size_t n);
-void tc_cuda_add(tc_backend *b, tc_act *out, const tc_act *x, const tc_act *y, size_t n);
-void tc_cuda_scale_f32(tc_backend *b, float *x, const float *scale, size_t n);
-void tc_cuda_clamp_f32(tc_backend *b, float *x, float lo, float hi, size_t n);
-void tc_cuda_all_finite(tc_backend *b, float *out, const float *x, size_t n);
-void tc_cuda_gelu_forward(tc_backend *b, tc_act *out, const tc_act *inp, size_t n,
-                          tc_activation kind);
-void tc_cuda_gelu_backward(tc_backend *b, tc_act *dinp, const tc_act *inp, const tc_act *dout,
-                           size_t n, tc_activation kind);
+/* ---- op entry points: the ops of engine/backend_ops.h, tc_cuda_<name>.
+ * memory in backend.cu, kernels by family in the other files. the optional
+ * ops (the cuDNN patch embedding) are filled by tc_cuda_conv_init. */
+#define TC_OP(ret, name, params) ret tc_cuda_##name params;
+#define TC_OPTIONAL_OP(ret, name, params)
+#include "backend_ops.h"
+#undef TC_OPTIONAL_OP
+#undef TC_OP
 
-void tc_cuda_linear_forward(tc_backend *b, tc_act *out, const tc_act *inp, const tc_act *w,
-                            const tc_act *bias, int N, int C, int OC, int w_trans);
-void tc_cuda_linear_backward(tc_backend *b, tc_act *dinp, float *dw, float *dbias,
-                             const tc_act *dout, const tc_act *inp, const tc_act *w, int N, int C,
-                             int OC, int w_trans);
-void tc_cuda_gemm_f32(tc_backend *b, int trans_a, int trans_b, int M, int N, int K, float alpha,
-                      const float *A, const float *B, float beta, float *C);
-
-void tc_cuda_layernorm_forward(tc_backend *b, tc_act *out, float *mean, float *rstd,
-                               const tc_act *inp, const tc_act *w, const tc_act *bias, int N,
-                               int C);
-void tc_cuda_layernorm_backward(tc_backend *b, tc_act *dinp, float *dw, float *dbias,
-                                const tc_act *dout, const tc_act *inp, const tc_act *w,
-                                const float *mean, const float *rstd, int N, int C);
 /* dst[c] += sum over N rows of src (N, C): deterministic two-pass column sum
  * (gemm.cu; used for linear dbias) */
 void tc_cuda_column_sum_add(tc_cuda_backend *cu, float *dst, const void *src, int N, int C);
@@ -182,61 +163,10 @@ static inline int tc_cuda_rows_per_chunk(tc_cuda_backend *cu, int N, int C, int 
     return tc_cuda_chunk_rows(cu->scratch_bytes, N, C, arrays);
 }
 
-void tc_cuda_attention_forward(tc_backend *b, tc_act *out, float *lse, const tc_act *qkv, int B,
-                               int T, int NH, int HS, int causal);
-void tc_cuda_attention_backward(tc_backend *b, tc_act *dqkv, const tc_act *dout, const tc_act *qkv,
-                                const tc_act *out, const float *lse, int B, int T, int NH, int HS,
-                                int causal);
-
-void tc_cuda_patchify(tc_backend *b, tc_act *patches, const float *image, int B, int H, int W,
-                      int P);
-void tc_cuda_vision_embed_forward(tc_backend *b, tc_act *x, const tc_act *patch_emb,
-                                  const tc_act *cls, const tc_act *pos, int B, int T, int C);
-void tc_cuda_vision_embed_backward(tc_backend *b, tc_act *dpatch_emb, float *dcls, float *dpos,
-                                   const tc_act *dx, int B, int T, int C);
-void tc_cuda_token_embed_forward(tc_backend *b, tc_act *x, const int32_t *ids, const tc_act *wte,
-                                 const tc_act *wpe, int B, int T, int C);
-void tc_cuda_token_embed_backward(tc_backend *b, float *dwte, float *dwpe, const tc_act *dx,
-                                  const int32_t *ids, int B, int T, int C, int V);
-void tc_cuda_argmax_rows(tc_backend *b, int32_t *idx, const int32_t *ids, int B, int T);
-void tc_cuda_pool_gather_forward(tc_backend *b, tc_act *out, const tc_act *x, const int32_t *idx,
-                                 int B, int T, int C);
-void tc_cuda_pool_gather_backward(tc_backend *b, tc_act *dx, const tc_act *dout, const int32_t *idx,
-                                  int B, int T, int C);
-void tc_cuda_pool_mean_forward(tc_backend *b, tc_act *out, const tc_act *x, int B, int T, int C);
-void tc_cuda_pool_mean_backward(tc_backend *b, tc_act *dx, const tc_act *dout, int B, int T, int C);
-
-void tc_cuda_l2norm_forward(tc_backend *b, float *out, float *norm, const tc_act *inp, int N,
-                            int C);
-void tc_cuda_l2norm_backward(tc_backend *b, tc_act *dinp, const float *dout, const float *out,
-                             const float *norm, int N, int C);
-void tc_cuda_softmax_xent_rows(tc_backend *b, float *loss, float *dsim, float *dlog_scale,
-                               const float *sim, const float *teacher_sim, const float *log_scale,
-                               const float *teacher_log_scale, int n, int Ncols, int label_offset,
-                               float w_hard, float w_soft);
-
-void tc_cuda_sum_squares(tc_backend *b, float *out, const float *g, const tc_param_segment *segs,
-                         int nseg);
-void tc_cuda_clip_coefficient(tc_backend *b, float *scale, const float *sum_sq, float max_norm);
-void tc_cuda_adamw_update(tc_backend *b, float *params, const float *grads, float *m, float *v,
-                          tc_act *compute, const tc_param_segment *segs, int nseg,
-                          tc_adamw_hparams hp, const float *grad_scale);
-void tc_cuda_step_gate(tc_backend *b, float *state);
-
-void tc_cuda_mask_cols_forward(tc_backend *b, tc_act *out, const tc_act *x, const float *z, int N,
-                               int C, int group);
-void tc_cuda_mask_cols_backward(tc_backend *b, tc_act *dx, float *dz, const tc_act *dout,
-                                const tc_act *x, const float *z, int N, int C, int group);
-void tc_cuda_layernorm_masked_forward(tc_backend *b, tc_act *out, float *mean, float *rstd,
-                                      const tc_act *inp, const tc_act *w, const tc_act *bias,
-                                      const float *mask, int N, int C);
-void tc_cuda_layernorm_masked_backward(tc_backend *b, tc_act *dinp, float *dw, float *dbias,
-                                       const tc_act *dout, const tc_act *inp, const tc_act *w,
-                                       const float *mean, const float *rstd, const float *mask,
-                                       int N, int C);
-
-/* conv_cudnn.cu: reads TINYCLIP_PATCH_EMBED (cudnn|gemm), fills the optional
- * patch_embed slots when cuDNN is linked; destroy frees its state */
+/* conv_cudnn.cu: when the options ask for the convolution patch embedding,
+ * loads cuDNN, fills the optional patch_embed slots and sets
+ * caps.patch_embed_conv (or fails with the loader's reason); destroy frees
+ * its state */
 typedef struct tc_cuda_conv tc_cuda_conv;
 tc_status tc_cuda_conv_init(tc_cuda_backend *cu);
 void tc_cuda_conv_destroy(tc_cuda_backend *cu);

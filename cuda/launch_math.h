@@ -1,5 +1,5 @@
 /* launch arithmetic of the CUDA backend, in plain C so that it can be tested
- * on a machine without a GPU (tests/test_cuda_launch.c): grid sizes, the row
+ * on a machine without a GPU (tests/cuda/test_cuda_launch.c): grid sizes, the row
  * partition of the two-pass column reductions, pointer alignment, the bits a
  * radix sort needs. pure functions of their arguments; no CUDA headers.
  *

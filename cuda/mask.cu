@@ -1,4 +1,4 @@
-/* structured masks of automatic inheritance (tinyclip-method §2.2), the CUDA
+/* structured masks of automatic inheritance (docs/method.md §3.3), the CUDA
  * twins of engine/cpu/cpu_mask.c: column masks (hidden dims and MLP units
  * with group 1, whole heads with group HS) and the "compressed" LayerNorm
  * whose statistics cover the kept columns (mask != 0) only.

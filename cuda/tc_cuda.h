@@ -6,12 +6,12 @@
 
 #include <stddef.h>
 
-#include "host_alloc.h"
-#include "status.h"
-
 #ifdef __cplusplus
 extern "C" {
 #endif
+
+#include "host_alloc.h"
+#include "status.h"
 
 /* number of CUDA devices visible to this process; 0 when there are none or
  * the runtime cannot talk to a driver, with the reason (the CUDA runtime's
@@ -22,7 +22,7 @@ int tc_cuda_device_count(char *why, size_t cap);
 void tc_cuda_device_name(int device, char *buf, size_t cap);
 
 /* fills *out with an allocator of pinned host memory (cudaHostAlloc,
- * portable; cudaFreeHost), e.g. for the data loader's batches;
+ * portable; cudaFreeHost) for the data loader's batches;
  * TC_ERR_UNSUPPORTED without a CUDA device (pinned.c) */
 tc_status tc_cuda_pinned_allocator(tc_batch_allocator *out);
 

@@ -53,224 +53,58 @@ typedef struct {
     const float *gate;
 } tc_adamw_hparams;
 
+/* what a backend can do, filled in by its create function; the engine and
+ * the host decide from these, never from the backend's name */
+typedef struct {
+    /* 1: tc_act weights are a separate copy of the fp32 masters (bf16) */
+    int separate_compute_weights;
+    /* 1: the model runs patch_embed_forward / _backward_weight instead of
+     * patchify + GEMM (the ops are present and the options chose them) */
+    int patch_embed_conv;
+    /* 1: input batches should live in page-locked host memory, so that
+     * upload_async is a DMA without a staging copy (the host then fills
+     * batches through the CUDA pinned allocator) */
+    int pinned_host_batches;
+} tc_backend_caps;
+
+typedef enum { TC_ATTENTION_FMA = 0, TC_ATTENTION_MMA = 1 } tc_attention_kernel;
+typedef enum { TC_PATCH_EMBED_GEMM = 0, TC_PATCH_EMBED_CONV = 1 } tc_patch_embed_path;
+
+/* how a backend is made: parsed once at start-up (command line, experiment
+ * file, environment) by the host and passed in; no backend reads the
+ * environment. tc_backend_options_default() gives the defaults. */
+typedef struct {
+    int threads;                     /* cpu: OpenMP threads, 0 = every core */
+    int device;                      /* cuda: the device ordinal */
+    int fp32;                        /* cuda: 1 = full fp32 (parity), 0 = bf16 mixed */
+    tc_attention_kernel attention;   /* cuda mixed mode: FMA kernels or tensor cores */
+    tc_patch_embed_path patch_embed; /* cuda: patchify + GEMM, or one cuDNN convolution */
+} tc_backend_options;
+
+static inline tc_backend_options tc_backend_options_default(void) {
+    tc_backend_options o = {0, 0, 0, TC_ATTENTION_FMA, TC_PATCH_EMBED_GEMM};
+    return o;
+}
+
+/* the table: name, element size, capabilities, then one function pointer
+ * per op of engine/backend_ops.h (documented there) */
 struct tc_backend {
-    const char *name;    /* "cpu", "cuda" */
-    size_t act_bytes;    /* sizeof one tc_act element */
-    int separate_compute_weights; /* 1: tc_act weights are a copy of the fp32 master */
-    /* 1: the model runs patch_embed_forward / _backward_weight below instead
-     * of patchify + GEMM (CUDA: TINYCLIP_PATCH_EMBED=cudnn at creation) */
-    int prefer_patch_embed;
+    const char *name;  /* "cpu", "cuda" */
+    size_t act_bytes;  /* sizeof one tc_act element */
+    tc_backend_caps caps;
     /* GEMMs that ran on a slow fallback kernel because the GEMM library had
      * no algorithm for their shape and alignments (CUDA; 0 elsewhere). a
      * healthy run keeps it at 0; tinyclip bench prints it */
     long long gemm_fallbacks;
-
-    /* ---- optional ops: NULL where the backend has none ----
-     * the patch embedding as one convolution (conv1: kernel = stride = P, no
-     * bias; CUDA: present when cuDNN can be loaded), the same result as
-     * patchify + linear_forward (w_trans 0) and linear_backward's dw.
-     * H, W multiples of P; gh = H/P, gw = W/P.
-     *   image     (B,3,H,W) fp32 planar
-     *   image_act B*3*H*W tc_act, the size of patchify's patches: written by
-     *             the forward (the image in the backend's own layout and
-     *             type), read by the weight gradient of the same shape
-     *   w         (C,3,P,P) conv1.weight = (C, 3*P*P) of linear_forward
-     *   out       (B*gh*gw, C), row (b, gy, gx) = patches . w^T
-     * out, image_act and dout are whole allocations from alloc(). */
-    void (*patch_embed_forward)(tc_backend *b, tc_act *out, tc_act *image_act, const float *image,
-                                const tc_act *w, int B, int H, int W, int P, int C);
-    /* dw (C,3,P,P) += dout^T patches; dout (B*gh*gw, C). no image gradient.
-     * CUDA mixed mode: the increment is rounded to bf16 once before the +=
-     * (cuDNN gives the filter gradient in the input type). */
-    void (*patch_embed_backward_weight)(tc_backend *b, float *dw, const tc_act *dout,
-                                        const tc_act *image_act, int B, int H, int W, int P,
-                                        int C);
-
-    /* ---- memory ---- */
-    tc_status (*alloc)(tc_backend *b, size_t bytes, void **ptr); /* zero-filled */
-    void (*free)(tc_backend *b, void *ptr);
-    tc_status (*upload)(tc_backend *b, void *dst, const void *host_src, size_t bytes);
-    tc_status (*download)(tc_backend *b, void *host_dst, const void *src, size_t bytes);
-    tc_status (*synchronize)(tc_backend *b); /* waits for queued work; reports async errors */
-    /* upload queued behind the work already queued, without waiting: the
-     * host buffer must stay unchanged until fence_wait of a fence recorded
-     * after this call has returned (page-locked memory gives a DMA with no
-     * staging copy). the trainer's inputs go this way (engine/train.h) */
-    tc_status (*upload_async)(tc_backend *b, void *dst, const void *host_src, size_t bytes);
-    /* fences in TC_FENCES slots: record marks the work queued so far, wait
-     * returns when it has run (CPU: everything has run already) */
-    tc_status (*fence_record)(tc_backend *b, int slot);
-    tc_status (*fence_wait)(tc_backend *b, int slot);
-    /* the memory this process holds at its peak, in bytes: CPU the resident
-     * set's high-water mark (VmHWM); CUDA the device memory in use (runtime
-     * and libraries included), which is the peak once a step has run, since
-     * every buffer is allocated before the first one. 0 when unknown. */
-    size_t (*memory_peak)(tc_backend *b);
-    void (*destroy)(tc_backend *b);
-
-    /* ---- elementwise and copies ---- */
-    void (*fill_f32)(tc_backend *b, float *x, float value, size_t n);
-    void (*zero)(tc_backend *b, void *x, size_t bytes);
-    void (*copy)(tc_backend *b, void *dst, const void *src, size_t bytes);
-    /* dst = src converted to the activation type (weights for compute) */
-    void (*f32_to_act)(tc_backend *b, tc_act *dst, const float *src, size_t n);
-    /* dst = src converted to fp32 */
-    void (*act_to_f32)(tc_backend *b, float *dst, const tc_act *src, size_t n);
-    /* out = a + b */
-    void (*add)(tc_backend *b, tc_act *out, const tc_act *x, const tc_act *y, size_t n);
-    /* x = x * scale[0] (scale is a device scalar) */
-    void (*scale_f32)(tc_backend *b, float *x, const float *scale, size_t n);
-
-    /* ---- linear layers ----
-     * w_trans = 0: w is (OC, C), nn.Linear layout, out = inp @ w^T
-     * w_trans = 1: w is (C, OC), projection layout (visual.proj), out = inp @ w */
-    /* out (N,OC) = inp (N,C) . w + bias (OC) [bias may be NULL] */
-    void (*linear_forward)(tc_backend *b, tc_act *out, const tc_act *inp, const tc_act *w,
-                           const tc_act *bias, int N, int C, int OC, int w_trans);
-    /* dinp (N,C) = dout . w          (written; skipped when NULL)
-     * dw        += dout^T inp        (skipped when NULL)
-     * dbias (OC) += sum_rows dout    (skipped when NULL) */
-    void (*linear_backward)(tc_backend *b, tc_act *dinp, float *dw, float *dbias,
-                            const tc_act *dout, const tc_act *inp, const tc_act *w, int N,
-                            int C, int OC, int w_trans);
-    /* fp32 gemm on row-major matrices: C (M,N) = alpha * op(A) op(B) + beta * C,
-     * op(A) is (M,K), op(B) is (K,N); trans flags transpose the stored matrix. */
-    void (*gemm_f32)(tc_backend *b, int trans_a, int trans_b, int M, int N, int K, float alpha,
-                     const float *A, const float *B, float beta, float *C);
-
-    /* ---- layernorm (eps 1e-5), over the last dim C of N rows ---- */
-    void (*layernorm_forward)(tc_backend *b, tc_act *out, float *mean, float *rstd,
-                              const tc_act *inp, const tc_act *w, const tc_act *bias, int N,
-                              int C);
-    /* dinp += ..., dw += ..., dbias += ... */
-    void (*layernorm_backward)(tc_backend *b, tc_act *dinp, float *dw, float *dbias,
-                               const tc_act *dout, const tc_act *inp, const tc_act *w,
-                               const float *mean, const float *rstd, int N, int C);
-
-    /* ---- activation (GELU exact erf, or QuickGELU x*sigmoid(1.702x)) ---- */
-    void (*gelu_forward)(tc_backend *b, tc_act *out, const tc_act *inp, size_t n,
-                         tc_activation kind);
-    /* dinp = dout * act'(inp) */
-    void (*gelu_backward)(tc_backend *b, tc_act *dinp, const tc_act *inp, const tc_act *dout,
-                          size_t n, tc_activation kind);
-
-    /* ---- attention ----
-     * qkv (B,T,3A) is the packed in_proj output: [q heads | k heads | v heads],
-     * head h of q at columns h*HS..h*HS+HS. out (B,T,A) heads concatenated.
-     * scale HS^-0.5; causal masks j > i. lse (B,NH,T) = log-sum-exp of the
-     * scaled scores per query row, saved for the backward. */
-    void (*attention_forward)(tc_backend *b, tc_act *out, float *lse, const tc_act *qkv, int B,
-                              int T, int NH, int HS, int causal);
-    /* dqkv (B,T,3A) written */
-    void (*attention_backward)(tc_backend *b, tc_act *dqkv, const tc_act *dout,
-                               const tc_act *qkv, const tc_act *out, const float *lse, int B,
-                               int T, int NH, int HS, int causal);
-
-    /* ---- embeddings ---- */
-    /* image (B,3,H,W) fp32 planar -> patches (B*g*g, 3*P*P), row (b, gy, gx),
-     * column (c, ky, kx) to match conv1.weight (C,3,P,P) flattened */
-    void (*patchify)(tc_backend *b, tc_act *patches, const float *image, int B, int H, int W,
-                     int P);
-    /* x (B,T,C): x[b,0] = cls + pos[0]; x[b,t] = patch_emb[b,t-1] + pos[t] */
-    void (*vision_embed_forward)(tc_backend *b, tc_act *x, const tc_act *patch_emb,
-                                 const tc_act *cls, const tc_act *pos, int B, int T, int C);
-    /* dpatch_emb written; dcls, dpos += */
-    void (*vision_embed_backward)(tc_backend *b, tc_act *dpatch_emb, float *dcls, float *dpos,
-                                  const tc_act *dx, int B, int T, int C);
-    /* x (B,T,C) = wte[ids[b,t]] + wpe[t]; ids in [0,V) (checked by the host) */
-    void (*token_embed_forward)(tc_backend *b, tc_act *x, const int32_t *ids, const tc_act *wte,
-                                const tc_act *wpe, int B, int T, int C);
-    /* dwte += scatter (deterministic, no atomics), dwpe += */
-    void (*token_embed_backward)(tc_backend *b, float *dwte, float *dwpe, const tc_act *dx,
-                                 const int32_t *ids, int B, int T, int C, int V);
-
-    /* ---- pooling ---- */
-    /* idx[b] = first position of the largest id in ids[b,:] (EOT for CLIP) */
-    void (*argmax_rows)(tc_backend *b, int32_t *idx, const int32_t *ids, int B, int T);
-    /* out (B,C) = x[b, idx[b]]; idx NULL means position 0 (class token) */
-    void (*pool_gather_forward)(tc_backend *b, tc_act *out, const tc_act *x, const int32_t *idx,
-                                int B, int T, int C);
-    /* dx += scatter of dout into the pooled rows */
-    void (*pool_gather_backward)(tc_backend *b, tc_act *dx, const tc_act *dout,
-                                 const int32_t *idx, int B, int T, int C);
-    /* out (B,C) = mean of x[b, 1..T-1] (vision pool_type 'avg') */
-    void (*pool_mean_forward)(tc_backend *b, tc_act *out, const tc_act *x, int B, int T, int C);
-    /* dx += */
-    void (*pool_mean_backward)(tc_backend *b, tc_act *dx, const tc_act *dout, int B, int T, int C);
-
-    /* ---- features and losses (fp32) ---- */
-    /* out (N,C) = inp / max(||inp||, 1e-12); norm (N) saved */
-    void (*l2norm_forward)(tc_backend *b, float *out, float *norm, const tc_act *inp, int N,
-                           int C);
-    /* dinp written */
-    void (*l2norm_backward)(tc_backend *b, tc_act *dinp, const float *dout, const float *out,
-                            const float *norm, int N, int C);
-    /* one direction of the contrastive / affinity loss on similarity rows.
-     * sim (n,Ncols): cosine similarities of n local rows against all columns.
-     * logits = exp(log_scale[0]) * sim; the hard target of row i is column
-     * label_offset + i; the soft target (when teacher_sim is not NULL and
-     * w_soft != 0) is softmax(exp(teacher_log_scale[0]) * teacher_sim[i]).
-     *   loss[0]  += (1/n) sum_i [ w_hard * CE(logits_i, label_i)
-     *                           + w_soft * softCE(logits_i, target_i) ]
-     *   dsim      = d loss / d sim (written)
-     *   dlog_scale[0] += d loss / d log_scale (skipped when NULL) */
-    void (*softmax_xent_rows)(tc_backend *b, float *loss, float *dsim, float *dlog_scale,
-                              const float *sim, const float *teacher_sim,
-                              const float *log_scale, const float *teacher_log_scale, int n,
-                              int Ncols, int label_offset, float w_hard, float w_soft);
-
-    /* ---- optimizer ---- */
-    /* out[0] = sum of squares of the segments' elements of g, taken in
-     * segment order as one sequence of n = sum of counts elements (the
-     * padding between parameter tensors is never read; weight_decay is not
-     * used); a deterministic tree reduction whose partition depends on n
-     * only, so any segmentation of the same sequence gives the same bits */
-    void (*sum_squares)(tc_backend *b, float *out, const float *g, const tc_param_segment *segs,
-                        int nseg);
-    /* scale[0] = min(1, max_norm / (sqrt(sum_sq[0]) + 1e-6)), torch clip_grad_norm_ */
-    void (*clip_coefficient)(tc_backend *b, float *scale, const float *sum_sq, float max_norm);
-    /* AdamW (torch semantics, decoupled decay) on every segment; the gradient is
-     * first multiplied by grad_scale[0] (NULL = 1). when compute is not NULL the
-     * updated weights are also written to it converted to tc_act. */
-    void (*adamw_update)(tc_backend *b, float *params, const float *grads, float *m, float *v,
-                         tc_act *compute, const tc_param_segment *segs, int nseg,
-                         tc_adamw_hparams hp, const float *grad_scale);
-    /* x = min(max(x, lo), hi) */
-    void (*clamp_f32)(tc_backend *b, float *x, float lo, float hi, size_t n);
-    /* out[0] = 1 if every element of x is finite else 0 */
-    void (*all_finite)(tc_backend *b, float *out, const float *x, size_t n);
-    /* the optimizer's bookkeeping of a step, on the device; state is
-     * {finite, updates, skipped, skipped in a row}: when state[0] != 0
-     * updates += 1 and skipped in a row = 0, else skipped += 1 and skipped
-     * in a row += 1 (counts held exactly as floats up to 2^24) */
-    void (*step_gate)(tc_backend *b, float *state);
-
-    /* ---- structured masks (automatic inheritance, tinyclip-method §2.2) ---- */
-    /* out (N,C) = x * z[c / group]; out may alias x. group 1 masks single
-     * columns (hidden dims, MLP units), group HS whole heads. */
-    void (*mask_cols_forward)(tc_backend *b, tc_act *out, const tc_act *x, const float *z, int N,
-                              int C, int group);
-    /* dx = dout * z[c / group] (written; dx may alias dout);
-     * dz[c / group] += sum over rows of dout * x (skipped when dz is NULL) */
-    void (*mask_cols_backward)(tc_backend *b, tc_act *dx, float *dz, const tc_act *dout,
-                               const tc_act *x, const float *z, int N, int C, int group);
-    /* "compressed" LayerNorm: statistics over the columns where mask != 0
-     * only, output 0 in the other columns (the mask values themselves do not
-     * scale anything) */
-    void (*layernorm_masked_forward)(tc_backend *b, tc_act *out, float *mean, float *rstd,
-                                     const tc_act *inp, const tc_act *w, const tc_act *bias,
-                                     const float *mask, int N, int C);
-    /* dinp += ..., dw += ..., dbias += ... on the kept columns only */
-    void (*layernorm_masked_backward)(tc_backend *b, tc_act *dinp, float *dw, float *dbias,
-                                      const tc_act *dout, const tc_act *inp, const tc_act *w,
-                                      const float *mean, const float *rstd, const float *mask,
-                                      int N, int C);
+#define TC_OP(ret, name, params) ret(*name) params;
+#include "backend_ops.h"
+#undef TC_OP
 };
 
-/* backends compiled into this build */
-tc_status tc_backend_cpu_create(tc_backend **out, int threads);
+/* backends compiled into this build; opt NULL means the defaults */
+tc_status tc_backend_cpu_create(tc_backend **out, const tc_backend_options *opt);
 #ifdef TC_HAVE_CUDA
-tc_status tc_backend_cuda_create(tc_backend **out, int device, int fp32_mode);
+tc_status tc_backend_cuda_create(tc_backend **out, const tc_backend_options *opt);
 #endif
 
 /* helpers for pointer arithmetic on tc_act buffers */

@@ -20,8 +20,8 @@ static const char *const STD_JSON = "[0.26862954, 0.26130258, 0.27577711]";
 const char *tc_checkpoint_vocab_path(void) {
     const char *env = getenv("TINYCLIP_VOCAB");
     if (env && env[0]) return env;
-#ifdef TC_ENGINE_SOURCE_DIR
-    return TC_ENGINE_SOURCE_DIR "/third_party/vocab/bpe_simple_vocab_16e6.txt.gz";
+#ifdef TC_SOURCE_DIR
+    return TC_SOURCE_DIR "/third_party/vocab/bpe_simple_vocab_16e6.txt.gz";
 #else
     return "third_party/vocab/bpe_simple_vocab_16e6.txt.gz";
 #endif
@@ -754,7 +754,7 @@ static tc_status read_gz(const char *path, char **out, size_t *len) {
     return TC_OK;
 }
 
-/* bytes_to_unicode (interop §5.2): byte -> code point, and the byte order of
+/* bytes_to_unicode (docs/design.md §9): byte -> code point, and the byte order of
  * the first 256 vocabulary entries */
 static void byte_table(unsigned cp[256], int order[256]) {
     int n = 0, k = 0;

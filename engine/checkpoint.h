@@ -9,7 +9,7 @@
  *   single file     config from its __metadata__ "tinyclip_model_cfg" (our own
  *                   files), else <stem>.json, open_clip_config.json or
  *                   config.json beside it
- * and, in any of them, these key layouts (interop §3.6): open_clip / OpenAI
+ * and, in any of them, these key layouts (docs/design.md §8.3): open_clip / OpenAI
  * (the OpenAI integer entries input_resolution, context_length, vocab_size
  * are dropped), a "state_dict." and/or "module." prefix, TinyCLIP native
  * (_image_encoder. / _text_encoder. / _logit_scale., each optionally followed

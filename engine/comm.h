@@ -1,9 +1,9 @@
-/* collectives between the processes of a data-parallel run (DESIGN §1),
+/* collectives between the processes of a data-parallel run (docs/design.md §3),
  * a table of function pointers like the backend, so the engine never sees
  * MPI or NCCL. three implementations:
  *   single process   engine/comm_single.c   (every collective is the identity)
- *   MPI              host/comm_mpi.c        (CPU backend: buffers are host memory)
- *   NCCL             cuda/comm_nccl.c       (CUDA backend, bootstrapped through MPI)
+ *   MPI              host/dist/comm_mpi.c   (CPU backend: buffers are host memory)
+ *   NCCL             cuda/comm_nccl.cu      (CUDA backend, bootstrapped through MPI)
  *
  * buffers of all_reduce / all_gather / reduce_scatter / broadcast live where
  * the backend the comm was made for keeps its tensors (device memory for

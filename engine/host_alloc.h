@@ -1,8 +1,7 @@
-/* an allocator of host memory for buffers that a backend uploads from, e.g.
- * the data loader's batches: plain malloc, or page-locked memory from the
- * CUDA backend (tc_cuda_pinned_allocator) so that an upload is a DMA with no
- * staging copy. it lives in the engine so that a backend can provide one
- * without depending on the program around it. */
+/* an allocator of host memory for buffers a backend reads from: the data
+ * loader's batches are made with it, so a backend that uploads
+ * asynchronously can hand out page-locked memory (cuda/pinned.c) while the
+ * loader itself stays independent of any backend. */
 #ifndef TC_HOST_ALLOC_H
 #define TC_HOST_ALLOC_H
 

@@ -1,6 +1,6 @@
 /* the CLIP contrastive loss and TinyCLIP's affinity mimicking, on the
  * similarity rows of this process's samples against every sample of the
- * global batch (tinyclip-method §1.1, open_clip ClipLoss with local_loss):
+ * global batch (docs/method.md §1.1, open_clip ClipLoss with local_loss):
  *
  *   S_i2t = f_I (n,E) @ F_T^T (E,N)      S_t2i = f_T @ F_I^T        (n, N)
  *   per direction, weight 0.5 each, mean over the n rows:

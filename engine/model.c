@@ -1,5 +1,5 @@
 /* CLIP forward and backward over the backend table, as open_clip computes it
- * (interop.md §2): per tower, embeddings -> [ln_pre] -> pre-LN residual
+ * (docs/design.md §4): per tower, embeddings -> [ln_pre] -> pre-LN residual
  * blocks -> pool -> final LayerNorm -> projection -> L2 normalisation.
  *
  * pooling then LayerNorm equals LayerNorm then pooling for token/argmax
@@ -216,7 +216,7 @@ tc_status tc_model_create(tc_model **out, tc_backend *be, const tc_model_config 
     if (s != TC_OK) goto fail;
     size_t P = m->layout.total;
     if ((s = model_alloc(m, P * sizeof(float), (void **)&m->params)) != TC_OK) goto fail;
-    if (be->separate_compute_weights) {
+    if (be->caps.separate_compute_weights) {
         if ((s = model_alloc(m, P * be->act_bytes, (void **)&m->weights)) != TC_OK) goto fail;
     } else {
         m->weights = (tc_act *)m->params;
@@ -254,7 +254,7 @@ int32_t *tc_model_text_input(tc_model *m) { return m->txt.ids; }
 size_t tc_model_device_bytes(const tc_model *m) { return m->bytes; }
 
 void tc_model_refresh_compute(tc_model *m) {
-    if (m->be->separate_compute_weights)
+    if (m->be->caps.separate_compute_weights)
         m->be->f32_to_act(m->be, m->weights, m->params, m->layout.total);
 }
 
@@ -418,7 +418,7 @@ static void embed_to_stream(tc_model *m, tower *t, int B) {
 /* the patch embedding as the backend's convolution (t->patches then holds its
  * copy of the image) instead of patchify + GEMM; fixed for the backend's life */
 static int patch_conv(const tc_backend *be) {
-    return be->prefer_patch_embed && be->patch_embed_forward && be->patch_embed_backward_weight;
+    return be->caps.patch_embed_conv && be->patch_embed_forward && be->patch_embed_backward_weight;
 }
 
 tc_status tc_model_encode_image_device(tc_model *m, const float *images, int B) {

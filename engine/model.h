@@ -28,7 +28,7 @@ typedef struct {
     int masked;    /* allocate what the structured masks of automatic inheritance need */
 } tc_model_options;
 
-/* structured masks of one tower (tinyclip-method §2.2), device fp32 buffers:
+/* structured masks of one tower (docs/method.md §3.1), device fp32 buffers:
  *   hidden (C)                  residual-stream dims, shared by all layers
  *   heads  (layers, heads_stride)   per-head gates of each layer
  *   inter  (layers, inter_stride)   MLP units of each layer

@@ -1,7 +1,22 @@
 /* status codes and error messages shared by every layer.
- * a failing function records a message with tc_fail() and returns its code;
- * the caller either handles it or returns it unchanged, so the message that
- * reaches the user names the innermost failure (file, field, tensor, sample). */
+ *
+ * the one rule for errors, followed everywhere:
+ *  - a function that can fail returns a tc_status. the failing function
+ *    records a message with tc_fail() naming what failed and where (file,
+ *    field with line:column, tensor, sample); a caller handles the code or
+ *    returns it unchanged (adding context with tc_fail_context() when it
+ *    knows more), so the message that reaches the user names the innermost
+ *    failure.
+ *  - before a function holds any resource, failures leave with TC_TRY(...).
+ *    once it holds one (memory, a file, a handle), failures `goto fail` (or
+ *    `done`): one cleanup block at the end releases everything in reverse
+ *    order, on the success path too where the resources are temporary.
+ *  - backend ops return void (they are queued work): an op that meets a bad
+ *    shape or cannot get scratch memory records the first failure in its
+ *    backend (tc_cpu_record, tc_cuda_record) and does nothing harmful;
+ *    synchronize() and download() report the recorded failure, which is
+ *    sticky. no op writes NaN to signal an error.
+ *  - abort()/assert() guard programmer errors only, never input. */
 #ifndef TC_STATUS_H
 #define TC_STATUS_H
 

@@ -532,7 +532,7 @@ static tc_status return_column_grads(tc_trainer *t, float *drows, const float *d
 }
 
 /* the frozen teacher's features of b samples; its logit scale is fixed
- * (method §1.2: fill_(log 50) before its forward) */
+ * (docs/method.md §1.3: ln 50 before its forward) */
 static tc_status teacher_forward(tc_trainer *t, const float *images, const int32_t *ids, int b) {
     tc_model *te = t->teacher;
     float *tscale = tc_model_params(te) + tc_model_layout(te)->logit_scale;
@@ -782,7 +782,7 @@ tc_status tc_trainer_apply(tc_trainer *t, double extra_sum_sq) {
     be->step_gate(be, &t->scalars[S_FINITE]);
     tc_adamw_hparams hp = {tc_lr_at(&t->optim, t->step), t->optim.beta1, t->optim.beta2,
                            t->optim.eps, 1, &t->scalars[S_FINITE]};
-    tc_act *compute = be->separate_compute_weights ? tc_model_compute_weights(st) : NULL;
+    tc_act *compute = be->caps.separate_compute_weights ? tc_model_compute_weights(st) : NULL;
     if (sharded(t)) {
         /* this rank's slice, then every slice to every rank */
         int me = t->comm->rank;

@@ -2,7 +2,7 @@
  * zero gradients, encode both towers, loss forward+backward on the similarity
  * rows, backward both towers, global-norm clipping, AdamW, logit-scale rule.
  *
- * the loss (method §1, interop §9) per direction i2t and t2i, weight 0.5 each:
+ * the loss (docs/method.md §1) per direction i2t and t2i, weight 0.5 each:
  *   w_clip    * CE(s * sim, labels)                      (open_clip ClipLoss)
  * + w_distill * softCE(s * sim, softmax(s_t * sim_teacher)) (affinity mimicking)
  * with s = exp(student logit_scale), s_t = the teacher's fixed scale.
@@ -123,7 +123,7 @@ float tc_trainer_clip_coefficient(const tc_trainer *t, double extra_sum_sq);
 /* data parallel over comm's ranks (NULL or world size 1: one process, the
  * default). every step call then takes this rank's n = B samples, the same
  * B on every rank; the global batch is N = world * B with rank r's samples at
- * rows r*B... . per step (method §1.3, open_clip local_loss + gather-with-grad,
+ * rows r*B... . per step (docs/method.md §1.4, open_clip local_loss + gather-with-grad,
  * DDP): the student's and teacher's features are all-gathered; this rank's
  * loss is the mean over its B rows against all N columns, both directions;
  * the column gradients are reduce-scattered (summed) to their owners and
@@ -135,7 +135,7 @@ float tc_trainer_clip_coefficient(const tc_trainer *t, double extra_sum_sq);
  * norm use the reduced values: every rank takes the same decision.
  * the comm's buffers must be the backend's memory (MPI with the CPU backend,
  * NCCL with CUDA). with masks installed, the mask gradients stay local: the
- * caller averages them (host/scheduler.c). */
+ * caller averages them (host/run/scheduler.c). */
 tc_status tc_trainer_set_comm(tc_trainer *t, tc_comm *comm);
 
 /* micro-batches, ZeRO-1, buckets (see tc_parallel_config); before the first

@@ -194,7 +194,7 @@ def train_trace(model, loss_fn, images, tokens, dtype):
 
 
 # ---------------------------------------------------------------------------
-# open_clip -> Hugging Face CLIPModel (interop.md section 3.3)
+# open_clip -> Hugging Face CLIPModel (the key mapping of docs/design.md §8.3)
 
 def openclip_to_hf(sd, cfg):
     hf = {}
@@ -240,7 +240,7 @@ def openclip_to_hf(sd, cfg):
 
 
 def hf_config(cfg):
-    """CLIPConfig per interop.md section 3.4."""
+    """CLIPConfig as transformers defines it (docs/design.md §8.4)."""
     vc, tc = cfg["vision_cfg"], cfg["text_cfg"]
     act = "quick_gelu" if cfg.get("quick_gelu", False) else "gelu"
     vocab = tc["vocab_size"]

@@ -27,7 +27,7 @@ from open_clip.tokenizer import SimpleTokenizer
 OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "fixtures", "tokenizer")
 
 HAND = [
-    # interop.md 5.4
+    # the reference vectors of docs/design.md §9
     "a photo of a cat.", "a photo of a dog", "Hello, World! 123", "a  diagram &amp; a   chart",
     "it's a photo of the café", "",
     # whitespace

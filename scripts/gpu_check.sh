@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
-# the one prepared check for a GPU machine: everything the first GPU run
-# must tell, in one call of at most 10 minutes. three modes:
+# the one prepared check for a GPU machine (docs/cuda.md, "Running the GPU
+# check"): everything the first GPU run must tell, in one call of at most 10
+# minutes. three modes:
 #
 #   scripts/gpu_check.sh --bundle [BUILD]     on the development machine
-#       packs BUILD's binaries (tests/test_cuda_ops, tests/test_cuda_model,
-#       tests/test_comm_nccl, tinyclip) with the shared libraries they link
+#       packs BUILD's binaries (BUILD/tests/test_cuda_ops, test_cuda_model,
+#       test_comm_nccl, BUILD/tinyclip, and tinyclip_faults, the same program
+#       with test-only fault injection, when the build has it) with the
+#       shared libraries they link
 #       that a bare GPU machine lacks (everything but libc and the CUDA
 #       libraries), the BPE vocabulary, fmnist-small/ (the first 4096 train
 #       and 1000 test samples of Fashion-MNIST) and the wheels open_clip
@@ -75,7 +78,10 @@ SANITIZERS=" memcheck racecheck "
 E2E_STUDENT=configs/models/TinyCLIP-ViT-40M-32-Text-19M.json
 E2E_TEACHER=configs/models/ViT-B-32.json
 E2E_ARGS="--batch 256 --steps 5 --warmup 2 --mode both"
-BINARIES="tests/test_cuda_ops tests/test_cuda_model tests/test_comm_nccl tinyclip"
+# paths inside the build folder
+BINARIES="$(for t in test_cuda_ops test_cuda_model test_comm_nccl; do printf 'tests/%s ' $t; done)tinyclip"
+# the kill of the training step needs it; a build with TC_FAULT_INJECTION=OFF has none
+OPTIONAL_BINARIES="tinyclip_faults"
 WHEELS_SRC=$ROOT/third_party/wheels
 # what the GPU machine's python3 has (its image lists them) and open_clip's
 # wheel may ask for; anything else a wheel needs must be bundled
@@ -98,7 +104,7 @@ step_needs() {
     torch_eager | torch_compile)
       echo "tree/scripts/bench_torch.py tree/$E2E_STUDENT tree/$E2E_TEACHER wheel/open_clip wheel/ftfy wheel/wcwidth"
       ;;
-    train) echo "bin/tinyclip tree/configs/experiments/gpu-check.yaml fmnist vocab" ;;
+    train) echo "bin/tinyclip bin/tinyclip_faults tree/configs/experiments/gpu-check.yaml fmnist vocab" ;;
   esac
 }
 
@@ -153,6 +159,9 @@ make_bundle() { # BUILD
     [ -x "$build/$b" ] || { rm -rf "$stage"; die "$build/$b not found: build every target first"; }
     cp "$build/$b" "$stage/bin/"
   done
+  for b in $OPTIONAL_BINARIES; do
+    if [ -x "$build/$b" ]; then cp "$build/$b" "$stage/bin/"; else echo "gpu_check: no $build/$b: the bundle has none"; fi
+  done
   cp "$vocab" "$stage/vocab/bpe_simple_vocab_16e6.txt.gz"
   cp "$WHEELS_SRC"/*.whl "$stage/wheels/"
   write_fmnist_small "${TC_FMNIST_SRC:-/usr/share/datasets/fashion-mnist}" "$stage/fmnist-small" || {
@@ -197,7 +206,7 @@ print_plan() {
 selftest() { # BUILD
   local build=$1 fails=0 tmp e id limit title need sum=0
   if [ ! -x "$build/tests/test_cuda_ops" ]; then
-    echo "SKIP: $build has no CUDA build (tests/test_cuda_ops): there is nothing to bundle"
+    echo "SKIP: $build has no CUDA build (no $build/tests/test_cuda_ops): there is nothing to bundle"
     exit 77
   fi
   bad() {
@@ -212,7 +221,7 @@ selftest() { # BUILD
   local bundle=$build/gpu_bundle/bundle.tar.xz
   [ -f "$bundle" ] || { echo "FAIL: no bundle"; exit 1; }
   tar -C "$tmp" -xJf "$bundle" || bad "the bundle does not unpack"
-  for b in $BINARIES; do
+  for b in $BINARIES $OPTIONAL_BINARIES; do
     [ -x "$tmp/bin/$(basename "$b")" ] || bad "bundle: bin/$(basename "$b") missing"
   done
   [ -s "$tmp/vocab/bpe_simple_vocab_16e6.txt.gz" ] || bad "bundle: no vocabulary"
@@ -391,19 +400,22 @@ step_torch_compile() { e2e_torch compile --compile; }
 # mask phase, pruning at step 20, distillation) three times: whole into
 # gpu-train-a; killed at auto50 step 30 into gpu-train-b; the same command
 # again, which resumes b from its step-20 checkpoint. the final weights of
-# both stages must be the same bytes. TC_GPU_CHECK_TRAIN_ARGS: more
-# arguments for tinyclip train (e.g. "--set backend=cpu" without a GPU)
+# both stages must be the same bytes. the killed run is tinyclip_faults (the
+# program with test-only fault injection), the others tinyclip (TRAIN_BIN).
+# TC_GPU_CHECK_TRAIN_ARGS: more arguments for tinyclip train (e.g. "--set
+# backend=cpu" without a GPU)
 train_run() { # NAME OUTDIR [VAR=VALUE]...
   local name=$1 dir=$2
   shift 2
-  echo "-- tinyclip train ($name) --out $dir $*"
+  echo "-- ${TRAIN_BIN:-tinyclip} train ($name) --out $dir $*"
   # shellcheck disable=SC2086 # TRAIN_ARGS splits on purpose
-  env "$TCENV" FMNIST_DIR="$FMNIST_DIR" TINYCLIP_VOCAB="$VOCAB" "$@" "$BIN/tinyclip" train \
+  env "$TCENV" FMNIST_DIR="$FMNIST_DIR" TINYCLIP_VOCAB="$VOCAB" "$@" "$BIN/${TRAIN_BIN:-tinyclip}" train \
     "$ROOT/configs/experiments/gpu-check.yaml" --out "$dir" --plain $TRAIN_ARGS 2>&1 |
     tee "$WORK/train-$name.out"
   return "${PIPESTATUS[0]}"
 }
 step_train() {
+  [ -x "$BIN/tinyclip_faults" ] || { echo "SKIP: no tinyclip_faults in the build (TC_FAULT_INJECTION=OFF)"; return 77; }
   [ -n "$FMNIST_DIR" ] || { echo "SKIP: no Fashion-MNIST folder"; return 77; }
   [ -n "$VOCAB" ] || { echo "SKIP: no BPE vocabulary"; return 77; }
   train_run a "$WORK/gpu-train-a"
@@ -416,7 +428,7 @@ step_train() {
     echo "the uninterrupted run failed (exit $rc)"
     return 1
   fi
-  train_run b-killed "$WORK/gpu-train-b" TINYCLIP_FAULT=kill_at_step:30@auto50
+  TRAIN_BIN=tinyclip_faults train_run b-killed "$WORK/gpu-train-b" TINYCLIP_FAULT=kill_at_step:30@auto50
   rc=$?
   echo "-- exit status of the killed run: $rc"
   if [ "$rc" -eq 0 ]; then
@@ -509,7 +521,7 @@ if [ -f "$BUILD/gpu_bundle/bundle.tar.xz" ]; then
   done
 else
   mkdir -p "$BIN"
-  for b in $BINARIES; do [ -x "$BUILD/$b" ] && ln -s "$BUILD/$b" "$BIN/"; done
+  for b in $BINARIES $OPTIONAL_BINARIES; do [ -x "$BUILD/$b" ] && ln -s "$BUILD/$b" "$BIN/"; done
 fi
 [ -e "$BIN/test_cuda_ops" ] || die "no test_cuda_ops in $BUILD (make a CUDA build, then --bundle)"
 

@@ -129,6 +129,24 @@ int tc_run_cli(const char *args, char **output) {
     return rc;
 }
 
+const char *tc_faults_bin(void) {
+    const char *bin = getenv("TINYCLIP_FAULTS_BIN");
+    if (!bin || !bin[0])
+        tc_skip_test("no tinyclip_faults: this build has TC_FAULT_INJECTION=OFF (or the test "
+                     "runs outside ctest without TINYCLIP_FAULTS_BIN)");
+    return bin;
+}
+
+int tc_run_cli_fault(const char *fault, const char *args, char **output) {
+    const char *bin = tc_faults_bin();
+    size_t cap = strlen(fault) + strlen(bin) + strlen(args) + 64;
+    char *cmd = malloc(cap);
+    snprintf(cmd, cap, "TINYCLIP_FAULT='%s' %s %s 2>&1", fault, bin, args);
+    int rc = tc_run_capture(cmd, output);
+    free(cmd);
+    return rc;
+}
+
 int tc_run_capture(const char *cmd, char **output) {
     FILE *p = popen(cmd, "r");
     if (!p) return -1;
@@ -186,4 +204,24 @@ void tc_test_clip_batch(float *images, int32_t *ids, int N, const tc_model_confi
             else ids[b * T + j] = 0;
         }
     }
+}
+
+const char *tc_test_backend_missing_op(const tc_backend *be) {
+#define TC_OP(ret, name, params)                                                                   \
+    if (!be->name) return #name;
+#define TC_OPTIONAL_OP(ret, name, params)
+#include "backend_ops.h"
+#undef TC_OPTIONAL_OP
+#undef TC_OP
+    if (be->caps.patch_embed_conv && !be->patch_embed_forward) return "patch_embed_forward";
+    if (be->caps.patch_embed_conv && !be->patch_embed_backward_weight)
+        return "patch_embed_backward_weight";
+    return NULL;
+}
+
+/* TC_TEST_FILTER=PATTERN runs only the cmocka tests whose names match (the
+ * ThreadSanitizer stage of scripts/test runs one case of the slow ones) */
+__attribute__((constructor)) static void tc_test_filter_from_env(void) {
+    const char *f = getenv("TC_TEST_FILTER");
+    if (f && f[0]) cmocka_set_test_filter(f);
 }

@@ -48,6 +48,11 @@ int tc_write_file(const char *path, const void *data, size_t len);
 /* runs the tinyclip binary (TINYCLIP_BIN) with a shell command tail, captures
  * stdout+stderr into *output (malloc'd) and returns the exit status */
 int tc_run_cli(const char *args, char **output);
+/* the tinyclip built with fault injection (TINYCLIP_FAULTS_BIN, the
+ * tinyclip_faults target); skips the test when the build has none */
+const char *tc_faults_bin(void);
+/* tc_run_cli on that program, with TINYCLIP_FAULT=fault (host/run/fault.h) */
+int tc_run_cli_fault(const char *fault, const char *args, char **output);
 /* runs a shell command line, its standard output (append 2>&1 for both) in
  * *output (malloc'd, NUL-terminated; NULL output: discarded); returns its
  * exit status, -1 when it did not exit normally */
@@ -55,6 +60,11 @@ int tc_run_capture(const char *cmd, char **output);
 
 /* a tiny irregular CLIP (2 layers per tower, 12px images of 4px patches,
  * context 7, vocabulary 40) of the given width and embedding size */
+/* the first required op of engine/backend_ops.h that `be` leaves NULL (and
+ * the first optional op its capabilities rely on), or NULL when the table
+ * is complete */
+const char *tc_test_backend_missing_op(const tc_backend *be);
+
 void tc_test_tiny_clip(tc_model_config *c, const char *name, int width, int embed);
 /* N random images (scale 1.5) and token rows ending in an EOT (the
  * vocabulary's last id), a function of step alone: the same on every rank */

@@ -25,6 +25,7 @@
  * SSE2 builds give the same bits). */
 #include <math.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "cpu_internal.h"
 #include "cpu_simd.h"
@@ -271,7 +272,7 @@ TC_CPU_INLINE void gather_transposed(float *restrict dst, const float *restrict 
 TC_CPU_CLONES
 void tc_cpu_attention_forward(tc_backend *b, tc_act *out, float *lse, const tc_act *qkv, int B,
                               int T, int NH, int HS, int causal) {
-    if (B <= 0 || T <= 0 || NH <= 0 || HS <= 0) return;
+    TC_CPU_DIMS(b, "attention_forward", B, T, NH, HS);
     const float *x = TC_CF(qkv);
     float *o = TC_F(out);
     const size_t A = (size_t)NH * HS, row3 = 3 * A;
@@ -289,11 +290,11 @@ void tc_cpu_attention_forward(tc_backend *b, tc_act *out, float *lse, const tc_a
             const float *base = x + (size_t)bb * T * row3;
             float *obase = o + (size_t)bb * T * A + (size_t)h * HS;
             float *lrow = lse + (size_t)task * T;
-            if (!buf) { /* no scratch: make the failure visible to the NaN guard */
+            if (!buf) { /* no scratch: the run stops at the next synchronize */
+                tc_cpu_record(b, TC_ERR_OOM, "attention_forward: no memory for a %d-token scratch", T);
                 for (int i = 0; i < T; i++) {
-                    for (int d = 0; d < HS; d++)
-                        obase[(size_t)i * A + d] = NAN;
-                    lrow[i] = NAN;
+                    memset(obase + (size_t)i * A, 0, (size_t)HS * sizeof(float));
+                    lrow[i] = 0.0f;
                 }
                 continue;
             }
@@ -375,7 +376,7 @@ TC_CPU_CLONES
 void tc_cpu_attention_backward(tc_backend *b, tc_act *dqkv, const tc_act *dout, const tc_act *qkv,
                                const tc_act *out, const float *lse, int B, int T, int NH, int HS,
                                int causal) {
-    if (B <= 0 || T <= 0 || NH <= 0 || HS <= 0) return;
+    TC_CPU_DIMS(b, "attention_backward", B, T, NH, HS);
     const float *x = TC_CF(qkv), *dy = TC_CF(dout), *o = TC_CF(out);
     float *dx = TC_F(dqkv);
     const size_t A = (size_t)NH * HS, row3 = 3 * A;
@@ -397,11 +398,13 @@ void tc_cpu_attention_backward(tc_backend *b, tc_act *dqkv, const tc_act *dout, 
             const float *dyb = dy + (size_t)bb * T * A + hq;
             const float *ob = o + (size_t)bb * T * A + hq;
             const float *lrow = lse + (size_t)task * T;
-            if (!buf) { /* no scratch: make the failure visible to the NaN guard */
+            if (!buf) { /* no scratch: the run stops at the next synchronize */
+                tc_cpu_record(b, TC_ERR_OOM, "attention_backward: no memory for a %d-token scratch",
+                              T);
                 for (int j = 0; j < T; j++)
                     for (int d = 0; d < HS; d++)
                         dbase[(size_t)j * row3 + hq + d] = dbase[(size_t)j * row3 + hk + d] =
-                            dbase[(size_t)j * row3 + hv + d] = NAN;
+                            dbase[(size_t)j * row3 + hv + d] = 0.0f;
                 continue;
             }
             float *kt = buf, *vt = kt + tl, *p = vt + tl, *ds = p + tt;

@@ -1,7 +1,9 @@
 /* the CPU backend handle: memory (host malloc, 256-byte aligned as the CUDA
  * runtime's, zero-filled: the parameter layout's alignment, engine/params.h),
- * trivial upload/download/synchronize, and the op table. */
+ * upload/download/synchronize (which report the first recorded op failure),
+ * and the op table. */
 #include <omp.h>
+#include <stdarg.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <stdio.h>
@@ -11,7 +13,7 @@
 
 #define CPU_ALIGN 256
 
-static tc_status cpu_alloc(tc_backend *b, size_t bytes, void **ptr) {
+tc_status tc_cpu_alloc(tc_backend *b, size_t bytes, void **ptr) {
     (void)b;
     if (!ptr) return tc_fail(TC_ERR_ARG, "cpu alloc: NULL output pointer");
     *ptr = NULL;
@@ -28,12 +30,12 @@ static tc_status cpu_alloc(tc_backend *b, size_t bytes, void **ptr) {
     return TC_OK;
 }
 
-static void cpu_free(tc_backend *b, void *ptr) {
+void tc_cpu_free(tc_backend *b, void *ptr) {
     (void)b;
     free(ptr);
 }
 
-static tc_status cpu_upload(tc_backend *b, void *dst, const void *host_src, size_t bytes) {
+tc_status tc_cpu_upload(tc_backend *b, void *dst, const void *host_src, size_t bytes) {
     (void)b;
     if (bytes == 0) return TC_OK;
     if (!dst || !host_src)
@@ -42,8 +44,40 @@ static tc_status cpu_upload(tc_backend *b, void *dst, const void *host_src, size
     return TC_OK;
 }
 
-static tc_status cpu_download(tc_backend *b, void *host_dst, const void *src, size_t bytes) {
-    (void)b;
+void tc_cpu_record(tc_backend *b, tc_status code, const char *fmt, ...) {
+    tc_cpu_backend *cb = (tc_cpu_backend *)b;
+#pragma omp critical(tc_cpu_record)
+    if (cb->err == TC_OK) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(cb->err_msg, sizeof cb->err_msg, fmt, ap);
+        va_end(ap);
+        cb->err = code;
+    }
+}
+
+int tc_cpu_dims(tc_backend *b, const char *op, const int *dims, int n) {
+    int empty = 0;
+    for (int i = 0; i < n; i++) {
+        if (dims[i] < 0) {
+            tc_cpu_record(b, TC_ERR_ARG, "%s: size %d (argument %d of the shape) is negative", op,
+                          dims[i], i + 1);
+            return 0;
+        }
+        empty |= dims[i] == 0;
+    }
+    return !empty;
+}
+
+/* the recorded failure as this thread's error, or TC_OK */
+static tc_status cpu_report(tc_backend *b) {
+    const tc_cpu_backend *cb = (const tc_cpu_backend *)b;
+    if (cb->err == TC_OK) return TC_OK;
+    return tc_fail(cb->err, "cpu: %s", cb->err_msg);
+}
+
+tc_status tc_cpu_download(tc_backend *b, void *host_dst, const void *src, size_t bytes) {
+    TC_TRY(cpu_report(b)); /* what an earlier op wrote is not to be trusted */
     if (bytes == 0) return TC_OK;
     if (!host_dst || !src)
         return tc_fail(TC_ERR_ARG, "cpu download: NULL pointer (%zu bytes)", bytes);
@@ -51,9 +85,8 @@ static tc_status cpu_download(tc_backend *b, void *host_dst, const void *src, si
     return TC_OK;
 }
 
-static tc_status cpu_synchronize(tc_backend *b) {
-    (void)b;
-    return TC_OK; /* every op has finished when it returns */
+tc_status tc_cpu_synchronize(tc_backend *b) {
+    return cpu_report(b); /* every op has finished when it returns */
 }
 
 static tc_status cpu_fence(tc_backend *b, int slot) {
@@ -62,7 +95,20 @@ static tc_status cpu_fence(tc_backend *b, int slot) {
     return TC_OK; /* every op has finished when it returns */
 }
 
-static size_t cpu_memory_peak(tc_backend *b) {
+tc_status tc_cpu_fence_record(tc_backend *b, int slot) {
+    return cpu_fence(b, slot);
+}
+
+tc_status tc_cpu_fence_wait(tc_backend *b, int slot) {
+    return cpu_fence(b, slot);
+}
+
+/* nothing is ever queued: a plain copy */
+tc_status tc_cpu_upload_async(tc_backend *b, void *dst, const void *host_src, size_t bytes) {
+    return tc_cpu_upload(b, dst, host_src, bytes);
+}
+
+size_t tc_cpu_memory_peak(tc_backend *b) {
     (void)b;
     FILE *f = fopen("/proc/self/status", "r");
     if (!f) return 0;
@@ -74,15 +120,17 @@ static size_t cpu_memory_peak(tc_backend *b) {
     return (size_t)kb * 1024;
 }
 
-static void cpu_destroy(tc_backend *b) {
+void tc_cpu_destroy(tc_backend *b) {
     free(b);
 }
 
-tc_status tc_backend_cpu_create(tc_backend **out, int threads) {
+tc_status tc_backend_cpu_create(tc_backend **out, const tc_backend_options *opt) {
     if (!out) return tc_fail(TC_ERR_ARG, "cpu backend: NULL output pointer");
     *out = NULL;
+    tc_backend_options o = opt ? *opt : tc_backend_options_default();
     tc_cpu_backend *cb = calloc(1, sizeof *cb);
     if (!cb) return tc_fail(TC_ERR_OOM, "cpu backend: out of memory");
+    int threads = o.threads;
     if (threads <= 0) threads = omp_get_max_threads();
     if (threads < 1) threads = 1;
     cb->threads = threads;
@@ -91,68 +139,14 @@ tc_status tc_backend_cpu_create(tc_backend **out, int threads) {
     tc_backend *b = &cb->base;
     b->name = "cpu";
     b->act_bytes = sizeof(float);
-    b->separate_compute_weights = 0;
-
-    b->alloc = cpu_alloc;
-    b->free = cpu_free;
-    b->upload = cpu_upload;
-    b->download = cpu_download;
-    b->synchronize = cpu_synchronize;
-    b->upload_async = cpu_upload;
-    b->fence_record = cpu_fence;
-    b->fence_wait = cpu_fence;
-    b->memory_peak = cpu_memory_peak;
-    b->destroy = cpu_destroy;
-
-    b->fill_f32 = tc_cpu_fill_f32;
-    b->zero = tc_cpu_zero;
-    b->copy = tc_cpu_copy;
-    b->f32_to_act = tc_cpu_f32_to_act;
-    b->act_to_f32 = tc_cpu_act_to_f32;
-    b->add = tc_cpu_add;
-    b->scale_f32 = tc_cpu_scale_f32;
-
-    b->linear_forward = tc_cpu_linear_forward;
-    b->linear_backward = tc_cpu_linear_backward;
-    b->gemm_f32 = tc_cpu_gemm_f32;
-
-    b->layernorm_forward = tc_cpu_layernorm_forward;
-    b->layernorm_backward = tc_cpu_layernorm_backward;
-
-    b->gelu_forward = tc_cpu_gelu_forward;
-    b->gelu_backward = tc_cpu_gelu_backward;
-
-    b->attention_forward = tc_cpu_attention_forward;
-    b->attention_backward = tc_cpu_attention_backward;
-
-    b->patchify = tc_cpu_patchify;
-    b->vision_embed_forward = tc_cpu_vision_embed_forward;
-    b->vision_embed_backward = tc_cpu_vision_embed_backward;
-    b->token_embed_forward = tc_cpu_token_embed_forward;
-    b->token_embed_backward = tc_cpu_token_embed_backward;
-
-    b->argmax_rows = tc_cpu_argmax_rows;
-    b->pool_gather_forward = tc_cpu_pool_gather_forward;
-    b->pool_gather_backward = tc_cpu_pool_gather_backward;
-    b->pool_mean_forward = tc_cpu_pool_mean_forward;
-    b->pool_mean_backward = tc_cpu_pool_mean_backward;
-
-    b->l2norm_forward = tc_cpu_l2norm_forward;
-    b->l2norm_backward = tc_cpu_l2norm_backward;
-    b->softmax_xent_rows = tc_cpu_softmax_xent_rows;
-
-    b->sum_squares = tc_cpu_sum_squares;
-    b->clip_coefficient = tc_cpu_clip_coefficient;
-    b->adamw_update = tc_cpu_adamw_update;
-    b->clamp_f32 = tc_cpu_clamp_f32;
-    b->all_finite = tc_cpu_all_finite;
-    b->step_gate = tc_cpu_step_gate;
-
-    b->mask_cols_forward = tc_cpu_mask_cols_forward;
-    b->mask_cols_backward = tc_cpu_mask_cols_backward;
-    b->layernorm_masked_forward = tc_cpu_layernorm_masked_forward;
-    b->layernorm_masked_backward = tc_cpu_layernorm_masked_backward;
-
+    /* fp32 compute on the masters themselves, no conv patch embedding, and
+     * batches in plain memory: every capability off */
+    b->caps = (tc_backend_caps){0};
+#define TC_OP(ret, name, params) b->name = tc_cpu_##name;
+#define TC_OPTIONAL_OP(ret, name, params) b->name = NULL;
+#include "backend_ops.h"
+#undef TC_OPTIONAL_OP
+#undef TC_OP
     *out = b;
     return TC_OK;
 }

@@ -14,9 +14,9 @@
 
 void tc_cpu_patchify(tc_backend *b, tc_act *patches, const float *image, int B, int H, int W,
                      int P) {
-    if (B <= 0 || H <= 0 || W <= 0 || P <= 0) return;
+    TC_CPU_DIMS(b, "patchify", B, H, W, P);
     const int gh = H / P, gw = W / P;
-    if (gh <= 0 || gw <= 0) return;
+    TC_CPU_DIMS(b, "patchify", gh, gw);
     const size_t K = (size_t)3 * P * P, npatch = (size_t)gh * gw;
     float *out = TC_F(patches);
     int nt = tc_cpu_threads(b);
@@ -41,7 +41,7 @@ void tc_cpu_patchify(tc_backend *b, tc_act *patches, const float *image, int B, 
 
 void tc_cpu_vision_embed_forward(tc_backend *b, tc_act *x, const tc_act *patch_emb,
                                  const tc_act *cls, const tc_act *pos, int B, int T, int C) {
-    if (B <= 0 || T <= 0 || C <= 0) return;
+    TC_CPU_DIMS(b, "vision_embed_forward", B, T, C);
     float *o = TC_F(x);
     const float *pe = TC_CF(patch_emb), *cl = TC_CF(cls), *ps = TC_CF(pos);
     int nt = tc_cpu_threads(b);
@@ -59,7 +59,7 @@ void tc_cpu_vision_embed_forward(tc_backend *b, tc_act *x, const tc_act *patch_e
 
 void tc_cpu_vision_embed_backward(tc_backend *b, tc_act *dpatch_emb, float *dcls, float *dpos,
                                   const tc_act *dx, int B, int T, int C) {
-    if (B <= 0 || T <= 0 || C <= 0) return;
+    TC_CPU_DIMS(b, "vision_embed_backward", B, T, C);
     const float *g = TC_CF(dx);
     int nt = tc_cpu_threads(b);
     if (dpatch_emb && T > 1) {
@@ -93,7 +93,7 @@ void tc_cpu_vision_embed_backward(tc_backend *b, tc_act *dpatch_emb, float *dcls
 
 void tc_cpu_token_embed_forward(tc_backend *b, tc_act *x, const int32_t *ids, const tc_act *wte,
                                 const tc_act *wpe, int B, int T, int C) {
-    if (B <= 0 || T <= 0 || C <= 0) return;
+    TC_CPU_DIMS(b, "token_embed_forward", B, T, C);
     float *o = TC_F(x);
     const float *we = TC_CF(wte), *pe = TC_CF(wpe);
     int nt = tc_cpu_threads(b);
@@ -112,7 +112,7 @@ void tc_cpu_token_embed_forward(tc_backend *b, tc_act *x, const int32_t *ids, co
 
 void tc_cpu_token_embed_backward(tc_backend *b, float *dwte, float *dwpe, const tc_act *dx,
                                  const int32_t *ids, int B, int T, int C, int V) {
-    if (B <= 0 || T <= 0 || C <= 0) return;
+    TC_CPU_DIMS(b, "token_embed_backward", B, T, C);
     const float *g = TC_CF(dx);
     int nt = tc_cpu_threads(b);
     const long rows = (long)B * T;

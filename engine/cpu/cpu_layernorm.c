@@ -19,7 +19,7 @@ TC_CPU_CLONES
 void tc_cpu_layernorm_forward(tc_backend *b, tc_act *out, float *mean, float *rstd,
                               const tc_act *inp, const tc_act *w, const tc_act *bias, int N,
                               int C) {
-    if (N <= 0 || C <= 0) return;
+    TC_CPU_DIMS(b, "layernorm_forward", N, C);
     float *o = TC_F(out);
     const float *x = TC_CF(inp), *wt = TC_CF(w), *bs = TC_CF(bias);
     int nt = tc_cpu_threads(b);
@@ -48,7 +48,7 @@ TC_CPU_CLONES
 void tc_cpu_layernorm_backward(tc_backend *b, tc_act *dinp, float *dw, float *dbias,
                                const tc_act *dout, const tc_act *inp, const tc_act *w,
                                const float *mean, const float *rstd, int N, int C) {
-    if (N <= 0 || C <= 0) return;
+    TC_CPU_DIMS(b, "layernorm_backward", N, C);
     const float *dy = TC_CF(dout), *x = TC_CF(inp), *wt = TC_CF(w);
     int nt = tc_cpu_threads(b);
     if (dinp) {

@@ -65,7 +65,7 @@ static void linear_forward_rows(float *o, const float *x, const float *w, const 
 
 void tc_cpu_linear_forward(tc_backend *b, tc_act *out, const tc_act *inp, const tc_act *w,
                            const tc_act *bias, int N, int C, int OC, int w_trans) {
-    if (N <= 0 || OC <= 0) return;
+    TC_CPU_DIMS(b, "linear_forward", N, OC);
     float *o = TC_F(out);
     if (C <= 0) {
         /* empty product: out = bias (or 0) */
@@ -175,7 +175,7 @@ void tc_cpu_linear_backward(tc_backend *b, tc_act *dinp, float *dw, float *dbias
 void tc_cpu_gemm_f32(tc_backend *b, int trans_a, int trans_b, int M, int N, int K, float alpha,
                      const float *A, const float *B, float beta, float *C) {
     (void)b;
-    if (M <= 0 || N <= 0) return;
+    TC_CPU_DIMS(b, "gemm_f32", M, N);
     if (K <= 0) {
         /* no product: C = beta C (beta 0 overwrites, as BLAS) */
         for (size_t i = 0; i < (size_t)M * N; i++)

@@ -13,6 +13,7 @@
  * the thread count. */
 #include <math.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "cpu_internal.h"
 
@@ -20,7 +21,7 @@
 
 void tc_cpu_l2norm_forward(tc_backend *b, float *out, float *norm, const tc_act *inp, int N,
                            int C) {
-    if (N <= 0 || C <= 0) return;
+    TC_CPU_DIMS(b, "l2norm_forward", N, C);
     const float *x = TC_CF(inp);
     int nt = tc_cpu_threads(b);
 #pragma omp parallel for schedule(static) num_threads(nt) if ((long)N * C > 32768)
@@ -40,7 +41,7 @@ void tc_cpu_l2norm_forward(tc_backend *b, float *out, float *norm, const tc_act 
 
 void tc_cpu_l2norm_backward(tc_backend *b, tc_act *dinp, const float *dout, const float *out,
                             const float *norm, int N, int C) {
-    if (N <= 0 || C <= 0) return;
+    TC_CPU_DIMS(b, "l2norm_backward", N, C);
     float *dx = TC_F(dinp);
     int nt = tc_cpu_threads(b);
 #pragma omp parallel for schedule(static) num_threads(nt) if ((long)N * C > 32768)
@@ -66,16 +67,15 @@ void tc_cpu_softmax_xent_rows(tc_backend *b, float *loss, float *dsim, float *dl
                               const float *sim, const float *teacher_sim, const float *log_scale,
                               const float *teacher_log_scale, int n, int Ncols, int label_offset,
                               float w_hard, float w_soft) {
-    if (n <= 0 || Ncols <= 0) return;
+    TC_CPU_DIMS(b, "softmax_xent_rows", n, Ncols);
     const float s = expf(log_scale[0]);
     const int soft = teacher_sim != NULL && teacher_log_scale != NULL && w_soft != 0.0f;
     const float ts = soft ? expf(teacher_log_scale[0]) : 0.0f;
     /* per-row loss and sum(dz z), reduced in row order below */
     double *row_terms = malloc((size_t)n * 2 * sizeof(double));
-    if (!row_terms) { /* no scratch: make the failure visible to the NaN guard */
-        if (loss) loss[0] = NAN;
-        for (size_t i = 0; i < (size_t)n * Ncols; i++)
-            dsim[i] = NAN;
+    if (!row_terms) { /* no scratch: the run stops at the next synchronize */
+        tc_cpu_record(b, TC_ERR_OOM, "softmax_xent_rows: no memory for %d rows", n);
+        memset(dsim, 0, (size_t)n * Ncols * sizeof(float));
         return;
     }
     const double inv_n = 1.0 / n;

@@ -1,4 +1,4 @@
-/* structured-mask ops for automatic inheritance (tinyclip-method §2.2):
+/* structured-mask ops for automatic inheritance (docs/method.md §3.3):
  * column masks (hidden dims, heads as groups of HS columns, MLP units) and
  * the "compressed" LayerNorm whose statistics cover the kept columns only.
  * dz sums run over rows in order inside a column block, so they do not depend

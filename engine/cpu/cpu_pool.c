@@ -21,7 +21,7 @@ void tc_cpu_argmax_rows(tc_backend *b, int32_t *idx, const int32_t *ids, int B, 
 void tc_cpu_pool_gather_forward(tc_backend *b, tc_act *out, const tc_act *x, const int32_t *idx,
                                 int B, int T, int C) {
     (void)b;
-    if (B <= 0 || T <= 0 || C <= 0) return;
+    TC_CPU_DIMS(b, "pool_gather_forward", B, T, C);
     float *o = TC_F(out);
     const float *in = TC_CF(x);
     for (int bb = 0; bb < B; bb++) {
@@ -41,7 +41,7 @@ void tc_cpu_pool_gather_forward(tc_backend *b, tc_act *out, const tc_act *x, con
 void tc_cpu_pool_gather_backward(tc_backend *b, tc_act *dx, const tc_act *dout, const int32_t *idx,
                                  int B, int T, int C) {
     (void)b;
-    if (B <= 0 || T <= 0 || C <= 0) return;
+    TC_CPU_DIMS(b, "pool_gather_backward", B, T, C);
     float *g = TC_F(dx);
     const float *dy = TC_CF(dout);
     for (int bb = 0; bb < B; bb++) {
@@ -55,7 +55,7 @@ void tc_cpu_pool_gather_backward(tc_backend *b, tc_act *dx, const tc_act *dout, 
 }
 
 void tc_cpu_pool_mean_forward(tc_backend *b, tc_act *out, const tc_act *x, int B, int T, int C) {
-    if (B <= 0 || T <= 0 || C <= 0) return;
+    TC_CPU_DIMS(b, "pool_mean_forward", B, T, C);
     float *o = TC_F(out);
     const float *in = TC_CF(x);
     int nt = tc_cpu_threads(b);

@@ -6,7 +6,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 
-#include "dataset.h"
+#include "source.h"
 #include "image_decode.h"
 #include "image_transform.h"
 

@@ -1,0 +1,49 @@
+/* inside the experiment parser (experiment.c, experiment_schema.c,
+ * experiment_stages.c, experiment_check.c); not for other callers.
+ *
+ * the parse runs in three passes over one context: the table layer
+ * (yaml_table.h) walks the document through the field tables of the schema
+ * (top level, data, eval, teacher in experiment_schema.c; stages in
+ * experiment_stages.c), names that refer to other stages are kept as text,
+ * then tc_exp_check_document resolves them and fills the defaults that
+ * depend on other fields. */
+#ifndef TC_EXPERIMENT_INTERNAL_H
+#define TC_EXPERIMENT_INTERNAL_H
+
+#include "experiment.h"
+#include "yaml_table.h"
+
+#define TC_EXP_BIG 1e308 /* no upper bound */
+
+typedef struct {
+    tc_yaml y; /* first: the table layer's callbacks get &y and cast it back */
+    tc_experiment *exp;
+    /* names resolved after all stages are read (one entry per stage) */
+    char **parent_name;
+    char **model_stage_name;
+    tc_exp_loc *parent_loc, *name_loc;
+    char *teacher_stage;
+    tc_exp_loc teacher_stage_loc;
+    tc_exp_loc teacher_loc;
+    int cur_stage; /* the stage whose fields are being read */
+} tc_exp_ctx;
+
+static inline tc_exp_ctx *tc_exp_ctx_of(tc_yaml *y) {
+    return (tc_exp_ctx *)y;
+}
+
+/* the table of the top level (experiment_schema.c) */
+extern const tc_yaml_field *const tc_exp_top_fields;
+extern const int tc_exp_n_top_fields;
+
+/* stages: the list (experiment_stages.c) */
+void tc_exp_stages_fn(tc_yaml *y, struct fy_node *v, const char *path, void *obj);
+
+/* a model config: a .json path, or a bare name looked up in the model folders */
+char *tc_exp_resolve_cfg(tc_yaml *y, const char *p);
+
+/* the checks that span the document and the defaults that depend on other
+ * fields (experiment_check.c) */
+void tc_exp_check_document(tc_exp_ctx *c);
+
+#endif

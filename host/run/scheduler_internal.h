@@ -1,0 +1,165 @@
+/* inside the scheduler (host/run): the state of a run and of one stage, and
+ * the functions its files share; not for other callers.
+ *
+ *   scheduler.c        the entry point: world, tokenizer, templates, stages, report
+ *   run_stage.c        one stage: resume or start, the step loop, the end
+ *   run_build.c        the student, the teacher, the loader; weights on the host
+ *   run_masks.c        automatic inheritance: L0 masks, the masked step, pruning
+ *   run_checkpoint.c   checkpoint folders: save, find the latest, resume
+ *   run_eval.c         zero-shot evaluation, metrics lines, summary.json
+ */
+#ifndef TC_SCHEDULER_INTERNAL_H
+#define TC_SCHEDULER_INTERNAL_H
+
+#include <stdint.h>
+#include <stdio.h>
+
+#include "experiment.h"
+#include "fault.h"
+#include "l0.h"
+#include "loader.h"
+#include "metrics_log.h"
+#include "model.h"
+#include "params.h"
+#include "retrieval.h"
+#include "tb_events.h"
+#include "tokenizer.h"
+#include "train.h"
+#include "zeroshot.h"
+
+#define PATH_CAP 1024
+#define CKPT_CAP (PATH_CAP + 320)
+
+typedef struct {
+    int done;
+    tc_model_config cfg; /* final architecture */
+    int has_root;        /* the stage was (re)expanded from this uniform shape */
+    tc_model_config root;
+    char final_dir[PATH_CAP];
+} stage_result;
+
+typedef struct {
+    const tc_experiment *exp;
+    FILE *log;
+    int force_tty;
+    tc_backend *be;
+    tc_batch_allocator batch_allocator; /* the loader's: pinned memory for the CUDA backend */
+    tc_tokenizer *tok;
+    stage_result *res;
+    /* zero-shot templates */
+    const char **templates;
+    int n_templates;
+    char **template_storage;
+    tc_faults faults; /* the test build's injected faults (fault.h) */
+    /* data parallel: every rank runs the same stages in lockstep; rank 0
+     * alone writes files (run folder, checkpoints, metrics, reports) */
+    tc_comm *comm;
+    int rank, world;
+} run_ctx;
+
+/* one tower's L0 state during a mask phase */
+typedef struct {
+    int on;
+    tc_l0_masks masks;
+    tc_l0_adamw opt;
+    tc_l0_rng rng;
+    float *z, *dz_dloga, *dloss_dz, *grad; /* host: n_loga, n_loga, n_loga, count */
+    tc_l0_device_layout dl;                /* the device vectors' aligned rows */
+    float *stage;                          /* host: dl.total, z or dz in that layout */
+    float *z_dev, *dz_dev;                 /* device: dl.total */
+    tc_tower_masks tm;
+} tower_l0;
+
+/* weights on the host */
+typedef struct {
+    tc_model_config cfg;
+    tc_param_layout layout;
+    float *params;
+} host_model;
+
+/* the train state's counters */
+typedef struct {
+    long long step; /* iterations done in this stage */
+    long long adam_step;
+    long long nonfinite; /* consecutive skipped steps */
+    int masked;          /* still in the mask phase */
+    tc_loader_cursor cursor;
+} state_meta;
+
+/* one stage while it runs */
+typedef struct {
+    run_ctx *c;
+    int i;
+    const tc_exp_stage *st;
+    host_model init; /* the student's starting weights (host) */
+    int masked;      /* auto inheritance: the mask phase is to run */
+    tower_l0 l0[2];
+    tc_model *student, *teacher;
+    tc_trainer *trainer;
+    tc_loader *loader;
+    tc_metrics_log *metrics;
+    tc_tb_writer *tb;
+    state_meta meta;
+    int batch; /* samples per process and step (the stage's batch) */
+    int micro; /* samples per micro-batch: batch / accum_steps (the models' max batch) */
+    /* the trainer counts skipped steps on the device from its creation:
+     * steps since then, and the consecutive skips carried in from before */
+    long long trainer_steps, nonfinite_base;
+} stage_run;
+
+/* ---- scheduler.c ---- */
+double wall_seconds(void);
+void logf_run(run_ctx *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* out_dir/<stage i>[/sub] into buf (PATH_CAP bytes) */
+void stage_path(const run_ctx *c, int i, const char *sub, char *buf);
+
+/* ---- run_stage.c ---- */
+tc_status run_stage(run_ctx *c, int i);
+
+/* ---- run_build.c ---- */
+void host_model_free(host_model *h);
+tc_status host_model_load(const char *path, const char *config, host_model *h);
+tc_status host_model_random(tc_backend *be, const tc_model_config *cfg, uint64_t seed,
+                            host_model *h);
+tc_status load_parent(run_ctx *c, int i, host_model *h);
+/* the architecture and starting weights of the student, into r->init */
+tc_status build_student(stage_run *r);
+/* the student (masked: with the L0 masks of r->l0) and its trainer */
+tc_status make_student(stage_run *r, const tc_model_config *cfg, const float *params, int masked);
+tc_status make_teacher(stage_run *r);
+tc_status open_loader(stage_run *r, const tc_loader_cursor *resume);
+
+/* ---- run_masks.c ---- */
+/* automatic inheritance: the parent at the full shape, with masks */
+tc_status build_auto_student(stage_run *r, uint64_t seed);
+void l0_free(tc_backend *be, tower_l0 *t);
+uint64_t l0_rank_seed(uint64_t seed, int rank);
+tc_status l0_install_deterministic(tc_backend *be, tower_l0 *t, int round_to);
+/* the mask phase ends: deterministic masks, prune, a fresh dense student */
+tc_status prune_student(stage_run *r);
+/* one iteration of the mask phase: sample, step, mask gradients, Lagrangian, mask AdamW */
+tc_status masked_step(stage_run *r, const tc_batch *b, tc_step_result *res, double *lag);
+
+/* ---- run_checkpoint.c ---- */
+/* the newest complete checkpoint folder of a stage, "" when none; out has CKPT_CAP bytes */
+void latest_checkpoint(const run_ctx *c, int i, char *out);
+/* restores weights, moments, masks and counters from a checkpoint folder */
+tc_status resume_from(stage_run *r, const char *ckpt);
+/* a checkpoint of the stage as it is now (rank 0 writes it) */
+tc_status checkpoint_stage(stage_run *r);
+
+/* ---- run_eval.c ---- */
+tc_status load_templates(run_ctx *c);
+void free_templates(run_ctx *c);
+tc_status metrics_write(tc_metrics_log *m, int64_t step, const char *event, int n,
+                        const char **keys, const double *vals);
+tc_status metrics_sync(tc_metrics_log *m);
+tc_status eval_now(stage_run *r, tc_zeroshot_result *zr);
+tc_status log_eval(stage_run *r, const tc_zeroshot_result *zr);
+/* images/s of the final model's image tower at the stage batch */
+double inference_speed(run_ctx *c, tc_model *m, int batch);
+tc_status write_summary(stage_run *r, const tc_zeroshot_result *zr, int has_eval,
+                        const tc_retrieval_result *rr, double ips, double train_ips,
+                        double wait_fraction);
+
+#endif
