@@ -1,7 +1,7 @@
 /* forward FLOPs of one image and one text, counted as 2 x multiply-adds of
  * every matrix product (bias adds, LayerNorm, softmax, activations and
  * embedding gathers are left out; they are a few percent at CLIP sizes):
- *   image, T = grid^2 + 1 tokens, C width, per layer A = 64*heads, M mlp:
+ *   image, T = grid^2 + 1 tokens, C width, per layer A = HS*heads, M mlp:
  *     patch embedding  (T-1) * 3*P*P * C
  *     qkv              T * C * 3A
  *     scores QK^T      T * T * A
@@ -11,7 +11,11 @@
  *     projection       C * E        (the pooled token only)
  *   text, T = context_length (the full causal square is counted, as a dense
  *   attention kernel computes it): the same per-layer terms, plus C * E.
- * used by `inspect`, the run report and the benchmarks. */
+ *   ResNet image tower: every convolution (Ho*Wo*Cout*Cin*k*k) and the
+ *   attention pool (D = 32 W channels, T = (S/32)^2 + 1 tokens): the mean
+ *   token's query D*D, keys and values 2*T*D*D, scores and sum 2*T*D, c_proj
+ *   D*E.
+ * used by `inspect`, the run report and the benchmarks (tc_step_gflops). */
 #ifndef TC_FLOPS_H
 #define TC_FLOPS_H
 
@@ -35,5 +39,10 @@ void tc_model_flops(const tc_model_config *cfg, double *gflops_image, double *gf
 typedef enum { TC_STEP_INFER = 0, TC_STEP_TRAIN = 1, TC_STEP_DISTILL = 2 } tc_step_kind;
 double tc_step_gflops(tc_step_kind kind, const tc_model_config *student,
                       const tc_model_config *teacher);
+
+/* activation elements per image a ResNet image tower holds (engine/
+ * model_resnet.c): train, every saved tensor plus the backward's scratch;
+ * inference, one buffer per role shared by the blocks. for memory estimates */
+double tc_resnet_activations(const tc_tower_config *v, int train);
 
 #endif

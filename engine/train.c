@@ -22,33 +22,38 @@ struct tc_trainer {
     tc_loss_config loss;
     tc_parallel_config par;
     tc_backend *be;
-    int step;      /* schedule position: the lr of the next step is tc_lr_at(step) */
-    int max_batch; /* b: samples per micro-batch */
-    int rows;      /* R = accum_steps * b: this rank's samples per step, at most */
-    int world;     /* W */
-    int shape[3];  /* rows, world, sharded of the step buffers as allocated */
-    tc_param_segment *segs;
+    int step;               /* schedule position: the lr of the next step is tc_lr_at(step) */
+    int max_batch;          /* b: samples per micro-batch */
+    int rows;               /* R = accum_steps * b: this rank's samples per step, at most */
+    int world;              /* W */
+    int shape[3];           /* rows, world, sharded of the step buffers as allocated */
+    tc_param_segment *segs; /* what AdamW updates: every tensor but the BatchNorm buffers */
     int nseg;
-    float *m, *v;                      /* AdamW moments: (P), or this rank's slice with zero1 */
-    float *sim, *dsim, *teacher_sim;   /* (2, R, W*R): i2t then t2i */
-    float *dimg, *dtxt;                /* (R, E) feature gradients of this rank's rows */
-    float *scalars;                    /* S_COUNT */
-    float *in_images;                  /* (R, 3, S, S) the step's inputs on the device */
-    int32_t *in_ids;                   /* (R, context) */
-    int async_inputs;                  /* inputs uploaded without waiting (fences) */
-    long long fences;                  /* input fences recorded so far */
-    float last_sum_sq;                 /* of the last result read, on the host */
+    /* what the gradient norm sums: every tensor in layout order, the
+     * BatchNorm buffers (zero gradient) included, so the norm's partition
+     * is that of the packed sequence of all tensors */
+    tc_param_segment *nsegs;
+    int nnseg;
+    float *m, *v;                    /* AdamW moments: (P), or this rank's slice with zero1 */
+    float *sim, *dsim, *teacher_sim; /* (2, R, W*R): i2t then t2i */
+    float *dimg, *dtxt;              /* (R, E) feature gradients of this rank's rows */
+    float *scalars;                  /* S_COUNT */
+    float *in_images;                /* (R, 3, S, S) the step's inputs on the device */
+    int32_t *in_ids;                 /* (R, context) */
+    int async_inputs;                /* inputs uploaded without waiting (fences) */
+    long long fences;                /* input fences recorded so far */
+    float last_sum_sq;               /* of the last result read, on the host */
     float last_lr;
     /* accum_steps > 1: the features of every micro-batch of the step */
-    float *img_rows, *txt_rows;        /* (R, E) */
-    float *timg_rows, *ttxt_rows;      /* (R, TE) */
+    float *img_rows, *txt_rows;   /* (R, E) */
+    float *timg_rows, *ttxt_rows; /* (R, TE) */
     /* data parallel (comm with world > 1) */
     tc_comm *comm;
-    float *img_all, *txt_all;          /* (W*R, E) gathered student features */
-    float *timg_all, *ttxt_all;        /* (W*R, TE) gathered teacher features */
-    float *dimg_all, *dtxt_all;        /* (W*R, E) column gradients of this rank's loss */
-    float *cols;                       /* (R, E) the columns' gradients reduced to their owner */
-    float *one;                        /* device 1.0f: the add of cols through gemm */
+    float *img_all, *txt_all;   /* (W*R, E) gathered student features */
+    float *timg_all, *ttxt_all; /* (W*R, TE) gathered teacher features */
+    float *dimg_all, *dtxt_all; /* (W*R, E) column gradients of this rank's loss */
+    float *cols;                /* (R, E) the columns' gradients reduced to their owner */
+    float *one;                 /* device 1.0f: the add of cols through gemm */
     /* bucketed all-reduce */
     grad_bucket *buckets;
     tc_comm_request *requests;
@@ -62,9 +67,11 @@ struct tc_trainer {
      * allocation, so that a tensor's element sits on the alignment it has in
      * the whole buffer (shard_head = shard_lo[rank] % TC_PARAM_ALIGN) */
     size_t shard_head;
-    float *gshard;                     /* (shard_n[rank]) averaged gradient slice */
-    tc_param_segment *zsegs;           /* segs cut to this rank's slice, relative to it */
+    float *gshard;           /* (shard_n[rank]) averaged gradient slice */
+    tc_param_segment *zsegs; /* segs cut to this rank's slice, relative to it */
     int nzseg;
+    tc_param_segment *znsegs; /* nsegs cut the same way */
+    int nznseg;
 };
 
 tc_optim_config tc_optim_default(void) {
@@ -89,34 +96,64 @@ float tc_lr_at(const tc_optim_config *o, int step) {
     return (float)(0.5 * (1.0 + cos(M_PI * e / es)) * o->lr);
 }
 
-/* contiguous runs of tensors that share a weight decay */
+/* contiguous runs of tensors that share a weight decay; the BatchNorm
+ * buffers left out unless with_buffers. returns the number of runs */
+static int layout_segments(const tc_param_layout *L, float weight_decay, int with_buffers,
+                           tc_param_segment *out) {
+    int n = 0;
+    for (int i = 0; i < L->count; i++) {
+        const tc_param_info *p = &L->params[i];
+        if (p->buffer && !with_buffers) continue; /* running statistics: not optimised */
+        float wd = p->decay ? weight_decay : 0.0f;
+        tc_param_segment *last = n ? &out[n - 1] : NULL;
+        if (last && last->weight_decay == wd && last->offset + last->count == p->offset)
+            last->count += p->count;
+        else
+            out[n++] = (tc_param_segment){p->offset, p->count, wd};
+    }
+    return n;
+}
+
 static tc_status build_segments(tc_trainer *t) {
     const tc_param_layout *L = tc_model_layout(t->student);
     t->segs = calloc((size_t)L->count, sizeof *t->segs);
-    if (!t->segs) return tc_fail(TC_ERR_OOM, "trainer: out of host memory");
-    t->nseg = 0;
-    for (int i = 0; i < L->count; i++) {
-        const tc_param_info *p = &L->params[i];
-        float wd = p->decay ? t->optim.weight_decay : 0.0f;
-        tc_param_segment *last = t->nseg ? &t->segs[t->nseg - 1] : NULL;
-        if (last && last->weight_decay == wd && last->offset + last->count == p->offset) {
-            last->count += p->count;
-        } else {
-            t->segs[t->nseg++] = (tc_param_segment){p->offset, p->count, wd};
-        }
-    }
+    t->nsegs = calloc((size_t)L->count, sizeof *t->nsegs);
+    if (!t->segs || !t->nsegs) return tc_fail(TC_ERR_OOM, "trainer: out of host memory");
+    t->nseg = layout_segments(L, t->optim.weight_decay, 0, t->segs);
+    t->nnseg = layout_segments(L, t->optim.weight_decay, 1, t->nsegs);
     return TC_OK;
+}
+
+/* the parts of n segments within buffer elements [lo, hi), relative to lo */
+static int cut_segments(const tc_param_segment *in, int n, size_t lo, size_t hi,
+                        tc_param_segment *out) {
+    int k = 0;
+    for (int i = 0; i < n; i++) {
+        size_t a = in[i].offset, b = a + in[i].count;
+        if (a < lo) a = lo;
+        if (b > hi) b = hi;
+        if (a < b) out[k++] = (tc_param_segment){a - lo, b - a, in[i].weight_decay};
+    }
+    return k;
 }
 
 static tc_status trainer_alloc(tc_trainer *t, void **ptr, size_t bytes) {
     return t->be->alloc(t->be, bytes, ptr);
 }
 
-static int distributed(const tc_trainer *t) { return t->comm && t->comm->world_size > 1; }
-static int sharded(const tc_trainer *t) { return distributed(t) && t->par.zero1; }
+static int distributed(const tc_trainer *t) {
+    return t->comm && t->comm->world_size > 1;
+}
+static int sharded(const tc_trainer *t) {
+    return distributed(t) && t->par.zero1;
+}
 
-static size_t param_count(const tc_trainer *t) { return tc_model_layout(t->student)->total; }
-static int student_dim(const tc_trainer *t) { return tc_model_cfg(t->student)->embed_dim; }
+static size_t param_count(const tc_trainer *t) {
+    return tc_model_layout(t->student)->total;
+}
+static int student_dim(const tc_trainer *t) {
+    return tc_model_cfg(t->student)->embed_dim;
+}
 static int teacher_dim(const tc_trainer *t) {
     return t->teacher ? tc_model_cfg(t->teacher)->embed_dim : 0;
 }
@@ -164,15 +201,12 @@ static tc_status plan_shards(tc_trainer *t) {
     t->shard_head = lo % TC_PARAM_ALIGN;
     /* the segments cut to this rank's slice, relative to it */
     free(t->zsegs);
-    t->zsegs = calloc((size_t)t->nseg, sizeof *t->zsegs);
-    if (!t->zsegs) return tc_fail(TC_ERR_OOM, "trainer: out of host memory");
-    t->nzseg = 0;
-    for (int i = 0; i < t->nseg; i++) {
-        size_t a = t->segs[i].offset, b = a + t->segs[i].count;
-        if (a < lo) a = lo;
-        if (b > hi) b = hi;
-        if (a < b) t->zsegs[t->nzseg++] = (tc_param_segment){a - lo, b - a, t->segs[i].weight_decay};
-    }
+    free(t->znsegs);
+    t->zsegs = calloc((size_t)t->nseg + 1, sizeof *t->zsegs);
+    t->znsegs = calloc((size_t)t->nnseg + 1, sizeof *t->znsegs);
+    if (!t->zsegs || !t->znsegs) return tc_fail(TC_ERR_OOM, "trainer: out of host memory");
+    t->nzseg = cut_segments(t->segs, t->nseg, lo, hi, t->zsegs);
+    t->nznseg = cut_segments(t->nsegs, t->nnseg, lo, hi, t->znsegs);
     return TC_OK;
 }
 
@@ -195,7 +229,8 @@ static tc_status alloc_step_buffers(tc_trainer *t) {
     t->shard_head = 0;
     size_t R = (size_t)t->rows, W = (size_t)t->world, E = (size_t)student_dim(t);
     size_t TE = (size_t)teacher_dim(t), F = sizeof(float);
-    if (R * W > (1u << 24)) return tc_fail(TC_ERR_ARG, "trainer: global batch %zu x %zu too large", W, R);
+    if (R * W > (1u << 24))
+        return tc_fail(TC_ERR_ARG, "trainer: global batch %zu x %zu too large", W, R);
     if (sharded(t)) TC_TRY(plan_shards(t));
     size_t rows = 2 * R * W * R * F, M = moment_count(t);
     const tc_model_config *sc = tc_model_cfg(t->student);
@@ -264,7 +299,8 @@ static int param_event(const tc_trainer *t, const tc_param_layout *L, const tc_p
 }
 
 static int cmp_offset_desc(const void *a, const void *b) {
-    const tc_param_info *x = *(const tc_param_info *const *)a, *y = *(const tc_param_info *const *)b;
+    const tc_param_info *x = *(const tc_param_info *const *)a,
+                        *y = *(const tc_param_info *const *)b;
     return x->offset < y->offset ? 1 : x->offset > y->offset ? -1 : 0;
 }
 
@@ -286,7 +322,8 @@ static tc_status plan_buckets(tc_trainer *t) {
         free(order);
         return tc_fail(TC_ERR_OOM, "trainer: out of host memory");
     }
-    for (int i = 0; i < L->count; i++) order[i] = &L->params[i];
+    for (int i = 0; i < L->count; i++)
+        order[i] = &L->params[i];
     qsort(order, (size_t)L->count, sizeof *order, cmp_offset_desc);
     t->nbuckets = 0;
     grad_bucket *cur = NULL;
@@ -317,8 +354,8 @@ static void fire_event(tc_trainer *t, int event) {
     for (int k = 0; k < t->nbuckets && t->hook_status == TC_OK; k++) {
         const grad_bucket *b = &t->buckets[k];
         if (b->ready != event) continue;
-        t->hook_status = t->comm->all_reduce_start(t->comm, g + b->lo, b->hi - b->lo,
-                                                   TC_REDUCE_AVG, &t->requests[k]);
+        t->hook_status = t->comm->all_reduce_start(t->comm, g + b->lo, b->hi - b->lo, TC_REDUCE_AVG,
+                                                   &t->requests[k]);
         t->started_early++;
     }
 }
@@ -341,10 +378,12 @@ tc_status tc_trainer_create(tc_trainer **out, tc_model *student, tc_model *teach
     if (teacher) {
         const tc_model_config *tc = tc_model_cfg(teacher);
         if (tc->vision.image_size != sc->vision.image_size)
-            return tc_fail(TC_ERR_CONFIG, "teacher %s takes %dpx images, student %s takes %dpx: they must match",
+            return tc_fail(TC_ERR_CONFIG,
+                           "teacher %s takes %dpx images, student %s takes %dpx: they must match",
                            tc->name, tc->vision.image_size, sc->name, sc->vision.image_size);
         if (tc->text.context_length != sc->text.context_length)
-            return tc_fail(TC_ERR_CONFIG, "teacher %s has context %d, student %s has %d: they must match",
+            return tc_fail(TC_ERR_CONFIG,
+                           "teacher %s has context %d, student %s has %d: they must match",
                            tc->name, tc->text.context_length, sc->name, sc->text.context_length);
         if (tc_model_backend(teacher) != tc_model_backend(student))
             return tc_fail(TC_ERR_ARG, "trainer: teacher and student must share a backend");
@@ -382,14 +421,20 @@ void tc_trainer_destroy(tc_trainer *t) {
     if (t->comm) tc_model_set_backward_hook(t->student, NULL, NULL);
     free(t->segs);
     free(t->zsegs);
+    free(t->nsegs);
+    free(t->znsegs);
     free(t->shard_n);
     free(t->buckets);
     free(t->requests);
     free(t);
 }
 
-int tc_trainer_step_index(const tc_trainer *t) { return t->step; }
-void tc_trainer_set_step_index(tc_trainer *t, int step) { t->step = step; }
+int tc_trainer_step_index(const tc_trainer *t) {
+    return t->step;
+}
+void tc_trainer_set_step_index(tc_trainer *t, int step) {
+    t->step = step;
+}
 
 int tc_trainer_adam_step(tc_trainer *t) {
     float n = 0.0f;
@@ -426,7 +471,9 @@ size_t tc_trainer_device_bytes(const tc_trainer *t) {
     return floats * sizeof(float) + tc_trainer_optimizer_bytes(t);
 }
 
-tc_parallel_config tc_trainer_parallel(const tc_trainer *t) { return t->par; }
+tc_parallel_config tc_trainer_parallel(const tc_trainer *t) {
+    return t->par;
+}
 
 int tc_trainer_buckets(const tc_trainer *t, int *started_by_backward) {
     if (started_by_backward) *started_by_backward = t->started_early;
@@ -541,9 +588,16 @@ static tc_status teacher_forward(tc_trainer *t, const float *images, const int32
     return tc_model_encode_text_device(te, ids, b);
 }
 
-/* images and ids: device, micro-batch j of the step's inputs */
-static tc_status student_forward(tc_trainer *t, const float *images, const int32_t *ids, int b) {
-    TC_TRY(tc_model_encode_image_device(t->student, images, b));
+/* images and ids: device, micro-batch j of the step's inputs. a ResNet's
+ * BatchNorms use the batch's statistics (model.train()); the running
+ * statistics take one step per micro-batch, not again when a micro-batch is
+ * encoded a second time for its backward (replay) */
+static tc_status student_forward(tc_trainer *t, const float *images, const int32_t *ids, int b,
+                                 int replay) {
+    tc_model_set_bn_mode(t->student, replay ? TC_BN_REPLAY : TC_BN_TRAIN);
+    tc_status s = tc_model_encode_image_device(t->student, images, b);
+    tc_model_set_bn_mode(t->student, TC_BN_EVAL);
+    TC_TRY(s);
     return tc_model_encode_text_device(t->student, ids, b);
 }
 
@@ -566,7 +620,9 @@ static tc_status upload_inputs(tc_trainer *t, const float *images, const int32_t
     return TC_OK;
 }
 
-void tc_trainer_set_async_inputs(tc_trainer *t, int on) { t->async_inputs = on != 0; }
+void tc_trainer_set_async_inputs(tc_trainer *t, int on) {
+    t->async_inputs = on != 0;
+}
 
 tc_status tc_trainer_inputs_wait(tc_trainer *t, int lag) {
     if (lag < 0 || lag > TC_FENCES - 2)
@@ -611,7 +667,8 @@ static tc_status reduce_gradients(tc_trainer *t) {
                                          t->buckets[k].hi - t->buckets[k].lo, TC_REDUCE_AVG,
                                          &t->requests[k]));
     }
-    for (int k = 0; k < t->nbuckets; k++) TC_TRY(t->comm->wait(t->comm, &t->requests[k]));
+    for (int k = 0; k < t->nbuckets; k++)
+        TC_TRY(t->comm->wait(t->comm, &t->requests[k]));
     return TC_OK;
 }
 
@@ -656,7 +713,7 @@ static tc_status forward_backward(tc_trainer *t, const float *images, const int3
                 keep_rows(t, t->ttxt_rows, tc_model_text_features(t->teacher), j, b, TE);
             }
         }
-        TC_TRY(student_forward(t, im, tk, b));
+        TC_TRY(student_forward(t, im, tk, b, 0));
         if (k > 1) {
             keep_rows(t, t->img_rows, tc_model_image_features(st), j, b, E);
             keep_rows(t, t->txt_rows, tc_model_text_features(st), j, b, E);
@@ -700,7 +757,7 @@ static tc_status forward_backward(tc_trainer *t, const float *images, const int3
     for (int j = k - 1; j >= 0; j--) {
         if (j < k - 1)
             TC_TRY(student_forward(t, images + (size_t)j * b * img_n, ids + (size_t)j * b * ids_n,
-                                   b));
+                                   b, 1));
         t->hooks_on = j == 0 && distributed(t) && !sharded(t);
         fire_event(t, 0);
         tc_status s = tc_model_backward_image(st, t->dimg + (size_t)j * b * E);
@@ -749,10 +806,10 @@ tc_status tc_trainer_compute(tc_trainer *t, const float *images, const int32_t *
     TC_TRY(forward_backward(t, images, ids, B, 1));
     if (sharded(t)) {
         /* the norm of the averaged gradient from the slices */
-        be->sum_squares(be, &t->scalars[S_SUMSQ], t->gshard, t->zsegs, t->nzseg);
+        be->sum_squares(be, &t->scalars[S_SUMSQ], t->gshard, t->znsegs, t->nznseg);
         TC_TRY(t->comm->all_reduce_f32(t->comm, &t->scalars[S_SUMSQ], 1, TC_REDUCE_SUM));
     } else {
-        be->sum_squares(be, &t->scalars[S_SUMSQ], tc_model_grads(t->student), t->segs, t->nseg);
+        be->sum_squares(be, &t->scalars[S_SUMSQ], tc_model_grads(t->student), t->nsegs, t->nnseg);
     }
     be->all_finite(be, &t->scalars[S_FINITE], &t->scalars[S_LOSS], 2); /* loss and sum of squares */
     return r ? tc_trainer_read_result(t, r) : TC_OK;
@@ -780,8 +837,9 @@ tc_status tc_trainer_apply(tc_trainer *t, double extra_sum_sq) {
     }
     /* skip or count the update on the device */
     be->step_gate(be, &t->scalars[S_FINITE]);
-    tc_adamw_hparams hp = {tc_lr_at(&t->optim, t->step), t->optim.beta1, t->optim.beta2,
-                           t->optim.eps, 1, &t->scalars[S_FINITE]};
+    tc_adamw_hparams hp = {
+        tc_lr_at(&t->optim, t->step), t->optim.beta1, t->optim.beta2, t->optim.eps, 1,
+        &t->scalars[S_FINITE]};
     tc_act *compute = be->caps.separate_compute_weights ? tc_model_compute_weights(st) : NULL;
     if (sharded(t)) {
         /* this rank's slice, then every slice to every rank */

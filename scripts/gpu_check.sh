@@ -60,7 +60,7 @@ MIN_STEP=15                        # a sanitizer run shorter than this is not st
 # SETUP_RESERVE must fit BUDGET (the selftest checks it); the sanitizers run
 # with whatever is left, at least their limit when nothing ran long
 PLAN=(
-  "ops 45 cuda ops vs cpu (fp32 + bf16)"
+  "ops 45 cuda ops vs cpu (fp32 + bf16; ResNet ops, cuDNN conv2d, head sizes 8..256)"
   "model 40 cuda model vs cpu"
   "nccl 25 NCCL collectives"
   "kernels 35 kernel benchmarks (FMA + mma)"
@@ -302,6 +302,13 @@ EOF
       esac
     done
     [ "$(type -t "step_$id")" = function ] || bad "$id: no step_$id in this script"
+  done
+  # the quick-correctness step covers what the model breadth added: the
+  # ResNet ops (cuDNN conv2d, BatchNorm, pools, attention pool, a whole
+  # ResNet CLIP) and the attention cases with head sizes 8..256
+  for t in test_attention test_attention_mma test_patch_embed test_conv2d test_batchnorm \
+    test_relu_avgpool test_attnpool test_resnet_model; do
+    grep -a "$t" "$tmp/bin/test_cuda_ops" >/dev/null || bad "ops: test_cuda_ops has no $t"
   done
   # (grep without -q reads to the end: with pipefail an early exit would fail the pipe)
   env LD_LIBRARY_PATH="$tmp/lib" "$tmp/bin/tinyclip" bench --help 2>&1 | grep -- "--backend.*cuda" >/dev/null ||

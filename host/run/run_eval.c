@@ -123,8 +123,9 @@ tc_status metrics_sync(tc_metrics_log *m) {
 tc_status eval_now(stage_run *r, tc_zeroshot_result *zr) {
     run_ctx *c = r->c;
     if (c->exp->zero_shot.dataset == TC_EXP_ZS_NONE) return TC_OK;
+    if (r->masked) TC_TRY(l0_deterministic(r));
     for (int k = 0; k < 2 && r->masked; k++)
-        TC_TRY(l0_install_deterministic(c->be, &r->l0[k], r->st->inherit.autoc.round_to));
+        TC_TRY(l0_upload_z(c->be, &r->l0[k]));
     return zeroshot(c, r->student, zr);
 }
 

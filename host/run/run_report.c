@@ -61,7 +61,9 @@ static tc_status read_summary(const tc_experiment *exp, int i, stage_row *r) {
     if (st->kind == TC_EXP_STAGE_SCRATCH)
         snprintf(r->kind, sizeof r->kind, "%s", st->model_stage >= 0 ? "scratch baseline" : "from scratch (CLIP loss)");
     else if (inh && st->inherit.kind == TC_EXP_INHERIT_AUTO)
-        snprintf(r->kind, sizeof r->kind, "distill, auto %.0f%% sparsity", 100.0 * st->inherit.autoc.target_sparsity);
+        snprintf(r->kind, sizeof r->kind, "distill, auto %.0f%% sparsity%s",
+                 100.0 * st->inherit.autoc.target_sparsity,
+                 st->inherit.autoc.regular ? ", regular" : "");
     else
         snprintf(r->kind, sizeof r->kind, "distill%s%s", inh ? ", " : "", inh ? inh : "");
     row->kind = r->kind;

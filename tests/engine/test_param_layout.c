@@ -71,7 +71,8 @@ static void check_layout(const char *name, const tc_param_layout *l) {
         packed += p->count;
     }
     assert_int_equal(l->packed_total, packed);
-    assert_int_equal(l->packed_total, tc_param_count(l).total);
+    tc_param_counts c = tc_param_count(l);
+    assert_int_equal(l->packed_total, c.total + c.buffers); /* BatchNorm buffers: tensors too */
     assert_true(l->total >= end && l->total - end < TC_PARAM_ALIGN);
     assert_int_equal(l->total % TC_PARAM_ALIGN, 0);
     assert_int_equal(tc_param_offset_of_packed(l, l->packed_total), l->total);
@@ -113,10 +114,12 @@ static void check_shards(const char *name, const tc_param_layout *l, int W) {
     free(a);
 }
 
-/* the mask vectors of a teacher-shaped tower: aligned rows, a round trip */
-static void check_masks(const char *name, const tc_tower_config *t) {
+/* the mask vectors of a teacher-shaped tower, either shape: aligned rows, a
+ * round trip of z (n_z: the model's view, which a regular shape expands to) */
+static void check_masks(const char *name, const tc_tower_config *t, tc_l0_shape shape) {
     tc_l0_masks m;
-    if (tc_l0_masks_for_tower(&m, t, name) != TC_OK) return; /* an irregular tower has none */
+    /* an irregular or ResNet tower, or a width without whole heads, has none */
+    if (tc_l0_masks_for_tower_shaped(&m, t, shape, name) != TC_OK) return;
     tc_l0_device_layout d = tc_l0_device_layout_of(&m);
     assert_int_equal(d.heads % TC_PARAM_ALIGN, 0);
     assert_int_equal(d.inter % TC_PARAM_ALIGN, 0);
@@ -124,9 +127,9 @@ static void check_masks(const char *name, const tc_tower_config *t) {
     assert_int_equal(d.inter_stride % TC_PARAM_ALIGN, 0);
     assert_true(d.heads >= (size_t)m.hidden && d.heads_stride >= m.heads &&
                 d.inter_stride >= m.inter);
-    float *z = malloc(m.n_loga * sizeof *z), *back = malloc(m.n_loga * sizeof *back);
+    float *z = malloc(m.n_z * sizeof *z), *back = malloc(m.n_z * sizeof *back);
     float *dev = malloc(d.total * sizeof *dev);
-    for (size_t i = 0; i < m.n_loga; i++)
+    for (size_t i = 0; i < m.n_z; i++)
         z[i] = (float)i + 1.0f;
     for (size_t i = 0; i < d.total; i++)
         dev[i] = NAN;
@@ -141,9 +144,9 @@ static void check_masks(const char *name, const tc_tower_config *t) {
     size_t zeros = 0;
     for (size_t i = 0; i < d.total; i++)
         zeros += dev[i] == 0.0f;
-    assert_int_equal(zeros, d.total - m.n_loga); /* the gaps cleared, nothing else */
+    assert_int_equal(zeros, d.total - m.n_z); /* the gaps cleared, nothing else */
     tc_l0_from_device(&m, &d, back, dev);
-    assert_memory_equal(back, z, m.n_loga * sizeof *z);
+    assert_memory_equal(back, z, m.n_z * sizeof *z);
     free(z), free(back), free(dev);
     tc_l0_masks_free(&m);
 }
@@ -161,8 +164,11 @@ static void test_shipped_configs(void **state) {
         static const int worlds[] = {1, 2, 3, 8, 64};
         for (size_t w = 0; w < sizeof worlds / sizeof worlds[0]; w++)
             check_shards(names[c], &l, worlds[w]);
-        check_masks(names[c], &cfgs[c].vision);
-        check_masks(names[c], &cfgs[c].text);
+        for (int k = 0; k < 2; k++) {
+            tc_l0_shape shape = k ? TC_L0_REGULAR : TC_L0_IRREGULAR;
+            check_masks(names[c], &cfgs[c].vision, shape);
+            check_masks(names[c], &cfgs[c].text, shape);
+        }
         printf("%-40s %3d tensors, %11zu elements, %7zu of padding (%.3f%%)\n", names[c], l.count,
                l.packed_total, l.total - l.packed_total,
                100.0 * (double)(l.total - l.packed_total) / (double)l.total);
@@ -195,15 +201,14 @@ static void test_buffers_aligned(void **state) {
 }
 
 /* NaN in the padding of the weights: three training steps give the
- * tensors the bits of a run with zero padding, the padding keeps its NaN
- * (AdamW never wrote it, the gradient norm never read it), and a
- * checkpoint of the NaN-padded weights is the same file */
-static void test_padding_untouched(void **state) {
-    (void)state;
+ * tensors (a ResNet's BatchNorm buffers included) the bits of a run with
+ * zero padding, the padding keeps its NaN (AdamW never wrote it, the
+ * gradient norm never read it), and a checkpoint of the NaN-padded weights
+ * is the same file */
+static void padding_untouched(const tc_model_config *model) {
     tc_backend *be;
     assert_int_equal(tc_backend_cpu_create(&be, &(tc_backend_options){.threads = 1}), TC_OK);
-    tc_model_config cfg;
-    tc_test_tiny_clip(&cfg, "tiny", 40, 24);
+    const tc_model_config cfg = *model;
     const int B = 4;
     int S = cfg.vision.image_size, T = cfg.text.context_length;
     float *images = malloc((size_t)B * 3 * S * S * sizeof *images);
@@ -272,11 +277,30 @@ static void test_padding_untouched(void **state) {
     be->destroy(be);
 }
 
+static void test_padding_untouched(void **state) {
+    (void)state;
+    tc_model_config cfg;
+    tc_test_tiny_clip(&cfg, "tiny", 40, 24);
+    padding_untouched(&cfg);
+}
+
+/* a ResNet image tower: convolutions and BatchNorms (five tensors each) */
+static void test_padding_untouched_resnet(void **state) {
+    (void)state;
+    char path[1024];
+    snprintf(path, sizeof path, "%s/configs/models/fmnist-rn-student.json", source_dir());
+    tc_model_config cfg;
+    if (tc_model_config_load(&cfg, path) != TC_OK) fail_msg("%s: %s", path, tc_last_error());
+    assert_true(cfg.vision.resnet);
+    padding_untouched(&cfg);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_shipped_configs),
         cmocka_unit_test(test_buffers_aligned),
         cmocka_unit_test(test_padding_untouched),
+        cmocka_unit_test(test_padding_untouched_resnet),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
