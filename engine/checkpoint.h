@@ -35,7 +35,7 @@
 
 typedef enum {
     TC_FORMAT_OPENCLIP = 0, /* open_clip_model.safetensors + open_clip_config.json */
-    TC_FORMAT_HF = 1,       /* model.safetensors + config.json + preprocessor + tokenizer files */
+    TC_FORMAT_HF = 1,       /* model.safetensors + config.json + preprocessor_config.json */
 } tc_checkpoint_format;
 
 /* on success *cfg_out is the model config, *layout_out its parameter table
@@ -54,8 +54,9 @@ tc_status tc_checkpoint_check(const char *path, const tc_model_config *hint,
 
 /* creates dir if needed and writes the checkpoint in the given layout.
  * TC_FORMAT_HF fails for models HF CLIPConfig cannot express (irregular
- * towers, no_ln_pre, average pooling) and needs the CLIP vocabulary
- * (tc_checkpoint_vocab_path) for vocab.json / merges.txt. */
+ * towers, no_ln_pre, average pooling, ResNet towers). the tokenizer files a
+ * Hugging Face directory also holds come from the host's text library
+ * (tc_hf_tokenizer_write), which knows the BPE vocabulary. */
 tc_status tc_checkpoint_save(const char *dir, tc_checkpoint_format fmt, const tc_model_config *cfg,
                              const tc_param_layout *layout, const float *params);
 
@@ -70,18 +71,8 @@ tc_status tc_checkpoint_save_file(const char *path, const tc_model_config *cfg,
  * malloc'd, *config_path NULL when no config file is found */
 tc_status tc_checkpoint_resolve(const char *path, char **weights_path, char **config_path);
 
-/* Hugging Face CLIPTokenizer files (vocab.json, merges.txt,
- * tokenizer_config.json, special_tokens_map.json) made from the CLIP
- * vocabulary (tc_checkpoint_vocab_path), written into dir */
-tc_status tc_checkpoint_save_tokenizer(const char *dir, int context_length);
-
 /* OpenAI CLIP image normalisation (open_clip's constants), as JSON arrays */
 #define TC_CLIP_MEAN_JSON "[0.48145466, 0.4578275, 0.40821073]"
 #define TC_CLIP_STD_JSON "[0.26862954, 0.26130258, 0.27577711]"
-
-/* the CLIP BPE vocabulary used for Hugging Face tokenizer files:
- * $TINYCLIP_VOCAB, else third_party/vocab/bpe_simple_vocab_16e6.txt.gz in the
- * source tree */
-const char *tc_checkpoint_vocab_path(void);
 
 #endif

@@ -10,6 +10,7 @@
 
 #include "checkpoint.h"
 #include "cli.h"
+#include "hf_tokenizer.h"
 #include "onnx_export.h"
 
 static void usage(FILE *f) {
@@ -126,6 +127,9 @@ int tc_cmd_convert(int argc, char **argv) {
     }
     tc_status st = to_onnx ? tc_export_onnx(out, &cfg, &layout, params, &onnx)
                            : tc_checkpoint_save(out, fmt, &cfg, &layout, params);
+    /* a Hugging Face directory also holds the CLIPTokenizer files */
+    if (st == TC_OK && fmt == TC_FORMAT_HF && !to_onnx)
+        st = tc_hf_tokenizer_write(out, NULL, cfg.text.context_length);
     free(params);
     size_t total = layout.packed_total;
     tc_param_layout_free(&layout);

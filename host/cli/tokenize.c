@@ -12,7 +12,7 @@ static void usage(FILE *f) {
                "  prints one line per TEXT: its token ids from <start_of_text> (49406)\n"
                "  to <end_of_text> (49407), cut to N ids (default 77) as open_clip does.\n"
                "  the vocabulary defaults to $TINYCLIP_VOCAB, else %s\n",
-            tc_tokenizer_default_vocab());
+            tc_bpe_vocab_default_path());
 }
 
 int tc_cmd_tokenize(int argc, char **argv) {

@@ -2,23 +2,16 @@
 
 #include <stdlib.h>
 
-#include "loader.h"
+#include "eval_loader.h"
 
 /* retrieval over a paired dataset, one caption per image */
 tc_status tc_retrieval_eval(tc_model *m, tc_tokenizer *tok, const char *data, int64_t max_n,
                             tc_retrieval_result *out) {
     const tc_model_config *c = tc_model_cfg(m);
     tc_backend *be = tc_model_backend(m);
-    int E = c->embed_dim, B = tc_model_max_batch(m);
+    int E = c->embed_dim;
     tc_loader_cfg lc;
-    tc_loader_cfg_init(&lc);
-    lc.data = data;
-    lc.batch_size = B;
-    lc.image_size = c->vision.image_size;
-    lc.context_length = c->text.context_length;
-    lc.train = 0;
-    lc.epochs = 1;
-    lc.tokenizer = tok;
+    tc_eval_loader_cfg(&lc, m, data, tok);
     tc_loader *l;
     TC_TRY(tc_loader_create(&lc, NULL, &l));
     size_t cap = 1024, n = 0;

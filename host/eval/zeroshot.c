@@ -4,7 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "loader.h"
+#include "eval_loader.h"
 
 /* template with every "{}" replaced by the class name */
 static void fill_template(char *buf, size_t cap, const char *tmpl, const char *name) {
@@ -58,17 +58,10 @@ tc_status tc_zeroshot_eval(tc_model *m, tc_tokenizer *tok, const tc_zeroshot_cfg
     memset(out, 0, sizeof *out);
 
     tc_loader_cfg lc;
-    tc_loader_cfg_init(&lc);
-    lc.data = cfg->data;
+    tc_eval_loader_cfg(&lc, m, cfg->data, tok);
     lc.source.kind = cfg->kind;
     if (cfg->classnames) lc.source.classnames = cfg->classnames;
     if (cfg->fmnist_dir) lc.source.fmnist_dir = cfg->fmnist_dir;
-    lc.batch_size = B;
-    lc.image_size = c->vision.image_size;
-    lc.context_length = c->text.context_length;
-    lc.train = 0;
-    lc.epochs = 1;
-    lc.tokenizer = tok;
     if (cfg->workers > 0) lc.workers = cfg->workers;
     tc_loader *l;
     TC_TRY(tc_loader_create(&lc, NULL, &l));

@@ -6,7 +6,9 @@
 #include <string.h>
 
 #include "checkpoint.h"
+#include "bpe_vocab.h"
 #include "fileio.h"
+#include "hf_tokenizer.h"
 #include "json.h"
 #include "onnx_clip.h"
 
@@ -125,7 +127,7 @@ tc_status tc_export_onnx(const char *dir, const tc_model_config *cfg, const tc_p
                                l->params[k].name);
     }
     /* everything that can fail on the model or the vocabulary, before any write */
-    const char *vocab_path = tc_checkpoint_vocab_path();
+    const char *vocab_path = tc_bpe_vocab_default_path();
     char *vocab = NULL, *manifest = NULL;
     size_t vocab_len = 0;
     tc_status s = tc_read_file_bounded(vocab_path, MAX_VOCAB_BYTES, &vocab, &vocab_len);
@@ -153,7 +155,7 @@ tc_status tc_export_onnx(const char *dir, const tc_model_config *cfg, const tc_p
     }
     if (s == TC_OK)
         s = tc_write_file_atomic_in(dir, "bpe_simple_vocab_16e6.txt.gz", vocab, vocab_len);
-    if (s == TC_OK) s = tc_checkpoint_save_tokenizer(dir, cfg->text.context_length);
+    if (s == TC_OK) s = tc_hf_tokenizer_write(dir, vocab_path, cfg->text.context_length);
     tc_onnx_graph_free(gi);
     tc_onnx_graph_free(gt);
     free(vocab);

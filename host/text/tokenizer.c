@@ -12,19 +12,18 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <zlib.h>
 
 #define PCRE2_CODE_UNIT_WIDTH 8
 #include <pcre2.h>
 
+#include "bpe_vocab.h"
 #include "text_clean.h"
 
-#define N_MERGES 48894 /* merges[1 : 49152 - 256 - 2 + 1] */
+#define N_MERGES TC_BPE_MERGES
 #define MERGE_SLOTS (1u << 17)
 #define CACHE_STRIPES 64
 #define CACHE_SLOTS 1024      /* per stripe; the stripe is emptied when 3/4 full */
 #define CACHE_MAX_WORD 64     /* bytes; longer words are not cached */
-#define MAX_VOCAB_BYTES (64u << 20)
 
 typedef struct {
     uint64_t key; /* (a << 32 | b) + 1, 0 = empty */
@@ -50,12 +49,6 @@ struct tc_tokenizer {
     pcre2_code *pattern;
     cache_stripe cache[CACHE_STRIPES];
 };
-
-const char *tc_tokenizer_default_vocab(void) {
-    const char *env = getenv("TINYCLIP_VOCAB");
-    if (env && *env) return env;
-    return TC_SOURCE_DIR "/third_party/vocab/bpe_simple_vocab_16e6.txt.gz";
-}
 
 static uint64_t hash_bytes(const unsigned char *s, size_t n) {
     uint64_t h = 1469598103934665603ull; /* FNV-1a */
@@ -138,64 +131,11 @@ static void merge_put(tc_tokenizer *t, int32_t a, int32_t b, int32_t rank, int32
     t->merges[i].merged = merged;
 }
 
-/* reads the whole (gzip or plain) file; *data is NUL-terminated */
-static tc_status read_vocab(const char *path, char **data, size_t *len) {
-    FILE *probe = fopen(path, "rb");
-    if (!probe) return tc_fail(TC_ERR_IO, "%s: cannot open the BPE vocabulary (run scripts/setup, or set TINYCLIP_VOCAB)", path);
-    fclose(probe);
-    gzFile f = gzopen(path, "rb");
-    if (!f) return tc_fail(TC_ERR_IO, "%s: cannot open the BPE vocabulary", path);
-    size_t cap = 4u << 20, n = 0;
-    char *buf = malloc(cap + 1);
-    if (!buf) {
-        gzclose(f);
-        return tc_fail(TC_ERR_OOM, "%s: out of memory", path);
-    }
-    for (;;) {
-        if (n == cap) {
-            if (cap >= MAX_VOCAB_BYTES) {
-                free(buf);
-                gzclose(f);
-                return tc_fail(TC_ERR_FORMAT, "%s: BPE vocabulary larger than %u MiB", path, MAX_VOCAB_BYTES >> 20);
-            }
-            cap *= 2;
-            char *nb = realloc(buf, cap + 1);
-            if (!nb) {
-                free(buf);
-                gzclose(f);
-                return tc_fail(TC_ERR_OOM, "%s: out of memory", path);
-            }
-            buf = nb;
-        }
-        int got = gzread(f, buf + n, (unsigned)(cap - n));
-        if (got < 0) {
-            int errnum = 0;
-            const char *msg = gzerror(f, &errnum);
-            tc_status st = tc_fail(TC_ERR_FORMAT, "%s: corrupt BPE vocabulary (%s)", path, msg ? msg : "gzip error");
-            free(buf);
-            gzclose(f);
-            return st;
-        }
-        if (got == 0) break;
-        n += (size_t)got;
-    }
-    gzclose(f);
-    buf[n] = 0;
-    *data = buf;
-    *len = n;
-    return TC_OK;
-}
-
 static tc_status build_vocab(tc_tokenizer *t, const char *path, char *data, size_t len) {
-    /* bytes_to_unicode(): printable bytes map to themselves, in this order,
-     * then the others to U+0100.. in increasing byte order */
-    int bs[256], nb = 0, used[256] = {0};
-    uint32_t cs[256];
-    for (int b = '!'; b <= '~'; b++) bs[nb] = b, cs[nb] = (uint32_t)b, used[b] = 1, nb++;
-    for (int b = 0xA1; b <= 0xAC; b++) bs[nb] = b, cs[nb] = (uint32_t)b, used[b] = 1, nb++;
-    for (int b = 0xAE; b <= 0xFF; b++) bs[nb] = b, cs[nb] = (uint32_t)b, used[b] = 1, nb++;
-    for (int b = 0, extra = 0; b < 256; b++)
-        if (!used[b]) bs[nb] = b, cs[nb] = 256u + (uint32_t)extra++, nb++;
+    int bs[256];
+    uint32_t cp[256], cs[256];
+    tc_bpe_byte_table(bs, cp);
+    for (int i = 0; i < 256; i++) cs[i] = cp[bs[i]];
 
     tc_status st = TC_OK;
     str_map enc = {0};
@@ -302,7 +242,7 @@ static tc_status compile_pattern(tc_tokenizer *t) {
 
 tc_status tc_tokenizer_create(tc_tokenizer **out, const char *vocab_path) {
     *out = NULL;
-    const char *path = vocab_path ? vocab_path : tc_tokenizer_default_vocab();
+    const char *path = vocab_path ? vocab_path : tc_bpe_vocab_default_path();
     tc_tokenizer *t = calloc(1, sizeof *t);
     if (!t) return tc_fail(TC_ERR_OOM, "tokenizer: out of memory");
     for (int s = 0; s < CACHE_STRIPES; s++) pthread_mutex_init(&t->cache[s].mu, NULL);
@@ -314,7 +254,7 @@ tc_status tc_tokenizer_create(tc_tokenizer **out, const char *vocab_path) {
         st = tc_fail(TC_ERR_OOM, "tokenizer: out of memory");
         goto fail;
     }
-    if ((st = read_vocab(path, &data, &len)) != TC_OK) goto fail;
+    if ((st = tc_bpe_vocab_read(path, &data, &len)) != TC_OK) goto fail;
     if ((st = build_vocab(t, path, data, len)) != TC_OK) goto fail;
     free(data);
     data = NULL;

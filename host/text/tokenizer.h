@@ -11,6 +11,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "bpe_vocab.h"
 #include "status.h"
 
 #define TC_SOT 49406
@@ -19,7 +20,8 @@
 
 typedef struct tc_tokenizer tc_tokenizer;
 
-/* path NULL: $TINYCLIP_VOCAB, else the copy fetched by scripts/setup */
+/* path NULL: tc_bpe_vocab_default_path() ($TINYCLIP_VOCAB, else the copy
+ * fetched by scripts/setup) */
 tc_status tc_tokenizer_create(tc_tokenizer **out, const char *vocab_path);
 void tc_tokenizer_destroy(tc_tokenizer *t);
 
@@ -31,8 +33,5 @@ void tc_tokenizer_destroy(tc_tokenizer *t);
  * (fix_encoding) is not done, see text_clean.h. */
 tc_status tc_tokenize(tc_tokenizer *t, const char *text, size_t len, int32_t *ids, int context,
                       int *n_ids);
-
-/* the default vocabulary location */
-const char *tc_tokenizer_default_vocab(void);
 
 #endif

@@ -69,12 +69,12 @@ static void test_dct_scaling(void **state) {
     struct {
         int min_side, w, h;
     } cases[] = {
-        {0, 500, 375},   /* full decode */
-        {224, 313, 235}, /* 5/8: 235 >= 224, 1/2 would give 188 */
-        {274, 375, 282}, /* 3/4 */
-        {100, 188, 141}, /* 3/8 */
-        {40, 63, 47},    /* 1/8 */
-        {400, 500, 375}, /* no scale can keep 400: full size */
+        {.min_side = 0, .w = 500, .h = 375},   /* full decode */
+        {.min_side = 224, .w = 313, .h = 235}, /* 5/8: 235 >= 224, 1/2 would give 188 */
+        {.min_side = 274, .w = 375, .h = 282}, /* 3/4 */
+        {.min_side = 100, .w = 188, .h = 141}, /* 3/8 */
+        {.min_side = 40, .w = 63, .h = 47},    /* 1/8 */
+        {.min_side = 400, .w = 500, .h = 375}, /* no scale can keep 400: full size */
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         tc_image img;

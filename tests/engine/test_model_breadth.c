@@ -56,14 +56,21 @@ static void test_head_widths(void **state) {
     (void)state;
     tc_model_config c;
     /* open_clip's big teachers: heads = width // head_width */
-    const int cases[][3] = {{1024, 64, 16}, {1280, 80, 16}, {1408, 88, 16}, {1664, 104, 16},
-                            {256, 8, 32},   {512, 256, 2},  {96, 32, 3}};
+    const struct {
+        int width, head_width, heads;
+    } cases[] = {
+        {.width = 1024, .head_width = 64, .heads = 16},  {.width = 1280, .head_width = 80, .heads = 16},
+        {.width = 1408, .head_width = 88, .heads = 16},  {.width = 1664, .head_width = 104, .heads = 16},
+        {.width = 256, .head_width = 8, .heads = 32},    {.width = 512, .head_width = 256, .heads = 2},
+        {.width = 96, .head_width = 32, .heads = 3},
+    };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         char v[256];
-        snprintf(v, sizeof v, VIT("\"width\": %d, \"head_width\": %d"), cases[i][0], cases[i][1]);
+        snprintf(v, sizeof v, VIT("\"width\": %d, \"head_width\": %d"), cases[i].width,
+                 cases[i].head_width);
         expect_ok(v, TEXT64, &c);
-        assert_int_equal(c.vision.head_width, cases[i][1]);
-        assert_int_equal(c.vision.heads[0], cases[i][2]);
+        assert_int_equal(c.vision.head_width, cases[i].head_width);
+        assert_int_equal(c.vision.heads[0], cases[i].heads);
         assert_false(c.irregular);
     }
     /* text heads are given; their size is width / heads */
@@ -115,9 +122,11 @@ static void test_resnet_configs(void **state) {
     const struct {
         const char *name;
         int width, layers_text;
-    } shipped[] = {{"RN50", 64, 12},
-                   {"TinyCLIP-ResNet-30M-Text-29M", 56, 9},
-                   {"TinyCLIP-ResNet-19M-Text-19M", 44, 6}};
+    } shipped[] = {
+        {.name = "RN50", .width = 64, .layers_text = 12},
+        {.name = "TinyCLIP-ResNet-30M-Text-29M", .width = 56, .layers_text = 9},
+        {.name = "TinyCLIP-ResNet-19M-Text-19M", .width = 44, .layers_text = 6},
+    };
     for (size_t i = 0; i < sizeof shipped / sizeof shipped[0]; i++) {
         tc_model_config c, back;
         snprintf(path, sizeof path, "%s/configs/models/%s.json", source_dir(), shipped[i].name);

@@ -144,7 +144,12 @@ static void test_structure(void **state) {
     const struct {
         const char *precision;
         int opset, external;
-    } cases[] = {{"fp32", 17, 0}, {"fp16", 17, 0}, {"fp32", 13, 0}, {"fp32", 21, 1}};
+    } cases[] = {
+        {.precision = "fp32", .opset = 17, .external = 0},
+        {.precision = "fp16", .opset = 17, .external = 0},
+        {.precision = "fp32", .opset = 13, .external = 0},
+        {.precision = "fp32", .opset = 21, .external = 1},
+    };
     for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
         int rc =
             cli("convert '%s' '%s' --to onnx --precision %s --opset %d%s", irregular_dir, out,

@@ -200,7 +200,7 @@ static int run_tok(const char *text, size_t len, int32_t *ids, int context) {
 
 static int setup(void **state) {
     (void)state;
-    const char *vocab = tc_tokenizer_default_vocab();
+    const char *vocab = tc_bpe_vocab_default_path();
     if (!tc_file_exists(vocab)) tc_skip_test("BPE vocabulary %s missing (run scripts/setup)", vocab);
     if (tc_tokenizer_create(&tok, NULL) != TC_OK) {
         fprintf(stderr, "tokenizer: %s\n", tc_last_error());
@@ -527,7 +527,7 @@ static void test_bad_vocab(void **state) {
     size_t vlen = 0;
     char *v = NULL;
     {
-        gzFile f = gzopen(tc_tokenizer_default_vocab(), "rb");
+        gzFile f = gzopen(tc_bpe_vocab_default_path(), "rb");
         assert_non_null(f);
         size_t cap = 8u << 20;
         v = malloc(cap);
@@ -572,7 +572,7 @@ static void test_bad_vocab(void **state) {
 
     /* $TINYCLIP_VOCAB picks the default */
     setenv("TINYCLIP_VOCAB", path, 1);
-    assert_string_equal(tc_tokenizer_default_vocab(), path);
+    assert_string_equal(tc_bpe_vocab_default_path(), path);
     unsetenv("TINYCLIP_VOCAB");
 
     free(bad);
