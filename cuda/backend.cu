@@ -168,6 +168,7 @@ void tc_cuda_destroy(tc_backend *b) {
     if (!cu) return;
     if (cu->stream) cudaStreamSynchronize(cu->stream);
     tc_cuda_conv_destroy(cu);
+    tc_cuda_gemm_plans_destroy(cu);
     cudaFree(cu->seg_dev);
     cudaFree(cu->scratch);
     cudaFree(cu->lt_workspace);
@@ -241,6 +242,9 @@ extern "C" tc_status tc_backend_cuda_create(tc_backend **out, const tc_backend_o
 #undef TC_OPTIONAL_OP
 #undef TC_OP
     }
+    tc_cuda_fast_paths(cu);
+    st = tc_cuda_gemm_plans_init(cu);
+    if (st != TC_OK) goto fail;
     st = tc_cuda_conv_init(cu);
     if (st != TC_OK) goto fail;
     *out = &cu->base;

@@ -24,6 +24,7 @@ extern "C" {
 #include "status.h"
 }
 
+#include "gemm_plan.h"
 #include "launch_math.h"
 #include "tc_cuda.h"
 
@@ -59,6 +60,10 @@ typedef struct {
     int seg_dev_count;
     /* cuDNN patch embedding state (conv_cudnn.cu); NULL without cuDNN */
     struct tc_cuda_conv *conv;
+    /* matmul plans (gemm.cu); NULL unless options.gemm_plans */
+    tc_gemm_plan_cache *plans;
+    /* graph capture (graph.cu): 1 between graph_begin and graph_end */
+    int capturing;
     /* first recorded failure */
     tc_status err;
     char err_msg[512];
@@ -147,15 +152,72 @@ __device__ __forceinline__ float tc_block_sum(float v, float *sh) {
 
 /* ---- op entry points: the ops of engine/backend_ops.h, tc_cuda_<name>.
  * memory in backend.cu, kernels by family in the other files. the optional
- * ops (the cuDNN patch embedding) are filled by tc_cuda_conv_init. */
+ * ops: the cuDNN patch embedding is filled by tc_cuda_conv_init; the fused
+ * linear layers (linear.cu) and graphs (graph.cu) by tc_cuda_fast_paths
+ * when the options ask for them. */
 #define TC_OP(ret, name, params) ret tc_cuda_##name params;
 #define TC_OPTIONAL_OP(ret, name, params)
 #include "backend_ops.h"
 #undef TC_OPTIONAL_OP
 #undef TC_OP
 
+void tc_cuda_linear_residual_forward(tc_backend *b, tc_act *out, const tc_act *res,
+                                     const tc_act *inp, const tc_act *w, const tc_act *bias, int N,
+                                     int C, int OC);
+void tc_cuda_linear_gelu_forward(tc_backend *b, tc_act *out, tc_act *pre, const tc_act *inp,
+                                 const tc_act *w, const tc_act *bias, int N, int C, int OC);
+void tc_cuda_linear_gelu_backward(tc_backend *b, tc_act *dpre, float *dw, float *dbias,
+                                  const tc_act *dout, const tc_act *act, const tc_act *pre,
+                                  const tc_act *w, int N, int M, int OC);
+tc_status tc_cuda_graph_begin(tc_backend *b);
+tc_status tc_cuda_graph_end(tc_backend *b, tc_graph **out);
+tc_status tc_cuda_graph_launch(tc_backend *b, tc_graph *g);
+void tc_cuda_graph_free(tc_backend *b, tc_graph *g);
+/* fills the fast paths' optional ops and caps the options ask for (graph.cu) */
+void tc_cuda_fast_paths(tc_cuda_backend *cu);
+
+/* one product D = alpha op(A) op(B) + beta C [epilogue], column-major
+ * (gemm.cu). C NULL means C = D. bias (m, D's type) for BIAS and
+ * GELU_AUX_BIAS; bgrad (fp32 when D is, else D's type) receives the bias
+ * gradient of BGRADA (m) / BGRADB (n), 16-byte aligned; aux (ld_aux, D's
+ * type) is GELU_AUX_BIAS's output and DGELU's input. */
+typedef struct {
+    cublasOperation_t ta, tb;
+    int m, n, k;
+    const void *A;
+    int lda;
+    const void *B;
+    int ldb;
+    const void *C;
+    int ldc;
+    void *D;
+    int ldd;
+    cudaDataType_t ab_type; /* A and B */
+    cudaDataType_t d_type;  /* C, D, bias, aux */
+    float alpha, beta;
+    tc_gemm_epilogue epi;
+    const void *bias;
+    void *bgrad;
+    void *aux;
+    int ld_aux;
+} tc_cuda_gemm;
+
+/* D (m, n) = op(A) op(B): alpha 1, beta 0 (C is D), no epilogue */
+tc_cuda_gemm tc_cuda_gemm_of(cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k,
+                             const void *A, int lda, const void *B, int ldb, void *D, int ldd,
+                             cudaDataType_t ab_type, cudaDataType_t d_type);
+/* runs g: cuBLASLt, or the tiled fallback kernel (counted in
+ * gemm_fallbacks) for a plain or bias product. false, with nothing
+ * launched, when cuBLASLt has no algorithm for a fused epilogue or a
+ * separate C: the caller then runs the unfused ops. errors are recorded
+ * (and return true) */
+bool tc_cuda_matmul(tc_cuda_backend *cu, const tc_cuda_gemm *g, const char *op_name);
+/* the plan cache when options.gemm_plans asks for it; freed by destroy */
+tc_status tc_cuda_gemm_plans_init(tc_cuda_backend *cu);
+void tc_cuda_gemm_plans_destroy(tc_cuda_backend *cu);
+
 /* dst[c] += sum over N rows of src (N, C): deterministic two-pass column sum
- * (gemm.cu; used for linear dbias) */
+ * (linear.cu; used for linear dbias) */
 void tc_cuda_column_sum_add(tc_cuda_backend *cu, float *dst, const void *src, int N, int C);
 /* rows per chunk of a two-pass column reduction over (N, C) with `arrays`
  * partial arrays in the scratch (launch_math.h); -1 when C is too wide */

@@ -1,42 +1,36 @@
-/* linear layers and the fp32 GEMM through cuBLASLt, plus the deterministic
- * column sum used for bias gradients.
+/* the GEMM engine of the CUDA backend: every product goes through
+ * tc_cuda_matmul, on cuBLASLt with a plan per shape (gemm_plan.h), or on a
+ * plain tiled kernel where cuBLASLt has no algorithm; and the fp32 GEMM op.
+ * the linear layers that use it are in linear.cu.
  *
  * cuBLASLt is column-major; a row-major (r, c) matrix is the column-major
- * (c, r) matrix with leading dimension c, so every product below is written
- * as its transpose (derivations at each call). compute type is always
+ * (c, r) matrix with leading dimension c, so every product is written as its
+ * transpose (derivations at each call). compute type is always
  * CUBLAS_COMPUTE_32F with fp32 scale: bf16 inputs accumulate in fp32, and the
  * fp32 mode runs true fp32 (no TF32), so it matches the CPU to ~1e-6.
  *
+ * plans: cuBLASLt wants a matmul descriptor, four layouts, a preference and
+ * a heuristic query per product. with options.gemm_plans they are made once
+ * per key (shape, transposes, leading dimensions, types, epilogue, pointer
+ * alignments) and kept (gemm_plan.h says the policy); without, they are made
+ * and destroyed around every call, as before. the pointers (and the bias and
+ * aux pointers of the descriptor) are set on every call.
+ *
  * cuBLASLt's heuristic assumes 256-byte aligned pointers unless told
- * otherwise; parameter views sit at arbitrary element offsets, so the real
- * alignment of every pointer is passed in the preference (the parameter
+ * otherwise; a pointer may sit at any element offset, so the real alignment
+ * of every pointer is part of the key and of the preference (the parameter
  * arena puts every tensor on 256 bytes, engine/params.h, so only unusual
- * callers pass less). when no cuBLASLt algorithm fits (odd alignment, odd
- * leading dimension) a plain tiled kernel with fp32 accumulation computes
- * the same product, slowly: each such call is counted in the backend's
- * gemm_fallbacks, which tinyclip bench prints. */
+ * callers pass less). when no
+ * cuBLASLt algorithm fits (odd alignment, odd leading dimension) a plain
+ * tiled kernel with fp32 accumulation computes the same product, slowly:
+ * each such call is counted in the backend's gemm_fallbacks, which tinyclip
+ * bench prints. a fused epilogue without an algorithm is not run at all:
+ * tc_cuda_matmul says so and the caller runs the unfused ops. */
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 
 #include "cuda_internal.h"
-
-typedef struct {
-    cublasOperation_t ta, tb;
-    int m, n, k; /* D (m, n) = alpha op(A)(m, k) op(B)(k, n) + beta D [+ bias (m)] */
-    const void *A;
-    int lda;
-    const void *B;
-    int ldb;
-    void *D;
-    int ldd;
-    cudaDataType_t ab_type; /* A and B */
-    cudaDataType_t d_type;  /* C = D, and bias */
-    float alpha, beta;
-    const void *bias; /* epilogue bias over rows of D (NULL: none) */
-} lt_gemm;
-
-static uint32_t ptr_alignment(const void *p) {
-    return tc_cuda_alignment((uintptr_t)p);
-}
 
 /* ---- fallback: 16x16 shared-memory tiles, column-major, fp32 accumulate ---- */
 
@@ -81,7 +75,7 @@ __global__ void gemm_fallback_kernel(int m, int n, int k, float alpha, const TA 
 }
 
 template <typename TA, typename TD>
-static void launch_fallback(tc_cuda_backend *cu, const lt_gemm *g, const char *what) {
+static void launch_fallback(tc_cuda_backend *cu, const tc_cuda_gemm *g, const char *what) {
     dim3 block(16, 16);
     dim3 grid((unsigned)((g->n + 15) / 16), (unsigned)((g->m + 15) / 16));
     gemm_fallback_kernel<TA, TD><<<grid, block, 0, cu->stream>>>(
@@ -91,7 +85,7 @@ static void launch_fallback(tc_cuda_backend *cu, const lt_gemm *g, const char *w
     tc_cuda_launched(cu, what);
 }
 
-static void run_fallback(tc_cuda_backend *cu, const lt_gemm *g, const char *what) {
+static void run_fallback(tc_cuda_backend *cu, const tc_cuda_gemm *g, const char *what) {
     cu->base.gemm_fallbacks++; /* never silent: tinyclip bench prints the count */
     if (g->m > 65535 * 16) {
         tc_cuda_record(cu, TC_ERR_UNSUPPORTED, "cuda %s: fallback gemm with m=%d rows", what, g->m);
@@ -105,77 +99,136 @@ static void run_fallback(tc_cuda_backend *cu, const lt_gemm *g, const char *what
         launch_fallback<__nv_bfloat16, __nv_bfloat16>(cu, g, what);
 }
 
+/* ---- plans ---- */
+
+struct tc_cuda_gemm_plan {
+    cublasLtMatmulDesc_t desc;
+    cublasLtMatrixLayout_t la, lb, lc, ld;
+    cublasLtMatmulAlgo_t algo;
+    bool has_algo; /* false: the heuristic found none (cached all the same) */
+};
+
+static void plan_destroy(tc_cuda_gemm_plan *p) {
+    if (!p) return;
+    if (p->ld) cublasLtMatrixLayoutDestroy(p->ld);
+    if (p->lc && p->lc != p->ld) cublasLtMatrixLayoutDestroy(p->lc);
+    if (p->lb) cublasLtMatrixLayoutDestroy(p->lb);
+    if (p->la) cublasLtMatrixLayoutDestroy(p->la);
+    if (p->desc) cublasLtMatmulDescDestroy(p->desc);
+    free(p);
+}
+
+static void plan_destroy_cb(void *plan, void *ctx) {
+    (void)ctx;
+    plan_destroy((tc_cuda_gemm_plan *)plan);
+}
+
+static cublasLtEpilogue_t lt_epilogue(tc_gemm_epilogue e) {
+    switch (e) {
+    case TC_EPI_BIAS: return CUBLASLT_EPILOGUE_BIAS;
+    case TC_EPI_GELU_AUX_BIAS: return CUBLASLT_EPILOGUE_GELU_AUX_BIAS;
+    case TC_EPI_DGELU: return CUBLASLT_EPILOGUE_DGELU;
+    case TC_EPI_BGRADA: return CUBLASLT_EPILOGUE_BGRADA;
+    case TC_EPI_BGRADB: return CUBLASLT_EPILOGUE_BGRADB;
+    default: return CUBLASLT_EPILOGUE_DEFAULT;
+    }
+}
+
+static tc_gemm_type gemm_type(cudaDataType_t t) {
+    return t == CUDA_R_32F ? TC_GEMM_F32 : TC_GEMM_BF16;
+}
+
+static tc_gemm_key gemm_key(const tc_cuda_gemm *g) {
+    tc_gemm_shape s;
+    s.m = g->m;
+    s.n = g->n;
+    s.k = g->k;
+    s.trans_a = g->ta == CUBLAS_OP_T;
+    s.trans_b = g->tb == CUBLAS_OP_T;
+    s.lda = g->lda;
+    s.ldb = g->ldb;
+    s.ldc = g->C ? g->ldc : g->ldd;
+    s.ldd = g->ldd;
+    s.ld_aux = g->aux ? g->ld_aux : 0;
+    s.ab_type = gemm_type(g->ab_type);
+    s.cd_type = gemm_type(g->d_type);
+    s.bias_type = gemm_type(g->d_type); /* bias and bias gradient: D's type */
+    s.epilogue = g->epi;
+    s.c_is_d = !g->C || g->C == g->D;
+    s.align_a = tc_cuda_alignment((uintptr_t)g->A);
+    s.align_b = tc_cuda_alignment((uintptr_t)g->B);
+    s.align_c = tc_cuda_alignment((uintptr_t)(g->C ? g->C : g->D));
+    s.align_d = tc_cuda_alignment((uintptr_t)g->D);
+    s.align_bias = tc_cuda_alignment((uintptr_t)(g->bias ? g->bias : g->bgrad));
+    s.align_aux = tc_cuda_alignment((uintptr_t)g->aux);
+    return tc_gemm_key_make(&s);
+}
+
 #define LT_TRY(call, what)                                                                         \
     do {                                                                                           \
         cublasStatus_t s_ = (call);                                                                \
         if (s_ != CUBLAS_STATUS_SUCCESS) {                                                         \
             tc_cuda_record(cu, TC_ERR_BACKEND, "cuda %s: %s: %s", op_name, what,                   \
                            cublasLtGetStatusString(s_));                                           \
-            goto done;                                                                             \
+            goto fail;                                                                             \
         }                                                                                          \
     } while (0)
 
-static void lt_matmul(tc_cuda_backend *cu, const lt_gemm *g, const char *op_name) {
-    if (g->m <= 0 || g->n <= 0 || g->k <= 0) {
-        tc_cuda_record(cu, TC_ERR_ARG, "cuda %s: empty gemm m=%d n=%d k=%d", op_name, g->m, g->n,
-                       g->k);
-        return;
-    }
-    cublasLtMatmulDesc_t desc = NULL;
-    cublasLtMatrixLayout_t la = NULL, lb = NULL, ld = NULL;
+/* descriptor, layouts and the heuristic's algorithm for g's key; NULL after
+ * recording a cuBLASLt failure */
+static tc_cuda_gemm_plan *plan_make(tc_cuda_backend *cu, const tc_cuda_gemm *g,
+                                    const tc_gemm_key *key, const char *op_name) {
+    tc_cuda_gemm_plan *p = (tc_cuda_gemm_plan *)calloc(1, sizeof *p);
     cublasLtMatmulPreference_t pref = NULL;
     cublasLtMatmulHeuristicResult_t res;
     int nres = 0;
     int32_t ta = g->ta, tb = g->tb;
+    uint32_t epi = lt_epilogue(g->epi);
     uint64_t ws = cu->lt_workspace_bytes;
-    uint32_t al_a = ptr_alignment(g->A), al_b = ptr_alignment(g->B), al_d = ptr_alignment(g->D);
+    uint32_t al_a = key->align_a, al_b = key->align_b, al_c = key->align_c, al_d = key->align_d;
     const bool ta_n = g->ta == CUBLAS_OP_N, tb_n = g->tb == CUBLAS_OP_N;
-
-    LT_TRY(cublasLtMatmulDescCreate(&desc, CUBLAS_COMPUTE_32F, CUDA_R_32F), "matmul desc");
-    LT_TRY(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof ta),
+    if (!p) {
+        tc_cuda_record(cu, TC_ERR_OOM, "cuda %s: no host memory for a matmul plan", op_name);
+        return NULL;
+    }
+    LT_TRY(cublasLtMatmulDescCreate(&p->desc, CUBLAS_COMPUTE_32F, CUDA_R_32F), "matmul desc");
+    LT_TRY(cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof ta),
            "transa");
-    LT_TRY(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof tb),
+    LT_TRY(cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof tb),
            "transb");
-    if (g->bias) {
-        uint32_t epi = CUBLASLT_EPILOGUE_BIAS;
-        int32_t bt = g->d_type;
-        /* the alignment preferences do not cover the bias, and the epilogue
-         * kernels read it with 16-byte loads (a pruned bias view faults with
-         * "misaligned address"): an under-aligned bias is copied to the
-         * 256-byte aligned scratch first, on the stream (m elements) */
-        const void *bias = g->bias;
-        if (ptr_alignment(bias) < TC_CUDA_BIAS_ALIGNMENT) {
-            const size_t bytes = (size_t)g->m * (g->d_type == CUDA_R_32F ? 4 : 2);
-            if (bytes > cu->scratch_bytes) {
-                tc_cuda_record(cu, TC_ERR_UNSUPPORTED, "cuda %s: bias of %d elements", op_name,
-                               g->m);
-                goto done;
-            }
-            if (!tc_cuda_ok(
-                    cu,
-                    cudaMemcpyAsync(cu->scratch, bias, bytes, cudaMemcpyDeviceToDevice, cu->stream),
-                    "aligned bias copy"))
-                goto done;
-            bias = cu->scratch;
+    if (g->epi != TC_EPI_NONE) {
+        LT_TRY(cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_EPILOGUE, &epi,
+                                              sizeof epi),
+               "epilogue");
+        /* the heuristic reads the bias and aux pointers for their
+         * alignment, which is part of the key */
+        const void *bias = g->bias ? g->bias : g->bgrad;
+        if (bias)
+            LT_TRY(cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias,
+                                                  sizeof bias),
+                   "bias pointer");
+        if (g->aux) {
+            int64_t ld_aux = g->ld_aux;
+            LT_TRY(cublasLtMatmulDescSetAttribute(
+                       p->desc, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_POINTER, &g->aux, sizeof g->aux),
+                   "aux pointer");
+            LT_TRY(cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_LD,
+                                                  &ld_aux, sizeof ld_aux),
+                   "aux leading dimension");
         }
-        LT_TRY(
-            cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_EPILOGUE, &epi, sizeof epi),
-            "epilogue");
-        LT_TRY(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias,
-                                              sizeof bias),
-               "bias pointer");
-        LT_TRY(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &bt,
-                                              sizeof bt),
-               "bias type");
     }
     /* stored (rows, cols) of A is (m, k) when not transposed, else (k, m) */
-    LT_TRY(
-        cublasLtMatrixLayoutCreate(&la, g->ab_type, ta_n ? g->m : g->k, ta_n ? g->k : g->m, g->lda),
-        "layout A");
-    LT_TRY(
-        cublasLtMatrixLayoutCreate(&lb, g->ab_type, tb_n ? g->k : g->n, tb_n ? g->n : g->k, g->ldb),
-        "layout B");
-    LT_TRY(cublasLtMatrixLayoutCreate(&ld, g->d_type, g->m, g->n, g->ldd), "layout D");
+    LT_TRY(cublasLtMatrixLayoutCreate(&p->la, g->ab_type, ta_n ? g->m : g->k, ta_n ? g->k : g->m,
+                                      g->lda),
+           "layout A");
+    LT_TRY(cublasLtMatrixLayoutCreate(&p->lb, g->ab_type, tb_n ? g->k : g->n, tb_n ? g->n : g->k,
+                                      g->ldb),
+           "layout B");
+    LT_TRY(cublasLtMatrixLayoutCreate(&p->ld, g->d_type, g->m, g->n, g->ldd), "layout D");
+    if (key->c_is_d || key->ldc == key->ldd)
+        p->lc = p->ld;
+    else
+        LT_TRY(cublasLtMatrixLayoutCreate(&p->lc, g->d_type, g->m, g->n, key->ldc), "layout C");
     LT_TRY(cublasLtMatmulPreferenceCreate(&pref), "preference");
     LT_TRY(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws,
                                                 sizeof ws),
@@ -187,182 +240,155 @@ static void lt_matmul(tc_cuda_backend *cu, const lt_gemm *g, const char *op_name
                                                 &al_b, sizeof al_b),
            "alignment B");
     LT_TRY(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES,
-                                                &al_d, sizeof al_d),
+                                                &al_c, sizeof al_c),
            "alignment C");
     LT_TRY(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES,
                                                 &al_d, sizeof al_d),
            "alignment D");
     {
-        cublasStatus_t hs =
-            cublasLtMatmulAlgoGetHeuristic(cu->lt, desc, la, lb, ld, ld, pref, 1, &res, &nres);
-        if (hs != CUBLAS_STATUS_SUCCESS || nres == 0 || res.state != CUBLAS_STATUS_SUCCESS) {
-            run_fallback(cu, g, op_name);
-            goto done;
-        }
+        cublasStatus_t hs = cublasLtMatmulAlgoGetHeuristic(cu->lt, p->desc, p->la, p->lb, p->lc,
+                                                           p->ld, pref, 1, &res, &nres);
+        p->has_algo = hs == CUBLAS_STATUS_SUCCESS && nres > 0 && res.state == CUBLAS_STATUS_SUCCESS;
+        if (p->has_algo) p->algo = res.algo;
     }
-    LT_TRY(cublasLtMatmul(cu->lt, desc, &g->alpha, g->A, la, g->B, lb, &g->beta, g->D, ld, g->D, ld,
-                          &res.algo, cu->lt_workspace, cu->lt_workspace_bytes, cu->stream),
-           "matmul");
-done:
+    cublasLtMatmulPreferenceDestroy(pref);
+    return p;
+fail:
     if (pref) cublasLtMatmulPreferenceDestroy(pref);
-    if (ld) cublasLtMatrixLayoutDestroy(ld);
-    if (lb) cublasLtMatrixLayoutDestroy(lb);
-    if (la) cublasLtMatrixLayoutDestroy(la);
-    if (desc) cublasLtMatmulDescDestroy(desc);
+    plan_destroy(p);
+    return NULL;
 }
 
-/* ---- deterministic column sum: dst[c] += sum_r src[r, c] ----
- * pass 1: block (x: 256 columns, y: one chunk of rows) sums its chunk in row
- * order into partial[chunk, c]; pass 2: one thread per column adds the chunk
- * partials in chunk order. the partition depends only on (N, C). */
-
-#define COLSUM_THREADS 256
-
-template <typename T>
-__global__ void colsum_partial_kernel(float *partial, const T *src, int N, int C,
-                                      int rows_per_chunk) {
-    const int c = blockIdx.x * COLSUM_THREADS + threadIdx.x;
-    if (c >= C) return;
-    const int r0 = blockIdx.y * rows_per_chunk;
-    const int r1 = min(N, r0 + rows_per_chunk);
-    float acc = 0.0f;
-    for (int r = r0; r < r1; r++)
-        acc += tc_ldf(src + (size_t)r * C + c);
-    partial[(size_t)blockIdx.y * C + c] = acc;
+tc_status tc_cuda_gemm_plans_init(tc_cuda_backend *cu) {
+    if (!cu->opt.gemm_plans) return TC_OK;
+    cu->plans = (tc_gemm_plan_cache *)malloc(sizeof *cu->plans);
+    if (!cu->plans) return tc_fail(TC_ERR_OOM, "cuda: no host memory for the matmul plan cache");
+    tc_gemm_plan_cache_init(cu->plans);
+    return TC_OK;
 }
 
-__global__ void colsum_final_kernel(float *dst, const float *partial, int nchunks, int C) {
-    const int c = blockIdx.x * blockDim.x + threadIdx.x;
-    if (c >= C) return;
-    float acc = 0.0f;
-    for (int k = 0; k < nchunks; k++)
-        acc += partial[(size_t)k * C + c];
-    dst[c] += acc;
+void tc_cuda_gemm_plans_destroy(tc_cuda_backend *cu) {
+    if (!cu->plans) return;
+    tc_gemm_plan_cache_clear(cu->plans, plan_destroy_cb, NULL);
+    free(cu->plans);
+    cu->plans = NULL;
 }
 
-template <typename T>
-static void launch_colsum(tc_cuda_backend *cu, float *dst, const void *src, int N, int C) {
-    int rpc = tc_cuda_rows_per_chunk(cu, N, C, 1);
-    TC_CU_REQUIRE(cu, rpc > 0, "cuda column sum: C=%d too wide for the scratch", C);
-    const int nchunks = tc_cuda_chunks(N, rpc);
-    TC_CU_REQUIRE(cu, nchunks <= 65535, "cuda column sum: N=%d too many rows", N);
-    float *partial = (float *)cu->scratch;
-    dim3 grid((unsigned)((C + COLSUM_THREADS - 1) / COLSUM_THREADS), (unsigned)nchunks);
-    colsum_partial_kernel<T>
-        <<<grid, COLSUM_THREADS, 0, cu->stream>>>(partial, (const T *)src, N, C, rpc);
-    if (!tc_cuda_launched(cu, "colsum_partial")) return;
-    colsum_final_kernel<<<(C + 255) / 256, 256, 0, cu->stream>>>(dst, partial, nchunks, C);
-    tc_cuda_launched(cu, "colsum_final");
+extern "C" void tc_cuda_gemm_plan_counts(tc_backend *b, long long *hits, long long *misses,
+                                         long long *evictions) {
+    const tc_gemm_plan_cache *c = tc_cu(b)->plans;
+    *hits = c ? c->hits : 0;
+    *misses = c ? c->misses : 0;
+    *evictions = c ? c->evictions : 0;
 }
 
-void tc_cuda_column_sum_add(tc_cuda_backend *cu, float *dst, const void *src, int N, int C) {
-    if (N <= 0 || C <= 0) return;
-    TC_ACT_DISPATCH(cu, launch_colsum, cu, dst, src, N, C);
+/* g's plan: from the cache (*owned false) or made for this call alone */
+static tc_cuda_gemm_plan *plan_for(tc_cuda_backend *cu, const tc_cuda_gemm *g, bool *owned,
+                                   const char *op_name) {
+    const tc_gemm_key key = gemm_key(g);
+    *owned = cu->plans == NULL;
+    if (!cu->plans) return plan_make(cu, g, &key, op_name);
+    int slot = -1;
+    void *evicted = NULL;
+    tc_cuda_gemm_plan *p =
+        (tc_cuda_gemm_plan *)tc_gemm_plan_lookup(cu->plans, &key, &slot, &evicted);
+    if (p) return p;
+    plan_destroy((tc_cuda_gemm_plan *)evicted);
+    p = plan_make(cu, g, &key, op_name);
+    if (p) tc_gemm_plan_store(cu->plans, slot, &key, p);
+    return p;
 }
 
-/* ---- backend ops ---- */
+/* ---- one product ---- */
 
-void tc_cuda_linear_forward(tc_backend *b, tc_act *out, const tc_act *inp, const tc_act *w,
-                            const tc_act *bias, int N, int C, int OC, int w_trans) {
-    tc_cuda_backend *cu = tc_cu(b);
-    TC_CU_REQUIRE(cu, N >= 0 && C > 0 && OC > 0, "cuda linear_forward: bad shape N=%d C=%d OC=%d",
-                  N, C, OC);
-    if (N == 0) return;
-    const cudaDataType_t t = cu->fp32 ? CUDA_R_32F : CUDA_R_16BF;
-    /* out^T (OC, N) = op(w) (OC, C) . inp^T (C, N).
-     * w (OC, C) row-major is column-major (C, OC), ld C: transposed.
-     * w (C, OC) row-major (w_trans) is column-major (OC, C), ld OC: as is.
-     * inp (N, C) row-major is column-major (C, N), ld C. */
-    lt_gemm g;
-    g.ta = w_trans ? CUBLAS_OP_N : CUBLAS_OP_T;
-    g.tb = CUBLAS_OP_N;
-    g.m = OC;
-    g.n = N;
-    g.k = C;
-    g.A = w;
-    g.lda = w_trans ? OC : C;
-    g.B = inp;
-    g.ldb = C;
-    g.D = out;
-    g.ldd = OC;
-    g.ab_type = t;
-    g.d_type = t;
+/* the epilogue reads the bias with 16-byte loads: an under-aligned bias is
+ * copied (m elements, on the stream) to the 256-byte aligned scratch. the
+ * parameter arena aligns every tensor, so only unusual callers pay this */
+static const void *aligned_bias(tc_cuda_backend *cu, const tc_cuda_gemm *g, const char *op_name) {
+    if (tc_cuda_alignment((uintptr_t)g->bias) >= TC_CUDA_BIAS_ALIGNMENT) return g->bias;
+    const size_t bytes = (size_t)g->m * (g->d_type == CUDA_R_32F ? 4 : 2);
+    if (bytes > cu->scratch_bytes) {
+        tc_cuda_record(cu, TC_ERR_UNSUPPORTED, "cuda %s: bias of %d elements", op_name, g->m);
+        return NULL;
+    }
+    if (!tc_cuda_ok(
+            cu, cudaMemcpyAsync(cu->scratch, g->bias, bytes, cudaMemcpyDeviceToDevice, cu->stream),
+            "aligned bias copy"))
+        return NULL;
+    return cu->scratch;
+}
+
+/* whether the tiled kernel can stand in: a plain product or a bias, C = D */
+static bool fallback_fits(const tc_cuda_gemm *g) {
+    return (g->epi == TC_EPI_NONE || g->epi == TC_EPI_BIAS) && (!g->C || g->C == g->D);
+}
+
+bool tc_cuda_matmul(tc_cuda_backend *cu, const tc_cuda_gemm *g, const char *op_name) {
+    if (g->m <= 0 || g->n <= 0 || g->k <= 0) {
+        tc_cuda_record(cu, TC_ERR_ARG, "cuda %s: empty gemm m=%d n=%d k=%d", op_name, g->m, g->n,
+                       g->k);
+        return true;
+    }
+    /* cuBLASLt's aux matrix: 16-byte aligned, ld a multiple of 8 elements */
+    if (g->aux && (tc_cuda_alignment((uintptr_t)g->aux) < 16 || g->ld_aux % 8 != 0)) return false;
+    tc_cuda_gemm gg = *g;
+    if (gg.bias) {
+        gg.bias = aligned_bias(cu, g, op_name);
+        if (!gg.bias) return true;
+    }
+    bool owned = false;
+    tc_cuda_gemm_plan *p = plan_for(cu, &gg, &owned, op_name);
+    if (!p) return true;
+    bool ran = true;
+    if (!p->has_algo) {
+        if (fallback_fits(&gg))
+            run_fallback(cu, &gg, op_name);
+        else
+            ran = false;
+    } else {
+        const void *bias = gg.bias ? gg.bias : gg.bgrad;
+        const void *C = gg.C ? gg.C : gg.D;
+        if (bias)
+            LT_TRY(cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias,
+                                                  sizeof bias),
+                   "bias pointer");
+        if (gg.aux)
+            LT_TRY(cublasLtMatmulDescSetAttribute(
+                       p->desc, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_POINTER, &gg.aux, sizeof gg.aux),
+                   "aux pointer");
+        LT_TRY(cublasLtMatmul(cu->lt, p->desc, &gg.alpha, gg.A, p->la, gg.B, p->lb, &gg.beta, C,
+                              p->lc, gg.D, p->ld, &p->algo, cu->lt_workspace,
+                              cu->lt_workspace_bytes, cu->stream),
+               "matmul");
+    }
+fail:
+    if (owned) plan_destroy(p);
+    return ran;
+}
+
+tc_cuda_gemm tc_cuda_gemm_of(cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k,
+                             const void *A, int lda, const void *B, int ldb, void *D, int ldd,
+                             cudaDataType_t ab_type, cudaDataType_t d_type) {
+    tc_cuda_gemm g;
+    memset(&g, 0, sizeof g);
+    g.ta = ta;
+    g.tb = tb;
+    g.m = m;
+    g.n = n;
+    g.k = k;
+    g.A = A;
+    g.lda = lda;
+    g.B = B;
+    g.ldb = ldb;
+    g.D = D;
+    g.ldd = ldd;
+    g.ab_type = ab_type;
+    g.d_type = d_type;
     g.alpha = 1.0f;
-    g.beta = 0.0f;
-    g.bias = bias;
-    lt_matmul(cu, &g, "linear_forward");
+    return g;
 }
 
-void tc_cuda_linear_backward(tc_backend *b, tc_act *dinp, float *dw, float *dbias,
-                             const tc_act *dout, const tc_act *inp, const tc_act *w, int N, int C,
-                             int OC, int w_trans) {
-    tc_cuda_backend *cu = tc_cu(b);
-    TC_CU_REQUIRE(cu, N >= 0 && C > 0 && OC > 0, "cuda linear_backward: bad shape N=%d C=%d OC=%d",
-                  N, C, OC);
-    if (N == 0) return;
-    const cudaDataType_t t = cu->fp32 ? CUDA_R_32F : CUDA_R_16BF;
-    if (dinp) {
-        /* dinp^T (C, N) = op(w) (C, OC) . dout^T (OC, N)
-         * w_trans 0: w (OC, C) row-major = column-major (C, OC) ld C: as is.
-         * w_trans 1: w (C, OC) row-major = column-major (OC, C) ld OC: transposed. */
-        lt_gemm g;
-        g.ta = w_trans ? CUBLAS_OP_T : CUBLAS_OP_N;
-        g.tb = CUBLAS_OP_N;
-        g.m = C;
-        g.n = N;
-        g.k = OC;
-        g.A = w;
-        g.lda = w_trans ? OC : C;
-        g.B = dout;
-        g.ldb = OC;
-        g.D = dinp;
-        g.ldd = C;
-        g.ab_type = t;
-        g.d_type = t;
-        g.alpha = 1.0f;
-        g.beta = 0.0f;
-        g.bias = NULL;
-        lt_matmul(cu, &g, "linear_backward dinp");
-    }
-    if (dw) {
-        lt_gemm g;
-        if (!w_trans) {
-            /* dw (OC, C) += dout^T inp  <=>  dw^T (C, OC) += inp^T (C, N) . dout (N, OC)
-             * inp: column-major (C, N) ld C as is; dout: column-major (OC, N) ld OC,
-             * transposed. */
-            g.ta = CUBLAS_OP_N;
-            g.tb = CUBLAS_OP_T;
-            g.m = C;
-            g.n = OC;
-            g.k = N;
-            g.A = inp;
-            g.lda = C;
-            g.B = dout;
-            g.ldb = OC;
-            g.ldd = C;
-        } else {
-            /* dw (C, OC) += inp^T dout  <=>  dw^T (OC, C) += dout^T (OC, N) . inp (N, C) */
-            g.ta = CUBLAS_OP_N;
-            g.tb = CUBLAS_OP_T;
-            g.m = OC;
-            g.n = C;
-            g.k = N;
-            g.A = dout;
-            g.lda = OC;
-            g.B = inp;
-            g.ldb = C;
-            g.ldd = OC;
-        }
-        g.D = dw;
-        g.ab_type = t;
-        g.d_type = CUDA_R_32F;
-        g.alpha = 1.0f;
-        g.beta = 1.0f;
-        g.bias = NULL;
-        lt_matmul(cu, &g, "linear_backward dw");
-    }
-    if (dbias) tc_cuda_column_sum_add(cu, dbias, dout, N, OC);
-}
+/* ---- the fp32 GEMM op ---- */
 
 /* C = beta C (beta 0 overwrites, NaN included, as BLAS): the K = 0 product */
 __global__ void gemm_scale_kernel(float *C, float beta, size_t n) {
@@ -389,22 +415,10 @@ void tc_cuda_gemm_f32(tc_backend *b, int trans_a, int trans_b, int M, int N, int
      * (N, K) when trans_b = column-major (K, N) ld K: transposed.
      * A stored (M, K) row-major = column-major (K, M) ld K: as is; stored
      * (K, M) when trans_a = column-major (M, K) ld M: transposed. */
-    lt_gemm g;
-    g.ta = trans_b ? CUBLAS_OP_T : CUBLAS_OP_N;
-    g.tb = trans_a ? CUBLAS_OP_T : CUBLAS_OP_N;
-    g.m = N;
-    g.n = M;
-    g.k = K;
-    g.A = B;
-    g.lda = trans_b ? K : N;
-    g.B = A;
-    g.ldb = trans_a ? M : K;
-    g.D = C;
-    g.ldd = N;
-    g.ab_type = CUDA_R_32F;
-    g.d_type = CUDA_R_32F;
+    tc_cuda_gemm g =
+        tc_cuda_gemm_of(trans_b ? CUBLAS_OP_T : CUBLAS_OP_N, trans_a ? CUBLAS_OP_T : CUBLAS_OP_N, N,
+                        M, K, B, trans_b ? K : N, A, trans_a ? M : K, C, N, CUDA_R_32F, CUDA_R_32F);
     g.alpha = alpha;
     g.beta = beta;
-    g.bias = NULL;
-    lt_matmul(cu, &g, "gemm_f32");
+    tc_cuda_matmul(cu, &g, "gemm_f32");
 }

@@ -123,13 +123,17 @@ __host__ __device__ adamw_consts adamw_make_consts(double lr, double beta1, doub
 template <typename T>
 __global__ void adamw_kernel(float *params, const float *grads, float *m, float *v, T *compute,
                              const tc_cuda_segment *segs, int nseg, size_t total, adamw_consts k,
-                             const float *grad_scale, const float *gate, float beta1, float beta2) {
+                             const float *grad_scale, const float *gate, const float *lr_dev,
+                             float beta1, float beta2) {
     if (gate) {
         __shared__ adamw_consts kg;
         __shared__ int skip;
         if (threadIdx.x == 0) {
             skip = gate[0] == 0.0f;
-            if (!skip) kg = adamw_make_consts(k.lr, beta1, beta2, k.eps, (int)gate[1]);
+            /* lr_dev: a replayed graph's lr, written before each replay */
+            if (!skip)
+                kg = adamw_make_consts(lr_dev ? (double)lr_dev[0] : k.lr, beta1, beta2, k.eps,
+                                       (int)gate[1]);
         }
         __syncthreads();
         if (skip) return;
@@ -259,7 +263,7 @@ static void launch_adamw(tc_cuda_backend *cu, float *params, const float *grads,
     const size_t total = cu->seg_total;
     adamw_kernel<T><<<tc_cuda_grid(total, 256), 256, 0, cu->stream>>>(
         params, grads, m, v, (T *)compute, cu->seg_dev, cu->seg_dev_count, total, k, grad_scale,
-        hp->gate, hp->beta1, hp->beta2);
+        hp->gate, hp->lr_dev, hp->beta1, hp->beta2);
     tc_cuda_launched(cu, "adamw_update");
 }
 
@@ -270,6 +274,7 @@ void tc_cuda_adamw_update(tc_backend *b, float *params, const float *grads, floa
     if (nseg <= 0 || !segs) return;
     TC_CU_REQUIRE(cu, hp.gate || hp.step >= 1, "cuda adamw_update: step %d is not 1-based",
                   hp.step);
+    TC_CU_REQUIRE(cu, hp.gate || !hp.lr_dev, "cuda adamw_update: a device lr needs the gate");
     if (!upload_segments(cu, segs, nseg, "adamw_update")) return;
     if (cu->seg_total == 0) return;
     /* with a gate the kernel remakes these from the device's step */

@@ -26,6 +26,13 @@ void tc_cuda_device_name(int device, char *buf, size_t cap);
  * TC_ERR_UNSUPPORTED without a CUDA device (pinned.c) */
 tc_status tc_cuda_pinned_allocator(tc_batch_allocator *out);
 
+/* the matmul plan cache of a CUDA backend made with options.gemm_plans:
+ * lookups that found a plan, that made one, and plans replaced; all 0
+ * without the cache (gemm.cu) */
+struct tc_backend;
+void tc_cuda_gemm_plan_counts(struct tc_backend *b, long long *hits, long long *misses,
+                              long long *evictions);
+
 #ifdef __cplusplus
 }
 #endif

@@ -61,6 +61,10 @@ typedef struct {
      * bias-correction step is gate[1] (step is then ignored), so a training
      * step needs no host synchronisation */
     const float *gate;
+    /* NULL, or a device scalar holding the learning rate (lr is then
+     * ignored; needs gate): a step captured once as a graph replays with
+     * the lr each step writes there before the replay */
+    const float *lr_dev;
 } tc_adamw_hparams;
 
 /* what a backend can do, filled in by its create function; the engine and
@@ -78,7 +82,15 @@ typedef struct {
     /* 1: conv2d_forward / _backward work (CUDA: cuDNN could be loaded), so
      * the backend can run ResNet image towers */
     int conv2d;
+    /* 1: linear_backward sums the bias gradient in the weight-gradient GEMM
+     * (CUDA with the GEMM epilogues switched on) instead of a reduction of
+     * its own; the fused linear ops below say the rest */
+    int gemm_bias_grad_epilogue;
 } tc_backend_caps;
+
+/* a recorded sequence of queued ops (graph_begin .. graph_end), replayed
+ * by graph_launch; opaque, owned by the backend that made it */
+typedef struct tc_graph tc_graph;
 
 typedef enum { TC_ATTENTION_FMA = 0, TC_ATTENTION_MMA = 1 } tc_attention_kernel;
 typedef enum { TC_PATCH_EMBED_GEMM = 0, TC_PATCH_EMBED_CONV = 1 } tc_patch_embed_path;
@@ -92,10 +104,18 @@ typedef struct {
     int fp32;                        /* cuda: 1 = full fp32 (parity), 0 = bf16 mixed */
     tc_attention_kernel attention;   /* cuda mixed mode: FMA kernels or tensor cores */
     tc_patch_embed_path patch_embed; /* cuda: patchify + GEMM, or one cuDNN convolution */
+    /* cuda fast paths, each off until a GPU run has passed its test
+     * (docs/cuda.md, "Fast paths"):
+     *   gemm_plans     matmul descriptors, layouts and algorithm made once per
+     *                  shape and kept in a small cache
+     *   gemm_epilogue  bias, GELU, GELU gradient and bias gradient fused into
+     *                  the GEMMs, residual adds through beta = 1
+     *   cuda_graph     the training step captured once and replayed */
+    int gemm_plans, gemm_epilogue, cuda_graph;
 } tc_backend_options;
 
 static inline tc_backend_options tc_backend_options_default(void) {
-    tc_backend_options o = {0, 0, 0, TC_ATTENTION_FMA, TC_PATCH_EMBED_GEMM};
+    tc_backend_options o = {0, 0, 0, TC_ATTENTION_FMA, TC_PATCH_EMBED_GEMM, 0, 0, 0};
     return o;
 }
 

@@ -80,6 +80,30 @@ TC_OP(void, gemm_f32,
       (tc_backend *b, int trans_a, int trans_b, int M, int N, int K, float alpha, const float *A,
        const float *B, float beta, float *C))
 
+/* ---- fused linear layers (optional: CUDA with the GEMM epilogues on).
+ * each gives the result of the unfused ops it replaces, named below, up to
+ * rounding; the model uses them where engine/fusion.h says. w is (OC, C),
+ * nn.Linear layout (w_trans 0). ---- */
+/* out (N,OC) = res + inp . w^T + bias: linear_forward then add, the
+ * residual added by the GEMM (beta = 1 on res). out may alias res */
+TC_OPTIONAL_OP(void, linear_residual_forward,
+               (tc_backend *b, tc_act *out, const tc_act *res, const tc_act *inp, const tc_act *w,
+                const tc_act *bias, int N, int C, int OC))
+/* pre (N,OC) = inp . w^T + bias; out = GELU(pre): linear_forward then
+ * gelu_forward (TC_GELU). the GEMM library's GELU is the tanh form, not
+ * erf: within 5e-4 of it (docs/cuda.md), so only a bf16 backend offers it */
+TC_OPTIONAL_OP(void, linear_gelu_forward,
+               (tc_backend *b, tc_act *out, tc_act *pre, const tc_act *inp, const tc_act *w,
+                const tc_act *bias, int N, int C, int OC))
+/* the backward of the layer after a GELU, fused with the GELU's backward:
+ * w (OC, M) takes act = GELU(pre) (N, M) to dout's (N, OC).
+ *   dpre (N,M) = (dout . w) * GELU'(pre)   (written; GELU' of the tanh form)
+ *   dw (OC,M) += dout^T act; dbias (OC) += sum_rows dout  (as linear_backward)
+ * = linear_backward then gelu_backward (TC_GELU) */
+TC_OPTIONAL_OP(void, linear_gelu_backward,
+               (tc_backend *b, tc_act *dpre, float *dw, float *dbias, const tc_act *dout,
+                const tc_act *act, const tc_act *pre, const tc_act *w, int N, int M, int OC))
+
 /* ---- layernorm (eps 1e-5), over the last dim C of N rows ---- */
 TC_OP(void, layernorm_forward,
       (tc_backend *b, tc_act *out, float *mean, float *rstd, const tc_act *inp, const tc_act *w,
@@ -298,6 +322,17 @@ TC_OP(void, attention_query_backward,
       (tc_backend *b, tc_act *dq, tc_act *dk, tc_act *dv, const tc_act *dout, const tc_act *q,
        const tc_act *k, const tc_act *v, const tc_act *out, const float *lse, int B, int T, int NH,
        int HS))
+
+/* ---- graphs (optional: CUDA with graph capture on) ----
+ * between graph_begin and graph_end the ops are recorded, not run; nothing
+ * in between may wait for the device (download, synchronize, fences) and
+ * every pointer and value is fixed in the graph. graph_end fails, leaving
+ * the backend usable and the work not done, when the recording could not
+ * be made; graph_launch queues the recorded ops again. */
+TC_OPTIONAL_OP(tc_status, graph_begin, (tc_backend *b))
+TC_OPTIONAL_OP(tc_status, graph_end, (tc_backend *b, tc_graph **out))
+TC_OPTIONAL_OP(tc_status, graph_launch, (tc_backend *b, tc_graph *g))
+TC_OPTIONAL_OP(void, graph_free, (tc_backend *b, tc_graph *g))
 
 #ifdef TC_BACKEND_OPS_DEFAULTED_OPTIONAL
 #undef TC_OPTIONAL_OP

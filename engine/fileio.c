@@ -40,7 +40,7 @@ static void free_file(tc_atomic_file *f) {
     free(f);
 }
 
-tc_status tc_atomic_open(tc_atomic_file **out, const char *path) {
+static tc_status atomic_open_mode(tc_atomic_file **out, const char *path, unsigned mode) {
     *out = NULL;
     tc_atomic_file *f = calloc(1, sizeof *f);
     if (!f) return tc_fail(TC_ERR_OOM, "%s: out of memory", path);
@@ -57,7 +57,7 @@ tc_status tc_atomic_open(tc_atomic_file **out, const char *path) {
     }
     unsigned n = atomic_fetch_add(&temp_counter, 1);
     snprintf(f->tmp, cap, "%s/.%s.tmp.%ld.%u", f->dir, base, (long)getpid(), n);
-    f->fd = open(f->tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0666);
+    f->fd = open(f->tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, (mode_t)mode);
     if (f->fd < 0) {
         tc_status st = tc_fail(TC_ERR_IO, "%s: cannot create temporary file %s: %s", path, f->tmp,
                                strerror(errno));
@@ -66,6 +66,10 @@ tc_status tc_atomic_open(tc_atomic_file **out, const char *path) {
     }
     *out = f;
     return TC_OK;
+}
+
+tc_status tc_atomic_open(tc_atomic_file **out, const char *path) {
+    return atomic_open_mode(out, path, 0666);
 }
 
 tc_status tc_atomic_write(tc_atomic_file *f, const void *data, size_t len) {
@@ -121,15 +125,19 @@ tc_status tc_atomic_commit(tc_atomic_file *f) {
     return st;
 }
 
-tc_status tc_write_file_atomic(const char *path, const void *data, size_t len) {
+tc_status tc_write_file_atomic_mode(const char *path, const void *data, size_t len, unsigned mode) {
     tc_atomic_file *f;
-    TC_TRY(tc_atomic_open(&f, path));
+    TC_TRY(atomic_open_mode(&f, path, mode));
     tc_status st = tc_atomic_write(f, data, len);
     if (st != TC_OK) {
         tc_atomic_abort(f);
         return st;
     }
     return tc_atomic_commit(f);
+}
+
+tc_status tc_write_file_atomic(const char *path, const void *data, size_t len) {
+    return tc_write_file_atomic_mode(path, data, len, 0666);
 }
 
 char *tc_path_join(const char *dir, const char *name) {

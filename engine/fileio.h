@@ -22,6 +22,9 @@ void tc_atomic_abort(tc_atomic_file *f);
 
 /* the whole of data to path, atomically */
 tc_status tc_write_file_atomic(const char *path, const void *data, size_t len);
+/* the same, the file created with mode (and the umask): 0600 for a file
+ * only its owner may read */
+tc_status tc_write_file_atomic_mode(const char *path, const void *data, size_t len, unsigned mode);
 /* the same to dir/name */
 tc_status tc_write_file_atomic_in(const char *dir, const char *name, const void *data, size_t len);
 

@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "fusion.h"
 #include "model_resnet.h"
 #include "rng.h"
 
@@ -350,6 +351,13 @@ static void blocks_forward(tc_model *m, tower *t, int B) {
     const tc_tower_config *cfg = t->cfg;
     const tc_tower_masks *mk = t->mask;
     int T = t->T, C = t->C, N = B * T;
+    const tc_fusion_avail avail = tc_fusion_avail_of(be);
+    const tc_linear_fusion fuse_out =
+        tc_linear_fusion_for(avail, m->cfg.activation, mk != NULL, TC_LIN_OUT);
+    const tc_linear_fusion fuse_fc =
+        tc_linear_fusion_for(avail, m->cfg.activation, mk != NULL, TC_LIN_FC);
+    const tc_linear_fusion fuse_proj =
+        tc_linear_fusion_for(avail, m->cfg.activation, mk != NULL, TC_LIN_PROJ);
     for (int l = 0; l < cfg->layers; l++) {
         const tc_block_offsets *o = &t->blocks[l];
         layer_acts *a = &t->layer[l];
@@ -366,29 +374,41 @@ static void blocks_forward(tc_model *m, tower *t, int B) {
                 be->linear_forward(be, a->attn_out, a->atty_m, W(m, o->out_w), W(m, o->out_b), N,
                                    A, C, 0);
                 be->mask_cols_forward(be, t->fwd_tmp, a->attn_out, mk->hidden, N, C, 1);
+            } else if (fuse_out.fwd == TC_FWD_BIAS_RESIDUAL) {
+                be->linear_residual_forward(be, a->res_att, x, a->atty, W(m, o->out_w),
+                                            W(m, o->out_b), N, A, C);
             } else {
                 be->linear_forward(be, t->fwd_tmp, a->atty, W(m, o->out_w), W(m, o->out_b), N, A,
                                    C, 0);
             }
-            be->add(be, a->res_att, x, t->fwd_tmp, (size_t)N * C);
+            if (fuse_out.add_kernel) be->add(be, a->res_att, x, t->fwd_tmp, (size_t)N * C);
         } else {
             be->copy(be, a->res_att, x, (size_t)N * C * be->act_bytes);
         }
         if (M > 0) {
             ln_forward(m, t, a->ln2, a->ln2_mean, a->ln2_rstd, a->res_att, o->ln2_w, o->ln2_b, N,
                        C);
-            be->linear_forward(be, a->fch, a->ln2, W(m, o->fc_w), W(m, o->fc_b), N, C, M, 0);
-            be->gelu_forward(be, a->fch_act, a->fch, (size_t)N * M, m->cfg.activation);
+            if (fuse_fc.fwd == TC_FWD_GELU_AUX_BIAS) {
+                be->linear_gelu_forward(be, a->fch_act, a->fch, a->ln2, W(m, o->fc_w),
+                                        W(m, o->fc_b), N, C, M);
+            } else {
+                be->linear_forward(be, a->fch, a->ln2, W(m, o->fc_w), W(m, o->fc_b), N, C, M, 0);
+                be->gelu_forward(be, a->fch_act, a->fch, (size_t)N * M, m->cfg.activation);
+            }
             if (mk) {
                 be->mask_cols_forward(be, a->fch_m, a->fch_act, inter_mask(t, l), N, M, 1);
                 be->linear_forward(be, a->mlp_out, a->fch_m, W(m, o->proj_w), W(m, o->proj_b), N,
                                    M, C, 0);
                 be->mask_cols_forward(be, t->fwd_tmp, a->mlp_out, mk->hidden, N, C, 1);
+            } else if (fuse_proj.fwd == TC_FWD_BIAS_RESIDUAL) {
+                be->linear_residual_forward(be, a->res_mlp, a->res_att, a->fch_act, W(m, o->proj_w),
+                                            W(m, o->proj_b), N, M, C);
             } else {
                 be->linear_forward(be, t->fwd_tmp, a->fch_act, W(m, o->proj_w), W(m, o->proj_b),
                                    N, M, C, 0);
             }
-            be->add(be, a->res_mlp, a->res_att, t->fwd_tmp, (size_t)N * C);
+            if (fuse_proj.add_kernel)
+                be->add(be, a->res_mlp, a->res_att, t->fwd_tmp, (size_t)N * C);
         } else {
             be->copy(be, a->res_mlp, a->res_att, (size_t)N * C * be->act_bytes);
         }
@@ -532,6 +552,8 @@ tc_status tc_model_set_masks(tc_model *m, const tc_tower_masks *vision, const tc
     return TC_OK;
 }
 
+int tc_model_has_masks(const tc_model *m) { return m->vis.mask != NULL || m->txt.mask != NULL; }
+
 /* ---- backward ---- */
 
 static void backward_done(tc_model *m, const tower *t, int layer) {
@@ -549,6 +571,9 @@ static void blocks_backward(tc_model *m, tower *t, int B) {
     const tc_tower_masks *mk = t->mask;
     int T = t->T, C = t->C, N = B * T;
     tc_act *d1 = t->dscratch1, *d2 = t->dscratch2, *dres = t->dres;
+    const int dgelu = tc_linear_fusion_for(tc_fusion_avail_of(be), m->cfg.activation, mk != NULL,
+                                           TC_LIN_PROJ)
+                          .dinp_dgelu;
     for (int l = cfg->layers - 1; l >= 0; l--) {
         const tc_block_offsets *o = &t->blocks[l];
         layer_acts *a = &t->layer[l];
@@ -562,12 +587,18 @@ static void blocks_backward(tc_model *m, tower *t, int B) {
                 dmlp = d2;
                 mlp_in = a->fch_m;
             }
-            be->linear_backward(be, d1, G(m, o->proj_w), G(m, o->proj_b), dmlp, mlp_in,
-                                W(m, o->proj_w), N, M, C, 0);
-            if (mk)
-                be->mask_cols_backward(be, d1, dinter_mask(t, l), d1, a->fch_act, inter_mask(t, l),
-                                       N, M, 1);
-            be->gelu_backward(be, d2, a->fch, d1, (size_t)N * M, m->cfg.activation);
+            if (dgelu) {
+                /* d2 = d(fch): proj's input gradient times GELU' in one product */
+                be->linear_gelu_backward(be, d2, G(m, o->proj_w), G(m, o->proj_b), dmlp, mlp_in,
+                                         a->fch, W(m, o->proj_w), N, M, C);
+            } else {
+                be->linear_backward(be, d1, G(m, o->proj_w), G(m, o->proj_b), dmlp, mlp_in,
+                                    W(m, o->proj_w), N, M, C, 0);
+                if (mk)
+                    be->mask_cols_backward(be, d1, dinter_mask(t, l), d1, a->fch_act,
+                                           inter_mask(t, l), N, M, 1);
+                be->gelu_backward(be, d2, a->fch, d1, (size_t)N * M, m->cfg.activation);
+            }
             be->linear_backward(be, d1, G(m, o->fc_w), G(m, o->fc_b), d2, a->ln2, W(m, o->fc_w),
                                 N, C, M, 0);
             ln_backward(m, t, dres, d1, a->res_att, o->ln2_w, o->ln2_b, a->ln2_mean, a->ln2_rstd,

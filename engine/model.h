@@ -114,6 +114,8 @@ void tc_model_set_bn_mode(tc_model *m, tc_bn_mode mode);
  * model must have been created with options.masked. the model keeps the
  * pointers, not copies. */
 tc_status tc_model_set_masks(tc_model *m, const tc_tower_masks *vision, const tc_tower_masks *text);
+/* 1 while masks are installed */
+int tc_model_has_masks(const tc_model *m);
 
 /* bytes the model holds on its backend */
 size_t tc_model_device_bytes(const tc_model *m);

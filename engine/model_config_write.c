@@ -99,10 +99,12 @@ tc_status tc_model_config_to_hf_json(const tc_model_config *cfg, char **out) {
     TC_TRY(tc_model_config_validate(cfg, src));
     const tc_tower_config *v = &cfg->vision, *t = &cfg->text;
     if (v->resnet)
-        return tc_fail(TC_ERR_UNSUPPORTED,
-                       "%s: Hugging Face CLIPModel has no ResNet image tower (ModifiedResNet is "
-                       "open_clip/OpenAI only); export it in open_clip layout (--to open_clip)",
-                       src);
+        return tc_fail(
+            TC_ERR_UNSUPPORTED,
+            "%s: Hugging Face CLIPModel has no ResNet image tower (ModifiedResNet is "
+            "open_clip/OpenAI only); export it in open_clip layout (--to open_clip) or as ONNX "
+            "(--to onnx)",
+            src);
     if (!tc_tower_is_uniform(v) || !tc_tower_is_uniform(t))
         return tc_fail(TC_ERR_UNSUPPORTED,
                        "%s: an irregular model (per-layer heads or MLP widths) cannot be expressed "

@@ -1,78 +1,11 @@
 #include "train.h"
 
 #include "loss.h"
+#include "train_internal.h"
 
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
-
-/* device scalars of a step; S_FINITE.. is step_gate's state, in its order */
-enum { S_LOSS, S_SUMSQ, S_CLIP, S_FINITE, S_UPDATES, S_SKIPPED, S_IN_A_ROW, S_COUNT };
-
-/* a run of the gradient buffer all-reduced as one collective, started when
- * the backward reaches event `ready` (train.c's event numbering below) */
-typedef struct {
-    size_t lo, hi;
-    int ready;
-} grad_bucket;
-
-struct tc_trainer {
-    tc_model *student, *teacher;
-    tc_optim_config optim;
-    tc_loss_config loss;
-    tc_parallel_config par;
-    tc_backend *be;
-    int step;               /* schedule position: the lr of the next step is tc_lr_at(step) */
-    int max_batch;          /* b: samples per micro-batch */
-    int rows;               /* R = accum_steps * b: this rank's samples per step, at most */
-    int world;              /* W */
-    int shape[3];           /* rows, world, sharded of the step buffers as allocated */
-    tc_param_segment *segs; /* what AdamW updates: every tensor but the BatchNorm buffers */
-    int nseg;
-    /* what the gradient norm sums: every tensor in layout order, the
-     * BatchNorm buffers (zero gradient) included, so the norm's partition
-     * is that of the packed sequence of all tensors */
-    tc_param_segment *nsegs;
-    int nnseg;
-    float *m, *v;                    /* AdamW moments: (P), or this rank's slice with zero1 */
-    float *sim, *dsim, *teacher_sim; /* (2, R, W*R): i2t then t2i */
-    float *dimg, *dtxt;              /* (R, E) feature gradients of this rank's rows */
-    float *scalars;                  /* S_COUNT */
-    float *in_images;                /* (R, 3, S, S) the step's inputs on the device */
-    int32_t *in_ids;                 /* (R, context) */
-    int async_inputs;                /* inputs uploaded without waiting (fences) */
-    long long fences;                /* input fences recorded so far */
-    float last_sum_sq;               /* of the last result read, on the host */
-    float last_lr;
-    /* accum_steps > 1: the features of every micro-batch of the step */
-    float *img_rows, *txt_rows;   /* (R, E) */
-    float *timg_rows, *ttxt_rows; /* (R, TE) */
-    /* data parallel (comm with world > 1) */
-    tc_comm *comm;
-    float *img_all, *txt_all;   /* (W*R, E) gathered student features */
-    float *timg_all, *ttxt_all; /* (W*R, TE) gathered teacher features */
-    float *dimg_all, *dtxt_all; /* (W*R, E) column gradients of this rank's loss */
-    float *cols;                /* (R, E) the columns' gradients reduced to their owner */
-    float *one;                 /* device 1.0f: the add of cols through gemm */
-    /* bucketed all-reduce */
-    grad_bucket *buckets;
-    tc_comm_request *requests;
-    int nbuckets, hooks_on, base_text;
-    int started_early; /* buckets the last backward started through its events */
-    tc_status hook_status;
-    /* zero1: rank r owns the buffer's elements [shard_lo[r], shard_lo[r] +
-     * shard_n[r]), which hold its packed elements [pshard_lo[r], + pshard_n[r]) */
-    size_t *shard_n, *shard_lo, *pshard_n, *pshard_lo;
-    /* the slice buffers (m, v, gshard) start shard_head elements into their
-     * allocation, so that a tensor's element sits on the alignment it has in
-     * the whole buffer (shard_head = shard_lo[rank] % TC_PARAM_ALIGN) */
-    size_t shard_head;
-    float *gshard;           /* (shard_n[rank]) averaged gradient slice */
-    tc_param_segment *zsegs; /* segs cut to this rank's slice, relative to it */
-    int nzseg;
-    tc_param_segment *znsegs; /* nsegs cut the same way */
-    int nznseg;
-};
 
 tc_optim_config tc_optim_default(void) {
     tc_optim_config o = {5e-4f, 0.2f, 0.9f, 0.98f, 1e-6f, 10000, 100000, TC_SCHEDULE_COSINE, 0.0f};
@@ -416,6 +349,7 @@ tc_status tc_trainer_create(tc_trainer **out, tc_model *student, tc_model *teach
 
 void tc_trainer_destroy(tc_trainer *t) {
     if (!t) return;
+    if (t->graph) t->be->graph_free(t->be, t->graph);
     free_step_buffers(t);
     if (t->scalars) t->be->free(t->be, t->scalars);
     if (t->comm) tc_model_set_backward_hook(t->student, NULL, NULL);
@@ -448,6 +382,7 @@ void tc_trainer_set_adam_step(tc_trainer *t, int step) {
 
 void tc_trainer_set_optim(tc_trainer *t, const tc_optim_config *optim) {
     t->optim = *optim;
+    t->config_epoch++;
     for (int i = 0; i < t->nseg; i++)
         if (t->segs[i].weight_decay != 0.0f) t->segs[i].weight_decay = optim->weight_decay;
     for (int i = 0; i < t->nzseg; i++)
@@ -484,12 +419,14 @@ tc_status tc_trainer_set_parallel(tc_trainer *t, const tc_parallel_config *p) {
     if (p->accum_steps < 1 || p->accum_steps > 4096)
         return tc_fail(TC_ERR_ARG, "trainer: accum_steps %d is not in 1..4096", p->accum_steps);
     t->par = *p;
+    t->config_epoch++;
     t->rows = t->max_batch * p->accum_steps;
     if (distributed(t)) TC_TRY(plan_buckets(t));
     return alloc_step_buffers(t);
 }
 
 tc_status tc_trainer_set_comm(tc_trainer *t, tc_comm *comm) {
+    t->config_epoch++;
     if (!comm || comm->world_size <= 1) {
         if (t->comm) tc_model_set_backward_hook(t->student, NULL, NULL);
         t->comm = NULL;
@@ -682,26 +619,42 @@ static tc_status reduce_gradients(tc_trainer *t) {
  *   4. each micro-batch from the last: encode again (not the last, whose
  *      activations are live), backward with its rows of the gradient; the
  *      last backward raises the events that start the bucket all-reduces */
-static tc_status forward_backward(tc_trainer *t, const float *images, const int32_t *ids, int B,
-                                  int backward) {
+/* a step of B samples fits: whole micro-batches of at most max_batch */
+static tc_status check_step(const tc_trainer *t, int B) {
+    int k = t->par.accum_steps;
+    if (B < 1 || B % k != 0)
+        return tc_fail(TC_ERR_ARG, "trainer: batch %d is not a positive multiple of accum_steps %d",
+                       B, k);
+    if (B / k > t->max_batch)
+        return tc_fail(TC_ERR_ARG, "trainer: micro-batch %d larger than %d", B / k, t->max_batch);
+    return TC_OK;
+}
+
+static size_t image_floats(const tc_trainer *t) {
+    const tc_model_config *sc = tc_model_cfg(t->student);
+    return (size_t)3 * sc->vision.image_size * sc->vision.image_size;
+}
+
+tc_status tc_trainer_upload_step(tc_trainer *t, const float *images, const int32_t *ids, int B) {
+    TC_TRY(check_step(t, B));
+    return upload_inputs(t, images, ids, B, image_floats(t),
+                         (size_t)tc_model_cfg(t->student)->text.context_length);
+}
+
+static tc_status forward_backward_device(tc_trainer *t, int B, int backward) {
     tc_backend *be = t->be;
     tc_model *st = t->student;
     const tc_param_layout *L = tc_model_layout(st);
     const tc_model_config *sc = tc_model_cfg(st);
     int k = t->par.accum_steps, E = student_dim(t), TE = teacher_dim(t);
-    if (B < 1 || B % k != 0)
-        return tc_fail(TC_ERR_ARG, "trainer: batch %d is not a positive multiple of accum_steps %d",
-                       B, k);
+    TC_TRY(check_step(t, B));
     int b = B / k;
-    if (b > t->max_batch)
-        return tc_fail(TC_ERR_ARG, "trainer: micro-batch %d larger than %d", b, t->max_batch);
     int W = t->world, rank = distributed(t) ? t->comm->rank : 0, N = W * B;
-    size_t img_n = (size_t)3 * sc->vision.image_size * sc->vision.image_size;
+    size_t img_n = image_floats(t);
     size_t ids_n = (size_t)sc->text.context_length;
     int distill = t->teacher && t->loss.w_distill != 0.0f;
-    TC_TRY(upload_inputs(t, images, ids, B, img_n, ids_n));
-    images = t->in_images;
-    ids = t->in_ids;
+    const float *images = t->in_images;
+    const int32_t *ids = t->in_ids;
 
     for (int j = 0; j < k; j++) {
         const float *im = images + (size_t)j * b * img_n;
@@ -771,6 +724,12 @@ static tc_status forward_backward(tc_trainer *t, const float *images, const int3
     return TC_OK;
 }
 
+static tc_status forward_backward(tc_trainer *t, const float *images, const int32_t *ids, int B,
+                                  int backward) {
+    TC_TRY(tc_trainer_upload_step(t, images, ids, B));
+    return forward_backward_device(t, B, backward);
+}
+
 tc_status tc_trainer_loss(tc_trainer *t, const float *images, const int32_t *ids, int B,
                           int backward, float *loss) {
     TC_TRY(forward_backward(t, images, ids, B, backward));
@@ -799,11 +758,9 @@ tc_status tc_trainer_read_result(tc_trainer *t, tc_step_result *r) {
     return TC_OK;
 }
 
-tc_status tc_trainer_compute(tc_trainer *t, const float *images, const int32_t *ids, int B,
-                             tc_step_result *r) {
+tc_status tc_trainer_compute_device(tc_trainer *t, int B) {
     tc_backend *be = t->be;
-    t->last_lr = tc_lr_at(&t->optim, t->step);
-    TC_TRY(forward_backward(t, images, ids, B, 1));
+    TC_TRY(forward_backward_device(t, B, 1));
     if (sharded(t)) {
         /* the norm of the averaged gradient from the slices */
         be->sum_squares(be, &t->scalars[S_SUMSQ], t->gshard, t->znsegs, t->nznseg);
@@ -812,6 +769,14 @@ tc_status tc_trainer_compute(tc_trainer *t, const float *images, const int32_t *
         be->sum_squares(be, &t->scalars[S_SUMSQ], tc_model_grads(t->student), t->nsegs, t->nnseg);
     }
     be->all_finite(be, &t->scalars[S_FINITE], &t->scalars[S_LOSS], 2); /* loss and sum of squares */
+    return TC_OK;
+}
+
+tc_status tc_trainer_compute(tc_trainer *t, const float *images, const int32_t *ids, int B,
+                             tc_step_result *r) {
+    t->last_lr = tc_lr_at(&t->optim, t->step);
+    TC_TRY(tc_trainer_upload_step(t, images, ids, B));
+    TC_TRY(tc_trainer_compute_device(t, B));
     return r ? tc_trainer_read_result(t, r) : TC_OK;
 }
 
@@ -823,7 +788,7 @@ float tc_trainer_clip_coefficient(const tc_trainer *t, double extra_sum_sq) {
     return c < 1.0 ? (float)c : 1.0f;
 }
 
-tc_status tc_trainer_apply(tc_trainer *t, double extra_sum_sq) {
+tc_status tc_trainer_apply_device(tc_trainer *t, double extra_sum_sq, const float *lr_dev) {
     tc_backend *be = t->be;
     tc_model *st = t->student;
     const tc_param_layout *L = tc_model_layout(st);
@@ -837,9 +802,8 @@ tc_status tc_trainer_apply(tc_trainer *t, double extra_sum_sq) {
     }
     /* skip or count the update on the device */
     be->step_gate(be, &t->scalars[S_FINITE]);
-    tc_adamw_hparams hp = {
-        tc_lr_at(&t->optim, t->step), t->optim.beta1, t->optim.beta2, t->optim.eps, 1,
-        &t->scalars[S_FINITE]};
+    tc_adamw_hparams hp = {tc_lr_at(&t->optim, t->step), t->optim.beta1, t->optim.beta2,
+                           t->optim.eps, 1, &t->scalars[S_FINITE], lr_dev};
     tc_act *compute = be->caps.separate_compute_weights ? tc_model_compute_weights(st) : NULL;
     if (sharded(t)) {
         /* this rank's slice, then every slice to every rank */
@@ -860,13 +824,11 @@ tc_status tc_trainer_apply(tc_trainer *t, double extra_sum_sq) {
         be->fill_f32(be, log_scale, logf(t->loss.logit_scale), 1);
     else
         be->clamp_f32(be, log_scale, 0.0f, logf(100.0f), 1);
-    t->step++;
     return TC_OK;
 }
 
-tc_status tc_trainer_step(tc_trainer *t, const float *images, const int32_t *ids, int B,
-                          tc_step_result *r) {
-    TC_TRY(tc_trainer_compute(t, images, ids, B, NULL));
-    TC_TRY(tc_trainer_apply(t, 0.0));
-    return r ? tc_trainer_read_result(t, r) : TC_OK;
+tc_status tc_trainer_apply(tc_trainer *t, double extra_sum_sq) {
+    TC_TRY(tc_trainer_apply_device(t, extra_sum_sq, NULL));
+    t->step++;
+    return TC_OK;
 }

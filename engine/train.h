@@ -14,6 +14,7 @@
 
 #include "comm.h"
 #include "model.h"
+#include "step_graph.h"
 
 typedef enum {
     TC_SCHEDULE_COSINE = 0,           /* linear warm-up then cosine to 0 (open_clip cosine_lr) */
@@ -92,6 +93,10 @@ void tc_trainer_destroy(tc_trainer *t);
  * the step to finish (do it at logging intervals). */
 tc_status tc_trainer_step(tc_trainer *t, const float *images, const int32_t *ids, int B,
                           tc_step_result *result);
+/* with a backend that records graphs (CUDA, TINYCLIP_CUDA_GRAPH=on) a step
+ * may run as a recording made once and replayed (engine/step_graph.h says
+ * when; the bits are the same); how the trainer's steps ran so far */
+const tc_step_graph_state *tc_trainer_graph_state(const tc_trainer *t);
 /* the result of the last step (one synchronisation) */
 tc_status tc_trainer_read_result(tc_trainer *t, tc_step_result *result);
 

@@ -31,7 +31,8 @@
 #       below in order: quick correctness (CUDA ops fp32 and bf16 against the
 #       CPU, the whole model, NCCL), benchmarks (kernels with the FMA and the
 #       tensor-core attention beside PyTorch SDPA; the distillation step and
-#       inference end to end with tinyclip's FMA and mma attention, PyTorch
+#       inference end to end with tinyclip's FMA and mma attention, the mma
+#       attention with the CUDA fast paths on, PyTorch
 #       eager and torch.compile), a training run killed and resumed, then the
 #       sanitizers with the time that is left. every step runs under its own
 #       limit; the limits add up to the budget (TC_GPU_CHECK_BUDGET, 540 s,
@@ -67,11 +68,12 @@ PLAN=(
   "sdpa 25 pytorch SDPA baseline"
   "e2e_fma 35 end to end: tinyclip, FMA attention"
   "e2e_mma 35 end to end: tinyclip, mma attention"
+  "e2e_fast 30 end to end: tinyclip, mma attention, fast paths (plans, epilogues, graph)"
   "torch_eager 45 end to end: pytorch eager"
-  "torch_compile 75 end to end: torch.compile"
+  "torch_compile 60 end to end: torch.compile"
   "train 80 train on the GPU, kill and resume"
-  "memcheck 40 memcheck (quick test)"
-  "racecheck 40 racecheck (quick test)"
+  "memcheck 32 memcheck (quick test)"
+  "racecheck 32 racecheck (quick test)"
 )
 SANITIZERS=" memcheck racecheck "
 # the end-to-end model pair: a distillation step (and inference) at batch 256
@@ -100,7 +102,7 @@ step_needs() {
     model) echo "bin/test_cuda_model" ;;
     nccl) echo "bin/test_comm_nccl" ;;
     sdpa) echo "tree/scripts/bench_attention_torch.py" ;;
-    e2e_fma | e2e_mma) echo "bin/tinyclip tree/$E2E_STUDENT tree/$E2E_TEACHER" ;;
+    e2e_fma | e2e_mma | e2e_fast) echo "bin/tinyclip tree/$E2E_STUDENT tree/$E2E_TEACHER" ;;
     torch_eager | torch_compile)
       echo "tree/scripts/bench_torch.py tree/$E2E_STUDENT tree/$E2E_TEACHER wheel/open_clip wheel/ftfy wheel/wcwidth"
       ;;
@@ -387,8 +389,14 @@ e2e_tinyclip() { # LABEL [VAR=VALUE]: one tinyclip bench, its JSON lines kept fo
     --teacher "$ROOT/$E2E_TEACHER" $E2E_ARGS --json | tee "$WORK/e2e-$label.jsonl"
   return "${PIPESTATUS[0]}"
 }
-step_e2e_fma() { e2e_tinyclip fma; }
+# tinyclip bench names its attention kernel (--attention) and the fast
+# paths the environment switched on in every line (docs/cuda.md, "Fast paths")
+step_e2e_fma() { e2e_tinyclip fma TINYCLIP_ATTENTION=fma; }
 step_e2e_mma() { e2e_tinyclip mma TINYCLIP_ATTENTION=mma; }
+step_e2e_fast() {
+  e2e_tinyclip fast TINYCLIP_ATTENTION=mma TINYCLIP_GEMM_PLANS=on TINYCLIP_GEMM_EPILOGUE=on \
+    TINYCLIP_CUDA_GRAPH=on
+}
 e2e_torch() { # LABEL [--compile]
   local label=$1
   shift
@@ -474,7 +482,7 @@ step_note() { # ID LOG
       echo "$(grep -c '^\[       OK \]' "$log") ok, $(grep '^\[  FAILED  \] test_' "$log" | sort -u | wc -l) failed $(grep -m1 '^SKIP:' "$log")"
       ;;
     nccl) echo "$(grep -m1 'GPU(s): world' "$log") $(grep -m1 -o 'nccl-check: [a-zA-Z]*' "$log") $(grep -m1 '^SKIP' "$log")" ;;
-    e2e_fma | e2e_mma)
+    e2e_fma | e2e_mma | e2e_fast)
       echo "gemm fallbacks: $(sed -n 's/.*"gemm_fallbacks":\([0-9]*\).*/\1/p' "$WORK/e2e-${1#e2e_}.jsonl" 2>/dev/null |
         awk '{s += $1; n++} END {print n ? s : "-"}') $(grep -m1 '^SKIP:' "$log")"
       ;;
@@ -588,7 +596,7 @@ for d in /usr/local/cuda/bin /usr/local/cuda/compute-sanitizer /opt/nvidia/compu
 done
 TRAIN_ARGS=${TC_GPU_CHECK_TRAIN_ARGS:-}
 export -f gpu_or_skip torch_cuda_or_skip e2e_tinyclip e2e_torch train_run sanitizer \
-  step_ops step_model step_nccl step_kernels step_sdpa step_e2e_fma step_e2e_mma \
+  step_ops step_model step_nccl step_kernels step_sdpa step_e2e_fma step_e2e_mma step_e2e_fast \
   step_torch_eager step_torch_compile step_train step_memcheck step_racecheck
 export TCENV BIN ROOT WORK FMNIST_DIR VOCAB TRAIN_ARGS PYSITE SAN E2E_STUDENT E2E_TEACHER E2E_ARGS
 
@@ -617,7 +625,7 @@ echo "GPU: ${GPU:-unknown (nvidia-smi failed)}"
 
 # ---- the steps ----
 declare -A LOGS=([ops]=test [model]=test [nccl]=test [train]=test [kernels]=bench [sdpa]=torch
-  [torch_eager]=torch [torch_compile]=torch [e2e_fma]=e2e [e2e_mma]=e2e [memcheck]=memcheck
+  [torch_eager]=torch [torch_compile]=torch [e2e_fma]=e2e [e2e_mma]=e2e [e2e_fast]=e2e [memcheck]=memcheck
   [racecheck]=racecheck)
 for f in test bench torch e2e memcheck racecheck; do : >"$OUTD/$f.log"; done
 ROWS=()
@@ -683,8 +691,13 @@ done
   for r in "${ROWS[@]}"; do echo "$r"; done
   echo
   e2e=()
-  for l in fma mma eager compile; do
-    case $l in fma | mma) label="tinyclip $l" ;; eager) label="pytorch eager" ;; *) label="torch.compile" ;; esac
+  for l in fma mma fast eager compile; do
+    case $l in
+      fma | mma) label="tinyclip $l" ;;
+      fast) label="tinyclip mma+fast" ;;
+      eager) label="pytorch eager" ;;
+      *) label="torch.compile" ;;
+    esac
     [ -s "$WORK/e2e-$l.jsonl" ] && e2e+=(--e2e "$label=$WORK/e2e-$l.jsonl")
   done
   python3 "$ROOT/scripts/gpu_check_summary.py" --gpu "${GPU_NAME:-unknown}" --kernels "$OUTD/bench.log" \

@@ -440,3 +440,16 @@ int tc_test_train(const char *dir, const char *run, const char *extra, const cha
     free(args);
     return rc;
 }
+
+void tc_test_assert_same_final(const char *dir, const char *a, const char *b, const char *stage) {
+    char pa[2048], pb[2048];
+    snprintf(pa, sizeof pa, "%s/%s/%s/final/open_clip_model.safetensors", dir, a, stage);
+    snprintf(pb, sizeof pb, "%s/%s/%s/final/open_clip_model.safetensors", dir, b, stage);
+    size_t na = 0, nb = 0;
+    char *da = tc_read_file(pa, &na), *db = tc_read_file(pb, &nb);
+    if (!da || !db) fail_msg("missing final weights %s or %s", pa, pb);
+    if (na != nb || memcmp(da, db, na) != 0)
+        fail_msg("stage %s: final weights differ between %s and %s", stage, a, b);
+    free(da);
+    free(db);
+}

@@ -84,6 +84,8 @@ char *tc_test_run_dir(const char *tag, const char *yaml);
  * NULL), on tinyclip_faults with TINYCLIP_FAULT=fault when fault is not NULL */
 int tc_test_train(const char *dir, const char *run, const char *extra, const char *fault,
                   char **output);
+/* fails unless DIR/A/STAGE/final and DIR/B/STAGE/final hold byte-identical weights */
+void tc_test_assert_same_final(const char *dir, const char *a, const char *b, const char *stage);
 /* a pruned student of a random teacher (3 layers per tower, width 128 in 2
  * heads, MLP 256, 32px images of 8px patches, context 12, vocabulary 64),
  * saved as an open_clip-layout checkpoint folder in dir. regular: tied masks

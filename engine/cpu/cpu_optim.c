@@ -160,7 +160,9 @@ void tc_cpu_adamw_update(tc_backend *b, float *params, const float *grads, float
     if (nseg <= 0 || !segs) return;
     if (hp.gate && hp.gate[0] == 0.0f) return;
     const int step = hp.gate ? (int)hp.gate[1] : hp.step;
-    const double lr = hp.lr, beta1 = hp.beta1, beta2 = hp.beta2;
+    /* lr_dev: the lr a recorded step reads from memory (the same value) */
+    const double lr = hp.lr_dev ? (double)hp.lr_dev[0] : (double)hp.lr;
+    const double beta1 = hp.beta1, beta2 = hp.beta2;
     const double bc1 = 1.0 - pow(beta1, step);
     const double bc2 = 1.0 - pow(beta2, step);
     adamw_consts k = {.neg_step_size = (float)-(lr / bc1),

@@ -3,7 +3,10 @@
  * the whole step (both towers forward and backward, loss, clipping, AdamW);
  * with --teacher it is a distillation step (teacher forward + affinity loss).
  * every line gives the FLOPs per sample of the one FLOP model
- * (engine/flops.h) and how many GEMMs ran on the CUDA fallback kernel.
+ * (engine/flops.h) and how many GEMMs ran on the CUDA fallback kernel. on
+ * the CUDA bf16 backend every measurement runs with the FMA and the
+ * tensor-core attention (--attention), each line naming its kernel and the
+ * fast paths the environment switched on, so one run tells which is faster.
  * `tinyclip bench --data ...` benchmarks the data pipeline instead. */
 #include <dirent.h>
 #include <stdio.h>
@@ -32,6 +35,8 @@ typedef struct {
     const char *backend;
     int batch, threads, steps, warmup, accum;
     int train, infer, json;
+    const char *attention; /* fma, mma, both; NULL: see attention_kernels */
+    char tag_json[160], tag_text[96]; /* the kernels of the current backend */
 } bench_args;
 
 static double now_seconds(void) {
@@ -54,6 +59,8 @@ static void usage(FILE *f) {
             "  --steps N          timed iterations (default 5)\n"
             "  --warmup N         untimed iterations first (default 1)\n"
             "  --mode M           train, infer or both (default both)\n"
+            "  --attention K      fma, mma or both (cuda; default: TINYCLIP_ATTENTION if set,\n"
+            "                     else both on cuda, fma elsewhere)\n"
             "  --json             one JSON line per measurement\n");
 }
 
@@ -95,6 +102,13 @@ static int parse_args(int argc, char **argv, bench_args *a) {
         else if (strcmp(o, "--threads") == 0) a->threads = atoi(v);
         else if (strcmp(o, "--steps") == 0) a->steps = atoi(v);
         else if (strcmp(o, "--warmup") == 0) a->warmup = atoi(v);
+        else if (strcmp(o, "--attention") == 0) {
+            a->attention = v;
+            if (strcmp(v, "fma") && strcmp(v, "mma") && strcmp(v, "both")) {
+                fprintf(stderr, "tinyclip bench: --attention must be fma, mma or both\n");
+                return 2;
+            }
+        }
         else if (strcmp(o, "--mode") == 0) {
             a->train = strcmp(v, "train") == 0 || strcmp(v, "both") == 0;
             a->infer = strcmp(v, "infer") == 0 || strcmp(v, "both") == 0;
@@ -156,15 +170,15 @@ static void report(const bench_args *a, const tc_model_config *c, const tc_model
         printf("{\"framework\":\"tinyclip\",\"model\":\"%s\",\"mode\":\"%s\",\"backend\":\"%s\","
                "\"batch\":%d,\"threads\":%d,\"images_per_s\":%.3f,\"step_ms\":%.3f,"
                "\"gflop_per_sample\":%.4f,\"gflops_per_s\":%.2f,\"gemm_fallbacks\":%lld,"
-               "\"device_mb\":%.1f,\"peak_mb\":%.1f%s%s%s}\n",
+               "\"device_mb\":%.1f,\"peak_mb\":%.1f%s%s%s%s}\n",
                c->name, mode, be->name, a->batch, a->threads, ips, 1e3 * seconds / steps, gflop,
                gflops_s, fallbacks, bytes / 1048576.0, peak_mb, a->teacher ? ",\"teacher\":\"" : "",
-               a->teacher ? a->teacher : "", a->teacher ? "\"" : "");
+               a->teacher ? a->teacher : "", a->teacher ? "\"" : "", a->tag_json);
     else
         printf("%-34s %-6s %-5s batch %4d  %9.2f images/s  %9.2f ms/step  %8.2f GFLOP/s  %8.1f MB"
-               " (peak %.1f MB)  %.3f GFLOP/sample  gemm fallbacks %lld\n",
+               " (peak %.1f MB)  %.3f GFLOP/sample  gemm fallbacks %lld%s\n",
                c->name, mode, be->name, a->batch, ips, 1e3 * seconds / steps, gflops_s,
-               bytes / 1048576.0, peak_mb, gflop, fallbacks);
+               bytes / 1048576.0, peak_mb, gflop, fallbacks, a->tag_text);
     fflush(stdout);
 }
 
@@ -317,36 +331,65 @@ static int bench_run(const bench_args *a, tc_backend *be) {
     return rc;
 }
 
+/* the attention kernels to measure: --attention, else the environment's
+ * choice when TINYCLIP_ATTENTION is set, else both on the CUDA bf16
+ * backend (the only one with a tensor-core attention) */
+static int attention_kernels(const bench_args *a, tc_attention_kernel k[2]) {
+    const char *env = getenv("TINYCLIP_ATTENTION");
+    const char *want = a->attention ? a->attention : env && env[0] ? env : NULL;
+    if (!want) want = strcmp(a->backend, "cuda") == 0 ? "both" : "fma";
+    if (strcmp(want, "both") == 0) {
+        k[0] = TC_ATTENTION_FMA;
+        k[1] = TC_ATTENTION_MMA;
+        return 2;
+    }
+    k[0] = strcmp(want, "mma") == 0 ? TC_ATTENTION_MMA : TC_ATTENTION_FMA;
+    return 1;
+}
+
+/* every model (or the run's) on one backend */
+static int bench_models(bench_args *a, tc_backend *be, const tc_model_config *teacher_cfg) {
+    if (a->run) return bench_run(a, be);
+    int rc = 0;
+    for (int i = 0; i < a->n_models && rc == 0; i++) {
+        tc_model_config c;
+        if (tc_model_config_load(&c, a->models[i]) != TC_OK) return tc_cli_report("bench");
+        if (a->train) rc = bench_train(a, be, &c, teacher_cfg);
+        if (rc == 0 && a->infer) rc = bench_infer(a, be, &c);
+    }
+    return rc;
+}
+
 int tc_cmd_bench(int argc, char **argv) {
     for (int i = 1; i < argc; i++)
         if (strcmp(argv[i], "--data") == 0) return tc_cmd_bench_data(argc, argv);
     bench_args a;
     int rc = parse_args(argc, argv, &a);
     if (rc >= 0) return rc;
-    tc_backend *be;
-    if (tc_backend_open(a.backend, a.threads, &be) != TC_OK) return tc_cli_report("bench");
+    tc_backend_options opt;
+    if (tc_backend_options_from_env(&opt) != TC_OK) return tc_cli_report("bench");
+    opt.threads = a.threads;
     tc_model_config teacher_cfg;
-    if (a.teacher && tc_model_config_load(&teacher_cfg, a.teacher) != TC_OK) {
-        be->destroy(be);
+    if (a.teacher && tc_model_config_load(&teacher_cfg, a.teacher) != TC_OK)
         return tc_cli_report("bench");
-    }
-    if (!a.json)
-        printf("%-34s %-6s %-5s\n", "model", "mode", "device");
-    if (a.run) {
-        rc = bench_run(&a, be);
-        be->destroy(be);
-        return rc;
-    }
+    if (!a.json) printf("%-34s %-6s %-5s\n", "model", "mode", "device");
+    tc_attention_kernel kernels[2];
+    const int nk = attention_kernels(&a, kernels);
     rc = 0;
-    for (int i = 0; i < a.n_models && rc == 0; i++) {
-        tc_model_config c;
-        if (tc_model_config_load(&c, a.models[i]) != TC_OK) {
-            rc = tc_cli_report("bench");
-            break;
-        }
-        if (a.train) rc = bench_train(&a, be, &c, a.teacher ? &teacher_cfg : NULL);
-        if (rc == 0 && a.infer) rc = bench_infer(&a, be, &c);
+    for (int k = 0; k < nk && rc == 0; k++) {
+        opt.attention = kernels[k];
+        const char *att = kernels[k] == TC_ATTENTION_MMA ? "mma" : "fma";
+        snprintf(a.tag_json, sizeof a.tag_json,
+                 ",\"attention\":\"%s\",\"gemm_plans\":%d,\"gemm_epilogue\":%d,\"cuda_graph\":%d",
+                 att, opt.gemm_plans, opt.gemm_epilogue, opt.cuda_graph);
+        snprintf(a.tag_text, sizeof a.tag_text, "  [attention %s%s%s%s]", att,
+                 opt.gemm_plans ? ", plans" : "", opt.gemm_epilogue ? ", epilogues" : "",
+                 opt.cuda_graph ? ", graph" : "");
+        if (strcmp(a.backend, "cpu") == 0) a.tag_json[0] = a.tag_text[0] = 0; /* no kernel choice */
+        tc_backend *be;
+        if (tc_backend_open_with(a.backend, &opt, &be) != TC_OK) return tc_cli_report("bench");
+        rc = bench_models(&a, be, a.teacher ? &teacher_cfg : NULL);
+        be->destroy(be);
     }
-    be->destroy(be);
     return rc;
 }

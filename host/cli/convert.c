@@ -3,7 +3,8 @@
  * native, CustomText, Hugging Face CLIPModel) and writes it as an open_clip
  * directory, a Hugging Face directory or ONNX graphs (host/export). open_clip
  * and Hugging Face take only open_clip-regular models; an irregular (pruned)
- * one is refused with the reason and the ONNX route. */
+ * one is refused with the reason and the ONNX route, and so is a ResNet
+ * image tower for Hugging Face, which has none. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -22,7 +23,7 @@ static void usage(FILE *f) {
             "--to openclip  open_clip_model.safetensors + open_clip_config.json\n"
             "               (open_clip-regular models only)\n"
             "--to hf        model.safetensors + config.json + preprocessor and tokenizer files\n"
-            "               (open_clip-regular models only)\n"
+            "               (open_clip-regular ViT models only: no ResNet image towers)\n"
             "--to onnx      image_encoder.onnx + text_encoder.onnx (normalised features,\n"
             "               dynamic batch), onnx_config.json, preprocess_cfg.json and the\n"
             "               tokenizer vocabulary; any model, irregular ones included\n"
@@ -33,17 +34,29 @@ static void usage(FILE *f) {
             TC_ONNX_OPSET_MIN, TC_ONNX_OPSET_MAX, TC_ONNX_OPSET_DEFAULT);
 }
 
-/* open_clip and Hugging Face hold one width of whole 64-wide heads and one
- * MLP width per tower: say so, and where an irregular model can go */
+/* open_clip and Hugging Face hold per tower one width = heads x head size
+ * and one MLP width, the same in every layer: say so, and where an
+ * irregular model can go */
 static int refuse_irregular(const char *in, const tc_model_config *cfg, const char *to) {
     if (!cfg->irregular) return 0;
     fprintf(stderr,
             "tinyclip convert: %s is not open_clip-regular (a tower has per-layer head counts or "
-            "MLP widths, or a width that is not heads x 64, as automatic inheritance leaves by "
-            "default): %s cannot express it. export it with --to onnx (any model), or train the "
-            "stage with inheritance: {kind: auto, shape: regular} for a model open_clip and "
-            "Hugging Face load\n",
+            "MLP widths, not width = heads x head size in every layer, as automatic inheritance "
+            "leaves by default): %s cannot express it. export it with --to onnx (any model), or "
+            "train the stage with inheritance: {kind: auto, shape: regular} for a model "
+            "open_clip and Hugging Face load\n",
             in, to);
+    return 1;
+}
+
+/* Hugging Face's CLIPModel has only a ViT image tower */
+static int refuse_resnet_hf(const char *in, const tc_model_config *cfg) {
+    if (!cfg->vision.resnet) return 0;
+    fprintf(stderr,
+            "tinyclip convert: %s has a ResNet image tower (open_clip's ModifiedResNet), which "
+            "Hugging Face CLIP cannot express: transformers' CLIPModel has only a ViT image "
+            "tower. export it with --to open_clip (loads in open_clip) or --to onnx\n",
+            in);
     return 1;
 }
 
@@ -119,8 +132,9 @@ int tc_cmd_convert(int argc, char **argv) {
         return tc_cli_report("convert");
     if (tc_checkpoint_load(in, hint_path ? &hint : NULL, &cfg, &layout, &params) != TC_OK)
         return tc_cli_report("convert");
-    if (!to_onnx &&
-        refuse_irregular(in, &cfg, fmt == TC_FORMAT_HF ? "Hugging Face CLIP" : "open_clip")) {
+    if ((!to_onnx &&
+         refuse_irregular(in, &cfg, fmt == TC_FORMAT_HF ? "Hugging Face CLIP" : "open_clip")) ||
+        (fmt == TC_FORMAT_HF && !to_onnx && refuse_resnet_hf(in, &cfg))) {
         free(params);
         tc_param_layout_free(&layout);
         return 1;

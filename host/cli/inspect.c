@@ -113,10 +113,12 @@ int tc_cmd_inspect(int argc, char **argv) {
     printf("embed_dim: %d\n", cfg.embed_dim);
     /* what loads it elsewhere (tinyclip convert) */
     if (cfg.irregular)
-        printf("open_clip-regular: no (per-layer heads or MLP widths, or a width that is not "
-               "heads x %d): open_clip and Hugging Face cannot load it; tinyclip convert --to "
-               "onnx exports it\n",
-               TC_HEAD_SIZE);
+        printf("open_clip-regular: no (per-layer head counts or MLP widths: not width = heads "
+               "x head size, the same in every layer): open_clip and Hugging Face cannot load "
+               "it; tinyclip convert --to onnx exports it\n");
+    else if (cfg.vision.resnet)
+        printf("open_clip-regular: yes (a ResNet image tower: loads in open_clip; Hugging Face "
+               "has no ResNet CLIP; tinyclip convert --to onnx exports it)\n");
     else if (cfg.vision.no_ln_pre || cfg.vision.pool != TC_POOL_TOKEN)
         printf("open_clip-regular: yes (loads in open_clip; Hugging Face CLIP has no "
                "no_ln_pre / average pooling; tinyclip convert --to onnx exports it)\n");

@@ -19,10 +19,14 @@ static tc_status env_choice(const char *var, const char *const *choices, int *va
 tc_status tc_backend_options_from_env(tc_backend_options *opt) {
     static const char *const attention[] = {"fma", "mma", NULL};
     static const char *const patch_embed[] = {"gemm", "cudnn", NULL};
+    static const char *const off_on[] = {"off", "on", NULL};
     *opt = tc_backend_options_default();
     int a = 0, p = 0;
     TC_TRY(env_choice("TINYCLIP_ATTENTION", attention, &a));
     TC_TRY(env_choice("TINYCLIP_PATCH_EMBED", patch_embed, &p));
+    TC_TRY(env_choice("TINYCLIP_GEMM_PLANS", off_on, &opt->gemm_plans));
+    TC_TRY(env_choice("TINYCLIP_GEMM_EPILOGUE", off_on, &opt->gemm_epilogue));
+    TC_TRY(env_choice("TINYCLIP_CUDA_GRAPH", off_on, &opt->cuda_graph));
     opt->attention = a ? TC_ATTENTION_MMA : TC_ATTENTION_FMA;
     opt->patch_embed = p ? TC_PATCH_EMBED_CONV : TC_PATCH_EMBED_GEMM;
     return TC_OK;

@@ -10,7 +10,11 @@
 /* the defaults, then the environment's kernel choices:
  *   TINYCLIP_ATTENTION=fma|mma        (unset: fma)
  *   TINYCLIP_PATCH_EMBED=gemm|cudnn   (unset: gemm)
- * an unknown value fails naming the variable. */
+ *   TINYCLIP_GEMM_PLANS=off|on        (unset: off) cached matmul plans
+ *   TINYCLIP_GEMM_EPILOGUE=off|on     (unset: off) fused GEMM epilogues
+ *   TINYCLIP_CUDA_GRAPH=off|on        (unset: off) the step as one graph
+ * the last three are the CUDA fast paths, off until a GPU run passes
+ * their tests (docs/cuda.md). an unknown value fails naming the variable. */
 tc_status tc_backend_options_from_env(tc_backend_options *opt);
 
 /* makes backend `name` with opt (threads, device, kernel choices; the name

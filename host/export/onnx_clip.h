@@ -2,6 +2,7 @@
  * encode_image / encode_text(normalize=True) and as the engine's forward:
  *
  *   image: pixel_values (batch, 3, S, S) -> image_embeds (batch, E)
+ *     (a ResNet tower: onnx_resnet.h)
  *     conv1 (stride P, no bias) -> tokens, CLS first -> + positions
  *     -> [ln_pre] -> blocks -> pool (CLS token, or the mean of the patch
  *     tokens) with ln_post -> @ proj -> L2-normalised

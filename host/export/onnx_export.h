@@ -1,6 +1,6 @@
 /* ONNX export of any model the engine builds (uniform or irregular towers,
  * per-layer heads and MLP widths, layers without attention or MLP, GELU or
- * QuickGELU), into a folder:
+ * QuickGELU, ViT or ResNet image towers), into a folder:
  *
  *   image_encoder.onnx    pixel_values (batch, 3, S, S) -> image_embeds (batch, E)
  *   text_encoder.onnx     input_ids (batch, T) int64   -> text_embeds (batch, E)

@@ -30,6 +30,7 @@
 #include "fileio.h"
 #include "json.h"
 #include "scheduler_internal.h"
+#include "shard_stream.h"
 
 #define MAX_LINES_SHOWN 8 /* changed keys shown per stage in the error */
 
@@ -79,8 +80,14 @@ typedef struct {
     uint64_t changed_free;
 } diff_ctx;
 
-static void on_diff(void *p, const char *key, const char *was, const char *now, int result) {
+static void on_diff(void *p, const char *key, const char *was_raw, const char *now_raw,
+                    int result) {
     diff_ctx *d = p;
+    /* both go to the terminal and the log: a URL's password or signature
+     * in a data path is not shown */
+    char was[512], now[512];
+    tc_shard_redact(was_raw, was, sizeof was);
+    tc_shard_redact(now_raw, now, sizeof now);
     if (!result) {
         tc_sbuf_printf(&d->free, "  %s: %.200s -> %.200s\n", key, was, now);
         d->changed_free++;
@@ -184,9 +191,11 @@ static tc_status move_aside(run_ctx *c, const unsigned char *restart) {
     snprintf(yaml, sizeof yaml, "%s/experiment.yaml", e->out_dir);
     char *text;
     size_t len;
-    if (tc_read_file_bounded(yaml, 1u << 24, &text, &len) == TC_OK) {
+    struct stat sb;
+    if (stat(yaml, &sb) == 0 && tc_read_file_bounded(yaml, 1u << 24, &text, &len) == TC_OK) {
         snprintf(dst, sizeof dst, "%s/experiment.yaml", to);
-        tc_status s = tc_write_file_atomic(dst, text, len);
+        /* the copy is as private as the file it copies */
+        tc_status s = tc_write_file_atomic_mode(dst, text, len, (unsigned)(sb.st_mode & 0777));
         free(text);
         TC_TRY(s);
     }
@@ -314,8 +323,12 @@ tc_status run_folder_prepare(run_ctx *c) {
     if (s == TC_OK) remove_temporaries(c);
     char path[PATH_CAP];
     snprintf(path, sizeof path, "%s/experiment.yaml", e->out_dir);
+    /* it keeps the data paths whole (the next run compares them): only its
+     * owner may read it when one holds a password or signature */
+    int secret = run_text_holds_secret(e->train.path) || run_text_holds_secret(e->retrieval.path);
     if (s == TC_OK && e->resolved_yaml)
-        s = tc_write_file_atomic(path, e->resolved_yaml, strlen(e->resolved_yaml));
+        s = tc_write_file_atomic_mode(path, e->resolved_yaml, strlen(e->resolved_yaml),
+                                      secret ? 0600 : 0666);
     char *changes = NULL;
     if (s == TC_OK && d.free.len && tc_sbuf_finish(&d.free, &changes) == TC_OK)
         s = record_changes(c, changes);

@@ -25,6 +25,7 @@
 #include "fileio.h"
 #include "manifest.h"
 #include "scheduler_internal.h"
+#include "shard_stream.h"
 
 #define MAX_INPUTS_BYTES (1u << 20)
 
@@ -355,6 +356,17 @@ tc_status stage_inputs_build(const tc_experiment *e, int i, const uint64_t *fps,
     return TC_OK;
 }
 
+int run_text_holds_secret(const char *text) {
+    if (!text) return 0;
+    size_t n = strlen(text) + 64;
+    char *shown = malloc(n);
+    if (!shown) return 1; /* unknown: treat as secret */
+    tc_shard_redact(text, shown, n);
+    int differs = strcmp(shown, text) != 0;
+    free(shown);
+    return differs;
+}
+
 tc_status stage_inputs_write(const stage_inputs *in, const char *stage, const char *path) {
     size_t cap = 256, used = 0;
     for (int j = 0; j < in->n; j++)
@@ -370,7 +382,10 @@ tc_status stage_inputs_write(const stage_inputs *in, const char *stage, const ch
     for (int j = 0; j < in->n; j++)
         used += (size_t)snprintf(t + used, cap - used, "%s %s %s\n",
                                  in->result[j] ? "result" : "free", in->key[j], in->value[j]);
-    tc_status s = tc_write_file_atomic(path, t, used);
+    int owner_only = 0;
+    for (int j = 0; j < in->n && !owner_only; j++)
+        owner_only = run_text_holds_secret(in->value[j]);
+    tc_status s = tc_write_file_atomic_mode(path, t, used, owner_only ? 0600 : 0666);
     free(t);
     return s;
 }

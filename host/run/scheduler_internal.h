@@ -192,7 +192,11 @@ tc_status checkpoint_stage(stage_run *r);
 /* ---- run_inputs.c ---- */
 tc_status stage_inputs_build(const tc_experiment *e, int i, const uint64_t *fps, stage_inputs *in);
 void stage_inputs_free(stage_inputs *in);
+/* written with mode 0600 when a value holds a secret (run_text_holds_secret) */
 tc_status stage_inputs_write(const stage_inputs *in, const char *stage, const char *path);
+/* 1 when tc_shard_redact would hide part of text (a URL's password, query
+ * string, a NAME=value word): files that keep it are written 0600 */
+int run_text_holds_secret(const char *text);
 tc_status stage_inputs_read(const char *path, stage_inputs *in);
 /* calls fn for every key whose value differs (or is only in one); returns how many */
 typedef void (*stage_inputs_diff_fn)(void *ctx, const char *key, const char *was, const char *now,

@@ -9,6 +9,7 @@
 
 #include "checkpoint.h"
 #include "flops.h"
+#include "shard_stream.h"
 
 /* a failure named by where the experiment gave the value */
 static tc_status at(const tc_experiment *exp, tc_exp_loc loc, const char *what, tc_status s) {
@@ -310,8 +311,11 @@ void tc_stage_plan_print(FILE *f, const tc_stage_plan *p) {
     fprintf(f, "experiment %s (%s): %d stage%s, backend %s %s, seed %lld, out %s\n", x->name, x->source, p->n,
             p->n == 1 ? "" : "s", x->backend == TC_EXP_BACKEND_CUDA ? "cuda" : "cpu",
             x->precision == TC_EXP_PREC_BF16 ? "bf16" : "fp32", (long long)x->seed, x->out_dir);
+    /* a URL's password or signature in the path is not printed */
+    char shown[4096] = "";
+    if (x->train.path) tc_shard_redact(x->train.path, shown, sizeof shown);
     fprintf(f, "data: %s%s%s", tc_exp_data_source_name(x->train.source), x->train.path ? " " : "",
-            x->train.path ? x->train.path : "");
+            shown);
     if (x->train.num_samples > 0) fprintf(f, ", %lld samples/epoch", (long long)x->train.num_samples);
     fprintf(f, "\n");
     if (x->zero_shot.dataset != TC_EXP_ZS_NONE)

@@ -2,7 +2,12 @@
  * CPU backend: features and every parameter gradient (fp32 mode 1e-5 / 1e-4,
  * bf16 mode within bf16 rounding), a masked model, and 20 steps of a
  * distillation stage (teacher + student, affinity loss) in fp32 mode with
- * losses within 1e-4 relative. skipped, with the reason, without a GPU. */
+ * losses within 1e-4 relative. the same again with every fast path on
+ * (matmul plans, fused epilogues, the step recorded as a graph): the fused
+ * forms must keep the same tolerances (bf16: the GELU epilogue's tanh form
+ * is within 5e-4 of erf, inside bf16 rounding), and the distillation steps
+ * must be recorded once and replayed. skipped, with the reason, without a
+ * GPU. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -55,7 +60,9 @@ static void inputs(const tc_model_config *c, int B, float *img, int32_t *ids, ui
     for (int b = 0; b < B; b++)
         for (int j = 0; j < T; j++) {
             int eot = 2 + b % (T - 2);
-            ids[b * T + j] = j < eot ? 1 + (int)(tc_test_rand(&r) % (uint64_t)(V - 2)) : j == eot ? V - 1 : 0;
+            ids[b * T + j] = j < eot    ? 1 + (int)(tc_test_rand(&r) % (uint64_t)(V - 2))
+                             : j == eot ? V - 1
+                                        : 0;
         }
 }
 
@@ -69,22 +76,27 @@ static int teardown(void **state) {
     return 0;
 }
 
-static void open_gpu(int fp32) {
+/* fast: every fast path on (options gemm_plans, gemm_epilogue, cuda_graph) */
+static void open_gpu(int fp32, int fast) {
 #ifdef TC_HAVE_CUDA
     /* no device: skip; a device the backend cannot use: a failure */
     char why[256] = "";
     if (tc_cuda_device_count(why, sizeof why) <= 0) tc_skip_test("no CUDA device: %s", why);
-    if (tc_backend_cuda_create(&gpu, &(tc_backend_options){.fp32 = fp32}) != TC_OK)
+    tc_backend_options o = tc_backend_options_default();
+    o.fp32 = fp32;
+    o.gemm_plans = o.gemm_epilogue = o.cuda_graph = fast;
+    if (tc_backend_cuda_create(&gpu, &o) != TC_OK)
         fail_msg("the CUDA backend: %s", tc_last_error());
 #else
     (void)fp32;
+    (void)fast;
     tc_skip_test("this build has no CUDA backend");
 #endif
 }
 
 /* features and gradients of one CLIP-loss step on both backends */
-static void compare_model(int irregular, int fp32) {
-    open_gpu(fp32);
+static void compare_model(int irregular, int fp32, int fast) {
+    open_gpu(fp32, fast);
     tc_model_config c;
     tiny(&c, irregular);
     int B = 6, S = c.vision.image_size, T = c.text.context_length, E = c.embed_dim;
@@ -139,13 +151,32 @@ static void compare_model(int irregular, int fp32) {
     gpu->destroy(gpu);
 }
 
-static void test_model_fp32(void **state) { compare_model(0, 1); }
-static void test_model_irregular_fp32(void **state) { compare_model(1, 1); }
-static void test_model_bf16(void **state) { compare_model(0, 0); }
+static void test_model_fp32(void **state) {
+    compare_model(0, 1, 0);
+}
+static void test_model_irregular_fp32(void **state) {
+    compare_model(1, 1, 0);
+}
+static void test_model_bf16(void **state) {
+    compare_model(0, 0, 0);
+}
+/* the fast paths: fp32 (residual, bias gradient in the GEMM, plans; GELU
+ * stays exact), bf16 (and the GELU epilogue), an irregular model (widths
+ * that are not multiples of 8 take the unfused fallbacks) */
+static void test_model_fast_fp32(void **state) {
+    compare_model(0, 1, 1);
+}
+static void test_model_fast_irregular_fp32(void **state) {
+    compare_model(1, 1, 1);
+}
+static void test_model_fast_bf16(void **state) {
+    compare_model(0, 0, 1);
+}
 
-/* 20 distillation steps (teacher forward, affinity loss, AdamW) on both */
-static void test_distill_steps_fp32(void **state) {
-    open_gpu(1);
+/* 20 distillation steps (teacher forward, affinity loss, AdamW) on both;
+ * fast: with the CUDA fast paths, the step recorded once and replayed */
+static void distill_steps_fp32(int fast) {
+    open_gpu(1, fast);
     tc_model_config sc, tcfg;
     tiny(&sc, 1);
     tiny(&tcfg, 0);
@@ -189,10 +220,18 @@ static void test_distill_steps_fp32(void **state) {
     for (int s = 0; s < 20; s++) {
         inputs(&sc, B, img, ids, 100 + (uint64_t)s);
         tc_step_result r[2];
-        for (int k = 0; k < 2; k++) assert_int_equal(tc_trainer_step(tr[k], img, ids, B, &r[k]), TC_OK);
+        for (int k = 0; k < 2; k++)
+            assert_int_equal(tc_trainer_step(tr[k], img, ids, B, &r[k]), TC_OK);
         if (fabsf(r[1].loss - r[0].loss) > 1e-4f * fabsf(r[0].loss))
             fail_msg("step %d: CUDA loss %.8f, CPU loss %.8f", s, r[1].loss, r[0].loss);
+        if (r[1].lr != r[0].lr)
+            fail_msg("step %d: lr %g on CUDA, %g on the CPU", s, r[1].lr, r[0].lr);
     }
+    const tc_step_graph_state *gs = tc_trainer_graph_state(tr[1]);
+    printf("  %s: %lld steps launched, %lld recorded, %lld replayed\n",
+           fast ? "fast paths" : "plain", gs->launched, gs->captured, gs->replayed);
+    if (fast && (gs->launched != 1 || gs->captured != 1 || gs->replayed != 18))
+        fail_msg("the distillation steps were not recorded once and replayed");
     for (int k = 0; k < 2; k++) {
         tc_trainer_destroy(tr[k]);
         tc_model_destroy(te[k]);
@@ -205,12 +244,19 @@ static void test_distill_steps_fp32(void **state) {
     gpu->destroy(gpu);
 }
 
+static void test_distill_steps_fp32(void **state) {
+    distill_steps_fp32(0);
+}
+static void test_distill_steps_graph_fp32(void **state) {
+    distill_steps_fp32(1);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_model_fp32),
-        cmocka_unit_test(test_model_irregular_fp32),
-        cmocka_unit_test(test_model_bf16),
-        cmocka_unit_test(test_distill_steps_fp32),
+        cmocka_unit_test(test_model_fp32),      cmocka_unit_test(test_model_irregular_fp32),
+        cmocka_unit_test(test_model_bf16),      cmocka_unit_test(test_distill_steps_fp32),
+        cmocka_unit_test(test_model_fast_fp32), cmocka_unit_test(test_model_fast_irregular_fp32),
+        cmocka_unit_test(test_model_fast_bf16), cmocka_unit_test(test_distill_steps_graph_fp32),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -33,6 +33,7 @@
 #include <time.h>
 
 #include "testutil.h"
+#include "cuda_fused_cases.h"
 #include "cuda_harness.h"
 #include "cuda_resnet_cases.h"
 
@@ -1274,7 +1275,7 @@ static void test_step_gate_adamw(void **state) {
         g_gpu->fill_f32(g_gpu, gst, finite[k], 1);
         g_cpu->step_gate(g_cpu, cst);
         g_gpu->step_gate(g_gpu, gst);
-        tc_adamw_hparams hp = {1e-3f, 0.9f, 0.98f, 1e-6f, 99, NULL};
+        tc_adamw_hparams hp = {1e-3f, 0.9f, 0.98f, 1e-6f, 99, NULL, NULL};
         hp.gate = cst;
         g_cpu->adamw_update(g_cpu, cp, cgr, cm, cv, NULL, segs, 2, hp, NULL);
         hp.gate = gst;
@@ -1321,7 +1322,7 @@ static void test_adamw(void **state) {
     float *gm = put_f32(g_gpu, m, total), *gv = put_f32(g_gpu, v, total);
     float *ggs = put_f32(g_gpu, &gsc, 1);
     tc_act *gcomp = balloc(g_gpu, total * g_gpu->act_bytes);
-    tc_adamw_hparams hp = {1e-3f, 0.9f, 0.98f, 1e-6f, 1, NULL};
+    tc_adamw_hparams hp = {1e-3f, 0.9f, 0.98f, 1e-6f, 1, NULL, NULL};
     for (int step = 1; step <= 3; step++) {
         hp.step = step;
         /* step 2 without grad scale; the segment table is cached across steps */
@@ -1750,6 +1751,7 @@ static int setup_mixed(void **state) {
 }
 
 static int teardown_mode(void **state) {
+    fused_cases_teardown();
     if (g_gpu_mma) g_gpu_mma->destroy(g_gpu_mma);
     g_gpu_mma = NULL;
     return teardown_backends(state);
@@ -1793,6 +1795,10 @@ int main(int argc, char **argv) {
         TC_T(test_relu_avgpool),
         TC_T(test_attnpool),
         TC_T(test_resnet_model),
+        /* the fast paths (cuda_fused_cases.c) */
+        TC_T(test_fused_linear),
+        TC_T(test_plan_cache),
+        TC_T(test_graph_ops),
     };
     int failed =
         cmocka_run_group_tests_name("cuda ops, fp32 mode", tests, setup_fp32, teardown_mode);

@@ -382,7 +382,7 @@ static void test_adamw(void **state) {
     assert_non_null(rp), assert_non_null(rm), assert_non_null(rv);
     for (size_t i = 0; i < n; i++)
         rp[i] = p[i];
-    tc_adamw_hparams hp = {1e-2f, 0.9f, 0.98f, 1e-6f, 0, NULL};
+    tc_adamw_hparams hp = {1e-2f, 0.9f, 0.98f, 1e-6f, 0, NULL, NULL};
     for (int step = 1; step <= 6; step++) {
         tc_fill_uniform(g, n, &rng, 0.5f);
         gs[0] = step % 2 ? 0.5f : 1.0f; /* clip coefficient on odd steps */

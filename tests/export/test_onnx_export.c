@@ -8,7 +8,13 @@
  *    options fail with a message naming the problem, and an existing export
  *    stays byte for byte as it was, with no temporary file left;
  *  - --to open_clip / hf refuse an irregular model, naming the reason and
- *    the ONNX route, and take a regular one; tinyclip inspect says which. */
+ *    the ONNX route, and take a regular one; tinyclip inspect says which;
+ *  - a ResNet tower (the tiny_rn fixture): the image graph has one Conv and
+ *    one BatchNormalization (inference form, epsilon 1e-5) per convolution
+ *    of the model, the anti-aliasing average pools, the ReLUs and one
+ *    attention-pool softmax, a dynamic batch in and out; --to hf refuses
+ *    it (Hugging Face has no ResNet CLIP) without creating the output,
+ *    --to open_clip takes it, and inspect says so. */
 #include <dirent.h>
 #include <math.h>
 #include <stdio.h>
@@ -137,30 +143,40 @@ static void check_graph(const char *path, const char *input, const char *output,
     onnx__model_proto__free_unpacked(m, NULL);
 }
 
+/* the precisions, opsets and weight placements every export is checked at */
+static const struct {
+    const char *precision;
+    int opset, external;
+} cases[] = {
+    {.precision = "fp32", .opset = 17, .external = 0},
+    {.precision = "fp16", .opset = 17, .external = 0},
+    {.precision = "fp32", .opset = 13, .external = 0},
+    {.precision = "fp32", .opset = 21, .external = 1},
+};
+#define N_CASES (sizeof cases / sizeof cases[0])
+
+/* tinyclip convert MODEL OUT --to onnx at case c (hint: " --model CONFIG"
+ * or ""), both graphs' structure checked; the image graph's path in image */
+static void export_case(const char *model, const char *hint, const char *out, size_t c, char *image,
+                        size_t cap) {
+    int rc =
+        cli("convert '%s' '%s' --to onnx --precision %s --opset %d%s%s", model, out,
+            cases[c].precision, cases[c].opset, cases[c].external ? " --external-data" : "", hint);
+    if (rc != 0) fail_msg("exit %d: %s", rc, cli_out);
+    int fp16 = !strcmp(cases[c].precision, "fp16");
+    char p[1400];
+    snprintf(image, cap, "%s/image_encoder.onnx", out);
+    check_graph(image, "pixel_values", "image_embeds", cases[c].opset, fp16, cases[c].external);
+    snprintf(p, sizeof p, "%s/text_encoder.onnx", out);
+    check_graph(p, "input_ids", "text_embeds", cases[c].opset, fp16, cases[c].external);
+}
+
 static void test_structure(void **state) {
     (void)state;
     char out[1300], p[1400];
     snprintf(out, sizeof out, "%s/out-structure", work);
-    const struct {
-        const char *precision;
-        int opset, external;
-    } cases[] = {
-        {.precision = "fp32", .opset = 17, .external = 0},
-        {.precision = "fp16", .opset = 17, .external = 0},
-        {.precision = "fp32", .opset = 13, .external = 0},
-        {.precision = "fp32", .opset = 21, .external = 1},
-    };
-    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
-        int rc =
-            cli("convert '%s' '%s' --to onnx --precision %s --opset %d%s", irregular_dir, out,
-                cases[c].precision, cases[c].opset, cases[c].external ? " --external-data" : "");
-        if (rc != 0) fail_msg("exit %d: %s", rc, cli_out);
-        int fp16 = !strcmp(cases[c].precision, "fp16");
-        snprintf(p, sizeof p, "%s/image_encoder.onnx", out);
-        check_graph(p, "pixel_values", "image_embeds", cases[c].opset, fp16, cases[c].external);
-        snprintf(p, sizeof p, "%s/text_encoder.onnx", out);
-        check_graph(p, "input_ids", "text_embeds", cases[c].opset, fp16, cases[c].external);
-    }
+    for (size_t c = 0; c < N_CASES; c++)
+        export_case(irregular_dir, "", out, c, p, sizeof p);
     const char *files[] = {
         "onnx_config.json", "preprocess_cfg.json",   "bpe_simple_vocab_16e6.txt.gz", "vocab.json",
         "merges.txt",       "tokenizer_config.json", "special_tokens_map.json"};
@@ -337,12 +353,115 @@ static void test_inspect(void **state) {
     assert_non_null(strstr(cli_out, "open_clip-regular: yes"));
 }
 
+/* ---- ResNet towers ---- */
+
+static char rn_model[1200], rn_config[1200];
+
+static void rn_paths(void) {
+    snprintf(rn_model, sizeof rn_model, "%s/breadth/tiny_rn_model.safetensors", TC_FIXTURES);
+    snprintf(rn_config, sizeof rn_config, "%s/breadth/tiny_rn.json", TC_FIXTURES);
+}
+
+static int count_op(const Onnx__GraphProto *g, const char *op) {
+    int n = 0;
+    for (size_t i = 0; i < g->n_node; i++)
+        n += !strcmp(g->node[i]->op_type, op);
+    return n;
+}
+
+static const Onnx__AttributeProto *attr(const Onnx__NodeProto *nd, const char *name) {
+    for (size_t i = 0; i < nd->n_attribute; i++)
+        if (!strcmp(nd->attribute[i]->name, name)) return nd->attribute[i];
+    return NULL;
+}
+
+/* the ops of the ResNet image graph at path against the model's layout */
+static void check_resnet_ops(const char *path, const tc_param_layout *l) {
+    Onnx__ModelProto *m = read_model(path);
+    const Onnx__GraphProto *g = m->graph;
+    int convs = 3, pools = 1, relus = 3;
+    for (int i = 0; i < l->rn.nblocks; i++) {
+        const tc_rn_block *b = &l->rn.blocks[i];
+        convs += 3 + (b->ds_conv != TC_ABSENT);
+        pools += b->stride > 1 ? 1 + (b->ds_conv != TC_ABSENT) : 0;
+        relus += 3;
+    }
+    print_message("%s: %zu nodes, %d Conv, %d AveragePool, %d Relu expected\n", path, g->n_node,
+                  convs, pools, relus);
+    assert_int_equal(count_op(g, "Conv"), convs);
+    assert_int_equal(count_op(g, "BatchNormalization"), convs);
+    assert_int_equal(count_op(g, "AveragePool"), pools);
+    assert_int_equal(count_op(g, "Relu"), relus);
+    assert_int_equal(count_op(g, "Softmax"), 1);
+    assert_int_equal(count_op(g, "Concat"), 1);
+    assert_int_equal(count_op(g, "LayerNormalization"), 0);
+    for (size_t i = 0; i < g->n_node; i++) {
+        const Onnx__NodeProto *nd = g->node[i];
+        if (strcmp(nd->op_type, "BatchNormalization")) continue;
+        assert_int_equal(nd->n_input, 5); /* x, scale, bias, running mean, running variance */
+        const Onnx__AttributeProto *eps = attr(nd, "epsilon"), *tm = attr(nd, "training_mode");
+        assert_non_null(eps);
+        assert_float_equal(eps->f, 1e-5f, 0.0f);
+        assert_true(!tm || tm->i == 0);
+    }
+    const Onnx__TensorShapeProto *out = g->output[0]->type->tensor_type->shape;
+    assert_int_equal(out->n_dim, 2);
+    assert_string_equal(out->dim[0]->dim_param, "batch");
+    onnx__model_proto__free_unpacked(m, NULL);
+}
+
+static void test_resnet_structure(void **state) {
+    (void)state;
+    rn_paths();
+    tc_model_config c;
+    tc_param_layout l;
+    assert_int_equal(tc_model_config_load(&c, rn_config), TC_OK);
+    assert_int_equal(tc_param_layout_build(&l, &c), TC_OK);
+    char out[1300], p[1400], hint[1300];
+    snprintf(out, sizeof out, "%s/out-resnet", work);
+    snprintf(hint, sizeof hint, " --model '%s'", rn_config);
+    for (size_t c = 0; c < N_CASES; c++) {
+        export_case(rn_model, hint, out, c, p, sizeof p);
+        check_resnet_ops(p, &l);
+    }
+    snprintf(p, sizeof p, "%s/onnx_config.json", out);
+    char *mf = tc_read_file(p, NULL);
+    assert_non_null(strstr(mf, "\"open_clip_regular\": true"));
+    assert_non_null(strstr(mf, "\"input_shape\": [\"batch\", 3, 64, 64]"));
+    free(mf);
+    tc_param_layout_free(&l);
+}
+
+static void test_resnet_routes(void **state) {
+    (void)state;
+    rn_paths();
+    char out[1300];
+    snprintf(out, sizeof out, "%s/out-resnet-hf", work);
+    int rc = cli("convert '%s' '%s' --to hf --model '%s'", rn_model, out, rn_config);
+    print_message("--to hf of a ResNet: exit %d: %s", rc, cli_out);
+    assert_int_equal(rc, 1);
+    assert_non_null(strstr(cli_out, "ResNet image tower"));
+    assert_non_null(strstr(cli_out, "--to onnx"));
+    assert_false(tc_file_exists(out));
+    snprintf(out, sizeof out, "%s/out-resnet-open_clip", work);
+    rc = cli("convert '%s' '%s' --to open_clip --model '%s'", rn_model, out, rn_config);
+    if (rc != 0) fail_msg("--to open_clip of a ResNet: exit %d: %s", rc, cli_out);
+    rc = cli("inspect '%s'", rn_config);
+    assert_int_equal(rc, 0);
+    print_message("%s", cli_out);
+    assert_non_null(strstr(cli_out, "open_clip-regular: yes (a ResNet image tower: loads in "
+                                    "open_clip; Hugging Face has no ResNet CLIP; tinyclip "
+                                    "convert --to onnx exports it)"));
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_structure),
         cmocka_unit_test(test_hostile),
         cmocka_unit_test(test_open_clip_refuses_irregular),
         cmocka_unit_test(test_inspect),
+        cmocka_unit_test(test_resnet_structure),
+        cmocka_unit_test(test_resnet_routes),
     };
     int rc = cmocka_run_group_tests(tests, setup, teardown);
     free(cli_out);

@@ -13,7 +13,9 @@
  *     a truncated train state or a flipped bit in the weights falls back to
  *     the newest intact checkpoint (bit-identical end), none intact fails;
  *   - temporaries a killed run left are removed on resume, other files kept;
- *   - a resume on another thread count warns that bits may differ. */
+ *   - a resume on another thread count warns that bits may differ;
+ *   - a data path with a password or signature is redacted in everything
+ *     printed, kept whole (mode 0600) in the run's own records. */
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -90,19 +92,6 @@ static int exists_in(const char *dir, const char *rel) {
     snprintf(p, sizeof p, "%s/%s", dir, rel);
     struct stat st;
     return lstat(p, &st) == 0;
-}
-
-static void assert_same_final(const char *dir, const char *a, const char *b, const char *stage) {
-    char ra[512], rb[512];
-    snprintf(ra, sizeof ra, "%s/%s/final/open_clip_model.safetensors", a, stage);
-    snprintf(rb, sizeof rb, "%s/%s/final/open_clip_model.safetensors", b, stage);
-    size_t na, nb;
-    char *da = file_in(dir, ra, &na), *db = file_in(dir, rb, &nb);
-    if (!da || !db) fail_msg("missing final weights %s or %s", ra, rb);
-    if (na != nb || memcmp(da, db, na) != 0)
-        fail_msg("stage %s: final weights differ between %s and %s", stage, a, b);
-    free(da);
-    free(db);
 }
 
 /* ---- one writer ---- */
@@ -318,8 +307,89 @@ static void test_free_changes_recorded(void **state) {
     char *yaml = file_in(dir, "killed/experiment.yaml", NULL);
     expect_in(yaml, "log_every: 2");
     free(yaml);
-    assert_same_final(dir, "straight", "killed", "teacher");
-    assert_same_final(dir, "straight", "killed", "student");
+    tc_test_assert_same_final(dir, "straight", "killed", "teacher");
+    tc_test_assert_same_final(dir, "straight", "killed", "student");
+    tc_rmtree(dir);
+    free(dir);
+}
+
+/* ---- a data path with credentials ---- */
+
+/* a one-stage run; data_block replaces the data section */
+static void write_secret_yaml(const char *dir, const char *data_block) {
+    char path[1024], yaml[2048];
+    snprintf(yaml, sizeof yaml,
+             "name: secret\nseed: 5\nthreads: 1\n%s"
+             "stages:\n  - {name: a, kind: train_scratch_clip, model: tiny.json, steps: 2, "
+             "schedule: {warmup: 1}}\n",
+             data_block);
+    snprintf(path, sizeof path, "%s/exp.yaml", dir);
+    assert_int_equal(tc_write_file(path, yaml, strlen(yaml)), 0);
+}
+
+/* a URL's password and signature are printed nowhere */
+static void expect_no_secret(const char *what, const char *text) {
+    if (strstr(text, "u:pw@") || strstr(text, "SECRET"))
+        fail_msg("%s shows the credentials:\n%s", what, text);
+}
+
+static void expect_private(const char *dir, const char *rel) {
+    char p[2048];
+    snprintf(p, sizeof p, "%s/%s", dir, rel);
+    struct stat st;
+    assert_int_equal(stat(p, &st), 0);
+    if ((st.st_mode & 0777) != 0600) fail_msg("%s: mode %o, not 0600", p, st.st_mode & 0777);
+}
+
+#define SECRET_SPEC "\"pipe:curl -s 'https://u:pw@h.example/{0..1}.tar?X-Amz-Signature=SECRET'\""
+
+/* the dry-run plan, the refusal of changed inputs and the free changes
+ * (terminal and changes.log) redact the path; experiment.yaml and
+ * inputs.txt keep it whole, readable by the owner only */
+static void test_data_secrets_not_shown(void **state) {
+    char *dir = setup_dir("secret");
+    const char *fmnist = "data:\n  train: {source: fmnist, batch: 8, workers: 1}\n";
+    write_secret_yaml(dir, fmnist);
+    train_ok(dir, "run", NULL);
+    char *out = NULL, args[2048];
+
+    /* a free change (evaluation) to a path with credentials, and back */
+    write_secret_yaml(dir, "data:\n  train: {source: fmnist, batch: 8, workers: 1}\n"
+                           "  eval:\n    retrieval: {source: wds, path: " SECRET_SPEC "}\n");
+    int rc = train(dir, "run", NULL, NULL, &out);
+    if (rc != 0) fail_msg("rerun with a retrieval path failed (%d):\n%s", rc, out);
+    expect_in(out, "data.eval.retrieval");
+    expect_in(out, "https://***@h.example/{0..1}.tar?***");
+    expect_no_secret("the free-change line", out);
+    free(out);
+    char *log = file_in(dir, "run/changes.log", NULL);
+    assert_non_null(log);
+    expect_no_secret("changes.log", log);
+    free(log);
+    char *kept = file_in(dir, "run/experiment.yaml", NULL);
+    expect_in(kept, "X-Amz-Signature=SECRET"); /* whole: the run's own record */
+    free(kept);
+    expect_private(dir, "run/experiment.yaml");
+    expect_private(dir, "run/a/inputs.txt");
+    write_secret_yaml(dir, fmnist);
+    assert_int_equal(train(dir, "run", NULL, NULL, &out), 0);
+    expect_in(out, "data.eval.retrieval");
+    expect_no_secret("the free-change line (old value)", out);
+    free(out);
+
+    /* training data with credentials: the refusal names the key, not the secret */
+    write_secret_yaml(dir, "data:\n  train: {source: wds, path: " SECRET_SPEC
+                           ", num_samples: 100, batch: 8, workers: 1}\n");
+    assert_int_not_equal(train(dir, "run", NULL, NULL, &out), 0);
+    expect_in(out, "data.train.path: (default) -> pipe:curl -s 'https://***@h.example/");
+    expect_no_secret("the refusal", out);
+    free(out);
+    /* and the plan of --dry-run */
+    snprintf(args, sizeof args, "train %s/exp.yaml --dry-run", dir);
+    tc_run_cli(args, &out);
+    expect_in(out, "data: wds pipe:curl -s 'https://***@h.example/{0..1}.tar?***'");
+    expect_no_secret("the dry-run plan", out);
+    free(out);
     tc_rmtree(dir);
     free(dir);
 }
@@ -372,8 +442,8 @@ static void damaged_newest(const char *how) {
     expect_in(out, "step-0000000002, the newest intact checkpoint");
     free(out);
     assert_true(exists_in(dir, "killed/teacher/checkpoints/step-0000000004.damaged"));
-    assert_same_final(dir, "straight", "killed", "teacher");
-    assert_same_final(dir, "straight", "killed", "student");
+    tc_test_assert_same_final(dir, "straight", "killed", "teacher");
+    tc_test_assert_same_final(dir, "straight", "killed", "student");
     tc_rmtree(dir);
     free(dir);
 }
@@ -472,6 +542,7 @@ int main(void) {
         cmocka_unit_test(test_nothing_written_before_validation),
         cmocka_unit_test(test_changed_inputs_refused),
         cmocka_unit_test(test_free_changes_recorded),
+        cmocka_unit_test(test_data_secrets_not_shown),
         cmocka_unit_test(test_truncated_train_state),
         cmocka_unit_test(test_bit_flip_in_weights),
         cmocka_unit_test(test_keep_and_none_intact),
