@@ -47,15 +47,15 @@ __device__ __forceinline__ size_t bn_index(size_t i, int C, int HW, int c) {
 
 template <typename T>
 __global__ void __launch_bounds__(BN_THREADS)
-    bn_forward_kernel(T *out, float *mean, float *rstd, float *running, const T *x, const T *w,
-                      const T *bias, int N, int C, int HW, int mode, int relu) {
+    bn_forward_kernel(T *out, float *mean, float *rstd, tc_bn_running running, const T *x,
+                      const T *w, const T *bias, int N, int C, int HW, int mode, int relu) {
     __shared__ double sh[33];
     const int c = blockIdx.x;
     const size_t n = (size_t)N * HW;
     float m, r;
     if (mode == TC_BN_EVAL) {
-        m = running[c];
-        r = (float)(1.0 / sqrt((double)running[C + c] + BN_EPS));
+        m = running.mean[c];
+        r = (float)(1.0 / sqrt((double)running.var[c] + BN_EPS));
     } else {
         double s = 0.0;
         for (size_t i = threadIdx.x; i < n; i += blockDim.x)
@@ -72,9 +72,10 @@ __global__ void __launch_bounds__(BN_THREADS)
         r = (float)(1.0 / sqrt(var + BN_EPS));
         if (mode == TC_BN_TRAIN && threadIdx.x == 0) {
             const double unbiased = n > 1 ? q / (double)(n - 1) : var;
-            running[c] = (float)((1.0 - BN_MOMENTUM) * running[c] + BN_MOMENTUM * mu);
-            running[C + c] = (float)((1.0 - BN_MOMENTUM) * running[C + c] + BN_MOMENTUM * unbiased);
-            if (c == 0) running[2 * C] += 1.0f;
+            float *rm = running.mean, *rv = running.var;
+            rm[c] = (float)((1.0 - BN_MOMENTUM) * rm[c] + BN_MOMENTUM * mu);
+            rv[c] = (float)((1.0 - BN_MOMENTUM) * rv[c] + BN_MOMENTUM * unbiased);
+            if (c == 0) running.batches[0] += 1.0f;
         }
     }
     if (threadIdx.x == 0) {
@@ -128,7 +129,7 @@ __global__ void __launch_bounds__(BN_THREADS)
 
 template <typename T>
 static void launch_bn_forward(tc_cuda_backend *cu, tc_act *out, float *mean, float *rstd,
-                              float *running, const tc_act *inp, const tc_act *w,
+                              tc_bn_running running, const tc_act *inp, const tc_act *w,
                               const tc_act *bias, int N, int C, int HW, int mode, int relu) {
     bn_forward_kernel<T><<<C, BN_THREADS, 0, cu->stream>>>((T *)out, mean, rstd, running,
                                                            (const T *)inp, (const T *)w,
@@ -147,9 +148,10 @@ static void launch_bn_backward(tc_cuda_backend *cu, tc_act *dinp, float *dw, flo
     tc_cuda_launched(cu, "batchnorm_backward");
 }
 
-void tc_cuda_batchnorm_forward(tc_backend *b, tc_act *out, float *mean, float *rstd, float *running,
-                               const tc_act *inp, const tc_act *w, const tc_act *bias, int N, int C,
-                               int HW, tc_bn_mode mode, int relu) {
+void tc_cuda_batchnorm_forward(tc_backend *b, tc_act *out, float *mean, float *rstd,
+                               tc_bn_running running, const tc_act *inp, const tc_act *w,
+                               const tc_act *bias, int N, int C, int HW, tc_bn_mode mode,
+                               int relu) {
     tc_cuda_backend *cu = tc_cu(b);
     TC_CU_REQUIRE(cu, N >= 0 && C >= 0 && HW >= 0 && C <= 2147483647,
                   "cuda batchnorm_forward: bad shape N=%d C=%d HW=%d", N, C, HW);

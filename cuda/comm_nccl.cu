@@ -36,14 +36,31 @@ double now_seconds() {
 }
 
 __global__ void scale_kernel(float *x, size_t n, float s) {
-    size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
-    if (i < n) x[i] *= s;
+    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n;
+         i += (size_t)gridDim.x * blockDim.x)
+        x[i] *= s;
 }
 
-void scale_async(nccl_comm *m, float *x, size_t n, float s) {
-    if (n == 0) return;
-    unsigned blocks = (unsigned)((n + 255) / 256);
-    scale_kernel<<<blocks, 256, 0, m->stream>>>(x, n, s);
+/* x *= s on a stream (the average of a sum over ranks); a refused launch is
+ * reported, never left for a later call to trip over */
+tc_status scale_async(nccl_comm *m, cudaStream_t stream, float *x, size_t n, float s,
+                      const char *what) {
+    if (n == 0) return TC_OK;
+    scale_kernel<<<tc_cuda_grid(n, 256), 256, 0, stream>>>(x, n, s);
+    cudaError_t e = cudaGetLastError();
+    if (e != cudaSuccess)
+        return tc_fail(TC_ERR_BACKEND, "rank %d: %s: averaging kernel: %s", m->base.rank, what,
+                       cudaGetErrorString(e));
+    return TC_OK;
+}
+
+/* the collective's completion marker on a stream */
+tc_status record(nccl_comm *m, cudaEvent_t ev, cudaStream_t stream, const char *what) {
+    cudaError_t e = cudaEventRecord(ev, stream);
+    if (e != cudaSuccess)
+        return tc_fail(TC_ERR_BACKEND, "rank %d: %s: cudaEventRecord: %s", m->base.rank, what,
+                       cudaGetErrorString(e));
+    return TC_OK;
 }
 
 /* the previous collective finished, or the peers are lost */
@@ -89,22 +106,31 @@ tc_status begin(nccl_comm *m, const char *what) {
     return settle(m, what);
 }
 
-tc_status finish(nccl_comm *m, ncclResult_t r, const char *what) {
+/* after the collective (r) and its averaging (avg, when it was queued) */
+tc_status finish(nccl_comm *m, ncclResult_t r, tc_status avg, const char *what) {
     m->seq++;
     if (r != ncclSuccess)
         return tc_fail(TC_ERR_INTERRUPTED, "rank %d: %s (collective #%llu): %s", m->base.rank,
                        what, m->seq, ncclGetErrorString(r));
-    cudaEventRecord(m->last, m->stream);
+    TC_TRY(avg);
+    TC_TRY(record(m, m->last, m->stream, what));
     m->pending = 1;
     return TC_OK;
+}
+
+/* the average of a sum just queued on stream, when op asks for it */
+tc_status average(nccl_comm *m, ncclResult_t r, tc_reduce_op op, cudaStream_t stream, float *x,
+                  size_t n, const char *what) {
+    if (r != ncclSuccess || op != TC_REDUCE_AVG) return TC_OK;
+    return scale_async(m, stream, x, n, 1.0f / m->base.world_size, what);
 }
 
 tc_status nccl_all_reduce(tc_comm *c, float *buf, size_t count, tc_reduce_op op) {
     nccl_comm *m = (nccl_comm *)c;
     TC_TRY(begin(m, "all_reduce"));
     ncclResult_t r = ncclAllReduce(buf, buf, count, ncclFloat, ncclSum, m->nccl, m->stream);
-    if (r == ncclSuccess && op == TC_REDUCE_AVG) scale_async(m, buf, count, 1.0f / c->world_size);
-    return finish(m, r, "all_reduce");
+    tc_status a = average(m, r, op, m->stream, buf, count, "all_reduce");
+    return finish(m, r, a, "all_reduce");
 }
 
 tc_status nccl_all_reduce_start(tc_comm *c, float *buf, size_t count, tc_reduce_op op,
@@ -123,10 +149,8 @@ tc_status nccl_all_reduce_start(tc_comm *c, float *buf, size_t count, tc_reduce_
     if (r != ncclSuccess)
         return tc_fail(TC_ERR_INTERRUPTED, "rank %d: all_reduce (collective #%llu): %s",
                        m->base.rank, m->seq, ncclGetErrorString(r));
-    if (op == TC_REDUCE_AVG && count > 0)
-        scale_kernel<<<(unsigned)((count + 255) / 256), 256, 0, m->side>>>(buf, count,
-                                                                          1.0f / c->world_size);
-    cudaEventRecord(m->done[k], m->side);
+    TC_TRY(average(m, r, op, m->side, buf, count, "all_reduce"));
+    TC_TRY(record(m, m->done[k], m->side, "all_reduce"));
     memcpy(req->handle, &k, sizeof k);
     req->buf = buf;
     req->count = count;
@@ -145,7 +169,7 @@ tc_status nccl_wait(tc_comm *c, tc_comm_request *req) {
     if (cudaStreamWaitEvent(m->stream, m->done[k], 0) != cudaSuccess)
         return tc_fail(TC_ERR_BACKEND, "rank %d: all_reduce: cannot order the streams",
                        m->base.rank);
-    cudaEventRecord(m->last, m->stream);
+    TC_TRY(record(m, m->last, m->stream, "all_reduce wait"));
     m->pending = 1;
     return TC_OK;
 }
@@ -153,7 +177,8 @@ tc_status nccl_wait(tc_comm *c, tc_comm_request *req) {
 tc_status nccl_all_gather(tc_comm *c, const float *send, float *recv, size_t count) {
     nccl_comm *m = (nccl_comm *)c;
     TC_TRY(begin(m, "all_gather"));
-    return finish(m, ncclAllGather(send, recv, count, ncclFloat, m->nccl, m->stream), "all_gather");
+    return finish(m, ncclAllGather(send, recv, count, ncclFloat, m->nccl, m->stream), TC_OK,
+                  "all_gather");
 }
 
 tc_status nccl_reduce_scatter(tc_comm *c, const float *send, float *recv, size_t count,
@@ -161,8 +186,8 @@ tc_status nccl_reduce_scatter(tc_comm *c, const float *send, float *recv, size_t
     nccl_comm *m = (nccl_comm *)c;
     TC_TRY(begin(m, "reduce_scatter"));
     ncclResult_t r = ncclReduceScatter(send, recv, count, ncclFloat, ncclSum, m->nccl, m->stream);
-    if (r == ncclSuccess && op == TC_REDUCE_AVG) scale_async(m, recv, count, 1.0f / c->world_size);
-    return finish(m, r, "reduce_scatter");
+    tc_status a = average(m, r, op, m->stream, recv, count, "reduce_scatter");
+    return finish(m, r, a, "reduce_scatter");
 }
 
 /* NCCL has no v-collectives: a group of one rooted call per rank (a reduce
@@ -180,9 +205,8 @@ tc_status nccl_reduce_scatter_v(tc_comm *c, const float *send, float *recv, cons
     }
     ncclResult_t e = ncclGroupEnd();
     if (r == ncclSuccess) r = e;
-    if (r == ncclSuccess && op == TC_REDUCE_AVG)
-        scale_async(m, recv, counts[c->rank], 1.0f / c->world_size);
-    return finish(m, r, "reduce_scatter_v");
+    tc_status a = average(m, r, op, m->stream, recv, counts[c->rank], "reduce_scatter_v");
+    return finish(m, r, a, "reduce_scatter_v");
 }
 
 tc_status nccl_all_gather_v(tc_comm *c, float *buf, const size_t *counts) {
@@ -197,7 +221,7 @@ tc_status nccl_all_gather_v(tc_comm *c, float *buf, const size_t *counts) {
     }
     ncclResult_t e = ncclGroupEnd();
     if (r == ncclSuccess) r = e;
-    return finish(m, r, "all_gather_v");
+    return finish(m, r, TC_OK, "all_gather_v");
 }
 
 tc_status nccl_broadcast(tc_comm *c, void *buf, size_t bytes, int root) {
@@ -205,7 +229,7 @@ tc_status nccl_broadcast(tc_comm *c, void *buf, size_t bytes, int root) {
     if (root < 0 || root >= c->world_size)
         return tc_fail(TC_ERR_ARG, "comm: broadcast from rank %d of %d", root, c->world_size);
     TC_TRY(begin(m, "broadcast"));
-    return finish(m, ncclBroadcast(buf, buf, bytes, ncclChar, root, m->nccl, m->stream),
+    return finish(m, ncclBroadcast(buf, buf, bytes, ncclChar, root, m->nccl, m->stream), TC_OK,
                   "broadcast");
 }
 
@@ -265,7 +289,12 @@ extern "C" tc_status tc_comm_nccl_create(tc_comm **out, tc_comm *boot, tc_backen
     TC_TRY(boot->host_broadcast(boot, &id, sizeof id, 0));
     nccl_comm *m = (nccl_comm *)calloc(1, sizeof *m);
     if (!m) return tc_fail(TC_ERR_OOM, "comm: out of memory");
-    cudaSetDevice(cu->device);
+    cudaError_t de = cudaSetDevice(cu->device);
+    if (de != cudaSuccess) {
+        free(m);
+        return tc_fail(TC_ERR_BACKEND, "NCCL: cudaSetDevice(%d): %s", cu->device,
+                       cudaGetErrorString(de));
+    }
     ncclResult_t r = ncclCommInitRank(&m->nccl, boot->world_size, id, boot->rank);
     if (r != ncclSuccess) {
         free(m);

@@ -30,7 +30,8 @@
  * algorithms: once per shape (B, H, W, P, C), at its first call, the first
  * candidate of cudnnGet*Algorithm_v7 (cuDNN's heuristics, best first) that
  * reports CUDNN_DETERMINISTIC (the filter-gradient algorithms with atomics
- * are skipped) and needs at most 256 MiB of workspace. not cudnnFind*: its
+ * are skipped), needs at most 256 MiB of workspace and, in fp32 mode, uses
+ * CUDNN_FMA_MATH (conv_pick.h). not cudnnFind*: its
  * choice by timing can differ from run to run, and with it the bits. the
  * workspace grows once to what the chosen algorithms need; the plan table
  * holds 8 shapes (teacher and student towers, a short last batch); after the
@@ -261,13 +262,8 @@ void tc_cuda_conv_destroy(tc_cuda_backend *cu) {
     tc_cuda_conv *cv = cu->conv;
     if (!cv) return;
     const dnn_api &d = cv->api;
-    if (d.cudnnCreate) { /* loaded: the handle and descriptors may exist */
-        if (cv->conv) d.cudnnDestroyConvolutionDescriptor(cv->conv);
-        if (cv->w) d.cudnnDestroyFilterDescriptor(cv->w);
-        if (cv->y) d.cudnnDestroyTensorDescriptor(cv->y);
-        if (cv->x) d.cudnnDestroyTensorDescriptor(cv->x);
-        if (cv->handle) d.cudnnDestroy(cv->handle);
-    }
+    if (d.cudnnCreate) /* loaded: the handle and descriptors may exist */
+        tc_cudnn_release(d, cv->handle, cv->x, cv->y, cv->w, cv->conv);
     cudaFree(cv->workspace);
     free(cv);
     cu->conv = NULL;

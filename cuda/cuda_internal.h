@@ -28,7 +28,8 @@ extern "C" {
 #include "launch_math.h"
 #include "tc_cuda.h"
 
-/* one AdamW segment as the kernel sees it: start is the prefix sum of counts */
+/* one segment of sum_squares and AdamW as the kernels see it: start is the
+ * prefix sum of the counts (its first element's index in the sequence) */
 typedef struct {
     size_t offset, count, start;
     float weight_decay;
@@ -53,7 +54,8 @@ typedef struct {
      * that no op allocates. */
     void *scratch;
     size_t scratch_bytes;
-    /* AdamW segment table, uploaded when the segments change */
+    /* the segment table of sum_squares and AdamW, uploaded when the segments
+     * change (once per trainer: both ops get the same segments) */
     tc_param_segment *seg_host;
     int seg_count;
     tc_cuda_segment *seg_dev;

@@ -109,8 +109,14 @@ struct tc_cuda_conv {
 
 /* true on success; otherwise records "cuda <op>: cuDNN <what>: <status> (<cuDNN's message>)" */
 bool tc_cudnn_ok(tc_cuda_backend *cu, cudnnStatus_t s, const char *op, const char *what);
-/* the handle and descriptors, created at the first call */
+/* the handle and descriptors, created at the first call; all or nothing
+ * (what a failure leaves half made is destroyed, so nothing leaks) */
 bool tc_cudnn_ready(tc_cuda_backend *cu, const char *op);
+/* destroys whichever of the handle and descriptors exist (NULL: not made):
+ * tc_cudnn_ready's failure path and the backend's teardown */
+void tc_cudnn_release(const dnn_api &d, cudnnHandle_t h, cudnnTensorDescriptor_t x,
+                      cudnnTensorDescriptor_t y, cudnnFilterDescriptor_t w,
+                      cudnnConvolutionDescriptor_t conv);
 /* grows the workspace to at least bytes (only while planning a new shape) */
 bool tc_cudnn_workspace_reserve(tc_cuda_backend *cu, const char *op, size_t bytes);
 /* resolves every function of DNN_FUNCS; false with the reason otherwise */

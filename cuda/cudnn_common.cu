@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "conv_pick.h"
 #include "cudnn_api.h"
 
 bool tc_cudnn_ok(tc_cuda_backend *cu, cudnnStatus_t s, const char *op, const char *what) {
@@ -17,23 +18,39 @@ bool tc_cudnn_ok(tc_cuda_backend *cu, cudnnStatus_t s, const char *op, const cha
     return false;
 }
 
+void tc_cudnn_release(const dnn_api &d, cudnnHandle_t h, cudnnTensorDescriptor_t x,
+                      cudnnTensorDescriptor_t y, cudnnFilterDescriptor_t w,
+                      cudnnConvolutionDescriptor_t conv) {
+    if (conv) d.cudnnDestroyConvolutionDescriptor(conv);
+    if (w) d.cudnnDestroyFilterDescriptor(w);
+    if (y) d.cudnnDestroyTensorDescriptor(y);
+    if (x) d.cudnnDestroyTensorDescriptor(x);
+    if (h) d.cudnnDestroy(h);
+}
+
 bool tc_cudnn_ready(tc_cuda_backend *cu, const char *op) {
     tc_cuda_conv *cv = cu->conv;
     const dnn_api &d = cv->api;
     if (cv->handle) return true;
     cudnnHandle_t h = NULL;
-    if (!tc_cudnn_ok(cu, d.cudnnCreate(&h), op, "cudnnCreate")) return false;
-    if (!tc_cudnn_ok(cu, d.cudnnSetStream(h, cu->stream), op, "cudnnSetStream") ||
-        !tc_cudnn_ok(cu, d.cudnnCreateTensorDescriptor(&cv->x), op, "tensor descriptor") ||
-        !tc_cudnn_ok(cu, d.cudnnCreateTensorDescriptor(&cv->y), op, "tensor descriptor") ||
-        !tc_cudnn_ok(cu, d.cudnnCreateFilterDescriptor(&cv->w), op, "filter descriptor") ||
-        !tc_cudnn_ok(cu, d.cudnnCreateConvolutionDescriptor(&cv->conv), op,
-                     "convolution descriptor")) {
-        d.cudnnDestroy(h);
-        return false;
+    cudnnTensorDescriptor_t x = NULL, y = NULL;
+    cudnnFilterDescriptor_t w = NULL;
+    cudnnConvolutionDescriptor_t conv = NULL;
+    if (tc_cudnn_ok(cu, d.cudnnCreate(&h), op, "cudnnCreate") &&
+        tc_cudnn_ok(cu, d.cudnnSetStream(h, cu->stream), op, "cudnnSetStream") &&
+        tc_cudnn_ok(cu, d.cudnnCreateTensorDescriptor(&x), op, "tensor descriptor") &&
+        tc_cudnn_ok(cu, d.cudnnCreateTensorDescriptor(&y), op, "tensor descriptor") &&
+        tc_cudnn_ok(cu, d.cudnnCreateFilterDescriptor(&w), op, "filter descriptor") &&
+        tc_cudnn_ok(cu, d.cudnnCreateConvolutionDescriptor(&conv), op, "convolution descriptor")) {
+        cv->handle = h;
+        cv->x = x;
+        cv->y = y;
+        cv->w = w;
+        cv->conv = conv;
+        return true;
     }
-    cv->handle = h;
-    return true;
+    tc_cudnn_release(d, h, x, y, w, conv);
+    return false;
 }
 
 bool tc_cudnn_workspace_reserve(tc_cuda_backend *cu, const char *op, size_t bytes) {
@@ -79,24 +96,23 @@ bool tc_cudnn_load(dnn_api *a, char *why, size_t cap) {
     return true;
 }
 
-/* a candidate a plan may keep: it ran, gives the same bits every time, and
- * (fp32 mode) does not use tensor cores, i.e. no TF32 */
-template <typename Perf> static bool usable(const tc_cuda_backend *cu, const Perf &p) {
-    if (p.status != CUDNN_STATUS_SUCCESS || p.determinism != CUDNN_DETERMINISTIC) return false;
-    if (cu->fp32 &&
-        (p.mathType == CUDNN_TENSOR_OP_MATH || p.mathType == CUDNN_TENSOR_OP_MATH_ALLOW_CONVERSION))
-        return false;
-    return true;
-}
-
-/* the first usable candidate in the heuristics' order whose workspace is
- * within the cap, else -1. the heuristics are a function of the shape, the
- * GPU and the cuDNN version only, so every run picks the same algorithm */
+/* the first usable candidate in the heuristics' order (conv_pick.h: it ran,
+ * is deterministic, fits the workspace cap and, in fp32 mode, uses
+ * CUDNN_FMA_MATH), else -1. the heuristics are a function of the shape, the
+ * GPU and the cuDNN version only, so every run picks the same algorithm and
+ * gets the same bits; cudnnFind* would pick by timing, which can differ
+ * from run to run (and break bit-identical resumes) */
 template <typename Perf>
 static int pick_candidate(const tc_cuda_backend *cu, const Perf *c, int n) {
-    for (int i = 0; i < n; i++)
-        if (usable(cu, c[i]) && c[i].memory <= CONV_WORKSPACE_CAP) return i;
-    return -1;
+    tc_conv_candidate k[CONV_MAX_ALGOS];
+    if (n > CONV_MAX_ALGOS) n = CONV_MAX_ALGOS;
+    for (int i = 0; i < n; i++) {
+        k[i].ran = c[i].status == CUDNN_STATUS_SUCCESS;
+        k[i].deterministic = c[i].determinism == CUDNN_DETERMINISTIC;
+        k[i].fma_math = c[i].mathType == CUDNN_FMA_MATH;
+        k[i].workspace = c[i].memory;
+    }
+    return tc_conv_pick(k, n, cu->fp32, CONV_WORKSPACE_CAP);
 }
 
 bool tc_cudnn_describe(tc_cuda_backend *cu, const char *op, const tc_cudnn_shape *s) {

@@ -18,7 +18,9 @@
  *
  * cuBLASLt's heuristic assumes 256-byte aligned pointers unless told
  * otherwise; a pointer may sit at any element offset, so the real alignment
- * of every pointer is part of the key and of the preference. when no
+ * of every pointer is part of the key and of the preference (the parameter
+ * arena puts every tensor on 256 bytes, engine/params.h, so only unusual
+ * callers pass less). when no
  * cuBLASLt algorithm fits (odd alignment, odd leading dimension) a plain
  * tiled kernel with fp32 accumulation computes the same product, slowly:
  * each such call is counted in the backend's gemm_fallbacks, which tinyclip

@@ -1,14 +1,18 @@
 /* optimizer ops: sum of squares (gradient norm), clip coefficient, AdamW.
  *
+ * both walk a segment table: the segments' elements as one sequence of n
+ * elements (the padding between parameter tensors is never read). the table
+ * is uploaded to the device once and re-uploaded only when the segments
+ * change; a thread finds the segment of sequence element e by binary search
+ * over the prefix sums of the counts.
  * sum_squares: two passes, no atomics. pass 1 has a fixed grid of
- *   SQ_BLOCKS x 256 threads; thread k sums the squares of elements k,
- *   k + SQ_BLOCKS*256, ... in double, the block folds its threads in a fixed
- *   tree into one partial; pass 2 (one block) folds the partials the same way.
- *   the partition depends on n only, so the result is the same bits every run.
+ *   SQ_BLOCKS x 256 threads; thread k sums the squares of sequence elements
+ *   k, k + SQ_BLOCKS*256, ... in double, the block folds its threads in a
+ *   fixed tree into one partial; pass 2 (one block) folds the partials the
+ *   same way. the partition depends on n only, so the result is the same
+ *   bits every run.
  * adamw: torch.optim.AdamW (decoupled decay) in the CPU backend's operation
- *   order, scalars in double, tensors fp32. the segment table is uploaded to
- *   the device once and re-uploaded only when the segments change; a thread
- *   finds its segment by binary search over the prefix sums of the counts. */
+ *   order, scalars in double, tensors fp32. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,6 +21,19 @@
 
 #define SQ_BLOCKS 1024
 #define SQ_THREADS 256
+
+/* the segment holding sequence element e: the last one whose start <= e */
+__device__ __forceinline__ int segment_of(const tc_cuda_segment *segs, int nseg, size_t e) {
+    int lo = 0, hi = nseg - 1;
+    while (lo < hi) {
+        const int mid = (lo + hi + 1) >> 1;
+        if (segs[mid].start <= e)
+            lo = mid;
+        else
+            hi = mid - 1;
+    }
+    return lo;
+}
 
 __device__ double block_sum_double(double v, double *sh) {
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = blockDim.x >> 5;
@@ -30,12 +47,22 @@ __device__ double block_sum_double(double v, double *sh) {
     return t;
 }
 
-__global__ void sum_squares_partial_kernel(double *partial, const float *g, size_t n) {
+__global__ void sum_squares_partial_kernel(double *partial, const float *g,
+                                           const tc_cuda_segment *segs, int nseg, size_t n) {
     __shared__ double sh[32];
     double acc = 0.0;
-    for (size_t i = blockIdx.x * (size_t)SQ_THREADS + threadIdx.x; i < n;
-         i += (size_t)SQ_BLOCKS * SQ_THREADS) {
-        const double v = g[i];
+    /* a thread's elements are a stride apart, mostly inside one large
+     * tensor: search only when e leaves the segment found last */
+    size_t seg_start = 0, seg_end = 0, seg_offset = 0;
+    for (size_t e = blockIdx.x * (size_t)SQ_THREADS + threadIdx.x; e < n;
+         e += (size_t)SQ_BLOCKS * SQ_THREADS) {
+        if (e >= seg_end) {
+            const tc_cuda_segment sg = segs[segment_of(segs, nseg, e)];
+            seg_start = sg.start;
+            seg_end = sg.start + sg.count;
+            seg_offset = sg.offset;
+        }
+        const double v = g[seg_offset + (e - seg_start)];
         acc += v * v;
     }
     acc = block_sum_double(acc, sh);
@@ -49,19 +76,6 @@ __global__ void sum_squares_final_kernel(float *out, const double *partial) {
         acc += partial[i];
     acc = block_sum_double(acc, sh);
     if (threadIdx.x == 0) out[0] = (float)acc;
-}
-
-void tc_cuda_sum_squares(tc_backend *b, float *out, const float *g, size_t n) {
-    tc_cuda_backend *cu = tc_cu(b);
-    if (n == 0) {
-        tc_cuda_fill_f32(b, out, 0.0f, 1);
-        return;
-    }
-    double *partial = (double *)cu->scratch;
-    sum_squares_partial_kernel<<<SQ_BLOCKS, SQ_THREADS, 0, cu->stream>>>(partial, g, n);
-    if (!tc_cuda_launched(cu, "sum_squares partials")) return;
-    sum_squares_final_kernel<<<1, SQ_THREADS, 0, cu->stream>>>(out, partial);
-    tc_cuda_launched(cu, "sum_squares final");
 }
 
 __global__ void clip_coefficient_kernel(float *scale, const float *sum_sq, float max_norm) {
@@ -128,15 +142,7 @@ __global__ void adamw_kernel(float *params, const float *grads, float *m, float 
     const float gs = grad_scale ? grad_scale[0] : 1.0f;
     for (size_t e = blockIdx.x * (size_t)blockDim.x + threadIdx.x; e < total;
          e += (size_t)gridDim.x * blockDim.x) {
-        int lo = 0, hi = nseg - 1; /* last segment whose start <= e */
-        while (lo < hi) {
-            const int mid = (lo + hi + 1) >> 1;
-            if (segs[mid].start <= e)
-                lo = mid;
-            else
-                hi = mid - 1;
-        }
-        const tc_cuda_segment sg = segs[lo];
+        const tc_cuda_segment sg = segs[segment_of(segs, nseg, e)];
         const size_t i = sg.offset + (e - sg.start);
         const float g = grad_scale ? grads[i] * gs : grads[i];
         float pi = params[i];
@@ -153,7 +159,8 @@ __global__ void adamw_kernel(float *params, const float *grads, float *m, float 
 }
 
 /* uploads the segment table when it differs from the cached one */
-static bool adamw_segments(tc_cuda_backend *cu, const tc_param_segment *segs, int nseg) {
+static bool upload_segments(tc_cuda_backend *cu, const tc_param_segment *segs, int nseg,
+                            const char *op) {
     if (cu->seg_host && cu->seg_count == nseg) {
         /* field by field: the struct's padding bytes are not part of the value */
         int same = 1;
@@ -176,7 +183,7 @@ static bool adamw_segments(tc_cuda_backend *cu, const tc_param_segment *segs, in
     if (!copy || !table) {
         free(copy);
         free(table);
-        tc_cuda_record(cu, TC_ERR_OOM, "cuda adamw_update: no host memory for %d segments", nseg);
+        tc_cuda_record(cu, TC_ERR_OOM, "cuda %s: no host memory for %d segments", op, nseg);
         return false;
     }
     memcpy(copy, segs, (size_t)nseg * sizeof *segs);
@@ -193,7 +200,7 @@ static bool adamw_segments(tc_cuda_backend *cu, const tc_param_segment *segs, in
     }
     if (kept > cu->seg_dev_cap) {
         /* the stream may still read the old table: wait before freeing it */
-        if (!tc_cuda_ok(cu, cudaStreamSynchronize(cu->stream), "adamw_update: synchronize")) {
+        if (!tc_cuda_ok(cu, cudaStreamSynchronize(cu->stream), "segment table: synchronize")) {
             free(copy);
             free(table);
             return false;
@@ -202,7 +209,7 @@ static bool adamw_segments(tc_cuda_backend *cu, const tc_param_segment *segs, in
         cu->seg_dev = NULL;
         cu->seg_dev_cap = 0;
         if (!tc_cuda_ok(cu, cudaMalloc(&cu->seg_dev, (size_t)kept * sizeof *table),
-                        "adamw_update: segment table")) {
+                        "segment table")) {
             free(copy);
             free(table);
             return false;
@@ -214,12 +221,12 @@ static bool adamw_segments(tc_cuda_backend *cu, const tc_param_segment *segs, in
     if (kept > 0 && !tc_cuda_ok(cu,
                                 cudaMemcpyAsync(cu->seg_dev, table, (size_t)kept * sizeof *table,
                                                 cudaMemcpyHostToDevice, cu->stream),
-                                "adamw_update: segment upload")) {
+                                "segment table upload")) {
         free(copy);
         free(table);
         return false;
     }
-    if (!tc_cuda_ok(cu, cudaStreamSynchronize(cu->stream), "adamw_update: segment upload wait")) {
+    if (!tc_cuda_ok(cu, cudaStreamSynchronize(cu->stream), "segment table upload wait")) {
         free(copy);
         free(table);
         return false;
@@ -230,6 +237,23 @@ static bool adamw_segments(tc_cuda_backend *cu, const tc_param_segment *segs, in
     cu->seg_dev_count = kept;
     cu->seg_total = start;
     return true;
+}
+
+void tc_cuda_sum_squares(tc_backend *b, float *out, const float *g, const tc_param_segment *segs,
+                         int nseg) {
+    tc_cuda_backend *cu = tc_cu(b);
+    if (nseg > 0 && segs && !upload_segments(cu, segs, nseg, "sum_squares")) return;
+    const size_t n = nseg > 0 && segs ? cu->seg_total : 0;
+    if (n == 0) {
+        tc_cuda_fill_f32(b, out, 0.0f, 1);
+        return;
+    }
+    double *partial = (double *)cu->scratch;
+    sum_squares_partial_kernel<<<SQ_BLOCKS, SQ_THREADS, 0, cu->stream>>>(partial, g, cu->seg_dev,
+                                                                         cu->seg_dev_count, n);
+    if (!tc_cuda_launched(cu, "sum_squares partials")) return;
+    sum_squares_final_kernel<<<1, SQ_THREADS, 0, cu->stream>>>(out, partial);
+    tc_cuda_launched(cu, "sum_squares final");
 }
 
 template <typename T>
@@ -251,7 +275,7 @@ void tc_cuda_adamw_update(tc_backend *b, float *params, const float *grads, floa
     TC_CU_REQUIRE(cu, hp.gate || hp.step >= 1, "cuda adamw_update: step %d is not 1-based",
                   hp.step);
     TC_CU_REQUIRE(cu, hp.gate || !hp.lr_dev, "cuda adamw_update: a device lr needs the gate");
-    if (!adamw_segments(cu, segs, nseg)) return;
+    if (!upload_segments(cu, segs, nseg, "adamw_update")) return;
     if (cu->seg_total == 0) return;
     /* with a gate the kernel remakes these from the device's step */
     adamw_consts k = adamw_make_consts(hp.lr, hp.beta1, hp.beta2, hp.eps, hp.gate ? 1 : hp.step);

@@ -37,6 +37,13 @@ typedef enum { TC_GELU = 0, TC_QUICK_GELU = 1 } tc_activation;
 /* how batchnorm_forward treats its statistics (engine/backend_ops.h) */
 typedef enum { TC_BN_EVAL = 0, TC_BN_TRAIN = 1, TC_BN_REPLAY = 2 } tc_bn_mode;
 
+/* a BatchNorm's running statistics, fp32 masters in the parameter buffer
+ * (each its own tensor of the layout): running_mean, running_var (C),
+ * num_batches_tracked (1) */
+typedef struct {
+    float *mean, *var, *batches;
+} tc_bn_running;
+
 /* one contiguous run of parameters that share a weight decay */
 #define TC_FENCES 4
 
@@ -121,8 +128,8 @@ static inline tc_backend_options tc_backend_options_default(void) {
 /* the table: name, element size, capabilities, then one function pointer
  * per op of engine/backend_ops.h (documented there) */
 struct tc_backend {
-    const char *name;  /* "cpu", "cuda" */
-    size_t act_bytes;  /* sizeof one tc_act element */
+    const char *name; /* "cpu", "cuda" */
+    size_t act_bytes; /* sizeof one tc_act element */
     tc_backend_caps caps;
     /* GEMMs that ran on a slow fallback kernel because the GEMM library had
      * no algorithm for their shape and alignments (CUDA; 0 elsewhere). a

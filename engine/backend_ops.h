@@ -225,8 +225,13 @@ TC_OP(void, softmax_xent_rows,
        int Ncols, int label_offset, float w_hard, float w_soft))
 
 /* ---- optimizer ---- */
-/* out[0] = sum of squares of g (n elements); deterministic tree reduction */
-TC_OP(void, sum_squares, (tc_backend *b, float *out, const float *g, size_t n))
+/* out[0] = sum of squares of the segments' elements of g, taken in segment
+ * order as one sequence of n = sum of counts elements (the padding between
+ * parameter tensors is never read; weight_decay is not used); a
+ * deterministic tree reduction whose partition depends on n only, so any
+ * segmentation of the same sequence gives the same bits */
+TC_OP(void, sum_squares,
+      (tc_backend *b, float *out, const float *g, const tc_param_segment *segs, int nseg))
 /* scale[0] = min(1, max_norm / (sqrt(sum_sq[0]) + 1e-6)), torch clip_grad_norm_ */
 TC_OP(void, clip_coefficient, (tc_backend *b, float *scale, const float *sum_sq, float max_norm))
 /* AdamW (torch semantics, decoupled decay) on every segment; the gradient is
@@ -280,16 +285,17 @@ TC_OP(void, conv2d_backward,
 /* BatchNorm2d (eps 1e-5) over the N*HW values of each of C channels, then
  * ReLU when relu != 0. inp, out (N,C,HW); w, bias (C); mean, rstd (C) saved
  * for the backward (eval mode: those of the running statistics). running
- * (2C+1) is the fp32 master of running_mean (C), running_var (C),
- * num_batches_tracked (1), contiguous as in the parameter layout:
+ * holds the fp32 masters of running_mean (C), running_var (C) and
+ * num_batches_tracked (1):
  *   TC_BN_TRAIN   batch statistics; running_* = 0.9 running_* + 0.1 batch
  *                 (variance unbiased: n/(n-1)), num_batches_tracked += 1
  *   TC_BN_REPLAY  batch statistics, running statistics untouched (a
  *                 forward run again for its activations)
  *   TC_BN_EVAL    the running statistics */
 TC_OP(void, batchnorm_forward,
-      (tc_backend *b, tc_act *out, float *mean, float *rstd, float *running, const tc_act *inp,
-       const tc_act *w, const tc_act *bias, int N, int C, int HW, tc_bn_mode mode, int relu))
+      (tc_backend *b, tc_act *out, float *mean, float *rstd, tc_bn_running running,
+       const tc_act *inp, const tc_act *w, const tc_act *bias, int N, int C, int HW,
+       tc_bn_mode mode, int relu))
 /* the backward of a batch-statistics forward: dinp written; dw, dbias +=.
  * relu: dout counts only where out > 0 (out is the forward's output) */
 TC_OP(void, batchnorm_backward,

@@ -40,8 +40,8 @@ typedef enum {
 
 /* on success *cfg_out is the model config, *layout_out its parameter table
  * (free with tc_param_layout_free) and *params_out a malloc'd fp32 buffer of
- * layout_out->total elements in layout order (free with free()). hint may be
- * NULL. */
+ * layout_out->total elements in layout order, the padding zero (free with
+ * free()). hint may be NULL. */
 tc_status tc_checkpoint_load(const char *path, const tc_model_config *hint,
                              tc_model_config *cfg_out, tc_param_layout *layout_out,
                              float **params_out);

@@ -293,7 +293,8 @@ static tc_status load(const char *path, const tc_model_config *hint, tc_model_co
     if (s != TC_OK) goto fail;
     s = tc_param_layout_build(layout_out, &cfg);
     if (s != TC_OK) goto fail;
-    if (params_out) params = malloc((layout_out->total ? layout_out->total : 1) * sizeof *params);
+    /* zero-filled: the padding between tensors stays zero */
+    if (params_out) params = calloc(layout_out->total ? layout_out->total : 1, sizeof *params);
     if (params_out && !params) {
         s = tc_fail(TC_ERR_OOM, "%s: out of memory for %zu parameters", wpath, layout_out->total);
         goto fail;

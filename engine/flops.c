@@ -49,6 +49,20 @@ void tc_model_flops(const tc_model_config *cfg, double *gflops_image, double *gf
     if (gflops_text) *gflops_text = 2 * txt / 1e9;
 }
 
+double tc_step_gflops(tc_step_kind kind, const tc_model_config *student,
+                      const tc_model_config *teacher) {
+    double si, st;
+    tc_model_flops(student, &si, &st);
+    if (kind == TC_STEP_INFER) return si;
+    double g = 3.0 * (si + st);
+    if (kind == TC_STEP_DISTILL && teacher) {
+        double ti, tt;
+        tc_model_flops(teacher, &ti, &tt);
+        g += ti + tt;
+    }
+    return g;
+}
+
 double tc_resnet_activations(const tc_tower_config *v, int train) {
     double W = v->width, S = v->image_size / 2.0, cin = W;
     double sum = S * S * (W / 2 * 4 + W * 2), widest = S * S * W;

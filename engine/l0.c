@@ -11,7 +11,54 @@ static double cdf_logit(void) {
     return (log(xn) - log(1.0 - xn)) * TC_L0_TEMPERATURE;
 }
 
-static double sigmoid(double x) { return 1.0 / (1.0 + exp(-x)); }
+static double sigmoid(double x) {
+    return 1.0 / (1.0 + exp(-x));
+}
+
+static size_t align_floats(size_t n) {
+    return (n + TC_PARAM_ALIGN - 1) / TC_PARAM_ALIGN * TC_PARAM_ALIGN;
+}
+
+tc_l0_device_layout tc_l0_device_layout_of(const tc_l0_masks *m) {
+    tc_l0_device_layout d;
+    d.heads_stride = (int)align_floats((size_t)m->heads);
+    d.inter_stride = (int)align_floats((size_t)m->inter);
+    d.heads = align_floats((size_t)m->hidden);
+    d.inter = d.heads + (size_t)m->layers * d.heads_stride;
+    d.total = d.inter + (size_t)m->layers * d.inter_stride;
+    return d;
+}
+
+/* one row between the device vector and packed z, either way */
+static void l0_move(float *dev, float *z, size_t n, int to_dev) {
+    if (to_dev)
+        memcpy(dev, z, n * sizeof *dev);
+    else
+        memcpy(z, dev, n * sizeof *z);
+}
+
+/* every row between the packed and the device order; to_dev clears dev first */
+static void l0_rows(const tc_l0_masks *m, const tc_l0_device_layout *d, float *dev, float *z,
+                    int to_dev) {
+    size_t C = (size_t)m->hidden, NH = (size_t)m->heads, M = (size_t)m->inter;
+    size_t L = (size_t)m->layers;
+    if (to_dev) memset(dev, 0, d->total * sizeof *dev);
+    l0_move(dev, z, C, to_dev);
+    for (size_t l = 0; l < L; l++) {
+        l0_move(dev + d->heads + l * (size_t)d->heads_stride, z + C + l * NH, NH, to_dev);
+        l0_move(dev + d->inter + l * (size_t)d->inter_stride, z + C + L * NH + l * M, M, to_dev);
+    }
+}
+
+void tc_l0_to_device(const tc_l0_masks *m, const tc_l0_device_layout *d, float *dev,
+                     const float *z) {
+    l0_rows(m, d, dev, (float *)z, 1); /* z only read */
+}
+
+void tc_l0_from_device(const tc_l0_masks *m, const tc_l0_device_layout *d, float *z,
+                       const float *dev) {
+    l0_rows(m, d, (float *)dev, z, 0); /* dev only read */
+}
 
 tc_status tc_l0_masks_create_shaped(tc_l0_masks *m, tc_l0_shape shape, int L, int C, int NH,
                                     int M) {
@@ -42,7 +89,8 @@ tc_status tc_l0_masks_create_shaped(tc_l0_masks *m, tc_l0_shape shape, int L, in
     m->heads_loga = m->data + nh;
     m->intermediate_loga = m->heads_loga + (size_t)m->rows * NH;
     m->lambda = m->intermediate_loga + (size_t)m->rows * M;
-    for (size_t i = 0; i < m->n_loga; i++) m->data[i] = TC_L0_INIT_LOGA;
+    for (size_t i = 0; i < m->n_loga; i++)
+        m->data[i] = TC_L0_INIT_LOGA;
     m->lambda[0] = m->lambda[1] = TC_L0_LAMBDA_INIT;
     return TC_OK;
 }
@@ -89,7 +137,9 @@ void tc_l0_masks_free(tc_l0_masks *m) {
 }
 
 /* sigmoid(c - log_alpha) = cdf_qz(0), before the clamp */
-static double cdf0(float log_alpha) { return sigmoid(cdf_logit() - (double)log_alpha); }
+static double cdf0(float log_alpha) {
+    return sigmoid(cdf_logit() - (double)log_alpha);
+}
 
 double tc_l0_score(float log_alpha) {
     double c = cdf0(log_alpha);
@@ -117,9 +167,12 @@ double tc_l0_prunable_size(int L, int C, int NH, int M) {
 double tc_l0_expected_params_scores(int L, int C, int NH, int M, const double *s_hid,
                                     const double *s_head, const double *s_int) {
     double sh = 0, sa = 0, si = 0;
-    for (int d = 0; d < C; d++) sh += s_hid[d];
-    for (size_t i = 0; i < (size_t)L * NH; i++) sa += s_head[i];
-    for (size_t i = 0; i < (size_t)L * M; i++) si += s_int[i];
+    for (int d = 0; d < C; d++)
+        sh += s_hid[d];
+    for (size_t i = 0; i < (size_t)L * NH; i++)
+        sa += s_head[i];
+    for (size_t i = 0; i < (size_t)L * M; i++)
+        si += s_int[i];
     double pph_over_c = (double)tc_l0_params_per_head(C, NH) / C;
     return sh * sa * pph_over_c + 2.0 * sh * si;
 }
@@ -134,8 +187,10 @@ typedef struct {
 static score_sums sum_scores(const tc_l0_masks *m) {
     size_t nh = (size_t)m->rows * m->heads, ni = (size_t)m->rows * m->inter;
     score_sums s = {0, 0, 0};
-    for (size_t i = 0; i < nh; i++) s.sa += tc_l0_score(m->heads_loga[i]);
-    for (size_t i = 0; i < ni; i++) s.si += tc_l0_score(m->intermediate_loga[i]);
+    for (size_t i = 0; i < nh; i++)
+        s.sa += tc_l0_score(m->heads_loga[i]);
+    for (size_t i = 0; i < ni; i++)
+        s.si += tc_l0_score(m->intermediate_loga[i]);
     if (m->shape == TC_L0_REGULAR) {
         s.sh = s.sa * m->head_size;
         s.sa *= m->layers;
@@ -166,8 +221,10 @@ static void expected_grad(const tc_l0_masks *m, score_sums s, float *grad, doubl
         dsa = dsh * m->head_size + dsa * m->layers;
         dsi *= m->layers;
     }
-    for (int d = 0; d < C; d++) gh[d] += (float)(dsh * tc_l0_score_grad(m->hidden_loga[d]));
-    for (size_t i = 0; i < nh; i++) ga[i] += (float)(dsa * tc_l0_score_grad(m->heads_loga[i]));
+    for (int d = 0; d < C; d++)
+        gh[d] += (float)(dsh * tc_l0_score_grad(m->hidden_loga[d]));
+    for (size_t i = 0; i < nh; i++)
+        ga[i] += (float)(dsa * tc_l0_score_grad(m->heads_loga[i]));
     for (size_t i = 0; i < ni; i++)
         gi[i] += (float)(dsi * tc_l0_score_grad(m->intermediate_loga[i]));
 }
@@ -181,9 +238,12 @@ double tc_l0_expected_params(const tc_l0_masks *m, float *grad, double grad_scal
 double tc_l0_remaining_params(const tc_l0_masks *m, const float *z) {
     size_t nh = (size_t)m->layers * m->heads, ni = (size_t)m->layers * m->inter;
     double kh = 0, ka = 0, ki = 0;
-    for (int d = 0; d < m->hidden; d++) kh += z[d] != 0.0f;
-    for (size_t i = 0; i < nh; i++) ka += z[m->hidden + i] != 0.0f;
-    for (size_t i = 0; i < ni; i++) ki += z[m->hidden + nh + i] != 0.0f;
+    for (int d = 0; d < m->hidden; d++)
+        kh += z[d] != 0.0f;
+    for (size_t i = 0; i < nh; i++)
+        ka += z[m->hidden + i] != 0.0f;
+    for (size_t i = 0; i < ni; i++)
+        ki += z[m->hidden + nh + i] != 0.0f;
     double dim_per_head = (double)(m->hidden / m->heads);
     return ka * kh * dim_per_head * 4.0 + ki * kh * 2.0;
 }
@@ -278,7 +338,8 @@ void tc_l0_reduce_dz(const tc_l0_masks *m, const float *dloss_dz, float *dloss_d
 }
 
 void tc_l0_backward_z(float *grad, const float *dloss_dz, const float *dz, size_t n) {
-    for (size_t i = 0; i < n; i++) grad[i] += dloss_dz[i] * dz[i];
+    for (size_t i = 0; i < n; i++)
+        grad[i] += dloss_dz[i] * dz[i];
 }
 
 /* ---- deterministic masks ---- */
@@ -320,7 +381,8 @@ static void deterministic_row(const float *loga, int n, int round_to, float *z, 
         keep = up > n ? n : (int)up;
         num_zeros = n - keep;
     }
-    for (int k = 0; k < num_zeros; k++) z[tmp[k].i] = 0.0f;
+    for (int k = 0; k < num_zeros; k++)
+        z[tmp[k].i] = 0.0f;
 }
 
 /* the keep highest soft values of a row stay, the others become 0 */
@@ -433,8 +495,8 @@ double tc_l0_target_sparsity(double start, double target, long long step, long l
     return (target - start) * f + start;
 }
 
-tc_status tc_l0_lagrangian(tc_l0_masks *const *towers, float *const *grads, int n,
-                           double target, tc_l0_lagrangian_result *out) {
+tc_status tc_l0_lagrangian(tc_l0_masks *const *towers, float *const *grads, int n, double target,
+                           tc_l0_lagrangian_result *out) {
     if (n < 1 || !towers) return tc_fail(TC_ERR_ARG, "l0 lagrangian: no towers");
     double E = 0, P = 0, lam1 = 0, lam2 = 0;
     score_sums sums[2];
@@ -461,8 +523,10 @@ tc_status tc_l0_lagrangian(tc_l0_masks *const *towers, float *const *grads, int 
         for (int k = 0; k < n; k++) {
             if (!grads[k]) continue;
             if (dL_dgap != 0.0) {
-                if (k < 2) expected_grad(towers[k], sums[k], grads[k], dL_dgap / P);
-                else tc_l0_expected_params(towers[k], grads[k], dL_dgap / P);
+                if (k < 2)
+                    expected_grad(towers[k], sums[k], grads[k], dL_dgap / P);
+                else
+                    tc_l0_expected_params(towers[k], grads[k], dL_dgap / P);
             }
             grads[k][towers[k]->n_loga] += (float)(hinge / n);
             grads[k][towers[k]->n_loga + 1] += (float)(hinge * hinge / n);

@@ -35,15 +35,16 @@
 #include <stdint.h>
 
 #include "model_config.h"
+#include "params.h"
 #include "status.h"
 
-#define TC_L0_LIMIT_A (-0.1)            /* gamma */
-#define TC_L0_LIMIT_B 1.1               /* zeta */
+#define TC_L0_LIMIT_A (-0.1) /* gamma */
+#define TC_L0_LIMIT_B 1.1    /* zeta */
 #define TC_L0_EPS 1e-6
-#define TC_L0_TEMPERATURE (2.0 / 3.0)   /* beta */
+#define TC_L0_TEMPERATURE (2.0 / 3.0) /* beta */
 #define TC_L0_MAGICAL 0.8
 #define TC_L0_INIT_LOGA 10.0f
-#define TC_L0_PRUNED_LOGA (-10.0f)      /* re-expansion: units pruned in the last stage */
+#define TC_L0_PRUNED_LOGA (-10.0f) /* re-expansion: units pruned in the last stage */
 #define TC_L0_LAMBDA_INIT 10.0f
 #define TC_L0_LOGA_MIN (-4.605170185988091) /* ln 0.01 */
 #define TC_L0_LOGA_MAX 4.605170185988092    /* ln 100 */
@@ -65,6 +66,24 @@ typedef struct {
     float *intermediate_loga;         /* (rows, M) */
     float *lambda;                    /* (2): lambda1, lambda2 */
 } tc_l0_masks;
+
+/* the z (and dz) vectors of one tower's masks on the backend: hidden (C),
+ * then L rows of heads (NH each) and L rows of MLP units (M each), every
+ * one starting at a multiple of TC_PARAM_ALIGN floats, as the parameters do
+ * (the gaps are zero). the host keeps z packed: n_z floats, hidden |
+ * heads | intermediate. the offsets and strides are those of
+ * tc_tower_masks (engine/model.h) */
+typedef struct {
+    size_t heads, inter;            /* floats before the first heads row, MLP row */
+    int heads_stride, inter_stride; /* floats from one layer's row to the next */
+    size_t total;                   /* floats of the device vector */
+} tc_l0_device_layout;
+tc_l0_device_layout tc_l0_device_layout_of(const tc_l0_masks *m);
+/* z (n_z, packed) into dev (d->total; the gaps zeroed), and back */
+void tc_l0_to_device(const tc_l0_masks *m, const tc_l0_device_layout *d, float *dev,
+                     const float *z);
+void tc_l0_from_device(const tc_l0_masks *m, const tc_l0_device_layout *d, float *z,
+                       const float *dev);
 
 /* irregular masks: every log alpha = 10, lambda1 = lambda2 = 10 */
 tc_status tc_l0_masks_create(tc_l0_masks *m, int L, int C, int NH, int M);
@@ -179,7 +198,7 @@ typedef struct {
     double prunable_size;     /* sum over towers */
     double expected_sparsity; /* 1 - expected_params / prunable_size */
     double target;
-    double lagrangian;        /* lambda1 * max(t - s, 0) + lambda2 * max(t - s, 0)^2 */
+    double lagrangian; /* lambda1 * max(t - s, 0) + lambda2 * max(t - s, 0)^2 */
 } tc_l0_lagrangian_result;
 
 /* the Lagrangian pooled over n towers (the original's --total-loss-flag; n = 1
@@ -188,8 +207,8 @@ typedef struct {
  * the towers' ramps). when grads is not NULL, grads[k] (count entries of
  * tower k) += dL/dlog_alpha and dL/dlambda. the derivative of max(x, 0) at
  * x == 0 is 1/2, as torch.maximum. */
-tc_status tc_l0_lagrangian(tc_l0_masks *const *towers, float *const *grads, int n,
-                           double target, tc_l0_lagrangian_result *out);
+tc_status tc_l0_lagrangian(tc_l0_masks *const *towers, float *const *grads, int n, double target,
+                           tc_l0_lagrangian_result *out);
 
 /* the mask optimizer: torch AdamW over the count entries of one tower, with
  * one learning rate for log alpha and another for lambda */

@@ -199,11 +199,13 @@ static float *G(const tc_rn_tower *t, size_t off) {
 }
 
 /* BatchNorm (+ReLU) with the parameters at `bn` (weight, bias, running stats) */
-static void bn_forward(tc_rn_tower *t, tc_act *out, float *st, const tc_act *inp, size_t bn, int C,
-                       int HW, int relu) {
+static void bn_forward(tc_rn_tower *t, tc_act *out, float *st, const tc_act *inp,
+                       const tc_bn_offsets *bn, int C, int HW, int relu) {
     tc_backend *be = t->env.be;
-    be->batchnorm_forward(be, out, st, st + C, t->env.params + bn + 2 * (size_t)C, inp, W(t, bn),
-                          W(t, bn + C), t->B, C, HW, t->mode, relu);
+    float *p = t->env.params;
+    tc_bn_running run = {p + bn->mean, p + bn->var, p + bn->batches};
+    be->batchnorm_forward(be, out, st, st + C, run, inp, W(t, bn->w), W(t, bn->b), t->B, C, HW,
+                          t->mode, relu);
 }
 
 static void conv_forward(tc_rn_tower *t, tc_act *out, const tc_act *inp, size_t w, int C, int S,
@@ -223,7 +225,7 @@ static void stem_forward(tc_rn_tower *t) {
     for (int i = 0; i < 3; i++) {
         conv_forward(t, t->s_c[i], x, L->stem_conv[i], ins[i], i ? S1 : t->S, outs[i], 3,
                      i ? 1 : 2);
-        bn_forward(t, t->s_a[i], t->s_st[i], t->s_c[i], L->stem_bn[i], outs[i], S1 * S1, 1);
+        bn_forward(t, t->s_a[i], t->s_st[i], t->s_c[i], &L->stem_bn[i], outs[i], S1 * S1, 1);
         x = t->s_a[i];
     }
     be->avgpool_forward(be, t->s_pool, t->s_a[2], t->B * Wd, S1, S1, 2);
@@ -234,12 +236,12 @@ static void block_forward(tc_rn_tower *t, rn_block *b, const tc_act *x) {
     const tc_rn_block *p = b->p;
     const int P = p->planes, S = b->S, So = b->So, HW = S * S, HWo = So * So;
     conv_forward(t, b->c1, x, p->conv1, p->cin, S, P, 1, 1);
-    bn_forward(t, b->a1, b->st1, b->c1, p->bn1, P, HW, 1);
+    bn_forward(t, b->a1, b->st1, b->c1, &p->bn1, P, HW, 1);
     conv_forward(t, b->c2, b->a1, p->conv2, P, S, P, 3, 1);
-    bn_forward(t, b->a2, b->st2, b->c2, p->bn2, P, HW, 1);
+    bn_forward(t, b->a2, b->st2, b->c2, &p->bn2, P, HW, 1);
     if (p->stride > 1) be->avgpool_forward(be, b->p2, b->a2, t->B * P, S, S, p->stride);
     conv_forward(t, b->c3, b->p2, p->conv3, P, So, 4 * P, 1, 1);
-    bn_forward(t, b->b3, b->st3, b->c3, p->bn3, 4 * P, HWo, 0);
+    bn_forward(t, b->b3, b->st3, b->c3, &p->bn3, 4 * P, HWo, 0);
     const tc_act *identity = x;
     if (p->ds_conv != TC_ABSENT) {
         const tc_act *pd = x;
@@ -248,7 +250,7 @@ static void block_forward(tc_rn_tower *t, rn_block *b, const tc_act *x) {
             pd = b->pd;
         }
         conv_forward(t, b->cd, pd, p->ds_conv, p->cin, So, 4 * P, 1, 1);
-        bn_forward(t, b->bd, b->std, b->cd, p->ds_bn, 4 * P, HWo, 0);
+        bn_forward(t, b->bd, b->std, b->cd, &p->ds_bn, 4 * P, HWo, 0);
         identity = b->bd;
     }
     be->add_relu_forward(be, b->out, b->b3, identity, (size_t)t->B * 4 * P * HWo);
@@ -286,9 +288,10 @@ void tc_rn_forward(tc_rn_tower *t, const float *images, int B, tc_bn_mode mode) 
 /* ---- backward ---- */
 
 static void bn_backward(tc_rn_tower *t, tc_act *dinp, const tc_act *dout, const tc_act *inp,
-                        const tc_act *out, const float *st, size_t bn, int C, int HW, int relu) {
-    t->env.be->batchnorm_backward(t->env.be, dinp, G(t, bn), G(t, bn + C), dout, inp, out, W(t, bn),
-                                  st, st + C, t->B, C, HW, relu);
+                        const tc_act *out, const float *st, const tc_bn_offsets *bn, int C, int HW,
+                        int relu) {
+    t->env.be->batchnorm_backward(t->env.be, dinp, G(t, bn->w), G(t, bn->b), dout, inp, out,
+                                  W(t, bn->w), st, st + C, t->B, C, HW, relu);
 }
 
 static void conv_backward(tc_rn_tower *t, tc_act *dinp, const tc_act *dout, const tc_act *inp,
@@ -306,23 +309,23 @@ static void block_backward(tc_rn_tower *t, const rn_block *b, const tc_act *x, t
     tc_act *g0 = t->g[0], *g1 = t->g[1], *g2 = t->g[2];
     /* dout becomes d(sum), in place */
     be->relu_backward(be, dout, b->out, dout, (size_t)B * 4 * P * HWo);
-    bn_backward(t, g0, dout, b->c3, NULL, b->st3, p->bn3, 4 * P, HWo, 0);
+    bn_backward(t, g0, dout, b->c3, NULL, b->st3, &p->bn3, 4 * P, HWo, 0);
     conv_backward(t, g1, g0, b->p2, p->conv3, P, So, 4 * P, 1, 1);
     tc_act *da2 = g1;
     if (p->stride > 1) {
         be->avgpool_backward(be, g2, g1, B * P, S, S, p->stride);
         da2 = g2;
     }
-    bn_backward(t, g0, da2, b->c2, b->a2, b->st2, p->bn2, P, HW, 1);
+    bn_backward(t, g0, da2, b->c2, b->a2, b->st2, &p->bn2, P, HW, 1);
     conv_backward(t, g1, g0, b->a1, p->conv2, P, S, P, 3, 1);
-    bn_backward(t, g0, g1, b->c1, b->a1, b->st1, p->bn1, P, HW, 1);
+    bn_backward(t, g0, g1, b->c1, b->a1, b->st1, &p->bn1, P, HW, 1);
     conv_backward(t, dx, g0, x, p->conv1, p->cin, S, P, 1, 1);
     const size_t nin = (size_t)B * p->cin * HW;
     if (p->ds_conv == TC_ABSENT) {
         be->add(be, dx, dx, dout, nin);
         return;
     }
-    bn_backward(t, g2, dout, b->cd, NULL, b->std, p->ds_bn, 4 * P, HWo, 0);
+    bn_backward(t, g2, dout, b->cd, NULL, b->std, &p->ds_bn, 4 * P, HWo, 0);
     conv_backward(t, g1, g2, p->stride > 1 ? b->pd : x, p->ds_conv, p->cin, So, 4 * P, 1, 1);
     const tc_act *did = g1;
     if (p->stride > 1) {
@@ -340,7 +343,7 @@ static void stem_backward(tc_rn_tower *t, const tc_act *dpool) {
     tc_act *g0 = t->g[0], *g1 = t->g[1];
     be->avgpool_backward(be, g0, dpool, t->B * Wd, S1, S1, 2);
     for (int i = 2; i >= 0; i--) {
-        bn_backward(t, g1, g0, t->s_c[i], t->s_a[i], t->s_st[i], L->stem_bn[i], outs[i], HW, 1);
+        bn_backward(t, g1, g0, t->s_c[i], t->s_a[i], t->s_st[i], &L->stem_bn[i], outs[i], HW, 1);
         /* no gradient for the images */
         conv_backward(t, i ? g0 : NULL, g1, i ? t->s_a[i - 1] : t->img_act, L->stem_conv[i], ins[i],
                       i ? S1 : t->S, outs[i], 3, i ? 1 : 2);
@@ -405,12 +408,12 @@ static void normal(float *x, size_t n, float std, tc_prng *r) {
 }
 
 /* gain 1 (0 for a residual branch's last BatchNorm), shift 0, running 0 / 1, 0 batches */
-static void init_bn(float *p, size_t bn, int C, float gain) {
-    fill(p + bn, C, gain);
-    fill(p + bn + C, C, 0.0f);
-    fill(p + bn + 2 * (size_t)C, C, 0.0f);
-    fill(p + bn + 3 * (size_t)C, C, 1.0f);
-    p[bn + 4 * (size_t)C] = 0.0f;
+static void init_bn(float *p, const tc_bn_offsets *bn, int C, float gain) {
+    fill(p + bn->w, C, gain);
+    fill(p + bn->b, C, 0.0f);
+    fill(p + bn->mean, C, 0.0f);
+    fill(p + bn->var, C, 1.0f);
+    p[bn->batches] = 0.0f;
 }
 
 void tc_rn_init(float *p, const tc_param_layout *layout, const tc_model_config *cfg, tc_prng *r) {
@@ -420,20 +423,20 @@ void tc_rn_init(float *p, const tc_param_layout *layout, const tc_model_config *
     const int ins[3] = {3, W / 2, W / 2}, outs[3] = {W / 2, W / 2, W};
     for (int i = 0; i < 3; i++) {
         uniform(p + L->stem_conv[i], (size_t)outs[i] * ins[i] * 9, ins[i] * 9, r);
-        init_bn(p, L->stem_bn[i], outs[i], 1.0f);
+        init_bn(p, &L->stem_bn[i], outs[i], 1.0f);
     }
     for (int i = 0; i < L->nblocks; i++) {
         const tc_rn_block *b = &L->blocks[i];
         const int P = b->planes;
         uniform(p + b->conv1, (size_t)P * b->cin, b->cin, r);
-        init_bn(p, b->bn1, P, 1.0f);
+        init_bn(p, &b->bn1, P, 1.0f);
         uniform(p + b->conv2, (size_t)P * P * 9, P * 9, r);
-        init_bn(p, b->bn2, P, 1.0f);
+        init_bn(p, &b->bn2, P, 1.0f);
         uniform(p + b->conv3, (size_t)4 * P * P, P, r);
-        init_bn(p, b->bn3, 4 * P, 0.0f);
+        init_bn(p, &b->bn3, 4 * P, 0.0f);
         if (b->ds_conv != TC_ABSENT) {
             uniform(p + b->ds_conv, (size_t)4 * P * b->cin, b->cin, r);
-            init_bn(p, b->ds_bn, 4 * P, 1.0f);
+            init_bn(p, &b->ds_bn, 4 * P, 1.0f);
         }
     }
     const int g = tc_vision_grid(v);

@@ -11,6 +11,10 @@ typedef struct {
     tc_tower_id tower;
 } builder;
 
+static size_t align_up(size_t n) {
+    return (n + TC_PARAM_ALIGN - 1) / TC_PARAM_ALIGN * TC_PARAM_ALIGN;
+}
+
 /* open_clip's no-decay rule: ndim < 2 or a name containing bn, ln, bias, logit_scale */
 static int decays(const char *name, int ndim) {
     if (ndim < 2) return 0;
@@ -41,11 +45,14 @@ static size_t add(builder *bd, const char *name, int ndim, int64_t d0, int64_t d
         p->shape[i] = d[i];
         count *= (size_t)d[i];
     }
-    p->offset = l->total;
+    /* the gap after the previous tensor is padding */
+    p->offset = align_up(l->total);
     p->count = count;
+    p->packed = l->packed_total;
     p->decay = decays(name, ndim);
     p->tower = bd->tower;
-    l->total += count;
+    l->total = p->offset + count;
+    l->packed_total += count;
     return p->offset;
 }
 
@@ -81,20 +88,22 @@ static void add_blocks(builder *bd, const char *prefix, const tc_tower_config *t
     }
 }
 
-/* weight, bias and the three buffers of BatchNorm2d(C); returns the weight's offset */
-static size_t add_bn(builder *bd, const char *prefix, int C) {
+/* weight, bias and the three buffers of BatchNorm2d(C), each its own tensor */
+static tc_bn_offsets add_bn(builder *bd, const char *prefix, int C) {
     char name[96];
+    tc_bn_offsets o;
     snprintf(name, sizeof name, "%s.weight", prefix);
-    size_t w = add(bd, name, 1, C, 0, 0, 0);
+    o.w = add(bd, name, 1, C, 0, 0, 0);
     snprintf(name, sizeof name, "%s.bias", prefix);
-    add(bd, name, 1, C, 0, 0, 0);
+    o.b = add(bd, name, 1, C, 0, 0, 0);
     static const char *const bufs[] = {"running_mean", "running_var", "num_batches_tracked"};
+    size_t *at[] = {&o.mean, &o.var, &o.batches};
     for (int i = 0; i < 3; i++) {
         snprintf(name, sizeof name, "%s.%s", prefix, bufs[i]);
-        size_t o = add(bd, name, i < 2 ? 1 : 0, C, 0, 0, 0);
-        if (o != TC_ABSENT) bd->l->params[bd->l->count - 1].buffer = 1;
+        *at[i] = add(bd, name, i < 2 ? 1 : 0, C, 0, 0, 0);
+        if (*at[i] != TC_ABSENT) bd->l->params[bd->l->count - 1].buffer = 1;
     }
-    return w;
+    return o;
 }
 
 static size_t add_conv(builder *bd, const char *name, int cout, int cin, int k) {
@@ -125,10 +134,10 @@ static void add_resnet(builder *bd, const tc_tower_config *v, int E, tc_rn_layou
             b->planes = planes;
             b->stride = (i == 0 && s > 0) ? 2 : 1;
 #define CONV(field, suffix, co, ci, k)                                                             \
-    snprintf(name, sizeof name, "%s.%s", pre, suffix);                                            \
+    snprintf(name, sizeof name, "%s.%s", pre, suffix);                                             \
     b->field = add_conv(bd, name, co, ci, k)
 #define BN(field, suffix, c)                                                                       \
-    snprintf(name, sizeof name, "%s.%s", pre, suffix);                                            \
+    snprintf(name, sizeof name, "%s.%s", pre, suffix);                                             \
     b->field = add_bn(bd, name, c)
             CONV(conv1, "conv1.weight", planes, inplanes, 1);
             BN(bn1, "bn1", planes);
@@ -136,7 +145,8 @@ static void add_resnet(builder *bd, const tc_tower_config *v, int E, tc_rn_layou
             BN(bn2, "bn2", planes);
             CONV(conv3, "conv3.weight", 4 * planes, planes, 1);
             BN(bn3, "bn3", 4 * planes);
-            b->ds_conv = b->ds_bn = TC_ABSENT;
+            b->ds_conv = TC_ABSENT;
+            b->ds_bn = (tc_bn_offsets){TC_ABSENT, TC_ABSENT, TC_ABSENT, TC_ABSENT, TC_ABSENT};
             if (b->stride > 1 || inplanes != 4 * planes) {
                 CONV(ds_conv, "downsample.0.weight", 4 * planes, inplanes, 1);
                 BN(ds_bn, "downsample.1", 4 * planes);
@@ -194,7 +204,7 @@ tc_status tc_param_layout_build(tc_param_layout *l, const tc_model_config *cfg) 
     l->logit_scale = add(&bd, "logit_scale", 0, 0, 0, 0, 0);
 
     bd.tower = TC_TOWER_VISION;
-    l->vision_begin = l->total;
+    l->vision_begin = align_up(l->total); /* the first vision tensor's offset */
     l->v_cls = l->v_pos = l->v_proj = l->v_conv1 = TC_ABSENT;
     l->v_ln_pre_w = l->v_ln_pre_b = l->v_ln_post_w = l->v_ln_post_b = TC_ABSENT;
     if (v->resnet)
@@ -208,6 +218,8 @@ tc_status tc_param_layout_build(tc_param_layout *l, const tc_model_config *cfg) 
     l->token_emb = add(&bd, "token_embedding.weight", 2, t->vocab_size, Ct, 0, 0);
     l->ln_final_w = add(&bd, "ln_final.weight", 1, Ct, 0, 0, 0);
     l->ln_final_b = add(&bd, "ln_final.bias", 1, Ct, 0, 0, 0);
+    /* the buffer ends on the alignment too (the next buffer of an arena) */
+    l->total = align_up(l->total);
 
     if (bd.oom) {
         tc_param_layout_free(l);
@@ -227,6 +239,37 @@ const tc_param_info *tc_param_find(const tc_param_layout *l, const char *name) {
     return NULL;
 }
 
+size_t tc_param_offset_of_packed(const tc_param_layout *l, size_t k) {
+    /* the first tensor that ends after k (tensors are in buffer order) */
+    int lo = 0, hi = l->count;
+    while (lo < hi) {
+        int mid = (lo + hi) / 2;
+        if (l->params[mid].packed + l->params[mid].count <= k)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    if (lo == l->count) return l->total;
+    const tc_param_info *p = &l->params[lo];
+    return k <= p->packed ? p->offset : p->offset + (k - p->packed);
+}
+
+void tc_param_shards(const tc_param_layout *l, int W, size_t *packed_lo, size_t *packed_n,
+                     size_t *lo, size_t *n) {
+    size_t P = l->packed_total;
+    size_t per = (P + (size_t)W - 1) / (size_t)W;
+    per = (per + 63) / 64 * 64; /* aligned vector access on every slice */
+    size_t at = 0;
+    for (int r = 0; r < W; r++) {
+        size_t k = at >= P ? 0 : (P - at < per ? P - at : per);
+        packed_lo[r] = at;
+        packed_n[r] = k;
+        lo[r] = tc_param_offset_of_packed(l, at);
+        n[r] = tc_param_offset_of_packed(l, at + k) - lo[r];
+        at += k;
+    }
+}
+
 tc_param_counts tc_param_count(const tc_param_layout *l) {
     tc_param_counts c = {0};
     for (int i = 0; i < l->count; i++) {
@@ -235,9 +278,12 @@ tc_param_counts tc_param_count(const tc_param_layout *l) {
             c.buffers += p->count;
             continue;
         }
-        if (p->tower == TC_TOWER_VISION) c.vision += p->count;
-        else if (p->tower == TC_TOWER_TEXT) c.text += p->count;
-        else c.shared += p->count;
+        if (p->tower == TC_TOWER_VISION)
+            c.vision += p->count;
+        else if (p->tower == TC_TOWER_TEXT)
+            c.text += p->count;
+        else
+            c.shared += p->count;
         if (strcmp(p->name, "token_embedding.weight") == 0) c.token_embedding = p->count;
     }
     c.total = c.vision + c.text + c.shared;

@@ -29,35 +29,64 @@ float tc_lr_at(const tc_optim_config *o, int step) {
     return (float)(0.5 * (1.0 + cos(M_PI * e / es)) * o->lr);
 }
 
-/* contiguous runs of tensors that share a weight decay */
+/* contiguous runs of tensors that share a weight decay; the BatchNorm
+ * buffers left out unless with_buffers. returns the number of runs */
+static int layout_segments(const tc_param_layout *L, float weight_decay, int with_buffers,
+                           tc_param_segment *out) {
+    int n = 0;
+    for (int i = 0; i < L->count; i++) {
+        const tc_param_info *p = &L->params[i];
+        if (p->buffer && !with_buffers) continue; /* running statistics: not optimised */
+        float wd = p->decay ? weight_decay : 0.0f;
+        tc_param_segment *last = n ? &out[n - 1] : NULL;
+        if (last && last->weight_decay == wd && last->offset + last->count == p->offset)
+            last->count += p->count;
+        else
+            out[n++] = (tc_param_segment){p->offset, p->count, wd};
+    }
+    return n;
+}
+
 static tc_status build_segments(tc_trainer *t) {
     const tc_param_layout *L = tc_model_layout(t->student);
     t->segs = calloc((size_t)L->count, sizeof *t->segs);
-    if (!t->segs) return tc_fail(TC_ERR_OOM, "trainer: out of host memory");
-    t->nseg = 0;
-    for (int i = 0; i < L->count; i++) {
-        const tc_param_info *p = &L->params[i];
-        if (p->buffer) continue; /* BatchNorm running statistics: not optimised */
-        float wd = p->decay ? t->optim.weight_decay : 0.0f;
-        tc_param_segment *last = t->nseg ? &t->segs[t->nseg - 1] : NULL;
-        if (last && last->weight_decay == wd && last->offset + last->count == p->offset) {
-            last->count += p->count;
-        } else {
-            t->segs[t->nseg++] = (tc_param_segment){p->offset, p->count, wd};
-        }
-    }
+    t->nsegs = calloc((size_t)L->count, sizeof *t->nsegs);
+    if (!t->segs || !t->nsegs) return tc_fail(TC_ERR_OOM, "trainer: out of host memory");
+    t->nseg = layout_segments(L, t->optim.weight_decay, 0, t->segs);
+    t->nnseg = layout_segments(L, t->optim.weight_decay, 1, t->nsegs);
     return TC_OK;
+}
+
+/* the parts of n segments within buffer elements [lo, hi), relative to lo */
+static int cut_segments(const tc_param_segment *in, int n, size_t lo, size_t hi,
+                        tc_param_segment *out) {
+    int k = 0;
+    for (int i = 0; i < n; i++) {
+        size_t a = in[i].offset, b = a + in[i].count;
+        if (a < lo) a = lo;
+        if (b > hi) b = hi;
+        if (a < b) out[k++] = (tc_param_segment){a - lo, b - a, in[i].weight_decay};
+    }
+    return k;
 }
 
 static tc_status trainer_alloc(tc_trainer *t, void **ptr, size_t bytes) {
     return t->be->alloc(t->be, bytes, ptr);
 }
 
-static int distributed(const tc_trainer *t) { return t->comm && t->comm->world_size > 1; }
-static int sharded(const tc_trainer *t) { return distributed(t) && t->par.zero1; }
+static int distributed(const tc_trainer *t) {
+    return t->comm && t->comm->world_size > 1;
+}
+static int sharded(const tc_trainer *t) {
+    return distributed(t) && t->par.zero1;
+}
 
-static size_t param_count(const tc_trainer *t) { return tc_model_layout(t->student)->total; }
-static int student_dim(const tc_trainer *t) { return tc_model_cfg(t->student)->embed_dim; }
+static size_t param_count(const tc_trainer *t) {
+    return tc_model_layout(t->student)->total;
+}
+static int student_dim(const tc_trainer *t) {
+    return tc_model_cfg(t->student)->embed_dim;
+}
 static int teacher_dim(const tc_trainer *t) {
     return t->teacher ? tc_model_cfg(t->teacher)->embed_dim : t->cached_dim;
 }
@@ -74,11 +103,16 @@ static size_t moment_count(const tc_trainer *t) {
 /* every step buffer whose size depends on the rows, the world or the sharding */
 static void free_step_buffers(tc_trainer *t) {
     tc_backend *be = t->be;
-    float **bufs[] = {&t->m,         &t->v,        &t->sim,      &t->dsim,     &t->teacher_sim,
-                      &t->dimg,      &t->dtxt,     &t->img_rows, &t->txt_rows, &t->timg_rows,
-                      &t->ttxt_rows, &t->img_all,  &t->txt_all,  &t->timg_all, &t->ttxt_all,
-                      &t->dimg_all,  &t->dtxt_all, &t->cols,     &t->one,      &t->gshard,
-                      &t->in_images, &t->in_timg,  &t->in_ttxt};
+    /* the slice buffers: their allocation starts shard_head elements before */
+    float **slices[] = {&t->m, &t->v, &t->gshard};
+    for (size_t i = 0; i < sizeof slices / sizeof slices[0]; i++) {
+        if (*slices[i]) be->free(be, *slices[i] - t->shard_head);
+        *slices[i] = NULL;
+    }
+    float **bufs[] = {&t->sim,      &t->dsim,     &t->teacher_sim, &t->dimg,      &t->dtxt,
+                      &t->img_rows, &t->txt_rows, &t->timg_rows,   &t->ttxt_rows, &t->img_all,
+                      &t->txt_all,  &t->timg_all, &t->ttxt_all,    &t->dimg_all,  &t->dtxt_all,
+                      &t->cols,     &t->one,      &t->in_images,   &t->in_timg,   &t->in_ttxt};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) {
         if (*bufs[i]) be->free(be, *bufs[i]);
         *bufs[i] = NULL;
@@ -87,35 +121,38 @@ static void free_step_buffers(tc_trainer *t) {
     t->in_ids = NULL;
 }
 
-/* the slices of zero1: contiguous, in rank order, multiples of 64 elements
- * but the last (aligned vector access on every slice) */
+/* the slices of zero1 (tc_param_shards): the same elements in the same
+ * order whatever the padding, so the gradient norm (summed per slice, then
+ * over the ranks) keeps its bits */
 static tc_status plan_shards(tc_trainer *t) {
-    size_t P = param_count(t), W = (size_t)t->world;
+    size_t W = (size_t)t->world;
     free(t->shard_n);
-    t->shard_n = calloc(2 * W, sizeof *t->shard_n);
+    t->shard_n = calloc(4 * W, sizeof *t->shard_n);
     if (!t->shard_n) return tc_fail(TC_ERR_OOM, "trainer: out of host memory");
     t->shard_lo = t->shard_n + W;
-    size_t per = (P + W - 1) / W;
-    per = (per + 63) / 64 * 64;
-    size_t at = 0;
-    for (size_t r = 0; r < W; r++) {
-        size_t n = at >= P ? 0 : (P - at < per ? P - at : per);
-        t->shard_lo[r] = at;
-        t->shard_n[r] = n;
-        at += n;
-    }
-    /* the weight-decay segments cut to this rank's slice */
+    t->pshard_n = t->shard_n + 2 * W;
+    t->pshard_lo = t->shard_n + 3 * W;
+    tc_param_shards(tc_model_layout(t->student), t->world, t->pshard_lo, t->pshard_n, t->shard_lo,
+                    t->shard_n);
     size_t lo = t->shard_lo[t->comm->rank], hi = lo + t->shard_n[t->comm->rank];
+    t->shard_head = lo % TC_PARAM_ALIGN;
+    /* the segments cut to this rank's slice, relative to it */
     free(t->zsegs);
-    t->zsegs = calloc((size_t)t->nseg, sizeof *t->zsegs);
-    if (!t->zsegs) return tc_fail(TC_ERR_OOM, "trainer: out of host memory");
-    t->nzseg = 0;
-    for (int i = 0; i < t->nseg; i++) {
-        size_t a = t->segs[i].offset, b = a + t->segs[i].count;
-        if (a < lo) a = lo;
-        if (b > hi) b = hi;
-        if (a < b) t->zsegs[t->nzseg++] = (tc_param_segment){a - lo, b - a, t->segs[i].weight_decay};
-    }
+    free(t->znsegs);
+    t->zsegs = calloc((size_t)t->nseg + 1, sizeof *t->zsegs);
+    t->znsegs = calloc((size_t)t->nnseg + 1, sizeof *t->znsegs);
+    if (!t->zsegs || !t->znsegs) return tc_fail(TC_ERR_OOM, "trainer: out of host memory");
+    t->nzseg = cut_segments(t->segs, t->nseg, lo, hi, t->zsegs);
+    t->nznseg = cut_segments(t->nsegs, t->nnseg, lo, hi, t->znsegs);
+    return TC_OK;
+}
+
+/* a slice buffer of n floats whose element j sits on the alignment of
+ * buffer element shard_lo[rank] + j (zero1), else a buffer of n floats */
+static tc_status slice_alloc(tc_trainer *t, float **ptr, size_t n) {
+    float *base = NULL;
+    TC_TRY(t->be->alloc(t->be, (t->shard_head + (n ? n : 1)) * sizeof(float), (void **)&base));
+    *ptr = base + t->shard_head;
     return TC_OK;
 }
 
@@ -126,9 +163,11 @@ static tc_status alloc_step_buffers(tc_trainer *t) {
     if (t->m && memcmp(shape, t->shape, sizeof shape) == 0) return TC_OK;
     free_step_buffers(t);
     t->shape[0] = -1; /* nothing valid until every buffer is made */
+    t->shard_head = 0;
     size_t R = (size_t)t->rows, W = (size_t)t->world, E = (size_t)student_dim(t);
     size_t TE = (size_t)teacher_dim(t), F = sizeof(float);
-    if (R * W > (1u << 24)) return tc_fail(TC_ERR_ARG, "trainer: global batch %zu x %zu too large", W, R);
+    if (R * W > (1u << 24))
+        return tc_fail(TC_ERR_ARG, "trainer: global batch %zu x %zu too large", W, R);
     if (sharded(t)) TC_TRY(plan_shards(t));
     size_t rows = 2 * R * W * R * F, M = moment_count(t);
     const tc_model_config *sc = tc_model_cfg(t->student);
@@ -138,8 +177,7 @@ static tc_status alloc_step_buffers(tc_trainer *t) {
     /* stored features arrive whole for the step: no per-micro-batch copy */
     int live_acc = acc && t->teacher;
     tc_status s;
-    if ((s = trainer_alloc(t, (void **)&t->m, M * F)) != TC_OK ||
-        (s = trainer_alloc(t, (void **)&t->v, M * F)) != TC_OK ||
+    if ((s = slice_alloc(t, &t->m, M)) != TC_OK || (s = slice_alloc(t, &t->v, M)) != TC_OK ||
         (s = trainer_alloc(t, (void **)&t->sim, rows)) != TC_OK ||
         (s = trainer_alloc(t, (void **)&t->dsim, rows)) != TC_OK ||
         (distill && (s = trainer_alloc(t, (void **)&t->teacher_sim, rows)) != TC_OK) ||
@@ -159,7 +197,7 @@ static tc_status alloc_step_buffers(tc_trainer *t) {
         (dp && (s = trainer_alloc(t, (void **)&t->dtxt_all, W * R * E * F)) != TC_OK) ||
         (dp && (s = trainer_alloc(t, (void **)&t->cols, R * E * F)) != TC_OK) ||
         (dp && (s = trainer_alloc(t, (void **)&t->one, F)) != TC_OK) ||
-        (sharded(t) && (s = trainer_alloc(t, (void **)&t->gshard, (M ? M : 1) * F)) != TC_OK) ||
+        (sharded(t) && (s = slice_alloc(t, &t->gshard, M)) != TC_OK) ||
         (s = trainer_alloc(t, (void **)&t->in_images, R * img_n * F)) != TC_OK ||
         (s = trainer_alloc(t, (void **)&t->in_ids, R * ids_n * sizeof(int32_t))) != TC_OK)
         return s;
@@ -202,7 +240,8 @@ static int param_event(const tc_trainer *t, const tc_param_layout *L, const tc_p
 }
 
 static int cmp_offset_desc(const void *a, const void *b) {
-    const tc_param_info *x = *(const tc_param_info *const *)a, *y = *(const tc_param_info *const *)b;
+    const tc_param_info *x = *(const tc_param_info *const *)a,
+                        *y = *(const tc_param_info *const *)b;
     return x->offset < y->offset ? 1 : x->offset > y->offset ? -1 : 0;
 }
 
@@ -224,21 +263,25 @@ static tc_status plan_buckets(tc_trainer *t) {
         free(order);
         return tc_fail(TC_ERR_OOM, "trainer: out of host memory");
     }
-    for (int i = 0; i < L->count; i++) order[i] = &L->params[i];
+    for (int i = 0; i < L->count; i++)
+        order[i] = &L->params[i];
     qsort(order, (size_t)L->count, sizeof *order, cmp_offset_desc);
     t->nbuckets = 0;
     grad_bucket *cur = NULL;
+    size_t elements = 0; /* the tensors' elements in cur: the padding does not count */
     for (int i = 0; i < L->count; i++) {
         const tc_param_info *p = order[i];
         int ev = param_event(t, L, p);
-        if (!cur || cur->hi - cur->lo >= cap) {
+        if (!cur || elements >= cap) {
             cur = &t->buckets[t->nbuckets++];
             cur->hi = p->offset + p->count;
             cur->lo = p->offset;
             cur->ready = ev;
+            elements = 0;
         }
-        /* a gap between tensors (none in practice) travels with the bucket */
+        /* the padding between its tensors (zero) travels with the bucket */
         cur->lo = p->offset;
+        elements += p->count;
         if (ev > cur->ready) cur->ready = ev;
     }
     free(order);
@@ -252,8 +295,8 @@ static void fire_event(tc_trainer *t, int event) {
     for (int k = 0; k < t->nbuckets && t->hook_status == TC_OK; k++) {
         const grad_bucket *b = &t->buckets[k];
         if (b->ready != event) continue;
-        t->hook_status = t->comm->all_reduce_start(t->comm, g + b->lo, b->hi - b->lo,
-                                                   TC_REDUCE_AVG, &t->requests[k]);
+        t->hook_status = t->comm->all_reduce_start(t->comm, g + b->lo, b->hi - b->lo, TC_REDUCE_AVG,
+                                                   &t->requests[k]);
         t->started_early++;
     }
 }
@@ -277,10 +320,12 @@ static tc_status trainer_new(tc_trainer **out, tc_model *student, tc_model *teac
     if (teacher) {
         const tc_model_config *tc = tc_model_cfg(teacher);
         if (tc->vision.image_size != sc->vision.image_size)
-            return tc_fail(TC_ERR_CONFIG, "teacher %s takes %dpx images, student %s takes %dpx: they must match",
+            return tc_fail(TC_ERR_CONFIG,
+                           "teacher %s takes %dpx images, student %s takes %dpx: they must match",
                            tc->name, tc->vision.image_size, sc->name, sc->vision.image_size);
         if (tc->text.context_length != sc->text.context_length)
-            return tc_fail(TC_ERR_CONFIG, "teacher %s has context %d, student %s has %d: they must match",
+            return tc_fail(TC_ERR_CONFIG,
+                           "teacher %s has context %d, student %s has %d: they must match",
                            tc->name, tc->text.context_length, sc->name, sc->text.context_length);
         if (tc_model_backend(teacher) != tc_model_backend(student))
             return tc_fail(TC_ERR_ARG, "trainer: teacher and student must share a backend");
@@ -344,14 +389,20 @@ void tc_trainer_destroy(tc_trainer *t) {
     if (t->comm) tc_model_set_backward_hook(t->student, NULL, NULL);
     free(t->segs);
     free(t->zsegs);
+    free(t->nsegs);
+    free(t->znsegs);
     free(t->shard_n);
     free(t->buckets);
     free(t->requests);
     free(t);
 }
 
-int tc_trainer_step_index(const tc_trainer *t) { return t->step; }
-void tc_trainer_set_step_index(tc_trainer *t, int step) { t->step = step; }
+int tc_trainer_step_index(const tc_trainer *t) {
+    return t->step;
+}
+void tc_trainer_set_step_index(tc_trainer *t, int step) {
+    t->step = step;
+}
 
 int tc_trainer_adam_step(tc_trainer *t) {
     float n = 0.0f;
@@ -390,7 +441,9 @@ size_t tc_trainer_device_bytes(const tc_trainer *t) {
     return floats * sizeof(float) + tc_trainer_optimizer_bytes(t);
 }
 
-tc_parallel_config tc_trainer_parallel(const tc_trainer *t) { return t->par; }
+tc_parallel_config tc_trainer_parallel(const tc_trainer *t) {
+    return t->par;
+}
 
 int tc_trainer_buckets(const tc_trainer *t, int *started_by_backward) {
     if (started_by_backward) *started_by_backward = t->started_early;
@@ -434,32 +487,40 @@ void tc_trainer_reset_optimizer(tc_trainer *t) {
 
 /* -------------------------------------------------------------- moments ---- */
 
-static tc_status moments_io(tc_trainer *t, float *m, float *v, int get) {
+/* the moments' tensors of the buffer range [lo, hi) between the device
+ * slice (its element 0 is lo) and the host's packed arrays */
+static tc_status moments_copy(tc_trainer *t, float *m, float *v, size_t lo, size_t hi, int get) {
     tc_backend *be = t->be;
-    size_t P = param_count(t);
-    if (!sharded(t)) {
+    const tc_param_layout *L = tc_model_layout(t->student);
+    for (int i = 0; i < L->count; i++) {
+        const tc_param_info *p = &L->params[i];
+        size_t a = p->offset > lo ? p->offset : lo, b = p->offset + p->count;
+        if (b > hi) b = hi;
+        if (a >= b) continue;
+        size_t host = p->packed + (a - p->offset), dev = a - lo, bytes = (b - a) * sizeof(float);
         if (get) {
-            TC_TRY(be->download(be, m, t->m, P * sizeof(float)));
-            return be->download(be, v, t->v, P * sizeof(float));
+            TC_TRY(be->download(be, m + host, t->m + dev, bytes));
+            TC_TRY(be->download(be, v + host, t->v + dev, bytes));
+        } else {
+            TC_TRY(be->upload(be, t->m + dev, m + host, bytes));
+            TC_TRY(be->upload(be, t->v + dev, v + host, bytes));
         }
-        TC_TRY(be->upload(be, t->m, m, P * sizeof(float)));
-        return be->upload(be, t->v, v, P * sizeof(float));
     }
+    return TC_OK;
+}
+
+static tc_status moments_io(tc_trainer *t, float *m, float *v, int get) {
+    if (!sharded(t)) return moments_copy(t, m, v, 0, param_count(t), get);
     int me = t->comm->rank;
-    size_t lo = t->shard_lo[me], n = t->shard_n[me];
-    if (!get) {
-        TC_TRY(be->upload(be, t->m, m + lo, n * sizeof(float)));
-        return be->upload(be, t->v, v + lo, n * sizeof(float));
-    }
+    TC_TRY(moments_copy(t, m, v, t->shard_lo[me], t->shard_lo[me] + t->shard_n[me], get));
+    if (!get) return TC_OK;
     /* every slice through the host, one broadcast per owner: nothing of
      * the full size is allocated on the device */
-    TC_TRY(be->download(be, m + lo, t->m, n * sizeof(float)));
-    TC_TRY(be->download(be, v + lo, t->v, n * sizeof(float)));
     const size_t piece = (size_t)64 << 20; /* floats per call: MPI counts are ints */
     for (int r = 0; r < t->world; r++) {
-        for (size_t at = 0; at < t->shard_n[r]; at += piece) {
-            size_t n = t->shard_n[r] - at < piece ? t->shard_n[r] - at : piece;
-            size_t off = t->shard_lo[r] + at;
+        for (size_t at = 0; at < t->pshard_n[r]; at += piece) {
+            size_t n = t->pshard_n[r] - at < piece ? t->pshard_n[r] - at : piece;
+            size_t off = t->pshard_lo[r] + at;
             TC_TRY(t->comm->host_broadcast(t->comm, m + off, n * sizeof(float), r));
             TC_TRY(t->comm->host_broadcast(t->comm, v + off, n * sizeof(float), r));
         }
@@ -538,7 +599,9 @@ static tc_status upload_inputs(tc_trainer *t, const float *images, const int32_t
     return TC_OK;
 }
 
-void tc_trainer_set_async_inputs(tc_trainer *t, int on) { t->async_inputs = on != 0; }
+void tc_trainer_set_async_inputs(tc_trainer *t, int on) {
+    t->async_inputs = on != 0;
+}
 
 tc_status tc_trainer_inputs_wait(tc_trainer *t, int lag) {
     if (lag < 0 || lag > TC_FENCES - 2)
@@ -583,7 +646,8 @@ static tc_status reduce_gradients(tc_trainer *t) {
                                          t->buckets[k].hi - t->buckets[k].lo, TC_REDUCE_AVG,
                                          &t->requests[k]));
     }
-    for (int k = 0; k < t->nbuckets; k++) TC_TRY(t->comm->wait(t->comm, &t->requests[k]));
+    for (int k = 0; k < t->nbuckets; k++)
+        TC_TRY(t->comm->wait(t->comm, &t->requests[k]));
     return TC_OK;
 }
 
@@ -748,10 +812,10 @@ tc_status tc_trainer_compute_device(tc_trainer *t, int B) {
     TC_TRY(forward_backward_device(t, B, 1));
     if (sharded(t)) {
         /* the norm of the averaged gradient from the slices */
-        be->sum_squares(be, &t->scalars[S_SUMSQ], t->gshard, moment_count(t));
+        be->sum_squares(be, &t->scalars[S_SUMSQ], t->gshard, t->znsegs, t->nznseg);
         TC_TRY(t->comm->all_reduce_f32(t->comm, &t->scalars[S_SUMSQ], 1, TC_REDUCE_SUM));
     } else {
-        be->sum_squares(be, &t->scalars[S_SUMSQ], tc_model_grads(t->student), param_count(t));
+        be->sum_squares(be, &t->scalars[S_SUMSQ], tc_model_grads(t->student), t->nsegs, t->nnseg);
     }
     be->all_finite(be, &t->scalars[S_FINITE], &t->scalars[S_LOSS], 2); /* loss and sum of squares */
     return TC_OK;

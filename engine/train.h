@@ -184,9 +184,10 @@ void tc_trainer_set_step_index(tc_trainer *t, int step);
  * count lives on the device: reading it synchronises */
 int tc_trainer_adam_step(tc_trainer *t);
 void tc_trainer_set_adam_step(tc_trainer *t, int step);
-/* the AdamW moments, host buffers of P floats in layout order. with zero1
- * both are collective (every rank calls them): get gathers every rank's
- * slice into m and v on every rank, set keeps this rank's slice. */
+/* the AdamW moments, host buffers of the layout's packed_total floats (the
+ * tensors in layout order, without the padding: the train state's form).
+ * with zero1 both are collective (every rank calls them): get gathers every
+ * rank's slice into m and v on every rank, set keeps this rank's slice. */
 tc_status tc_trainer_get_moments(tc_trainer *t, float *m, float *v);
 tc_status tc_trainer_set_moments(tc_trainer *t, const float *m, const float *v);
 /* resets moments and step count (after pruning, the original rebuilds its optimizers) */

@@ -28,8 +28,13 @@ struct tc_trainer {
     int rows;      /* R = accum_steps * b: this rank's samples per step, at most */
     int world;     /* W */
     int shape[3];  /* rows, world, sharded of the step buffers as allocated */
-    tc_param_segment *segs;
+    tc_param_segment *segs; /* what AdamW updates: every tensor but the BatchNorm buffers */
     int nseg;
+    /* what the gradient norm sums: every tensor in layout order, the
+     * BatchNorm buffers (zero gradient) included, so the norm's partition
+     * is that of the packed sequence of all tensors */
+    tc_param_segment *nsegs;
+    int nnseg;
     float *m, *v;                    /* AdamW moments: (P), or this rank's slice with zero1 */
     float *sim, *dsim, *teacher_sim; /* (2, R, W*R): i2t then t2i */
     float *dimg, *dtxt;              /* (R, E) feature gradients of this rank's rows */
@@ -61,11 +66,18 @@ struct tc_trainer {
     int nbuckets, hooks_on, base_text;
     int started_early; /* buckets the last backward started through its events */
     tc_status hook_status;
-    /* zero1: rank r owns elements [shard_lo[r], shard_lo[r] + shard_n[r]) */
-    size_t *shard_n, *shard_lo;
-    float *gshard;           /* (shard_n[rank]) averaged gradient slice */
-    tc_param_segment *zsegs; /* segs cut to this rank's slice, relative to it */
+    /* zero1: rank r owns the buffer's elements [shard_lo[r], shard_lo[r] +
+     * shard_n[r]), which hold its packed elements [pshard_lo[r], + pshard_n[r]) */
+    size_t *shard_n, *shard_lo, *pshard_n, *pshard_lo;
+    /* the slice buffers (m, v, gshard) start shard_head elements into their
+     * allocation, so that a tensor's element sits on the alignment it has in
+     * the whole buffer (shard_head = shard_lo[rank] % TC_PARAM_ALIGN) */
+    size_t shard_head;
+    float *gshard;            /* (shard_n[rank]) averaged gradient slice */
+    tc_param_segment *zsegs;  /* segs cut to this rank's slice, relative to it */
     int nzseg;
+    tc_param_segment *znsegs; /* nsegs cut the same way */
+    int nznseg;
     /* the step as a recorded graph (train_graph.c, engine/step_graph.h) */
     tc_graph *graph;
     tc_step_graph_state gs;

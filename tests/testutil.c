@@ -39,6 +39,29 @@ void tc_fill_uniform(float *x, size_t n, uint64_t *state, float scale) {
     }
 }
 
+void tc_test_set_padding(const tc_param_layout *layout, float *buf, float value) {
+    size_t at = 0;
+    for (int i = 0; i <= layout->count; i++) {
+        size_t next = i < layout->count ? layout->params[i].offset : layout->total;
+        for (; at < next; at++)
+            buf[at] = value;
+        if (i < layout->count) at = next + layout->params[i].count;
+    }
+}
+
+void tc_test_fill_uniform_packed(const tc_param_layout *layout, float *buf, uint64_t *seed,
+                                 float scale) {
+    float *packed = malloc((layout->packed_total ? layout->packed_total : 1) * sizeof *packed);
+    assert_non_null(packed);
+    tc_fill_uniform(packed, layout->packed_total, seed, scale);
+    memset(buf, 0, layout->total * sizeof *buf);
+    for (int i = 0; i < layout->count; i++) {
+        const tc_param_info *p = &layout->params[i];
+        memcpy(buf + p->offset, packed + p->packed, p->count * sizeof *buf);
+    }
+    free(packed);
+}
+
 double tc_max_abs_diff(const float *a, const float *ref, size_t n) {
     double m = 0;
     for (size_t i = 0; i < n; i++) {
@@ -228,7 +251,7 @@ void tc_test_pruned_student(const char *dir, int regular, tc_activation act, tc_
     float *p = malloc(l.total * sizeof *p);
     assert_non_null(p);
     uint64_t rng = regular ? 11 : 12;
-    tc_fill_uniform(p, l.total, &rng, 0.3f);
+    tc_test_fill_uniform_packed(&l, p, &rng, 0.3f); /* the fixtures' values */
     /* LayerNorm weights near 1, as in trained models */
     for (int i = 0; i < l.count; i++)
         if (strstr(l.params[i].name, "ln") && strstr(l.params[i].name, "weight"))

@@ -19,6 +19,13 @@ int tc_file_exists(const char *path);
 /* deterministic uniform [-scale, scale) */
 void tc_fill_uniform(float *x, size_t n, uint64_t *state, float scale);
 uint64_t tc_test_rand(uint64_t *state);
+/* every element of buf (layout->total) outside the tensors = value: the
+ * padding between tensors (zero in every buffer the engine fills) */
+void tc_test_set_padding(const tc_param_layout *layout, float *buf, float value);
+/* the tensors of buf get the values tc_fill_uniform gives a packed buffer
+ * (packed_total elements, no padding), in layout order; the padding zero */
+void tc_test_fill_uniform_packed(const tc_param_layout *layout, float *buf, uint64_t *seed,
+                                 float scale);
 
 /* max_i |a_i - ref_i| / max_i |ref_i|: error relative to the tensor's magnitude */
 double tc_rel_err(const float *a, const float *ref, size_t n);

@@ -1,4 +1,5 @@
-/* the CPU backend handle: memory (host malloc, 64-byte aligned, zero-filled),
+/* the CPU backend handle: memory (host malloc, 256-byte aligned as the CUDA
+ * runtime's, zero-filled: the parameter layout's alignment, engine/params.h),
  * upload/download/synchronize (which report the first recorded op failure),
  * and the op table. */
 #include <omp.h>
@@ -10,17 +11,19 @@
 
 #include "cpu_internal.h"
 
+#define CPU_ALIGN 256
+
 tc_status tc_cpu_alloc(tc_backend *b, size_t bytes, void **ptr) {
     (void)b;
     if (!ptr) return tc_fail(TC_ERR_ARG, "cpu alloc: NULL output pointer");
     *ptr = NULL;
-    if (bytes > SIZE_MAX - 64)
+    if (bytes > SIZE_MAX - CPU_ALIGN)
         return tc_fail(TC_ERR_OOM, "cpu alloc: %zu bytes is too large", bytes);
     /* aligned_alloc wants a multiple of the alignment; 0 bytes still gets a
      * unique pointer so that free() pairs with every successful alloc() */
-    size_t rounded = (bytes + 63) / 64 * 64;
-    if (rounded == 0) rounded = 64;
-    void *p = aligned_alloc(64, rounded);
+    size_t rounded = (bytes + CPU_ALIGN - 1) / CPU_ALIGN * CPU_ALIGN;
+    if (rounded == 0) rounded = CPU_ALIGN;
+    void *p = aligned_alloc(CPU_ALIGN, rounded);
     if (!p) return tc_fail(TC_ERR_OOM, "cpu alloc: out of memory allocating %zu bytes", bytes);
     memset(p, 0, rounded);
     *ptr = p;

@@ -16,11 +16,11 @@
 #define BN_MOMENTUM 0.1
 
 /* the statistics of channel c: batch (mode TRAIN/REPLAY) or running (EVAL) */
-static void channel_stats(const float *x, float *running, int N, int C, int HW, int c,
+static void channel_stats(const float *x, const tc_bn_running *running, int N, int C, int HW, int c,
                           tc_bn_mode mode, float *mean, float *rstd) {
     if (mode == TC_BN_EVAL) {
-        *mean = running[c];
-        *rstd = (float)(1.0 / sqrt((double)running[C + c] + BN_EPS));
+        *mean = running->mean[c];
+        *rstd = (float)(1.0 / sqrt((double)running->var[c] + BN_EPS));
         return;
     }
     const double n = (double)N * HW;
@@ -44,14 +44,15 @@ static void channel_stats(const float *x, float *running, int N, int C, int HW, 
     *rstd = (float)(1.0 / sqrt(var + BN_EPS));
     if (mode == TC_BN_TRAIN) {
         const double unbiased = n > 1 ? q / (n - 1) : var;
-        running[c] = (float)((1.0 - BN_MOMENTUM) * running[c] + BN_MOMENTUM * m);
-        running[C + c] = (float)((1.0 - BN_MOMENTUM) * running[C + c] + BN_MOMENTUM * unbiased);
+        float *rm = running->mean, *rv = running->var;
+        rm[c] = (float)((1.0 - BN_MOMENTUM) * rm[c] + BN_MOMENTUM * m);
+        rv[c] = (float)((1.0 - BN_MOMENTUM) * rv[c] + BN_MOMENTUM * unbiased);
     }
 }
 
-void tc_cpu_batchnorm_forward(tc_backend *b, tc_act *out, float *mean, float *rstd, float *running,
-                              const tc_act *inp, const tc_act *w, const tc_act *bias, int N, int C,
-                              int HW, tc_bn_mode mode, int relu) {
+void tc_cpu_batchnorm_forward(tc_backend *b, tc_act *out, float *mean, float *rstd,
+                              tc_bn_running running, const tc_act *inp, const tc_act *w,
+                              const tc_act *bias, int N, int C, int HW, tc_bn_mode mode, int relu) {
     if (N <= 0 || C <= 0 || HW <= 0) return;
     const float *x = TC_CF(inp), *g = TC_CF(w), *bt = TC_CF(bias);
     float *y = TC_F(out);
@@ -59,7 +60,7 @@ void tc_cpu_batchnorm_forward(tc_backend *b, tc_act *out, float *mean, float *rs
 #pragma omp parallel for schedule(dynamic, 1) num_threads(nt) if ((size_t)N * C * HW > 65536)
     for (int c = 0; c < C; c++) {
         float m, r;
-        channel_stats(x, running, N, C, HW, c, mode, &m, &r);
+        channel_stats(x, &running, N, C, HW, c, mode, &m, &r);
         mean[c] = m;
         rstd[c] = r;
         const float scale = r * g[c], shift = bt[c];
@@ -80,7 +81,7 @@ void tc_cpu_batchnorm_forward(tc_backend *b, tc_act *out, float *mean, float *rs
             }
         }
     }
-    if (mode == TC_BN_TRAIN) running[2 * C] += 1.0f;
+    if (mode == TC_BN_TRAIN) running.batches[0] += 1.0f;
 }
 
 void tc_cpu_batchnorm_backward(tc_backend *b, tc_act *dinp, float *dw, float *dbias,

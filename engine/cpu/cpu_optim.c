@@ -1,7 +1,8 @@
 /* optimizer ops: gradient norm, clip coefficient, AdamW.
  *   sum_squares   double partial sums over a fixed partition (TC_SQ_CHUNKS
- *                 chunks, 8 lanes each), combined in order: the same bits for
- *                 any thread count
+ *                 chunks, 8 lanes each) of the segments' elements as one
+ *                 sequence, combined in order: the same bits for any thread
+ *                 count and any segmentation of the same sequence
  *   clip          torch.nn.utils.clip_grad_norm_: coef = max_norm / (norm + 1e-6),
  *                 clamped to 1 (NaN stays NaN so the NaN guard sees it)
  *   adamw         torch.optim.AdamW, _single_tensor_adam, in its operation order:
@@ -17,23 +18,47 @@
 #define TC_SQ_CHUNKS 64
 #define TC_SQ_LANES 8
 
-/* sum of squares of x[0..n) in 8 fixed lanes, then the lanes in order */
-static double sum_squares_chunk(const float *x, size_t n) {
-    double lane[TC_SQ_LANES] = {0};
+/* the squares of one run x[0..len) of a chunk's sequence, whose first
+ * element is element v of the chunk: element w of the chunk goes to lane
+ * w % 8 while w < full (the chunk's whole groups of 8), then to lane 0. each
+ * lane adds its elements in sequence order, so a chunk cut into runs at any
+ * points sums exactly as the chunk in one piece */
+static void sum_squares_run(double lane[TC_SQ_LANES], const float *x, size_t len, size_t v,
+                            size_t full) {
     size_t i = 0;
-    for (; i + TC_SQ_LANES <= n; i += TC_SQ_LANES)
+    for (; i < len && v + i < full && (v + i) % TC_SQ_LANES; i++)
+        lane[(v + i) % TC_SQ_LANES] += (double)x[i] * x[i];
+    for (; i + TC_SQ_LANES <= len && v + i + TC_SQ_LANES <= full; i += TC_SQ_LANES)
         for (int k = 0; k < TC_SQ_LANES; k++)
             lane[k] += (double)x[i + k] * x[i + k];
-    for (; i < n; i++)
-        lane[0] += (double)x[i] * x[i];
+    for (; i < len; i++)
+        lane[v + i < full ? (v + i) % TC_SQ_LANES : 0] += (double)x[i] * x[i];
+}
+
+/* sum of squares of the sequence's elements [lo, hi) in 8 fixed lanes, then
+ * the lanes in order; the sequence is the segments of g one after another */
+static double sum_squares_chunk(const float *g, const tc_param_segment *segs, int nseg, size_t lo,
+                                size_t hi) {
+    double lane[TC_SQ_LANES] = {0};
+    const size_t n = hi - lo, full = n - n % TC_SQ_LANES;
+    size_t start = 0; /* sequence index of segment s's first element */
+    for (int s = 0; s < nseg && start < hi; start += segs[s].count, s++) {
+        size_t a = lo > start ? lo : start, end = start + segs[s].count;
+        size_t b = hi < end ? hi : end;
+        if (a < b) sum_squares_run(lane, g + segs[s].offset + (a - start), b - a, a - lo, full);
+    }
     double s = 0.0;
     for (int k = 0; k < TC_SQ_LANES; k++)
         s += lane[k];
     return s;
 }
 
-void tc_cpu_sum_squares(tc_backend *b, float *out, const float *g, size_t n) {
+void tc_cpu_sum_squares(tc_backend *b, float *out, const float *g, const tc_param_segment *segs,
+                        int nseg) {
     double part[TC_SQ_CHUNKS];
+    size_t n = 0;
+    for (int s = 0; s < nseg; s++)
+        n += segs[s].count;
     /* chunk boundaries depend on n only, never on the thread count */
     const size_t per = (n + TC_SQ_CHUNKS - 1) / TC_SQ_CHUNKS;
     int nt = tc_cpu_threads(b);
@@ -42,7 +67,7 @@ void tc_cpu_sum_squares(tc_backend *b, float *out, const float *g, size_t n) {
         size_t lo = (size_t)k * per, hi = lo + per;
         if (lo > n) lo = n;
         if (hi > n) hi = n;
-        part[k] = sum_squares_chunk(g + lo, hi - lo);
+        part[k] = sum_squares_chunk(g, segs, nseg, lo, hi);
     }
     double s = 0.0;
     for (int k = 0; k < TC_SQ_CHUNKS; k++)

@@ -5,7 +5,9 @@
  * and with --cache also the same step on stored teacher features (a
  * teacher-feature cache: no teacher forward), the two measured in
  * alternation, with the one-time cost of storing a sample's features.
- * on the CUDA bf16 backend every measurement runs with the FMA and the
+ * every line gives the FLOPs per sample of the one FLOP model
+ * (engine/flops.h) and how many GEMMs ran on the CUDA fallback kernel. on
+ * the CUDA bf16 backend every measurement runs with the FMA and the
  * tensor-core attention (--attention), each line naming its kernel and the
  * fast paths the environment switched on, so one run tells which is faster.
  * `tinyclip bench --data ...` benchmarks the data pipeline instead. */
@@ -178,30 +180,31 @@ static void random_inputs(const tc_model_config *c, int B, float *images, int32_
     }
 }
 
-static void report(const bench_args *a, const tc_model_config *c, const char *mode,
-                   double seconds, int steps, size_t bytes, tc_backend *be) {
+/* one measurement; the FLOPs per sample come from the one FLOP model
+ * (engine/flops.h): distill counts the teacher's forward of both towers
+ * and the student's forward and backward */
+static void report(const bench_args *a, const tc_model_config *c, const tc_model_config *teacher,
+                   tc_step_kind kind, const char *mode, double seconds, int steps, size_t bytes,
+                   tc_backend *be, long long fallbacks) {
     double ips = (double)a->batch * steps / seconds;
-    double gi, gt;
-    tc_model_flops(c, &gi, &gt);
-    /* training: forward + backward ~ 3x forward, both towers */
-    int train = strncmp(mode, "train", 5) == 0;
-    double flops_per_sample = (train ? 3.0 : 1.0) * (gi + (train ? gt : 0.0)) * 1e9;
-    double gflops_s = ips * flops_per_sample / 1e9;
+    double gflop = tc_step_gflops(kind, c, teacher);
+    double gflops_s = ips * gflop;
     /* device_mb: the engine's buffers; peak_mb: what the process holds at
      * its peak (backend memory_peak: the whole device's use on CUDA) */
     double peak_mb = be->memory_peak(be) / 1048576.0;
     if (a->json)
         printf("{\"framework\":\"tinyclip\",\"model\":\"%s\",\"mode\":\"%s\",\"backend\":\"%s\","
                "\"batch\":%d,\"threads\":%d,\"images_per_s\":%.3f,\"step_ms\":%.3f,"
-               "\"gflops_per_s\":%.2f,\"device_mb\":%.1f,\"peak_mb\":%.1f%s%s%s%s}\n",
-               c->name, mode, be->name, a->batch, a->threads, ips, 1e3 * seconds / steps, gflops_s,
-               bytes / 1048576.0, peak_mb, a->teacher ? ",\"teacher\":\"" : "",
+               "\"gflop_per_sample\":%.4f,\"gflops_per_s\":%.2f,\"gemm_fallbacks\":%lld,"
+               "\"device_mb\":%.1f,\"peak_mb\":%.1f%s%s%s%s}\n",
+               c->name, mode, be->name, a->batch, a->threads, ips, 1e3 * seconds / steps, gflop,
+               gflops_s, fallbacks, bytes / 1048576.0, peak_mb, a->teacher ? ",\"teacher\":\"" : "",
                a->teacher ? a->teacher : "", a->teacher ? "\"" : "", a->tag_json);
     else
         printf("%-34s %-6s %-5s batch %4d  %9.2f images/s  %9.2f ms/step  %8.2f GFLOP/s  %8.1f MB"
-               " (peak %.1f MB)  %.3f GFLOPs/image%s\n",
+               " (peak %.1f MB)  %.3f GFLOP/sample  gemm fallbacks %lld%s\n",
                c->name, mode, be->name, a->batch, ips, 1e3 * seconds / steps, gflops_s,
-               bytes / 1048576.0, peak_mb, gi, a->tag_text);
+               bytes / 1048576.0, peak_mb, gflop, fallbacks, a->tag_text);
     fflush(stdout);
 }
 
@@ -238,6 +241,7 @@ static int bench_train(const bench_args *a, tc_backend *be, const tc_model_confi
     }
     random_inputs(c, a->batch, images, ids, 3);
     tc_step_result r;
+    const long long fallbacks = be->gemm_fallbacks;
     for (int i = 0; i < a->warmup; i++)
         if (tc_trainer_step(tr, images, ids, a->batch, &r) != TC_OK) goto done;
     if (be->synchronize(be) != TC_OK) goto done;
@@ -260,7 +264,8 @@ static int bench_train(const bench_args *a, tc_backend *be, const tc_model_confi
     char mode[32];
     if (a->accum > 1) snprintf(mode, sizeof mode, "%s/%d", kind, a->accum);
     else snprintf(mode, sizeof mode, "%s", kind);
-    report(a, c, mode, seconds, a->steps, bytes, be);
+    report(a, c, teacher_cfg, teacher ? TC_STEP_DISTILL : TC_STEP_TRAIN, mode, seconds, a->steps,
+           bytes, be, be->gemm_fallbacks - fallbacks);
     rc = 0;
 done:
     if (rc) tc_cli_report("bench");
@@ -386,6 +391,7 @@ static int bench_cache(const bench_args *a, tc_backend *be, const tc_model_confi
         if (a->warmup > 0 && time_mode(&md[k], be, images, ids, B, a->warmup, &w) != TC_OK)
             goto done;
     /* in alternation, so that a machine's drift falls on both */
+    const long long fallbacks = be->gemm_fallbacks;
     for (int r = 0; r < a->rounds; r++)
         for (int k = 0; k < 2; k++)
             if (time_mode(&md[k], be, images, ids, B, a->steps, &sec[k * a->rounds + r]) != TC_OK)
@@ -411,9 +417,13 @@ static int bench_cache(const bench_args *a, tc_backend *be, const tc_model_confi
     size_t bytes[2] = {tc_model_device_bytes(m) + tc_model_device_bytes(teacher) +
                            tc_trainer_device_bytes(md[0].tr),
                        tc_model_device_bytes(m) + tc_trainer_device_bytes(md[1].tr)};
-    report(a, c, "distill", med[0], a->steps, bytes[0], be);
-    report(a, c, a->cache_bf16 ? "distill-cache-bf16" : "distill-cache", med[1], a->steps, bytes[1],
-           be);
+    /* the fallback count covers both modes' rounds; a cached step runs no
+     * teacher, so its FLOPs are the student's training step (the affinity
+     * loss on the stored features is negligible beside it) */
+    const long long fb = be->gemm_fallbacks - fallbacks;
+    report(a, c, tcfg, TC_STEP_DISTILL, "distill", med[0], a->steps, bytes[0], be, fb);
+    report(a, c, NULL, TC_STEP_TRAIN, a->cache_bf16 ? "distill-cache-bf16" : "distill-cache",
+           med[1], a->steps, bytes[1], be, fb);
     double build_sps = B / build;
     if (a->json)
         printf("{\"framework\":\"tinyclip\",\"model\":\"%s\",\"teacher\":\"%s\",\"mode\":"
@@ -456,6 +466,7 @@ static int bench_infer(const bench_args *a, tc_backend *be, const tc_model_confi
         goto done;
     }
     random_inputs(c, a->batch, images, ids, 3);
+    const long long fallbacks = be->gemm_fallbacks;
     for (int i = 0; i < a->warmup; i++)
         if (tc_model_encode_image(m, images, a->batch) != TC_OK) goto done;
     if (be->synchronize(be) != TC_OK) goto done;
@@ -463,7 +474,8 @@ static int bench_infer(const bench_args *a, tc_backend *be, const tc_model_confi
     for (int i = 0; i < a->steps; i++)
         if (tc_model_encode_image(m, images, a->batch) != TC_OK) goto done;
     if (be->synchronize(be) != TC_OK) goto done;
-    report(a, c, "infer", now_seconds() - t0, a->steps, tc_model_device_bytes(m), be);
+    report(a, c, NULL, TC_STEP_INFER, "infer", now_seconds() - t0, a->steps,
+           tc_model_device_bytes(m), be, be->gemm_fallbacks - fallbacks);
     rc = 0;
 done:
     if (rc) tc_cli_report("bench");

@@ -145,7 +145,7 @@ int tc_cmd_convert(int argc, char **argv) {
     if (st == TC_OK && fmt == TC_FORMAT_HF && !to_onnx)
         st = tc_hf_tokenizer_write(out, NULL, cfg.text.context_length);
     free(params);
-    size_t total = layout.total;
+    size_t total = layout.packed_total;
     tc_param_layout_free(&layout);
     if (st != TC_OK) return tc_cli_report("convert");
     if (to_onnx)

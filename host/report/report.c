@@ -265,12 +265,14 @@ tc_status tc_report_write(const char *dir, const tc_report_row *rows, int n, con
 
     sbuf md = {0}, js = {0};
     sb_printf(&md, "# %s\n\n", title);
-    sb_printf(&md, "| model | kind | parameters | without token embedding | GFLOPs image | GFLOPs text "
-                   "| zero-shot top-1 | top-5 | images/s | training steps | steps to scratch top-1 | speedup |\n");
-    sb_printf(&md, "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+    sb_printf(&md,
+              "| model | kind | parameters | without token embedding | GFLOPs image | GFLOPs text "
+              "| zero-shot top-1 | top-5 | images/s | training GFLOP/s | training steps "
+              "| steps to scratch top-1 | speedup |\n");
+    sb_printf(&md, "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
     for (int i = 0; i < n; i++) {
         const tc_report_row *r = &rows[i];
-        char p[32], pn[32], gi[32], gt[32], t1[32], t5[32], ips[32], st[32], sm[32], sp[32];
+        char p[32], pn[32], gi[32], gt[32], t1[32], t5[32], ips[32], tg[32], st[32], sm[32], sp[32];
         fmt_count(p, sizeof p, r->params);
         fmt_count(pn, sizeof pn, r->params_no_token_emb);
         fmt_num(gi, sizeof gi, r->gflops_image, "%.3f");
@@ -278,6 +280,7 @@ tc_status tc_report_write(const char *dir, const tc_report_row *rows, int n, con
         fmt_num(t1, sizeof t1, r->top1 * 100.0, "%.2f%%");
         fmt_num(t5, sizeof t5, r->top5 * 100.0, "%.2f%%");
         fmt_num(ips, sizeof ips, r->images_per_sec, "%.1f");
+        fmt_num(tg, sizeof tg, r->train_gflops_per_s > 0 ? r->train_gflops_per_s : NAN, "%.1f");
         if (r->train_steps >= 0) snprintf(st, sizeof st, "%lld", (long long)r->train_steps);
         else snprintf(st, sizeof st, "–");
         if (r->steps_to_match > 0) snprintf(sm, sizeof sm, "%lld", (long long)r->steps_to_match);
@@ -288,9 +291,13 @@ tc_status tc_report_write(const char *dir, const tc_report_row *rows, int n, con
         sb_md_cell(&md, r->name);
         sb_printf(&md, " | ");
         sb_md_cell(&md, r->kind);
-        sb_printf(&md, " | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", p, pn, gi, gt, t1, t5, ips, st, sm, sp);
+        sb_printf(&md, " | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", p, pn, gi, gt,
+                  t1, t5, ips, tg, st, sm, sp);
     }
     if (opt->throughput_note) sb_printf(&md, "\nimages/s: inference, %s.\n", opt->throughput_note);
+    sb_printf(&md, "\nTraining GFLOP/s: the stage's training images/s times its step's FLOPs per "
+                   "sample (forward and backward of both towers, plus the teacher's forward when "
+                   "it distils), counted for the final model.\n");
     sb_printf(&md, "\nThe speedup is the from-scratch baseline's training steps divided by the steps this model "
                    "needed to reach the baseline's final zero-shot top-1.\n");
     if (opt->plots) {
@@ -330,6 +337,8 @@ tc_status tc_report_write(const char *dir, const tc_report_row *rows, int n, con
         sb_json_num(&js, r->top5);
         sb_printf(&js, ", \"images_per_second\": ");
         sb_json_num(&js, r->images_per_sec);
+        sb_printf(&js, ", \"training_gflops_per_second\": ");
+        sb_json_num(&js, r->train_gflops_per_s > 0 ? r->train_gflops_per_s : NAN);
         sb_printf(&js, ", \"training_steps\": ");
         sb_json_num(&js, r->train_steps >= 0 ? (double)r->train_steps : NAN);
         sb_printf(&js, ", \"steps_to_scratch_top1\": ");

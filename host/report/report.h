@@ -29,6 +29,9 @@ typedef struct {
     int64_t steps_to_match;
     double speedup;
     const char *metrics_path;     /* the stage's metrics.jsonl for the loss plot; NULL none */
+    /* the training step's model FLOP rate: images/s of training times the
+     * step's FLOPs per sample (engine/flops.h); NaN or 0 unknown */
+    double train_gflops_per_s;
 } tc_report_row;
 
 typedef struct {

@@ -63,8 +63,8 @@ static tc_status save_checkpoint(run_ctx *c, int i, tc_model *m, const float *mo
     TC_TRY(tc_mkdir_p(tmp));
     /* weights first, in open_clip layout */
     const tc_param_layout *L = tc_model_layout(m);
-    size_t P = L->total;
-    float *buf = malloc(P * sizeof(float));
+    size_t P = L->packed_total; /* the moments: packed */
+    float *buf = malloc(L->total * sizeof(float));
     if (!buf) return tc_fail(TC_ERR_OOM, "checkpoint: out of memory");
     tc_status s = tc_model_get_params(m, buf);
     if (s == TC_OK) s = tc_checkpoint_save(tmp, TC_FORMAT_OPENCLIP, tc_model_cfg(m), L, buf);
@@ -327,7 +327,7 @@ tc_status resume_from(stage_run *r, const char *ckpt) {
     }
     if (s == TC_OK) s = make_student(r, &h.cfg, h.params, r->masked);
     if (s == TC_OK) {
-        size_t P = tc_model_layout(r->student)->total;
+        size_t P = tc_model_layout(r->student)->packed_total;
         float *buf = malloc(2 * P * sizeof(float));
         if (!buf) s = tc_fail(TC_ERR_OOM, "resume: out of memory");
         if (s == TC_OK) s = read_state_tensor(f, "adam.m", buf, P);
@@ -348,8 +348,8 @@ tc_status checkpoint_stage(stage_run *r) {
     tc_status s = metrics_sync(r->metrics);
     char *cursors = NULL;
     if (s == TC_OK && c->world > 1) s = gather_cursors(c, &r->meta.cursor, &cursors);
-    /* the moments of every rank (collective with ZeRO-1) */
-    size_t P = tc_model_layout(r->student)->total;
+    /* the moments of every rank (collective with ZeRO-1), packed */
+    size_t P = tc_model_layout(r->student)->packed_total;
     float *moments = malloc(2 * P * sizeof(float));
     if (s == TC_OK && !moments) s = tc_fail(TC_ERR_OOM, "checkpoint: out of memory");
     if (s == TC_OK) s = tc_trainer_get_moments(r->trainer, moments, moments + P);

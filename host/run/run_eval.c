@@ -125,9 +125,7 @@ tc_status eval_now(stage_run *r, tc_zeroshot_result *zr) {
     if (c->exp->zero_shot.dataset == TC_EXP_ZS_NONE) return TC_OK;
     if (r->masked) TC_TRY(l0_deterministic(r));
     for (int k = 0; k < 2 && r->masked; k++)
-        if (r->l0[k].on)
-            TC_TRY(c->be->upload(c->be, r->l0[k].z_dev, r->l0[k].z,
-                                 r->l0[k].masks.n_z * sizeof(float)));
+        TC_TRY(l0_upload_z(c->be, &r->l0[k]));
     return zeroshot(c, r->student, zr);
 }
 
@@ -172,25 +170,30 @@ tc_status write_summary(stage_run *r, const tc_zeroshot_result *zr, int has_eval
     tc_param_counts pc = tc_param_count(tc_model_layout(r->student));
     double gi, gt;
     tc_model_flops(cfg, &gi, &gt);
+    /* a training step's FLOPs per sample (engine/flops.h), of the final
+     * model (a stage pruned midway ran a larger one before the pruning) */
+    double train_gflop = tc_step_gflops(r->teacher ? TC_STEP_DISTILL : TC_STEP_TRAIN, cfg,
+                                        r->teacher ? tc_model_cfg(r->teacher) : NULL);
     /* -1: not evaluated */
     double top1 = has_eval ? zr->top1 : -1.0, top5 = has_eval ? zr->top5 : -1.0;
     char buf[2048];
-    int n = snprintf(buf, sizeof buf,
-                     "{\n  \"stage\": \"%s\",\n  \"kind\": \"%s\",\n  \"inheritance\": \"%s\",\n"
-                     "  \"params\": %zu,\n  \"params_without_token_embedding\": %zu,\n"
-                     "  \"params_vision\": %zu,\n  \"params_text\": %zu,\n"
-                     "  \"gflops_image\": %.6f,\n  \"gflops_text\": %.6f,\n  \"steps\": %lld,\n"
-                     "  \"zeroshot_top1\": %.6f,\n  \"zeroshot_top5\": %.6f,\n"
-                     "  \"inference_images_per_s\": %.3f,\n  \"train_images_per_s\": %.3f,\n"
-                     "  \"data_wait_fraction\": %.4f,\n"
-                     "  \"retrieval\": [%.6f, %.6f, %.6f, %.6f, %.6f, %.6f]\n}\n",
-                     r->st->name, tc_exp_stage_kind_name(r->st->kind),
-                     tc_exp_inherit_kind_name(r->st->inherit.kind), pc.total,
-                     pc.total - pc.token_embedding, pc.vision, pc.text, gi, gt,
-                     (long long)r->st->steps, top1, top5, ips, train_ips, wait_fraction,
-                     rr ? rr->i2t_recall[0] : -1.0, rr ? rr->i2t_recall[1] : -1.0,
-                     rr ? rr->i2t_recall[2] : -1.0, rr ? rr->t2i_recall[0] : -1.0,
-                     rr ? rr->t2i_recall[1] : -1.0, rr ? rr->t2i_recall[2] : -1.0);
+    int n = snprintf(
+        buf, sizeof buf,
+        "{\n  \"stage\": \"%s\",\n  \"kind\": \"%s\",\n  \"inheritance\": \"%s\",\n"
+        "  \"params\": %zu,\n  \"params_without_token_embedding\": %zu,\n"
+        "  \"params_vision\": %zu,\n  \"params_text\": %zu,\n"
+        "  \"gflops_image\": %.6f,\n  \"gflops_text\": %.6f,\n  \"steps\": %lld,\n"
+        "  \"zeroshot_top1\": %.6f,\n  \"zeroshot_top5\": %.6f,\n"
+        "  \"inference_images_per_s\": %.3f,\n  \"train_images_per_s\": %.3f,\n"
+        "  \"train_gflop_per_sample\": %.6f,\n  \"train_gflops_per_s\": %.3f,\n"
+        "  \"data_wait_fraction\": %.4f,\n"
+        "  \"retrieval\": [%.6f, %.6f, %.6f, %.6f, %.6f, %.6f]\n}\n",
+        r->st->name, tc_exp_stage_kind_name(r->st->kind),
+        tc_exp_inherit_kind_name(r->st->inherit.kind), pc.total, pc.total - pc.token_embedding,
+        pc.vision, pc.text, gi, gt, (long long)r->st->steps, top1, top5, ips, train_ips,
+        train_gflop, train_ips * train_gflop, wait_fraction, rr ? rr->i2t_recall[0] : -1.0,
+        rr ? rr->i2t_recall[1] : -1.0, rr ? rr->i2t_recall[2] : -1.0, rr ? rr->t2i_recall[0] : -1.0,
+        rr ? rr->t2i_recall[1] : -1.0, rr ? rr->t2i_recall[2] : -1.0);
     if (n < 0 || (size_t)n >= sizeof buf) return tc_fail(TC_ERR_IO, "%s: summary too long", path);
     return tc_write_file_atomic(path, buf, (size_t)n);
 }

@@ -17,6 +17,7 @@ void l0_free(tc_backend *be, tower_l0 *t) {
     free(t->zg);
     free(t->dloss_dg);
     free(t->z);
+    free(t->stage);
     free(t->dz_dloga);
     free(t->dloss_dz);
     free(t->grad);
@@ -44,20 +45,28 @@ static tc_status l0_setup(tc_backend *be, tower_l0 *t, uint64_t seed, int rank) 
     t->z = calloc(n, sizeof(float));
     t->dloss_dz = calloc(n, sizeof(float));
     t->grad = calloc(t->masks.count, sizeof(float));
-    if (!t->zg || !t->dz_dloga || !t->dloss_dg || !t->z || !t->dloss_dz || !t->grad)
+    t->dl = tc_l0_device_layout_of(&t->masks);
+    t->stage = calloc(t->dl.total, sizeof(float));
+    if (!t->zg || !t->dz_dloga || !t->dloss_dg || !t->z || !t->dloss_dz || !t->grad || !t->stage)
         return tc_fail(TC_ERR_OOM, "masks: out of memory");
-    TC_TRY(be->alloc(be, n * sizeof(float), (void **)&t->z_dev));
-    TC_TRY(be->alloc(be, n * sizeof(float), (void **)&t->dz_dev));
-    int C = t->masks.hidden, L = t->masks.layers, NH = t->masks.heads, M = t->masks.inter;
+    TC_TRY(be->alloc(be, t->dl.total * sizeof(float), (void **)&t->z_dev));
+    TC_TRY(be->alloc(be, t->dl.total * sizeof(float), (void **)&t->dz_dev));
     t->tm = (tc_tower_masks){.hidden = t->z_dev,
-                             .heads = t->z_dev + C,
-                             .inter = t->z_dev + C + (size_t)L * NH,
+                             .heads = t->z_dev + t->dl.heads,
+                             .inter = t->z_dev + t->dl.inter,
                              .dhidden = t->dz_dev,
-                             .dheads = t->dz_dev + C,
-                             .dinter = t->dz_dev + C + (size_t)L * NH,
-                             .heads_stride = NH,
-                             .inter_stride = M};
+                             .dheads = t->dz_dev + t->dl.heads,
+                             .dinter = t->dz_dev + t->dl.inter,
+                             .heads_stride = t->dl.heads_stride,
+                             .inter_stride = t->dl.inter_stride};
     return TC_OK;
+}
+
+/* t->z (packed, n_z) into the device vector */
+tc_status l0_upload_z(tc_backend *be, tower_l0 *t) {
+    if (!t->on) return TC_OK;
+    tc_l0_to_device(&t->masks, &t->dl, t->stage, t->z);
+    return be->upload(be, t->z_dev, t->stage, t->dl.total * sizeof(float));
 }
 
 /* the deterministic masks (eval, pruning) of every masked tower into its z;
@@ -113,8 +122,7 @@ tc_status build_auto_student(stage_run *r, uint64_t seed) {
                           r->init.params, NULL, NULL);
         if (s == TC_OK && vm)
             s = tc_expand_masks(vm, &parent.cfg.vision, &root->vision, shape, "vision");
-        if (s == TC_OK && tm)
-            s = tc_expand_masks(tm, &parent.cfg.text, &root->text, shape, "text");
+        if (s == TC_OK && tm) s = tc_expand_masks(tm, &parent.cfg.text, &root->text, shape, "text");
         host_model_free(&parent);
     } else {
         r->init = parent;
@@ -203,8 +211,8 @@ tc_status masked_step(stage_run *r, const tc_batch *b, tc_step_result *res, doub
         if (!t->on) continue;
         tc_l0_sample(&t->masks, &t->rng, t->zg, t->dz_dloga);
         tc_l0_expand_z(&t->masks, t->zg, t->z);
-        TC_TRY(be->upload(be, t->z_dev, t->z, t->masks.n_z * sizeof(float)));
-        be->zero(be, t->dz_dev, t->masks.n_z * sizeof(float));
+        TC_TRY(l0_upload_z(be, t));
+        be->zero(be, t->dz_dev, t->dl.total * sizeof(float));
     }
     TC_TRY(tc_trainer_compute(r->trainer, b->images, b->tokens, b->n, res));
     tc_l0_masks *towers[2];
@@ -213,7 +221,8 @@ tc_status masked_step(stage_run *r, const tc_batch *b, tc_step_result *res, doub
     for (int k = 0; k < 2; k++) {
         tower_l0 *t = &r->l0[k];
         if (!t->on) continue;
-        TC_TRY(be->download(be, t->dloss_dz, t->dz_dev, t->masks.n_z * sizeof(float)));
+        TC_TRY(be->download(be, t->stage, t->dz_dev, t->dl.total * sizeof(float)));
+        tc_l0_from_device(&t->masks, &t->dl, t->dloss_dz, t->stage);
         memset(t->grad, 0, t->masks.count * sizeof(float));
         tc_l0_reduce_dz(&t->masks, t->dloss_dz, t->dloss_dg);
         tc_l0_backward_z(t->grad, t->dloss_dg, t->dz_dloga, t->masks.n_loga);

@@ -50,6 +50,7 @@ static tc_status read_summary(const tc_experiment *exp, int i, stage_row *r) {
     row->top1 = top1 < 0 ? NAN : top1;
     row->top5 = top5 < 0 ? NAN : top5;
     row->images_per_sec = num(j, "inference_images_per_s", NAN);
+    row->train_gflops_per_s = num(j, "train_gflops_per_s", NAN);
     row->train_steps = (int64_t)num(j, "steps", -1);
     row->steps_to_match = -2;
     row->speedup = NAN;

@@ -92,7 +92,9 @@ typedef struct {
     tc_l0_rng rng;
     float *zg, *dz_dloga, *dloss_dg; /* host, per gate: n_loga each */
     float *z, *dloss_dz, *grad;      /* host: n_z, n_z, count */
-    float *z_dev, *dz_dev;           /* device: n_z */
+    tc_l0_device_layout dl;          /* the device vectors' aligned rows */
+    float *stage;                    /* host: dl.total, z or dz in that layout */
+    float *z_dev, *dz_dev;           /* device: dl.total */
     tc_tower_masks tm;
 } tower_l0;
 
@@ -174,6 +176,8 @@ tc_status build_auto_student(stage_run *r, uint64_t seed);
 void l0_free(tc_backend *be, tower_l0 *t);
 uint64_t l0_rank_seed(uint64_t seed, int rank);
 tc_status l0_deterministic(stage_run *r);
+/* t->z (packed, n_z) into the aligned device vector; nothing when t is off */
+tc_status l0_upload_z(tc_backend *be, tower_l0 *t);
 /* the mask phase ends: deterministic masks, prune, a fresh dense student */
 tc_status prune_student(stage_run *r);
 /* one iteration of the mask phase: sample, step, mask gradients, Lagrangian, mask AdamW */

@@ -95,6 +95,11 @@ typedef struct {
     int N, C, HW, relu;
 } bn_case;
 
+/* running statistics held contiguously: mean (C), var (C), count (1) */
+static tc_bn_running bn_running(float *run, int C) {
+    return (tc_bn_running){run, run + C, run + 2 * (size_t)C};
+}
+
 static void run_bn(const bn_case *k) {
     const int N = k->N, C = k->C, HW = k->HW;
     const size_t n = (size_t)N * C * HW;
@@ -115,7 +120,8 @@ static void run_bn(const bn_case *k) {
         float *cst = balloc(g_cpu, 2 * (size_t)C * 4),
               *crun = put_f32(g_cpu, run0, 2 * (size_t)C + 1);
         float *cdw = put_f32(g_cpu, dw0, C), *cdb = put_f32(g_cpu, db0, C);
-        g_cpu->batchnorm_forward(g_cpu, cy, cst, cst + C, crun, cx, cw, cb, N, C, HW, m, k->relu);
+        g_cpu->batchnorm_forward(g_cpu, cy, cst, cst + C, bn_running(crun, C), cx, cw, cb, N, C, HW,
+                                 m, k->relu);
         float *r_y = hmalloc(n * 4), *r_run = hmalloc((2 * (size_t)C + 1) * 4);
         float *r_st = hmalloc(2 * (size_t)C * 4);
         get_act(g_cpu, r_y, cy, n);
@@ -126,7 +132,8 @@ static void run_bn(const bn_case *k) {
         tc_act *gy = gpu_out_act(n), *gdy = put_act(g_gpu, dy, n), *gdx = gpu_out_act(n);
         float *gst = gpu_out_f32(2 * (size_t)C), *grun = put_f32(g_gpu, run0, 2 * (size_t)C + 1);
         float *gdw = put_f32(g_gpu, dw0, C), *gdb = put_f32(g_gpu, db0, C);
-        g_gpu->batchnorm_forward(g_gpu, gy, gst, gst + C, grun, gx, gw, gb, N, C, HW, m, k->relu);
+        g_gpu->batchnorm_forward(g_gpu, gy, gst, gst + C, bn_running(grun, C), gx, gw, gb, N, C, HW,
+                                 m, k->relu);
         bsync(g_gpu, "cuda batchnorm_forward");
         float *y = hmalloc(n * 4), *runh = hmalloc((2 * (size_t)C + 1) * 4);
         float *st = hmalloc(2 * (size_t)C * 4);

@@ -1,5 +1,6 @@
-/* the launch arithmetic of the CUDA backend (cuda/launch_math.h), checked on
- * the host: it needs neither nvcc nor a GPU, so it runs in every build.
+/* the launch arithmetic of the CUDA backend (cuda/launch_math.h) and its
+ * choice of cuDNN algorithm (cuda/conv_pick.h), checked on the host: it
+ * needs neither nvcc, cuDNN nor a GPU, so it runs in every build.
  * grids must stay inside the hardware limits (gridDim.y <= 65535), the
  * partials of the two-pass column reductions must fit the scratch and cover
  * every row, and alignment decisions must see the pruned views (element
@@ -18,6 +19,7 @@
 
 #include "testutil.h"
 
+#include "conv_pick.h"
 #include "launch_math.h"
 #include "run_pieces.h"
 #include "welford.h"
@@ -359,12 +361,43 @@ static void test_run_piece_size(void **state) {
     assert_int_equal(tc_run_pieces(19712, tc_run_piece_size(0, 19712, 512)), 1);
 }
 
+/* the cuDNN candidate filter on made-up lists in heuristics order: in fp32
+ * mode only CUDNN_FMA_MATH candidates (the default math type lets cuDNN use
+ * TF32 on sm_80+); nondeterministic, failed or too greedy ones never */
+static void test_conv_pick(void **state) {
+    (void)state;
+    const size_t cap = (size_t)256 << 20;
+    /*                        ran det fma workspace */
+    const tc_conv_candidate list[] = {
+        {1, 1, 0, 0},       /* 0: tensor-op or default math, the heuristics' favourite */
+        {1, 0, 1, 0},       /* 1: FMA but atomics (not deterministic) */
+        {0, 1, 1, 0},       /* 2: FMA, did not run */
+        {1, 1, 1, cap + 1}, /* 3: FMA, workspace over the cap */
+        {1, 1, 1, 4096},    /* 4: FMA, deterministic, small: the fp32 choice */
+        {1, 1, 0, 4096},    /* 5 */
+    };
+    const int n = (int)(sizeof list / sizeof list[0]);
+    assert_int_equal(tc_conv_pick(list, n, 1, cap), 4);
+    assert_int_equal(tc_conv_pick(list, n, 0, cap), 0); /* mixed mode: tensor cores welcome */
+    /* mixed mode skips the unusable ones too, then takes FMA as well */
+    assert_int_equal(tc_conv_pick(list + 1, n - 1, 0, cap), 3); /* list[4] */
+    /* the cap decides for the greedy FMA candidate */
+    assert_int_equal(tc_conv_pick(list + 3, 1, 1, cap + 1), 0);
+    assert_int_equal(tc_conv_pick(list + 3, 1, 1, cap), -1);
+    /* no FMA candidate at all: fp32 mode refuses rather than take TF32 */
+    const tc_conv_candidate tensor_only[] = {{1, 1, 0, 0}, {1, 1, 0, 1024}};
+    assert_int_equal(tc_conv_pick(tensor_only, 2, 1, cap), -1);
+    assert_int_equal(tc_conv_pick(tensor_only, 2, 0, cap), 0);
+    assert_int_equal(tc_conv_pick(list, 0, 0, cap), -1);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_grid),         cmocka_unit_test(test_chunk_rows),
         cmocka_unit_test(test_alignment),    cmocka_unit_test(test_radix_bits),
         cmocka_unit_test(test_vector_paths), cmocka_unit_test(test_welford_rows),
         cmocka_unit_test(test_run_pieces),   cmocka_unit_test(test_run_piece_size),
+        cmocka_unit_test(test_conv_pick),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -106,9 +106,17 @@ static void run_linear(const linear_case *k) {
     if (g_gpu->upload(g_gpu, g_dw, dw0, nw * 4) != TC_OK ||
         g_gpu->upload(g_gpu, g_db, db0, (size_t)OC * 4) != TC_OK)
         fail_msg("upload");
+    const long long fallbacks = g_gpu->gemm_fallbacks;
     g_gpu->linear_forward(g_gpu, g_out, g_inp, g_w, g_b, N, C, OC, k->w_trans);
     g_gpu->linear_backward(g_gpu, g_dinp, g_dw, g_db, g_dout, g_inp, g_w, N, C, OC, k->w_trans);
     bsync(g_gpu, "cuda linear");
+    /* the aligned CLIP shapes (the parameter arena's case) must get cuBLASLt
+     * kernels for all three products, never the slow fallback */
+    const long long fell = g_gpu->gemm_fallbacks - fallbacks;
+    if (fell) printf("  %lld of 3 GEMMs ran on the fallback kernel\n", fell);
+    if (fell && !k->misalign && C % 64 == 0 && OC % 64 == 0)
+        fail_msg("linear N=%d C=%d OC=%d: %lld GEMMs fell back with aligned operands", N, C, OC,
+                 fell);
     float *o = hmalloc((size_t)N * OC * 4), *di = hmalloc((size_t)N * C * 4);
     float *dwh = hmalloc(nw * 4), *dbh = hmalloc(OC * 4);
     get_act(g_gpu, o, g_out, (size_t)N * OC);
@@ -812,24 +820,52 @@ static void test_reductions_elementwise(void **state) {
     const size_t n = g_quick ? 5000 : 3000017;
     float *g = rand_f32(n, 1.0f);
     float *cg = put_f32(g_cpu, g, n), *cs = balloc(g_cpu, 4), *cc = balloc(g_cpu, 4);
-    g_cpu->sum_squares(g_cpu, cs, cg, n);
+    tc_param_segment whole = {0, n, 0.0f};
+    g_cpu->sum_squares(g_cpu, cs, cg, &whole, 1);
     g_cpu->clip_coefficient(g_cpu, cc, cs, 1.0f);
     float r_s, r_c;
     get_f32(g_cpu, &r_s, cs, 1);
     get_f32(g_cpu, &r_c, cc, 1);
-    float *gg = put_f32(g_gpu, g, n), *gs = gpu_out_f32(1), *gc = gpu_out_f32(1);
-    g_gpu->sum_squares(g_gpu, gs, gg, n);
+    /* on the GPU the same sequence cut into segments of 1..4000 elements at
+     * multiples of 128 with NaN between them: the padding between parameter
+     * tensors, which the norm must never read */
+    tc_param_segment *segs = malloc(n * sizeof *segs);
+    size_t nseg = 0, cap = 0;
+    uint64_t seg_rng = 5;
+    for (size_t at = 0; at < n; nseg++) {
+        size_t len = 1 + tc_test_rand(&seg_rng) % 4000;
+        if (len > n - at) len = n - at;
+        cap = (cap + 1 + 127) / 128 * 128;
+        segs[nseg] = (tc_param_segment){cap, len, 0.0f};
+        cap += len;
+        at += len;
+    }
+    float *padded = malloc(cap * sizeof *padded);
+    for (size_t i = 0; i < cap; i++)
+        padded[i] = NAN;
+    for (size_t k = 0, q = 0; k < nseg; q += segs[k].count, k++)
+        memcpy(padded + segs[k].offset, g + q, segs[k].count * sizeof *g);
+    float *gg = put_f32(g_gpu, g, n), *gp = put_f32(g_gpu, padded, cap);
+    float *gs = gpu_out_f32(1), *gc = gpu_out_f32(1);
+    g_gpu->sum_squares(g_gpu, gs, gp, segs, (int)nseg);
     g_gpu->clip_coefficient(g_gpu, gc, gs, 1.0f);
     bsync(g_gpu, "cuda sum_squares");
     float s, c, s2;
     get_f32(g_gpu, &s, gs, 1);
     get_f32(g_gpu, &c, gc, 1);
-    printf("  reductions n=%zu\n", n);
+    printf("  reductions n=%zu (%zu segments)\n", n, nseg);
     expect_close("sum_squares", &s, &r_s, 1, TOL_FP32);
     expect_close("clip_coefficient", &c, &r_c, 1, TOL_FP32);
-    g_gpu->sum_squares(g_gpu, gs, gg, n);
+    g_gpu->sum_squares(g_gpu, gs, gp, segs, (int)nseg);
     get_f32(g_gpu, &s2, gs, 1);
     expect_same_bits("sum_squares", &s, &s2, 1);
+    /* the sequence in one piece: the same partition, the same bits */
+    g_gpu->sum_squares(g_gpu, gs, gg, &whole, 1);
+    get_f32(g_gpu, &s2, gs, 1);
+    expect_same_bits("sum_squares (one segment)", &s, &s2, 1);
+    g_gpu->free(g_gpu, gp);
+    free(padded);
+    free(segs);
 
     /* all_finite: finite, then one NaN and one Inf near the end */
     float f;

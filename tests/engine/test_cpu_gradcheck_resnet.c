@@ -143,9 +143,10 @@ static void gradcheck_bn_one(int N, int C, int HW, int relu) {
         run[C + c] = 0.5f + fabsf(run[C + c]);
     run[2 * C] = 7.0f;
     float *run0 = gc_copy(run, 2 * C + 1);
+    const tc_bn_running runs = {run, run + C, run + 2 * C}; /* contiguous here */
     float *dw = gc_rand(C, 1.0f), *db = gc_rand(C, 1.0f), *dw0 = gc_copy(dw, C),
           *db0 = gc_copy(db, C);
-    be->batchnorm_forward(be, ACT(out), mean, rstd, run, ACT(x), ACT(w), ACT(bias), N, C, HW,
+    be->batchnorm_forward(be, ACT(out), mean, rstd, runs, ACT(x), ACT(w), ACT(bias), N, C, HW,
                           TC_BN_TRAIN, relu);
     be->batchnorm_backward(be, ACT(dx), dw, db, ACT(r), ACT(x), ACT(out), ACT(w), mean, rstd, N, C,
                            HW, relu);
@@ -192,12 +193,12 @@ static void gradcheck_bn_one(int N, int C, int HW, int relu) {
 
     /* replay: the same output, the running statistics untouched */
     float *run1 = gc_copy(run, 2 * C + 1), *out2 = gc_const(nx, GC_GARBAGE);
-    be->batchnorm_forward(be, ACT(out2), mean, rstd, run, ACT(x), ACT(w), ACT(bias), N, C, HW,
+    be->batchnorm_forward(be, ACT(out2), mean, rstd, runs, ACT(x), ACT(w), ACT(bias), N, C, HW,
                           TC_BN_REPLAY, relu);
     assert_memory_equal(out2, out, nx * sizeof(float));
     assert_memory_equal(run, run1, (2 * C + 1) * sizeof(float));
     /* eval: the running statistics normalise */
-    be->batchnorm_forward(be, ACT(out2), mean, rstd, run, ACT(x), ACT(w), ACT(bias), N, C, HW,
+    be->batchnorm_forward(be, ACT(out2), mean, rstd, runs, ACT(x), ACT(w), ACT(bias), N, C, HW,
                           TC_BN_EVAL, relu);
     assert_memory_equal(run, run1, (2 * C + 1) * sizeof(float));
     k.run = run;

@@ -292,6 +292,68 @@ static void test_hostile_indices(void **state) {
 
 /* ---- optimizer ---- */
 
+/* the reduction of a contiguous buffer as it was before parameter tensors
+ * were padded apart: 64 chunks of ceil(n/64), each over 8 lanes by position
+ * (the remainder of a chunk into lane 0), lanes then chunks in order */
+static float sum_squares_contiguous(const float *x, size_t n) {
+    const size_t per = (n + 63) / 64;
+    double s = 0.0;
+    for (size_t k = 0; k < 64; k++) {
+        size_t lo = k * per < n ? k * per : n, hi = lo + per < n ? lo + per : n, i = lo;
+        double lane[8] = {0}, c = 0.0;
+        for (; i + 8 <= hi; i += 8)
+            for (int j = 0; j < 8; j++)
+                lane[j] += (double)x[i + j] * x[i + j];
+        for (; i < hi; i++)
+            lane[0] += (double)x[i] * x[i];
+        for (int j = 0; j < 8; j++)
+            c += lane[j];
+        s += c;
+    }
+    return (float)s;
+}
+
+/* a sequence cut into segments at arbitrary points, the segments spread
+ * over a buffer with NaN between them (as padding between parameter
+ * tensors, which must never be read): the bits of the contiguous reduction
+ * of the same sequence, for lengths around the chunk and lane boundaries */
+static void test_sum_squares_segments(void **state) {
+    (void)state;
+    const size_t sizes[] = {1, 7, 8, 9, 64 * 8 + 3, 65537, 1000003};
+    uint64_t r = 99;
+    for (size_t si = 0; si < sizeof sizes / sizeof sizes[0]; si++) {
+        const size_t n = sizes[si];
+        float *seq = drand(n, 1.0f), *out = dalloc(1);
+        const float want = sum_squares_contiguous(seq, n);
+        /* segments of 1..300 elements (often not a multiple of 8), each at a
+         * multiple of 128 elements with at least one NaN before it */
+        tc_param_segment *segs = calloc(n, sizeof *segs);
+        size_t nseg = 0, at = 0, cap = 0;
+        while (at < n) {
+            size_t len = 1 + tc_test_rand(&r) % 300;
+            if (len > n - at) len = n - at;
+            cap = (cap + 1 + 127) / 128 * 128;
+            segs[nseg++] = (tc_param_segment){cap, len, 0.0f};
+            cap += len;
+            at += len;
+        }
+        float *buf = dalloc(cap);
+        for (size_t i = 0; i < cap; i++)
+            buf[i] = NAN;
+        for (size_t k = 0, q = 0; k < nseg; q += segs[k].count, k++)
+            memcpy(buf + segs[k].offset, seq + q, segs[k].count * sizeof(float));
+        be->sum_squares(be, out, buf, segs, (int)nseg);
+        if (memcmp(out, &want, sizeof want) != 0)
+            fail_msg("n=%zu in %zu segments: %.9g, contiguous %.9g", n, nseg, out[0], want);
+        tc_param_segment whole = {0, n, 0.0f};
+        be->sum_squares(be, out, seq, &whole, 1);
+        if (memcmp(out, &want, sizeof want) != 0)
+            fail_msg("n=%zu in one segment: %.9g, contiguous %.9g", n, out[0], want);
+        free(segs);
+        dfree(buf), dfree(seq), dfree(out);
+    }
+}
+
 static void test_sum_squares_and_clip(void **state) {
     (void)state;
     const size_t sizes[] = {0, 1, 5, 63, 1000003};
@@ -301,7 +363,8 @@ static void test_sum_squares_and_clip(void **state) {
         double ref = 0.0;
         for (size_t i = 0; i < n; i++)
             ref += (double)g[i] * g[i];
-        be->sum_squares(be, out, g, n);
+        tc_param_segment whole = {0, n, 0.0f};
+        be->sum_squares(be, out, g, &whole, 1);
         if (!(fabs(out[0] - ref) <= 1e-6 * fmax(ref, 1e-30)))
             fail_msg("sum_squares n=%zu: %.9g vs %.9g", n, out[0], ref);
         dfree(g), dfree(out);
@@ -454,7 +517,8 @@ static float *run_all_ops(tc_backend *b, int use_blas, size_t *n_out) {
     b->softmax_xent_rows(b, sc + 2, dsim, sc + 3, sim, tsim, sc, sc + 1, nr, nf, 8, 1.0f, 0.5f);
     keep(&kp, fo, (size_t)nf * C), keep(&kp, norm, nf), keep(&kp, feat, (size_t)nf * C);
     keep(&kp, dsim, (size_t)nr * nf), keep(&kp, sc, 4);
-    b->sum_squares(b, sc, x, nc);
+    tc_param_segment xs = {0, (size_t)nc, 0.0f};
+    b->sum_squares(b, sc, x, &xs, 1);
     keep(&kp, sc, 1);
     if (use_blas) {
         const int OC = 3 * A;
@@ -542,6 +606,7 @@ int main(void) {
         cmocka_unit_test(test_argmax_rows),
         cmocka_unit_test(test_hostile_indices),
         cmocka_unit_test(test_sum_squares_and_clip),
+        cmocka_unit_test(test_sum_squares_segments),
         cmocka_unit_test(test_adamw),
         cmocka_unit_test(test_determinism_run_to_run),
         cmocka_unit_test(test_determinism_thread_count),

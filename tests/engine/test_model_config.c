@@ -430,6 +430,58 @@ static void test_flops(void **state) {
     assert_true(gi > 8.7 && gi < 8.9);
 }
 
+/* the FLOPs of one sample of a benchmarked step, counted by hand: products
+ * of 2 x multiply-adds, per layer qkv T*C*3A, scores and weighted sum
+ * 2*T*T*A, out T*A*C, MLP 2*T*C*M; patch embedding (T-1)*3*P*P*C; the
+ * projection C*E once. backward = 2 x forward. */
+static void test_step_flops(void **state) {
+    (void)state;
+    tc_model_config b32, tiny;
+    load_shipped("ViT-B-32", &b32);
+    load_shipped("TinyCLIP-ViT-40M-32-Text-19M", &tiny);
+
+    /* ViT-B-32 image tower: 224/32 = 7, T = 7*7 + 1 = 50 tokens, C = A = 768,
+     * M = 3072, 12 layers, E = 512 */
+    double b32_layer = 50.0 * 768 * 2304          /* qkv:   88,473,600 */
+                       + 2.0 * 50 * 50 * 768      /* attn:   3,840,000 */
+                       + 50.0 * 768 * 768         /* out:   29,491,200 */
+                       + 2.0 * 50 * 768 * 3072;   /* mlp: 235,929,600 */
+    double b32_image = 12 * b32_layer             /* 4,292,812,800 */
+                       + 49.0 * 3 * 32 * 32 * 768 /* patches: 115,605,504 */
+                       + 768.0 * 512;             /* proj:        393,216 */
+    /* ViT-B-32 text tower: T = 77, C = A = 512, M = 2048, 12 layers */
+    double text_layer = 77.0 * 512 * 1536              /* qkv:  60,555,264 */
+                        + 2.0 * 77 * 77 * 512          /* attn:  6,071,296 */
+                        + 77.0 * 512 * 512             /* out:  20,185,088 */
+                        + 2.0 * 77 * 512 * 2048;       /* mlp: 161,480,704 */
+    double b32_text = 12 * text_layer + 512.0 * 512;   /* 2,979,770,368 */
+    double b32_fwd = 2 * (b32_image + b32_text) / 1e9; /* 14.777 GFLOP */
+
+    /* TinyCLIP-ViT-40M-32-Text-19M: image C = A = 512, M = 2048, 12 layers;
+     * text as above with 6 layers; E = 512 */
+    double tiny_layer = 50.0 * 512 * 1536        /* qkv:   39,321,600 */
+                        + 2.0 * 50 * 50 * 512    /* attn:   2,560,000 */
+                        + 50.0 * 512 * 512       /* out:   13,107,200 */
+                        + 2.0 * 50 * 512 * 2048; /* mlp: 104,857,600 */
+    double tiny_image =
+        12 * tiny_layer + 49.0 * 3 * 32 * 32 * 512 + 512.0 * 512; /* 1,995,489,280 */
+    double tiny_text = 6 * text_layer + 512.0 * 512;              /* 1,490,016,256 */
+    double tiny_fwd = 2 * (tiny_image + tiny_text) / 1e9;         /* 6.971 GFLOP */
+
+    const double eps = 1e-9;
+    /* inference: the image tower's forward */
+    assert_true(fabs(tc_step_gflops(TC_STEP_INFER, &b32, NULL) - 2 * b32_image / 1e9) < eps);
+    /* training ViT-B-32: forward + backward of both towers, 3 x 14.777 = 44.33 */
+    assert_true(fabs(tc_step_gflops(TC_STEP_TRAIN, &b32, NULL) - 3 * b32_fwd) < eps);
+    /* distilling ViT-B-32 -> 40M/19M: the teacher's forward of both towers
+     * plus 3 x the student's, 14.777 + 3 x 6.971 = 35.69 GFLOP per pair */
+    double distill = tc_step_gflops(TC_STEP_DISTILL, &tiny, &b32);
+    assert_true(fabs(distill - (b32_fwd + 3 * tiny_fwd)) < eps);
+    assert_true(distill > 35.6 && distill < 35.8);
+    /* a train step ignores the teacher */
+    assert_true(fabs(tc_step_gflops(TC_STEP_TRAIN, &tiny, &b32) - 3 * tiny_fwd) < eps);
+}
+
 static void test_cli_inspect(void **state) {
     (void)state;
     char cmd[1200], *out = NULL;
@@ -480,6 +532,7 @@ int main(void) {
         cmocka_unit_test(test_hf_config),
         cmocka_unit_test(test_validate),
         cmocka_unit_test(test_flops),
+        cmocka_unit_test(test_step_flops),
         cmocka_unit_test(test_cli_inspect),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -21,7 +21,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     tc_param_layout layout;
     if (tc_param_layout_build(&layout, &cfg) == TC_OK) {
         tc_param_counts c = tc_param_count(&layout);
-        if (c.total + c.buffers != layout.total) abort();
+        if (c.total + c.buffers != layout.packed_total || layout.total < layout.packed_total)
+            abort();
+        for (int i = 0; i < layout.count; i++)
+            if (layout.params[i].offset % TC_PARAM_ALIGN != 0) abort();
         tc_param_layout_free(&layout);
     }
     double gi, gt;

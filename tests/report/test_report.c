@@ -135,7 +135,8 @@ static void test_progress(void **state) {
 }
 
 static tc_report_row row(const char *name, const char *kind, int64_t params, double top1, const char *metrics) {
-    tc_report_row r = {name, kind, params, params / 2, 0.25, 0.125, top1, top1 + 0.1, 1234.5, 1000, -2, NAN, metrics};
+    tc_report_row r = {name,       kind,   params, params / 2, 0.25, 0.125,   top1,
+                       top1 + 0.1, 1234.5, 1000,   -2,         NAN,  metrics, 56.5};
     return r;
 }
 
@@ -161,10 +162,11 @@ static void test_report(void **state) {
     char *md = tc_read_file(md_path, &len);
     assert_non_null(strstr(md, "# fmnist demo\n"));
     assert_non_null(strstr(md, "| model | kind | parameters |"));
-    assert_non_null(strstr(md, "| teacher | teacher (scratch) | 8.36M | 4.18M | 0.250 | 0.125 | 85.00% | 95.00% | 1234.5 | 1000 | – | – |"));
+    assert_non_null(strstr(md, "| teacher | teacher (scratch) | 8.36M | 4.18M | 0.250 | 0.125 | "
+                               "85.00% | 95.00% | 1234.5 | 56.5 | 1000 | – | – |"));
     assert_non_null(strstr(md, "| auto50 | auto \\| 50% | 7.37M |"));
     assert_non_null(strstr(md, "| 250 | 5.60x |"));
-    assert_non_null(strstr(md, "| – | – | 1234.5 | 1000 | not reached | – |"));
+    assert_non_null(strstr(md, "| – | – | 1234.5 | 56.5 | 1000 | not reached | – |"));
     assert_non_null(strstr(md, "No plots: /nonexistent/gnuplot was not found"));
     assert_non_null(strstr(md, "extra notes"));
     free(md);
@@ -172,6 +174,7 @@ static void test_report(void **state) {
     assert_non_null(strstr(js, "\"name\": \"auto50\", \"kind\": \"auto | 50%\", \"parameters\": 7370000"));
     assert_non_null(strstr(js, "\"zero_shot_top1\": null"));
     assert_non_null(strstr(js, "\"speedup\": 5.6"));
+    assert_non_null(strstr(js, "\"training_gflops_per_second\": 56.5"));
     assert_non_null(strstr(js, "\"loss\": null"));
     free(js);
 
