@@ -57,255 +57,6 @@ static tc_status build_segments(tc_trainer *t) {
     return TC_OK;
 }
 
-/* the parts of n segments within buffer elements [lo, hi), relative to lo */
-static int cut_segments(const tc_param_segment *in, int n, size_t lo, size_t hi,
-                        tc_param_segment *out) {
-    int k = 0;
-    for (int i = 0; i < n; i++) {
-        size_t a = in[i].offset, b = a + in[i].count;
-        if (a < lo) a = lo;
-        if (b > hi) b = hi;
-        if (a < b) out[k++] = (tc_param_segment){a - lo, b - a, in[i].weight_decay};
-    }
-    return k;
-}
-
-static tc_status trainer_alloc(tc_trainer *t, void **ptr, size_t bytes) {
-    return t->be->alloc(t->be, bytes, ptr);
-}
-
-static int distributed(const tc_trainer *t) {
-    return t->comm && t->comm->world_size > 1;
-}
-static int sharded(const tc_trainer *t) {
-    return distributed(t) && t->par.zero1;
-}
-
-static size_t param_count(const tc_trainer *t) {
-    return tc_model_layout(t->student)->total;
-}
-static int student_dim(const tc_trainer *t) {
-    return tc_model_cfg(t->student)->embed_dim;
-}
-static int teacher_dim(const tc_trainer *t) {
-    return t->teacher ? tc_model_cfg(t->teacher)->embed_dim : t->cached_dim;
-}
-/* a teacher's features take part: a live teacher's or stored ones */
-static int has_teacher(const tc_trainer *t) {
-    return t->teacher || t->cached_dim > 0;
-}
-static size_t moment_count(const tc_trainer *t) {
-    return sharded(t) ? t->shard_n[t->comm->rank] : param_count(t);
-}
-
-/* ---------------------------------------------------------------- buffers ---- */
-
-/* every step buffer whose size depends on the rows, the world or the sharding */
-static void free_step_buffers(tc_trainer *t) {
-    tc_backend *be = t->be;
-    /* the slice buffers: their allocation starts shard_head elements before */
-    float **slices[] = {&t->m, &t->v, &t->gshard};
-    for (size_t i = 0; i < sizeof slices / sizeof slices[0]; i++) {
-        if (*slices[i]) be->free(be, *slices[i] - t->shard_head);
-        *slices[i] = NULL;
-    }
-    float **bufs[] = {&t->sim,      &t->dsim,     &t->teacher_sim, &t->dimg,      &t->dtxt,
-                      &t->img_rows, &t->txt_rows, &t->timg_rows,   &t->ttxt_rows, &t->img_all,
-                      &t->txt_all,  &t->timg_all, &t->ttxt_all,    &t->dimg_all,  &t->dtxt_all,
-                      &t->cols,     &t->one,      &t->in_images,   &t->in_timg,   &t->in_ttxt};
-    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) {
-        if (*bufs[i]) be->free(be, *bufs[i]);
-        *bufs[i] = NULL;
-    }
-    if (t->in_ids) be->free(be, t->in_ids);
-    t->in_ids = NULL;
-}
-
-/* the slices of zero1 (tc_param_shards): the same elements in the same
- * order whatever the padding, so the gradient norm (summed per slice, then
- * over the ranks) keeps its bits */
-static tc_status plan_shards(tc_trainer *t) {
-    size_t W = (size_t)t->world;
-    free(t->shard_n);
-    t->shard_n = calloc(4 * W, sizeof *t->shard_n);
-    if (!t->shard_n) return tc_fail(TC_ERR_OOM, "trainer: out of host memory");
-    t->shard_lo = t->shard_n + W;
-    t->pshard_n = t->shard_n + 2 * W;
-    t->pshard_lo = t->shard_n + 3 * W;
-    tc_param_shards(tc_model_layout(t->student), t->world, t->pshard_lo, t->pshard_n, t->shard_lo,
-                    t->shard_n);
-    size_t lo = t->shard_lo[t->comm->rank], hi = lo + t->shard_n[t->comm->rank];
-    t->shard_head = lo % TC_PARAM_ALIGN;
-    /* the segments cut to this rank's slice, relative to it */
-    free(t->zsegs);
-    free(t->znsegs);
-    t->zsegs = calloc((size_t)t->nseg + 1, sizeof *t->zsegs);
-    t->znsegs = calloc((size_t)t->nnseg + 1, sizeof *t->znsegs);
-    if (!t->zsegs || !t->znsegs) return tc_fail(TC_ERR_OOM, "trainer: out of host memory");
-    t->nzseg = cut_segments(t->segs, t->nseg, lo, hi, t->zsegs);
-    t->nznseg = cut_segments(t->nsegs, t->nnseg, lo, hi, t->znsegs);
-    return TC_OK;
-}
-
-/* a slice buffer of n floats whose element j sits on the alignment of
- * buffer element shard_lo[rank] + j (zero1), else a buffer of n floats */
-static tc_status slice_alloc(tc_trainer *t, float **ptr, size_t n) {
-    float *base = NULL;
-    TC_TRY(t->be->alloc(t->be, (t->shard_head + (n ? n : 1)) * sizeof(float), (void **)&base));
-    *ptr = base + t->shard_head;
-    return TC_OK;
-}
-
-/* the step buffers for the current rows, world and sharding (kept when
- * those are what they were allocated for); new moments start at zero */
-static tc_status alloc_step_buffers(tc_trainer *t) {
-    int shape[3] = {t->rows, t->world, sharded(t)};
-    if (t->m && memcmp(shape, t->shape, sizeof shape) == 0) return TC_OK;
-    free_step_buffers(t);
-    t->shape[0] = -1; /* nothing valid until every buffer is made */
-    t->shard_head = 0;
-    size_t R = (size_t)t->rows, W = (size_t)t->world, E = (size_t)student_dim(t);
-    size_t TE = (size_t)teacher_dim(t), F = sizeof(float);
-    if (R * W > (1u << 24))
-        return tc_fail(TC_ERR_ARG, "trainer: global batch %zu x %zu too large", W, R);
-    if (sharded(t)) TC_TRY(plan_shards(t));
-    size_t rows = 2 * R * W * R * F, M = moment_count(t);
-    const tc_model_config *sc = tc_model_cfg(t->student);
-    size_t img_n = (size_t)3 * sc->vision.image_size * sc->vision.image_size;
-    size_t ids_n = (size_t)sc->text.context_length;
-    int acc = t->par.accum_steps > 1, dp = distributed(t), distill = has_teacher(t);
-    /* stored features arrive whole for the step: no per-micro-batch copy */
-    int live_acc = acc && t->teacher;
-    tc_status s;
-    if ((s = slice_alloc(t, &t->m, M)) != TC_OK || (s = slice_alloc(t, &t->v, M)) != TC_OK ||
-        (s = trainer_alloc(t, (void **)&t->sim, rows)) != TC_OK ||
-        (s = trainer_alloc(t, (void **)&t->dsim, rows)) != TC_OK ||
-        (distill && (s = trainer_alloc(t, (void **)&t->teacher_sim, rows)) != TC_OK) ||
-        (s = trainer_alloc(t, (void **)&t->dimg, R * E * F)) != TC_OK ||
-        (s = trainer_alloc(t, (void **)&t->dtxt, R * E * F)) != TC_OK ||
-        (acc && (s = trainer_alloc(t, (void **)&t->img_rows, R * E * F)) != TC_OK) ||
-        (acc && (s = trainer_alloc(t, (void **)&t->txt_rows, R * E * F)) != TC_OK) ||
-        (live_acc && (s = trainer_alloc(t, (void **)&t->timg_rows, R * TE * F)) != TC_OK) ||
-        (live_acc && (s = trainer_alloc(t, (void **)&t->ttxt_rows, R * TE * F)) != TC_OK) ||
-        (t->cached_dim && (s = trainer_alloc(t, (void **)&t->in_timg, R * TE * F)) != TC_OK) ||
-        (t->cached_dim && (s = trainer_alloc(t, (void **)&t->in_ttxt, R * TE * F)) != TC_OK) ||
-        (dp && (s = trainer_alloc(t, (void **)&t->img_all, W * R * E * F)) != TC_OK) ||
-        (dp && (s = trainer_alloc(t, (void **)&t->txt_all, W * R * E * F)) != TC_OK) ||
-        (dp && distill && (s = trainer_alloc(t, (void **)&t->timg_all, W * R * TE * F)) != TC_OK) ||
-        (dp && distill && (s = trainer_alloc(t, (void **)&t->ttxt_all, W * R * TE * F)) != TC_OK) ||
-        (dp && (s = trainer_alloc(t, (void **)&t->dimg_all, W * R * E * F)) != TC_OK) ||
-        (dp && (s = trainer_alloc(t, (void **)&t->dtxt_all, W * R * E * F)) != TC_OK) ||
-        (dp && (s = trainer_alloc(t, (void **)&t->cols, R * E * F)) != TC_OK) ||
-        (dp && (s = trainer_alloc(t, (void **)&t->one, F)) != TC_OK) ||
-        (sharded(t) && (s = slice_alloc(t, &t->gshard, M)) != TC_OK) ||
-        (s = trainer_alloc(t, (void **)&t->in_images, R * img_n * F)) != TC_OK ||
-        (s = trainer_alloc(t, (void **)&t->in_ids, R * ids_n * sizeof(int32_t))) != TC_OK)
-        return s;
-    memcpy(t->shape, shape, sizeof shape);
-    if (t->one) t->be->fill_f32(t->be, t->one, 1.0f, 1);
-    t->be->zero(t->be, t->m, M * F);
-    t->be->zero(t->be, t->v, M * F);
-    t->be->fill_f32(t->be, &t->scalars[S_UPDATES], 0.0f, 1);
-    return TC_OK;
-}
-
-/* ---------------------------------------------------------------- buckets ---- */
-
-/* backward events, in the order they happen: 0 the loss (logit scale),
- * 1 the image head, 1 + (Lv - l) image block l, Lv + 2 the image tower's
- * embeddings, then the same for the text tower from base_text */
-static int tower_event(const tc_trainer *t, tc_tower_id tower, int layer) {
-    const tc_model_config *c = tc_model_cfg(t->student);
-    if (tower == TC_TOWER_VISION) return 1 + c->vision.layers - layer;
-    return t->base_text + c->text.layers - layer;
-}
-
-/* the event after which a parameter's gradient is final */
-static int param_event(const tc_trainer *t, const tc_param_layout *L, const tc_param_info *p) {
-    const tc_model_config *c = tc_model_cfg(t->student);
-    if (p->tower == TC_TOWER_SHARED) return 0;
-    int vision = p->tower == TC_TOWER_VISION;
-    const tc_tower_config *tc = vision ? &c->vision : &c->text;
-    tc_tower_id id = vision ? TC_TOWER_VISION : TC_TOWER_TEXT;
-    const char *rb = strstr(p->name, "resblocks.");
-    if (rb) {
-        int l = atoi(rb + strlen("resblocks."));
-        if (l >= 0 && l < tc->layers) return tower_event(t, id, l);
-    }
-    size_t o = p->offset;
-    int head = vision ? (o == L->v_ln_post_w || o == L->v_ln_post_b || o == L->v_proj)
-                      : (o == L->ln_final_w || o == L->ln_final_b || o == L->text_proj);
-    if (head) return tower_event(t, id, tc->layers);
-    return tower_event(t, id, -1); /* embeddings: final when the tower's backward returns */
-}
-
-static int cmp_offset_desc(const void *a, const void *b) {
-    const tc_param_info *x = *(const tc_param_info *const *)a,
-                        *y = *(const tc_param_info *const *)b;
-    return x->offset < y->offset ? 1 : x->offset > y->offset ? -1 : 0;
-}
-
-/* buckets of about bucket_bytes over the layout from its end (the backward
- * meets the parameters roughly in reverse layout order, as DDP assumes) */
-static tc_status plan_buckets(tc_trainer *t) {
-    const tc_param_layout *L = tc_model_layout(t->student);
-    const tc_model_config *c = tc_model_cfg(t->student);
-    t->base_text = c->vision.layers + 3;
-    size_t cap = t->par.bucket_bytes ? t->par.bucket_bytes : (size_t)25 << 20;
-    cap /= sizeof(float);
-    if (cap == 0) cap = 1;
-    const tc_param_info **order = malloc((size_t)L->count * sizeof *order);
-    free(t->buckets);
-    free(t->requests);
-    t->buckets = calloc((size_t)L->count, sizeof *t->buckets);
-    t->requests = calloc((size_t)L->count, sizeof *t->requests);
-    if (!order || !t->buckets || !t->requests) {
-        free(order);
-        return tc_fail(TC_ERR_OOM, "trainer: out of host memory");
-    }
-    for (int i = 0; i < L->count; i++)
-        order[i] = &L->params[i];
-    qsort(order, (size_t)L->count, sizeof *order, cmp_offset_desc);
-    t->nbuckets = 0;
-    grad_bucket *cur = NULL;
-    size_t elements = 0; /* the tensors' elements in cur: the padding does not count */
-    for (int i = 0; i < L->count; i++) {
-        const tc_param_info *p = order[i];
-        int ev = param_event(t, L, p);
-        if (!cur || elements >= cap) {
-            cur = &t->buckets[t->nbuckets++];
-            cur->hi = p->offset + p->count;
-            cur->lo = p->offset;
-            cur->ready = ev;
-            elements = 0;
-        }
-        /* the padding between its tensors (zero) travels with the bucket */
-        cur->lo = p->offset;
-        elements += p->count;
-        if (ev > cur->ready) cur->ready = ev;
-    }
-    free(order);
-    return TC_OK;
-}
-
-/* starts the all-reduce of every bucket complete at this event */
-static void fire_event(tc_trainer *t, int event) {
-    if (!t->hooks_on) return;
-    float *g = tc_model_grads(t->student);
-    for (int k = 0; k < t->nbuckets && t->hook_status == TC_OK; k++) {
-        const grad_bucket *b = &t->buckets[k];
-        if (b->ready != event) continue;
-        t->hook_status = t->comm->all_reduce_start(t->comm, g + b->lo, b->hi - b->lo, TC_REDUCE_AVG,
-                                                   &t->requests[k]);
-        t->started_early++;
-    }
-}
-
-static void backward_hook(void *ctx, tc_tower_id tower, int layer) {
-    tc_trainer *t = ctx;
-    fire_event(t, tower_event(t, tower, layer));
-}
-
 /* --------------------------------------------------------------- lifetime ---- */
 
 /* a live teacher, stored features of width cached_dim, or neither */
@@ -347,10 +98,10 @@ static tc_status trainer_new(tc_trainer **out, tc_model *student, tc_model *teac
     t->world = 1;
     tc_status s;
     if ((s = build_segments(t)) != TC_OK ||
-        (s = trainer_alloc(t, (void **)&t->scalars, S_COUNT * sizeof(float))) != TC_OK ||
+        (s = tc_tr_trainer_alloc(t, (void **)&t->scalars, S_COUNT * sizeof(float))) != TC_OK ||
         (t->cached_dim &&
-         (s = trainer_alloc(t, (void **)&t->cached_scale, sizeof(float))) != TC_OK) ||
-        (s = alloc_step_buffers(t)) != TC_OK) {
+         (s = tc_tr_trainer_alloc(t, (void **)&t->cached_scale, sizeof(float))) != TC_OK) ||
+        (s = tc_train_alloc_step_buffers(t)) != TC_OK) {
         tc_trainer_destroy(t);
         return s;
     }
@@ -383,7 +134,7 @@ void tc_trainer_set_teacher_features(tc_trainer *t, const float *img, const floa
 void tc_trainer_destroy(tc_trainer *t) {
     if (!t) return;
     if (t->graph) t->be->graph_free(t->be, t->graph);
-    free_step_buffers(t);
+    tc_train_free_step_buffers(t);
     if (t->scalars) t->be->free(t->be, t->scalars);
     if (t->cached_scale) t->be->free(t->be, t->cached_scale);
     if (t->comm) tc_model_set_backward_hook(t->student, NULL, NULL);
@@ -424,20 +175,20 @@ void tc_trainer_set_optim(tc_trainer *t, const tc_optim_config *optim) {
 }
 
 size_t tc_trainer_optimizer_bytes(const tc_trainer *t) {
-    return 2 * moment_count(t) * sizeof(float);
+    return 2 * tc_tr_moment_count(t) * sizeof(float);
 }
 
 size_t tc_trainer_device_bytes(const tc_trainer *t) {
     size_t R = (size_t)t->rows, W = (size_t)t->world;
-    size_t E = (size_t)student_dim(t), TE = (size_t)teacher_dim(t);
+    size_t E = (size_t)tc_tr_student_dim(t), TE = (size_t)tc_tr_teacher_dim(t);
     const tc_model_config *sc = tc_model_cfg(t->student);
     size_t in = R * (3 * (size_t)sc->vision.image_size * sc->vision.image_size +
                      (size_t)sc->text.context_length); /* inputs: floats and int32 */
-    size_t floats = S_COUNT + 2 * R * W * R * (has_teacher(t) ? 3 : 2) + 2 * R * E + in;
+    size_t floats = S_COUNT + 2 * R * W * R * (tc_tr_has_teacher(t) ? 3 : 2) + 2 * R * E + in;
     if (t->par.accum_steps > 1) floats += 2 * R * (E + (t->teacher ? TE : 0));
     if (t->cached_dim) floats += 2 * R * TE + 1; /* the stored features' inputs, the scale */
-    if (distributed(t)) floats += 4 * W * R * E + 2 * W * R * TE + R * E + 1;
-    if (sharded(t)) floats += moment_count(t);
+    if (tc_tr_distributed(t)) floats += 4 * W * R * E + 2 * W * R * TE + R * E + 1;
+    if (tc_tr_sharded(t)) floats += tc_tr_moment_count(t);
     return floats * sizeof(float) + tc_trainer_optimizer_bytes(t);
 }
 
@@ -447,7 +198,7 @@ tc_parallel_config tc_trainer_parallel(const tc_trainer *t) {
 
 int tc_trainer_buckets(const tc_trainer *t, int *started_by_backward) {
     if (started_by_backward) *started_by_backward = t->started_early;
-    return distributed(t) && !sharded(t) ? t->nbuckets : 0;
+    return tc_tr_distributed(t) && !tc_tr_sharded(t) ? t->nbuckets : 0;
 }
 
 tc_status tc_trainer_set_parallel(tc_trainer *t, const tc_parallel_config *p) {
@@ -456,8 +207,8 @@ tc_status tc_trainer_set_parallel(tc_trainer *t, const tc_parallel_config *p) {
     t->par = *p;
     t->config_epoch++;
     t->rows = t->max_batch * p->accum_steps;
-    if (distributed(t)) TC_TRY(plan_buckets(t));
-    return alloc_step_buffers(t);
+    if (tc_tr_distributed(t)) TC_TRY(tc_train_plan_buckets(t));
+    return tc_train_alloc_step_buffers(t);
 }
 
 tc_status tc_trainer_set_comm(tc_trainer *t, tc_comm *comm) {
@@ -466,20 +217,20 @@ tc_status tc_trainer_set_comm(tc_trainer *t, tc_comm *comm) {
         if (t->comm) tc_model_set_backward_hook(t->student, NULL, NULL);
         t->comm = NULL;
         t->world = 1;
-        return alloc_step_buffers(t);
+        return tc_train_alloc_step_buffers(t);
     }
     if (t->comm) return tc_fail(TC_ERR_ARG, "trainer: the comm is already set");
     if (comm->world_size > (1 << 20))
         return tc_fail(TC_ERR_ARG, "trainer: %d ranks", comm->world_size);
     t->comm = comm;
     t->world = comm->world_size;
-    TC_TRY(plan_buckets(t));
-    tc_model_set_backward_hook(t->student, backward_hook, t);
-    return alloc_step_buffers(t);
+    TC_TRY(tc_train_plan_buckets(t));
+    tc_model_set_backward_hook(t->student, tc_train_backward_hook, t);
+    return tc_train_alloc_step_buffers(t);
 }
 
 void tc_trainer_reset_optimizer(tc_trainer *t) {
-    size_t M = moment_count(t);
+    size_t M = tc_tr_moment_count(t);
     t->be->zero(t->be, t->m, M * sizeof(float));
     t->be->zero(t->be, t->v, M * sizeof(float));
     t->be->fill_f32(t->be, &t->scalars[S_UPDATES], 0.0f, 1);
@@ -510,7 +261,7 @@ static tc_status moments_copy(tc_trainer *t, float *m, float *v, size_t lo, size
 }
 
 static tc_status moments_io(tc_trainer *t, float *m, float *v, int get) {
-    if (!sharded(t)) return moments_copy(t, m, v, 0, param_count(t), get);
+    if (!tc_tr_sharded(t)) return moments_copy(t, m, v, 0, tc_tr_param_count(t), get);
     int me = t->comm->rank;
     TC_TRY(moments_copy(t, m, v, t->shard_lo[me], t->shard_lo[me] + t->shard_n[me], get));
     if (!get) return TC_OK;
@@ -621,7 +372,7 @@ static void keep_rows(tc_trainer *t, float *dst, const float *features, int j, i
 /* this rank's rows (n, E) and the global batch (W*n, E) of one feature kind */
 static tc_status gather_rows(tc_trainer *t, const float *rows, float *all, int n, int E,
                              const float **out_all) {
-    if (!distributed(t)) {
+    if (!tc_tr_distributed(t)) {
         *out_all = rows;
         return TC_OK;
     }
@@ -635,7 +386,7 @@ static tc_status gather_rows(tc_trainer *t, const float *rows, float *all, int n
  * into the slice this rank updates */
 static tc_status reduce_gradients(tc_trainer *t) {
     float *g = tc_model_grads(t->student);
-    if (sharded(t))
+    if (tc_tr_sharded(t))
         return t->comm->reduce_scatter_v_f32(t->comm, g, t->gshard, t->shard_n, TC_REDUCE_AVG);
     TC_TRY(t->hook_status);
     for (int k = 0; k < t->nbuckets; k++) {
@@ -688,10 +439,10 @@ static tc_status forward_backward_device(tc_trainer *t, int B, int backward) {
     tc_model *st = t->student;
     const tc_param_layout *L = tc_model_layout(st);
     const tc_model_config *sc = tc_model_cfg(st);
-    int k = t->par.accum_steps, E = student_dim(t), TE = teacher_dim(t);
+    int k = t->par.accum_steps, E = tc_tr_student_dim(t), TE = tc_tr_teacher_dim(t);
     TC_TRY(check_step(t, B));
     int b = B / k;
-    int W = t->world, rank = distributed(t) ? t->comm->rank : 0, N = W * B;
+    int W = t->world, rank = tc_tr_distributed(t) ? t->comm->rank : 0, N = W * B;
     size_t img_n = image_floats(t);
     size_t ids_n = (size_t)sc->text.context_length;
     int distill = t->teacher && t->loss.w_distill != 0.0f;
@@ -739,18 +490,18 @@ static tc_status forward_backward_device(tc_trainer *t, int B, int backward) {
     tc_loss_weights w = {t->loss.w_clip, t->loss.w_distill};
     tc_loss_workspace ws = {t->sim, t->dsim, t->teacher_sim};
     /* one process: rows and columns are the same samples, their gradients add */
-    float *dimg_cols = distributed(t) ? t->dimg_all : t->dimg;
-    float *dtxt_cols = distributed(t) ? t->dtxt_all : t->dtxt;
+    float *dimg_cols = tc_tr_distributed(t) ? t->dimg_all : t->dimg;
+    float *dtxt_cols = tc_tr_distributed(t) ? t->dtxt_all : t->dtxt;
     tc_loss_forward_backward(be, w, B, N, rank * B, E, TE, &sf, teacher,
                              tc_model_params(st) + L->logit_scale, teacher_scale, ws,
                              &t->scalars[S_LOSS], backward ? t->dimg : NULL,
                              backward ? t->dtxt : NULL, dimg_cols, dtxt_cols,
                              backward ? tc_model_grads(st) + L->logit_scale : NULL);
     /* the loss of the global batch: the mean of the ranks' row means */
-    if (distributed(t))
+    if (tc_tr_distributed(t))
         TC_TRY(t->comm->all_reduce_f32(t->comm, &t->scalars[S_LOSS], 1, TC_REDUCE_AVG));
     if (!backward) return TC_OK;
-    if (distributed(t)) {
+    if (tc_tr_distributed(t)) {
         TC_TRY(return_column_grads(t, t->dimg, t->dimg_all, B, E));
         TC_TRY(return_column_grads(t, t->dtxt, t->dtxt_all, B, E));
     }
@@ -760,16 +511,16 @@ static tc_status forward_backward_device(tc_trainer *t, int B, int backward) {
         if (j < k - 1)
             TC_TRY(student_forward(t, images + (size_t)j * b * img_n, ids + (size_t)j * b * ids_n,
                                    b, 1));
-        t->hooks_on = j == 0 && distributed(t) && !sharded(t);
-        fire_event(t, 0);
+        t->hooks_on = j == 0 && tc_tr_distributed(t) && !tc_tr_sharded(t);
+        tc_train_fire_event(t, 0);
         tc_status s = tc_model_backward_image(st, t->dimg + (size_t)j * b * E);
-        fire_event(t, tower_event(t, TC_TOWER_VISION, -1));
+        tc_train_fire_event(t, tc_train_tower_event(t, TC_TOWER_VISION, -1));
         if (s == TC_OK) s = tc_model_backward_text(st, t->dtxt + (size_t)j * b * E);
-        fire_event(t, tower_event(t, TC_TOWER_TEXT, -1));
+        tc_train_fire_event(t, tc_train_tower_event(t, TC_TOWER_TEXT, -1));
         t->hooks_on = 0;
         TC_TRY(s);
     }
-    if (distributed(t)) TC_TRY(reduce_gradients(t));
+    if (tc_tr_distributed(t)) TC_TRY(reduce_gradients(t));
     return TC_OK;
 }
 
@@ -782,7 +533,7 @@ static tc_status forward_backward(tc_trainer *t, const float *images, const int3
 tc_status tc_trainer_loss(tc_trainer *t, const float *images, const int32_t *ids, int B,
                           int backward, float *loss) {
     TC_TRY(forward_backward(t, images, ids, B, backward));
-    if (backward && sharded(t)) {
+    if (backward && tc_tr_sharded(t)) {
         /* the full averaged gradient for the caller: the slices, gathered */
         tc_backend *be = t->be;
         int me = t->comm->rank;
@@ -810,7 +561,7 @@ tc_status tc_trainer_read_result(tc_trainer *t, tc_step_result *r) {
 tc_status tc_trainer_compute_device(tc_trainer *t, int B) {
     tc_backend *be = t->be;
     TC_TRY(forward_backward_device(t, B, 1));
-    if (sharded(t)) {
+    if (tc_tr_sharded(t)) {
         /* the norm of the averaged gradient from the slices */
         be->sum_squares(be, &t->scalars[S_SUMSQ], t->gshard, t->znsegs, t->nznseg);
         TC_TRY(t->comm->all_reduce_f32(t->comm, &t->scalars[S_SUMSQ], 1, TC_REDUCE_SUM));
@@ -854,7 +605,7 @@ tc_status tc_trainer_apply_device(tc_trainer *t, double extra_sum_sq, const floa
     tc_adamw_hparams hp = {tc_lr_at(&t->optim, t->step), t->optim.beta1, t->optim.beta2,
                            t->optim.eps, 1, &t->scalars[S_FINITE], lr_dev};
     tc_act *compute = be->caps.separate_compute_weights ? tc_model_compute_weights(st) : NULL;
-    if (sharded(t)) {
+    if (tc_tr_sharded(t)) {
         /* this rank's slice, then every slice to every rank */
         int me = t->comm->rank;
         size_t lo = t->shard_lo[me];

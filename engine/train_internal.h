@@ -84,6 +84,46 @@ struct tc_trainer {
     long long config_epoch; /* bumped by every setter: a recording is then stale */
 };
 
+/* ---- small questions about a trainer ---- */
+static inline tc_status tc_tr_trainer_alloc(tc_trainer *t, void **ptr, size_t bytes) {
+    return t->be->alloc(t->be, bytes, ptr);
+}
+
+static inline int tc_tr_distributed(const tc_trainer *t) {
+    return t->comm && t->comm->world_size > 1;
+}
+static inline int tc_tr_sharded(const tc_trainer *t) {
+    return tc_tr_distributed(t) && t->par.zero1;
+}
+
+static inline size_t tc_tr_param_count(const tc_trainer *t) {
+    return tc_model_layout(t->student)->total;
+}
+static inline int tc_tr_student_dim(const tc_trainer *t) {
+    return tc_model_cfg(t->student)->embed_dim;
+}
+static inline int tc_tr_teacher_dim(const tc_trainer *t) {
+    return t->teacher ? tc_model_cfg(t->teacher)->embed_dim : t->cached_dim;
+}
+/* a teacher's features take part: a live teacher's or stored ones */
+static inline int tc_tr_has_teacher(const tc_trainer *t) {
+    return t->teacher || t->cached_dim > 0;
+}
+static inline size_t tc_tr_moment_count(const tc_trainer *t) {
+    return tc_tr_sharded(t) ? t->shard_n[t->comm->rank] : tc_tr_param_count(t);
+}
+
+/* ---- train_buffers.c ---- */
+/* every step buffer whose size depends on the rows, the world or the sharding */
+void tc_train_free_step_buffers(tc_trainer *t);
+tc_status tc_train_alloc_step_buffers(tc_trainer *t);
+/* the bucket event a tower's layer ends */
+int tc_train_tower_event(const tc_trainer *t, tc_tower_id tower, int layer);
+tc_status tc_train_plan_buckets(tc_trainer *t);
+void tc_train_fire_event(tc_trainer *t, int event);
+/* the model's backward hook: fires the event of (tower, layer) */
+void tc_train_backward_hook(void *ctx, tc_tower_id tower, int layer);
+
 /* the step's B samples checked and uploaded to in_images / in_ids */
 tc_status tc_trainer_upload_step(tc_trainer *t, const float *images, const int32_t *ids, int B);
 /* forward, loss, backward, gradient norm and finite check of the uploaded
