@@ -152,8 +152,12 @@ static tc_status cu_fence(tc_cuda_backend *cu, int slot, int wait) {
     return cu_report(cu);
 }
 
-tc_status tc_cuda_fence_record(tc_backend *b, int slot) { return cu_fence(tc_cu(b), slot, 0); }
-tc_status tc_cuda_fence_wait(tc_backend *b, int slot) { return cu_fence(tc_cu(b), slot, 1); }
+tc_status tc_cuda_fence_record(tc_backend *b, int slot) {
+    return cu_fence(tc_cu(b), slot, 0);
+}
+tc_status tc_cuda_fence_wait(tc_backend *b, int slot) {
+    return cu_fence(tc_cu(b), slot, 1);
+}
 
 size_t tc_cuda_memory_peak(tc_backend *b) {
     tc_cuda_backend *cu = tc_cu(b);

@@ -110,8 +110,8 @@ tc_status begin(nccl_comm *m, const char *what) {
 tc_status finish(nccl_comm *m, ncclResult_t r, tc_status avg, const char *what) {
     m->seq++;
     if (r != ncclSuccess)
-        return tc_fail(TC_ERR_INTERRUPTED, "rank %d: %s (collective #%llu): %s", m->base.rank,
-                       what, m->seq, ncclGetErrorString(r));
+        return tc_fail(TC_ERR_INTERRUPTED, "rank %d: %s (collective #%llu): %s", m->base.rank, what,
+                       m->seq, ncclGetErrorString(r));
     TC_TRY(avg);
     TC_TRY(record(m, m->last, m->stream, what));
     m->pending = 1;

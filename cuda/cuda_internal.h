@@ -38,7 +38,7 @@ typedef struct {
 typedef struct {
     tc_backend base; /* first member: a tc_backend * is a tc_cuda_backend * */
     int device;
-    int fp32; /* 1: tc_act is float; 0: tc_act is bf16 */
+    int fp32;               /* 1: tc_act is float; 0: tc_act is bf16 */
     tc_backend_options opt; /* as created (kernel choices) */
     int cc_major;           /* the device's compute capability (major) */
     /* the attention kernels the last forward [0] and backward [1] ran

@@ -15,9 +15,9 @@ typedef enum { LAYOUT_OPENCLIP, LAYOUT_HF } key_layout;
 
 typedef struct {
     char canon[TC_CKPT_NAME_MAX]; /* open_clip name */
-    int ignored;           /* an entry the model has no use for (position_ids, OpenAI's ints) */
-    int part;              /* -1 whole tensor; 0,1,2 = q,k,v rows of in_proj_* (HF) */
-    int transpose;         /* stored as the transpose of the open_clip tensor (HF) */
+    int ignored;   /* an entry the model has no use for (position_ids, OpenAI's ints) */
+    int part;      /* -1 whole tensor; 0,1,2 = q,k,v rows of in_proj_* (HF) */
+    int transpose; /* stored as the transpose of the open_clip tensor (HF) */
     int used;
     const tc_st_tensor *t;
 } src_entry;
@@ -199,8 +199,10 @@ static tc_status build_entries(const tc_safetensors *st, src_entry **out, int *n
     if (!e) return tc_fail(TC_ERR_OOM, "out of memory");
     *kl = LAYOUT_OPENCLIP;
     for (int i = 0; i < n; i++) {
-        const char *k = tc_ckpt_strip(tc_ckpt_strip(tc_st_tensor_at(st, i)->name, "state_dict."), "module.");
-        if (tc_ckpt_starts_with(k, "vision_model.") || tc_ckpt_starts_with(k, "text_model.")) *kl = LAYOUT_HF;
+        const char *k =
+            tc_ckpt_strip(tc_ckpt_strip(tc_st_tensor_at(st, i)->name, "state_dict."), "module.");
+        if (tc_ckpt_starts_with(k, "vision_model.") || tc_ckpt_starts_with(k, "text_model."))
+            *kl = LAYOUT_HF;
     }
     for (int i = 0; i < n; i++) {
         const tc_st_tensor *t = tc_st_tensor_at(st, i);

@@ -14,7 +14,9 @@ static tc_status single_all_reduce_start(tc_comm *c, float *buf, size_t count, t
     return TC_OK;
 }
 
-static tc_status single_wait(tc_comm *c, tc_comm_request *req) { return TC_OK; }
+static tc_status single_wait(tc_comm *c, tc_comm_request *req) {
+    return TC_OK;
+}
 
 static tc_status single_all_gather(tc_comm *c, const float *send, float *recv, size_t count) {
     /* host memory only: the single comm is used with the CPU backend, and the
@@ -39,11 +41,14 @@ static tc_status single_all_gather_v(tc_comm *c, float *buf, const size_t *count
 }
 
 static tc_status single_broadcast(tc_comm *c, void *buf, size_t bytes, int root) {
-    if (root != 0) return tc_fail(TC_ERR_ARG, "comm: broadcast from rank %d of a 1-process run", root);
+    if (root != 0)
+        return tc_fail(TC_ERR_ARG, "comm: broadcast from rank %d of a 1-process run", root);
     return TC_OK;
 }
 
-static tc_status single_barrier(tc_comm *c) { return TC_OK; }
+static tc_status single_barrier(tc_comm *c) {
+    return TC_OK;
+}
 
 static tc_status single_host_all_reduce(tc_comm *c, double *buf, size_t count, tc_reduce_op op) {
     return TC_OK;
@@ -73,4 +78,6 @@ static tc_comm single_comm = {
     .destroy = single_destroy,
 };
 
-tc_comm *tc_comm_single(void) { return &single_comm; }
+tc_comm *tc_comm_single(void) {
+    return &single_comm;
+}

@@ -4,7 +4,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-tc_inherit_options tc_inherit_defaults(void) { return (tc_inherit_options){.vision = 1, .text = 1}; }
+tc_inherit_options tc_inherit_defaults(void) {
+    return (tc_inherit_options){.vision = 1, .text = 1};
+}
 
 tc_status tc_inherit_layer_map(int teacher_depth, int student_depth, int *idx) {
     if (teacher_depth < 0 || student_depth < 0 || teacher_depth > TC_MAX_LAYERS ||
@@ -16,7 +18,8 @@ tc_status tc_inherit_layer_map(int teacher_depth, int student_depth, int *idx) {
                        "layer map: the student has %d layers, more than the teacher's %d",
                        student_depth, teacher_depth);
     int step = teacher_depth / (student_depth > 1 ? student_depth : 1);
-    for (int i = 0; i < student_depth; i++) idx[i] = i * step;
+    for (int i = 0; i < student_depth; i++)
+        idx[i] = i * step;
     return TC_OK;
 }
 
@@ -59,8 +62,10 @@ static void copy_leading(float *dst, const tc_param_info *sp, const float *src,
                          const tc_param_info *tp) {
     int64_t ss[4] = {1, 1, 1, 1}, ts[4] = {1, 1, 1, 1};
     /* right-align the shapes in 4 dims */
-    for (int i = 0; i < sp->ndim; i++) ss[4 - sp->ndim + i] = sp->shape[i];
-    for (int i = 0; i < tp->ndim; i++) ts[4 - tp->ndim + i] = tp->shape[i];
+    for (int i = 0; i < sp->ndim; i++)
+        ss[4 - sp->ndim + i] = sp->shape[i];
+    for (int i = 0; i < tp->ndim; i++)
+        ts[4 - tp->ndim + i] = tp->shape[i];
     for (int64_t a = 0; a < ss[0]; a++)
         for (int64_t b = 0; b < ss[1]; b++)
             for (int64_t c = 0; c < ss[2]; c++) {
@@ -86,11 +91,12 @@ static tc_status inherit_tensor(const tc_param_info *sp, float *student, const t
         int64_t as = rs / 3, at = rt / 3;
         int64_t cs = is_w ? sp->shape[1] : 1, ct = is_w ? tp->shape[1] : 1;
         if (as > at)
-            return tc_fail(TC_ERR_CONFIG, "%s: the student's attention is %lld wide, the teacher's %lld",
-                           name, (long long)as, (long long)at);
+            return tc_fail(TC_ERR_CONFIG,
+                           "%s: the student's attention is %lld wide, the teacher's %lld", name,
+                           (long long)as, (long long)at);
         if (cs > ct)
-            return tc_fail(TC_ERR_CONFIG, "%s: student width %lld exceeds the teacher's %lld",
-                           name, (long long)cs, (long long)ct);
+            return tc_fail(TC_ERR_CONFIG, "%s: student width %lld exceeds the teacher's %lld", name,
+                           (long long)cs, (long long)ct);
         /* view (3, NH, HS, C) cut to [:, :NH_s, :, :C_s]: the first heads of q, k and v */
         for (int q = 0; q < 3; q++)
             for (int64_t r = 0; r < as; r++)
@@ -116,8 +122,9 @@ static tc_status inherit_tensor(const tc_param_info *sp, float *student, const t
     }
     for (int i = 0; i < sp->ndim; i++)
         if (sp->shape[i] > tp->shape[i])
-            return tc_fail(TC_ERR_CONFIG, "%s: student dim %d is %lld, larger than the teacher's %lld",
-                           name, i, (long long)sp->shape[i], (long long)tp->shape[i]);
+            return tc_fail(TC_ERR_CONFIG,
+                           "%s: student dim %d is %lld, larger than the teacher's %lld", name, i,
+                           (long long)sp->shape[i], (long long)tp->shape[i]);
     copy_leading(student, sp, teacher, tp);
     return TC_OK;
 }
@@ -140,8 +147,8 @@ static tc_status layer_map(int teacher_depth, int student_depth, const int *list
                        student_depth);
     for (int i = 0; i < n; i++) {
         if (list[i] < 0 || list[i] >= teacher_depth)
-            return tc_fail(TC_ERR_CONFIG, "layer list entry %d is %d, outside the teacher's 0..%d", i,
-                           list[i], teacher_depth - 1);
+            return tc_fail(TC_ERR_CONFIG, "layer list entry %d is %d, outside the teacher's 0..%d",
+                           i, list[i], teacher_depth - 1);
         idx[i] = list[i];
     }
     return TC_OK;
@@ -151,7 +158,8 @@ static tc_status layer_map(int teacher_depth, int student_depth, const int *list
  * visual.layer<S>.<I>. (the first block of a stage, which holds the
  * downsample branch, always from the teacher's first) */
 static tc_status stage_maps(const tc_tower_config *t, const tc_tower_config *s,
-                            const tc_inherit_options *o, int maps[TC_RESNET_STAGES][TC_MAX_LAYERS]) {
+                            const tc_inherit_options *o,
+                            int maps[TC_RESNET_STAGES][TC_MAX_LAYERS]) {
     if (t->resnet != s->resnet)
         return tc_fail(TC_ERR_CONFIG, "vision tower: a %s student cannot inherit from a %s teacher",
                        s->resnet ? "ResNet" : "ViT", t->resnet ? "ResNet" : "ViT");
@@ -203,8 +211,8 @@ tc_status tc_inherit_manual(const tc_model_config *teacher_cfg, const tc_param_l
         size_t plen;
         if (vis && resnet && parse_rn_block(sp->name, &stage, &layer, &suffix)) {
             if (layer >= student_cfg->vision.stages[stage])
-                return tc_fail(TC_ERR_ARG, "%s: block %d beyond the student's stage of %d", sp->name,
-                               layer, student_cfg->vision.stages[stage]);
+                return tc_fail(TC_ERR_ARG, "%s: block %d beyond the student's stage of %d",
+                               sp->name, layer, student_cfg->vision.stages[stage]);
             snprintf(tname, sizeof tname, "visual.layer%d.%d.%s", stage + 1, smap[stage][layer],
                      suffix);
         } else if (parse_block(sp->name, &layer, &suffix, &plen)) {

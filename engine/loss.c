@@ -23,8 +23,7 @@ void tc_loss_forward_backward(tc_backend *be, tc_loss_weights w, int n, int N, i
     for (int dir = 0; dir < 2; dir++)
         be->softmax_xent_rows(be, loss, ws.dsim + dir * nN, dimg ? dlog_scale : NULL,
                               ws.sim + dir * nN, tsim ? tsim + dir * nN : NULL, log_scale,
-                              teacher_log_scale, n, N, offset, 0.5f * w.w_clip,
-                              0.5f * w.w_distill);
+                              teacher_log_scale, n, N, offset, 0.5f * w.w_clip, 0.5f * w.w_distill);
     if (!dimg) return;
     const float *ds_i2t = ws.dsim, *ds_t2i = ws.dsim + nN;
     /* rows */

@@ -17,10 +17,10 @@
 #include "rng.h"
 
 typedef struct {
-    tc_act *ln1, *qkv, *atty, *res_att; /* (B,T,C) (B,T,3A) (B,T,A) (B,T,C) */
-    tc_act *ln2, *fch, *fch_act, *res_mlp; /* (B,T,C) (B,T,M) (B,T,M) (B,T,C) */
+    tc_act *ln1, *qkv, *atty, *res_att;               /* (B,T,C) (B,T,3A) (B,T,A) (B,T,C) */
+    tc_act *ln2, *fch, *fch_act, *res_mlp;            /* (B,T,C) (B,T,M) (B,T,M) (B,T,C) */
     float *ln1_mean, *ln1_rstd, *ln2_mean, *ln2_rstd; /* (B,T) */
-    float *lse; /* (B,NH,T) */
+    float *lse;                                       /* (B,NH,T) */
     /* masked models only: inputs of each mask, kept for the mask gradients */
     tc_act *atty_m, *attn_out, *fch_m, *mlp_out; /* (B,T,A) (B,T,C) (B,T,M) (B,T,C) */
 } layer_acts;
@@ -29,33 +29,33 @@ typedef struct {
     const tc_tower_config *cfg;
     const tc_block_offsets *blocks;
     int is_text;
-    int T, C, B;            /* tokens, width, batch of the last forward */
-    int ln_before_pool;     /* mean pooling without final_ln_after_pool */
+    int T, C, B;        /* tokens, width, batch of the last forward */
+    int ln_before_pool; /* mean pooling without final_ln_after_pool */
     /* inputs */
-    float *images;          /* vision (B,3,S,S) */
-    int32_t *ids;           /* text (B,T) */
-    int32_t *pool_idx;      /* text (B) argmax positions */
+    float *images;     /* vision (B,3,S,S) */
+    int32_t *ids;      /* text (B,T) */
+    int32_t *pool_idx; /* text (B) argmax positions */
     /* activations */
-    tc_act *patches;        /* vision (B*g*g, 3*P*P) */
-    tc_act *patch_emb;      /* vision (B, T-1, C) */
-    tc_act *embed;          /* (B,T,C) embeddings (+ positions) */
-    tc_act *embed_m;        /* (B,T,C) embed * hidden mask (masked models) */
-    tc_act *x0;             /* the residual stream entering layer 0 */
+    tc_act *patches;            /* vision (B*g*g, 3*P*P) */
+    tc_act *patch_emb;          /* vision (B, T-1, C) */
+    tc_act *embed;              /* (B,T,C) embeddings (+ positions) */
+    tc_act *embed_m;            /* (B,T,C) embed * hidden mask (masked models) */
+    tc_act *x0;                 /* the residual stream entering layer 0 */
     const tc_tower_masks *mask; /* NULL when no masks are installed */
-    tc_act *ln_pre;         /* vision (B,T,C) */
+    tc_act *ln_pre;             /* vision (B,T,C) */
     float *ln_pre_mean, *ln_pre_rstd;
     layer_acts layer[TC_MAX_LAYERS];
-    tc_act *fwd_tmp;        /* (B,T,C) sub-block output before the residual add */
-    tc_act *lnf_all;        /* (B,T,C) only when ln_before_pool */
+    tc_act *fwd_tmp; /* (B,T,C) sub-block output before the residual add */
+    tc_act *lnf_all; /* (B,T,C) only when ln_before_pool */
     float *lnf_all_mean, *lnf_all_rstd;
-    tc_act *pooled;         /* (B,C) */
-    tc_act *lnf;            /* (B,C) */
+    tc_act *pooled; /* (B,C) */
+    tc_act *lnf;    /* (B,C) */
     float *lnf_mean, *lnf_rstd;
-    tc_act *proj;           /* (B,E) */
-    float *features, *norms;/* (B,E), (B) */
+    tc_act *proj;            /* (B,E) */
+    float *features, *norms; /* (B,E), (B) */
     /* backward */
-    tc_act *dres;           /* (B,T,C) gradient of the residual stream */
-    tc_act *dscratch1, *dscratch2; /* (B,T,max(C,3A,M)) */
+    tc_act *dres;                   /* (B,T,C) gradient of the residual stream */
+    tc_act *dscratch1, *dscratch2;  /* (B,T,max(C,3A,M)) */
     tc_act *dproj, *dlnf, *dpooled; /* (B,E) (B,C) (B,C) */
 } tower;
 
@@ -96,11 +96,13 @@ static tc_status model_alloc(tc_model *m, size_t bytes, void **out) {
     return TC_OK;
 }
 
-#define ALLOC_ACT(ptr, n) TC_TRY(model_alloc(m, (size_t)(n) * m->be->act_bytes, (void **)&(ptr)))
+#define ALLOC_ACT(ptr, n) TC_TRY(model_alloc(m, (size_t)(n)*m->be->act_bytes, (void **)&(ptr)))
 #define ALLOC_F32(ptr, n) TC_TRY(model_alloc(m, (size_t)(n) * sizeof(float), (void **)&(ptr)))
 #define ALLOC_I32(ptr, n) TC_TRY(model_alloc(m, (size_t)(n) * sizeof(int32_t), (void **)&(ptr)))
 
-static int max_int(int a, int b) { return a > b ? a : b; }
+static int max_int(int a, int b) {
+    return a > b ? a : b;
+}
 
 /* the ResNet tower allocates through the model (tc_rn_env) */
 static tc_status rn_alloc(void *ctx, size_t bytes, void **out) {
@@ -241,8 +243,7 @@ tc_status tc_model_create(tc_model **out, tc_backend *be, const tc_model_config 
             goto fail;
         }
         tc_rn_env env = {be, &m->layout, m->params, m->weights, m->grads, rn_alloc, m};
-        if ((s = tc_rn_create(&m->rn, &env, &m->cfg, opt.max_batch, opt.train)) != TC_OK)
-            goto fail;
+        if ((s = tc_rn_create(&m->rn, &env, &m->cfg, opt.max_batch, opt.train)) != TC_OK) goto fail;
     } else if ((s = tower_alloc(m, &m->vis, &m->cfg.vision, m->layout.vblocks, 0)) != TC_OK) {
         goto fail;
     }
@@ -256,28 +257,53 @@ fail:
 
 void tc_model_destroy(tc_model *m) {
     if (!m) return;
-    for (int i = m->n_allocs - 1; i >= 0; i--) m->be->free(m->be, m->allocs[i]);
+    for (int i = m->n_allocs - 1; i >= 0; i--)
+        m->be->free(m->be, m->allocs[i]);
     free(m->allocs);
     tc_rn_destroy(m->rn);
     tc_param_layout_free(&m->layout);
     free(m);
 }
 
-const tc_model_config *tc_model_cfg(const tc_model *m) { return &m->cfg; }
-const tc_param_layout *tc_model_layout(const tc_model *m) { return &m->layout; }
-tc_backend *tc_model_backend(const tc_model *m) { return m->be; }
-int tc_model_max_batch(const tc_model *m) { return m->opt.max_batch; }
-float *tc_model_params(tc_model *m) { return m->params; }
-float *tc_model_grads(tc_model *m) { return m->grads; }
-tc_act *tc_model_compute_weights(tc_model *m) { return m->weights; }
+const tc_model_config *tc_model_cfg(const tc_model *m) {
+    return &m->cfg;
+}
+const tc_param_layout *tc_model_layout(const tc_model *m) {
+    return &m->layout;
+}
+tc_backend *tc_model_backend(const tc_model *m) {
+    return m->be;
+}
+int tc_model_max_batch(const tc_model *m) {
+    return m->opt.max_batch;
+}
+float *tc_model_params(tc_model *m) {
+    return m->params;
+}
+float *tc_model_grads(tc_model *m) {
+    return m->grads;
+}
+tc_act *tc_model_compute_weights(tc_model *m) {
+    return m->weights;
+}
 float *tc_model_image_features(tc_model *m) {
     return m->rn ? tc_rn_features(m->rn) : m->vis.features;
 }
-float *tc_model_text_features(tc_model *m) { return m->txt.features; }
-float *tc_model_image_input(tc_model *m) { return m->rn ? tc_rn_images(m->rn) : m->vis.images; }
-void tc_model_set_bn_mode(tc_model *m, tc_bn_mode mode) { m->bn_mode = mode; }
-int32_t *tc_model_text_input(tc_model *m) { return m->txt.ids; }
-size_t tc_model_device_bytes(const tc_model *m) { return m->bytes; }
+float *tc_model_text_features(tc_model *m) {
+    return m->txt.features;
+}
+float *tc_model_image_input(tc_model *m) {
+    return m->rn ? tc_rn_images(m->rn) : m->vis.images;
+}
+void tc_model_set_bn_mode(tc_model *m, tc_bn_mode mode) {
+    m->bn_mode = mode;
+}
+int32_t *tc_model_text_input(tc_model *m) {
+    return m->txt.ids;
+}
+size_t tc_model_device_bytes(const tc_model *m) {
+    return m->bytes;
+}
 
 void tc_model_refresh_compute(tc_model *m) {
     if (m->be->caps.separate_compute_weights)
@@ -302,7 +328,9 @@ void tc_model_zero_grads(tc_model *m) {
 static inline const tc_act *W(const tc_model *m, size_t off) {
     return tc_act_offset(m->be, m->weights, off);
 }
-static inline float *G(const tc_model *m, size_t off) { return m->grads + off; }
+static inline float *G(const tc_model *m, size_t off) {
+    return m->grads + off;
+}
 
 /* ---- forward ---- */
 
@@ -316,15 +344,15 @@ static void ln_forward(tc_model *m, const tower *t, tc_act *out, float *mean, fl
                        const tc_act *inp, size_t w, size_t b, int N, int C) {
     tc_backend *be = m->be;
     if (t->mask)
-        be->layernorm_masked_forward(be, out, mean, rstd, inp, W(m, w), W(m, b), t->mask->hidden,
-                                     N, C);
+        be->layernorm_masked_forward(be, out, mean, rstd, inp, W(m, w), W(m, b), t->mask->hidden, N,
+                                     C);
     else
         be->layernorm_forward(be, out, mean, rstd, inp, W(m, w), W(m, b), N, C);
 }
 
 static void ln_backward(tc_model *m, const tower *t, tc_act *dinp, const tc_act *dout,
-                        const tc_act *inp, size_t w, size_t b, const float *mean,
-                        const float *rstd, int N, int C) {
+                        const tc_act *inp, size_t w, size_t b, const float *mean, const float *rstd,
+                        int N, int C) {
     tc_backend *be = m->be;
     if (t->mask)
         be->layernorm_masked_backward(be, dinp, G(m, w), G(m, b), dout, inp, W(m, w), mean, rstd,
@@ -396,21 +424,21 @@ static void blocks_forward(tc_model *m, tower *t, int B) {
         if (A > 0) {
             if (!ln1_done)
                 ln_forward(m, t, a->ln1, a->ln1_mean, a->ln1_rstd, x, o->ln1_w, o->ln1_b, N, C);
-            be->linear_forward(be, a->qkv, a->ln1, W(m, o->qkv_w), W(m, o->qkv_b), N, C, 3 * A,
-                               0);
+            be->linear_forward(be, a->qkv, a->ln1, W(m, o->qkv_w), W(m, o->qkv_b), N, C, 3 * A, 0);
             be->attention_forward(be, a->atty, a->lse, a->qkv, B, T, NH, cfg->head_width,
                                   t->is_text);
             if (mk) {
-                be->mask_cols_forward(be, a->atty_m, a->atty, heads_mask(t, l), N, A, cfg->head_width);
-                be->linear_forward(be, a->attn_out, a->atty_m, W(m, o->out_w), W(m, o->out_b), N,
-                                   A, C, 0);
+                be->mask_cols_forward(be, a->atty_m, a->atty, heads_mask(t, l), N, A,
+                                      cfg->head_width);
+                be->linear_forward(be, a->attn_out, a->atty_m, W(m, o->out_w), W(m, o->out_b), N, A,
+                                   C, 0);
                 be->mask_cols_forward(be, t->fwd_tmp, a->attn_out, mk->hidden, N, C, 1);
             } else if (fuse_out.fwd == TC_FWD_BIAS_RESIDUAL) {
                 be->linear_residual_forward(be, a->res_att, x, a->atty, W(m, o->out_w),
                                             W(m, o->out_b), N, A, C);
             } else {
-                be->linear_forward(be, t->fwd_tmp, a->atty, W(m, o->out_w), W(m, o->out_b), N, A,
-                                   C, 0);
+                be->linear_forward(be, t->fwd_tmp, a->atty, W(m, o->out_w), W(m, o->out_b), N, A, C,
+                                   0);
             }
             if (fuse_out.add_kernel) {
                 const ln_site ln2 = {a->ln2, a->ln2_mean, a->ln2_rstd, o->ln2_w, o->ln2_b};
@@ -434,15 +462,15 @@ static void blocks_forward(tc_model *m, tower *t, int B) {
             }
             if (mk) {
                 be->mask_cols_forward(be, a->fch_m, a->fch_act, inter_mask(t, l), N, M, 1);
-                be->linear_forward(be, a->mlp_out, a->fch_m, W(m, o->proj_w), W(m, o->proj_b), N,
-                                   M, C, 0);
+                be->linear_forward(be, a->mlp_out, a->fch_m, W(m, o->proj_w), W(m, o->proj_b), N, M,
+                                   C, 0);
                 be->mask_cols_forward(be, t->fwd_tmp, a->mlp_out, mk->hidden, N, C, 1);
             } else if (fuse_proj.fwd == TC_FWD_BIAS_RESIDUAL) {
                 be->linear_residual_forward(be, a->res_mlp, a->res_att, a->fch_act, W(m, o->proj_w),
                                             W(m, o->proj_b), N, M, C);
             } else {
-                be->linear_forward(be, t->fwd_tmp, a->fch_act, W(m, o->proj_w), W(m, o->proj_b),
-                                   N, M, C, 0);
+                be->linear_forward(be, t->fwd_tmp, a->fch_act, W(m, o->proj_w), W(m, o->proj_b), N,
+                                   M, C, 0);
             }
             if (fuse_proj.add_kernel) {
                 /* the next layer's ln1 reads this sum */
@@ -458,8 +486,7 @@ static void blocks_forward(tc_model *m, tower *t, int B) {
 }
 
 /* pooling, final LayerNorm, projection, L2 normalisation */
-static void head_forward(tc_model *m, tower *t, int B, size_t lnf_w, size_t lnf_b,
-                         size_t proj_w) {
+static void head_forward(tc_model *m, tower *t, int B, size_t lnf_w, size_t lnf_b, size_t proj_w) {
     tc_backend *be = m->be;
     int T = t->T, C = t->C, E = m->cfg.embed_dim;
     tc_act *x = layer_input(t, t->cfg->layers);
@@ -496,8 +523,8 @@ static void embed_to_stream(tc_model *m, tower *t, int B) {
     t->x0 = e;
     if (t->ln_pre) {
         const tc_param_layout *L = &m->layout;
-        ln_forward(m, t, t->ln_pre, t->ln_pre_mean, t->ln_pre_rstd, e, L->v_ln_pre_w,
-                   L->v_ln_pre_b, B * t->T, t->C);
+        ln_forward(m, t, t->ln_pre, t->ln_pre_mean, t->ln_pre_rstd, e, L->v_ln_pre_w, L->v_ln_pre_b,
+                   B * t->T, t->C);
         t->x0 = t->ln_pre;
     }
 }
@@ -520,11 +547,10 @@ tc_status tc_model_encode_image_device(tc_model *m, const float *images, int B) 
     int S = t->cfg->image_size, P = t->cfg->patch_size, g = tc_vision_grid(t->cfg);
     int T = t->T, C = t->C;
     t->B = B;
-    if (images != t->images)
-        be->copy(be, t->images, images, (size_t)B * 3 * S * S * sizeof(float));
+    if (images != t->images) be->copy(be, t->images, images, (size_t)B * 3 * S * S * sizeof(float));
     if (patch_conv(be)) {
-        be->patch_embed_forward(be, t->patch_emb, t->patches, t->images, W(m, L->v_conv1), B, S,
-                                S, P, C);
+        be->patch_embed_forward(be, t->patch_emb, t->patches, t->images, W(m, L->v_conv1), B, S, S,
+                                P, C);
     } else {
         be->patchify(be, t->patches, t->images, B, S, S, P);
         be->linear_forward(be, t->patch_emb, t->patches, W(m, L->v_conv1), NULL, B * g * g,
@@ -545,8 +571,7 @@ tc_status tc_model_encode_text_device(tc_model *m, const int32_t *ids, int B) {
     int T = t->T, C = t->C;
     t->B = B;
     if (ids != t->ids) be->copy(be, t->ids, ids, (size_t)B * T * sizeof(int32_t));
-    be->token_embed_forward(be, t->embed, t->ids, W(m, L->token_emb), W(m, L->text_pos), B, T,
-                            C);
+    be->token_embed_forward(be, t->embed, t->ids, W(m, L->token_emb), W(m, L->text_pos), B, T, C);
     be->argmax_rows(be, t->pool_idx, t->ids, B, T);
     embed_to_stream(m, t, B);
     blocks_forward(m, t, B);
@@ -567,9 +592,10 @@ tc_status tc_model_check_ids(const tc_model *m, const int32_t *host_ids, int B) 
     /* the gather trusts its indices: check them here, on the host */
     for (size_t i = 0; i < (size_t)B * T; i++)
         if (host_ids[i] < 0 || host_ids[i] >= V)
-            return tc_fail(TC_ERR_ARG,
-                           "model %s: token id %d at sample %zu position %zu is outside the vocabulary (%d)",
-                           m->cfg.name, host_ids[i], i / (size_t)T, i % (size_t)T, V);
+            return tc_fail(
+                TC_ERR_ARG,
+                "model %s: token id %d at sample %zu position %zu is outside the vocabulary (%d)",
+                m->cfg.name, host_ids[i], i / (size_t)T, i % (size_t)T, V);
     return TC_OK;
 }
 
@@ -581,7 +607,8 @@ tc_status tc_model_encode_text(tc_model *m, const int32_t *host_ids, int B) {
     return tc_model_encode_text_device(m, m->txt.ids, B);
 }
 
-tc_status tc_model_set_masks(tc_model *m, const tc_tower_masks *vision, const tc_tower_masks *text) {
+tc_status tc_model_set_masks(tc_model *m, const tc_tower_masks *vision,
+                             const tc_tower_masks *text) {
     if ((vision || text) && !m->opt.masked)
         return tc_fail(TC_ERR_ARG, "model %s: created without mask buffers", m->cfg.name);
     if (vision && m->rn)
@@ -594,7 +621,9 @@ tc_status tc_model_set_masks(tc_model *m, const tc_tower_masks *vision, const tc
     return TC_OK;
 }
 
-int tc_model_has_masks(const tc_model *m) { return m->vis.mask != NULL || m->txt.mask != NULL; }
+int tc_model_has_masks(const tc_model *m) {
+    return m->vis.mask != NULL || m->txt.mask != NULL;
+}
 
 /* ---- backward ---- */
 
@@ -613,9 +642,9 @@ static void blocks_backward(tc_model *m, tower *t, int B) {
     const tc_tower_masks *mk = t->mask;
     int T = t->T, C = t->C, N = B * T;
     tc_act *d1 = t->dscratch1, *d2 = t->dscratch2, *dres = t->dres;
-    const int dgelu = tc_linear_fusion_for(tc_fusion_avail_of(be), m->cfg.activation, mk != NULL,
-                                           TC_LIN_PROJ)
-                          .dinp_dgelu;
+    const int dgelu =
+        tc_linear_fusion_for(tc_fusion_avail_of(be), m->cfg.activation, mk != NULL, TC_LIN_PROJ)
+            .dinp_dgelu;
     for (int l = cfg->layers - 1; l >= 0; l--) {
         const tc_block_offsets *o = &t->blocks[l];
         layer_acts *a = &t->layer[l];
@@ -641,10 +670,10 @@ static void blocks_backward(tc_model *m, tower *t, int B) {
                                            inter_mask(t, l), N, M, 1);
                 be->gelu_backward(be, d2, a->fch, d1, (size_t)N * M, m->cfg.activation);
             }
-            be->linear_backward(be, d1, G(m, o->fc_w), G(m, o->fc_b), d2, a->ln2, W(m, o->fc_w),
-                                N, C, M, 0);
-            ln_backward(m, t, dres, d1, a->res_att, o->ln2_w, o->ln2_b, a->ln2_mean, a->ln2_rstd,
-                        N, C);
+            be->linear_backward(be, d1, G(m, o->fc_w), G(m, o->fc_b), d2, a->ln2, W(m, o->fc_w), N,
+                                C, M, 0);
+            ln_backward(m, t, dres, d1, a->res_att, o->ln2_w, o->ln2_b, a->ln2_mean, a->ln2_rstd, N,
+                        C);
         }
         if (A > 0) {
             const tc_act *datt = dres, *att_in = a->atty;
@@ -660,8 +689,8 @@ static void blocks_backward(tc_model *m, tower *t, int B) {
                                        A, cfg->head_width);
             be->attention_backward(be, d2, d1, a->qkv, a->atty, a->lse, B, T, NH, cfg->head_width,
                                    t->is_text);
-            be->linear_backward(be, d1, G(m, o->qkv_w), G(m, o->qkv_b), d2, a->ln1,
-                                W(m, o->qkv_w), N, C, 3 * A, 0);
+            be->linear_backward(be, d1, G(m, o->qkv_w), G(m, o->qkv_b), d2, a->ln1, W(m, o->qkv_w),
+                                N, C, 3 * A, 0);
             ln_backward(m, t, dres, d1, layer_input(t, l), o->ln1_w, o->ln1_b, a->ln1_mean,
                         a->ln1_rstd, N, C);
         }
@@ -676,26 +705,24 @@ static void head_backward(tc_model *m, tower *t, int B, const float *dfeatures, 
     int T = t->T, C = t->C, E = m->cfg.embed_dim;
     tc_act *x = layer_input(t, t->cfg->layers);
     be->l2norm_backward(be, t->dproj, dfeatures, t->features, t->norms, B, E);
-    be->linear_backward(be, t->dlnf, G(m, proj_w), NULL, t->dproj, t->lnf, W(m, proj_w), B, C,
-                        E, 1);
+    be->linear_backward(be, t->dlnf, G(m, proj_w), NULL, t->dproj, t->lnf, W(m, proj_w), B, C, E,
+                        1);
     be->zero(be, t->dres, (size_t)B * T * C * be->act_bytes);
     if (t->ln_before_pool) {
         /* d(lnf_all) goes through the mean pool, then the LayerNorm of every token */
         be->zero(be, t->dscratch1, (size_t)B * T * C * be->act_bytes);
         be->pool_mean_backward(be, t->dscratch1, t->dlnf, B, T, C);
-        ln_backward(m, t, t->dres, t->dscratch1, x, lnf_w, lnf_b, t->lnf_all_mean,
-                    t->lnf_all_rstd, B * T, C);
+        ln_backward(m, t, t->dres, t->dscratch1, x, lnf_w, lnf_b, t->lnf_all_mean, t->lnf_all_rstd,
+                    B * T, C);
         backward_done(m, t, t->cfg->layers);
         return;
     }
     be->zero(be, t->dpooled, (size_t)B * C * be->act_bytes);
-    ln_backward(m, t, t->dpooled, t->dlnf, t->pooled, lnf_w, lnf_b, t->lnf_mean, t->lnf_rstd, B,
-                C);
+    ln_backward(m, t, t->dpooled, t->dlnf, t->pooled, lnf_w, lnf_b, t->lnf_mean, t->lnf_rstd, B, C);
     if (t->cfg->pool == TC_POOL_MEAN)
         be->pool_mean_backward(be, t->dres, t->dpooled, B, T, C);
     else
-        be->pool_gather_backward(be, t->dres, t->dpooled, t->is_text ? t->pool_idx : NULL, B, T,
-                                 C);
+        be->pool_gather_backward(be, t->dres, t->dpooled, t->is_text ? t->pool_idx : NULL, B, T, C);
     backward_done(m, t, t->cfg->layers);
 }
 
@@ -708,8 +735,8 @@ static tc_act *stream_to_embed_backward(tc_model *m, tower *t, int B) {
         const tc_param_layout *L = &m->layout;
         d = t->dscratch1;
         be->zero(be, d, (size_t)B * T * C * be->act_bytes);
-        ln_backward(m, t, d, t->dres, t->mask ? t->embed_m : t->embed, L->v_ln_pre_w,
-                    L->v_ln_pre_b, t->ln_pre_mean, t->ln_pre_rstd, B * T, C);
+        ln_backward(m, t, d, t->dres, t->mask ? t->embed_m : t->embed, L->v_ln_pre_w, L->v_ln_pre_b,
+                    t->ln_pre_mean, t->ln_pre_rstd, B * T, C);
     }
     if (t->mask)
         be->mask_cols_backward(be, d, t->mask->dhidden, d, t->embed, t->mask->hidden, B * T, C, 1);
@@ -717,7 +744,8 @@ static tc_act *stream_to_embed_backward(tc_model *m, tower *t, int B) {
 }
 
 static tc_status check_backward(const tc_model *m, const tower *t) {
-    if (!m->grads) return tc_fail(TC_ERR_ARG, "model %s: created without training buffers", m->cfg.name);
+    if (!m->grads)
+        return tc_fail(TC_ERR_ARG, "model %s: created without training buffers", m->cfg.name);
     if (t->B < 1) return tc_fail(TC_ERR_ARG, "model %s: backward before forward", m->cfg.name);
     return TC_OK;
 }
@@ -743,8 +771,8 @@ tc_status tc_model_backward_image(tc_model *m, const float *dfeatures) {
         be->patch_embed_backward_weight(be, G(m, L->v_conv1), dpatch, t->patches, B,
                                         t->cfg->image_size, t->cfg->image_size, P, C);
     else
-        be->linear_backward(be, NULL, G(m, L->v_conv1), NULL, dpatch, t->patches,
-                            W(m, L->v_conv1), B * g * g, 3 * P * P, C, 0);
+        be->linear_backward(be, NULL, G(m, L->v_conv1), NULL, dpatch, t->patches, W(m, L->v_conv1),
+                            B * g * g, 3 * P * P, C, 0);
     return TC_OK;
 }
 

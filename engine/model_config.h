@@ -36,15 +36,15 @@
 typedef enum { TC_POOL_TOKEN = 0, TC_POOL_MEAN = 1, TC_POOL_ARGMAX = 2 } tc_pool_type;
 
 typedef struct {
-    int layers;                  /* ViT: residual blocks; ResNet: bottlenecks of all stages */
-    int width;                   /* ViT: residual stream width C; ResNet: stem width */
-    int head_width;              /* HS of every head (ResNet: of the attention pool) */
-    int heads[TC_MAX_LAYERS];    /* per layer, each HS wide (0 for a ResNet) */
-    int mlp_width[TC_MAX_LAYERS];/* per layer (0 for a ResNet) */
+    int layers;                   /* ViT: residual blocks; ResNet: bottlenecks of all stages */
+    int width;                    /* ViT: residual stream width C; ResNet: stem width */
+    int head_width;               /* HS of every head (ResNet: of the attention pool) */
+    int heads[TC_MAX_LAYERS];     /* per layer, each HS wide (0 for a ResNet) */
+    int mlp_width[TC_MAX_LAYERS]; /* per layer (0 for a ResNet) */
     tc_pool_type pool;
-    int final_ln_after_pool;     /* identical result for token pooling */
+    int final_ln_after_pool; /* identical result for token pooling */
     /* vision */
-    int image_size, patch_size;  /* grid = image_size / patch_size */
+    int image_size, patch_size; /* grid = image_size / patch_size */
     int no_ln_pre;
     /* text */
     int context_length, vocab_size;
@@ -54,12 +54,12 @@ typedef struct {
 } tc_tower_config;
 
 typedef struct {
-    char name[128];              /* file stem, e.g. "ViT-B-32" */
+    char name[128]; /* file stem, e.g. "ViT-B-32" */
     int embed_dim;
-    tc_activation activation;    /* always explicit; from "quick_gelu" */
+    tc_activation activation; /* always explicit; from "quick_gelu" */
     tc_tower_config vision;
     tc_tower_config text;
-    int irregular;               /* per-layer arrays differ from the uniform form */
+    int irregular; /* per-layer arrays differ from the uniform form */
 } tc_model_config;
 
 /* parses open_clip JSON text (also accepts {"model_cfg": {...}} from an
@@ -85,7 +85,9 @@ static inline int tc_vision_tokens(const tc_tower_config *v) {
 }
 
 /* the ResNet's attention pool: width * 32 channels in heads of head_width */
-static inline int tc_resnet_pool_width(const tc_tower_config *v) { return v->width * 32; }
+static inline int tc_resnet_pool_width(const tc_tower_config *v) {
+    return v->width * 32;
+}
 static inline int tc_resnet_pool_heads(const tc_tower_config *v) {
     return v->head_width > 0 ? v->width * 32 / v->head_width : 0;
 }

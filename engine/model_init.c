@@ -9,13 +9,16 @@
 #include "rng.h"
 
 static void init_normal(float *x, size_t n, float std, tc_prng *r) {
-    for (size_t i = 0; i < n; i++) x[i] = std * tc_prng_normal(r);
+    for (size_t i = 0; i < n; i++)
+        x[i] = std * tc_prng_normal(r);
 }
 static void init_uniform(float *x, size_t n, float bound, tc_prng *r) {
-    for (size_t i = 0; i < n; i++) x[i] = bound * (2.0f * tc_prng_uniform(r) - 1.0f);
+    for (size_t i = 0; i < n; i++)
+        x[i] = bound * (2.0f * tc_prng_uniform(r) - 1.0f);
 }
 static void init_fill(float *x, size_t n, float v) {
-    for (size_t i = 0; i < n; i++) x[i] = v;
+    for (size_t i = 0; i < n; i++)
+        x[i] = v;
 }
 
 /* torch defaults: nn.Linear weight and bias U(+-1/sqrt(fan_in)); MHA
@@ -35,21 +38,29 @@ static void init_blocks(float *p, const tc_tower_config *cfg, const tc_block_off
         if (A > 0) {
             init_fill(p + o->ln1_w, C, 1.0f);
             init_fill(p + o->ln1_b, C, 0.0f);
-            if (clip_init) init_normal(p + o->qkv_w, (size_t)3 * A * C, attn_std, r);
-            else init_uniform(p + o->qkv_w, (size_t)3 * A * C, sqrtf(6.0f / (float)(C + 3 * A)), r);
+            if (clip_init)
+                init_normal(p + o->qkv_w, (size_t)3 * A * C, attn_std, r);
+            else
+                init_uniform(p + o->qkv_w, (size_t)3 * A * C, sqrtf(6.0f / (float)(C + 3 * A)), r);
             init_fill(p + o->qkv_b, 3 * A, 0.0f);
-            if (clip_init) init_normal(p + o->out_w, (size_t)C * A, proj_std, r);
-            else init_uniform(p + o->out_w, (size_t)C * A, 1.0f / sqrtf((float)A), r);
+            if (clip_init)
+                init_normal(p + o->out_w, (size_t)C * A, proj_std, r);
+            else
+                init_uniform(p + o->out_w, (size_t)C * A, 1.0f / sqrtf((float)A), r);
             init_fill(p + o->out_b, C, 0.0f);
         }
         if (M > 0) {
             init_fill(p + o->ln2_w, C, 1.0f);
             init_fill(p + o->ln2_b, C, 0.0f);
-            if (clip_init) init_normal(p + o->fc_w, (size_t)M * C, fc_std, r);
-            else init_uniform(p + o->fc_w, (size_t)M * C, 1.0f / sqrtf((float)C), r);
+            if (clip_init)
+                init_normal(p + o->fc_w, (size_t)M * C, fc_std, r);
+            else
+                init_uniform(p + o->fc_w, (size_t)M * C, 1.0f / sqrtf((float)C), r);
             init_uniform(p + o->fc_b, M, 1.0f / sqrtf((float)C), r);
-            if (clip_init) init_normal(p + o->proj_w, (size_t)C * M, proj_std, r);
-            else init_uniform(p + o->proj_w, (size_t)C * M, 1.0f / sqrtf((float)M), r);
+            if (clip_init)
+                init_normal(p + o->proj_w, (size_t)C * M, proj_std, r);
+            else
+                init_uniform(p + o->proj_w, (size_t)C * M, 1.0f / sqrtf((float)M), r);
             init_uniform(p + o->proj_b, C, 1.0f / sqrtf((float)M), r);
         }
     }
@@ -60,7 +71,8 @@ tc_status tc_model_init_random(tc_model *m, uint64_t seed) {
     const tc_model_config *cfg = tc_model_cfg(m);
     const tc_tower_config *v = &cfg->vision, *t = &cfg->text;
     float *p = calloc(L->total, sizeof *p);
-    if (!p) return tc_fail(TC_ERR_OOM, "model %s: out of host memory for initialisation", cfg->name);
+    if (!p)
+        return tc_fail(TC_ERR_OOM, "model %s: out of host memory for initialisation", cfg->name);
     tc_prng r;
     tc_prng_seed(&r, seed, 0);
     int Cv = v->width, Ct = t->width, E = cfg->embed_dim, P = v->patch_size;

@@ -25,7 +25,8 @@ static tc_status make_axis(axis *a, const float *z, int n_units, int group, int 
                            int multiply) {
     memset(a, 0, sizeof *a);
     int kept = 0;
-    for (int u = 0; u < n_units; u++) kept += !z || z[u] != 0.0f;
+    for (int u = 0; u < n_units; u++)
+        kept += !z || z[u] != 0.0f;
     size_t n = (size_t)reps * (size_t)(fold ? n_units : kept) * (size_t)group;
     a->idx = malloc((n ? n : 1) * sizeof *a->idx);
     a->mul = malloc((n ? n : 1) * sizeof *a->mul);
@@ -58,14 +59,17 @@ static void gather2(float *dst, const float *src, int src_cols, const axis *rows
         float *d = dst + (size_t)i * cols->n;
         float rm = rows->mul[i];
         if (cols_first)
-            for (int j = 0; j < cols->n; j++) d[j] = s[cols->idx[j]] * cols->mul[j] * rm;
+            for (int j = 0; j < cols->n; j++)
+                d[j] = s[cols->idx[j]] * cols->mul[j] * rm;
         else
-            for (int j = 0; j < cols->n; j++) d[j] = s[cols->idx[j]] * rm * cols->mul[j];
+            for (int j = 0; j < cols->n; j++)
+                d[j] = s[cols->idx[j]] * rm * cols->mul[j];
     }
 }
 
 static void gather1(float *dst, const float *src, const axis *a) {
-    for (int i = 0; i < a->n; i++) dst[i] = src[a->idx[i]] * a->mul[i];
+    for (int i = 0; i < a->n; i++)
+        dst[i] = src[a->idx[i]] * a->mul[i];
 }
 
 /* the mask z of one tower split into its parts */
@@ -76,8 +80,8 @@ typedef struct {
 
 static tc_status check_tower(const tc_tower_config *t, const char *what) {
     if (t->layers < 1 || t->layers > TC_MAX_LAYERS || t->width < 1)
-        return tc_fail(TC_ERR_CONFIG, "prune: %s tower has %d layers of width %d", what,
-                       t->layers, t->width);
+        return tc_fail(TC_ERR_CONFIG, "prune: %s tower has %d layers of width %d", what, t->layers,
+                       t->width);
     for (int l = 0; l < t->layers; l++)
         if (t->heads[l] * t->head_width != t->width || t->mlp_width[l] != t->mlp_width[0] ||
             t->mlp_width[0] < 1)
@@ -102,7 +106,8 @@ static tower_z split_z(const tc_tower_config *t, const float *z) {
 
 static int count_nonzero(const float *z, int n) {
     int k = 0;
-    for (int i = 0; i < n; i++) k += z[i] != 0.0f;
+    for (int i = 0; i < n; i++)
+        k += z[i] != 0.0f;
     return k;
 }
 
@@ -190,7 +195,8 @@ static tc_status emit_tower(int vision, const tc_model_config *cfg, const tower_
         const float *hz_l = z->headz + (size_t)l * NH, *iz_l = z->intz + (size_t)l * M;
         int heads_kept = count_nonzero(hz_l, NH), int_kept = count_nonzero(iz_l, M);
         if (heads_kept > 0 || fold) {
-            if ((st = make_axis(&qkv_rows, hz_l, NH, t->head_width, 3, fold, 0)) != TC_OK) goto done;
+            if ((st = make_axis(&qkv_rows, hz_l, NH, t->head_width, 3, fold, 0)) != TC_OK)
+                goto done;
             if ((st = make_axis(&head_cols, hz_l, NH, t->head_width, 1, fold, 1)) != TC_OK)
                 goto done;
             gather1(dst + o->ln1_w, src + s->ln1_w, &hid_cut);
@@ -244,19 +250,22 @@ static void move_bias(int vision, const tc_model_config *ocfg, const tc_param_la
         const tc_block_offsets *b = &ob[pos / 2];
         size_t sink = pos % 2 ? b->proj_b : b->out_b;
         if (sink != TC_ABSENT) {
-            for (int j = 0; j < C; j++) out[sink + j] += bias[j];
+            for (int j = 0; j < C; j++)
+                out[sink + j] += bias[j];
             return;
         }
     }
     if (vision && ol->v_ln_pre_b != TC_ABSENT) {
-        for (int j = 0; j < C; j++) out[ol->v_ln_pre_b + j] += bias[j];
+        for (int j = 0; j < C; j++)
+            out[ol->v_ln_pre_b + j] += bias[j];
         return;
     }
     /* every token receives the positional embedding once */
     size_t pos_off = vision ? ol->v_pos : ol->text_pos;
     int T = vision ? tc_vision_tokens(t) : t->context_length;
     for (int r = 0; r < T; r++)
-        for (int j = 0; j < C; j++) out[pos_off + (size_t)r * C + j] += bias[j];
+        for (int j = 0; j < C; j++)
+            out[pos_off + (size_t)r * C + j] += bias[j];
 }
 
 static tc_status move_dropped_biases(int vision, const tc_model_config *cfg, const tower_z *z,
@@ -322,9 +331,11 @@ tc_status tc_prune_z(const tc_model_config *cfg, const tc_param_layout *l, const
         const tower_z *z = tzs[k];
         int ck = count_nonzero(z->hz, z->C);
         if (ck == 0)
-            return tc_fail(TC_ERR_CONFIG, "prune: every hidden dim of the %s tower is pruned", what);
+            return tc_fail(TC_ERR_CONFIG, "prune: every hidden dim of the %s tower is pruned",
+                           what);
         ot->width = ck;
-        for (int i = 0; i < TC_MAX_LAYERS; i++) ot->heads[i] = ot->mlp_width[i] = 0;
+        for (int i = 0; i < TC_MAX_LAYERS; i++)
+            ot->heads[i] = ot->mlp_width[i] = 0;
         for (int i = 0; i < z->L; i++) {
             ot->heads[i] = count_nonzero(z->headz + (size_t)i * z->NH, z->NH);
             ot->mlp_width[i] = count_nonzero(z->intz + (size_t)i * z->M, z->M);
@@ -387,8 +398,8 @@ tc_status tc_prune(const tc_model_config *cfg, const tc_param_layout *l, const f
         st = tc_l0_deterministic(ms[k], round_to, zs[k]);
     }
     if (st == TC_OK)
-        st = tc_prune_z(cfg, l, params, zs[0], zs[1], TC_PRUNE_ORIGINAL, out_cfg, out_l,
-                        out_params);
+        st =
+            tc_prune_z(cfg, l, params, zs[0], zs[1], TC_PRUNE_ORIGINAL, out_cfg, out_l, out_params);
     free(zs[0]);
     free(zs[1]);
     return st;
@@ -436,8 +447,10 @@ static tc_status expand_tensor(const tc_param_info *cp, const float *src, const 
         return TC_OK;
     }
     int64_t cs[4] = {1, 1, 1, 1}, fs[4] = {1, 1, 1, 1};
-    for (int i = 0; i < cp->ndim; i++) cs[4 - cp->ndim + i] = cp->shape[i];
-    for (int i = 0; i < fp->ndim; i++) fs[4 - fp->ndim + i] = fp->shape[i];
+    for (int i = 0; i < cp->ndim; i++)
+        cs[4 - cp->ndim + i] = cp->shape[i];
+    for (int i = 0; i < fp->ndim; i++)
+        fs[4 - fp->ndim + i] = fp->shape[i];
     for (int64_t a = 0; a < cs[0]; a++)
         for (int64_t b = 0; b < cs[1]; b++)
             for (int64_t c = 0; c < cs[2]; c++)
@@ -447,12 +460,13 @@ static tc_status expand_tensor(const tc_param_info *cp, const float *src, const 
     return TC_OK;
 }
 
-static tc_status expand_check(const tc_tower_config *c, const tc_tower_config *f, const char *what) {
+static tc_status expand_check(const tc_tower_config *c, const tc_tower_config *f,
+                              const char *what) {
     if (!tc_tower_is_uniform(f))
         return tc_fail(TC_ERR_CONFIG, "expand: the full %s tower is not uniform", what);
     if (c->layers != f->layers)
-        return tc_fail(TC_ERR_CONFIG, "expand: the %s tower has %d layers, the full model %d",
-                       what, c->layers, f->layers);
+        return tc_fail(TC_ERR_CONFIG, "expand: the %s tower has %d layers, the full model %d", what,
+                       c->layers, f->layers);
     if (c->width > f->width)
         return tc_fail(TC_ERR_CONFIG, "expand: %s width %d exceeds the full %d", what, c->width,
                        f->width);
@@ -521,8 +535,7 @@ tc_status tc_expand(const tc_model_config *compact_cfg, const tc_param_layout *c
     for (int i = 0; i < cl->count; i++) {
         const tc_param_info *cp = &cl->params[i];
         const tc_param_info *fp = tc_param_find(fl, cp->name);
-        if (!fp)
-            return tc_fail(TC_ERR_CONFIG, "expand: the full model has no tensor %s", cp->name);
+        if (!fp) return tc_fail(TC_ERR_CONFIG, "expand: the full model has no tensor %s", cp->name);
         if (cp->offset > cl->total || cp->count > cl->total - cp->offset ||
             fp->offset > fl->total || fp->count > fl->total - fp->offset)
             return tc_fail(TC_ERR_ARG, "expand: %s lies outside its buffer", cp->name);

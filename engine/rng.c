@@ -11,12 +11,15 @@ static uint64_t splitmix64(uint64_t *x) {
 
 void tc_prng_seed(tc_prng *r, uint64_t seed, uint64_t stream) {
     uint64_t x = seed ^ (stream * 0xD1B54A32D192ED03ull);
-    for (int i = 0; i < 4; i++) r->s[i] = splitmix64(&x);
+    for (int i = 0; i < 4; i++)
+        r->s[i] = splitmix64(&x);
     r->has_spare = 0;
     r->spare = 0;
 }
 
-static inline uint64_t rotl(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
+static inline uint64_t rotl(uint64_t x, int k) {
+    return (x << k) | (x >> (64 - k));
+}
 
 uint64_t tc_prng_next(tc_prng *r) {
     uint64_t *s = r->s;
@@ -31,7 +34,9 @@ uint64_t tc_prng_next(tc_prng *r) {
     return result;
 }
 
-float tc_prng_uniform(tc_prng *r) { return (float)(tc_prng_next(r) >> 40) * (1.0f / 16777216.0f); }
+float tc_prng_uniform(tc_prng *r) {
+    return (float)(tc_prng_next(r) >> 40) * (1.0f / 16777216.0f);
+}
 
 double tc_prng_uniform_double(tc_prng *r) {
     return (double)(tc_prng_next(r) >> 11) * (1.0 / 9007199254740992.0);
@@ -54,7 +59,8 @@ uint64_t tc_prng_below(tc_prng *r, uint64_t n) {
     if (n <= 1) return 0;
     uint64_t limit = UINT64_MAX - UINT64_MAX % n;
     uint64_t x;
-    do x = tc_prng_next(r);
+    do
+        x = tc_prng_next(r);
     while (x >= limit);
     return x % n;
 }

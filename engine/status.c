@@ -53,4 +53,6 @@ tc_status tc_fail_context(tc_status code, const char *fmt, ...) {
     return code;
 }
 
-const char *tc_last_error(void) { return last_error; }
+const char *tc_last_error(void) {
+    return last_error;
+}

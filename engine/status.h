@@ -45,7 +45,8 @@ const char *tc_last_error(void);
 
 /* prefixes the current message with context, e.g. the file being read:
  * "model.safetensors: tensor 'x': shape mismatch" */
-tc_status tc_fail_context(tc_status code, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+tc_status tc_fail_context(tc_status code, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
 
 #define TC_TRY(expr)                                                                               \
     do {                                                                                           \

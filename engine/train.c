@@ -602,8 +602,9 @@ tc_status tc_trainer_apply_device(tc_trainer *t, double extra_sum_sq, const floa
     }
     /* skip or count the update on the device */
     be->step_gate(be, &t->scalars[S_FINITE]);
-    tc_adamw_hparams hp = {tc_lr_at(&t->optim, t->step), t->optim.beta1, t->optim.beta2,
-                           t->optim.eps, 1, &t->scalars[S_FINITE], lr_dev};
+    tc_adamw_hparams hp = {
+        tc_lr_at(&t->optim, t->step), t->optim.beta1, t->optim.beta2, t->optim.eps, 1,
+        &t->scalars[S_FINITE],        lr_dev};
     tc_act *compute = be->caps.separate_compute_weights ? tc_model_compute_weights(st) : NULL;
     if (tc_tr_sharded(t)) {
         /* this rank's slice, then every slice to every rank */

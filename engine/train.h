@@ -17,9 +17,10 @@
 #include "step_graph.h"
 
 typedef enum {
-    TC_SCHEDULE_COSINE = 0,           /* linear warm-up then cosine to 0 (open_clip cosine_lr) */
-    TC_SCHEDULE_CONST = 1,            /* linear warm-up then constant */
-    TC_SCHEDULE_COSINE_NO_WARMUP = 2, /* cosine from base lr starting at warmup_steps (after pruning) */
+    TC_SCHEDULE_COSINE = 0, /* linear warm-up then cosine to 0 (open_clip cosine_lr) */
+    TC_SCHEDULE_CONST = 1,  /* linear warm-up then constant */
+    TC_SCHEDULE_COSINE_NO_WARMUP =
+        2, /* cosine from base lr starting at warmup_steps (after pruning) */
 } tc_schedule_kind;
 
 typedef struct {
@@ -30,18 +31,19 @@ typedef struct {
 } tc_optim_config;
 
 typedef struct {
-    float w_clip;              /* contrastive loss weight (1 - alpha) * weight */
-    float w_distill;           /* affinity-mimicking weight alpha * weight */
-    float logit_scale;         /* > 0: student scale fixed to this after every step; 0: learned, clamped to [0, ln 100] */
+    float w_clip;      /* contrastive loss weight (1 - alpha) * weight */
+    float w_distill;   /* affinity-mimicking weight alpha * weight */
+    float logit_scale; /* > 0: student scale fixed to this after every step; 0: learned, clamped to
+                          [0, ln 100] */
     float teacher_logit_scale; /* the teacher's scale, fixed (method: 50) */
 } tc_loss_config;
 
 typedef struct {
-    float loss;        /* total loss of the step (before the update) */
-    float grad_norm;   /* global L2 norm before clipping */
+    float loss;      /* total loss of the step (before the update) */
+    float grad_norm; /* global L2 norm before clipping */
     float lr;
-    int skipped;       /* 1 when the loss or gradients were not finite: no update */
-    int skipped_in_a_row; /* consecutive skipped steps up to this one */
+    int skipped;             /* 1 when the loss or gradients were not finite: no update */
+    int skipped_in_a_row;    /* consecutive skipped steps up to this one */
     long long skipped_total; /* skipped steps since the trainer was made */
 } tc_step_result;
 

@@ -108,12 +108,16 @@ tc_status tc_train_alloc_step_buffers(tc_trainer *t) {
         (acc && (s = tc_tr_trainer_alloc(t, (void **)&t->txt_rows, R * E * F)) != TC_OK) ||
         (live_acc && (s = tc_tr_trainer_alloc(t, (void **)&t->timg_rows, R * TE * F)) != TC_OK) ||
         (live_acc && (s = tc_tr_trainer_alloc(t, (void **)&t->ttxt_rows, R * TE * F)) != TC_OK) ||
-        (t->cached_dim && (s = tc_tr_trainer_alloc(t, (void **)&t->in_timg, R * TE * F)) != TC_OK) ||
-        (t->cached_dim && (s = tc_tr_trainer_alloc(t, (void **)&t->in_ttxt, R * TE * F)) != TC_OK) ||
+        (t->cached_dim &&
+         (s = tc_tr_trainer_alloc(t, (void **)&t->in_timg, R * TE * F)) != TC_OK) ||
+        (t->cached_dim &&
+         (s = tc_tr_trainer_alloc(t, (void **)&t->in_ttxt, R * TE * F)) != TC_OK) ||
         (dp && (s = tc_tr_trainer_alloc(t, (void **)&t->img_all, W * R * E * F)) != TC_OK) ||
         (dp && (s = tc_tr_trainer_alloc(t, (void **)&t->txt_all, W * R * E * F)) != TC_OK) ||
-        (dp && distill && (s = tc_tr_trainer_alloc(t, (void **)&t->timg_all, W * R * TE * F)) != TC_OK) ||
-        (dp && distill && (s = tc_tr_trainer_alloc(t, (void **)&t->ttxt_all, W * R * TE * F)) != TC_OK) ||
+        (dp && distill &&
+         (s = tc_tr_trainer_alloc(t, (void **)&t->timg_all, W * R * TE * F)) != TC_OK) ||
+        (dp && distill &&
+         (s = tc_tr_trainer_alloc(t, (void **)&t->ttxt_all, W * R * TE * F)) != TC_OK) ||
         (dp && (s = tc_tr_trainer_alloc(t, (void **)&t->dimg_all, W * R * E * F)) != TC_OK) ||
         (dp && (s = tc_tr_trainer_alloc(t, (void **)&t->dtxt_all, W * R * E * F)) != TC_OK) ||
         (dp && (s = tc_tr_trainer_alloc(t, (void **)&t->cols, R * E * F)) != TC_OK) ||
@@ -157,7 +161,8 @@ static int param_event(const tc_trainer *t, const tc_param_layout *L, const tc_p
     int head = vision ? (o == L->v_ln_post_w || o == L->v_ln_post_b || o == L->v_proj)
                       : (o == L->ln_final_w || o == L->ln_final_b || o == L->text_proj);
     if (head) return tc_train_tower_event(t, id, tc->layers);
-    return tc_train_tower_event(t, id, -1); /* embeddings: final when the tower's backward returns */
+    return tc_train_tower_event(t, id,
+                                -1); /* embeddings: final when the tower's backward returns */
 }
 
 static int cmp_offset_desc(const void *a, const void *b) {

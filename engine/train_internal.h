@@ -23,11 +23,11 @@ struct tc_trainer {
     tc_loss_config loss;
     tc_parallel_config par;
     tc_backend *be;
-    int step;      /* schedule position: the lr of the next step is tc_lr_at(step) */
-    int max_batch; /* b: samples per micro-batch */
-    int rows;      /* R = accum_steps * b: this rank's samples per step, at most */
-    int world;     /* W */
-    int shape[3];  /* rows, world, sharded of the step buffers as allocated */
+    int step;               /* schedule position: the lr of the next step is tc_lr_at(step) */
+    int max_batch;          /* b: samples per micro-batch */
+    int rows;               /* R = accum_steps * b: this rank's samples per step, at most */
+    int world;              /* W */
+    int shape[3];           /* rows, world, sharded of the step buffers as allocated */
     tc_param_segment *segs; /* what AdamW updates: every tensor but the BatchNorm buffers */
     int nseg;
     /* what the gradient norm sums: every tensor in layout order, the
@@ -46,9 +46,9 @@ struct tc_trainer {
     const float *host_timg, *host_ttxt; /* the next step's, host (B, TE) */
     float *in_timg, *in_ttxt;           /* (R, TE) on the device */
     float *cached_scale;                /* device: ln of the teacher's logit scale */
-    int async_inputs;                /* inputs uploaded without waiting (fences) */
-    long long fences;                /* input fences recorded so far */
-    float last_sum_sq;               /* of the last result read, on the host */
+    int async_inputs;                   /* inputs uploaded without waiting (fences) */
+    long long fences;                   /* input fences recorded so far */
+    float last_sum_sq;                  /* of the last result read, on the host */
     float last_lr;
     /* accum_steps > 1: the features of every micro-batch of the step */
     float *img_rows, *txt_rows;   /* (R, E) */
@@ -73,8 +73,8 @@ struct tc_trainer {
      * allocation, so that a tensor's element sits on the alignment it has in
      * the whole buffer (shard_head = shard_lo[rank] % TC_PARAM_ALIGN) */
     size_t shard_head;
-    float *gshard;            /* (shard_n[rank]) averaged gradient slice */
-    tc_param_segment *zsegs;  /* segs cut to this rank's slice, relative to it */
+    float *gshard;           /* (shard_n[rank]) averaged gradient slice */
+    tc_param_segment *zsegs; /* segs cut to this rank's slice, relative to it */
     int nzseg;
     tc_param_segment *znsegs; /* nsegs cut the same way */
     int nznseg;

@@ -180,8 +180,10 @@ int tc_run_capture(const char *cmd, char **output) {
     }
     buf[n] = 0;
     int st = pclose(p);
-    if (output) *output = buf;
-    else free(buf);
+    if (output)
+        *output = buf;
+    else
+        free(buf);
     return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
 }
 
@@ -225,9 +227,12 @@ void tc_test_clip_batch(float *images, int32_t *ids, int N, const tc_model_confi
     for (int b = 0; b < N; b++) {
         int eot = 2 + b % (T - 2);
         for (int j = 0; j < T; j++) {
-            if (j < eot) ids[b * T + j] = 1 + (int)(tc_test_rand(&rng) % (uint64_t)(V - 2));
-            else if (j == eot) ids[b * T + j] = V - 1;
-            else ids[b * T + j] = 0;
+            if (j < eot)
+                ids[b * T + j] = 1 + (int)(tc_test_rand(&rng) % (uint64_t)(V - 2));
+            else if (j == eot)
+                ids[b * T + j] = V - 1;
+            else
+                ids[b * T + j] = 0;
         }
     }
 }
@@ -319,7 +324,8 @@ const char *tc_test_backend_missing_op(const tc_backend *be) {
 
 static uint64_t fnv1a64(const char *s) {
     uint64_t h = 0xCBF29CE484222325ull;
-    for (; *s; s++) h = (h ^ (unsigned char)*s) * 0x100000001B3ull;
+    for (; *s; s++)
+        h = (h ^ (unsigned char)*s) * 0x100000001B3ull;
     return h;
 }
 
@@ -377,9 +383,11 @@ static int formula_rule(const tc_param_info *p, double *a, double *b) {
     }
     if (ends_with(n, "positional_embedding")) return *b = 1.0 / 64, 1;
     if (ends_with(n, "token_embedding.weight")) return *b = 1.0 / 32, 1;
-    int64_t fan_in = strcmp(n, "text_projection") == 0 ? p->shape[0] : (int64_t)(p->count / p->shape[0]);
+    int64_t fan_in =
+        strcmp(n, "text_projection") == 0 ? p->shape[0] : (int64_t)(p->count / p->shape[0]);
     int e = 0;
-    while (((int64_t)1 << (2 * e)) < fan_in) e++;
+    while (((int64_t)1 << (2 * e)) < fan_in)
+        e++;
     *b = 4.0 * ldexp(1.0, -e);
     return 1;
 }
@@ -399,7 +407,8 @@ int tc_test_formula_params(const tc_param_layout *layout, float *params) {
             continue;
         }
         tc_test_formula_x(p->name, x, p->count);
-        for (size_t k = 0; k < p->count; k++) dst[k] = (float)(a + b * x[k]);
+        for (size_t k = 0; k < p->count; k++)
+            dst[k] = (float)(a + b * x[k]);
     }
     free(x);
     return 0;

@@ -7,6 +7,8 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+
+/* cmocka.h needs the headers above first */
 #include <cmocka.h>
 
 #include "model_config.h"
@@ -35,7 +37,8 @@ double tc_max_abs_diff(const float *a, const float *ref, size_t n);
 #define TC_ASSERT_CLOSE(a, ref, n, tol, what)                                                      \
     do {                                                                                           \
         double tc_e_ = tc_rel_err((a), (ref), (n));                                                \
-        if (!(tc_e_ <= (tol))) fail_msg("%s: relative error %.3g > %.3g", (what), tc_e_, (double)(tol)); \
+        if (!(tc_e_ <= (tol)))                                                                     \
+            fail_msg("%s: relative error %.3g > %.3g", (what), tc_e_, (double)(tol));              \
     } while (0)
 
 /* prints the reason and exits with 77, which ctest shows as a skipped test */

@@ -178,10 +178,10 @@ TC_CPU_INLINE void score_rows4(float *const s[TC_QB], const float *const q[TC_QB
 /* one row's step of rowvec4_64: c<r>0..3 += a<r>[k] B[k, c0..c0+64) */
 #define TC_ROW_STEP(r, k)                                                                          \
     do {                                                                                           \
-        const float *restrict br_ = B + (size_t)(k) * ldb;                                         \
-        const float x_ = a##r[(size_t)(k) * as];                                                   \
+        const float *restrict br_ = B + (size_t)(k)*ldb;                                           \
+        const float x_ = a##r[(size_t)(k)*as];                                                     \
         c##r##0 += x_ * TC_LOAD16(br_), c##r##1 += x_ * TC_LOAD16(br_ + TC_KB);                    \
-        c##r##2 += x_ * TC_LOAD16(br_ + 2 * TC_KB), c##r##3 += x_ * TC_LOAD16(br_ + 3 * TC_KB);   \
+        c##r##2 += x_ * TC_LOAD16(br_ + 2 * TC_KB), c##r##3 += x_ * TC_LOAD16(br_ + 3 * TC_KB);    \
     } while (0)
 #define TC_ROW_STORE(r)                                                                            \
     do {                                                                                           \
@@ -208,14 +208,18 @@ TC_CPU_INLINE void rowvec4_64(float *const out[TC_QB], const float *const a[TC_Q
     B += c0;
     tc_v16 c00 = {0}, c01 = {0}, c02 = {0}, c03 = {0}, c10 = {0}, c11 = {0}, c12 = {0}, c13 = {0},
            c20 = {0}, c21 = {0}, c22 = {0}, c23 = {0}, c30 = {0}, c31 = {0}, c32 = {0}, c33 = {0};
-    for (int k = k0[0]; k < K0; k++) TC_ROW_STEP(0, k);
-    for (int k = k0[1]; k < K0; k++) TC_ROW_STEP(1, k);
-    for (int k = k0[2]; k < K0; k++) TC_ROW_STEP(2, k);
-    for (int k = k0[3]; k < K0; k++) TC_ROW_STEP(3, k);
+    for (int k = k0[0]; k < K0; k++)
+        TC_ROW_STEP(0, k);
+    for (int k = k0[1]; k < K0; k++)
+        TC_ROW_STEP(1, k);
+    for (int k = k0[2]; k < K0; k++)
+        TC_ROW_STEP(2, k);
+    for (int k = k0[3]; k < K0; k++)
+        TC_ROW_STEP(3, k);
     for (int k = K0; k < K1; k++) {
         const float *restrict br = B + (size_t)k * ldb;
-        const tc_v16 b0 = TC_LOAD16(br), b1 = TC_LOAD16(br + TC_KB),
-                     b2 = TC_LOAD16(br + 2 * TC_KB), b3 = TC_LOAD16(br + 3 * TC_KB);
+        const tc_v16 b0 = TC_LOAD16(br), b1 = TC_LOAD16(br + TC_KB), b2 = TC_LOAD16(br + 2 * TC_KB),
+                     b3 = TC_LOAD16(br + 3 * TC_KB);
         const size_t ka = (size_t)k * as;
         const float x0 = a0[ka], x1 = a1[ka], x2 = a2[ka], x3 = a3[ka];
         c00 += x0 * b0, c01 += x0 * b1, c02 += x0 * b2, c03 += x0 * b3;
@@ -223,10 +227,14 @@ TC_CPU_INLINE void rowvec4_64(float *const out[TC_QB], const float *const a[TC_Q
         c20 += x2 * b0, c21 += x2 * b1, c22 += x2 * b2, c23 += x2 * b3;
         c30 += x3 * b0, c31 += x3 * b1, c32 += x3 * b2, c33 += x3 * b3;
     }
-    for (int k = K1; k < k1[0]; k++) TC_ROW_STEP(0, k);
-    for (int k = K1; k < k1[1]; k++) TC_ROW_STEP(1, k);
-    for (int k = K1; k < k1[2]; k++) TC_ROW_STEP(2, k);
-    for (int k = K1; k < k1[3]; k++) TC_ROW_STEP(3, k);
+    for (int k = K1; k < k1[0]; k++)
+        TC_ROW_STEP(0, k);
+    for (int k = K1; k < k1[1]; k++)
+        TC_ROW_STEP(1, k);
+    for (int k = K1; k < k1[2]; k++)
+        TC_ROW_STEP(2, k);
+    for (int k = K1; k < k1[3]; k++)
+        TC_ROW_STEP(3, k);
     TC_ROW_STORE(0);
     TC_ROW_STORE(1);
     TC_ROW_STORE(2);
@@ -291,7 +299,8 @@ void tc_cpu_attention_forward(tc_backend *b, tc_act *out, float *lse, const tc_a
             float *obase = o + (size_t)bb * T * A + (size_t)h * HS;
             float *lrow = lse + (size_t)task * T;
             if (!buf) { /* no scratch: the run stops at the next synchronize */
-                tc_cpu_record(b, TC_ERR_OOM, "attention_forward: no memory for a %d-token scratch", T);
+                tc_cpu_record(b, TC_ERR_OOM, "attention_forward: no memory for a %d-token scratch",
+                              T);
                 for (int i = 0; i < T; i++) {
                     memset(obase + (size_t)i * A, 0, (size_t)HS * sizeof(float));
                     lrow[i] = 0.0f;
@@ -490,8 +499,8 @@ void tc_cpu_attention_backward(tc_backend *b, tc_act *dqkv, const tc_act *dout, 
                 const int i = r0, ia = causal ? i : 0;
                 rowvec(dbase + (size_t)i * row3 + hq, ds + (size_t)i * ld, 1, 0, causal ? i + 1 : T,
                        base + hk, row3, HS, scale);
-                rowvec(dbase + (size_t)i * row3 + hk, ds + i, (size_t)ld, ia, T, base + hq, row3, HS,
-                       scale);
+                rowvec(dbase + (size_t)i * row3 + hk, ds + i, (size_t)ld, ia, T, base + hq, row3,
+                       HS, scale);
                 rowvec(dbase + (size_t)i * row3 + hv, p + i, (size_t)ld, ia, T, dyb, A, HS, 1.0f);
             }
         }

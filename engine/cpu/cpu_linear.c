@@ -146,8 +146,8 @@ void tc_cpu_linear_backward(tc_backend *b, tc_act *dinp, float *dw, float *dbias
      * each on one thread (OpenBLAS runs single-threaded inside a parallel
      * region), instead of one after the other with OpenBLAS splitting each
      * product and synchronising its threads */
-    const int side_by_side = tc_cpu_threads(b) == 2 && want_dx && want_dw && OC > 0 &&
-                             (double)N * C * OC > 1e6;
+    const int side_by_side =
+        tc_cpu_threads(b) == 2 && want_dx && want_dw && OC > 0 && (double)N * C * OC > 1e6;
     if (side_by_side) {
 #pragma omp parallel num_threads(2)
         {

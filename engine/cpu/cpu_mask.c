@@ -17,7 +17,8 @@ void tc_cpu_mask_cols_forward(tc_backend *b, tc_act *out, const tc_act *x, const
     int nt = tc_cpu_threads(b);
 #pragma omp parallel for schedule(static) num_threads(nt) if ((size_t)N * C > 16384)
     for (int n = 0; n < N; n++)
-        for (int c = 0; c < C; c++) o[(size_t)n * C + c] = xi[(size_t)n * C + c] * z[c / group];
+        for (int c = 0; c < C; c++)
+            o[(size_t)n * C + c] = xi[(size_t)n * C + c] * z[c / group];
 }
 
 void tc_cpu_mask_cols_backward(tc_backend *b, tc_act *dx, float *dz, const tc_act *dout,
@@ -39,7 +40,8 @@ void tc_cpu_mask_cols_backward(tc_backend *b, tc_act *dx, float *dz, const tc_ac
     }
 #pragma omp parallel for schedule(static) num_threads(nt) if ((size_t)N * C > 16384)
     for (int n = 0; n < N; n++)
-        for (int c = 0; c < C; c++) dxo[(size_t)n * C + c] = dy[(size_t)n * C + c] * z[c / group];
+        for (int c = 0; c < C; c++)
+            dxo[(size_t)n * C + c] = dy[(size_t)n * C + c] * z[c / group];
 }
 
 void tc_cpu_layernorm_masked_forward(tc_backend *b, tc_act *out, float *mean, float *rstd,
@@ -48,7 +50,8 @@ void tc_cpu_layernorm_masked_forward(tc_backend *b, tc_act *out, float *mean, fl
     float *o = TC_F(out);
     const float *x = TC_CF(inp), *wt = TC_CF(w), *bs = TC_CF(bias);
     int kept = 0;
-    for (int i = 0; i < C; i++) kept += mask[i] != 0.0f;
+    for (int i = 0; i < C; i++)
+        kept += mask[i] != 0.0f;
     int nt = tc_cpu_threads(b);
 #pragma omp parallel for schedule(static) num_threads(nt) if ((size_t)N * C > 16384)
     for (int n = 0; n < N; n++) {
@@ -75,7 +78,8 @@ void tc_cpu_layernorm_masked_backward(tc_backend *b, tc_act *dinp, float *dw, fl
                                       int N, int C) {
     const float *dy = TC_CF(dout), *x = TC_CF(inp), *wt = TC_CF(w);
     int kept = 0;
-    for (int i = 0; i < C; i++) kept += mask[i] != 0.0f;
+    for (int i = 0; i < C; i++)
+        kept += mask[i] != 0.0f;
     if (kept == 0) return;
     int nt = tc_cpu_threads(b);
     if (dinp) {

@@ -119,10 +119,9 @@ static void adamw_scalar(float *p, const float *gr, float *ms, float *vs, float 
  * are correctly rounded, no contraction): the bits of adamw_scalar. the
  * compiler keeps the scalar loop scalar (sqrtf may set errno), hence the
  * intrinsics. returns the first element not done */
-__attribute__((target("avx512f"))) static size_t adamw_avx512(float *p, const float *gr,
-                                                              float *ms, float *vs, float *cs,
-                                                              size_t i, size_t hi,
-                                                              const adamw_consts *k) {
+__attribute__((target("avx512f"))) static size_t adamw_avx512(float *p, const float *gr, float *ms,
+                                                              float *vs, float *cs, size_t i,
+                                                              size_t hi, const adamw_consts *k) {
     const __m512 gs = _mm512_set1_ps(k->gs), decay = _mm512_set1_ps(k->decay);
     const __m512 w1 = _mm512_set1_ps(k->w1), w1c = _mm512_set1_ps(1.0f - k->w1);
     const __m512 b2 = _mm512_set1_ps(k->b2), w2 = _mm512_set1_ps(k->w2);
@@ -137,8 +136,8 @@ __attribute__((target("avx512f"))) static size_t adamw_avx512(float *p, const fl
         const __m512 m0 = _mm512_loadu_ps(ms + i);
         const __m512 d = _mm512_sub_ps(g, m0);
         /* lerp_f32: self + w (end - self), or end - (end - self) (1 - w) */
-        const __m512 mi = low ? _mm512_add_ps(m0, _mm512_mul_ps(w1, d))
-                              : _mm512_sub_ps(g, _mm512_mul_ps(d, w1c));
+        const __m512 mi =
+            low ? _mm512_add_ps(m0, _mm512_mul_ps(w1, d)) : _mm512_sub_ps(g, _mm512_mul_ps(d, w1c));
         const __m512 vi = _mm512_add_ps(_mm512_mul_ps(_mm512_loadu_ps(vs + i), b2),
                                         _mm512_mul_ps(_mm512_mul_ps(w2, g), g));
         const __m512 denom = _mm512_add_ps(_mm512_div_ps(_mm512_sqrt_ps(vi), bc2), eps);

@@ -32,23 +32,26 @@ typedef struct {
 } embed_args;
 
 static void usage(FILE *f) {
-    fprintf(f, "usage: tinyclip embed MODEL [--model CONFIG] (--images FILE... | --pixels FILE)\n"
-               "                      (--texts TEXT... | --tokens FILE) --out FILE [--backend NAME]\n"
-               "  MODEL           checkpoint: .safetensors file or open_clip / Hugging Face directory\n"
-               "  --model CONFIG  model config JSON when the checkpoint carries none\n"
-               "  --images FILE.. JPEG/PNG files, eval preprocessing of the model\n"
-               "  --max-pixels N  refuse an image of more than N pixels, read from its header\n"
-               "                  before decoding (default 89478485, Pillow's limit)\n"
-               "  --pixels FILE   safetensors with one F32 tensor (N,3,S,S), already preprocessed\n"
-               "  --texts TEXT..  captions, tokenized with the CLIP tokenizer\n"
-               "  --tokens FILE   safetensors with one integer tensor (M,context), or a text file of ids\n"
-               "  --out FILE      output safetensors (image_features, text_features)\n");
+    fprintf(
+        f,
+        "usage: tinyclip embed MODEL [--model CONFIG] (--images FILE... | --pixels FILE)\n"
+        "                      (--texts TEXT... | --tokens FILE) --out FILE [--backend NAME]\n"
+        "  MODEL           checkpoint: .safetensors file or open_clip / Hugging Face directory\n"
+        "  --model CONFIG  model config JSON when the checkpoint carries none\n"
+        "  --images FILE.. JPEG/PNG files, eval preprocessing of the model\n"
+        "  --max-pixels N  refuse an image of more than N pixels, read from its header\n"
+        "                  before decoding (default 89478485, Pillow's limit)\n"
+        "  --pixels FILE   safetensors with one F32 tensor (N,3,S,S), already preprocessed\n"
+        "  --texts TEXT..  captions, tokenized with the CLIP tokenizer\n"
+        "  --tokens FILE   safetensors with one integer tensor (M,context), or a text file of ids\n"
+        "  --out FILE      output safetensors (image_features, text_features)\n");
 }
 
 /* a list option takes every following argument up to the next --option */
 static int take_list(int argc, char **argv, int *i, const char ***list, int *n) {
     int start = *i + 1, end = start;
-    while (end < argc && strncmp(argv[end], "--", 2) != 0) end++;
+    while (end < argc && strncmp(argv[end], "--", 2) != 0)
+        end++;
     *list = (const char **)argv + start;
     *n = end - start;
     *i = end - 1;
@@ -82,21 +85,27 @@ static int parse(int argc, char **argv, embed_args *a) {
         }
         if (i + 1 >= argc) goto missing;
         const char *v = argv[++i];
-        if (strcmp(o, "--model") == 0) a->config = v;
-        else if (strcmp(o, "--out") == 0) a->out = v;
-        else if (strcmp(o, "--pixels") == 0) a->pixels = v;
-        else if (strcmp(o, "--tokens") == 0) a->tokens = v;
-        else if (strcmp(o, "--backend") == 0) a->backend = v;
-        else if (strcmp(o, "--threads") == 0) a->threads = atoi(v);
+        if (strcmp(o, "--model") == 0)
+            a->config = v;
+        else if (strcmp(o, "--out") == 0)
+            a->out = v;
+        else if (strcmp(o, "--pixels") == 0)
+            a->pixels = v;
+        else if (strcmp(o, "--tokens") == 0)
+            a->tokens = v;
+        else if (strcmp(o, "--backend") == 0)
+            a->backend = v;
+        else if (strcmp(o, "--threads") == 0)
+            a->threads = atoi(v);
         else if (strcmp(o, "--max-pixels") == 0) {
             char *end = NULL;
             a->max_pixels = strtoll(v, &end, 10);
             if (!end || *end || a->max_pixels <= 0) {
-                fprintf(stderr, "tinyclip embed: --max-pixels takes a positive integer, got '%s'\n", v);
+                fprintf(stderr, "tinyclip embed: --max-pixels takes a positive integer, got '%s'\n",
+                        v);
                 return 2;
             }
-        }
-        else {
+        } else {
             fprintf(stderr, "tinyclip embed: unknown option %s\n", o);
             usage(stderr);
             return 2;
@@ -111,7 +120,8 @@ static int parse(int argc, char **argv, embed_args *a) {
         return 2;
     }
     if ((a->pixels && a->images) || (a->tokens && a->texts)) {
-        fprintf(stderr, "tinyclip embed: give images either as --images or --pixels, texts as --texts or --tokens\n");
+        fprintf(stderr, "tinyclip embed: give images either as --images or --pixels, texts as "
+                        "--texts or --tokens\n");
         return 2;
     }
     return -1;
@@ -128,12 +138,14 @@ static tc_status load_images(const embed_args *a, const tc_model_config *c, floa
         TC_TRY(tc_st_open(&f, a->pixels));
         tc_status s = TC_OK;
         if (tc_st_count(f) != 1) {
-            s = tc_fail(TC_ERR_FORMAT, "%s: expected one tensor (N,3,%d,%d), found %d", a->pixels, S, S,
-                        tc_st_count(f));
+            s = tc_fail(TC_ERR_FORMAT, "%s: expected one tensor (N,3,%d,%d), found %d", a->pixels,
+                        S, S, tc_st_count(f));
         } else {
             const tc_st_tensor *t = tc_st_tensor_at(f, 0);
-            if (t->ndim != 4 || t->shape[1] != 3 || t->shape[2] != S || t->shape[3] != S || t->shape[0] < 1)
-                s = tc_fail(TC_ERR_FORMAT, "%s: tensor %s must have shape (N,3,%d,%d) for this model", a->pixels,
+            if (t->ndim != 4 || t->shape[1] != 3 || t->shape[2] != S || t->shape[3] != S ||
+                t->shape[0] < 1)
+                s = tc_fail(TC_ERR_FORMAT,
+                            "%s: tensor %s must have shape (N,3,%d,%d) for this model", a->pixels,
                             t->name, S, S);
             else if (!(*out = malloc(t->numel * sizeof(float))))
                 s = tc_fail(TC_ERR_OOM, "%s: out of memory", a->pixels);
@@ -158,7 +170,9 @@ static tc_status load_images(const embed_args *a, const tc_model_config *c, floa
         /* only regular files: a FIFO or a directory is named, never waited on */
         if (tc_data_read_file(a->images[i], (size_t)1 << 30, &data, &len, why, sizeof why) != 0)
             s = tc_fail(TC_ERR_IO, "%s: %s", a->images[i], why);
-        if (s == TC_OK) s = tc_image_decode(dec, data, len, a->images[i], 0, &img); /* full decode: open_clip parity */
+        if (s == TC_OK)
+            s = tc_image_decode(dec, data, len, a->images[i], 0,
+                                &img); /* full decode: open_clip parity */
         if (s == TC_OK) s = tc_transform_apply(&tcfg, &img, NULL, NULL, *out + per * i, NULL);
         tc_image_free(&img);
         free(data);
@@ -187,14 +201,17 @@ static tc_status read_id_lines(const char *path, int T, int32_t **out, int *n) {
         int col = 0;
         char *end;
         for (char *p = line;;) {
-            while (*p == ' ' || *p == '\t' || *p == '\r') p++;
+            while (*p == ' ' || *p == '\t' || *p == '\r')
+                p++;
             if (!*p) break;
             long v = strtol(p, &end, 10);
             if (end == p || col >= T || v < 0 || v > 0x7fffffff) {
                 free(ids);
                 free(data);
                 return tc_fail(TC_ERR_FORMAT, "%s: line %d: %s", path, row + 1,
-                               end == p ? "not an integer id" : col >= T ? "more ids than the context length" : "id out of range");
+                               end == p   ? "not an integer id"
+                               : col >= T ? "more ids than the context length"
+                                          : "id out of range");
             }
             ids[(size_t)row * T + col++] = (int32_t)v;
             p = end;
@@ -253,8 +270,8 @@ static tc_status load_tokens(const embed_args *a, const tc_model_config *c, int3
                 memcpy(&v, (const char *)t->data + 8 * i, 8);
             }
             if (v < 0 || v >= c->text.vocab_size) {
-                s = tc_fail(TC_ERR_FORMAT, "%s: id %lld at index %llu is outside the vocabulary", a->tokens,
-                            (long long)v, (unsigned long long)i);
+                s = tc_fail(TC_ERR_FORMAT, "%s: id %lld at index %llu is outside the vocabulary",
+                            a->tokens, (long long)v, (unsigned long long)i);
                 break;
             }
             ids[i] = (int32_t)v;
@@ -368,7 +385,8 @@ int tc_cmd_embed(int argc, char **argv) {
     rc = 1;
     if (check_out(&a) != TC_OK) goto fail;
     if (a.config && tc_model_config_load(&hint, a.config) != TC_OK) goto fail;
-    if (tc_checkpoint_load(a.model, a.config ? &hint : NULL, &cfg, &layout, &params) != TC_OK) goto fail;
+    if (tc_checkpoint_load(a.model, a.config ? &hint : NULL, &cfg, &layout, &params) != TC_OK)
+        goto fail;
     if (check_params_finite(a.model, &layout, params) != TC_OK) goto fail;
     if ((a.pixels || a.images) && load_images(&a, &cfg, &images, &n_img) != TC_OK) goto fail;
     size_t per_image = (size_t)3 * cfg.vision.image_size * cfg.vision.image_size;
@@ -378,7 +396,8 @@ int tc_cmd_embed(int argc, char **argv) {
     if ((a.tokens || a.texts) && load_tokens(&a, &cfg, &ids, &n_txt) != TC_OK) goto fail;
     if (tc_backend_open(a.backend, a.threads, &be) != TC_OK) goto fail;
     tc_model_options opt = {.max_batch = EMBED_CHUNK, .train = 0};
-    if (tc_model_create(&m, be, &cfg, opt) != TC_OK || tc_model_set_params(m, params) != TC_OK) goto fail;
+    if (tc_model_create(&m, be, &cfg, opt) != TC_OK || tc_model_set_params(m, params) != TC_OK)
+        goto fail;
     int E = cfg.embed_dim;
     tc_st_write_tensor out[2];
     int n_out = 0;

@@ -16,15 +16,17 @@
 #include "zeroshot_templates.h"
 
 static void usage(FILE *f) {
-    fprintf(f, "usage: tinyclip eval --model CKPT [--config CFG] [--zeroshot fmnist|DIR]\n"
-               "                     [--classnames FILE] [--templates openai|simple|fmnist]\n"
-               "                     [--retrieval DATA] [--batch N] [--max-images N] [--backend NAME]\n"
-               "  --model CKPT      checkpoint (.safetensors, open_clip or Hugging Face folder)\n"
-               "  --config CFG      model config when the checkpoint carries none\n"
-               "  --zeroshot SET    fmnist (the 10,000 test images) or an image folder with one\n"
-               "                    sub-folder per class (class names from --classnames or the folders)\n"
-               "  --templates T     prompt set: openai (80), simple (7), fmnist (caption templates)\n"
-               "  --retrieval DATA  image-text pairs (webdataset shards or csv): R@1/5/10 both ways\n");
+    fprintf(
+        f,
+        "usage: tinyclip eval --model CKPT [--config CFG] [--zeroshot fmnist|DIR]\n"
+        "                     [--classnames FILE] [--templates openai|simple|fmnist]\n"
+        "                     [--retrieval DATA] [--batch N] [--max-images N] [--backend NAME]\n"
+        "  --model CKPT      checkpoint (.safetensors, open_clip or Hugging Face folder)\n"
+        "  --config CFG      model config when the checkpoint carries none\n"
+        "  --zeroshot SET    fmnist (the 10,000 test images) or an image folder with one\n"
+        "                    sub-folder per class (class names from --classnames or the folders)\n"
+        "  --templates T     prompt set: openai (80), simple (7), fmnist (caption templates)\n"
+        "  --retrieval DATA  image-text pairs (webdataset shards or csv): R@1/5/10 both ways\n");
 }
 
 int tc_cmd_eval(int argc, char **argv) {
@@ -43,15 +45,24 @@ int tc_cmd_eval(int argc, char **argv) {
             return 2;
         }
         const char *v = argv[++i];
-        if (strcmp(o, "--model") == 0) model = v;
-        else if (strcmp(o, "--config") == 0) config = v;
-        else if (strcmp(o, "--zeroshot") == 0) zs = v;
-        else if (strcmp(o, "--classnames") == 0) classnames = v;
-        else if (strcmp(o, "--templates") == 0) templates = v;
-        else if (strcmp(o, "--retrieval") == 0) retr = v;
-        else if (strcmp(o, "--batch") == 0) batch = atoi(v);
-        else if (strcmp(o, "--max-images") == 0) max_images = atoll(v);
-        else if (strcmp(o, "--backend") == 0) backend = v;
+        if (strcmp(o, "--model") == 0)
+            model = v;
+        else if (strcmp(o, "--config") == 0)
+            config = v;
+        else if (strcmp(o, "--zeroshot") == 0)
+            zs = v;
+        else if (strcmp(o, "--classnames") == 0)
+            classnames = v;
+        else if (strcmp(o, "--templates") == 0)
+            templates = v;
+        else if (strcmp(o, "--retrieval") == 0)
+            retr = v;
+        else if (strcmp(o, "--batch") == 0)
+            batch = atoi(v);
+        else if (strcmp(o, "--max-images") == 0)
+            max_images = atoll(v);
+        else if (strcmp(o, "--backend") == 0)
+            backend = v;
         else {
             fprintf(stderr, "tinyclip eval: unknown option %s\n", o);
             usage(stderr);
@@ -69,12 +80,15 @@ int tc_cmd_eval(int argc, char **argv) {
     if (strcmp(templates, "fmnist") == 0) {
         n_tmpl = tc_caption_template_count();
         tmpl = calloc((size_t)n_tmpl, sizeof *tmpl);
-        for (int i = 0; tmpl && i < n_tmpl; i++) tmpl[i] = tc_caption_template(i);
+        for (int i = 0; tmpl && i < n_tmpl; i++)
+            tmpl[i] = tc_caption_template(i);
     } else if (strcmp(templates, "openai") == 0 || strcmp(templates, "simple") == 0) {
-        tc_zeroshot_template_set set = templates[0] == 'o' ? TC_TEMPLATES_OPENAI : TC_TEMPLATES_SIMPLE;
+        tc_zeroshot_template_set set =
+            templates[0] == 'o' ? TC_TEMPLATES_OPENAI : TC_TEMPLATES_SIMPLE;
         n_tmpl = tc_zeroshot_template_count(set);
         tmpl = calloc((size_t)n_tmpl, sizeof *tmpl);
-        for (int i = 0; tmpl && i < n_tmpl; i++) tmpl[i] = tc_zeroshot_template(set, i);
+        for (int i = 0; tmpl && i < n_tmpl; i++)
+            tmpl[i] = tc_zeroshot_template(set, i);
     } else {
         fprintf(stderr, "tinyclip eval: --templates must be openai, simple or fmnist\n");
         return 2;
@@ -91,11 +105,13 @@ int tc_cmd_eval(int argc, char **argv) {
         goto done;
     }
     if (config && tc_model_config_load(&hint, config) != TC_OK) goto done;
-    if (tc_checkpoint_load(model, config ? &hint : NULL, &cfg, &layout, &params) != TC_OK) goto done;
+    if (tc_checkpoint_load(model, config ? &hint : NULL, &cfg, &layout, &params) != TC_OK)
+        goto done;
     if (tc_backend_open(backend, 0, &be) != TC_OK) goto done;
     if (tc_tokenizer_create(&tok, NULL) != TC_OK) goto done;
     tc_model_options o = {.max_batch = batch};
-    if (tc_model_create(&m, be, &cfg, o) != TC_OK || tc_model_set_params(m, params) != TC_OK) goto done;
+    if (tc_model_create(&m, be, &cfg, o) != TC_OK || tc_model_set_params(m, params) != TC_OK)
+        goto done;
     if (zs) {
         tc_zeroshot_cfg zc = {.data = is_fmnist ? "fmnist:test" : zs,
                               .kind = is_fmnist ? "fmnist" : "folder",
@@ -105,13 +121,15 @@ int tc_cmd_eval(int argc, char **argv) {
                               .max_images = max_images};
         tc_zeroshot_result r;
         if (tc_zeroshot_eval(m, tok, &zc, &r) != TC_OK) goto done;
-        printf("zero-shot %s: %lld images, top-1 %.2f%%, top-5 %.2f%%, mean per-class recall %.2f%%\n", zs,
-               (long long)r.n, 100.0 * r.top1, 100.0 * r.top5, 100.0 * r.mean_per_class_recall);
+        printf(
+            "zero-shot %s: %lld images, top-1 %.2f%%, top-5 %.2f%%, mean per-class recall %.2f%%\n",
+            zs, (long long)r.n, 100.0 * r.top1, 100.0 * r.top5, 100.0 * r.mean_per_class_recall);
     }
     if (retr) {
         tc_retrieval_result r;
         if (tc_retrieval_eval(m, tok, retr, max_images, &r) != TC_OK) goto done;
-        printf("retrieval %s: image->text R@1 %.2f%% R@5 %.2f%% R@10 %.2f%%; text->image R@1 %.2f%% R@5 %.2f%% R@10 %.2f%%\n",
+        printf("retrieval %s: image->text R@1 %.2f%% R@5 %.2f%% R@10 %.2f%%; text->image R@1 "
+               "%.2f%% R@5 %.2f%% R@10 %.2f%%\n",
                retr, 100 * r.i2t_recall[0], 100 * r.i2t_recall[1], 100 * r.i2t_recall[2],
                100 * r.t2i_recall[0], 100 * r.t2i_recall[1], 100 * r.t2i_recall[2]);
     }

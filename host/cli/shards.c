@@ -8,9 +8,9 @@
 #include <string.h>
 
 #include "cli.h"
-#include "source.h"
 #include "image_decode.h"
 #include "shard_writer.h"
+#include "source.h"
 
 static void usage(FILE *f) {
     fprintf(

@@ -8,10 +8,11 @@
 #include "tokenizer.h"
 
 static void usage(FILE *f) {
-    fprintf(f, "usage: tinyclip tokenize [--context N] [--vocab PATH] TEXT...\n"
-               "  prints one line per TEXT: its token ids from <start_of_text> (49406)\n"
-               "  to <end_of_text> (49407), cut to N ids (default 77) as open_clip does.\n"
-               "  the vocabulary defaults to $TINYCLIP_VOCAB, else %s\n",
+    fprintf(f,
+            "usage: tinyclip tokenize [--context N] [--vocab PATH] TEXT...\n"
+            "  prints one line per TEXT: its token ids from <start_of_text> (49406)\n"
+            "  to <end_of_text> (49407), cut to N ids (default 77) as open_clip does.\n"
+            "  the vocabulary defaults to $TINYCLIP_VOCAB, else %s\n",
             tc_bpe_vocab_default_path());
 }
 
@@ -34,7 +35,10 @@ int tc_cmd_tokenize(int argc, char **argv) {
                 char *end = NULL;
                 long v = strtol(argv[++a], &end, 10);
                 if (!end || *end || end == argv[a] || v < 1 || v > 1000000) {
-                    fprintf(stderr, "tinyclip tokenize: --context must be an integer in 1..1000000, got '%s'\n", argv[a]);
+                    fprintf(
+                        stderr,
+                        "tinyclip tokenize: --context must be an integer in 1..1000000, got '%s'\n",
+                        argv[a]);
                     return 2;
                 }
                 context = (int)v;
@@ -69,7 +73,8 @@ int tc_cmd_tokenize(int argc, char **argv) {
             rc = tc_cli_report("tokenize");
             break;
         }
-        for (int i = 0; i < n; i++) printf(i ? " %d" : "%d", (int)ids[i]);
+        for (int i = 0; i < n; i++)
+            printf(i ? " %d" : "%d", (int)ids[i]);
         printf("\n");
     }
     free(ids);

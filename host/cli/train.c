@@ -91,6 +91,7 @@ int tc_cmd_train(int argc, char **argv) {
         if (tc_run_experiment(exp, &o) != TC_OK) rc = tc_cli_report("train");
     }
     tc_experiment_free(exp);
-    for (int i = 0; i < n_owned; i++) free(owned[i]);
+    for (int i = 0; i < n_owned; i++)
+        free(owned[i]);
     return rc;
 }

@@ -33,7 +33,9 @@ int tc_comm_launched_world(void) {
 
 #ifndef TC_HAVE_MPI
 
-int tc_comm_mpi_available(void) { return 0; }
+int tc_comm_mpi_available(void) {
+    return 0;
+}
 
 tc_status tc_comm_mpi_create(tc_comm **out, double timeout_s) {
     *out = NULL;
@@ -53,13 +55,15 @@ tc_status tc_comm_mpi_create(tc_comm **out, double timeout_s) {
 typedef struct {
     tc_comm base;
     MPI_Comm world;
-    MPI_Comm side; /* a duplicate of world for the lost-rank inquiry */
-    double timeout;        /* seconds a collective may wait */
+    MPI_Comm side;          /* a duplicate of world for the lost-rank inquiry */
+    double timeout;         /* seconds a collective may wait */
     unsigned long long seq; /* collectives issued, for the messages */
     int we_initialised;
 } mpi_comm;
 
-int tc_comm_mpi_available(void) { return 1; }
+int tc_comm_mpi_available(void) {
+    return 1;
+}
 
 static double now_seconds(void) {
     struct timespec ts;
@@ -194,14 +198,16 @@ static tc_status check_count(mpi_comm *m, size_t count, const char *what) {
 }
 
 static void scale(float *x, size_t n, float s) {
-    for (size_t i = 0; i < n; i++) x[i] *= s;
+    for (size_t i = 0; i < n; i++)
+        x[i] *= s;
 }
 
 static tc_status mpi_all_reduce(tc_comm *c, float *buf, size_t count, tc_reduce_op op) {
     mpi_comm *m = (mpi_comm *)c;
     TC_TRY(check_count(m, count, "all_reduce"));
     MPI_Request req;
-    TC_TRY(check(m, MPI_Iallreduce(MPI_IN_PLACE, buf, (int)count, MPI_FLOAT, MPI_SUM, m->world, &req),
+    TC_TRY(check(m,
+                 MPI_Iallreduce(MPI_IN_PLACE, buf, (int)count, MPI_FLOAT, MPI_SUM, m->world, &req),
                  "all_reduce"));
     TC_TRY(wait_request(m, &req, "all_reduce"));
     if (op == TC_REDUCE_AVG) scale(buf, count, 1.0f / (float)c->world_size);
@@ -239,9 +245,9 @@ static tc_status mpi_all_gather(tc_comm *c, const float *send, float *recv, size
     mpi_comm *m = (mpi_comm *)c;
     TC_TRY(check_count(m, count * (size_t)c->world_size, "all_gather"));
     MPI_Request req;
-    TC_TRY(check(m, MPI_Iallgather(send, (int)count, MPI_FLOAT, recv, (int)count, MPI_FLOAT,
-                                   m->world, &req),
-                 "all_gather"));
+    TC_TRY(check(
+        m, MPI_Iallgather(send, (int)count, MPI_FLOAT, recv, (int)count, MPI_FLOAT, m->world, &req),
+        "all_gather"));
     return wait_request(m, &req, "all_gather");
 }
 
@@ -250,9 +256,9 @@ static tc_status mpi_reduce_scatter(tc_comm *c, const float *send, float *recv, 
     mpi_comm *m = (mpi_comm *)c;
     TC_TRY(check_count(m, count * (size_t)c->world_size, "reduce_scatter"));
     MPI_Request req;
-    TC_TRY(check(m, MPI_Ireduce_scatter_block(send, recv, (int)count, MPI_FLOAT, MPI_SUM, m->world,
-                                              &req),
-                 "reduce_scatter"));
+    TC_TRY(check(
+        m, MPI_Ireduce_scatter_block(send, recv, (int)count, MPI_FLOAT, MPI_SUM, m->world, &req),
+        "reduce_scatter"));
     TC_TRY(wait_request(m, &req, "reduce_scatter"));
     if (op == TC_REDUCE_AVG) scale(recv, count, 1.0f / (float)c->world_size);
     return TC_OK;
@@ -299,8 +305,9 @@ static tc_status mpi_all_gather_v(tc_comm *c, float *buf, const size_t *counts) 
     int *n;
     TC_TRY(int_counts(m, counts, &n, "all_gather_v"));
     MPI_Request req;
-    tc_status s = check(m, MPI_Iallgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, buf, n,
-                                           n + c->world_size, MPI_FLOAT, m->world, &req),
+    tc_status s = check(m,
+                        MPI_Iallgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, buf, n,
+                                        n + c->world_size, MPI_FLOAT, m->world, &req),
                         "all_gather_v");
     free(n);
     TC_TRY(s);
@@ -328,12 +335,13 @@ static tc_status mpi_host_all_reduce(tc_comm *c, double *buf, size_t count, tc_r
     mpi_comm *m = (mpi_comm *)c;
     TC_TRY(check_count(m, count, "all_reduce"));
     MPI_Request req;
-    TC_TRY(check(m, MPI_Iallreduce(MPI_IN_PLACE, buf, (int)count, MPI_DOUBLE, MPI_SUM, m->world,
-                                   &req),
+    TC_TRY(check(m,
+                 MPI_Iallreduce(MPI_IN_PLACE, buf, (int)count, MPI_DOUBLE, MPI_SUM, m->world, &req),
                  "all_reduce"));
     TC_TRY(wait_request(m, &req, "all_reduce"));
     if (op == TC_REDUCE_AVG)
-        for (size_t i = 0; i < count; i++) buf[i] /= (double)c->world_size;
+        for (size_t i = 0; i < count; i++)
+            buf[i] /= (double)c->world_size;
     return TC_OK;
 }
 

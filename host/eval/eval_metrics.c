@@ -14,10 +14,12 @@ void tc_l2_normalize_rows(float *x, int64_t n, int d) {
     for (int64_t i = 0; i < n; i++) {
         float *r = x + i * d;
         double ss = 0;
-        for (int j = 0; j < d; j++) ss += (double)r[j] * r[j];
+        for (int j = 0; j < d; j++)
+            ss += (double)r[j] * r[j];
         if (ss <= 0) continue;
         float inv = (float)(1.0 / sqrt(ss));
-        for (int j = 0; j < d; j++) r[j] *= inv;
+        for (int j = 0; j < d; j++)
+            r[j] *= inv;
     }
 }
 
@@ -32,13 +34,18 @@ tc_status tc_zeroshot_classifier(const float *tf, int n_classes, int n_templates
         for (int t = 0; t < n_templates; t++) {
             const float *r = tf + ((size_t)c * n_templates + t) * e;
             double ss = 0;
-            for (int j = 0; j < e; j++) ss += (double)r[j] * r[j];
+            for (int j = 0; j < e; j++)
+                ss += (double)r[j] * r[j];
             if (!(ss > 0) || !isfinite(ss)) {
                 free(acc);
-                return tc_fail(TC_ERR_NONFINITE, "zero-shot classifier: class %d template %d has a zero or non-finite text feature", c, t);
+                return tc_fail(TC_ERR_NONFINITE,
+                               "zero-shot classifier: class %d template %d has a zero or "
+                               "non-finite text feature",
+                               c, t);
             }
             double inv = 1.0 / sqrt(ss);
-            for (int j = 0; j < e; j++) acc[j] += r[j] * inv;
+            for (int j = 0; j < e; j++)
+                acc[j] += r[j] * inv;
         }
         double ss = 0;
         for (int j = 0; j < e; j++) {
@@ -47,16 +54,19 @@ tc_status tc_zeroshot_classifier(const float *tf, int n_classes, int n_templates
         }
         if (!(ss > 0) || !isfinite(ss)) {
             free(acc);
-            return tc_fail(TC_ERR_NONFINITE, "zero-shot classifier: class %d: the prompt features cancel out", c);
+            return tc_fail(TC_ERR_NONFINITE,
+                           "zero-shot classifier: class %d: the prompt features cancel out", c);
         }
         double inv = 1.0 / sqrt(ss);
-        for (int j = 0; j < e; j++) W[(size_t)c * e + j] = (float)(acc[j] * inv);
+        for (int j = 0; j < e; j++)
+            W[(size_t)c * e + j] = (float)(acc[j] * inv);
     }
     free(acc);
     return TC_OK;
 }
 
-void tc_zeroshot_logits(const float *img, int64_t n, const float *W, int n_classes, int e, float *logits) {
+void tc_zeroshot_logits(const float *img, int64_t n, const float *W, int n_classes, int e,
+                        float *logits) {
     if (n <= 0) return;
     /* logits (N, C) = 100 * img (N, E) @ W (C, E)^T */
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)n, n_classes, e, 100.0f, img, e, W, e,
@@ -86,15 +96,17 @@ void tc_zeroshot_counts_free(tc_zeroshot_counts *c) {
 static int64_t rank_of(const float *s, int64_t n, int64_t t) {
     float v = s[t];
     int64_t r = 0;
-    for (int64_t j = 0; j < n; j++) r += s[j] > v || (s[j] == v && j < t);
+    for (int64_t j = 0; j < n; j++)
+        r += s[j] > v || (s[j] == v && j < t);
     return r;
 }
 
-tc_status tc_zeroshot_counts_add(tc_zeroshot_counts *c, const float *logits, int64_t n, const int *labels) {
+tc_status tc_zeroshot_counts_add(tc_zeroshot_counts *c, const float *logits, int64_t n,
+                                 const int *labels) {
     for (int64_t i = 0; i < n; i++)
         if (labels[i] < 0 || labels[i] >= c->n_classes)
-            return tc_fail(TC_ERR_DATA, "zero-shot: label %d of sample %lld is outside [0, %d)", labels[i],
-                           (long long)i, c->n_classes);
+            return tc_fail(TC_ERR_DATA, "zero-shot: label %d of sample %lld is outside [0, %d)",
+                           labels[i], (long long)i, c->n_classes);
     for (int64_t i = 0; i < n; i++) {
         const float *row = logits + i * c->n_classes;
         int64_t r = rank_of(row, c->n_classes, labels[i]);
@@ -144,10 +156,12 @@ tc_status tc_retrieval_metrics(const float *img, int64_t n_img, const float *txt
                                const int64_t *txt_image, int e, tc_retrieval_result *out) {
     memset(out, 0, sizeof *out);
     if (n_img < 1 || n_txt < 1 || e < 1)
-        return tc_fail(TC_ERR_ARG, "retrieval: %lld images, %lld captions", (long long)n_img, (long long)n_txt);
+        return tc_fail(TC_ERR_ARG, "retrieval: %lld images, %lld captions", (long long)n_img,
+                       (long long)n_txt);
     for (int64_t t = 0; t < n_txt; t++)
         if (txt_image[t] < 0 || txt_image[t] >= n_img)
-            return tc_fail(TC_ERR_DATA, "retrieval: caption %lld belongs to image %lld, outside [0, %lld)",
+            return tc_fail(TC_ERR_DATA,
+                           "retrieval: caption %lld belongs to image %lld, outside [0, %lld)",
                            (long long)t, (long long)txt_image[t], (long long)n_img);
     tc_status st = TC_OK;
     int64_t *count = calloc((size_t)n_img + 1, sizeof *count); /* CSR of captions per image */
@@ -163,11 +177,15 @@ tc_status tc_retrieval_metrics(const float *img, int64_t n_img, const float *txt
         st = tc_fail(TC_ERR_OOM, "retrieval: out of memory");
         goto done;
     }
-    for (int64_t t = 0; t < n_txt; t++) count[txt_image[t] + 1]++;
-    for (int64_t i = 0; i < n_img; i++) count[i + 1] += count[i];
-    for (int64_t t = 0; t < n_txt; t++) caps[count[txt_image[t]] + fill[txt_image[t]]++] = t;
+    for (int64_t t = 0; t < n_txt; t++)
+        count[txt_image[t] + 1]++;
+    for (int64_t i = 0; i < n_img; i++)
+        count[i + 1] += count[i];
+    for (int64_t t = 0; t < n_txt; t++)
+        caps[count[txt_image[t]] + fill[txt_image[t]]++] = t;
     int one = n_txt == n_img;
-    for (int64_t i = 0; one && i < n_img; i++) one = count[i + 1] - count[i] == 1;
+    for (int64_t i = 0; one && i < n_img; i++)
+        one = count[i + 1] - count[i] == 1;
     out->one_caption = one;
 
     /* text -> image: scores (texts, images) */
@@ -182,7 +200,8 @@ tc_status tc_retrieval_metrics(const float *img, int64_t n_img, const float *txt
             int64_t r = rank_of(block + b * n_img, n_img, txt_image[t]);
             t2i_rank[t] = r;
             sum_t2i += (double)r;
-            for (int k = 0; k < 3; k++) hits_t2i[k] += r < KS[k];
+            for (int k = 0; k < 3; k++)
+                hits_t2i[k] += r < KS[k];
         }
     }
     /* image -> text: scores (images, texts); best rank among the image's captions */
@@ -206,7 +225,8 @@ tc_status tc_retrieval_metrics(const float *img, int64_t n_img, const float *txt
             i2t_rank[i] = best;
             sum_i2t += (double)best;
             with_caption++;
-            for (int k = 0; k < 3; k++) hits_i2t[k] += best < KS[k];
+            for (int k = 0; k < 3; k++)
+                hits_i2t[k] += best < KS[k];
         }
     }
     for (int k = 0; k < 3; k++) {

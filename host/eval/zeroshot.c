@@ -11,7 +11,8 @@ static void fill_template(char *buf, size_t cap, const char *tmpl, const char *n
     size_t n = 0;
     for (const char *p = tmpl; *p && n + 1 < cap; p++) {
         if (p[0] == '{' && p[1] == '}') {
-            for (const char *q = name; *q && n + 1 < cap; q++) buf[n++] = *q;
+            for (const char *q = name; *q && n + 1 < cap; q++)
+                buf[n++] = *q;
             p++;
         } else {
             buf[n++] = *p;
@@ -21,8 +22,8 @@ static void fill_template(char *buf, size_t cap, const char *tmpl, const char *n
 }
 
 tc_status tc_zeroshot_build_classifier(tc_model *m, tc_tokenizer *tok, const char *const *classes,
-                                       int n_classes, const char *const *templates,
-                                       int n_templates, float *W) {
+                                       int n_classes, const char *const *templates, int n_templates,
+                                       float *W) {
     const tc_model_config *c = tc_model_cfg(m);
     tc_backend *be = tc_model_backend(m);
     int T = c->text.context_length, E = c->embed_dim, chunk = tc_model_max_batch(m);
@@ -69,15 +70,16 @@ tc_status tc_zeroshot_eval(tc_model *m, tc_tokenizer *tok, const tc_zeroshot_cfg
     int n_classes = src->num_classes;
     if (n_classes < 2) {
         tc_loader_destroy(l);
-        return tc_fail(TC_ERR_DATA, "zero-shot data %s: needs labelled classes (found %d)", cfg->data,
-                       n_classes);
+        return tc_fail(TC_ERR_DATA, "zero-shot data %s: needs labelled classes (found %d)",
+                       cfg->data, n_classes);
     }
     float *W = malloc((size_t)n_classes * E * sizeof *W);
     float *img = malloc((size_t)B * E * sizeof *img);
     float *logits = malloc((size_t)B * n_classes * sizeof *logits);
     int *labels = malloc((size_t)B * sizeof *labels);
     tc_zeroshot_counts counts = {0};
-    tc_status s = (W && img && logits && labels) ? TC_OK : tc_fail(TC_ERR_OOM, "zero-shot: out of memory");
+    tc_status s =
+        (W && img && logits && labels) ? TC_OK : tc_fail(TC_ERR_OOM, "zero-shot: out of memory");
     if (s == TC_OK)
         s = tc_zeroshot_build_classifier(m, tok, (const char *const *)src->class_names, n_classes,
                                          cfg->templates, cfg->n_templates, W);
@@ -87,12 +89,14 @@ tc_status tc_zeroshot_eval(tc_model *m, tc_tokenizer *tok, const tc_zeroshot_cfg
         s = tc_loader_next(l, &batch);
         if (s != TC_OK || !batch) break;
         int n = batch->n;
-        if (cfg->max_images > 0 && counts.n + n > cfg->max_images) n = (int)(cfg->max_images - counts.n);
+        if (cfg->max_images > 0 && counts.n + n > cfg->max_images)
+            n = (int)(cfg->max_images - counts.n);
         if (n > 0) s = tc_model_encode_image(m, batch->images, n);
         if (s == TC_OK && n > 0)
             s = be->download(be, img, tc_model_image_features(m), (size_t)n * E * sizeof(float));
         if (s == TC_OK && n > 0) {
-            for (int i = 0; i < n; i++) labels[i] = batch->labels[i];
+            for (int i = 0; i < n; i++)
+                labels[i] = batch->labels[i];
             tc_zeroshot_logits(img, n, W, n_classes, E, logits);
             s = tc_zeroshot_counts_add(&counts, logits, n, labels);
         }
@@ -100,8 +104,10 @@ tc_status tc_zeroshot_eval(tc_model *m, tc_tokenizer *tok, const tc_zeroshot_cfg
         if (cfg->max_images > 0 && counts.n >= cfg->max_images) break;
     }
     if (s == TC_OK) {
-        if (counts.n == 0) s = tc_fail(TC_ERR_DATA, "zero-shot data %s: no images", cfg->data);
-        else *out = tc_zeroshot_result_of(&counts);
+        if (counts.n == 0)
+            s = tc_fail(TC_ERR_DATA, "zero-shot data %s: no images", cfg->data);
+        else
+            *out = tc_zeroshot_result_of(&counts);
     }
     tc_zeroshot_counts_free(&counts);
     free(labels);

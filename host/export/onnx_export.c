@@ -5,8 +5,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "checkpoint.h"
 #include "bpe_vocab.h"
+#include "checkpoint.h"
 #include "fileio.h"
 #include "hf_tokenizer.h"
 #include "json.h"

@@ -48,7 +48,8 @@ tc_status tc_metrics_open(tc_metrics_log **out, const char *path) {
     }
     m->f = fopen(path, "a");
     if (!m->f) {
-        tc_status s = tc_fail(TC_ERR_IO, "%s: cannot open for appending: %s", path, strerror(errno));
+        tc_status s =
+            tc_fail(TC_ERR_IO, "%s: cannot open for appending: %s", path, strerror(errno));
         free(m);
         return s;
     }
@@ -64,15 +65,20 @@ tc_status tc_metrics_write(tc_metrics_log *m, int64_t step, const char *event, i
     int len = snprintf(line, sizeof line, "{\"step\": %lld, \"time\": %.3f", (long long)step,
                        (double)tv.tv_sec + (double)tv.tv_usec * 1e-6);
     if (event) {
-        if (!plain_key(event)) return tc_fail(TC_ERR_ARG, "%s: event name '%.40s' is not a plain name", m->path, event);
+        if (!plain_key(event))
+            return tc_fail(TC_ERR_ARG, "%s: event name '%.40s' is not a plain name", m->path,
+                           event);
         len += snprintf(line + len, sizeof line - (size_t)len, ", \"event\": \"%s\"", event);
     }
     for (int i = 0; i < n; i++) {
-        if (!plain_key(keys[i])) return tc_fail(TC_ERR_ARG, "%s: metric name '%.40s' is not a plain name", m->path, keys[i]);
+        if (!plain_key(keys[i]))
+            return tc_fail(TC_ERR_ARG, "%s: metric name '%.40s' is not a plain name", m->path,
+                           keys[i]);
         if ((size_t)len + strlen(keys[i]) + 40 >= sizeof line)
             return tc_fail(TC_ERR_ARG, "%s: too many metrics in one line", m->path);
         if (isfinite(values[i]))
-            len += snprintf(line + len, sizeof line - (size_t)len, ", \"%s\": %.9g", keys[i], values[i]);
+            len += snprintf(line + len, sizeof line - (size_t)len, ", \"%s\": %.9g", keys[i],
+                            values[i]);
         else
             len += snprintf(line + len, sizeof line - (size_t)len, ", \"%s\": null", keys[i]);
     }
@@ -103,7 +109,8 @@ static int line_number(const char *line, const char *key, double *v) {
     const char *p = strstr(line, pat);
     if (!p) return 0;
     p += strlen(pat);
-    while (*p == ' ') p++;
+    while (*p == ' ')
+        p++;
     char *end;
     double d = strtod(p, &end);
     if (end == p) return 0;
@@ -116,7 +123,8 @@ static int line_event_is(const char *line, const char *event) {
     if (!event) return p == NULL;
     if (!p) return 0;
     p += 8;
-    while (*p == ' ') p++;
+    while (*p == ' ')
+        p++;
     size_t n = strlen(event);
     return *p == '"' && !strncmp(p + 1, event, n) && p[1 + n] == '"';
 }

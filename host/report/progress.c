@@ -25,13 +25,14 @@ void tc_progress_format(char *buf, size_t cap, const char *stage, int64_t step, 
             snprintf(eta_s, sizeof eta_s, "%02ld:%02ld", s / 60, s % 60);
     }
     int w = 1;
-    for (int64_t t = total; t >= 10; t /= 10) w++;
-    snprintf(buf, cap, "stage %s [%*lld/%lld] loss %.4f  img/s %.1f  ETA %s", stage, w, (long long)step,
-             (long long)total, loss, ips, eta_s);
+    for (int64_t t = total; t >= 10; t /= 10)
+        w++;
+    snprintf(buf, cap, "stage %s [%*lld/%lld] loss %.4f  img/s %.1f  ETA %s", stage, w,
+             (long long)step, (long long)total, loss, ips, eta_s);
 }
 
-void tc_progress_begin(tc_progress *p, FILE *f, const char *stage, int64_t start_step, int64_t total,
-                       int64_t every, int force_tty) {
+void tc_progress_begin(tc_progress *p, FILE *f, const char *stage, int64_t start_step,
+                       int64_t total, int64_t every, int force_tty) {
     memset(p, 0, sizeof *p);
     p->f = f;
     p->tty = force_tty >= 0 ? force_tty : isatty(fileno(f));

@@ -21,8 +21,8 @@ typedef struct {
 } tc_progress;
 
 /* force_tty: -1 detect with isatty, 0 plain, 1 terminal */
-void tc_progress_begin(tc_progress *p, FILE *f, const char *stage, int64_t start_step, int64_t total,
-                       int64_t every, int force_tty);
+void tc_progress_begin(tc_progress *p, FILE *f, const char *stage, int64_t start_step,
+                       int64_t total, int64_t every, int force_tty);
 /* step is the number of steps done (1..total) */
 void tc_progress_update(tc_progress *p, int64_t step, double loss, double images_per_sec);
 /* ends the terminal line; prints a plain message line without breaking it */

@@ -23,7 +23,8 @@ static int crc_ready;
 static void crc_init(void) {
     for (uint32_t i = 0; i < 256; i++) {
         uint32_t c = i;
-        for (int k = 0; k < 8; k++) c = c & 1 ? (c >> 1) ^ 0x82F63B78u : c >> 1;
+        for (int k = 0; k < 8; k++)
+            c = c & 1 ? (c >> 1) ^ 0x82F63B78u : c >> 1;
         crc_table[i] = c;
     }
     crc_ready = 1;
@@ -33,11 +34,14 @@ uint32_t tc_crc32c(const void *data, size_t len) {
     if (!crc_ready) crc_init(); /* idempotent: a race writes the same table */
     const uint8_t *p = data;
     uint32_t c = 0xFFFFFFFFu;
-    for (size_t i = 0; i < len; i++) c = crc_table[(c ^ p[i]) & 0xFF] ^ (c >> 8);
+    for (size_t i = 0; i < len; i++)
+        c = crc_table[(c ^ p[i]) & 0xFF] ^ (c >> 8);
     return c ^ 0xFFFFFFFFu;
 }
 
-uint32_t tc_crc32c_mask(uint32_t crc) { return ((crc >> 15) | (crc << 17)) + 0xa282ead8u; }
+uint32_t tc_crc32c_mask(uint32_t crc) {
+    return ((crc >> 15) | (crc << 17)) + 0xa282ead8u;
+}
 
 /* ---------------------------------------------------------------- protobuf */
 
@@ -67,13 +71,15 @@ static int put_varint(buf *b, uint64_t v) {
 
 static int put_fixed64(buf *b, uint64_t v) {
     uint8_t t[8];
-    for (int i = 0; i < 8; i++) t[i] = (uint8_t)(v >> (8 * i));
+    for (int i = 0; i < 8; i++)
+        t[i] = (uint8_t)(v >> (8 * i));
     return put(b, t, 8);
 }
 
 static int put_fixed32(buf *b, uint32_t v) {
     uint8_t t[4];
-    for (int i = 0; i < 4; i++) t[i] = (uint8_t)(v >> (8 * i));
+    for (int i = 0; i < 4; i++)
+        t[i] = (uint8_t)(v >> (8 * i));
     return put(b, t, 4);
 }
 
@@ -84,7 +90,9 @@ static int put_double(buf *b, double d) {
 }
 
 /* field key: (number << 3) | wire type (0 varint, 1 fixed64, 2 bytes, 5 fixed32) */
-static int put_key(buf *b, int field, int wire) { return put_varint(b, (uint64_t)((field << 3) | wire)); }
+static int put_key(buf *b, int field, int wire) {
+    return put_varint(b, (uint64_t)((field << 3) | wire));
+}
 
 static int put_bytes(buf *b, int field, const void *d, size_t n) {
     if (put_key(b, field, 2) || put_varint(b, n)) return -1;
@@ -96,13 +104,17 @@ static int put_bytes(buf *b, int field, const void *d, size_t n) {
 static tc_status write_record(tc_tb_writer *w, const uint8_t *data, size_t n) {
     uint8_t head[12];
     uint64_t len = n;
-    for (int i = 0; i < 8; i++) head[i] = (uint8_t)(len >> (8 * i));
+    for (int i = 0; i < 8; i++)
+        head[i] = (uint8_t)(len >> (8 * i));
     uint32_t lc = tc_crc32c_mask(tc_crc32c(head, 8));
-    for (int i = 0; i < 4; i++) head[8 + i] = (uint8_t)(lc >> (8 * i));
+    for (int i = 0; i < 4; i++)
+        head[8 + i] = (uint8_t)(lc >> (8 * i));
     uint32_t dc = tc_crc32c_mask(tc_crc32c(data, n));
     uint8_t tail[4];
-    for (int i = 0; i < 4; i++) tail[i] = (uint8_t)(dc >> (8 * i));
-    if (fwrite(head, 1, 12, w->f) != 12 || fwrite(data, 1, n, w->f) != n || fwrite(tail, 1, 4, w->f) != 4)
+    for (int i = 0; i < 4; i++)
+        tail[i] = (uint8_t)(dc >> (8 * i));
+    if (fwrite(head, 1, 12, w->f) != 12 || fwrite(data, 1, n, w->f) != n ||
+        fwrite(tail, 1, 4, w->f) != 4)
         return tc_fail(TC_ERR_IO, "%s: write failed: %s", w->path, strerror(errno));
     return TC_OK;
 }
@@ -139,7 +151,8 @@ tc_status tc_tb_open(tc_tb_writer **out, const char *dir) {
     uint8_t mem[64];
     buf b = {mem, 0, sizeof mem};
     static const char version[] = "brain.Event:2";
-    if (put_key(&b, 1, 1) || put_double(&b, now_seconds()) || put_bytes(&b, 3, version, sizeof version - 1)) {
+    if (put_key(&b, 1, 1) || put_double(&b, now_seconds()) ||
+        put_bytes(&b, 3, version, sizeof version - 1)) {
         tc_tb_close(w);
         return tc_fail(TC_ERR_ARG, "tensorboard: header encoding failed");
     }
@@ -153,18 +166,21 @@ tc_status tc_tb_open(tc_tb_writer **out, const char *dir) {
     return TC_OK;
 }
 
-tc_status tc_tb_scalar_at(tc_tb_writer *w, const char *tag, int64_t step, float value, double wall_time) {
+tc_status tc_tb_scalar_at(tc_tb_writer *w, const char *tag, int64_t step, float value,
+                          double wall_time) {
     size_t tl = strlen(tag);
     if (tl == 0 || tl > 1000) return tc_fail(TC_ERR_ARG, "tensorboard: tag of %zu characters", tl);
     uint8_t val_mem[1100], sum_mem[1120], ev_mem[1160];
-    buf val = {val_mem, 0, sizeof val_mem}, sum = {sum_mem, 0, sizeof sum_mem}, ev = {ev_mem, 0, sizeof ev_mem};
+    buf val = {val_mem, 0, sizeof val_mem}, sum = {sum_mem, 0, sizeof sum_mem},
+        ev = {ev_mem, 0, sizeof ev_mem};
     uint32_t fv;
     memcpy(&fv, &value, 4);
     int bad = put_bytes(&val, 1, tag, tl) || put_key(&val, 2, 5) || put_fixed32(&val, fv);
     bad = bad || put_bytes(&sum, 1, val.p, val.n);
     bad = bad || put_key(&ev, 1, 1) || put_double(&ev, wall_time) || put_key(&ev, 2, 0) ||
           put_varint(&ev, (uint64_t)step) || put_bytes(&ev, 5, sum.p, sum.n);
-    if (bad) return tc_fail(TC_ERR_ARG, "tensorboard: event encoding overflow for tag '%.40s'", tag);
+    if (bad)
+        return tc_fail(TC_ERR_ARG, "tensorboard: event encoding overflow for tag '%.40s'", tag);
     return write_record(w, ev.p, ev.n);
 }
 
@@ -173,20 +189,25 @@ tc_status tc_tb_scalar(tc_tb_writer *w, const char *tag, int64_t step, float val
 }
 
 tc_status tc_tb_flush(tc_tb_writer *w, int sync) {
-    if (fflush(w->f) != 0) return tc_fail(TC_ERR_IO, "%s: flush failed: %s", w->path, strerror(errno));
-    if (sync && fsync(fileno(w->f)) != 0) return tc_fail(TC_ERR_IO, "%s: fsync failed: %s", w->path, strerror(errno));
+    if (fflush(w->f) != 0)
+        return tc_fail(TC_ERR_IO, "%s: flush failed: %s", w->path, strerror(errno));
+    if (sync && fsync(fileno(w->f)) != 0)
+        return tc_fail(TC_ERR_IO, "%s: fsync failed: %s", w->path, strerror(errno));
     return TC_OK;
 }
 
 tc_status tc_tb_close(tc_tb_writer *w) {
     if (!w) return TC_OK;
     tc_status s = TC_OK;
-    if (w->f && fclose(w->f) != 0) s = tc_fail(TC_ERR_IO, "%s: close failed: %s", w->path, strerror(errno));
+    if (w->f && fclose(w->f) != 0)
+        s = tc_fail(TC_ERR_IO, "%s: close failed: %s", w->path, strerror(errno));
     free(w);
     return s;
 }
 
-const char *tc_tb_path(const tc_tb_writer *w) { return w->path; }
+const char *tc_tb_path(const tc_tb_writer *w) {
+    return w->path;
+}
 
 /* ---------------------------------------------------------------- reader */
 
@@ -208,7 +229,8 @@ static int get_varint(rd *r, uint64_t *v) {
 static int get_fixed(rd *r, int n, uint64_t *v) {
     if (r->end - r->p < n) return -1;
     *v = 0;
-    for (int i = 0; i < n; i++) *v |= (uint64_t)r->p[i] << (8 * i);
+    for (int i = 0; i < n; i++)
+        *v |= (uint64_t)r->p[i] << (8 * i);
     r->p += n;
     return 0;
 }
@@ -256,8 +278,10 @@ static int parse_event(rd r, tc_tb_event *ev) {
         rd sub = {0, 0};
         if (get_varint(&r, &key) || get_field(&r, (int)(key & 7), &v, &sub)) return -1;
         int field = (int)(key >> 3), wire = (int)(key & 7);
-        if (field == 1 && wire == 1) memcpy(&ev->wall_time, &v, 8);
-        else if (field == 2 && wire == 0) ev->step = (int64_t)v;
+        if (field == 1 && wire == 1)
+            memcpy(&ev->wall_time, &v, 8);
+        else if (field == 2 && wire == 0)
+            ev->step = (int64_t)v;
         else if (field == 3 && wire == 2) {
             size_t n = (size_t)(sub.end - sub.p);
             if (n >= sizeof ev->file_version) n = sizeof ev->file_version - 1;
@@ -270,7 +294,8 @@ static int parse_event(rd r, tc_tb_event *ev) {
                 uint64_t k2, v2;
                 rd val = {0, 0};
                 if (get_varint(&sub, &k2) || get_field(&sub, (int)(k2 & 7), &v2, &val)) return -1;
-                if ((k2 >> 3) == 1 && (k2 & 7) == 2 && !ev->has_scalar && parse_value(val, ev)) return -1;
+                if ((k2 >> 3) == 1 && (k2 & 7) == 2 && !ev->has_scalar && parse_value(val, ev))
+                    return -1;
             }
         }
     }
@@ -281,22 +306,28 @@ static uint32_t le32(const uint8_t *p) {
     return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
 }
 
-tc_status tc_tb_parse(const uint8_t *data, size_t len, int (*fn)(void *, const tc_tb_event *), void *user) {
+tc_status tc_tb_parse(const uint8_t *data, size_t len, int (*fn)(void *, const tc_tb_event *),
+                      void *user) {
     size_t off = 0;
     while (off < len) {
-        if (len - off < 12) return tc_fail(TC_ERR_FORMAT, "event file: truncated record header at byte %zu", off);
+        if (len - off < 12)
+            return tc_fail(TC_ERR_FORMAT, "event file: truncated record header at byte %zu", off);
         uint64_t n = 0;
-        for (int i = 0; i < 8; i++) n |= (uint64_t)data[off + i] << (8 * i);
+        for (int i = 0; i < 8; i++)
+            n |= (uint64_t)data[off + i] << (8 * i);
         if (tc_crc32c_mask(tc_crc32c(data + off, 8)) != le32(data + off + 8))
             return tc_fail(TC_ERR_FORMAT, "event file: bad length CRC at byte %zu", off);
         if (n > len - off - 12 || len - off - 12 - n < 4)
             return tc_fail(TC_ERR_FORMAT, "event file: record at byte %zu runs past the end", off);
         const uint8_t *d = data + off + 12;
         if (tc_crc32c_mask(tc_crc32c(d, (size_t)n)) != le32(d + n))
-            return tc_fail(TC_ERR_FORMAT, "event file: bad data CRC in the record at byte %zu", off);
+            return tc_fail(TC_ERR_FORMAT, "event file: bad data CRC in the record at byte %zu",
+                           off);
         tc_tb_event ev;
         rd r = {d, d + n};
-        if (parse_event(r, &ev)) return tc_fail(TC_ERR_FORMAT, "event file: malformed Event in the record at byte %zu", off);
+        if (parse_event(r, &ev))
+            return tc_fail(TC_ERR_FORMAT, "event file: malformed Event in the record at byte %zu",
+                           off);
         if (fn && fn(user, &ev)) return TC_OK;
         off += 12 + (size_t)n + 4;
     }

@@ -21,7 +21,8 @@ typedef struct tc_tb_writer tc_tb_writer;
 tc_status tc_tb_open(tc_tb_writer **out, const char *dir);
 /* a scalar at `step`, wall time now */
 tc_status tc_tb_scalar(tc_tb_writer *w, const char *tag, int64_t step, float value);
-tc_status tc_tb_scalar_at(tc_tb_writer *w, const char *tag, int64_t step, float value, double wall_time);
+tc_status tc_tb_scalar_at(tc_tb_writer *w, const char *tag, int64_t step, float value,
+                          double wall_time);
 /* flushes to the OS (and fsyncs when sync is set) */
 tc_status tc_tb_flush(tc_tb_writer *w, int sync);
 /* flushes, closes and frees; NULL is fine */
@@ -46,7 +47,7 @@ typedef struct {
 /* decodes the records of an event file held in memory, checking both CRCs.
  * calls fn for every event (fn returns nonzero to stop); fails on a corrupt
  * or truncated record, naming its byte offset. unknown fields are skipped. */
-tc_status tc_tb_parse(const uint8_t *data, size_t len,
-                      int (*fn)(void *user, const tc_tb_event *ev), void *user);
+tc_status tc_tb_parse(const uint8_t *data, size_t len, int (*fn)(void *user, const tc_tb_event *ev),
+                      void *user);
 
 #endif

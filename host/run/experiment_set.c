@@ -17,11 +17,13 @@
 #include "experiment.h"
 
 static struct fy_node *deref(struct fy_node *n) {
-    for (int i = 0; n && i < 16 && fy_node_is_alias(n); i++) n = fy_node_resolve_alias(n);
+    for (int i = 0; n && i < 16 && fy_node_is_alias(n); i++)
+        n = fy_node_resolve_alias(n);
     return n;
 }
 
-static int set_err(char *err, size_t cap, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static int set_err(char *err, size_t cap, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 static int set_err(char *err, size_t cap, const char *fmt, ...) {
     va_list ap;
     va_start(ap, fmt);
@@ -70,7 +72,8 @@ static void list_names(struct fy_node *seq, char *buf, size_t cap) {
         size_t len = 0;
         const char *s = fy_node_get_scalar(nm, &len);
         if (!s) continue;
-        int w = snprintf(buf + used, cap - used, "%s%.*s", used ? ", " : "", (int)(len > 60 ? 60 : len), s);
+        int w = snprintf(buf + used, cap - used, "%s%.*s", used ? ", " : "",
+                         (int)(len > 60 ? 60 : len), s);
         if (w < 0) break;
         used += (size_t)w;
         if (used >= cap) {
@@ -204,7 +207,8 @@ int tc_exp_apply_set(struct fy_document *fyd, const char *override, struct fy_no
             }
             node = item;
         } else {
-            return set_err(err, errcap, "'%s' is a value, not a mapping or list; cannot descend into '%.*s'",
+            return set_err(err, errcap,
+                           "'%s' is a value, not a mapping or list; cannot descend into '%.*s'",
                            prefix[0] ? prefix : "(root)", (int)clen, comp);
         }
         size_t pl = strlen(prefix);

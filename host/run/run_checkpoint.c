@@ -104,10 +104,12 @@ static tc_status save_checkpoint(run_ctx *c, int i, tc_model *m, const float *mo
     char v_world[16], v_threads[16];
     snprintf(v_world, sizeof v_world, "%d", c->world);
     snprintf(v_threads, sizeof v_threads, "%d", c->threads);
-    const char *keys[] = {"format",        "step",          "adam_step",   "nonfinite",
-                          "masked",        "cursor",        "l0_rng_vision", "l0_rng_text",
-                          "l0opt_step_vision", "l0opt_step_text", "global_batch", "threads",
-                          "device",        "build",         "world",       "rank_cursors"};
+    const char *keys[] = {"format",          "step",         "adam_step",
+                          "nonfinite",       "masked",       "cursor",
+                          "l0_rng_vision",   "l0_rng_text",  "l0opt_step_vision",
+                          "l0opt_step_text", "global_batch", "threads",
+                          "device",          "build",        "world",
+                          "rank_cursors"};
     const char *vals[] = {"tinyclip-train-state-1",
                           v_step,
                           v_adam,

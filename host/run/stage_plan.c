@@ -20,8 +20,8 @@ static tc_status at(const tc_experiment *exp, tc_exp_loc loc, const char *what, 
     return tc_fail_context(s, "%s: %s", exp->source, what);
 }
 
-static tc_status load_cfg(const tc_experiment *exp, const char *path, tc_exp_loc loc, const char *what,
-                          tc_model_config *cfg) {
+static tc_status load_cfg(const tc_experiment *exp, const char *path, tc_exp_loc loc,
+                          const char *what, tc_model_config *cfg) {
     tc_status s = tc_model_config_load(cfg, path);
     if (s == TC_OK) s = tc_model_config_validate(cfg, path);
     return s == TC_OK ? TC_OK : at(exp, loc, what, s);
@@ -129,21 +129,22 @@ static double total_params(const tc_model_config *cfg) {
     return (double)c.total;
 }
 
-tc_stage_memory tc_stage_memory_estimate(const tc_model_config *s, const tc_model_config *t, int batch,
-                                         int cuda_bf16) {
+tc_stage_memory tc_stage_memory_estimate(const tc_model_config *s, const tc_model_config *t,
+                                         int batch, int cuda_bf16) {
     tc_stage_memory m;
     memset(&m, 0, sizeof m);
     double c = cuda_bf16 ? 2 : 0, a = cuda_bf16 ? 2 : 4, b = batch;
     m.student = (16 + c) * total_params(s);
-    m.activations = (s->vision.resnet ? a * b * tc_resnet_activations(&s->vision, 1)
-                                      : tower_acts(&s->vision, tc_vision_tokens(&s->vision), a, b)) +
-                    tower_acts(&s->text, s->text.context_length, a, b);
+    m.activations =
+        (s->vision.resnet ? a * b * tc_resnet_activations(&s->vision, 1)
+                          : tower_acts(&s->vision, tc_vision_tokens(&s->vision), a, b)) +
+        tower_acts(&s->text, s->text.context_length, a, b);
     if (t) {
-        m.teacher = (4 + c) * total_params(t) +
-                    (t->vision.resnet
-                         ? a * b * tc_resnet_activations(&t->vision, 0)
-                         : tower_layer_acts(&t->vision, tc_vision_tokens(&t->vision), a, b)) +
-                    tower_layer_acts(&t->text, t->text.context_length, a, b);
+        m.teacher =
+            (4 + c) * total_params(t) +
+            (t->vision.resnet ? a * b * tc_resnet_activations(&t->vision, 0)
+                              : tower_layer_acts(&t->vision, tc_vision_tokens(&t->vision), a, b)) +
+            tower_layer_acts(&t->text, t->text.context_length, a, b);
     }
     m.logits = 4.0 * 4.0 * b * b;
     m.total = m.student + m.teacher + m.activations + m.logits;
@@ -177,7 +178,8 @@ tc_status tc_stage_plan_build(const tc_experiment *exp, tc_stage_plan **out) {
     tc_model_config ext_teacher;
     int have_ext_teacher = 0;
     if (exp->teacher.present && exp->teacher.stage < 0 && exp->teacher.ext.model) {
-        s = load_cfg(exp, exp->teacher.ext.model, exp->teacher.ext.model_loc, "teacher.model", &ext_teacher);
+        s = load_cfg(exp, exp->teacher.ext.model, exp->teacher.ext.model_loc, "teacher.model",
+                     &ext_teacher);
         if (s != TC_OK) goto fail;
         have_ext_teacher = 1;
     }
@@ -190,7 +192,8 @@ tc_status tc_stage_plan_build(const tc_experiment *exp, tc_stage_plan **out) {
         snprintf(what, sizeof what, "stages.%d (%s).model", i, st->name);
         int is_auto = st->kind == TC_EXP_STAGE_DISTILL && st->inherit.kind == TC_EXP_INHERIT_AUTO;
         if (st->parent >= 0) e->deps[e->n_deps++] = st->parent;
-        if (st->kind == TC_EXP_STAGE_DISTILL && exp->teacher.stage >= 0) e->deps[e->n_deps++] = exp->teacher.stage;
+        if (st->kind == TC_EXP_STAGE_DISTILL && exp->teacher.stage >= 0)
+            e->deps[e->n_deps++] = exp->teacher.stage;
         if (st->model_stage >= 0) e->deps[e->n_deps++] = st->model_stage;
         if (st->kind == TC_EXP_STAGE_DISTILL && st->cache_stage >= 0)
             e->deps[e->n_deps++] = st->cache_stage;
@@ -226,7 +229,8 @@ tc_status tc_stage_plan_build(const tc_experiment *exp, tc_stage_plan **out) {
             const tc_stage_plan_entry *k = &p->entries[st->model_stage];
             e->model = k->model;
             e->estimated = k->estimated || k->stage->inherit.kind == TC_EXP_INHERIT_AUTO;
-            snprintf(e->model_source, sizeof e->model_source, "the final architecture of '%s'%s", k->stage->name,
+            snprintf(e->model_source, sizeof e->model_source, "the final architecture of '%s'%s",
+                     k->stage->name,
                      e->estimated ? " (known after its pruning; planned at full size)" : "");
         } else if (st->parent >= 0) {
             const tc_stage_plan_entry *k = &p->entries[st->parent];
@@ -234,21 +238,23 @@ tc_status tc_stage_plan_build(const tc_experiment *exp, tc_stage_plan **out) {
             e->model = k->model;
             if (is_auto) {
                 e->estimated = k->estimated;
-                snprintf(e->model_source, sizeof e->model_source, "masks over '%s'%s", k->stage->name,
-                         parent_auto ? " re-expanded to its full size" : "");
+                snprintf(e->model_source, sizeof e->model_source, "masks over '%s'%s",
+                         k->stage->name, parent_auto ? " re-expanded to its full size" : "");
             } else {
                 e->estimated = k->estimated || parent_auto;
-                snprintf(e->model_source, sizeof e->model_source, "a copy of '%s'%s", k->stage->name,
+                snprintf(e->model_source, sizeof e->model_source, "a copy of '%s'%s",
+                         k->stage->name,
                          parent_auto ? " (pruned at run time; planned at full size)" : "");
             }
         } else if (st->parent_ext.model) {
             snprintf(what, sizeof what, "stages.%d (%s).parent.model", i, st->name);
             s = load_cfg(exp, st->parent_ext.model, st->parent_ext.model_loc, what, &e->model);
             if (s != TC_OK) goto fail;
-            snprintf(e->model_source, sizeof e->model_source, "%s %s", is_auto ? "masks over" : "a copy of",
-                     base_name(st->parent_ext.model));
+            snprintf(e->model_source, sizeof e->model_source, "%s %s",
+                     is_auto ? "masks over" : "a copy of", base_name(st->parent_ext.model));
         } else {
-            s = tc_fail(TC_ERR_CONFIG, "%s: stages.%d (%s): no architecture", exp->source, i, st->name);
+            s = tc_fail(TC_ERR_CONFIG, "%s: stages.%d (%s): no architecture", exp->source, i,
+                        st->name);
             goto fail;
         }
         snprintf(what, sizeof what, "stages.%d (%s)", i, st->name);
@@ -267,7 +273,8 @@ tc_status tc_stage_plan_build(const tc_experiment *exp, tc_stage_plan **out) {
             const tc_exp_auto *a = &st->inherit.autoc;
             e->prunable = (a->vision ? tower_prunable(&e->model.vision) : 0) +
                           (a->text ? tower_prunable(&e->model.text) : 0);
-            e->params_after = (double)e->params.total - (double)a->target_sparsity * (double)e->prunable;
+            e->params_after =
+                (double)e->params.total - (double)a->target_sparsity * (double)e->prunable;
         }
         if (st->kind == TC_EXP_STAGE_DISTILL) {
             if (exp->teacher.stage >= 0) {
@@ -297,15 +304,21 @@ fail:
 /* ---------------------------------------------------------------- printing */
 
 static void human(char *buf, size_t cap, double n) {
-    if (n >= 1e9) snprintf(buf, cap, "%.2fG", n / 1e9);
-    else if (n >= 1e6) snprintf(buf, cap, "%.2fM", n / 1e6);
-    else if (n >= 1e3) snprintf(buf, cap, "%.1fk", n / 1e3);
-    else snprintf(buf, cap, "%.0f", n);
+    if (n >= 1e9)
+        snprintf(buf, cap, "%.2fG", n / 1e9);
+    else if (n >= 1e6)
+        snprintf(buf, cap, "%.2fM", n / 1e6);
+    else if (n >= 1e3)
+        snprintf(buf, cap, "%.1fk", n / 1e3);
+    else
+        snprintf(buf, cap, "%.0f", n);
 }
 
 static void bytes_h(char *buf, size_t cap, double n) {
-    if (n >= 1024.0 * 1024 * 1024) snprintf(buf, cap, "%.2f GiB", n / (1024.0 * 1024 * 1024));
-    else snprintf(buf, cap, "%.1f MiB", n / (1024.0 * 1024));
+    if (n >= 1024.0 * 1024 * 1024)
+        snprintf(buf, cap, "%.2f GiB", n / (1024.0 * 1024 * 1024));
+    else
+        snprintf(buf, cap, "%.1f MiB", n / (1024.0 * 1024));
 }
 
 static void tower_summary(char *buf, size_t cap, const tc_tower_config *t, int vision) {
@@ -323,14 +336,20 @@ static void tower_summary(char *buf, size_t cap, const tc_tower_config *t, int v
         if (t->mlp_width[l] > mmax) mmax = t->mlp_width[l];
     }
     char h[32], m[32];
-    if (hmin == hmax) snprintf(h, sizeof h, "%d", hmin); else snprintf(h, sizeof h, "%d-%d", hmin, hmax);
-    if (mmin == mmax) snprintf(m, sizeof m, "%d", mmin); else snprintf(m, sizeof m, "%d-%d", mmin, mmax);
-    if (vision)
-        snprintf(buf, cap, "%dL w%d heads %s mlp %s, patch %d on %d (%d tokens)", t->layers, t->width, h, m,
-                 t->patch_size, t->image_size, tc_vision_tokens(t));
+    if (hmin == hmax)
+        snprintf(h, sizeof h, "%d", hmin);
     else
-        snprintf(buf, cap, "%dL w%d heads %s mlp %s, context %d, vocab %d", t->layers, t->width, h, m,
-                 t->context_length, t->vocab_size);
+        snprintf(h, sizeof h, "%d-%d", hmin, hmax);
+    if (mmin == mmax)
+        snprintf(m, sizeof m, "%d", mmin);
+    else
+        snprintf(m, sizeof m, "%d-%d", mmin, mmax);
+    if (vision)
+        snprintf(buf, cap, "%dL w%d heads %s mlp %s, patch %d on %d (%d tokens)", t->layers,
+                 t->width, h, m, t->patch_size, t->image_size, tc_vision_tokens(t));
+    else
+        snprintf(buf, cap, "%dL w%d heads %s mlp %s, context %d, vocab %d", t->layers, t->width, h,
+                 m, t->context_length, t->vocab_size);
 }
 
 static void print_inheritance(FILE *f, const tc_exp_stage *st) {
@@ -344,11 +363,14 @@ static void print_inheritance(FILE *f, const tc_exp_stage *st) {
         const tc_exp_manual_tower *tw[2] = {&in->vision, &in->text};
         for (int k = 0; k < 2; k++) {
             fprintf(f, " %s ", k ? "text" : "vision");
-            if (!tw[k]->inherit) fprintf(f, "none (random init)");
-            else if (tw[k]->layers == TC_EXP_LAYERS_INTERVAL_FRONT) fprintf(f, "interval_front/leading");
+            if (!tw[k]->inherit)
+                fprintf(f, "none (random init)");
+            else if (tw[k]->layers == TC_EXP_LAYERS_INTERVAL_FRONT)
+                fprintf(f, "interval_front/leading");
             else {
                 fprintf(f, "layers [");
-                for (int i = 0; i < tw[k]->n_layers; i++) fprintf(f, "%s%d", i ? "," : "", tw[k]->layer_list[i]);
+                for (int i = 0; i < tw[k]->n_layers; i++)
+                    fprintf(f, "%s%d", i ? "," : "", tw[k]->layer_list[i]);
                 fprintf(f, "]/leading");
             }
             if (!k) fprintf(f, ";");
@@ -357,9 +379,12 @@ static void print_inheritance(FILE *f, const tc_exp_stage *st) {
         return;
     }
     const tc_exp_auto *a = &in->autoc;
-    fprintf(f, "    inheritance  auto: sparsity %.3g -> %.3g (warm-up %lld), prune at step %lld, masks on %s%s%s\n",
+    fprintf(f,
+            "    inheritance  auto: sparsity %.3g -> %.3g (warm-up %lld), prune at step %lld, "
+            "masks on %s%s%s\n",
             (double)a->start_sparsity, (double)a->target_sparsity, (long long)a->sparsity_warmup,
-            (long long)a->prune_step, a->vision ? "vision" : "", a->vision && a->text ? "+" : "", a->text ? "text" : "");
+            (long long)a->prune_step, a->vision ? "vision" : "", a->vision && a->text ? "+" : "",
+            a->text ? "text" : "");
     fprintf(f,
             "                 lambda init %g lr %g, mask lr %g, round kept units to %s, shape %s\n",
             (double)a->lambda_init, (double)a->lambda_lr, (double)a->mask_lr,
@@ -395,18 +420,21 @@ static void print_cache_stage(FILE *f, const tc_stage_plan *p, const tc_stage_pl
 
 void tc_stage_plan_print(FILE *f, const tc_stage_plan *p) {
     const tc_experiment *x = p->exp;
-    fprintf(f, "experiment %s (%s): %d stage%s, backend %s %s, seed %lld, out %s\n", x->name, x->source, p->n,
-            p->n == 1 ? "" : "s", x->backend == TC_EXP_BACKEND_CUDA ? "cuda" : "cpu",
+    fprintf(f, "experiment %s (%s): %d stage%s, backend %s %s, seed %lld, out %s\n", x->name,
+            x->source, p->n, p->n == 1 ? "" : "s",
+            x->backend == TC_EXP_BACKEND_CUDA ? "cuda" : "cpu",
             x->precision == TC_EXP_PREC_BF16 ? "bf16" : "fp32", (long long)x->seed, x->out_dir);
     /* a URL's password or signature in the path is not printed */
     char shown[4096] = "";
     if (x->train.path) tc_shard_redact(x->train.path, shown, sizeof shown);
     fprintf(f, "data: %s%s%s", tc_exp_data_source_name(x->train.source), x->train.path ? " " : "",
             shown);
-    if (x->train.num_samples > 0) fprintf(f, ", %lld samples/epoch", (long long)x->train.num_samples);
+    if (x->train.num_samples > 0)
+        fprintf(f, ", %lld samples/epoch", (long long)x->train.num_samples);
     fprintf(f, "\n");
     if (x->zero_shot.dataset != TC_EXP_ZS_NONE)
-        fprintf(f, "eval: zero-shot %s%s%s\n", x->zero_shot.dataset == TC_EXP_ZS_FMNIST ? "fmnist" : "folder ",
+        fprintf(f, "eval: zero-shot %s%s%s\n",
+                x->zero_shot.dataset == TC_EXP_ZS_FMNIST ? "fmnist" : "folder ",
                 x->zero_shot.dataset == TC_EXP_ZS_FOLDER ? x->zero_shot.path : "",
                 x->retrieval.enabled ? ", retrieval" : "");
     if (x->teacher.present) {
@@ -414,8 +442,10 @@ void tc_stage_plan_print(FILE *f, const tc_stage_plan *p) {
             fprintf(f, "teacher: stage '%s', logit scale %g\n", x->stages[x->teacher.stage].name,
                     (double)x->teacher.logit_scale);
         else
-            fprintf(f, "teacher: %s (%s), logit scale %g\n", x->teacher.ext.checkpoint ? x->teacher.ext.checkpoint : "?",
-                    x->teacher.ext.model ? base_name(x->teacher.ext.model) : "?", (double)x->teacher.logit_scale);
+            fprintf(f, "teacher: %s (%s), logit scale %g\n",
+                    x->teacher.ext.checkpoint ? x->teacher.ext.checkpoint : "?",
+                    x->teacher.ext.model ? base_name(x->teacher.ext.model) : "?",
+                    (double)x->teacher.logit_scale);
     }
     double total_steps = 0;
     for (int i = 0; i < p->n; i++) {
@@ -427,30 +457,38 @@ void tc_stage_plan_print(FILE *f, const tc_stage_plan *p) {
             print_cache_stage(f, p, e);
             continue;
         }
-        if (st->parent >= 0) fprintf(f, "    parent       stage '%s'\n", x->stages[st->parent].name);
-        else if (st->parent_ext.checkpoint) fprintf(f, "    parent       checkpoint %s\n", st->parent_ext.checkpoint);
-        else fprintf(f, "    parent       none (random init)\n");
+        if (st->parent >= 0)
+            fprintf(f, "    parent       stage '%s'\n", x->stages[st->parent].name);
+        else if (st->parent_ext.checkpoint)
+            fprintf(f, "    parent       checkpoint %s\n", st->parent_ext.checkpoint);
+        else
+            fprintf(f, "    parent       none (random init)\n");
         print_inheritance(f, st);
         fprintf(f, "    model        %s%s\n", e->model_source, e->estimated ? " [estimated]" : "");
         tower_summary(line, sizeof line, &e->model.vision, 1);
         fprintf(f, "      vision     %s\n", line);
         tower_summary(line, sizeof line, &e->model.text, 0);
         fprintf(f, "      text       %s\n", line);
-        fprintf(f, "      embed %d, %s\n", e->model.embed_dim, e->model.activation == TC_QUICK_GELU ? "quick_gelu" : "gelu");
+        fprintf(f, "      embed %d, %s\n", e->model.embed_dim,
+                e->model.activation == TC_QUICK_GELU ? "quick_gelu" : "gelu");
         human(a, sizeof a, (double)e->params.total);
         human(b, sizeof b, (double)e->params.vision);
         human(c, sizeof c, (double)(e->params.text + e->params.shared));
         human(d, sizeof d, (double)(e->params.total - e->params.token_embedding));
-        fprintf(f, "    parameters   %s (vision %s, text %s; %s without the token embedding)\n", a, b, c, d);
+        fprintf(f, "    parameters   %s (vision %s, text %s; %s without the token embedding)\n", a,
+                b, c, d);
         if (st->inherit.kind == TC_EXP_INHERIT_AUTO && st->kind == TC_EXP_STAGE_DISTILL) {
             human(a, sizeof a, e->params_after);
             human(b, sizeof b, (double)e->prunable);
-            fprintf(f, "    after prune  ~%s (target sparsity %.3g of %s prunable attention+MLP parameters)\n", a,
-                    (double)st->inherit.autoc.target_sparsity, b);
+            fprintf(f,
+                    "    after prune  ~%s (target sparsity %.3g of %s prunable attention+MLP "
+                    "parameters)\n",
+                    a, (double)st->inherit.autoc.target_sparsity, b);
         }
         if (e->has_teacher && !tc_exp_stage_uses_cache(st)) {
             human(a, sizeof a, (double)e->teacher_params.total);
-            fprintf(f, "    teacher      %s parameters, logit scale %g\n", a, (double)st->loss.teacher_logit_scale);
+            fprintf(f, "    teacher      %s parameters, logit scale %g\n", a,
+                    (double)st->loss.teacher_logit_scale);
         } else if (tc_exp_stage_uses_cache(st)) {
             tc_exp_cache_dir(x, i, line, sizeof line);
             fprintf(f, "    teacher      features from the cache %s (not loaded), logit scale %g\n",
@@ -459,31 +497,44 @@ void tc_stage_plan_print(FILE *f, const tc_stage_plan *p) {
         if (st->augmentations > 0 && !tc_exp_stage_uses_cache(st))
             fprintf(f, "    augment      a fixed pool of %d crops per sample\n", st->augmentations);
         double samples = (double)st->steps * st->batch;
-        fprintf(f, "    steps        %lld at batch %d per process (%.0f samples", (long long)st->steps, st->batch, samples);
-        if (x->train.num_samples > 0) fprintf(f, ", %.2f epochs", samples / (double)x->train.num_samples);
+        fprintf(f, "    steps        %lld at batch %d per process (%.0f samples",
+                (long long)st->steps, st->batch, samples);
+        if (x->train.num_samples > 0)
+            fprintf(f, ", %.2f epochs", samples / (double)x->train.num_samples);
         fprintf(f, ")\n");
         total_steps += (double)st->steps;
-        fprintf(f, "    optimizer    AdamW lr %g wd %g betas (%g, %g) eps %g clip %g; %s, warm-up %lld\n",
-                (double)st->opt.lr, (double)st->opt.wd, (double)st->opt.beta1, (double)st->opt.beta2,
-                (double)st->opt.eps, (double)st->opt.grad_clip,
-                st->sched.kind == TC_EXP_SCHED_COSINE ? "cosine" : "constant", (long long)st->sched.warmup);
+        fprintf(
+            f,
+            "    optimizer    AdamW lr %g wd %g betas (%g, %g) eps %g clip %g; %s, warm-up %lld\n",
+            (double)st->opt.lr, (double)st->opt.wd, (double)st->opt.beta1, (double)st->opt.beta2,
+            (double)st->opt.eps, (double)st->opt.grad_clip,
+            st->sched.kind == TC_EXP_SCHED_COSINE ? "cosine" : "constant",
+            (long long)st->sched.warmup);
         if (st->kind == TC_EXP_STAGE_SCRATCH)
-            fprintf(f, "    loss         CLIP contrastive, logit scale %s\n", st->loss.learned_logit_scale ? "learned" : "fixed");
+            fprintf(f, "    loss         CLIP contrastive, logit scale %s\n",
+                    st->loss.learned_logit_scale ? "learned" : "fixed");
         else {
-            if (st->loss.learned_logit_scale) snprintf(a, sizeof a, "learned");
-            else snprintf(a, sizeof a, "%g", (double)st->loss.logit_scale);
+            if (st->loss.learned_logit_scale)
+                snprintf(a, sizeof a, "learned");
+            else
+                snprintf(a, sizeof a, "%g", (double)st->loss.logit_scale);
             fprintf(f, "    loss         affinity mimicking x%g", (double)st->loss.distill_weight);
-            if (st->loss.alpha < 1) fprintf(f, " (alpha %g, CLIP term x%g)", (double)st->loss.alpha, (double)(1 - st->loss.alpha));
+            if (st->loss.alpha < 1)
+                fprintf(f, " (alpha %g, CLIP term x%g)", (double)st->loss.alpha,
+                        (double)(1 - st->loss.alpha));
             fprintf(f, ", logit scale %s\n", a);
         }
-        fprintf(f, "    intervals    eval %lld, checkpoint %lld, log %lld; stop after %d non-finite steps in a row\n",
-                (long long)st->eval_every, (long long)st->checkpoint_every, (long long)st->log_every,
-                st->max_nonfinite_skips);
+        fprintf(f,
+                "    intervals    eval %lld, checkpoint %lld, log %lld; stop after %d non-finite "
+                "steps in a row\n",
+                (long long)st->eval_every, (long long)st->checkpoint_every,
+                (long long)st->log_every, st->max_nonfinite_skips);
         bytes_h(a, sizeof a, e->memory.total);
         bytes_h(b, sizeof b, e->memory.student);
         bytes_h(c, sizeof c, e->memory.activations);
         bytes_h(d, sizeof d, e->memory.teacher);
-        fprintf(f, "    memory       ~%s (weights+grads+AdamW %s, activations %s, teacher %s)\n", a, b, c, d);
+        fprintf(f, "    memory       ~%s (weights+grads+AdamW %s, activations %s, teacher %s)\n", a,
+                b, c, d);
     }
     fprintf(f, "\n%d stages, %.0f steps in all\n", p->n, total_steps);
 }

@@ -41,11 +41,11 @@ typedef struct {
 } tc_stage_memory;
 
 typedef struct {
-    int index;                   /* into exp->stages */
+    int index; /* into exp->stages */
     const tc_exp_stage *stage;
-    tc_model_config model;       /* the architecture trained (before pruning for auto) */
-    char model_source[256];      /* config path, or how it was derived */
-    int estimated;               /* 1: derived from a stage pruned at run time */
+    tc_model_config model;  /* the architecture trained (before pruning for auto) */
+    char model_source[256]; /* config path, or how it was derived */
+    int estimated;          /* 1: derived from a stage pruned at run time */
     tc_param_counts params;
     /* auto: prunable parameters (attention + MLP blocks of masked towers) and the
      * expected total after pruning: params.total - target * prunable; else params.total */
@@ -81,7 +81,7 @@ tc_status tc_stage_plan_check_checkpoints(const tc_stage_plan *plan);
 void tc_stage_plan_print(FILE *f, const tc_stage_plan *plan);
 
 /* the estimate above for one architecture (teacher may be NULL) */
-tc_stage_memory tc_stage_memory_estimate(const tc_model_config *student, const tc_model_config *teacher,
-                                         int batch, int cuda_bf16);
+tc_stage_memory tc_stage_memory_estimate(const tc_model_config *student,
+                                         const tc_model_config *teacher, int batch, int cuda_bf16);
 
 #endif

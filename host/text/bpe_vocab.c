@@ -70,9 +70,12 @@ tc_status tc_bpe_vocab_read(const char *path, char **data, size_t *len) {
 
 void tc_bpe_byte_table(int order[256], uint32_t cp[256]) {
     int n = 0, used[256] = {0};
-    for (int b = '!'; b <= '~'; b++) order[n++] = b, used[b] = 1;
-    for (int b = 0xA1; b <= 0xAC; b++) order[n++] = b, used[b] = 1;
-    for (int b = 0xAE; b <= 0xFF; b++) order[n++] = b, used[b] = 1;
+    for (int b = '!'; b <= '~'; b++)
+        order[n++] = b, used[b] = 1;
+    for (int b = 0xA1; b <= 0xAC; b++)
+        order[n++] = b, used[b] = 1;
+    for (int b = 0xAE; b <= 0xFF; b++)
+        order[n++] = b, used[b] = 1;
     for (int b = 0; b < 256; b++)
         if (!used[b]) order[n++] = b;
     for (int i = 0; i < 256; i++)

@@ -28,7 +28,8 @@ static int buf_reserve(u32buf *b, size_t extra) {
     size_t need = b->n + extra;
     if (need <= b->cap) return 0;
     size_t cap = b->cap ? b->cap : 64;
-    while (cap < need) cap *= 2;
+    while (cap < need)
+        cap *= 2;
     uint32_t *p = realloc(b->p, cap * sizeof *p);
     if (!p) return -1;
     b->p = p;
@@ -109,11 +110,14 @@ size_t tc_utf8_valid_prefix(const char *text, size_t len) {
 static tc_status decode_text(const char *text, size_t len, u32buf *out) {
     const unsigned char *s = (const unsigned char *)text;
     out->n = 0;
-    if (buf_reserve(out, len + 1)) return tc_fail(TC_ERR_OOM, "text: out of memory (%zu bytes)", len);
+    if (buf_reserve(out, len + 1))
+        return tc_fail(TC_ERR_OOM, "text: out of memory (%zu bytes)", len);
     for (size_t i = 0; i < len;) {
         uint32_t cp;
         size_t k = utf8_decode(s, len, i, &cp);
-        if (!k) return tc_fail(TC_ERR_ARG, "text is not valid UTF-8 (byte 0x%02x at offset %zu)", s[i], i);
+        if (!k)
+            return tc_fail(TC_ERR_ARG, "text is not valid UTF-8 (byte 0x%02x at offset %zu)", s[i],
+                           i);
         out->p[out->n++] = cp;
         i += k;
     }
@@ -122,7 +126,8 @@ static tc_status decode_text(const char *text, size_t len, u32buf *out) {
 
 static tc_status encode_text(const u32buf *b, char **out, size_t *out_len) {
     size_t n = 0;
-    for (size_t i = 0; i < b->n; i++) n += b->p[i] < 0x80 ? 1 : b->p[i] < 0x800 ? 2 : b->p[i] < 0x10000 ? 3 : 4;
+    for (size_t i = 0; i < b->n; i++)
+        n += b->p[i] < 0x80 ? 1 : b->p[i] < 0x800 ? 2 : b->p[i] < 0x10000 ? 3 : 4;
     unsigned char *s = malloc(n + 1);
     if (!s) return tc_fail(TC_ERR_OOM, "text: out of memory (%zu bytes)", n);
     size_t o = 0;
@@ -229,9 +234,15 @@ static int has_char(const u32buf *b, uint32_t c) {
     return 0;
 }
 
-static int is_digit(uint32_t c) { return c >= '0' && c <= '9'; }
-static int is_xdigit(uint32_t c) { return is_digit(c) || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F'); }
-static int is_alnum(uint32_t c) { return is_digit(c) || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z'); }
+static int is_digit(uint32_t c) {
+    return c >= '0' && c <= '9';
+}
+static int is_xdigit(uint32_t c) {
+    return is_digit(c) || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F');
+}
+static int is_alnum(uint32_t c) {
+    return is_digit(c) || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z');
+}
 static uint32_t xdigit_value(uint32_t c) {
     return is_digit(c) ? c - '0' : (c | 0x20) - 'a' + 10;
 }
@@ -249,7 +260,8 @@ static int emit_charref(u32buf *out, uint32_t num) {
 
 /* html._charref's third branch: [^\t\n\f <&#;]{1,32};? */
 static int name_char(uint32_t c) {
-    return c != '\t' && c != '\n' && c != '\f' && c != ' ' && c != '<' && c != '&' && c != '#' && c != ';';
+    return c != '\t' && c != '\n' && c != '\f' && c != ' ' && c != '<' && c != '&' && c != '#' &&
+           c != ';';
 }
 
 /* out = html.unescape(s[0..n)); returns -1 on allocation failure.
@@ -289,7 +301,8 @@ static int py_html_unescape(const uint32_t *s, size_t n, u32buf *out) {
             continue;
         }
         size_t k = j;
-        while (k < n && k - j < 32 && name_char(s[k])) k++;
+        while (k < n && k - j < 32 && name_char(s[k]))
+            k++;
         if (k == j) {
             if (buf_push(out, '&')) return -1;
             i++;
@@ -343,7 +356,8 @@ static int fix_unescape_html(const u32buf *in, u32buf *out) {
         int numeric = j < n && s[j] == '#';
         if (numeric) j++;
         size_t k = j;
-        while (k < n && k - j <= 24 && is_alnum(s[k])) k++;
+        while (k < n && k - j <= 24 && is_alnum(s[k]))
+            k++;
         if (k == j || k - j > 24 || k >= n || s[k] != ';') {
             if (buf_push(out, '&')) goto oom;
             i++;
@@ -378,7 +392,8 @@ oom:
  * exactly html._invalid_charrefs on that range */
 static int fix_c1_controls(const u32buf *in, u32buf *out) {
     size_t i = 0;
-    while (i < in->n && !(in->p[i] >= 0x80 && in->p[i] <= 0x9F)) i++;
+    while (i < in->n && !(in->p[i] >= 0x80 && in->p[i] <= 0x9F))
+        i++;
     if (i == in->n) return 0;
     out->n = 0;
     if (buf_append(out, in->p, i)) return -1;
@@ -397,10 +412,12 @@ static pthread_once_t translate_once = PTHREAD_ONCE_INIT;
 
 static void translate_init(void) {
     const tc_charmap *tables[] = {tc_ftfy_ligatures, tc_ftfy_width_map, tc_ftfy_control_chars};
-    size_t counts[] = {tc_ftfy_ligatures_count, tc_ftfy_width_map_count, tc_ftfy_control_chars_count};
+    size_t counts[] = {tc_ftfy_ligatures_count, tc_ftfy_width_map_count,
+                       tc_ftfy_control_chars_count};
     for (int t = 0; t < 3; t++)
         for (size_t i = 0; i < counts[t]; i++)
-            if (tables[t][i].cp < 0x10000) translate_keys[tables[t][i].cp >> 3] |= (uint8_t)(1u << (tables[t][i].cp & 7));
+            if (tables[t][i].cp < 0x10000)
+                translate_keys[tables[t][i].cp >> 3] |= (uint8_t)(1u << (tables[t][i].cp & 7));
 }
 
 static int maybe_key(uint32_t c) {
@@ -472,7 +489,9 @@ static int fix_line_breaks(const u32buf *in, u32buf *out) {
     return 1;
 }
 
-static int is_ascii_letter(uint32_t c) { return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z'); }
+static int is_ascii_letter(uint32_t c) {
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z');
+}
 
 /* remove_terminal_escapes: \033\[((?:\d|;)*)([a-zA-Z]); \d is Unicode Nd
  * in Python's re for str patterns */
@@ -484,7 +503,9 @@ static int remove_terminal_escapes(const u32buf *in, u32buf *out) {
     while (i < in->n) {
         if (in->p[i] == 0x1B && i + 1 < in->n && in->p[i + 1] == '[') {
             size_t k = i + 2;
-            while (k < in->n && (in->p[k] == ';' || uc_is_general_category(in->p[k], UC_DECIMAL_DIGIT_NUMBER))) k++;
+            while (k < in->n &&
+                   (in->p[k] == ';' || uc_is_general_category(in->p[k], UC_DECIMAL_DIGIT_NUMBER)))
+                k++;
             if (k < in->n && is_ascii_letter(in->p[k])) {
                 i = k + 1;
                 changed = 1;
@@ -503,7 +524,9 @@ static int remove_terminal_escapes(const u32buf *in, u32buf *out) {
 static uint8_t nfc_unstable[0x110000 / 8];
 static pthread_once_t nfc_once = PTHREAD_ONCE_INIT;
 
-static void mark_unstable(uint32_t c) { nfc_unstable[c >> 3] |= (uint8_t)(1u << (c & 7)); }
+static void mark_unstable(uint32_t c) {
+    nfc_unstable[c >> 3] |= (uint8_t)(1u << (c & 7));
+}
 
 static void nfc_init(void) {
     for (uint32_t c = 0x300; c < 0x110000; c++) {
@@ -527,7 +550,8 @@ static void nfc_init(void) {
  * below U+0300 in particular) is left as it is, as Python's quick check does */
 static int normalize_nfc(const u32buf *in, u32buf *out) {
     size_t i = 0;
-    while (i < in->n && in->p[i] < 0x300) i++;
+    while (i < in->n && in->p[i] < 0x300)
+        i++;
     if (i == in->n) return 0;
     pthread_once(&nfc_once, nfc_init);
     for (; i < in->n; i++)
@@ -553,9 +577,9 @@ typedef int (*fixer_fn)(const u32buf *in, u32buf *out);
 /* fix_and_explain on one segment with fix_encoding off: the fixers in ftfy's
  * order, then NFC, repeated until a pass changes nothing */
 static int fix_segment(u32buf *seg, int unescape_html, u32buf *tmp, u32buf *orig) {
-    static const fixer_fn fixers[] = {fix_c1_controls,  fix_latin_ligatures,     fix_character_width,
-                                      uncurl_quotes,    fix_line_breaks,         remove_terminal_escapes,
-                                      remove_control_chars, normalize_nfc};
+    static const fixer_fn fixers[] = {
+        fix_c1_controls, fix_latin_ligatures,     fix_character_width,  uncurl_quotes,
+        fix_line_breaks, remove_terminal_escapes, remove_control_chars, normalize_nfc};
     const size_t n_fixers = sizeof fixers / sizeof fixers[0];
     int is_nfc = 0; /* NFC is idempotent: skip it until another fixer changes the text */
     for (int pass = 0; pass < MAX_FIX_PASSES; pass++) {
@@ -589,7 +613,8 @@ static int ftfy_fix_text(const u32buf *in, u32buf *out) {
     size_t pos = 0;
     while (pos < in->n) {
         size_t end = pos;
-        while (end < in->n && in->p[end] != '\n') end++;
+        while (end < in->n && in->p[end] != '\n')
+            end++;
         end = end < in->n ? end + 1 : in->n;
         if (end - pos > MAX_SEGMENT) end = pos + MAX_SEGMENT;
         seg.n = 0;
@@ -621,11 +646,13 @@ static int whitespace_clean(const u32buf *in, u32buf *out) {
     out->n = 0;
     size_t i = 0;
     while (i < in->n) {
-        while (i < in->n && py_isspace(in->p[i])) i++;
+        while (i < in->n && py_isspace(in->p[i]))
+            i++;
         if (i == in->n) break;
         if (out->n && buf_push(out, ' ')) return -1;
         size_t j = i;
-        while (j < in->n && !py_isspace(in->p[j])) j++;
+        while (j < in->n && !py_isspace(in->p[j]))
+            j++;
         if (buf_append(out, in->p + i, j - i)) return -1;
         i = j;
     }
@@ -677,7 +704,8 @@ static int py_lower(const u32buf *in, u32buf *out) {
 tc_status tc_text_html_unescape(const char *text, size_t len, char **out, size_t *out_len) {
     u32buf a = {0}, b = {0};
     tc_status st = decode_text(text, len, &a);
-    if (st == TC_OK && py_html_unescape(a.p, a.n, &b)) st = tc_fail(TC_ERR_OOM, "html unescape: out of memory");
+    if (st == TC_OK && py_html_unescape(a.p, a.n, &b))
+        st = tc_fail(TC_ERR_OOM, "html unescape: out of memory");
     if (st == TC_OK) st = encode_text(&b, out, out_len);
     buf_free(&a);
     buf_free(&b);

@@ -22,8 +22,8 @@
 #define N_MERGES TC_BPE_MERGES
 #define MERGE_SLOTS (1u << 17)
 #define CACHE_STRIPES 64
-#define CACHE_SLOTS 1024      /* per stripe; the stripe is emptied when 3/4 full */
-#define CACHE_MAX_WORD 64     /* bytes; longer words are not cached */
+#define CACHE_SLOTS 1024  /* per stripe; the stripe is emptied when 3/4 full */
+#define CACHE_MAX_WORD 64 /* bytes; longer words are not cached */
 
 typedef struct {
     uint64_t key; /* (a << 32 | b) + 1, 0 = empty */
@@ -44,15 +44,16 @@ typedef struct {
 } cache_stripe;
 
 struct tc_tokenizer {
-    int32_t byte_id[256];    /* id of the byte_encoder character of each byte */
-    merge_slot *merges;      /* MERGE_SLOTS */
+    int32_t byte_id[256]; /* id of the byte_encoder character of each byte */
+    merge_slot *merges;   /* MERGE_SLOTS */
     pcre2_code *pattern;
     cache_stripe cache[CACHE_STRIPES];
 };
 
 static uint64_t hash_bytes(const unsigned char *s, size_t n) {
     uint64_t h = 1469598103934665603ull; /* FNV-1a */
-    for (size_t i = 0; i < n; i++) h = (h ^ s[i]) * 1099511628211ull;
+    for (size_t i = 0; i < n; i++)
+        h = (h ^ s[i]) * 1099511628211ull;
     return h ^ (h >> 29);
 }
 
@@ -87,7 +88,8 @@ static void str_map_free(str_map *m) {
 /* inserts or overwrites (later ids win, like a Python dict built in order) */
 static void str_map_put(str_map *m, const char *s, int32_t id) {
     size_t i = hash_bytes((const unsigned char *)s, strlen(s)) & (m->cap - 1);
-    while (m->str[i] && strcmp(m->str[i], s) != 0) i = (i + 1) & (m->cap - 1);
+    while (m->str[i] && strcmp(m->str[i], s) != 0)
+        i = (i + 1) & (m->cap - 1);
     m->str[i] = s;
     m->id[i] = id;
 }
@@ -125,7 +127,8 @@ static int32_t merge_lookup(const tc_tokenizer *t, int32_t a, int32_t b, int32_t
 static void merge_put(tc_tokenizer *t, int32_t a, int32_t b, int32_t rank, int32_t merged) {
     uint64_t key = (((uint64_t)(uint32_t)a << 32) | (uint32_t)b) + 1;
     size_t i = hash_u64(key) & (MERGE_SLOTS - 1);
-    while (t->merges[i].key && t->merges[i].key != key) i = (i + 1) & (MERGE_SLOTS - 1);
+    while (t->merges[i].key && t->merges[i].key != key)
+        i = (i + 1) & (MERGE_SLOTS - 1);
     t->merges[i].key = key;
     t->merges[i].rank = rank; /* a repeated pair keeps its last rank, as dict(zip(merges, ...)) */
     t->merges[i].merged = merged;
@@ -135,7 +138,8 @@ static tc_status build_vocab(tc_tokenizer *t, const char *path, char *data, size
     int bs[256];
     uint32_t cp[256], cs[256];
     tc_bpe_byte_table(bs, cp);
-    for (int i = 0; i < 256; i++) cs[i] = cp[bs[i]];
+    for (int i = 0; i < 256; i++)
+        cs[i] = cp[bs[i]];
 
     tc_status st = TC_OK;
     str_map enc = {0};
@@ -152,7 +156,8 @@ static tc_status build_vocab(tc_tokenizer *t, const char *path, char *data, size
         strcat(base + (256 + i) * 8, "</w>");
         t->byte_id[bs[i]] = i;
     }
-    for (int i = 0; i < 512; i++) str_map_put(&enc, base + i * 8, i);
+    for (int i = 0; i < 512; i++)
+        str_map_put(&enc, base + i * 8, i);
 
     /* split into lines in place; line 0 is the header */
     char *p = data, *end = data + len;
@@ -164,7 +169,8 @@ static tc_status build_vocab(tc_tokenizer *t, const char *path, char *data, size
     p = nl + 1;
     for (int r = 0; r < N_MERGES; r++) {
         if (p >= end) {
-            st = tc_fail(TC_ERR_FORMAT, "%s: BPE vocabulary has %d merges, %d needed", path, r, N_MERGES);
+            st = tc_fail(TC_ERR_FORMAT, "%s: BPE vocabulary has %d merges, %d needed", path, r,
+                         N_MERGES);
             goto done;
         }
         char *e = memchr(p, '\n', (size_t)(end - p));
@@ -203,7 +209,8 @@ static tc_status build_vocab(tc_tokenizer *t, const char *path, char *data, size
     }
 done:
     if (merged_str)
-        for (int r = 0; r < N_MERGES; r++) free(merged_str[r]);
+        for (int r = 0; r < N_MERGES; r++)
+            free(merged_str[r]);
     free(merged_str);
     free(parts);
     free(base);
@@ -215,28 +222,32 @@ done:
  * classes of the regex module (its \s, its newer \p{L}/\p{N}, and U+0345,
  * which its case-insensitive classes never match) */
 static tc_status compile_pattern(tc_tokenizer *t) {
-    static const char ws[] = "\\t-\\r\\x{20}\\x{85}\\x{a0}\\x{1680}\\x{2000}-\\x{200a}\\x{2028}\\x{2029}"
-                             "\\x{202f}\\x{205f}\\x{3000}";
-    const char *fmt = "<start_of_text>|<end_of_text>|'s|'t|'re|'ve|'m|'ll|'d|[\\p{L}%s]+|[\\p{N}%s]|"
-                      "[^%s\\p{L}\\p{N}%s%s%s]+";
-    size_t n = strlen(fmt) + 2 * strlen(tc_regex_extra_letters) + 2 * strlen(tc_regex_extra_numbers) +
-               strlen(ws) + strlen(tc_regex_skipped) + 1;
+    static const char ws[] =
+        "\\t-\\r\\x{20}\\x{85}\\x{a0}\\x{1680}\\x{2000}-\\x{200a}\\x{2028}\\x{2029}"
+        "\\x{202f}\\x{205f}\\x{3000}";
+    const char *fmt =
+        "<start_of_text>|<end_of_text>|'s|'t|'re|'ve|'m|'ll|'d|[\\p{L}%s]+|[\\p{N}%s]|"
+        "[^%s\\p{L}\\p{N}%s%s%s]+";
+    size_t n = strlen(fmt) + 2 * strlen(tc_regex_extra_letters) +
+               2 * strlen(tc_regex_extra_numbers) + strlen(ws) + strlen(tc_regex_skipped) + 1;
     char *pat = malloc(n);
     if (!pat) return tc_fail(TC_ERR_OOM, "tokenizer: out of memory");
-    snprintf(pat, n, fmt, tc_regex_extra_letters, tc_regex_extra_numbers, ws, tc_regex_extra_letters,
-             tc_regex_extra_numbers, tc_regex_skipped);
+    snprintf(pat, n, fmt, tc_regex_extra_letters, tc_regex_extra_numbers, ws,
+             tc_regex_extra_letters, tc_regex_extra_numbers, tc_regex_skipped);
     int err = 0;
     PCRE2_SIZE off = 0;
-    t->pattern = pcre2_compile((PCRE2_SPTR)pat, PCRE2_ZERO_TERMINATED, PCRE2_UTF | PCRE2_UCP | PCRE2_CASELESS, &err,
-                               &off, NULL);
+    t->pattern = pcre2_compile((PCRE2_SPTR)pat, PCRE2_ZERO_TERMINATED,
+                               PCRE2_UTF | PCRE2_UCP | PCRE2_CASELESS, &err, &off, NULL);
     free(pat);
     if (!t->pattern) {
         PCRE2_UCHAR msg[256];
         pcre2_get_error_message(err, msg, sizeof msg);
-        return tc_fail(TC_ERR_UNSUPPORTED, "tokenizer: PCRE2 rejects the pre-tokenizer pattern at %zu: %s",
-                       (size_t)off, (const char *)msg);
+        return tc_fail(TC_ERR_UNSUPPORTED,
+                       "tokenizer: PCRE2 rejects the pre-tokenizer pattern at %zu: %s", (size_t)off,
+                       (const char *)msg);
     }
-    pcre2_jit_compile(t->pattern, PCRE2_JIT_COMPLETE); /* optional: interpreted matching if it fails */
+    pcre2_jit_compile(t->pattern,
+                      PCRE2_JIT_COMPLETE); /* optional: interpreted matching if it fails */
     return TC_OK;
 }
 
@@ -245,7 +256,8 @@ tc_status tc_tokenizer_create(tc_tokenizer **out, const char *vocab_path) {
     const char *path = vocab_path ? vocab_path : tc_bpe_vocab_default_path();
     tc_tokenizer *t = calloc(1, sizeof *t);
     if (!t) return tc_fail(TC_ERR_OOM, "tokenizer: out of memory");
-    for (int s = 0; s < CACHE_STRIPES; s++) pthread_mutex_init(&t->cache[s].mu, NULL);
+    for (int s = 0; s < CACHE_STRIPES; s++)
+        pthread_mutex_init(&t->cache[s].mu, NULL);
     char *data = NULL;
     size_t len = 0;
     tc_status st = TC_OK;
@@ -269,7 +281,8 @@ fail:
 
 static void cache_clear(cache_stripe *s) {
     if (!s->slots) return;
-    for (size_t i = 0; i < CACHE_SLOTS; i++) free(s->slots[i].word);
+    for (size_t i = 0; i < CACHE_SLOTS; i++)
+        free(s->slots[i].word);
     memset(s->slots, 0, CACHE_SLOTS * sizeof *s->slots);
     s->used = 0;
 }
@@ -297,7 +310,8 @@ static int ids_reserve(id_list *l, size_t extra) {
     if (extra > (SIZE_MAX / 8) - l->n) return -1;
     if (l->n + extra <= l->cap) return 0;
     size_t cap = l->cap ? l->cap : 128;
-    while (cap < l->n + extra) cap *= 2;
+    while (cap < l->n + extra)
+        cap *= 2;
     int32_t *p = realloc(l->p, cap * sizeof *p);
     if (!p) return -1;
     l->p = p;
@@ -330,8 +344,8 @@ static int cache_get(tc_tokenizer *t, const unsigned char *w, size_t n, uint64_t
     return found;
 }
 
-static void cache_put(tc_tokenizer *t, const unsigned char *w, size_t n, uint64_t h, const int32_t *ids,
-                      size_t n_ids) {
+static void cache_put(tc_tokenizer *t, const unsigned char *w, size_t n, uint64_t h,
+                      const int32_t *ids, size_t n_ids) {
     unsigned char *block = malloc(n + n_ids * sizeof(int32_t));
     if (!block) return; /* the cache is an optimisation only */
     memcpy(block, w, n);
@@ -371,7 +385,8 @@ static int bpe_word(tc_tokenizer *t, const unsigned char *w, size_t n, id_list *
     if (ids_reserve(l, n)) return -1;
     int32_t *sym = l->p + l->n; /* the word is merged in place at the end of l */
     size_t m = n;
-    for (size_t i = 0; i < n; i++) sym[i] = t->byte_id[w[i]];
+    for (size_t i = 0; i < n; i++)
+        sym[i] = t->byte_id[w[i]];
     sym[n - 1] += 256; /* the last symbol carries </w> */
     while (m > 1) {
         int32_t best = INT32_MAX, a = 0, b = 0, merged = 0;
@@ -397,7 +412,8 @@ static int bpe_word(tc_tokenizer *t, const unsigned char *w, size_t n, id_list *
     return 0;
 }
 
-tc_status tc_tokenize(tc_tokenizer *t, const char *text, size_t len, int32_t *ids, int context, int *n_ids) {
+tc_status tc_tokenize(tc_tokenizer *t, const char *text, size_t len, int32_t *ids, int context,
+                      int *n_ids) {
     if (!t || (!text && len) || !ids || context < 1)
         return tc_fail(TC_ERR_ARG, "tc_tokenize: invalid arguments (context %d)", context);
     char *clean = NULL;
@@ -416,12 +432,14 @@ tc_status tc_tokenize(tc_tokenizer *t, const char *text, size_t len, int32_t *id
     size_t need = (size_t)context - 1;
     PCRE2_SIZE pos = 0;
     while (pos < clean_len && l.n < need + 1) {
-        int rc = pcre2_match(t->pattern, (PCRE2_SPTR)clean, clean_len, pos, PCRE2_NO_UTF_CHECK, md, NULL);
+        int rc = pcre2_match(t->pattern, (PCRE2_SPTR)clean, clean_len, pos, PCRE2_NO_UTF_CHECK, md,
+                             NULL);
         if (rc == PCRE2_ERROR_NOMATCH) break;
         if (rc < 0) {
             PCRE2_UCHAR msg[256];
             pcre2_get_error_message(rc, msg, sizeof msg);
-            st = tc_fail(TC_ERR_DATA, "tokenizer: pre-tokenizer failed at byte %zu: %s", (size_t)pos, (const char *)msg);
+            st = tc_fail(TC_ERR_DATA, "tokenizer: pre-tokenizer failed at byte %zu: %s",
+                         (size_t)pos, (const char *)msg);
             goto done;
         }
         PCRE2_SIZE *ov = pcre2_get_ovector_pointer(md);
@@ -446,9 +464,11 @@ tc_status tc_tokenize(tc_tokenizer *t, const char *text, size_t len, int32_t *id
     size_t total = l.n + 2;
     size_t keep = total > (size_t)context ? (size_t)context : total;
     ids[0] = TC_SOT;
-    for (size_t i = 1; i + 1 < keep; i++) ids[i] = l.p[i - 1];
+    for (size_t i = 1; i + 1 < keep; i++)
+        ids[i] = l.p[i - 1];
     ids[keep - 1] = TC_EOT;
-    for (size_t i = keep; i < (size_t)context; i++) ids[i] = 0;
+    for (size_t i = keep; i < (size_t)context; i++)
+        ids[i] = 0;
     if (n_ids) *n_ids = (int)keep;
     goto done;
 oom:

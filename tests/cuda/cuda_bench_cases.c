@@ -1,4 +1,5 @@
-/* test_cuda_ops' cases for the kernel benchmarks of test_cuda_ops --bench (attention, linear, patch embedding) (cuda/attention_*.cu, cuda/gemm.cu, cuda/conv_cudnn.cu), compiled into that binary:
+/* test_cuda_ops' cases for the kernel benchmarks of test_cuda_ops --bench (attention, linear, patch
+ * embedding) (cuda/attention_*.cu, cuda/gemm.cu, cuda/conv_cudnn.cu), compiled into that binary:
  * the CUDA backend against the CPU reference backend in the fp32 and the mixed
  * (bf16) mode, with the harness and tolerances of tests/cuda/cuda_harness.h */
 #include <math.h>
@@ -7,9 +8,9 @@
 #include <string.h>
 #include <time.h>
 
-#include "testutil.h"
 #include "cuda_cases.h"
 #include "cuda_harness.h"
+#include "testutil.h"
 
 #include "backend.h"
 #include "status.h"

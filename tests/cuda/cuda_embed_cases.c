@@ -1,15 +1,16 @@
-/* test_cuda_ops' cases for patchify and the vision embedding, the patch embedding (GEMM and cuDNN), the token embedding, pooling (cuda/embed.cu, cuda/conv_cudnn.cu), compiled into that binary:
- * the CUDA backend against the CPU reference backend in the fp32 and the mixed
- * (bf16) mode, with the harness and tolerances of tests/cuda/cuda_harness.h */
+/* test_cuda_ops' cases for patchify and the vision embedding, the patch embedding (GEMM and cuDNN),
+ * the token embedding, pooling (cuda/embed.cu, cuda/conv_cudnn.cu), compiled into that binary: the
+ * CUDA backend against the CPU reference backend in the fp32 and the mixed (bf16) mode, with the
+ * harness and tolerances of tests/cuda/cuda_harness.h */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
-#include "testutil.h"
 #include "cuda_cases.h"
 #include "cuda_harness.h"
+#include "testutil.h"
 
 #include "backend.h"
 #include "status.h"

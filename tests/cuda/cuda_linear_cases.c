@@ -1,15 +1,15 @@
-/* test_cuda_ops' cases for linear layers and gemm_f32 (cuda/gemm.cu, cuda/linear.cu), compiled into that binary:
- * the CUDA backend against the CPU reference backend in the fp32 and the mixed
- * (bf16) mode, with the harness and tolerances of tests/cuda/cuda_harness.h */
+/* test_cuda_ops' cases for linear layers and gemm_f32 (cuda/gemm.cu, cuda/linear.cu), compiled into
+ * that binary: the CUDA backend against the CPU reference backend in the fp32 and the mixed (bf16)
+ * mode, with the harness and tolerances of tests/cuda/cuda_harness.h */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
-#include "testutil.h"
 #include "cuda_cases.h"
 #include "cuda_harness.h"
+#include "testutil.h"
 
 #include "backend.h"
 #include "status.h"

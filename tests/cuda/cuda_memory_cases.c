@@ -1,15 +1,16 @@
-/* test_cuda_ops' cases for pinned host memory, asynchronous uploads and error reporting (cuda/backend.cu, cuda/pinned.c), compiled into that binary:
- * the CUDA backend against the CPU reference backend in the fp32 and the mixed
- * (bf16) mode, with the harness and tolerances of tests/cuda/cuda_harness.h */
+/* test_cuda_ops' cases for pinned host memory, asynchronous uploads and error reporting
+ * (cuda/backend.cu, cuda/pinned.c), compiled into that binary: the CUDA backend against the CPU
+ * reference backend in the fp32 and the mixed (bf16) mode, with the harness and tolerances of
+ * tests/cuda/cuda_harness.h */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
-#include "testutil.h"
 #include "cuda_cases.h"
 #include "cuda_harness.h"
+#include "testutil.h"
 
 #include "backend.h"
 #include "status.h"
@@ -65,7 +66,8 @@ void test_upload_async_fences(void **state) {
         float *src = h[k % 2];
         if (k >= 2 && g_gpu->fence_wait(g_gpu, (k - 2) % TC_FENCES) != TC_OK)
             fail_msg("fence_wait: %s", tc_last_error());
-        for (size_t i = 0; i < n; i++) src[i] = (float)(k * 1000 + (int)(i % 997));
+        for (size_t i = 0; i < n; i++)
+            src[i] = (float)(k * 1000 + (int)(i % 997));
         g_gpu->fill_f32(g_gpu, busy, (float)k, n);
         if (g_gpu->upload_async(g_gpu, g, src, n * 4) != TC_OK ||
             g_gpu->fence_record(g_gpu, k % TC_FENCES) != TC_OK)

@@ -417,7 +417,8 @@ static int driver(void) {
     }
     int device = boot->local_rank;
     x.comm = boot; /* until the NCCL comm exists, failures abort through MPI */
-    must(&x, tc_backend_cuda_create(&x.be, &(tc_backend_options){.device = device, .fp32 = 1}), "CUDA backend");
+    must(&x, tc_backend_cuda_create(&x.be, &(tc_backend_options){.device = device, .fp32 = 1}),
+         "CUDA backend");
     tc_comm *nccl = NULL;
     must(&x, tc_comm_nccl_create(&nccl, boot, x.be, tc_comm_timeout_from_env()), "NCCL comm");
     x.comm = nccl;

@@ -32,13 +32,13 @@
 #include <string.h>
 #include <time.h>
 
-#include "testutil.h"
 #include "cuda_attention_cases.h"
 #include "cuda_cases.h"
 #include "cuda_fused_cases.h"
 #include "cuda_harness.h"
 #include "cuda_resnet_cases.h"
 #include "cuda_vec_cases.h"
+#include "testutil.h"
 
 #include "backend.h"
 #include "status.h"

@@ -10,9 +10,9 @@
 #include <zlib.h>
 
 #include "caption_templates.h"
-#include "source.h"
 #include "image_decode.h"
 #include "shard_writer.h"
+#include "source.h"
 #include "testutil.h"
 
 #define FM_DIR "/usr/share/datasets/fashion-mnist"

@@ -85,14 +85,16 @@ static void free_run(run *r) {
     tc_model_destroy(r->teacher);
 }
 
-static double rel(double a, double b) { return fabs(a - b) / fmax(fabs(b), 1e-12); }
+static double rel(double a, double b) {
+    return fabs(a - b) / fmax(fabs(b), 1e-12);
+}
 
 /* structured masks (automatic inheritance's mask phase): the same soft masks
  * on every rank; the mask gradients of the gathered loss, averaged over the
  * ranks as the scheduler does, against one process's. returns 1 on mismatch */
 static int mask_check(tc_backend *be, tc_comm *comm, const tc_model_config *sc,
-                      const tc_model_config *tcfg, const float *images, const int32_t *ids,
-                      int n, int N) {
+                      const tc_model_config *tcfg, const float *images, const int32_t *ids, int n,
+                      int N) {
     int rank = comm->rank, bad = 0;
     size_t img_per = (size_t)3 * sc->vision.image_size * sc->vision.image_size;
     int T = sc->text.context_length;
@@ -150,10 +152,12 @@ static int mask_check(tc_backend *be, tc_comm *comm, const tc_model_config *sc,
         be->download(be, g[who], grad, (size_t)total * sizeof(float));
         if (who == 0) {
             double *d = malloc((size_t)total * sizeof *d);
-            for (int i = 0; i < total; i++) d[i] = g[0][i];
+            for (int i = 0; i < total; i++)
+                d[i] = g[0][i];
             if (comm->host_all_reduce_f64(comm, d, (size_t)total, TC_REDUCE_AVG) != TC_OK)
                 comm->abort(comm, 3);
-            for (int i = 0; i < total; i++) g[0][i] = (float)d[i];
+            for (int i = 0; i < total; i++)
+                g[0][i] = (float)d[i];
             free(d);
         }
         free_run(&r);
@@ -223,8 +227,9 @@ static int driver(void) {
         be->download(be, g_dp, tc_model_grads(dp.student), P * sizeof(float));
         be->download(be, g_ref, tc_model_grads(ref.student), P * sizeof(float));
         double ge = tc_rel_err(g_dp, g_ref, P);
-        printf("gradients: loss %.8f vs %.8f (rel %.2e), parameter gradients rel err %.2e over %zu\n",
-               l_dp, l_ref, rel(l_dp, l_ref), ge, P);
+        printf(
+            "gradients: loss %.8f vs %.8f (rel %.2e), parameter gradients rel err %.2e over %zu\n",
+            l_dp, l_ref, rel(l_dp, l_ref), ge, P);
         if (!(ge <= 1e-5) || !(rel(l_dp, l_ref) <= 1e-5)) bad = 1;
     }
     bad |= mask_check(be, comm, &sc, &tcfg, images, ids, n, N);
@@ -233,7 +238,8 @@ static int driver(void) {
         if (fault && rank == 1 && step == 3) {
             if (strcmp(fault, "hang") == 0) {
                 fprintf(stderr, "rank 1: hanging (fault injection)\n");
-                for (;;) sleep(100);
+                for (;;)
+                    sleep(100);
             }
             if (strcmp(fault, "die") == 0) {
                 fprintf(stderr, "rank 1: dying (fault injection)\n");
@@ -280,7 +286,8 @@ static int driver(void) {
     if (rank == 0) {
         if (tc_trainer_get_moments(ref.trainer, m_ref, m_ref + PP) != TC_OK) return 2;
         double e1 = tc_rel_err(m_dp, m_ref, PP), e2 = tc_rel_err(m_dp + PP, m_ref + PP, PP);
-        int steps_dp = tc_trainer_adam_step(dp.trainer), steps_ref = tc_trainer_adam_step(ref.trainer);
+        int steps_dp = tc_trainer_adam_step(dp.trainer),
+            steps_ref = tc_trainer_adam_step(ref.trainer);
         printf("moments vs one process: m rel err %.2e, v rel err %.2e; updates %d vs %d; "
                "optimizer state per rank %zu bytes vs %zu\n",
                e1, e2, steps_dp, steps_ref, tc_trainer_optimizer_bytes(dp.trainer),
@@ -297,7 +304,8 @@ static int driver(void) {
     free(m_ref);
     double sum = 0;
     tc_model_get_params(dp.student, g_dp);
-    for (size_t i = 0; i < P; i++) sum += g_dp[i];
+    for (size_t i = 0; i < P; i++)
+        sum += g_dp[i];
     double sums[2] = {sum, (double)bad};
     double mine = sum;
     if (comm->host_all_reduce_f64(comm, sums, 2, TC_REDUCE_AVG) != TC_OK) comm->abort(comm, 3);
@@ -364,10 +372,18 @@ static void matches_one_process(int np, const char *mode) {
     free(out);
 }
 
-static void test_np2(void **state) { matches_one_process(2, "buckets"); }
-static void test_np4(void **state) { matches_one_process(4, "buckets"); }
-static void test_np2_zero1_accum(void **state) { matches_one_process(2, "zero1-accum"); }
-static void test_np4_zero1(void **state) { matches_one_process(4, "zero1"); }
+static void test_np2(void **state) {
+    matches_one_process(2, "buckets");
+}
+static void test_np4(void **state) {
+    matches_one_process(4, "buckets");
+}
+static void test_np2_zero1_accum(void **state) {
+    matches_one_process(2, "zero1-accum");
+}
+static void test_np4_zero1(void **state) {
+    matches_one_process(4, "zero1");
+}
 
 static void lost_rank(int np, const char *fault, const char *expect) {
     need_mpirun();
@@ -383,8 +399,12 @@ static void lost_rank(int np, const char *fault, const char *expect) {
     free(out);
 }
 
-static void test_rank_hangs(void **state) { lost_rank(4, "hang", "lost rank(s) 1 (dead or hung"); }
-static void test_rank_dies(void **state) { lost_rank(2, "die", "rank 1"); }
+static void test_rank_hangs(void **state) {
+    lost_rank(4, "hang", "lost rank(s) 1 (dead or hung");
+}
+static void test_rank_dies(void **state) {
+    lost_rank(2, "die", "rank 1");
+}
 
 /* `tinyclip train` under mpirun: killed inside the mask phase and run again,
  * it resumes and ends with the weights of an uninterrupted 2-process run */

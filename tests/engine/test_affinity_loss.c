@@ -48,8 +48,10 @@ static void test_affinity_parity(void **state) {
     float *d_gi = dev_copy(be, gi, ngi), *d_gt = dev_copy(be, gt, ngi);
     float *scratch;
     size_t nN = (size_t)n * N;
-    assert_int_equal(be->alloc(be, (6 * nN + 2 * (size_t)n * E + 2 * (size_t)N * E + 4) * sizeof(float),
-                               (void **)&scratch), TC_OK);
+    assert_int_equal(be->alloc(be,
+                               (6 * nN + 2 * (size_t)n * E + 2 * (size_t)N * E + 4) * sizeof(float),
+                               (void **)&scratch),
+                     TC_OK);
     tc_loss_workspace ws = {scratch, scratch + 2 * nN, scratch + 4 * nN};
     float *dimg = scratch + 6 * nN, *dtxt = dimg + (size_t)n * E;
     float *dimg_all = dtxt + (size_t)n * E, *dtxt_all = dimg_all + (size_t)N * E;
@@ -72,7 +74,8 @@ static void test_affinity_parity(void **state) {
         be->download(be, host_scalars, scalars, sizeof host_scalars);
         /* the rank's gradient for every feature: columns, plus its own rows */
         float *gimg = malloc(nfi * sizeof *gimg), *gtxt = malloc(nfi * sizeof *gtxt);
-        float *rimg = malloc((size_t)n * E * sizeof *rimg), *rtxt = malloc((size_t)n * E * sizeof *rtxt);
+        float *rimg = malloc((size_t)n * E * sizeof *rimg),
+              *rtxt = malloc((size_t)n * E * sizeof *rtxt);
         be->download(be, gimg, dimg_all, nfi * sizeof *gimg);
         be->download(be, gtxt, dtxt_all, nfi * sizeof *gtxt);
         be->download(be, rimg, dimg, (size_t)n * E * sizeof *rimg);

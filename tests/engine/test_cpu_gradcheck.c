@@ -76,7 +76,8 @@ static void gradcheck_linear_one(int N, int C, int OC, int w_trans, int with_bia
         assert_memory_equal(dbias, db_pre, OC * sizeof(float));
     }
     free(g_inp), free(g_w), free(k.inp), free(k.w), free(k.bias), free((void *)k.base.r);
-    gc_free(inp), gc_free(w), gc_free(bias), gc_free(r), gc_free(dinp), gc_free(dw), gc_free(dw_pre);
+    gc_free(inp), gc_free(w), gc_free(bias), gc_free(r), gc_free(dinp), gc_free(dw),
+        gc_free(dw_pre);
     gc_free(dbias), gc_free(db_pre);
 }
 
@@ -128,7 +129,8 @@ static void test_gradcheck_layernorm(void **state) {
     float *db = gc_rand(C, 1.0f), *db_pre = gc_copy(db, C);
     be->layernorm_backward(be, (tc_act *)dinp, dw, db, (tc_act *)r, (tc_act *)inp, (tc_act *)w,
                            mean, rstd, N, C);
-    gc_sub_prefill(dinp, dinp_pre, NC), gc_sub_prefill(dw, dw_pre, C), gc_sub_prefill(db, db_pre, C);
+    gc_sub_prefill(dinp, dinp_pre, NC), gc_sub_prefill(dw, dw_pre, C),
+        gc_sub_prefill(db, db_pre, C);
 
     ln_case k = {{ln_ref, gc_to_double(r, NC), NC},
                  gc_to_double(inp, NC),
@@ -267,7 +269,8 @@ static void gradcheck_attention_one(int B, int T, int NH, int HS, int causal) {
     be->attention_forward(be, (tc_act *)out, lse, (tc_act *)qkv, B, T, NH, HS, causal);
     be->attention_backward(be, (tc_act *)dqkv, (tc_act *)r, (tc_act *)qkv, (tc_act *)out, lse, B, T,
                            NH, HS, causal);
-    attn_case k = {{attn_ref, gc_to_double(r, no), no}, gc_to_double(qkv, n3), B, T, NH, HS, causal};
+    attn_case k = {
+        {attn_ref, gc_to_double(r, no), no}, gc_to_double(qkv, n3), B, T, NH, HS, causal};
     char what[80];
     snprintf(what, sizeof what, "attention out B%d T%d NH%d HS%d c%d", B, T, NH, HS, causal);
     gc_check_forward(&k.base, out, what);
@@ -343,7 +346,8 @@ static void test_gradcheck_vision_embed(void **state) {
     gc_check_grad(dpos, g_pos, (size_t)T * C, "vision_embed dpos +=");
     free(g_pe), free(g_cls), free(g_pos), free(k.pe), free(k.cls), free(k.pos);
     free((void *)k.base.r);
-    gc_free(pe), gc_free(cls), gc_free(pos), gc_free(r), gc_free(dpe), gc_free(dcls), gc_free(dcls_pre);
+    gc_free(pe), gc_free(cls), gc_free(pos), gc_free(r), gc_free(dpe), gc_free(dcls),
+        gc_free(dcls_pre);
     gc_free(dpos), gc_free(dpos_pre);
 }
 
@@ -399,7 +403,8 @@ static void test_gradcheck_token_embed(void **state) {
     gc_check_grad(dwpe, g_wpe, (size_t)T * C, "token_embed dwpe +=");
     free(g_wte), free(g_wpe), free(k.wte), free(k.wpe), free((void *)k.base.r);
     be->free(be, ids);
-    gc_free(wte), gc_free(wpe), gc_free(r), gc_free(dwte), gc_free(dwte_pre), gc_free(dwpe), gc_free(dwpe_pre);
+    gc_free(wte), gc_free(wpe), gc_free(r), gc_free(dwte), gc_free(dwte_pre), gc_free(dwpe),
+        gc_free(dwpe_pre);
 }
 
 /* ---- pooling ---- */
@@ -589,7 +594,8 @@ static void gradcheck_xent_one(int n, int Ncols, int off, float wh, float ws, in
     printf("  %-34s %.7g vs %.7g\n", "xent dlog_scale += (value)", dls_got, g_ls[0]);
     gc_check_grad(&dls_got, g_ls, 1, "xent dlog_scale +=");
     free(g_sim), free(g_ls), free(k.sim), free(k.tsim), free(k.ls);
-    gc_free(sim), gc_free(tsim), gc_free(ls), gc_free(tls), gc_free(loss), gc_free(dls), gc_free(dsim);
+    gc_free(sim), gc_free(tsim), gc_free(ls), gc_free(tls), gc_free(loss), gc_free(dls),
+        gc_free(dsim);
 }
 
 static void test_gradcheck_softmax_xent(void **state) {

@@ -1,8 +1,8 @@
 /* manual weight inheritance: ViT-B-32 -> TinyCLIP-ViT-40M-32-Text-19M and
- * RN50 -> TinyCLIP-ResNet-30M-Text-29M with the real shapes, every element of every student tensor checked against an
- * independently written mapping (teacher values are a hash of tensor and
- * element index, so a wrong source element shows); the interval_front layer
- * maps; tower selection; the errors. */
+ * RN50 -> TinyCLIP-ResNet-30M-Text-29M with the real shapes, every element of every student tensor
+ * checked against an independently written mapping (teacher values are a hash of tensor and element
+ * index, so a wrong source element shows); the interval_front layer maps; tower selection; the
+ * errors. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -76,7 +76,8 @@ static void teacher_name(const char *sname, const int *vmap, const int *tmap, ch
         snprintf(out, cap, "visual.transformer.resblocks.%d.%s", vmap[layer], rest);
     else if (sscanf(sname, "transformer.resblocks.%d.%95s", &layer, rest) == 2)
         snprintf(out, cap, "transformer.resblocks.%d.%s", tmap[layer], rest);
-    else snprintf(out, cap, "%s", sname);
+    else
+        snprintf(out, cap, "%s", sname);
 }
 
 /* checks every element of every student tensor of the selected towers */
@@ -171,7 +172,8 @@ static void test_vit_b32_to_40m(void **state) {
     float *student = malloc(sl.total * sizeof *student);
     assert_non_null(student);
     const float sentinel = -12345.0f;
-    for (size_t i = 0; i < sl.total; i++) student[i] = sentinel;
+    for (size_t i = 0; i < sl.total; i++)
+        student[i] = sentinel;
     student[sl.logit_scale] = 2.6592600f;
 
     int vmap[12] = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11};
@@ -190,7 +192,8 @@ static void test_vit_b32_to_40m(void **state) {
 
     /* only one tower */
     for (int k = 0; k < 2; k++) {
-        for (size_t i = 0; i < sl.total; i++) student[i] = sentinel;
+        for (size_t i = 0; i < sl.total; i++)
+            student[i] = sentinel;
         tc_inherit_options o = {.vision = k == 0, .text = k == 1};
         assert_int_equal(tc_inherit_manual(&tc, &tl, teacher, &sc, &sl, student, &o), TC_OK);
         check_inherited(&tl, &sl, student, vmap, tmap, k == 0, k == 1, sentinel);
@@ -206,7 +209,8 @@ static void test_layer_maps(void **state) {
     (void)state;
     int idx[TC_MAX_LAYERS];
     int want9[9] = {0, 1, 2, 3, 4, 5, 6, 7, 8}, want6[6] = {0, 2, 4, 6, 8, 10};
-    int want3[3] = {0, 4, 8}, want10[10] = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9}, want96[6] = {0, 1, 2, 3, 4, 5};
+    int want3[3] = {0, 4, 8}, want10[10] = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9},
+        want96[6] = {0, 1, 2, 3, 4, 5};
     assert_int_equal(tc_inherit_layer_map(12, 9, idx), TC_OK);
     assert_memory_equal(idx, want9, sizeof want9);
     assert_int_equal(tc_inherit_layer_map(12, 6, idx), TC_OK);
@@ -218,7 +222,8 @@ static void test_layer_maps(void **state) {
     assert_int_equal(tc_inherit_layer_map(9, 6, idx), TC_OK);
     assert_memory_equal(idx, want96, sizeof want96);
     assert_int_equal(tc_inherit_layer_map(12, 12, idx), TC_OK);
-    for (int i = 0; i < 12; i++) assert_int_equal(idx[i], i);
+    for (int i = 0; i < 12; i++)
+        assert_int_equal(idx[i], i);
     assert_int_equal(tc_inherit_layer_map(6, 12, idx), TC_ERR_CONFIG);
 }
 
@@ -249,7 +254,8 @@ static void run_small_with(int student_layers, const int *tmap, const tc_inherit
     assert_int_equal(tc_param_layout_build(&sl, &sc), TC_OK);
     float *teacher = teacher_buffer(&tl);
     float *student = malloc(sl.total * sizeof *student);
-    for (size_t i = 0; i < sl.total; i++) student[i] = 0.5f;
+    for (size_t i = 0; i < sl.total; i++)
+        student[i] = 0.5f;
     assert_int_equal(tc_inherit_manual(&tc, &tl, teacher, &sc, &sl, student, opt), TC_OK);
     int vmap[2] = {0, 2};
     check_inherited(&tl, &sl, student, vmap, tmap, 1, 1, 0.5f);
@@ -259,7 +265,9 @@ static void run_small_with(int student_layers, const int *tmap, const tc_inherit
     tc_param_layout_free(&sl);
 }
 
-static void run_small(int student_layers, const int *tmap) { run_small_with(student_layers, tmap, NULL); }
+static void run_small(int student_layers, const int *tmap) {
+    run_small_with(student_layers, tmap, NULL);
+}
 
 /* an explicit teacher layer per student layer instead of interval_front */
 static void test_explicit_layer_list(void **state) {
@@ -385,7 +393,8 @@ static void load_shipped(const char *name, tc_model_config *c) {
 static void stage_maps(const tc_model_config *t, const tc_model_config *s) {
     for (int k = 0; k < TC_RESNET_STAGES; k++) {
         int ns = s->vision.stages[k], step = t->vision.stages[k] / (ns > 1 ? ns : 1);
-        for (int i = 0; i < ns; i++) g_smap[k][i] = i * step;
+        for (int i = 0; i < ns; i++)
+            g_smap[k][i] = i * step;
     }
 }
 
@@ -396,7 +405,8 @@ static void run_resnet(const tc_model_config *tc, const tc_model_config *sc, con
     float *teacher = teacher_buffer(&tl);
     float *student = malloc(sl.total * sizeof *student);
     assert_non_null(student);
-    for (size_t i = 0; i < sl.total; i++) student[i] = -7.0f;
+    for (size_t i = 0; i < sl.total; i++)
+        student[i] = -7.0f;
     stage_maps(tc, sc);
     tc_status st = tc_inherit_manual(tc, &tl, teacher, sc, &sl, student, NULL);
     if (st != TC_OK) fail_msg("%s", tc_last_error());
@@ -432,7 +442,8 @@ static void small_resnet(tc_model_config *c, const char *stages, int width, int 
              "\"width\": %d, \"patch_size\": null}, \"text_cfg\": {\"context_length\": 8, "
              "\"vocab_size\": 40, \"width\": 64, \"heads\": 1, \"layers\": %d}}",
              stages, width, text_layers);
-    if (tc_model_config_parse(c, json, strlen(json), "small") != TC_OK) fail_msg("%s", tc_last_error());
+    if (tc_model_config_parse(c, json, strlen(json), "small") != TC_OK)
+        fail_msg("%s", tc_last_error());
 }
 
 /* stage depths that shrink differently: [2,3,4,2] -> [1,3,2,1] takes blocks

@@ -13,7 +13,9 @@
 #include "params.h"
 #include "testutil.h"
 
-static double sig(double x) { return 1.0 / (1.0 + exp(-x)); }
+static double sig(double x) {
+    return 1.0 / (1.0 + exp(-x));
+}
 
 static void test_scores(void **state) {
     (void)state;
@@ -46,7 +48,9 @@ static void test_prunable_sizes(void **state) {
 }
 
 static uint64_t rng_state = 42;
-static double urand(void) { return (double)(tc_test_rand(&rng_state) >> 11) * 0x1.0p-53; }
+static double urand(void) {
+    return (double)(tc_test_rand(&rng_state) >> 11) * 0x1.0p-53;
+}
 
 /* binary masks -> the pruned architecture -> its tensors counted from the
  * layout, against the formula with scores 0/1 */
@@ -67,14 +71,17 @@ static void formula_vs_count(int L, int C, int NH, int M, double keep) {
     t->head_width = C / NH;
     t->layers = L;
     int ck = 0;
-    for (int d = 0; d < C; d++) ck += (sh[d] = urand() < keep || d == 0);
+    for (int d = 0; d < C; d++)
+        ck += (sh[d] = urand() < keep || d == 0);
     t->width = ck;
     double bias_share = 0;
     for (int l = 0; l < L; l++) {
         int h = 0, m = 0;
         double kl = l == 1 ? 0.0 : keep; /* one layer loses everything */
-        for (int i = 0; i < NH; i++) h += (sa[l * NH + i] = urand() < kl);
-        for (int i = 0; i < M; i++) m += (si[(size_t)l * M + i] = urand() < kl);
+        for (int i = 0; i < NH; i++)
+            h += (sa[l * NH + i] = urand() < kl);
+        for (int i = 0; i < M; i++)
+            m += (si[(size_t)l * M + i] = urand() < kl);
         t->heads[l] = h;
         t->mlp_width[l] = m;
         /* the formula counts the 4C attention biases of a layer as 4C/NH per
@@ -99,9 +106,12 @@ static void formula_vs_count(int L, int C, int NH, int M, double keep) {
     tc_l0_masks shape;
     assert_int_equal(tc_l0_masks_create(&shape, L, C, NH, M), TC_OK);
     float *z = malloc(shape.n_loga * sizeof *z);
-    for (int d = 0; d < C; d++) z[d] = (float)sh[d] * 0.9f;
-    for (int i = 0; i < L * NH; i++) z[C + i] = (float)sa[i] * 0.8f;
-    for (size_t i = 0; i < (size_t)L * M; i++) z[C + L * NH + i] = (float)si[i] * 0.7f;
+    for (int d = 0; d < C; d++)
+        z[d] = (float)sh[d] * 0.9f;
+    for (int i = 0; i < L * NH; i++)
+        z[C + i] = (float)sa[i] * 0.8f;
+    for (size_t i = 0; i < (size_t)L * M; i++)
+        z[C + L * NH + i] = (float)si[i] * 0.7f;
     assert_true(tc_l0_remaining_params(&shape, z) == weights);
     free(z);
     tc_l0_masks_free(&shape);
@@ -109,9 +119,12 @@ static void formula_vs_count(int L, int C, int NH, int M, double keep) {
                   NH, M, keep, ck, E, counted);
     assert_true(fabs(E - counted) <= 1e-9 * counted);
     /* all kept: the formula's full size is the prunable size less the MLP biases */
-    for (int d = 0; d < C; d++) sh[d] = 1;
-    for (int i = 0; i < L * NH; i++) sa[i] = 1;
-    for (size_t i = 0; i < (size_t)L * M; i++) si[i] = 1;
+    for (int d = 0; d < C; d++)
+        sh[d] = 1;
+    for (int i = 0; i < L * NH; i++)
+        sa[i] = 1;
+    for (size_t i = 0; i < (size_t)L * M; i++)
+        si[i] = 1;
     E = tc_l0_expected_params_scores(L, C, NH, M, sh, sa, si);
     assert_true(E == tc_l0_prunable_size(L, C, NH, M) - (double)L * (C + M));
     tc_param_layout_free(&lay);
@@ -128,13 +141,18 @@ static void test_expected_params_counting(void **state) {
     /* from log alpha: the same formula over P(z != 0) */
     tc_l0_masks m;
     assert_int_equal(tc_l0_masks_create(&m, 3, 128, 2, 512), TC_OK);
-    for (size_t i = 0; i < m.n_loga; i++) m.data[i] = (float)(urand() * 9.0 - 4.5);
+    for (size_t i = 0; i < m.n_loga; i++)
+        m.data[i] = (float)(urand() * 9.0 - 4.5);
     double *sh = malloc(128 * sizeof *sh), *sa = malloc(6 * sizeof *sa),
            *si = malloc(1536 * sizeof *si);
-    for (int i = 0; i < 128; i++) sh[i] = tc_l0_score(m.hidden_loga[i]);
-    for (int i = 0; i < 6; i++) sa[i] = tc_l0_score(m.heads_loga[i]);
-    for (int i = 0; i < 1536; i++) si[i] = tc_l0_score(m.intermediate_loga[i]);
-    double a = tc_l0_expected_params(&m, NULL, 0), b = tc_l0_expected_params_scores(3, 128, 2, 512, sh, sa, si);
+    for (int i = 0; i < 128; i++)
+        sh[i] = tc_l0_score(m.hidden_loga[i]);
+    for (int i = 0; i < 6; i++)
+        sa[i] = tc_l0_score(m.heads_loga[i]);
+    for (int i = 0; i < 1536; i++)
+        si[i] = tc_l0_score(m.intermediate_loga[i]);
+    double a = tc_l0_expected_params(&m, NULL, 0),
+           b = tc_l0_expected_params_scores(3, 128, 2, 512, sh, sa, si);
     assert_true(fabs(a - b) <= 1e-12 * b);
     free(sh);
     free(sa);
@@ -144,7 +162,8 @@ static void test_expected_params_counting(void **state) {
 
 /* central difference of f over a float input, in steps exactly representable */
 static void random_loga(tc_l0_masks *m, double lo, double hi) {
-    for (size_t i = 0; i < m->n_loga; i++) m->data[i] = (float)(lo + (hi - lo) * urand());
+    for (size_t i = 0; i < m->n_loga; i++)
+        m->data[i] = (float)(lo + (hi - lo) * urand());
 }
 
 static void check_close(double analytic, double numeric, double scale, const char *what, size_t i) {
@@ -231,7 +250,8 @@ static void test_gradients(void **state) {
     memset(g, 0, m.count * sizeof *g);
     assert_int_equal(tc_l0_lagrangian(towers, grads, 2, 0.0, &r), TC_OK);
     assert_true(r.lagrangian == 0.0);
-    for (size_t i = 0; i < m.count; i++) assert_true(g[i] == 0.0f);
+    for (size_t i = 0; i < m.count; i++)
+        assert_true(g[i] == 0.0f);
     free(g);
     free(g2);
     tc_l0_masks_free(&m);
@@ -272,13 +292,17 @@ static void test_sampler(void **state) {
     tc_l0_sample(&m, &r1, z, dz);
     for (size_t i = 0; i < m.n_loga; i++) {
         assert_true(z[i] >= 0.0f && z[i] <= 1.0f);
-        if (z[i] == 0.0f || z[i] == 1.0f) assert_true(dz[i] == 0.0f);
-        else assert_true(dz[i] > 0.0f);
+        if (z[i] == 0.0f || z[i] == 1.0f)
+            assert_true(dz[i] == 0.0f);
+        else
+            assert_true(dz[i] > 0.0f);
     }
     float *grad = calloc(m.count, sizeof *grad), *up = malloc(m.n_loga * sizeof *up);
-    for (size_t i = 0; i < m.n_loga; i++) up[i] = 2.0f;
+    for (size_t i = 0; i < m.n_loga; i++)
+        up[i] = 2.0f;
     tc_l0_backward_z(grad, up, dz, m.n_loga);
-    for (size_t i = 0; i < m.n_loga; i++) assert_true(grad[i] == 2.0f * dz[i]);
+    for (size_t i = 0; i < m.n_loga; i++)
+        assert_true(grad[i] == 2.0f * dz[i]);
     free(grad);
     free(up);
     free(z);
@@ -294,24 +318,30 @@ static void test_deterministic(void **state) {
     const float hid[8] = {4.6f, -4.6f, 2.0f, -1.0f, 4.6f, 0.5f, -4.6f, 3.0f};
     memcpy(m.hidden_loga, hid, sizeof hid);
     /* all heads equal: ties zero the higher index first */
-    for (int i = 0; i < 4; i++) m.heads_loga[i] = -1.3f;
-    for (int i = 0; i < 8; i++) m.intermediate_loga[i] = 4.6f;
+    for (int i = 0; i < 4; i++)
+        m.heads_loga[i] = -1.3f;
+    for (int i = 0; i < 8; i++)
+        m.intermediate_loga[i] = 4.6f;
     float z[8 + 4 + 8];
     assert_int_equal(tc_l0_deterministic(&m, 0, z), TC_OK);
     double sum = 0;
-    for (int i = 0; i < 8; i++) sum += tc_l0_score(hid[i]);
+    for (int i = 0; i < 8; i++)
+        sum += tc_l0_score(hid[i]);
     int nz = (int)rint(8 - sum);
     print_message("hidden: sum P %.4f -> %d zeros\n", sum, nz);
     assert_int_equal(nz, 2); /* P: .998 .047 .973 .645 .998 .891 .047 .989 */
     for (int i = 0; i < 8; i++) {
         float soft = (float)(1.0 / (1.0 + exp(-hid[i] / (2.0 / 3.0) * 0.8)));
-        if (i == 1 || i == 6) assert_true(z[i] == 0.0f);
-        else assert_true(fabs(z[i] - soft) < 1e-6);
+        if (i == 1 || i == 6)
+            assert_true(z[i] == 0.0f);
+        else
+            assert_true(fabs(z[i] - soft) < 1e-6);
     }
     /* heads: 4 * P(-1.3) = 4 * 0.574 = 2.30 -> round(1.70) = 2 zeros: heads 3 and 2 */
     assert_true(z[8] > 0 && z[9] > 0 && z[10] == 0.0f && z[11] == 0.0f);
     /* intermediate all kept, at their soft value sigmoid(1.2 * 4.6) */
-    for (int i = 0; i < 8; i++) assert_true(fabs(z[12 + i] - 0.99601f) < 1e-4);
+    for (int i = 0; i < 8; i++)
+        assert_true(fabs(z[12 + i] - 0.99601f) < 1e-4);
     tc_l0_masks_free(&m);
 
     /* round half to even, as Python's round(): 2.5 -> 2 */
@@ -319,10 +349,13 @@ static void test_deterministic(void **state) {
 
     /* rounding kept units up to a multiple of 8: the best pruned units come back */
     assert_int_equal(tc_l0_masks_create(&m, 2, 100, 2, 64), TC_OK);
-    for (int d = 0; d < 100; d++) m.hidden_loga[d] = d < 37 ? 4.6f : -4.6f + 0.01f * d;
-    for (int i = 0; i < 128; i++) m.intermediate_loga[i] = (i % 64) < 20 ? 4.6f : -4.6f;
+    for (int d = 0; d < 100; d++)
+        m.hidden_loga[d] = d < 37 ? 4.6f : -4.6f + 0.01f * d;
+    for (int i = 0; i < 128; i++)
+        m.intermediate_loga[i] = (i % 64) < 20 ? 4.6f : -4.6f;
     /* layer 1: nothing (at the clamp -4.6, P = 0.047 would still keep 3 of 64) */
-    for (int i = 0; i < 64; i++) m.intermediate_loga[64 + i] = -10.0f;
+    for (int i = 0; i < 64; i++)
+        m.intermediate_loga[64 + i] = -10.0f;
     float *z0 = malloc(m.n_loga * sizeof *z0), *z8 = malloc(m.n_loga * sizeof *z8);
     assert_int_equal(tc_l0_deterministic(&m, 0, z0), TC_OK);
     assert_int_equal(tc_l0_deterministic(&m, 8, z8), TC_OK);
@@ -375,17 +408,21 @@ static void test_adamw(void **state) {
     assert_true(hp.lr_loga == 0.02f && hp.lr_lambda == -0.02f && hp.beta1 == 0.9f &&
                 hp.beta2 == 0.999f && hp.eps == 1e-8f && hp.weight_decay == 0.0f);
     float *g = calloc(m.count, sizeof *g);
-    for (size_t i = 0; i < m.count; i++) g[i] = 0.3f;
+    for (size_t i = 0; i < m.count; i++)
+        g[i] = 0.3f;
     assert_int_equal(tc_l0_adamw_step(&o, &m, g, &hp, 1.0f), TC_OK);
     /* first Adam step is lr * sign(g): log alpha down, lambda up (ascent) */
-    for (size_t i = 0; i < m.n_loga; i++) assert_true(fabs(m.data[i] - (10.0f - 0.02f)) < 1e-5);
+    for (size_t i = 0; i < m.n_loga; i++)
+        assert_true(fabs(m.data[i] - (10.0f - 0.02f)) < 1e-5);
     assert_true(fabs(m.lambda[0] - 10.02f) < 1e-5 && fabs(m.lambda[1] - 10.02f) < 1e-5);
     tc_l0_constrain(&m);
-    for (size_t i = 0; i < m.n_loga; i++) assert_true(m.data[i] == (float)TC_L0_LOGA_MAX);
+    for (size_t i = 0; i < m.n_loga; i++)
+        assert_true(m.data[i] == (float)TC_L0_LOGA_MAX);
     assert_true(m.lambda[0] > 10.0f); /* lambda is not clamped */
     /* step 2 by hand, torch formulas */
     float p = m.data[0], m1 = o.m[0], v1 = o.v[0], gg = -0.1f;
-    for (size_t i = 0; i < m.count; i++) g[i] = gg;
+    for (size_t i = 0; i < m.count; i++)
+        g[i] = gg;
     assert_int_equal(tc_l0_adamw_step(&o, &m, g, &hp, 1.0f), TC_OK);
     double mm = 0.9 * m1 + 0.1 * gg, vv = 0.999 * v1 + 0.001 * gg * gg;
     double want = p - 0.02 / (1 - 0.81) * mm / (sqrt(vv) / sqrt(1 - 0.998001) + 1e-8);

@@ -59,9 +59,12 @@ static void test_head_widths(void **state) {
     const struct {
         int width, head_width, heads;
     } cases[] = {
-        {.width = 1024, .head_width = 64, .heads = 16},  {.width = 1280, .head_width = 80, .heads = 16},
-        {.width = 1408, .head_width = 88, .heads = 16},  {.width = 1664, .head_width = 104, .heads = 16},
-        {.width = 256, .head_width = 8, .heads = 32},    {.width = 512, .head_width = 256, .heads = 2},
+        {.width = 1024, .head_width = 64, .heads = 16},
+        {.width = 1280, .head_width = 80, .heads = 16},
+        {.width = 1408, .head_width = 88, .heads = 16},
+        {.width = 1664, .head_width = 104, .heads = 16},
+        {.width = 256, .head_width = 8, .heads = 32},
+        {.width = 512, .head_width = 256, .heads = 2},
         {.width = 96, .head_width = 32, .heads = 3},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {

@@ -246,7 +246,8 @@ static void test_unsupported_fields_named(void **state) {
     (void)state;
     expect_error("", ", \"layers\": [3, 4]", "", "vision_cfg.layers: a ResNet tower has 4 stages");
     expect_error("", ", \"layers\": 2.5", "", "vision_cfg.layers: expected an integer");
-    expect_error("", ", \"head_width\": 36", "", "vision_cfg.head_width: 36 gives 3 heads (128 // 36), which cannot split");
+    expect_error("", ", \"head_width\": 36", "",
+                 "vision_cfg.head_width: 36 gives 3 heads (128 // 36), which cannot split");
     expect_error("", ", \"patch_dropout\": 0.5", "", "vision_cfg.patch_dropout");
     expect_error("", ", \"ls_init_value\": 1e-5", "", "vision_cfg.ls_init_value");
     expect_error("", "", ", \"ls_init_value\": 0.1", "text_cfg.ls_init_value");

@@ -54,17 +54,20 @@ static void make_inputs(float *images, int32_t *ids, int B, const tc_model_confi
     for (int b = 0; b < B; b++) {
         int eot = 2 + b % (T - 2);
         for (int j = 0; j < T; j++) {
-            if (j < eot) ids[b * T + j] = 1 + (int)(tc_test_rand(rng) % (uint64_t)(V - 2));
-            else if (j == eot) ids[b * T + j] = V - 1;
-            else ids[b * T + j] = 0;
+            if (j < eot)
+                ids[b * T + j] = 1 + (int)(tc_test_rand(rng) % (uint64_t)(V - 2));
+            else if (j == eot)
+                ids[b * T + j] = V - 1;
+            else
+                ids[b * T + j] = 0;
         }
     }
 }
 
 /* both towers' masks: host values and the device copies the model reads */
 typedef struct {
-    int n[2];          /* floats per tower: hidden + heads + inter */
-    float *host[2];    /* values */
+    int n[2];       /* floats per tower: hidden + heads + inter */
+    float *host[2]; /* values */
     float *dev[2], *grad[2];
     tc_tower_masks tm[2];
 } masks;
@@ -87,9 +90,12 @@ static void install_masks(masks *mk, tc_model *m, tc_backend *be) {
             uint64_t r = tc_test_rand(&rng);
             mk->host[k][i] = (r % 8 == 0) ? 0.0f : 0.3f + 0.7f * (float)((r >> 8) % 1000) / 1000.0f;
         }
-        assert_int_equal(be->alloc(be, (size_t)mk->n[k] * sizeof(float), (void **)&mk->dev[k]), TC_OK);
-        assert_int_equal(be->alloc(be, (size_t)mk->n[k] * sizeof(float), (void **)&mk->grad[k]), TC_OK);
-        assert_int_equal(be->upload(be, mk->dev[k], mk->host[k], (size_t)mk->n[k] * sizeof(float)), TC_OK);
+        assert_int_equal(be->alloc(be, (size_t)mk->n[k] * sizeof(float), (void **)&mk->dev[k]),
+                         TC_OK);
+        assert_int_equal(be->alloc(be, (size_t)mk->n[k] * sizeof(float), (void **)&mk->grad[k]),
+                         TC_OK);
+        assert_int_equal(be->upload(be, mk->dev[k], mk->host[k], (size_t)mk->n[k] * sizeof(float)),
+                         TC_OK);
         tc_tower_masks *t = &mk->tm[k];
         t->hidden = mk->dev[k];
         t->heads = mk->dev[k] + C;
@@ -116,7 +122,8 @@ static void free_masks(masks *mk, tc_backend *be) {
 static void check_mask_gradients(masks *mk, tc_model *m, tc_backend *be, tc_trainer *tr,
                                  const float *images, const int32_t *ids, int B) {
     float loss;
-    for (int k = 0; k < 2; k++) be->zero(be, mk->grad[k], (size_t)mk->n[k] * sizeof(float));
+    for (int k = 0; k < 2; k++)
+        be->zero(be, mk->grad[k], (size_t)mk->n[k] * sizeof(float));
     assert_int_equal(tc_trainer_loss(tr, images, ids, B, 1, &loss), TC_OK);
     const float eps = 1e-3f;
     int checked = 0;
@@ -166,7 +173,8 @@ static void gradcheck(int variant) {
     assert_int_equal(tc_model_get_params(m, params), TC_OK);
     /* move LayerNorm weights and biases off 1/0 so their gradients are generic */
     uint64_t rng = 1234 + variant;
-    for (size_t i = 0; i < P; i++) params[i] += 0.05f * ((float)(tc_test_rand(&rng) % 2001) / 1000.0f - 1.0f);
+    for (size_t i = 0; i < P; i++)
+        params[i] += 0.05f * ((float)(tc_test_rand(&rng) % 2001) / 1000.0f - 1.0f);
     params[L->logit_scale] = 1.0f;
     assert_int_equal(tc_model_set_params(m, params), TC_OK);
 
@@ -212,7 +220,8 @@ static void gradcheck(int variant) {
                 worst_i = i;
             }
             if (err > 3e-2)
-                fail_msg("%s[%zu]: analytic %.6g, finite difference %.6g", pi->name, pick[k], an, fd);
+                fail_msg("%s[%zu]: analytic %.6g, finite difference %.6g", pi->name, pick[k], an,
+                         fd);
             checked++;
         }
     }
@@ -232,9 +241,15 @@ static void gradcheck(int variant) {
     be->destroy(be);
 }
 
-static void test_gradcheck_regular(void **state) { gradcheck(0); }
-static void test_gradcheck_irregular(void **state) { gradcheck(1); }
-static void test_gradcheck_masked(void **state) { gradcheck(2); }
+static void test_gradcheck_regular(void **state) {
+    gradcheck(0);
+}
+static void test_gradcheck_irregular(void **state) {
+    gradcheck(1);
+}
+static void test_gradcheck_masked(void **state) {
+    gradcheck(2);
+}
 
 int main(void) {
     const struct CMUnitTest tests[] = {

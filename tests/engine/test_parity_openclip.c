@@ -26,9 +26,11 @@ static void check_features(parity *p, tc_model *m, const char *img_key, const ch
     float *got = malloc(n * sizeof *got);
     assert_int_equal(tc_model_encode_image(m, images, p->B), TC_OK);
     assert_int_equal(tc_model_encode_text(m, tokens, p->B), TC_OK);
-    assert_int_equal(p->be->download(p->be, got, tc_model_image_features(m), n * sizeof *got), TC_OK);
+    assert_int_equal(p->be->download(p->be, got, tc_model_image_features(m), n * sizeof *got),
+                     TC_OK);
     TC_ASSERT_CLOSE(got, want_img, n, 1e-5, img_key);
-    assert_int_equal(p->be->download(p->be, got, tc_model_text_features(m), n * sizeof *got), TC_OK);
+    assert_int_equal(p->be->download(p->be, got, tc_model_text_features(m), n * sizeof *got),
+                     TC_OK);
     TC_ASSERT_CLOSE(got, want_txt, n, 1e-5, txt_key);
     free(got);
     free(want_txt);
@@ -46,7 +48,8 @@ static void features_and_logits(const char *name) {
     float *want = parity_f32(&p, "logits_per_image", &n);
     assert_int_equal(n, (size_t)p.B * p.B);
     int E = p.cfg.embed_dim;
-    float *img = malloc((size_t)p.B * E * sizeof *img), *txt = malloc((size_t)p.B * E * sizeof *txt);
+    float *img = malloc((size_t)p.B * E * sizeof *img),
+          *txt = malloc((size_t)p.B * E * sizeof *txt);
     p.be->download(p.be, img, tc_model_image_features(p.model), (size_t)p.B * E * sizeof *img);
     p.be->download(p.be, txt, tc_model_text_features(p.model), (size_t)p.B * E * sizeof *txt);
     float scale = expf(p.params[p.layout.logit_scale]);
@@ -54,7 +57,8 @@ static void features_and_logits(const char *name) {
     for (int i = 0; i < p.B; i++)
         for (int j = 0; j < p.B; j++) {
             double s = 0;
-            for (int e = 0; e < E; e++) s += (double)img[i * E + e] * txt[j * E + e];
+            for (int e = 0; e < E; e++)
+                s += (double)img[i * E + e] * txt[j * E + e];
             got[i * p.B + j] = (float)(scale * s);
         }
     TC_ASSERT_CLOSE(got, want, n, 1e-5, "logits_per_image");
@@ -65,9 +69,12 @@ static void features_and_logits(const char *name) {
     parity_teardown(&p);
 }
 
-static void test_features_gelu(void **state) { features_and_logits("tiny_gelu"); }
-static void test_features_quickgelu(void **state) { features_and_logits("tiny_quickgelu"); }
-
+static void test_features_gelu(void **state) {
+    features_and_logits("tiny_gelu");
+}
+static void test_features_quickgelu(void **state) {
+    features_and_logits("tiny_quickgelu");
+}
 
 static void loss_and_gradients(const char *name) {
     parity p;
@@ -106,9 +113,12 @@ static void loss_and_gradients(const char *name) {
     parity_teardown(&p);
 }
 
-static void test_gradients_gelu(void **state) { loss_and_gradients("tiny_gelu"); }
-static void test_gradients_quickgelu(void **state) { loss_and_gradients("tiny_quickgelu"); }
-
+static void test_gradients_gelu(void **state) {
+    loss_and_gradients("tiny_gelu");
+}
+static void test_gradients_quickgelu(void **state) {
+    loss_and_gradients("tiny_quickgelu");
+}
 
 static void ten_steps(const char *name) {
     parity p;
@@ -159,8 +169,12 @@ static void ten_steps(const char *name) {
     parity_teardown(&p);
 }
 
-static void test_ten_steps_gelu(void **state) { ten_steps("tiny_gelu"); }
-static void test_ten_steps_quickgelu(void **state) { ten_steps("tiny_quickgelu"); }
+static void test_ten_steps_gelu(void **state) {
+    ten_steps("tiny_gelu");
+}
+static void test_ten_steps_quickgelu(void **state) {
+    ten_steps("tiny_quickgelu");
+}
 
 /* the same weights saved by transformers in its CLIPModel layout */
 static void hf_import(const char *name) {
@@ -171,7 +185,8 @@ static void hf_import(const char *name) {
     tc_model_config cfg;
     tc_param_layout layout;
     float *params;
-    if (tc_checkpoint_load(dir, NULL, &cfg, &layout, &params) != TC_OK) fail_msg("%s", tc_last_error());
+    if (tc_checkpoint_load(dir, NULL, &cfg, &layout, &params) != TC_OK)
+        fail_msg("%s", tc_last_error());
     assert_int_equal(cfg.activation, p.cfg.activation);
     assert_int_equal(layout.total, p.layout.total);
     tc_model *m;
@@ -185,8 +200,12 @@ static void hf_import(const char *name) {
     parity_teardown(&p);
 }
 
-static void test_hf_import_gelu(void **state) { hf_import("tiny_gelu"); }
-static void test_hf_import_quickgelu(void **state) { hf_import("tiny_quickgelu"); }
+static void test_hf_import_gelu(void **state) {
+    hf_import("tiny_gelu");
+}
+static void test_hf_import_quickgelu(void **state) {
+    hf_import("tiny_quickgelu");
+}
 
 /* open_clip -> engine -> HF export -> engine: bit-identical weights */
 static void test_round_trip_hf(void **state) {
@@ -198,7 +217,8 @@ static void test_round_trip_hf(void **state) {
     tc_model_config cfg;
     tc_param_layout layout;
     float *params;
-    if (tc_checkpoint_load(dir, NULL, &cfg, &layout, &params) != TC_OK) fail_msg("%s", tc_last_error());
+    if (tc_checkpoint_load(dir, NULL, &cfg, &layout, &params) != TC_OK)
+        fail_msg("%s", tc_last_error());
     assert_int_equal(layout.total, p.layout.total);
     assert_memory_equal(params, p.params, p.layout.total * sizeof(float));
     assert_int_equal(cfg.activation, p.cfg.activation);
@@ -211,10 +231,10 @@ static void test_round_trip_hf(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_features_gelu),     cmocka_unit_test(test_features_quickgelu),
-        cmocka_unit_test(test_gradients_gelu),    cmocka_unit_test(test_gradients_quickgelu),
-        cmocka_unit_test(test_ten_steps_gelu),    cmocka_unit_test(test_ten_steps_quickgelu),
-        cmocka_unit_test(test_hf_import_gelu),    cmocka_unit_test(test_hf_import_quickgelu),
+        cmocka_unit_test(test_features_gelu),  cmocka_unit_test(test_features_quickgelu),
+        cmocka_unit_test(test_gradients_gelu), cmocka_unit_test(test_gradients_quickgelu),
+        cmocka_unit_test(test_ten_steps_gelu), cmocka_unit_test(test_ten_steps_quickgelu),
+        cmocka_unit_test(test_hf_import_gelu), cmocka_unit_test(test_hf_import_quickgelu),
         cmocka_unit_test(test_round_trip_hf),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

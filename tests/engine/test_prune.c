@@ -45,7 +45,8 @@ static float *random_params(const tc_param_layout *l, uint64_t seed) {
     /* LayerNorm weights near 1 so that the forward stays well conditioned */
     for (int i = 0; i < l->count; i++)
         if (strstr(l->params[i].name, "ln") && strstr(l->params[i].name, "weight"))
-            for (size_t e = 0; e < l->params[i].count; e++) p[l->params[i].offset + e] += 1.0f;
+            for (size_t e = 0; e < l->params[i].count; e++)
+                p[l->params[i].offset + e] += 1.0f;
     p[l->logit_scale] = 2.5f;
     return p;
 }
@@ -232,7 +233,8 @@ static void check_pruned(const tc_model_config *cfg, const tc_param_layout *sl, 
             n++;
         }
     }
-    print_message("mode %d drops %d: %zu pruned elements equal the folded values\n", mode, drops, n);
+    print_message("mode %d drops %d: %zu pruned elements equal the folded values\n", mode, drops,
+                  n);
 }
 
 static void test_prune_elements(void **state) {
@@ -274,8 +276,10 @@ static void test_prune_elements(void **state) {
             if (!drops) {
                 /* every entry a prune removes is 0 in the fold, every kept one is not */
                 size_t nf = 0, np = 0;
-                for (size_t i = 0; i < l.total; i++) nf += f[i] != 0;
-                for (size_t i = 0; i < ol.total; i++) np += op[i] != 0;
+                for (size_t i = 0; i < l.total; i++)
+                    nf += f[i] != 0;
+                for (size_t i = 0; i < ol.total; i++)
+                    np += op[i] != 0;
                 assert_int_equal(nf, np);
             }
             free(op2);
@@ -304,7 +308,8 @@ static void test_expand_round_trip(void **state) {
     assert_int_equal(tc_prune_z(&cfg, &l, p, vz, tz, TC_PRUNE_EXACT, &cc, &cl, &compact), TC_OK);
 
     float *full = malloc(l.total * sizeof *full);
-    for (size_t i = 0; i < l.total; i++) full[i] = 77.0f; /* expand must zero it */
+    for (size_t i = 0; i < l.total; i++)
+        full[i] = 77.0f; /* expand must zero it */
     tc_l0_masks mv, mt;
     tc_status st = tc_expand(&cc, &cl, compact, &cfg, &l, full, &mv, &mt);
     if (st != TC_OK) fail_msg("%s", tc_last_error());
@@ -326,12 +331,16 @@ static void test_expand_round_trip(void **state) {
     }
     /* leading slices: the full model holds exactly the compact values, the rest is 0 */
     double sf = 0, sc = 0;
-    for (size_t i = 0; i < l.total; i++) sf += fabs(full[i]);
-    for (size_t i = 0; i < cl.total; i++) sc += fabs(compact[i]);
+    for (size_t i = 0; i < l.total; i++)
+        sf += fabs(full[i]);
+    for (size_t i = 0; i < cl.total; i++)
+        sc += fabs(compact[i]);
     assert_true(fabs(sf - sc) <= 1e-9 * sc);
     /* in_proj in its (3, heads, 64, C) view: vision layer 2 keeps 1 head of 2 */
-    const tc_param_info *fq = tc_param_find(&l, "visual.transformer.resblocks.2.attn.in_proj_weight");
-    const tc_param_info *cq = tc_param_find(&cl, "visual.transformer.resblocks.2.attn.in_proj_weight");
+    const tc_param_info *fq =
+        tc_param_find(&l, "visual.transformer.resblocks.2.attn.in_proj_weight");
+    const tc_param_info *cq =
+        tc_param_find(&cl, "visual.transformer.resblocks.2.attn.in_proj_weight");
     int cw = cc.vision.width;
     for (int q = 0; q < 3; q++)
         for (int r = 0; r < 64; r++)
@@ -458,7 +467,8 @@ static void test_forward_equivalence(void **state) {
         tc_param_layout_free(&ol);
     }
     tc_model_destroy(mm);
-    for (int k = 0; k < 2; k++) be->free(be, dz[k]);
+    for (int k = 0; k < 2; k++)
+        be->free(be, dz[k]);
     be->destroy(be);
     free(p);
     tc_param_layout_free(&l);
@@ -530,7 +540,8 @@ static void test_errors(void **state) {
     /* every hidden dim pruned */
     float z[NZ];
     make_z(z, 0, 0);
-    for (int d = 0; d < C; d++) z[d] = 0;
+    for (int d = 0; d < C; d++)
+        z[d] = 0;
     assert_int_equal(tc_prune_z(&cfg, &l, p, NULL, z, TC_PRUNE_ORIGINAL, &oc, &ol, &op),
                      TC_ERR_CONFIG);
     assert_non_null(strstr(tc_last_error(), "text"));

@@ -65,7 +65,9 @@ static void free_run(run *r) {
     tc_model_destroy(r->teacher);
 }
 
-static double rel(double a, double b) { return fabs(a - b) / fmax(fabs(b), 1e-12); }
+static double rel(double a, double b) {
+    return fabs(a - b) / fmax(fabs(b), 1e-12);
+}
 
 static float *images, *params_a, *params_b;
 static int32_t *ids;
@@ -83,8 +85,8 @@ static void micro_batches_match(int accum) {
     be->download(be, params_a, tc_model_grads(one.student), P * sizeof(float));
     be->download(be, params_b, tc_model_grads(acc.student), P * sizeof(float));
     double ge = tc_rel_err(params_b, params_a, P);
-    printf("accum_steps %d: loss %.8f vs %.8f, gradient rel err %.2e over %zu\n", accum, l2, l1,
-           ge, P);
+    printf("accum_steps %d: loss %.8f vs %.8f, gradient rel err %.2e over %zu\n", accum, l2, l1, ge,
+           P);
     assert_true(rel(l2, l1) <= 1e-6);
     assert_true(ge <= 1e-5);
     double worst = 0;
@@ -108,8 +110,12 @@ static void micro_batches_match(int accum) {
     free_run(&one);
 }
 
-static void test_accum_2(void **state) { micro_batches_match(2); }
-static void test_accum_3(void **state) { micro_batches_match(3); }
+static void test_accum_2(void **state) {
+    micro_batches_match(2);
+}
+static void test_accum_3(void **state) {
+    micro_batches_match(3);
+}
 
 /* the live teacher's trainer and one on the same teacher's stored
  * features, computed beforehand over the whole batch at once */
@@ -198,8 +204,7 @@ static void test_no_host_sync(void **state) {
     assert_int_equal(tc_trainer_read_result(r.trainer, &res), TC_OK);
     int reading = downloads - during;
     be->download = real_download;
-    printf("%d steps: %d reads of device memory; reading the result: %d\n", STEPS, during,
-           reading);
+    printf("%d steps: %d reads of device memory; reading the result: %d\n", STEPS, during, reading);
     assert_int_equal(during, 0);
     assert_int_equal(reading, 1);
     assert_true(isfinite(res.loss) && res.loss > 0);

@@ -103,9 +103,9 @@ static void test_retrieval_multi_caption(void **state) {
 
 static void test_retrieval_ranks(void **state) {
     /* one caption per image: t0 (0.6,0.8) of i0, t1 (0,1) of i1, t2 (1,0) of i2
-     * t2i ranks: t0 -> i0 scores (.6, .8, 1.0): rank 2; t1 -> i1: rank 0; t2 -> i2 (1, 0, .6): rank 1
-     * i2t ranks: i0 over (t0 .6, t1 0, t2 1): rank 1; i1 (0.8, 1, 0): rank 0; i2 (1.0, .8, .6): rank 2
-     * mean rank (1-based) 2, median floor(1)+1 = 2, R@1 1/3 */
+     * t2i ranks: t0 -> i0 scores (.6, .8, 1.0): rank 2; t1 -> i1: rank 0; t2 -> i2 (1, 0, .6): rank
+     * 1 i2t ranks: i0 over (t0 .6, t1 0, t2 1): rank 1; i1 (0.8, 1, 0): rank 0; i2 (1.0, .8, .6):
+     * rank 2 mean rank (1-based) 2, median floor(1)+1 = 2, R@1 1/3 */
     const float img[6] = {1, 0, 0, 1, 0.6f, 0.8f};
     const float txt[6] = {0.6f, 0.8f, 0, 1, 1, 0};
     const int64_t owner[3] = {0, 1, 2};
@@ -138,7 +138,8 @@ static void test_retrieval_large_blocks(void **state) {
     tc_fill_uniform(img, N * E, &s, 1.0f);
     tc_l2_normalize_rows(img, N, E);
     memcpy(txt, img, sizeof(float) * N * E);
-    for (int i = 0; i < N; i++) owner[i] = i;
+    for (int i = 0; i < N; i++)
+        owner[i] = i;
     tc_retrieval_result r;
     assert_int_equal(tc_retrieval_metrics(img, N, txt, N, owner, E, &r), TC_OK);
     for (int k = 0; k < 3; k++) {

@@ -14,7 +14,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     int n_ov = 0;
     if (size > 5 && !memcmp(data, "#set ", 5)) {
         size_t i = 5;
-        while (i < size && data[i] != '\n' && i - 5 < sizeof ov - 1) i++;
+        while (i < size && data[i] != '\n' && i - 5 < sizeof ov - 1)
+            i++;
         memcpy(ov, data + 5, i - 5);
         ov[i - 5] = 0;
         if (!memchr(ov, 0, i - 5)) n_ov = 1;
@@ -22,7 +23,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     tc_experiment *e = NULL;
     tc_exp_errors errs;
     /* a base dir that does not exist: model names must not resolve to real files */
-    if (tc_experiment_parse((const char *)data, size, "fuzz.yaml", "/nonexistent", ovs, n_ov, &e, &errs) == TC_OK) {
+    if (tc_experiment_parse((const char *)data, size, "fuzz.yaml", "/nonexistent", ovs, n_ov, &e,
+                            &errs) == TC_OK) {
         /* touch everything a consumer reads */
         for (int i = 0; i < e->n_stages; i++) {
             volatile int64_t s = e->stages[i].steps;

@@ -6,9 +6,9 @@
 #include <stdint.h>
 #include <stdlib.h>
 
-#include "source.h"
 #include "image_decode.h"
 #include "image_transform.h"
+#include "source.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     tc_shard_reader *r = NULL;

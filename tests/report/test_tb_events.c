@@ -48,7 +48,8 @@ static char *write_sample(char **dir_out, size_t *len) {
     assert_non_null(strstr(tc_tb_path(w), "/events.out.tfevents."));
     assert_int_equal(tc_tb_scalar_at(w, "train/loss", 0, 2.5f, 1000.25), TC_OK);
     assert_int_equal(tc_tb_scalar_at(w, "train/loss", 10, 1.125f, 1001.5), TC_OK);
-    assert_int_equal(tc_tb_scalar_at(w, "eval/zero_shot_top1", 1234567890123ll, 0.8125f, 1002.0), TC_OK);
+    assert_int_equal(tc_tb_scalar_at(w, "eval/zero_shot_top1", 1234567890123ll, 0.8125f, 1002.0),
+                     TC_OK);
     assert_int_equal(tc_tb_scalar(w, "nan", 11, NAN), TC_OK);
     assert_int_equal(tc_tb_scalar(w, "", 11, 1.0f), TC_ERR_ARG);
     char path[1100];
@@ -87,15 +88,18 @@ static void test_write_parse(void **state) {
      * 2: 0 (varint), 5: Summary{1: Value{1: "train/loss", 2: 2.5f}}} */
     const uint8_t *rec = (const uint8_t *)data;
     uint64_t n0 = 0;
-    for (int i = 0; i < 8; i++) n0 |= (uint64_t)rec[i] << (8 * i);
+    for (int i = 0; i < 8; i++)
+        n0 |= (uint64_t)rec[i] << (8 * i);
     const uint8_t *r1 = rec + 12 + n0 + 4;
     uint64_t n1 = 0;
-    for (int i = 0; i < 8; i++) n1 |= (uint64_t)r1[i] << (8 * i);
-    static const uint8_t expect[] = {0x09, 0, 0, 0, 0, 0, 0x42, 0x8f, 0x40, /* 1000.25 */
-                                     0x10, 0x00,                            /* step 0 */
-                                     0x2a, 0x13, 0x0a, 0x11,                /* summary (19 bytes), value (17) */
-                                     0x0a, 0x0a, 't', 'r', 'a', 'i', 'n', '/', 'l', 'o', 's', 's',
-                                     0x15, 0x00, 0x00, 0x20, 0x40};         /* 2.5f */
+    for (int i = 0; i < 8; i++)
+        n1 |= (uint64_t)r1[i] << (8 * i);
+    static const uint8_t expect[] = {
+        0x09, 0,    0,    0,    0,    0,    0x42, 0x8f, 0x40, /* 1000.25 */
+        0x10, 0x00,                                           /* step 0 */
+        0x2a, 0x13, 0x0a, 0x11,                               /* summary (19 bytes), value (17) */
+        0x0a, 0x0a, 't',  'r',  'a',  'i',  'n',  '/',  'l',
+        'o',  's',  's',  0x15, 0x00, 0x00, 0x20, 0x40}; /* 2.5f */
     assert_int_equal(n1, sizeof expect);
     assert_memory_equal(r1 + 12, expect, sizeof expect);
     free(data);
@@ -110,7 +114,8 @@ static void test_corrupt(void **state) {
     collected c;
     /* a flipped payload byte: the data CRC of the second record fails */
     uint64_t n0 = 0;
-    for (int i = 0; i < 8; i++) n0 |= (uint64_t)(uint8_t)data[i] << (8 * i);
+    for (int i = 0; i < 8; i++)
+        n0 |= (uint64_t)(uint8_t)data[i] << (8 * i);
     size_t second = 12 + n0 + 4;
     data[second + 14] ^= 0x40;
     c.n = 0;
@@ -129,8 +134,10 @@ static void test_corrupt(void **state) {
     for (size_t cut = 0; cut < len; cut++) {
         c.n = 0;
         tc_status s = tc_tb_parse((const uint8_t *)data, cut, collect, &c);
-        if (cut == 0 || cut == second) assert_int_equal(s, TC_OK);
-        else if (cut < second) assert_int_equal(s, TC_ERR_FORMAT);
+        if (cut == 0 || cut == second)
+            assert_int_equal(s, TC_OK);
+        else if (cut < second)
+            assert_int_equal(s, TC_ERR_FORMAT);
     }
     assert_int_equal(tc_tb_parse((const uint8_t *)data, len, NULL, NULL), TC_OK);
     free(data);

@@ -83,11 +83,17 @@ static void kill_and_resume(const char *fault) {
 }
 
 /* teacher stage: killed after step 5, the last checkpoint is step 4 */
-static void test_kill_between_steps(void **state) { kill_and_resume("kill_at_step:5"); }
+static void test_kill_between_steps(void **state) {
+    kill_and_resume("kill_at_step:5");
+}
 /* killed after the weights of the step-4 checkpoint were written, before its state */
-static void test_kill_in_checkpoint(void **state) { kill_and_resume("kill_in_checkpoint:4"); }
+static void test_kill_in_checkpoint(void **state) {
+    kill_and_resume("kill_in_checkpoint:4");
+}
 /* the auto stage, inside its mask phase (prune at step 4) */
-static void test_kill_in_mask_phase(void **state) { kill_and_resume("kill_at_step:3@auto"); }
+static void test_kill_in_mask_phase(void **state) {
+    kill_and_resume("kill_at_step:3@auto");
+}
 
 static void test_dry_run_recipes(void **state) {
     /* needs: a real checkpoint the recipe reads (teacher, parent); where it is
@@ -131,7 +137,8 @@ static void test_bad_experiment_names_line(void **state) {
     char *dir = setup_dir("badexp");
     char path[1024], args[1200], *out = NULL;
     snprintf(path, sizeof path, "%s/bad.yaml", dir);
-    const char *bad = "name: bad\nstages:\n  - name: a\n    kind: train_scratch_clip\n    model: tiny.json\n    steps: -3\n";
+    const char *bad = "name: bad\nstages:\n  - name: a\n    kind: train_scratch_clip\n    model: "
+                      "tiny.json\n    steps: -3\n";
     assert_int_equal(tc_write_file(path, bad, strlen(bad)), 0);
     snprintf(args, sizeof args, "train %s", path);
     int rc = tc_run_cli(args, &out);
@@ -149,10 +156,11 @@ static void test_nonfinite_stops(void **state) {
     char *dir = setup_dir("nonfinite");
     char path[1024], args[1200], *out = NULL;
     snprintf(path, sizeof path, "%s/nan.yaml", dir);
-    const char *yaml = "name: nan\nthreads: 1\ndata:\n  train: {source: fmnist, batch: 8, workers: 1}\n"
-                       "stages:\n  - name: a\n    kind: train_scratch_clip\n    model: tiny.json\n"
-                       "    steps: 40\n    schedule: {warmup: 1}\n"
-                       "    max_nonfinite_skips: 3\n    checkpoint_every: 0\n    log_every: 1\n";
+    const char *yaml =
+        "name: nan\nthreads: 1\ndata:\n  train: {source: fmnist, batch: 8, workers: 1}\n"
+        "stages:\n  - name: a\n    kind: train_scratch_clip\n    model: tiny.json\n"
+        "    steps: 40\n    schedule: {warmup: 1}\n"
+        "    max_nonfinite_skips: 3\n    checkpoint_every: 0\n    log_every: 1\n";
     assert_int_equal(tc_write_file(path, yaml, strlen(yaml)), 0);
     snprintf(args, sizeof args, "train %s --out %s/run --plain", path, dir);
     int rc = tc_run_cli_fault("nan_from_step:5", args, &out);
@@ -173,12 +181,9 @@ static void test_nonfinite_stops(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_kill_between_steps),
-        cmocka_unit_test(test_kill_in_checkpoint),
-        cmocka_unit_test(test_kill_in_mask_phase),
-        cmocka_unit_test(test_dry_run_recipes),
-        cmocka_unit_test(test_bad_experiment_names_line),
-        cmocka_unit_test(test_nonfinite_stops),
+        cmocka_unit_test(test_kill_between_steps),        cmocka_unit_test(test_kill_in_checkpoint),
+        cmocka_unit_test(test_kill_in_mask_phase),        cmocka_unit_test(test_dry_run_recipes),
+        cmocka_unit_test(test_bad_experiment_names_line), cmocka_unit_test(test_nonfinite_stops),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

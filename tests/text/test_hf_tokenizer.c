@@ -47,7 +47,8 @@ static void test_merges(void **state) {
     char *text = read_in("merges.txt", &len);
     assert_int_equal(strncmp(text, "#version: 0.2\ni n\nt h\n", 22), 0);
     int lines = 0;
-    for (size_t i = 0; i < len; i++) lines += text[i] == '\n';
+    for (size_t i = 0; i < len; i++)
+        lines += text[i] == '\n';
     assert_int_equal(lines, TC_BPE_MERGES + 1);
     assert_non_null(strstr(text, "\njeky ll</w>\n")); /* the last merge used */
     free(text);
@@ -111,8 +112,8 @@ static void test_vocab_spells_the_tokens(void **state) {
     }
     tc_tokenizer *tok;
     assert_int_equal(tc_tokenizer_create(&tok, NULL), TC_OK);
-    const char *captions[] = {"a photo of a cat", "naïve café über straße",
-                              "x86-64 rocks!!", "ТЕКСТ на русском", "emoji \xf0\x9f\x98\x80 ok"};
+    const char *captions[] = {"a photo of a cat", "naïve café über straße", "x86-64 rocks!!",
+                              "ТЕКСТ на русском", "emoji \xf0\x9f\x98\x80 ok"};
     for (size_t c = 0; c < sizeof captions / sizeof captions[0]; c++) {
         int32_t ids[77];
         int n;

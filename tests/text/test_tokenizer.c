@@ -22,13 +22,15 @@
  * is not implemented. taken from the output of scripts/fixtures_tokenizer.py. */
 static const char *const mojibake_cases[] = {
     "caf\303\203\302\251",
-    "The Mona Lisa doesn\303\203\302\242\303\242\342\200\232\302\254\303\242\342\200\236\302\242t have eyebrows.",
+    "The Mona Lisa doesn\303\203\302\242\303\242\342\200\232\302\254\303\242\342\200\236\302\242t "
+    "have eyebrows.",
     "\303\242\342\202\254\305\223Hello\303\242\342\202\254\302\235",
     "\303\203\302\274ber",
     "sch\303\203\302\266n",
     "voil\303\203\302\240 le travail",
     "\303\203 la mode",
-    "\303\220\305\270\303\221\342\202\254\303\220\302\270\303\220\302\262\303\220\302\265\303\221\342\200\232",
+    "\303\220\305\270\303\221\342\202\254\303\220\302\270\303\220\302\262\303\220\302\265\303\221"
+    "\342\200\232",
     "\303\203\302\251t\303\203\302\251 \303\203  Paris",
     "\303\242\313\234\306\222 snowman",
     "\303\260\305\270\313\234\342\202\254 emoji",
@@ -92,7 +94,8 @@ static int32_t *parse_ids(const char *s, size_t n, int *count) {
     while (i < n) {
         long v = 0;
         size_t j = i;
-        while (j < n && s[j] >= '0' && s[j] <= '9') v = v * 10 + (s[j++] - '0');
+        while (j < n && s[j] >= '0' && s[j] <= '9')
+            v = v * 10 + (s[j++] - '0');
         assert_true(j > i);
         ids[k++] = (int32_t)v;
         i = j;
@@ -163,7 +166,8 @@ static void free_cases(case_list *l) {
 
 static void print_ids(const char *what, const int32_t *ids, int n) {
     fprintf(stderr, "  %s:", what);
-    for (int i = 0; i < n; i++) fprintf(stderr, " %d", (int)ids[i]);
+    for (int i = 0; i < n; i++)
+        fprintf(stderr, " %d", (int)ids[i]);
     fprintf(stderr, "\n");
 }
 
@@ -186,7 +190,8 @@ static int same_ids(const int32_t *a, int na, const int32_t *b, int nb) {
 /* tokenizes and checks the padding; returns the number of ids before it */
 static int run_tok(const char *text, size_t len, int32_t *ids, int context) {
     int n = -1;
-    for (int i = 0; i < context; i++) ids[i] = -7;
+    for (int i = 0; i < context; i++)
+        ids[i] = -7;
     tc_status st = tc_tokenize(tok, text, len, ids, context, &n);
     if (st != TC_OK) {
         print_caption(text, len);
@@ -194,14 +199,16 @@ static int run_tok(const char *text, size_t len, int32_t *ids, int context) {
     }
     assert_true(n >= 1 && n <= context);
     assert_int_equal(ids[n - 1], TC_EOT);
-    for (int i = n; i < context; i++) assert_int_equal(ids[i], 0);
+    for (int i = n; i < context; i++)
+        assert_int_equal(ids[i], 0);
     return n;
 }
 
 static int setup(void **state) {
     (void)state;
     const char *vocab = tc_bpe_vocab_default_path();
-    if (!tc_file_exists(vocab)) tc_skip_test("BPE vocabulary %s missing (run scripts/setup)", vocab);
+    if (!tc_file_exists(vocab))
+        tc_skip_test("BPE vocabulary %s missing (run scripts/setup)", vocab);
     if (tc_tokenizer_create(&tok, NULL) != TC_OK) {
         fprintf(stderr, "tokenizer: %s\n", tc_last_error());
         return -1;
@@ -217,7 +224,8 @@ static int teardown(void **state) {
 
 static int find_mojibake(const tcase *c) {
     for (size_t m = 0; m < N_MOJIBAKE; m++)
-        if (strlen(mojibake_cases[m]) == c->len && memcmp(mojibake_cases[m], c->text, c->len) == 0) return (int)m;
+        if (strlen(mojibake_cases[m]) == c->len && memcmp(mojibake_cases[m], c->text, c->len) == 0)
+            return (int)m;
     return -1;
 }
 
@@ -255,16 +263,19 @@ static void test_fixture_cases(void **state) {
         seen[m]++;
         const tcase *mc = NULL;
         for (size_t k = 0; k < moj.n; k++)
-            if (moj.v[k].len == c->len && memcmp(moj.v[k].text, c->text, c->len) == 0) mc = &moj.v[k];
+            if (moj.v[k].len == c->len && memcmp(moj.v[k].text, c->text, c->len) == 0)
+                mc = &moj.v[k];
         assert_non_null(mc);
         assert_true(same_ids(mc->ids, mc->n_ids, c->ids, c->n_ids));
         if (same_ids(ids, n, c->ids, c->n_ids)) {
             unexpected++;
-            fprintf(stderr, "case %zu is listed as a mojibake divergence but matches open_clip:\n", i + 1);
+            fprintf(stderr, "case %zu is listed as a mojibake divergence but matches open_clip:\n",
+                    i + 1);
             print_caption(c->text, c->len);
         } else if (!same_ids(ids, n, mc->alt, mc->n_alt)) {
             unexpected++;
-            fprintf(stderr, "case %zu (mojibake) differs from open_clip without fix_encoding:\n", i + 1);
+            fprintf(stderr, "case %zu (mojibake) differs from open_clip without fix_encoding:\n",
+                    i + 1);
             print_caption(c->text, c->len);
             print_ids("open_clip, fix_encoding off", mc->alt, mc->n_alt);
             print_ids("tinyclip                   ", ids, n);
@@ -272,8 +283,10 @@ static void test_fixture_cases(void **state) {
             diverged++;
         }
     }
-    for (size_t m = 0; m < N_MOJIBAKE; m++) assert_int_equal(seen[m], 1);
-    printf("tokenizer fixture: %d of %zu cases id-for-id with open_clip, %d known mojibake divergences "
+    for (size_t m = 0; m < N_MOJIBAKE; m++)
+        assert_int_equal(seen[m], 1);
+    printf("tokenizer fixture: %d of %zu cases id-for-id with open_clip, %d known mojibake "
+           "divergences "
            "(equal to open_clip with fix_encoding off), %d unexpected\n",
            pass, cases.n, diverged, unexpected);
     assert_int_equal(unexpected, 0);
@@ -322,25 +335,31 @@ static void test_interop_vectors(void **state) {
     (void)state;
     expect("a photo of a cat.", (const int32_t[]){49406, 320, 1125, 539, 320, 2368, 269, 49407}, 8);
     expect("a photo of a dog", (const int32_t[]){49406, 320, 1125, 539, 320, 1929, 49407}, 7);
-    expect("Hello, World! 123", (const int32_t[]){49406, 3306, 267, 1002, 256, 272, 273, 274, 49407}, 9);
-    expect("a  diagram &amp; a   chart", (const int32_t[]){49406, 320, 22697, 261, 320, 5053, 49407}, 7);
-    expect("it's a photo of the caf\xc3\xa9", (const int32_t[]){49406, 585, 568, 320, 1125, 539, 518, 15304, 49407}, 9);
+    expect("Hello, World! 123",
+           (const int32_t[]){49406, 3306, 267, 1002, 256, 272, 273, 274, 49407}, 9);
+    expect("a  diagram &amp; a   chart",
+           (const int32_t[]){49406, 320, 22697, 261, 320, 5053, 49407}, 7);
+    expect("it's a photo of the caf\xc3\xa9",
+           (const int32_t[]){49406, 585, 568, 320, 1125, 539, 518, 15304, 49407}, 9);
     expect("", (const int32_t[]){49406, 49407}, 2);
 }
 
 static void test_truncation_and_padding(void **state) {
     (void)state;
     char text[4096] = "";
-    for (int i = 0; i < 200; i++) strcat(text, "cat ");
+    for (int i = 0; i < 200; i++)
+        strcat(text, "cat ");
     int32_t ids[300];
     int n = run_tok(text, strlen(text), ids, 77);
     assert_int_equal(n, 77);
     assert_int_equal(ids[0], TC_SOT);
     assert_int_equal(ids[76], TC_EOT);
-    for (int i = 1; i < 76; i++) assert_int_equal(ids[i], 2368);
+    for (int i = 1; i < 76; i++)
+        assert_int_equal(ids[i], 2368);
     /* exactly filling the context: 75 words, no truncation needed */
     text[0] = 0;
-    for (int i = 0; i < 75; i++) strcat(text, "cat ");
+    for (int i = 0; i < 75; i++)
+        strcat(text, "cat ");
     n = run_tok(text, strlen(text), ids, 77);
     assert_int_equal(n, 77);
     assert_int_equal(ids[75], 2368);
@@ -377,9 +396,20 @@ static void test_truncation_and_padding(void **state) {
 static void test_invalid_utf8(void **state) {
     (void)state;
     static const char *const bad[] = {
-        "\x80",         "abc\xff",          "\xc3",           "\xc3(",        "\xc0\xaf",     "\xe0\x80\xaf",
-        "\xed\xa0\x80", "\xed\xbf\xbf",     "\xf4\x90\x80\x80", "\xf5\x80\x80\x80", "\xf0\x9f\x98", "ok \xe2\x82",
-        "\xfe\xff",     "a\xc3\xa9\xa9",
+        "\x80",
+        "abc\xff",
+        "\xc3",
+        "\xc3(",
+        "\xc0\xaf",
+        "\xe0\x80\xaf",
+        "\xed\xa0\x80",
+        "\xed\xbf\xbf",
+        "\xf4\x90\x80\x80",
+        "\xf5\x80\x80\x80",
+        "\xf0\x9f\x98",
+        "ok \xe2\x82",
+        "\xfe\xff",
+        "a\xc3\xa9\xa9",
     };
     int32_t ids[77];
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
@@ -401,8 +431,8 @@ typedef struct {
     const char *in, *out;
 } str_pair;
 
-static void check_pairs(tc_status (*fn)(const char *, size_t, char **, size_t *), const str_pair *p, size_t n,
-                        const char *what) {
+static void check_pairs(tc_status (*fn)(const char *, size_t, char **, size_t *), const str_pair *p,
+                        size_t n, const char *what) {
     for (size_t i = 0; i < n; i++) {
         char *out = NULL;
         size_t len = 0;
@@ -438,21 +468,30 @@ static void test_lower_table(void **state) {
         } else if (in[0] < 0x800) {
             utf8[n++] = (char)(0xC0 | (in[0] >> 6)), utf8[n++] = (char)(0x80 | (in[0] & 0x3F));
         } else if (in[0] < 0x10000) {
-            utf8[n++] = (char)(0xE0 | (in[0] >> 12)), utf8[n++] = (char)(0x80 | ((in[0] >> 6) & 0x3F));
+            utf8[n++] = (char)(0xE0 | (in[0] >> 12)),
+            utf8[n++] = (char)(0x80 | ((in[0] >> 6) & 0x3F));
             utf8[n++] = (char)(0x80 | (in[0] & 0x3F));
         } else {
-            utf8[n++] = (char)(0xF0 | (in[0] >> 18)), utf8[n++] = (char)(0x80 | ((in[0] >> 12) & 0x3F));
-            utf8[n++] = (char)(0x80 | ((in[0] >> 6) & 0x3F)), utf8[n++] = (char)(0x80 | (in[0] & 0x3F));
+            utf8[n++] = (char)(0xF0 | (in[0] >> 18)),
+            utf8[n++] = (char)(0x80 | ((in[0] >> 12) & 0x3F));
+            utf8[n++] = (char)(0x80 | ((in[0] >> 6) & 0x3F)),
+            utf8[n++] = (char)(0x80 | (in[0] & 0x3F));
         }
         assert_int_equal(tc_text_lower(utf8, n, &out, &olen), TC_OK);
         uint32_t got = 0;
         const unsigned char *o = (const unsigned char *)out;
-        if (olen == 1) got = o[0];
-        else if (olen == 2) got = ((o[0] & 0x1Fu) << 6) | (o[1] & 0x3Fu);
-        else if (olen == 3) got = ((o[0] & 0x0Fu) << 12) | ((o[1] & 0x3Fu) << 6) | (o[2] & 0x3Fu);
-        else if (olen == 4) got = ((o[0] & 0x07u) << 18) | ((o[1] & 0x3Fu) << 12) | ((o[2] & 0x3Fu) << 6) | (o[3] & 0x3Fu);
+        if (olen == 1)
+            got = o[0];
+        else if (olen == 2)
+            got = ((o[0] & 0x1Fu) << 6) | (o[1] & 0x3Fu);
+        else if (olen == 3)
+            got = ((o[0] & 0x0Fu) << 12) | ((o[1] & 0x3Fu) << 6) | (o[2] & 0x3Fu);
+        else if (olen == 4)
+            got = ((o[0] & 0x07u) << 18) | ((o[1] & 0x3Fu) << 12) | ((o[2] & 0x3Fu) << 6) |
+                  (o[3] & 0x3Fu);
         free(out);
-        if (got != want) fail_msg("lower(U+%04lX): Python U+%04lX, C U+%04X", c, want, (unsigned)got);
+        if (got != want)
+            fail_msg("lower(U+%04lX): Python U+%04lX, C U+%04X", c, want, (unsigned)got);
         checked++;
     }
     free(data);
@@ -484,11 +523,14 @@ static void test_html_unescape_and_ftfy(void **state) {
         {"&ntilde; &NTILDE; &nTILDE;", "\303\261 \303\221 &nTILDE;"},
         {"a &amp; b\012<b>&amp;</b>\012&amp;", "a & b\012<b>&amp;</b>\012&amp;"},
         {"\033[31mred\033[0m", "red"},
-        {"\357\254\201sh \357\274\254\357\274\257\357\274\265\357\274\244\343\200\200\342\200\234q\342\200\235\015\012x\302\200",
+        {"\357\254\201sh "
+         "\357\274\254\357\274\257\357\274\265\357\274\244\343\200\200\342\200\234q\342\200\235\015"
+         "\012x\302\200",
          "fish LOUD \042q\042\012x\342\202\254"},
         {"cafe\314\201", "caf\303\251"},
     };
-    check_pairs(tc_text_html_unescape, unescape, sizeof unescape / sizeof unescape[0], "html.unescape");
+    check_pairs(tc_text_html_unescape, unescape, sizeof unescape / sizeof unescape[0],
+                "html.unescape");
     check_pairs(tc_text_ftfy, ftfy, sizeof ftfy / sizeof ftfy[0], "ftfy.fix_text");
     char *out = NULL;
     size_t len = 0;
@@ -518,7 +560,8 @@ static void test_bad_vocab(void **state) {
 
     /* gzip header, then garbage */
     snprintf(path, sizeof path, "%s/corrupt.txt.gz", dir);
-    static const unsigned char junk[] = {0x1f, 0x8b, 0x08, 0x00, 0, 0, 0, 0, 0, 3, 0xde, 0xad, 0xbe, 0xef, 1, 2, 3, 4, 5};
+    static const unsigned char junk[] = {0x1f, 0x8b, 0x08, 0x00, 0, 0, 0, 0, 0, 3,
+                                         0xde, 0xad, 0xbe, 0xef, 1, 2, 3, 4, 5};
     assert_int_equal(tc_write_file(path, junk, sizeof junk), 0);
     assert_int_equal(tc_tokenizer_create(&t, path), TC_ERR_FORMAT);
     assert_non_null(strstr(tc_last_error(), "corrupt.txt.gz"));
@@ -532,7 +575,8 @@ static void test_bad_vocab(void **state) {
         size_t cap = 8u << 20;
         v = malloc(cap);
         int got;
-        while ((got = gzread(f, v + vlen, (unsigned)(cap - vlen))) > 0) vlen += (size_t)got;
+        while ((got = gzread(f, v + vlen, (unsigned)(cap - vlen))) > 0)
+            vlen += (size_t)got;
         gzclose(f);
     }
     snprintf(path, sizeof path, "%s/short.txt.gz", dir);
@@ -634,22 +678,27 @@ static void test_speed(void **state) {
     assert_int_equal(tc_tokenizer_create(&t, NULL), TC_OK);
     int32_t ids[77];
     size_t bytes = 0;
-    for (size_t i = 0; i < cases.n; i++) bytes += cases.v[i].len;
+    for (size_t i = 0; i < cases.n; i++)
+        bytes += cases.v[i].len;
     double t0 = now_s();
-    for (size_t i = 0; i < cases.n; i++) assert_int_equal(tc_tokenize(t, cases.v[i].text, cases.v[i].len, ids, 77, NULL), TC_OK);
+    for (size_t i = 0; i < cases.n; i++)
+        assert_int_equal(tc_tokenize(t, cases.v[i].text, cases.v[i].len, ids, 77, NULL), TC_OK);
     double cold = now_s() - t0;
     int reps = 5;
     t0 = now_s();
     for (int r = 0; r < reps; r++)
-        for (size_t i = 0; i < cases.n; i++) assert_int_equal(tc_tokenize(t, cases.v[i].text, cases.v[i].len, ids, 77, NULL), TC_OK);
+        for (size_t i = 0; i < cases.n; i++)
+            assert_int_equal(tc_tokenize(t, cases.v[i].text, cases.v[i].len, ids, 77, NULL), TC_OK);
     double warm = (now_s() - t0) / reps;
     /* typical web captions: short ASCII */
     const char *plain = "a photo of a small red car parked on the street near a tree";
     t0 = now_s();
     int n_plain = 20000;
-    for (int i = 0; i < n_plain; i++) assert_int_equal(tc_tokenize(t, plain, strlen(plain), ids, 77, NULL), TC_OK);
+    for (int i = 0; i < n_plain; i++)
+        assert_int_equal(tc_tokenize(t, plain, strlen(plain), ids, 77, NULL), TC_OK);
     double plain_s = now_s() - t0;
-    printf("tokenizer speed (one thread): fixture corpus %zu captions (%.1f KB): cold cache %.0f captions/s, "
+    printf("tokenizer speed (one thread): fixture corpus %zu captions (%.1f KB): cold cache %.0f "
+           "captions/s, "
            "warm cache %.0f captions/s; short ASCII caption %.0f captions/s\n",
            cases.n, bytes / 1024.0, cases.n / cold, cases.n / warm, n_plain / plain_s);
     /* the shared tokenizer from two threads, as the data loader uses it */
@@ -662,11 +711,13 @@ static void test_speed(void **state) {
         args[i] = (thread_arg){&cases, i, 0};
         assert_int_equal(pthread_create(&th[i], NULL, thread_main, &args[i]), 0);
     }
-    for (int i = 0; i < 2; i++) pthread_join(th[i], NULL);
+    for (int i = 0; i < 2; i++)
+        pthread_join(th[i], NULL);
     double two = now_s() - t0;
     tok = saved;
     assert_int_equal(args[0].errors + args[1].errors, 0);
-    printf("tokenizer speed (two threads, one shared tokenizer): %.0f captions/s\n", 2.0 * cases.n / two);
+    printf("tokenizer speed (two threads, one shared tokenizer): %.0f captions/s\n",
+           2.0 * cases.n / two);
     assert_true(cold > 0 && warm > 0);
     tc_tokenizer_destroy(t);
     free_cases(&cases);

@@ -1,7 +1,7 @@
 /* the source interface's shared parts (source.h): sample clean-up, UTF-8
  * checks, option defaults, and choosing the source kind from a spec */
-#include <string.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "source.h"
 
