@@ -21,3 +21,17 @@ void tc_model_flops(const tc_model_config *cfg, double *gflops_image, double *gf
     if (gflops_image) *gflops_image = 2 * img / 1e9;
     if (gflops_text) *gflops_text = 2 * txt / 1e9;
 }
+
+double tc_step_gflops(tc_step_kind kind, const tc_model_config *student,
+                      const tc_model_config *teacher) {
+    double si, st;
+    tc_model_flops(student, &si, &st);
+    if (kind == TC_STEP_INFER) return si;
+    double g = 3.0 * (si + st);
+    if (kind == TC_STEP_DISTILL && teacher) {
+        double ti, tt;
+        tc_model_flops(teacher, &ti, &tt);
+        g += ti + tt;
+    }
+    return g;
+}

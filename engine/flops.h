@@ -11,12 +11,29 @@
  *     projection       C * E        (the pooled token only)
  *   text, T = context_length (the full causal square is counted, as a dense
  *   attention kernel computes it): the same per-layer terms, plus C * E.
- * used by `inspect` and by the benchmarks for MFU (training ~ 3x forward). */
+ * used by `inspect`, the run report and the benchmarks. */
 #ifndef TC_FLOPS_H
 #define TC_FLOPS_H
 
 #include "model_config.h"
 
 void tc_model_flops(const tc_model_config *cfg, double *gflops_image, double *gflops_text);
+
+/* what one sample (an image and its caption) of an iteration costs, the
+ * model FLOPs that MFU divides by; F = the forward of both towers above:
+ *   TC_STEP_INFER    the image tower's forward                  Fi
+ *   TC_STEP_TRAIN    forward and backward of both towers        3 F
+ *   TC_STEP_DISTILL  the teacher's forward of both towers, then
+ *                    the student's forward and backward        F(teacher) + 3 F(student)
+ * a backward is counted as twice its forward (the products for the inputs'
+ * and for the weights' gradients), the common convention. left out: the
+ * similarity matrix and loss (B x B per sample pair, small), the optimizer,
+ * and recomputation (micro-batches encode the student twice: executed, not
+ * model FLOPs). one function for `tinyclip bench`, the run report and
+ * scripts/gpu_check.sh (through the bench's output). teacher is used by
+ * TC_STEP_DISTILL only. */
+typedef enum { TC_STEP_INFER = 0, TC_STEP_TRAIN = 1, TC_STEP_DISTILL = 2 } tc_step_kind;
+double tc_step_gflops(tc_step_kind kind, const tc_model_config *student,
+                      const tc_model_config *teacher);
 
 #endif

@@ -18,6 +18,7 @@
 #include "model_config.h"
 #include "params.h"
 #include "rng.h"
+#include "run_report.h"
 #include "train.h"
 
 #define MAX_MODELS 16
@@ -43,7 +44,8 @@ static void usage(FILE *f) {
             "usage: tinyclip bench --model CONFIG [--model CONFIG ...] [options]\n"
             "       tinyclip bench --data ...   (data pipeline; see tinyclip bench --data --help)\n"
             "  --model CONFIG     model config JSON (repeat to compare models)\n"
-            "  --run DIR          every model of a training run (its stages' final weights)\n"
+            "  --run DIR          every model of a training run (its stages' final weights),\n"
+            "                     then the run's speedup, training compute and goals\n"
             "  --teacher CONFIG   benchmark a distillation step with this teacher\n"
             "  --backend NAME     cpu (default), cuda, cuda-fp32\n"
             "  --batch N          batch size (default 32)\n"
@@ -306,6 +308,13 @@ static int bench_run(const bench_args *a, tc_backend *be) {
             tc_param_layout_free(&layout);
         }
         free(names[i]);
+    }
+    /* the run's speedup, compute and goals, as its report.md gives them */
+    if (rc == 0) {
+        printf("\n");
+        if (tc_run_report_print(stdout, a->run) != TC_OK)
+            fprintf(stderr, "tinyclip bench: no speedup measures for %s: %s\n", a->run,
+                    tc_last_error());
     }
     return rc;
 }
