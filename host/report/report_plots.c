@@ -163,17 +163,15 @@ static int plot_acc_steps(plotter *P, const tc_report_row *rows, int n,
         char name[80], path[PATH_LEN];
         safe_name(name, sizeof name, rows[i].name, i);
         tc_sbuf d = {0};
-        /* two blocks: before the final architecture (with the first counted
-         * point, so the lines join), then from it on */
-        tc_sbuf_printf(&d, "# step top1_percent (%s): before step %lld, then from it\n", name,
-                       (long long)c->counted_from);
+        /* before the final architecture (with the first counted point, so
+         * the lines join) a block of its own, then the counted evaluations */
+        tc_sbuf_printf(&d, "# step top1_percent (%s)\n", name);
         int k0 = 0;
         while (k0 < c->n && c->steps[k0] < c->counted_from)
             k0++;
-        for (int k = 0; k < c->n && k <= k0; k++)
-            if (k0 > 0)
-                tc_sbuf_printf(&d, "%lld %.4f\n", (long long)c->steps[k], 100.0 * c->acc[k]);
-        tc_sbuf_puts(&d, "\n\n");
+        for (int k = 0; k0 > 0 && k <= k0 && k < c->n; k++)
+            tc_sbuf_printf(&d, "%lld %.4f\n", (long long)c->steps[k], 100.0 * c->acc[k]);
+        if (k0 > 0) tc_sbuf_puts(&d, "\n\n");
         for (int k = k0; k < c->n; k++)
             tc_sbuf_printf(&d, "%lld %.4f\n", (long long)c->steps[k], 100.0 * c->acc[k]);
         snprintf(path, sizeof path, "%s/acc_steps_%s.dat", P->pdir, name);
@@ -183,9 +181,9 @@ static int plot_acc_steps(plotter *P, const tc_report_row *rows, int n,
                            "%s'%s' index 0 using 1:2 with lines dt 2 lw 2 lc rgb '%s' notitle",
                            count ? ", \\\n     " : "plot ", path, colour(i));
         tc_sbuf_printf(&plot,
-                       "%s'%s' index 1 using 1:2 with linespoints pt 7 ps 0.6 lw 2 lc rgb '%s' "
+                       "%s'%s' index %d using 1:2 with linespoints pt 7 ps 0.6 lw 2 lc rgb '%s' "
                        "title '%s'",
-                       count || k0 > 0 ? ", \\\n     " : "plot ", path, colour(i), name);
+                       count || k0 > 0 ? ", \\\n     " : "plot ", path, k0 > 0, colour(i), name);
         count++;
     }
     if (count) {
@@ -231,10 +229,10 @@ static int overlaps(box a, box b) {
 
 /* the plot area in pixels, from the margins set in screen coordinates */
 #define AREA_L 0.10
-#define AREA_R 0.80
+#define AREA_R 0.95
 #define AREA_B 0.12
 #define AREA_T 0.90
-#define CHAR_W 7.5
+#define CHAR_W 8.5
 #define CHAR_H 15.0
 
 /* labels of a scatter plot placed so that none overlaps another or a point */
@@ -393,6 +391,8 @@ static int plot_masks(plotter *P, const tc_report_row *rows, int n) {
         tc_sbuf *g = &P->gp;
         tc_sbuf_printf(g,
                        "set output '%s/masks.png.tmp'\nreset\nset grid\nset key outside right\n"
+                       /* the same margins on every panel: the step axes line up */
+                       "set lmargin at screen 0.09\nset rmargin at screen 0.74\n"
                        "set multiplot layout 3,1 title 'mask phases of automatic inheritance'\n"
                        "set title 'pooled sparsity of the prunable parameters'\n"
                        "set ylabel 'sparsity'\nunset xlabel\n%s\n"
