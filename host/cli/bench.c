@@ -2,6 +2,8 @@
  * more model configs on a backend, with random inputs. the training step is
  * the whole step (both towers forward and backward, loss, clipping, AdamW);
  * with --teacher it is a distillation step (teacher forward + affinity loss).
+ * --run DIR measures every stage's final model of a run, then prints the
+ * run's speedup, training compute and goals (host/run/run_report.h).
  * `tinyclip bench --data ...` benchmarks the data pipeline instead. */
 #include <dirent.h>
 #include <stdio.h>
