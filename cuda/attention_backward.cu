@@ -7,7 +7,8 @@
  * two kernels, each output element written by exactly one thread (no atomics,
  * fixed summation order, so the same inputs give the same bits):
  *   dkv: one block per (key tile, head, batch); each key row j is owned by G
- *        threads holding 16 dims of k_j, v_j, dK_j, dV_j. it walks the query
+ *        threads holding 16 dims of k_j, v_j, dK_j, dV_j (a head of hs dims
+ *        padded to HSP, attention_common.h). it walks the query
  *        tiles (for causal attention only those with i >= the tile's first
  *        key), loading Q and dO of the tile into shared memory with lse_i and
  *        D_i (computed on load from dO and O), and accumulates over queries
@@ -26,19 +27,20 @@
 #include "attention_common.h"
 #include "attention_mma.cuh"
 
-template <typename T, int HS>
-__global__ void __launch_bounds__(att_cfg<HS>::THREADS)
+template <typename T, int HSP>
+__global__ void __launch_bounds__(att_cfg<HSP>::THREADS)
     attention_backward_dkv_kernel(T *dqkv, const T *dout, const T *qkv, const T *out,
-                                  const float *lse, int Tn, int NH, int causal, float scale) {
-    constexpr int G = att_cfg<HS>::G, BT = att_cfg<HS>::BT;
-    __shared__ __align__(16) float Qs[BT][HS];
-    __shared__ __align__(16) float dOs[BT][HS];
+                                  const float *lse, int Tn, int NH, int hs, int causal,
+                                  float scale) {
+    constexpr int G = att_cfg<HSP>::G, BT = att_cfg<HSP>::BT;
+    __shared__ __align__(16) float Qs[BT][HSP];
+    __shared__ __align__(16) float dOs[BT][HSP];
     __shared__ float lse_s[BT];
     __shared__ float D_s[BT];
 
     const int tid = threadIdx.x, row = tid / G, part = tid % G;
     const int kt = blockIdx.x, h = blockIdx.y, b = blockIdx.z;
-    const int A = NH * HS;
+    const int A = NH * hs, nv = att_valid16(hs, part);
     const size_t ld = 3 * (size_t)A;
     const T *base = qkv + (size_t)b * Tn * ld;
     const T *obase = out + (size_t)b * Tn * A;
@@ -48,9 +50,9 @@ __global__ void __launch_bounds__(att_cfg<HS>::THREADS)
 
     float k[ATT_DPT], v[ATT_DPT], dk[ATT_DPT], dv[ATT_DPT];
     if (j < Tn) {
-        const T *kr = base + (size_t)j * ld + A + h * HS + part * ATT_DPT;
-        att_load16(k, kr);
-        att_load16(v, kr + A);
+        const T *kr = base + (size_t)j * ld + A + h * hs + part * ATT_DPT;
+        att_load16(k, kr, nv);
+        att_load16(v, kr + A, nv);
     } else {
 #pragma unroll
         for (int d = 0; d < ATT_DPT; d++)
@@ -68,9 +70,9 @@ __global__ void __launch_bounds__(att_cfg<HS>::THREADS)
             float qv[ATT_DPT], dov[ATT_DPT], ov[ATT_DPT];
             float dpart = 0.0f;
             if (i < Tn) {
-                att_load16(qv, base + (size_t)i * ld + h * HS + part * ATT_DPT);
-                att_load16(dov, dobase + (size_t)i * A + h * HS + part * ATT_DPT);
-                att_load16(ov, obase + (size_t)i * A + h * HS + part * ATT_DPT);
+                att_load16(qv, base + (size_t)i * ld + h * hs + part * ATT_DPT, nv);
+                att_load16(dov, dobase + (size_t)i * A + h * hs + part * ATT_DPT, nv);
+                att_load16(ov, obase + (size_t)i * A + h * hs + part * ATT_DPT, nv);
 #pragma unroll
                 for (int d = 0; d < ATT_DPT; d++)
                     dpart += dov[d] * ov[d];
@@ -104,26 +106,28 @@ __global__ void __launch_bounds__(att_cfg<HS>::THREADS)
         __syncthreads();
     }
     if (j < Tn) {
-        T *dst = dqkv + ((size_t)b * Tn + j) * ld + A + h * HS + part * ATT_DPT;
+        T *dst = dqkv + ((size_t)b * Tn + j) * ld + A + h * hs + part * ATT_DPT;
 #pragma unroll
         for (int d = 0; d < ATT_DPT; d++) {
+            if (d >= nv) continue;
             dst[d] = tc_tof<T>(dk[d] * scale);
             dst[d + A] = tc_tof<T>(dv[d]);
         }
     }
 }
 
-template <typename T, int HS>
-__global__ void __launch_bounds__(att_cfg<HS>::THREADS)
+template <typename T, int HSP>
+__global__ void __launch_bounds__(att_cfg<HSP>::THREADS)
     attention_backward_dq_kernel(T *dqkv, const T *dout, const T *qkv, const T *out,
-                                 const float *lse, int Tn, int NH, int causal, float scale) {
-    constexpr int G = att_cfg<HS>::G, BT = att_cfg<HS>::BT, NT = att_cfg<HS>::THREADS;
-    __shared__ __align__(16) float Ks[BT][HS];
-    __shared__ __align__(16) float Vs[BT][HS];
+                                 const float *lse, int Tn, int NH, int hs, int causal,
+                                 float scale) {
+    constexpr int G = att_cfg<HSP>::G, BT = att_cfg<HSP>::BT, NT = att_cfg<HSP>::THREADS;
+    __shared__ __align__(16) float Ks[BT][HSP];
+    __shared__ __align__(16) float Vs[BT][HSP];
 
     const int tid = threadIdx.x, row = tid / G, part = tid % G;
     const int qt = blockIdx.x, h = blockIdx.y, b = blockIdx.z;
-    const int A = NH * HS;
+    const int A = NH * hs, nv = att_valid16(hs, part);
     const size_t ld = 3 * (size_t)A;
     const T *base = qkv + (size_t)b * Tn * ld;
     const int i = qt * BT + row;
@@ -132,9 +136,9 @@ __global__ void __launch_bounds__(att_cfg<HS>::THREADS)
     float dpart = 0.0f, lse_i = 0.0f;
     if (i < Tn) {
         float ov[ATT_DPT];
-        att_load16(q, base + (size_t)i * ld + h * HS + part * ATT_DPT);
-        att_load16(dov, dout + ((size_t)b * Tn + i) * A + h * HS + part * ATT_DPT);
-        att_load16(ov, out + ((size_t)b * Tn + i) * A + h * HS + part * ATT_DPT);
+        att_load16(q, base + (size_t)i * ld + h * hs + part * ATT_DPT, nv);
+        att_load16(dov, dout + ((size_t)b * Tn + i) * A + h * hs + part * ATT_DPT, nv);
+        att_load16(ov, out + ((size_t)b * Tn + i) * A + h * hs + part * ATT_DPT, nv);
 #pragma unroll
         for (int d = 0; d < ATT_DPT; d++)
             dpart += dov[d] * ov[d];
@@ -152,11 +156,11 @@ __global__ void __launch_bounds__(att_cfg<HS>::THREADS)
     const int last_key = causal ? min(Tn - 1, qt * BT + BT - 1) : Tn - 1;
     const int ntiles = last_key / BT + 1;
     for (int kt = 0; kt < ntiles; kt++) {
-        for (int idx = tid; idx < BT * HS; idx += NT) {
-            const int r = idx / HS, d = idx % HS, jj = kt * BT + r;
+        for (int idx = tid; idx < BT * HSP; idx += NT) {
+            const int r = idx / HSP, d = idx % HSP, jj = kt * BT + r;
             float kv = 0.0f, vv = 0.0f;
-            if (jj < Tn) {
-                const T *kr = base + (size_t)jj * ld + A + h * HS + d;
+            if (jj < Tn && d < hs) {
+                const T *kr = base + (size_t)jj * ld + A + h * hs + d;
                 kv = tc_ldf(kr);
                 vv = tc_ldf(kr + A);
             }
@@ -175,25 +179,25 @@ __global__ void __launch_bounds__(att_cfg<HS>::THREADS)
         __syncthreads();
     }
     if (i < Tn) {
-        T *dst = dqkv + ((size_t)b * Tn + i) * ld + h * HS + part * ATT_DPT;
+        T *dst = dqkv + ((size_t)b * Tn + i) * ld + h * hs + part * ATT_DPT;
 #pragma unroll
         for (int d = 0; d < ATT_DPT; d++)
-            dst[d] = tc_tof<T>(dq[d] * scale);
+            if (d < nv) dst[d] = tc_tof<T>(dq[d] * scale);
     }
 }
 
-template <typename T, int HS>
+template <typename T, int HSP>
 static void launch_attention_backward_hs(tc_cuda_backend *cu, tc_act *dqkv, const tc_act *dout,
                                          const tc_act *qkv, const tc_act *out, const float *lse,
-                                         int B, int Tn, int NH, int causal) {
-    constexpr int BT = att_cfg<HS>::BT;
+                                         int B, int Tn, int NH, int hs, int causal) {
+    constexpr int BT = att_cfg<HSP>::BT;
     dim3 grid((unsigned)((Tn + BT - 1) / BT), (unsigned)NH, (unsigned)B);
-    const float scale = 1.0f / sqrtf((float)HS);
-    attention_backward_dkv_kernel<T, HS><<<grid, att_cfg<HS>::THREADS, 0, cu->stream>>>(
-        (T *)dqkv, (const T *)dout, (const T *)qkv, (const T *)out, lse, Tn, NH, causal, scale);
+    const float scale = 1.0f / sqrtf((float)hs);
+    attention_backward_dkv_kernel<T, HSP><<<grid, att_cfg<HSP>::THREADS, 0, cu->stream>>>(
+        (T *)dqkv, (const T *)dout, (const T *)qkv, (const T *)out, lse, Tn, NH, hs, causal, scale);
     if (!tc_cuda_launched(cu, "attention_backward dkv")) return;
-    attention_backward_dq_kernel<T, HS><<<grid, att_cfg<HS>::THREADS, 0, cu->stream>>>(
-        (T *)dqkv, (const T *)dout, (const T *)qkv, (const T *)out, lse, Tn, NH, causal, scale);
+    attention_backward_dq_kernel<T, HSP><<<grid, att_cfg<HSP>::THREADS, 0, cu->stream>>>(
+        (T *)dqkv, (const T *)dout, (const T *)qkv, (const T *)out, lse, Tn, NH, hs, causal, scale);
     tc_cuda_launched(cu, "attention_backward dq");
 }
 
@@ -201,18 +205,16 @@ template <typename T>
 static void launch_attention_backward(tc_cuda_backend *cu, tc_act *dqkv, const tc_act *dout,
                                       const tc_act *qkv, const tc_act *out, const float *lse, int B,
                                       int Tn, int NH, int HS, int causal) {
-    switch (HS) {
-    case 32:
-        launch_attention_backward_hs<T, 32>(cu, dqkv, dout, qkv, out, lse, B, Tn, NH, causal);
-        break;
-    case 64:
-        launch_attention_backward_hs<T, 64>(cu, dqkv, dout, qkv, out, lse, B, Tn, NH, causal);
-        break;
-    case 128:
-        launch_attention_backward_hs<T, 128>(cu, dqkv, dout, qkv, out, lse, B, Tn, NH, causal);
-        break;
-    default: break;
+#define TC_ATT_BWD(P)                                                                              \
+    launch_attention_backward_hs<T, P>(cu, dqkv, dout, qkv, out, lse, B, Tn, NH, HS, causal)
+    switch (att_padded_head(HS)) {
+    case 16: TC_ATT_BWD(16); break;
+    case 32: TC_ATT_BWD(32); break;
+    case 64: TC_ATT_BWD(64); break;
+    case 128: TC_ATT_BWD(128); break;
+    default: TC_ATT_BWD(256); break;
     }
+#undef TC_ATT_BWD
 }
 
 void tc_cuda_attention_backward(tc_backend *b, tc_act *dqkv, const tc_act *dout, const tc_act *qkv,
@@ -222,8 +224,8 @@ void tc_cuda_attention_backward(tc_backend *b, tc_act *dqkv, const tc_act *dout,
     TC_CU_REQUIRE(cu, B >= 0 && T >= 0 && NH >= 0,
                   "cuda attention_backward: bad shape B=%d T=%d NH=%d", B, T, NH);
     if (B == 0 || T == 0 || NH == 0) return;
-    TC_CU_REQUIRE(cu, HS == 32 || HS == 64 || HS == 128,
-                  "cuda attention_backward: head size %d unsupported (32, 64, 128)", HS);
+    TC_CU_REQUIRE(cu, HS >= 8 && HS <= 256 && HS % 8 == 0,
+                  "cuda attention_backward: head size %d unsupported (multiples of 8 to 256)", HS);
     TC_CU_REQUIRE(cu, B <= 65535 && NH <= 65535,
                   "cuda attention_backward: B=%d NH=%d over the grid", B, NH);
     TC_CU_REQUIRE(cu, lse != NULL, "cuda attention_backward: lse is NULL");

@@ -39,7 +39,9 @@
  * tiles are zero-filled past T (never read out of bounds) and only rows below
  * T are written, so every element of dqkv with t < T is written once.
  *
- * head sizes 32, 64, 128 (128: dkv holds 2 x 64 accumulator registers per
+ * head sizes: every multiple of 8 up to 128, padded to a multiple of 16 (at
+ * least 32) as the forward does (attention_forward_mma.cu) (128: dkv holds
+ * 2 x 64 accumulator registers per
  * thread plus S^T and dP^T; see docs/cuda.md for the register counts).
  * shared memory per CTA: K, V + 2 x (Q, dO) tiles of 64 x (HS + 8) bf16 (+ 1 KiB
  * of lse and D for dkv) = 31 744 / 56 320 / 105 472 bytes (HS 32 / 64 / 128),
@@ -49,18 +51,16 @@
 #include "attention_mma.cuh"
 
 /* D = rowsum(dO * O) per (b, t, head), written (B, NH, T) */
-template <int HS>
 __global__ void attention_backward_mma_d_kernel(float *D, const att_bf16 *dout, const att_bf16 *out,
-                                                int Tn, int NH, size_t rows) {
+                                                int Tn, int NH, int hs, size_t rows) {
     const size_t idx = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (idx >= rows) return;
     const int h = (int)(idx % NH);
     const size_t bt = idx / NH; /* b * Tn + t */
-    const size_t off = bt * (size_t)NH * HS + (size_t)h * HS;
+    const size_t off = bt * (size_t)NH * hs + (size_t)h * hs;
     const uint4 *o4 = (const uint4 *)(out + off), *d4 = (const uint4 *)(dout + off);
     float acc = 0.0f;
-#pragma unroll
-    for (int c = 0; c < HS / 8; c++) {
+    for (int c = 0; c < hs / 8; c++) {
         uint4 ov = o4[c], dv = d4[c];
         const __nv_bfloat162 *op = (const __nv_bfloat162 *)&ov, *dp = (const __nv_bfloat162 *)&dv;
 #pragma unroll
@@ -77,8 +77,8 @@ __global__ void attention_backward_mma_d_kernel(float *D, const att_bf16 *dout, 
 template <int HS>
 __global__ void __launch_bounds__(ATT_MMA_THREADS)
     attention_backward_mma_dkv_kernel(att_bf16 *dqkv, const att_bf16 *dout, const att_bf16 *qkv,
-                                      const float *lse, const float *Dg, int Tn, int NH, int causal,
-                                      float scale, float scale_log2) {
+                                      const float *lse, const float *Dg, int Tn, int NH, int hs,
+                                      int causal, float scale, float scale_log2) {
     using cfg = att_mma_cfg<HS>;
     constexpr int ND = cfg::ND, NK = cfg::NK, TILE = cfg::TILE;
     constexpr int BR = ATT_MMA_ROWS;
@@ -92,10 +92,10 @@ __global__ void __launch_bounds__(ATT_MMA_THREADS)
 
     const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, t = lane & 3;
     const int kt = blockIdx.x, h = blockIdx.y, b = blockIdx.z;
-    const int A = NH * HS;
+    const int A = NH * hs;
     const size_t ld = 3 * (size_t)A;
-    const att_bf16 *base = qkv + (size_t)b * Tn * ld + h * HS;
-    const att_bf16 *dobase = dout + (size_t)b * Tn * A + h * HS;
+    const att_bf16 *base = qkv + (size_t)b * Tn * ld + h * hs;
+    const att_bf16 *dobase = dout + (size_t)b * Tn * A + h * hs;
     const float *lse_bh = lse + ((size_t)b * NH + h) * Tn;
     const float *D_bh = Dg + ((size_t)b * NH + h) * Tn;
     const int k0 = kt * BR;
@@ -103,10 +103,10 @@ __global__ void __launch_bounds__(ATT_MMA_THREADS)
     const int nqt = (Tn + BR - 1) / BR;
     const int qt0 = causal ? kt : 0; /* earlier query tiles see none of these keys */
 
-    att_load_tile<HS>(Ks, base + A, ld, k0, Tn, tid);
-    att_load_tile<HS>(Vs, base + 2 * A, ld, k0, Tn, tid);
-    att_load_tile<HS>(Qs, base, ld, qt0 * BR, Tn, tid);
-    att_load_tile<HS>(dOs, dobase, (size_t)A, qt0 * BR, Tn, tid);
+    att_load_tile<HS>(Ks, base + A, ld, k0, Tn, hs, tid);
+    att_load_tile<HS>(Vs, base + 2 * A, ld, k0, Tn, hs, tid);
+    att_load_tile<HS>(Qs, base, ld, qt0 * BR, Tn, hs, tid);
+    att_load_tile<HS>(dOs, dobase, (size_t)A, qt0 * BR, Tn, hs, tid);
     att_cp_async_commit();
     if (tid < BR) {
         const int i = qt0 * BR + tid;
@@ -127,8 +127,8 @@ __global__ void __launch_bounds__(ATT_MMA_THREADS)
         __syncthreads(); /* tile qt visible; tile qt-1's buffers free */
         if (qt + 1 < nqt) {
             const int nb = buf ^ 1;
-            att_load_tile<HS>(Qs + nb * TILE, base, ld, (qt + 1) * BR, Tn, tid);
-            att_load_tile<HS>(dOs + nb * TILE, dobase, (size_t)A, (qt + 1) * BR, Tn, tid);
+            att_load_tile<HS>(Qs + nb * TILE, base, ld, (qt + 1) * BR, Tn, hs, tid);
+            att_load_tile<HS>(dOs + nb * TILE, dobase, (size_t)A, (qt + 1) * BR, Tn, hs, tid);
             att_cp_async_commit();
             if (tid < BR) {
                 const int i = (qt + 1) * BR + tid;
@@ -182,11 +182,13 @@ __global__ void __launch_bounds__(ATT_MMA_THREADS)
         att_mma_pv<HS, NK>(dk, dpt, Qb, lane);
     }
 
-    att_bf16 *drow = dqkv + (size_t)b * Tn * ld + A + h * HS + 2 * t;
+    /* n-tiles at or past hs are the padding: not stored */
+    att_bf16 *drow = dqkv + (size_t)b * Tn * ld + A + h * hs + 2 * t;
     if (key_lo < Tn) {
         att_bf16 *d = drow + (size_t)key_lo * ld;
 #pragma unroll
         for (int n = 0; n < ND; n++) {
+            if (n * 8 >= hs) continue;
             att_store2(d + n * 8, dk[n][0] * scale, dk[n][1] * scale);
             att_store2(d + A + n * 8, dv[n][0], dv[n][1]);
         }
@@ -195,6 +197,7 @@ __global__ void __launch_bounds__(ATT_MMA_THREADS)
         att_bf16 *d = drow + (size_t)key_hi * ld;
 #pragma unroll
         for (int n = 0; n < ND; n++) {
+            if (n * 8 >= hs) continue;
             att_store2(d + n * 8, dk[n][2] * scale, dk[n][3] * scale);
             att_store2(d + A + n * 8, dv[n][2], dv[n][3]);
         }
@@ -204,8 +207,8 @@ __global__ void __launch_bounds__(ATT_MMA_THREADS)
 template <int HS>
 __global__ void __launch_bounds__(ATT_MMA_THREADS)
     attention_backward_mma_dq_kernel(att_bf16 *dqkv, const att_bf16 *dout, const att_bf16 *qkv,
-                                     const float *lse, const float *Dg, int Tn, int NH, int causal,
-                                     float scale, float scale_log2) {
+                                     const float *lse, const float *Dg, int Tn, int NH, int hs,
+                                     int causal, float scale, float scale_log2) {
     using cfg = att_mma_cfg<HS>;
     constexpr int ND = cfg::ND, NK = cfg::NK, TILE = cfg::TILE;
     constexpr int BR = ATT_MMA_ROWS;
@@ -217,18 +220,18 @@ __global__ void __launch_bounds__(ATT_MMA_THREADS)
 
     const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, t = lane & 3;
     const int qt = blockIdx.x, h = blockIdx.y, b = blockIdx.z;
-    const int A = NH * HS;
+    const int A = NH * hs;
     const size_t ld = 3 * (size_t)A;
-    const att_bf16 *base = qkv + (size_t)b * Tn * ld + h * HS;
+    const att_bf16 *base = qkv + (size_t)b * Tn * ld + h * hs;
     const int q0 = qt * BR;
     const int row_lo = q0 + warp * 16 + g, row_hi = row_lo + 8;
     const int last_key = causal ? min(Tn - 1, q0 + BR - 1) : Tn - 1;
     const int nkt = last_key / BR + 1;
 
-    att_load_tile<HS>(Qs, base, ld, q0, Tn, tid);
-    att_load_tile<HS>(dOs, dout + (size_t)b * Tn * A + h * HS, (size_t)A, q0, Tn, tid);
-    att_load_tile<HS>(Ks, base + A, ld, 0, Tn, tid);
-    att_load_tile<HS>(Vs, base + 2 * A, ld, 0, Tn, tid);
+    att_load_tile<HS>(Qs, base, ld, q0, Tn, hs, tid);
+    att_load_tile<HS>(dOs, dout + (size_t)b * Tn * A + h * hs, (size_t)A, q0, Tn, hs, tid);
+    att_load_tile<HS>(Ks, base + A, ld, 0, Tn, hs, tid);
+    att_load_tile<HS>(Vs, base + 2 * A, ld, 0, Tn, hs, tid);
     att_cp_async_commit();
 
     /* lse (times log2 e) and D of this thread's two rows */
@@ -255,8 +258,8 @@ __global__ void __launch_bounds__(ATT_MMA_THREADS)
         __syncthreads(); /* tile kt visible; tile kt-1's buffers free */
         if (kt + 1 < nkt) {
             const int nb = (kt + 1) & 1;
-            att_load_tile<HS>(Ks + nb * TILE, base + A, ld, (kt + 1) * BR, Tn, tid);
-            att_load_tile<HS>(Vs + nb * TILE, base + 2 * A, ld, (kt + 1) * BR, Tn, tid);
+            att_load_tile<HS>(Ks + nb * TILE, base + A, ld, (kt + 1) * BR, Tn, hs, tid);
+            att_load_tile<HS>(Vs + nb * TILE, base + 2 * A, ld, (kt + 1) * BR, Tn, hs, tid);
             att_cp_async_commit();
         }
         const att_bf16 *Kb = Ks + (kt & 1) * TILE, *Vb = Vs + (kt & 1) * TILE;
@@ -300,23 +303,26 @@ __global__ void __launch_bounds__(ATT_MMA_THREADS)
         att_mma_pv<HS, NK>(dq, dp, Kb, lane);
     }
 
-    att_bf16 *drow = dqkv + (size_t)b * Tn * ld + h * HS + 2 * t;
+    att_bf16 *drow = dqkv + (size_t)b * Tn * ld + h * hs + 2 * t;
     if (row_lo < Tn) {
 #pragma unroll
         for (int n = 0; n < ND; n++)
-            att_store2(drow + (size_t)row_lo * ld + n * 8, dq[n][0] * scale, dq[n][1] * scale);
+            if (n * 8 < hs)
+                att_store2(drow + (size_t)row_lo * ld + n * 8, dq[n][0] * scale, dq[n][1] * scale);
     }
     if (row_hi < Tn) {
 #pragma unroll
         for (int n = 0; n < ND; n++)
-            att_store2(drow + (size_t)row_hi * ld + n * 8, dq[n][2] * scale, dq[n][3] * scale);
+            if (n * 8 < hs)
+                att_store2(drow + (size_t)row_hi * ld + n * 8, dq[n][2] * scale, dq[n][3] * scale);
     }
 }
 
 template <int HS>
 static bool launch_attention_backward_mma(tc_cuda_backend *cu, att_bf16 *dqkv, const att_bf16 *dout,
                                           const att_bf16 *qkv, const att_bf16 *out,
-                                          const float *lse, int B, int Tn, int NH, int causal) {
+                                          const float *lse, int B, int Tn, int NH, int hs,
+                                          int causal) {
     const size_t tile_bytes = (size_t)att_mma_cfg<HS>::TILE * sizeof(att_bf16);
     const size_t smem_dkv = 6 * tile_bytes + 4 * ATT_MMA_ROWS * sizeof(float);
     const size_t smem_dq = 6 * tile_bytes;
@@ -326,19 +332,19 @@ static bool launch_attention_backward_mma(tc_cuda_backend *cu, att_bf16 *dqkv, c
         !att_mma_smem_opt_in(attention_backward_mma_dq_kernel<HS>, smem_dq))
         return false;
     float *D = (float *)cu->scratch;
-    const float scale = 1.0f / sqrtf((float)HS);
+    const float scale = 1.0f / sqrtf((float)hs);
 
     const unsigned dblocks = (unsigned)((rows + 255) / 256);
-    attention_backward_mma_d_kernel<HS>
-        <<<dblocks, 256, 0, cu->stream>>>(D, dout, out, Tn, NH, rows);
+    attention_backward_mma_d_kernel<<<dblocks, 256, 0, cu->stream>>>(D, dout, out, Tn, NH, hs,
+                                                                     rows);
     if (!tc_cuda_launched(cu, "attention_backward mma D")) return true;
 
     dim3 grid((unsigned)((Tn + ATT_MMA_ROWS - 1) / ATT_MMA_ROWS), (unsigned)NH, (unsigned)B);
     attention_backward_mma_dkv_kernel<HS><<<grid, ATT_MMA_THREADS, smem_dkv, cu->stream>>>(
-        dqkv, dout, qkv, lse, D, Tn, NH, causal, scale, scale * ATT_LOG2E);
+        dqkv, dout, qkv, lse, D, Tn, NH, hs, causal, scale, scale * ATT_LOG2E);
     if (!tc_cuda_launched(cu, "attention_backward mma dkv")) return true;
     attention_backward_mma_dq_kernel<HS><<<grid, ATT_MMA_THREADS, smem_dq, cu->stream>>>(
-        dqkv, dout, qkv, lse, D, Tn, NH, causal, scale, scale * ATT_LOG2E);
+        dqkv, dout, qkv, lse, D, Tn, NH, hs, causal, scale, scale * ATT_LOG2E);
     tc_cuda_launched(cu, "attention_backward mma dq");
     return true;
 }
@@ -348,16 +354,24 @@ bool tc_cuda_attention_backward_mma(tc_cuda_backend *cu, tc_act *dqkv, const tc_
                                     int T, int NH, int HS, int causal) {
     if (cu->fp32) return false;
     /* 16-byte copies (cp.async, the D kernel's uint4 loads): row strides and
-     * head offsets are multiples of 8 elements for HS >= 32 */
-    if (((uintptr_t)dqkv | (uintptr_t)dout | (uintptr_t)qkv | (uintptr_t)out) % 16 != 0)
+     * head offsets are multiples of 8 elements (head sizes are) */
+    if (((uintptr_t)dqkv | (uintptr_t)dout | (uintptr_t)qkv | (uintptr_t)out) % 16 != 0 ||
+        HS % 8 != 0)
         return false;
     att_bf16 *dq = (att_bf16 *)dqkv;
     const att_bf16 *d = (const att_bf16 *)dout, *q = (const att_bf16 *)qkv,
                    *o = (const att_bf16 *)out;
-    switch (HS) {
-    case 32: return launch_attention_backward_mma<32>(cu, dq, d, q, o, lse, B, T, NH, causal);
-    case 64: return launch_attention_backward_mma<64>(cu, dq, d, q, o, lse, B, T, NH, causal);
-    case 128: return launch_attention_backward_mma<128>(cu, dq, d, q, o, lse, B, T, NH, causal);
+#define TC_ATT_BWD_MMA(P)                                                                          \
+    launch_attention_backward_mma<P>(cu, dq, d, q, o, lse, B, T, NH, HS, causal)
+    switch (att_mma_padded_head(HS)) {
+    case 32: return TC_ATT_BWD_MMA(32);
+    case 48: return TC_ATT_BWD_MMA(48);
+    case 64: return TC_ATT_BWD_MMA(64);
+    case 80: return TC_ATT_BWD_MMA(80);
+    case 96: return TC_ATT_BWD_MMA(96);
+    case 112: return TC_ATT_BWD_MMA(112);
+    case 128: return TC_ATT_BWD_MMA(128);
     default: return false;
     }
+#undef TC_ATT_BWD_MMA
 }

@@ -1,12 +1,16 @@
 /* shared by attention_forward.cu and attention_backward.cu: the thread layout
  * of the fused attention kernels.
  *
- * a tile is BT rows (queries or keys); each row is owned by G = HS/16
- * consecutive threads of one warp, each thread holding 16 of the HS dims in
- * registers. a dot product over HS is 16 FMAs per thread followed by a
- * butterfly over the G threads (__shfl_xor with offsets < G stays inside the
- * group because G divides 32). tiles are BT = 64 rows for HS 32 and 64 and
- * 32 rows for HS 128, so that two fp32 (BT, HS) tiles take 32 KB of shared
+ * a head of hs dims (any multiple of 8 up to 256) is computed in the padded
+ * size HSP, the power of two from 16 to 256 at or above it: the dims from hs
+ * to HSP are zeros in registers and shared memory, so they add nothing to a
+ * dot product, and they are never stored. addresses use hs (A = NH*hs).
+ * a tile is BT rows (queries or keys); each row is owned by G = HSP/16
+ * consecutive threads of one warp, each thread holding 16 of the HSP dims in
+ * registers. a dot product is 16 FMAs per thread followed by a butterfly
+ * over the G threads (__shfl_xor with offsets < G stays inside the group
+ * because G divides 32). tiles are BT = 64 rows up to HSP 64, 32 rows for
+ * 128 and 16 for 256, so that two fp32 (BT, HSP) tiles take 32 KB of shared
  * memory at most and a block has BT*G <= 256 threads. */
 #ifndef TC_CUDA_ATTENTION_COMMON_H
 #define TC_CUDA_ATTENTION_COMMON_H
@@ -17,7 +21,7 @@
 
 template <int HS> struct att_cfg {
     static constexpr int G = HS / ATT_DPT;
-    static constexpr int BT = HS > 64 ? 32 : 64;
+    static constexpr int BT = HS > 128 ? 16 : HS > 64 ? 32 : 64;
     static constexpr int THREADS = BT * G;
     /* the butterfly of att_group_sum stays inside a row's group only when G
      * divides the warp; full warps keep every shuffle mask 0xffffffff valid */
@@ -62,11 +66,28 @@ __device__ __forceinline__ void att_axpy16(float *acc, float p, const float *sm)
     }
 }
 
-/* loads 16 dims of one row (T elements) into registers as fp32 */
-template <typename T> __device__ __forceinline__ void att_load16(float *r, const T *src) {
+/* loads 16 dims of one row (T elements) into registers as fp32; the dims
+ * at or past n (a padded head's tail: n is 0, 8 or 16, head sizes being
+ * multiples of 8) are zeros and not read */
+template <typename T> __device__ __forceinline__ void att_load16(float *r, const T *src, int n) {
 #pragma unroll
-    for (int d = 0; d < ATT_DPT; d++)
-        r[d] = tc_ldf(src + d);
+    for (int d = 0; d < ATT_DPT / 2; d++) {
+        r[d] = n > 0 ? tc_ldf(src + d) : 0.0f;
+        r[d + ATT_DPT / 2] = n > ATT_DPT / 2 ? tc_ldf(src + d + ATT_DPT / 2) : 0.0f;
+    }
+}
+
+/* the dims of a thread's 16 that lie inside a head of hs dims */
+__device__ __forceinline__ int att_valid16(int hs, int part) {
+    return min(max(hs - part * ATT_DPT, 0), ATT_DPT);
+}
+
+/* the padded head size the kernels are instantiated for: 16 .. 256 */
+static inline int att_padded_head(int hs) {
+    int p = 16;
+    while (p < hs)
+        p *= 2;
+    return p;
 }
 
 #endif

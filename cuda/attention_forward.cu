@@ -1,8 +1,9 @@
 /* fused attention forward, flash-style (online softmax over key tiles).
  *
  * algorithm: one block per (query tile of BT rows, head, batch). each query
- * row is owned by G = HS/16 threads holding 16 dims of q (pre-multiplied by
- * the scale HS^-0.5) and of the output accumulator o in registers. for each
+ * row is owned by G = HSP/16 threads holding 16 dims of q (pre-multiplied by
+ * the scale hs^-0.5) and of the output accumulator o in registers (hs, the
+ * head size, padded to HSP: attention_common.h). for each
  * key tile (BT keys; for causal attention only the tiles up to the block's
  * last query): K and V of the tile are loaded into shared memory as fp32;
  * each row computes its BT scores s_j = q.k_j (16 FMAs + a butterfly over G
@@ -13,7 +14,7 @@
  * matrix exists anywhere; global traffic is q, k, v read once per query tile
  * and out written once.
  *
- * layout: qkv (B, T, 3A) packed [q heads | k heads | v heads], A = NH*HS,
+ * layout: qkv (B, T, 3A) packed [q heads | k heads | v heads], A = NH*hs,
  * read through the row stride 3A; out (B, T, A); lse (B, NH, T). bf16 or fp32
  * inputs, fp32 arithmetic (plain FMAs, no tensor cores in this version).
  * the first key tile always holds key 0, which no query masks, so m is finite
@@ -23,24 +24,24 @@
 #include "attention_common.h"
 #include "attention_mma.cuh"
 
-template <typename T, int HS>
-__global__ void __launch_bounds__(att_cfg<HS>::THREADS)
-    attention_forward_kernel(T *out, float *lse, const T *qkv, int Tn, int NH, int causal,
+template <typename T, int HSP>
+__global__ void __launch_bounds__(att_cfg<HSP>::THREADS)
+    attention_forward_kernel(T *out, float *lse, const T *qkv, int Tn, int NH, int hs, int causal,
                              float scale) {
-    constexpr int G = att_cfg<HS>::G, BT = att_cfg<HS>::BT, NT = att_cfg<HS>::THREADS;
-    __shared__ __align__(16) float Ks[BT][HS];
-    __shared__ __align__(16) float Vs[BT][HS];
+    constexpr int G = att_cfg<HSP>::G, BT = att_cfg<HSP>::BT, NT = att_cfg<HSP>::THREADS;
+    __shared__ __align__(16) float Ks[BT][HSP];
+    __shared__ __align__(16) float Vs[BT][HSP];
 
     const int tid = threadIdx.x, row = tid / G, part = tid % G;
     const int qt = blockIdx.x, h = blockIdx.y, b = blockIdx.z;
-    const int A = NH * HS;
+    const int A = NH * hs, nv = att_valid16(hs, part);
     const size_t ld = 3 * (size_t)A;
     const T *base = qkv + (size_t)b * Tn * ld;
     const int i = qt * BT + row;
 
     float q[ATT_DPT], o[ATT_DPT];
     if (i < Tn) {
-        att_load16(q, base + (size_t)i * ld + h * HS + part * ATT_DPT);
+        att_load16(q, base + (size_t)i * ld + h * hs + part * ATT_DPT, nv);
     } else {
 #pragma unroll
         for (int d = 0; d < ATT_DPT; d++)
@@ -56,11 +57,11 @@ __global__ void __launch_bounds__(att_cfg<HS>::THREADS)
     const int last_key = causal ? min(Tn - 1, qt * BT + BT - 1) : Tn - 1;
     const int ntiles = last_key / BT + 1;
     for (int kt = 0; kt < ntiles; kt++) {
-        for (int idx = tid; idx < BT * HS; idx += NT) {
-            const int r = idx / HS, d = idx % HS, j = kt * BT + r;
+        for (int idx = tid; idx < BT * HSP; idx += NT) {
+            const int r = idx / HSP, d = idx % HSP, j = kt * BT + r;
             float kv = 0.0f, vv = 0.0f;
-            if (j < Tn) {
-                const T *kr = base + (size_t)j * ld + A + h * HS + d;
+            if (j < Tn && d < hs) {
+                const T *kr = base + (size_t)j * ld + A + h * hs + d;
                 kv = tc_ldf(kr);
                 vv = tc_ldf(kr + A);
             }
@@ -97,32 +98,34 @@ __global__ void __launch_bounds__(att_cfg<HS>::THREADS)
 
     if (i < Tn) {
         const float inv = 1.0f / l;
-        T *dst = out + ((size_t)b * Tn + i) * A + h * HS + part * ATT_DPT;
+        T *dst = out + ((size_t)b * Tn + i) * A + h * hs + part * ATT_DPT;
 #pragma unroll
         for (int d = 0; d < ATT_DPT; d++)
-            dst[d] = tc_tof<T>(o[d] * inv);
+            if (d < nv) dst[d] = tc_tof<T>(o[d] * inv);
         if (part == 0) lse[((size_t)b * NH + h) * Tn + i] = m + logf(l);
     }
 }
 
-template <typename T, int HS>
+template <typename T, int HSP>
 static void launch_attention_forward_hs(tc_cuda_backend *cu, tc_act *out, float *lse,
-                                        const tc_act *qkv, int B, int Tn, int NH, int causal) {
-    constexpr int BT = att_cfg<HS>::BT;
+                                        const tc_act *qkv, int B, int Tn, int NH, int hs,
+                                        int causal) {
+    constexpr int BT = att_cfg<HSP>::BT;
     dim3 grid((unsigned)((Tn + BT - 1) / BT), (unsigned)NH, (unsigned)B);
-    attention_forward_kernel<T, HS><<<grid, att_cfg<HS>::THREADS, 0, cu->stream>>>(
-        (T *)out, lse, (const T *)qkv, Tn, NH, causal, 1.0f / sqrtf((float)HS));
+    attention_forward_kernel<T, HSP><<<grid, att_cfg<HSP>::THREADS, 0, cu->stream>>>(
+        (T *)out, lse, (const T *)qkv, Tn, NH, hs, causal, 1.0f / sqrtf((float)hs));
     tc_cuda_launched(cu, "attention_forward");
 }
 
 template <typename T>
 static void launch_attention_forward(tc_cuda_backend *cu, tc_act *out, float *lse,
                                      const tc_act *qkv, int B, int Tn, int NH, int HS, int causal) {
-    switch (HS) {
-    case 32: launch_attention_forward_hs<T, 32>(cu, out, lse, qkv, B, Tn, NH, causal); break;
-    case 64: launch_attention_forward_hs<T, 64>(cu, out, lse, qkv, B, Tn, NH, causal); break;
-    case 128: launch_attention_forward_hs<T, 128>(cu, out, lse, qkv, B, Tn, NH, causal); break;
-    default: break;
+    switch (att_padded_head(HS)) {
+    case 16: launch_attention_forward_hs<T, 16>(cu, out, lse, qkv, B, Tn, NH, HS, causal); break;
+    case 32: launch_attention_forward_hs<T, 32>(cu, out, lse, qkv, B, Tn, NH, HS, causal); break;
+    case 64: launch_attention_forward_hs<T, 64>(cu, out, lse, qkv, B, Tn, NH, HS, causal); break;
+    case 128: launch_attention_forward_hs<T, 128>(cu, out, lse, qkv, B, Tn, NH, HS, causal); break;
+    default: launch_attention_forward_hs<T, 256>(cu, out, lse, qkv, B, Tn, NH, HS, causal); break;
     }
 }
 
@@ -132,8 +135,8 @@ void tc_cuda_attention_forward(tc_backend *b, tc_act *out, float *lse, const tc_
     TC_CU_REQUIRE(cu, B >= 0 && T >= 0 && NH >= 0,
                   "cuda attention_forward: bad shape B=%d T=%d NH=%d", B, T, NH);
     if (B == 0 || T == 0 || NH == 0) return;
-    TC_CU_REQUIRE(cu, HS == 32 || HS == 64 || HS == 128,
-                  "cuda attention_forward: head size %d unsupported (32, 64, 128)", HS);
+    TC_CU_REQUIRE(cu, HS >= 8 && HS <= 256 && HS % 8 == 0,
+                  "cuda attention_forward: head size %d unsupported (multiples of 8 to 256)", HS);
     TC_CU_REQUIRE(cu, B <= 65535 && NH <= 65535, "cuda attention_forward: B=%d NH=%d over the grid",
                   B, NH);
     TC_CU_REQUIRE(cu, lse != NULL, "cuda attention_forward: lse is NULL");

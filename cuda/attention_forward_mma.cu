@@ -27,11 +27,15 @@
  * only rows below T are written.
  *
  * layout as the FMA kernel: qkv (B, T, 3A) packed [q | k | v], read through
- * the row stride 3A; out (B, T, A); lse (B, NH, T). head sizes 32, 64, 128.
+ * the row stride 3A; out (B, T, A); lse (B, NH, T). head sizes hs: every
+ * multiple of 8 up to 128, computed in HS = hs rounded up to a multiple of
+ * 16 (at least 32: the m16n8k16 shape's k); the padded columns are
+ * zero-filled by the copy and never stored (hs 88 runs as 96, 104 as 112).
  * shared memory: Q tile + 2 x (K, V) tiles of 64 x (HS + 8) bf16 =
- * 25 600 / 46 080 / 87 040 bytes for HS 32 / 64 / 128 (dynamic; HS 128 needs
- * the opt-in above 48 KiB). not covered (the caller falls back to the FMA
- * kernel): qkv or out not 16-byte aligned, or the device refusing the shared
+ * 25 600 / 46 080 / 87 040 bytes for HS 32 / 64 / 128 (dynamic; above 64 it
+ * needs the opt-in above 48 KiB). rows of HS + 8 elements are an odd number
+ * of 16-byte units for every HS here, so ldmatrix stays conflict-free. not covered (the caller
+ * falls back to the FMA kernel): qkv or out not 16-byte aligned, or the device refusing the shared
  * memory size. */
 #include "attention_mma.cuh"
 
@@ -41,7 +45,7 @@
 template <int HS>
 __global__ void __launch_bounds__(ATT_MMA_THREADS)
     attention_forward_mma_kernel(att_bf16 *out, float *lse, const att_bf16 *qkv, int Tn, int NH,
-                                 int causal, float scale, float scale_log2) {
+                                 int hs, int causal, float scale, float scale_log2) {
     using cfg = att_mma_cfg<HS>;
     constexpr int STR = cfg::STR, KS = cfg::KS, ND = cfg::ND, NK = cfg::NK, TILE = cfg::TILE;
     constexpr int BR = ATT_MMA_ROWS;
@@ -52,18 +56,18 @@ __global__ void __launch_bounds__(ATT_MMA_THREADS)
 
     const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, t = lane & 3;
     const int qt = blockIdx.x, h = blockIdx.y, b = blockIdx.z;
-    const int A = NH * HS;
+    const int A = NH * hs;
     const size_t ld = 3 * (size_t)A;
-    const att_bf16 *base = qkv + (size_t)b * Tn * ld + h * HS;
+    const att_bf16 *base = qkv + (size_t)b * Tn * ld + h * hs;
     const int q0 = qt * BR;
     const int row_lo = q0 + warp * 16 + g, row_hi = row_lo + 8; /* this thread's two rows */
 
     const int last_key = causal ? min(Tn - 1, q0 + BR - 1) : Tn - 1;
     const int nkt = last_key / BR + 1;
 
-    att_load_tile<HS>(Qs, base, ld, q0, Tn, tid);
-    att_load_tile<HS>(Ks, base + A, ld, 0, Tn, tid);
-    att_load_tile<HS>(Vs, base + 2 * A, ld, 0, Tn, tid);
+    att_load_tile<HS>(Qs, base, ld, q0, Tn, hs, tid);
+    att_load_tile<HS>(Ks, base + A, ld, 0, Tn, hs, tid);
+    att_load_tile<HS>(Vs, base + 2 * A, ld, 0, Tn, hs, tid);
     att_cp_async_commit();
 
     uint32_t qa[KS][4];
@@ -80,8 +84,8 @@ __global__ void __launch_bounds__(ATT_MMA_THREADS)
         __syncthreads();
         if (kt + 1 < nkt) {
             const int nb = (kt + 1) & 1;
-            att_load_tile<HS>(Ks + nb * TILE, base + A, ld, (kt + 1) * BR, Tn, tid);
-            att_load_tile<HS>(Vs + nb * TILE, base + 2 * A, ld, (kt + 1) * BR, Tn, tid);
+            att_load_tile<HS>(Ks + nb * TILE, base + A, ld, (kt + 1) * BR, Tn, hs, tid);
+            att_load_tile<HS>(Vs + nb * TILE, base + 2 * A, ld, (kt + 1) * BR, Tn, hs, tid);
             att_cp_async_commit();
         }
         if (kt == 0) {
@@ -168,16 +172,19 @@ __global__ void __launch_bounds__(ATT_MMA_THREADS)
         l[r] = att_quad_sum(l[r]);
         inv[r] = 1.0f / l[r];
     }
-    att_bf16 *orow = out + ((size_t)b * Tn) * A + h * HS + 2 * t;
+    /* n-tiles at or past hs are the padding: not stored */
+    att_bf16 *orow = out + ((size_t)b * Tn) * A + h * hs + 2 * t;
     if (row_lo < Tn) {
 #pragma unroll
         for (int n = 0; n < ND; n++)
-            att_store2(orow + (size_t)row_lo * A + n * 8, o[n][0] * inv[0], o[n][1] * inv[0]);
+            if (n * 8 < hs)
+                att_store2(orow + (size_t)row_lo * A + n * 8, o[n][0] * inv[0], o[n][1] * inv[0]);
     }
     if (row_hi < Tn) {
 #pragma unroll
         for (int n = 0; n < ND; n++)
-            att_store2(orow + (size_t)row_hi * A + n * 8, o[n][2] * inv[1], o[n][3] * inv[1]);
+            if (n * 8 < hs)
+                att_store2(orow + (size_t)row_hi * A + n * 8, o[n][2] * inv[1], o[n][3] * inv[1]);
     }
     if (t == 0) {
         float *lrow = lse + ((size_t)b * NH + h) * Tn;
@@ -192,13 +199,14 @@ bool tc_cuda_attention_mma_selected(const tc_cuda_backend *cu) {
 
 template <int HS>
 static bool launch_attention_forward_mma(tc_cuda_backend *cu, att_bf16 *out, float *lse,
-                                         const att_bf16 *qkv, int B, int Tn, int NH, int causal) {
+                                         const att_bf16 *qkv, int B, int Tn, int NH, int hs,
+                                         int causal) {
     const size_t smem = 5 * (size_t)att_mma_cfg<HS>::TILE * sizeof(att_bf16);
     if (!att_mma_smem_opt_in(attention_forward_mma_kernel<HS>, smem)) return false;
-    const float scale = 1.0f / sqrtf((float)HS);
+    const float scale = 1.0f / sqrtf((float)hs);
     dim3 grid((unsigned)((Tn + ATT_MMA_ROWS - 1) / ATT_MMA_ROWS), (unsigned)NH, (unsigned)B);
     attention_forward_mma_kernel<HS><<<grid, ATT_MMA_THREADS, smem, cu->stream>>>(
-        out, lse, qkv, Tn, NH, causal, scale, scale * ATT_LOG2E);
+        out, lse, qkv, Tn, NH, hs, causal, scale, scale * ATT_LOG2E);
     tc_cuda_launched(cu, "attention_forward mma");
     return true;
 }
@@ -207,14 +215,20 @@ bool tc_cuda_attention_forward_mma(tc_cuda_backend *cu, tc_act *out, float *lse,
                                    int B, int T, int NH, int HS, int causal) {
     if (cu->fp32) return false;
     /* cp.async copies 16 bytes: the row stride 3A and the head offset are
-     * multiples of 8 elements for HS >= 32, so the base pointer decides */
-    if (((uintptr_t)qkv | (uintptr_t)out) % 16 != 0) return false;
+     * multiples of 8 elements (head sizes are), so the base pointer decides */
+    if (((uintptr_t)qkv | (uintptr_t)out) % 16 != 0 || HS % 8 != 0) return false;
     att_bf16 *o = (att_bf16 *)out;
     const att_bf16 *q = (const att_bf16 *)qkv;
-    switch (HS) {
-    case 32: return launch_attention_forward_mma<32>(cu, o, lse, q, B, T, NH, causal);
-    case 64: return launch_attention_forward_mma<64>(cu, o, lse, q, B, T, NH, causal);
-    case 128: return launch_attention_forward_mma<128>(cu, o, lse, q, B, T, NH, causal);
+#define TC_ATT_FWD_MMA(P) launch_attention_forward_mma<P>(cu, o, lse, q, B, T, NH, HS, causal)
+    switch (att_mma_padded_head(HS)) {
+    case 32: return TC_ATT_FWD_MMA(32);
+    case 48: return TC_ATT_FWD_MMA(48);
+    case 64: return TC_ATT_FWD_MMA(64);
+    case 80: return TC_ATT_FWD_MMA(80);
+    case 96: return TC_ATT_FWD_MMA(96);
+    case 112: return TC_ATT_FWD_MMA(112);
+    case 128: return TC_ATT_FWD_MMA(128);
     default: return false;
     }
+#undef TC_ATT_FWD_MMA
 }

@@ -63,6 +63,13 @@ typedef __nv_bfloat16 att_bf16;
 #define ATT_MMA_THREADS 128 /* 4 warps x 16 rows */
 #define ATT_LOG2E 1.4426950408889634f
 
+/* the padded head size of the tensor-core kernels: hs (a multiple of 8)
+ * rounded up to a multiple of 16, at least 32; 0 above 128 (not covered) */
+static inline int att_mma_padded_head(int hs) {
+    int p = (hs + 15) / 16 * 16;
+    return p < 32 ? 32 : p > 128 ? 0 : p;
+}
+
 template <int HS> struct att_mma_cfg {
     static constexpr int STR = HS + 8;              /* shared row stride, elements */
     static constexpr int KS = HS / 16;              /* k-steps over the head dims */
@@ -202,18 +209,19 @@ __device__ __forceinline__ void att_mma_pv(float (&acc)[HS / 8][4], const float 
 
 /* queues the copy of rows row0..row0+63 (columns 0..HS) of a bf16 matrix with
  * row stride ld elements starting at src (row 0) into a shared tile; rows at
- * or past Tn are zero-filled without a read. all ATT_MMA_THREADS threads call it. */
+ * or past Tn, and the columns at or past hs of a head padded to HS, are
+ * zero-filled without a read. all ATT_MMA_THREADS threads call it. */
 template <int HS>
 __device__ __forceinline__ void att_load_tile(att_bf16 *tile, const att_bf16 *src, size_t ld,
-                                              int row0, int Tn, int tid) {
+                                              int row0, int Tn, int hs, int tid) {
     constexpr int CH = HS / 8; /* 16-byte chunks per row */
     constexpr int STR = att_mma_cfg<HS>::STR;
 #pragma unroll
     for (int idx = tid; idx < ATT_MMA_ROWS * CH; idx += ATT_MMA_THREADS) {
         const int r = idx / CH, c = idx % CH, row = row0 + r;
-        const bool valid = row < Tn;
-        /* an invalid row points at row 0 (T >= 1): a valid address, never read */
-        att_cp_async16(tile + r * STR + c * 8, src + (size_t)(valid ? row : 0) * ld + c * 8, valid);
+        const bool valid = row < Tn && c * 8 < hs;
+        /* an invalid chunk points at row 0's first (T >= 1): a valid address, never read */
+        att_cp_async16(tile + r * STR + c * 8, src + (valid ? (size_t)row * ld + c * 8 : 0), valid);
     }
 }
 

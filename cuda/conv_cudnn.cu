@@ -1,5 +1,6 @@
 /* the patch embedding (conv1 of the vision tower: 3 -> C channels, kernel =
- * stride = P, no bias) as one cuDNN convolution, forward and weight gradient,
+ * stride = P, no bias) as one cuDNN convolution, forward and weight gradient
+ * (the cuDNN plumbing, shared with conv2d_cudnn.cu, is in cudnn_api.h),
  * through the legacy API (cudnnConvolutionForward,
  * cudnnConvolutionBackwardFilter). it is the alternative to patchify + the
  * linear GEMM (embed.cu, gemm.cu), which compute the same thing; which one the
@@ -48,72 +49,7 @@
 
 #ifdef TC_HAVE_CUDNN
 
-#include <cudnn.h>
-#include <dlfcn.h>
-
-#define CONV_THREADS 256
-#define CONV_PLANS 8
-#define CONV_MAX_ALGOS 16
-#define CONV_WORKSPACE_CAP ((size_t)256 << 20)
-
-typedef struct {
-    int B, H, W, P, C; /* the shape; B = 0: free slot */
-    int fwd_ready, bwd_ready;
-    cudnnConvolutionFwdAlgo_t fwd_algo;
-    cudnnMathType_t fwd_math;
-    size_t fwd_ws;
-    cudnnConvolutionBwdFilterAlgo_t bwd_algo;
-    cudnnMathType_t bwd_math;
-    size_t bwd_ws;
-} conv_plan;
-
-/* the cuDNN functions used here, resolved from the library at creation */
-#define DNN_FUNCS(X)                                                                               \
-    X(cudnnCreate)                                                                                 \
-    X(cudnnDestroy)                                                                                \
-    X(cudnnSetStream)                                                                              \
-    X(cudnnGetErrorString)                                                                         \
-    X(cudnnGetLastErrorString)                                                                     \
-    X(cudnnCreateTensorDescriptor)                                                                 \
-    X(cudnnDestroyTensorDescriptor)                                                                \
-    X(cudnnSetTensor4dDescriptor)                                                                  \
-    X(cudnnCreateFilterDescriptor)                                                                 \
-    X(cudnnDestroyFilterDescriptor)                                                                \
-    X(cudnnSetFilter4dDescriptor)                                                                  \
-    X(cudnnCreateConvolutionDescriptor)                                                            \
-    X(cudnnDestroyConvolutionDescriptor)                                                           \
-    X(cudnnSetConvolution2dDescriptor)                                                             \
-    X(cudnnSetConvolutionMathType)                                                                 \
-    X(cudnnGetConvolution2dForwardOutputDim)                                                       \
-    X(cudnnGetConvolutionForwardAlgorithm_v7)                                                      \
-    X(cudnnGetConvolutionForwardWorkspaceSize)                                                     \
-    X(cudnnConvolutionForward)                                                                     \
-    X(cudnnGetConvolutionBackwardFilterAlgorithm_v7)                                               \
-    X(cudnnGetConvolutionBackwardFilterWorkspaceSize)                                              \
-    X(cudnnConvolutionBackwardFilter)
-
-typedef struct {
-#define DNN_MEMBER(f) decltype(&::f) f;
-    DNN_FUNCS(DNN_MEMBER)
-#undef DNN_MEMBER
-} dnn_api;
-
-#define DNN_STR2(x) #x
-#define DNN_STR(x) DNN_STR2(x)
-/* the soname of the major version the headers describe */
-#define DNN_SONAME "libcudnn.so." DNN_STR(CUDNN_MAJOR)
-
-struct tc_cuda_conv {
-    dnn_api api;
-    cudnnHandle_t handle; /* created at the first call: cudnnCreate loads the libraries */
-    cudnnTensorDescriptor_t x, y;
-    cudnnFilterDescriptor_t w;
-    cudnnConvolutionDescriptor_t conv;
-    void *workspace;
-    size_t workspace_bytes;
-    conv_plan plan[CONV_PLANS];
-    int next_slot; /* round-robin replacement when all slots are taken */
-};
+#include "cudnn_api.h"
 
 /* ---- kernels ---- */
 
@@ -184,68 +120,10 @@ static void launch_dw_add(tc_cuda_backend *cu, float *dw, const void *dwt, int C
 
 /* ---- cuDNN plumbing ---- */
 
-/* true on success; otherwise records "<op>: <what>: <status> (<cuDNN's last message>)" */
-static bool dnn_ok(tc_cuda_backend *cu, cudnnStatus_t s, const char *op, const char *what) {
-    if (s == CUDNN_STATUS_SUCCESS) return true;
-    const dnn_api &d = cu->conv->api;
-    char detail[256] = "";
-    d.cudnnGetLastErrorString(detail, sizeof detail);
-    tc_cuda_record(cu, s == CUDNN_STATUS_NOT_SUPPORTED ? TC_ERR_UNSUPPORTED : TC_ERR_BACKEND,
-                   "cuda %s: cuDNN %s: %s%s%s%s", op, what, d.cudnnGetErrorString(s),
-                   detail[0] ? " (" : "", detail, detail[0] ? ")" : "");
-    return false;
-}
-
-/* the handle and descriptors, created at the first call */
-static bool conv_ready(tc_cuda_backend *cu, const char *op) {
-    tc_cuda_conv *cv = cu->conv;
-    const dnn_api &d = cv->api;
-    if (cv->handle) return true;
-    cudnnHandle_t h = NULL;
-    if (!dnn_ok(cu, d.cudnnCreate(&h), op, "cudnnCreate")) return false;
-    if (!dnn_ok(cu, d.cudnnSetStream(h, cu->stream), op, "cudnnSetStream") ||
-        !dnn_ok(cu, d.cudnnCreateTensorDescriptor(&cv->x), op, "tensor descriptor") ||
-        !dnn_ok(cu, d.cudnnCreateTensorDescriptor(&cv->y), op, "tensor descriptor") ||
-        !dnn_ok(cu, d.cudnnCreateFilterDescriptor(&cv->w), op, "filter descriptor") ||
-        !dnn_ok(cu, d.cudnnCreateConvolutionDescriptor(&cv->conv), op, "convolution descriptor")) {
-        d.cudnnDestroy(h);
-        return false;
-    }
-    cv->handle = h;
-    return true;
-}
-
-/* the descriptors of one shape (host-only calls, microseconds) */
-static bool conv_describe(tc_cuda_backend *cu, const char *op, int B, int H, int W, int P, int C) {
-    tc_cuda_conv *cv = cu->conv;
-    const dnn_api &d = cv->api;
-    const cudnnDataType_t dt = cu->fp32 ? CUDNN_DATA_FLOAT : CUDNN_DATA_BFLOAT16;
-    const int gh = H / P, gw = W / P;
-    if (!dnn_ok(cu, d.cudnnSetTensor4dDescriptor(cv->x, CUDNN_TENSOR_NHWC, dt, B, 3, H, W), op,
-                "x descriptor") ||
-        !dnn_ok(cu, d.cudnnSetTensor4dDescriptor(cv->y, CUDNN_TENSOR_NHWC, dt, B, C, gh, gw), op,
-                "y descriptor") ||
-        !dnn_ok(cu, d.cudnnSetFilter4dDescriptor(cv->w, dt, CUDNN_TENSOR_NHWC, C, 3, P, P), op,
-                "w descriptor") ||
-        !dnn_ok(cu,
-                d.cudnnSetConvolution2dDescriptor(cv->conv, 0, 0, P, P, 1, 1,
-                                                  CUDNN_CROSS_CORRELATION, CUDNN_DATA_FLOAT),
-                op, "convolution descriptor") ||
-        !dnn_ok(cu,
-                d.cudnnSetConvolutionMathType(cv->conv,
-                                              cu->fp32 ? CUDNN_FMA_MATH : CUDNN_TENSOR_OP_MATH),
-                op, "math type"))
-        return false;
-    int n = 0, c = 0, h = 0, w = 0;
-    if (!dnn_ok(cu, d.cudnnGetConvolution2dForwardOutputDim(cv->conv, cv->x, cv->w, &n, &c, &h, &w),
-                op, "output dimensions"))
-        return false;
-    if (n != B || c != C || h != gh || w != gw) {
-        tc_cuda_record(cu, TC_ERR_BACKEND, "cuda %s: cuDNN output (%d,%d,%d,%d) != (%d,%d,%d,%d)",
-                       op, n, c, h, w, B, C, gh, gw);
-        return false;
-    }
-    return true;
+/* the patch embedding as a convolution: NHWC, kernel = stride = P, no padding */
+static tc_cudnn_shape patch_shape(int B, int H, int W, int P, int C) {
+    tc_cudnn_shape s = {B, 3, H, W, C, P, P, 0, H / P, W / P, 1};
+    return s;
 }
 
 static conv_plan *conv_plan_for(tc_cuda_conv *cv, int B, int H, int W, int P, int C) {
@@ -268,118 +146,6 @@ static conv_plan *conv_plan_for(tc_cuda_conv *cv, int B, int H, int W, int P, in
     p->P = P;
     p->C = C;
     return p;
-}
-
-/* grows the workspace to at least bytes (only while planning a new shape) */
-static bool workspace_reserve(tc_cuda_backend *cu, const char *op, size_t bytes) {
-    tc_cuda_conv *cv = cu->conv;
-    if (bytes <= cv->workspace_bytes) return true;
-    /* queued convolutions may still use the old one */
-    if (!tc_cuda_ok(cu, cudaStreamSynchronize(cu->stream), "patch_embed workspace: synchronize"))
-        return false;
-    cudaFree(cv->workspace);
-    cv->workspace = NULL;
-    cv->workspace_bytes = 0;
-    cudaError_t e = cudaMalloc(&cv->workspace, bytes);
-    if (e != cudaSuccess) {
-        (void)cudaGetLastError();
-        cv->workspace = NULL;
-        tc_cuda_record(cu, TC_ERR_OOM, "cuda %s: cuDNN workspace of %zu bytes: %s", op, bytes,
-                       cudaGetErrorString(e));
-        return false;
-    }
-    cv->workspace_bytes = bytes;
-    return true;
-}
-
-/* a candidate the plan may keep: it ran, gives the same bits every time, and
- * (fp32 mode) does not use tensor cores, i.e. no TF32 */
-template <typename Perf> static bool usable(const tc_cuda_backend *cu, const Perf &p) {
-    if (p.status != CUDNN_STATUS_SUCCESS || p.determinism != CUDNN_DETERMINISTIC) return false;
-    if (cu->fp32 &&
-        (p.mathType == CUDNN_TENSOR_OP_MATH || p.mathType == CUDNN_TENSOR_OP_MATH_ALLOW_CONVERSION))
-        return false;
-    return true;
-}
-
-/* the first usable candidate in the heuristics' order whose workspace is
- * within the cap, else -1. the heuristics are a function of the shape, the
- * GPU and the cuDNN version only, so every run picks the same algorithm and
- * gets the same bits; cudnnFind* would pick by timing, which can differ from
- * run to run (and break bit-identical resumes) */
-template <typename Perf>
-static int pick_candidate(const tc_cuda_backend *cu, const Perf *c, int n) {
-    for (int i = 0; i < n; i++)
-        if (usable(cu, c[i]) && c[i].memory <= CONV_WORKSPACE_CAP) return i;
-    return -1;
-}
-
-static bool plan_forward(tc_cuda_backend *cu, conv_plan *pl) {
-    const char *op = "patch_embed_forward";
-    tc_cuda_conv *cv = cu->conv;
-    const dnn_api &d = cv->api;
-    cudnnConvolutionFwdAlgoPerf_t cand[CONV_MAX_ALGOS];
-    int ncand = 0;
-    if (!dnn_ok(cu,
-                d.cudnnGetConvolutionForwardAlgorithm_v7(cv->handle, cv->x, cv->w, cv->conv, cv->y,
-                                                         CONV_MAX_ALGOS, &ncand, cand),
-                op, "algorithm heuristics"))
-        return false;
-    const int i = pick_candidate(cu, cand, ncand);
-    if (i < 0) {
-        tc_cuda_record(cu, TC_ERR_UNSUPPORTED,
-                       "cuda %s: cuDNN offers no deterministic forward algorithm for B=%d H=%d "
-                       "W=%d P=%d C=%d (%d candidates)",
-                       op, pl->B, pl->H, pl->W, pl->P, pl->C, ncand);
-        return false;
-    }
-    size_t ws = 0;
-    if (!dnn_ok(cu, d.cudnnSetConvolutionMathType(cv->conv, cand[i].mathType), op, "math type") ||
-        !dnn_ok(cu,
-                d.cudnnGetConvolutionForwardWorkspaceSize(cv->handle, cv->x, cv->w, cv->conv, cv->y,
-                                                          cand[i].algo, &ws),
-                op, "workspace size") ||
-        !workspace_reserve(cu, op, ws))
-        return false;
-    pl->fwd_algo = cand[i].algo;
-    pl->fwd_math = cand[i].mathType;
-    pl->fwd_ws = ws;
-    pl->fwd_ready = 1;
-    return true;
-}
-
-static bool plan_backward(tc_cuda_backend *cu, conv_plan *pl) {
-    const char *op = "patch_embed_backward_weight";
-    tc_cuda_conv *cv = cu->conv;
-    const dnn_api &d = cv->api;
-    cudnnConvolutionBwdFilterAlgoPerf_t cand[CONV_MAX_ALGOS];
-    int ncand = 0;
-    if (!dnn_ok(cu,
-                d.cudnnGetConvolutionBackwardFilterAlgorithm_v7(
-                    cv->handle, cv->x, cv->y, cv->conv, cv->w, CONV_MAX_ALGOS, &ncand, cand),
-                op, "algorithm heuristics"))
-        return false;
-    const int i = pick_candidate(cu, cand, ncand);
-    if (i < 0) {
-        tc_cuda_record(cu, TC_ERR_UNSUPPORTED,
-                       "cuda %s: cuDNN offers no deterministic filter-gradient algorithm for B=%d "
-                       "H=%d W=%d P=%d C=%d (%d candidates)",
-                       op, pl->B, pl->H, pl->W, pl->P, pl->C, ncand);
-        return false;
-    }
-    size_t ws = 0;
-    if (!dnn_ok(cu, d.cudnnSetConvolutionMathType(cv->conv, cand[i].mathType), op, "math type") ||
-        !dnn_ok(cu,
-                d.cudnnGetConvolutionBackwardFilterWorkspaceSize(cv->handle, cv->x, cv->y, cv->conv,
-                                                                 cv->w, cand[i].algo, &ws),
-                op, "workspace size") ||
-        !workspace_reserve(cu, op, ws))
-        return false;
-    pl->bwd_algo = cand[i].algo;
-    pl->bwd_math = cand[i].mathType;
-    pl->bwd_ws = ws;
-    pl->bwd_ready = 1;
-    return true;
 }
 
 /* shape and buffer checks shared by both ops; records and returns false */
@@ -430,18 +196,21 @@ static void patch_embed_forward(tc_backend *b, tc_act *out, tc_act *image_act, c
     TC_ACT_DISPATCH(cu, launch_image_to_nhwc, cu, image_act, image, B, H, W);
     TC_ACT_DISPATCH(cu, launch_weight_to_krsc, cu, wt, w, C, P * P);
     /* after a failure nothing more is queued (a search would time garbage) */
-    if (cu->err != TC_OK || !conv_ready(cu, op) || !conv_describe(cu, op, B, H, W, P, C)) return;
+    const tc_cudnn_shape sh = patch_shape(B, H, W, P, C);
+    if (cu->err != TC_OK || !tc_cudnn_ready(cu, op) || !tc_cudnn_describe(cu, op, &sh)) return;
     tc_cuda_conv *cv = cu->conv;
     const dnn_api &d = cv->api;
     conv_plan *pl = conv_plan_for(cv, B, H, W, P, C);
-    if (!pl->fwd_ready && !plan_forward(cu, pl)) return;
+    if (!pl->fwd.ready && !tc_cudnn_plan(cu, op, TC_CUDNN_FORWARD, &sh, &pl->fwd)) return;
     const float one = 1.0f, zero = 0.0f;
-    if (!dnn_ok(cu, d.cudnnSetConvolutionMathType(cv->conv, pl->fwd_math), op, "math type")) return;
-    dnn_ok(cu,
-           d.cudnnConvolutionForward(cv->handle, &one, cv->x, image_act, cv->w, wt, cv->conv,
-                                     pl->fwd_algo, pl->fwd_ws ? cv->workspace : NULL, pl->fwd_ws,
-                                     &zero, cv->y, out),
-           op, "cudnnConvolutionForward");
+    if (!tc_cudnn_ok(cu, d.cudnnSetConvolutionMathType(cv->conv, pl->fwd.math), op, "math type"))
+        return;
+    tc_cudnn_ok(cu,
+                d.cudnnConvolutionForward(cv->handle, &one, cv->x, image_act, cv->w, wt, cv->conv,
+                                          (cudnnConvolutionFwdAlgo_t)pl->fwd.algo,
+                                          pl->fwd.ws ? cv->workspace : NULL, pl->fwd.ws, &zero,
+                                          cv->y, out),
+                op, "cudnnConvolutionForward");
 }
 
 static void patch_embed_backward_weight(tc_backend *b, float *dw, const tc_act *dout,
@@ -450,44 +219,23 @@ static void patch_embed_backward_weight(tc_backend *b, float *dw, const tc_act *
     tc_cuda_backend *cu = tc_cu(b);
     const char *op = "patch_embed_backward_weight";
     if (!conv_check(cu, op, dout, image_act, B, H, W, P, C) || B == 0) return;
-    if (cu->err != TC_OK || !conv_ready(cu, op) || !conv_describe(cu, op, B, H, W, P, C)) return;
+    const tc_cudnn_shape sh = patch_shape(B, H, W, P, C);
+    if (cu->err != TC_OK || !tc_cudnn_ready(cu, op) || !tc_cudnn_describe(cu, op, &sh)) return;
     tc_cuda_conv *cv = cu->conv;
     const dnn_api &d = cv->api;
     void *dwt = cu->scratch;
     conv_plan *pl = conv_plan_for(cv, B, H, W, P, C);
-    if (!pl->bwd_ready && !plan_backward(cu, pl)) return;
+    if (!pl->bwd.ready && !tc_cudnn_plan(cu, op, TC_CUDNN_FILTER, &sh, &pl->bwd)) return;
     const float one = 1.0f, zero = 0.0f;
-    if (!dnn_ok(cu, d.cudnnSetConvolutionMathType(cv->conv, pl->bwd_math), op, "math type") ||
-        !dnn_ok(cu,
-                d.cudnnConvolutionBackwardFilter(
-                    cv->handle, &one, cv->x, image_act, cv->y, dout, cv->conv, pl->bwd_algo,
-                    pl->bwd_ws ? cv->workspace : NULL, pl->bwd_ws, &zero, cv->w, dwt),
-                op, "cudnnConvolutionBackwardFilter"))
+    if (!tc_cudnn_ok(cu, d.cudnnSetConvolutionMathType(cv->conv, pl->bwd.math), op, "math type") ||
+        !tc_cudnn_ok(cu,
+                     d.cudnnConvolutionBackwardFilter(
+                         cv->handle, &one, cv->x, image_act, cv->y, dout, cv->conv,
+                         (cudnnConvolutionBwdFilterAlgo_t)pl->bwd.algo,
+                         pl->bwd.ws ? cv->workspace : NULL, pl->bwd.ws, &zero, cv->w, dwt),
+                     op, "cudnnConvolutionBackwardFilter"))
         return;
     TC_ACT_DISPATCH(cu, launch_dw_add, cu, dw, dwt, C, P * P);
-}
-
-/* resolves every function of DNN_FUNCS; false with the reason otherwise */
-static bool dnn_load(dnn_api *a, char *why, size_t cap) {
-    void *lib = dlopen(DNN_SONAME, RTLD_NOW | RTLD_LOCAL);
-    if (!lib) {
-        const char *e = dlerror();
-        snprintf(why, cap, "%s", e ? e : DNN_SONAME " not found");
-        return false;
-    }
-#define DNN_RESOLVE(f)                                                                             \
-    a->f = (decltype(a->f))dlsym(lib, #f);                                                         \
-    if (!a->f) {                                                                                   \
-        snprintf(why, cap, "%s has no %s", DNN_SONAME, #f);                                        \
-        dlclose(lib);                                                                              \
-        memset(a, 0, sizeof *a);                                                                   \
-        return false;                                                                              \
-    }
-    DNN_FUNCS(DNN_RESOLVE)
-#undef DNN_RESOLVE
-    /* never closed: cuDNN's sub-libraries keep state with the CUDA context,
-     * and the loader counts the references of later backends */
-    return true;
 }
 
 tc_status tc_cuda_conv_init(tc_cuda_backend *cu) {
@@ -495,7 +243,7 @@ tc_status tc_cuda_conv_init(tc_cuda_backend *cu) {
     cu->conv = (tc_cuda_conv *)calloc(1, sizeof *cu->conv);
     if (!cu->conv) return tc_fail(TC_ERR_OOM, "cuda: out of host memory for the cuDNN state");
     char why[512];
-    if (!dnn_load(&cu->conv->api, why, sizeof why)) {
+    if (!tc_cudnn_load(&cu->conv->api, why, sizeof why)) {
         /* the ops stay NULL: the GEMM path is the only one */
         if (use_cudnn)
             return tc_fail(TC_ERR_UNSUPPORTED,
@@ -505,6 +253,7 @@ tc_status tc_cuda_conv_init(tc_cuda_backend *cu) {
     cu->base.patch_embed_forward = patch_embed_forward;
     cu->base.patch_embed_backward_weight = patch_embed_backward_weight;
     cu->base.caps.patch_embed_conv = use_cudnn;
+    cu->base.caps.conv2d = 1; /* conv2d_cudnn.cu: the ResNet towers' convolutions */
     return TC_OK;
 }
 

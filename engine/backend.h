@@ -34,6 +34,9 @@ typedef struct tc_backend tc_backend;
 
 typedef enum { TC_GELU = 0, TC_QUICK_GELU = 1 } tc_activation;
 
+/* how batchnorm_forward treats its statistics (engine/backend_ops.h) */
+typedef enum { TC_BN_EVAL = 0, TC_BN_TRAIN = 1, TC_BN_REPLAY = 2 } tc_bn_mode;
+
 /* one contiguous run of parameters that share a weight decay */
 #define TC_FENCES 4
 
@@ -65,6 +68,9 @@ typedef struct {
      * upload_async is a DMA without a staging copy (the host then fills
      * batches through the CUDA pinned allocator) */
     int pinned_host_batches;
+    /* 1: conv2d_forward / _backward work (CUDA: cuDNN could be loaded), so
+     * the backend can run ResNet image towers */
+    int conv2d;
 } tc_backend_caps;
 
 typedef enum { TC_ATTENTION_FMA = 0, TC_ATTENTION_MMA = 1 } tc_attention_kernel;

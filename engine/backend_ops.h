@@ -228,6 +228,71 @@ TC_OP(void, layernorm_masked_backward,
        const tc_act *inp, const tc_act *w, const float *mean, const float *rstd, const float *mask,
        int N, int C))
 
+/* ---- ResNet image towers (open_clip ModifiedResNet); images NCHW ----
+ * (N,C,HW) is N samples of C planes of HW = H*W pixels, row-major. */
+/* 2-D convolution without bias, square kernel K, zero padding pad, stride S:
+ *   inp (N,C,H,W), w (OC,C,K,K), out (N,OC,Ho,Wo), Ho = (H + 2 pad - K) / S + 1.
+ * works when caps.conv2d (CUDA: cuDNN loaded; without it the call records an
+ * error and the model refuses ResNet towers at creation) */
+TC_OP(void, conv2d_forward,
+      (tc_backend *b, tc_act *out, const tc_act *inp, const tc_act *w, int N, int C, int H,
+       int W, int OC, int K, int stride, int pad))
+/* dinp (N,C,H,W) written (skipped when NULL); dw (OC,C,K,K) += (skipped when NULL).
+ * CUDA mixed mode: dw's increment is rounded to bf16 once before the += */
+TC_OP(void, conv2d_backward,
+      (tc_backend *b, tc_act *dinp, float *dw, const tc_act *dout, const tc_act *inp,
+       const tc_act *w, int N, int C, int H, int W, int OC, int K, int stride, int pad))
+/* BatchNorm2d (eps 1e-5) over the N*HW values of each of C channels, then
+ * ReLU when relu != 0. inp, out (N,C,HW); w, bias (C); mean, rstd (C) saved
+ * for the backward (eval mode: those of the running statistics). running
+ * (2C+1) is the fp32 master of running_mean (C), running_var (C),
+ * num_batches_tracked (1), contiguous as in the parameter layout:
+ *   TC_BN_TRAIN   batch statistics; running_* = 0.9 running_* + 0.1 batch
+ *                 (variance unbiased: n/(n-1)), num_batches_tracked += 1
+ *   TC_BN_REPLAY  batch statistics, running statistics untouched (a
+ *                 forward run again for its activations)
+ *   TC_BN_EVAL    the running statistics */
+TC_OP(void, batchnorm_forward,
+      (tc_backend *b, tc_act *out, float *mean, float *rstd, float *running, const tc_act *inp,
+       const tc_act *w, const tc_act *bias, int N, int C, int HW, tc_bn_mode mode, int relu))
+/* the backward of a batch-statistics forward: dinp written; dw, dbias +=.
+ * relu: dout counts only where out > 0 (out is the forward's output) */
+TC_OP(void, batchnorm_backward,
+      (tc_backend *b, tc_act *dinp, float *dw, float *dbias, const tc_act *dout,
+       const tc_act *inp, const tc_act *out, const tc_act *w, const float *mean,
+       const float *rstd, int N, int C, int HW, int relu))
+/* out = max(x + y, 0): a bottleneck's residual sum */
+TC_OP(void, add_relu_forward,
+      (tc_backend *b, tc_act *out, const tc_act *x, const tc_act *y, size_t n))
+/* dx = dout where out > 0, else 0 (written; dx may alias dout) */
+TC_OP(void, relu_backward,
+      (tc_backend *b, tc_act *dx, const tc_act *out, const tc_act *dout, size_t n))
+/* AvgPool2d(k) (kernel = stride = k) on NC planes of H x W, H and W
+ * multiples of k: out (NC, H/k, W/k) */
+TC_OP(void, avgpool_forward,
+      (tc_backend *b, tc_act *out, const tc_act *inp, int NC, int H, int W, int k))
+/* dinp (NC,H,W) written */
+TC_OP(void, avgpool_backward,
+      (tc_backend *b, tc_act *dinp, const tc_act *dout, int NC, int H, int W, int k))
+/* the attention pool's tokens: feat (B,D,HW) -> x (B,T,D), T = HW + 1:
+ * x[b,0] = mean over p of feat[b,:,p] + pos[0], x[b,1+p] = feat[b,:,p] + pos[1+p] */
+TC_OP(void, attnpool_tokens_forward,
+      (tc_backend *b, tc_act *x, const tc_act *feat, const tc_act *pos, int B, int D, int HW))
+/* dfeat (B,D,HW) written; dpos (T,D) += */
+TC_OP(void, attnpool_tokens_backward,
+      (tc_backend *b, tc_act *dfeat, float *dpos, const tc_act *dx, int B, int D, int HW))
+/* one query per sample over T keys, no mask (the attention pool reads the
+ * mean token's query): q (B,A), k, v (B,T,A), heads of HS at h*HS; scale
+ * HS^-0.5; out (B,A); lse (B,NH) saved for the backward */
+TC_OP(void, attention_query_forward,
+      (tc_backend *b, tc_act *out, float *lse, const tc_act *q, const tc_act *k, const tc_act *v,
+       int B, int T, int NH, int HS))
+/* dq (B,A), dk, dv (B,T,A) written */
+TC_OP(void, attention_query_backward,
+      (tc_backend *b, tc_act *dq, tc_act *dk, tc_act *dv, const tc_act *dout, const tc_act *q,
+       const tc_act *k, const tc_act *v, const tc_act *out, const float *lse, int B, int T, int NH,
+       int HS))
+
 #ifdef TC_BACKEND_OPS_DEFAULTED_OPTIONAL
 #undef TC_OPTIONAL_OP
 #undef TC_BACKEND_OPS_DEFAULTED_OPTIONAL

@@ -1,6 +1,7 @@
 #include "checkpoint.h"
 
 #include <ctype.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -13,9 +14,8 @@
 #define MAX_CONFIG_BYTES (16u << 20)
 #define CANON_MAX 160
 
-/* OpenAI CLIP normalisation constants (open_clip constants.py) */
-static const char *const MEAN_JSON = "[0.48145466, 0.4578275, 0.40821073]";
-static const char *const STD_JSON = "[0.26862954, 0.26130258, 0.27577711]";
+static const char *const MEAN_JSON = TC_CLIP_MEAN_JSON;
+static const char *const STD_JSON = TC_CLIP_STD_JSON;
 
 const char *tc_checkpoint_vocab_path(void) {
     const char *env = getenv("TINYCLIP_VOCAB");
@@ -25,13 +25,6 @@ const char *tc_checkpoint_vocab_path(void) {
 #else
     return "third_party/vocab/bpe_simple_vocab_16e6.txt.gz";
 #endif
-}
-
-static char *join(const char *dir, const char *name) {
-    size_t n = strlen(dir) + strlen(name) + 2;
-    char *p = malloc(n);
-    if (p) snprintf(p, n, "%s/%s", dir, name);
-    return p;
 }
 
 static int ends_with(const char *s, const char *suffix) {
@@ -54,10 +47,17 @@ tc_status tc_checkpoint_resolve(const char *path, char **weights_path, char **co
     };
     if (tc_path_is_dir(path)) {
         for (size_t i = 0; i < sizeof pairs / sizeof pairs[0]; i++) {
-            char *w = join(path, pairs[i][0]);
+            char *w = tc_path_join(path, pairs[i][0]);
             if (!w) return tc_fail(TC_ERR_OOM, "out of memory");
-            if (tc_path_is_file(w)) {
-                char *c = join(path, pairs[i][1]);
+            const char *why = tc_path_not_regular(w);
+            if (why && strcmp(why, "no such file or directory") != 0) {
+                /* there, but a FIFO, a folder, ...: said as what it is */
+                tc_status s = tc_fail(TC_ERR_IO, "%s: %s", w, why);
+                free(w);
+                return s;
+            }
+            if (!why) {
+                char *c = tc_path_join(path, pairs[i][1]);
                 if (c && !tc_path_is_file(c)) {
                     free(c);
                     c = NULL;
@@ -72,7 +72,7 @@ tc_status tc_checkpoint_resolve(const char *path, char **weights_path, char **co
             "model.safetensors.index.json", "open_clip_pytorch_model.bin", "pytorch_model.bin",
             "open_clip_pytorch_model.pth",  "pytorch_model.pth",           "model.pth"};
         for (size_t i = 0; i < sizeof others / sizeof others[0]; i++) {
-            char *o = join(path, others[i]);
+            char *o = tc_path_join(path, others[i]);
             int exists = o && tc_path_is_file(o);
             free(o);
             if (exists && i == 0)
@@ -91,7 +91,8 @@ tc_status tc_checkpoint_resolve(const char *path, char **weights_path, char **co
                        "model.safetensors)",
                        path);
     }
-    if (!tc_path_is_file(path)) return tc_fail(TC_ERR_IO, "%s: no such file or directory", path);
+    const char *why = tc_path_not_regular(path);
+    if (why) return tc_fail(TC_ERR_IO, "%s: %s", path, why);
     *weights_path = strdup(path);
     if (!*weights_path) return tc_fail(TC_ERR_OOM, "out of memory");
     /* a config beside the file: <stem>.json, then the two standard names */
@@ -110,9 +111,9 @@ tc_status tc_checkpoint_resolve(const char *path, char **weights_path, char **co
     }
     const char *base = slash ? slash + 1 : path;
     if (starts_with(base, "open_clip"))
-        cands[1] = join(dir, "open_clip_config.json");
+        cands[1] = tc_path_join(dir, "open_clip_config.json");
     else if (strcmp(base, "model.safetensors") == 0)
-        cands[1] = join(dir, "config.json");
+        cands[1] = tc_path_join(dir, "config.json");
     free(dir);
     for (int i = 0; i < 3; i++) {
         if (cands[i] && !*config_path && tc_path_is_file(cands[i])) {
@@ -129,7 +130,8 @@ tc_status tc_checkpoint_resolve(const char *path, char **weights_path, char **co
 typedef enum { LAYOUT_OPENCLIP, LAYOUT_HF } key_layout;
 
 typedef struct {
-    char canon[CANON_MAX]; /* open_clip name, "" when the entry is ignored */
+    char canon[CANON_MAX]; /* open_clip name */
+    int ignored;           /* an entry the model has no use for (position_ids, OpenAI's ints) */
     int part;              /* -1 whole tensor; 0,1,2 = q,k,v rows of in_proj_* (HF) */
     int transpose;         /* stored as the transpose of the open_clip tensor (HF) */
     int used;
@@ -283,8 +285,10 @@ static int canon_to_hf(const char *c, int part, char *out, size_t cap) {
     return 0;
 }
 
-/* source key -> open_clip name for the non-HF layouts; "" = ignore */
-static void openclip_canon(const char *k, char *out) {
+/* source key -> open_clip name for the non-HF layouts; returns 1 for an
+ * entry to ignore. any other name that is no parameter (the empty name too)
+ * is reported as unexpected */
+static int openclip_canon(const char *k, char *out) {
     k = strip(k, "state_dict.");
     k = strip(k, "module.");
     if (starts_with(k, "_image_encoder.")) {
@@ -305,9 +309,10 @@ static void openclip_canon(const char *k, char *out) {
     if (strcmp(k, "input_resolution") == 0 || strcmp(k, "context_length") == 0 ||
         strcmp(k, "vocab_size") == 0) {
         out[0] = 0;
-        return;
+        return 1;
     }
     snprintf(out, CANON_MAX, "%s", k);
+    return 0;
 }
 
 static int cmp_entry(const void *a, const void *b) {
@@ -358,21 +363,46 @@ static tc_status shape_error(const char *file, const tc_st_tensor *t, const char
                    file, t->name, canon, a, b);
 }
 
-static tc_status read_tensor(const tc_safetensors *st, const tc_st_tensor *t, float *dst) {
+/* a BatchNorm buffer stored as integers (num_batches_tracked is int64 in
+ * torch): the count as fp32, exact up to 2^24 */
+static tc_status read_int_buffer(const tc_safetensors *st, const tc_st_tensor *t, float *dst) {
+    for (uint64_t i = 0; i < t->numel; i++) {
+        int64_t v;
+        if (t->dtype == TC_DT_I64) {
+            memcpy(&v, (const char *)t->data + 8 * i, 8);
+        } else {
+            int32_t w;
+            memcpy(&w, (const char *)t->data + 4 * i, 4);
+            v = w;
+        }
+        if (v < 0 || v > (1 << 24))
+            return tc_fail(TC_ERR_FORMAT, "%s: tensor '%s' holds %lld, outside [0, 2^24]",
+                           tc_st_source(st), t->name, (long long)v);
+        dst[i] = (float)v;
+    }
+    return TC_OK;
+}
+
+/* dst NULL: the dtype is checked, nothing is read (tc_checkpoint_check) */
+static tc_status read_tensor(const tc_safetensors *st, const tc_st_tensor *t, float *dst,
+                             int buffer) {
+    if (buffer && (t->dtype == TC_DT_I64 || t->dtype == TC_DT_I32))
+        return dst ? read_int_buffer(st, t, dst) : TC_OK;
     if (!tc_dtype_is_float_readable(t->dtype))
         return tc_fail(TC_ERR_FORMAT,
                        "%s: tensor '%s' has dtype %s; weights must be F32, F16, BF16 or F64",
                        tc_st_source(st), t->name, tc_dtype_name(t->dtype));
-    return tc_st_tensor_to_f32(st, t, dst);
+    return dst ? tc_st_tensor_to_f32(st, t, dst) : TC_OK;
 }
 
-/* fills params (layout order) from the file through the key mapping */
+/* fills params (layout order) from the file through the key mapping;
+ * params NULL: names, shapes and dtypes are checked, no tensor is read */
 static tc_status load_params(const tc_safetensors *st, src_entry *e, int n, key_layout kl,
                              const tc_param_layout *layout, float *params) {
     const char *file = tc_st_source(st);
     for (int i = 0; i < layout->count; i++) {
         const tc_param_info *p = &layout->params[i];
-        float *dst = params + p->offset;
+        float *dst = params ? params + p->offset : NULL;
         const src_entry *s = find_entry(e, n, p->name, -1);
         if (!s && kl == LAYOUT_HF && strstr(p->name, "attn.in_proj_")) {
             /* q, k, v stacked on dim 0: each is a third of the rows */
@@ -388,9 +418,15 @@ static tc_status load_params(const tc_safetensors *st, src_entry *e, int n, key_
                 }
                 if (!same_shape(sq->t, p->ndim, part_shape))
                     return shape_error(file, sq->t, p->name, p->ndim, part_shape);
-                TC_TRY(read_tensor(st, sq->t, dst + (size_t)q * part_count));
+                TC_TRY(read_tensor(st, sq->t, dst ? dst + (size_t)q * part_count : NULL, 0));
                 ((src_entry *)sq)->used = 1;
             }
+            continue;
+        }
+        if (!s && p->buffer && p->ndim == 0) {
+            /* a BatchNorm's batch count, absent from older state dicts (torch
+             * itself fills it in then); the running statistics are required */
+            dst[0] = 0.0f;
             continue;
         }
         if (!s) {
@@ -404,14 +440,19 @@ static tc_status load_params(const tc_safetensors *st, src_entry *e, int n, key_
             /* logit_scale is [] in open_clip and HF, [1] in some exports */
             if (!(t->ndim == 0 || (t->ndim == 1 && t->shape[0] == 1)))
                 return shape_error(file, t, p->name, 0, p->shape);
-            TC_TRY(read_tensor(st, t, dst));
+            TC_TRY(read_tensor(st, t, dst, p->buffer));
         } else if (s->transpose) {
             int64_t want[2] = {p->shape[1], p->shape[0]};
             if (p->ndim != 2 || !same_shape(t, 2, want))
                 return shape_error(file, t, p->name, 2, want);
+            if (!dst) {
+                TC_TRY(read_tensor(st, t, NULL, 0));
+                ((src_entry *)s)->used = 1;
+                continue;
+            }
             float *tmp = malloc(p->count * sizeof *tmp);
             if (!tmp) return tc_fail(TC_ERR_OOM, "%s: out of memory", file);
-            tc_status rs = read_tensor(st, t, tmp);
+            tc_status rs = read_tensor(st, t, tmp, 0);
             if (rs != TC_OK) {
                 free(tmp);
                 return rs;
@@ -424,12 +465,12 @@ static tc_status load_params(const tc_safetensors *st, src_entry *e, int n, key_
         } else {
             if (!same_shape(t, p->ndim, p->shape))
                 return shape_error(file, t, p->name, p->ndim, p->shape);
-            TC_TRY(read_tensor(st, t, dst));
+            TC_TRY(read_tensor(st, t, dst, p->buffer));
         }
         ((src_entry *)s)->used = 1;
     }
     for (int i = 0; i < n; i++) {
-        if (e[i].canon[0] && !e[i].used) {
+        if (!e[i].ignored && !e[i].used) {
             if (strcmp(e[i].t->name, e[i].canon) == 0)
                 return tc_fail(TC_ERR_FORMAT,
                                "%s: unexpected tensor '%s': not part of the model the config "
@@ -467,16 +508,16 @@ static tc_status build_entries(const tc_safetensors *st, src_entry **out, int *n
             const char *k = strip(strip(t->name, "state_dict."), "module.");
             int r = hf_to_canon(k, e[i].canon, &e[i].part, &e[i].transpose);
             if (r == 0)
-                e[i].canon[0] = 0;
+                e[i].ignored = 1;
             else if (r < 0)
                 snprintf(e[i].canon, CANON_MAX, "%s", k);
         } else {
-            openclip_canon(t->name, e[i].canon);
+            e[i].ignored = openclip_canon(t->name, e[i].canon);
         }
     }
     qsort(e, (size_t)n, sizeof *e, cmp_entry);
     for (int i = 1; i < n; i++)
-        if (e[i].canon[0] && cmp_entry(&e[i], &e[i - 1]) == 0) {
+        if (!e[i].ignored && !e[i - 1].ignored && cmp_entry(&e[i], &e[i - 1]) == 0) {
             tc_status s = tc_fail(TC_ERR_FORMAT, "%s: tensors '%s' and '%s' both map to '%s'",
                                   tc_st_source(st), e[i - 1].t->name, e[i].t->name, e[i].canon);
             free(e);
@@ -487,10 +528,10 @@ static tc_status build_entries(const tc_safetensors *st, src_entry **out, int *n
     return TC_OK;
 }
 
-tc_status tc_checkpoint_load(const char *path, const tc_model_config *hint,
-                             tc_model_config *cfg_out, tc_param_layout *layout_out,
-                             float **params_out) {
-    *params_out = NULL;
+/* params_out NULL: everything but reading the tensors (tc_checkpoint_check) */
+static tc_status load(const char *path, const tc_model_config *hint, tc_model_config *cfg_out,
+                      tc_param_layout *layout_out, float **params_out) {
+    if (params_out) *params_out = NULL;
     memset(layout_out, 0, sizeof *layout_out);
     char *wpath = NULL, *cpath = NULL;
     tc_safetensors *st = NULL;
@@ -545,15 +586,15 @@ tc_status tc_checkpoint_load(const char *path, const tc_model_config *hint,
     if (s != TC_OK) goto fail;
     s = tc_param_layout_build(layout_out, &cfg);
     if (s != TC_OK) goto fail;
-    params = malloc((layout_out->total ? layout_out->total : 1) * sizeof *params);
-    if (!params) {
+    if (params_out) params = malloc((layout_out->total ? layout_out->total : 1) * sizeof *params);
+    if (params_out && !params) {
         s = tc_fail(TC_ERR_OOM, "%s: out of memory for %zu parameters", wpath, layout_out->total);
         goto fail;
     }
     s = load_params(st, entries, n, kl, layout_out, params);
     if (s != TC_OK) goto fail;
     *cfg_out = cfg;
-    *params_out = params;
+    if (params_out) *params_out = params;
     free(entries);
     tc_st_close(st);
     free(wpath);
@@ -569,14 +610,24 @@ fail:
     return s;
 }
 
+tc_status tc_checkpoint_load(const char *path, const tc_model_config *hint,
+                             tc_model_config *cfg_out, tc_param_layout *layout_out,
+                             float **params_out) {
+    return load(path, hint, cfg_out, layout_out, params_out);
+}
+
+tc_status tc_checkpoint_check(const char *path, const tc_model_config *hint,
+                              tc_model_config *cfg_out) {
+    tc_param_layout layout;
+    tc_status s = load(path, hint, cfg_out, &layout, NULL);
+    if (s == TC_OK) tc_param_layout_free(&layout);
+    return s;
+}
+
 /* ---- saving ---- */
 
 static tc_status write_string_file(const char *dir, const char *name, const char *text) {
-    char *p = join(dir, name);
-    if (!p) return tc_fail(TC_ERR_OOM, "out of memory");
-    tc_status s = tc_write_file_atomic(p, text, strlen(text));
-    free(p);
-    return s;
+    return tc_write_file_atomic_in(dir, name, text, strlen(text));
 }
 
 static void fill_write(tc_st_write_tensor *w, const char *name, const tc_param_info *p,
@@ -590,17 +641,26 @@ static void fill_write(tc_st_write_tensor *w, const char *name, const tc_param_i
     w->data = data;
 }
 
-static tc_status check_layout(const tc_model_config *cfg, const tc_param_layout *layout) {
-    tc_param_layout ref;
-    TC_TRY(tc_param_layout_build(&ref, cfg));
-    int same = ref.total == layout->total && ref.count == layout->count;
-    for (int i = 0; same && i < ref.count; i++)
-        same = strcmp(ref.params[i].name, layout->params[i].name) == 0 &&
-               ref.params[i].offset == layout->params[i].offset;
-    tc_param_layout_free(&ref);
-    if (!same)
-        return tc_fail(TC_ERR_ARG, "checkpoint save: the parameter layout does not match the "
-                                   "model config");
+/* num_batches_tracked is an int64 buffer in torch: written as I64 (a
+ * load_state_dict into the model copies whatever dtype it gets, but the
+ * file then reads as torch's own) */
+static tc_status int_buffers(const tc_param_layout *layout, const float *params,
+                             tc_st_write_tensor *w, int64_t **out) {
+    int n = 0;
+    for (int i = 0; i < layout->count; i++)
+        if (layout->params[i].buffer && layout->params[i].ndim == 0) n++;
+    *out = NULL;
+    if (n == 0) return TC_OK;
+    int64_t *v = calloc((size_t)n, sizeof *v);
+    if (!v) return tc_fail(TC_ERR_OOM, "out of memory");
+    for (int i = 0, k = 0; i < layout->count; i++) {
+        const tc_param_info *p = &layout->params[i];
+        if (!p->buffer || p->ndim != 0) continue;
+        v[k] = (int64_t)llroundf(params[p->offset]);
+        w[i].dtype = TC_DT_I64;
+        w[i].data = &v[k++];
+    }
+    *out = v;
     return TC_OK;
 }
 
@@ -635,6 +695,7 @@ static tc_status save_openclip_weights(const char *path, const tc_model_config *
     tc_status s = TC_OK;
     if (embed_config) s = tc_model_config_to_json(cfg, &cfg_json);
     size_t n_extra = extra ? extra->count : 0;
+    int64_t *counts = NULL;
     const char **keys = calloc(n_extra + 2, sizeof *keys);
     const char **vals = calloc(n_extra + 2, sizeof *vals);
     tc_st_write_tensor *w = calloc((size_t)layout->count + 1, sizeof *w);
@@ -657,8 +718,10 @@ static tc_status save_openclip_weights(const char *path, const tc_model_config *
         for (int i = 0; i < layout->count; i++)
             fill_write(&w[i], layout->params[i].name, &layout->params[i],
                        params + layout->params[i].offset);
-        s = tc_st_write(path, w, layout->count, keys, vals, nm);
+        s = int_buffers(layout, params, w, &counts);
+        if (s == TC_OK) s = tc_st_write(path, w, layout->count, keys, vals, nm);
     }
+    free(counts);
     free(w);
     free(keys);
     free(vals);
@@ -670,13 +733,13 @@ static tc_status save_openclip_weights(const char *path, const tc_model_config *
 tc_status tc_checkpoint_save_file(const char *path, const tc_model_config *cfg,
                                   const tc_param_layout *layout, const float *params,
                                   const char *metadata_json_or_null) {
-    TC_TRY(check_layout(cfg, layout));
+    TC_TRY(tc_param_layout_check(cfg, layout, "checkpoint save"));
     return save_openclip_weights(path, cfg, layout, params, metadata_json_or_null, 1);
 }
 
 static tc_status save_openclip(const char *dir, const tc_model_config *cfg,
                                const tc_param_layout *layout, const float *params) {
-    char *wpath = join(dir, "open_clip_model.safetensors");
+    char *wpath = tc_path_join(dir, "open_clip_model.safetensors");
     if (!wpath) return tc_fail(TC_ERR_OOM, "out of memory");
     tc_status s = save_openclip_weights(wpath, cfg, layout, params, NULL, 1);
     free(wpath);
@@ -686,12 +749,7 @@ static tc_status save_openclip(const char *dir, const tc_model_config *cfg,
     /* indent the model config one level inside the wrapper */
     tc_sbuf b = {0};
     tc_sbuf_puts(&b, "{\n    \"model_cfg\": ");
-    for (const char *c = model_json; *c; c++) {
-        if (*c == '\n' && c[1])
-            tc_sbuf_puts(&b, "\n    ");
-        else if (*c != '\n')
-            tc_sbuf_append(&b, c, 1);
-    }
+    tc_sbuf_indented(&b, model_json, "    ");
     free(model_json);
     tc_sbuf_printf(
         &b,
@@ -888,6 +946,10 @@ static tc_status write_tokenizer_files(const char *dir, int context_length) {
     return write_string_file(dir, "tokenizer_config.json", buf);
 }
 
+tc_status tc_checkpoint_save_tokenizer(const char *dir, int context_length) {
+    return write_tokenizer_files(dir, context_length);
+}
+
 static tc_status save_hf(const char *dir, const tc_model_config *cfg, const tc_param_layout *layout,
                          const float *params) {
     char *config_json;
@@ -938,7 +1000,7 @@ static tc_status save_hf(const char *dir, const tc_model_config *cfg, const tc_p
         }
         n++;
     }
-    char *wpath = join(dir, "model.safetensors");
+    char *wpath = tc_path_join(dir, "model.safetensors");
     if (s == TC_OK && !wpath) s = tc_fail(TC_ERR_OOM, "out of memory");
     if (s == TC_OK) {
         const char *k[] = {"format"}, *v[] = {"pt"};
@@ -969,7 +1031,7 @@ static tc_status save_hf(const char *dir, const tc_model_config *cfg, const tc_p
 tc_status tc_checkpoint_save(const char *dir, tc_checkpoint_format fmt, const tc_model_config *cfg,
                              const tc_param_layout *layout, const float *params) {
     TC_TRY(tc_model_config_validate(cfg, cfg->name[0] ? cfg->name : "model config"));
-    TC_TRY(check_layout(cfg, layout));
+    TC_TRY(tc_param_layout_check(cfg, layout, "checkpoint save"));
     if (fmt == TC_FORMAT_HF) {
         /* check what HF can express before creating anything */
         char *probe;

@@ -20,7 +20,10 @@
  * load fails and asks for --model (the activation cannot be read from weights).
  *
  * a missing tensor, an unexpected extra one, a wrong shape or an unreadable
- * dtype fails with a message naming the tensor and the file.
+ * dtype fails with a message naming the tensor and the file; the one
+ * exception is a BatchNorm's num_batches_tracked, which older state dicts
+ * lack (taken as 0, as torch does). integer buffers (num_batches_tracked is
+ * I64 in torch) are read as counts and written back as I64.
  *
  * every file is written atomically. */
 #ifndef TC_CHECKPOINT_H
@@ -43,6 +46,12 @@ tc_status tc_checkpoint_load(const char *path, const tc_model_config *hint,
                              tc_model_config *cfg_out, tc_param_layout *layout_out,
                              float **params_out);
 
+/* what tc_checkpoint_load checks, without reading the weights: the file's
+ * header and size, the config, every tensor's name, shape and dtype against
+ * it. fails with the message the load would give. */
+tc_status tc_checkpoint_check(const char *path, const tc_model_config *hint,
+                              tc_model_config *cfg_out);
+
 /* creates dir if needed and writes the checkpoint in the given layout.
  * TC_FORMAT_HF fails for models HF CLIPConfig cannot express (irregular
  * towers, no_ln_pre, average pooling) and needs the CLIP vocabulary
@@ -60,6 +69,15 @@ tc_status tc_checkpoint_save_file(const char *path, const tc_model_config *cfg,
 /* the weights file and config file a load of `path` would read; both
  * malloc'd, *config_path NULL when no config file is found */
 tc_status tc_checkpoint_resolve(const char *path, char **weights_path, char **config_path);
+
+/* Hugging Face CLIPTokenizer files (vocab.json, merges.txt,
+ * tokenizer_config.json, special_tokens_map.json) made from the CLIP
+ * vocabulary (tc_checkpoint_vocab_path), written into dir */
+tc_status tc_checkpoint_save_tokenizer(const char *dir, int context_length);
+
+/* OpenAI CLIP image normalisation (open_clip's constants), as JSON arrays */
+#define TC_CLIP_MEAN_JSON "[0.48145466, 0.4578275, 0.40821073]"
+#define TC_CLIP_STD_JSON "[0.26862954, 0.26130258, 0.27577711]"
 
 /* the CLIP BPE vocabulary used for Hugging Face tokenizer files:
  * $TINYCLIP_VOCAB, else third_party/vocab/bpe_simple_vocab_16e6.txt.gz in the

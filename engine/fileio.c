@@ -132,15 +132,32 @@ tc_status tc_write_file_atomic(const char *path, const void *data, size_t len) {
     return tc_atomic_commit(f);
 }
 
+char *tc_path_join(const char *dir, const char *name) {
+    size_t n = strlen(dir) + strlen(name) + 2;
+    char *p = malloc(n);
+    if (p) snprintf(p, n, "%s/%s", dir, name);
+    return p;
+}
+
+tc_status tc_write_file_atomic_in(const char *dir, const char *name, const void *data, size_t len) {
+    char *p = tc_path_join(dir, name);
+    if (!p) return tc_fail(TC_ERR_OOM, "out of memory");
+    tc_status s = tc_write_file_atomic(p, data, len);
+    free(p);
+    return s;
+}
+
 tc_status tc_read_file_bounded(const char *path, size_t max_bytes, char **data, size_t *len) {
     *data = NULL;
     if (len) *len = 0;
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    /* O_NONBLOCK: a FIFO is refused below instead of waiting for a writer */
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
     if (fd < 0) return tc_fail(TC_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
     struct stat st;
     if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
         close(fd);
-        return tc_fail(TC_ERR_IO, "%s: not a regular file", path);
+        const char *why = tc_file_mode_kind(st.st_mode);
+        return tc_fail(TC_ERR_IO, "%s: %s", path, why ? why : "cannot be examined");
     }
     if ((uint64_t)st.st_size > (uint64_t)max_bytes) {
         close(fd);
@@ -196,4 +213,22 @@ int tc_path_is_dir(const char *path) {
 int tc_path_is_file(const char *path) {
     struct stat st;
     return stat(path, &st) == 0 && S_ISREG(st.st_mode);
+}
+
+const char *tc_path_not_regular(const char *path) {
+    struct stat st;
+    if (stat(path, &st) != 0)
+        return errno == ENOENT || errno == ENOTDIR ? "no such file or directory" : strerror(errno);
+    return tc_file_mode_kind(st.st_mode);
+}
+
+const char *tc_file_mode_kind(unsigned mode) {
+    mode_t m = (mode_t)mode;
+    if (S_ISREG(m)) return NULL;
+    if (S_ISDIR(m)) return "is a directory";
+    if (S_ISFIFO(m)) return "is not a regular file (a FIFO)";
+    if (S_ISSOCK(m)) return "is not a regular file (a socket)";
+    if (S_ISCHR(m)) return "is not a regular file (a character device)";
+    if (S_ISBLK(m)) return "is not a regular file (a block device)";
+    return "is not a regular file";
 }

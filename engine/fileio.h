@@ -22,6 +22,11 @@ void tc_atomic_abort(tc_atomic_file *f);
 
 /* the whole of data to path, atomically */
 tc_status tc_write_file_atomic(const char *path, const void *data, size_t len);
+/* the same to dir/name */
+tc_status tc_write_file_atomic_in(const char *dir, const char *name, const void *data, size_t len);
+
+/* "dir/name", malloc'd; NULL when out of memory */
+char *tc_path_join(const char *dir, const char *name);
 
 /* reads a whole regular file into a malloc'd, NUL-terminated buffer;
  * files larger than max_bytes are refused with a message naming the file */
@@ -32,5 +37,12 @@ tc_status tc_mkdir_p(const char *path);
 
 int tc_path_is_dir(const char *path);
 int tc_path_is_file(const char *path);
+
+/* what stands at path when it is not a regular file, for messages: "no such
+ * file or directory", "is a directory", "is not a regular file (a FIFO)",
+ * ...; NULL for a regular file. never opens the path (a FIFO would block) */
+const char *tc_path_not_regular(const char *path);
+/* the same for a st_mode from stat/fstat: NULL for a regular file */
+const char *tc_file_mode_kind(unsigned mode);
 
 #endif

@@ -34,6 +34,17 @@ static int parse_block(const char *name, int *layer, const char **suffix, size_t
     return 1;
 }
 
+/* "visual.layer<S>.<I>.<suffix>" (a ResNet bottleneck) -> stage S-1 and block I */
+static int parse_rn_block(const char *name, int *stage, int *block, const char **suffix) {
+    int s = 0, b = 0, n = 0;
+    if (sscanf(name, "visual.layer%d.%d.%n", &s, &b, &n) != 2 || n == 0) return 0;
+    if (s < 1 || s > TC_RESNET_STAGES || b < 0 || b >= TC_MAX_LAYERS) return 0;
+    *stage = s - 1;
+    *block = b;
+    *suffix = name + n;
+    return 1;
+}
+
 static int ends_with(const char *s, const char *suffix) {
     size_t n = strlen(s), k = strlen(suffix);
     return n >= k && strcmp(s + n - k, suffix) == 0;
@@ -67,19 +78,20 @@ static tc_status inherit_tensor(const tc_param_info *sp, float *student, const t
         if (sp->ndim != (is_w ? 2 : 1) || tp->ndim != sp->ndim)
             return tc_fail(TC_ERR_CONFIG, "%s: unexpected rank", name);
         int64_t rs = sp->shape[0], rt = tp->shape[0];
-        if (rs % (3 * TC_HEAD_SIZE) || rt % (3 * TC_HEAD_SIZE))
-            return tc_fail(TC_ERR_CONFIG, "%s: %lld rows is not 3 x heads x %d", name,
-                           (long long)(rs % (3 * TC_HEAD_SIZE) ? rs : rt), TC_HEAD_SIZE);
-        int64_t hs = rs / (3 * TC_HEAD_SIZE), ht = rt / (3 * TC_HEAD_SIZE);
+        if (rs % 3 || rt % 3)
+            return tc_fail(TC_ERR_CONFIG, "%s: %lld rows is not q, k and v stacked", name,
+                           (long long)(rs % 3 ? rs : rt));
+        /* each of q, k, v: its first heads (the caller checked that both
+         * towers' heads have one size) */
+        int64_t as = rs / 3, at = rt / 3;
         int64_t cs = is_w ? sp->shape[1] : 1, ct = is_w ? tp->shape[1] : 1;
-        if (hs > ht)
-            return tc_fail(TC_ERR_CONFIG, "%s: the student has %lld heads, the teacher %lld", name,
-                           (long long)hs, (long long)ht);
+        if (as > at)
+            return tc_fail(TC_ERR_CONFIG, "%s: the student's attention is %lld wide, the teacher's %lld",
+                           name, (long long)as, (long long)at);
         if (cs > ct)
             return tc_fail(TC_ERR_CONFIG, "%s: student width %lld exceeds the teacher's %lld",
                            name, (long long)cs, (long long)ct);
-        /* view (3, NH, 64, C) cut to [:, :NH_s, :, :C_s]: the first heads of q, k and v */
-        int64_t as = hs * TC_HEAD_SIZE, at = ht * TC_HEAD_SIZE;
+        /* view (3, NH, HS, C) cut to [:, :NH_s, :, :C_s]: the first heads of q, k and v */
         for (int q = 0; q < 3; q++)
             for (int64_t r = 0; r < as; r++)
                 memcpy(student + (size_t)((q * as + r) * cs), teacher + (size_t)((q * at + r) * ct),
@@ -110,6 +122,16 @@ static tc_status inherit_tensor(const tc_param_info *sp, float *student, const t
     return TC_OK;
 }
 
+/* heads are inherited whole: a student head is a teacher head */
+static tc_status same_head_size(int on, const tc_tower_config *t, const tc_tower_config *s,
+                                const char *what) {
+    if (!on || t->head_width == s->head_width) return TC_OK;
+    return tc_fail(TC_ERR_CONFIG,
+                   "%s tower: the student's heads are %d wide, the teacher's %d: a head cannot be "
+                   "inherited across head widths (give the student head_width %d)",
+                   what, s->head_width, t->head_width, t->head_width);
+}
+
 /* the teacher layer of each student layer: an explicit list, checked, or interval_front */
 static tc_status layer_map(int teacher_depth, int student_depth, const int *list, int n, int *idx) {
     if (!list) return tc_inherit_layer_map(teacher_depth, student_depth, idx);
@@ -125,13 +147,39 @@ static tc_status layer_map(int teacher_depth, int student_depth, const int *list
     return TC_OK;
 }
 
+/* a ResNet's blocks: interval_front within each stage, as TinyCLIP maps
+ * visual.layer<S>.<I>. (the first block of a stage, which holds the
+ * downsample branch, always from the teacher's first) */
+static tc_status stage_maps(const tc_tower_config *t, const tc_tower_config *s,
+                            const tc_inherit_options *o, int maps[TC_RESNET_STAGES][TC_MAX_LAYERS]) {
+    if (t->resnet != s->resnet)
+        return tc_fail(TC_ERR_CONFIG, "vision tower: a %s student cannot inherit from a %s teacher",
+                       s->resnet ? "ResNet" : "ViT", t->resnet ? "ResNet" : "ViT");
+    if (o->vision_layers)
+        return tc_fail(TC_ERR_CONFIG,
+                       "vision tower: an explicit layer list is for transformer towers; a ResNet's "
+                       "blocks are mapped per stage");
+    for (int k = 0; k < TC_RESNET_STAGES; k++) {
+        tc_status st = tc_inherit_layer_map(t->stages[k], s->stages[k], maps[k]);
+        if (st != TC_OK) return tc_fail_context(st, "vision tower, stage %d", k + 1);
+    }
+    return TC_OK;
+}
+
 tc_status tc_inherit_manual(const tc_model_config *teacher_cfg, const tc_param_layout *tl,
                             const float *teacher_params, const tc_model_config *student_cfg,
                             const tc_param_layout *sl, float *student_params,
                             const tc_inherit_options *opt) {
     tc_inherit_options o = opt ? *opt : tc_inherit_defaults();
-    int vmap[TC_MAX_LAYERS], tmap[TC_MAX_LAYERS];
-    if (o.vision) {
+    int vmap[TC_MAX_LAYERS], tmap[TC_MAX_LAYERS], smap[TC_RESNET_STAGES][TC_MAX_LAYERS];
+    const int resnet = student_cfg->vision.resnet || teacher_cfg->vision.resnet;
+    /* a ResNet's attention pool is cut by leading rows, as TinyCLIP does, whatever its heads */
+    if (!resnet)
+        TC_TRY(same_head_size(o.vision, &teacher_cfg->vision, &student_cfg->vision, "vision"));
+    TC_TRY(same_head_size(o.text, &teacher_cfg->text, &student_cfg->text, "text"));
+    if (o.vision && resnet) {
+        TC_TRY(stage_maps(&teacher_cfg->vision, &student_cfg->vision, &o, smap));
+    } else if (o.vision) {
         tc_status st = layer_map(teacher_cfg->vision.layers, student_cfg->vision.layers,
                                  o.vision_layers, o.n_vision_layers, vmap);
         if (st != TC_OK) return tc_fail_context(st, "vision tower");
@@ -150,10 +198,16 @@ tc_status tc_inherit_manual(const tc_model_config *teacher_cfg, const tc_param_l
             return tc_fail(TC_ERR_ARG, "%s: outside the student buffer", sp->name);
 
         char tname[sizeof sp->name];
-        int layer;
+        int layer, stage;
         const char *suffix;
         size_t plen;
-        if (parse_block(sp->name, &layer, &suffix, &plen)) {
+        if (vis && resnet && parse_rn_block(sp->name, &stage, &layer, &suffix)) {
+            if (layer >= student_cfg->vision.stages[stage])
+                return tc_fail(TC_ERR_ARG, "%s: block %d beyond the student's stage of %d", sp->name,
+                               layer, student_cfg->vision.stages[stage]);
+            snprintf(tname, sizeof tname, "visual.layer%d.%d.%s", stage + 1, smap[stage][layer],
+                     suffix);
+        } else if (parse_block(sp->name, &layer, &suffix, &plen)) {
             int nl = vis ? student_cfg->vision.layers : student_cfg->text.layers;
             if (layer >= nl)
                 return tc_fail(TC_ERR_ARG, "%s: layer %d beyond the student's %d layers", sp->name,

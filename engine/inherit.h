@@ -2,11 +2,18 @@
  * a smaller student takes a slice of a teacher, per tower.
  *
  *   layers:  student layer i <- teacher layer i * (T / max(S, 1))  (integer /)
- *   heads:   in_proj viewed as (3, NH_t, 64, C_t) is cut to [:, :NH_s, :, :C_s],
- *            in_proj_bias (3, NH_t, 64) to [:, :NH_s]: the first heads of Q, K, V
+ *   heads:   in_proj viewed as (3, NH_t, HS, C_t) is cut to [:, :NH_s, :, :C_s],
+ *            in_proj_bias (3, NH_t, HS) to [:, :NH_s]: the first heads of Q, K, V
+ *            (the student's heads must be as wide as the teacher's)
  *   others:  the leading slice param[:s0, :s1, ...] (out_proj, c_fc, c_proj,
  *            LayerNorms, conv1, class/positional embeddings, proj,
  *            text_projection, token_embedding); a one-element tensor is copied
+ *
+ * ResNet image towers (TinyCLIP's rule for visual.layer<S>.<I>.): each
+ * stage's blocks by interval_front within the stage, every conv and
+ * BatchNorm (running statistics and batch count included) and the
+ * attention pool's positions and q/k/v/c projections by their leading
+ * slice; the stem likewise.
  *
  * works on host fp32 buffers laid out by tc_param_layout_build. only the
  * tensors of the selected towers are written; logit_scale is never touched

@@ -556,3 +556,14 @@ tc_status tc_sbuf_finish(tc_sbuf *b, char **out) {
     memset(b, 0, sizeof *b);
     return TC_OK;
 }
+
+void tc_sbuf_indented(tc_sbuf *b, const char *text, const char *indent) {
+    for (const char *c = text; *c; c++) {
+        if (*c == '\n' && c[1]) {
+            tc_sbuf_puts(b, "\n");
+            tc_sbuf_puts(b, indent);
+        } else if (*c != '\n') {
+            tc_sbuf_append(b, c, 1);
+        }
+    }
+}

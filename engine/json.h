@@ -68,6 +68,9 @@ void tc_sbuf_json_string(tc_sbuf *b, const char *s, size_t n);
 /* appends a double so that it parses back to the same value ("%.17g", with
  * integral values written without exponent when small) */
 void tc_sbuf_json_number(tc_sbuf *b, double x);
+/* text (e.g. a JSON document) with `indent` after each of its inner newlines
+ * and without its final newline, to nest it inside another document */
+void tc_sbuf_indented(tc_sbuf *b, const char *text, const char *indent);
 void tc_sbuf_free(tc_sbuf *b);
 /* hands over the string (NUL-terminated) or fails with TC_ERR_OOM */
 tc_status tc_sbuf_finish(tc_sbuf *b, char **out);

@@ -13,45 +13,69 @@ static double cdf_logit(void) {
 
 static double sigmoid(double x) { return 1.0 / (1.0 + exp(-x)); }
 
-tc_status tc_l0_masks_create(tc_l0_masks *m, int L, int C, int NH, int M) {
+tc_status tc_l0_masks_create_shaped(tc_l0_masks *m, tc_l0_shape shape, int L, int C, int NH,
+                                    int M) {
     memset(m, 0, sizeof *m);
     if (L < 0 || L > TC_MAX_LAYERS || C <= 0 || NH <= 0 || M <= 0 || C > (1 << 20) ||
         NH > (1 << 16) || M > (1 << 22))
         return tc_fail(TC_ERR_ARG, "l0 masks: bad shape (layers %d, hidden %d, heads %d, mlp %d)",
                        L, C, NH, M);
+    if (C % NH != 0)
+        return tc_fail(TC_ERR_ARG,
+                       "l0 masks: the width (%d) is not a whole number of heads (%d); masks need "
+                       "a uniform tower",
+                       C, NH);
+    m->shape = shape;
     m->layers = L;
     m->hidden = C;
     m->heads = NH;
     m->inter = M;
-    m->n_loga = (size_t)C + (size_t)L * NH + (size_t)L * M;
+    m->head_size = C / NH; /* the tower is uniform: width = heads * head size */
+    m->rows = shape == TC_L0_REGULAR ? 1 : L;
+    m->n_z = (size_t)C + (size_t)L * NH + (size_t)L * M;
+    m->n_loga = shape == TC_L0_REGULAR ? (size_t)NH + (size_t)M : m->n_z;
     m->count = m->n_loga + 2;
     m->data = malloc(m->count * sizeof *m->data);
     if (!m->data) return tc_fail(TC_ERR_OOM, "l0 masks: out of memory (%zu floats)", m->count);
-    m->hidden_loga = m->data;
-    m->heads_loga = m->hidden_loga + C;
-    m->intermediate_loga = m->heads_loga + (size_t)L * NH;
-    m->lambda = m->intermediate_loga + (size_t)L * M;
+    size_t nh = shape == TC_L0_REGULAR ? 0 : (size_t)C;
+    m->hidden_loga = shape == TC_L0_REGULAR ? NULL : m->data;
+    m->heads_loga = m->data + nh;
+    m->intermediate_loga = m->heads_loga + (size_t)m->rows * NH;
+    m->lambda = m->intermediate_loga + (size_t)m->rows * M;
     for (size_t i = 0; i < m->n_loga; i++) m->data[i] = TC_L0_INIT_LOGA;
     m->lambda[0] = m->lambda[1] = TC_L0_LAMBDA_INIT;
     return TC_OK;
 }
 
+tc_status tc_l0_masks_create(tc_l0_masks *m, int L, int C, int NH, int M) {
+    return tc_l0_masks_create_shaped(m, TC_L0_IRREGULAR, L, C, NH, M);
+}
+
+const char *tc_l0_shape_name(tc_l0_shape shape) {
+    return shape == TC_L0_REGULAR ? "regular" : "irregular";
+}
+
 static int tower_uniform(const tc_tower_config *t) {
     if (t->layers < 1 || t->layers > TC_MAX_LAYERS) return 0;
-    if (t->heads[0] * TC_HEAD_SIZE != t->width || t->mlp_width[0] <= 0) return 0;
+    if (t->heads[0] * t->head_width != t->width || t->mlp_width[0] <= 0) return 0;
     for (int l = 1; l < t->layers; l++)
         if (t->heads[l] != t->heads[0] || t->mlp_width[l] != t->mlp_width[0]) return 0;
     return 1;
 }
 
-tc_status tc_l0_masks_for_tower(tc_l0_masks *m, const tc_tower_config *t, const char *what) {
+tc_status tc_l0_masks_for_tower_shaped(tc_l0_masks *m, const tc_tower_config *t, tc_l0_shape shape,
+                                       const char *what) {
     memset(m, 0, sizeof *m);
     if (!tower_uniform(t))
         return tc_fail(TC_ERR_CONFIG,
-                       "%s tower: masks need a uniform tower (every layer %d heads of 64 = width "
+                       "%s tower: masks need a uniform tower (every layer %d heads of %d = width "
                        "and one MLP width); expand a pruned model to the teacher shape first",
-                       what, t->width / TC_HEAD_SIZE);
-    return tc_l0_masks_create(m, t->layers, t->width, t->heads[0], t->mlp_width[0]);
+                       what, t->head_width ? t->width / t->head_width : 0, t->head_width);
+    return tc_l0_masks_create_shaped(m, shape, t->layers, t->width, t->heads[0], t->mlp_width[0]);
+}
+
+tc_status tc_l0_masks_for_tower(tc_l0_masks *m, const tc_tower_config *t, const char *what) {
+    return tc_l0_masks_for_tower_shaped(m, t, TC_L0_IRREGULAR, what);
 }
 
 int tc_l0_masks_match(const tc_l0_masks *m, const tc_tower_config *t) {
@@ -104,12 +128,22 @@ typedef struct {
     double sh, sa, si; /* sums of the hidden, head and intermediate scores */
 } score_sums;
 
+/* the sums the formula reads; regular masks count each tied gate once per
+ * place it gates (HS hidden dims and L heads per width unit, L MLP units per
+ * MLP gate) */
 static score_sums sum_scores(const tc_l0_masks *m) {
-    size_t nh = (size_t)m->layers * m->heads, ni = (size_t)m->layers * m->inter;
+    size_t nh = (size_t)m->rows * m->heads, ni = (size_t)m->rows * m->inter;
     score_sums s = {0, 0, 0};
-    for (int d = 0; d < m->hidden; d++) s.sh += tc_l0_score(m->hidden_loga[d]);
     for (size_t i = 0; i < nh; i++) s.sa += tc_l0_score(m->heads_loga[i]);
     for (size_t i = 0; i < ni; i++) s.si += tc_l0_score(m->intermediate_loga[i]);
+    if (m->shape == TC_L0_REGULAR) {
+        s.sh = s.sa * m->head_size;
+        s.sa *= m->layers;
+        s.si *= m->layers;
+    } else {
+        for (int d = 0; d < m->hidden; d++)
+            s.sh += tc_l0_score(m->hidden_loga[d]);
+    }
     return s;
 }
 
@@ -120,12 +154,18 @@ static double pph_over_c(const tc_l0_masks *m) {
 /* grad += grad_scale * dE/dlog_alpha; E is bilinear in (sum of hidden
  * scores) and (sums of head / MLP scores) */
 static void expected_grad(const tc_l0_masks *m, score_sums s, float *grad, double grad_scale) {
-    int C = m->hidden;
-    size_t nh = (size_t)m->layers * m->heads, ni = (size_t)m->layers * m->inter;
+    int regular = m->shape == TC_L0_REGULAR;
+    int C = regular ? 0 : m->hidden;
+    size_t nh = (size_t)m->rows * m->heads, ni = (size_t)m->rows * m->inter;
     double k = pph_over_c(m);
     float *gh = grad, *ga = grad + C, *gi = grad + C + nh;
     double dsh = grad_scale * (s.sa * k + 2.0 * s.si), dsa = grad_scale * s.sh * k,
            dsi = grad_scale * 2.0 * s.sh;
+    if (regular) {
+        /* a unit's score enters sh HS times and sa L times, an MLP gate's si L times */
+        dsa = dsh * m->head_size + dsa * m->layers;
+        dsi *= m->layers;
+    }
     for (int d = 0; d < C; d++) gh[d] += (float)(dsh * tc_l0_score_grad(m->hidden_loga[d]));
     for (size_t i = 0; i < nh; i++) ga[i] += (float)(dsa * tc_l0_score_grad(m->heads_loga[i]));
     for (size_t i = 0; i < ni; i++)
@@ -146,6 +186,18 @@ double tc_l0_remaining_params(const tc_l0_masks *m, const float *z) {
     for (size_t i = 0; i < ni; i++) ki += z[m->hidden + nh + i] != 0.0f;
     double dim_per_head = (double)(m->hidden / m->heads);
     return ka * kh * dim_per_head * 4.0 + ki * kh * 2.0;
+}
+
+double tc_l0_pruned_params(const tc_l0_masks *m, const float *z) {
+    size_t nh = (size_t)m->layers * m->heads, ni = (size_t)m->layers * m->inter;
+    double kh = 0, ka = 0, ki = 0;
+    for (int d = 0; d < m->hidden; d++)
+        kh += z[d] != 0.0f;
+    for (size_t i = 0; i < nh; i++)
+        ka += z[m->hidden + i] != 0.0f;
+    for (size_t i = 0; i < ni; i++)
+        ki += z[m->hidden + nh + i] != 0.0f;
+    return kh * ka * pph_over_c(m) + 2.0 * kh * ki;
 }
 
 /* ---- sampling ---- */
@@ -185,6 +237,44 @@ float tc_l0_sample_one(float log_alpha, double u, float *dz) {
 void tc_l0_sample(const tc_l0_masks *m, tc_l0_rng *r, float *z, float *dz) {
     for (size_t i = 0; i < m->n_loga; i++)
         z[i] = tc_l0_sample_one(m->data[i], tc_l0_rng_uniform(r), dz ? &dz[i] : NULL);
+}
+
+void tc_l0_expand_z(const tc_l0_masks *m, const float *zg, float *z) {
+    if (m->shape != TC_L0_REGULAR) {
+        memcpy(z, zg, m->n_z * sizeof *z);
+        return;
+    }
+    int C = m->hidden, NH = m->heads, M = m->inter, HS = m->head_size;
+    float *zh = z + C, *zi = zh + (size_t)m->layers * NH;
+    for (int d = 0; d < C; d++)
+        z[d] = zg[d / HS];
+    for (int l = 0; l < m->layers; l++) {
+        memcpy(zh + (size_t)l * NH, zg, (size_t)NH * sizeof *z);
+        memcpy(zi + (size_t)l * M, zg + NH, (size_t)M * sizeof *z);
+    }
+}
+
+void tc_l0_reduce_dz(const tc_l0_masks *m, const float *dloss_dz, float *dloss_dgate) {
+    if (m->shape != TC_L0_REGULAR) {
+        memcpy(dloss_dgate, dloss_dz, m->n_z * sizeof *dloss_dgate);
+        return;
+    }
+    int C = m->hidden, NH = m->heads, M = m->inter, HS = m->head_size;
+    const float *dh = dloss_dz + C, *di = dh + (size_t)m->layers * NH;
+    for (int u = 0; u < NH; u++) {
+        double acc = 0;
+        for (int e = 0; e < HS; e++)
+            acc += dloss_dz[u * HS + e];
+        for (int l = 0; l < m->layers; l++)
+            acc += dh[(size_t)l * NH + u];
+        dloss_dgate[u] = (float)acc;
+    }
+    for (int i = 0; i < M; i++) {
+        double acc = 0;
+        for (int l = 0; l < m->layers; l++)
+            acc += di[(size_t)l * M + i];
+        dloss_dgate[NH + i] = (float)acc;
+    }
 }
 
 void tc_l0_backward_z(float *grad, const float *dloss_dz, const float *dz, size_t n) {
@@ -233,8 +323,90 @@ static void deterministic_row(const float *loga, int n, int round_to, float *z, 
     for (int k = 0; k < num_zeros; k++) z[tmp[k].i] = 0.0f;
 }
 
+/* the keep highest soft values of a row stay, the others become 0 */
+static void keep_top(const float *loga, int n, int keep, float *z, scored *tmp) {
+    for (int i = 0; i < n; i++) {
+        z[i] = soft_mask(loga[i]);
+        tmp[i] = (scored){z[i], i};
+    }
+    if (keep >= n) return;
+    qsort(tmp, (size_t)n, sizeof *tmp, cmp_scored);
+    for (int k = 0; k < n - keep; k++)
+        z[tmp[k].i] = 0.0f;
+}
+
+/* the expected-size formula on a regular tower of h units and mw MLP units */
+static double regular_size(const tc_l0_masks *m, int h, int mw) {
+    double sh = (double)h * m->head_size, sa = (double)h * m->layers, si = (double)mw * m->layers;
+    return sh * sa * pph_over_c(m) + 2.0 * sh * si;
+}
+
+/* the MLP width in [1, M] that brings a tower of h units closest to size E */
+static int regular_mlp_width(const tc_l0_masks *m, int h, double E) {
+    double per_unit = 2.0 * h * m->head_size * m->layers;
+    double mw = rint((E - regular_size(m, h, 0)) / per_unit);
+    return mw < 1 ? 1 : mw > m->inter ? m->inter : (int)mw;
+}
+
+static tc_status deterministic_regular(const tc_l0_masks *m, int round_to, double size, float *z) {
+    int NH = m->heads, M = m->inter;
+    score_sums s = sum_scores(m);
+    double E = size >= 0 ? size : s.sh * s.sa * pph_over_c(m) + 2.0 * s.sh * s.si;
+    double hu = rint(s.sa / m->layers);
+    int h = hu < 1 ? 1 : hu > NH ? NH : (int)hu;
+    int mw = regular_mlp_width(m, h, E);
+    if (mw == 1 || mw == M) {
+        /* the width alone overshoots: the neighbouring width may come closer */
+        int h2 = mw == 1 ? h - 1 : h + 1;
+        if (h2 >= 1 && h2 <= NH) {
+            int mw2 = regular_mlp_width(m, h2, E);
+            if (fabs(regular_size(m, h2, mw2) - E) < fabs(regular_size(m, h, mw) - E)) {
+                h = h2;
+                mw = mw2;
+            }
+        }
+    }
+    if (round_to > 1 && mw % round_to) {
+        long long up = ((long long)mw + round_to - 1) / round_to * round_to;
+        mw = up > M ? M : (int)up;
+    }
+    float *zg = malloc(m->n_loga * sizeof *zg);
+    scored *tmp = malloc((size_t)(NH > M ? NH : M) * sizeof *tmp);
+    if (!zg || !tmp) {
+        free(zg);
+        free(tmp);
+        return tc_fail(TC_ERR_OOM, "l0 masks: out of memory");
+    }
+    keep_top(m->heads_loga, NH, h, zg, tmp);
+    keep_top(m->intermediate_loga, M, mw, zg + NH, tmp);
+    tc_l0_expand_z(m, zg, z);
+    free(zg);
+    free(tmp);
+    return TC_OK;
+}
+
+void tc_l0_target_sizes(tc_l0_masks *const *towers, int n, double target, double *sizes) {
+    double E = 0, P = 0;
+    for (int k = 0; k < n; k++) {
+        E += tc_l0_expected_params(towers[k], NULL, 0);
+        P += tc_l0_prunable_size(towers[k]->layers, towers[k]->hidden, towers[k]->heads,
+                                 towers[k]->inter);
+    }
+    for (int k = 0; k < n; k++) {
+        const tc_l0_masks *m = towers[k];
+        double share = E > 0 ? tc_l0_expected_params(m, NULL, 0) / E
+                             : tc_l0_prunable_size(m->layers, m->hidden, m->heads, m->inter) / P;
+        sizes[k] = (1.0 - target) * P * share;
+    }
+}
+
 tc_status tc_l0_deterministic(const tc_l0_masks *m, int round_to, float *z) {
+    return tc_l0_deterministic_sized(m, round_to, -1.0, z);
+}
+
+tc_status tc_l0_deterministic_sized(const tc_l0_masks *m, int round_to, double size, float *z) {
     if (round_to < 0) return tc_fail(TC_ERR_ARG, "l0 masks: round_to %d is negative", round_to);
+    if (m->shape == TC_L0_REGULAR) return deterministic_regular(m, round_to, size, z);
     int maxn = m->hidden;
     if (m->heads > maxn) maxn = m->heads;
     if (m->inter > maxn) maxn = m->inter;

@@ -2,14 +2,23 @@
  * the TinyCLIP L0Module (adapted from CoFiPruning) for one tower of a
  * uniform, teacher-shaped transformer.
  *
- *   hidden_z        (C)      residual-stream dims, shared by all layers
- *   heads_z         (L, NH)  attention heads (head size 64)
- *   intermediate_z  (L, M)   MLP units
+ * two shapes of mask:
+ *   irregular (the original's): one gate per unit
+ *     hidden_z        (C)      residual-stream dims, shared by all layers
+ *     heads_z         (L, NH)  attention heads (head size 64)
+ *     intermediate_z  (L, M)   MLP units
+ *   regular (beyond the original): gates tied so that the pruned tower is a
+ *   plain open_clip tower (one width, a multiple of the head size HS, with
+ *   width / HS heads and one MLP width in every layer)
+ *     unit_z          (NH)     width unit u: hidden dims [u*HS, (u+1)*HS) and
+ *                              head u of every layer
+ *     mlp_z           (M)      MLP unit i of every layer
  *
- * everything here runs on small host arrays: log alpha (C + L*NH + L*M
- * floats) and the multipliers lambda1, lambda2. the model forward consumes a
- * z vector in the same order (hidden | heads | intermediate) and gives back
- * dloss/dz, which tc_l0_backward_z turns into dloss/dlog_alpha.
+ * everything here runs on small host arrays: log alpha (n_loga floats) and
+ * the multipliers lambda1, lambda2. the model forward consumes a z vector of
+ * n_z = C + L*NH + L*M floats in the order hidden | heads | intermediate
+ * (tc_l0_expand_z builds it from the gates) and gives back dloss/dz, which
+ * tc_l0_reduce_dz and tc_l0_backward_z turn into dloss/dlog_alpha.
  *
  * constants are the original's: gamma -0.1, zeta 1.1, beta 2/3, eps 1e-6,
  * magical number 0.8, log alpha initialised to 10 and clamped to
@@ -39,23 +48,35 @@
 #define TC_L0_LOGA_MIN (-4.605170185988091) /* ln 0.01 */
 #define TC_L0_LOGA_MAX 4.605170185988092    /* ln 100 */
 
+typedef enum { TC_L0_IRREGULAR = 0, TC_L0_REGULAR = 1 } tc_l0_shape;
+
 typedef struct {
-    int layers, hidden, heads, inter; /* L, C, NH, M */
-    size_t n_loga;                    /* C + L*NH + L*M */
+    tc_l0_shape shape;
+    int layers, hidden, heads, inter; /* L, C, NH, M of the full tower */
+    int head_size;                    /* HS: hidden dims per width unit (regular) */
+    int rows;                         /* rows of heads_loga and intermediate_loga:
+                                       * L (irregular), 1 (regular: shared by the layers) */
+    size_t n_loga;                    /* C + L*NH + L*M (irregular), NH + M (regular) */
+    size_t n_z;                       /* C + L*NH + L*M: the z vector the model reads */
     size_t count;                     /* n_loga + 2: the optimizer's parameter vector */
     float *data;                      /* (count), owned */
-    float *hidden_loga;               /* (C)     view into data */
-    float *heads_loga;                /* (L, NH) */
-    float *intermediate_loga;         /* (L, M) */
+    float *hidden_loga;               /* (C) view into data; NULL for regular */
+    float *heads_loga;                /* (rows, NH); regular: the width units */
+    float *intermediate_loga;         /* (rows, M) */
     float *lambda;                    /* (2): lambda1, lambda2 */
 } tc_l0_masks;
 
-/* every log alpha = 10, lambda1 = lambda2 = 10 */
+/* irregular masks: every log alpha = 10, lambda1 = lambda2 = 10 */
 tc_status tc_l0_masks_create(tc_l0_masks *m, int L, int C, int NH, int M);
-/* masks for a uniform tower: every layer with the same heads (heads*64 ==
+/* either shape; the tower must be uniform (C a multiple of NH: head size C / NH) */
+tc_status tc_l0_masks_create_shaped(tc_l0_masks *m, tc_l0_shape shape, int L, int C, int NH, int M);
+/* masks for a uniform tower: every layer with the same heads (heads * head size ==
  * width) and the same MLP width; an irregular tower is an error (expand it
  * to the teacher shape first) */
 tc_status tc_l0_masks_for_tower(tc_l0_masks *m, const tc_tower_config *t, const char *what);
+tc_status tc_l0_masks_for_tower_shaped(tc_l0_masks *m, const tc_tower_config *t, tc_l0_shape shape,
+                                       const char *what);
+const char *tc_l0_shape_name(tc_l0_shape shape); /* "irregular" / "regular" */
 void tc_l0_masks_free(tc_l0_masks *m);
 /* 1 when the tower has exactly the masks' shape */
 int tc_l0_masks_match(const tc_l0_masks *m, const tc_tower_config *t);
@@ -77,14 +98,22 @@ double tc_l0_prunable_size(int L, int C, int NH, int M);
 double tc_l0_expected_params_scores(int L, int C, int NH, int M, const double *s_hid,
                                     const double *s_head, const double *s_int);
 /* E from the masks' log alpha; when grad is not NULL, grad[i] += grad_scale *
- * dE/dlog_alpha[i] for the n_loga entries */
+ * dE/dlog_alpha[i] for the n_loga entries. regular masks count their tied
+ * units in the same formula: the hidden sum is HS * (sum of unit scores), the
+ * head sum L * (sum of unit scores), the MLP sum L * (sum of MLP scores), which
+ * for 0/1 gates is exactly the formula evaluated on the regular tower they
+ * leave. */
 double tc_l0_expected_params(const tc_l0_masks *m, float *grad, double grad_scale);
 
 /* the original's calculate_model_size on a deterministic z: weights kept in
- * the pruned blocks, (sum of kept heads) * (kept hidden) * 64 * 4
+ * the pruned blocks, (sum of kept heads) * (kept hidden) * head size * 4
  * + (sum of kept MLP units) * (kept hidden) * 2, biases not counted. the
- * pruned sparsity it reports is 1 - this / prunable size. z: (n_loga) */
+ * pruned sparsity it reports is 1 - this / prunable size. z: (n_z) */
 double tc_l0_remaining_params(const tc_l0_masks *m, const float *z);
+
+/* the expected-size formula on the 0/1 pattern of z (n_z): the size the
+ * Lagrangian's sparsity measures, of the tower a prune with z leaves */
+double tc_l0_pruned_params(const tc_l0_masks *m, const float *z);
 
 /* counter-based generator (splitmix64 of seed and a counter), so the state
  * is two integers that a train-state file can hold */
@@ -99,9 +128,15 @@ double tc_l0_rng_uniform(tc_l0_rng *r);
  *   z = clamp(sigmoid((log u - log(1-u) + log_alpha)/beta) * (zeta-gamma) + gamma, 0, 1)
  * dz (optional) = dz/dlog_alpha, 0 where the clamp is active (hardtanh) */
 float tc_l0_sample_one(float log_alpha, double u, float *dz);
-/* one sample of every mask (the original draws once per forward, shared by
- * the whole batch); z, dz: (n_loga) in the order hidden | heads | intermediate */
-void tc_l0_sample(const tc_l0_masks *m, tc_l0_rng *r, float *z, float *dz);
+/* one sample of every gate (the original draws once per forward, shared by
+ * the whole batch); zg, dz: (n_loga) in the order of the log alphas */
+void tc_l0_sample(const tc_l0_masks *m, tc_l0_rng *r, float *zg, float *dz);
+/* the model's z (n_z) from the gates zg (n_loga): a copy for irregular masks,
+ * each tied gate written to every place it gates for regular ones */
+void tc_l0_expand_z(const tc_l0_masks *m, const float *zg, float *z);
+/* dloss/dgate (n_loga) from dloss/dz (n_z): the sum over the places a gate
+ * is written to (the transpose of tc_l0_expand_z) */
+void tc_l0_reduce_dz(const tc_l0_masks *m, const float *dloss_dz, float *dloss_dgate);
 /* grad[i] += dloss_dz[i] * dz[i] for the n_loga entries */
 void tc_l0_backward_z(float *grad, const float *dloss_dz, const float *dz, size_t n);
 
@@ -115,8 +150,25 @@ void tc_l0_backward_z(float *grad, const float *dloss_dz, const float *dz, size_
  * MLP row, when not 0, is raised to the next multiple of round_to (at most the
  * full size) by keeping the highest-scoring zeroed units with their soft
  * value. heads are never rounded: a head is already 64 wide.
- * z: (n_loga) */
+ *
+ * regular masks (the structure decides the counts, not each row): the tower
+ * keeps h = round(sum of unit scores) width units (at least 1) and the MLP
+ * width M' (at least 1) that brings the pruned tower's size (the
+ * expected-size formula on 0/1 gates) closest to a size: the masks' expected
+ * size here, the size given to tc_l0_deterministic_sized. when M' hits a
+ * bound, the neighbouring h is taken if it comes closer. a coarse width (h
+ * steps of HS dims) thus still lands on the size. round_to rounds M' up. the
+ * kept units are those of the highest soft values, with them.
+ * z: (n_z) */
 tc_status tc_l0_deterministic(const tc_l0_masks *m, int round_to, float *z);
+/* the same; regular masks aim at `size` (< 0: the expected size), irregular
+ * ones ignore it */
+tc_status tc_l0_deterministic_sized(const tc_l0_masks *m, int round_to, double size, float *z);
+/* the pooled target sparsity of n towers as a size per tower: (1 - target) *
+ * (sum of prunable sizes), shared in proportion to the towers' expected
+ * sizes (what the masks learned), so that regular towers pruned to these
+ * sizes land on the target together. sizes: (n) */
+void tc_l0_target_sizes(tc_l0_masks *const *towers, int n, double target, double *sizes);
 
 /* linear ramp: start + (target - start) * min(1, step / warmup); the target
  * itself when warmup <= 0 */

@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "model_resnet.h"
 #include "rng.h"
 
 typedef struct {
@@ -66,6 +67,8 @@ struct tc_model {
     tc_act *weights; /* compute copy; aliases params when the backend has none */
     float *grads;
     tower vis, txt;
+    tc_rn_tower *rn;    /* the vision tower when it is a ResNet (vis unused) */
+    tc_bn_mode bn_mode; /* BatchNorm statistics of the next image forward */
     tc_backward_hook hook;
     void *hook_ctx;
     /* every allocation, freed in reverse */
@@ -98,6 +101,11 @@ static tc_status model_alloc(tc_model *m, size_t bytes, void **out) {
 
 static int max_int(int a, int b) { return a > b ? a : b; }
 
+/* the ResNet tower allocates through the model (tc_rn_env) */
+static tc_status rn_alloc(void *ctx, size_t bytes, void **out) {
+    return model_alloc((tc_model *)ctx, bytes, out);
+}
+
 static tc_status tower_alloc(tc_model *m, tower *t, const tc_tower_config *cfg,
                              const tc_block_offsets *blocks, int is_text) {
     int B = m->opt.max_batch, E = m->cfg.embed_dim;
@@ -111,7 +119,7 @@ static tc_status tower_alloc(tc_model *m, tower *t, const tc_tower_config *cfg,
     size_t BTC = (size_t)B * T * C;
     int widest = C;
     for (int l = 0; l < cfg->layers; l++)
-        widest = max_int(widest, max_int(3 * cfg->heads[l] * TC_HEAD_SIZE, cfg->mlp_width[l]));
+        widest = max_int(widest, max_int(3 * cfg->heads[l] * cfg->head_width, cfg->mlp_width[l]));
 
     if (is_text) {
         ALLOC_I32(t->ids, (size_t)B * T);
@@ -149,7 +157,7 @@ static tc_status tower_alloc(tc_model *m, tower *t, const tc_tower_config *cfg,
                 M = max_int(M, cfg->mlp_width[k]);
             }
         }
-        A = NH * TC_HEAD_SIZE;
+        A = NH * cfg->head_width;
         if (A > 0) {
             ALLOC_ACT(a->ln1, BTC);
             ALLOC_F32(a->ln1_mean, (size_t)B * T);
@@ -223,7 +231,20 @@ tc_status tc_model_create(tc_model **out, tc_backend *be, const tc_model_config 
     }
     if (opt.train && (s = model_alloc(m, P * sizeof(float), (void **)&m->grads)) != TC_OK)
         goto fail;
-    if ((s = tower_alloc(m, &m->vis, &m->cfg.vision, m->layout.vblocks, 0)) != TC_OK) goto fail;
+    if (cfg->vision.resnet) {
+        if (!be->caps.conv2d) {
+            s = tc_fail(TC_ERR_UNSUPPORTED,
+                        "the %s backend has no convolutions here (cuDNN could not be loaded), so "
+                        "it cannot run a ResNet image tower",
+                        be->name);
+            goto fail;
+        }
+        tc_rn_env env = {be, &m->layout, m->params, m->weights, m->grads, rn_alloc, m};
+        if ((s = tc_rn_create(&m->rn, &env, &m->cfg, opt.max_batch, opt.train)) != TC_OK)
+            goto fail;
+    } else if ((s = tower_alloc(m, &m->vis, &m->cfg.vision, m->layout.vblocks, 0)) != TC_OK) {
+        goto fail;
+    }
     if ((s = tower_alloc(m, &m->txt, &m->cfg.text, m->layout.tblocks, 1)) != TC_OK) goto fail;
     *out = m;
     return TC_OK;
@@ -236,6 +257,7 @@ void tc_model_destroy(tc_model *m) {
     if (!m) return;
     for (int i = m->n_allocs - 1; i >= 0; i--) m->be->free(m->be, m->allocs[i]);
     free(m->allocs);
+    tc_rn_destroy(m->rn);
     tc_param_layout_free(&m->layout);
     free(m);
 }
@@ -247,9 +269,12 @@ int tc_model_max_batch(const tc_model *m) { return m->opt.max_batch; }
 float *tc_model_params(tc_model *m) { return m->params; }
 float *tc_model_grads(tc_model *m) { return m->grads; }
 tc_act *tc_model_compute_weights(tc_model *m) { return m->weights; }
-float *tc_model_image_features(tc_model *m) { return m->vis.features; }
+float *tc_model_image_features(tc_model *m) {
+    return m->rn ? tc_rn_features(m->rn) : m->vis.features;
+}
 float *tc_model_text_features(tc_model *m) { return m->txt.features; }
-float *tc_model_image_input(tc_model *m) { return m->vis.images; }
+float *tc_model_image_input(tc_model *m) { return m->rn ? tc_rn_images(m->rn) : m->vis.images; }
+void tc_model_set_bn_mode(tc_model *m, tc_bn_mode mode) { m->bn_mode = mode; }
 int32_t *tc_model_text_input(tc_model *m) { return m->txt.ids; }
 size_t tc_model_device_bytes(const tc_model *m) { return m->bytes; }
 
@@ -329,15 +354,15 @@ static void blocks_forward(tc_model *m, tower *t, int B) {
         const tc_block_offsets *o = &t->blocks[l];
         layer_acts *a = &t->layer[l];
         tc_act *x = layer_input(t, l);
-        int NH = cfg->heads[l], A = NH * TC_HEAD_SIZE, M = cfg->mlp_width[l];
+        int NH = cfg->heads[l], A = NH * cfg->head_width, M = cfg->mlp_width[l];
         if (A > 0) {
             ln_forward(m, t, a->ln1, a->ln1_mean, a->ln1_rstd, x, o->ln1_w, o->ln1_b, N, C);
             be->linear_forward(be, a->qkv, a->ln1, W(m, o->qkv_w), W(m, o->qkv_b), N, C, 3 * A,
                                0);
-            be->attention_forward(be, a->atty, a->lse, a->qkv, B, T, NH, TC_HEAD_SIZE,
+            be->attention_forward(be, a->atty, a->lse, a->qkv, B, T, NH, cfg->head_width,
                                   t->is_text);
             if (mk) {
-                be->mask_cols_forward(be, a->atty_m, a->atty, heads_mask(t, l), N, A, TC_HEAD_SIZE);
+                be->mask_cols_forward(be, a->atty_m, a->atty, heads_mask(t, l), N, A, cfg->head_width);
                 be->linear_forward(be, a->attn_out, a->atty_m, W(m, o->out_w), W(m, o->out_b), N,
                                    A, C, 0);
                 be->mask_cols_forward(be, t->fwd_tmp, a->attn_out, mk->hidden, N, C, 1);
@@ -423,6 +448,10 @@ static int patch_conv(const tc_backend *be) {
 
 tc_status tc_model_encode_image_device(tc_model *m, const float *images, int B) {
     TC_TRY(check_batch(m, B));
+    if (m->rn) {
+        tc_rn_forward(m->rn, images, B, m->bn_mode);
+        return TC_OK;
+    }
     tc_backend *be = m->be;
     tower *t = &m->vis;
     const tc_param_layout *L = &m->layout;
@@ -466,8 +495,9 @@ tc_status tc_model_encode_text_device(tc_model *m, const int32_t *ids, int B) {
 tc_status tc_model_encode_image(tc_model *m, const float *host_images, int B) {
     TC_TRY(check_batch(m, B));
     int S = m->cfg.vision.image_size;
-    TC_TRY(m->be->upload(m->be, m->vis.images, host_images, (size_t)B * 3 * S * S * sizeof(float)));
-    return tc_model_encode_image_device(m, m->vis.images, B);
+    float *in = tc_model_image_input(m);
+    TC_TRY(m->be->upload(m->be, in, host_images, (size_t)B * 3 * S * S * sizeof(float)));
+    return tc_model_encode_image_device(m, in, B);
 }
 
 tc_status tc_model_check_ids(const tc_model *m, const int32_t *host_ids, int B) {
@@ -492,6 +522,11 @@ tc_status tc_model_encode_text(tc_model *m, const int32_t *host_ids, int B) {
 tc_status tc_model_set_masks(tc_model *m, const tc_tower_masks *vision, const tc_tower_masks *text) {
     if ((vision || text) && !m->opt.masked)
         return tc_fail(TC_ERR_ARG, "model %s: created without mask buffers", m->cfg.name);
+    if (vision && m->rn)
+        return tc_fail(TC_ERR_UNSUPPORTED,
+                       "model %s: structured masks (automatic inheritance) are for transformer "
+                       "towers; a ResNet image tower has none",
+                       m->cfg.name);
     m->vis.mask = vision;
     m->txt.mask = text;
     return TC_OK;
@@ -517,7 +552,7 @@ static void blocks_backward(tc_model *m, tower *t, int B) {
     for (int l = cfg->layers - 1; l >= 0; l--) {
         const tc_block_offsets *o = &t->blocks[l];
         layer_acts *a = &t->layer[l];
-        int NH = cfg->heads[l], A = NH * TC_HEAD_SIZE, M = cfg->mlp_width[l];
+        int NH = cfg->heads[l], A = NH * cfg->head_width, M = cfg->mlp_width[l];
         /* dres holds d(res_mlp); the residual passes it through unchanged and
          * each sub-block adds its input gradient into it */
         if (M > 0) {
@@ -549,8 +584,8 @@ static void blocks_backward(tc_model *m, tower *t, int B) {
                                 W(m, o->out_w), N, A, C, 0);
             if (mk)
                 be->mask_cols_backward(be, d1, dheads_mask(t, l), d1, a->atty, heads_mask(t, l), N,
-                                       A, TC_HEAD_SIZE);
-            be->attention_backward(be, d2, d1, a->qkv, a->atty, a->lse, B, T, NH, TC_HEAD_SIZE,
+                                       A, cfg->head_width);
+            be->attention_backward(be, d2, d1, a->qkv, a->atty, a->lse, B, T, NH, cfg->head_width,
                                    t->is_text);
             be->linear_backward(be, d1, G(m, o->qkv_w), G(m, o->qkv_b), d2, a->ln1,
                                 W(m, o->qkv_w), N, C, 3 * A, 0);
@@ -615,6 +650,12 @@ static tc_status check_backward(const tc_model *m, const tower *t) {
 }
 
 tc_status tc_model_backward_image(tc_model *m, const float *dfeatures) {
+    if (m->rn) {
+        if (!m->grads)
+            return tc_fail(TC_ERR_ARG, "model %s: created without training buffers", m->cfg.name);
+        tc_status st = tc_rn_backward(m->rn, dfeatures);
+        return st == TC_OK ? TC_OK : tc_fail_context(st, "model %s", m->cfg.name);
+    }
     tower *t = &m->vis;
     TC_TRY(check_backward(m, t));
     tc_backend *be = m->be;
@@ -673,7 +714,7 @@ static void init_blocks(float *p, const tc_tower_config *cfg, const tc_block_off
     float fc_std = powf(2.0f * C, -0.5f);
     for (int l = 0; l < cfg->layers; l++) {
         const tc_block_offsets *o = &blocks[l];
-        int A = cfg->heads[l] * TC_HEAD_SIZE, M = cfg->mlp_width[l];
+        int A = cfg->heads[l] * cfg->head_width, M = cfg->mlp_width[l];
         if (A > 0) {
             init_fill(p + o->ln1_w, C, 1.0f);
             init_fill(p + o->ln1_b, C, 0.0f);
@@ -714,6 +755,10 @@ tc_status tc_model_init_random(tc_model *m, uint64_t seed) {
     init_fill(p + L->ln_final_w, Ct, 1.0f);
     init_fill(p + L->ln_final_b, Ct, 0.0f);
     /* vision */
+    if (v->resnet) {
+        tc_rn_init(p, L, &m->cfg, &r);
+        goto done;
+    }
     init_uniform(p + L->v_conv1, (size_t)Cv * 3 * P * P, 1.0f / sqrtf(3.0f * P * P), &r);
     init_normal(p + L->v_cls, Cv, vscale, &r);
     init_normal(p + L->v_pos, (size_t)tc_vision_tokens(v) * Cv, vscale, &r);
@@ -725,6 +770,7 @@ tc_status tc_model_init_random(tc_model *m, uint64_t seed) {
     init_blocks(p, v, L->vblocks, 0, &r);
     init_fill(p + L->v_ln_post_w, Cv, 1.0f);
     init_fill(p + L->v_ln_post_b, Cv, 0.0f);
+done:
     p[L->logit_scale] = logf(1.0f / 0.07f);
     tc_status s = tc_model_set_params(m, p);
     free(p);

@@ -1,5 +1,6 @@
 /* a CLIP model on a backend: both towers, forward and backward, written once
- * against engine/backend.h as a straight list of operations per layer.
+ * against engine/backend.h as a straight list of operations per layer (a
+ * ResNet image tower in engine/model_resnet.c).
  *
  * memory: parameters (fp32 master), the compute copy of the weights, gradients
  * and every activation are allocated at creation for at most max_batch
@@ -99,6 +100,15 @@ void tc_model_zero_grads(tc_model *m);
  * all-reduce of every gradient bucket that became complete (engine/train.c). */
 typedef void (*tc_backward_hook)(void *ctx, tc_tower_id tower, int layer);
 void tc_model_set_backward_hook(tc_model *m, tc_backward_hook fn, void *ctx);
+
+/* BatchNorm statistics of the following image forwards (ResNet towers;
+ * a transformer tower ignores it): TC_BN_EVAL (the default: running
+ * statistics, as model.eval()), TC_BN_TRAIN (the batch's, and the running
+ * statistics take a momentum step, as model.train()), TC_BN_REPLAY (the
+ * batch's, running statistics untouched: a forward run again for its
+ * activations). a backward needs a batch-statistics forward. the trainer
+ * sets TRAIN/REPLAY around the student's forwards and EVAL after them. */
+void tc_model_set_bn_mode(tc_model *m, tc_bn_mode mode);
 
 /* installs masks for the following forwards and backwards (NULL: none); the
  * model must have been created with options.masked. the model keeps the

@@ -52,15 +52,17 @@ static void set_name(tc_model_config *cfg, const char *source) {
 }
 
 int tc_tower_is_uniform(const tc_tower_config *t) {
-    if (t->layers < 1 || t->width % TC_HEAD_SIZE != 0) return 0;
+    if (t->resnet) return 1;
+    if (t->layers < 1 || t->head_width < 1 || t->width % t->head_width != 0) return 0;
     for (int i = 0; i < t->layers && i < TC_MAX_LAYERS; i++)
-        if (t->heads[i] * TC_HEAD_SIZE != t->width || t->mlp_width[i] != t->mlp_width[0]) return 0;
+        if (t->heads[i] * t->head_width != t->width || t->mlp_width[i] != t->mlp_width[0]) return 0;
     return 1;
 }
 
 void tc_tower_set_uniform(tc_tower_config *t, int layers, int width, int heads, int mlp_width) {
     t->layers = layers;
     t->width = width;
+    t->head_width = heads > 0 ? width / heads : TC_HEAD_SIZE;
     for (int i = 0; i < TC_MAX_LAYERS; i++) {
         t->heads[i] = i < layers ? heads : 0;
         t->mlp_width[i] = i < layers ? mlp_width : 0;
@@ -141,6 +143,16 @@ static tc_status accept_default(const ctx *c, const char *tower, const char *key
     return ferr(c, tower, key, "unsupported: %s", what);
 }
 
+tc_status tc_check_head_size(int hs, const char *source, const char *field) {
+    if (hs < TC_MIN_HEAD_SIZE || hs > TC_MAX_HEAD_SIZE || hs % 8 != 0)
+        return tc_fail(TC_ERR_CONFIG,
+                       "%s: %s: a head size of %d is not supported: heads must be a multiple of 8 "
+                       "from %d to %d wide",
+                       source ? source : "model config", field, hs, TC_MIN_HEAD_SIZE,
+                       TC_MAX_HEAD_SIZE);
+    return TC_OK;
+}
+
 /* per-tower fields that both towers share */
 typedef struct {
     int layers, width;
@@ -148,11 +160,74 @@ typedef struct {
     double mlp_ratio;
     int heads_arr[TC_MAX_LAYERS], n_heads_arr;
     int mlp_arr[TC_MAX_LAYERS], n_mlp_arr;
-    int heads; /* text: explicit; vision: derived */
+    int heads;      /* text: explicit; vision: derived */
+    int head_width; /* vision: open_clip's field; text: the extension (per-layer heads) */
+    int have_head_width;
+    int stages[TC_RESNET_STAGES], resnet; /* vision: a list of stage depths */
 } tower_fields;
+
+/* the head size `field` names, as a config error */
+static tc_status head_size_ok(const ctx *c, const char *tower, const char *field, int hs) {
+    char name[160];
+    snprintf(name, sizeof name, "%s%s.%s", c->prefix, tower, field);
+    return tc_check_head_size(hs, c->source, name);
+}
+
+/* open_clip's rule: heads = width // head_width, each width / heads wide
+ * (torch's MultiheadAttention needs the split to be exact) */
+static tc_status derive_heads(const ctx *c, const char *tower, int width, int head_width,
+                              const char *what, int *heads, int *hs) {
+    *heads = width / head_width;
+    if (*heads < 1)
+        return ferr(c, tower, "head_width", "%d is wider than the %s (%d): no head fits",
+                    head_width, what, width);
+    if (width % *heads != 0)
+        return ferr(c, tower, "head_width",
+                    "%d gives %d heads (%d // %d), which cannot split the %s of %d evenly",
+                    head_width, *heads, width, head_width, what, width);
+    *hs = width / *heads;
+    return head_size_ok(c, tower, "head_width", *hs);
+}
+
+/* the ResNet form: stage depths, stem width, the attention pool's heads */
+static tc_status finish_resnet(const ctx *c, const char *tower, const tower_fields *f,
+                               tc_tower_config *t) {
+    if (f->n_heads_arr || f->n_mlp_arr || f->have_ratio)
+        return ferr(c, tower,
+                    f->n_heads_arr ? "heads"
+                    : f->n_mlp_arr ? "mlp_width"
+                                   : "mlp_ratio",
+                    "does not apply to a ResNet tower (layers is a list of stage depths)");
+    t->resnet = 1;
+    t->width = f->width;
+    t->layers = 0;
+    for (int i = 0; i < TC_RESNET_STAGES; i++) {
+        t->stages[i] = f->stages[i];
+        t->layers += f->stages[i];
+    }
+    if (t->layers > TC_MAX_LAYERS)
+        return ferr(c, tower, "layers", "%d bottleneck blocks in all; at most %d are supported",
+                    t->layers, TC_MAX_LAYERS);
+    if (f->width < 2)
+        return ferr(c, tower, "width", "%d: a ResNet's stem needs a width of at least 2", f->width);
+    if (t->image_size % 32 != 0)
+        return ferr(c, tower, "image_size",
+                    "%d is not a multiple of 32, the ResNet's total stride (the attention pool's "
+                    "positions are (image_size / 32)^2 + 1)",
+                    t->image_size);
+    int heads;
+    char what[64];
+    snprintf(what, sizeof what, "attention pool's width (width * 32)");
+    TC_TRY(derive_heads(c, tower, tc_resnet_pool_width(t), f->head_width, what, &heads,
+                        &t->head_width));
+    for (int i = 0; i < TC_MAX_LAYERS; i++)
+        t->heads[i] = t->mlp_width[i] = 0;
+    return TC_OK;
+}
 
 static tc_status finish_tower(const ctx *c, const char *tower, tower_fields *f, tc_tower_config *t,
                               int vision) {
+    if (f->resnet) return finish_resnet(c, tower, f, t);
     t->layers = f->layers;
     t->width = f->width;
     if (f->n_heads_arr && f->n_heads_arr != f->layers)
@@ -172,20 +247,23 @@ static tc_status finish_tower(const ctx *c, const char *tower, tower_fields *f, 
         mlp = (int)m;
     }
     int heads = f->heads;
-    if (!f->n_heads_arr) {
-        if (vision) {
-            if (f->width % TC_HEAD_SIZE != 0)
-                return ferr(c, tower, "width",
-                            "%d is not a multiple of head_width 64 (use a per-layer \"heads\" "
-                            "array for a pruned width)",
-                            f->width);
-            heads = f->width / TC_HEAD_SIZE;
-        } else if (heads * TC_HEAD_SIZE != f->width) {
+    if (f->n_heads_arr) {
+        /* per-layer heads of a pruned width: their size is given, default 64 */
+        t->head_width = f->head_width;
+        TC_TRY(head_size_ok(c, tower, "head_width", t->head_width));
+    } else if (vision) {
+        TC_TRY(derive_heads(c, tower, f->width, f->head_width, "width", &heads, &t->head_width));
+    } else {
+        if (f->width % heads != 0)
             return ferr(c, tower, "heads",
-                        "%d heads over width %d gives a head size of %g; this engine needs 64 "
-                        "(use a per-layer \"heads\" array for a pruned width)",
+                        "%d heads over width %d gives a head size of %g; heads must split the "
+                        "width evenly (use a per-layer \"heads\" array for a pruned width)",
                         heads, f->width, (double)f->width / heads);
-        }
+        t->head_width = f->width / heads;
+        if (f->have_head_width && f->head_width != t->head_width)
+            return ferr(c, tower, "head_width", "%d contradicts width / heads = %d", f->head_width,
+                        t->head_width);
+        TC_TRY(head_size_ok(c, tower, "heads", t->head_width));
     }
     for (int i = 0; i < TC_MAX_LAYERS; i++) {
         t->heads[i] = i < f->layers ? (f->n_heads_arr ? f->heads_arr[i] : heads) : 0;
@@ -198,11 +276,23 @@ static tc_status parse_common(const ctx *c, const char *tower, const char *k, co
                               tower_fields *f, int *handled) {
     *handled = 1;
     if (strcmp(k, "layers") == 0) {
-        if (v->type == TC_JSON_ARRAY)
+        if (v->type != TC_JSON_ARRAY) return get_int(c, tower, k, v, 1, TC_MAX_LAYERS, &f->layers);
+        if (strcmp(tower, "vision_cfg") != 0)
             return ferr(c, tower, k,
-                        "a list of stage depths describes a ResNet tower, which is not supported "
-                        "(ViT towers only)");
-        return get_int(c, tower, k, v, 1, TC_MAX_LAYERS, &f->layers);
+                        "expected an integer (stage depths describe a ResNet image "
+                        "tower)");
+        /* counted before the entries are read: f->stages holds exactly four */
+        if (v->count != TC_RESNET_STAGES)
+            return ferr(c, tower, k, "a ResNet tower has %d stages, got %zu stage depths",
+                        TC_RESNET_STAGES, v->count);
+        int n = 0;
+        TC_TRY(get_int_array(c, tower, k, v, TC_MAX_LAYERS, f->stages, &n));
+        for (int i = 0; i < n; i++)
+            if (f->stages[i] < 1)
+                return ferr(c, tower, k, "stage %d has %d blocks; every stage needs at least one",
+                            i + 1, f->stages[i]);
+        f->resnet = 1;
+        return TC_OK;
     }
     if (strcmp(k, "width") == 0) return get_int(c, tower, k, v, 1, MAX_WIDTH, &f->width);
     if (strcmp(k, "mlp_ratio") == 0) {
@@ -239,11 +329,11 @@ static tc_status parse_common(const ctx *c, const char *tower, const char *k, co
 static tc_status parse_vision(const ctx *c, const tc_json *o, tc_tower_config *t) {
     const char *tw = "vision_cfg";
     if (o->type != TC_JSON_OBJECT) return ferr(c, NULL, tw, "expected an object");
-    tower_fields f = {.layers = 12, .width = 768, .mlp_ratio = 4.0};
+    tower_fields f = {.layers = 12, .width = 768, .mlp_ratio = 4.0, .head_width = TC_HEAD_SIZE};
     t->image_size = 224;
     t->patch_size = 16;
     t->pool = TC_POOL_TOKEN;
-    int pool_set = 0, gap = 0;
+    int pool_set = 0, gap = 0, patch_null = 0;
     for (size_t i = 0; i < o->count; i++) {
         const char *k = o->keys[i];
         const tc_json *v = &o->items[i];
@@ -252,16 +342,15 @@ static tc_status parse_vision(const ctx *c, const tc_json *o, tc_tower_config *t
         TC_TRY(parse_common(c, tw, k, v, &f, &handled));
         if (handled) continue;
         if (strcmp(k, "head_width") == 0) {
-            if (v->type != TC_JSON_NUMBER || !v->is_int)
-                return ferr(c, tw, k, "expected an integer, got %s", tc_json_type_name(v->type));
-            if (v->integer != TC_HEAD_SIZE)
-                return ferr(c, tw, k, "%lld is not supported: heads are 64 wide in this engine",
-                            (long long)v->integer);
+            TC_TRY(get_int(c, tw, k, v, 1, MAX_WIDTH, &f.head_width));
+            f.have_head_width = 1;
         } else if (strcmp(k, "heads") == 0) {
             TC_TRY(get_int_array(c, tw, k, v, MAX_HEADS, f.heads_arr, &f.n_heads_arr));
         } else if (strcmp(k, "patch_size") == 0) {
-            if (v->type == TC_JSON_ARRAY && v->count == 2 && v->items[0].is_int &&
-                v->items[1].is_int && v->items[0].integer == v->items[1].integer)
+            if (v->type == TC_JSON_NULL)
+                patch_null = 1; /* open_clip's ResNet configs */
+            else if (v->type == TC_JSON_ARRAY && v->count == 2 && v->items[0].is_int &&
+                     v->items[1].is_int && v->items[0].integer == v->items[1].integer)
                 TC_TRY(get_int(c, tw, k, &v->items[0], 1, MAX_IMAGE, &t->patch_size));
             else
                 TC_TRY(get_int(c, tw, k, v, 1, MAX_IMAGE, &t->patch_size));
@@ -334,6 +423,18 @@ static tc_status parse_vision(const ctx *c, const tc_json *o, tc_tower_config *t
             return ferr(c, tw, "global_average_pool", "true contradicts pool_type \"tok\"");
         t->pool = TC_POOL_MEAN;
     }
+    if (f.resnet) {
+        /* the ViT-only fields keep their defaults: nothing reads them */
+        if (pool_set || gap || t->no_ln_pre || t->final_ln_after_pool)
+            return ferr(c, tw,
+                        pool_set || gap ? "pool_type"
+                        : t->no_ln_pre  ? "no_ln_pre"
+                                        : "final_ln_after_pool",
+                        "does not apply to a ResNet tower (its pooling is the attention pool)");
+        t->patch_size = 32;
+        return finish_tower(c, tw, &f, t, 1);
+    }
+    if (patch_null) return ferr(c, tw, "patch_size", "null is only valid for a ResNet tower");
     if (t->patch_size > t->image_size || t->image_size % t->patch_size != 0)
         return ferr(c, tw, "image_size", "%d is not a multiple of patch_size %d", t->image_size,
                     t->patch_size);
@@ -344,7 +445,8 @@ static tc_status parse_vision(const ctx *c, const tc_json *o, tc_tower_config *t
 static tc_status parse_text(const ctx *c, const tc_json *o, tc_tower_config *t) {
     const char *tw = "text_cfg";
     if (o->type != TC_JSON_OBJECT) return ferr(c, NULL, tw, "expected an object");
-    tower_fields f = {.layers = 12, .width = 512, .mlp_ratio = 4.0, .heads = 8};
+    tower_fields f = {
+        .layers = 12, .width = 512, .mlp_ratio = 4.0, .heads = 8, .head_width = TC_HEAD_SIZE};
     t->context_length = 77;
     t->vocab_size = 49408;
     t->pool = TC_POOL_ARGMAX;
@@ -360,6 +462,10 @@ static tc_status parse_text(const ctx *c, const tc_json *o, tc_tower_config *t) 
                 TC_TRY(get_int_array(c, tw, k, v, MAX_HEADS, f.heads_arr, &f.n_heads_arr));
             else
                 TC_TRY(get_int(c, tw, k, v, 1, MAX_HEADS, &f.heads));
+        } else if (strcmp(k, "head_width") == 0) {
+            /* tinyclip's extension: the size of the per-layer heads */
+            TC_TRY(get_int(c, tw, k, v, 1, MAX_WIDTH, &f.head_width));
+            f.have_head_width = 1;
         } else if (strcmp(k, "context_length") == 0) {
             TC_TRY(get_int(c, tw, k, v, 1, MAX_CONTEXT, &t->context_length));
         } else if (strcmp(k, "vocab_size") == 0) {
@@ -487,6 +593,14 @@ static tc_status hf_act(const ctx *c, const tc_json *o, const char *tower, tc_ac
     return TC_OK;
 }
 
+/* heads that split hidden_size evenly into a supported head size */
+static tc_status hf_heads(const ctx *c, const char *tower, int heads, int width) {
+    if (width % heads != 0)
+        return ferr(c, tower, "num_attention_heads", "%d heads cannot split hidden_size %d evenly",
+                    heads, width);
+    return head_size_ok(c, tower, "num_attention_heads", width / heads);
+}
+
 static tc_status parse_hf_root(tc_model_config *cfg, const tc_json *root, const char *source) {
     ctx c = {source, ""};
     if (root->type != TC_JSON_OBJECT)
@@ -518,9 +632,7 @@ static tc_status parse_hf_root(tc_model_config *cfg, const tc_json *root, const 
     TC_TRY(hf_int(&c, tc, tw, "num_attention_heads", 8, 1, MAX_HEADS, &heads));
     TC_TRY(hf_int(&c, tc, tw, "max_position_embeddings", 77, 1, MAX_CONTEXT, &t->context_length));
     TC_TRY(hf_int(&c, tc, tw, "vocab_size", 49408, 1, MAX_VOCAB, &t->vocab_size));
-    if (heads * TC_HEAD_SIZE != width)
-        return ferr(&c, tw, "num_attention_heads",
-                    "%d heads over hidden_size %d is not a head size of 64", heads, width);
+    TC_TRY(hf_heads(&c, tw, heads, width));
     tc_tower_set_uniform(t, layers, width, heads, mlp);
     t->pool = TC_POOL_ARGMAX;
 
@@ -534,9 +646,7 @@ static tc_status parse_hf_root(tc_model_config *cfg, const tc_json *root, const 
     TC_TRY(hf_int(&c, vc, tw, "image_size", 224, 1, MAX_IMAGE, &v->image_size));
     TC_TRY(hf_int(&c, vc, tw, "patch_size", 32, 1, MAX_IMAGE, &v->patch_size));
     TC_TRY(hf_int(&c, vc, tw, "num_channels", 3, 3, 3, &channels));
-    if (heads * TC_HEAD_SIZE != width)
-        return ferr(&c, tw, "num_attention_heads",
-                    "%d heads over hidden_size %d is not a head size of 64", heads, width);
+    TC_TRY(hf_heads(&c, tw, heads, width));
     if (v->image_size % v->patch_size != 0)
         return ferr(&c, tw, "image_size", "%d is not a multiple of patch_size %d", v->image_size,
                     v->patch_size);
@@ -593,7 +703,37 @@ static tc_status verr(const char *source, const char *fmt, ...) {
     return tc_fail(TC_ERR_CONFIG, "%s: %s", source ? source : "model config", msg);
 }
 
+/* the ResNet tower: stage depths, stem width, the attention pool's heads */
+static tc_status validate_resnet(const tc_tower_config *t, const char *tw, const char *source) {
+    int blocks = 0;
+    for (int i = 0; i < TC_RESNET_STAGES; i++) {
+        if (t->stages[i] < 1 || t->stages[i] > TC_MAX_LAYERS)
+            return verr(source, "%s.layers[%d]: %d blocks is out of range [1, %d]", tw, i,
+                        t->stages[i], TC_MAX_LAYERS);
+        blocks += t->stages[i];
+    }
+    if (blocks != t->layers || blocks > TC_MAX_LAYERS)
+        return verr(source, "%s.layers: %d blocks in all (at most %d)", tw, blocks, TC_MAX_LAYERS);
+    if (t->width < 2 || t->width > MAX_WIDTH / 32)
+        return verr(source, "%s.width: %d is out of range [2, %d] for a ResNet", tw, t->width,
+                    MAX_WIDTH / 32);
+    if (t->image_size % 32 != 0)
+        return verr(source, "%s.image_size: %d is not a multiple of 32 (a ResNet's stride)", tw,
+                    t->image_size);
+    char field[64];
+    snprintf(field, sizeof field, "%s.head_width", tw);
+    TC_TRY(tc_check_head_size(t->head_width, source, field));
+    if (tc_resnet_pool_width(t) % t->head_width != 0)
+        return verr(source, "%s.head_width: %d does not split the attention pool's %d channels", tw,
+                    t->head_width, tc_resnet_pool_width(t));
+    return TC_OK;
+}
+
 static tc_status validate_tower(const tc_tower_config *t, const char *tw, const char *source) {
+    if (t->resnet) return validate_resnet(t, tw, source);
+    char field[64];
+    snprintf(field, sizeof field, "%s.head_width", tw);
+    TC_TRY(tc_check_head_size(t->head_width, source, field));
     if (t->layers < 1 || t->layers > TC_MAX_LAYERS)
         return verr(source, "%s.layers: %d is out of range [1, %d]", tw, t->layers, TC_MAX_LAYERS);
     if (t->width < 1 || t->width > MAX_WIDTH)
@@ -615,12 +755,14 @@ tc_status tc_model_config_validate(const tc_model_config *cfg, const char *sourc
     if (cfg->activation != TC_GELU && cfg->activation != TC_QUICK_GELU)
         return verr(source, "activation: not GELU or QuickGELU");
     const tc_tower_config *v = &cfg->vision, *t = &cfg->text;
+    if (t->resnet) return verr(source, "text_cfg.layers: a ResNet is an image tower");
     TC_TRY(validate_tower(v, "vision_cfg", source));
     TC_TRY(validate_tower(t, "text_cfg", source));
     if (v->image_size < 1 || v->image_size > MAX_IMAGE)
         return verr(source, "vision_cfg.image_size: %d is out of range [1, %d]", v->image_size,
                     MAX_IMAGE);
-    if (v->patch_size < 1 || v->patch_size > v->image_size || v->image_size % v->patch_size != 0)
+    if (!v->resnet &&
+        (v->patch_size < 1 || v->patch_size > v->image_size || v->image_size % v->patch_size != 0))
         return verr(source, "vision_cfg.image_size: %d is not a multiple of patch_size %d",
                     v->image_size, v->patch_size);
     if (v->pool != TC_POOL_TOKEN && v->pool != TC_POOL_MEAN)
@@ -634,122 +776,4 @@ tc_status tc_model_config_validate(const tc_model_config *cfg, const char *sourc
     if (t->pool != TC_POOL_ARGMAX)
         return verr(source, "text_cfg.pool_type: only \"argmax\" is supported");
     return TC_OK;
-}
-
-/* ---- writing ---- */
-
-/* mlp_ratio that open_clip's int(width * mlp_ratio) turns back into mlp */
-static double ratio_for(int width, int mlp) {
-    double r = (double)mlp / width;
-    for (int i = 0; i < 4 && (int)floor(width * r) != mlp; i++)
-        r = nextafter(r, (int)floor(width * r) < mlp ? INFINITY : -INFINITY);
-    return r;
-}
-
-static void write_int_array(tc_sbuf *b, const int *a, int n) {
-    tc_sbuf_puts(b, "[");
-    for (int i = 0; i < n; i++)
-        tc_sbuf_printf(b, "%s%d", i ? ", " : "", a[i]);
-    tc_sbuf_puts(b, "]");
-}
-
-static void write_tower_shape(tc_sbuf *b, const tc_tower_config *t, int vision) {
-    tc_sbuf_printf(b, "        \"layers\": %d,\n        \"width\": %d,\n", t->layers, t->width);
-    int uniform_heads = t->width % TC_HEAD_SIZE == 0, uniform_mlp = 1;
-    for (int i = 0; i < t->layers; i++) {
-        if (t->heads[i] * TC_HEAD_SIZE != t->width) uniform_heads = 0;
-        if (t->mlp_width[i] != t->mlp_width[0]) uniform_mlp = 0;
-    }
-    if (uniform_heads) {
-        if (vision)
-            tc_sbuf_puts(b, "        \"head_width\": 64,\n");
-        else
-            tc_sbuf_printf(b, "        \"heads\": %d,\n", t->width / TC_HEAD_SIZE);
-    } else {
-        tc_sbuf_puts(b, "        \"heads\": ");
-        write_int_array(b, t->heads, t->layers);
-        tc_sbuf_puts(b, ",\n");
-    }
-    double ratio = t->mlp_width[0] > 0 ? ratio_for(t->width, t->mlp_width[0]) : 0;
-    /* the ratio form only when it is in range and reads back exactly */
-    if (uniform_mlp && ratio > 0 && ratio <= 1024 &&
-        (int)floor((double)t->width * ratio) == t->mlp_width[0]) {
-        tc_sbuf_puts(b, "        \"mlp_ratio\": ");
-        tc_sbuf_json_number(b, ratio);
-        tc_sbuf_puts(b, ",\n");
-    } else {
-        tc_sbuf_puts(b, "        \"mlp_width\": ");
-        write_int_array(b, t->mlp_width, t->layers);
-        tc_sbuf_puts(b, ",\n");
-    }
-}
-
-tc_status tc_model_config_to_json(const tc_model_config *cfg, char **out) {
-    *out = NULL;
-    TC_TRY(tc_model_config_validate(cfg, cfg->name[0] ? cfg->name : NULL));
-    const tc_tower_config *v = &cfg->vision, *t = &cfg->text;
-    tc_sbuf b = {0};
-    tc_sbuf_printf(&b, "{\n    \"embed_dim\": %d,\n    \"quick_gelu\": %s,\n", cfg->embed_dim,
-                   cfg->activation == TC_QUICK_GELU ? "true" : "false");
-    tc_sbuf_printf(&b, "    \"vision_cfg\": {\n        \"image_size\": %d,\n", v->image_size);
-    write_tower_shape(&b, v, 1);
-    if (v->pool == TC_POOL_MEAN) tc_sbuf_puts(&b, "        \"pool_type\": \"avg\",\n");
-    if (v->no_ln_pre) tc_sbuf_puts(&b, "        \"no_ln_pre\": true,\n");
-    if (v->final_ln_after_pool) tc_sbuf_puts(&b, "        \"final_ln_after_pool\": true,\n");
-    tc_sbuf_printf(&b, "        \"patch_size\": %d\n    },\n", v->patch_size);
-    tc_sbuf_printf(&b,
-                   "    \"text_cfg\": {\n        \"context_length\": %d,\n"
-                   "        \"vocab_size\": %d,\n",
-                   t->context_length, t->vocab_size);
-    write_tower_shape(&b, t, 0);
-    if (t->final_ln_after_pool) tc_sbuf_puts(&b, "        \"final_ln_after_pool\": true,\n");
-    /* drop the trailing ",\n" of the last field */
-    if (b.len >= 2 && !b.oom) b.len -= 2, b.data[b.len] = 0;
-    tc_sbuf_puts(&b, "\n    }\n}\n");
-    return tc_sbuf_finish(&b, out);
-}
-
-tc_status tc_model_config_to_hf_json(const tc_model_config *cfg, char **out) {
-    *out = NULL;
-    const char *src = cfg->name[0] ? cfg->name : "model config";
-    TC_TRY(tc_model_config_validate(cfg, src));
-    const tc_tower_config *v = &cfg->vision, *t = &cfg->text;
-    if (!tc_tower_is_uniform(v) || !tc_tower_is_uniform(t))
-        return tc_fail(TC_ERR_UNSUPPORTED,
-                       "%s: an irregular model (per-layer heads or MLP widths) cannot be expressed "
-                       "as a Hugging Face CLIPConfig; export it in open_clip layout",
-                       src);
-    if (v->no_ln_pre)
-        return tc_fail(TC_ERR_UNSUPPORTED,
-                       "%s: vision_cfg.no_ln_pre cannot be expressed in Hugging Face CLIP", src);
-    if (v->pool != TC_POOL_TOKEN)
-        return tc_fail(TC_ERR_UNSUPPORTED,
-                       "%s: vision_cfg.pool_type \"avg\" cannot be expressed in Hugging Face CLIP",
-                       src);
-    const char *act = cfg->activation == TC_QUICK_GELU ? "quick_gelu" : "gelu";
-    tc_sbuf b = {0};
-    tc_sbuf_printf(&b,
-                   "{\n  \"architectures\": [\"CLIPModel\"],\n  \"model_type\": \"clip\",\n"
-                   "  \"projection_dim\": %d,\n  \"logit_scale_init_value\": 2.6592,\n",
-                   cfg->embed_dim);
-    tc_sbuf_printf(&b,
-                   "  \"text_config\": {\n    \"model_type\": \"clip_text_model\",\n"
-                   "    \"vocab_size\": %d,\n    \"hidden_size\": %d,\n"
-                   "    \"intermediate_size\": %d,\n    \"num_hidden_layers\": %d,\n"
-                   "    \"num_attention_heads\": %d,\n    \"max_position_embeddings\": %d,\n"
-                   "    \"hidden_act\": \"%s\",\n    \"layer_norm_eps\": 1e-05,\n"
-                   "    \"projection_dim\": %d,\n    \"bos_token_id\": 49406,\n"
-                   "    \"eos_token_id\": 49407,\n    \"pad_token_id\": 49407\n  },\n",
-                   t->vocab_size, t->width, t->mlp_width[0], t->layers, t->heads[0],
-                   t->context_length, act, cfg->embed_dim);
-    tc_sbuf_printf(&b,
-                   "  \"vision_config\": {\n    \"model_type\": \"clip_vision_model\",\n"
-                   "    \"hidden_size\": %d,\n    \"intermediate_size\": %d,\n"
-                   "    \"num_hidden_layers\": %d,\n    \"num_attention_heads\": %d,\n"
-                   "    \"num_channels\": 3,\n    \"image_size\": %d,\n    \"patch_size\": %d,\n"
-                   "    \"hidden_act\": \"%s\",\n    \"layer_norm_eps\": 1e-05,\n"
-                   "    \"projection_dim\": %d\n  },\n  \"torch_dtype\": \"float32\"\n}\n",
-                   v->width, v->mlp_width[0], v->layers, v->heads[0], v->image_size, v->patch_size,
-                   act, cfg->embed_dim);
-    return tc_sbuf_finish(&b, out);
 }

@@ -79,7 +79,7 @@ static tc_status check_tower(const tc_tower_config *t, const char *what) {
         return tc_fail(TC_ERR_CONFIG, "prune: %s tower has %d layers of width %d", what,
                        t->layers, t->width);
     for (int l = 0; l < t->layers; l++)
-        if (t->heads[l] * TC_HEAD_SIZE != t->width || t->mlp_width[l] != t->mlp_width[0] ||
+        if (t->heads[l] * t->head_width != t->width || t->mlp_width[l] != t->mlp_width[0] ||
             t->mlp_width[0] < 1)
             return tc_fail(TC_ERR_CONFIG,
                            "prune: %s tower layer %d is not teacher-shaped (%d heads, mlp %d); "
@@ -190,15 +190,15 @@ static tc_status emit_tower(int vision, const tc_model_config *cfg, const tower_
         const float *hz_l = z->headz + (size_t)l * NH, *iz_l = z->intz + (size_t)l * M;
         int heads_kept = count_nonzero(hz_l, NH), int_kept = count_nonzero(iz_l, M);
         if (heads_kept > 0 || fold) {
-            if ((st = make_axis(&qkv_rows, hz_l, NH, TC_HEAD_SIZE, 3, fold, 0)) != TC_OK) goto done;
-            if ((st = make_axis(&head_cols, hz_l, NH, TC_HEAD_SIZE, 1, fold, 1)) != TC_OK)
+            if ((st = make_axis(&qkv_rows, hz_l, NH, t->head_width, 3, fold, 0)) != TC_OK) goto done;
+            if ((st = make_axis(&head_cols, hz_l, NH, t->head_width, 1, fold, 1)) != TC_OK)
                 goto done;
             gather1(dst + o->ln1_w, src + s->ln1_w, &hid_cut);
             gather1(dst + o->ln1_b, src + s->ln1_b, &hid_cut);
             gather2(dst + o->qkv_w, src + s->qkv_w, C, &qkv_rows, &hid_cut, 0);
             gather1(dst + o->qkv_b, src + s->qkv_b, &qkv_rows);
             /* (out_proj.weight * hidden_z rows) * head_z column blocks */
-            gather2(dst + o->out_w, src + s->out_w, NH * TC_HEAD_SIZE, &hid_mul, &head_cols, 0);
+            gather2(dst + o->out_w, src + s->out_w, NH * t->head_width, &hid_mul, &head_cols, 0);
             gather1(dst + o->out_b, src + s->out_b, &hid_mul);
             if (fold && heads_kept == 0 && mode == TC_PRUNE_ORIGINAL)
                 memset(dst + o->out_b, 0, (size_t)C * sizeof *dst);
@@ -301,23 +301,13 @@ static void copy_tower_verbatim(int vision, const tc_param_layout *sl, const flo
     }
 }
 
-static tc_status check_layout(const tc_model_config *cfg, const tc_param_layout *l) {
-    tc_param_layout ref;
-    TC_TRY(tc_param_layout_build(&ref, cfg));
-    int ok = ref.total == l->total && ref.count == l->count;
-    tc_param_layout_free(&ref);
-    if (!ok)
-        return tc_fail(TC_ERR_ARG, "prune: the parameter layout does not belong to the config");
-    return TC_OK;
-}
-
 tc_status tc_prune_z(const tc_model_config *cfg, const tc_param_layout *l, const float *params,
                      const float *vision_z, const float *text_z, tc_prune_mode mode,
                      tc_model_config *out_cfg, tc_param_layout *out_l, float **out_params) {
     *out_params = NULL;
     memset(out_l, 0, sizeof *out_l);
     TC_TRY(tc_model_config_validate(cfg, "prune"));
-    TC_TRY(check_layout(cfg, l));
+    TC_TRY(tc_param_layout_check(cfg, l, "prune"));
     tower_z vz = {0}, tz = {0};
     tc_model_config oc = *cfg;
     const float *zs[2] = {vision_z, text_z};
@@ -389,7 +379,7 @@ tc_status tc_prune(const tc_model_config *cfg, const tc_param_layout *l, const f
                          ms[k]->inter);
             break;
         }
-        zs[k] = malloc(ms[k]->n_loga * sizeof *zs[k]);
+        zs[k] = malloc(ms[k]->n_z * sizeof *zs[k]);
         if (!zs[k]) {
             st = tc_fail(TC_ERR_OOM, "prune: out of memory");
             break;
@@ -407,7 +397,7 @@ tc_status tc_prune(const tc_model_config *cfg, const tc_param_layout *l, const f
 tc_status tc_prune_fold(const tc_model_config *cfg, const tc_param_layout *l, float *params,
                         const float *vision_z, const float *text_z, tc_prune_mode mode) {
     TC_TRY(tc_model_config_validate(cfg, "fold"));
-    TC_TRY(check_layout(cfg, l));
+    TC_TRY(tc_param_layout_check(cfg, l, "prune"));
     const float *zs[2] = {vision_z, text_z};
     for (int k = 0; k < 2; k++) {
         if (!zs[k]) continue;
@@ -474,9 +464,22 @@ static tc_status expand_check(const tc_tower_config *c, const tc_tower_config *f
     return TC_OK;
 }
 
-static tc_status init_masks(tc_l0_masks *m, const tc_tower_config *c, const tc_tower_config *f,
-                            const char *what) {
-    TC_TRY(tc_l0_masks_for_tower(m, f, what));
+tc_status tc_expand_masks(tc_l0_masks *m, const tc_tower_config *c, const tc_tower_config *f,
+                          tc_l0_shape shape, const char *what) {
+    TC_TRY(tc_l0_masks_for_tower_shaped(m, f, shape, what));
+    if (shape == TC_L0_REGULAR) {
+        /* a unit per HS leading dims of the compact width, the MLP units of
+         * the widest layer: exact for a regular compact tower */
+        int units = (c->width + m->head_size - 1) / m->head_size, mlp = 0;
+        for (int l = 0; l < c->layers; l++)
+            if (c->mlp_width[l] > mlp) mlp = c->mlp_width[l];
+        for (int u = 0; u < m->heads; u++)
+            m->heads_loga[u] = u < units ? TC_L0_INIT_LOGA : TC_L0_PRUNED_LOGA;
+        for (int i = 0; i < m->inter; i++)
+            m->intermediate_loga[i] = i < mlp ? TC_L0_INIT_LOGA : TC_L0_PRUNED_LOGA;
+        m->lambda[0] = m->lambda[1] = TC_L0_LAMBDA_INIT;
+        return TC_OK;
+    }
     for (int d = 0; d < m->hidden; d++)
         m->hidden_loga[d] = d < c->width ? TC_L0_INIT_LOGA : TC_L0_PRUNED_LOGA;
     for (int l = 0; l < m->layers; l++) {
@@ -499,8 +502,8 @@ tc_status tc_expand(const tc_model_config *compact_cfg, const tc_param_layout *c
     if (text_masks) memset(text_masks, 0, sizeof *text_masks);
     TC_TRY(tc_model_config_validate(compact_cfg, "expand (compact model)"));
     TC_TRY(tc_model_config_validate(full_cfg, "expand (full model)"));
-    TC_TRY(check_layout(compact_cfg, cl));
-    TC_TRY(check_layout(full_cfg, fl));
+    TC_TRY(tc_param_layout_check(compact_cfg, cl, "expand (compact model)"));
+    TC_TRY(tc_param_layout_check(full_cfg, fl, "expand (full model)"));
     const tc_tower_config *cv = &compact_cfg->vision, *fv = &full_cfg->vision;
     const tc_tower_config *ct = &compact_cfg->text, *ft = &full_cfg->text;
     if (compact_cfg->embed_dim != full_cfg->embed_dim)
@@ -529,9 +532,9 @@ tc_status tc_expand(const tc_model_config *compact_cfg, const tc_param_layout *c
         }
         TC_TRY(expand_tensor(cp, compact + cp->offset, fp, full + fp->offset));
     }
-    if (vision_masks) TC_TRY(init_masks(vision_masks, cv, fv, "vision"));
+    if (vision_masks) TC_TRY(tc_expand_masks(vision_masks, cv, fv, TC_L0_IRREGULAR, "vision"));
     if (text_masks) {
-        tc_status st = init_masks(text_masks, ct, ft, "text");
+        tc_status st = tc_expand_masks(text_masks, ct, ft, TC_L0_IRREGULAR, "text");
         if (st != TC_OK) {
             if (vision_masks) tc_l0_masks_free(vision_masks);
             return st;

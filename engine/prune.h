@@ -10,8 +10,8 @@
  * what a kept unit becomes (hz = hidden z, head_z, int_z; "sliced" keeps the
  * z != 0 entries):
  *   LayerNorms                       weight, bias sliced, NOT scaled
- *   in_proj (3, NH, 64, C)           [:, kept heads][..., kept hidden]; bias likewise
- *   out_proj.weight (C, NH*64)       (w * hz rows) * head_z column blocks, sliced
+ *   in_proj (3, NH, HS, C)           [:, kept heads][..., kept hidden]; bias likewise
+ *   out_proj.weight (C, NH*HS)       (w * hz rows) * head_z column blocks, sliced
  *   out_proj.bias                    * hz, sliced
  *   c_fc (M, C), bias (M)            sliced
  *   c_proj.weight (C, M)             (w * int_z columns) * hz rows, sliced
@@ -79,10 +79,17 @@ tc_status tc_prune_fold(const tc_model_config *cfg, const tc_param_layout *l, fl
  * depth, image grid, context length, vocabulary and embed_dim, and no
  * compact dim larger than the full one. vision_masks / text_masks (may be
  * NULL) are created for the full towers: kept units log alpha 10, pruned
- * -10, lambda 10. */
+ * -10, lambda 10 (irregular masks; tc_expand_masks for either shape). */
 tc_status tc_expand(const tc_model_config *compact_cfg, const tc_param_layout *cl,
                     const float *compact, const tc_model_config *full_cfg,
                     const tc_param_layout *fl, float *full, tc_l0_masks *vision_masks,
                     tc_l0_masks *text_masks);
+
+/* masks of the given shape for the full tower f after a re-expansion of the
+ * compact tower c: kept units log alpha 10, pruned -10, lambda 10. regular
+ * masks keep the width units that cover c's leading width and the MLP units
+ * of c's widest layer (exact when c is itself regular). */
+tc_status tc_expand_masks(tc_l0_masks *m, const tc_tower_config *c, const tc_tower_config *f,
+                          tc_l0_shape shape, const char *what);
 
 #endif

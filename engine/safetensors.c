@@ -337,6 +337,15 @@ static tc_status validate(tc_safetensors *f) {
         nm[f->count] = (named){t->name, f->count};
         f->count++;
     }
+    /* names first: a name given twice is a duplicate, whatever its offsets */
+    qsort(nm, (size_t)f->count, sizeof *nm, cmp_named);
+    for (int i = 0; i < f->count; i++) {
+        if (i > 0 && strcmp(nm[i].name, nm[i - 1].name) == 0) {
+            st = bad(f, "duplicate tensor name '%s'%s", nm[i].name, NULL);
+            goto done;
+        }
+        f->by_name[i] = nm[i].index;
+    }
     /* contiguity: sorted by offsets, each tensor starts where the last ended */
     qsort(spans, (size_t)f->count, sizeof *spans, cmp_span);
     uint64_t expect = 0;
@@ -360,14 +369,6 @@ static tc_status validate(tc_safetensors *f) {
             expect > data_len ? "(truncated file or offsets out of range)" : "(trailing bytes)");
         st = bad(f, "%s%s", m, NULL);
         goto done;
-    }
-    qsort(nm, (size_t)f->count, sizeof *nm, cmp_named);
-    for (int i = 0; i < f->count; i++) {
-        if (i > 0 && strcmp(nm[i].name, nm[i - 1].name) == 0) {
-            st = bad(f, "duplicate tensor name '%s'%s", nm[i].name, NULL);
-            goto done;
-        }
-        f->by_name[i] = nm[i].index;
     }
     for (int i = 0; i < f->count; i++)
         f->tensors[i].data = f->base + 8 + n + f->tensors[i].begin;

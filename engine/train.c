@@ -92,6 +92,7 @@ static tc_status build_segments(tc_trainer *t) {
     t->nseg = 0;
     for (int i = 0; i < L->count; i++) {
         const tc_param_info *p = &L->params[i];
+        if (p->buffer) continue; /* BatchNorm running statistics: not optimised */
         float wd = p->decay ? t->optim.weight_decay : 0.0f;
         tc_param_segment *last = t->nseg ? &t->segs[t->nseg - 1] : NULL;
         if (last && last->weight_decay == wd && last->offset + last->count == p->offset) {
@@ -514,9 +515,16 @@ static tc_status teacher_forward(tc_trainer *t, const float *images, const int32
     return tc_model_encode_text_device(te, ids, b);
 }
 
-/* images and ids: device, micro-batch j of the step's inputs */
-static tc_status student_forward(tc_trainer *t, const float *images, const int32_t *ids, int b) {
-    TC_TRY(tc_model_encode_image_device(t->student, images, b));
+/* images and ids: device, micro-batch j of the step's inputs. a ResNet's
+ * BatchNorms use the batch's statistics (model.train()); the running
+ * statistics take one step per micro-batch, not again when a micro-batch is
+ * encoded a second time for its backward (replay) */
+static tc_status student_forward(tc_trainer *t, const float *images, const int32_t *ids, int b,
+                                 int replay) {
+    tc_model_set_bn_mode(t->student, replay ? TC_BN_REPLAY : TC_BN_TRAIN);
+    tc_status s = tc_model_encode_image_device(t->student, images, b);
+    tc_model_set_bn_mode(t->student, TC_BN_EVAL);
+    TC_TRY(s);
     return tc_model_encode_text_device(t->student, ids, b);
 }
 
@@ -629,7 +637,7 @@ static tc_status forward_backward(tc_trainer *t, const float *images, const int3
                 keep_rows(t, t->ttxt_rows, tc_model_text_features(t->teacher), j, b, TE);
             }
         }
-        TC_TRY(student_forward(t, im, tk, b));
+        TC_TRY(student_forward(t, im, tk, b, 0));
         if (k > 1) {
             keep_rows(t, t->img_rows, tc_model_image_features(st), j, b, E);
             keep_rows(t, t->txt_rows, tc_model_text_features(st), j, b, E);
@@ -673,7 +681,7 @@ static tc_status forward_backward(tc_trainer *t, const float *images, const int3
     for (int j = k - 1; j >= 0; j--) {
         if (j < k - 1)
             TC_TRY(student_forward(t, images + (size_t)j * b * img_n, ids + (size_t)j * b * ids_n,
-                                   b));
+                                   b, 1));
         t->hooks_on = j == 0 && distributed(t) && !sharded(t);
         fire_event(t, 0);
         tc_status s = tc_model_backward_image(st, t->dimg + (size_t)j * b * E);

@@ -23,7 +23,8 @@ Usage:
 
 Needs torch and open_clip_torch (scripts/requirements-fixtures.txt). Models
 with tinyclip's per-layer extension (pruned, irregular widths) cannot be
-built by open_clip and are refused.
+built by open_clip and are refused; ResNet image towers (vision_cfg.layers a
+list of stage depths) are open_clip's own.
 """
 import argparse
 import json
@@ -49,7 +50,8 @@ def load_config(path):
     cfg = cfg.get("model_cfg", cfg)  # open_clip_config.json wraps it
     for tower in ("vision_cfg", "text_cfg"):
         for k, v in cfg.get(tower, {}).items():
-            if isinstance(v, list):
+            # vision_cfg.layers as four stage depths is open_clip's ModifiedResNet
+            if isinstance(v, list) and not (tower == "vision_cfg" and k == "layers"):
                 raise SystemExit(f"bench_torch: {path}: {tower}.{k} is a per-layer list (an irregular "
                                  "tinyclip model); open_clip cannot build it")
     return cfg

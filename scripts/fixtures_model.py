@@ -169,22 +169,24 @@ def clip_forward(model, loss_fn, images, tokens):
     return img, txt, scale, loss
 
 
-def train_trace(model, loss_fn, images, tokens, dtype):
+def train_trace(model, loss_fn, images, tokens, dtype, recipe=None):
     """open_clip's training step, len(images) times, on a copy of `model`:
     schedule, forward, ClipLoss, backward, clip, AdamW, logit-scale clamp.
-    returns (trained copy, losses before each update, lrs, pre-clip norms)."""
+    returns (trained copy, losses before each update, lrs, pre-clip norms).
+    recipe: RECIPE unless given."""
+    r = recipe or RECIPE
     tm = copy.deepcopy(model).to(dtype)
     tm.zero_grad(set_to_none=True)
-    opt = torch.optim.AdamW(param_groups(tm, RECIPE["wd"]), lr=RECIPE["lr"],
-                            betas=(RECIPE["beta1"], RECIPE["beta2"]), eps=RECIPE["eps"])
-    sched = cosine_lr(opt, RECIPE["lr"], RECIPE["warmup"], RECIPE["steps"])
+    opt = torch.optim.AdamW(param_groups(tm, r["wd"]), lr=r["lr"],
+                            betas=(r["beta1"], r["beta2"]), eps=r["eps"])
+    sched = cosine_lr(opt, r["lr"], r["warmup"], r["steps"])
     losses, lrs, norms = [], [], []
     for step, (bi, bt) in enumerate(zip(images, tokens)):
         lrs.append(sched(step))
         opt.zero_grad(set_to_none=True)
         _, _, _, l = clip_forward(tm, loss_fn, bi.to(dtype), bt)
         l.backward()
-        norms.append(float(torch.nn.utils.clip_grad_norm_(tm.parameters(), RECIPE["grad_clip"],
+        norms.append(float(torch.nn.utils.clip_grad_norm_(tm.parameters(), r["grad_clip"],
                                                           norm_type=2.0)))
         opt.step()
         with torch.no_grad():

@@ -8,9 +8,13 @@ reproducible with those), then runs each generator that exists:
   scripts/fixtures_tokenizer.py  -> tokenizer cases
   scripts/fixtures_images.py     -> tests/fixtures/images/   (decode and transform cases)
   scripts/fixtures_affinity.py   -> tests/fixtures/affinity/ (TinyCLIP's loss and its gradients)
+  scripts/fixtures_regular.py    -> tests/fixtures/regular/  (an open_clip-regular pruned student
+                                    converted by tinyclip, loaded by open_clip and transformers;
+                                    needs a build: build/tinyclip and its tests)
+  scripts/fixtures_breadth.py    -> tests/fixtures/breadth/  (ResNet towers, head widths, big configs)
 
 Usage (in a venv outside the repository, see requirements-fixtures.txt):
-  /opt/tcvenv/bin/python scripts/make_fixtures.py [--only model,tokenizer,images]
+  /opt/tcvenv/bin/python scripts/make_fixtures.py [--only model,tokenizer,images,regular]
       [--allow-version-mismatch]
 """
 import argparse
@@ -22,7 +26,7 @@ from importlib import metadata
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
-GENERATORS = ["model", "tokenizer", "images", "affinity"]
+GENERATORS = ["model", "tokenizer", "images", "affinity", "regular", "breadth"]
 
 
 def check_versions(path):

@@ -1,5 +1,10 @@
 #include "testutil.h"
 
+#include "checkpoint.h"
+#include "l0.h"
+#include "params.h"
+#include "prune.h"
+
 #include <errno.h>
 #include <math.h>
 #include <stdio.h>
@@ -159,6 +164,13 @@ int tc_run_capture(const char *cmd, char **output) {
 
 /* ---- a tiny CLIP for trainer tests ---- */
 
+const char *const tc_test_tiny_model_json =
+    "{\"embed_dim\": 32, \"quick_gelu\": false,\n"
+    " \"vision_cfg\": {\"image_size\": 28, \"patch_size\": 7, \"layers\": 2, \"width\": 64, "
+    "\"head_width\": 64},\n"
+    " \"text_cfg\": {\"context_length\": 16, \"vocab_size\": 49408, \"width\": 64, \"heads\": 1, "
+    "\"layers\": 2}}\n";
+
 void tc_test_tiny_clip(tc_model_config *c, const char *name, int width, int embed) {
     memset(c, 0, sizeof *c);
     snprintf(c->name, sizeof c->name, "%s", name);
@@ -169,6 +181,7 @@ void tc_test_tiny_clip(tc_model_config *c, const char *name, int width, int embe
     v->width = width;
     v->image_size = 12;
     v->patch_size = 4;
+    v->head_width = t->head_width = 64;
     v->heads[0] = v->heads[1] = width / 64;
     v->mlp_width[0] = v->mlp_width[1] = 2 * width;
     v->pool = TC_POOL_TOKEN;
@@ -196,6 +209,76 @@ void tc_test_clip_batch(float *images, int32_t *ids, int N, const tc_model_confi
     }
 }
 
+void tc_test_pruned_student(const char *dir, int regular, tc_activation act, tc_model_config *cfg) {
+    tc_model_config t;
+    memset(&t, 0, sizeof t);
+    snprintf(t.name, sizeof t.name, "%s-student", regular ? "regular" : "irregular");
+    t.embed_dim = 48;
+    t.activation = act;
+    tc_tower_set_uniform(&t.vision, 3, 128, 2, 256);
+    t.vision.image_size = 32;
+    t.vision.patch_size = 8;
+    t.vision.pool = TC_POOL_TOKEN;
+    tc_tower_set_uniform(&t.text, 3, 128, 2, 256);
+    t.text.context_length = 12;
+    t.text.vocab_size = 64;
+    t.text.pool = TC_POOL_ARGMAX;
+    tc_param_layout l;
+    assert_int_equal(tc_param_layout_build(&l, &t), TC_OK);
+    float *p = malloc(l.total * sizeof *p);
+    assert_non_null(p);
+    uint64_t rng = regular ? 11 : 12;
+    tc_fill_uniform(p, l.total, &rng, 0.3f);
+    /* LayerNorm weights near 1, as in trained models */
+    for (int i = 0; i < l.count; i++)
+        if (strstr(l.params[i].name, "ln") && strstr(l.params[i].name, "weight"))
+            for (size_t e = 0; e < l.params[i].count; e++)
+                p[l.params[i].offset + e] += 1.0f;
+    p[l.logit_scale] = 3.0f;
+    tc_l0_masks m[2];
+    float *z[2];
+    const tc_tower_config *towers[2] = {&t.vision, &t.text};
+    for (int k = 0; k < 2; k++) {
+        assert_int_equal(tc_l0_masks_for_tower_shaped(&m[k], towers[k],
+                                                      regular ? TC_L0_REGULAR : TC_L0_IRREGULAR,
+                                                      k ? "text" : "vision"),
+                         TC_OK);
+        for (size_t i = 0; i < m[k].n_loga; i++)
+            m[k].data[i] = (float)(tc_test_rand(&rng) % 1000) / 1000.0f * 6.0f - 2.0f;
+        z[k] = malloc(m[k].n_z * sizeof *z[k]);
+        assert_non_null(z[k]);
+        /* regular: a third of the prunable size leaves one head (width 64) */
+        double size = 0.3 * tc_l0_prunable_size(m[k].layers, m[k].hidden, m[k].heads, m[k].inter);
+        assert_int_equal(tc_l0_deterministic_sized(&m[k], 0, size, z[k]), TC_OK);
+    }
+    if (!regular) {
+        /* vision layer 1 without heads, text layer 0 without MLP units */
+        int C = 128, NH = 2, L = 3, M = 256;
+        for (int h = 0; h < NH; h++)
+            z[0][C + 1 * NH + h] = 0.0f;
+        for (int i = 0; i < M; i++)
+            z[1][C + L * NH + 0 * M + i] = 0.0f;
+    }
+    tc_param_layout pl;
+    float *pp = NULL;
+    assert_int_equal(tc_prune_z(&t, &l, p, z[0], z[1], TC_PRUNE_EXACT, cfg, &pl, &pp), TC_OK);
+    snprintf(cfg->name, sizeof cfg->name, "%s", t.name);
+    assert_int_equal(cfg->irregular, !regular);
+    if (!regular) {
+        assert_int_equal(cfg->vision.heads[1], 0);
+        assert_int_equal(cfg->text.mlp_width[0], 0);
+    }
+    assert_int_equal(tc_checkpoint_save(dir, TC_FORMAT_OPENCLIP, cfg, &pl, pp), TC_OK);
+    for (int k = 0; k < 2; k++) {
+        free(z[k]);
+        tc_l0_masks_free(&m[k]);
+    }
+    free(p);
+    free(pp);
+    tc_param_layout_free(&l);
+    tc_param_layout_free(&pl);
+}
+
 const char *tc_test_backend_missing_op(const tc_backend *be) {
 #define TC_OP(ret, name, params)                                                                   \
     if (!be->name) return #name;
@@ -209,9 +292,128 @@ const char *tc_test_backend_missing_op(const tc_backend *be) {
     return NULL;
 }
 
+/* ---- formula tensors (scripts/fixtures_breadth.py, tests/fixtures/breadth/README.md) ---- */
+
+static uint64_t fnv1a64(const char *s) {
+    uint64_t h = 0xCBF29CE484222325ull;
+    for (; *s; s++) h = (h ^ (unsigned char)*s) * 0x100000001B3ull;
+    return h;
+}
+
+void tc_test_formula_x(const char *name, double *x, size_t n) {
+    const uint64_t h = fnv1a64(name);
+    for (size_t i = 0; i < n; i++) {
+        uint64_t z = h + (uint64_t)(i + 1) * 0x9E3779B97F4A7C15ull;
+        z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+        z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+        z ^= z >> 31;
+        x[i] = 2.0 * (double)(z >> 41) / 8388608.0 - 1.0;
+    }
+}
+
+void tc_test_formula_images(const char *name, float *out, int n, int size, int block) {
+    const int g = size / block;
+    const size_t nc = (size_t)n * 3 * g * g, nf = (size_t)n * 3 * size * size;
+    double *coarse = malloc(nc * sizeof *coarse), *fine = malloc(nf * sizeof *fine);
+    char cname[256];
+    snprintf(cname, sizeof cname, "%s.coarse", name);
+    tc_test_formula_x(cname, coarse, nc);
+    tc_test_formula_x(name, fine, nf);
+    for (size_t p = 0; p < (size_t)n * 3; p++)
+        for (int y = 0; y < size; y++)
+            for (int x = 0; x < size; x++) {
+                const size_t o = (p * size + y) * size + x;
+                out[o] = (float)(coarse[(p * g + y / block) * g + x / block] + fine[o] / 8);
+            }
+    free(coarse);
+    free(fine);
+}
+
+static int ends_with(const char *s, const char *suffix) {
+    size_t n = strlen(s), k = strlen(suffix);
+    return n >= k && strcmp(s + n - k, suffix) == 0;
+}
+
+/* (a, b) of value = a + b x for a tensor; 0 for an all-zero tensor */
+static int formula_rule(const tc_param_info *p, double *a, double *b) {
+    const char *n = p->name;
+    const int norm = strstr(n, "bn") || strstr(n, "ln_") || strstr(n, ".downsample.1.");
+    *a = 0.0;
+    if (ends_with(n, "num_batches_tracked")) return 0;
+    if (ends_with(n, "running_var")) return *a = 1.25, *b = 0.25, 1;
+    if (ends_with(n, "running_mean")) return *b = 1.0 / 8, 1;
+    if (strcmp(n, "logit_scale") == 0) return *a = 2.5, *b = 0.0, 1;
+    if (p->ndim <= 1) {
+        if (norm && ends_with(n, ".weight")) {
+            int last = (ends_with(n, "bn3.weight") || ends_with(n, "downsample.1.weight")) &&
+                       strstr(n, ".layer");
+            *a = last ? 0.25 : 1.0, *b = last ? 1.0 / 16 : 1.0 / 8;
+            return 1;
+        }
+        return *b = norm ? 1.0 / 16 : 1.0 / 32, 1;
+    }
+    if (ends_with(n, "positional_embedding")) return *b = 1.0 / 64, 1;
+    if (ends_with(n, "token_embedding.weight")) return *b = 1.0 / 32, 1;
+    int64_t fan_in = strcmp(n, "text_projection") == 0 ? p->shape[0] : (int64_t)(p->count / p->shape[0]);
+    int e = 0;
+    while (((int64_t)1 << (2 * e)) < fan_in) e++;
+    *b = 4.0 * ldexp(1.0, -e);
+    return 1;
+}
+
+int tc_test_formula_params(const tc_param_layout *layout, float *params) {
+    size_t widest = 1;
+    for (int i = 0; i < layout->count; i++)
+        if (layout->params[i].count > widest) widest = layout->params[i].count;
+    double *x = malloc(widest * sizeof *x);
+    if (!x) return -1;
+    for (int i = 0; i < layout->count; i++) {
+        const tc_param_info *p = &layout->params[i];
+        float *dst = params + p->offset;
+        double a, b;
+        if (!formula_rule(p, &a, &b)) {
+            memset(dst, 0, p->count * sizeof *dst);
+            continue;
+        }
+        tc_test_formula_x(p->name, x, p->count);
+        for (size_t k = 0; k < p->count; k++) dst[k] = (float)(a + b * x[k]);
+    }
+    free(x);
+    return 0;
+}
+
 /* TC_TEST_FILTER=PATTERN runs only the cmocka tests whose names match (the
  * ThreadSanitizer stage of scripts/test runs one case of the slow ones) */
 __attribute__((constructor)) static void tc_test_filter_from_env(void) {
     const char *f = getenv("TC_TEST_FILTER");
     if (f && f[0]) cmocka_set_test_filter(f);
+}
+
+/* ---- runs of tinyclip train ---- */
+
+char *tc_test_run_dir(const char *tag, const char *yaml) {
+    char *dir = tc_make_tempdir(tag);
+    if (!dir) return NULL;
+    char path[1024];
+    snprintf(path, sizeof path, "%s/tiny.json", dir);
+    int bad = tc_write_file(path, tc_test_tiny_model_json, strlen(tc_test_tiny_model_json));
+    snprintf(path, sizeof path, "%s/exp.yaml", dir);
+    bad |= tc_write_file(path, yaml, strlen(yaml));
+    if (bad) {
+        tc_rmtree(dir);
+        free(dir);
+        return NULL;
+    }
+    return dir;
+}
+
+int tc_test_train(const char *dir, const char *run, const char *extra, const char *fault,
+                  char **output) {
+    size_t cap = 2 * strlen(dir) + strlen(run) + (extra ? strlen(extra) : 0) + 64;
+    char *args = malloc(cap);
+    snprintf(args, cap, "train %s/exp.yaml --out %s/%s --plain %s", dir, dir, run,
+             extra ? extra : "");
+    int rc = fault ? tc_run_cli_fault(fault, args, output) : tc_run_cli(args, output);
+    free(args);
+    return rc;
 }

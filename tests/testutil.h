@@ -10,6 +10,7 @@
 #include <cmocka.h>
 
 #include "model_config.h"
+#include "params.h"
 
 /* absolute path of a file under tests/fixtures (static buffer per call site use) */
 const char *tc_fixture(const char *relative, char *buf, size_t cap);
@@ -62,8 +63,35 @@ int tc_run_capture(const char *cmd, char **output);
 const char *tc_test_backend_missing_op(const tc_backend *be);
 
 void tc_test_tiny_clip(tc_model_config *c, const char *name, int width, int embed);
+/* the open_clip JSON of a tiny CLIP on Fashion-MNIST's 28x28 images (patch 7,
+ * 2 layers of width 64 per tower, context 16), for runs of tinyclip train */
+extern const char *const tc_test_tiny_model_json;
 /* N random images (scale 1.5) and token rows ending in an EOT (the
  * vocabulary's last id), a function of step alone: the same on every rank */
 void tc_test_clip_batch(float *images, int32_t *ids, int N, const tc_model_config *c, int step);
+
+/* a fresh temporary folder holding tiny.json (tc_test_tiny_model_json) and
+ * exp.yaml (yaml), for runs of tinyclip train; removed with tc_rmtree */
+char *tc_test_run_dir(const char *tag, const char *yaml);
+/* tinyclip train DIR/exp.yaml --out DIR/RUN --plain EXTRA (EXTRA may be
+ * NULL), on tinyclip_faults with TINYCLIP_FAULT=fault when fault is not NULL */
+int tc_test_train(const char *dir, const char *run, const char *extra, const char *fault,
+                  char **output);
+/* a pruned student of a random teacher (3 layers per tower, width 128 in 2
+ * heads, MLP 256, 32px images of 8px patches, context 12, vocabulary 64),
+ * saved as an open_clip-layout checkpoint folder in dir. regular: tied masks
+ * sized to 30% of the prunable size (width 64, one head), a plain open_clip
+ * model; irregular:
+ * per-layer heads and MLP widths, vision layer 1 without attention and text
+ * layer 0 without MLP. the config is returned in cfg. */
+void tc_test_pruned_student(const char *dir, int regular, tc_activation act, tc_model_config *cfg);
+/* the formula tensors of tests/fixtures/breadth (README there; the same
+ * values as scripts/fixtures_breadth.py, bit for bit):
+ * x (n) in [-1, 1) of the tensor named `name` */
+void tc_test_formula_x(const char *name, double *x, size_t n);
+/* (n, 3, size, size) images: coarse squares of `block` pixels + detail / 8 */
+void tc_test_formula_images(const char *name, float *out, int n, int size, int block);
+/* every tensor of a layout from its name and shape (formula_rule); 0 or -1 (out of memory) */
+int tc_test_formula_params(const tc_param_layout *layout, float *params);
 
 #endif

@@ -137,8 +137,9 @@ tc_status tc_backend_cpu_create(tc_backend **out, const tc_backend_options *opt)
     b->name = "cpu";
     b->act_bytes = sizeof(float);
     /* fp32 compute on the masters themselves, no conv patch embedding, and
-     * batches in plain memory: every capability off */
+     * batches in plain memory; the convolutions of ResNet towers are here */
     b->caps = (tc_backend_caps){0};
+    b->caps.conv2d = 1;
 #define TC_OP(ret, name, params) b->name = tc_cpu_##name;
 #define TC_OPTIONAL_OP(ret, name, params) b->name = NULL;
 #include "backend_ops.h"

@@ -5,7 +5,9 @@
  * 500x375 JPEGs made in memory from the fixture photos. captions are
  * template sentences. the timed loop touches memory only (no file I/O) and
  * counts the thread's CPU time, so other load on the machine does not
- * inflate it (bench_data_torch.py does the same with time.thread_time). */
+ * inflate it (bench_data_torch.py does the same with time.thread_time).
+ * with --path (or --make) the whole loader over shards is timed instead
+ * (bench_loader.c). */
 #include <dirent.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -115,6 +117,9 @@ static const char *const words[] = {"dog",     "cat",           "coffee cup",   
 int tc_cmd_bench_data(int argc, char **argv) {
     const char *dir = NULL;
     int n = 2000, size = 224, dct = 1;
+    for (int i = 1; i < argc; i++) /* the whole loader over shards: bench_loader.c */
+        if (strcmp(argv[i], "--path") == 0 || strcmp(argv[i], "--make") == 0)
+            return tc_cmd_bench_loader(argc, argv);
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--data") == 0) continue;
         if (strcmp(argv[i], "--images") == 0 && i + 1 < argc)
@@ -127,7 +132,9 @@ int tc_cmd_bench_data(int argc, char **argv) {
             dct = 0;
         else {
             fprintf(stderr, "usage: tinyclip bench --data [--images DIR] [--n N] [--size S] "
-                            "[--no-dct-scale]\n");
+                            "[--no-dct-scale]\n"
+                            "       tinyclip bench --data --path SPEC ... (the whole loader over "
+                            "shards; --path --help)\n");
             return strcmp(argv[i], "--help") == 0 ? 0 : 2;
         }
     }

@@ -23,6 +23,7 @@ int tc_cmd_convert(int argc, char **argv);
 int tc_cmd_embed(int argc, char **argv);
 int tc_cmd_bench(int argc, char **argv);
 int tc_cmd_bench_data(int argc, char **argv);
+int tc_cmd_bench_loader(int argc, char **argv); /* bench --data --path / --make */
 int tc_cmd_tokenize(int argc, char **argv);
 int tc_cmd_shards(int argc, char **argv);
 int tc_cmd_train(int argc, char **argv);

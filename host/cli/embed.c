@@ -5,13 +5,16 @@
  * F32 tensor (N,3,S,S)); texts as strings (--texts, the CLIP tokenizer) or
  * as ids (--tokens, safetensors with one integer tensor (M,context), or a
  * text file with one row of ids per line). */
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "backend_select.h"
 #include "checkpoint.h"
 #include "cli.h"
+#include "data_file.h"
 #include "fileio.h"
 #include "image_decode.h"
 #include "image_transform.h"
@@ -25,6 +28,7 @@ typedef struct {
     const char *model, *config, *out, *pixels, *tokens, *backend;
     const char **texts, **images;
     int n_texts, n_images, threads;
+    long long max_pixels;
 } embed_args;
 
 static void usage(FILE *f) {
@@ -33,6 +37,8 @@ static void usage(FILE *f) {
                "  MODEL           checkpoint: .safetensors file or open_clip / Hugging Face directory\n"
                "  --model CONFIG  model config JSON when the checkpoint carries none\n"
                "  --images FILE.. JPEG/PNG files, eval preprocessing of the model\n"
+               "  --max-pixels N  refuse an image of more than N pixels, read from its header\n"
+               "                  before decoding (default 89478485, Pillow's limit)\n"
                "  --pixels FILE   safetensors with one F32 tensor (N,3,S,S), already preprocessed\n"
                "  --texts TEXT..  captions, tokenized with the CLIP tokenizer\n"
                "  --tokens FILE   safetensors with one integer tensor (M,context), or a text file of ids\n"
@@ -82,6 +88,14 @@ static int parse(int argc, char **argv, embed_args *a) {
         else if (strcmp(o, "--tokens") == 0) a->tokens = v;
         else if (strcmp(o, "--backend") == 0) a->backend = v;
         else if (strcmp(o, "--threads") == 0) a->threads = atoi(v);
+        else if (strcmp(o, "--max-pixels") == 0) {
+            char *end = NULL;
+            a->max_pixels = strtoll(v, &end, 10);
+            if (!end || *end || a->max_pixels <= 0) {
+                fprintf(stderr, "tinyclip embed: --max-pixels takes a positive integer, got '%s'\n", v);
+                return 2;
+            }
+        }
         else {
             fprintf(stderr, "tinyclip embed: unknown option %s\n", o);
             usage(stderr);
@@ -133,14 +147,18 @@ static tc_status load_images(const embed_args *a, const tc_model_config *c, floa
         return tc_fail(TC_ERR_OOM, "embed: out of memory for %d images", a->n_images);
     tc_image_decoder *dec;
     TC_TRY(tc_image_decoder_create(&dec));
+    if (a->max_pixels > 0) tc_image_decoder_set_max_pixels(dec, a->max_pixels);
     tc_transform_cfg tcfg = tc_transform_default(S, 0);
     tc_status s = TC_OK;
     for (int i = 0; i < a->n_images && s == TC_OK; i++) {
-        char *data = NULL;
+        uint8_t *data = NULL;
         size_t len = 0;
         tc_image img = {0};
-        s = tc_read_file_bounded(a->images[i], (size_t)1 << 30, &data, &len);
-        if (s == TC_OK) s = tc_image_decode(dec, (const uint8_t *)data, len, a->images[i], 0, &img); /* full decode: open_clip parity */
+        char why[160];
+        /* only regular files: a FIFO or a directory is named, never waited on */
+        if (tc_data_read_file(a->images[i], (size_t)1 << 30, &data, &len, why, sizeof why) != 0)
+            s = tc_fail(TC_ERR_IO, "%s: %s", a->images[i], why);
+        if (s == TC_OK) s = tc_image_decode(dec, data, len, a->images[i], 0, &img); /* full decode: open_clip parity */
         if (s == TC_OK) s = tc_transform_apply(&tcfg, &img, NULL, NULL, *out + per * i, NULL);
         tc_image_free(&img);
         free(data);
@@ -269,6 +287,73 @@ static tc_status encode_all(tc_model *m, int is_text, const void *inputs, int n,
     return TC_OK;
 }
 
+/* 1 when a and b are the same file (b may not exist) */
+static int same_file(const struct stat *a, const char *b) {
+    struct stat sb;
+    return b && stat(b, &sb) == 0 && sb.st_dev == a->st_dev && sb.st_ino == a->st_ino;
+}
+
+/* --out must not be one of the inputs: writing it would replace them */
+static tc_status check_out(const embed_args *a) {
+    struct stat so;
+    if (stat(a->out, &so) != 0) return TC_OK; /* a new file */
+    if (S_ISDIR(so.st_mode))
+        return tc_fail(TC_ERR_ARG, "--out %s is a folder; give a file name", a->out);
+    char *weights = NULL, *config = NULL;
+    tc_status s = tc_checkpoint_resolve(a->model, &weights, &config);
+    const char *what = NULL;
+    if (s == TC_OK && same_file(&so, weights))
+        what = "the model's weights";
+    else if (s == TC_OK && same_file(&so, config))
+        what = "the model's config";
+    else if (same_file(&so, a->config))
+        what = "the --model config";
+    else if (same_file(&so, a->pixels))
+        what = "the --pixels input";
+    else if (same_file(&so, a->tokens))
+        what = "the --tokens input";
+    for (int i = 0; !what && i < a->n_images; i++)
+        if (same_file(&so, a->images[i])) what = "one of the --images";
+    free(weights);
+    free(config);
+    if (what)
+        return tc_fail(TC_ERR_ARG,
+                       "--out %s is %s; writing it would replace its own input: give another file",
+                       a->out, what);
+    return TC_OK;
+}
+
+/* NaN or inf in the weights gives NaN features without a word: named */
+static tc_status check_params_finite(const char *model, const tc_param_layout *l, const float *p) {
+    for (int i = 0; i < l->count; i++) {
+        const tc_param_info *t = &l->params[i];
+        for (size_t k = 0; k < t->count; k++)
+            if (!isfinite(p[t->offset + k]))
+                return tc_fail(TC_ERR_NONFINITE,
+                               "%s: tensor '%s' holds a non-finite value (%g at element %zu)",
+                               model, t->name, (double)p[t->offset + k], k);
+    }
+    return TC_OK;
+}
+
+/* rows (n of `per` floats: inputs or features), the first non-finite one
+ * named by its input (names[i], else the file they came from) */
+static tc_status check_rows_finite(const float *x, int n, size_t per, const char *what,
+                                   const char **names, const char *file) {
+    for (int i = 0; i < n; i++)
+        for (size_t k = 0; k < per; k++) {
+            if (isfinite(x[(size_t)i * per + k])) continue;
+            if (names)
+                return tc_fail(TC_ERR_NONFINITE,
+                               "%s of '%s' hold a non-finite value (%g at element %zu)", what,
+                               names[i], (double)x[(size_t)i * per + k], k);
+            return tc_fail(TC_ERR_NONFINITE,
+                           "%s: %s of row %d hold a non-finite value (%g at element %zu)",
+                           file ? file : "?", what, i, (double)x[(size_t)i * per + k], k);
+        }
+    return TC_OK;
+}
+
 int tc_cmd_embed(int argc, char **argv) {
     embed_args a;
     int rc = parse(argc, argv, &a);
@@ -281,9 +366,15 @@ int tc_cmd_embed(int argc, char **argv) {
     tc_backend *be = NULL;
     tc_model *m = NULL;
     rc = 1;
+    if (check_out(&a) != TC_OK) goto fail;
     if (a.config && tc_model_config_load(&hint, a.config) != TC_OK) goto fail;
     if (tc_checkpoint_load(a.model, a.config ? &hint : NULL, &cfg, &layout, &params) != TC_OK) goto fail;
+    if (check_params_finite(a.model, &layout, params) != TC_OK) goto fail;
     if ((a.pixels || a.images) && load_images(&a, &cfg, &images, &n_img) != TC_OK) goto fail;
+    size_t per_image = (size_t)3 * cfg.vision.image_size * cfg.vision.image_size;
+    if (n_img &&
+        check_rows_finite(images, n_img, per_image, "the pixels", a.images, a.pixels) != TC_OK)
+        goto fail;
     if ((a.tokens || a.texts) && load_tokens(&a, &cfg, &ids, &n_txt) != TC_OK) goto fail;
     if (tc_backend_open(a.backend, a.threads, &be) != TC_OK) goto fail;
     tc_model_options opt = {.max_batch = EMBED_CHUNK, .train = 0};
@@ -294,11 +385,17 @@ int tc_cmd_embed(int argc, char **argv) {
     if (n_img) {
         if (!(img_feat = malloc((size_t)n_img * E * sizeof *img_feat))) goto oom;
         if (encode_all(m, 0, images, n_img, img_feat) != TC_OK) goto fail;
+        if (check_rows_finite(img_feat, n_img, (size_t)E, "the image features", a.images,
+                              a.pixels) != TC_OK)
+            goto fail;
         out[n_out++] = (tc_st_write_tensor){"image_features", TC_DT_F32, 2, {n_img, E}, img_feat};
     }
     if (n_txt) {
         if (!(txt_feat = malloc((size_t)n_txt * E * sizeof *txt_feat))) goto oom;
         if (encode_all(m, 1, ids, n_txt, txt_feat) != TC_OK) goto fail;
+        if (check_rows_finite(txt_feat, n_txt, (size_t)E, "the text features", a.texts, a.tokens) !=
+            TC_OK)
+            goto fail;
         out[n_out++] = (tc_st_write_tensor){"text_features", TC_DT_F32, 2, {n_txt, E}, txt_feat};
     }
     const char *keys[] = {"format", "model"}, *values[] = {"pt", cfg.name};

@@ -41,11 +41,20 @@ static void print_ints(const int *a, int n) {
 }
 
 static void print_tower(const char *label, const tc_tower_config *t) {
+    if (t->resnet) {
+        int g = tc_vision_grid(t);
+        printf("%s: ResNet, stages ", label);
+        print_ints(t->stages, TC_RESNET_STAGES);
+        printf(", width %d, attention pool %d channels in %d heads of %d", t->width,
+               tc_resnet_pool_width(t), tc_resnet_pool_heads(t), t->head_width);
+        printf(", image %d (%dx%d map, %d tokens)\n", t->image_size, g, g, tc_vision_tokens(t));
+        return;
+    }
     printf("%s: %d layers, width %d, ", label, t->layers, t->width);
     if (tc_tower_is_uniform(t)) {
-        printf("%d heads, mlp %d", t->heads[0], t->mlp_width[0]);
+        printf("%d heads of %d, mlp %d", t->heads[0], t->head_width, t->mlp_width[0]);
     } else {
-        printf("heads per layer ");
+        printf("heads of %d per layer ", t->head_width);
         print_ints(t->heads, t->layers);
         printf(", mlp per layer ");
         print_ints(t->mlp_width, t->layers);
@@ -102,10 +111,23 @@ int tc_cmd_inspect(int argc, char **argv) {
     printf("model: %s (%s %s)\n", cfg.name, kind, model);
     printf("activation: %s\n", cfg.activation == TC_QUICK_GELU ? "quick_gelu" : "gelu");
     printf("embed_dim: %d\n", cfg.embed_dim);
+    /* what loads it elsewhere (tinyclip convert) */
+    if (cfg.irregular)
+        printf("open_clip-regular: no (per-layer heads or MLP widths, or a width that is not "
+               "heads x %d): open_clip and Hugging Face cannot load it; tinyclip convert --to "
+               "onnx exports it\n",
+               TC_HEAD_SIZE);
+    else if (cfg.vision.no_ln_pre || cfg.vision.pool != TC_POOL_TOKEN)
+        printf("open_clip-regular: yes (loads in open_clip; Hugging Face CLIP has no "
+               "no_ln_pre / average pooling; tinyclip convert --to onnx exports it)\n");
+    else
+        printf("open_clip-regular: yes (loads in open_clip; tinyclip convert --to hf or --to "
+               "onnx for Hugging Face or ONNX)\n");
     print_tower("vision", v);
-    printf(", patch %d, image %d (%d tokens), pool %s%s\n", v->patch_size, v->image_size,
-           tc_vision_tokens(v), v->pool == TC_POOL_MEAN ? "avg" : "tok",
-           v->no_ln_pre ? ", no ln_pre" : "");
+    if (!v->resnet)
+        printf(", patch %d, image %d (%d tokens), pool %s%s\n", v->patch_size, v->image_size,
+               tc_vision_tokens(v), v->pool == TC_POOL_MEAN ? "avg" : "tok",
+               v->no_ln_pre ? ", no ln_pre" : "");
     print_tower("text", t);
     printf(", context %d, vocab %d\n", t->context_length, t->vocab_size);
     printf("tensors: %d\n", layout.count);
@@ -115,8 +137,9 @@ int tc_cmd_inspect(int argc, char **argv) {
     printf("params shared (logit_scale): %s\n", commas(c.shared, b1, sizeof b1));
     printf("total params: %s\n", commas(c.total, b1, sizeof b1));
     size_t text_ne = c.text - c.token_embedding;
-    printf("without token embedding: %s (ViT %.2fM + Text %.2fM)\n",
-           commas(c.vision + text_ne, b3, sizeof b3), c.vision / 1e6, text_ne / 1e6);
+    printf("without token embedding: %s (%s %.2fM + Text %.2fM)\n",
+           commas(c.vision + text_ne, b3, sizeof b3), v->resnet ? "ResNet" : "ViT", c.vision / 1e6,
+           text_ne / 1e6);
     double gi, gt;
     tc_model_flops(&cfg, &gi, &gt);
     printf("GFLOPs per image: %.3f\n", gi);

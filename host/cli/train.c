@@ -1,4 +1,4 @@
-/* tinyclip train EXP.yaml [--out DIR] [--set key=value]... [--dry-run] */
+/* tinyclip train EXP.yaml [--out DIR] [--set key=value]... [--restart-from STAGE] [--dry-run] */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -11,16 +11,23 @@
 #define MAX_SETS 128
 
 static void usage(FILE *f) {
-    fprintf(f, "usage: tinyclip train EXPERIMENT.yaml [--out DIR] [--set key=value]... [--dry-run]\n"
-               "  --out DIR        run folder (default: the experiment's out, runs/<name>)\n"
-               "  --set key=value  override a value of the file, e.g. stages.0.steps=100\n"
-               "  --dry-run        validate, print the stage plan, parameters and memory; train nothing\n"
-               "  --plain          plain progress lines even on a terminal\n"
-               "running the same command again resumes an interrupted run.\n");
+    fprintf(
+        f,
+        "usage: tinyclip train EXPERIMENT.yaml [--out DIR] [--set key=value]... [--restart-from "
+        "STAGE] [--dry-run]\n"
+        "  --out DIR        run folder (default: the experiment's out, runs/<name>)\n"
+        "  --set key=value  override a value of the file, e.g. stages.0.steps=100\n"
+        "  --restart-from STAGE\n"
+        "                   train STAGE and the stages that depend on it again; their earlier\n"
+        "                   folders are moved to OUT/replaced/N/\n"
+        "  --dry-run        validate, print the stage plan, parameters and memory; train nothing\n"
+        "  --plain          plain progress lines even on a terminal\n"
+        "running the same command again resumes an interrupted run; a stage whose inputs\n"
+        "changed since it ran is refused (use --restart-from or another --out).\n");
 }
 
 int tc_cmd_train(int argc, char **argv) {
-    const char *path = NULL, *sets[MAX_SETS];
+    const char *path = NULL, *sets[MAX_SETS], *restart_from = NULL;
     char *owned[MAX_SETS];
     int n_sets = 0, n_owned = 0, dry = 0, plain = 0;
     for (int i = 1; i < argc; i++) {
@@ -32,6 +39,8 @@ int tc_cmd_train(int argc, char **argv) {
             dry = 1;
         } else if (strcmp(o, "--plain") == 0) {
             plain = 1;
+        } else if (strcmp(o, "--restart-from") == 0 && i + 1 < argc) {
+            restart_from = argv[++i];
         } else if ((strcmp(o, "--set") == 0 || strcmp(o, "--out") == 0) && i + 1 < argc) {
             if (n_sets == MAX_SETS) {
                 fprintf(stderr, "tinyclip train: at most %d overrides\n", MAX_SETS);
@@ -66,15 +75,19 @@ int tc_cmd_train(int argc, char **argv) {
         fprintf(stderr, "%s\n", tc_last_error());
         rc = 1;
     } else if (dry) {
+        /* the plan, then the rest of what the run checks before its first write */
         tc_stage_plan *plan;
         if (tc_stage_plan_build(exp, &plan) != TC_OK) {
             rc = tc_cli_report("train --dry-run");
         } else {
             tc_stage_plan_print(stdout, plan);
+            fflush(stdout);
+            if (tc_run_validate(exp, restart_from) != TC_OK) rc = tc_cli_report("train --dry-run");
             tc_stage_plan_free(plan);
         }
     } else {
-        tc_run_options o = {.log = stdout, .force_tty = plain ? 0 : -1};
+        tc_run_options o = {
+            .log = stdout, .force_tty = plain ? 0 : -1, .restart_from = restart_from};
         if (tc_run_experiment(exp, &o) != TC_OK) rc = tc_cli_report("train");
     }
     tc_experiment_free(exp);

@@ -9,7 +9,12 @@
 struct tc_image_decoder {
     tjhandle dj; /* decompressor */
     tjhandle cj; /* compressor, created on first use */
+    int64_t max_pixels;
 };
+
+static int64_t limit_of(const tc_image_decoder *d) {
+    return d && d->max_pixels > 0 ? d->max_pixels : TC_IMAGE_DEFAULT_MAX_PIXELS;
+}
 
 tc_status tc_image_decoder_create(tc_image_decoder **out) {
     *out = NULL;
@@ -20,6 +25,7 @@ tc_status tc_image_decoder_create(tc_image_decoder **out) {
         free(d);
         return tc_fail(TC_ERR_BACKEND, "image decoder: tjInitDecompress failed");
     }
+    d->max_pixels = TC_IMAGE_DEFAULT_MAX_PIXELS;
     *out = d;
     return TC_OK;
 }
@@ -29,6 +35,10 @@ void tc_image_decoder_destroy(tc_image_decoder *d) {
     if (d->dj) tjDestroy(d->dj);
     if (d->cj) tjDestroy(d->cj);
     free(d);
+}
+
+void tc_image_decoder_set_max_pixels(tc_image_decoder *d, int64_t max_pixels) {
+    if (d) d->max_pixels = max_pixels > 0 ? max_pixels : TC_IMAGE_DEFAULT_MAX_PIXELS;
 }
 
 void tc_image_free(tc_image *img) {
@@ -71,18 +81,24 @@ static int jpeg_has_adobe_marker(const uint8_t *p, size_t len) {
     return 0;
 }
 
-static tc_status check_dims(const char *name, long long w, long long h) {
-    if (w <= 0 || h <= 0 || w > TC_IMAGE_MAX_SIDE || h > TC_IMAGE_MAX_SIDE ||
-        w * h > TC_IMAGE_MAX_PIXELS)
-        return tc_fail(TC_ERR_FORMAT, "%s: image size %lldx%lld out of range", nm(name), w, h);
+/* the header's sizes against the side and pixel limits, before any pixel is decoded */
+static tc_status check_dims(const char *name, long long w, long long h, int64_t max_pixels) {
+    if (w <= 0 || h <= 0 || w > TC_IMAGE_MAX_SIDE || h > TC_IMAGE_MAX_SIDE)
+        return tc_fail(TC_ERR_FORMAT, "%s: image size %lldx%lld out of range (1..%d per side)",
+                       nm(name), w, h, TC_IMAGE_MAX_SIDE);
+    if (w * h > max_pixels)
+        return tc_fail(TC_ERR_DATA,
+                       "%s: image of %lldx%lld = %lld pixels is over the limit of %lld "
+                       "(a decompression bomb?)",
+                       nm(name), w, h, w * h, (long long)max_pixels);
     return TC_OK;
 }
 
 /* after a failed call a TurboJPEG 2.1 handle can stay in a bad state and
  * fail the next, valid image: start a fresh one */
 static void reset_handle(tc_image_decoder *d) {
-    tjDestroy(d->dj);
-    d->dj = tjInitDecompress();
+    if (d->dj) tjDestroy(d->dj);
+    d->dj = tjInitDecompress(); /* NULL is reported by the next header call */
 }
 
 static tc_status jpeg_header(tc_image_decoder *d, const uint8_t *data, size_t len, const char *name,
@@ -90,13 +106,21 @@ static tc_status jpeg_header(tc_image_decoder *d, const uint8_t *data, size_t le
     if (len > (size_t)0xFFFFFFFFu)
         return tc_fail(TC_ERR_FORMAT, "%s: JPEG larger than 4 GiB", nm(name));
     if (!d->dj) return tc_fail(TC_ERR_BACKEND, "%s: no JPEG decoder", nm(name));
+    /* libjpeg-turbo 2.1 returns success for a stream that ends before its
+     * frame header (FF D8 FF D9) without writing any of these */
+    *w = *h = 0;
+    *subsamp = *cs = -1;
     if (tjDecompressHeader3(d->dj, data, (unsigned long)len, w, h, subsamp, cs) != 0) {
         tc_status st =
             tc_fail(TC_ERR_FORMAT, "%s: bad JPEG header: %s", nm(name), tjGetErrorStr2(d->dj));
         reset_handle(d);
         return st;
     }
-    return check_dims(name, *w, *h);
+    if (*w <= 0 || *h <= 0 || *cs < 0) {
+        reset_handle(d);
+        return tc_fail(TC_ERR_FORMAT, "%s: corrupt JPEG: no frame header", nm(name));
+    }
+    return check_dims(name, *w, *h, limit_of(d));
 }
 
 /* smallest scale factor <= 1 keeping min(w,h) scaled >= min_side */
@@ -174,21 +198,30 @@ static tc_status decode_jpeg(tc_image_decoder *d, const uint8_t *data, size_t le
 }
 
 static tc_status decode_png(const uint8_t *data, size_t len, const char *name, tc_image *out,
-                            int probe_only) {
+                            int probe_only, int64_t max_pixels) {
     tc_status st = TC_OK;
     spng_ctx *ctx = spng_ctx_new(0);
     uint8_t *px = NULL;
     if (!ctx) return tc_fail(TC_ERR_OOM, "%s: out of memory", nm(name));
-    spng_set_image_limits(ctx, TC_IMAGE_MAX_SIDE, TC_IMAGE_MAX_SIDE);
-    spng_set_chunk_limits(ctx, (size_t)1 << 26, (size_t)1 << 26);
-    int e = spng_set_png_buffer(ctx, data, len);
+    int e = spng_set_image_limits(ctx, TC_IMAGE_MAX_SIDE, TC_IMAGE_MAX_SIDE);
+    if (e) {
+        st = tc_fail(TC_ERR_BACKEND, "%s: libspng image limits: %s", nm(name), spng_strerror(e));
+        goto done;
+    }
+    e = spng_set_chunk_limits(ctx, (size_t)1 << 26, (size_t)1 << 26);
+    if (e) {
+        st = tc_fail(TC_ERR_BACKEND, "%s: libspng chunk limits: %s", nm(name), spng_strerror(e));
+        goto done;
+    }
+    e = spng_set_png_buffer(ctx, data, len);
     struct spng_ihdr ihdr;
+    memset(&ihdr, 0, sizeof ihdr);
     if (!e) e = spng_get_ihdr(ctx, &ihdr);
     if (e) {
         st = tc_fail(TC_ERR_FORMAT, "%s: bad PNG header: %s", nm(name), spng_strerror(e));
         goto done;
     }
-    st = check_dims(name, ihdr.width, ihdr.height);
+    st = check_dims(name, ihdr.width, ihdr.height, max_pixels);
     if (st != TC_OK || probe_only) {
         out->w = (int)ihdr.width;
         out->h = (int)ihdr.height;
@@ -228,7 +261,7 @@ tc_status tc_image_decode(tc_image_decoder *dec, const uint8_t *data, size_t len
     out->w = out->h = 0;
     if (!data || len == 0) return tc_fail(TC_ERR_FORMAT, "%s: empty image", nm(name));
     tc_image_format f = tc_image_sniff(data, len);
-    if (f == TC_IMG_PNG) return decode_png(data, len, name, out, 0);
+    if (f == TC_IMG_PNG) return decode_png(data, len, name, out, 0, limit_of(dec));
     if (f == TC_IMG_WEBP)
         return tc_fail(TC_ERR_UNSUPPORTED, "%s: WebP images are not supported by this build",
                        nm(name));
@@ -250,7 +283,7 @@ tc_status tc_image_probe(tc_image_decoder *dec, const uint8_t *data, size_t len,
     tc_image_format f = tc_image_sniff(data, len);
     if (f == TC_IMG_PNG) {
         tc_image img = {0, 0, NULL};
-        TC_TRY(decode_png(data, len, name, &img, 1));
+        TC_TRY(decode_png(data, len, name, &img, 1, limit_of(dec)));
         *w = img.w;
         *h = img.h;
         return TC_OK;
@@ -261,7 +294,7 @@ tc_status tc_image_probe(tc_image_decoder *dec, const uint8_t *data, size_t len,
         TC_TRY(tc_image_decoder_create(&tmp));
         dec = tmp;
     }
-    int subsamp, cs;
+    int subsamp = -1, cs = -1;
     tc_status st = jpeg_header(dec, data, len, name, w, h, &subsamp, &cs);
     tc_image_decoder_destroy(tmp);
     return st;

@@ -7,7 +7,9 @@
  * TurboJPEG scale factor whose result keeps the shorter side >= min_side.
  * that output differs from a full decode followed by a resize (PIL never
  * scales in the DCT domain in open_clip), so parity checks pass 0.
- * every failure returns a tc_status whose message names the sample. */
+ * every failure returns a tc_status whose message names the sample; every
+ * libjpeg-turbo and libspng call's result is checked (a JPEG without a frame
+ * header fails as "no frame header", its sizes are never read unset). */
 #ifndef TC_IMAGE_DECODE_H
 #define TC_IMAGE_DECODE_H
 
@@ -24,8 +26,13 @@ typedef struct {
 
 typedef enum { TC_IMG_UNKNOWN = 0, TC_IMG_JPEG, TC_IMG_PNG, TC_IMG_WEBP } tc_image_format;
 
-/* largest accepted image, in source pixels (PIL's decompression-bomb error bound) */
-#define TC_IMAGE_MAX_PIXELS 178956970LL
+/* the default limit on an image's pixels, read from its header before any
+ * decoding: Pillow's Image.MAX_IMAGE_PIXELS (1024^3 / 4 / 3, about 89.5
+ * Mpx). a larger image (a decompression bomb: a small file that would take
+ * gigabytes once decoded) fails with TC_ERR_DATA, so the loader skips and
+ * names it. the experiment's data.max_image_pixels and embed's --max-pixels
+ * change it. */
+#define TC_IMAGE_DEFAULT_MAX_PIXELS 89478485LL
 #define TC_IMAGE_MAX_SIDE 65500
 
 /* one decoder per thread: TurboJPEG handles are not thread-safe */
@@ -33,12 +40,14 @@ typedef struct tc_image_decoder tc_image_decoder;
 
 tc_status tc_image_decoder_create(tc_image_decoder **out);
 void tc_image_decoder_destroy(tc_image_decoder *d);
+/* the pixel limit of this decoder (> 0; TC_IMAGE_DEFAULT_MAX_PIXELS at creation) */
+void tc_image_decoder_set_max_pixels(tc_image_decoder *d, int64_t max_pixels);
 
 tc_image_format tc_image_sniff(const uint8_t *data, size_t len);
 
 /* decodes data into out (out->px malloc'd; free with tc_image_free).
  * name identifies the sample in error messages ("shard.tar: sample 000123").
- * dec may be NULL (a temporary decoder is used). */
+ * dec may be NULL (a temporary decoder with the default pixel limit). */
 tc_status tc_image_decode(tc_image_decoder *dec, const uint8_t *data, size_t len, const char *name,
                           int min_side, tc_image *out);
 

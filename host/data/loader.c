@@ -1,39 +1,34 @@
-/* the data loader; the ordering, epoch and resume rules are in loader.h.
- *
- * pipeline, one mutex: a worker claims the next global sequence number g,
- * and while holding the lock produces the stream item for it (an index for
- * indexable sources; for webdataset the next raw sample through the shard
- * reader and shuffle buffer, a cheap sequential read). it then decodes,
- * transforms and tokenizes into ring slot g % R without the lock, marks the
- * slot done, and the one thread that holds the `assembling` role copies done
- * slots into batches strictly in g order. the reader switches epochs only
- * when the assembler says the epoch is over (end of stream or batch quota),
- * so an epoch's content never depends on timing. */
+/* the data loader's life cycle, worker threads and per-sample processing;
+ * the orders and resume rules are in loader.h, the design of the pipeline
+ * in loader_internal.h. */
 #include "loader.h"
 
 #include <math.h>
-#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "caption_templates.h"
+#include "loader_internal.h"
 
 /* ---- cursor ---- */
 
 void tc_loader_cursor_pack(const tc_loader_cursor *c, int64_t v[TC_LOADER_CURSOR_INTS]) {
-    v[0] = c->epoch;
-    v[1] = c->batch;
-    v[2] = c->pos;
-    v[3] = c->bad;
-    v[4] = c->seen;
+    int64_t f[TC_LOADER_CURSOR_INTS] = {c->epoch, c->batch, c->pos,    c->bad,
+                                        c->seen,  c->draw,  c->member, c->restart};
+    memcpy(v, f, sizeof f);
 }
 
-void tc_loader_cursor_unpack(const int64_t v[TC_LOADER_CURSOR_INTS], tc_loader_cursor *c) {
-    c->epoch = v[0];
-    c->batch = v[1];
-    c->pos = v[2];
-    c->bad = v[3];
-    c->seen = v[4];
+void tc_loader_cursor_unpack(const int64_t *v, int n, tc_loader_cursor *c) {
+    int64_t f[TC_LOADER_CURSOR_INTS] = {0};
+    for (int i = 0; i < n && i < TC_LOADER_CURSOR_INTS; i++)
+        f[i] = v[i];
+    *c = (tc_loader_cursor){f[0], f[1], f[2], f[3], f[4], f[5], f[6], f[7]};
+}
+
+void tc_loader_cursor_rebase(tc_loader_cursor *c, int resampled) {
+    if (!resampled) return;
+    c->restart = c->batch;
+    c->pos = c->draw = c->member = 0;
 }
 
 void tc_loader_cfg_init(tc_loader_cfg *c) {
@@ -54,80 +49,6 @@ void tc_loader_cfg_init(tc_loader_cfg *c) {
     c->scale_max = 1.0;
 }
 
-/* ---- state ---- */
-
-enum { SLOT_FREE = 0, SLOT_BUSY, SLOT_DONE };
-
-typedef struct {
-    int state;
-    int64_t epoch, pos;
-    int is_end;    /* end-of-stream marker for `epoch` */
-    int64_t index; /* indexable: sample index */
-    tc_sample raw; /* webdataset: the raw sample read by the reader */
-    /* results */
-    float *img;      /* (3,S,S) */
-    uint16_t *img16; /* (3,S,S) */
-    int32_t *tok;    /* (context) */
-    int32_t label;
-    char bad[800]; /* non-empty: skipped, with the log line's text */
-} slot;
-
-typedef struct {
-    tc_loader *l;
-    pthread_t th;
-    tc_image_decoder *dec;
-    uint8_t *scratch;
-    int started;
-} worker;
-
-struct tc_loader {
-    tc_loader_cfg cfg;
-    tc_source *src;
-    tc_transform_cfg tcfg;
-    int min_side;
-    int64_t per_rank; /* indexable: stream length per epoch */
-    int64_t quota;    /* batches per epoch, -1 unknown */
-    int cycle;        /* webdataset: re-read the shards when they run out */
-
-    pthread_mutex_t mu;
-    pthread_cond_t cv;
-    int stop;
-    tc_status fatal;
-    char fatal_msg[1024];
-
-    /* reader */
-    int64_t r_epoch, r_pos;
-    int r_finished; /* epochs limit reached */
-    int r_ended;    /* end marker of r_epoch already issued */
-    int64_t *perm;  /* indexable train: permutation of r_epoch */
-    int *rshards;   /* webdataset: this rank's shards in r_epoch order */
-    int nrshards, shard_i;
-    int64_t cycle_items; /* raw samples read in the current pass */
-    tc_shard_reader *rd;
-    tc_sample *sbuf; /* shuffle buffer */
-    int sbuf_n, src_done;
-    tc_rng shuf_rng;
-
-    /* ring */
-    slot *slots;
-    int R;
-    int64_t g_next, g_asm;
-
-    /* assembler */
-    int assembling;
-    int64_t a_epoch, a_batch, a_good_in_epoch;
-    int64_t seen, bad, bad_shards, logged;
-    tc_batch *cur;
-    tc_batch **pool;
-    int npool, pool_cap, nallocated;
-    tc_batch **ready;
-    int rq_head, rq_n, rq_cap;
-    int end_queued;
-
-    worker *workers;
-    int nworkers;
-};
-
 static void *default_alloc(size_t n, void *ctx) {
     (void)ctx;
     return malloc(n);
@@ -137,7 +58,7 @@ static void default_free(void *p, void *ctx) {
     free(p);
 }
 
-static void log_line(tc_loader *l, const char *what) {
+void tc_loader_log(tc_loader *l, const char *what) {
     if (l->cfg.quiet) return;
     l->logged++;
     if (l->logged <= 50 || l->logged % 1000 == 0)
@@ -145,213 +66,35 @@ static void log_line(tc_loader *l, const char *what) {
                 l->logged == 50 ? " (further skips are logged every 1000th)" : "");
 }
 
-static void set_fatal(tc_loader *l, tc_status st, const char *msg) {
+void tc_loader_set_fatal(tc_loader *l, tc_status st, const char *msg) {
     if (l->fatal != TC_OK) return;
     l->fatal = st;
     snprintf(l->fatal_msg, sizeof l->fatal_msg, "%s", msg);
     pthread_cond_broadcast(&l->cv);
 }
 
-/* ---- reader (called with mu held) ---- */
-
-static void shuffle_i64(int64_t *v, int64_t n, tc_rng *r) {
-    for (int64_t i = n - 1; i > 0; i--) {
-        int64_t j = (int64_t)tc_rng_below(r, (uint64_t)i + 1);
-        int64_t t = v[i];
-        v[i] = v[j];
-        v[j] = t;
-    }
-}
-
-static void reader_reset_stream(tc_loader *l) {
-    if (l->rd) {
-        l->src->close_shard(l->rd);
-        l->rd = NULL;
-    }
-    for (int i = 0; i < l->sbuf_n; i++)
-        tc_sample_clear(&l->sbuf[i]);
-    l->sbuf_n = 0;
-    l->src_done = 0;
-    l->shard_i = 0;
-    l->cycle_items = 0;
-}
-
-static tc_status reader_start_epoch(tc_loader *l, int64_t epoch) {
-    l->r_epoch = epoch;
-    l->r_pos = 0;
-    l->r_ended = 0;
-    reader_reset_stream(l);
-    const tc_loader_cfg *c = &l->cfg;
-    if (c->epochs > 0 && epoch >= c->epochs) {
-        l->r_finished = 1;
-        return TC_OK;
-    }
-    if (l->src->indexable) {
-        if (c->train) {
-            int64_t n = l->src->num_samples;
-            for (int64_t i = 0; i < n; i++)
-                l->perm[i] = i;
-            tc_rng r = tc_rng_for(c->seed, (uint64_t)epoch, 0x7065726dull, 0);
-            shuffle_i64(l->perm, n, &r);
-        }
-        return TC_OK;
-    }
-    int ns = l->src->num_shards;
-    int64_t *order = malloc(sizeof(int64_t) * (size_t)ns);
-    if (!order) return tc_fail(TC_ERR_OOM, "data: out of memory");
-    for (int i = 0; i < ns; i++)
-        order[i] = i;
-    if (c->train) {
-        tc_rng r = tc_rng_for(c->seed, (uint64_t)epoch, 0x7368617264ull, 0);
-        shuffle_i64(order, ns, &r);
-    }
-    l->nrshards = 0;
-    for (int i = c->rank; i < ns; i += c->world_size)
-        l->rshards[l->nrshards++] = (int)order[i];
-    free(order);
-    l->shuf_rng = tc_rng_for(c->seed, (uint64_t)epoch, (uint64_t)c->rank, 0x73687566ull);
-    return TC_OK;
-}
-
-/* the next raw sample from the rank's shards; *got = 0 when they are used up */
-static tc_status pull_raw(tc_loader *l, tc_sample *out, int *got) {
-    *got = 0;
-    for (;;) {
-        if (!l->rd) {
-            if (l->shard_i >= l->nrshards) return TC_OK;
-            int sh = l->rshards[l->shard_i++];
-            tc_status st = l->src->open_shard(l->src, sh, &l->rd);
-            if (st != TC_OK) {
-                if (st == TC_ERR_OOM) return st;
-                l->bad_shards++;
-                log_line(l, tc_last_error());
-                l->rd = NULL;
-                continue;
-            }
-        }
-        int eof = 0;
-        tc_status st = l->src->next(l->rd, out, &eof);
-        if (st != TC_OK) {
-            if (st == TC_ERR_OOM) return st;
-            l->bad_shards++;
-            log_line(l, tc_last_error());
-            l->src->close_shard(l->rd);
-            l->rd = NULL;
-            continue;
-        }
-        if (eof) {
-            l->src->close_shard(l->rd);
-            l->rd = NULL;
-            continue;
-        }
-        l->cycle_items++;
-        *got = 1;
-        return TC_OK;
-    }
-}
-
-/* webdataset's shuffle(bufsize, initial) as a pull: *got = 0 at the end */
-static tc_status next_wds_item(tc_loader *l, tc_sample *out, int *got) {
-    int bufsize = l->cfg.train ? l->cfg.shuffle_buffer : 0;
-    if (bufsize <= 1) return pull_raw(l, out, got);
-    int initial = l->cfg.shuffle_initial < bufsize ? l->cfg.shuffle_initial : bufsize;
-    *got = 0;
-    while (!l->src_done) {
-        int g = 0;
-        TC_TRY(pull_raw(l, &l->sbuf[l->sbuf_n], &g));
-        if (!g) {
-            l->src_done = 1;
-            break;
-        }
-        l->sbuf_n++;
-        if (l->sbuf_n < bufsize) {
-            TC_TRY(pull_raw(l, &l->sbuf[l->sbuf_n], &g));
-            if (g)
-                l->sbuf_n++;
-            else
-                l->src_done = 1;
-        }
-        if (l->sbuf_n >= initial) break;
-    }
-    if (l->sbuf_n == 0) return TC_OK;
-    int k = (int)tc_rng_below(&l->shuf_rng, (uint64_t)l->sbuf_n);
-    *out = l->sbuf[k];
-    l->sbuf[k] = l->sbuf[l->sbuf_n - 1];
-    memset(&l->sbuf[l->sbuf_n - 1], 0, sizeof(tc_sample));
-    l->sbuf_n--;
-    *got = 1;
-    return TC_OK;
-}
-
-/* the next sample of the rank's stream. when a pass over the shards ends
- * (the shuffle buffer drained) and the epoch needs more (a known size,
- * open_clip's with_epoch), a new pass starts, as webdataset re-iterates the
- * pipeline; a pass that yields nothing ends the stream. */
-static tc_status next_stream_item(tc_loader *l, tc_sample *out, int *got) {
-    TC_TRY(next_wds_item(l, out, got));
-    if (!*got && l->cycle && l->cycle_items > 0) {
-        if (l->rd) {
-            l->src->close_shard(l->rd);
-            l->rd = NULL;
-        }
-        l->shard_i = 0;
-        l->src_done = 0;
-        l->cycle_items = 0;
-        TC_TRY(next_wds_item(l, out, got));
-    }
-    return TC_OK;
-}
-
-/* stream item (r_epoch, r_pos) into s; returns 0 when nothing can be produced now */
-static tc_status produce(tc_loader *l, slot *s, int *produced) {
-    *produced = 0;
-    if (l->r_finished) return TC_OK;
-    if (l->r_ended) { /* the end marker is out; the next epoch starts at once */
-        TC_TRY(reader_start_epoch(l, l->r_epoch + 1));
-        if (l->r_finished) return TC_OK;
-    }
-    s->epoch = l->r_epoch;
-    s->pos = l->r_pos;
-    s->is_end = 0;
-    s->bad[0] = 0;
-    if (l->src->indexable) {
-        if (l->r_pos >= l->per_rank) {
-            s->is_end = 1;
-        } else if (l->cfg.train) {
-            int64_t n = l->src->num_samples;
-            int64_t i = l->cfg.rank + l->r_pos * l->cfg.world_size;
-            s->index = l->perm[i % n]; /* DistributedSampler pads with the permutation's head */
-        } else {
-            s->index = l->cfg.rank + l->r_pos * l->cfg.world_size;
-        }
-    } else {
-        int got = 0;
-        TC_TRY(next_stream_item(l, &s->raw, &got));
-        if (!got) s->is_end = 1;
-    }
-    if (s->is_end) l->r_ended = 1;
-    l->r_pos++;
-    *produced = 1;
-    return TC_OK;
-}
-
 /* ---- worker-side processing (no lock) ---- */
 
-static void process(tc_loader *l, worker *w, slot *s) {
+void tc_loader_process(tc_loader *l, worker *w, int64_t index, tc_sample *raw, int64_t epoch,
+                       int64_t pos, sample_out *o) {
     const tc_loader_cfg *c = &l->cfg;
     tc_sample smp;
+    o->bad[0] = 0;
+    o->label = -1;
+    o->part = 0;
     if (l->src->indexable) {
-        tc_status st = l->src->get(l->src, s->index, &smp);
+        tc_status st = l->src->get(l->src, index, &smp);
         if (st != TC_OK) {
-            snprintf(s->bad, sizeof s->bad, "%s", tc_last_error());
+            snprintf(o->bad, sizeof o->bad, "%s", tc_last_error());
             return;
         }
     } else {
-        smp = s->raw;
-        memset(&s->raw, 0, sizeof s->raw);
+        smp = *raw;
+        memset(raw, 0, sizeof *raw);
     }
+    o->part = smp.part;
     if (smp.bad[0]) {
-        snprintf(s->bad, sizeof s->bad, "%.300s: sample %.250s: %.200s", smp.where, smp.key,
+        snprintf(o->bad, sizeof o->bad, "%.300s: sample %.250s: %.200s", smp.where, smp.key,
                  smp.bad);
         tc_sample_clear(&smp);
         return;
@@ -367,203 +110,25 @@ static void process(tc_loader *l, worker *w, slot *s) {
         st = tc_image_decode(w->dec, smp.image, smp.image_len, name, l->min_side, &img);
     }
     if (st == TC_OK) {
-        tc_rng r = tc_rng_for(c->seed, (uint64_t)s->epoch, (uint64_t)c->rank, (uint64_t)s->pos);
-        st = tc_transform_apply(&l->tcfg, &img, &r, w->scratch, c->bf16 ? NULL : s->img,
-                                c->bf16 ? s->img16 : NULL);
+        /* training order: the same crop for a position whatever the rank */
+        uint64_t aug_rank = l->mode == MODE_GLOBAL ? 0 : (uint64_t)c->rank;
+        tc_rng r = tc_rng_for(c->seed, (uint64_t)epoch, aug_rank, (uint64_t)pos);
+        st = tc_transform_apply(&l->tcfg, &img, &r, w->scratch, c->bf16 ? NULL : o->img,
+                                c->bf16 ? o->img16 : NULL);
     }
     if (st == TC_OK) {
         int n = 0;
-        st = tc_tokenize(c->tokenizer, smp.caption ? smp.caption : "", smp.caption_len, s->tok,
+        st = tc_tokenize(c->tokenizer, smp.caption ? smp.caption : "", smp.caption_len, o->tok,
                          c->context_length, &n);
         if (st != TC_OK) tc_fail_context(st, "%s: caption", name);
     }
     if (st != TC_OK) {
         const char *m = tc_last_error();
-        snprintf(s->bad, sizeof s->bad, "%.790s", m[0] ? m : name);
+        snprintf(o->bad, sizeof o->bad, "%.790s", m[0] ? m : name);
     }
-    s->label = smp.label;
+    o->label = smp.label;
     tc_image_free(&img);
     tc_sample_clear(&smp);
-}
-
-/* ---- batches ---- */
-
-static tc_batch *batch_new(tc_loader *l) {
-    const tc_loader_cfg *c = &l->cfg;
-    size_t B = (size_t)c->batch_size, S = (size_t)c->image_size;
-    tc_batch *b = calloc(1, sizeof *b);
-    if (!b) return NULL;
-    tc_batch_allocator *a = &l->cfg.allocator;
-    b->batch_size = c->batch_size;
-    if (c->bf16)
-        b->images_bf16 = a->alloc(B * 3 * S * S * sizeof(uint16_t), a->ctx);
-    else
-        b->images = a->alloc(B * 3 * S * S * sizeof(float), a->ctx);
-    b->tokens = a->alloc(B * (size_t)c->context_length * sizeof(int32_t), a->ctx);
-    b->labels = a->alloc(B * sizeof(int32_t), a->ctx);
-    if ((!b->images && !b->images_bf16) || !b->tokens || !b->labels) {
-        if (b->images) a->free(b->images, a->ctx);
-        if (b->images_bf16) a->free(b->images_bf16, a->ctx);
-        if (b->tokens) a->free(b->tokens, a->ctx);
-        if (b->labels) a->free(b->labels, a->ctx);
-        free(b);
-        return NULL;
-    }
-    return b;
-}
-
-static void batch_free(tc_loader *l, tc_batch *b) {
-    if (!b) return;
-    tc_batch_allocator *a = &l->cfg.allocator;
-    if (b->images) a->free(b->images, a->ctx);
-    if (b->images_bf16) a->free(b->images_bf16, a->ctx);
-    if (b->tokens) a->free(b->tokens, a->ctx);
-    if (b->labels) a->free(b->labels, a->ctx);
-    free(b);
-}
-
-/* a free batch, waiting for the consumer if all are out; NULL on stop/fatal */
-static tc_batch *acquire_batch(tc_loader *l) {
-    for (;;) {
-        if (l->stop || l->fatal != TC_OK) return NULL;
-        if (l->npool > 0) return l->pool[--l->npool];
-        if (l->nallocated < l->pool_cap) {
-            tc_batch *b = batch_new(l);
-            if (!b) {
-                set_fatal(l, TC_ERR_OOM, "data: out of memory for a batch");
-                return NULL;
-            }
-            l->nallocated++;
-            return b;
-        }
-        pthread_cond_wait(&l->cv, &l->mu);
-    }
-}
-
-static int push_ready(tc_loader *l, tc_batch *b) {
-    while (l->rq_n >= l->rq_cap) {
-        if (l->stop || l->fatal != TC_OK) return -1;
-        pthread_cond_wait(&l->cv, &l->mu);
-    }
-    l->ready[(l->rq_head + l->rq_n) % l->rq_cap] = b;
-    l->rq_n++;
-    pthread_cond_broadcast(&l->cv);
-    return 0;
-}
-
-static void end_epoch(tc_loader *l) {
-    l->a_epoch++;
-    l->a_batch = 0;
-    l->a_good_in_epoch = 0;
-    if (l->cfg.epochs > 0 && l->a_epoch >= l->cfg.epochs && !l->end_queued) {
-        if (push_ready(l, NULL) == 0) l->end_queued = 1;
-    }
-}
-
-/* copies done slots into batches in g order; called with mu held */
-static void assemble(tc_loader *l) {
-    if (l->assembling) return;
-    l->assembling = 1;
-    const tc_loader_cfg *c = &l->cfg;
-    size_t S = (size_t)c->image_size, px = 3 * S * S;
-    while (!l->stop && l->fatal == TC_OK && !l->end_queued) {
-        slot *s = &l->slots[l->g_asm % l->R];
-        if (l->g_asm >= l->g_next || s->state != SLOT_DONE) break;
-        if (s->epoch == l->a_epoch) {
-            if (s->is_end) {
-                if (l->a_good_in_epoch == 0) {
-                    char m[1024];
-                    snprintf(m, sizeof m,
-                             "data: no usable samples in epoch %lld for rank %d of %d "
-                             "(%lld bad samples, %lld bad shards so far) in '%s'",
-                             (long long)l->a_epoch, c->rank, c->world_size, (long long)l->bad,
-                             (long long)l->bad_shards, c->data);
-                    set_fatal(l, TC_ERR_DATA, m);
-                    break;
-                }
-                if (l->cur && l->cur->n > 0 && !c->train) {
-                    tc_batch *b = l->cur;
-                    l->cur = NULL;
-                    b->epoch = l->a_epoch;
-                    b->index = l->a_batch++;
-                    b->last_in_epoch = 1;
-                    b->cursor = (tc_loader_cursor){l->a_epoch + 1, 0, 0, l->bad, l->seen};
-                    if (push_ready(l, b) != 0) {
-                        l->cur = b;
-                        break;
-                    }
-                } else if (l->cur) {
-                    l->cur->n = 0; /* drop_last */
-                }
-                end_epoch(l);
-            } else {
-                l->seen++;
-                if (s->bad[0]) {
-                    l->bad++;
-                    log_line(l, s->bad);
-                    if (l->seen >= c->min_samples &&
-                        (double)l->bad > c->max_bad_fraction * (double)l->seen) {
-                        char m[1024];
-                        snprintf(m, sizeof m,
-                                 "data: %lld of %lld samples were bad (%.1f%% > %.1f%%), stopping; "
-                                 "last: %.700s",
-                                 (long long)l->bad, (long long)l->seen,
-                                 100.0 * (double)l->bad / (double)l->seen,
-                                 100.0 * c->max_bad_fraction, s->bad);
-                        set_fatal(l, TC_ERR_DATA, m);
-                        break;
-                    }
-                } else {
-                    if (!l->cur) {
-                        l->cur = acquire_batch(l);
-                        if (!l->cur) break;
-                        l->cur->n = 0;
-                    }
-                    tc_batch *b = l->cur;
-                    int i = b->n++;
-                    if (c->bf16)
-                        memcpy(b->images_bf16 + (size_t)i * px, s->img16, px * 2);
-                    else
-                        memcpy(b->images + (size_t)i * px, s->img, px * 4);
-                    memcpy(b->tokens + (size_t)i * c->context_length, s->tok,
-                           sizeof(int32_t) * (size_t)c->context_length);
-                    b->labels[i] = s->label;
-                    l->a_good_in_epoch++;
-                    if (b->n == c->batch_size) {
-                        l->cur = NULL;
-                        b->epoch = l->a_epoch;
-                        b->index = l->a_batch++;
-                        int last = l->quota >= 0 && l->a_batch >= l->quota;
-                        b->last_in_epoch = last;
-                        if (last)
-                            b->cursor = (tc_loader_cursor){l->a_epoch + 1, 0, 0, l->bad, l->seen};
-                        else
-                            b->cursor = (tc_loader_cursor){l->a_epoch, l->a_batch, s->pos + 1,
-                                                           l->bad, l->seen};
-                        if (push_ready(l, b) != 0) {
-                            l->cur = b;
-                            b->n--;
-                            l->a_batch--;
-                            l->a_good_in_epoch--;
-                            break;
-                        }
-                        if (last) {
-                            /* quota reached: the reader moves on, later slots of
-                             * this epoch are dropped */
-                            if (l->r_epoch == l->a_epoch && !l->r_finished) l->r_ended = 1;
-                            end_epoch(l);
-                        }
-                    }
-                }
-            }
-        }
-        /* slots of an epoch that already ended (past its quota) are dropped */
-        tc_sample_clear(&s->raw);
-        s->state = SLOT_FREE;
-        l->g_asm++;
-        pthread_cond_broadcast(&l->cv);
-    }
-    l->assembling = 0;
 }
 
 /* ---- workers ---- */
@@ -581,9 +146,9 @@ static void *worker_main(void *arg) {
         int64_t g = l->g_next;
         slot *s = &l->slots[g % l->R];
         int produced = 0;
-        tc_status st = produce(l, s, &produced);
+        tc_status st = tc_loader_produce(l, s, &produced);
         if (st != TC_OK) {
-            set_fatal(l, st, tc_last_error());
+            tc_loader_set_fatal(l, st, tc_last_error());
             break;
         }
         if (!produced) continue; /* r_finished now set */
@@ -591,11 +156,11 @@ static void *worker_main(void *arg) {
         s->state = SLOT_BUSY;
         if (!s->is_end) {
             pthread_mutex_unlock(&l->mu);
-            process(l, w, s);
+            tc_loader_process(l, w, s->index, &s->raw, s->epoch, s->pos, &s->o);
             pthread_mutex_lock(&l->mu);
         }
         s->state = SLOT_DONE;
-        assemble(l);
+        tc_loader_assemble(l, w);
         pthread_cond_broadcast(&l->cv);
     }
     pthread_cond_broadcast(&l->cv);
@@ -603,25 +168,147 @@ static void *worker_main(void *arg) {
     return NULL;
 }
 
-/* ---- public ---- */
+/* ---- set-up ---- */
 
-static tc_status fast_forward(tc_loader *l, int64_t pos) {
-    /* rebuild the reader state at `pos` of the current epoch */
-    if (l->src->indexable) {
-        l->r_pos = pos;
+static tc_status alloc_out(sample_out *o, const tc_loader_cfg *c) {
+    size_t S = (size_t)c->image_size;
+    if (c->bf16)
+        o->img16 = malloc(3 * S * S * sizeof(uint16_t));
+    else
+        o->img = malloc(3 * S * S * sizeof(float));
+    o->tok = malloc(sizeof(int32_t) * (size_t)c->context_length);
+    if ((!o->img && !o->img16) || !o->tok) return tc_fail(TC_ERR_OOM, "data: out of memory");
+    return TC_OK;
+}
+
+static void free_out(sample_out *o) {
+    free(o->img);
+    free(o->img16);
+    free(o->tok);
+}
+
+/* the order, the epoch quota and the reader's buffers */
+static tc_status plan(tc_loader *l) {
+    tc_loader_cfg *c = &l->cfg;
+    tc_source *src = l->src;
+    int64_t W = c->world_size, B = c->batch_size;
+    l->mode = !c->train ? MODE_EVAL : c->resampled ? MODE_RESAMPLED : MODE_GLOBAL;
+    l->G = B * W;
+    l->nparts = src->num_parts > 1 ? src->num_parts : 1;
+    if (l->mode == MODE_RESAMPLED && src->indexable)
+        return tc_fail(TC_ERR_CONFIG,
+                       "data: resampled reading needs webdataset shards ('%s' is a %s source)",
+                       c->data, src->kind);
+    if (src->indexable) {
+        int64_t n = src->num_samples;
+        if (n <= 0) return tc_fail(TC_ERR_DATA, "data: '%s' has no samples", c->data);
+        if (c->train) {
+            l->quota = n / l->G;
+            if (!(l->perm = malloc(sizeof(int64_t) * (size_t)n)))
+                return tc_fail(TC_ERR_OOM, "data: out of memory");
+            if (l->quota == 0)
+                return tc_fail(TC_ERR_DATA,
+                               "data: %lld samples do not fill one global batch of %lld "
+                               "(%lld processes x %lld)",
+                               (long long)n, (long long)l->G, (long long)W, (long long)B);
+        } else {
+            l->per_rank = n > c->rank ? (n - c->rank + W - 1) / W : 0;
+            l->quota = (l->per_rank + B - 1) / B;
+        }
         return TC_OK;
     }
-    for (int64_t i = 0; i < pos; i++) {
-        tc_sample s;
-        int got = 0;
-        memset(&s, 0, sizeof s);
-        TC_TRY(next_stream_item(l, &s, &got));
-        tc_sample_clear(&s);
-        if (!got) {
-            l->r_ended = 1;
-            break;
+    if (l->mode == MODE_EVAL && src->num_shards < c->world_size)
+        return tc_fail(TC_ERR_CONFIG, "data: %d shards for %d ranks: every rank needs a shard",
+                       src->num_shards, c->world_size);
+    if (!(l->rshards = malloc(sizeof(int) * (size_t)src->num_shards)))
+        return tc_fail(TC_ERR_OOM, "data: out of memory");
+    l->quota = -1;
+    if (c->train && src->num_samples > 0) {
+        l->quota = (src->num_samples + l->G - 1) / l->G;
+        l->cycle = 1;
+    } else if (l->mode == MODE_RESAMPLED) {
+        return tc_fail(TC_ERR_CONFIG,
+                       "data: resampled reading of '%s' needs the number of samples per epoch "
+                       "(num_samples, as open_clip's --train-num-samples)",
+                       c->data);
+    }
+    if (l->mode == MODE_RESAMPLED) {
+        if (!(l->part_cum = malloc(sizeof(double) * (size_t)src->num_shards)))
+            return tc_fail(TC_ERR_OOM, "data: out of memory");
+        double acc = 0;
+        for (int i = 0; i < src->num_shards; i++) {
+            acc += src->part_factor ? src->part_factor[src->shard_part[i]] : 1.0;
+            l->part_cum[i] = acc;
         }
-        l->r_pos++;
+    }
+    if (c->shuffle_buffer > 0 &&
+        !(l->sbuf = calloc((size_t)c->shuffle_buffer + 1, sizeof(tc_sample))))
+        return tc_fail(TC_ERR_OOM, "data: out of memory");
+    return TC_OK;
+}
+
+static tc_status start_workers(tc_loader *l) {
+    tc_loader_cfg *c = &l->cfg;
+    size_t S = (size_t)c->image_size;
+    l->workers = calloc((size_t)c->workers, sizeof(worker));
+    if (!l->workers) return tc_fail(TC_ERR_OOM, "data: out of memory");
+    for (int i = 0; i < c->workers; i++) {
+        worker *w = &l->workers[i];
+        w->l = l;
+        l->nworkers = i + 1;
+        TC_TRY(tc_image_decoder_create(&w->dec));
+        tc_image_decoder_set_max_pixels(w->dec, c->max_image_pixels);
+        if (!(w->scratch = malloc(3 * S * S))) return tc_fail(TC_ERR_OOM, "data: out of memory");
+    }
+    for (int i = 0; i < c->workers; i++) {
+        worker *w = &l->workers[i];
+        if (pthread_create(&w->th, NULL, worker_main, w) != 0)
+            return tc_fail(TC_ERR_BACKEND, "data: cannot start worker thread");
+        w->started = 1;
+    }
+    return TC_OK;
+}
+
+/* the ring, batch queues and replacement buffers */
+static tc_status alloc_ring(tc_loader *l) {
+    tc_loader_cfg *c = &l->cfg;
+    l->R = 4 * c->workers + 4;
+    l->slots = calloc((size_t)l->R, sizeof(slot));
+    l->pool_cap = c->prefetch + 2;
+    l->pool = calloc((size_t)l->pool_cap, sizeof(tc_batch *));
+    l->rq_cap = c->prefetch;
+    l->ready = calloc((size_t)l->rq_cap + 1, sizeof(tc_batch *));
+    l->row_ok = calloc((size_t)c->batch_size, 1);
+    l->part_counts = calloc((size_t)l->nparts, sizeof(int64_t));
+    if (!l->slots || !l->pool || !l->ready || !l->row_ok || !l->part_counts)
+        return tc_fail(TC_ERR_OOM, "data: out of memory");
+    for (int i = 0; i < l->R; i++) {
+        l->slots[i].raw.label = -1;
+        TC_TRY(alloc_out(&l->slots[i].o, c));
+    }
+    TC_TRY(alloc_out(&l->spare[0], c));
+    return alloc_out(&l->spare[1], c);
+}
+
+static tc_status start_at(tc_loader *l, const tc_loader_cursor *resume) {
+    tc_loader_cursor start = {0, 0, 0, 0, 0, 0, 0, 0};
+    if (resume) start = *resume;
+    if (start.epoch < 0 || start.batch < 0 || start.pos < 0 || start.draw < 0 || start.member < 0 ||
+        start.restart < 0)
+        return tc_fail(TC_ERR_ARG, "data: bad resume cursor");
+    /* training order: a batch starts at a global position known from its index */
+    if (l->mode == MODE_GLOBAL) start.pos = start.batch * l->G;
+    TC_TRY(tc_loader_reader_start(l, start.epoch, &start));
+    if (!l->r_finished) TC_TRY(tc_loader_fast_forward(l, &start));
+    l->a_epoch = start.epoch;
+    l->a_batch = start.batch;
+    l->a_good_in_epoch = start.batch > 0 || start.pos > 0 ? 1 : 0;
+    l->bad = start.bad;
+    l->seen = start.seen;
+    if (l->r_finished) {
+        l->ready[0] = NULL;
+        l->rq_n = 1;
+        l->end_queued = 1;
     }
     return TC_OK;
 }
@@ -632,7 +319,7 @@ tc_status tc_loader_create(const tc_loader_cfg *cfg, const tc_loader_cursor *res
     if (!cfg->tokenizer) return tc_fail(TC_ERR_ARG, "data loader: no tokenizer");
     if (cfg->batch_size <= 0 || cfg->image_size <= 0 || cfg->image_size > 4096 ||
         cfg->context_length <= 0 || cfg->world_size <= 0 || cfg->rank < 0 ||
-        cfg->rank >= cfg->world_size)
+        cfg->rank >= cfg->world_size || (int64_t)cfg->batch_size * cfg->world_size > (1 << 30))
         return tc_fail(
             TC_ERR_ARG, "data loader: bad batch %d, image size %d, context %d or rank %d/%d",
             cfg->batch_size, cfg->image_size, cfg->context_length, cfg->rank, cfg->world_size);
@@ -650,112 +337,31 @@ tc_status tc_loader_create(const tc_loader_cfg *cfg, const tc_loader_cursor *res
     }
     if (c->shuffle_buffer < 0) c->shuffle_buffer = 0;
     if (c->shuffle_buffer > 1000000) c->shuffle_buffer = 1000000;
+    /* shard streams stop when the loader does; their lines go where ours go */
+    c->source.stream.cancel = &l->cancel;
+    if (!c->source.log) c->source.log = c->log;
+    if (c->quiet) c->source.quiet = 1;
     pthread_mutex_init(&l->mu, NULL);
     pthread_cond_init(&l->cv, NULL);
     tc_status st = tc_source_open(c->data, &c->source, &l->src);
+    if (st == TC_OK) {
+        l->tcfg = tc_transform_default(c->image_size, c->train);
+        l->tcfg.scale_min = c->scale_min;
+        l->tcfg.scale_max = c->scale_max;
+        int dct = c->dct_scale < 0 ? c->train : c->dct_scale;
+        /* keep the crop's short side >= S after DCT scaling: a 0.9-area crop at
+         * ratio 3/4 keeps ~0.82 of the short side */
+        l->min_side = dct ? (int)ceil(c->image_size * (c->train ? 1.22 : 1.0)) : 0;
+        st = plan(l);
+    }
+    if (st == TC_OK) st = alloc_ring(l);
+    if (st == TC_OK) st = start_at(l, resume);
+    if (st == TC_OK) st = start_workers(l);
     if (st != TC_OK) {
+        char msg[1024];
+        snprintf(msg, sizeof msg, "%s", tc_last_error());
         tc_loader_destroy(l);
-        return st;
-    }
-    tc_source *src = l->src;
-    l->tcfg = tc_transform_default(c->image_size, c->train);
-    l->tcfg.scale_min = c->scale_min;
-    l->tcfg.scale_max = c->scale_max;
-    int dct = c->dct_scale < 0 ? c->train : c->dct_scale;
-    /* keep the crop's short side >= S after DCT scaling: a 0.9-area crop at
-     * ratio 3/4 keeps ~0.82 of the short side */
-    l->min_side = dct ? (int)ceil(c->image_size * (c->train ? 1.22 : 1.0)) : 0;
-    int64_t W = c->world_size, B = c->batch_size;
-    if (src->indexable) {
-        int64_t n = src->num_samples;
-        if (n <= 0) st = tc_fail(TC_ERR_DATA, "data: '%s' has no samples", c->data);
-        if (c->train) {
-            l->per_rank = (n + W - 1) / W;
-            l->quota = l->per_rank / B;
-            l->perm = malloc(sizeof(int64_t) * (size_t)(n > 0 ? n : 1));
-            if (!l->perm && st == TC_OK) st = tc_fail(TC_ERR_OOM, "data: out of memory");
-        } else {
-            l->per_rank = n > c->rank ? (n - c->rank + W - 1) / W : 0;
-            l->quota = (l->per_rank + B - 1) / B;
-        }
-        if (st == TC_OK && l->quota == 0 && c->train)
-            st = tc_fail(TC_ERR_DATA,
-                         "data: %lld samples over %lld ranks do not fill one batch of %lld",
-                         (long long)n, (long long)W, (long long)B);
-    } else {
-        if (src->num_shards < c->world_size)
-            st = tc_fail(TC_ERR_CONFIG, "data: %d shards for %d ranks: every rank needs a shard",
-                         src->num_shards, c->world_size);
-        l->rshards = malloc(sizeof(int) * (size_t)src->num_shards);
-        if (!l->rshards && st == TC_OK) st = tc_fail(TC_ERR_OOM, "data: out of memory");
-        if (c->train && src->num_samples > 0) {
-            l->quota = (src->num_samples + B * W - 1) / (B * W);
-            l->cycle = 1;
-        } else {
-            l->quota = -1;
-        }
-        if (c->shuffle_buffer > 0) {
-            l->sbuf = calloc((size_t)c->shuffle_buffer + 1, sizeof(tc_sample));
-            if (!l->sbuf && st == TC_OK) st = tc_fail(TC_ERR_OOM, "data: out of memory");
-        }
-    }
-    /* ring and workers */
-    l->R = 4 * c->workers + 4;
-    l->slots = calloc((size_t)l->R, sizeof(slot));
-    l->pool_cap = c->prefetch + 2;
-    l->pool = calloc((size_t)l->pool_cap, sizeof(tc_batch *));
-    l->rq_cap = c->prefetch;
-    l->ready = calloc((size_t)l->rq_cap + 1, sizeof(tc_batch *));
-    if ((!l->slots || !l->pool || !l->ready) && st == TC_OK)
-        st = tc_fail(TC_ERR_OOM, "data: out of memory");
-    size_t S = (size_t)c->image_size;
-    for (int i = 0; st == TC_OK && i < l->R; i++) {
-        slot *s = &l->slots[i];
-        s->raw.label = -1;
-        if (c->bf16)
-            s->img16 = malloc(3 * S * S * sizeof(uint16_t));
-        else
-            s->img = malloc(3 * S * S * sizeof(float));
-        s->tok = malloc(sizeof(int32_t) * (size_t)c->context_length);
-        if ((!s->img && !s->img16) || !s->tok) st = tc_fail(TC_ERR_OOM, "data: out of memory");
-    }
-    /* starting point */
-    tc_loader_cursor start = {0, 0, 0, 0, 0};
-    if (resume) start = *resume;
-    if (st == TC_OK && (start.epoch < 0 || start.batch < 0 || start.pos < 0))
-        st = tc_fail(TC_ERR_ARG, "data: bad resume cursor");
-    if (st == TC_OK) st = reader_start_epoch(l, start.epoch);
-    if (st == TC_OK && !l->r_finished) st = fast_forward(l, start.pos);
-    l->a_epoch = start.epoch;
-    l->a_batch = start.batch;
-    l->a_good_in_epoch = start.batch > 0 || start.pos > 0 ? 1 : 0;
-    l->bad = start.bad;
-    l->seen = start.seen;
-    if (st == TC_OK && l->r_finished) {
-        l->ready[0] = NULL;
-        l->rq_n = 1;
-        l->end_queued = 1;
-    }
-    l->workers = calloc((size_t)c->workers, sizeof(worker));
-    if (!l->workers && st == TC_OK) st = tc_fail(TC_ERR_OOM, "data: out of memory");
-    for (int i = 0; st == TC_OK && i < c->workers; i++) {
-        worker *w = &l->workers[i];
-        w->l = l;
-        st = tc_image_decoder_create(&w->dec);
-        if (st == TC_OK && !(w->scratch = malloc(3 * S * S)))
-            st = tc_fail(TC_ERR_OOM, "data: out of memory");
-        l->nworkers = i + 1;
-    }
-    for (int i = 0; st == TC_OK && i < c->workers; i++) {
-        worker *w = &l->workers[i];
-        if (pthread_create(&w->th, NULL, worker_main, w) != 0)
-            st = tc_fail(TC_ERR_BACKEND, "data: cannot start worker thread");
-        else
-            w->started = 1;
-    }
-    if (st != TC_OK) {
-        tc_loader_destroy(l);
-        return st;
+        return tc_fail(st, "%s", msg);
     }
     *out = l;
     return TC_OK;
@@ -773,6 +379,8 @@ tc_status tc_loader_next(tc_loader *l, tc_batch **out) {
             }
             l->rq_head = (l->rq_head + 1) % l->rq_cap;
             l->rq_n--;
+            for (int i = 0; i < b->n; i++)
+                if (b->parts[i] >= 0 && b->parts[i] < l->nparts) l->part_counts[b->parts[i]]++;
             *out = b;
             pthread_cond_broadcast(&l->cv);
             pthread_mutex_unlock(&l->mu);
@@ -801,11 +409,14 @@ void tc_loader_release(tc_loader *l, tc_batch *b) {
     }
     pthread_cond_broadcast(&l->cv);
     pthread_mutex_unlock(&l->mu);
-    if (b) batch_free(l, b);
+    if (b) tc_loader_batch_free(l, b);
 }
 
 void tc_loader_destroy(tc_loader *l) {
     if (!l) return;
+    /* first, without the lock: a worker may be waiting on a shard's command
+     * while it holds the lock */
+    __atomic_store_n(&l->cancel, 1, __ATOMIC_RELAXED);
     pthread_mutex_lock(&l->mu);
     l->stop = 1;
     pthread_cond_broadcast(&l->cv);
@@ -819,25 +430,29 @@ void tc_loader_destroy(tc_loader *l) {
     free(l->workers);
     for (int i = 0; l->slots && i < l->R; i++) {
         tc_sample_clear(&l->slots[i].raw);
-        free(l->slots[i].img);
-        free(l->slots[i].img16);
-        free(l->slots[i].tok);
+        free_out(&l->slots[i].o);
     }
     free(l->slots);
+    free_out(&l->spare[0]);
+    free_out(&l->spare[1]);
     for (int i = 0; i < l->npool; i++)
-        batch_free(l, l->pool[i]);
+        tc_loader_batch_free(l, l->pool[i]);
     free(l->pool);
     for (int i = 0; i < l->rq_n; i++)
-        batch_free(l, l->ready[(l->rq_head + i) % (l->rq_cap ? l->rq_cap : 1)]);
+        tc_loader_batch_free(l, l->ready[(l->rq_head + i) % (l->rq_cap ? l->rq_cap : 1)]);
     free(l->ready);
-    batch_free(l, l->cur);
+    tc_loader_batch_free(l, l->cur);
     if (l->src) {
-        reader_reset_stream(l);
+        tc_loader_reader_reset(l);
+        tc_loader_windows_clear(l);
         tc_source_destroy(l->src);
     }
     free(l->sbuf);
     free(l->perm);
     free(l->rshards);
+    free(l->part_cum);
+    free(l->row_ok);
+    free(l->part_counts);
     pthread_mutex_destroy(&l->mu);
     pthread_cond_destroy(&l->cv);
     free(l);
@@ -857,4 +472,13 @@ void tc_loader_stats(tc_loader *l, int64_t *seen, int64_t *bad, int64_t *bad_sha
     if (bad) *bad = l->bad;
     if (bad_shards) *bad_shards = l->bad_shards;
     pthread_mutex_unlock(&l->mu);
+}
+
+int tc_loader_part_counts(tc_loader *l, int64_t *counts, int cap) {
+    pthread_mutex_lock(&l->mu);
+    int n = l->nparts;
+    for (int i = 0; i < n && i < cap; i++)
+        counts[i] = l->part_counts[i];
+    pthread_mutex_unlock(&l->mu);
+    return n;
 }

@@ -15,14 +15,23 @@
  *   "path/list.csv" | ".tsv"                    open_clip CsvDataset columns
  *   "dir/"  (a directory)                       image folder, one folder per class
  *   "a/{000..009}.tar::b/{00..04}.tar"          webdataset shards, brace-expanded
- * opts->kind forces one of "wds", "csv", "folder", "fmnist" instead of guessing. */
+ *   "pipe:aws s3 cp s3://b/{0..9}.tar -"        shards streamed from a command
+ *   "https://host/{0..9}.tar"                   shards streamed through curl
+ * opts->kind forces one of "wds", "csv", "folder", "fmnist" instead of guessing.
+ * the parts of a webdataset spec joined by "::" are its sources (parts):
+ * every shard knows its part, every sample carries it, and the loader counts
+ * samples per part and, in resampled mode, draws shards weighted by the
+ * parts' upsampling factors (open_clip's --train-data-upsampling-factors).
+ * shard_stream.h says how pipe: and http(s) shards are read. */
 #ifndef TC_DATASET_H
 #define TC_DATASET_H
 
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #include "image_decode.h"
+#include "shard_stream.h"
 #include "status.h"
 
 typedef struct {
@@ -36,6 +45,7 @@ typedef struct {
     char *json; /* optional .json member (owned) */
     size_t json_len;
     int32_t label; /* class index, -1 when unknown */
+    int part;      /* the "::" part of the spec it came from (0 for one part) */
     char bad[200]; /* non-empty: the sample is unusable, and why */
 } tc_sample;
 
@@ -48,10 +58,13 @@ struct tc_source {
     const char *kind;    /* "wds", "csv", "folder", "fmnist" */
     int64_t num_samples; /* -1 when unknown (webdataset without sizes.json) */
     int indexable;
-    int num_shards;     /* webdataset */
-    char **shards;      /* (num_shards) shard paths */
-    int num_classes;    /* folder, fmnist; 0 otherwise */
-    char **class_names; /* (num_classes) */
+    int num_shards;  /* webdataset */
+    char **shards;   /* (num_shards) shard names as given (not for printing: see shard_stream.h) */
+    int num_parts;   /* webdataset: the "::" parts of the spec (0 for other sources) */
+    int *shard_part; /* (num_shards) the part of each shard */
+    double *part_factor; /* (num_parts) upsampling factors, 1 when not given */
+    int num_classes;     /* folder, fmnist; 0 otherwise */
+    char **class_names;  /* (num_classes) */
     void *impl;
     tc_status (*get)(tc_source *s, int64_t index, tc_sample *out);
     tc_status (*open_shard)(tc_source *s, int shard, tc_shard_reader **out);
@@ -65,9 +78,14 @@ typedef struct {
     char csv_sep;                /* default '\t' as open_clip's --csv-separator */
     const char *csv_img_key;     /* default "filepath" */
     const char *csv_caption_key; /* default "title" */
-    const char *classnames; /* folder: class-name file (default DIR/classnames.txt if present) */
-    const char *fmnist_dir; /* default /usr/share/datasets/fashion-mnist */
-    int64_t num_samples;    /* > 0 overrides sizes.json (open_clip --train-num-samples) */
+    const char *classnames;   /* folder: class-name file (default DIR/classnames.txt if present) */
+    const char *fmnist_dir;   /* default /usr/share/datasets/fashion-mnist */
+    int64_t num_samples;      /* > 0 overrides sizes.json (open_clip --train-num-samples) */
+    const double *upsampling; /* one factor > 0 per "::" part, or NULL (all 1) */
+    int num_upsampling;
+    tc_stream_opts stream; /* pipe: and http(s) shards: retries, backoff, timeout */
+    FILE *log;             /* retry lines; NULL: stderr */
+    int quiet;             /* 1: no retry lines */
 } tc_source_opts;
 
 void tc_source_opts_init(tc_source_opts *o);

@@ -1,6 +1,9 @@
 /* the world of a run (world.h) */
 #include "world.h"
 
+#include <cblas.h>
+#include <omp.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -48,6 +51,48 @@ static tc_status open_cuda_ranks(tc_world *w, const char *name, const tc_world_o
 #endif
 }
 
+/* the first "model name" of /proc/cpuinfo */
+static void cpu_model(char *buf, size_t cap) {
+    snprintf(buf, cap, "unknown CPU");
+    FILE *f = fopen("/proc/cpuinfo", "r");
+    if (!f) return;
+    char line[512];
+    while (fgets(line, sizeof line, f)) {
+        if (strncmp(line, "model name", 10) != 0) continue;
+        const char *v = strchr(line, ':');
+        if (!v) break;
+        v++;
+        while (*v == ' ' || *v == '\t')
+            v++;
+        size_t n = strcspn(v, "\n");
+        snprintf(buf, cap, "%.*s", (int)n, v);
+        break;
+    }
+    fclose(f);
+}
+
+static void describe(tc_world *w, int cuda, int device, int threads) {
+    w->threads = threads > 0 ? threads : omp_get_max_threads();
+    if (!cuda) {
+        cpu_model(w->device, sizeof w->device);
+    } else {
+#ifdef TC_HAVE_CUDA
+        int ndev = tc_cuda_device_count(NULL, 0);
+        if (ndev > 0) device %= ndev; /* as open_cuda_ranks picks it */
+        tc_cuda_device_name(device, w->device, sizeof w->device);
+#else
+        snprintf(w->device, sizeof w->device, "cuda device %d", device);
+#endif
+    }
+#ifdef __VERSION__
+    const char *cc = __VERSION__;
+#else
+    const char *cc = "unknown compiler";
+#endif
+    snprintf(w->build, sizeof w->build, "tinyclip %s, cc %.60s, %.120s", TC_VERSION, cc,
+             openblas_get_config());
+}
+
 tc_status tc_world_create(tc_world *w, const tc_world_options *o) {
     memset(w, 0, sizeof *w);
     /* launched by mpirun or srun: one rank of a data-parallel run */
@@ -65,6 +110,7 @@ tc_status tc_world_create(tc_world *w, const tc_world_options *o) {
         TC_TRY(open_cuda_ranks(w, name, o));
     else
         TC_TRY(tc_backend_open(name, o->threads, &w->backend));
+    describe(w, cuda, w->world_size > 1 && cuda && w->mpi ? w->mpi->local_rank : 0, o->threads);
 #ifdef TC_HAVE_CUDA
     /* batches in page-locked memory: uploads to the GPU without a staging copy */
     if (w->backend->caps.pinned_host_batches &&

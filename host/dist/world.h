@@ -30,6 +30,12 @@ typedef struct {
     int rank, world_size;
     tc_batch_allocator batch_allocator; /* all zero: the loader's malloc */
     tc_comm *mpi;                       /* the MPI comm when launched as several processes */
+    /* what this rank computes on, for the record of a run (a resume is
+     * bit-identical only on the same): CPU threads, the CPU model or the
+     * GPU, the build (version, compiler, BLAS) */
+    int threads;
+    char device[160];
+    char build[224];
 } tc_world;
 
 /* TINYCLIP_COMM_TIMEOUT: seconds, a whole number in 1..2^24; 45 when unset

@@ -30,6 +30,10 @@ static void set_defaults(tc_experiment *e) {
     e->train.workers = 4;
     e->train.batch = 1024;
     e->train.csv_separator = '\t';
+    e->train.shuffle_buffer = 1000;
+    e->train.pipe_retries = 3;
+    e->train.pipe_backoff = 1.0;
+    e->train.pipe_timeout = 300.0;
     e->zero_shot.dataset = TC_EXP_ZS_NONE;
     e->zero_shot.templates = TC_EXP_TEMPLATES_OPENAI;
     e->zero_shot.batch = 256;
@@ -221,6 +225,7 @@ void tc_experiment_free(tc_experiment *e) {
     free(e->train.path);
     free(e->train.csv_img_key);
     free(e->train.csv_caption_key);
+    free(e->train.upsampling);
     free(e->zero_shot.path);
     free(e->zero_shot.classnames);
     free(e->zero_shot.templates_path);

@@ -9,11 +9,7 @@
  * override). unknown keys, wrong types, out-of-range values, unknown or
  * later stage parents and teacher references are all errors. on success
  * every field holds a value: either the file's or the original TinyCLIP /
-<<<<<<< HEAD
  * open_clip default (docs/experiments.md and docs/method.md §5).
-=======
- * open_clip default (docs/experiments.md).
->>>>>>> run-split
  *
  * schema (defaults in brackets; "!" = required):
  *
@@ -84,7 +80,9 @@
  *         auto: start_sparsity [parent auto stage's target, else 0],
  *               target_sparsity !, sparsity_warmup [1000], prune_step !,
  *               lambda_init [10], mask_lr [0.02], lambda_lr [-0.02],
- *               round_to 0|8|64 [0], vision [true], text [true]
+ *               round_to 0|8|64 [0], vision [true], text [true],
+ *               shape irregular|regular [irregular]: regular ties the masks
+ *               so that the pruned model is a plain open_clip ViT
  *       loss: {distill_weight [1.0], alpha [1.0 = affinity only],
  *              logit_scale NUM|learned [50 distill, learned scratch],
  *              teacher_logit_scale [teacher.logit_scale]}
@@ -100,6 +98,8 @@
  *       eval_every: INT         [1000, 0 = at the end only]
  *       checkpoint_every: INT   [1000, 0 = at the end only]
  *       log_every: INT          [100]
+ *       keep_checkpoints: INT   [2]  the newest K checkpoints are kept (a damaged
+ *                               newest one falls back to the one before)
  *       max_nonfinite_skips: INT [100]  consecutive non-finite losses allowed
  *
  * CFG is a model config: a path ending in .json (relative to the YAML
@@ -148,6 +148,14 @@ typedef struct {
     int batch;
     char *csv_img_key, *csv_caption_key;
     char csv_separator;
+    int resampled;            /* wds: shards drawn with replacement per rank (--dataset-resampled) */
+    int shuffle_buffer;       /* wds: samples in the shuffle buffer (1000) */
+    double *upsampling;       /* one factor per "::" source (resampled only), or NULL */
+    int n_upsampling;
+    int64_t max_image_pixels; /* larger images are skipped (0: Pillow's 89478485) */
+    int pipe_retries;         /* pipe:/http(s) shards: runs again of a failed command (3) */
+    double pipe_backoff;      /* seconds before the first retry, doubled after each (1) */
+    double pipe_timeout;      /* seconds without data before a command is killed (300) */
 } tc_exp_train_data;
 
 typedef struct {
@@ -172,7 +180,7 @@ typedef struct {
 typedef struct {
     char *checkpoint;          /* NULL when the model is built from the config alone */
     char *model;               /* resolved model config path */
-    tc_exp_loc model_loc;
+    tc_exp_loc model_loc, checkpoint_loc;
 } tc_exp_external;
 
 typedef struct {
@@ -198,6 +206,7 @@ typedef struct {
     int64_t prune_step;        /* mask phase length; pruned into a dense model here */
     float lambda_init, mask_lr, lambda_lr;
     int round_to;              /* 0, 8 or 64: kept units rounded up to a multiple */
+    int regular;               /* shape: regular (tied masks, open_clip-regular result) */
     int vision, text;          /* towers that get masks */
 } tc_exp_auto;
 
@@ -241,6 +250,7 @@ typedef struct {
     tc_exp_optimizer opt;
     tc_exp_schedule sched;
     int64_t eval_every, checkpoint_every, log_every;
+    int keep_checkpoints; /* the newest this many checkpoints are kept */
     int max_nonfinite_skips;
 } tc_exp_stage;
 

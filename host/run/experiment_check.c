@@ -10,6 +10,8 @@
 #include <stdio.h>
 #include <string.h>
 
+#include <libfyaml.h>
+
 #include "experiment_internal.h"
 
 /* a stage's name is unique; its parent and model: {stage: NAME} name earlier
@@ -151,8 +153,15 @@ static void check_steps(tc_exp_ctx *c, int i, const char *sp) {
                               "'epochs' needs data.train.num_samples; give 'steps' instead");
         else {
             int64_t per_epoch = e->train.num_samples / st->batch;
-            st->steps = (int64_t)floor(st->epochs * (double)per_epoch);
-            if (st->steps < 1)
+            double steps = floor(st->epochs * (double)per_epoch);
+            st->steps = steps > TC_EXP_MAX_STEPS ? -1 : (int64_t)steps;
+            if (steps > TC_EXP_MAX_STEPS)
+                tc_yaml_report_at(y, st->loc, sp,
+                                  "%g epochs of %lld samples at batch %d is %.0f steps; at most "
+                                  "%.0f",
+                                  st->epochs, (long long)e->train.num_samples, st->batch, steps,
+                                  TC_EXP_MAX_STEPS);
+            else if (st->steps < 1)
                 tc_yaml_report_at(y, st->loc, sp,
                                   "%g epochs of %lld samples at batch %d is less than one step",
                                   st->epochs, (long long)e->train.num_samples, st->batch);
@@ -186,11 +195,15 @@ static void check_steps(tc_exp_ctx *c, int i, const char *sp) {
 void tc_exp_check_document(tc_exp_ctx *c) {
     tc_experiment *e = c->exp;
     tc_yaml *y = &c->y;
-    tc_exp_loc none = {0, 0, 0};
 
-    if (e->backend == TC_EXP_BACKEND_CPU && e->precision == TC_EXP_PREC_BF16)
-        tc_yaml_report_at(y, none, "precision",
-                          "the cpu backend computes in fp32; bf16 needs backend: cuda");
+    if (e->backend == TC_EXP_BACKEND_CPU && e->precision == TC_EXP_PREC_BF16) {
+        /* at the precision key's value (or the --set that gave it) */
+        struct fy_node *root = tc_yaml_root(y);
+        struct fy_node *p =
+            root ? tc_yaml_deref(fy_node_mapping_lookup_by_string(root, "precision", FY_NT)) : NULL;
+        tc_yaml_report(y, p, "precision",
+                       "the cpu backend computes in fp32; bf16 needs backend: cuda");
+    }
 
     /* teacher stage reference */
     if (c->teacher_stage) {

@@ -3,17 +3,22 @@
  *
  * the parse runs in three passes over one context: the table layer
  * (yaml_table.h) walks the document through the field tables of the schema
- * (top level, data, eval, teacher in experiment_schema.c; stages in
- * experiment_stages.c), names that refer to other stages are kept as text,
- * then tc_exp_check_document resolves them and fills the defaults that
- * depend on other fields. */
+ * (top level, data, eval, teacher in experiment_schema.c; data.train in
+ * experiment_data.c; stages in experiment_stages.c), names that refer to other stages are kept as
+ * text, then tc_exp_check_document resolves them and fills the defaults that depend on other
+ * fields. */
 #ifndef TC_EXPERIMENT_INTERNAL_H
 #define TC_EXPERIMENT_INTERNAL_H
 
 #include "experiment.h"
 #include "yaml_table.h"
 
-#define TC_EXP_BIG 1e308 /* no upper bound */
+/* upper bounds of the counts (every integer field has one, so that no value
+ * reaches a cast or a product that overflows): steps and intervals fit the
+ * trainer's int step counters; sample counts stay far below 2^53, where the
+ * loader's cursor (kept in doubles across ranks) would lose exactness */
+#define TC_EXP_MAX_STEPS 1e9
+#define TC_EXP_MAX_SAMPLES 1e12
 
 typedef struct {
     tc_yaml y; /* first: the table layer's callbacks get &y and cast it back */
@@ -35,6 +40,10 @@ static inline tc_exp_ctx *tc_exp_ctx_of(tc_yaml *y) {
 /* the table of the top level (experiment_schema.c) */
 extern const tc_yaml_field *const tc_exp_top_fields;
 extern const int tc_exp_n_top_fields;
+
+/* data.train (experiment_data.c); the source names, by tc_exp_data_source */
+void tc_exp_train_fn(tc_yaml *y, struct fy_node *v, const char *path, void *obj);
+extern const char *const tc_exp_source_names[];
 
 /* stages: the list (experiment_stages.c) */
 void tc_exp_stages_fn(tc_yaml *y, struct fy_node *v, const char *path, void *obj);

@@ -1,8 +1,8 @@
 /* the experiment schema, top level and sections: name, seed, out, backend,
  * precision, threads, params, data (train, eval), teacher, distributed. each
  * mapping is a field table for yaml_table.h; the callbacks hold what a
- * table cannot say (which keys are required, defaults by source). the
- * stages live in experiment_stages.c. */
+ * table cannot say (which keys are required, defaults by source). data.train
+ * lives in experiment_data.c, the stages in experiment_stages.c. */
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -40,48 +40,9 @@ char *tc_exp_resolve_cfg(tc_yaml *y, const char *p) {
 
 static const char *const backend_names[] = {"cpu", "cuda", NULL};
 static const char *const precision_names[] = {"fp32", "bf16", NULL};
-static const char *const source_names[] = {"fmnist", "wds", "csv", NULL};
+const char *const tc_exp_source_names[] = {"fmnist", "wds", "csv", NULL};
 static const char *const zs_names[] = {"none", "fmnist", "folder", NULL};
-/* ---- data ---- */
-
-static void csv_sep_fn(tc_yaml *y, struct fy_node *v, const char *path, void *obj) {
-    char buf[16];
-    const char *t = tc_yaml_scalar_text(v, buf, sizeof buf);
-    size_t len = 0;
-    if (t && v) fy_node_get_scalar(v, &len);
-    if (!t || len != 1) {
-        tc_yaml_report(y, v, path, "expected a single character, e.g. \"\\t\" or \",\"");
-        return;
-    }
-    ((tc_exp_train_data *)obj)->csv_separator = t[0];
-}
-
-static const tc_yaml_field train_fields[] = {
-    {.key = "source",
-     .type = TC_YAML_ENUM,
-     .off = offsetof(tc_exp_train_data, source),
-     .enums = source_names},
-    {.key = "path", .type = TC_YAML_PATH, .off = offsetof(tc_exp_train_data, path)},
-    {.key = "num_samples",
-     .type = TC_YAML_I64,
-     .off = offsetof(tc_exp_train_data, num_samples),
-     .lo = 1,
-     .hi = TC_EXP_BIG},
-    {.key = "workers",
-     .type = TC_YAML_INT,
-     .off = offsetof(tc_exp_train_data, workers),
-     .hi = 1024},
-    {.key = "batch",
-     .type = TC_YAML_INT,
-     .off = offsetof(tc_exp_train_data, batch),
-     .lo = 1,
-     .hi = 1 << 20},
-    {.key = "csv_img_key", .type = TC_YAML_STR, .off = offsetof(tc_exp_train_data, csv_img_key)},
-    {.key = "csv_caption_key",
-     .type = TC_YAML_STR,
-     .off = offsetof(tc_exp_train_data, csv_caption_key)},
-    {.key = "csv_separator", .type = TC_YAML_CUSTOM, .fn = csv_sep_fn},
-};
+/* ---- data (data.train: experiment_data.c) ---- */
 
 static void templates_fn(tc_yaml *y, struct fy_node *v, const char *path, void *obj) {
     tc_exp_zeroshot *z = obj;
@@ -118,8 +79,11 @@ static const tc_yaml_field zs_fields[] = {
     {.key = "max_images",
      .type = TC_YAML_I64,
      .off = offsetof(tc_exp_zeroshot, max_images),
-     .hi = TC_EXP_BIG},
-    {.key = "subset", .type = TC_YAML_I64, .off = offsetof(tc_exp_zeroshot, subset), .hi = TC_EXP_BIG},
+     .hi = TC_EXP_MAX_SAMPLES},
+    {.key = "subset",
+     .type = TC_YAML_I64,
+     .off = offsetof(tc_exp_zeroshot, subset),
+     .hi = TC_EXP_MAX_SAMPLES},
     {.key = "batch",
      .type = TC_YAML_INT,
      .off = offsetof(tc_exp_zeroshot, batch),
@@ -131,12 +95,12 @@ static const tc_yaml_field ret_fields[] = {
     {.key = "source",
      .type = TC_YAML_ENUM,
      .off = offsetof(tc_exp_retrieval, source),
-     .enums = source_names},
+     .enums = tc_exp_source_names},
     {.key = "path", .type = TC_YAML_PATH, .off = offsetof(tc_exp_retrieval, path)},
     {.key = "num_samples",
      .type = TC_YAML_I64,
      .off = offsetof(tc_exp_retrieval, num_samples),
-     .hi = TC_EXP_BIG},
+     .hi = TC_EXP_MAX_SAMPLES},
     {.key = "batch",
      .type = TC_YAML_INT,
      .off = offsetof(tc_exp_retrieval, batch),
@@ -191,33 +155,13 @@ static const tc_yaml_field eval_fields[] = {
     {.key = "retrieval", .type = TC_YAML_CUSTOM, .fn = retrieval_fn},
 };
 
-static void train_fn(tc_yaml *y, struct fy_node *v, const char *path, void *obj) {
-    tc_exp_train_data *t = &((tc_experiment *)obj)->train;
-    uint64_t seen = tc_yaml_parse_map(y, v, path, train_fields, TC_YAML_NF(train_fields), t);
-    if (!v || !fy_node_is_mapping(v)) return;
-    if (!tc_yaml_seen(train_fields, TC_YAML_NF(train_fields), seen, "source")) {
-        tc_yaml_report(y, v, path, "missing key 'source' (fmnist, wds or csv)");
-        return;
-    }
-    char p[256];
-    tc_yaml_join(p, sizeof p, path, "path");
-    if (t->source != TC_EXP_DATA_FMNIST && !t->path)
-        tc_yaml_report(y, v, p, "a %s source needs a path", source_names[t->source]);
-    tc_yaml_join(p, sizeof p, path, "num_samples");
-    if (t->source == TC_EXP_DATA_WDS && t->num_samples <= 0)
-        tc_yaml_report(y, v, p,
-                       "webdataset shards need num_samples (samples per epoch), as open_clip's "
-                       "--train-num-samples");
-    if (t->source == TC_EXP_DATA_FMNIST && t->num_samples <= 0) t->num_samples = 60000;
-}
-
 static void eval_fn(tc_yaml *y, struct fy_node *v, const char *path, void *obj) {
     if (tc_yaml_is_null(v)) return;
     tc_yaml_parse_map(y, v, path, eval_fields, TC_YAML_NF(eval_fields), obj);
 }
 
 static const tc_yaml_field data_fields[] = {
-    {.key = "train", .type = TC_YAML_CUSTOM, .fn = train_fn},
+    {.key = "train", .type = TC_YAML_CUSTOM, .fn = tc_exp_train_fn},
     {.key = "eval", .type = TC_YAML_CUSTOM, .fn = eval_fn},
 };
 
@@ -247,6 +191,7 @@ static void teacher_ckpt_fn(tc_yaml *y, struct fy_node *v, const char *path, voi
     static const tc_yaml_field f = {
         .key = "checkpoint", .type = TC_YAML_PATH, .off = offsetof(tc_exp_external, checkpoint)};
     tc_yaml_set_field(y, &f, v, path, &((tc_exp_teacher *)obj)->ext);
+    ((tc_exp_teacher *)obj)->ext.checkpoint_loc = tc_yaml_node_loc(y, v);
 }
 
 static void teacher_model_fn(tc_yaml *y, struct fy_node *v, const char *path, void *obj) {
@@ -352,5 +297,5 @@ const tc_yaml_field *const tc_exp_top_fields = top_fields;
 const int tc_exp_n_top_fields = TC_YAML_NF(top_fields);
 
 const char *tc_exp_data_source_name(tc_exp_data_source s) {
-    return (unsigned)s < 3 ? source_names[s] : "?";
+    return (unsigned)s < 3 ? tc_exp_source_names[s] : "?";
 }

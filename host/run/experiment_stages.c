@@ -42,6 +42,9 @@ static void parent_fn(tc_yaml *y, struct fy_node *v, const char *path, void *obj
             tc_yaml_report(y, v, path, "missing key 'model': the architecture of the checkpoint");
         struct fy_node *m = tc_yaml_deref(fy_node_mapping_lookup_by_string(v, "model", FY_NT));
         st->parent_ext.model_loc = tc_yaml_node_loc(y, m ? m : v);
+        struct fy_node *ck =
+            tc_yaml_deref(fy_node_mapping_lookup_by_string(v, "checkpoint", FY_NT));
+        st->parent_ext.checkpoint_loc = tc_yaml_node_loc(y, ck ? ck : v);
         return;
     }
     char buf[256];
@@ -100,7 +103,7 @@ static void layers_fn(tc_yaml *y, struct fy_node *v, const char *path, void *obj
             item = tc_yaml_deref(item);
             const char *s = tc_yaml_scalar_text(item, buf, sizeof buf);
             int64_t x;
-            if (!s || !tc_yaml_parse_i64(s, &x) || x < 0 || x >= 4096) {
+            if (!s || tc_yaml_parse_i64(s, &x) != 1 || x < 0 || x >= 4096) {
                 tc_yaml_report(y, item, path, "expected a teacher layer index >= 0");
                 return;
             }
@@ -164,11 +167,23 @@ static void round_to_fn(tc_yaml *y, struct fy_node *v, const char *path, void *o
     char buf[32];
     const char *s = tc_yaml_scalar_text(v, buf, sizeof buf);
     int64_t x;
-    if (!s || !tc_yaml_parse_i64(s, &x) || (x != 0 && x != 8 && x != 64)) {
+    if (!s || tc_yaml_parse_i64(s, &x) != 1 || (x != 0 && x != 8 && x != 64)) {
         tc_yaml_report(y, v, path, "expected 0 (no rounding), 8 or 64");
         return;
     }
     ((tc_exp_inheritance *)obj)->autoc.round_to = (int)x;
+}
+
+static void shape_fn(tc_yaml *y, struct fy_node *v, const char *path, void *obj) {
+    char buf[32];
+    const char *s = tc_yaml_scalar_text(v, buf, sizeof buf);
+    if (!s || (strcmp(s, "irregular") && strcmp(s, "regular"))) {
+        tc_yaml_report(y, v, path,
+                       "expected irregular (per-layer heads and MLP widths, the original) or "
+                       "regular (a plain open_clip ViT)");
+        return;
+    }
+    ((tc_exp_inheritance *)obj)->autoc.regular = !strcmp(s, "regular");
 }
 
 static const tc_yaml_field auto_fields[] = {
@@ -179,12 +194,20 @@ static const tc_yaml_field auto_fields[] = {
      .off = AOFF(target_sparsity),
      .hi = 0.999,
      .excl_lo = 1},
-    {.key = "sparsity_warmup", .type = TC_YAML_I64, .off = AOFF(sparsity_warmup), .hi = TC_EXP_BIG},
-    {.key = "prune_step", .type = TC_YAML_I64, .off = AOFF(prune_step), .lo = 1, .hi = TC_EXP_BIG},
+    {.key = "sparsity_warmup",
+     .type = TC_YAML_I64,
+     .off = AOFF(sparsity_warmup),
+     .hi = TC_EXP_MAX_STEPS},
+    {.key = "prune_step",
+     .type = TC_YAML_I64,
+     .off = AOFF(prune_step),
+     .lo = 1,
+     .hi = TC_EXP_MAX_STEPS},
     {.key = "lambda_init", .type = TC_YAML_F32, .off = AOFF(lambda_init), .lo = -1e6, .hi = 1e6},
     {.key = "mask_lr", .type = TC_YAML_F32, .off = AOFF(mask_lr), .hi = 100, .excl_lo = 1},
     {.key = "lambda_lr", .type = TC_YAML_F32, .off = AOFF(lambda_lr), .lo = -100, .hi = 100},
     {.key = "round_to", .type = TC_YAML_CUSTOM, .fn = round_to_fn},
+    {.key = "shape", .type = TC_YAML_CUSTOM, .fn = shape_fn},
     {.key = "vision", .type = TC_YAML_BOOL, .off = AOFF(vision)},
     {.key = "text", .type = TC_YAML_BOOL, .off = AOFF(text)},
 };
@@ -258,7 +281,7 @@ static void logit_scale_fn(tc_yaml *y, struct fy_node *v, const char *path, void
         l->learned_logit_scale = 1;
         return;
     }
-    if (!s || !tc_yaml_parse_f64(s, &d) || !(d > 0) || d > 100) {
+    if (!s || tc_yaml_parse_f64(s, &d) != 1 || !(d > 0) || d > 100) {
         tc_yaml_report(y, v, path,
                        "expected learned or a fixed scale in (0, 100] (the original fixes 50)");
         return;
@@ -318,7 +341,7 @@ static const tc_yaml_field sched_fields[] = {
     {.key = "warmup",
      .type = TC_YAML_I64,
      .off = offsetof(tc_exp_schedule, warmup),
-     .hi = TC_EXP_BIG},
+     .hi = TC_EXP_MAX_STEPS},
 };
 
 static void sched_fn(tc_yaml *y, struct fy_node *v, const char *path, void *obj) {
@@ -346,6 +369,16 @@ static void name_fn(tc_yaml *y, struct fy_node *v, const char *path, void *obj) 
             tc_yaml_report(y, v, path,
                            "'%s': a stage name is a folder name: letters, digits, '_', '-', '.'",
                            s);
+            return;
+        }
+    /* the run folder's own entries */
+    static const char *const reserved[] = {"plots",          "replaced",  "run.lock",
+                                           "changes.log",    "report.md", "report.json",
+                                           "experiment.yaml"};
+    for (size_t k = 0; k < sizeof reserved / sizeof *reserved; k++)
+        if (!strcmp(s, reserved[k])) {
+            tc_yaml_report(y, v, path,
+                           "'%s' is a name the run folder uses for itself; choose another", s);
             return;
         }
     if (!strcmp(s, ".") || !strcmp(s, "..") ||
@@ -384,7 +417,7 @@ static const tc_yaml_field stage_fields[] = {
      .type = TC_YAML_I64,
      .off = offsetof(tc_exp_stage, steps),
      .lo = 1,
-     .hi = TC_EXP_BIG},
+     .hi = TC_EXP_MAX_STEPS},
     {.key = "epochs",
      .type = TC_YAML_F64,
      .off = offsetof(tc_exp_stage, epochs),
@@ -395,16 +428,21 @@ static const tc_yaml_field stage_fields[] = {
     {.key = "eval_every",
      .type = TC_YAML_I64,
      .off = offsetof(tc_exp_stage, eval_every),
-     .hi = TC_EXP_BIG},
+     .hi = TC_EXP_MAX_STEPS},
     {.key = "checkpoint_every",
      .type = TC_YAML_I64,
      .off = offsetof(tc_exp_stage, checkpoint_every),
-     .hi = TC_EXP_BIG},
+     .hi = TC_EXP_MAX_STEPS},
     {.key = "log_every",
      .type = TC_YAML_I64,
      .off = offsetof(tc_exp_stage, log_every),
      .lo = 1,
-     .hi = TC_EXP_BIG},
+     .hi = TC_EXP_MAX_STEPS},
+    {.key = "keep_checkpoints",
+     .type = TC_YAML_INT,
+     .off = offsetof(tc_exp_stage, keep_checkpoints),
+     .lo = 1,
+     .hi = 1000},
     {.key = "max_nonfinite_skips",
      .type = TC_YAML_INT,
      .off = offsetof(tc_exp_stage, max_nonfinite_skips),
@@ -448,6 +486,7 @@ static void stage_defaults(tc_exp_stage *st) {
     st->eval_every = 1000;
     st->checkpoint_every = 1000;
     st->log_every = 100;
+    st->keep_checkpoints = 2;
     st->max_nonfinite_skips = 100;
 }
 

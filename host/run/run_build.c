@@ -2,11 +2,13 @@
  * of the parent, or manual inheritance; automatic inheritance is in
  * run_masks.c), the student and its trainer, the frozen teacher, the data
  * loader of the stage. */
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "checkpoint.h"
 #include "inherit.h"
+#include "manifest.h"
 #include "scheduler_internal.h"
 
 /* ---- weights on the host ---- */
@@ -41,10 +43,22 @@ tc_status host_model_random(tc_backend *be, const tc_model_config *cfg, uint64_t
     return s;
 }
 
+tc_status load_stage_final(run_ctx *c, int k, host_model *h) {
+    const char *dir = c->res[k].final_dir;
+    char why[512];
+    memset(h, 0, sizeof *h);
+    /* a final/ without a manifest is an older run's: used as it is */
+    if (tc_manifest_verify(dir, why, sizeof why) == 0)
+        return tc_fail(TC_ERR_FORMAT,
+                       "%s is damaged (%s); train stage %s again with --restart-from %s", dir, why,
+                       c->exp->stages[k].name, c->exp->stages[k].name);
+    return host_model_load(dir, NULL, h);
+}
+
 /* the parent's final weights: an earlier stage or an external checkpoint */
 tc_status load_parent(run_ctx *c, int i, host_model *h) {
     const tc_exp_stage *st = &c->exp->stages[i];
-    if (st->parent >= 0) return host_model_load(c->res[st->parent].final_dir, NULL, h);
+    if (st->parent >= 0) return load_stage_final(c, st->parent, h);
     return host_model_load(st->parent_ext.checkpoint, st->parent_ext.model, h);
 }
 
@@ -124,7 +138,7 @@ tc_status build_student(stage_run *r) {
     }
     case TC_EXP_INHERIT_AUTO: return build_auto_student(r, seed);
     }
-    return tc_fail(TC_ERR_CONFIG, "stage %s: unknown inheritance", st->name);
+    return tc_fail(TC_ERR_CONFIG, "unknown inheritance");
 }
 
 tc_status make_student(stage_run *r, const tc_model_config *cfg, const float *params, int masked) {
@@ -152,7 +166,7 @@ tc_status make_teacher(stage_run *r) {
     const tc_exp_teacher *t = &c->exp->teacher;
     host_model h;
     if (t->stage >= 0)
-        TC_TRY(host_model_load(c->res[t->stage].final_dir, NULL, &h));
+        TC_TRY(load_stage_final(c, t->stage, &h));
     else
         TC_TRY(host_model_load(t->ext.checkpoint, t->ext.model, &h));
     tc_model_options o = {.max_batch = r->micro, .train = 0};
@@ -181,6 +195,14 @@ tc_status open_loader(stage_run *r, const tc_loader_cursor *resume) {
         lc.source.csv_caption_key = e->train.csv_caption_key;
     }
     if (e->train.num_samples > 0) lc.source.num_samples = e->train.num_samples;
+    lc.resampled = e->train.resampled;
+    lc.shuffle_buffer = e->train.shuffle_buffer;
+    lc.source.upsampling = e->train.upsampling;
+    lc.source.num_upsampling = e->train.n_upsampling;
+    lc.max_image_pixels = e->train.max_image_pixels;
+    lc.source.stream.retries = e->train.pipe_retries;
+    lc.source.stream.backoff_ms = (int)(e->train.pipe_backoff * 1000.0);
+    lc.source.stream.timeout_s = (int)ceil(e->train.pipe_timeout);
     lc.batch_size = r->batch;
     lc.rank = r->c->rank;
     lc.world_size = r->c->world;
@@ -193,4 +215,25 @@ tc_status open_loader(stage_run *r, const tc_loader_cursor *resume) {
     lc.quiet = 0;
     lc.log = r->c->log;
     return tc_loader_create(&lc, resume, &r->loader);
+}
+
+int source_counts(stage_run *r, const char **keys, double *vals) {
+    static const char *const names[16] = {
+        "samples_source0",  "samples_source1",  "samples_source2",  "samples_source3",
+        "samples_source4",  "samples_source5",  "samples_source6",  "samples_source7",
+        "samples_source8",  "samples_source9",  "samples_source10", "samples_source11",
+        "samples_source12", "samples_source13", "samples_source14", "samples_source15"};
+    int64_t now[16] = {0};
+    int n = tc_loader_part_counts(r->loader, now, 16);
+    if (n < 2) return 0;
+    if (n > 16) n = 16;
+    for (int k = 0; k < n; k++) {
+        keys[k] = names[k];
+        vals[k] = (double)(now[k] - r->source_logged[k]);
+        r->source_logged[k] = now[k];
+    }
+    if (r->c->world > 1 &&
+        r->c->comm->host_all_reduce_f64(r->c->comm, vals, (size_t)n, TC_REDUCE_SUM) != TC_OK)
+        return 0; /* the next collective reports the lost rank */
+    return n;
 }

@@ -14,43 +14,12 @@
 
 #include "checkpoint.h"
 #include "fileio.h"
+#include "manifest.h"
 #include "safetensors.h"
 #include "scheduler_internal.h"
 
-/* rm -rf in process: no fork (a forked child of an MPI rank upsets some
- * interconnects' registered memory) and no shell quoting of the path.
- * symbolic links are removed, never followed; depth is bounded. */
-static int remove_tree_depth(const char *path, int depth) {
-    struct stat st;
-    if (lstat(path, &st) != 0) return errno == ENOENT ? 0 : -1;
-    if (!S_ISDIR(st.st_mode)) return unlink(path);
-    if (depth > 16) return -1;
-    DIR *d = opendir(path);
-    if (!d) return -1;
-    int rc = 0;
-    struct dirent *e;
-    while ((e = readdir(d))) {
-        if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0) continue;
-        size_t n = strlen(path) + strlen(e->d_name) + 2;
-        char *child = malloc(n);
-        if (!child) {
-            rc = -1;
-            break;
-        }
-        snprintf(child, n, "%s/%s", path, e->d_name);
-        if (remove_tree_depth(child, depth + 1) != 0) rc = -1;
-        free(child);
-    }
-    closedir(d);
-    return rc == 0 ? rmdir(path) : rc;
-}
-
-static int remove_tree(const char *path) {
-    return remove_tree_depth(path, 0);
-}
-
-/* every rank's loader cursor (their stream positions differ when ranks skip
- * different bad samples): "c0,...,c4,c0,...": rank-major, malloc'd */
+/* every rank's loader cursor (resampled streams differ per rank):
+ * "c0,...,c7,c0,...": rank-major, malloc'd */
 static tc_status gather_cursors(run_ctx *c, const tc_loader_cursor *mine, char **out) {
     *out = NULL;
     size_t W = (size_t)c->world, K = TC_LOADER_CURSOR_INTS;
@@ -80,7 +49,7 @@ static tc_status gather_cursors(run_ctx *c, const tc_loader_cursor *mine, char *
 }
 
 /* rank_cursors: from gather_cursors, NULL in one process (the train state
- * then has exactly the keys it always had) */
+ * then has no world and rank_cursors) */
 static tc_status save_checkpoint(run_ctx *c, int i, tc_model *m, const float *moments, tower_l0 *l0,
                                  const state_meta *meta, const char *rank_cursors) {
     char dir[PATH_CAP], tmp[PATH_CAP + 80], path[PATH_CAP + 128];
@@ -121,21 +90,24 @@ static tc_status save_checkpoint(run_ctx *c, int i, tc_model *m, const float *mo
                  (unsigned long long)l0[k].rng.counter);
         snprintf(optstep[k], 32, "%lld", l0[k].opt.step);
     }
-    char v_step[32], v_adam[32], v_nf[32], v_cursor[160], v_masked[8];
+    char v_step[32], v_adam[32], v_nf[32], v_cursor[240], v_masked[8], v_global[32];
     snprintf(v_step, sizeof v_step, "%lld", meta->step);
     snprintf(v_adam, sizeof v_adam, "%lld", meta->adam_step);
     snprintf(v_nf, sizeof v_nf, "%lld", meta->nonfinite);
     snprintf(v_masked, sizeof v_masked, "%d", meta->masked);
     int64_t cv[TC_LOADER_CURSOR_INTS];
     tc_loader_cursor_pack(&meta->cursor, cv);
-    snprintf(v_cursor, sizeof v_cursor, "%lld,%lld,%lld,%lld,%lld", (long long)cv[0],
-             (long long)cv[1], (long long)cv[2], (long long)cv[3], (long long)cv[4]);
-    char v_world[16];
+    for (int k = 0, at = 0; k < TC_LOADER_CURSOR_INTS; k++)
+        at += snprintf(v_cursor + at, sizeof v_cursor - (size_t)at, k ? ",%lld" : "%lld",
+                       (long long)cv[k]);
+    snprintf(v_global, sizeof v_global, "%lld", meta->global_batch);
+    char v_world[16], v_threads[16];
     snprintf(v_world, sizeof v_world, "%d", c->world);
-    const char *keys[] = {"format",          "step",        "adam_step",
-                          "nonfinite",       "masked",      "cursor",
-                          "l0_rng_vision",   "l0_rng_text", "l0opt_step_vision",
-                          "l0opt_step_text", "world",       "rank_cursors"};
+    snprintf(v_threads, sizeof v_threads, "%d", c->threads);
+    const char *keys[] = {"format",        "step",          "adam_step",   "nonfinite",
+                          "masked",        "cursor",        "l0_rng_vision", "l0_rng_text",
+                          "l0opt_step_vision", "l0opt_step_text", "global_batch", "threads",
+                          "device",        "build",         "world",       "rank_cursors"};
     const char *vals[] = {"tinyclip-train-state-1",
                           v_step,
                           v_adam,
@@ -146,55 +118,22 @@ static tc_status save_checkpoint(run_ctx *c, int i, tc_model *m, const float *mo
                           meta->masked && l0[1].on ? rngv[1] : "",
                           meta->masked && l0[0].on ? optstep[0] : "",
                           meta->masked && l0[1].on ? optstep[1] : "",
+                          v_global,
+                          v_threads,
+                          c->device ? c->device : "",
+                          c->build ? c->build : "",
                           v_world,
                           rank_cursors ? rank_cursors : ""};
     snprintf(path, sizeof path, "%s/train_state.safetensors", tmp);
-    if (s == TC_OK) s = tc_st_write(path, t, nt, keys, vals, rank_cursors ? 12 : 10);
+    if (s == TC_OK) s = tc_st_write(path, t, nt, keys, vals, rank_cursors ? 16 : 14);
     free(buf);
-    /* publish: rename the folder, then drop older checkpoints */
-    char final[PATH_CAP + 128];
-    snprintf(final, sizeof final, "%s/%s", dir, name);
-    if (s == TC_OK && rename(tmp, final) != 0)
-        s = tc_fail(TC_ERR_IO, "%s: cannot rename to %s: %s", tmp, final, strerror(errno));
-    if (s != TC_OK) return s;
-    DIR *d = opendir(dir);
-    if (d) {
-        struct dirent *e;
-        while ((e = readdir(d))) {
-            if (strncmp(e->d_name, "step-", 5) != 0 || strcmp(e->d_name, name) == 0) continue;
-            char old[PATH_CAP + 300];
-            snprintf(old, sizeof old, "%s/%s", dir, e->d_name);
-            if (remove_tree(old) != 0) logf_run(c, "warning: could not remove %s", old);
-        }
-        closedir(d);
-    }
-    return TC_OK;
+    /* the manifest last, then the folder is published under its name */
+    if (s == TC_OK) s = tc_manifest_write(tmp);
+    if (s == TC_OK) s = publish_checkpoint(c, i, tmp, name);
+    return s;
 }
 
 /* ---- finding and resuming ---- */
-
-void latest_checkpoint(const run_ctx *c, int i, char *out) {
-    char dir[PATH_CAP];
-    stage_path(c, i, "checkpoints", dir);
-    out[0] = 0;
-    DIR *d = opendir(dir);
-    if (!d) return;
-    struct dirent *e;
-    long long best = -1;
-    while ((e = readdir(d))) {
-        long long step;
-        char tail[8];
-        if (sscanf(e->d_name, "step-%lld%7s", &step, tail) != 1) continue; /* skips *.tmp */
-        char st[PATH_CAP + 320];
-        snprintf(st, sizeof st, "%s/%s/train_state.safetensors", dir, e->d_name);
-        if (!tc_path_is_file(st)) continue;
-        if (step > best) {
-            best = step;
-            snprintf(out, CKPT_CAP, "%s/%s", dir, e->d_name);
-        }
-    }
-    closedir(d);
-}
 
 static tc_status parse_ll_list(const char *v, long long *out, int n, const char *what) {
     const char *p = v;
@@ -229,9 +168,61 @@ static tc_status parse_u64_pair(const char *v, unsigned long long out[2]) {
     return TC_OK;
 }
 
+/* a resume is bit-identical only on the same thread count, CPU or GPU and
+ * build: say which differ from the checkpoint's (older ones have no record) */
+static void warn_environment(stage_run *r, tc_safetensors *f, const char *path) {
+    run_ctx *c = r->c;
+    char now_threads[16], diff[900] = "";
+    snprintf(now_threads, sizeof now_threads, "%d", c->threads);
+    const char *keys[3] = {"threads", "device", "build"};
+    const char *now[3] = {now_threads, c->device ? c->device : "", c->build ? c->build : ""};
+    size_t n = 0;
+    for (int k = 0; k < 3; k++) {
+        const char *was = tc_st_metadata(f, keys[k]);
+        if (!was || !was[0] || strcmp(was, now[k]) == 0) continue;
+        n += (size_t)snprintf(diff + n, sizeof diff - n, "; %s '%.200s' then, '%.200s' now",
+                              keys[k], was, now[k]);
+        if (n >= sizeof diff) break;
+    }
+    if (diff[0])
+        logf_run(c,
+                 "warning: stage %s: %s was written elsewhere%s. the run continues, but a "
+                 "resume is bit-identical only with the same thread count, CPU or GPU and build",
+                 r->st->name, path, diff);
+}
+
 static tc_status read_state_tensor(tc_safetensors *f, const char *name, float *dst, size_t n) {
     int64_t shape[1] = {(int64_t)n};
     return tc_st_read_f32(f, name, 1, shape, dst);
+}
+
+tc_status keep_global_batch(stage_run *r, const char *ckpt) {
+    run_ctx *c = r->c;
+    char path[CKPT_CAP + 64];
+    snprintf(path, sizeof path, "%s/train_state.safetensors", ckpt);
+    tc_safetensors *f;
+    TC_TRY(tc_st_open(&f, path));
+    long long world = 1, global = 0;
+    const char *v;
+    tc_status s = TC_OK;
+    if ((v = tc_st_metadata(f, "world")) && *v) s = parse_ll_list(v, &world, 1, "world");
+    if (s == TC_OK && (v = tc_st_metadata(f, "global_batch")) && *v)
+        s = parse_ll_list(v, &global, 1, "global_batch");
+    tc_st_close(f);
+    if (s != TC_OK || world == c->world) return s;
+    if (global <= 0) global = world * r->st->batch; /* saved before global_batch was kept */
+    int accum = r->st->accum_steps;
+    if (global % c->world != 0 || (global / c->world) % accum != 0)
+        return tc_fail(TC_ERR_CONFIG,
+                       "stage %s: %s holds global batch %lld of %lld processes, which %d "
+                       "processes cannot split into equal batches of %d micro-batches",
+                       r->st->name, ckpt, global, world, c->world, accum);
+    r->batch = (int)(global / c->world);
+    r->micro = r->batch / accum;
+    logf_run(c,
+             "stage %s: resuming %lld processes' run on %d: global batch %lld kept, %d per process",
+             r->st->name, world, c->world, global, r->batch);
+    return TC_OK;
 }
 
 tc_status resume_from(stage_run *r, const char *ckpt) {
@@ -259,9 +250,18 @@ tc_status resume_from(stage_run *r, const char *ckpt) {
     long long masked = 0;
     if (s == TC_OK && (v = tc_st_metadata(f, "masked"))) s = parse_ll_list(v, &masked, 1, "masked");
     if (s == TC_OK && (v = tc_st_metadata(f, "cursor"))) {
-        s = parse_ll_list(v, x, 5, "cursor");
-        int64_t cv[5] = {x[0], x[1], x[2], x[3], x[4]};
-        tc_loader_cursor_unpack(cv, &r->meta.cursor);
+        /* 5 values before the resampled order's, 8 since */
+        int nc = 1;
+        for (const char *q = v; *q; q++)
+            nc += *q == ',';
+        long long xc[TC_LOADER_CURSOR_INTS];
+        if (nc != 5 && nc != TC_LOADER_CURSOR_INTS)
+            s = tc_fail(TC_ERR_FORMAT, "%s: bad cursor '%s'", path, v);
+        if (s == TC_OK) s = parse_ll_list(v, xc, nc, "cursor");
+        int64_t cv[TC_LOADER_CURSOR_INTS];
+        for (int k = 0; k < nc && s == TC_OK; k++)
+            cv[k] = xc[k];
+        if (s == TC_OK) tc_loader_cursor_unpack(cv, nc, &r->meta.cursor);
     }
     /* data parallel: this rank's own cursor, when the run had as many ranks */
     long long saved_world = 1;
@@ -269,7 +269,12 @@ tc_status resume_from(stage_run *r, const char *ckpt) {
         s = parse_ll_list(v, &saved_world, 1, "world");
     if (s == TC_OK && c->world > 1 && saved_world == c->world &&
         (v = tc_st_metadata(f, "rank_cursors")) && *v) {
-        size_t K = TC_LOADER_CURSOR_INTS, n = (size_t)c->world * K;
+        size_t n = 1;
+        for (const char *q = v; *q; q++)
+            n += *q == ',';
+        size_t K = n / (size_t)c->world; /* 5 or 8 values per rank, as saved */
+        if (K != 5 && K != TC_LOADER_CURSOR_INTS)
+            s = tc_fail(TC_ERR_FORMAT, "%s: bad rank_cursors", path);
         long long *all = malloc(n * sizeof *all);
         if (!all) s = tc_fail(TC_ERR_OOM, "resume: out of memory");
         if (s == TC_OK) s = parse_ll_list(v, all, (int)n, "rank_cursors");
@@ -277,15 +282,20 @@ tc_status resume_from(stage_run *r, const char *ckpt) {
             int64_t cv[TC_LOADER_CURSOR_INTS];
             for (size_t k = 0; k < K; k++)
                 cv[k] = all[(size_t)c->rank * K + k];
-            tc_loader_cursor_unpack(cv, &r->meta.cursor);
+            tc_loader_cursor_unpack(cv, (int)K, &r->meta.cursor);
         }
         free(all);
     } else if (s == TC_OK && saved_world != c->world) {
-        logf_run(c,
-                 "warning: %s was written by %lld processes, this run has %d: the data "
-                 "order does not continue exactly",
-                 path, saved_world, c->world);
+        /* rank 0's cursor: the training order is the same on any number of
+         * processes; resampled streams are per rank and start again */
+        int rs = c->exp->train.resampled;
+        tc_loader_cursor_rebase(&r->meta.cursor, rs);
+        logf_run(c, "%s was written by %lld processes, this run has %d: %s", path, saved_world,
+                 c->world,
+                 rs ? "the resampled streams start again with new draws"
+                    : "the same sequence of global batches continues");
     }
+    if (s == TC_OK) warn_environment(r, f, path);
     r->meta.masked = (int)masked;
     if (s == TC_OK && !masked && r->masked) {
         /* the mask phase is over: the checkpoint holds the pruned model */
@@ -344,6 +354,7 @@ tc_status checkpoint_stage(stage_run *r) {
     if (s == TC_OK && !moments) s = tc_fail(TC_ERR_OOM, "checkpoint: out of memory");
     if (s == TC_OK) s = tc_trainer_get_moments(r->trainer, moments, moments + P);
     r->meta.adam_step = tc_trainer_adam_step(r->trainer);
+    r->meta.global_batch = (long long)c->world * r->batch;
     if (s == TC_OK && c->rank == 0)
         s = save_checkpoint(c, r->i, r->student, moments, r->l0, &r->meta, cursors);
     free(moments);

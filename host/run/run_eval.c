@@ -132,8 +132,11 @@ int64_t eval_images_during(const run_ctx *c) {
 tc_status eval_now(stage_run *r, int64_t max_images, tc_zeroshot_result *zr) {
     run_ctx *c = r->c;
     if (c->exp->zero_shot.dataset == TC_EXP_ZS_NONE) return TC_OK;
+    if (r->masked) TC_TRY(l0_deterministic(r));
     for (int k = 0; k < 2 && r->masked; k++)
-        TC_TRY(l0_install_deterministic(c->be, &r->l0[k], r->st->inherit.autoc.round_to));
+        if (r->l0[k].on)
+            TC_TRY(c->be->upload(c->be, r->l0[k].z_dev, r->l0[k].z,
+                                 r->l0[k].masks.n_z * sizeof(float)));
     return zeroshot(c, r->student, max_images, zr);
 }
 

@@ -14,6 +14,8 @@ void l0_free(tc_backend *be, tower_l0 *t) {
     if (!t->on) return;
     if (t->z_dev) be->free(be, t->z_dev);
     if (t->dz_dev) be->free(be, t->dz_dev);
+    free(t->zg);
+    free(t->dloss_dg);
     free(t->z);
     free(t->dz_dloga);
     free(t->dloss_dz);
@@ -31,16 +33,18 @@ uint64_t l0_rank_seed(uint64_t seed, int rank) {
 }
 
 static tc_status l0_setup(tc_backend *be, tower_l0 *t, uint64_t seed, int rank) {
-    size_t n = t->masks.n_loga;
+    size_t n = t->masks.n_z, ng = t->masks.n_loga;
     t->on = 1;
     TC_TRY(tc_l0_adamw_create(&t->opt, &t->masks));
     tc_l0_rng_init(&t->rng, seed);
     t->rng.seed = l0_rank_seed(t->rng.seed, rank);
+    t->zg = calloc(ng, sizeof(float));
+    t->dz_dloga = calloc(ng, sizeof(float));
+    t->dloss_dg = calloc(ng, sizeof(float));
     t->z = calloc(n, sizeof(float));
-    t->dz_dloga = calloc(n, sizeof(float));
     t->dloss_dz = calloc(n, sizeof(float));
     t->grad = calloc(t->masks.count, sizeof(float));
-    if (!t->z || !t->dz_dloga || !t->dloss_dz || !t->grad)
+    if (!t->zg || !t->dz_dloga || !t->dloss_dg || !t->z || !t->dloss_dz || !t->grad)
         return tc_fail(TC_ERR_OOM, "masks: out of memory");
     TC_TRY(be->alloc(be, n * sizeof(float), (void **)&t->z_dev));
     TC_TRY(be->alloc(be, n * sizeof(float), (void **)&t->dz_dev));
@@ -56,11 +60,27 @@ static tc_status l0_setup(tc_backend *be, tower_l0 *t, uint64_t seed, int rank) 
     return TC_OK;
 }
 
-/* the deterministic masks (eval, pruning) into the device buffers */
-tc_status l0_install_deterministic(tc_backend *be, tower_l0 *t, int round_to) {
-    if (!t->on) return TC_OK;
-    TC_TRY(tc_l0_deterministic(&t->masks, round_to, t->z));
-    return be->upload(be, t->z_dev, t->z, t->masks.n_loga * sizeof(float));
+/* the deterministic masks (eval, pruning) of every masked tower into its z;
+ * regular towers are sized to the stage's current target together */
+tc_status l0_deterministic(stage_run *r) {
+    const tc_exp_auto *a = &r->st->inherit.autoc;
+    tc_l0_masks *towers[2];
+    float *zs[2];
+    double sizes[2] = {-1.0, -1.0};
+    int n = 0;
+    for (int k = 0; k < 2; k++) {
+        if (!r->l0[k].on) continue;
+        towers[n] = &r->l0[k].masks;
+        zs[n++] = r->l0[k].z;
+    }
+    if (a->regular && n > 0)
+        tc_l0_target_sizes(towers, n,
+                           tc_l0_target_sparsity(a->start_sparsity, a->target_sparsity,
+                                                 r->meta.step, a->sparsity_warmup),
+                           sizes);
+    for (int j = 0; j < n; j++)
+        TC_TRY(tc_l0_deterministic_sized(towers[j], a->round_to, sizes[j], zs[j]));
+    return TC_OK;
 }
 
 /* the parent at the full shape, with masks: the uniform shape its own auto
@@ -80,6 +100,7 @@ tc_status build_auto_student(stage_run *r, uint64_t seed) {
     r->masked = 1;
     const tc_exp_auto *a = &st->inherit.autoc;
     tc_l0_masks *vm = a->vision ? &r->l0[0].masks : NULL, *tm = a->text ? &r->l0[1].masks : NULL;
+    tc_l0_shape shape = a->regular ? TC_L0_REGULAR : TC_L0_IRREGULAR;
     tc_status s;
     if (parent.cfg.irregular || memcmp(&parent.cfg.vision, &root->vision, sizeof root->vision) ||
         memcmp(&parent.cfg.text, &root->text, sizeof root->text)) {
@@ -87,26 +108,19 @@ tc_status build_auto_student(stage_run *r, uint64_t seed) {
         s = tc_param_layout_build(&r->init.layout, root);
         if (s == TC_OK && !(r->init.params = calloc(r->init.layout.total, sizeof(float))))
             s = tc_fail(TC_ERR_OOM, "expand: out of memory");
-        tc_l0_masks full_v = {0}, full_t = {0};
         if (s == TC_OK)
             s = tc_expand(&parent.cfg, &parent.layout, parent.params, root, &r->init.layout,
-                          r->init.params, &full_v, &full_t);
-        if (s == TC_OK) {
-            if (vm)
-                *vm = full_v;
-            else
-                tc_l0_masks_free(&full_v);
-            if (tm)
-                *tm = full_t;
-            else
-                tc_l0_masks_free(&full_t);
-        }
+                          r->init.params, NULL, NULL);
+        if (s == TC_OK && vm)
+            s = tc_expand_masks(vm, &parent.cfg.vision, &root->vision, shape, "vision");
+        if (s == TC_OK && tm)
+            s = tc_expand_masks(tm, &parent.cfg.text, &root->text, shape, "text");
         host_model_free(&parent);
     } else {
         r->init = parent;
         s = TC_OK;
-        if (vm) s = tc_l0_masks_for_tower(vm, &root->vision, "vision");
-        if (s == TC_OK && tm) s = tc_l0_masks_for_tower(tm, &root->text, "text");
+        if (vm) s = tc_l0_masks_for_tower_shaped(vm, &root->vision, shape, "vision");
+        if (s == TC_OK && tm) s = tc_l0_masks_for_tower_shaped(tm, &root->text, shape, "text");
     }
     for (int k = 0; k < 2 && s == TC_OK; k++) {
         if (k == 0 ? !vm : !tm) continue;
@@ -125,10 +139,13 @@ tc_status prune_student(stage_run *r) {
     if (!params) return tc_fail(TC_ERR_OOM, "prune: out of memory");
     tc_status s = tc_model_get_params(r->student, params);
     float *zv = NULL, *zt = NULL;
-    int round_to = r->st->inherit.autoc.round_to;
+    if (s == TC_OK) s = l0_deterministic(r);
+    double kept = 0, prunable = 0;
     for (int k = 0; k < 2 && s == TC_OK; k++) {
         if (!r->l0[k].on) continue;
-        s = tc_l0_deterministic(&r->l0[k].masks, round_to, r->l0[k].z);
+        const tc_l0_masks *m = &r->l0[k].masks;
+        kept += tc_l0_pruned_params(m, r->l0[k].z);
+        prunable += tc_l0_prunable_size(m->layers, m->hidden, m->heads, m->inter);
         if (k == 0)
             zv = r->l0[k].z;
         else
@@ -154,8 +171,11 @@ tc_status prune_student(stage_run *r) {
     s = make_student(r, &pcfg, pparams, 0);
     if (s == TC_OK) tc_trainer_set_step_index(r->trainer, (int)r->meta.step);
     tc_param_counts pc = tc_param_count(&playout);
-    logf_run(c, "stage %s: pruned at step %lld to %zu parameters (%zu without the token embedding)",
-             r->st->name, r->meta.step, pc.total, pc.total - pc.token_embedding);
+    logf_run(c,
+             "stage %s: pruned at step %lld to %zu parameters (%zu without the token embedding), "
+             "sparsity %.4f of the masked attention and MLP parameters (L0 size formula)",
+             r->st->name, r->meta.step, pc.total, pc.total - pc.token_embedding,
+             prunable > 0 ? 1.0 - kept / prunable : 0.0);
     free(pparams);
     tc_param_layout_free(&playout);
     return s;
@@ -182,9 +202,10 @@ tc_status masked_step(stage_run *r, const tc_batch *b, tc_step_result *res,
     for (int k = 0; k < 2; k++) {
         tower_l0 *t = &r->l0[k];
         if (!t->on) continue;
-        tc_l0_sample(&t->masks, &t->rng, t->z, t->dz_dloga);
-        TC_TRY(be->upload(be, t->z_dev, t->z, t->masks.n_loga * sizeof(float)));
-        be->zero(be, t->dz_dev, t->masks.n_loga * sizeof(float));
+        tc_l0_sample(&t->masks, &t->rng, t->zg, t->dz_dloga);
+        tc_l0_expand_z(&t->masks, t->zg, t->z);
+        TC_TRY(be->upload(be, t->z_dev, t->z, t->masks.n_z * sizeof(float)));
+        be->zero(be, t->dz_dev, t->masks.n_z * sizeof(float));
     }
     TC_TRY(tc_trainer_compute(r->trainer, b->images, b->tokens, b->n, res));
     tc_l0_masks *towers[2];
@@ -193,9 +214,10 @@ tc_status masked_step(stage_run *r, const tc_batch *b, tc_step_result *res,
     for (int k = 0; k < 2; k++) {
         tower_l0 *t = &r->l0[k];
         if (!t->on) continue;
-        TC_TRY(be->download(be, t->dloss_dz, t->dz_dev, t->masks.n_loga * sizeof(float)));
+        TC_TRY(be->download(be, t->dloss_dz, t->dz_dev, t->masks.n_z * sizeof(float)));
         memset(t->grad, 0, t->masks.count * sizeof(float));
-        tc_l0_backward_z(t->grad, t->dloss_dz, t->dz_dloga, t->masks.n_loga);
+        tc_l0_reduce_dz(&t->masks, t->dloss_dz, t->dloss_dg);
+        tc_l0_backward_z(t->grad, t->dloss_dg, t->dz_dloga, t->masks.n_loga);
         towers[n] = &t->masks;
         grads[n++] = t->grad;
     }

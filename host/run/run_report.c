@@ -63,8 +63,9 @@ static void kind_text(const tc_exp_stage *st, char *buf, size_t cap) {
         snprintf(buf, cap, "%s",
                  st->model_stage >= 0 ? "scratch baseline" : "from scratch (CLIP loss)");
     else if (st->inherit.kind == TC_EXP_INHERIT_AUTO)
-        snprintf(buf, cap, "distill, auto %.0f%% sparsity",
-                 100.0 * st->inherit.autoc.target_sparsity);
+        snprintf(buf, cap, "distill, auto %.0f%% sparsity%s",
+                 100.0 * st->inherit.autoc.target_sparsity,
+                 st->inherit.autoc.regular ? ", regular" : "");
     else if (st->inherit.kind == TC_EXP_INHERIT_MANUAL)
         snprintf(buf, cap, "distill, manual");
     else

@@ -11,6 +11,7 @@
 
 #include "checkpoint.h"
 #include "fileio.h"
+#include "manifest.h"
 #include "progress.h"
 #include "scheduler_internal.h"
 
@@ -43,7 +44,7 @@ static tc_status stage_done_earlier(run_ctx *c, int i) {
     const tc_exp_stage *st = &c->exp->stages[i];
     stage_result *res = &c->res[i];
     host_model h;
-    TC_TRY(host_model_load(res->final_dir, NULL, &h));
+    TC_TRY(load_stage_final(c, i, &h));
     res->cfg = h.cfg;
     host_model_free(&h);
     if (st->inherit.kind == TC_EXP_INHERIT_AUTO) {
@@ -53,7 +54,7 @@ static tc_status stage_done_earlier(run_ctx *c, int i) {
             p = &c->exp->stages[p->parent];
         host_model root;
         if (p->parent >= 0)
-            TC_TRY(host_model_load(c->res[p->parent].final_dir, NULL, &root));
+            TC_TRY(load_stage_final(c, p->parent, &root));
         else
             TC_TRY(host_model_load(p->parent_ext.checkpoint, p->parent_ext.model, &root));
         res->has_root = 1;
@@ -82,12 +83,14 @@ static void log_memory(stage_run *r) {
 static tc_status stage_open(stage_run *r, const char *dir) {
     run_ctx *c = r->c;
     const tc_exp_stage *st = r->st;
-    tc_status s = build_student(r);
-    if (s == TC_OK) s = make_teacher(r);
-    char ckpt[CKPT_CAP];
-    latest_checkpoint(c, r->i, ckpt);
-    /* every rank resumes from the checkpoint rank 0 found */
+    char ckpt[CKPT_CAP] = "";
+    tc_status s = c->rank == 0 ? latest_checkpoint(c, r->i, ckpt) : TC_OK;
+    /* every rank resumes from the checkpoint rank 0 found, with its global
+     * batch (known before the models are made for their batch) */
     if (s == TC_OK && c->world > 1) s = c->comm->host_broadcast(c->comm, ckpt, sizeof ckpt, 0);
+    if (s == TC_OK && ckpt[0]) s = keep_global_batch(r, ckpt);
+    if (s == TC_OK) s = build_student(r);
+    if (s == TC_OK) s = make_teacher(r);
     if (s == TC_OK && ckpt[0]) {
         s = resume_from(r, ckpt);
         if (s == TC_OK) logf_run(c, "stage %s: resumed from %s", st->name, ckpt);
@@ -132,9 +135,9 @@ static tc_status count_skips(stage_run *r, step_loop *L, const tc_step_result *s
     }
     if (r->meta.nonfinite > st->max_nonfinite_skips)
         return tc_fail(TC_ERR_NONFINITE,
-                       "stage %s: %lld consecutive steps with a non-finite loss or gradient "
+                       "%lld consecutive steps with a non-finite loss or gradient "
                        "(last at step %lld); stopping",
-                       st->name, r->meta.nonfinite, r->meta.step);
+                       r->meta.nonfinite, r->meta.step);
     return TC_OK;
 }
 
@@ -154,9 +157,12 @@ static tc_status log_step(stage_run *r, step_loop *L, const tc_step_result *sr, 
     if (read && (r->meta.step % st->log_every == 0 || r->meta.step == st->steps)) {
         /* the share of the stage's wall time spent waiting for batches */
         double waited = L->data_wait / (wall_seconds() - L->t_start);
-        const char *keys[] = {"loss", "lr", "grad_norm", "images_per_s", "data_wait", "lagrangian"};
-        double vals[] = {sr->loss, sr->lr, sr->grad_norm, L->last_ips, waited, lag};
-        s = metrics_write(r->metrics, r->meta.step, NULL, r->masked ? 6 : 5, keys, vals);
+        const char *keys[22] = {"loss",         "lr",        "grad_norm",
+                                "images_per_s", "data_wait", "lagrangian"};
+        double vals[22] = {sr->loss, sr->lr, sr->grad_norm, L->last_ips, waited, lag};
+        int nk = r->masked ? 6 : 5;
+        nk += source_counts(r, keys + nk, vals + nk);
+        s = metrics_write(r->metrics, r->meta.step, NULL, nk, keys, vals);
         if (s == TC_OK && r->tb) {
             tc_tb_scalar(r->tb, "train/loss", r->meta.step, sr->loss);
             tc_tb_scalar(r->tb, "train/lr", r->meta.step, sr->lr);
@@ -246,7 +252,7 @@ static tc_status step_once(stage_run *r, step_loop *L) {
     tc_status s = tc_loader_next(r->loader, &b);
     L->data_wait += wall_seconds() - tw;
     if (s != TC_OK) return s;
-    if (!b) return tc_fail(TC_ERR_DATA, "stage %s: the training data ran out", st->name);
+    if (!b) return tc_fail(TC_ERR_DATA, "the training data ran out");
     const tc_model_config *mc = tc_model_cfg(r->student);
     tc_fault_batch(&c->faults, st->name, r->meta.step, b->images,
                    (size_t)b->n * 3 * mc->vision.image_size * mc->vision.image_size);
@@ -320,6 +326,8 @@ static tc_status save_final(stage_run *r) {
     if (s == TC_OK && c->rank == 0)
         s = tc_checkpoint_save(res->final_dir, TC_FORMAT_OPENCLIP, &fcfg,
                                tc_model_layout(r->student), params);
+    /* checksums of the final weights: later stages verify them before use */
+    if (s == TC_OK && c->rank == 0) s = tc_manifest_write(res->final_dir);
     free(params);
     res->cfg = fcfg;
     return s;
@@ -413,6 +421,8 @@ tc_status run_stage(run_ctx *c, int i) {
     if (c->world > 1) TC_TRY(c->comm->host_all_reduce_f64(c->comm, &done_before, 1, TC_REDUCE_SUM));
     if (done_before != 0.0) return stage_done_earlier(c, i);
     if (c->rank == 0) TC_TRY(tc_mkdir_p(dir));
+    /* what the stage is made from, before it makes anything */
+    if (c->rank == 0) TC_TRY(write_stage_inputs(c, i));
     logf_run(c, "stage %s: %s, %s inheritance, %lld steps of batch %d", st->name,
              tc_exp_stage_kind_name(st->kind), tc_exp_inherit_kind_name(st->inherit.kind),
              (long long)st->steps, st->batch);

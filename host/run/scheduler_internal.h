@@ -5,8 +5,12 @@
  *   run_stage.c        one stage: resume or start, the step loop, the end
  *   run_build.c        the student, the teacher, the loader; weights on the host
  *   run_masks.c        automatic inheritance: L0 masks, the masked step, pruning
- *   run_checkpoint.c   checkpoint folders: save, find the latest, resume
+ *   run_checkpoint.c   checkpoint folders: save, find the newest intact one, resume
  *   run_eval.c         zero-shot evaluation, metrics lines, summary.json
+ *   run_folder.c       the run folder before the stages: compare, restart, clean, record
+ *   run_inputs.c       the inputs of a stage, their fingerprint and differences
+ *   run_lock.c         one writer per run folder (run_lock.h)
+ *   manifest.c         checksums of the files of a folder of weights (manifest.h)
  */
 #ifndef TC_SCHEDULER_INTERNAL_H
 #define TC_SCHEDULER_INTERNAL_H
@@ -22,6 +26,7 @@
 #include "model.h"
 #include "params.h"
 #include "retrieval.h"
+#include "run_lock.h"
 #include "tb_events.h"
 #include "tokenizer.h"
 #include "train.h"
@@ -29,6 +34,15 @@
 
 #define PATH_CAP 1024
 #define CKPT_CAP (PATH_CAP + 320)
+
+/* the inputs of a stage (run_inputs.c): "result" lines shape its results,
+ * "free" lines cannot; the fingerprint is of the result lines */
+typedef struct {
+    int n, cap, oom;
+    char **key, **value;
+    unsigned char *result;
+    uint64_t fingerprint;
+} stage_inputs;
 
 typedef struct {
     int done;
@@ -55,6 +69,13 @@ typedef struct {
      * alone writes files (run folder, checkpoints, metrics, reports) */
     tc_comm *comm;
     int rank, world;
+    /* what this rank computes on (host/dist/world.h), for the train state */
+    int threads;
+    const char *device, *build;
+    /* rank 0: the folder's lock, the inputs of every stage */
+    tc_run_lock lock;
+    stage_inputs *inputs;
+    const char *restart_from; /* --restart-from STAGE, or NULL */
 } run_ctx;
 
 /* one tower's L0 state during a mask phase */
@@ -63,8 +84,9 @@ typedef struct {
     tc_l0_masks masks;
     tc_l0_adamw opt;
     tc_l0_rng rng;
-    float *z, *dz_dloga, *dloss_dz, *grad; /* host: n_loga, n_loga, n_loga, count */
-    float *z_dev, *dz_dev;                 /* device: n_loga */
+    float *zg, *dz_dloga, *dloss_dg; /* host, per gate: n_loga each */
+    float *z, *dloss_dz, *grad;      /* host: n_z, n_z, count */
+    float *z_dev, *dz_dev;           /* device: n_z */
     tc_tower_masks tm;
 } tower_l0;
 
@@ -82,6 +104,7 @@ typedef struct {
     long long nonfinite; /* consecutive skipped steps */
     int masked;          /* still in the mask phase */
     tc_loader_cursor cursor;
+    long long global_batch; /* processes x batch of the run that saved it */
 } state_meta;
 
 /* one stage while it runs */
@@ -104,6 +127,7 @@ typedef struct {
      * steps since then, and the consecutive skips carried in from before */
     long long trainer_steps, nonfinite_base;
     long long resumed_at; /* the step this process started the stage from */
+    int64_t source_logged[16]; /* samples per "::" data source at the last metrics line */
 } stage_run;
 
 /* ---- scheduler.c ---- */
@@ -120,6 +144,8 @@ void host_model_free(host_model *h);
 tc_status host_model_load(const char *path, const char *config, host_model *h);
 tc_status host_model_random(tc_backend *be, const tc_model_config *cfg, uint64_t seed,
                             host_model *h);
+/* the final weights of stage k, verified against their manifest */
+tc_status load_stage_final(run_ctx *c, int k, host_model *h);
 tc_status load_parent(run_ctx *c, int i, host_model *h);
 /* the architecture and starting weights of the student, into r->init */
 tc_status build_student(stage_run *r);
@@ -127,13 +153,17 @@ tc_status build_student(stage_run *r);
 tc_status make_student(stage_run *r, const tc_model_config *cfg, const float *params, int masked);
 tc_status make_teacher(stage_run *r);
 tc_status open_loader(stage_run *r, const tc_loader_cursor *resume);
+/* samples_sourceN (samples of each "::" data source since the last metrics
+ * line, all processes) appended to keys/vals, 0 with one source; every rank
+ * calls it (a collective) */
+int source_counts(stage_run *r, const char **keys, double *vals);
 
 /* ---- run_masks.c ---- */
 /* automatic inheritance: the parent at the full shape, with masks */
 tc_status build_auto_student(stage_run *r, uint64_t seed);
 void l0_free(tc_backend *be, tower_l0 *t);
 uint64_t l0_rank_seed(uint64_t seed, int rank);
-tc_status l0_install_deterministic(tc_backend *be, tower_l0 *t, int round_to);
+tc_status l0_deterministic(stage_run *r);
 /* the mask phase ends: deterministic masks, prune, a fresh dense student */
 tc_status prune_student(stage_run *r);
 /* one iteration of the mask phase: sample, step, mask gradients, Lagrangian, mask AdamW;
@@ -142,12 +172,43 @@ tc_status masked_step(stage_run *r, const tc_batch *b, tc_step_result *res,
                       tc_l0_lagrangian_result *lag);
 
 /* ---- run_checkpoint.c ---- */
-/* the newest complete checkpoint folder of a stage, "" when none; out has CKPT_CAP bytes */
-void latest_checkpoint(const run_ctx *c, int i, char *out);
+/* the newest intact checkpoint folder of a stage (its manifest verified; a
+ * damaged newer one is renamed step-N.damaged and the fall-back said), ""
+ * when there is none; fails when checkpoints exist but none is intact.
+ * out has CKPT_CAP bytes */
+tc_status latest_checkpoint(run_ctx *c, int i, char *out);
+/* rank 0: the complete folder tmp becomes checkpoints/<name>; the newest
+ * keep_checkpoints are kept (run_checkpoint_dirs.c) */
+tc_status publish_checkpoint(run_ctx *c, int i, const char *tmp, const char *name);
 /* restores weights, moments, masks and counters from a checkpoint folder */
 tc_status resume_from(stage_run *r, const char *ckpt);
+/* a checkpoint of another number of processes: r->batch and r->micro that
+ * keep its global batch (before the models are made) */
+tc_status keep_global_batch(stage_run *r, const char *ckpt);
 /* a checkpoint of the stage as it is now (rank 0 writes it) */
 tc_status checkpoint_stage(stage_run *r);
+
+/* ---- run_inputs.c ---- */
+tc_status stage_inputs_build(const tc_experiment *e, int i, const uint64_t *fps, stage_inputs *in);
+void stage_inputs_free(stage_inputs *in);
+tc_status stage_inputs_write(const stage_inputs *in, const char *stage, const char *path);
+tc_status stage_inputs_read(const char *path, stage_inputs *in);
+/* calls fn for every key whose value differs (or is only in one); returns how many */
+typedef void (*stage_inputs_diff_fn)(void *ctx, const char *key, const char *was, const char *now,
+                                     int result);
+int stage_inputs_diff(const stage_inputs *old, const stage_inputs *now, stage_inputs_diff_fn fn,
+                      void *ctx);
+
+/* ---- run_folder.c ---- */
+/* rm -rf in process (symbolic links removed, never followed); 0 on success */
+int remove_tree(const char *path);
+/* the inputs of every stage, in order (each includes its dependencies' fingerprints) */
+tc_status run_inputs_build(run_ctx *c);
+void run_inputs_free(run_ctx *c);
+/* rank 0, lock held: compare with the earlier run, restart, clean, experiment.yaml */
+tc_status run_folder_prepare(run_ctx *c);
+/* <stage>/inputs.txt from c->inputs */
+tc_status write_stage_inputs(run_ctx *c, int i);
 
 /* ---- run_eval.c ---- */
 tc_status load_templates(run_ctx *c);

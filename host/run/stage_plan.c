@@ -3,17 +3,49 @@
 #include "stage_plan.h"
 
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "checkpoint.h"
+#include "flops.h"
+
+/* a failure named by where the experiment gave the value */
+static tc_status at(const tc_experiment *exp, tc_exp_loc loc, const char *what, tc_status s) {
+    if (loc.from_set) return tc_fail_context(s, "--set #%d: %s", loc.from_set, what);
+    if (loc.line > 0)
+        return tc_fail_context(s, "%s:%d:%d: %s", exp->source, loc.line, loc.column, what);
+    return tc_fail_context(s, "%s: %s", exp->source, what);
+}
 
 static tc_status load_cfg(const tc_experiment *exp, const char *path, tc_exp_loc loc, const char *what,
                           tc_model_config *cfg) {
     tc_status s = tc_model_config_load(cfg, path);
     if (s == TC_OK) s = tc_model_config_validate(cfg, path);
-    if (s == TC_OK) return TC_OK;
-    if (loc.from_set) return tc_fail_context(s, "--set #%d: %s", loc.from_set, what);
-    if (loc.line > 0) return tc_fail_context(s, "%s:%d:%d: %s", exp->source, loc.line, loc.column, what);
-    return tc_fail_context(s, "%s: %s", exp->source, what);
+    return s == TC_OK ? TC_OK : at(exp, loc, what, s);
+}
+
+/* an outside checkpoint against its model config, without reading its weights */
+static tc_status check_external(const tc_experiment *exp, const tc_exp_external *x,
+                                const char *what) {
+    tc_model_config hint, got;
+    tc_status s = tc_model_config_load(&hint, x->model);
+    if (s != TC_OK) return at(exp, x->model_loc, what, s);
+    s = tc_checkpoint_check(x->checkpoint, &hint, &got);
+    return s == TC_OK ? TC_OK : at(exp, x->checkpoint_loc, what, s);
+}
+
+tc_status tc_stage_plan_check_checkpoints(const tc_stage_plan *p) {
+    const tc_experiment *exp = p->exp;
+    if (exp->teacher.present && exp->teacher.stage < 0 && exp->teacher.ext.checkpoint)
+        TC_TRY(check_external(exp, &exp->teacher.ext, "teacher.checkpoint"));
+    for (int i = 0; i < exp->n_stages; i++) {
+        const tc_exp_stage *st = &exp->stages[i];
+        char what[128];
+        snprintf(what, sizeof what, "stages.%d (%s).parent.checkpoint", i, st->name);
+        if (st->parent_ext.checkpoint) TC_TRY(check_external(exp, &st->parent_ext, what));
+    }
+    return TC_OK;
 }
 
 static tc_status count_params(const tc_model_config *cfg, tc_param_counts *out, const char *what) {
@@ -30,7 +62,7 @@ static tc_status count_params(const tc_model_config *cfg, tc_param_counts *out, 
 static size_t tower_prunable(const tc_tower_config *t) {
     size_t n = 0, c = (size_t)t->width;
     for (int l = 0; l < t->layers; l++) {
-        size_t a = (size_t)t->heads[l] * TC_HEAD_SIZE, m = (size_t)t->mlp_width[l];
+        size_t a = (size_t)t->heads[l] * t->head_width, m = (size_t)t->mlp_width[l];
         if (a) n += 4 * c * a + 3 * a + c;
         if (m) n += 2 * c * m + m + c;
     }
@@ -40,7 +72,7 @@ static size_t tower_prunable(const tc_tower_config *t) {
 static double tower_acts(const tc_tower_config *t, int tokens, double a, double b) {
     double sum = 4.0 * t->width, heads = 0;
     for (int l = 0; l < t->layers; l++) {
-        sum += 4.0 * t->heads[l] * TC_HEAD_SIZE + 2.0 * t->mlp_width[l];
+        sum += 4.0 * t->heads[l] * t->head_width + 2.0 * t->mlp_width[l];
         heads += t->heads[l];
     }
     return a * b * tokens * sum + a * b * (double)tokens * tokens * heads;
@@ -52,7 +84,7 @@ static double tower_layer_acts(const tc_tower_config *t, int tokens, double a, d
         if (t->heads[l] > maxh) maxh = t->heads[l];
         if (t->mlp_width[l] > maxm) maxm = t->mlp_width[l];
     }
-    return a * b * tokens * (4.0 * t->width + 4.0 * maxh * TC_HEAD_SIZE + 2.0 * maxm) +
+    return a * b * tokens * (4.0 * t->width + 4.0 * maxh * t->head_width + 2.0 * maxm) +
            a * b * (double)tokens * tokens * maxh;
 }
 
@@ -68,10 +100,14 @@ tc_stage_memory tc_stage_memory_estimate(const tc_model_config *s, const tc_mode
     memset(&m, 0, sizeof m);
     double c = cuda_bf16 ? 2 : 0, a = cuda_bf16 ? 2 : 4, b = batch;
     m.student = (16 + c) * total_params(s);
-    m.activations = tower_acts(&s->vision, tc_vision_tokens(&s->vision), a, b) +
+    m.activations = (s->vision.resnet ? a * b * tc_resnet_activations(&s->vision, 1)
+                                      : tower_acts(&s->vision, tc_vision_tokens(&s->vision), a, b)) +
                     tower_acts(&s->text, s->text.context_length, a, b);
     if (t) {
-        m.teacher = (4 + c) * total_params(t) + tower_layer_acts(&t->vision, tc_vision_tokens(&t->vision), a, b) +
+        m.teacher = (4 + c) * total_params(t) +
+                    (t->vision.resnet
+                         ? a * b * tc_resnet_activations(&t->vision, 0)
+                         : tower_layer_acts(&t->vision, tc_vision_tokens(&t->vision), a, b)) +
                     tower_layer_acts(&t->text, t->text.context_length, a, b);
     }
     m.logits = 4.0 * 4.0 * b * b;
@@ -159,6 +195,14 @@ tc_status tc_stage_plan_build(const tc_experiment *exp, tc_stage_plan **out) {
         s = count_params(&e->model, &e->params, what);
         if (s != TC_OK) goto fail;
         e->params_after = (double)e->params.total;
+        if (is_auto && st->inherit.autoc.vision && e->model.vision.resnet) {
+            s = tc_fail(TC_ERR_CONFIG,
+                        "%s: stages.%d (%s).inheritance: automatic inheritance masks transformer "
+                        "heads, MLP units and hidden dims; a ResNet image tower has none (set "
+                        "vision: false, or use manual inheritance)",
+                        exp->source, i, st->name);
+            goto fail;
+        }
         if (is_auto) {
             const tc_exp_auto *a = &st->inherit.autoc;
             e->prunable = (a->vision ? tower_prunable(&e->model.vision) : 0) +
@@ -203,6 +247,12 @@ static void bytes_h(char *buf, size_t cap, double n) {
 }
 
 static void tower_summary(char *buf, size_t cap, const tc_tower_config *t, int vision) {
+    if (t->resnet) {
+        snprintf(buf, cap, "ResNet [%d, %d, %d, %d] w%d, attention pool %d (%d heads of %d) on %d",
+                 t->stages[0], t->stages[1], t->stages[2], t->stages[3], t->width,
+                 tc_resnet_pool_width(t), tc_resnet_pool_heads(t), t->head_width, t->image_size);
+        return;
+    }
     int hmin = t->heads[0], hmax = t->heads[0], mmin = t->mlp_width[0], mmax = t->mlp_width[0];
     for (int l = 1; l < t->layers; l++) {
         if (t->heads[l] < hmin) hmin = t->heads[l];
@@ -248,9 +298,11 @@ static void print_inheritance(FILE *f, const tc_exp_stage *st) {
     fprintf(f, "    inheritance  auto: sparsity %.3g -> %.3g (warm-up %lld), prune at step %lld, masks on %s%s%s\n",
             (double)a->start_sparsity, (double)a->target_sparsity, (long long)a->sparsity_warmup,
             (long long)a->prune_step, a->vision ? "vision" : "", a->vision && a->text ? "+" : "", a->text ? "text" : "");
-    fprintf(f, "                 lambda init %g lr %g, mask lr %g, round kept units to %s\n", (double)a->lambda_init,
-            (double)a->lambda_lr, (double)a->mask_lr,
-            a->round_to ? (a->round_to == 8 ? "8" : "64") : "1 (no rounding)");
+    fprintf(f,
+            "                 lambda init %g lr %g, mask lr %g, round kept units to %s, shape %s\n",
+            (double)a->lambda_init, (double)a->lambda_lr, (double)a->mask_lr,
+            a->round_to ? (a->round_to == 8 ? "8" : "64") : "1 (no rounding)",
+            a->regular ? "regular (open_clip ViT)" : "irregular");
 }
 
 void tc_stage_plan_print(FILE *f, const tc_stage_plan *p) {

@@ -69,6 +69,13 @@ typedef struct {
 tc_status tc_stage_plan_build(const tc_experiment *exp, tc_stage_plan **out);
 void tc_stage_plan_free(tc_stage_plan *plan);
 
+/* every checkpoint from outside the run (the teacher's, external parents)
+ * checked against its model config from its header alone: names, shapes,
+ * dtypes, file size (engine/checkpoint.h tc_checkpoint_check). fails naming
+ * the YAML position of its `checkpoint` key. run before the first write of
+ * a run, and by --dry-run after the plan is printed */
+tc_status tc_stage_plan_check_checkpoints(const tc_stage_plan *plan);
+
 /* the --dry-run text: per stage kind, parent, inheritance, model shape,
  * parameter counts, steps, batch and the memory estimate */
 void tc_stage_plan_print(FILE *f, const tc_stage_plan *plan);

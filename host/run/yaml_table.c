@@ -7,6 +7,7 @@
 #include "yaml_table.h"
 
 #include <ctype.h>
+#include <errno.h>
 #include <libfyaml.h>
 #include <math.h>
 #include <stdarg.h>
@@ -229,6 +230,35 @@ static int valid_utf8(const unsigned char *s, size_t n, int *line, int *col) {
     return 1;
 }
 
+/* the 1-based line and column of the start of a second document in the
+ * text, or 0 when there is none (or the text does not parse that far: the
+ * build below reports the syntax error) */
+static int second_document(const char *text, size_t len, int *line, int *col) {
+    struct fy_parse_cfg pc;
+    memset(&pc, 0, sizeof pc);
+    pc.flags = FYPCF_QUIET | FYPCF_DEFAULT_VERSION_1_2;
+    struct fy_parser *fyp = fy_parser_create(&pc);
+    if (!fyp) return 0;
+    int docs = 0, found = 0;
+    if (fy_parser_set_string(fyp, text, len) == 0) {
+        struct fy_event *ev;
+        while (!found && (ev = fy_parser_parse(fyp))) {
+            if (ev->type == FYET_DOCUMENT_START) docs++;
+            /* the "---" of the second document, or its first token when implicit */
+            struct fy_token *t = docs >= 2 ? fy_event_get_token(ev) : NULL;
+            const struct fy_mark *m = t ? fy_token_start_mark(t) : NULL;
+            if (m) {
+                *line = m->line + 1;
+                *col = m->column + 1;
+                found = 1;
+            }
+            fy_parser_event_free(fyp, ev);
+        }
+    }
+    fy_parser_destroy(fyp);
+    return found;
+}
+
 int tc_yaml_load(tc_yaml *y, const char *text, size_t len) {
     tc_yaml_loc top = {1, 1, 0};
     int bl, bc;
@@ -255,6 +285,15 @@ int tc_yaml_load(tc_yaml *y, const char *text, size_t len) {
         return 0;
     }
     record_marks(y, fy_document_root(y->fyd));
+    int dl, dc;
+    if (second_document(text, len, &dl, &dc)) {
+        /* libfyaml builds the first document only: the rest would be ignored */
+        tc_yaml_loc l = {dl, dc, 0};
+        tc_yaml_report_at(y, l, "",
+                          "a second YAML document starts here; an experiment file holds one "
+                          "document (remove the '---' and what follows, or merge it)");
+        return 0;
+    }
     return 1;
 }
 
@@ -423,14 +462,19 @@ char *tc_yaml_resolve_path(tc_yaml *y, const char *p) {
 int tc_yaml_parse_i64(const char *s, int64_t *out) {
     if (!s[0]) return 0;
     char *end;
+    errno = 0;
     long long v = strtoll(s, &end, 10);
     if (*end == 0 && end != s) {
+        if (errno == ERANGE) return -1; /* strtoll saturates: never take its INT64_MAX */
         *out = v;
         return 1;
     }
     /* 1e4 style, when integral */
+    errno = 0;
     double d = strtod(s, &end);
-    if (*end || end == s || !isfinite(d) || d != floor(d) || fabs(d) > 9.0e15) return 0;
+    if (*end || end == s) return 0;
+    if (errno == ERANGE || !isfinite(d) || fabs(d) > 9.0e15) return d != floor(d) ? 0 : -1;
+    if (d != floor(d)) return 0;
     *out = (int64_t)d;
     return 1;
 }
@@ -438,8 +482,11 @@ int tc_yaml_parse_i64(const char *s, int64_t *out) {
 int tc_yaml_parse_f64(const char *s, double *out) {
     char *end;
     if (!s[0]) return 0;
+    errno = 0;
     double d = strtod(s, &end);
-    if (*end || end == s || !isfinite(d)) return 0;
+    if (*end || end == s) return 0;
+    /* 1e999 overflows, 1e-999 underflows: neither is taken as inf or 0 */
+    if (errno == ERANGE || !isfinite(d)) return isnan(d) ? 0 : -1;
     *out = d;
     return 1;
 }
@@ -503,14 +550,21 @@ void tc_yaml_read_params(tc_yaml *y, struct fy_node *root) {
 
 /* ---------------------------------------------------------------- fields */
 
+/* a bound as written: 1000000000000 rather than 1e+12 */
+static void bound_text(char *buf, size_t cap, double d) {
+    if (d == floor(d) && fabs(d) < 1e15)
+        snprintf(buf, cap, "%.0f", d);
+    else
+        snprintf(buf, cap, "%.10g", d);
+}
+
 static void range_error(tc_yaml *y, struct fy_node *v, const char *path, const tc_yaml_field *f,
                         const char *text) {
-    if (f->hi >= 1e300)
-        tc_yaml_report(y, v, path, "must be %s %.10g, got %s", f->excl_lo ? ">" : ">=", f->lo,
-                       text);
-    else
-        tc_yaml_report(y, v, path, "must be in %s%.10g, %.10g], got %s", f->excl_lo ? "(" : "[",
-                       f->lo, f->hi, text);
+    char lo[32], hi[32];
+    bound_text(lo, sizeof lo, f->lo);
+    bound_text(hi, sizeof hi, f->hi);
+    tc_yaml_report(y, v, path, "must be in %s%s, %s], got %.60s", f->excl_lo ? "(" : "[", lo, hi,
+                   text);
 }
 
 static int in_range(const tc_yaml_field *f, double d) {
@@ -521,11 +575,12 @@ static int in_range(const tc_yaml_field *f, double d) {
 static void set_integer(tc_yaml *y, const tc_yaml_field *f, struct fy_node *v, const char *path,
                         const char *text, char *dst) {
     int64_t x;
-    if (!tc_yaml_parse_i64(text, &x)) {
+    int r = tc_yaml_parse_i64(text, &x);
+    if (r == 0) {
         tc_yaml_report(y, v, path, "expected an integer, got '%s'", text);
         return;
     }
-    if (!in_range(f, (double)x)) {
+    if (r < 0 || !in_range(f, (double)x)) {
         range_error(y, v, path, f, text);
         return;
     }
@@ -538,11 +593,12 @@ static void set_integer(tc_yaml *y, const tc_yaml_field *f, struct fy_node *v, c
 static void set_number(tc_yaml *y, const tc_yaml_field *f, struct fy_node *v, const char *path,
                        const char *text, char *dst) {
     double d;
-    if (!tc_yaml_parse_f64(text, &d)) {
+    int r = tc_yaml_parse_f64(text, &d);
+    if (r == 0) {
         tc_yaml_report(y, v, path, "expected a number, got '%s'", text);
         return;
     }
-    if (!in_range(f, d)) {
+    if (r < 0 || !in_range(f, d)) {
         range_error(y, v, path, f, text);
         return;
     }

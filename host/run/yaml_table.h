@@ -74,7 +74,7 @@ typedef struct {
     const char *key;
     tc_yaml_type type;
     size_t off;                 /* of the value in obj */
-    double lo, hi;              /* numbers: the range [lo, hi] */
+    double lo, hi;              /* numbers: the range [lo, hi]; every field has an upper bound */
     int excl_lo;                /* lo itself is out of range */
     const char *const *enums;   /* TC_YAML_ENUM: NULL-terminated names, value = index */
     tc_yaml_custom_fn fn;       /* TC_YAML_CUSTOM */
@@ -161,6 +161,8 @@ void tc_yaml_join(char *out, size_t cap, const char *path, const char *key);
 
 char *tc_yaml_strdup(const char *s);
 
+/* 1: *out holds the value; 0: not a number of that kind; -1: a number
+ * beyond what the type holds (strtoll's ERANGE, 1e999), *out untouched */
 int tc_yaml_parse_i64(const char *s, int64_t *out);
 int tc_yaml_parse_f64(const char *s, double *out);
 

@@ -27,6 +27,7 @@ static void tiny(tc_model_config *c, int irregular) {
     tc_tower_config *v = &c->vision, *t = &c->text;
     v->layers = 2;
     v->width = 128;
+    v->head_width = t->head_width = 64;
     v->image_size = 32;
     v->patch_size = 8;
     v->pool = TC_POOL_TOKEN;

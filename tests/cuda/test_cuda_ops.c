@@ -1,4 +1,5 @@
-/* every op of the CUDA backend against the CPU reference backend, on fresh
+/* every op of the CUDA backend against the CPU reference backend (the ResNet
+ * ops' cases in cuda_resnet_cases.c, compiled in), on fresh
  * random inputs at CLIP shapes, in the fp32 mode and in the mixed (bf16)
  * mode. '=' outputs are poisoned with NaN bit patterns on the GPU before each
  * run, so an element the kernel does not write fails the comparison; '+='
@@ -32,6 +33,8 @@
 #include <time.h>
 
 #include "testutil.h"
+#include "cuda_harness.h"
+#include "cuda_resnet_cases.h"
 
 #include "backend.h"
 #include "status.h"
@@ -42,179 +45,6 @@
 #endif
 
 #ifdef TC_HAVE_CUDA
-
-#define TOL_FP32 1e-5
-#define TOL_BF16 1e-2
-#define TOL_F32_IN_MIXED 1e-4
-
-static tc_backend *g_cpu, *g_gpu;
-static int g_fp32;  /* mode of g_gpu */
-static int g_quick; /* TC_CUDA_TEST_QUICK */
-static uint64_t g_rng = 0x5eed1234abcdULL;
-
-/* tolerance for a tc_act output / an fp32 output of the current mode */
-static double tol_act(void) {
-    return g_fp32 ? TOL_FP32 : TOL_BF16;
-}
-static double tol_f32(void) {
-    return g_fp32 ? TOL_FP32 : TOL_F32_IN_MIXED;
-}
-
-/* ---- allocation tracking: everything is freed by the per-test teardown ---- */
-
-#define MAX_TRACK 512
-static struct {
-    tc_backend *b; /* NULL: host malloc */
-    void *p;
-} g_track[MAX_TRACK];
-static int g_ntrack;
-
-static void track(tc_backend *b, void *p) {
-    if (g_ntrack == MAX_TRACK) fail_msg("test bug: too many tracked allocations");
-    g_track[g_ntrack].b = b;
-    g_track[g_ntrack].p = p;
-    g_ntrack++;
-}
-
-static void free_all(void) {
-    for (int i = g_ntrack - 1; i >= 0; i--) {
-        if (g_track[i].b)
-            g_track[i].b->free(g_track[i].b, g_track[i].p);
-        else
-            free(g_track[i].p);
-    }
-    g_ntrack = 0;
-}
-
-/* run(&case) for every case of full, or of quick in the quick (sanitizer)
- * mode, the test's buffers freed after each */
-#define RUN_CASES(run, full, quick)                                                                \
-    do {                                                                                           \
-        size_t n_ = g_quick ? sizeof(quick) / sizeof(quick)[0] : sizeof(full) / sizeof(full)[0];   \
-        for (size_t i_ = 0; i_ < n_; i_++) {                                                       \
-            run(g_quick ? &(quick)[i_] : &(full)[i_]);                                             \
-            free_all();                                                                            \
-        }                                                                                          \
-    } while (0)
-
-static int teardown_test(void **state) {
-    (void)state;
-    free_all();
-    return 0;
-}
-
-static void *hmalloc(size_t bytes) {
-    void *p = malloc(bytes ? bytes : 1);
-    if (!p) fail_msg("out of host memory (%zu bytes)", bytes);
-    track(NULL, p);
-    return p;
-}
-
-static void *balloc(tc_backend *b, size_t bytes) {
-    void *p = NULL;
-    tc_status s = b->alloc(b, bytes, &p);
-    if (s != TC_OK) fail_msg("%s alloc of %zu bytes: %s", b->name, bytes, tc_last_error());
-    track(b, p);
-    return p;
-}
-
-static void bsync(tc_backend *b, const char *what) {
-    tc_status s = b->synchronize(b);
-    if (s != TC_OK) fail_msg("%s: %s backend reports: %s", what, b->name, tc_last_error());
-}
-
-/* ---- host data ---- */
-
-static float bf16_round(float x) {
-    uint32_t u;
-    memcpy(&u, &x, 4);
-    if ((u & 0x7f800000u) == 0x7f800000u) return x;
-    u += 0x7fffu + ((u >> 16) & 1u);
-    u &= 0xffff0000u;
-    memcpy(&x, &u, 4);
-    return x;
-}
-
-static float *rand_f32(size_t n, float scale) {
-    float *x = hmalloc(n * sizeof(float));
-    tc_fill_uniform(x, n, &g_rng, scale);
-    return x;
-}
-
-/* random activations: representable in the GPU's activation type */
-static float *rand_act(size_t n, float scale) {
-    float *x = rand_f32(n, scale);
-    if (!g_fp32)
-        for (size_t i = 0; i < n; i++)
-            x[i] = bf16_round(x[i]);
-    return x;
-}
-
-/* ---- moving data through the backend interface ---- */
-
-static float *put_f32(tc_backend *b, const float *h, size_t n) {
-    float *p = balloc(b, n * sizeof(float));
-    if (n && b->upload(b, p, h, n * sizeof(float)) != TC_OK)
-        fail_msg("%s upload: %s", b->name, tc_last_error());
-    return p;
-}
-
-static tc_act *put_act(tc_backend *b, const float *h, size_t n) {
-    if (b->act_bytes == sizeof(float)) return (tc_act *)put_f32(b, h, n);
-    tc_act *p = balloc(b, n * b->act_bytes);
-    float *tmp = put_f32(b, h, n);
-    b->f32_to_act(b, p, tmp, n);
-    return p;
-}
-
-static void get_f32(tc_backend *b, float *h, const float *p, size_t n) {
-    if (b->download(b, h, p, n * sizeof(float)) != TC_OK)
-        fail_msg("%s download: %s", b->name, tc_last_error());
-}
-
-static void get_act(tc_backend *b, float *h, const tc_act *p, size_t n) {
-    if (b->act_bytes == sizeof(float)) {
-        get_f32(b, h, (const float *)p, n);
-        return;
-    }
-    float *tmp = balloc(b, n * sizeof(float));
-    b->act_to_f32(b, tmp, p, n);
-    get_f32(b, h, tmp, n);
-}
-
-/* fills a device buffer with 0xFF bytes: NaN as fp32 and as bf16 */
-static void poison(tc_backend *b, void *p, size_t bytes) {
-    unsigned char *h = hmalloc(bytes);
-    memset(h, 0xFF, bytes);
-    if (bytes && b->upload(b, p, h, bytes) != TC_OK)
-        fail_msg("%s upload: %s", b->name, tc_last_error());
-}
-
-/* a poisoned GPU output of n tc_act / n floats */
-static tc_act *gpu_out_act(size_t n) {
-    tc_act *p = balloc(g_gpu, n * g_gpu->act_bytes);
-    poison(g_gpu, p, n * g_gpu->act_bytes);
-    return p;
-}
-
-static float *gpu_out_f32(size_t n) {
-    float *p = balloc(g_gpu, n * sizeof(float));
-    poison(g_gpu, p, n * sizeof(float));
-    return p;
-}
-
-static void expect_close(const char *what, const float *gpu, const float *ref, size_t n,
-                         double tol) {
-    double e = tc_rel_err(gpu, ref, n);
-    printf("    %-48s rel err %.3g (tol %.0e)\n", what, e, tol);
-    fflush(stdout);
-    if (!(e <= tol)) fail_msg("%s: relative error %.3g > %.3g", what, e, tol);
-}
-
-static void expect_same_bits(const char *what, const float *a, const float *b, size_t n) {
-    if (memcmp(a, b, n * sizeof(float)) != 0)
-        fail_msg("%s: two runs on the same inputs differ (non-deterministic)", what);
-}
 
 /* ============================== tests ============================== */
 
@@ -760,8 +590,18 @@ static void test_attention(void **state) {
         {2, 77, 4, 32, 1},   /* head size 32 */
         {1, 130, 2, 128, 0}, /* head size 128 */
         {1, 1, 3, 64, 1},    /* one token */
+        /* heads padded inside the kernels (attention_common.h): ViT-H 80,
+         * ViT-g 88, ViT-bigG 104, and the ends of the range, 8 and 256 */
+        {1, 257, 16, 80, 0}, /* ViT-H/14 */
+        {2, 77, 2, 80, 1},
+        {1, 66, 2, 88, 0},   /* ViT-g/14 */
+        {2, 50, 2, 104, 1},  /* ViT-bigG/14 */
+        {1, 40, 3, 40, 1},
+        {1, 20, 2, 8, 1},
+        {1, 33, 2, 256, 0},
     };
-    static const att_case quick[] = {{1, 70, 2, 64, 1}, {1, 33, 1, 128, 0}, {1, 20, 2, 32, 0}};
+    static const att_case quick[] = {{1, 70, 2, 64, 1}, {1, 33, 1, 128, 0}, {1, 20, 2, 32, 0},
+                                     {1, 45, 2, 88, 1}};
     RUN_CASES(run_attention, full, quick);
 }
 
@@ -873,6 +713,14 @@ static void test_attention_mma(void **state) {
         {1, 257, 8, 128, 1}, /* head size 128 */
         {2, 77, 8, 128, 0},  /* head size 128 */
         {1, 1, 3, 64, 1},    /* one token */
+        /* heads padded to a multiple of 16 inside the kernels: 80 (ViT-H),
+         * 88 -> 96 (ViT-g), 104 -> 112 (ViT-bigG), 40 -> 48, 8 -> 32 */
+        {1, 257, 16, 80, 0},
+        {2, 77, 2, 88, 1},
+        {2, 50, 2, 104, 0},
+        {1, 130, 2, 104, 1},
+        {1, 70, 2, 40, 0},
+        {1, 40, 2, 8, 1},
     };
     /* quick (sanitizer) cases: three tiles, so every double buffer is refilled after use */
     static const att_case quick[] = {{1, 150, 2, 64, 1}, {1, 130, 1, 128, 0}, {1, 20, 2, 32, 0}};
@@ -1540,7 +1388,7 @@ static void test_error_reporting(void **state) {
         fail_msg("create: %s", tc_last_error());
     void *x = NULL;
     if (b->alloc(b, 1024, &x) != TC_OK) fail_msg("alloc: %s", tc_last_error());
-    b->attention_forward(b, x, x, x, 1, 4, 1, 48, 0); /* head size 48 is not supported */
+    b->attention_forward(b, x, x, x, 1, 4, 1, 44, 0); /* not a multiple of 8: unsupported */
     tc_status s = b->synchronize(b);
     printf("  unsupported head size reported as: %s\n", tc_last_error());
     b->free(b, x);
@@ -1855,48 +1703,20 @@ static int run_patch_embed_bench(void) {
     return rc;
 }
 
-static int setup_mode(int fp32) {
-    g_fp32 = fp32;
-    if (tc_backend_cpu_create(&g_cpu, &(tc_backend_options){.threads = 0}) != TC_OK) {
-        fprintf(stderr, "cpu backend: %s\n", tc_last_error());
-        return -1;
-    }
-    if (tc_backend_cuda_create(&g_gpu, &(tc_backend_options){.fp32 = fp32}) != TC_OK) {
-        fprintf(stderr, "cuda backend: %s\n", tc_last_error());
-        return -1;
-    }
-    printf("mode %s: act_bytes %zu, separate compute weights %d\n", fp32 ? "fp32" : "mixed bf16",
-           g_gpu->act_bytes, g_gpu->caps.separate_compute_weights);
-    if (g_gpu->act_bytes != (fp32 ? 4u : 2u) || g_gpu->caps.separate_compute_weights != !fp32) {
-        fprintf(stderr, "cuda backend: wrong act_bytes / separate_compute_weights\n");
-        return -1;
-    }
-    const char *missing = tc_test_backend_missing_op(g_gpu);
-    if (missing) {
-        fprintf(stderr, "cuda backend: op %s is NULL\n", missing);
-        return -1;
-    }
-    return 0;
-}
-
 static int setup_fp32(void **state) {
     (void)state;
-    return setup_mode(1);
+    return setup_backends(1);
 }
 
 static int setup_mixed(void **state) {
     (void)state;
-    return setup_mode(0);
+    return setup_backends(0);
 }
 
 static int teardown_mode(void **state) {
-    (void)state;
-    free_all();
     if (g_gpu_mma) g_gpu_mma->destroy(g_gpu_mma);
-    if (g_gpu) g_gpu->destroy(g_gpu);
-    if (g_cpu) g_cpu->destroy(g_cpu);
-    g_gpu = g_cpu = g_gpu_mma = NULL;
-    return 0;
+    g_gpu_mma = NULL;
+    return teardown_backends(state);
 }
 
 #define TC_T(fn) cmocka_unit_test_teardown(fn, teardown_test)
@@ -1904,8 +1724,7 @@ static int teardown_mode(void **state) {
 int main(int argc, char **argv) {
     char why[256] = "";
     if (tc_cuda_device_count(why, sizeof why) <= 0) tc_skip_test("no CUDA device: %s", why);
-    const char *q = getenv("TC_CUDA_TEST_QUICK");
-    g_quick = q && q[0] && strcmp(q, "0") != 0;
+    harness_quick_from_env();
     char name[256];
     tc_cuda_device_name(0, name, sizeof name);
     printf("device 0: %s%s\n", name, g_quick ? " (quick mode)" : "");
@@ -1932,6 +1751,12 @@ int main(int argc, char **argv) {
         TC_T(test_pinned_allocator),
         TC_T(test_upload_async_fences),
         TC_T(test_error_reporting),
+        /* the ResNet ops (cuda_resnet_cases.c) */
+        TC_T(test_conv2d),
+        TC_T(test_batchnorm),
+        TC_T(test_relu_avgpool),
+        TC_T(test_attnpool),
+        TC_T(test_resnet_model),
     };
     int failed =
         cmocka_run_group_tests_name("cuda ops, fp32 mode", tests, setup_fp32, teardown_mode);

@@ -1,12 +1,15 @@
 /* hostile and broken data through the whole loader: corrupt and truncated
  * JPEG/PNG, samples without caption or image, non-UTF-8 captions, a truncated
  * tar, a file that is not a tar, a missing shard, an empty dataset, csv rows
- * with bad paths, and the error-rate bound. bad samples are skipped, counted
+ * with bad paths, the error-rate bound, and files that are not regular (a
+ * FIFO, a directory) or are decompression bombs. bad samples are skipped, counted
  * and named in the log; bad shards are named; nothing crashes. every bad
  * file is built in a temporary directory here. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "image_decode.h"
 #include "loader.h"
@@ -307,7 +310,8 @@ static void test_csv_bad_rows_and_bound(void **state) {
     assert_int_equal(got, 120);
     assert_int_equal(bad, 30);
     char *text = log_text(log);
-    assert_non_null(strstr(text, "rows.tsv: sample row 4 (missing/3.png): cannot open image"));
+    assert_non_null(
+        strstr(text, "rows.tsv: sample row 4 (missing/3.png): image file cannot be opened"));
     free(text);
     fclose(log);
     /* the default bound (5% after 100 samples) stops the run */
@@ -334,11 +338,96 @@ static void test_csv_bad_rows_and_bound(void **state) {
     free(img);
 }
 
+/* a FIFO, a directory and a decompression bomb among the images of a csv,
+ * and a FIFO among the shards: each is skipped and named with what it is,
+ * nothing waits on the FIFOs (an alarm fails the test instead of a hang) */
+static void test_special_files(void **state) {
+    (void)state;
+    alarm(120);
+    uint8_t *png;
+    size_t pn;
+    make_png(3, &png, &pn);
+    char *good = path_in("good.png"), *fifo = path_in("fifo.png"), *dir = path_in("dir.png");
+    assert_int_equal(tc_write_file(good, png, pn), 0);
+    assert_int_equal(mkfifo(fifo, 0600), 0);
+    assert_int_equal(mkdir(dir, 0700), 0);
+    /* 16x12 = 192 pixels: over a limit of 150 set through the loader */
+    char *csv = path_in("special.tsv");
+    const char *rows = "filepath\ttitle\ngood.png\ta\nfifo.png\tb\ngood.png\tc\ndir.png\td\n"
+                       "good.png\te\ngood.png\tf\ngood.png\tg\ngood.png\th\n";
+    assert_int_equal(tc_write_file(csv, rows, strlen(rows)), 0);
+    FILE *log = tmpfile();
+    tc_loader_cfg c = cfg_for(csv, log);
+    c.batch_size = 2;
+    tc_status err;
+    int64_t bad = 0, bad_shards = 0;
+    int got = drain(&c, &err, &bad, &bad_shards);
+    if (err != TC_OK) fail_msg("%s", tc_last_error());
+    char *text = log_text(log);
+    printf("%s", text);
+    assert_int_equal(bad, 2);
+    assert_non_null(strstr(text, "special.tsv: sample row 2 (fifo.png): image file is not a "
+                                 "regular file (a FIFO)"));
+    assert_non_null(strstr(text, "special.tsv: sample row 4 (dir.png): image file is a directory"));
+    assert_null(strstr(text, "9223372036854775807"));
+    assert_true(got >= 4);
+    free(text);
+    fclose(log);
+    /* the same rows under a pixel limit of 150: every image is named as over it */
+    log = tmpfile();
+    c = cfg_for(csv, log);
+    c.batch_size = 2;
+    c.max_image_pixels = 150;
+    got = drain(&c, &err, &bad, &bad_shards);
+    assert_int_equal(err, TC_ERR_DATA); /* no usable sample left */
+    text = log_text(log);
+    assert_non_null(strstr(text, "sample row 1 (good.png): image of 16x12 = 192 pixels is over "
+                                 "the limit of 150"));
+    free(text);
+    fclose(log);
+    /* the command line of the report: tinyclip shards from that csv */
+    char cmd[4096], *out = NULL;
+    snprintf(cmd, sizeof cmd, "shards --from csv '%s' --out '%s/special-shards'", csv, tmp);
+    int rc = tc_run_cli(cmd, &out);
+    printf("shards: exit %d\n%s", rc, out);
+    assert_int_equal(rc, 0);
+    assert_non_null(strstr(out, "fifo.png): image file is not a regular file (a FIFO)"));
+    assert_non_null(strstr(out, "dir.png): image file is a directory"));
+    assert_non_null(strstr(out, "wrote 6 samples"));
+    free(out);
+    /* a FIFO where a shard should be */
+    char *sdir = path_in("fifo-shards");
+    write_good_shards(sdir, 20, 10);
+    char p[2400], spec[2600];
+    snprintf(p, sizeof p, "%s/000002.tar", sdir);
+    assert_int_equal(mkfifo(p, 0600), 0);
+    snprintf(spec, sizeof spec, "%s/{000000..000002}.tar", sdir);
+    log = tmpfile();
+    c = cfg_for(spec, log);
+    got = drain(&c, &err, &bad, &bad_shards);
+    if (err != TC_OK) fail_msg("%s", tc_last_error());
+    text = log_text(log);
+    printf("%s", text);
+    assert_int_equal(got, 20);
+    assert_int_equal(bad_shards, 1);
+    assert_non_null(strstr(text, "000002.tar: is not a regular file (a FIFO)"));
+    free(text);
+    fclose(log);
+    alarm(0);
+    free(sdir);
+    free(csv);
+    free(good);
+    free(fifo);
+    free(dir);
+    free(png);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_bad_samples_in_shard),
         cmocka_unit_test(test_bad_shards),
         cmocka_unit_test(test_csv_bad_rows_and_bound),
+        cmocka_unit_test(test_special_files),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

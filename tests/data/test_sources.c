@@ -398,7 +398,7 @@ static void test_csv(void **state) {
     assert_string_equal(m.caption, "quoted\tcaption with \"quotes\"\nand a newline");
     tc_sample_clear(&m);
     assert_int_equal(s->get(s, 2, &m), TC_OK);
-    assert_non_null(strstr(m.bad, "cannot open"));
+    assert_non_null(strstr(m.bad, "cannot be opened"));
     assert_non_null(strstr(m.key, "row 3"));
     assert_non_null(strstr(m.key, "missing.png"));
     tc_sample_clear(&m);

@@ -1,10 +1,13 @@
 /* checkpoints: bit-exact round trips through the open_clip and Hugging Face
  * layouts, import of the OpenAI / DDP / TinyCLIP-native / CustomText layouts
  * (written here from a known model), errors that name the tensor, irregular
- * models, single-file weights with metadata, and the convert command. */
+ * models, single-file weights with metadata, the convert command, and a
+ * ResNet model's BatchNorm buffers. */
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "checkpoint.h"
 #include "fileio.h"
@@ -315,6 +318,12 @@ static void expect_load_error(const char *path, const tc_model_config *hint, con
     assert_null(q);
     if (!strstr(tc_last_error(), needle))
         fail_msg("message '%s' lacks '%s'", tc_last_error(), needle);
+    /* the header-only check fails the same way, without reading a tensor */
+    char first[1024];
+    snprintf(first, sizeof first, "%s", tc_last_error());
+    if (tc_checkpoint_check(path, hint, &c) == TC_OK) fail_msg("%s passed the check", path);
+    if (strcmp(tc_last_error(), first) != 0)
+        fail_msg("check: '%s', load: '%s'", tc_last_error(), first);
 }
 
 static void test_errors_name_the_tensor(void **state) {
@@ -392,6 +401,103 @@ static void test_errors_name_the_tensor(void **state) {
         expect_load_error(q, &cfg,
                           "'vision_model.encoder.layers.0.self_attn.v_proj.bias' is missing");
     }
+}
+
+/* a tensor named "" is an unknown name like any other; a FIFO where the
+ * weights belong is said to be one (never opened: it would block) */
+static void test_empty_name_and_fifo(void **state) {
+    (void)state;
+    char p[700], dir[600];
+    path_in("empty_name.safetensors", p, sizeof p);
+    float junk[4] = {0};
+    tc_st_write_tensor extra = {"", TC_DT_F32, 1, {4}, junk};
+    write_renamed(p, same_name, TC_DT_F32, 0, &extra, 1);
+    expect_load_error(p, &cfg, "unexpected tensor ''");
+
+    path_in("fifo.safetensors", p, sizeof p);
+    assert_int_equal(mkfifo(p, 0600), 0);
+    expect_load_error(p, &cfg, "fifo.safetensors: is not a regular file (a FIFO)");
+    path_in("fifo_dir", dir, sizeof dir);
+    assert_int_equal(tc_mkdir_p(dir), TC_OK);
+    snprintf(p, sizeof p, "%s/open_clip_model.safetensors", dir);
+    assert_int_equal(mkfifo(p, 0600), 0);
+    expect_load_error(dir, &cfg, "open_clip_model.safetensors: is not a regular file (a FIFO)");
+    /* a FIFO given as a model config: refused at once, not waited on */
+    path_in("fifo.json", p, sizeof p);
+    assert_int_equal(mkfifo(p, 0600), 0);
+    tc_model_config fc;
+    assert_int_not_equal(tc_model_config_load(&fc, p), TC_OK);
+    if (!strstr(tc_last_error(), "fifo.json: is not a regular file (a FIFO)"))
+        fail_msg("%s", tc_last_error());
+
+    /* a good file passes the check and gives the config the load gives */
+    path_in("good.safetensors", p, sizeof p);
+    write_renamed(p, same_name, TC_DT_F32, 0, NULL, 0);
+    tc_model_config c;
+    assert_int_equal(tc_checkpoint_check(p, &cfg, &c), TC_OK);
+    assert_int_equal(c.vision.width, cfg.vision.width);
+}
+
+/* tinyclip embed refuses what would give garbage or destroy its input:
+ * --out naming the model's own weights, NaN weights, NaN pixels */
+static void test_cli_embed_refusals(void **state) {
+    (void)state;
+    char dir[512], w[700], px[700], cmd[2400], *out = NULL;
+    path_in("embed-oc", dir, sizeof dir);
+    assert_int_equal(tc_checkpoint_save(dir, TC_FORMAT_OPENCLIP, &cfg, &layout, params), TC_OK);
+    snprintf(w, sizeof w, "%s/open_clip_model.safetensors", dir);
+    size_t n0;
+    char *before = tc_read_file(w, &n0);
+    /* pixels (2,3,16,16), the second image with one NaN */
+    size_t per = 3 * 16 * 16;
+    float *pix = calloc(2 * per, sizeof *pix);
+    path_in("pixels.safetensors", px, sizeof px);
+    tc_st_write_tensor t = {"pixels", TC_DT_F32, 4, {2, 3, 16, 16}, pix};
+    assert_int_equal(tc_st_write(px, &t, 1, NULL, NULL, 0), TC_OK);
+
+    snprintf(cmd, sizeof cmd, "embed %s --pixels %s --out %s", dir, px, w);
+    assert_int_not_equal(tc_run_cli(cmd, &out), 0);
+    if (!strstr(out, "is the model's weights; writing it would replace its own input"))
+        fail_msg("%s", out);
+    free(out);
+    size_t n1;
+    char *after = tc_read_file(w, &n1);
+    assert_true(n0 == n1 && memcmp(before, after, n0) == 0);
+    free(after);
+    snprintf(cmd, sizeof cmd, "embed %s --pixels %s --out %s", dir, px, px);
+    assert_int_not_equal(tc_run_cli(cmd, &out), 0);
+    if (!strstr(out, "is the --pixels input")) fail_msg("%s", out);
+    free(out);
+
+    pix[per + 77] = NAN;
+    assert_int_equal(tc_st_write(px, &t, 1, NULL, NULL, 0), TC_OK);
+    char feats[700];
+    path_in("features.safetensors", feats, sizeof feats);
+    snprintf(cmd, sizeof cmd, "embed %s --pixels %s --out %s", dir, px, feats);
+    assert_int_not_equal(tc_run_cli(cmd, &out), 0);
+    if (!strstr(
+            out,
+            "pixels.safetensors: the pixels of row 1 hold a non-finite value (nan at element 77)"))
+        fail_msg("%s", out);
+    assert_false(tc_file_exists(feats));
+    free(out);
+
+    /* a NaN in one weight: named by its tensor */
+    pix[per + 77] = 0;
+    assert_int_equal(tc_st_write(px, &t, 1, NULL, NULL, 0), TC_OK);
+    const tc_param_info *p = tc_param_find(&layout, "visual.ln_post.weight");
+    assert_non_null(p);
+    float keep = params[p->offset + 3];
+    params[p->offset + 3] = NAN;
+    assert_int_equal(tc_checkpoint_save(dir, TC_FORMAT_OPENCLIP, &cfg, &layout, params), TC_OK);
+    params[p->offset + 3] = keep;
+    assert_int_not_equal(tc_run_cli(cmd, &out), 0);
+    if (!strstr(out, "tensor 'visual.ln_post.weight' holds a non-finite value (nan at element 3)"))
+        fail_msg("%s", out);
+    assert_false(tc_file_exists(feats));
+    free(out);
+    free(before);
+    free(pix);
 }
 
 static void test_irregular_model(void **state) {
@@ -522,7 +628,7 @@ static void test_cli_convert(void **state) {
     rc = tc_run_cli(cmd, &out);
     if (rc != 1 || !strstr(out, "invalid safetensors file")) fail_msg("rc %d: %s", rc, out);
     free(out);
-    snprintf(cmd, sizeof cmd, "convert %s %s/z --to onnx", oc, tmpdir);
+    snprintf(cmd, sizeof cmd, "convert %s %s/z --to tflite", oc, tmpdir);
     rc = tc_run_cli(cmd, &out);
     assert_int_equal(rc, 2);
     free(out);
@@ -601,15 +707,109 @@ static void test_reference_fixtures(void **state) {
     }
 }
 
+/* a ResNet model's BatchNorm buffers: written as torch writes them
+ * (num_batches_tracked I64), read back exactly, a missing batch count taken
+ * as 0 (older state dicts), a missing running variance or a negative count
+ * refused by name; Hugging Face export refused with the reason */
+static void test_resnet_buffers(void **state) {
+    (void)state;
+    const char *json =
+        "{\"embed_dim\": 16, \"vision_cfg\": {\"image_size\": 32, \"layers\": [1, 1, 1, 1], "
+        "\"width\": 4, \"head_width\": 32, \"patch_size\": null}, \"text_cfg\": "
+        "{\"context_length\": 8, \"vocab_size\": 100, \"width\": 64, \"heads\": 1, \"layers\": 1}}";
+    tc_model_config rc;
+    if (tc_model_config_parse(&rc, json, strlen(json), "rn.json") != TC_OK)
+        fail_msg("%s", tc_last_error());
+    tc_param_layout rl;
+    assert_int_equal(tc_param_layout_build(&rl, &rc), TC_OK);
+    float *rp = malloc(rl.total * sizeof *rp);
+    uint64_t seed = 7;
+    tc_fill_uniform(rp, rl.total, &seed, 1.0f);
+    const tc_param_info *nbt =
+        tc_param_find(&rl, "visual.layer2.0.downsample.1.num_batches_tracked");
+    const tc_param_info *rv = tc_param_find(&rl, "visual.bn2.running_var");
+    assert_non_null(nbt);
+    assert_non_null(rv);
+    for (int i = 0; i < rl.count; i++)
+        if (rl.params[i].buffer && rl.params[i].ndim == 0) rp[rl.params[i].offset] = 12.0f;
+    rp[nbt->offset] = 1234.0f;
+    char dir[1100], file[1200];
+    path_in("rn", dir, sizeof dir);
+    assert_int_equal(tc_checkpoint_save(dir, TC_FORMAT_OPENCLIP, &rc, &rl, rp), TC_OK);
+    snprintf(file, sizeof file, "%s/open_clip_model.safetensors", dir);
+    tc_safetensors *st;
+    assert_int_equal(tc_st_open(&st, file), TC_OK);
+    const tc_st_tensor *t = tc_st_find(st, nbt->name);
+    assert_non_null(t);
+    assert_int_equal(t->dtype, TC_DT_I64);
+    assert_int_equal(t->ndim, 0);
+    int64_t v;
+    memcpy(&v, t->data, 8);
+    assert_int_equal(v, 1234);
+    /* the same tensors without the batch counts, then without a running variance */
+    tc_st_write_tensor *w = calloc((size_t)tc_st_count(st), sizeof *w);
+    int n = 0, n_rv = -1;
+    for (int i = 0; i < tc_st_count(st); i++) {
+        const tc_st_tensor *x = tc_st_tensor_at(st, i);
+        if (strstr(x->name, "num_batches_tracked")) continue;
+        if (strcmp(x->name, rv->name) == 0) n_rv = n;
+        w[n] = (tc_st_write_tensor){x->name, x->dtype, x->ndim, {0}, x->data};
+        for (int d = 0; d < x->ndim; d++)
+            w[n].shape[d] = x->shape[d];
+        n++;
+    }
+    char nobt[1200], norv[1200];
+    path_in("rn-no-count.safetensors", nobt, sizeof nobt);
+    path_in("rn-no-var.safetensors", norv, sizeof norv);
+    assert_int_equal(tc_st_write(nobt, w, n, NULL, NULL, 0), TC_OK);
+    memmove(&w[n_rv], &w[n_rv + 1], (size_t)(n - n_rv - 1) * sizeof *w);
+    assert_int_equal(tc_st_write(norv, w, n - 1, NULL, NULL, 0), TC_OK);
+    free(w);
+    tc_st_close(st);
+
+    tc_model_config c;
+    tc_param_layout l;
+    float *p;
+    if (tc_checkpoint_load(dir, NULL, &c, &l, &p) != TC_OK) fail_msg("%s", tc_last_error());
+    assert_memory_equal(p, rp, rl.total * sizeof *p);
+    free(p);
+    tc_param_layout_free(&l);
+    if (tc_checkpoint_load(nobt, &rc, &c, &l, &p) != TC_OK) fail_msg("%s", tc_last_error());
+    assert_true(p[nbt->offset] == 0.0f);
+    p[nbt->offset] = rp[nbt->offset];
+    for (int i = 0; i < rl.count; i++)
+        if (rl.params[i].buffer && rl.params[i].ndim == 0)
+            p[rl.params[i].offset] = rp[rl.params[i].offset];
+    assert_memory_equal(p, rp, rl.total * sizeof *p);
+    free(p);
+    tc_param_layout_free(&l);
+    assert_int_equal(tc_checkpoint_load(norv, &rc, &c, &l, &p), TC_ERR_FORMAT);
+    assert_non_null(strstr(tc_last_error(), "'visual.bn2.running_var' is missing"));
+    /* a count that is no count */
+    rp[nbt->offset] = -3.0f;
+    assert_int_equal(tc_checkpoint_save(dir, TC_FORMAT_OPENCLIP, &rc, &rl, rp), TC_OK);
+    assert_int_equal(tc_checkpoint_load(dir, NULL, &c, &l, &p), TC_ERR_FORMAT);
+    assert_non_null(strstr(tc_last_error(), nbt->name));
+    /* Hugging Face has no ResNet CLIP */
+    path_in("rn-hf", dir, sizeof dir);
+    assert_int_equal(tc_checkpoint_save(dir, TC_FORMAT_HF, &rc, &rl, rp), TC_ERR_UNSUPPORTED);
+    assert_non_null(strstr(tc_last_error(), "no ResNet image tower"));
+    free(rp);
+    tc_param_layout_free(&rl);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_resnet_buffers),
         cmocka_unit_test(test_openclip_round_trip),
         cmocka_unit_test(test_hf_round_trip),
         cmocka_unit_test(test_foreign_layouts),
         cmocka_unit_test(test_errors_name_the_tensor),
+        cmocka_unit_test(test_empty_name_and_fifo),
         cmocka_unit_test(test_irregular_model),
         cmocka_unit_test(test_single_file_with_metadata),
         cmocka_unit_test(test_cli_convert),
+        cmocka_unit_test(test_cli_embed_refusals),
         cmocka_unit_test(test_reference_fixtures),
     };
     return cmocka_run_group_tests(tests, setup, teardown);

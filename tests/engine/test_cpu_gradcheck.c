@@ -1,129 +1,17 @@
-/* forward and finite-difference gradient checks of every CPU backend op that
- * has a backward. the fp32 forward is compared with a naive double-precision
- * reference written here (FWD_TOL relative to the tensor's max); then a random linear functional L
- * = sum(r * out) of its outputs; the analytic fp32 gradients from the backward (with dout = r) are
- * compared with central differences of L computed by a naive double-precision
- * reference forward written here. gradients documented as "+=" are checked on
- * buffers pre-filled with known values; gradients documented as "written" are
- * checked on buffers pre-filled with garbage. */
+/* forward and finite-difference gradient checks of every CPU backend op of
+ * the ViT and text towers that has a backward (the method: tests/gradcheck.h;
+ * the ResNet ops: test_cpu_gradcheck_resnet.c), each against a naive
+ * double-precision reference written here. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "backend.h"
+#include "gradcheck.h"
 #include "testutil.h"
 
-#define FD_H 1e-5     /* central-difference step in double */
-#define GRAD_TOL 1e-3 /* fp32 analytic vs double FD, relative to the tensor's max */
-#define GARBAGE 1e30f /* pre-fill of written ("=") outputs */
-#define FWD_TOL 1e-5  /* fp32 forward vs the double reference */
-
 static tc_backend *be;
-static uint64_t rng = 0x5eed;
-
-/* ---- small helpers ---- */
-
-static float *dalloc(size_t n) {
-    void *p = NULL;
-    assert_int_equal(be->alloc(be, n * sizeof(float), &p), TC_OK);
-    return p;
-}
-
-static float *drand(size_t n, float scale) {
-    float *p = dalloc(n);
-    tc_fill_uniform(p, n, &rng, scale);
-    return p;
-}
-
-static float *dconst(size_t n, float v) {
-    float *p = dalloc(n);
-    for (size_t i = 0; i < n; i++)
-        p[i] = v;
-    return p;
-}
-
-static float *dcopy(const float *x, size_t n) {
-    float *p = dalloc(n);
-    memcpy(p, x, n * sizeof(float));
-    return p;
-}
-
-static double *to_double(const float *x, size_t n) {
-    double *d = malloc(n * sizeof(double));
-    assert_non_null(d);
-    for (size_t i = 0; i < n; i++)
-        d[i] = x[i];
-    return d;
-}
-
-static void dfree(void *p) {
-    be->free(be, p);
-}
-
-/* ---- generic central differences on a double reference ---- */
-
-typedef struct fd_case fd_case;
-struct fd_case {
-    void (*forward)(const fd_case *c, double *out); /* double reference forward */
-    const double *r;                                /* weights of L = sum r out */
-    size_t nout;
-};
-
-static double fd_loss(const fd_case *c) {
-    double *out = calloc(c->nout, sizeof(double));
-    assert_non_null(out);
-    c->forward(c, out);
-    double L = 0.0;
-    for (size_t i = 0; i < c->nout; i++)
-        L += c->r[i] * out[i];
-    free(out);
-    return L;
-}
-
-/* g (n) = dL/dx by central differences, x a double input of the case */
-static float *fd_grad(const fd_case *c, double *x, size_t n) {
-    float *g = malloc(n * sizeof(float));
-    assert_non_null(g);
-    for (size_t i = 0; i < n; i++) {
-        const double save = x[i];
-        const double h = FD_H * fmax(1.0, fabs(save));
-        x[i] = save + h;
-        const double lp = fd_loss(c);
-        x[i] = save - h;
-        const double lm = fd_loss(c);
-        x[i] = save;
-        g[i] = (float)((lp - lm) / (2.0 * h));
-    }
-    return g;
-}
-
-/* fp32 forward output vs the double reference forward of the case */
-static void check_forward(const fd_case *c, const float *got, const char *what) {
-    double *ref = calloc(c->nout, sizeof(double));
-    float *reff = malloc(c->nout * sizeof(float));
-    assert_non_null(ref);
-    assert_non_null(reff);
-    c->forward(c, ref);
-    for (size_t i = 0; i < c->nout; i++)
-        reff[i] = (float)ref[i];
-    double e = tc_rel_err(got, reff, c->nout);
-    printf("  %-34s rel err %.2e\n", what, e);
-    TC_ASSERT_CLOSE(got, reff, c->nout, FWD_TOL, what);
-    free(ref), free(reff);
-}
-
-/* analytic gradient of a "+=" output: subtract the known pre-fill */
-static void sub_prefill(float *g, const float *pre, size_t n) {
-    for (size_t i = 0; i < n; i++)
-        g[i] -= pre[i];
-}
-
-static void check_grad(const float *analytic, const float *fd, size_t n, const char *what) {
-    double e = tc_rel_err(analytic, fd, n);
-    printf("  %-34s rel err %.2e\n", what, e);
-    TC_ASSERT_CLOSE(analytic, fd, n, GRAD_TOL, what);
-}
 
 /* ---- linear ---- */
 
@@ -147,49 +35,49 @@ static void linear_ref(const fd_case *c, double *out) {
 }
 
 static void gradcheck_linear_one(int N, int C, int OC, int w_trans, int with_bias) {
-    float *inp = drand((size_t)N * C, 1.0f), *w = drand((size_t)C * OC, 0.5f);
-    float *bias = with_bias ? drand(OC, 0.5f) : NULL;
-    float *r = drand((size_t)N * OC, 1.0f);
-    float *dinp = dconst((size_t)N * C, GARBAGE);
-    float *dw = drand((size_t)C * OC, 1.0f), *dw_pre = dcopy(dw, (size_t)C * OC);
-    float *dbias = drand(OC, 1.0f), *db_pre = dcopy(dbias, OC);
+    float *inp = gc_rand((size_t)N * C, 1.0f), *w = gc_rand((size_t)C * OC, 0.5f);
+    float *bias = with_bias ? gc_rand(OC, 0.5f) : NULL;
+    float *r = gc_rand((size_t)N * OC, 1.0f);
+    float *dinp = gc_const((size_t)N * C, GC_GARBAGE);
+    float *dw = gc_rand((size_t)C * OC, 1.0f), *dw_pre = gc_copy(dw, (size_t)C * OC);
+    float *dbias = gc_rand(OC, 1.0f), *db_pre = gc_copy(dbias, OC);
     be->linear_backward(be, (tc_act *)dinp, dw, with_bias ? dbias : NULL, (tc_act *)r,
                         (tc_act *)inp, (tc_act *)w, N, C, OC, w_trans);
-    sub_prefill(dw, dw_pre, (size_t)C * OC);
+    gc_sub_prefill(dw, dw_pre, (size_t)C * OC);
 
-    linear_case k = {{linear_ref, to_double(r, (size_t)N * OC), (size_t)N * OC},
-                     to_double(inp, (size_t)N * C),
-                     to_double(w, (size_t)C * OC),
-                     with_bias ? to_double(bias, OC) : NULL,
+    linear_case k = {{linear_ref, gc_to_double(r, (size_t)N * OC), (size_t)N * OC},
+                     gc_to_double(inp, (size_t)N * C),
+                     gc_to_double(w, (size_t)C * OC),
+                     with_bias ? gc_to_double(bias, OC) : NULL,
                      N,
                      C,
                      OC,
                      w_trans};
     char what[64];
-    float *out = dconst((size_t)N * OC, GARBAGE);
+    float *out = gc_const((size_t)N * OC, GC_GARBAGE);
     be->linear_forward(be, (tc_act *)out, (tc_act *)inp, (tc_act *)w, (tc_act *)bias, N, C, OC,
                        w_trans);
     snprintf(what, sizeof what, "linear forward (w_trans %d, bias %d)", w_trans, with_bias);
-    check_forward(&k.base, out, what);
-    dfree(out);
-    float *g_inp = fd_grad(&k.base, k.inp, (size_t)N * C);
-    float *g_w = fd_grad(&k.base, k.w, (size_t)C * OC);
+    gc_check_forward(&k.base, out, what);
+    gc_free(out);
+    float *g_inp = gc_fd_grad(&k.base, k.inp, (size_t)N * C);
+    float *g_w = gc_fd_grad(&k.base, k.w, (size_t)C * OC);
     snprintf(what, sizeof what, "linear dinp (w_trans %d)", w_trans);
-    check_grad(dinp, g_inp, (size_t)N * C, what);
+    gc_check_grad(dinp, g_inp, (size_t)N * C, what);
     snprintf(what, sizeof what, "linear dw += (w_trans %d)", w_trans);
-    check_grad(dw, g_w, (size_t)C * OC, what);
+    gc_check_grad(dw, g_w, (size_t)C * OC, what);
     if (with_bias) {
-        sub_prefill(dbias, db_pre, OC);
-        float *g_b = fd_grad(&k.base, k.bias, OC);
-        check_grad(dbias, g_b, OC, "linear dbias +=");
+        gc_sub_prefill(dbias, db_pre, OC);
+        float *g_b = gc_fd_grad(&k.base, k.bias, OC);
+        gc_check_grad(dbias, g_b, OC, "linear dbias +=");
         free(g_b);
     } else {
         /* a NULL dbias is skipped: the buffer we did not pass stays untouched */
         assert_memory_equal(dbias, db_pre, OC * sizeof(float));
     }
     free(g_inp), free(g_w), free(k.inp), free(k.w), free(k.bias), free((void *)k.base.r);
-    dfree(inp), dfree(w), dfree(bias), dfree(r), dfree(dinp), dfree(dw), dfree(dw_pre);
-    dfree(dbias), dfree(db_pre);
+    gc_free(inp), gc_free(w), gc_free(bias), gc_free(r), gc_free(dinp), gc_free(dw), gc_free(dw_pre);
+    gc_free(dbias), gc_free(db_pre);
 }
 
 static void test_gradcheck_linear(void **state) {
@@ -229,26 +117,26 @@ static void test_gradcheck_layernorm(void **state) {
     (void)state;
     const int N = 4, C = 13;
     const size_t NC = (size_t)N * C;
-    float *inp = drand(NC, 2.0f), *w = drand(C, 0.5f), *bias = drand(C, 0.5f);
+    float *inp = gc_rand(NC, 2.0f), *w = gc_rand(C, 0.5f), *bias = gc_rand(C, 0.5f);
     for (int i = 0; i < C; i++)
         w[i] += 1.0f;
-    float *out = dalloc(NC), *mean = dalloc(N), *rstd = dalloc(N), *r = drand(NC, 1.0f);
+    float *out = gc_alloc(NC), *mean = gc_alloc(N), *rstd = gc_alloc(N), *r = gc_rand(NC, 1.0f);
     be->layernorm_forward(be, (tc_act *)out, mean, rstd, (tc_act *)inp, (tc_act *)w, (tc_act *)bias,
                           N, C);
-    float *dinp = drand(NC, 1.0f), *dinp_pre = dcopy(dinp, NC);
-    float *dw = drand(C, 1.0f), *dw_pre = dcopy(dw, C);
-    float *db = drand(C, 1.0f), *db_pre = dcopy(db, C);
+    float *dinp = gc_rand(NC, 1.0f), *dinp_pre = gc_copy(dinp, NC);
+    float *dw = gc_rand(C, 1.0f), *dw_pre = gc_copy(dw, C);
+    float *db = gc_rand(C, 1.0f), *db_pre = gc_copy(db, C);
     be->layernorm_backward(be, (tc_act *)dinp, dw, db, (tc_act *)r, (tc_act *)inp, (tc_act *)w,
                            mean, rstd, N, C);
-    sub_prefill(dinp, dinp_pre, NC), sub_prefill(dw, dw_pre, C), sub_prefill(db, db_pre, C);
+    gc_sub_prefill(dinp, dinp_pre, NC), gc_sub_prefill(dw, dw_pre, C), gc_sub_prefill(db, db_pre, C);
 
-    ln_case k = {{ln_ref, to_double(r, NC), NC},
-                 to_double(inp, NC),
-                 to_double(w, C),
-                 to_double(bias, C),
+    ln_case k = {{ln_ref, gc_to_double(r, NC), NC},
+                 gc_to_double(inp, NC),
+                 gc_to_double(w, C),
+                 gc_to_double(bias, C),
                  N,
                  C};
-    check_forward(&k.base, out, "layernorm forward");
+    gc_check_forward(&k.base, out, "layernorm forward");
     for (int n = 0; n < N; n++) { /* saved statistics */
         double mu = 0.0, var = 0.0;
         for (int i = 0; i < C; i++)
@@ -260,15 +148,15 @@ static void test_gradcheck_layernorm(void **state) {
         assert_true(fabs(mean[n] - mu) <= 1e-6 * fmax(1.0, fabs(mu)));
         assert_true(fabs(rstd[n] - rs) <= 1e-6 * rs);
     }
-    float *g_inp = fd_grad(&k.base, k.inp, NC), *g_w = fd_grad(&k.base, k.w, C);
-    float *g_b = fd_grad(&k.base, k.bias, C);
-    check_grad(dinp, g_inp, NC, "layernorm dinp +=");
-    check_grad(dw, g_w, C, "layernorm dw +=");
-    check_grad(db, g_b, C, "layernorm dbias +=");
+    float *g_inp = gc_fd_grad(&k.base, k.inp, NC), *g_w = gc_fd_grad(&k.base, k.w, C);
+    float *g_b = gc_fd_grad(&k.base, k.bias, C);
+    gc_check_grad(dinp, g_inp, NC, "layernorm dinp +=");
+    gc_check_grad(dw, g_w, C, "layernorm dw +=");
+    gc_check_grad(db, g_b, C, "layernorm dbias +=");
     free(g_inp), free(g_w), free(g_b), free(k.inp), free(k.w), free(k.bias);
     free((void *)k.base.r);
-    dfree(inp), dfree(w), dfree(bias), dfree(out), dfree(mean), dfree(rstd), dfree(r);
-    dfree(dinp), dfree(dinp_pre), dfree(dw), dfree(dw_pre), dfree(db), dfree(db_pre);
+    gc_free(inp), gc_free(w), gc_free(bias), gc_free(out), gc_free(mean), gc_free(rstd), gc_free(r);
+    gc_free(dinp), gc_free(dinp_pre), gc_free(dw), gc_free(dw_pre), gc_free(db), gc_free(db_pre);
 }
 
 /* ---- activations ---- */
@@ -292,23 +180,23 @@ static void test_gradcheck_gelu(void **state) {
     (void)state;
     const size_t n = 37;
     for (int kind = 0; kind < 2; kind++) {
-        float *x = drand(n, 4.0f), *r = drand(n, 1.0f);
-        float *dinp = dconst(n, GARBAGE);
+        float *x = gc_rand(n, 4.0f), *r = gc_rand(n, 1.0f);
+        float *dinp = gc_const(n, GC_GARBAGE);
         be->gelu_backward(be, (tc_act *)dinp, (tc_act *)x, (tc_act *)r, n, (tc_activation)kind);
-        act_case k = {{act_ref, to_double(r, n), n}, to_double(x, n), n, (tc_activation)kind};
-        float *y = dconst(n, GARBAGE);
+        act_case k = {{act_ref, gc_to_double(r, n), n}, gc_to_double(x, n), n, (tc_activation)kind};
+        float *y = gc_const(n, GC_GARBAGE);
         be->gelu_forward(be, (tc_act *)y, (tc_act *)x, n, (tc_activation)kind);
-        check_forward(&k.base, y, kind == TC_GELU ? "gelu forward" : "quick_gelu forward");
-        dfree(y);
-        float *g = fd_grad(&k.base, k.x, n);
-        check_grad(dinp, g, n, kind == TC_GELU ? "gelu dinp" : "quick_gelu dinp");
+        gc_check_forward(&k.base, y, kind == TC_GELU ? "gelu forward" : "quick_gelu forward");
+        gc_free(y);
+        float *g = gc_fd_grad(&k.base, k.x, n);
+        gc_check_grad(dinp, g, n, kind == TC_GELU ? "gelu dinp" : "quick_gelu dinp");
         /* in place: dinp aliases dout */
-        float *inplace = dcopy(r, n);
+        float *inplace = gc_copy(r, n);
         be->gelu_backward(be, (tc_act *)inplace, (tc_act *)x, (tc_act *)inplace, n,
                           (tc_activation)kind);
         assert_memory_equal(inplace, dinp, n * sizeof(float));
         free(g), free(k.x), free((void *)k.base.r);
-        dfree(x), dfree(r), dfree(dinp), dfree(inplace);
+        gc_free(x), gc_free(r), gc_free(dinp), gc_free(inplace);
     }
 }
 
@@ -374,21 +262,21 @@ static void check_lse(const attn_case *k, const float *lse) {
 
 static void gradcheck_attention_one(int B, int T, int NH, int HS, int causal) {
     const size_t A = (size_t)NH * HS, n3 = (size_t)B * T * 3 * A, no = (size_t)B * T * A;
-    float *qkv = drand(n3, 1.5f), *out = dalloc(no), *lse = dalloc((size_t)B * NH * T);
-    float *r = drand(no, 1.0f), *dqkv = dconst(n3, GARBAGE);
+    float *qkv = gc_rand(n3, 1.5f), *out = gc_alloc(no), *lse = gc_alloc((size_t)B * NH * T);
+    float *r = gc_rand(no, 1.0f), *dqkv = gc_const(n3, GC_GARBAGE);
     be->attention_forward(be, (tc_act *)out, lse, (tc_act *)qkv, B, T, NH, HS, causal);
     be->attention_backward(be, (tc_act *)dqkv, (tc_act *)r, (tc_act *)qkv, (tc_act *)out, lse, B, T,
                            NH, HS, causal);
-    attn_case k = {{attn_ref, to_double(r, no), no}, to_double(qkv, n3), B, T, NH, HS, causal};
+    attn_case k = {{attn_ref, gc_to_double(r, no), no}, gc_to_double(qkv, n3), B, T, NH, HS, causal};
     char what[80];
     snprintf(what, sizeof what, "attention out B%d T%d NH%d HS%d c%d", B, T, NH, HS, causal);
-    check_forward(&k.base, out, what);
+    gc_check_forward(&k.base, out, what);
     check_lse(&k, lse);
-    float *g = fd_grad(&k.base, k.qkv, n3);
+    float *g = gc_fd_grad(&k.base, k.qkv, n3);
     snprintf(what, sizeof what, "attention dqkv B%d T%d NH%d HS%d c%d", B, T, NH, HS, causal);
-    check_grad(dqkv, g, n3, what);
+    gc_check_grad(dqkv, g, n3, what);
     free(g), free(k.qkv), free((void *)k.base.r);
-    dfree(qkv), dfree(out), dfree(lse), dfree(r), dfree(dqkv);
+    gc_free(qkv), gc_free(out), gc_free(lse), gc_free(r), gc_free(dqkv);
 }
 
 static void test_gradcheck_attention(void **state) {
@@ -402,6 +290,11 @@ static void test_gradcheck_attention(void **state) {
     gradcheck_attention_one(1, 7, 2, 16, 1);
     gradcheck_attention_one(2, 19, 1, 32, 0);
     gradcheck_attention_one(1, 5, 1, 64, 1);
+    /* the big teachers' head sizes (ViT-H 80, ViT-g 88, ViT-bigG 104): 80 is
+     * a multiple of 16, 88 and 104 take the general path */
+    gradcheck_attention_one(1, 9, 2, 80, 1);
+    gradcheck_attention_one(1, 6, 2, 88, 0);
+    gradcheck_attention_one(1, 5, 2, 104, 1);
 }
 
 /* ---- vision embedding ---- */
@@ -426,32 +319,32 @@ static void test_gradcheck_vision_embed(void **state) {
     (void)state;
     const int B = 2, T = 5, C = 6;
     const size_t np = (size_t)B * (T - 1) * C, nx = (size_t)B * T * C;
-    float *pe = drand(np, 1.0f), *cls = drand(C, 1.0f), *pos = drand((size_t)T * C, 1.0f);
-    float *r = drand(nx, 1.0f), *dpe = dconst(np, GARBAGE);
-    float *dcls = drand(C, 1.0f), *dcls_pre = dcopy(dcls, C);
-    float *dpos = drand((size_t)T * C, 1.0f), *dpos_pre = dcopy(dpos, (size_t)T * C);
+    float *pe = gc_rand(np, 1.0f), *cls = gc_rand(C, 1.0f), *pos = gc_rand((size_t)T * C, 1.0f);
+    float *r = gc_rand(nx, 1.0f), *dpe = gc_const(np, GC_GARBAGE);
+    float *dcls = gc_rand(C, 1.0f), *dcls_pre = gc_copy(dcls, C);
+    float *dpos = gc_rand((size_t)T * C, 1.0f), *dpos_pre = gc_copy(dpos, (size_t)T * C);
     be->vision_embed_backward(be, (tc_act *)dpe, dcls, dpos, (tc_act *)r, B, T, C);
-    sub_prefill(dcls, dcls_pre, C), sub_prefill(dpos, dpos_pre, (size_t)T * C);
-    vemb_case k = {{vemb_ref, to_double(r, nx), nx},
-                   to_double(pe, np),
-                   to_double(cls, C),
-                   to_double(pos, (size_t)T * C),
+    gc_sub_prefill(dcls, dcls_pre, C), gc_sub_prefill(dpos, dpos_pre, (size_t)T * C);
+    vemb_case k = {{vemb_ref, gc_to_double(r, nx), nx},
+                   gc_to_double(pe, np),
+                   gc_to_double(cls, C),
+                   gc_to_double(pos, (size_t)T * C),
                    B,
                    T,
                    C};
-    float *x = dconst(nx, GARBAGE);
+    float *x = gc_const(nx, GC_GARBAGE);
     be->vision_embed_forward(be, (tc_act *)x, (tc_act *)pe, (tc_act *)cls, (tc_act *)pos, B, T, C);
-    check_forward(&k.base, x, "vision_embed forward");
-    dfree(x);
-    float *g_pe = fd_grad(&k.base, k.pe, np), *g_cls = fd_grad(&k.base, k.cls, C);
-    float *g_pos = fd_grad(&k.base, k.pos, (size_t)T * C);
-    check_grad(dpe, g_pe, np, "vision_embed dpatch_emb");
-    check_grad(dcls, g_cls, C, "vision_embed dcls +=");
-    check_grad(dpos, g_pos, (size_t)T * C, "vision_embed dpos +=");
+    gc_check_forward(&k.base, x, "vision_embed forward");
+    gc_free(x);
+    float *g_pe = gc_fd_grad(&k.base, k.pe, np), *g_cls = gc_fd_grad(&k.base, k.cls, C);
+    float *g_pos = gc_fd_grad(&k.base, k.pos, (size_t)T * C);
+    gc_check_grad(dpe, g_pe, np, "vision_embed dpatch_emb");
+    gc_check_grad(dcls, g_cls, C, "vision_embed dcls +=");
+    gc_check_grad(dpos, g_pos, (size_t)T * C, "vision_embed dpos +=");
     free(g_pe), free(g_cls), free(g_pos), free(k.pe), free(k.cls), free(k.pos);
     free((void *)k.base.r);
-    dfree(pe), dfree(cls), dfree(pos), dfree(r), dfree(dpe), dfree(dcls), dfree(dcls_pre);
-    dfree(dpos), dfree(dpos_pre);
+    gc_free(pe), gc_free(cls), gc_free(pos), gc_free(r), gc_free(dpe), gc_free(dcls), gc_free(dcls_pre);
+    gc_free(dpos), gc_free(dpos_pre);
 }
 
 /* ---- token embedding ---- */
@@ -481,32 +374,32 @@ static void test_gradcheck_token_embed(void **state) {
     int32_t *ids = NULL;
     assert_int_equal(be->alloc(be, sizeof ids_h, (void **)&ids), TC_OK);
     assert_int_equal(be->upload(be, ids, ids_h, sizeof ids_h), TC_OK);
-    float *wte = drand((size_t)V * C, 1.0f), *wpe = drand((size_t)T * C, 1.0f);
-    float *r = drand(nx, 1.0f);
-    float *dwte = drand((size_t)V * C, 1.0f), *dwte_pre = dcopy(dwte, (size_t)V * C);
-    float *dwpe = drand((size_t)T * C, 1.0f), *dwpe_pre = dcopy(dwpe, (size_t)T * C);
+    float *wte = gc_rand((size_t)V * C, 1.0f), *wpe = gc_rand((size_t)T * C, 1.0f);
+    float *r = gc_rand(nx, 1.0f);
+    float *dwte = gc_rand((size_t)V * C, 1.0f), *dwte_pre = gc_copy(dwte, (size_t)V * C);
+    float *dwpe = gc_rand((size_t)T * C, 1.0f), *dwpe_pre = gc_copy(dwpe, (size_t)T * C);
     be->token_embed_backward(be, dwte, dwpe, (tc_act *)r, ids, B, T, C, V);
     for (int i = 0; i < C; i++)
         assert_true(dwte[C + i] == dwte_pre[C + i]);
-    sub_prefill(dwte, dwte_pre, (size_t)V * C), sub_prefill(dwpe, dwpe_pre, (size_t)T * C);
-    temb_case k = {{temb_ref, to_double(r, nx), nx},
-                   to_double(wte, (size_t)V * C),
-                   to_double(wpe, (size_t)T * C),
+    gc_sub_prefill(dwte, dwte_pre, (size_t)V * C), gc_sub_prefill(dwpe, dwpe_pre, (size_t)T * C);
+    temb_case k = {{temb_ref, gc_to_double(r, nx), nx},
+                   gc_to_double(wte, (size_t)V * C),
+                   gc_to_double(wpe, (size_t)T * C),
                    ids,
                    B,
                    T,
                    C};
-    float *x = dconst(nx, GARBAGE);
+    float *x = gc_const(nx, GC_GARBAGE);
     be->token_embed_forward(be, (tc_act *)x, ids, (tc_act *)wte, (tc_act *)wpe, B, T, C);
-    check_forward(&k.base, x, "token_embed forward");
-    dfree(x);
-    float *g_wte = fd_grad(&k.base, k.wte, (size_t)V * C);
-    float *g_wpe = fd_grad(&k.base, k.wpe, (size_t)T * C);
-    check_grad(dwte, g_wte, (size_t)V * C, "token_embed dwte +=");
-    check_grad(dwpe, g_wpe, (size_t)T * C, "token_embed dwpe +=");
+    gc_check_forward(&k.base, x, "token_embed forward");
+    gc_free(x);
+    float *g_wte = gc_fd_grad(&k.base, k.wte, (size_t)V * C);
+    float *g_wpe = gc_fd_grad(&k.base, k.wpe, (size_t)T * C);
+    gc_check_grad(dwte, g_wte, (size_t)V * C, "token_embed dwte +=");
+    gc_check_grad(dwpe, g_wpe, (size_t)T * C, "token_embed dwpe +=");
     free(g_wte), free(g_wpe), free(k.wte), free(k.wpe), free((void *)k.base.r);
     be->free(be, ids);
-    dfree(wte), dfree(wpe), dfree(r), dfree(dwte), dfree(dwte_pre), dfree(dwpe), dfree(dwpe_pre);
+    gc_free(wte), gc_free(wpe), gc_free(r), gc_free(dwte), gc_free(dwte_pre), gc_free(dwpe), gc_free(dwpe_pre);
 }
 
 /* ---- pooling ---- */
@@ -538,25 +431,25 @@ static void pool_ref(const fd_case *c, double *out) {
 static void gradcheck_pool_one(int mean, const int32_t *idx, const char *what) {
     const int B = 3, T = 5, C = 4;
     const size_t nx = (size_t)B * T * C, no = (size_t)B * C;
-    float *x = drand(nx, 1.0f), *r = drand(no, 1.0f);
-    float *dx = drand(nx, 1.0f), *dx_pre = dcopy(dx, nx);
+    float *x = gc_rand(nx, 1.0f), *r = gc_rand(no, 1.0f);
+    float *dx = gc_rand(nx, 1.0f), *dx_pre = gc_copy(dx, nx);
     if (mean)
         be->pool_mean_backward(be, (tc_act *)dx, (tc_act *)r, B, T, C);
     else
         be->pool_gather_backward(be, (tc_act *)dx, (tc_act *)r, idx, B, T, C);
-    sub_prefill(dx, dx_pre, nx);
-    pool_case k = {{pool_ref, to_double(r, no), no}, to_double(x, nx), idx, mean, B, T, C};
-    float *out = dconst(no, GARBAGE);
+    gc_sub_prefill(dx, dx_pre, nx);
+    pool_case k = {{pool_ref, gc_to_double(r, no), no}, gc_to_double(x, nx), idx, mean, B, T, C};
+    float *out = gc_const(no, GC_GARBAGE);
     if (mean)
         be->pool_mean_forward(be, (tc_act *)out, (tc_act *)x, B, T, C);
     else
         be->pool_gather_forward(be, (tc_act *)out, (tc_act *)x, idx, B, T, C);
-    check_forward(&k.base, out, mean ? "pool_mean forward" : "pool_gather forward");
-    dfree(out);
-    float *g = fd_grad(&k.base, k.x, nx);
-    check_grad(dx, g, nx, what);
+    gc_check_forward(&k.base, out, mean ? "pool_mean forward" : "pool_gather forward");
+    gc_free(out);
+    float *g = gc_fd_grad(&k.base, k.x, nx);
+    gc_check_grad(dx, g, nx, what);
     free(g), free(k.x), free((void *)k.base.r);
-    dfree(x), dfree(r), dfree(dx), dfree(dx_pre);
+    gc_free(x), gc_free(r), gc_free(dx), gc_free(dx_pre);
 }
 
 static void test_gradcheck_pool(void **state) {
@@ -596,20 +489,20 @@ static void test_gradcheck_l2norm(void **state) {
     (void)state;
     const int N = 4, C = 7;
     const size_t nx = (size_t)N * C;
-    float *x = drand(nx, 1.0f), *out = dalloc(nx), *norm = dalloc(N), *r = drand(nx, 1.0f);
-    float *dx = dconst(nx, GARBAGE);
+    float *x = gc_rand(nx, 1.0f), *out = gc_alloc(nx), *norm = gc_alloc(N), *r = gc_rand(nx, 1.0f);
+    float *dx = gc_const(nx, GC_GARBAGE);
     be->l2norm_forward(be, out, norm, (tc_act *)x, N, C);
     be->l2norm_backward(be, (tc_act *)dx, r, out, norm, N, C);
-    l2_case k = {{l2_ref, to_double(r, nx), nx}, to_double(x, nx), N, C};
-    check_forward(&k.base, out, "l2norm forward");
+    l2_case k = {{l2_ref, gc_to_double(r, nx), nx}, gc_to_double(x, nx), N, C};
+    gc_check_forward(&k.base, out, "l2norm forward");
     for (int n = 0; n < N; n++) {
         double ss = 0.0;
         for (int i = 0; i < C; i++)
             ss += k.x[(size_t)n * C + i] * k.x[(size_t)n * C + i];
         assert_true(fabs(norm[n] - sqrt(ss)) <= 1e-6 * sqrt(ss));
     }
-    float *g = fd_grad(&k.base, k.x, nx);
-    check_grad(dx, g, nx, "l2norm dinp");
+    float *g = gc_fd_grad(&k.base, k.x, nx);
+    gc_check_grad(dx, g, nx, "l2norm dinp");
     free(g), free(k.x), free((void *)k.base.r);
 
     /* clamp active: a zero row and a tiny row have gradient dout / 1e-12 */
@@ -621,7 +514,7 @@ static void test_gradcheck_l2norm(void **state) {
         double want = (double)r[i] / 1e-12;
         assert_true(fabs(dx[i] - want) <= 1e-6 * fabs(want));
     }
-    dfree(x), dfree(out), dfree(norm), dfree(r), dfree(dx);
+    gc_free(x), gc_free(out), gc_free(norm), gc_free(r), gc_free(dx);
 }
 
 /* ---- softmax cross-entropy rows ---- */
@@ -666,15 +559,15 @@ static void xent_ref(const fd_case *c, double *out) {
 
 static void gradcheck_xent_one(int n, int Ncols, int off, float wh, float ws, int with_teacher) {
     const size_t ns = (size_t)n * Ncols;
-    float *sim = drand(ns, 1.0f), *tsim = with_teacher ? drand(ns, 1.0f) : NULL;
-    float *ls = dconst(1, 2.6592f), *tls = dconst(1, 3.0f);
-    float *loss = dconst(1, 0.25f), *dls = dconst(1, -0.5f), *dsim = dconst(ns, GARBAGE);
+    float *sim = gc_rand(ns, 1.0f), *tsim = with_teacher ? gc_rand(ns, 1.0f) : NULL;
+    float *ls = gc_const(1, 2.6592f), *tls = gc_const(1, 3.0f);
+    float *loss = gc_const(1, 0.25f), *dls = gc_const(1, -0.5f), *dsim = gc_const(ns, GC_GARBAGE);
     be->softmax_xent_rows(be, loss, dsim, dls, sim, tsim, ls, tls, n, Ncols, off, wh, ws);
     double one = 1.0;
     xent_case k = {{xent_ref, &one, 1},
-                   to_double(sim, ns),
-                   tsim ? to_double(tsim, ns) : NULL,
-                   to_double(ls, 1),
+                   gc_to_double(sim, ns),
+                   tsim ? gc_to_double(tsim, ns) : NULL,
+                   gc_to_double(ls, 1),
                    3.0,
                    n,
                    Ncols,
@@ -682,21 +575,21 @@ static void gradcheck_xent_one(int n, int Ncols, int off, float wh, float ws, in
                    wh,
                    ws};
     k.tls = tls[0];
-    double ref_loss = fd_loss(&k.base);
+    double ref_loss = gc_fd_loss(&k.base);
     char what[96];
     snprintf(what, sizeof what, "xent loss n%d N%d off%d wh%g ws%g t%d", n, Ncols, off, wh, ws,
              with_teacher);
     float got = loss[0] - 0.25f, want = (float)ref_loss;
     printf("  %-34s %.7g vs %.7g\n", what, got, want);
     assert_true(fabs(got - want) <= 1e-5 * fmax(1.0, fabs(want)));
-    float *g_sim = fd_grad(&k.base, k.sim, ns);
-    float *g_ls = fd_grad(&k.base, k.ls, 1);
-    check_grad(dsim, g_sim, ns, "xent dsim");
+    float *g_sim = gc_fd_grad(&k.base, k.sim, ns);
+    float *g_ls = gc_fd_grad(&k.base, k.ls, 1);
+    gc_check_grad(dsim, g_sim, ns, "xent dsim");
     float dls_got = dls[0] + 0.5f;
     printf("  %-34s %.7g vs %.7g\n", "xent dlog_scale += (value)", dls_got, g_ls[0]);
-    check_grad(&dls_got, g_ls, 1, "xent dlog_scale +=");
+    gc_check_grad(&dls_got, g_ls, 1, "xent dlog_scale +=");
     free(g_sim), free(g_ls), free(k.sim), free(k.tsim), free(k.ls);
-    dfree(sim), dfree(tsim), dfree(ls), dfree(tls), dfree(loss), dfree(dls), dfree(dsim);
+    gc_free(sim), gc_free(tsim), gc_free(ls), gc_free(tls), gc_free(loss), gc_free(dls), gc_free(dsim);
 }
 
 static void test_gradcheck_softmax_xent(void **state) {
@@ -709,10 +602,7 @@ static void test_gradcheck_softmax_xent(void **state) {
 }
 
 int main(void) {
-    if (tc_backend_cpu_create(&be, &(tc_backend_options){.threads = 2}) != TC_OK) {
-        fprintf(stderr, "cpu backend: %s\n", tc_last_error());
-        return 1;
-    }
+    if (!(be = tc_gradcheck_backend())) return 1;
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_gradcheck_linear),       cmocka_unit_test(test_gradcheck_layernorm),
         cmocka_unit_test(test_gradcheck_gelu),         cmocka_unit_test(test_gradcheck_attention),

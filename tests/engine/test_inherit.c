@@ -1,5 +1,5 @@
-/* manual weight inheritance: ViT-B-32 -> TinyCLIP-ViT-40M-32-Text-19M with
- * the real shapes, every element of every student tensor checked against an
+/* manual weight inheritance: ViT-B-32 -> TinyCLIP-ViT-40M-32-Text-19M and
+ * RN50 -> TinyCLIP-ResNet-30M-Text-29M with the real shapes, every element of every student tensor checked against an
  * independently written mapping (teacher values are a hash of tensor and
  * element index, so a wrong source element shows); the interval_front layer
  * maps; tower selection; the errors. */
@@ -61,13 +61,18 @@ static int tensor_index(const tc_param_layout *l, const char *name) {
     return -1;
 }
 
+/* ResNet towers: block i of stage s -> g_smap[s][i] */
+static int g_smap[TC_RESNET_STAGES][TC_MAX_LAYERS];
+
 /* the teacher tensor a student tensor comes from, by the original's rule,
  * written out for this test: layer i of a tower -> vmap/tmap[i] */
 static void teacher_name(const char *sname, const int *vmap, const int *tmap, char *out,
                          size_t cap) {
-    int layer;
+    int layer, stage;
     char rest[96];
-    if (sscanf(sname, "visual.transformer.resblocks.%d.%95s", &layer, rest) == 2)
+    if (sscanf(sname, "visual.layer%d.%d.%95s", &stage, &layer, rest) == 3)
+        snprintf(out, cap, "visual.layer%d.%d.%s", stage, g_smap[stage - 1][layer], rest);
+    else if (sscanf(sname, "visual.transformer.resblocks.%d.%95s", &layer, rest) == 2)
         snprintf(out, cap, "visual.transformer.resblocks.%d.%s", vmap[layer], rest);
     else if (sscanf(sname, "transformer.resblocks.%d.%95s", &layer, rest) == 2)
         snprintf(out, cap, "transformer.resblocks.%d.%s", tmap[layer], rest);
@@ -367,8 +372,108 @@ static void test_errors(void **state) {
     assert_non_null(strstr(tc_last_error(), "vision"));
 }
 
+/* ---- ResNet towers ---- */
+
+static void load_shipped(const char *name, tc_model_config *c) {
+    char path[1024];
+    const char *src = getenv("TC_SOURCE_DIR");
+    snprintf(path, sizeof path, "%s/configs/models/%s.json", src ? src : TC_SOURCE_DIR, name);
+    if (tc_model_config_load(c, path) != TC_OK) fail_msg("%s: %s", path, tc_last_error());
+}
+
+/* interval_front per stage, written out for this test */
+static void stage_maps(const tc_model_config *t, const tc_model_config *s) {
+    for (int k = 0; k < TC_RESNET_STAGES; k++) {
+        int ns = s->vision.stages[k], step = t->vision.stages[k] / (ns > 1 ? ns : 1);
+        for (int i = 0; i < ns; i++) g_smap[k][i] = i * step;
+    }
+}
+
+static void run_resnet(const tc_model_config *tc, const tc_model_config *sc, const int *tmap) {
+    tc_param_layout tl, sl;
+    assert_int_equal(tc_param_layout_build(&tl, tc), TC_OK);
+    assert_int_equal(tc_param_layout_build(&sl, sc), TC_OK);
+    float *teacher = teacher_buffer(&tl);
+    float *student = malloc(sl.total * sizeof *student);
+    assert_non_null(student);
+    for (size_t i = 0; i < sl.total; i++) student[i] = -7.0f;
+    stage_maps(tc, sc);
+    tc_status st = tc_inherit_manual(tc, &tl, teacher, sc, &sl, student, NULL);
+    if (st != TC_OK) fail_msg("%s", tc_last_error());
+    check_inherited(&tl, &sl, student, NULL, tmap, 1, 1, -7.0f);
+    /* BatchNorm buffers come along: a running variance and a batch count */
+    const tc_param_info *rv = tc_param_find(&sl, "visual.layer1.0.bn1.running_var");
+    const tc_param_info *nb = tc_param_find(&sl, "visual.bn1.num_batches_tracked");
+    assert_non_null(rv);
+    assert_non_null(nb);
+    assert_true(student[rv->offset] != -7.0f && student[nb->offset] != -7.0f);
+    free(student);
+    free(teacher);
+    tc_param_layout_free(&tl);
+    tc_param_layout_free(&sl);
+}
+
+/* RN50 -> TinyCLIP-ResNet-30M-Text-29M, the shipped configs: stages kept,
+ * width 64 -> 56 (every conv, BatchNorm and the pool's projections cut to
+ * their leading channels), text 12 -> 9 layers */
+static void test_rn50_to_resnet30m(void **state) {
+    (void)state;
+    tc_model_config tc, sc;
+    load_shipped("RN50", &tc);
+    load_shipped("TinyCLIP-ResNet-30M-Text-29M", &sc);
+    int tmap[9] = {0, 1, 2, 3, 4, 5, 6, 7, 8};
+    run_resnet(&tc, &sc, tmap);
+}
+
+static void small_resnet(tc_model_config *c, const char *stages, int width, int text_layers) {
+    char json[512];
+    snprintf(json, sizeof json,
+             "{\"embed_dim\": 24, \"vision_cfg\": {\"image_size\": 64, \"layers\": %s, "
+             "\"width\": %d, \"patch_size\": null}, \"text_cfg\": {\"context_length\": 8, "
+             "\"vocab_size\": 40, \"width\": 64, \"heads\": 1, \"layers\": %d}}",
+             stages, width, text_layers);
+    if (tc_model_config_parse(c, json, strlen(json), "small") != TC_OK) fail_msg("%s", tc_last_error());
+}
+
+/* stage depths that shrink differently: [2,3,4,2] -> [1,3,2,1] takes blocks
+ * [0], [0,1,2], [0,2], [0] */
+static void test_resnet_stage_maps(void **state) {
+    (void)state;
+    tc_model_config tc, sc;
+    small_resnet(&tc, "[2, 3, 4, 2]", 8, 4);
+    small_resnet(&sc, "[1, 3, 2, 1]", 6, 2);
+    int tmap[2] = {0, 2};
+    run_resnet(&tc, &sc, tmap);
+    assert_int_equal(g_smap[2][1], 2);
+    /* the errors: a deeper stage, a ViT from a ResNet, an explicit layer list */
+    small_resnet(&sc, "[3, 3, 2, 1]", 6, 2);
+    assert_int_equal(try_pair(&tc, &sc), TC_ERR_CONFIG);
+    assert_non_null(strstr(tc_last_error(), "stage 1"));
+    tc_model_config vit;
+    vit_b32(&vit);
+    assert_int_equal(try_pair(&vit, &tc), TC_ERR_CONFIG);
+    assert_non_null(strstr(tc_last_error(), "a ResNet student cannot inherit from a ViT teacher"));
+    small_resnet(&sc, "[1, 3, 2, 1]", 6, 2);
+    tc_param_layout tl, sl;
+    assert_int_equal(tc_param_layout_build(&tl, &tc), TC_OK);
+    assert_int_equal(tc_param_layout_build(&sl, &sc), TC_OK);
+    float *teacher = calloc(tl.total, sizeof(float)), *student = calloc(sl.total, sizeof(float));
+    int list[2] = {0, 1};
+    tc_inherit_options o = tc_inherit_defaults();
+    o.vision_layers = list;
+    o.n_vision_layers = 2;
+    assert_int_equal(tc_inherit_manual(&tc, &tl, teacher, &sc, &sl, student, &o), TC_ERR_CONFIG);
+    assert_non_null(strstr(tc_last_error(), "per stage"));
+    free(teacher);
+    free(student);
+    tc_param_layout_free(&tl);
+    tc_param_layout_free(&sl);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_rn50_to_resnet30m),
+        cmocka_unit_test(test_resnet_stage_maps),
         cmocka_unit_test(test_layer_maps),
         cmocka_unit_test(test_small_12_to_9_and_3),
         cmocka_unit_test(test_explicit_layer_list),

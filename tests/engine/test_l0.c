@@ -64,6 +64,7 @@ static void formula_vs_count(int L, int C, int NH, int M, double keep) {
     cfg.text.vocab_size = 8;
     cfg.text.pool = TC_POOL_ARGMAX;
     tc_tower_config *t = &cfg.text;
+    t->head_width = C / NH;
     t->layers = L;
     int ck = 0;
     for (int d = 0; d < C; d++) ck += (sh[d] = urand() < keep || d == 0);

@@ -244,9 +244,9 @@ static void test_defaults_accepted(void **state) {
 
 static void test_unsupported_fields_named(void **state) {
     (void)state;
-    expect_error("", ", \"layers\": [3, 4, 6, 3]", "", "vision_cfg.layers: a list of stage depths");
+    expect_error("", ", \"layers\": [3, 4]", "", "vision_cfg.layers: a ResNet tower has 4 stages");
     expect_error("", ", \"layers\": 2.5", "", "vision_cfg.layers: expected an integer");
-    expect_error("", ", \"head_width\": 32", "", "vision_cfg.head_width: 32 is not supported");
+    expect_error("", ", \"head_width\": 36", "", "vision_cfg.head_width: 36 gives 3 heads (128 // 36), which cannot split");
     expect_error("", ", \"patch_dropout\": 0.5", "", "vision_cfg.patch_dropout");
     expect_error("", ", \"ls_init_value\": 1e-5", "", "vision_cfg.ls_init_value");
     expect_error("", "", ", \"ls_init_value\": 0.1", "text_cfg.ls_init_value");
@@ -260,7 +260,7 @@ static void test_unsupported_fields_named(void **state) {
     expect_error("", ", \"image_size\": [32, 64]", "", "vision_cfg.image_size");
     expect_error("", ", \"qk_norm\": true", "", "vision_cfg.qk_norm");
     expect_error("", ", \"wat\": 1", "", "vision_cfg.wat: unknown field");
-    expect_error("", ", \"width\": 100", "", "vision_cfg.width: 100 is not a multiple");
+    expect_error("", ", \"width\": 100", "", "vision_cfg.head_width: a head size of 100 is not");
     expect_error("", ", \"image_size\": 30", "", "vision_cfg.image_size: 30 is not a multiple");
     expect_error("", "", ", \"pool_type\": \"first\"", "text_cfg.pool_type");
     expect_error("", "", ", \"proj_bias\": true", "text_cfg.proj_bias");
@@ -269,7 +269,7 @@ static void test_unsupported_fields_named(void **state) {
     expect_error("", "", ", \"hf_model_name\": \"roberta-base\"", "text_cfg.hf_model_name");
     expect_error("", "", ", \"tokenizer_kwargs\": {\"clean\": \"canonicalize\"}",
                  "text_cfg.tokenizer_kwargs");
-    expect_error("", "", ", \"heads\": 2", "text_cfg.heads: 2 heads over width 64");
+    expect_error("", "", ", \"heads\": 3", "text_cfg.heads: 3 heads over width 64");
     expect_error("", "", ", \"mystery\": null", "text_cfg.mystery: unknown field");
     expect_error("\"multimodal_cfg\": {},", "", "", "multimodal_cfg");
     expect_error("\"init_logit_bias\": -10,", "", "", "init_logit_bias");

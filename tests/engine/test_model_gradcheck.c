@@ -25,6 +25,10 @@ static void tiny_config(tc_model_config *c, int variant) {
     v->width = 64;
     v->image_size = 12;
     v->patch_size = 4;
+    /* the irregular variant's heads are not 64 wide (A = 40, 24: the general
+     * attention paths) */
+    v->head_width = variant ? 40 : 64;
+    t->head_width = variant ? 24 : 64;
     v->heads[0] = 1;
     v->heads[1] = variant ? 0 : 2;
     v->mlp_width[0] = 96;

@@ -12,80 +12,17 @@
 #include "backend.h"
 #include "checkpoint.h"
 #include "model.h"
+#include "parity.h"
 #include "safetensors.h"
 #include "testutil.h"
 #include "train.h"
 
-typedef struct {
-    const char *name;
-    tc_model_config cfg;
-    tc_param_layout layout;
-    float *params;
-    tc_safetensors *io;
-    tc_backend *be;
-    tc_model *model;
-    int B;
-} parity;
-
-static float *io_f32(parity *p, const char *name, size_t *numel) {
-    const tc_st_tensor *t = tc_st_find(p->io, name);
-    if (!t) fail_msg("%s_io.safetensors: tensor %s missing", p->name, name);
-    float *x = malloc(t->numel * sizeof *x + 1);
-    assert_non_null(x);
-    if (tc_st_tensor_to_f32(p->io, t, x) != TC_OK) fail_msg("%s", tc_last_error());
-    if (numel) *numel = t->numel;
-    return x;
-}
-
-static int32_t *io_i32(parity *p, const char *name, size_t *numel) {
-    const tc_st_tensor *t = tc_st_find(p->io, name);
-    if (!t) fail_msg("%s_io.safetensors: tensor %s missing", p->name, name);
-    assert_int_equal(t->dtype, TC_DT_I32);
-    int32_t *x = malloc(t->numel * sizeof *x + 1);
-    assert_non_null(x);
-    memcpy(x, t->data, t->numel * sizeof *x);
-    if (numel) *numel = t->numel;
-    return x;
-}
-
-static int setup_model(parity *p, const char *name) {
-    char path[1024], cfgpath[1024];
-    memset(p, 0, sizeof *p);
-    p->name = name;
-    snprintf(cfgpath, sizeof cfgpath, "%s/parity/%s.json", TC_FIXTURES, name);
-    snprintf(path, sizeof path, "%s/parity/%s_model.safetensors", TC_FIXTURES, name);
-    if (!tc_file_exists(path)) fail_msg("fixture %s missing: run scripts/make_fixtures.py", path);
-    tc_model_config hint;
-    if (tc_model_config_load(&hint, cfgpath) != TC_OK) fail_msg("%s", tc_last_error());
-    if (tc_checkpoint_load(path, &hint, &p->cfg, &p->layout, &p->params) != TC_OK)
-        fail_msg("%s", tc_last_error());
-    assert_int_equal(p->cfg.activation, hint.activation);
-    snprintf(path, sizeof path, "%s/parity/%s_io.safetensors", TC_FIXTURES, name);
-    if (tc_st_open(&p->io, path) != TC_OK) fail_msg("%s", tc_last_error());
-    const tc_st_tensor *img = tc_st_find(p->io, "images");
-    assert_non_null(img);
-    p->B = (int)img->shape[0];
-    if (tc_backend_cpu_create(&p->be, &(tc_backend_options){.threads = 1}) != TC_OK) fail_msg("%s", tc_last_error());
-    tc_model_options opt = {.max_batch = p->B, .train = 1};
-    if (tc_model_create(&p->model, p->be, &p->cfg, opt) != TC_OK) fail_msg("%s", tc_last_error());
-    if (tc_model_set_params(p->model, p->params) != TC_OK) fail_msg("%s", tc_last_error());
-    return 0;
-}
-
-static void teardown_model(parity *p) {
-    tc_model_destroy(p->model);
-    p->be->destroy(p->be);
-    tc_st_close(p->io);
-    free(p->params);
-    tc_param_layout_free(&p->layout);
-}
-
 static void check_features(parity *p, tc_model *m, const char *img_key, const char *txt_key) {
     size_t n;
-    float *images = io_f32(p, "images", NULL);
-    int32_t *tokens = io_i32(p, "tokens", NULL);
-    float *want_img = io_f32(p, img_key, &n);
-    float *want_txt = io_f32(p, txt_key, NULL);
+    float *images = parity_f32(p, "images", NULL);
+    int32_t *tokens = parity_i32(p, "tokens", NULL);
+    float *want_img = parity_f32(p, img_key, &n);
+    float *want_txt = parity_f32(p, txt_key, NULL);
     float *got = malloc(n * sizeof *got);
     assert_int_equal(tc_model_encode_image(m, images, p->B), TC_OK);
     assert_int_equal(tc_model_encode_text(m, tokens, p->B), TC_OK);
@@ -102,11 +39,11 @@ static void check_features(parity *p, tc_model *m, const char *img_key, const ch
 
 static void features_and_logits(const char *name) {
     parity p;
-    setup_model(&p, name);
+    parity_setup(&p, "parity", name);
     check_features(&p, p.model, "image_features", "text_features");
     /* logits_per_image = exp(logit_scale) * img @ txt^T */
     size_t n;
-    float *want = io_f32(&p, "logits_per_image", &n);
+    float *want = parity_f32(&p, "logits_per_image", &n);
     assert_int_equal(n, (size_t)p.B * p.B);
     int E = p.cfg.embed_dim;
     float *img = malloc((size_t)p.B * E * sizeof *img), *txt = malloc((size_t)p.B * E * sizeof *txt);
@@ -125,29 +62,25 @@ static void features_and_logits(const char *name) {
     free(txt);
     free(img);
     free(want);
-    teardown_model(&p);
+    parity_teardown(&p);
 }
 
 static void test_features_gelu(void **state) { features_and_logits("tiny_gelu"); }
 static void test_features_quickgelu(void **state) { features_and_logits("tiny_quickgelu"); }
 
-static tc_loss_config clip_loss(void) {
-    tc_loss_config l = {1.0f, 0.0f, 0.0f, 50.0f};
-    return l;
-}
 
 static void loss_and_gradients(const char *name) {
     parity p;
-    setup_model(&p, name);
+    parity_setup(&p, "parity", name);
     tc_optim_config o = tc_optim_default();
-    tc_loss_config l = clip_loss();
+    tc_loss_config l = parity_clip_loss();
     tc_trainer *tr;
     assert_int_equal(tc_trainer_create(&tr, p.model, NULL, &o, &l), TC_OK);
-    float *images = io_f32(&p, "images", NULL);
-    int32_t *tokens = io_i32(&p, "tokens", NULL);
+    float *images = parity_f32(&p, "images", NULL);
+    int32_t *tokens = parity_i32(&p, "tokens", NULL);
     float loss;
     assert_int_equal(tc_trainer_loss(tr, images, tokens, p.B, 1, &loss), TC_OK);
-    float *want_loss = io_f32(&p, "loss", NULL);
+    float *want_loss = parity_f32(&p, "loss", NULL);
     TC_ASSERT_CLOSE(&loss, want_loss, 1, 1e-5, "loss");
 
     float *grads = malloc(p.layout.total * sizeof *grads);
@@ -158,7 +91,7 @@ static void loss_and_gradients(const char *name) {
         char key[160];
         snprintf(key, sizeof key, "grad.%s", pi->name);
         size_t n;
-        float *want = io_f32(&p, key, &n);
+        float *want = parity_f32(&p, key, &n);
         assert_int_equal(n, pi->count);
         TC_ASSERT_CLOSE(grads + pi->offset, want, n, 1e-4, pi->name);
         free(want);
@@ -170,39 +103,24 @@ static void loss_and_gradients(const char *name) {
     free(tokens);
     free(images);
     tc_trainer_destroy(tr);
-    teardown_model(&p);
+    parity_teardown(&p);
 }
 
 static void test_gradients_gelu(void **state) { loss_and_gradients("tiny_gelu"); }
 static void test_gradients_quickgelu(void **state) { loss_and_gradients("tiny_quickgelu"); }
 
-static float meta_float(parity *p, const char *key) {
-    const char *v = tc_st_metadata(p->io, key);
-    if (!v) fail_msg("%s_io.safetensors: metadata %s missing", p->name, key);
-    return strtof(v, NULL);
-}
 
 static void ten_steps(const char *name) {
     parity p;
-    setup_model(&p, name);
-    tc_optim_config o = {
-        .lr = meta_float(&p, "lr"),
-        .weight_decay = meta_float(&p, "wd"),
-        .beta1 = meta_float(&p, "beta1"),
-        .beta2 = meta_float(&p, "beta2"),
-        .eps = meta_float(&p, "eps"),
-        .warmup_steps = (int)meta_float(&p, "warmup"),
-        .total_steps = (int)meta_float(&p, "steps"),
-        .schedule = TC_SCHEDULE_COSINE,
-        .grad_clip = meta_float(&p, "grad_clip"),
-    };
-    tc_loss_config l = clip_loss();
+    parity_setup(&p, "parity", name);
+    tc_optim_config o = parity_recipe(&p);
+    tc_loss_config l = parity_clip_loss();
     tc_trainer *tr;
     assert_int_equal(tc_trainer_create(&tr, p.model, NULL, &o, &l), TC_OK);
     size_t n_img, n_tok, n_loss;
-    float *images = io_f32(&p, "train_images", &n_img);
-    int32_t *tokens = io_i32(&p, "train_tokens", &n_tok);
-    float *want = io_f32(&p, "train_losses", &n_loss);
+    float *images = parity_f32(&p, "train_images", &n_img);
+    int32_t *tokens = parity_i32(&p, "train_tokens", &n_tok);
+    float *want = parity_f32(&p, "train_losses", &n_loss);
     assert_int_equal((int)n_loss, o.total_steps);
     size_t img_per = n_img / n_loss, tok_per = n_tok / n_loss;
     float *got = calloc(n_loss, sizeof *got);
@@ -227,7 +145,7 @@ static void ten_steps(const char *name) {
         char key[160];
         snprintf(key, sizeof key, "final.%s", pi->name);
         size_t n;
-        float *w = io_f32(&p, key, &n);
+        float *w = parity_f32(&p, key, &n);
         assert_int_equal(n, pi->count);
         TC_ASSERT_CLOSE(params + pi->offset, w, n, 1e-3, key);
         free(w);
@@ -238,7 +156,7 @@ static void ten_steps(const char *name) {
     free(tokens);
     free(images);
     tc_trainer_destroy(tr);
-    teardown_model(&p);
+    parity_teardown(&p);
 }
 
 static void test_ten_steps_gelu(void **state) { ten_steps("tiny_gelu"); }
@@ -247,7 +165,7 @@ static void test_ten_steps_quickgelu(void **state) { ten_steps("tiny_quickgelu")
 /* the same weights saved by transformers in its CLIPModel layout */
 static void hf_import(const char *name) {
     parity p;
-    setup_model(&p, name);
+    parity_setup(&p, "parity", name);
     char dir[1024];
     snprintf(dir, sizeof dir, "%s/parity/%s_hf", TC_FIXTURES, name);
     tc_model_config cfg;
@@ -264,7 +182,7 @@ static void hf_import(const char *name) {
     tc_model_destroy(m);
     free(params);
     tc_param_layout_free(&layout);
-    teardown_model(&p);
+    parity_teardown(&p);
 }
 
 static void test_hf_import_gelu(void **state) { hf_import("tiny_gelu"); }
@@ -273,7 +191,7 @@ static void test_hf_import_quickgelu(void **state) { hf_import("tiny_quickgelu")
 /* open_clip -> engine -> HF export -> engine: bit-identical weights */
 static void test_round_trip_hf(void **state) {
     parity p;
-    setup_model(&p, "tiny_gelu");
+    parity_setup(&p, "parity", "tiny_gelu");
     char *dir = tc_make_tempdir("parity-hf");
     assert_non_null(dir);
     assert_int_equal(tc_checkpoint_save(dir, TC_FORMAT_HF, &p.cfg, &p.layout, p.params), TC_OK);
@@ -288,7 +206,7 @@ static void test_round_trip_hf(void **state) {
     tc_param_layout_free(&layout);
     tc_rmtree(dir);
     free(dir);
-    teardown_model(&p);
+    parity_teardown(&p);
 }
 
 int main(void) {

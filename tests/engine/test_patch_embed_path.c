@@ -61,6 +61,7 @@ static void tiny(tc_model_config *c) {
     tc_tower_config *v = &c->vision, *t = &c->text;
     v->layers = 1;
     v->width = 64;
+    v->head_width = t->head_width = 64;
     v->image_size = 40;
     v->patch_size = 8;
     v->pool = TC_POOL_TOKEN;

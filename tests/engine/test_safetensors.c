@@ -251,6 +251,10 @@ static void test_entries(void **state) {
     expect_bad("{\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]},"
                "\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[4,8]}}",
                0, 8, "duplicate tensor name 'a'");
+    /* the same name twice at the same offsets: a duplicate, not an overlap */
+    expect_bad("{\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]},"
+               "\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]}}",
+               0, 4, "duplicate tensor name 'a'");
     expect_bad("{\"__metadata__\":{\"k\":1}}", 0, 0, "not a string");
     expect_bad("{\"__metadata__\":[]}", 0, 0, "not an object");
     expect_bad("{\"__metadata__\":{},\"__metadata__\":{}}", 0, 0, "duplicate");

@@ -262,6 +262,10 @@ static void test_bad_files(void **state) {
         {"data: {train: {source: fmnist}}\nteacher: {checkpoint: t.pt, model: m.json}\nstages:\n"
          "  - name: a\n    kind: distill\n    parent: {checkpoint: p.pt, model: m.json}\n    inheritance: {kind: auto, target_sparsity: 0.5, prune_step: 5, round_to: 16}\n    steps: 10\n",
          7, 78, "stages.0.inheritance.round_to", "expected 0 (no rounding), 8 or 64"},
+        /* shape */
+        {"data: {train: {source: fmnist}}\nteacher: {checkpoint: t.pt, model: m.json}\nstages:\n"
+         "  - name: a\n    kind: distill\n    parent: {checkpoint: p.pt, model: m.json}\n    inheritance: {kind: auto, target_sparsity: 0.5, prune_step: 5, shape: square}\n    steps: 10\n",
+         7, 75, "stages.0.inheritance.shape", "expected irregular"},
         /* distill without a teacher */
         {"data: {train: {source: fmnist}}\nstages:\n  - {name: a, kind: distill, model: m.json, steps: 1}\n",
          3, 5, "stages.0", "needs the top-level 'teacher'"},
@@ -290,6 +294,58 @@ static void test_bad_files(void **state) {
     }
 }
 
+/* counts beyond int64 (strtoll's ERANGE) or beyond their field's bound are
+ * refused at their position, never saturated to INT64_MAX; a second YAML
+ * document is refused; bf16 on the cpu backend is reported at its key */
+static void test_limits_and_documents(void **state) {
+#define STAGE1(extra) "data: {train: {source: fmnist}}\nstages:\n  - name: a\n    kind: train_scratch_clip\n    model: m.json\n" extra
+    static const bad_case cases[] = {
+        {STAGE1("    steps: 18446744073709551616\n"), 6, 12, "stages.0.steps",
+         "must be in [1, 1000000000], got 18446744073709551616"},
+        {STAGE1("    steps: 9223372036854775807\n"), 6, 12, "stages.0.steps",
+         "must be in [1, 1000000000], got 9223372036854775807"},
+        {STAGE1("    steps: -99999999999999999999\n"), 6, 12, "stages.0.steps",
+         "must be in [1, 1000000000]"},
+        {STAGE1("    steps: 1e30\n"), 6, 12, "stages.0.steps",
+         "must be in [1, 1000000000], got 1e30"},
+        {STAGE1("    steps: 10\n    log_every: 18446744073709551617\n"), 7, 16,
+         "stages.0.log_every", "must be in [1, 1000000000]"},
+        {STAGE1("    steps: 10\n    schedule: {warmup: 5000000000}\n"), 7, 24,
+         "stages.0.schedule.warmup", "must be in [0, 1000000000]"},
+        {STAGE1("    steps: 10\n    optimizer: {lr: 1e999}\n"), 7, 21, "stages.0.optimizer.lr",
+         "must be in (0, 10]"},
+        {"data: {train: {source: fmnist, num_samples: 99999999999999}}\nstages:\n  - {name: a, "
+         "kind: train_scratch_clip, model: m.json, steps: 1}\n",
+         1, 45, "data.train.num_samples", "must be in [1, 1000000000000]"},
+        {"data: {train: {source: fmnist, num_samples: 1000000000000, batch: 1}}\nstages:\n  - "
+         "{name: a, kind: train_scratch_clip, model: m.json, epochs: 5}\n",
+         3, 5, "stages.0", "at most 1000000000"},
+        /* a second document would be silently ignored */
+        {STAGE1("    steps: 10\n---\nstages: []\n"), 7, 1, "", "a second YAML document"},
+        {STAGE1("    steps: 10\n...\n---\n"), 8, 1, "", "a second YAML document"},
+        /* a stage named like an entry of the run folder */
+        {"data: {train: {source: fmnist}}\nstages:\n  - {name: plots, kind: train_scratch_clip, "
+         "model: m.json, steps: 1}\n",
+         3, 12, "stages.0.name", "a name the run folder uses for itself"},
+        /* bf16 on the cpu backend, at its key's value */
+        {"precision: bf16\n" STAGE1("    steps: 10\n    schedule: {warmup: 1}\n"), 1, 12,
+         "precision", "bf16 needs backend: cuda"},
+    };
+#undef STAGE1
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        tc_exp_errors errs;
+        print_message("case %zu\n", i);
+        parse_bad(cases[i].yaml, NULL, 0, &errs);
+        expect_error(&errs, cases[i].line, cases[i].col, cases[i].path, cases[i].text);
+    }
+    /* the same bound through --set, named by the override */
+    tc_exp_errors errs;
+    const char *ov[] = {"stages.0.steps=18446744073709551616"};
+    parse_bad("data: {train: {source: fmnist}}\nstages:\n  - {name: a, kind: train_scratch_clip, model: m.json, steps: 1}\n",
+              ov, 1, &errs);
+    assert_non_null(strstr(errs.items[0].text, "--set 'stages.0.steps=18446744073709551616': stages.0.steps: must be in"));
+}
+
 static void test_many_errors_one_pass(void **state) {
     const char *y = "seed: -1\nthreads: lots\ndata: {train: {source: fmnist, workers: -2}}\n"
                     "stages:\n  - {name: a, kind: cook, model: m.json, steps: 0}\n";
@@ -299,7 +355,7 @@ static void test_many_errors_one_pass(void **state) {
     expect_error(&errs, 2, 10, "threads", "expected an integer");
     expect_error(&errs, 3, 41, "data.train.workers", "must be in [0, 1024]");
     expect_error(&errs, 5, 21, "stages.0.kind", "'cook' is not one of");
-    expect_error(&errs, 5, 49, "stages.0.steps", "must be >= 1");
+    expect_error(&errs, 5, 49, "stages.0.steps", "must be in [1, 1000000000]");
     /* tc_last_error holds them one per line */
     assert_non_null(strstr(tc_last_error(), "t.yaml:1:7: seed"));
     assert_non_null(strstr(tc_last_error(), "\nt.yaml:2:10: threads"));
@@ -346,6 +402,93 @@ static void test_overrides(void **state) {
         if (!found)
             for (int k = 0; k < errs.count; k++) print_message("  got: %s [%s]\n", errs.items[k].text, errs.items[k].key_path);
         assert_true(found);
+    }
+}
+
+/* some error names key_path and contains `text`, wherever it is */
+static void expect_error_at_key(const tc_exp_errors *errs, const char *key_path, const char *text) {
+    for (int i = 0; i < errs->count; i++)
+        if (!strcmp(errs->items[i].key_path, key_path) && strstr(errs->items[i].text, text)) return;
+    for (int i = 0; i < errs->count; i++) print_message("  got: %s\n", errs->items[i].text);
+    fail_msg("no error for '%s' containing '%s'", key_path, text);
+}
+
+/* data.train's options for shards from commands and URLs, resampled
+ * reading, upsampling, the pixel limit; a webdataset path resolved part by
+ * part */
+static void test_data_options(void **state) {
+    const char *stages = "stages:\n  - {name: s, kind: train_scratch_clip, model: m.json, steps: 5000}\n";
+    char y[2048];
+    snprintf(y, sizeof y,
+             "data:\n"
+             "  train:\n"
+             "    source: wds\n"
+             "    path: \"a/{0..3}.tar::pipe:aws s3 cp s3://b/{00..09}.tar -::https://h/{0..1}.tar?x=1"
+             "::/abs/{0..1}.tar\"\n"
+             "    num_samples: 1000\n"
+             "    resampled: true\n"
+             "    shuffle_buffer: 500\n"
+             "    upsampling_factors: \"1::2::0.5::4\"\n"
+             "    max_image_pixels: 1000000\n"
+             "    pipe_retries: 5\n"
+             "    pipe_backoff: 0.5\n"
+             "    pipe_timeout: 60\n%s",
+             stages);
+    tc_experiment *e = NULL;
+    tc_exp_errors errs;
+    if (tc_experiment_parse(y, strlen(y), "t.yaml", "/data/exp", NULL, 0, &e, &errs) != TC_OK)
+        fail_msg("%s", tc_last_error());
+    assert_string_equal(e->train.path, "/data/exp/a/{0..3}.tar::pipe:aws s3 cp s3://b/{00..09}.tar "
+                                       "-::https://h/{0..1}.tar?x=1::/abs/{0..1}.tar");
+    assert_int_equal(e->train.resampled, 1);
+    assert_int_equal(e->train.shuffle_buffer, 500);
+    assert_int_equal(e->train.n_upsampling, 4);
+    assert_float_equal(e->train.upsampling[2], 0.5, 0);
+    assert_int_equal(e->train.max_image_pixels, 1000000);
+    assert_int_equal(e->train.pipe_retries, 5);
+    assert_float_equal(e->train.pipe_backoff, 0.5, 0);
+    assert_float_equal(e->train.pipe_timeout, 60, 0);
+    tc_experiment_free(e);
+    /* defaults */
+    e = parse_ok(MINIMAL, NULL, 0);
+    assert_int_equal(e->train.resampled, 0);
+    assert_int_equal(e->train.shuffle_buffer, 1000);
+    assert_int_equal(e->train.n_upsampling, 0);
+    assert_int_equal(e->train.max_image_pixels, 0);
+    assert_int_equal(e->train.pipe_retries, 3);
+    assert_float_equal(e->train.pipe_backoff, 1, 0);
+    assert_float_equal(e->train.pipe_timeout, 300, 0);
+    tc_experiment_free(e);
+    /* the list form; refusals */
+    struct {
+        const char *train, *key, *text;
+    } cases[] = {
+        {"{source: wds, path: 'a.tar::b.tar', num_samples: 9, resampled: true, upsampling_factors: [1, 3]}",
+         NULL, NULL},
+        {"{source: wds, path: 'a.tar::b.tar', num_samples: 9, upsampling_factors: [1, 3]}",
+         "data.train.upsampling_factors", "need resampled: true"},
+        {"{source: wds, path: 'a.tar::b.tar', num_samples: 9, resampled: true, upsampling_factors: [1]}",
+         "data.train.upsampling_factors", "1 factors for 2 sources"},
+        {"{source: wds, path: a.tar, num_samples: 9, resampled: true, upsampling_factors: [-1]}",
+         "data.train.upsampling_factors", "factors in (0, 1e6]"},
+        {"{source: csv, path: a.tsv, resampled: true}", "data.train.resampled",
+         "needs webdataset shards"},
+        {"{source: wds, path: a.tar, num_samples: 9, max_image_pixels: 0}",
+         "data.train.max_image_pixels", "must be in"},
+        {"{source: wds, path: a.tar, num_samples: 9, pipe_timeout: 0}", "data.train.pipe_timeout",
+         "must be in"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        snprintf(y, sizeof y, "data:\n  train: %s\n%s", cases[i].train, stages);
+        if (!cases[i].key) {
+            e = parse_ok(y, NULL, 0);
+            assert_int_equal(e->train.n_upsampling, 2);
+            assert_float_equal(e->train.upsampling[1], 3, 0);
+            tc_experiment_free(e);
+            continue;
+        }
+        parse_bad(y, NULL, 0, &errs);
+        expect_error_at_key(&errs, cases[i].key, cases[i].text);
     }
 }
 
@@ -413,6 +556,7 @@ static void test_memory_formula(void **state) {
     m.embed_dim = 16;
     m.vision.layers = 1;
     m.vision.width = 64;
+    m.vision.head_width = m.text.head_width = 64;
     m.vision.heads[0] = 1;
     m.vision.mlp_width[0] = 256;
     m.vision.image_size = 8;
@@ -532,7 +676,9 @@ int main(void) {
         cmocka_unit_test(test_shipped_parse),     cmocka_unit_test(test_defaults),
         cmocka_unit_test(test_epochs_and_params), cmocka_unit_test(test_bad_files),
         cmocka_unit_test(test_many_errors_one_pass), cmocka_unit_test(test_overrides),
+        cmocka_unit_test(test_limits_and_documents),
         cmocka_unit_test(test_stage_plan),        cmocka_unit_test(test_memory_formula),
+        cmocka_unit_test(test_data_options),
         cmocka_unit_test(test_goals),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -13,13 +13,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
+#include "data_file.h"
 #include "source.h"
 
 #define CSV_MAX_BYTES ((size_t)4 << 30)
-#define CSV_MAX_IMAGE ((long)64 << 20)
+#define CSV_MAX_IMAGE ((size_t)64 << 20)
 
 typedef struct {
     char *path, *caption; /* point into text; NULL when the row lacks the column */
@@ -87,11 +87,6 @@ static void csv_destroy(tc_source *s) {
     free(s);
 }
 
-static int readable_file(const char *p) {
-    struct stat st;
-    return stat(p, &st) == 0 && S_ISREG(st.st_mode);
-}
-
 static tc_status csv_get(tc_source *s, int64_t index, tc_sample *out) {
     csv_table *t = s->impl;
     memset(out, 0, sizeof *out);
@@ -111,36 +106,25 @@ static tc_status csv_get(tc_source *s, int64_t index, tc_sample *out) {
     }
     char full[8192];
     const char *use = r->path;
-    if (r->path[0] != '/' && !readable_file(r->path)) {
+    /* whatever exists at the path is taken (a FIFO or a directory is then
+     * refused by name); a path that exists in neither place keeps the
+     * current directory's name for the message */
+    if (r->path[0] != '/' && access(r->path, F_OK) != 0) {
         snprintf(full, sizeof full, "%s/%s", t->dir, r->path);
-        if (readable_file(full)) use = full;
+        if (access(full, F_OK) == 0) use = full;
     }
     snprintf(out->key, sizeof out->key, "row %lld (%s)", (long long)index + 1, r->path);
-    FILE *f = fopen(use, "rb");
-    if (!f) {
-        snprintf(out->bad, sizeof out->bad, "cannot open image: %s", strerror(errno));
+    char why[160];
+    if (tc_data_read_file(use, CSV_MAX_IMAGE, &out->image, &out->image_len, why, sizeof why) != 0) {
+        snprintf(out->bad, sizeof out->bad, "image file %s", why);
         return TC_OK;
     }
-    long n = -1;
-    if (fseek(f, 0, SEEK_END) == 0) n = ftell(f);
-    rewind(f);
-    if (n < 0 || n > CSV_MAX_IMAGE) {
-        fclose(f);
-        snprintf(out->bad, sizeof out->bad, "image file size %ld out of range", n);
-        return TC_OK;
-    }
-    out->image = malloc((size_t)n + 1);
     size_t cl = strlen(r->caption);
     out->caption = malloc(cl + 1);
-    if (!out->image || !out->caption) {
-        fclose(f);
+    if (!out->caption) {
         tc_sample_clear(out);
         return tc_fail(TC_ERR_OOM, "%s: out of memory", t->file);
     }
-    size_t got = fread(out->image, 1, (size_t)n, f);
-    fclose(f);
-    out->image_len = got;
-    if (got != (size_t)n) snprintf(out->bad, sizeof out->bad, "short read of image file");
     memcpy(out->caption, r->caption, cl + 1);
     out->caption_len = cl;
     if (!out->bad[0] && !tc_utf8_valid(out->caption, cl))
@@ -153,27 +137,21 @@ tc_status tc_source_csv_open(const char *path, const tc_source_opts *opts, tc_so
     char sep = opts && opts->csv_sep ? opts->csv_sep : '\t';
     const char *img_key = opts && opts->csv_img_key ? opts->csv_img_key : "filepath";
     const char *cap_key = opts && opts->csv_caption_key ? opts->csv_caption_key : "title";
-    FILE *f = fopen(path, "rb");
-    if (!f) return tc_fail(TC_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
-    long n = -1;
-    if (fseek(f, 0, SEEK_END) == 0) n = ftell(f);
-    rewind(f);
-    if (n < 0 || (size_t)n > CSV_MAX_BYTES) {
-        fclose(f);
-        return tc_fail(TC_ERR_IO, "%s: cannot read (size %ld)", path, n);
-    }
+    uint8_t *raw = NULL;
+    size_t got = 0;
+    char why[160];
+    if (tc_data_read_file(path, CSV_MAX_BYTES, &raw, &got, why, sizeof why) != 0)
+        return tc_fail(TC_ERR_IO, "%s: %s", path, why);
     tc_source *s = calloc(1, sizeof *s);
     csv_table *t = calloc(1, sizeof *t);
-    char *text = malloc((size_t)n + 2);
+    /* one more NUL: the parser may write one past the last byte */
+    char *text = realloc(raw, got + 2);
     if (!s || !t || !text) {
-        fclose(f);
         free(s);
         free(t);
-        free(text);
+        free(text ? text : (char *)raw);
         return tc_fail(TC_ERR_OOM, "%s: out of memory", path);
     }
-    size_t got = fread(text, 1, (size_t)n, f);
-    fclose(f);
     text[got] = 0;
     text[got + 1] = 0;
     t->text = text;

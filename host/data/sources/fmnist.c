@@ -7,9 +7,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <zlib.h>
 
 #include "caption_templates.h"
+#include "data_file.h"
 #include "source.h"
 
 #define FMNIST_DEFAULT_DIR "/usr/share/datasets/fashion-mnist"
@@ -31,9 +33,14 @@ typedef struct {
 static tc_status read_gz(const char *path, uint8_t **data, size_t *len, size_t limit) {
     *data = NULL;
     *len = 0;
-    gzFile f = gzopen(path, "rb");
-    if (!f)
-        return tc_fail(TC_ERR_IO, "%s: cannot open: %s", path, strerror(errno ? errno : ENOENT));
+    char why[160];
+    int fd = tc_data_open_regular(path, why, sizeof why);
+    if (fd < 0) return tc_fail(TC_ERR_IO, "%s: %s", path, why);
+    gzFile f = gzdopen(fd, "rb");
+    if (!f) {
+        close(fd);
+        return tc_fail(TC_ERR_OOM, "%s: out of memory", path);
+    }
     size_t cap = 1 << 20, n = 0;
     uint8_t *buf = malloc(cap);
     tc_status st = TC_OK;

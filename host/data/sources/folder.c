@@ -13,11 +13,13 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "caption_templates.h"
+#include "data_file.h"
 #include "source.h"
 
-#define FOLDER_MAX_IMAGE ((long)64 << 20)
+#define FOLDER_MAX_IMAGE ((size_t)64 << 20)
 
 typedef struct {
     char root[4096];
@@ -91,27 +93,11 @@ static void folder_destroy(tc_source *s) {
     free(s);
 }
 
-static char *read_small(const char *p, size_t *len, long limit) {
-    FILE *f = fopen(p, "rb");
-    if (!f) return NULL;
-    long n = -1;
-    if (fseek(f, 0, SEEK_END) == 0) n = ftell(f);
-    rewind(f);
-    if (n < 0 || n > limit) {
-        fclose(f);
-        return NULL;
-    }
-    char *b = malloc((size_t)n + 1);
-    if (b && fread(b, 1, (size_t)n, f) != (size_t)n) {
-        free(b);
-        b = NULL;
-    }
-    fclose(f);
-    if (b) {
-        b[n] = 0;
-        *len = (size_t)n;
-    }
-    return b;
+/* a small regular file, NUL-terminated; NULL with the reason in why */
+static char *read_small(const char *p, size_t *len, size_t limit, char *why, size_t why_cap) {
+    uint8_t *b = NULL;
+    if (tc_data_read_file(p, limit, &b, len, why, why_cap) != 0) return NULL;
+    return (char *)b;
 }
 
 static tc_status folder_get(tc_source *s, int64_t index, tc_sample *out) {
@@ -126,11 +112,10 @@ static tc_status folder_get(tc_source *s, int64_t index, tc_sample *out) {
     char p[8192];
     snprintf(p, sizeof p, "%s/%s", f->root, f->files[index]);
     size_t n = 0;
-    errno = 0;
-    out->image = (uint8_t *)read_small(p, &n, FOLDER_MAX_IMAGE);
+    char why[160];
+    out->image = (uint8_t *)read_small(p, &n, FOLDER_MAX_IMAGE, why, sizeof why);
     if (!out->image) {
-        snprintf(out->bad, sizeof out->bad, "cannot read image: %s",
-                 errno ? strerror(errno) : "too large");
+        snprintf(out->bad, sizeof out->bad, "image file %s", why);
         return TC_OK;
     }
     out->image_len = n;
@@ -139,7 +124,12 @@ static tc_status folder_get(tc_source *s, int64_t index, tc_sample *out) {
     if (dot && (size_t)(dot - p) + 5 < sizeof p) {
         strcpy(dot, ".txt");
         size_t cl = 0;
-        char *cap = read_small(p, &cl, 1 << 20);
+        char *cap = access(p, F_OK) == 0 ? read_small(p, &cl, 1 << 20, why, sizeof why) : NULL;
+        if (!cap && access(p, F_OK) == 0) {
+            /* a caption file that is there but cannot be read: not silently replaced */
+            snprintf(out->bad, sizeof out->bad, "caption file %s", why);
+            return TC_OK;
+        }
         if (cap) {
             while (cl > 0 && (cap[cl - 1] == '\n' || cap[cl - 1] == '\r'))
                 cap[--cl] = 0;
@@ -165,8 +155,9 @@ static tc_status folder_get(tc_source *s, int64_t index, tc_sample *out) {
 
 static tc_status read_classnames(const char *path, int want, char ***out) {
     size_t n = 0;
-    char *text = read_small(path, &n, 16 << 20);
-    if (!text) return tc_fail(TC_ERR_IO, "%s: cannot read class-name file", path);
+    char why[160];
+    char *text = read_small(path, &n, 16 << 20, why, sizeof why);
+    if (!text) return tc_fail(TC_ERR_IO, "%s: class-name file %s", path, why);
     char **names = calloc((size_t)want + 1, sizeof(char *));
     int cnt = 0;
     tc_status st = TC_OK;
@@ -259,11 +250,7 @@ tc_status tc_source_folder_open(const char *dir, const tc_source_opts *opts, tc_
         const char *cnp = opts ? opts->classnames : NULL;
         if (!cnp) {
             snprintf(cn, sizeof cn, "%s/classnames.txt", f->root);
-            FILE *t = fopen(cn, "rb");
-            if (t) {
-                fclose(t);
-                cnp = cn;
-            }
+            if (access(cn, F_OK) == 0) cnp = cn;
         }
         if (cnp) {
             st = read_classnames(cnp, nc, &s->class_names);
