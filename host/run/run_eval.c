@@ -13,6 +13,7 @@
 #include "flops.h"
 #include "json.h"
 #include "scheduler_internal.h"
+#include "world.h"
 #include "zeroshot_templates.h"
 
 /* ---- zero-shot ---- */
@@ -175,26 +176,6 @@ double inference_speed(run_ctx *c, tc_model *m, int batch) {
     return best;
 }
 
-/* the "model name" of /proc/cpuinfo, else "unknown" */
-static void cpu_model(char *buf, size_t cap) {
-    snprintf(buf, cap, "unknown");
-    FILE *f = fopen("/proc/cpuinfo", "r");
-    if (!f) return;
-    char line[512];
-    while (fgets(line, sizeof line, f)) {
-        if (strncmp(line, "model name", 10) != 0) continue;
-        const char *v = strchr(line, ':');
-        if (!v) break;
-        v++;
-        while (*v == ' ' || *v == '\t')
-            v++;
-        snprintf(buf, cap, "%s", v);
-        buf[strcspn(buf, "\r\n")] = 0;
-        break;
-    }
-    fclose(f);
-}
-
 /* model FLOPs of the stage's training steps (engine/flops.h): a mask phase
  * at the masked model's full size, the rest at the final size */
 static double stage_train_gflop(const stage_run *r, long long *mask_steps) {
@@ -230,7 +211,7 @@ tc_status write_summary(stage_run *r, const tc_zeroshot_result *zr, int has_eval
     long long mask_steps;
     double gflop = stage_train_gflop(r, &mask_steps);
     char cpu[256];
-    cpu_model(cpu, sizeof cpu);
+    tc_cpu_model(cpu, sizeof cpu);
     long cores = sysconf(_SC_NPROCESSORS_ONLN);
     tc_sbuf b = {0};
     tc_sbuf_puts(&b, "{\n  \"stage\": ");

@@ -15,13 +15,6 @@
 #include "tb_events.h"
 #include "testutil.h"
 
-static const char *model_json =
-    "{\"embed_dim\": 32, \"quick_gelu\": false,\n"
-    " \"vision_cfg\": {\"image_size\": 28, \"patch_size\": 7, \"layers\": 2, \"width\": 64, "
-    "\"head_width\": 64},\n"
-    " \"text_cfg\": {\"context_length\": 16, \"vocab_size\": 49408, \"width\": 64, \"heads\": 1, "
-    "\"layers\": 2}}\n";
-
 /* a teacher, an auto stage with a mask phase, its architecture from scratch */
 static const char *experiment_yaml =
     "name: evidence\n"
@@ -50,17 +43,6 @@ static const char *experiment_yaml =
     "  - {kind: top1_at_least, stage: teacher, top1: 1.0}\n"
     "  - {kind: reach_faster, stage: auto, baseline: scratch, at: 0.5, max_ratio: 100}\n"
     "  - {kind: wall_time, minutes: 1000}\n";
-
-static char *setup_dir(void) {
-    char *dir = tc_make_tempdir("evidence");
-    assert_non_null(dir);
-    char path[1024];
-    snprintf(path, sizeof path, "%s/tiny.json", dir);
-    assert_int_equal(tc_write_file(path, model_json, strlen(model_json)), 0);
-    snprintf(path, sizeof path, "%s/exp.yaml", dir);
-    assert_int_equal(tc_write_file(path, experiment_yaml, strlen(experiment_yaml)), 0);
-    return dir;
-}
 
 static tc_json *read_json(const char *path) {
     size_t len;
@@ -101,10 +83,10 @@ static int tb_mask_events(const char *stage_dir) {
 }
 
 static void test_run_evidence(void **state) {
-    char *dir = setup_dir();
+    char *dir = tc_test_run_dir("evidence", experiment_yaml);
+    assert_non_null(dir);
     char args[2048], path[1200], *out = NULL;
-    snprintf(args, sizeof args, "train %s/exp.yaml --out %s/run --plain", dir, dir);
-    int rc = tc_run_cli(args, &out);
+    int rc = tc_test_train(dir, "run", NULL, NULL, &out);
     if (rc != 0) fail_msg("run failed (%d):\n%s", rc, out);
     free(out);
 
