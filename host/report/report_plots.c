@@ -190,8 +190,9 @@ static int plot_acc_steps(plotter *P, const tc_report_row *rows, int n,
         tc_sbuf *g = &P->gp;
         tc_sbuf_printf(g,
                        "set output '%s/acc_steps.png.tmp'\nreset\nset grid\n"
-                       "set key bottom right\nset title 'zero-shot top-1 during training "
-                       "(dashed: mask phase, before pruning)'\n"
+                       "set key bottom right\nset title \"zero-shot top-1 during training\\n"
+                       "dashed: mask phase, before pruning; dotted: a speedup target, from the "
+                       "student's crossing to the baseline's\"\n"
                        "set xlabel 'training step of the stage'\nset ylabel 'top-1 (%%)'\n",
                        P->pdir);
         for (int s = 0; s < opt->n_speedups; s++) {
@@ -200,8 +201,8 @@ static int plot_acc_steps(plotter *P, const tc_report_row *rows, int n,
                 const tc_reach *r = &sp->reach[k];
                 if (isnan(r->steps) || isnan(r->baseline_steps)) continue;
                 tc_sbuf_printf(g,
-                               "set arrow from %.2f,%.4f to %.2f,%.4f nohead dt 3 lw 1.5 "
-                               "lc rgb 'gray40' back\n",
+                               "set arrow from %.2f,%.4f to %.2f,%.4f nohead dt 3 lw 2 "
+                               "lc rgb 'gray30' back\n",
                                r->steps, 100.0 * r->target, r->baseline_steps, 100.0 * r->target);
             }
         }
