@@ -142,6 +142,9 @@ struct tc_backend {
 
 /* backends compiled into this build; opt NULL means the defaults */
 tc_status tc_backend_cpu_create(tc_backend **out, const tc_backend_options *opt);
+/* the OpenBLAS kernel family the CPU backend's matrix products run on
+ * ("SkylakeX", "Haswell", ...): results are bit-identical only on the same one */
+const char *tc_backend_cpu_blas_core(void);
 #ifdef TC_HAVE_CUDA
 tc_status tc_backend_cuda_create(tc_backend **out, const tc_backend_options *opt);
 #endif

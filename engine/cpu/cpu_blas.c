@@ -48,6 +48,10 @@ static void select_kernels_once(void) {
     unsetenv("OPENBLAS_CORETYPE");
 }
 
+const char *tc_backend_cpu_blas_core(void) {
+    return openblas_get_corename();
+}
+
 void tc_cpu_blas_init(int threads) {
     static pthread_once_t once = PTHREAD_ONCE_INIT;
     pthread_once(&once, select_kernels_once);

@@ -10,6 +10,8 @@
  * the CUDA bf16 backend every measurement runs with the FMA and the
  * tensor-core attention (--attention), each line naming its kernel and the
  * fast paths the environment switched on, so one run tells which is faster.
+ * --run DIR measures every stage's final model of a run, then prints the
+ * run's speedup, training compute and goals (host/run/run_report.h).
  * `tinyclip bench --data ...` benchmarks the data pipeline instead. */
 #include <dirent.h>
 #include <stdio.h>
@@ -27,6 +29,7 @@
 #include "params.h"
 #include "rng.h"
 #include "safetensors.h"
+#include "run_report.h"
 #include "train.h"
 
 #define MAX_MODELS 16
@@ -56,7 +59,8 @@ static void usage(FILE *f) {
             "usage: tinyclip bench --model CONFIG [--model CONFIG ...] [options]\n"
             "       tinyclip bench --data ...   (data pipeline; see tinyclip bench --data --help)\n"
             "  --model CONFIG     model config JSON (repeat to compare models)\n"
-            "  --run DIR          every model of a training run (its stages' final weights)\n"
+            "  --run DIR          every model of a training run (its stages' final weights),\n"
+            "                     then the run's speedup, training compute and goals\n"
             "  --teacher CONFIG   benchmark a distillation step with this teacher\n"
             "  --cache            with --teacher: also the step on stored teacher features\n"
             "                     (a teacher cache), in alternation with the live step\n"
@@ -527,6 +531,13 @@ static int bench_run(const bench_args *a, tc_backend *be) {
             tc_param_layout_free(&layout);
         }
         free(names[i]);
+    }
+    /* the run's speedup, compute and goals, as its report.md gives them */
+    if (rc == 0) {
+        printf("\n");
+        if (tc_run_report_print(stdout, a->run) != TC_OK)
+            fprintf(stderr, "tinyclip bench: no speedup measures for %s: %s\n", a->run,
+                    tc_last_error());
     }
     return rc;
 }

@@ -51,8 +51,7 @@ static tc_status open_cuda_ranks(tc_world *w, const char *name, const tc_world_o
 #endif
 }
 
-/* the first "model name" of /proc/cpuinfo */
-static void cpu_model(char *buf, size_t cap) {
+void tc_cpu_model(char *buf, size_t cap) {
     snprintf(buf, cap, "unknown CPU");
     FILE *f = fopen("/proc/cpuinfo", "r");
     if (!f) return;
@@ -74,7 +73,7 @@ static void cpu_model(char *buf, size_t cap) {
 static void describe(tc_world *w, int cuda, int device, int threads) {
     w->threads = threads > 0 ? threads : omp_get_max_threads();
     if (!cuda) {
-        cpu_model(w->device, sizeof w->device);
+        tc_cpu_model(w->device, sizeof w->device);
     } else {
 #ifdef TC_HAVE_CUDA
         int ndev = tc_cuda_device_count(NULL, 0);

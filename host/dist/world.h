@@ -38,6 +38,9 @@ typedef struct {
     char build[224];
 } tc_world;
 
+/* the first "model name" of /proc/cpuinfo, "unknown CPU" when there is none */
+void tc_cpu_model(char *buf, size_t cap);
+
 /* TINYCLIP_COMM_TIMEOUT: seconds, a whole number in 1..2^24; 45 when unset
  * or not such a number */
 double tc_comm_timeout_from_env(void);

@@ -1,366 +1,427 @@
-/* run report (contract in report.h). gnuplot is run with posix_spawnp and
- * no shell; it writes each PNG to a temporary name that is renamed into
- * place, so a failed plot never leaves a torn image. */
+/* run report (contract in report.h): report.md and report.json; the plots
+ * are made by report_plots.c. */
 #include "report.h"
 
-#include <errno.h>
-#include <fcntl.h>
 #include <math.h>
-#include <spawn.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/wait.h>
-#include <unistd.h>
 
 #include "fileio.h"
-#include "metrics_log.h"
 
-extern char **environ;
-
-typedef struct {
-    char *p;
-    size_t n, cap;
-    int oom;
-} sbuf;
-
-static void sb_printf(sbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void sb_printf(sbuf *b, const char *fmt, ...) {
-    if (b->oom) return;
-    for (;;) {
-        va_list ap;
-        va_start(ap, fmt);
-        size_t room = b->cap - b->n;
-        int w = vsnprintf(b->p ? b->p + b->n : NULL, b->p ? room : 0, fmt, ap);
-        va_end(ap);
-        if (w < 0) {
-            b->oom = 1;
-            return;
-        }
-        if (b->p && (size_t)w < room) {
-            b->n += (size_t)w;
-            return;
-        }
-        size_t ncap = (b->cap + (size_t)w + 1) * 2;
-        char *np = realloc(b->p, ncap);
-        if (!np) {
-            b->oom = 1;
-            return;
-        }
-        b->p = np;
-        b->cap = ncap;
-    }
+/* a JSON string literal, or null */
+static void json_str(tc_sbuf *b, const char *s) {
+    if (s)
+        tc_sbuf_json_string(b, s, strlen(s));
+    else
+        tc_sbuf_puts(b, "null");
 }
 
-/* a JSON string literal */
-static void sb_json_str(sbuf *b, const char *s) {
-    if (!s) {
-        sb_printf(b, "null");
-        return;
-    }
-    sb_printf(b, "\"");
-    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
-        if (*p == '"' || *p == '\\') sb_printf(b, "\\%c", *p);
-        else if (*p < 0x20) sb_printf(b, "\\u%04x", *p);
-        else sb_printf(b, "%c", *p);
-    }
-    sb_printf(b, "\"");
-}
-
-static void sb_json_num(sbuf *b, double v) {
-    if (isfinite(v)) sb_printf(b, "%.9g", v);
-    else sb_printf(b, "null");
+static void json_num(tc_sbuf *b, double v) {
+    if (isfinite(v))
+        tc_sbuf_printf(b, "%.9g", v);
+    else
+        tc_sbuf_puts(b, "null");
 }
 
 /* markdown cell text: pipes and newlines would break the table */
-static void sb_md_cell(sbuf *b, const char *s) {
+static void md_cell(tc_sbuf *b, const char *s) {
     if (!s || !s[0]) {
-        sb_printf(b, "–");
+        tc_sbuf_puts(b, "–");
         return;
     }
     for (const char *p = s; *p; p++) {
-        if (*p == '|') sb_printf(b, "\\|");
-        else if (*p == '\n' || *p == '\r') sb_printf(b, " ");
-        else sb_printf(b, "%c", *p);
+        if (*p == '|')
+            tc_sbuf_puts(b, "\\|");
+        else if (*p == '\n' || *p == '\r')
+            tc_sbuf_puts(b, " ");
+        else
+            tc_sbuf_append(b, p, 1);
     }
 }
 
-static void fmt_count(char *buf, size_t cap, int64_t n) {
-    if (n < 0) snprintf(buf, cap, "–");
-    else if (n >= 1000000) snprintf(buf, cap, "%.2fM", (double)n / 1e6);
-    else if (n >= 1000) snprintf(buf, cap, "%.1fk", (double)n / 1e3);
-    else snprintf(buf, cap, "%lld", (long long)n);
+static void fmt_count(char *buf, size_t cap, double n) {
+    if (!(n >= 0))
+        snprintf(buf, cap, "–");
+    else if (n >= 1e6)
+        snprintf(buf, cap, "%.2fM", n / 1e6);
+    else if (n >= 1e3)
+        snprintf(buf, cap, "%.1fk", n / 1e3);
+    else
+        snprintf(buf, cap, "%.0f", n);
 }
 
 static void fmt_num(char *buf, size_t cap, double v, const char *f) {
-    if (!isfinite(v)) snprintf(buf, cap, "–");
-    else snprintf(buf, cap, f, v);
+    if (!isfinite(v))
+        snprintf(buf, cap, "–");
+    else
+        snprintf(buf, cap, f, v);
 }
 
-double tc_report_speedup(int64_t scratch_steps, int64_t steps_to_match) {
-    if (scratch_steps <= 0 || steps_to_match <= 0) return NAN;
-    return (double)scratch_steps / (double)steps_to_match;
+/* GFLOP in the unit that keeps 3 digits readable */
+static void fmt_flop(char *buf, size_t cap, double gflop) {
+    static const char *const units[] = {"GFLOP", "TFLOP", "PFLOP", "EFLOP", "ZFLOP"};
+    if (!isfinite(gflop)) {
+        snprintf(buf, cap, "–");
+        return;
+    }
+    int u = 0;
+    while (gflop >= 1000.0 && u < 4) {
+        gflop /= 1000.0;
+        u++;
+    }
+    snprintf(buf, cap, "%.3g %s", gflop, units[u]);
 }
 
-/* ---------------------------------------------------------------- gnuplot */
-
-/* a name safe inside a single-quoted gnuplot string and a file name */
-static void safe_name(char *out, size_t cap, const char *s, int i) {
-    size_t n = 0;
-    for (const char *p = s ? s : ""; *p && n + 1 < cap; p++)
-        out[n++] = (*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') ||
-                           *p == '-' || *p == '.'
-                       ? *p
-                       : '_';
-    out[n] = 0;
-    if (!n) snprintf(out, cap, "model%d", i);
+static double images_at(const tc_report_row *r, double steps) {
+    return steps * r->images_per_step;
 }
 
-/* runs `gnuplot script`; returns the exit status, 127 when it cannot start */
-static int run_gnuplot(const char *prog, const char *script) {
-    pid_t pid;
-    char *argv[] = {(char *)prog, (char *)script, NULL};
-    posix_spawn_file_actions_t fa;
-    posix_spawn_file_actions_init(&fa);
-    /* gnuplot's chatter goes nowhere; its exit status is what counts */
-    posix_spawn_file_actions_addopen(&fa, 1, "/dev/null", O_WRONLY, 0);
-    posix_spawn_file_actions_addopen(&fa, 2, "/dev/null", O_WRONLY, 0);
-    int rc = posix_spawnp(&pid, prog, &fa, NULL, argv, environ);
-    posix_spawn_file_actions_destroy(&fa);
-    if (rc != 0) return 127;
-    int status;
-    while (waitpid(pid, &status, 0) < 0)
-        if (errno != EINTR) return 127;
-    return WIFEXITED(status) ? WEXITSTATUS(status) : 128;
+/* "118.5" / "at 120" / "not reached" */
+static void fmt_steps(char *buf, size_t cap, double steps, int at_first) {
+    if (isnan(steps))
+        snprintf(buf, cap, "not reached");
+    else if (at_first)
+        snprintf(buf, cap, "%.0f (first counted evaluation)", steps);
+    else
+        snprintf(buf, cap, "%.1f", steps);
 }
 
-/* writes the data files and the script for one terminal; returns 0 or -1 */
-static int write_plots_script(const char *pdir, const char *terminal, const tc_report_row *rows, int n,
-                              int *n_loss, int *n_acc, char *script, size_t script_cap) {
-    sbuf gp = {0};
-    char path[1200], name[80];
-    *n_loss = *n_acc = 0;
-    /* loss series */
-    sbuf plot = {0};
-    for (int i = 0; i < n; i++) {
-        if (!rows[i].metrics_path || !tc_path_is_file(rows[i].metrics_path)) continue;
-        int64_t *steps;
-        double *vals;
-        int cnt;
-        if (tc_metrics_read_series(rows[i].metrics_path, "loss", NULL, &steps, &vals, &cnt) != TC_OK) continue;
-        if (cnt == 0) {
-            free(steps);
-            free(vals);
-            continue;
-        }
-        safe_name(name, sizeof name, rows[i].name, i);
-        snprintf(path, sizeof path, "%s/loss_%s.dat", pdir, name);
-        sbuf d = {0};
-        sb_printf(&d, "# step loss (%s)\n", name);
-        for (int k = 0; k < cnt; k++)
-            if (isfinite(vals[k])) sb_printf(&d, "%lld %.9g\n", (long long)steps[k], vals[k]);
-        free(steps);
-        free(vals);
-        int bad = d.oom || tc_write_file_atomic(path, d.p ? d.p : "", d.n) != TC_OK;
-        free(d.p);
-        if (bad) continue;
-        sb_printf(&plot, "%s'%s' using 1:2 with lines lw 2 title '%s'", *n_loss ? ", \\\n     " : "plot ", path, name);
-        (*n_loss)++;
-    }
-    /* accuracy against parameters */
-    snprintf(path, sizeof path, "%s/acc_params.dat", pdir);
-    sbuf a = {0};
-    sb_printf(&a, "# parameters_millions top1_percent name\n");
-    for (int i = 0; i < n; i++) {
-        if (rows[i].params < 0 || !isfinite(rows[i].top1)) continue;
-        safe_name(name, sizeof name, rows[i].name, i);
-        sb_printf(&a, "%.6f %.4f %s\n", (double)rows[i].params / 1e6, rows[i].top1 * 100.0, name);
-        (*n_acc)++;
-    }
-    int abad = a.oom || tc_write_file_atomic(path, a.p ? a.p : "", a.n) != TC_OK;
-    free(a.p);
-    if (abad) *n_acc = 0;
+/* ---------------------------------------------------------------- markdown */
 
-    sb_printf(&gp, "set terminal %s size 900,560 noenhanced\nset grid\nset key outside right\n", terminal);
-    if (*n_loss) {
-        sb_printf(&gp, "set output '%s/loss.png.tmp'\nset title 'training loss per stage'\n"
-                       "set xlabel 'step'\nset ylabel 'loss'\n%s\nunset output\n",
-                  pdir, plot.p);
-    }
-    if (*n_acc) {
-        sb_printf(&gp, "set output '%s/acc_params.png.tmp'\nset title 'zero-shot top-1 against parameters'\n"
-                       "set xlabel 'parameters (millions)'\nset ylabel 'top-1 (%%)'\nunset key\n"
-                       "set offsets graph 0.08, graph 0.08, graph 0.12, graph 0.08\n"
-                       "plot '%s' using 1:2 with points pt 7 ps 1.5, '' using 1:2:3 with labels offset 0,1\n"
-                       "unset output\n",
-                  pdir, path);
-    }
-    free(plot.p);
-    snprintf(script, script_cap, "%s/report.gp", pdir);
-    int bad = gp.oom || tc_write_file_atomic(script, gp.p, gp.n) != TC_OK;
-    free(gp.p);
-    return bad ? -1 : 0;
-}
-
-/* makes the plots; fills `why` when none could be made */
-static int make_plots(const char *dir, const tc_report_row *rows, int n, const char *prog, int *n_loss,
-                      int *n_acc, char *why, size_t why_cap) {
-    char pdir[1100], script[1200];
-    snprintf(pdir, sizeof pdir, "%s/plots", dir);
-    if (tc_mkdir_p(pdir) != TC_OK) {
-        snprintf(why, why_cap, "cannot create %s", pdir);
-        return -1;
-    }
-    static const char *const terminals[] = {"pngcairo", "png"};
-    for (int t = 0; t < 2; t++) {
-        if (write_plots_script(pdir, terminals[t], rows, n, n_loss, n_acc, script, sizeof script)) {
-            snprintf(why, why_cap, "cannot write the plot data under %s", pdir);
-            return -1;
-        }
-        if (!*n_loss && !*n_acc) {
-            snprintf(why, why_cap, "no data to plot");
-            return -1;
-        }
-        int rc = run_gnuplot(prog, script);
-        if (rc == 127) {
-            snprintf(why, why_cap, "%s was not found (install gnuplot-nox, then run the report again)", prog);
-            return -1;
-        }
-        if (rc != 0) {
-            snprintf(why, why_cap, "%s failed (exit %d) on %s", prog, rc, script);
-            continue; /* try the next terminal */
-        }
-        const char *names[2] = {"loss", "acc_params"};
-        int made[2] = {*n_loss > 0, *n_acc > 0};
-        for (int k = 0; k < 2; k++) {
-            if (!made[k]) continue;
-            char tmp[1200], fin[1200];
-            snprintf(tmp, sizeof tmp, "%s/%s.png.tmp", pdir, names[k]);
-            snprintf(fin, sizeof fin, "%s/%s.png", pdir, names[k]);
-            if (rename(tmp, fin) != 0) {
-                snprintf(why, why_cap, "%s did not produce %s", prog, tmp);
-                return -1;
-            }
-        }
-        return 0;
-    }
-    return -1;
-}
-
-/* ---------------------------------------------------------------- report */
-
-tc_status tc_report_write(const char *dir, const tc_report_row *rows, int n, const tc_report_options *opt) {
-    static const tc_report_options defaults = {NULL, NULL, NULL, 1, NULL};
-    if (!opt) opt = &defaults;
-    if (n < 0 || (n > 0 && !rows)) return tc_fail(TC_ERR_ARG, "report: %d rows", n);
-    TC_TRY(tc_mkdir_p(dir));
-    const char *title = opt->title ? opt->title : "tinyclip run report";
-
-    char why[1400] = "";
-    int n_loss = 0, n_acc = 0, plotted = 0;
-    if (opt->plots)
-        plotted = make_plots(dir, rows, n, opt->gnuplot ? opt->gnuplot : "gnuplot", &n_loss, &n_acc, why,
-                             sizeof why) == 0;
-
-    sbuf md = {0}, js = {0};
-    sb_printf(&md, "# %s\n\n", title);
-    sb_printf(&md,
-              "| model | kind | parameters | without token embedding | GFLOPs image | GFLOPs text "
-              "| zero-shot top-1 | top-5 | images/s | training GFLOP/s | training steps "
-              "| steps to scratch top-1 | speedup |\n");
-    sb_printf(&md, "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+static void md_models(tc_sbuf *md, const tc_report_row *rows, int n, const tc_report_options *opt) {
+    tc_sbuf_puts(md, "| model | kind | parameters | without token embedding | GFLOPs image | "
+                     "GFLOPs text | zero-shot top-1 | top-5 | inference images/s | "
+                     "training steps | images seen |\n");
+    tc_sbuf_puts(md, "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
     for (int i = 0; i < n; i++) {
         const tc_report_row *r = &rows[i];
-        char p[32], pn[32], gi[32], gt[32], t1[32], t5[32], ips[32], tg[32], st[32], sm[32], sp[32];
-        fmt_count(p, sizeof p, r->params);
-        fmt_count(pn, sizeof pn, r->params_no_token_emb);
+        char p[32], pn[32], gi[32], gt[32], t1[32], t5[32], ips[32], st[32], seen[32];
+        fmt_count(p, sizeof p, (double)r->params);
+        fmt_count(pn, sizeof pn, (double)r->params_no_token_emb);
         fmt_num(gi, sizeof gi, r->gflops_image, "%.3f");
         fmt_num(gt, sizeof gt, r->gflops_text, "%.3f");
         fmt_num(t1, sizeof t1, r->top1 * 100.0, "%.2f%%");
         fmt_num(t5, sizeof t5, r->top5 * 100.0, "%.2f%%");
         fmt_num(ips, sizeof ips, r->images_per_sec, "%.1f");
-        fmt_num(tg, sizeof tg, r->train_gflops_per_s > 0 ? r->train_gflops_per_s : NAN, "%.1f");
-        if (r->train_steps >= 0) snprintf(st, sizeof st, "%lld", (long long)r->train_steps);
-        else snprintf(st, sizeof st, "–");
-        if (r->steps_to_match > 0) snprintf(sm, sizeof sm, "%lld", (long long)r->steps_to_match);
-        else if (r->steps_to_match == -1) snprintf(sm, sizeof sm, "not reached");
-        else snprintf(sm, sizeof sm, "–");
-        fmt_num(sp, sizeof sp, r->speedup, "%.2fx");
-        sb_printf(&md, "| ");
-        sb_md_cell(&md, r->name);
-        sb_printf(&md, " | ");
-        sb_md_cell(&md, r->kind);
-        sb_printf(&md, " | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", p, pn, gi, gt,
-                  t1, t5, ips, tg, st, sm, sp);
+        if (r->train_steps >= 0)
+            snprintf(st, sizeof st, "%lld", (long long)r->train_steps);
+        else
+            snprintf(st, sizeof st, "–");
+        fmt_count(seen, sizeof seen, images_at(r, (double)r->train_steps));
+        tc_sbuf_puts(md, "| ");
+        md_cell(md, r->name);
+        tc_sbuf_puts(md, " | ");
+        md_cell(md, r->kind);
+        tc_sbuf_printf(md, " | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", p, pn, gi, gt, t1,
+                       t5, ips, st, seen);
     }
-    if (opt->throughput_note) sb_printf(&md, "\nimages/s: inference, %s.\n", opt->throughput_note);
-    sb_printf(&md, "\nTraining GFLOP/s: the stage's training images/s times its step's FLOPs per "
-                   "sample (forward and backward of both towers, plus the teacher's forward when "
-                   "it distils), counted for the final model.\n");
-    sb_printf(&md, "\nThe speedup is the from-scratch baseline's training steps divided by the steps this model "
-                   "needed to reach the baseline's final zero-shot top-1.\n");
-    if (opt->plots) {
-        sb_printf(&md, "\n## Plots\n\n");
-        if (plotted) {
-            if (n_loss) sb_printf(&md, "![training loss per stage](plots/loss.png)\n\n");
-            if (n_acc) sb_printf(&md, "![zero-shot top-1 against parameters](plots/acc_params.png)\n\n");
-        } else {
-            sb_printf(&md, "No plots: %s.\n", why);
-        }
-    }
-    if (opt->notes) sb_printf(&md, "\n%s\n", opt->notes);
+    if (opt->throughput_note)
+        tc_sbuf_printf(md, "\nInference images/s: %s (timing-sensitive).\n", opt->throughput_note);
+    tc_sbuf_puts(md, "Zero-shot top-1 and top-5: each model at the end of its stage, on the whole "
+                     "evaluation set.\n");
+}
 
-    sb_printf(&js, "{\n  \"title\": ");
-    sb_json_str(&js, title);
-    sb_printf(&js, ",\n  \"plots\": {\"loss\": %s, \"acc_params\": %s, \"note\": ",
-              plotted && n_loss ? "\"plots/loss.png\"" : "null", plotted && n_acc ? "\"plots/acc_params.png\"" : "null");
-    sb_json_str(&js, plotted || !opt->plots ? NULL : why);
-    sb_printf(&js, "},\n  \"models\": [");
+static void md_goals(tc_sbuf *md, const tc_report_options *opt) {
+    if (opt->n_goals <= 0) return;
+    tc_sbuf_puts(md, "\n## Goals\n\n| goal | result | met |\n|---|---|---|\n");
+    for (int i = 0; i < opt->n_goals; i++) {
+        const tc_goal_result *g = &opt->goals[i];
+        tc_sbuf_puts(md, "| ");
+        md_cell(md, g->goal);
+        tc_sbuf_puts(md, " | ");
+        md_cell(md, g->result);
+        tc_sbuf_printf(md, " | %s |\n",
+                       g->met == 1   ? "met"
+                       : g->met == 0 ? "**not met**"
+                                     : "cannot tell");
+    }
+}
+
+static void md_speedup(tc_sbuf *md, const tc_report_row *rows, const tc_report_speedup *s,
+                       const tc_report_options *opt) {
+    const tc_report_row *st = &rows[s->student], *bl = &rows[s->baseline];
+    tc_sbuf_printf(md, "\n## Inheritance speedup: %s against %s\n\n", st->name, bl->name);
+    tc_sbuf_printf(md,
+                   "The targets are %s's zero-shot top-1 at fractions of its %lld steps (the "
+                   "last, 100%%, lies on its plateau, where a few images decide). A crossing is "
+                   "the first, located by linear interpolation between two evaluations. ",
+                   bl->name, (long long)bl->train_steps);
+    if (st->curve.counted_from > 0)
+        tc_sbuf_printf(md,
+                       "%s's evaluations count from step %lld on, where it has its final "
+                       "architecture (before it, it is the larger masked model); ",
+                       st->name, (long long)st->curve.counted_from);
+    tc_sbuf_printf(md,
+                   "%s's steps are counted from the start of its own stage%s; what it inherited "
+                   "is in the compute table below.",
+                   st->name, st->curve.counted_from > 0 ? ", mask phase included" : "");
+    if (opt->eval_note) tc_sbuf_printf(md, " %s", opt->eval_note);
+    tc_sbuf_printf(md,
+                   "\n\n| target | top-1 | %s steps | %s images | %s steps | %s images | "
+                   "speedup |\n|---|---:|---:|---:|---:|---:|---:|\n",
+                   bl->name, bl->name, st->name, st->name);
+    for (int k = 0; k < s->sp.n; k++) {
+        const tc_reach *r = &s->sp.reach[k];
+        char t[32], bs[64], bi[32], ss[64], si[32], sp[32];
+        fmt_num(t, sizeof t, 100.0 * r->target, "%.2f%%");
+        fmt_steps(bs, sizeof bs, r->baseline_steps, 0);
+        if (r->baseline_at_first)
+            snprintf(bs, sizeof bs, "at most %.0f (first evaluation)", r->baseline_steps);
+        fmt_count(bi, sizeof bi, images_at(bl, r->baseline_steps));
+        fmt_steps(ss, sizeof ss, r->steps, r->at_first);
+        fmt_count(si, sizeof si, images_at(st, r->steps));
+        fmt_num(sp, sizeof sp, r->speedup, "%.2fx");
+        tc_sbuf_printf(md, "| %.0f%% of %s's steps (%.0f) | %s | %s | %s | %s | %s | %s |\n",
+                       100.0 * r->fraction, bl->name, r->fraction * (double)bl->train_steps, t, bs,
+                       bi, ss, si, sp);
+    }
+    if (isfinite(s->sp.margin))
+        tc_sbuf_printf(md,
+                       "\nAt equal steps (%.0f): %s %.2f%%, %s %.2f%% (interpolated): %+.2f "
+                       "points.\n",
+                       s->sp.equal_step, st->name, 100.0 * s->sp.student_final, bl->name,
+                       100.0 * s->sp.baseline_at_equal, 100.0 * s->sp.margin);
+    else
+        tc_sbuf_printf(md, "\nAt equal steps (%.0f): %s was not evaluated that far.\n",
+                       s->sp.equal_step, bl->name);
+}
+
+static void md_compute(tc_sbuf *md, const tc_report_row *rows, int n) {
+    int any = 0;
+    for (int i = 0; i < n; i++)
+        any |= isfinite(rows[i].train_gflop);
+    if (!any) return;
+    tc_sbuf_puts(md,
+                 "\n## Training compute: each stage, and each model's whole lineage\n\n"
+                 "The lineage of a model is its stage, the stages whose weights it starts from "
+                 "and the teachers that distil any of them, each counted once. FLOPs are model "
+                 "FLOPs of the training steps (engine/flops.h: the student's forward and "
+                 "backward, the teacher's forward; a mask phase at the masked model's full "
+                 "size); evaluations and checkpoints are not in them. Wall times are the steps' "
+                 "own (evaluations and checkpoints taken out) and depend on the machine and its "
+                 "load.\n\n"
+                 "| model | steps | images | FLOPs | wall s | lineage | lineage FLOPs | "
+                 "lineage wall s |\n|---|---:|---:|---:|---:|---|---:|---:|\n");
     for (int i = 0; i < n; i++) {
         const tc_report_row *r = &rows[i];
-        sb_printf(&js, "%s\n    {\"name\": ", i ? "," : "");
-        sb_json_str(&js, r->name);
-        sb_printf(&js, ", \"kind\": ");
-        sb_json_str(&js, r->kind);
-        sb_printf(&js, ", \"parameters\": ");
-        sb_json_num(&js, r->params >= 0 ? (double)r->params : NAN);
-        sb_printf(&js, ", \"parameters_without_token_embedding\": ");
-        sb_json_num(&js, r->params_no_token_emb >= 0 ? (double)r->params_no_token_emb : NAN);
-        sb_printf(&js, ", \"gflops_image\": ");
-        sb_json_num(&js, r->gflops_image);
-        sb_printf(&js, ", \"gflops_text\": ");
-        sb_json_num(&js, r->gflops_text);
-        sb_printf(&js, ", \"zero_shot_top1\": ");
-        sb_json_num(&js, r->top1);
-        sb_printf(&js, ", \"zero_shot_top5\": ");
-        sb_json_num(&js, r->top5);
-        sb_printf(&js, ", \"images_per_second\": ");
-        sb_json_num(&js, r->images_per_sec);
-        sb_printf(&js, ", \"training_gflops_per_second\": ");
-        sb_json_num(&js, r->train_gflops_per_s > 0 ? r->train_gflops_per_s : NAN);
-        sb_printf(&js, ", \"training_steps\": ");
-        sb_json_num(&js, r->train_steps >= 0 ? (double)r->train_steps : NAN);
-        sb_printf(&js, ", \"steps_to_scratch_top1\": ");
-        sb_json_num(&js, r->steps_to_match > 0 ? (double)r->steps_to_match : NAN);
-        sb_printf(&js, ", \"speedup\": ");
-        sb_json_num(&js, r->speedup);
-        sb_printf(&js, "}");
+        char seen[32], f[32], w[32], lf[32], lw[32];
+        fmt_count(seen, sizeof seen, images_at(r, (double)r->train_steps));
+        fmt_flop(f, sizeof f, r->train_gflop);
+        fmt_num(w, sizeof w, r->train_seconds, "%.0f");
+        fmt_flop(lf, sizeof lf, r->lineage_gflop);
+        fmt_num(lw, sizeof lw, r->lineage_seconds, "%.0f");
+        tc_sbuf_puts(md, "| ");
+        md_cell(md, r->name);
+        tc_sbuf_printf(md, " | %lld | %s | %s | %s | ", (long long)r->train_steps, seen, f, w);
+        md_cell(md, r->lineage_names);
+        tc_sbuf_printf(md, "%s | %s | %s |\n",
+                       r->lineage_external ? " + an outside checkpoint" : "", lf, lw);
     }
-    sb_printf(&js, "%s]\n}\n", n ? "\n  " : "");
+}
 
-    tc_status s = TC_OK;
-    if (md.oom || js.oom) s = tc_fail(TC_ERR_OOM, "report: out of memory");
+void tc_report_evidence_md(tc_sbuf *b, const tc_report_row *rows, int n,
+                           const tc_report_options *opt) {
+    md_goals(b, opt);
+    for (int i = 0; i < opt->n_speedups; i++)
+        if (opt->speedups[i].student >= 0 && opt->speedups[i].student < n &&
+            opt->speedups[i].baseline >= 0 && opt->speedups[i].baseline < n)
+            md_speedup(b, rows, &opt->speedups[i], opt);
+    md_compute(b, rows, n);
+}
+
+static void md_plots(tc_sbuf *md, const tc_report_plots *p, int plotted) {
+    tc_sbuf_puts(md, "\n## Plots\n\n");
+    if (!plotted) {
+        tc_sbuf_printf(md, "No plots: %s.\n", p->why);
+        return;
+    }
+    if (p->acc_steps)
+        tc_sbuf_puts(md, "![zero-shot top-1 against training steps](plots/acc_steps.png)\n\n");
+    if (p->loss) tc_sbuf_puts(md, "![training loss per stage](plots/loss.png)\n\n");
+    if (p->masks) tc_sbuf_puts(md, "![mask phases](plots/masks.png)\n\n");
+    if (p->acc_speed)
+        tc_sbuf_puts(md, "![zero-shot top-1 against inference speed](plots/acc_speed.png)\n\n");
+    if (p->acc_params)
+        tc_sbuf_puts(md, "![zero-shot top-1 against parameters](plots/acc_params.png)\n\n");
+}
+
+/* ---------------------------------------------------------------- json */
+
+static void json_curve(tc_sbuf *js, const tc_curve *c) {
+    tc_sbuf_puts(js, ", \"eval_steps\": [");
+    for (int k = 0; k < c->n; k++)
+        tc_sbuf_printf(js, "%s%lld", k ? ", " : "", (long long)c->steps[k]);
+    tc_sbuf_puts(js, "], \"eval_top1\": [");
+    for (int k = 0; k < c->n; k++) {
+        if (k) tc_sbuf_puts(js, ", ");
+        json_num(js, c->acc[k]);
+    }
+    tc_sbuf_printf(js, "], \"counted_from\": %lld", (long long)c->counted_from);
+}
+
+static void json_model(tc_sbuf *js, const tc_report_row *r) {
+    tc_sbuf_puts(js, "{\"name\": ");
+    json_str(js, r->name);
+    tc_sbuf_puts(js, ", \"kind\": ");
+    json_str(js, r->kind);
+    const char *keys[] = {"parameters",        "parameters_without_token_embedding",
+                          "gflops_image",      "gflops_text",
+                          "zero_shot_top1",    "zero_shot_top5",
+                          "images_per_second", "training_steps",
+                          "images_seen",       "train_gflop",
+                          "train_seconds",     "lineage_gflop",
+                          "lineage_seconds"};
+    double vals[] = {r->params >= 0 ? (double)r->params : NAN,
+                     r->params_no_token_emb >= 0 ? (double)r->params_no_token_emb : NAN,
+                     r->gflops_image,
+                     r->gflops_text,
+                     r->top1,
+                     r->top5,
+                     r->images_per_sec,
+                     r->train_steps >= 0 ? (double)r->train_steps : NAN,
+                     images_at(r, (double)r->train_steps),
+                     r->train_gflop,
+                     r->train_seconds,
+                     r->lineage_gflop,
+                     r->lineage_seconds};
+    for (size_t k = 0; k < sizeof keys / sizeof keys[0]; k++) {
+        tc_sbuf_printf(js, ", \"%s\": ", keys[k]);
+        json_num(js, vals[k]);
+    }
+    tc_sbuf_puts(js, ", \"lineage\": ");
+    json_str(js, r->lineage_names);
+    tc_sbuf_printf(js, ", \"lineage_external\": %s", r->lineage_external ? "true" : "false");
+    json_curve(js, &r->curve);
+    tc_sbuf_puts(js, "}");
+}
+
+static void json_speedup(tc_sbuf *js, const tc_report_row *rows, const tc_report_speedup *s) {
+    const tc_report_row *st = &rows[s->student], *bl = &rows[s->baseline];
+    tc_sbuf_puts(js, "{\"student\": ");
+    json_str(js, st->name);
+    tc_sbuf_puts(js, ", \"baseline\": ");
+    json_str(js, bl->name);
+    tc_sbuf_puts(js, ", \"targets\": [");
+    for (int k = 0; k < s->sp.n; k++) {
+        const tc_reach *r = &s->sp.reach[k];
+        const char *keys[] = {"fraction",        "top1",          "baseline_steps",
+                              "baseline_images", "student_steps", "student_images",
+                              "speedup"};
+        double vals[] = {r->fraction,       r->target,
+                         r->baseline_steps, images_at(bl, r->baseline_steps),
+                         r->steps,          images_at(st, r->steps),
+                         r->speedup};
+        tc_sbuf_puts(js, k ? ", {" : "{");
+        for (size_t j = 0; j < sizeof keys / sizeof keys[0]; j++) {
+            tc_sbuf_printf(js, "%s\"%s\": ", j ? ", " : "", keys[j]);
+            json_num(js, vals[j]);
+        }
+        tc_sbuf_printf(js,
+                       ", \"baseline_at_first_evaluation\": %s, "
+                       "\"student_at_first_counted_evaluation\": %s}",
+                       r->baseline_at_first ? "true" : "false", r->at_first ? "true" : "false");
+    }
+    tc_sbuf_puts(js, "], \"equal_step\": ");
+    json_num(js, s->sp.equal_step);
+    tc_sbuf_puts(js, ", \"student_top1\": ");
+    json_num(js, s->sp.student_final);
+    tc_sbuf_puts(js, ", \"baseline_top1_at_equal_step\": ");
+    json_num(js, s->sp.baseline_at_equal);
+    tc_sbuf_puts(js, "}");
+}
+
+static void write_json(tc_sbuf *js, const char *title, const tc_report_row *rows, int n,
+                       const tc_report_options *opt, const tc_report_plots *p, int plotted) {
+    tc_sbuf_puts(js, "{\n  \"title\": ");
+    json_str(js, title);
+    tc_sbuf_puts(js, ",\n  \"machine\": ");
+    json_str(js, opt->machine);
+    const char *names[] = {"loss", "acc_steps", "acc_speed", "acc_params", "masks"};
+    int made[] = {p->loss, p->acc_steps, p->acc_speed, p->acc_params, p->masks};
+    tc_sbuf_puts(js, ",\n  \"plots\": {");
+    for (int k = 0; k < 5; k++) {
+        tc_sbuf_printf(js, "\"%s\": ", names[k]);
+        if (plotted && made[k])
+            tc_sbuf_printf(js, "\"plots/%s.png\", ", names[k]);
+        else
+            tc_sbuf_puts(js, "null, ");
+    }
+    tc_sbuf_puts(js, "\"note\": ");
+    json_str(js, plotted || !opt->plots ? NULL : p->why);
+    tc_sbuf_puts(js, "},\n  \"models\": [");
+    for (int i = 0; i < n; i++) {
+        tc_sbuf_puts(js, i ? ",\n    " : "\n    ");
+        json_model(js, &rows[i]);
+    }
+    tc_sbuf_puts(js, n ? "\n  ],\n  \"speedups\": [" : "],\n  \"speedups\": [");
+    for (int i = 0; i < opt->n_speedups; i++) {
+        tc_sbuf_puts(js, i ? ",\n    " : "\n    ");
+        json_speedup(js, rows, &opt->speedups[i]);
+    }
+    tc_sbuf_puts(js, opt->n_speedups ? "\n  ],\n  \"goals\": [" : "],\n  \"goals\": [");
+    for (int i = 0; i < opt->n_goals; i++) {
+        const tc_goal_result *g = &opt->goals[i];
+        tc_sbuf_puts(js, i ? ",\n    {\"goal\": " : "\n    {\"goal\": ");
+        json_str(js, g->goal);
+        tc_sbuf_puts(js, ", \"result\": ");
+        json_str(js, g->result);
+        tc_sbuf_printf(js, ", \"met\": %s}", g->met == 1 ? "true" : g->met == 0 ? "false" : "null");
+    }
+    tc_sbuf_puts(js, opt->n_goals ? "\n  ]\n}\n" : "]\n}\n");
+}
+
+/* ---------------------------------------------------------------- report */
+
+static tc_status check_speedups(const tc_report_options *opt, int n) {
+    for (int i = 0; i < opt->n_speedups; i++) {
+        const tc_report_speedup *s = &opt->speedups[i];
+        if (s->student < 0 || s->student >= n || s->baseline < 0 || s->baseline >= n)
+            return tc_fail(TC_ERR_ARG, "report: speedup %d names rows %d and %d of %d", i,
+                           s->student, s->baseline, n);
+    }
+    return TC_OK;
+}
+
+tc_status tc_report_write(const char *dir, const tc_report_row *rows, int n,
+                          const tc_report_options *opt) {
+    static const tc_report_options defaults = {.plots = 1};
+    if (!opt) opt = &defaults;
+    if (n < 0 || (n > 0 && !rows)) return tc_fail(TC_ERR_ARG, "report: %d rows", n);
+    TC_TRY(check_speedups(opt, n));
+    TC_TRY(tc_mkdir_p(dir));
+    const char *title = opt->title ? opt->title : "tinyclip run report";
+
+    tc_report_plots plots;
+    memset(&plots, 0, sizeof plots);
+    int plotted = 0;
+    if (opt->plots) plotted = tc_report_make_plots(dir, rows, n, opt, &plots) == 0;
+
+    tc_sbuf md = {0}, js = {0};
+    tc_sbuf_printf(&md, "# %s\n\n", title);
+    if (opt->machine) tc_sbuf_printf(&md, "Machine: %s.\n\n", opt->machine);
+    md_models(&md, rows, n, opt);
+    tc_report_evidence_md(&md, rows, n, opt);
+    if (opt->plots) md_plots(&md, &plots, plotted);
+    if (opt->notes) tc_sbuf_printf(&md, "\n%s\n", opt->notes);
+    write_json(&js, title, rows, n, opt, &plots, plotted);
+
+    char *mdt = NULL, *jst = NULL;
+    tc_status s = tc_sbuf_finish(&md, &mdt);
+    if (s == TC_OK)
+        s = tc_sbuf_finish(&js, &jst);
+    else
+        tc_sbuf_free(&js);
     char path[1100];
     if (s == TC_OK) {
         snprintf(path, sizeof path, "%s/report.md", dir);
-        s = tc_write_file_atomic(path, md.p, md.n);
+        s = tc_write_file_atomic(path, mdt, strlen(mdt));
     }
     if (s == TC_OK) {
         snprintf(path, sizeof path, "%s/report.json", dir);
-        s = tc_write_file_atomic(path, js.p, js.n);
+        s = tc_write_file_atomic(path, jst, strlen(jst));
     }
-    free(md.p);
-    free(js.p);
+    free(mdt);
+    free(jst);
     return s;
 }

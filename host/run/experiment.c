@@ -243,6 +243,7 @@ void tc_experiment_free(tc_experiment *e) {
         free_ext(&e->stages[i].parent_ext);
     }
     free(e->stages);
+    tc_exp_goals_free(e);
     free(e->resolved_yaml);
     free(e);
 }

@@ -42,6 +42,9 @@
  *         classnames: PATH      one name per line (folder)
  *         templates: openai|simple|fmnist|PATH  [openai (80); fmnist for fmnist]
  *         max_images: INT       [0 = all]
+ *         subset: INT           [0 = none]  evaluations during a stage use the
+ *                               first `subset` images; a stage's end is
+ *                               evaluated on them too and on max_images
  *         batch: INT            [256]
  *       retrieval:              [none]
  *         source: wds|csv       !
@@ -56,6 +59,12 @@
  *     checkpoint: PATH          open_clip / Hugging Face / TinyCLIP checkpoint
  *     model: CFG                model config of the checkpoint
  *     logit_scale: NUM          [50]  fixed teacher logit scale
+ *   goals:                      [none]  thresholds checked by the run report
+ *     - {kind: top1_at_least, stage: S, top1: F}
+ *     - {kind: top1_within, stage: S, of: R, points: P}
+ *     - {kind: reach_faster, stage: S, baseline: B, at: F, max_ratio: X}
+ *     - {kind: ahead_at_equal_steps, stage: S, baseline: B, points: P}
+ *     - {kind: wall_time, minutes: M}
  *   stages: !                   a non-empty list, run in file order
  *     - name: STR !             unique, [A-Za-z0-9_.-]
  *       kind: train_scratch_clip|distill|teacher_cache !
@@ -113,12 +122,14 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#include "evidence.h"
 #include "status.h"
 #include "yaml_table.h"
 
 #define TC_EXP_MAX_ERRORS TC_YAML_MAX_ERRORS
 #define TC_EXP_MAX_STAGES 64
 #define TC_EXP_MAX_LAYER_LIST 64
+#define TC_EXP_MAX_GOALS 32
 
 /* where a value came from: a position in the file (1-based), or an override */
 typedef tc_yaml_loc tc_exp_loc;
@@ -165,6 +176,7 @@ typedef struct {
     tc_exp_templates templates;
     char *templates_path;      /* TC_EXP_TEMPLATES_FILE */
     int64_t max_images;        /* 0 = all */
+    int64_t subset;            /* evaluations during a stage: the first `subset` images; 0 = max_images */
     int batch;
 } tc_exp_zeroshot;
 
@@ -274,6 +286,14 @@ int tc_exp_stage_uses_cache(const tc_exp_stage *st);
 struct tc_experiment;
 void tc_exp_cache_dir(const struct tc_experiment *e, int i, char *buf, size_t cap);
 
+/* a goal of the run report (host/report/evidence.h); the stage indices are
+ * resolved from the names once every stage is read */
+typedef struct {
+    tc_goal goal;
+    char *stage_name, *other_name;
+    tc_exp_loc loc;
+} tc_exp_goal;
+
 typedef struct tc_experiment {
     char *source;              /* the file name used in messages */
     char *base_dir;            /* folder relative paths were resolved against */
@@ -291,6 +311,8 @@ typedef struct tc_experiment {
     double bucket_mb;          /* distributed.bucket_mb */
     int n_stages;
     tc_exp_stage *stages;
+    int n_goals;
+    tc_exp_goal *goals;
     char *resolved_yaml;       /* the document after overrides, for the run folder */
 } tc_experiment;
 

@@ -276,4 +276,5 @@ void tc_exp_check_document(tc_exp_ctx *c) {
         check_kind(c, i, sp, has_model);
         check_steps(c, i, sp);
     }
+    tc_exp_check_goals(c);
 }

@@ -49,6 +49,11 @@ extern const char *const tc_exp_source_names[];
 /* stages: the list (experiment_stages.c) */
 void tc_exp_stages_fn(tc_yaml *y, struct fy_node *v, const char *path, void *obj);
 
+/* goals: the list, the stage names resolved, freed (experiment_goals.c) */
+void tc_exp_goals_fn(tc_yaml *y, struct fy_node *v, const char *path, void *obj);
+void tc_exp_check_goals(tc_exp_ctx *c);
+void tc_exp_goals_free(tc_experiment *e);
+
 /* a model config: a .json path, or a bare name looked up in the model folders */
 char *tc_exp_resolve_cfg(tc_yaml *y, const char *p);
 

@@ -80,6 +80,10 @@ static const tc_yaml_field zs_fields[] = {
      .type = TC_YAML_I64,
      .off = offsetof(tc_exp_zeroshot, max_images),
      .hi = TC_EXP_MAX_SAMPLES},
+    {.key = "subset",
+     .type = TC_YAML_I64,
+     .off = offsetof(tc_exp_zeroshot, subset),
+     .hi = TC_EXP_MAX_SAMPLES},
     {.key = "batch",
      .type = TC_YAML_INT,
      .off = offsetof(tc_exp_zeroshot, batch),
@@ -286,6 +290,7 @@ static const tc_yaml_field top_fields[] = {
     {.key = "teacher", .type = TC_YAML_CUSTOM, .fn = teacher_fn},
     {.key = "distributed", .type = TC_YAML_CUSTOM, .fn = distributed_fn},
     {.key = "stages", .type = TC_YAML_CUSTOM, .fn = tc_exp_stages_fn},
+    {.key = "goals", .type = TC_YAML_CUSTOM, .fn = tc_exp_goals_fn},
 };
 
 const tc_yaml_field *const tc_exp_top_fields = top_fields;

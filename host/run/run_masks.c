@@ -203,7 +203,8 @@ static tc_status average_host(run_ctx *c, float *x, size_t n) {
 }
 
 /* one iteration of the mask phase: sample, step, mask gradients, Lagrangian, mask AdamW */
-tc_status masked_step(stage_run *r, const tc_batch *b, tc_step_result *res, double *lag) {
+tc_status masked_step(stage_run *r, const tc_batch *b, tc_step_result *res,
+                      tc_l0_lagrangian_result *lag) {
     tc_backend *be = r->c->be;
     const tc_exp_auto *a = &r->st->inherit.autoc;
     for (int k = 0; k < 2; k++) {
@@ -238,7 +239,7 @@ tc_status masked_step(stage_run *r, const tc_batch *b, tc_step_result *res, doub
                                           a->sparsity_warmup);
     tc_l0_lagrangian_result lr;
     TC_TRY(tc_l0_lagrangian(towers, grads, n, target, &lr));
-    *lag = lr.lagrangian;
+    *lag = lr;
     res->loss += (float)lr.lagrangian;
     if (res->skipped || !isfinite(lr.lagrangian)) {
         res->skipped = 1;

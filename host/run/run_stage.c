@@ -19,6 +19,7 @@
 typedef struct {
     tc_progress prog;
     double t_start, data_wait; /* the stage's wall clock; time spent waiting for batches */
+    double eval_s, ckpt_s;     /* time in evaluations and checkpoints during the steps */
     long long steps_timed;
     tc_batch *prev; /* the last step's batch, released after the next is queued */
     double last_ips, last_loss, t_read;
@@ -175,6 +176,38 @@ static tc_status log_step(stage_run *r, step_loop *L, const tc_step_result *sr, 
     return s;
 }
 
+/* the mask phase's scalars, every step: the pooled expected sparsity and
+ * its target, the multipliers (mean over the towers, as the Lagrangian
+ * uses them) and the Lagrangian */
+static tc_status log_mask(stage_run *r, const tc_l0_lagrangian_result *lag, const double lam[2]) {
+    const char *keys[] = {"expected_sparsity", "target_sparsity", "lambda1", "lambda2",
+                          "lagrangian"};
+    double vals[] = {lag->expected_sparsity, lag->target, lam[0], lam[1], lag->lagrangian};
+    TC_TRY(metrics_write(r->metrics, r->meta.step, "mask", 5, keys, vals));
+    for (int k = 0; k < 5 && r->tb; k++) {
+        char tag[64];
+        snprintf(tag, sizeof tag, "mask/%s", keys[k]);
+        TC_TRY(tc_tb_scalar(r->tb, tag, r->meta.step, (float)vals[k]));
+    }
+    return TC_OK;
+}
+
+/* the multipliers the next masked step uses: the mean over the towers */
+static void mean_lambdas(const stage_run *r, double lam[2]) {
+    int towers = 0;
+    lam[0] = lam[1] = 0.0;
+    for (int k = 0; k < 2; k++) {
+        if (!r->l0[k].on) continue;
+        lam[0] += r->l0[k].masks.lambda[0];
+        lam[1] += r->l0[k].masks.lambda[1];
+        towers++;
+    }
+    if (towers) {
+        lam[0] /= towers;
+        lam[1] /= towers;
+    }
+}
+
 /* what falls on this step: the prune at prune_step, an evaluation, a checkpoint */
 static tc_status step_events(stage_run *r, step_loop *L) {
     run_ctx *c = r->c;
@@ -192,8 +225,10 @@ static tc_status step_events(stage_run *r, step_loop *L) {
     if (s == TC_OK && st->eval_every > 0 && r->meta.step % st->eval_every == 0 &&
         r->meta.step < st->steps && c->exp->zero_shot.dataset != TC_EXP_ZS_NONE) {
         tc_zeroshot_result zr;
-        s = eval_now(r, &zr);
-        if (s == TC_OK) s = log_eval(r, &zr);
+        double t0 = wall_seconds();
+        s = eval_now(r, eval_images_during(c), &zr);
+        if (s == TC_OK) s = log_eval(r, "eval", &zr);
+        L->eval_s += wall_seconds() - t0;
         if (s == TC_OK) {
             char msg[160];
             snprintf(msg, sizeof msg, "stage %s step %lld: zero-shot top-1 %.2f%%", st->name,
@@ -202,8 +237,11 @@ static tc_status step_events(stage_run *r, step_loop *L) {
         }
     }
     if (s == TC_OK && st->checkpoint_every > 0 && r->meta.step % st->checkpoint_every == 0 &&
-        r->meta.step < st->steps)
+        r->meta.step < st->steps) {
+        double t0 = wall_seconds();
         s = checkpoint_stage(r);
+        L->ckpt_s += wall_seconds() - t0;
+    }
     return s;
 }
 
@@ -221,7 +259,8 @@ static tc_status step_once(stage_run *r, step_loop *L) {
     tc_fault_batch(&c->faults, st->name, r->meta.step, b->images,
                    (size_t)b->n * 3 * mc->vision.image_size * mc->vision.image_size);
     tc_step_result sr;
-    double lag = 0.0;
+    tc_l0_lagrangian_result lag = {0};
+    double lam[2] = {0.0, 0.0};
     tc_trainer_set_step_index(r->trainer, (int)r->meta.step);
     long long next = r->meta.step + 1;
     /* the step's result is read back (a host synchronisation) only when
@@ -231,9 +270,11 @@ static tc_status step_once(stage_run *r, step_loop *L) {
                (st->checkpoint_every > 0 && next % st->checkpoint_every == 0);
     /* the cache's teacher features of the batch's rows, uploaded with it */
     if (r->cache) tc_trainer_set_teacher_features(r->trainer, b->teacher_img, b->teacher_txt);
-    if (r->masked)
+    int was_masked = r->masked;
+    if (r->masked) {
+        mean_lambdas(r, lam);
         s = masked_step(r, b, &sr, &lag);
-    else
+    } else
         s = tc_trainer_step(r->trainer, b->images, b->tokens, b->n, read ? &sr : NULL);
     r->meta.cursor = b->cursor;
     /* the previous batch goes back to the loader once the device has
@@ -251,7 +292,8 @@ static tc_status step_once(stage_run *r, step_loop *L) {
     r->meta.step++;
     L->since_read++;
     TC_TRY(count_skips(r, L, &sr, read));
-    s = log_step(r, L, &sr, lag, read);
+    s = log_step(r, L, &sr, lag.lagrangian, read);
+    if (s == TC_OK && was_masked) s = log_mask(r, &lag, lam);
     if (s == TC_OK) tc_fault_after_step(&c->faults, st->name, r->meta.step);
     if (s == TC_OK) s = step_events(r, L);
     /* the next rate counts from here: evaluations and checkpoints out */
@@ -295,14 +337,34 @@ static tc_status save_final(stage_run *r) {
     return s;
 }
 
+/* the evaluations at the end: on the subset of the evaluations during the
+ * stage (the last point of its curve), then on the whole set when that is
+ * another (the report's numbers) */
+static tc_status final_eval(stage_run *r, tc_zeroshot_result *zr) {
+    run_ctx *c = r->c;
+    int64_t during = eval_images_during(c), full = c->exp->zero_shot.max_images;
+    TC_TRY(eval_now(r, during, zr));
+    TC_TRY(log_eval(r, "eval", zr));
+    if (during != full) {
+        TC_TRY(eval_now(r, full, zr));
+        TC_TRY(log_eval(r, "eval_full", zr));
+    }
+    logf_run(c, "stage %s: zero-shot top-1 %.2f%%, top-5 %.2f%% (%lld images)", r->st->name,
+             100.0 * zr->top1, 100.0 * zr->top5, (long long)zr->n);
+    return TC_OK;
+}
+
 /* the end of a stage: prune, evaluate, final weights, retrieval, speed, summary */
-static tc_status stage_finish(stage_run *r, const step_loop *L, tc_status s) {
+static tc_status stage_finish(stage_run *r, const step_loop *L, tc_status s, double t_begin) {
     run_ctx *c = r->c;
     const tc_exp_stage *st = r->st;
-    double train_time = wall_seconds() - L->t_start;
-    double train_ips =
-        L->steps_timed ? (double)L->steps_timed * st->batch * c->world / train_time : 0.0;
-    double wait_fraction = L->steps_timed ? L->data_wait / train_time : 0.0;
+    double steps_time = wall_seconds() - L->t_start;
+    stage_timing t = {0};
+    t.train_seconds = steps_time - L->eval_s - L->ckpt_s;
+    t.train_ips =
+        L->steps_timed ? (double)L->steps_timed * st->batch * c->world / t.train_seconds : 0.0;
+    t.wait_fraction = L->steps_timed ? L->data_wait / t.train_seconds : 0.0;
+    t.resumed_at = r->resumed_at;
 
     /* a stage that ends inside its mask phase is pruned at the end */
     if (s == TC_OK && r->masked) {
@@ -311,13 +373,9 @@ static tc_status stage_finish(stage_run *r, const step_loop *L, tc_status s) {
     }
     tc_zeroshot_result zr = {0};
     int has_eval = c->exp->zero_shot.dataset != TC_EXP_ZS_NONE;
-    if (s == TC_OK && has_eval) {
-        s = eval_now(r, &zr);
-        if (s == TC_OK) s = log_eval(r, &zr);
-        if (s == TC_OK)
-            logf_run(c, "stage %s: zero-shot top-1 %.2f%%, top-5 %.2f%%", st->name, 100.0 * zr.top1,
-                     100.0 * zr.top5);
-    }
+    double t_eval = wall_seconds();
+    if (s == TC_OK && has_eval) s = final_eval(r, &zr);
+    t.eval_seconds = L->eval_s + (wall_seconds() - t_eval);
     if (s == TC_OK) s = save_final(r);
     tc_retrieval_result rr = {0};
     int has_retrieval = c->exp->retrieval.enabled;
@@ -335,9 +393,9 @@ static tc_status stage_finish(stage_run *r, const step_loop *L, tc_status s) {
     double ips = 0.0;
     if (s == TC_OK) ips = inference_speed(c, r->student, st->batch);
     if (s == TC_OK) s = metrics_sync(r->metrics);
+    t.stage_seconds = wall_seconds() - t_begin;
     if (s == TC_OK && c->rank == 0)
-        s = write_summary(r, &zr, has_eval, has_retrieval ? &rr : NULL, ips, train_ips,
-                          wait_fraction);
+        s = write_summary(r, &zr, has_eval, has_retrieval ? &rr : NULL, ips, &t);
     /* later stages read this stage's final weights that rank 0 wrote */
     if (s == TC_OK && c->world > 1) s = c->comm->barrier(c->comm);
     if (s == TC_OK) c->res[r->i].done = 1;
@@ -380,7 +438,9 @@ tc_status run_stage(run_ctx *c, int i) {
         logf_run(c, "stage %s: %d micro-batches of %d per step", st->name, st->accum_steps,
                  r.micro);
 
+    double t_begin = wall_seconds();
     tc_status s = stage_open(&r, dir);
+    r.resumed_at = r.meta.step;
     step_loop L;
     memset(&L, 0, sizeof L);
     if (s == TC_OK)
@@ -389,7 +449,7 @@ tc_status run_stage(run_ctx *c, int i) {
     L.t_start = wall_seconds();
     L.t_read = L.t_start;
     if (s == TC_OK) s = stage_steps(&r, &L);
-    s = stage_finish(&r, &L, s);
+    s = stage_finish(&r, &L, s, t_begin);
     stage_free(&r);
     if (s != TC_OK) return tc_fail_context(s, "stage %s", st->name);
     return TC_OK;

@@ -135,6 +135,7 @@ typedef struct {
     /* the trainer counts skipped steps on the device from its creation:
      * steps since then, and the consecutive skips carried in from before */
     long long trainer_steps, nonfinite_base;
+    long long resumed_at; /* the step this process started the stage from */
     int64_t source_logged[16]; /* samples per "::" data source at the last metrics line */
 } stage_run;
 
@@ -180,8 +181,10 @@ tc_status l0_deterministic(stage_run *r);
 tc_status l0_upload_z(tc_backend *be, tower_l0 *t);
 /* the mask phase ends: deterministic masks, prune, a fresh dense student */
 tc_status prune_student(stage_run *r);
-/* one iteration of the mask phase: sample, step, mask gradients, Lagrangian, mask AdamW */
-tc_status masked_step(stage_run *r, const tc_batch *b, tc_step_result *res, double *lag);
+/* one iteration of the mask phase: sample, step, mask gradients, Lagrangian, mask AdamW;
+ * *lag: the Lagrangian and the sparsities it was computed from */
+tc_status masked_step(stage_run *r, const tc_batch *b, tc_step_result *res,
+                      tc_l0_lagrangian_result *lag);
 
 /* ---- run_cache.c ---- */
 /* a teacher_cache stage: built (or found complete), summary.json */
@@ -272,12 +275,24 @@ void free_templates(run_ctx *c);
 tc_status metrics_write(tc_metrics_log *m, int64_t step, const char *event, int n,
                         const char **keys, const double *vals);
 tc_status metrics_sync(tc_metrics_log *m);
-tc_status eval_now(stage_run *r, tc_zeroshot_result *zr);
-tc_status log_eval(stage_run *r, const tc_zeroshot_result *zr);
+/* the images of the evaluations during a stage (data.eval.zero_shot.subset)
+ * and of the one at its end (max_images); 0 = all */
+int64_t eval_images_during(const run_ctx *c);
+/* zero-shot on the first max_images images (0 = all) */
+tc_status eval_now(stage_run *r, int64_t max_images, tc_zeroshot_result *zr);
+/* event "eval" (the curve) or "eval_full" (the whole set at the stage's end) */
+tc_status log_eval(stage_run *r, const char *event, const tc_zeroshot_result *zr);
 /* images/s of the final model's image tower at the stage batch */
 double inference_speed(run_ctx *c, tc_model *m, int batch);
+/* what summary.json tells besides the model */
+typedef struct {
+    double stage_seconds;  /* the stage in this process: build, steps, evaluations, end */
+    double train_seconds;  /* the steps alone: evaluations and checkpoints taken out */
+    double eval_seconds;   /* evaluations during the stage and at its end */
+    long long resumed_at;  /* the step this process started from; 0: the stage's start */
+    double train_ips, wait_fraction;
+} stage_timing;
 tc_status write_summary(stage_run *r, const tc_zeroshot_result *zr, int has_eval,
-                        const tc_retrieval_result *rr, double ips, double train_ips,
-                        double wait_fraction);
+                        const tc_retrieval_result *rr, double ips, const stage_timing *t);
 
 #endif

@@ -586,6 +586,91 @@ static void test_memory_formula(void **state) {
     assert_float_equal(t.total, t.student + t.teacher + t.activations + t.logits, 0);
 }
 
+/* goals: the shipped demo's, every kind parsed, and the errors */
+static void test_goals(void **state) {
+    tc_experiment *e = load_shipped("fmnist.yaml", NULL, 0);
+    assert_int_equal(e->zero_shot.subset, 2000);
+    assert_int_equal(e->zero_shot.max_images, 0);
+    assert_int_equal(e->n_goals, 5);
+    int t = tc_experiment_find_stage(e, "teacher"), a50 = tc_experiment_find_stage(e, "auto50");
+    int a25 = tc_experiment_find_stage(e, "auto25"), s25 = tc_experiment_find_stage(e, "scratch25");
+    const tc_goal *g = &e->goals[0].goal;
+    assert_int_equal(g->kind, TC_GOAL_TOP1_AT_LEAST);
+    assert_int_equal(g->stage, t);
+    assert_float_equal(g->value, 0.80, 1e-12);
+    g = &e->goals[1].goal;
+    assert_int_equal(g->kind, TC_GOAL_TOP1_WITHIN);
+    assert_int_equal(g->stage, a50);
+    assert_int_equal(g->other, t);
+    assert_float_equal(g->value, 3.0, 1e-12);
+    g = &e->goals[2].goal;
+    assert_int_equal(g->kind, TC_GOAL_REACH_FASTER);
+    assert_int_equal(g->stage, a25);
+    assert_int_equal(g->other, s25);
+    assert_float_equal(g->at, 0.75, 1e-12);
+    assert_float_equal(g->value, 0.5, 1e-12);
+    g = &e->goals[3].goal;
+    assert_int_equal(g->kind, TC_GOAL_AHEAD_AT_EQUAL_STEPS);
+    assert_float_equal(g->value, 2.0, 1e-12);
+    g = &e->goals[4].goal;
+    assert_int_equal(g->kind, TC_GOAL_WALL_TIME);
+    assert_int_equal(g->stage, -1);
+    assert_float_equal(g->value, 15.0, 1e-12);
+    tc_experiment_free(e);
+
+    /* none: no goals */
+    e = parse_ok(MINIMAL, NULL, 0);
+    assert_int_equal(e->n_goals, 0);
+    assert_int_equal(e->zero_shot.subset, 0);
+    tc_experiment_free(e);
+
+    static const struct {
+        const char *goals;
+        int line, col;
+        const char *path, *text;
+    } bad[] = {
+        {"goals: {kind: wall_time}\n", 19, 8, "goals", "expected a list of goals"},
+        {"goals:\n  - {stage: t, top1: 0.8}\n", 20, 5, "goals.0", "missing key 'kind'"},
+        {"goals:\n  - {kind: fastest, stage: t}\n", 20, 12, "goals.0.kind", "'fastest' is not one of"},
+        {"goals:\n  - {kind: top1_at_least, stage: t}\n", 20, 5, "goals.0.top1",
+         "a goal of kind top1_at_least needs 'top1'"},
+        {"goals:\n  - {kind: top1_at_least, stage: t, top1: 0.8, minutes: 3}\n", 20, 5,
+         "goals.0.minutes", "a goal of kind top1_at_least takes no 'minutes'"},
+        {"goals:\n  - {kind: top1_at_least, stage: t, top1: 1.5}\n", 20, 43, "goals.0.top1",
+         "must be in [0, 1]"},
+        {"goals:\n  - {kind: top1_within, stage: s, of: ghost, points: 3}\n", 20, 5, "goals.0",
+         "no stage is named 'ghost'"},
+        {"goals:\n  - {kind: reach_faster, stage: u, baseline: t, at: 0, max_ratio: 0.5}\n", 20, 53,
+         "goals.0.at", "must be in (0, 1]"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        char yaml[2048];
+        snprintf(yaml, sizeof yaml, "%s%s", MINIMAL, bad[i].goals);
+        tc_exp_errors errs;
+        print_message("goal case %zu\n", i);
+        parse_bad(yaml, NULL, 0, &errs);
+        expect_error(&errs, bad[i].line, bad[i].col, bad[i].path, bad[i].text);
+    }
+    /* every kind, with the subset */
+    char yaml[2048];
+    snprintf(yaml, sizeof yaml,
+             "%s  eval: {zero_shot: {dataset: fmnist, subset: 500}}\n"
+             "goals:\n"
+             "  - {kind: top1_within, stage: u, of: s, points: 1.5}\n"
+             "  - {kind: ahead_at_equal_steps, stage: u, baseline: t, points: -1}\n",
+             "data:\n  train: {source: fmnist}\n");
+    char full[4096];
+    snprintf(full, sizeof full, "%s%s", yaml, strstr(MINIMAL, "teacher:"));
+    e = parse_ok(full, NULL, 0);
+    assert_int_equal(e->zero_shot.subset, 500);
+    assert_int_equal(e->n_goals, 2);
+    assert_int_equal(e->goals[0].goal.stage, 2);
+    assert_int_equal(e->goals[0].goal.other, 1);
+    assert_int_equal(e->goals[1].goal.other, 0);
+    assert_float_equal(e->goals[1].goal.value, -1.0, 1e-12);
+    tc_experiment_free(e);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_shipped_parse),     cmocka_unit_test(test_defaults),
@@ -594,6 +679,7 @@ int main(void) {
         cmocka_unit_test(test_limits_and_documents),
         cmocka_unit_test(test_stage_plan),        cmocka_unit_test(test_memory_formula),
         cmocka_unit_test(test_data_options),
+        cmocka_unit_test(test_goals),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
