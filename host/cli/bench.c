@@ -28,8 +28,8 @@
 #include "model_config.h"
 #include "params.h"
 #include "rng.h"
-#include "safetensors.h"
 #include "run_report.h"
+#include "safetensors.h"
 #include "train.h"
 
 #define MAX_MODELS 16
@@ -42,9 +42,9 @@ typedef struct {
     const char *backend;
     int batch, threads, steps, warmup, accum;
     int train, infer, json;
-    int cache, rounds;     /* --cache: live teacher vs stored features, rounds of each */
-    int cache_bf16;        /* the stored features in bf16 (converted back each step) */
-    const char *attention; /* fma, mma, both; NULL: see attention_kernels */
+    int cache, rounds;                /* --cache: live teacher vs stored features, rounds of each */
+    int cache_bf16;                   /* the stored features in bf16 (converted back each step) */
+    const char *attention;            /* fma, mma, both; NULL: see attention_kernels */
     char tag_json[160], tag_text[96]; /* the kernels of the current backend */
 } bench_args;
 
@@ -113,14 +113,22 @@ static int parse_args(int argc, char **argv, bench_args *a) {
                 return 2;
             }
             a->models[a->n_models++] = v;
-        } else if (strcmp(o, "--teacher") == 0) a->teacher = v;
-        else if (strcmp(o, "--run") == 0) a->run = v;
-        else if (strcmp(o, "--backend") == 0) a->backend = v;
-        else if (strcmp(o, "--batch") == 0) a->batch = atoi(v);
-        else if (strcmp(o, "--accum-steps") == 0) a->accum = atoi(v);
-        else if (strcmp(o, "--threads") == 0) a->threads = atoi(v);
-        else if (strcmp(o, "--steps") == 0) a->steps = atoi(v);
-        else if (strcmp(o, "--warmup") == 0) a->warmup = atoi(v);
+        } else if (strcmp(o, "--teacher") == 0)
+            a->teacher = v;
+        else if (strcmp(o, "--run") == 0)
+            a->run = v;
+        else if (strcmp(o, "--backend") == 0)
+            a->backend = v;
+        else if (strcmp(o, "--batch") == 0)
+            a->batch = atoi(v);
+        else if (strcmp(o, "--accum-steps") == 0)
+            a->accum = atoi(v);
+        else if (strcmp(o, "--threads") == 0)
+            a->threads = atoi(v);
+        else if (strcmp(o, "--steps") == 0)
+            a->steps = atoi(v);
+        else if (strcmp(o, "--warmup") == 0)
+            a->warmup = atoi(v);
         else if (strcmp(o, "--attention") == 0) {
             a->attention = v;
             if (strcmp(v, "fma") && strcmp(v, "mma") && strcmp(v, "both")) {
@@ -174,13 +182,16 @@ static void random_inputs(const tc_model_config *c, int B, float *images, int32_
     tc_prng r;
     tc_prng_seed(&r, seed, 1);
     int S = c->vision.image_size, T = c->text.context_length, V = c->text.vocab_size;
-    for (size_t i = 0; i < (size_t)B * 3 * S * S; i++) images[i] = tc_prng_normal(&r);
+    for (size_t i = 0; i < (size_t)B * 3 * S * S; i++)
+        images[i] = tc_prng_normal(&r);
     for (int b = 0; b < B; b++) {
         int eot = 1 + (int)tc_prng_below(&r, (uint64_t)(T - 1));
         ids[(size_t)b * T] = V > 49406 ? 49406 : 0;
         for (int j = 1; j < T; j++)
-            ids[(size_t)b * T + j] = j < eot ? 1 + (int)tc_prng_below(&r, (uint64_t)(V > 49406 ? 49405 : V - 2))
-                                   : j == eot ? V - 1 : 0;
+            ids[(size_t)b * T + j] =
+                j < eot    ? 1 + (int)tc_prng_below(&r, (uint64_t)(V > 49406 ? 49405 : V - 2))
+                : j == eot ? V - 1
+                           : 0;
     }
 }
 
@@ -231,7 +242,8 @@ static int bench_train(const bench_args *a, tc_backend *be, const tc_model_confi
     tc_optim_config o = tc_optim_default();
     o.warmup_steps = 10;
     o.grad_clip = 5.0f;
-    tc_loss_config l = {teacher ? 0.0f : 1.0f, teacher ? 1.0f : 0.0f, teacher ? 50.0f : 0.0f, 50.0f};
+    tc_loss_config l = {teacher ? 0.0f : 1.0f, teacher ? 1.0f : 0.0f, teacher ? 50.0f : 0.0f,
+                        50.0f};
     tc_parallel_config par = {a->accum, 0, 0};
     if (tc_trainer_create(&tr, m, teacher, &o, &l) != TC_OK ||
         tc_trainer_set_parallel(tr, &par) != TC_OK)
@@ -266,8 +278,10 @@ static int bench_train(const bench_args *a, tc_backend *be, const tc_model_confi
     /* "distill/4": four micro-batches per step */
     const char *kind = teacher ? "distill" : "train";
     char mode[32];
-    if (a->accum > 1) snprintf(mode, sizeof mode, "%s/%d", kind, a->accum);
-    else snprintf(mode, sizeof mode, "%s", kind);
+    if (a->accum > 1)
+        snprintf(mode, sizeof mode, "%s/%d", kind, a->accum);
+    else
+        snprintf(mode, sizeof mode, "%s", kind);
     report(a, c, teacher_cfg, teacher ? TC_STEP_DISTILL : TC_STEP_TRAIN, mode, seconds, a->steps,
            bytes, be, be->gemm_fallbacks - fallbacks);
     rc = 0;

@@ -136,7 +136,11 @@ typedef tc_yaml_loc tc_exp_loc;
 
 typedef enum { TC_EXP_BACKEND_CPU = 0, TC_EXP_BACKEND_CUDA = 1 } tc_exp_backend;
 typedef enum { TC_EXP_PREC_FP32 = 0, TC_EXP_PREC_BF16 = 1 } tc_exp_precision;
-typedef enum { TC_EXP_DATA_FMNIST = 0, TC_EXP_DATA_WDS = 1, TC_EXP_DATA_CSV = 2 } tc_exp_data_source;
+typedef enum {
+    TC_EXP_DATA_FMNIST = 0,
+    TC_EXP_DATA_WDS = 1,
+    TC_EXP_DATA_CSV = 2
+} tc_exp_data_source;
 typedef enum { TC_EXP_ZS_NONE = 0, TC_EXP_ZS_FMNIST = 1, TC_EXP_ZS_FOLDER = 2 } tc_exp_zs_dataset;
 typedef enum {
     TC_EXP_TEMPLATES_OPENAI = 0, /* the 80 OpenAI ImageNet prompts */
@@ -149,20 +153,24 @@ typedef enum {
     TC_EXP_STAGE_DISTILL = 1,
     TC_EXP_STAGE_TEACHER_CACHE = 2, /* builds a teacher-feature cache, trains nothing */
 } tc_exp_stage_kind;
-typedef enum { TC_EXP_INHERIT_NONE = 0, TC_EXP_INHERIT_MANUAL = 1, TC_EXP_INHERIT_AUTO = 2 } tc_exp_inherit_kind;
+typedef enum {
+    TC_EXP_INHERIT_NONE = 0,
+    TC_EXP_INHERIT_MANUAL = 1,
+    TC_EXP_INHERIT_AUTO = 2
+} tc_exp_inherit_kind;
 typedef enum { TC_EXP_SCHED_COSINE = 0, TC_EXP_SCHED_CONST = 1 } tc_exp_schedule_kind;
 
 typedef struct {
     tc_exp_data_source source;
-    char *path;            /* NULL: the loader's default (fmnist only) */
-    int64_t num_samples;   /* samples per epoch; 0 = unknown */
+    char *path;          /* NULL: the loader's default (fmnist only) */
+    int64_t num_samples; /* samples per epoch; 0 = unknown */
     int workers;
     int batch;
     char *csv_img_key, *csv_caption_key;
     char csv_separator;
-    int resampled;            /* wds: shards drawn with replacement per rank (--dataset-resampled) */
-    int shuffle_buffer;       /* wds: samples in the shuffle buffer (1000) */
-    double *upsampling;       /* one factor per "::" source (resampled only), or NULL */
+    int resampled;      /* wds: shards drawn with replacement per rank (--dataset-resampled) */
+    int shuffle_buffer; /* wds: samples in the shuffle buffer (1000) */
+    double *upsampling; /* one factor per "::" source (resampled only), or NULL */
     int n_upsampling;
     int64_t max_image_pixels; /* larger images are skipped (0: Pillow's 89478485) */
     int pipe_retries;         /* pipe:/http(s) shards: runs again of a failed command (3) */
@@ -174,9 +182,9 @@ typedef struct {
     tc_exp_zs_dataset dataset; /* TC_EXP_ZS_NONE: no zero-shot evaluation */
     char *path, *classnames;
     tc_exp_templates templates;
-    char *templates_path;      /* TC_EXP_TEMPLATES_FILE */
-    int64_t max_images;        /* 0 = all */
-    int64_t subset;            /* evaluations during a stage: the first `subset` images; 0 = max_images */
+    char *templates_path; /* TC_EXP_TEMPLATES_FILE */
+    int64_t max_images;   /* 0 = all */
+    int64_t subset; /* evaluations during a stage: the first `subset` images; 0 = max_images */
     int batch;
 } tc_exp_zeroshot;
 
@@ -184,42 +192,42 @@ typedef struct {
     int enabled;
     tc_exp_data_source source; /* wds or csv */
     char *path;
-    int64_t num_samples;       /* 0 = all */
+    int64_t num_samples; /* 0 = all */
     int batch;
 } tc_exp_retrieval;
 
 /* a model source outside this run */
 typedef struct {
-    char *checkpoint;          /* NULL when the model is built from the config alone */
-    char *model;               /* resolved model config path */
+    char *checkpoint; /* NULL when the model is built from the config alone */
+    char *model;      /* resolved model config path */
     tc_exp_loc model_loc, checkpoint_loc;
 } tc_exp_external;
 
 typedef struct {
-    int stage;                 /* index into stages, or -1 for an external checkpoint */
+    int stage; /* index into stages, or -1 for an external checkpoint */
     tc_exp_external ext;
     float logit_scale;
-    int present;               /* 0 when the file has no teacher */
+    int present; /* 0 when the file has no teacher */
 } tc_exp_teacher;
 
 typedef enum { TC_EXP_LAYERS_INTERVAL_FRONT = 0, TC_EXP_LAYERS_LIST = 1 } tc_exp_layer_select;
 
 typedef struct {
-    int inherit;               /* 0: the tower is initialised from scratch */
+    int inherit; /* 0: the tower is initialised from scratch */
     tc_exp_layer_select layers;
-    int n_layers;              /* TC_EXP_LAYERS_LIST: teacher layer index per student layer */
+    int n_layers; /* TC_EXP_LAYERS_LIST: teacher layer index per student layer */
     int layer_list[TC_EXP_MAX_LAYER_LIST];
     /* width: always the leading slice (the original's only rule) */
 } tc_exp_manual_tower;
 
 typedef struct {
     float start_sparsity, target_sparsity;
-    int64_t sparsity_warmup;   /* steps over which the target ramps linearly */
-    int64_t prune_step;        /* mask phase length; pruned into a dense model here */
+    int64_t sparsity_warmup; /* steps over which the target ramps linearly */
+    int64_t prune_step;      /* mask phase length; pruned into a dense model here */
     float lambda_init, mask_lr, lambda_lr;
-    int round_to;              /* 0, 8 or 64: kept units rounded up to a multiple */
-    int regular;               /* shape: regular (tied masks, open_clip-regular result) */
-    int vision, text;          /* towers that get masks */
+    int round_to;     /* 0, 8 or 64: kept units rounded up to a multiple */
+    int regular;      /* shape: regular (tied masks, open_clip-regular result) */
+    int vision, text; /* towers that get masks */
 } tc_exp_auto;
 
 typedef struct {
@@ -230,8 +238,8 @@ typedef struct {
 
 typedef struct {
     float distill_weight, alpha;
-    int learned_logit_scale;   /* 1: the student's logit scale is trained (clamped to ln 100) */
-    float logit_scale;         /* the fixed value when not learned */
+    int learned_logit_scale; /* 1: the student's logit scale is trained (clamped to ln 100) */
+    float logit_scale;       /* the fixed value when not learned */
     float teacher_logit_scale;
 } tc_exp_loss;
 
@@ -247,18 +255,18 @@ typedef struct {
 typedef struct {
     char *name;
     tc_exp_stage_kind kind;
-    int parent;                /* stage index, -1: external checkpoint or none */
-    tc_exp_external parent_ext;/* parent_ext.checkpoint != NULL: an external parent */
-    char *model;               /* resolved config path; NULL when derived from the parent */
-    int model_stage;           /* model: {stage: NAME}: the final architecture of that earlier
-                                  stage (e.g. a pruned student trained again from scratch); -1 */
-    tc_exp_loc model_loc, loc; /* loc: the stage's list item */
+    int parent;                 /* stage index, -1: external checkpoint or none */
+    tc_exp_external parent_ext; /* parent_ext.checkpoint != NULL: an external parent */
+    char *model;                /* resolved config path; NULL when derived from the parent */
+    int model_stage;            /* model: {stage: NAME}: the final architecture of that earlier
+                                   stage (e.g. a pruned student trained again from scratch); -1 */
+    tc_exp_loc model_loc, loc;  /* loc: the stage's list item */
     tc_exp_inheritance inherit;
     tc_exp_loss loss;
     int batch;
-    int accum_steps;           /* micro-batches per step; batch is a multiple */
-    int64_t steps;             /* resolved from epochs when given that way */
-    double epochs;             /* 0 when given as steps */
+    int accum_steps; /* micro-batches per step; batch is a multiple */
+    int64_t steps;   /* resolved from epochs when given that way */
+    double epochs;   /* 0 when given as steps */
     tc_exp_optimizer opt;
     tc_exp_schedule sched;
     int64_t eval_every, checkpoint_every, log_every;
@@ -295,8 +303,8 @@ typedef struct {
 } tc_exp_goal;
 
 typedef struct tc_experiment {
-    char *source;              /* the file name used in messages */
-    char *base_dir;            /* folder relative paths were resolved against */
+    char *source;   /* the file name used in messages */
+    char *base_dir; /* folder relative paths were resolved against */
     char *name;
     int64_t seed;
     char *out_dir;
@@ -307,13 +315,13 @@ typedef struct tc_experiment {
     tc_exp_zeroshot zero_shot;
     tc_exp_retrieval retrieval;
     tc_exp_teacher teacher;
-    int zero1;                 /* distributed.zero1 */
-    double bucket_mb;          /* distributed.bucket_mb */
+    int zero1;        /* distributed.zero1 */
+    double bucket_mb; /* distributed.bucket_mb */
     int n_stages;
     tc_exp_stage *stages;
     int n_goals;
     tc_exp_goal *goals;
-    char *resolved_yaml;       /* the document after overrides, for the run folder */
+    char *resolved_yaml; /* the document after overrides, for the run folder */
 } tc_experiment;
 
 /* one reported problem (text, line, column, key_path), and all of them */
@@ -336,8 +344,8 @@ tc_status tc_experiment_load_diag(const char *path, const char *const *overrides
  * resolves relative paths (NULL = "."); `errors` (optional) receives every
  * problem found, with its position */
 tc_status tc_experiment_parse(const char *yaml, size_t len, const char *source,
-                              const char *base_dir, const char *const *overrides,
-                              int n_overrides, tc_experiment **out, tc_exp_errors *errors);
+                              const char *base_dir, const char *const *overrides, int n_overrides,
+                              tc_experiment **out, tc_exp_errors *errors);
 
 void tc_experiment_free(tc_experiment *exp);
 

@@ -329,13 +329,14 @@ static void goals(run_report *R) {
 /* the machine of the stages (the first's; a note when another differs) */
 static void machine(run_report *R) {
     int first = 0;
-    while (first + 1 < R->n && is_cache_stage(R->exp, first)) first++;
+    while (first + 1 < R->n && is_cache_stage(R->exp, first))
+        first++;
     const stage_row *f = &R->rows[first];
     int same = 1;
     for (int i = first + 1; i < R->n; i++)
         if (!is_cache_stage(R->exp, i))
             same &= !strcmp(R->rows[i].cpu, f->cpu) && !strcmp(R->rows[i].blas, f->blas) &&
-                R->rows[i].threads == f->threads;
+                    R->rows[i].threads == f->threads;
     snprintf(R->machine, sizeof R->machine, "%s, %.0f threads, OpenBLAS kernels %s%s",
              f->cpu[0] ? f->cpu : "unknown CPU", f->threads, f->blas[0] ? f->blas : "unknown",
              same ? "" : " (not every stage ran on this machine: see each summary.json)");

@@ -135,7 +135,7 @@ typedef struct {
     /* the trainer counts skipped steps on the device from its creation:
      * steps since then, and the consecutive skips carried in from before */
     long long trainer_steps, nonfinite_base;
-    long long resumed_at; /* the step this process started the stage from */
+    long long resumed_at;      /* the step this process started the stage from */
     int64_t source_logged[16]; /* samples per "::" data source at the last metrics line */
 } stage_run;
 
@@ -286,10 +286,10 @@ tc_status log_eval(stage_run *r, const char *event, const tc_zeroshot_result *zr
 double inference_speed(run_ctx *c, tc_model *m, int batch);
 /* what summary.json tells besides the model */
 typedef struct {
-    double stage_seconds;  /* the stage in this process: build, steps, evaluations, end */
-    double train_seconds;  /* the steps alone: evaluations and checkpoints taken out */
-    double eval_seconds;   /* evaluations during the stage and at its end */
-    long long resumed_at;  /* the step this process started from; 0: the stage's start */
+    double stage_seconds; /* the stage in this process: build, steps, evaluations, end */
+    double train_seconds; /* the steps alone: evaluations and checkpoints taken out */
+    double eval_seconds;  /* evaluations during the stage and at its end */
+    long long resumed_at; /* the step this process started from; 0: the stage's start */
     double train_ips, wait_fraction;
 } stage_timing;
 tc_status write_summary(stage_run *r, const tc_zeroshot_result *zr, int has_eval,

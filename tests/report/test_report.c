@@ -48,7 +48,8 @@ static void test_metrics_log(void **state) {
     assert_float_equal(vals[3], 0.5, 1e-9);
     free(steps);
     free(vals);
-    assert_int_equal(tc_metrics_read_series(path, "zero_shot_top1", "eval", &steps, &vals, &n), TC_OK);
+    assert_int_equal(tc_metrics_read_series(path, "zero_shot_top1", "eval", &steps, &vals, &n),
+                     TC_OK);
     assert_int_equal(n, 2);
     assert_int_equal(steps[1], 10);
     assert_float_equal(vals[1], 1.0, 1e-9);
@@ -108,11 +109,13 @@ static void test_progress(void **state) {
     FILE *f = open_memstream(&text, &len);
     tc_progress p;
     tc_progress_begin(&p, f, "s", 0, 5, 2, 0);
-    for (int s = 1; s <= 5; s++) tc_progress_update(&p, s, 1.0, 2.0);
+    for (int s = 1; s <= 5; s++)
+        tc_progress_update(&p, s, 1.0, 2.0);
     tc_progress_end(&p);
     fclose(f);
     int lines = 0;
-    for (size_t i = 0; i < len; i++) lines += text[i] == '\n';
+    for (size_t i = 0; i < len; i++)
+        lines += text[i] == '\n';
     assert_int_equal(lines, 3);
     assert_non_null(strstr(text, "stage s [2/5]"));
     assert_non_null(strstr(text, "stage s [4/5]"));
@@ -173,7 +176,8 @@ static void write_mask_metrics(const char *path, int steps) {
 
 static void test_report(void **state) {
     char *dir = tc_make_tempdir("report");
-    char *m1 = join_path(dir, "teacher/metrics.jsonl"), *m2 = join_path(dir, "auto50/metrics.jsonl");
+    char *m1 = join_path(dir, "teacher/metrics.jsonl"),
+         *m2 = join_path(dir, "auto50/metrics.jsonl");
     write_metrics(m1, 20, 3.0);
     write_mask_metrics(m2, 15);
     int64_t s_auto[] = {5, 10, 15}, s_base[] = {10, 20, 30, 40};
@@ -240,13 +244,15 @@ static void test_report(void **state) {
     /* compute */
     assert_non_null(strstr(md, "| teacher | 1000 | 128.0k | 2.5 PFLOP | 100 | teacher | 2.5 PFLOP "
                                "| 100 |"));
-    assert_non_null(strstr(md, "| auto50 | 15 | 1.9k | 1.5 TFLOP | – | teacher + auto50 | 2.5 PFLOP "
-                               "| – |"));
+    assert_non_null(strstr(md,
+                           "| auto50 | 15 | 1.9k | 1.5 TFLOP | – | teacher + auto50 | 2.5 PFLOP "
+                           "| – |"));
     assert_non_null(strstr(md, "No plots: /nonexistent/gnuplot was not found"));
     assert_non_null(strstr(md, "extra notes"));
     free(md);
     char *js = tc_read_file(js_path, &len);
-    assert_non_null(strstr(js, "\"name\": \"auto50\", \"kind\": \"auto | 50%\", \"parameters\": 7370000"));
+    assert_non_null(
+        strstr(js, "\"name\": \"auto50\", \"kind\": \"auto | 50%\", \"parameters\": 7370000"));
     assert_non_null(strstr(js, "\"zero_shot_top1\": null"));
     assert_non_null(strstr(js, "\"eval_steps\": [5, 10, 15], \"eval_top1\": [0.84, 0.8, 0.83], "
                                "\"counted_from\": 10"));
@@ -272,9 +278,11 @@ static void test_report(void **state) {
         assert_int_equal(tc_report_write(dir, rows, 3, &opt), TC_OK);
         md = tc_read_file(md_path, &len);
         assert_non_null(strstr(md, "![training loss per stage](plots/loss.png)"));
-        assert_non_null(strstr(md, "![zero-shot top-1 against training steps](plots/acc_steps.png)"));
+        assert_non_null(
+            strstr(md, "![zero-shot top-1 against training steps](plots/acc_steps.png)"));
         assert_non_null(strstr(md, "![mask phases](plots/masks.png)"));
-        assert_non_null(strstr(md, "![zero-shot top-1 against inference speed](plots/acc_speed.png)"));
+        assert_non_null(
+            strstr(md, "![zero-shot top-1 against inference speed](plots/acc_speed.png)"));
         assert_non_null(strstr(md, "![zero-shot top-1 against parameters](plots/acc_params.png)"));
         free(md);
         const char *pngs[5] = {"plots/loss.png", "plots/acc_params.png", "plots/acc_steps.png",

@@ -43,12 +43,16 @@ static void parse_bad(const char *yaml, const char *const *ov, int n, tc_exp_err
 }
 
 /* some error is at line:col, names key_path and contains `text` */
-static void expect_error(const tc_exp_errors *errs, int line, int col, const char *key_path, const char *text) {
+static void expect_error(const tc_exp_errors *errs, int line, int col, const char *key_path,
+                         const char *text) {
     for (int i = 0; i < errs->count; i++) {
         const tc_exp_error *e = &errs->items[i];
-        if (e->line == line && e->column == col && !strcmp(e->key_path, key_path) && strstr(e->text, text)) return;
+        if (e->line == line && e->column == col && !strcmp(e->key_path, key_path) &&
+            strstr(e->text, text))
+            return;
     }
-    for (int i = 0; i < errs->count; i++) print_message("  got: %s\n", errs->items[i].text);
+    for (int i = 0; i < errs->count; i++)
+        print_message("  got: %s\n", errs->items[i].text);
     fail_msg("no error at %d:%d for '%s' containing '%s'", line, col, key_path, text);
 }
 
@@ -81,7 +85,8 @@ static void test_shipped_parse(void **state) {
     assert_int_equal(e->zero_shot.dataset, TC_EXP_ZS_FMNIST);
     assert_int_equal(e->teacher.stage, 0);
     int a50 = tc_experiment_find_stage(e, "auto50"), a25 = tc_experiment_find_stage(e, "auto25");
-    int m25 = tc_experiment_find_stage(e, "manual25"), s25 = tc_experiment_find_stage(e, "scratch25");
+    int m25 = tc_experiment_find_stage(e, "manual25"),
+        s25 = tc_experiment_find_stage(e, "scratch25");
     assert_true(a50 > 0 && a25 > a50 && m25 > 0 && s25 > 0);
     assert_int_equal(e->stages[0].kind, TC_EXP_STAGE_SCRATCH);
     assert_int_equal(e->stages[a25].parent, a50);
@@ -101,7 +106,8 @@ static void test_shipped_parse(void **state) {
     assert_int_equal(e->precision, TC_EXP_PREC_BF16);
     assert_int_equal(e->train.source, TC_EXP_DATA_WDS);
     assert_int_equal(e->teacher.stage, -1);
-    assert_string_equal(e->teacher.ext.checkpoint, "/data/checkpoints/ViT-B-32-laion2b_e16/open_clip_model.safetensors");
+    assert_string_equal(e->teacher.ext.checkpoint,
+                        "/data/checkpoints/ViT-B-32-laion2b_e16/open_clip_model.safetensors");
     const int64_t prune[3] = {3000, 5000, 8000};
     const float start[3] = {0, 0.25f, 0.5f}, target[3] = {0.25f, 0.5f, 0.75f};
     for (int i = 0; i < 3; i++) {
@@ -205,25 +211,32 @@ typedef struct {
 static void test_bad_files(void **state) {
     static const bad_case cases[] = {
         /* unknown key */
-        {"data: {train: {source: fmnist}}\nstagez: []\nstages:\n  - {name: a, kind: train_scratch_clip, model: m.json, steps: 1}\n",
+        {"data: {train: {source: fmnist}}\nstagez: []\nstages:\n  - {name: a, kind: "
+         "train_scratch_clip, model: m.json, steps: 1}\n",
          2, 1, "stagez", "unknown key 'stagez'"},
         /* wrong type */
-        {"data: {train: {source: fmnist}}\nstages:\n  - name: a\n    kind: train_scratch_clip\n    model: m.json\n    steps: many\n",
+        {"data: {train: {source: fmnist}}\nstages:\n  - name: a\n    kind: train_scratch_clip\n    "
+         "model: m.json\n    steps: many\n",
          6, 12, "stages.0.steps", "expected an integer, got 'many'"},
         /* out of range */
-        {"data: {train: {source: fmnist}}\nstages:\n  - name: a\n    kind: train_scratch_clip\n    model: m.json\n    steps: 10\n    optimizer:\n      lr: -0.1\n",
+        {"data: {train: {source: fmnist}}\nstages:\n  - name: a\n    kind: train_scratch_clip\n    "
+         "model: m.json\n    steps: 10\n    optimizer:\n      lr: -0.1\n",
          8, 11, "stages.0.optimizer.lr", "must be in (0, 10]"},
         /* bad enum */
-        {"backend: tpu\ndata: {train: {source: fmnist}}\nstages:\n  - {name: a, kind: train_scratch_clip, model: m.json, steps: 1}\n",
+        {"backend: tpu\ndata: {train: {source: fmnist}}\nstages:\n  - {name: a, kind: "
+         "train_scratch_clip, model: m.json, steps: 1}\n",
          1, 10, "backend", "'tpu' is not one of: cpu, cuda"},
         /* parent defined later */
-        {"data: {train: {source: fmnist}}\nteacher: {stage: a}\nstages:\n  - {name: a, kind: train_scratch_clip, model: m.json, steps: 1}\n"
-         "  - name: b\n    kind: distill\n    parent: c\n    inheritance: {kind: auto, target_sparsity: 0.5, prune_step: 1}\n    steps: 2\n"
+        {"data: {train: {source: fmnist}}\nteacher: {stage: a}\nstages:\n  - {name: a, kind: "
+         "train_scratch_clip, model: m.json, steps: 1}\n"
+         "  - name: b\n    kind: distill\n    parent: c\n    inheritance: {kind: auto, "
+         "target_sparsity: 0.5, prune_step: 1}\n    steps: 2\n"
          "  - {name: c, kind: distill, parent: a, steps: 2}\n",
          7, 13, "stages.1.parent", "a parent must come earlier"},
         /* a cycle: a <- b <- a */
         {"data: {train: {source: fmnist}}\nteacher: {checkpoint: t.pt, model: m.json}\nstages:\n"
-         "  - {name: a, kind: distill, parent: b, steps: 2}\n  - {name: b, kind: distill, parent: a, steps: 2}\n",
+         "  - {name: a, kind: distill, parent: b, steps: 2}\n  - {name: b, kind: distill, parent: "
+         "a, steps: 2}\n",
          4, 38, "stages.0.parent", "'b' is stages.1, after this one"},
         /* unknown parent */
         {"data: {train: {source: fmnist}}\nteacher: {checkpoint: t.pt, model: m.json}\nstages:\n"
@@ -234,47 +247,64 @@ static void test_bad_files(void **state) {
          "  - {name: a, kind: distill, parent: a, steps: 2}\n",
          4, 38, "stages.0.parent", "cannot be its own parent"},
         /* unknown teacher stage */
-        {"data: {train: {source: fmnist}}\nteacher:\n  stage: nobody\nstages:\n  - {name: a, kind: distill, model: m.json, steps: 2}\n",
+        {"data: {train: {source: fmnist}}\nteacher:\n  stage: nobody\nstages:\n  - {name: a, kind: "
+         "distill, model: m.json, steps: 2}\n",
          3, 10, "teacher.stage", "no stage is named 'nobody'"},
         /* teacher stage after the distill stage that uses it */
-        {"data: {train: {source: fmnist}}\nteacher: {stage: t}\nstages:\n  - {name: a, kind: distill, model: m.json, steps: 2}\n"
+        {"data: {train: {source: fmnist}}\nteacher: {stage: t}\nstages:\n  - {name: a, kind: "
+         "distill, model: m.json, steps: 2}\n"
          "  - {name: t, kind: train_scratch_clip, model: m.json, steps: 2}\n",
          2, 18, "teacher.stage", "the teacher stage must come first"},
         /* YAML syntax */
-        {"data: {train: {source: fmnist}\nstages: []\n", 2, 1, "", "YAML syntax: wrongly indented flow mapping"},
+        {"data: {train: {source: fmnist}\nstages: []\n", 2, 1, "",
+         "YAML syntax: wrongly indented flow mapping"},
         /* duplicate key (libfyaml) */
-        {"data: {train: {source: fmnist}}\ndata: {train: {source: fmnist}}\nstages: []\n", 2, 1, "", "duplicate key"},
+        {"data: {train: {source: fmnist}}\ndata: {train: {source: fmnist}}\nstages: []\n", 2, 1, "",
+         "duplicate key"},
         /* duplicate stage name */
-        {"data: {train: {source: fmnist}}\nstages:\n  - {name: a, kind: train_scratch_clip, model: m.json, steps: 1}\n"
+        {"data: {train: {source: fmnist}}\nstages:\n  - {name: a, kind: train_scratch_clip, model: "
+         "m.json, steps: 1}\n"
          "  - {name: a, kind: train_scratch_clip, model: m.json, steps: 1}\n",
          4, 12, "stages.1.name", "already used by stages.0"},
         /* auto without prune_step */
         {"data: {train: {source: fmnist}}\nteacher: {checkpoint: t.pt, model: m.json}\nstages:\n"
-         "  - name: a\n    kind: distill\n    parent: {checkpoint: p.pt, model: m.json}\n    inheritance:\n      kind: auto\n      target_sparsity: 0.5\n    steps: 10\n",
+         "  - name: a\n    kind: distill\n    parent: {checkpoint: p.pt, model: m.json}\n    "
+         "inheritance:\n      kind: auto\n      target_sparsity: 0.5\n    steps: 10\n",
          8, 7, "stages.0.inheritance", "missing key 'prune_step'"},
         /* steps and epochs */
-        {"data: {train: {source: fmnist}}\nstages:\n  - {name: a, kind: train_scratch_clip, model: m.json, steps: 1, epochs: 1}\n",
+        {"data: {train: {source: fmnist}}\nstages:\n  - {name: a, kind: train_scratch_clip, model: "
+         "m.json, steps: 1, epochs: 1}\n",
          3, 5, "stages.0", "either 'steps' or 'epochs'"},
         /* undefined placeholder */
-        {"data: {train: {source: wds, path: '${NO_SUCH_PARAM_X}', num_samples: 10}}\nstages:\n  - {name: a, kind: train_scratch_clip, model: m.json, steps: 1}\n",
+        {"data: {train: {source: wds, path: '${NO_SUCH_PARAM_X}', num_samples: 10}}\nstages:\n  - "
+         "{name: a, kind: train_scratch_clip, model: m.json, steps: 1}\n",
          1, 36, "data.train.path", "${NO_SUCH_PARAM_X} is not defined"},
         /* round_to */
         {"data: {train: {source: fmnist}}\nteacher: {checkpoint: t.pt, model: m.json}\nstages:\n"
-         "  - name: a\n    kind: distill\n    parent: {checkpoint: p.pt, model: m.json}\n    inheritance: {kind: auto, target_sparsity: 0.5, prune_step: 5, round_to: 16}\n    steps: 10\n",
+         "  - name: a\n    kind: distill\n    parent: {checkpoint: p.pt, model: m.json}\n    "
+         "inheritance: {kind: auto, target_sparsity: 0.5, prune_step: 5, round_to: 16}\n    steps: "
+         "10\n",
          7, 78, "stages.0.inheritance.round_to", "expected 0 (no rounding), 8 or 64"},
         /* shape */
         {"data: {train: {source: fmnist}}\nteacher: {checkpoint: t.pt, model: m.json}\nstages:\n"
-         "  - name: a\n    kind: distill\n    parent: {checkpoint: p.pt, model: m.json}\n    inheritance: {kind: auto, target_sparsity: 0.5, prune_step: 5, shape: square}\n    steps: 10\n",
+         "  - name: a\n    kind: distill\n    parent: {checkpoint: p.pt, model: m.json}\n    "
+         "inheritance: {kind: auto, target_sparsity: 0.5, prune_step: 5, shape: square}\n    "
+         "steps: 10\n",
          7, 75, "stages.0.inheritance.shape", "expected irregular"},
         /* distill without a teacher */
-        {"data: {train: {source: fmnist}}\nstages:\n  - {name: a, kind: distill, model: m.json, steps: 1}\n",
+        {"data: {train: {source: fmnist}}\nstages:\n  - {name: a, kind: distill, model: m.json, "
+         "steps: 1}\n",
          3, 5, "stages.0", "needs the top-level 'teacher'"},
         /* prune after the end */
         {"data: {train: {source: fmnist}}\nteacher: {checkpoint: t.pt, model: m.json}\nstages:\n"
-         "  - name: a\n    kind: distill\n    parent: {checkpoint: p.pt, model: m.json}\n    inheritance: {kind: auto, target_sparsity: 0.5, prune_step: 50}\n    steps: 10\n    schedule: {warmup: 5}\n",
+         "  - name: a\n    kind: distill\n    parent: {checkpoint: p.pt, model: m.json}\n    "
+         "inheritance: {kind: auto, target_sparsity: 0.5, prune_step: 50}\n    steps: 10\n    "
+         "schedule: {warmup: 5}\n",
          4, 5, "stages.0.inheritance.prune_step", "after the last step"},
         /* invalid UTF-8 (libfyaml can hang on it inside a directive) */
-        {"data: {train: {source: fmnist}}\nname: ab\xa7" "c\n", 2, 9, "", "not valid UTF-8"},
+        {"data: {train: {source: fmnist}}\nname: ab\xa7"
+         "c\n",
+         2, 9, "", "not valid UTF-8"},
         /* top level is a list */
         {"- 1\n- 2\n", 1, 1, "", "the top level must be a mapping"},
     };
@@ -288,7 +318,8 @@ static void test_bad_files(void **state) {
             char prefix[64];
             snprintf(prefix, sizeof prefix, "t.yaml:%d:%d: ", cases[i].line, cases[i].col);
             int found = 0;
-            for (int k = 0; k < errs.count; k++) found |= !strncmp(errs.items[k].text, prefix, strlen(prefix));
+            for (int k = 0; k < errs.count; k++)
+                found |= !strncmp(errs.items[k].text, prefix, strlen(prefix));
             assert_true(found);
         }
     }
@@ -298,7 +329,9 @@ static void test_bad_files(void **state) {
  * refused at their position, never saturated to INT64_MAX; a second YAML
  * document is refused; bf16 on the cpu backend is reported at its key */
 static void test_limits_and_documents(void **state) {
-#define STAGE1(extra) "data: {train: {source: fmnist}}\nstages:\n  - name: a\n    kind: train_scratch_clip\n    model: m.json\n" extra
+#define STAGE1(extra)                                                                              \
+    "data: {train: {source: fmnist}}\nstages:\n  - name: a\n    kind: train_scratch_clip\n    "    \
+    "model: m.json\n" extra
     static const bad_case cases[] = {
         {STAGE1("    steps: 18446744073709551616\n"), 6, 12, "stages.0.steps",
          "must be in [1, 1000000000], got 18446744073709551616"},
@@ -341,9 +374,12 @@ static void test_limits_and_documents(void **state) {
     /* the same bound through --set, named by the override */
     tc_exp_errors errs;
     const char *ov[] = {"stages.0.steps=18446744073709551616"};
-    parse_bad("data: {train: {source: fmnist}}\nstages:\n  - {name: a, kind: train_scratch_clip, model: m.json, steps: 1}\n",
+    parse_bad("data: {train: {source: fmnist}}\nstages:\n  - {name: a, kind: train_scratch_clip, "
+              "model: m.json, steps: 1}\n",
               ov, 1, &errs);
-    assert_non_null(strstr(errs.items[0].text, "--set 'stages.0.steps=18446744073709551616': stages.0.steps: must be in"));
+    assert_non_null(
+        strstr(errs.items[0].text,
+               "--set 'stages.0.steps=18446744073709551616': stages.0.steps: must be in"));
 }
 
 static void test_many_errors_one_pass(void **state) {
@@ -362,8 +398,8 @@ static void test_many_errors_one_pass(void **state) {
 }
 
 static void test_overrides(void **state) {
-    const char *ov[] = {"stages.1.batch=64", "stages.u.optimizer.lr=3e-4", "stages.t.loss={logit_scale: 40}",
-                        "seed=7", "data.train.workers=1"};
+    const char *ov[] = {"stages.1.batch=64", "stages.u.optimizer.lr=3e-4",
+                        "stages.t.loss={logit_scale: 40}", "seed=7", "data.train.workers=1"};
     tc_experiment *e = parse_ok(MINIMAL, ov, 5);
     assert_int_equal(e->stages[1].batch, 64);
     assert_int_equal(e->stages[0].batch, 1024);
@@ -396,11 +432,13 @@ static void test_overrides(void **state) {
         snprintf(prefix, sizeof prefix, "--set '%s': ", bad[i].ov);
         int found = 0;
         for (int k = 0; k < errs.count; k++)
-            if (!strncmp(errs.items[k].text, prefix, strlen(prefix)) && !strcmp(errs.items[k].key_path, bad[i].path) &&
+            if (!strncmp(errs.items[k].text, prefix, strlen(prefix)) &&
+                !strcmp(errs.items[k].key_path, bad[i].path) &&
                 strstr(errs.items[k].text, bad[i].text) && errs.items[k].line == 0)
                 found = 1;
         if (!found)
-            for (int k = 0; k < errs.count; k++) print_message("  got: %s [%s]\n", errs.items[k].text, errs.items[k].key_path);
+            for (int k = 0; k < errs.count; k++)
+                print_message("  got: %s [%s]\n", errs.items[k].text, errs.items[k].key_path);
         assert_true(found);
     }
 }
@@ -409,7 +447,8 @@ static void test_overrides(void **state) {
 static void expect_error_at_key(const tc_exp_errors *errs, const char *key_path, const char *text) {
     for (int i = 0; i < errs->count; i++)
         if (!strcmp(errs->items[i].key_path, key_path) && strstr(errs->items[i].text, text)) return;
-    for (int i = 0; i < errs->count; i++) print_message("  got: %s\n", errs->items[i].text);
+    for (int i = 0; i < errs->count; i++)
+        print_message("  got: %s\n", errs->items[i].text);
     fail_msg("no error for '%s' containing '%s'", key_path, text);
 }
 
@@ -417,23 +456,25 @@ static void expect_error_at_key(const tc_exp_errors *errs, const char *key_path,
  * reading, upsampling, the pixel limit; a webdataset path resolved part by
  * part */
 static void test_data_options(void **state) {
-    const char *stages = "stages:\n  - {name: s, kind: train_scratch_clip, model: m.json, steps: 5000}\n";
+    const char *stages =
+        "stages:\n  - {name: s, kind: train_scratch_clip, model: m.json, steps: 5000}\n";
     char y[2048];
-    snprintf(y, sizeof y,
-             "data:\n"
-             "  train:\n"
-             "    source: wds\n"
-             "    path: \"a/{0..3}.tar::pipe:aws s3 cp s3://b/{00..09}.tar -::https://h/{0..1}.tar?x=1"
-             "::/abs/{0..1}.tar\"\n"
-             "    num_samples: 1000\n"
-             "    resampled: true\n"
-             "    shuffle_buffer: 500\n"
-             "    upsampling_factors: \"1::2::0.5::4\"\n"
-             "    max_image_pixels: 1000000\n"
-             "    pipe_retries: 5\n"
-             "    pipe_backoff: 0.5\n"
-             "    pipe_timeout: 60\n%s",
-             stages);
+    snprintf(
+        y, sizeof y,
+        "data:\n"
+        "  train:\n"
+        "    source: wds\n"
+        "    path: \"a/{0..3}.tar::pipe:aws s3 cp s3://b/{00..09}.tar -::https://h/{0..1}.tar?x=1"
+        "::/abs/{0..1}.tar\"\n"
+        "    num_samples: 1000\n"
+        "    resampled: true\n"
+        "    shuffle_buffer: 500\n"
+        "    upsampling_factors: \"1::2::0.5::4\"\n"
+        "    max_image_pixels: 1000000\n"
+        "    pipe_retries: 5\n"
+        "    pipe_backoff: 0.5\n"
+        "    pipe_timeout: 60\n%s",
+        stages);
     tc_experiment *e = NULL;
     tc_exp_errors errs;
     if (tc_experiment_parse(y, strlen(y), "t.yaml", "/data/exp", NULL, 0, &e, &errs) != TC_OK)
@@ -463,11 +504,13 @@ static void test_data_options(void **state) {
     struct {
         const char *train, *key, *text;
     } cases[] = {
-        {"{source: wds, path: 'a.tar::b.tar', num_samples: 9, resampled: true, upsampling_factors: [1, 3]}",
+        {"{source: wds, path: 'a.tar::b.tar', num_samples: 9, resampled: true, upsampling_factors: "
+         "[1, 3]}",
          NULL, NULL},
         {"{source: wds, path: 'a.tar::b.tar', num_samples: 9, upsampling_factors: [1, 3]}",
          "data.train.upsampling_factors", "need resampled: true"},
-        {"{source: wds, path: 'a.tar::b.tar', num_samples: 9, resampled: true, upsampling_factors: [1]}",
+        {"{source: wds, path: 'a.tar::b.tar', num_samples: 9, resampled: true, upsampling_factors: "
+         "[1]}",
          "data.train.upsampling_factors", "1 factors for 2 sources"},
         {"{source: wds, path: a.tar, num_samples: 9, resampled: true, upsampling_factors: [-1]}",
          "data.train.upsampling_factors", "factors in (0, 1e6]"},
@@ -582,7 +625,9 @@ static void test_memory_formula(void **state) {
     /* bf16: half the activation bytes, +2 bytes per parameter for the compute copy */
     assert_float_equal(t.activations, (41160.0 + 32896.0) / 2, 0);
     assert_float_equal(t.student, 18 * P, 0);
-    assert_float_equal(t.teacher, 6 * P + (2.0 * 2 * 5 * 1024 + 2.0 * 2 * 25) + (2.0 * 2 * 4 * 1024 + 2.0 * 2 * 16), 0);
+    assert_float_equal(
+        t.teacher,
+        6 * P + (2.0 * 2 * 5 * 1024 + 2.0 * 2 * 25) + (2.0 * 2 * 4 * 1024 + 2.0 * 2 * 16), 0);
     assert_float_equal(t.total, t.student + t.teacher + t.activations + t.logits, 0);
 }
 
@@ -631,7 +676,8 @@ static void test_goals(void **state) {
     } bad[] = {
         {"goals: {kind: wall_time}\n", 19, 8, "goals", "expected a list of goals"},
         {"goals:\n  - {stage: t, top1: 0.8}\n", 20, 5, "goals.0", "missing key 'kind'"},
-        {"goals:\n  - {kind: fastest, stage: t}\n", 20, 12, "goals.0.kind", "'fastest' is not one of"},
+        {"goals:\n  - {kind: fastest, stage: t}\n", 20, 12, "goals.0.kind",
+         "'fastest' is not one of"},
         {"goals:\n  - {kind: top1_at_least, stage: t}\n", 20, 5, "goals.0.top1",
          "a goal of kind top1_at_least needs 'top1'"},
         {"goals:\n  - {kind: top1_at_least, stage: t, top1: 0.8, minutes: 3}\n", 20, 5,
@@ -673,11 +719,15 @@ static void test_goals(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_shipped_parse),     cmocka_unit_test(test_defaults),
-        cmocka_unit_test(test_epochs_and_params), cmocka_unit_test(test_bad_files),
-        cmocka_unit_test(test_many_errors_one_pass), cmocka_unit_test(test_overrides),
+        cmocka_unit_test(test_shipped_parse),
+        cmocka_unit_test(test_defaults),
+        cmocka_unit_test(test_epochs_and_params),
+        cmocka_unit_test(test_bad_files),
+        cmocka_unit_test(test_many_errors_one_pass),
+        cmocka_unit_test(test_overrides),
         cmocka_unit_test(test_limits_and_documents),
-        cmocka_unit_test(test_stage_plan),        cmocka_unit_test(test_memory_formula),
+        cmocka_unit_test(test_stage_plan),
+        cmocka_unit_test(test_memory_formula),
         cmocka_unit_test(test_data_options),
         cmocka_unit_test(test_goals),
     };
