@@ -174,6 +174,63 @@ static void write_mask_metrics(const char *path, int steps) {
     assert_int_equal(tc_metrics_close(m), TC_OK);
 }
 
+/* with gnuplot: the five PNGs, the plot data and the script's labels */
+static void check_plots(const char *dir, const tc_report_row *rows, tc_report_options *opt,
+                        const char *md_path) {
+    size_t len;
+    char *md;
+    if (system("command -v gnuplot > /dev/null 2>&1") != 0) {
+        print_message("gnuplot is not installed: plot check not run\n");
+    } else {
+        opt->gnuplot = NULL;
+        assert_int_equal(tc_report_write(dir, rows, 3, opt), TC_OK);
+        md = tc_read_file(md_path, &len);
+        assert_non_null(strstr(md, "![training loss per stage](plots/loss.png)"));
+        assert_non_null(
+            strstr(md, "![zero-shot top-1 against training steps](plots/acc_steps.png)"));
+        assert_non_null(strstr(md, "![mask phases](plots/masks.png)"));
+        assert_non_null(
+            strstr(md, "![zero-shot top-1 against inference speed](plots/acc_speed.png)"));
+        assert_non_null(strstr(md, "![zero-shot top-1 against parameters](plots/acc_params.png)"));
+        free(md);
+        const char *pngs[5] = {"plots/loss.png", "plots/acc_params.png", "plots/acc_steps.png",
+                               "plots/acc_speed.png", "plots/masks.png"};
+        for (int i = 0; i < 5; i++) {
+            char *p = join_path(dir, pngs[i]);
+            char *png = tc_read_file(p, &len);
+            assert_non_null(png);
+            assert_true(len > 1000);
+            assert_memory_equal(png, "\x89PNG\r\n\x1a\n", 8);
+            free(png);
+            free(p);
+        }
+        /* the distillation loss without the Lagrangian: 2.0 - 0.25 */
+        char *dat = join_path(dir, "plots/loss_auto50.dat");
+        char *d = tc_read_file(dat, &len);
+        assert_non_null(strstr(d, "\n15 1.75\n"));
+        free(d);
+        free(dat);
+        dat = join_path(dir, "plots/masks_auto50.dat");
+        d = tc_read_file(dat, &len);
+        assert_non_null(strstr(d, "\n15 0.15 0.5 11.5 8.5 0.25\n"));
+        free(d);
+        free(dat);
+        /* the curve in two blocks: up to the first counted evaluation, then from it */
+        dat = join_path(dir, "plots/acc_steps_auto50.dat");
+        d = tc_read_file(dat, &len);
+        assert_non_null(strstr(d, "\n5 84.0000\n10 80.0000\n\n\n10 80.0000\n15 83.0000\n"));
+        free(d);
+        free(dat);
+        /* labels placed apart: no two label boxes at the same position */
+        dat = join_path(dir, "plots/report.gp");
+        d = tc_read_file(dat, &len);
+        assert_non_null(strstr(d, "set label 1 'teacher' at graph "));
+        assert_non_null(strstr(d, "set arrow from 10.00,60.0000 to 20.00,60.0000 nohead"));
+        free(d);
+        free(dat);
+    }
+}
+
 static void test_report(void **state) {
     char *dir = tc_make_tempdir("report");
     char *m1 = join_path(dir, "teacher/metrics.jsonl"),
@@ -270,57 +327,7 @@ static void test_report(void **state) {
     assert_int_equal(tc_report_write(dir, rows, 3, &opt), TC_ERR_ARG);
     sp.baseline = 2;
 
-    /* with gnuplot: five PNGs */
-    if (system("command -v gnuplot > /dev/null 2>&1") != 0) {
-        print_message("gnuplot is not installed: plot check not run\n");
-    } else {
-        opt.gnuplot = NULL;
-        assert_int_equal(tc_report_write(dir, rows, 3, &opt), TC_OK);
-        md = tc_read_file(md_path, &len);
-        assert_non_null(strstr(md, "![training loss per stage](plots/loss.png)"));
-        assert_non_null(
-            strstr(md, "![zero-shot top-1 against training steps](plots/acc_steps.png)"));
-        assert_non_null(strstr(md, "![mask phases](plots/masks.png)"));
-        assert_non_null(
-            strstr(md, "![zero-shot top-1 against inference speed](plots/acc_speed.png)"));
-        assert_non_null(strstr(md, "![zero-shot top-1 against parameters](plots/acc_params.png)"));
-        free(md);
-        const char *pngs[5] = {"plots/loss.png", "plots/acc_params.png", "plots/acc_steps.png",
-                               "plots/acc_speed.png", "plots/masks.png"};
-        for (int i = 0; i < 5; i++) {
-            char *p = join_path(dir, pngs[i]);
-            char *png = tc_read_file(p, &len);
-            assert_non_null(png);
-            assert_true(len > 1000);
-            assert_memory_equal(png, "\x89PNG\r\n\x1a\n", 8);
-            free(png);
-            free(p);
-        }
-        /* the distillation loss without the Lagrangian: 2.0 - 0.25 */
-        char *dat = join_path(dir, "plots/loss_auto50.dat");
-        char *d = tc_read_file(dat, &len);
-        assert_non_null(strstr(d, "\n15 1.75\n"));
-        free(d);
-        free(dat);
-        dat = join_path(dir, "plots/masks_auto50.dat");
-        d = tc_read_file(dat, &len);
-        assert_non_null(strstr(d, "\n15 0.15 0.5 11.5 8.5 0.25\n"));
-        free(d);
-        free(dat);
-        /* the curve in two blocks: up to the first counted evaluation, then from it */
-        dat = join_path(dir, "plots/acc_steps_auto50.dat");
-        d = tc_read_file(dat, &len);
-        assert_non_null(strstr(d, "\n5 84.0000\n10 80.0000\n\n\n10 80.0000\n15 83.0000\n"));
-        free(d);
-        free(dat);
-        /* labels placed apart: no two label boxes at the same position */
-        dat = join_path(dir, "plots/report.gp");
-        d = tc_read_file(dat, &len);
-        assert_non_null(strstr(d, "set label 1 'teacher' at graph "));
-        assert_non_null(strstr(d, "set arrow from 10.00,60.0000 to 20.00,60.0000 nohead"));
-        free(d);
-        free(dat);
-    }
+    check_plots(dir, rows, &opt, md_path);
     free(md_path);
     free(js_path);
     free(m1);
