@@ -396,8 +396,16 @@ static tc_status report_build(const tc_experiment *exp, run_report *R) {
     goals(R);
     machine(R);
     notes_text(R);
-    for (int i = 0; i < R->n; i++)
-        if (!is_cache_stage(exp, i)) R->flat[R->n_flat++] = R->rows[i].row;
+    /* the report's rows leave the cache stages out: a speedup names rows */
+    int row_of[TC_EXP_MAX_STAGES];
+    for (int i = 0; i < R->n; i++) {
+        row_of[i] = is_cache_stage(exp, i) ? -1 : R->n_flat;
+        if (row_of[i] >= 0) R->flat[R->n_flat++] = R->rows[i].row;
+    }
+    for (int k = 0; k < R->n_speedups; k++) {
+        R->speedups[k].student = row_of[R->speedups[k].student];
+        R->speedups[k].baseline = row_of[R->speedups[k].baseline];
+    }
     tc_sbuf notes = {0};
     sparsity_notes(exp, &notes);
     cache_notes(exp, &notes);

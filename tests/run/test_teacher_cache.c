@@ -95,7 +95,8 @@ static void assert_same_shards(const char *a, const char *b) {
     }
 }
 
-/* teacher, cache (K, built at batch 32), distill from it (batch 16) */
+/* teacher, cache (K, built at batch 32), distill from it (batch 16), and a
+ * from-scratch baseline of distill's architecture */
 static const char *exp_yaml =
     "name: cached\n"
     "seed: 3\n"
@@ -122,6 +123,12 @@ static const char *exp_yaml =
     "    teacher_cache: cache\n"
     "    steps: 8\n"
     "    checkpoint_every: 4\n"
+    "    log_every: 2\n"
+    "  - name: scratch\n"
+    "    kind: train_scratch_clip\n"
+    "    model: {stage: distill}\n"
+    "    steps: 4\n"
+    "    schedule: {warmup: 1}\n"
     "    log_every: 2\n";
 
 static const char *live =
@@ -174,6 +181,9 @@ static void test_plan_and_report(void **state) {
     assert_non_null(strstr(r, "- distill trained on the cache's teacher features at"));
     assert_non_null(strstr(r, "with the teacher run live about"));
     assert_null(strstr(r, "| cache |")); /* a note, not a model row */
+    /* the speedup of distill against its baseline names report rows, which
+     * leave the cache stage out */
+    assert_non_null(strstr(r, "## Inheritance speedup: distill against scratch"));
     free(r);
 }
 
