@@ -79,7 +79,7 @@ static const char *MINIMAL =
 static void test_shipped_parse(void **state) {
     tc_experiment *e = load_shipped("fmnist.yaml", NULL, 0);
     assert_string_equal(e->name, "fmnist");
-    assert_int_equal(e->n_stages, 5);
+    assert_int_equal(e->n_stages, 6);
     assert_int_equal(e->train.source, TC_EXP_DATA_FMNIST);
     assert_int_equal(e->train.num_samples, 60000);
     assert_int_equal(e->zero_shot.dataset, TC_EXP_ZS_FMNIST);
@@ -96,6 +96,14 @@ static void test_shipped_parse(void **state) {
     assert_float_equal(e->stages[a25].inherit.autoc.target_sparsity, 0.75, 1e-7);
     assert_int_equal(e->stages[m25].inherit.kind, TC_EXP_INHERIT_MANUAL);
     assert_int_equal(e->stages[s25].kind, TC_EXP_STAGE_SCRATCH);
+    /* the default builds the teacher's features once; the three distillation
+     * stages read them, the baseline trains without a teacher */
+    int cache = tc_experiment_find_stage(e, "cache");
+    assert_int_equal(e->stages[cache].kind, TC_EXP_STAGE_TEACHER_CACHE);
+    assert_int_equal(e->stages[a50].cache_stage, cache);
+    assert_int_equal(e->stages[a25].cache_stage, cache);
+    assert_int_equal(e->stages[m25].cache_stage, cache);
+    assert_int_equal(e->stages[s25].cache_stage, -1);
     assert_non_null(strstr(e->stages[m25].model, "fmnist-student-quarter.json"));
     assert_non_null(e->resolved_yaml);
     tc_experiment_free(e);

@@ -106,7 +106,7 @@ static void test_dry_run_recipes(void **state) {
         const char *name, *needs, *needs2;
     } recipes[] = {
         {.name = "fmnist.yaml"},
-        {.name = "fmnist-cache.yaml"},
+        {.name = "fmnist-live.yaml"},
         {.name = "fmnist-rn.yaml"},
         {.name = "vit-b32-auto.yaml", .needs = vitb32},
         {.name = "vit-b32-manual.yaml", .needs = vitb32},
