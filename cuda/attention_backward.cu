@@ -229,11 +229,16 @@ void tc_cuda_attention_backward(tc_backend *b, tc_act *dqkv, const tc_act *dout,
     TC_CU_REQUIRE(cu, B <= 65535 && NH <= 65535,
                   "cuda attention_backward: B=%d NH=%d over the grid", B, NH);
     TC_CU_REQUIRE(cu, lse != NULL, "cuda attention_backward: lse is NULL");
-    /* tensor cores (bf16 mode, TINYCLIP_ATTENTION=wgmma or mma) where they
-     * cover the call: wgmma on compute capability 9, else mma.sync */
+    /* tensor cores (bf16 mode, TINYCLIP_ATTENTION=tma, wgmma or mma) where
+     * they cover the call: on compute capability 9 the TMA pipeline (tma),
+     * the cp.async wgmma kernels (tma, wgmma), else mma.sync */
     tc_attention_kernel *ran = &cu->attention_ran[1];
+    *ran = TC_ATTENTION_TMA;
+    if (cu->opt.attention == TC_ATTENTION_TMA &&
+        tc_cuda_attention_backward_tma(cu, dqkv, dout, qkv, out, lse, B, T, NH, HS, causal))
+        return;
     *ran = TC_ATTENTION_WGMMA;
-    if (cu->opt.attention == TC_ATTENTION_WGMMA &&
+    if ((cu->opt.attention == TC_ATTENTION_WGMMA || cu->opt.attention == TC_ATTENTION_TMA) &&
         tc_cuda_attention_backward_wgmma(cu, dqkv, dout, qkv, out, lse, B, T, NH, HS, causal))
         return;
     *ran = TC_ATTENTION_MMA;

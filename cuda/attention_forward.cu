@@ -144,11 +144,16 @@ void tc_cuda_attention_forward(tc_backend *b, tc_act *out, float *lse, const tc_
     TC_CU_REQUIRE(cu, B <= 65535 && NH <= 65535, "cuda attention_forward: B=%d NH=%d over the grid",
                   B, NH);
     TC_CU_REQUIRE(cu, lse != NULL, "cuda attention_forward: lse is NULL");
-    /* tensor cores (bf16 mode, TINYCLIP_ATTENTION=wgmma or mma) where they
-     * cover the call: wgmma on compute capability 9, else mma.sync */
+    /* tensor cores (bf16 mode, TINYCLIP_ATTENTION=tma, wgmma or mma) where
+     * they cover the call: on compute capability 9 the TMA pipeline (tma),
+     * the cp.async wgmma kernel (tma, wgmma), else mma.sync */
     tc_attention_kernel *ran = &cu->attention_ran[0];
+    *ran = TC_ATTENTION_TMA;
+    if (cu->opt.attention == TC_ATTENTION_TMA &&
+        tc_cuda_attention_forward_tma(cu, out, lse, qkv, B, T, NH, HS, causal))
+        return;
     *ran = TC_ATTENTION_WGMMA;
-    if (cu->opt.attention == TC_ATTENTION_WGMMA &&
+    if ((cu->opt.attention == TC_ATTENTION_WGMMA || cu->opt.attention == TC_ATTENTION_TMA) &&
         tc_cuda_attention_forward_wgmma(cu, out, lse, qkv, B, T, NH, HS, causal))
         return;
     *ran = TC_ATTENTION_MMA;

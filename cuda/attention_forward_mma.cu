@@ -193,8 +193,7 @@ __global__ void __launch_bounds__(ATT_MMA_THREADS)
 }
 
 bool tc_cuda_attention_mma_selected(const tc_cuda_backend *cu) {
-    return !cu->fp32 &&
-           (cu->opt.attention == TC_ATTENTION_MMA || cu->opt.attention == TC_ATTENTION_WGMMA);
+    return !cu->fp32 && cu->opt.attention != TC_ATTENTION_FMA;
 }
 
 template <int HS>

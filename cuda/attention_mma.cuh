@@ -277,8 +277,8 @@ template <typename K> static inline bool att_mma_smem_opt_in(K kernel, size_t by
 /* what the FMA launchers call: */
 
 /* true when the tensor-core kernels are selected: the mixed (bf16) mode and
- * options.attention TC_ATTENTION_MMA, or TC_ATTENTION_WGMMA (which runs them
- * where the wgmma kernels do not cover the call or the device) */
+ * options.attention TC_ATTENTION_MMA, or TC_ATTENTION_WGMMA / _TMA (which
+ * run them where the Hopper kernels do not cover the call or the device) */
 bool tc_cuda_attention_mma_selected(const tc_cuda_backend *cu);
 
 /* the tensor-core forward/backward. they return false, having queued nothing
@@ -300,6 +300,14 @@ bool tc_cuda_attention_forward_wgmma(tc_cuda_backend *cu, tc_act *out, float *ls
 bool tc_cuda_attention_backward_wgmma(tc_cuda_backend *cu, tc_act *dqkv, const tc_act *dout,
                                       const tc_act *qkv, const tc_act *out, const float *lse, int B,
                                       int T, int NH, int HS, int causal);
+/* and for the warp-specialised TMA kernels (sm90/attention_*_tma.cu): false,
+ * nothing queued, in the same cases or when a tensor map is refused; the
+ * caller then tries the wgmma kernels above */
+bool tc_cuda_attention_forward_tma(tc_cuda_backend *cu, tc_act *out, float *lse, const tc_act *qkv,
+                                   int B, int T, int NH, int HS, int causal);
+bool tc_cuda_attention_backward_tma(tc_cuda_backend *cu, tc_act *dqkv, const tc_act *dout,
+                                    const tc_act *qkv, const tc_act *out, const float *lse, int B,
+                                    int T, int NH, int HS, int causal);
 
 /* queues D = rowsum(dO * O) into D (B, NH, T) (fp32; dout, out 16-byte
  * aligned, hs a multiple of 8); false when the launch failed (recorded) */

@@ -93,11 +93,15 @@ typedef struct {
 typedef struct tc_graph tc_graph;
 
 /* FMA kernels; tensor cores with mma.sync (Ampere and later); warpgroup MMA
- * (wgmma, compute capability 9 only: elsewhere it runs as MMA) */
+ * (wgmma, compute capability 9 only: elsewhere it runs as MMA); warpgroup MMA
+ * fed by TMA copies from a producer warp (the FlashAttention-3 pipeline,
+ * compute capability 9 only: where it does not cover a call it runs as
+ * WGMMA, elsewhere as MMA) */
 typedef enum {
     TC_ATTENTION_FMA = 0,
     TC_ATTENTION_MMA = 1,
-    TC_ATTENTION_WGMMA = 2
+    TC_ATTENTION_WGMMA = 2,
+    TC_ATTENTION_TMA = 3
 } tc_attention_kernel;
 typedef enum { TC_PATCH_EMBED_GEMM = 0, TC_PATCH_EMBED_CONV = 1 } tc_patch_embed_path;
 

@@ -64,7 +64,7 @@ PLAN=(
   "ops 45 cuda ops vs cpu (fp32 + bf16; ResNet ops, cuDNN conv2d, head sizes 8..256)"
   "model 40 cuda model vs cpu"
   "nccl 25 NCCL collectives"
-  "kernels 35 kernel benchmarks (FMA + mma)"
+  "kernels 35 kernel benchmarks (FMA + mma; wgmma + tma on compute capability 9)"
   "sdpa 25 pytorch SDPA baseline"
   "e2e_fma 35 end to end: tinyclip, FMA attention"
   "e2e_mma 35 end to end: tinyclip, mma attention"
@@ -308,8 +308,8 @@ EOF
   # the quick-correctness step covers what the model breadth added: the
   # ResNet ops (cuDNN conv2d, BatchNorm, pools, attention pool, a whole
   # ResNet CLIP) and the attention cases with head sizes 8..256
-  for t in test_attention test_attention_mma test_patch_embed test_conv2d test_batchnorm \
-    test_relu_avgpool test_attnpool test_resnet_model; do
+  for t in test_attention test_attention_mma test_attention_wgmma test_attention_tma \
+    test_patch_embed test_conv2d test_batchnorm test_relu_avgpool test_attnpool test_resnet_model; do
     grep -a "$t" "$tmp/bin/test_cuda_ops" >/dev/null || bad "ops: test_cuda_ops has no $t"
   done
   # (grep without -q reads to the end: with pipefail an early exit would fail the pipe)
@@ -372,10 +372,11 @@ torch_cuda_or_skip() { # MODULES: the python modules the step needs besides torc
   }
 }
 
-# test_attention_mma and test_attention_wgmma select the tensor-core attention
-# themselves (backends made with TINYCLIP_ATTENTION's mma and wgmma choices), so
-# one run of test_cuda_ops covers the FMA, mma and (on compute capability 9)
-# wgmma kernels, as do the sanitizer runs
+# test_attention_mma, test_attention_wgmma and test_attention_tma select the
+# tensor-core attention themselves (backends made with TINYCLIP_ATTENTION's
+# mma, wgmma and tma choices), so one run of test_cuda_ops covers the FMA, mma
+# and (on compute capability 9) wgmma and TMA-fed kernels, as do the
+# sanitizer runs
 step_ops() { env "$TCENV" "$BIN/test_cuda_ops"; }
 step_model() { env "$TCENV" "$BIN/test_cuda_model"; }
 step_nccl() { env "$TCENV" "$BIN/test_comm_nccl"; }

@@ -3,8 +3,8 @@
 
 Kernels: the `BENCH|name|ms|TFLOP/s` lines of `test_cuda_ops --bench` beside
 the `BENCH|torch name|ms|TFLOP/s` lines of scripts/bench_attention_torch.py
-(a line tagged " [mma]" or " [wgmma]", the tensor-core attention, is put beside the same
-SDPA line).
+(a line tagged " [mma]", " [wgmma]" or " [tma]", the tensor-core attention, is put beside
+the same SDPA line).
 
 End to end: the JSON lines of `tinyclip bench --json` and of
 scripts/bench_torch.py, one file per labelled run (--e2e LABEL=FILE). The
@@ -60,7 +60,7 @@ def kernel_table(bench_path, torch_path, out):
             continue
         name = f[1]
         key = name
-        for tag in (" [mma]", " [wgmma]"):
+        for tag in (" [mma]", " [wgmma]", " [tma]"):
             if name.endswith(tag):
                 key = name[: -len(tag)]
         t = torch_ms.get(key)

@@ -29,12 +29,7 @@
  * not covered (the caller runs the mma or FMA kernels): a pointer not 16-byte
  * aligned, D not fitting the scratch, the device refusing the shared memory,
  * or no sm_90a code for the device. */
-#include "attention_wgmma.cuh"
-
-/* 0 for the registers of a masked (key, query) pair, else exp2(x) */
-__device__ __forceinline__ float att_wg_p(float s, float scale_log2, float lse_log2, bool valid) {
-    return valid ? exp2f(fmaf(s, scale_log2, -lse_log2)) : 0.0f;
-}
+#include "attention_backward_wgmma.cuh"
 
 template <int HS>
 __global__ void __launch_bounds__(ATT_WG_THREADS)
@@ -52,7 +47,7 @@ __global__ void __launch_bounds__(ATT_WG_THREADS)
     const uint32_t k_addr = att_wg_addr(Ks), v_addr = att_wg_addr(Vs);
     const uint32_t q_addr = att_wg_addr(Qs), do_addr = att_wg_addr(dOs);
 
-    const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, t = lane & 3;
+    const int tid = threadIdx.x;
     const int kt = blockIdx.x, h = blockIdx.y, b = blockIdx.z;
     const int A = NH * hs;
     const size_t ld = 3 * (size_t)A;
@@ -61,7 +56,7 @@ __global__ void __launch_bounds__(ATT_WG_THREADS)
     const float *lse_bh = lse + ((size_t)b * NH + h) * Tn;
     const float *D_bh = Dg + ((size_t)b * NH + h) * Tn;
     const int k0 = kt * BR;
-    const int key_lo = k0 + warp * 16 + g, key_hi = key_lo + 8; /* this thread's two keys */
+    const att_wg_rows rows = att_wg_rows_of(tid, k0); /* this thread's two keys */
     const int nqt = (Tn + BR - 1) / BR;
     const int qt0 = causal ? kt : 0; /* earlier query tiles see none of these keys */
 
@@ -96,60 +91,10 @@ __global__ void __launch_bounds__(ATT_WG_THREADS)
             }
         }
         const uint32_t qb = q_addr + buf * TB, dob = do_addr + buf * TB;
-        const float *lb = lse_s + buf * BR, *Db = D_s + buf * BR;
-        const int i0 = qt * BR;
-
-        /* S^T = K Q^T and dP^T = V dO^T: rows keys, columns the 64 queries */
-        float st[32], dpt[32];
-        att_wg_zero(st);
-        att_wg_zero(dpt);
-        att_wg_fence_regs(st);
-        att_wg_fence_regs(dpt);
-        att_wg_fence();
-        att_wg_xyt<HS>(st, k_addr, qb);
-        att_wg_xyt<HS>(dpt, v_addr, dob);
-        att_wg_commit();
-        att_wg_wait_all();
-        att_wg_fence_regs(st);
-        att_wg_fence_regs(dpt);
-
-        /* P^T and dS^T; register i: key (i & 2 ? key_hi : key_lo), query
-         * column att_wg_acc_col(tid, i) */
-        const bool edge = i0 + BR > Tn || k0 + BR > Tn || (causal && k0 + warp * 16 + 15 > i0);
-#pragma unroll
-        for (int i = 0; i < 32; i++) {
-            const int q = att_wg_acc_col(tid, i), qi = i0 + q;
-            const int j = (i & 2) ? key_hi : key_lo;
-            const bool valid = !edge || (qi < Tn && j < Tn && (!causal || j <= qi));
-            st[i] = att_wg_p(st[i], scale_log2, lb[q], valid);
-            dpt[i] = st[i] * (dpt[i] - Db[q]);
-        }
-
-        /* dV += bf16(P^T) dO, dK += bf16(dS^T) Q (k = queries) */
-        uint32_t pa[4][4], da[4][4];
-        att_wg_pack_a(pa, st);
-        att_wg_pack_a(da, dpt);
-        att_wg_fence_regs(dv);
-        att_wg_fence_regs(dk);
-        att_wg_fence();
-        att_wg_pv<HS>(dv, pa, dob);
-        att_wg_pv<HS>(dk, da, qb);
-        att_wg_commit();
-        att_wg_wait_all();
-        att_wg_fence_regs(dv);
-        att_wg_fence_regs(dk);
+        att_wg_dkv_tile<HS>(dk, dv, k_addr, v_addr, qb, dob, lse_s + buf * BR, D_s + buf * BR, rows,
+                            qt * BR, k0, Tn, causal, scale_log2);
     }
-
-    /* registers i, i+1: key (i & 2 ? key_hi : key_lo), dims 8 (i / 4) + 2t, +1 */
-    att_bf16 *dbase = dqkv + (size_t)b * Tn * ld + A + h * hs + 2 * t;
-#pragma unroll
-    for (int i = 0; i < NO; i += 2) {
-        const int n = i >> 2, key = (i & 2) ? key_hi : key_lo;
-        if (key >= Tn || n * 8 >= hs) continue;
-        att_bf16 *d = dbase + (size_t)key * ld + n * 8;
-        att_store2(d, dk[i] * scale, dk[i + 1] * scale);
-        att_store2(d + A, dv[i], dv[i + 1]);
-    }
+    att_wg_dkv_store(dqkv, dk, dv, rows, b, h, Tn, NH, hs, scale);
 #endif
 }
 
@@ -167,13 +112,13 @@ __global__ void __launch_bounds__(ATT_WG_THREADS)
     const uint32_t q_addr = att_wg_addr(Qs), do_addr = att_wg_addr(dOs);
     const uint32_t k_addr = att_wg_addr(Ks), v_addr = att_wg_addr(Vs);
 
-    const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, t = lane & 3;
+    const int tid = threadIdx.x;
     const int qt = blockIdx.x, h = blockIdx.y, b = blockIdx.z;
     const int A = NH * hs;
     const size_t ld = 3 * (size_t)A;
     const att_bf16 *base = qkv + (size_t)b * Tn * ld + h * hs;
     const int q0 = qt * BR;
-    const int row_lo = q0 + warp * 16 + g, row_hi = row_lo + 8;
+    const att_wg_rows rows = att_wg_rows_of(tid, q0); /* this thread's two queries */
     const int nkt = att_key_tiles(Tn, q0, causal);
 
     att_wg_load_tile<HS>(Qs, base, ld, q0, Tn, hs, tid);
@@ -184,7 +129,7 @@ __global__ void __launch_bounds__(ATT_WG_THREADS)
 
     /* lse (times log2 e) and D of this thread's two rows */
     float lr[2], Dr[2];
-    att_row_stats(lr, Dr, lse, Dg, ((size_t)b * NH + h) * Tn, row_lo, row_hi, Tn);
+    att_row_stats(lr, Dr, lse, Dg, ((size_t)b * NH + h) * Tn, rows.lo, rows.hi, Tn);
 
     float dq[NO];
     att_wg_zero(dq);
@@ -199,50 +144,10 @@ __global__ void __launch_bounds__(ATT_WG_THREADS)
             att_cp_async_commit();
         }
         const uint32_t kb = k_addr + (kt & 1) * TB, vb = v_addr + (kt & 1) * TB;
-        const int k0 = kt * BR;
-
-        /* S = Q K^T and dP = dO V^T (64 queries x 64 keys) */
-        float s[32], dp[32];
-        att_wg_zero(s);
-        att_wg_zero(dp);
-        att_wg_fence_regs(s);
-        att_wg_fence_regs(dp);
-        att_wg_fence();
-        att_wg_xyt<HS>(s, q_addr, kb);
-        att_wg_xyt<HS>(dp, do_addr, vb);
-        att_wg_commit();
-        att_wg_wait_all();
-        att_wg_fence_regs(s);
-        att_wg_fence_regs(dp);
-
-        const bool edge = q0 + BR > Tn || k0 + BR > Tn || (causal && k0 + BR - 1 > q0 + warp * 16);
-#pragma unroll
-        for (int i = 0; i < 32; i++) {
-            const int j = k0 + att_wg_acc_col(tid, i), r = (i >> 1) & 1;
-            const int row = r ? row_hi : row_lo;
-            const bool valid = !edge || (row < Tn && j < Tn && (!causal || j <= row));
-            s[i] = att_wg_p(s[i], scale_log2, lr[r], valid);
-            dp[i] = s[i] * (dp[i] - Dr[r]);
-        }
-
-        /* dQ += bf16(dS) K (k = keys) */
-        uint32_t da[4][4];
-        att_wg_pack_a(da, dp);
-        att_wg_fence_regs(dq);
-        att_wg_fence();
-        att_wg_pv<HS>(dq, da, kb);
-        att_wg_commit();
-        att_wg_wait_all();
-        att_wg_fence_regs(dq);
+        att_wg_dq_tile<HS>(dq, q_addr, do_addr, kb, vb, lr, Dr, rows, q0, kt * BR, Tn, causal,
+                           scale_log2);
     }
-
-    att_bf16 *dbase = dqkv + (size_t)b * Tn * ld + h * hs + 2 * t;
-#pragma unroll
-    for (int i = 0; i < NO; i += 2) {
-        const int n = i >> 2, r = (i >> 1) & 1, row = r ? row_hi : row_lo;
-        if (row < Tn && n * 8 < hs)
-            att_store2(dbase + (size_t)row * ld + n * 8, dq[i] * scale, dq[i + 1] * scale);
-    }
+    att_wg_dq_store(dqkv, dq, rows, b, h, Tn, NH, hs, scale);
 #endif
 }
 

@@ -86,41 +86,9 @@ __global__ void __launch_bounds__(ATT_WG_THREADS)
         att_wg_wait_all();
         att_wg_fence_regs(s);
 
-        /* mask: only the last tile (keys past T) and, when causal, a tile
-         * reaching past the warp's first row need it (warp-uniform test) */
-        const int k0 = kt * ATT_WG_ROWS;
-        if (k0 + ATT_WG_ROWS > Tn || (causal && k0 + ATT_WG_ROWS - 1 > q0 + warp * 16)) {
-#pragma unroll
-            for (int i = 0; i < 32; i++) {
-                const int j = k0 + att_wg_acc_col(tid, i);
-                const int row = (i & 2) ? row_hi : row_lo;
-                if (j >= Tn || (causal && j > row)) s[i] = -INFINITY;
-            }
-        }
-
-        /* online softmax: registers with (i & 2) == 0 belong to row_lo */
-        float mx[2] = {m[0], m[1]};
-#pragma unroll
-        for (int i = 0; i < 32; i++)
-            mx[(i >> 1) & 1] = fmaxf(mx[(i >> 1) & 1], s[i]);
-        float alpha[2], msc[2];
-#pragma unroll
-        for (int r = 0; r < 2; r++) {
-            mx[r] = att_quad_max(mx[r]);
-            msc[r] = mx[r] == -INFINITY ? 0.0f : mx[r] * scale_log2;
-            alpha[r] = exp2f(m[r] * scale_log2 - msc[r]); /* m = -inf: 0 */
-            m[r] = mx[r];
-        }
-        float ps[2] = {0.0f, 0.0f};
-#pragma unroll
-        for (int i = 0; i < 32; i++) {
-            const float p = exp2f(fmaf(s[i], scale_log2, -msc[(i >> 1) & 1]));
-            s[i] = p;
-            ps[(i >> 1) & 1] += p;
-        }
-#pragma unroll
-        for (int r = 0; r < 2; r++)
-            l[r] = l[r] * alpha[r] + ps[r];
+        float alpha[2];
+        att_wg_softmax_tile(s, m, l, alpha, tid, kt * ATT_WG_ROWS, Tn, causal, q0 + warp * 16,
+                            row_lo, row_hi, scale_log2);
 #pragma unroll
         for (int i = 0; i < NO; i++)
             o[i] *= alpha[(i >> 1) & 1];
@@ -136,26 +104,7 @@ __global__ void __launch_bounds__(ATT_WG_THREADS)
         att_wg_fence_regs(o);
     }
 
-    float inv[2];
-#pragma unroll
-    for (int r = 0; r < 2; r++) {
-        l[r] = att_quad_sum(l[r]);
-        inv[r] = 1.0f / l[r];
-    }
-    /* registers i, i+1 (i % 4 == 0 for row_lo, 2 for row_hi) are columns
-     * 8 (i / 4) + 2t, +1; the 8-column groups at or past hs are padding */
-    att_bf16 *obase = out + ((size_t)b * Tn) * A + h * hs + 2 * t;
-#pragma unroll
-    for (int i = 0; i < NO; i += 2) {
-        const int n = i >> 2, r = (i >> 1) & 1, row = r ? row_hi : row_lo;
-        if (row < Tn && n * 8 < hs)
-            att_store2(obase + (size_t)row * A + n * 8, o[i] * inv[r], o[i + 1] * inv[r]);
-    }
-    if (t == 0) {
-        float *lrow = lse + ((size_t)b * NH + h) * Tn;
-        if (row_lo < Tn) lrow[row_lo] = m[0] * scale + logf(l[0]);
-        if (row_hi < Tn) lrow[row_hi] = m[1] * scale + logf(l[1]);
-    }
+    att_wg_store_out(out, lse, o, m, l, b, h, Tn, NH, hs, row_lo, row_hi, t, scale);
 #endif
 }
 

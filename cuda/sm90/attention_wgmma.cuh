@@ -44,6 +44,10 @@ __device__ __forceinline__ void att_wg_commit() {
 __device__ __forceinline__ void att_wg_wait_all() {
     asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory");
 }
+/* every batch but the most recent one has completed (batches complete in order) */
+__device__ __forceinline__ void att_wg_wait_but_one() {
+    asm volatile("wgmma.wait_group.sync.aligned 1;\n" ::: "memory");
+}
 /* this thread's generic-proxy writes of shared memory (cp.async included)
  * become visible to the async proxy (wgmma operand reads) */
 __device__ __forceinline__ void att_wg_proxy_fence() {
@@ -251,6 +255,80 @@ __device__ __forceinline__ void att_wg_xyt(float (&d)[32], uint32_t xtile, uint3
 #pragma unroll
     for (int ks = 0; ks < HS / 16; ks++)
         att_wg_ss64(d, att_wg_desc_k(xtile, 0, ks), att_wg_desc_k(ytile, 0, ks));
+}
+
+/* one 64-key tile of the online softmax for this thread's rows row_lo and
+ * row_hi (wq0: the first row of its warp): keys at or past Tn and, when
+ * causal, keys after the row are masked (only the last tile and tiles
+ * reaching past the warp's first row need the test: warp-uniform); m and l
+ * are updated, s becomes P (fp32, exp2 with scale log2 e folded in) and alpha
+ * the factor the output accumulated so far is to be multiplied by. registers
+ * with (i & 2) == 0 belong to row_lo; rows are reduced over the 4 threads of
+ * a quad, as the mma kernel does. */
+__device__ __forceinline__ void att_wg_softmax_tile(float (&s)[32], float (&m)[2], float (&l)[2],
+                                                    float (&alpha)[2], int tid, int k0, int Tn,
+                                                    int causal, int wq0, int row_lo, int row_hi,
+                                                    float scale_log2) {
+    if (k0 + ATT_WG_ROWS > Tn || (causal && k0 + ATT_WG_ROWS - 1 > wq0)) {
+#pragma unroll
+        for (int i = 0; i < 32; i++) {
+            const int j = k0 + att_wg_acc_col(tid, i);
+            const int row = (i & 2) ? row_hi : row_lo;
+            if (j >= Tn || (causal && j > row)) s[i] = -INFINITY;
+        }
+    }
+    float mx[2] = {m[0], m[1]};
+#pragma unroll
+    for (int i = 0; i < 32; i++)
+        mx[(i >> 1) & 1] = fmaxf(mx[(i >> 1) & 1], s[i]);
+    float msc[2];
+#pragma unroll
+    for (int r = 0; r < 2; r++) {
+        mx[r] = att_quad_max(mx[r]);
+        msc[r] = mx[r] == -INFINITY ? 0.0f : mx[r] * scale_log2;
+        alpha[r] = exp2f(m[r] * scale_log2 - msc[r]); /* m = -inf: 0 */
+        m[r] = mx[r];
+    }
+    float ps[2] = {0.0f, 0.0f};
+#pragma unroll
+    for (int i = 0; i < 32; i++) {
+        const float p = exp2f(fmaf(s[i], scale_log2, -msc[(i >> 1) & 1]));
+        s[i] = p;
+        ps[(i >> 1) & 1] += p;
+    }
+#pragma unroll
+    for (int r = 0; r < 2; r++)
+        l[r] = l[r] * alpha[r] + ps[r];
+}
+
+/* out = O / l (bf16) for this thread's rows below Tn and columns below hs,
+ * lse = scale m + log l (the lse of every forward, so every backward accepts
+ * it); l is summed over the quad first. registers i, i+1 (i % 4 == 0 for
+ * row_lo, 2 for row_hi) are columns 8 (i / 4) + 2t, +1 */
+template <int NO>
+__device__ __forceinline__ void att_wg_store_out(att_bf16 *out, float *lse, const float (&o)[NO],
+                                                 const float (&m)[2], float (&l)[2], int b, int h,
+                                                 int Tn, int NH, int hs, int row_lo, int row_hi,
+                                                 int t, float scale) {
+    const int A = NH * hs;
+    float inv[2];
+#pragma unroll
+    for (int r = 0; r < 2; r++) {
+        l[r] = att_quad_sum(l[r]);
+        inv[r] = 1.0f / l[r];
+    }
+    att_bf16 *obase = out + ((size_t)b * Tn) * A + h * hs + 2 * t;
+#pragma unroll
+    for (int i = 0; i < NO; i += 2) {
+        const int n = i >> 2, r = (i >> 1) & 1, row = r ? row_hi : row_lo;
+        if (row < Tn && n * 8 < hs)
+            att_store2(obase + (size_t)row * A + n * 8, o[i] * inv[r], o[i + 1] * inv[r]);
+    }
+    if (t == 0) {
+        float *lrow = lse + ((size_t)b * NH + h) * Tn;
+        if (row_lo < Tn) lrow[row_lo] = m[0] * scale + logf(l[0]);
+        if (row_hi < Tn) lrow[row_hi] = m[1] * scale + logf(l[1]);
+    }
 }
 
 /* ---- host side ---- */

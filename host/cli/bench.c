@@ -42,9 +42,9 @@ typedef struct {
     const char *backend;
     int batch, threads, steps, warmup, accum;
     int train, infer, json;
-    int cache, rounds;                /* --cache: live teacher vs stored features, rounds of each */
-    int cache_bf16;                   /* the stored features in bf16 (converted back each step) */
-    const char *attention;            /* fma, mma, both; NULL: see attention_kernels */
+    int cache, rounds;     /* --cache: live teacher vs stored features, rounds of each */
+    int cache_bf16;        /* the stored features in bf16 (converted back each step) */
+    const char *attention; /* fma, mma, wgmma, tma, both, all; NULL: see attention_kernels */
     char tag_json[160], tag_text[96]; /* the kernels of the current backend */
 } bench_args;
 
@@ -73,9 +73,31 @@ static void usage(FILE *f) {
             "  --steps N          timed iterations (default 5)\n"
             "  --warmup N         untimed iterations first (default 1)\n"
             "  --mode M           train, infer or both (default both)\n"
-            "  --attention K      fma, mma or both (cuda; default: TINYCLIP_ATTENTION if set,\n"
-            "                     else both on cuda, fma elsewhere)\n"
+            "  --attention K      fma, mma, wgmma, tma, both (fma and mma) or all (cuda;\n"
+            "                     default: TINYCLIP_ATTENTION if set, else both on cuda,\n"
+            "                     fma elsewhere)\n"
             "  --json             one JSON line per measurement\n");
+}
+
+/* the attention kernels by name, in the order "all" measures them */
+static const struct {
+    const char *name;
+    tc_attention_kernel kind;
+} attention_kernel_list[] = {{"fma", TC_ATTENTION_FMA},
+                             {"mma", TC_ATTENTION_MMA},
+                             {"wgmma", TC_ATTENTION_WGMMA},
+                             {"tma", TC_ATTENTION_TMA}};
+enum { N_ATTENTION_KERNELS = sizeof attention_kernel_list / sizeof *attention_kernel_list };
+
+static int attention_kernel_named(const char *name) {
+    for (int i = 0; i < N_ATTENTION_KERNELS; i++)
+        if (strcmp(name, attention_kernel_list[i].name) == 0) return i;
+    return -1;
+}
+static int attention_kernel_index(tc_attention_kernel kind) {
+    for (int i = 0; i < N_ATTENTION_KERNELS; i++)
+        if (attention_kernel_list[i].kind == kind) return i;
+    return 0;
 }
 
 static int parse_args(int argc, char **argv, bench_args *a) {
@@ -131,8 +153,9 @@ static int parse_args(int argc, char **argv, bench_args *a) {
             a->warmup = atoi(v);
         else if (strcmp(o, "--attention") == 0) {
             a->attention = v;
-            if (strcmp(v, "fma") && strcmp(v, "mma") && strcmp(v, "both")) {
-                fprintf(stderr, "tinyclip bench: --attention must be fma, mma or both\n");
+            if (strcmp(v, "both") && strcmp(v, "all") && attention_kernel_named(v) < 0) {
+                fprintf(stderr,
+                        "tinyclip bench: --attention must be fma, mma, wgmma, tma, both or all\n");
                 return 2;
             }
         } else if (strcmp(o, "--rounds") == 0)
@@ -557,18 +580,21 @@ static int bench_run(const bench_args *a, tc_backend *be) {
 }
 
 /* the attention kernels to measure: --attention, else the environment's
- * choice when TINYCLIP_ATTENTION is set, else both on the CUDA bf16
- * backend (the only one with a tensor-core attention) */
-static int attention_kernels(const bench_args *a, tc_attention_kernel k[2]) {
+ * choice when TINYCLIP_ATTENTION is set, else both (fma, mma) on the CUDA
+ * bf16 backend (the only one with a tensor-core attention); all: fma, mma,
+ * wgmma and tma (on a device without compute capability 9 the last two run
+ * as mma) */
+static int attention_kernels(const bench_args *a, tc_attention_kernel k[N_ATTENTION_KERNELS]) {
     const char *env = getenv("TINYCLIP_ATTENTION");
     const char *want = a->attention ? a->attention : env && env[0] ? env : NULL;
+    if (strcmp(a->backend, "cpu") == 0) want = "fma"; /* one attention: nothing to choose */
     if (!want) want = strcmp(a->backend, "cuda") == 0 ? "both" : "fma";
-    if (strcmp(want, "both") == 0) {
-        k[0] = TC_ATTENTION_FMA;
-        k[1] = TC_ATTENTION_MMA;
-        return 2;
-    }
-    k[0] = strcmp(want, "mma") == 0 ? TC_ATTENTION_MMA : TC_ATTENTION_FMA;
+    const int n = strcmp(want, "all") == 0 ? 4 : strcmp(want, "both") == 0 ? 2 : 0;
+    for (int i = 0; i < n; i++)
+        k[i] = attention_kernel_list[i].kind;
+    if (n) return n;
+    const int named = attention_kernel_named(want);
+    k[0] = named < 0 ? TC_ATTENTION_FMA : attention_kernel_list[named].kind;
     return 1;
 }
 
@@ -601,12 +627,12 @@ int tc_cmd_bench(int argc, char **argv) {
     if (a.teacher && tc_model_config_load(&teacher_cfg, a.teacher) != TC_OK)
         return tc_cli_report("bench");
     if (!a.json) printf("%-34s %-6s %-5s\n", "model", "mode", "device");
-    tc_attention_kernel kernels[2];
+    tc_attention_kernel kernels[N_ATTENTION_KERNELS];
     const int nk = attention_kernels(&a, kernels);
     rc = 0;
     for (int k = 0; k < nk && rc == 0; k++) {
         opt.attention = kernels[k];
-        const char *att = kernels[k] == TC_ATTENTION_MMA ? "mma" : "fma";
+        const char *att = attention_kernel_list[attention_kernel_index(kernels[k])].name;
         snprintf(a.tag_json, sizeof a.tag_json,
                  ",\"attention\":\"%s\",\"gemm_plans\":%d,\"gemm_epilogue\":%d,\"cuda_graph\":%d",
                  att, opt.gemm_plans, opt.gemm_epilogue, opt.cuda_graph);

@@ -22,7 +22,7 @@ static tc_status env_choice(const char *var, const char *const *choices, int *va
 }
 
 tc_status tc_backend_options_from_env(tc_backend_options *opt) {
-    static const char *const attention[] = {"fma", "mma", "wgmma", NULL};
+    static const char *const attention[] = {"fma", "mma", "wgmma", "tma", NULL};
     static const char *const patch_embed[] = {"gemm", "cudnn", NULL};
     static const char *const off_on[] = {"off", "on", NULL};
     *opt = tc_backend_options_default();
@@ -32,7 +32,9 @@ tc_status tc_backend_options_from_env(tc_backend_options *opt) {
     TC_TRY(env_choice("TINYCLIP_GEMM_PLANS", off_on, &opt->gemm_plans));
     TC_TRY(env_choice("TINYCLIP_GEMM_EPILOGUE", off_on, &opt->gemm_epilogue));
     TC_TRY(env_choice("TINYCLIP_CUDA_GRAPH", off_on, &opt->cuda_graph));
-    opt->attention = a == 2 ? TC_ATTENTION_WGMMA : a ? TC_ATTENTION_MMA : TC_ATTENTION_FMA;
+    static const tc_attention_kernel kernels[] = {TC_ATTENTION_FMA, TC_ATTENTION_MMA,
+                                                  TC_ATTENTION_WGMMA, TC_ATTENTION_TMA};
+    opt->attention = kernels[a];
     opt->patch_embed = p ? TC_PATCH_EMBED_CONV : TC_PATCH_EMBED_GEMM;
     return TC_OK;
 }

@@ -8,8 +8,9 @@
 #include "backend.h"
 
 /* the defaults, then the environment's kernel choices:
- *   TINYCLIP_ATTENTION=fma|mma|wgmma  (unset: fma; wgmma needs compute
- *                                      capability 9, elsewhere it runs as mma)
+ *   TINYCLIP_ATTENTION=fma|mma|wgmma|tma  (unset: fma; wgmma and tma need
+ *                                      compute capability 9, elsewhere they run
+ *                                      as mma; tma is the TMA-fed pipeline)
  *   TINYCLIP_PATCH_EMBED=gemm|cudnn   (unset: gemm)
  *   TINYCLIP_GEMM_PLANS=off|on        (unset: off) cached matmul plans
  *   TINYCLIP_GEMM_EPILOGUE=off|on     (unset: off) fused GEMM epilogues

@@ -1,6 +1,6 @@
 /* test_cuda_ops' cases for the fused attention: the FMA kernels, and the
- * tensor-core kernels chosen with TC_ATTENTION_MMA and TC_ATTENTION_WGMMA,
- * against the CPU backend (harness: cuda_harness.h) */
+ * tensor-core kernels chosen with TC_ATTENTION_MMA, TC_ATTENTION_WGMMA and
+ * TC_ATTENTION_TMA, against the CPU backend (harness: cuda_harness.h) */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -150,11 +150,12 @@ void test_attention(void **state) {
  * FMA backward the tensor-core forward's lse (the lse meaning is shared).
  * fp32 mode: the selection must leave the FMA kernels in place (checked on one
  * shape against the CPU with the fp32 tolerance). */
-static tc_backend *g_gpu_tc[3]; /* the same device, attention kernels chosen */
-static const char *const kernel_names[3] = {"fma", "mma", "wgmma"};
+#define N_KERNELS 4
+static tc_backend *g_gpu_tc[N_KERNELS]; /* the same device, attention kernels chosen */
+static const char *const kernel_names[N_KERNELS] = {"fma", "mma", "wgmma", "tma"};
 
 void attention_cases_teardown(void) {
-    for (int i = 0; i < 3; i++) {
+    for (int i = 0; i < N_KERNELS; i++) {
         if (g_gpu_tc[i]) g_gpu_tc[i]->destroy(g_gpu_tc[i]);
         g_gpu_tc[i] = NULL;
     }
@@ -186,7 +187,8 @@ static int device_cc_major(void) {
 /* the kernels a call must have run when `kind` is chosen */
 static tc_attention_kernel expected_kernel(tc_attention_kernel kind) {
     if (g_fp32) return TC_ATTENTION_FMA;
-    if (kind == TC_ATTENTION_WGMMA && device_cc_major() != 9) return TC_ATTENTION_MMA;
+    if ((kind == TC_ATTENTION_WGMMA || kind == TC_ATTENTION_TMA) && device_cc_major() != 9)
+        return TC_ATTENTION_MMA;
     return kind;
 }
 
@@ -247,6 +249,27 @@ static void run_attention_tc(const att_case *k, tc_attention_kernel kind) {
     bsync(mma, "cuda attention_backward (tensor cores, again)");
     get_act(g_gpu, dq2, gdq, nqkv);
     expect_same_bits("attention dqkv (tensor cores)", dq, dq2, nqkv);
+
+    /* the TMA-fed kernels do the wgmma kernels' operations in the same order
+     * (the forward's overlap moves when O is rescaled, not what it is
+     * multiplied by): out, lse and dqkv must be the same bits */
+    if (kind == TC_ATTENTION_TMA && expected_kernel(kind) == TC_ATTENTION_TMA) {
+        tc_backend *wg = attention_backend(TC_ATTENTION_WGMMA);
+        float *o_w = hmalloc(no * 4), *l_w = hmalloc(nl * 4);
+        poison(g_gpu, go, no * g_gpu->act_bytes);
+        poison(g_gpu, gdq, nqkv * g_gpu->act_bytes);
+        wg->attention_forward(wg, go, gl, gq, B, T, NH, HS, k->causal);
+        wg->attention_backward(wg, gdq, gdo, gq, go2, gl_f, B, T, NH, HS, k->causal);
+        bsync(wg, "cuda attention (wgmma, against tma)");
+        expect_ran(wg, 0, TC_ATTENTION_WGMMA);
+        expect_ran(wg, 1, TC_ATTENTION_WGMMA);
+        get_act(g_gpu, o_w, go, no);
+        get_f32(g_gpu, l_w, gl, nl);
+        get_act(g_gpu, dq2, gdq, nqkv);
+        expect_same_bits("attention out (tma against wgmma)", o, o_w, no);
+        expect_same_bits("attention lse (tma against wgmma)", l, l_w, nl);
+        expect_same_bits("attention dqkv (tma against wgmma)", dq, dq2, nqkv);
+    }
 
     /* the FMA backward from the mma forward's lse */
     poison(g_gpu, gdq, nqkv * g_gpu->act_bytes);
@@ -313,17 +336,29 @@ void test_attention_mma(void **state) {
 }
 
 /* on a device of another compute capability the cases still run (choosing
- * wgmma must run the mma kernels there, correctly), and the test then
- * reports itself skipped: the wgmma kernels were not exercised */
-void test_attention_wgmma(void **state) {
-    (void)state;
-    run_attention_tc_cases(TC_ATTENTION_WGMMA);
+ * wgmma or tma must run the mma kernels there, correctly), and the test then
+ * reports itself skipped: the Hopper kernels were not exercised */
+static void run_hopper_cases(tc_attention_kernel kind) {
+    run_attention_tc_cases(kind);
     if (!g_fp32 && device_cc_major() != 9) {
-        printf("SKIP: the wgmma attention needs compute capability 9 (device 0: %d.x); the "
+        printf("SKIP: the %s attention needs compute capability 9 (device 0: %d.x); the "
                "fallback to mma was checked\n",
-               device_cc_major());
+               kernel_names[kind], device_cc_major());
         skip();
     }
+}
+
+void test_attention_wgmma(void **state) {
+    (void)state;
+    run_hopper_cases(TC_ATTENTION_WGMMA);
+}
+
+/* the TMA-fed, warp-specialised kernels (cuda/sm90/attention_*_tma.cu): the
+ * same cases against the CPU backend, and bit for bit against the wgmma
+ * kernels (run_attention_tc) */
+void test_attention_tma(void **state) {
+    (void)state;
+    run_hopper_cases(TC_ATTENTION_TMA);
 }
 
 #endif

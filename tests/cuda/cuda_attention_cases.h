@@ -5,6 +5,7 @@
 void test_attention(void **state);
 void test_attention_mma(void **state);
 void test_attention_wgmma(void **state);
+void test_attention_tma(void **state);
 /* destroys the extra backends the tensor-core cases made (end of a mode) */
 void attention_cases_teardown(void);
 

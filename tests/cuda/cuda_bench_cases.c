@@ -27,7 +27,8 @@
  *   BENCH|<name>|<ms per call>|<TFLOP/s>
  * each attention shape is timed on the FMA kernels and, names ending in
  * " [mma]", on the tensor-core kernels (TINYCLIP_ATTENTION=mma) and, on a
- * compute capability 9 device, " [wgmma]" (TINYCLIP_ATTENTION=wgmma).
+ * compute capability 9 device, " [wgmma]" (TINYCLIP_ATTENTION=wgmma) and
+ * " [tma]" (TINYCLIP_ATTENTION=tma: TMA-fed, warp specialised).
  * FLOP counts: attention forward 4 B NH T^2 HS (QK^T and PV), halved when
  * causal; backward 2.5x the forward (five T x T products instead of two, the
  * FlashAttention convention; our recomputation of the scores is not counted);
@@ -128,13 +129,16 @@ static tc_act *bench_rand_act(tc_backend *b, size_t n, float scale) {
 }
 
 int run_bench(void) {
-    tc_backend *b = NULL, *bm = NULL, *bw = NULL;
+    tc_backend *b = NULL, *bm = NULL, *bw = NULL, *btma = NULL;
     if (tc_backend_cuda_create(&b, NULL) != TC_OK ||
         tc_backend_cuda_create(&bm, &(tc_backend_options){.attention = TC_ATTENTION_MMA}) !=
             TC_OK ||
         tc_backend_cuda_create(&bw, &(tc_backend_options){.attention = TC_ATTENTION_WGMMA}) !=
+            TC_OK ||
+        tc_backend_cuda_create(&btma, &(tc_backend_options){.attention = TC_ATTENTION_TMA}) !=
             TC_OK) {
         printf("bench: %s\n", tc_last_error());
+        if (bw) bw->destroy(bw);
         if (bm) bm->destroy(bm);
         if (b) b->destroy(b);
         return 1;
@@ -167,12 +171,15 @@ int run_bench(void) {
         double fwd_flops = 4.0 * a.B * a.NH * (double)a.T * a.T * a.HS * (a.causal ? 0.5 : 1.0);
         char name[96];
         /* the FMA kernels, then the tensor-core kernels (backends made with
-         * TC_ATTENTION_MMA and, on compute capability 9, _WGMMA; lines tagged
-         * " [mma]", " [wgmma]") on the same shape and buffers */
-        for (int mma = 0; mma < (cc_major == 9 ? 3 : 2); mma++) {
-            a.b = mma == 2 ? bw : mma ? bm : b;
+         * TC_ATTENTION_MMA and, on compute capability 9, _WGMMA and _TMA;
+         * lines tagged " [mma]", " [wgmma]", " [tma]") on the same shape and
+         * buffers */
+        tc_backend *const kernels[4] = {b, bm, bw, btma};
+        static const char *const tags[4] = {"", " [mma]", " [wgmma]", " [tma]"};
+        for (int mma = 0; mma < (cc_major == 9 ? 4 : 2); mma++) {
+            a.b = kernels[mma];
             b->synchronize(b);
-            const char *tag = mma == 2 ? " [wgmma]" : mma ? " [mma]" : "";
+            const char *tag = tags[mma];
             snprintf(name, sizeof name, "attention_fwd %s B=%d T=%d NH=%d%s%s", att[i].name, a.B,
                      a.T, a.NH, a.causal ? " causal" : "", tag);
             bench_report(name, time_median(a.b, att_fwd, &a, 10), fwd_flops);
@@ -229,6 +236,7 @@ int run_bench(void) {
         b->free(b, l.dbias);
     }
     tc_status s = b->synchronize(b);
+    btma->destroy(btma);
     bw->destroy(bw);
     bm->destroy(bm);
     b->destroy(b);

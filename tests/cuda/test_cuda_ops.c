@@ -88,6 +88,7 @@ int main(int argc, char **argv) {
         TC_T(test_attention),
         TC_T(test_attention_mma),
         TC_T(test_attention_wgmma),
+        TC_T(test_attention_tma),
         TC_T(test_vision_embed),
         TC_T(test_patch_embed),
         TC_T(test_patch_embed_choice),

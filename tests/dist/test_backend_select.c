@@ -21,6 +21,7 @@ static void test_attention_values(void **state) {
     } cases[] = {{"fma", TC_ATTENTION_FMA},
                  {"mma", TC_ATTENTION_MMA},
                  {"wgmma", TC_ATTENTION_WGMMA},
+                 {"tma", TC_ATTENTION_TMA},
                  {"", TC_ATTENTION_FMA}};
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
         setenv("TINYCLIP_ATTENTION", cases[i].value, 1);
@@ -47,7 +48,7 @@ static void test_unknown_value(void **state) {
     setenv("TINYCLIP_ATTENTION", "wgmma2", 1);
     assert_int_equal(tc_backend_options_from_env(&o), TC_ERR_ARG);
     const char *m = tc_last_error();
-    if (!strstr(m, "TINYCLIP_ATTENTION=wgmma2") || !strstr(m, "fma, mma, wgmma"))
+    if (!strstr(m, "TINYCLIP_ATTENTION=wgmma2") || !strstr(m, "fma, mma, wgmma, tma"))
         fail_msg("message '%s' lacks the variable or the choices", m);
     unsetenv("TINYCLIP_ATTENTION");
     setenv("TINYCLIP_PATCH_EMBED", "conv", 1);

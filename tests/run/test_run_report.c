@@ -207,9 +207,40 @@ static void test_run_evidence(void **state) {
     free(dir);
 }
 
+/* --attention: the kernel names (all four, both, all) are accepted, anything
+ * else is refused with the list; the CPU backend has one attention, so it is
+ * measured once whatever is asked */
+static void test_bench_attention_choice(void **state) {
+    (void)state;
+    char args[1024], *out = NULL;
+    snprintf(args, sizeof args, "bench --attention wgmma2 --model %s/configs/models/RN50.json",
+             TC_SOURCE_DIR);
+    int rc = tc_run_cli(args, &out);
+    if (rc != 2 || !strstr(out, "fma, mma, wgmma, tma, both or all"))
+        fail_msg("bench --attention wgmma2: exit %d, output:\n%s", rc, out);
+    free(out);
+    static const char *const kinds[] = {"fma", "mma", "wgmma", "tma", "both", "all"};
+    for (size_t i = 0; i < sizeof kinds / sizeof *kinds; i++) {
+        snprintf(args, sizeof args,
+                 "bench --backend cpu --threads 1 --attention %s --mode infer --steps 1 --warmup 0 "
+                 "--batch 2 --json --model %s/configs/models/fmnist-teacher.json",
+                 kinds[i], TC_SOURCE_DIR);
+        rc = tc_run_cli(args, &out);
+        if (rc != 0) fail_msg("bench --attention %s failed (%d):\n%s", kinds[i], rc, out);
+        int lines = 0;
+        for (const char *p = out; (p = strstr(p, "\"images_per_s\"")) != NULL; p++)
+            lines++;
+        if (lines != 1)
+            fail_msg("bench --backend cpu --attention %s: %d measurements, expected 1:\n%s",
+                     kinds[i], lines, out);
+        free(out);
+    }
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_run_evidence),
+        cmocka_unit_test(test_bench_attention_choice),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
