@@ -173,14 +173,16 @@ void tc_cuda_destroy(tc_backend *b) {
     if (cu->stream) cudaStreamSynchronize(cu->stream);
     tc_cuda_conv_destroy(cu);
     tc_cuda_gemm_plans_destroy(cu);
-    cudaFree(cu->seg_dev);
+    for (int i = 0; i < TC_CUDA_SEG_SLOTS; i++) {
+        cudaFree(cu->seg[i].dev);
+        free(cu->seg[i].key.host);
+    }
     cudaFree(cu->scratch);
     cudaFree(cu->lt_workspace);
     if (cu->lt) cublasLtDestroy(cu->lt);
     for (int k = 0; k < TC_FENCES; k++)
         if (cu->fences[k]) cudaEventDestroy(cu->fences[k]);
     if (cu->stream) cudaStreamDestroy(cu->stream);
-    free(cu->seg_host);
     free(cu);
 }
 

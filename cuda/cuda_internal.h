@@ -26,6 +26,7 @@ extern "C" {
 
 #include "gemm_plan.h"
 #include "launch_math.h"
+#include "seg_slots.h"
 #include "tc_cuda.h"
 
 /* one segment of sum_squares and AdamW as the kernels see it: start is the
@@ -34,6 +35,16 @@ typedef struct {
     size_t offset, count, start;
     float weight_decay;
 } tc_cuda_segment;
+
+/* a segment list on the device: its key (the list as given), the table the
+ * kernels read, its capacity, the non-empty segments and their total */
+typedef struct {
+    tc_seg_key key;
+    tc_cuda_segment *dev;
+    int dev_cap;
+    int dev_count;
+    size_t total;
+} tc_cuda_seg_table;
 
 typedef struct {
     tc_backend base; /* first member: a tc_backend * is a tc_cuda_backend * */
@@ -54,14 +65,10 @@ typedef struct {
      * that no op allocates. */
     void *scratch;
     size_t scratch_bytes;
-    /* the segment table of sum_squares and AdamW, uploaded when the segments
-     * change (once per trainer: both ops get the same segments) */
-    tc_param_segment *seg_host;
-    int seg_count;
-    tc_cuda_segment *seg_dev;
-    int seg_dev_cap;
-    size_t seg_total;
-    int seg_dev_count;
+    /* the segment tables of sum_squares and AdamW (seg_slots.h): each list
+     * uploaded once, kept while it is in use */
+    tc_cuda_seg_table seg[TC_CUDA_SEG_SLOTS];
+    unsigned long long seg_clock;
     /* cuDNN patch embedding state (conv_cudnn.cu); NULL without cuDNN */
     struct tc_cuda_conv *conv;
     /* matmul plans (gemm.cu); NULL unless options.gemm_plans */

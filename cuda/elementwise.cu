@@ -2,8 +2,9 @@
  * may exceed the grid). fp32 math throughout; a bf16 result is rounded once,
  * to nearest even.
  *
- * add and the GELU family (the per-layer ones) move 16 bytes per access (4
- * fp32 or 8 bf16) when every operand is 16-byte aligned, checked per call;
+ * add, the GELU family (the per-layer ones) and the fp32 <-> bf16 casts move
+ * 16 bytes per access (4 fp32 or 8 bf16; a cast reads or writes its fp32 side
+ * as two) when every operand is 16-byte aligned, checked per call;
  * the last n mod V elements and unaligned operands take the scalar path.
  * both paths compute each element with the same operations, so they give
  * the same bits. copies are cudaMemcpyAsync (the driver's copy kernels
@@ -41,10 +42,57 @@ void tc_cuda_copy(tc_backend *b, void *dst, const void *src, size_t bytes) {
                "copy (cudaMemcpyAsync)");
 }
 
-template <typename TO, typename TI> __global__ void cast_kernel(TO *dst, const TI *src, size_t n) {
-    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
-         i += (size_t)gridDim.x * blockDim.x)
-        dst[i] = tc_tof<TO>(tc_ldf(src + i));
+/* the 16-byte path for flat operands at these addresses */
+static bool flat_vec(const void *a, const void *b, const void *c) {
+    const void *ptrs[3] = {a, b, c};
+    return tc_cuda_all_aligned16(ptrs, 3) != 0;
+}
+
+/* V consecutive elements between memory and f: 1, or TC_CAST_VEC (one
+ * 16-byte access of bf16, two of fp32) */
+#define TC_CAST_VEC 8
+template <int V, typename T> __device__ __forceinline__ void cast_ld(float *f, const T *p) {
+    if constexpr (V == 1 || sizeof(T) == 2)
+        tc_ldv<V>(f, p);
+    else {
+        tc_ld16(f, p);
+        tc_ld16(f + 4, p + 4);
+    }
+}
+template <int V, typename T> __device__ __forceinline__ void cast_st(T *p, const float *f) {
+    if constexpr (V == 1 || sizeof(T) == 2)
+        tc_stv<V>(p, f);
+    else {
+        tc_st16(p, f);
+        tc_st16(p + 4, f + 4);
+    }
+}
+
+/* dst[i] = src[i] converted (bf16 rounded to nearest even, as tc_tof), V
+ * elements per step; the last n mod V by the first threads */
+template <typename TO, typename TI, int V>
+__global__ void cast_kernel(TO *dst, const TI *src, size_t n) {
+    const size_t nv = n / V;
+    const size_t tid = blockIdx.x * (size_t)blockDim.x + threadIdx.x;
+    for (size_t v = tid; v < nv; v += (size_t)gridDim.x * blockDim.x) {
+        float f[V];
+        cast_ld<V>(f, src + v * V);
+        cast_st<V>(dst + v * V, f);
+    }
+    if (V > 1 && tid < n - nv * V) dst[nv * V + tid] = tc_tof<TO>(tc_ldf(src + nv * V + tid));
+}
+
+/* one cast launch, 16-byte accesses when both operands allow them */
+template <typename TO, typename TI>
+static void launch_cast(tc_cuda_backend *cu, TO *dst, const TI *src, size_t n, const char *what) {
+    if (flat_vec(dst, src, NULL))
+        cast_kernel<TO, TI, TC_CAST_VEC>
+            <<<tc_cuda_grid(n / TC_CAST_VEC + 1, TC_EW_THREADS), TC_EW_THREADS, 0, cu->stream>>>(
+                dst, src, n);
+    else
+        cast_kernel<TO, TI, 1>
+            <<<tc_cuda_grid(n, TC_EW_THREADS), TC_EW_THREADS, 0, cu->stream>>>(dst, src, n);
+    tc_cuda_launched(cu, what);
 }
 
 void tc_cuda_f32_to_act(tc_backend *b, tc_act *dst, const float *src, size_t n) {
@@ -54,10 +102,7 @@ void tc_cuda_f32_to_act(tc_backend *b, tc_act *dst, const float *src, size_t n) 
         tc_cuda_copy(b, dst, src, n * sizeof(float));
         return;
     }
-    cast_kernel<__nv_bfloat16, float>
-        <<<tc_cuda_grid(n, TC_EW_THREADS), TC_EW_THREADS, 0, cu->stream>>>((__nv_bfloat16 *)dst,
-                                                                           src, n);
-    tc_cuda_launched(cu, "f32_to_act");
+    launch_cast(cu, (__nv_bfloat16 *)dst, src, n, "f32_to_act");
 }
 
 void tc_cuda_act_to_f32(tc_backend *b, float *dst, const tc_act *src, size_t n) {
@@ -67,10 +112,7 @@ void tc_cuda_act_to_f32(tc_backend *b, float *dst, const tc_act *src, size_t n) 
         tc_cuda_copy(b, dst, src, n * sizeof(float));
         return;
     }
-    cast_kernel<float, __nv_bfloat16>
-        <<<tc_cuda_grid(n, TC_EW_THREADS), TC_EW_THREADS, 0, cu->stream>>>(
-            dst, (const __nv_bfloat16 *)src, n);
-    tc_cuda_launched(cu, "act_to_f32");
+    launch_cast(cu, dst, (const __nv_bfloat16 *)src, n, "act_to_f32");
 }
 
 /* out[i] = op(a[i], b[i]) for i < n, V elements per access; b may be NULL
@@ -93,12 +135,6 @@ __global__ void map_kernel(T *out, const T *a, const T *b, size_t n, Op op) {
         const size_t i = nv * V + tid;
         out[i] = tc_tof<T>(op(tc_ldf(a + i), b ? tc_ldf(b + i) : 0.0f));
     }
-}
-
-/* the 16-byte path for flat operands at these addresses */
-static bool flat_vec(const void *a, const void *b, const void *c) {
-    const void *ptrs[3] = {a, b, c};
-    return tc_cuda_all_aligned16(ptrs, 3) != 0;
 }
 
 template <typename T, int V, typename Op>

@@ -158,33 +158,33 @@ __global__ void adamw_kernel(float *params, const float *grads, float *m, float 
     }
 }
 
-/* uploads the segment table when it differs from the cached one */
-static bool upload_segments(tc_cuda_backend *cu, const tc_param_segment *segs, int nseg,
-                            const char *op) {
-    if (cu->seg_host && cu->seg_count == nseg) {
-        /* field by field: the struct's padding bytes are not part of the value */
-        int same = 1;
-        for (int s = 0; s < nseg && same; s++)
-            same = cu->seg_host[s].offset == segs[s].offset &&
-                   cu->seg_host[s].count == segs[s].count &&
-                   cu->seg_host[s].weight_decay == segs[s].weight_decay;
-        if (same) return true;
-    }
-    /* forget the cached table first: if anything below fails, a later call
+/* the device table of (segs, nseg): a kept one when the list is the same
+ * (no upload, no sync), else the least recently used slot rewritten; NULL
+ * when that failed (recorded) */
+static const tc_cuda_seg_table *upload_segments(tc_cuda_backend *cu, const tc_param_segment *segs,
+                                                int nseg, const char *op) {
+    const tc_seg_key *keys[TC_CUDA_SEG_SLOTS];
+    for (int i = 0; i < TC_CUDA_SEG_SLOTS; i++)
+        keys[i] = &cu->seg[i].key;
+    int hit = 0;
+    tc_cuda_seg_table *t = &cu->seg[tc_seg_slot_pick(keys, TC_CUDA_SEG_SLOTS, segs, nseg, &hit)];
+    t->key.used = ++cu->seg_clock;
+    if (hit) return t;
+    /* forget the slot's list first: if anything below fails, a later call
      * with the same segments must not launch on a table that was freed or
      * only partly written */
-    free(cu->seg_host);
-    cu->seg_host = NULL;
-    cu->seg_count = 0;
-    cu->seg_dev_count = 0;
-    cu->seg_total = 0;
+    free(t->key.host);
+    t->key.host = NULL;
+    t->key.count = 0;
+    t->dev_count = 0;
+    t->total = 0;
     tc_param_segment *copy = (tc_param_segment *)malloc((size_t)nseg * sizeof *segs);
     tc_cuda_segment *table = (tc_cuda_segment *)malloc((size_t)nseg * sizeof *table);
     if (!copy || !table) {
         free(copy);
         free(table);
         tc_cuda_record(cu, TC_ERR_OOM, "cuda %s: no host memory for %d segments", op, nseg);
-        return false;
+        return NULL;
     }
     memcpy(copy, segs, (size_t)nseg * sizeof *segs);
     size_t start = 0;
@@ -198,59 +198,51 @@ static bool upload_segments(tc_cuda_backend *cu, const tc_param_segment *segs, i
         start += segs[s].count;
         kept++;
     }
-    if (kept > cu->seg_dev_cap) {
+    bool ok = true;
+    if (kept > t->dev_cap) {
         /* the stream may still read the old table: wait before freeing it */
-        if (!tc_cuda_ok(cu, cudaStreamSynchronize(cu->stream), "segment table: synchronize")) {
-            free(copy);
-            free(table);
-            return false;
+        ok = tc_cuda_ok(cu, cudaStreamSynchronize(cu->stream), "segment table: synchronize");
+        if (ok) {
+            cudaFree(t->dev);
+            t->dev = NULL;
+            t->dev_cap = 0;
+            ok = tc_cuda_ok(cu, cudaMalloc(&t->dev, (size_t)kept * sizeof *table), "segment table");
+            if (ok) t->dev_cap = kept;
         }
-        cudaFree(cu->seg_dev);
-        cu->seg_dev = NULL;
-        cu->seg_dev_cap = 0;
-        if (!tc_cuda_ok(cu, cudaMalloc(&cu->seg_dev, (size_t)kept * sizeof *table),
-                        "segment table")) {
-            free(copy);
-            free(table);
-            return false;
-        }
-        cu->seg_dev_cap = kept;
     }
     /* from pageable memory this copy is staged before the call returns, and it
      * is ordered after every kernel already queued that reads the old table */
-    if (kept > 0 && !tc_cuda_ok(cu,
-                                cudaMemcpyAsync(cu->seg_dev, table, (size_t)kept * sizeof *table,
-                                                cudaMemcpyHostToDevice, cu->stream),
-                                "segment table upload")) {
-        free(copy);
-        free(table);
-        return false;
-    }
-    if (!tc_cuda_ok(cu, cudaStreamSynchronize(cu->stream), "segment table upload wait")) {
-        free(copy);
-        free(table);
-        return false;
-    }
+    if (ok && kept > 0)
+        ok = tc_cuda_ok(cu,
+                        cudaMemcpyAsync(t->dev, table, (size_t)kept * sizeof *table,
+                                        cudaMemcpyHostToDevice, cu->stream),
+                        "segment table upload");
+    if (ok) ok = tc_cuda_ok(cu, cudaStreamSynchronize(cu->stream), "segment table upload wait");
     free(table);
-    cu->seg_host = copy;
-    cu->seg_count = nseg;
-    cu->seg_dev_count = kept;
-    cu->seg_total = start;
-    return true;
+    if (!ok) {
+        free(copy);
+        return NULL;
+    }
+    t->key.host = copy;
+    t->key.count = nseg;
+    t->dev_count = kept;
+    t->total = start;
+    return t;
 }
 
 void tc_cuda_sum_squares(tc_backend *b, float *out, const float *g, const tc_param_segment *segs,
                          int nseg) {
     tc_cuda_backend *cu = tc_cu(b);
-    if (nseg > 0 && segs && !upload_segments(cu, segs, nseg, "sum_squares")) return;
-    const size_t n = nseg > 0 && segs ? cu->seg_total : 0;
+    const tc_cuda_seg_table *t = NULL;
+    if (nseg > 0 && segs && !(t = upload_segments(cu, segs, nseg, "sum_squares"))) return;
+    const size_t n = t ? t->total : 0;
     if (n == 0) {
         tc_cuda_fill_f32(b, out, 0.0f, 1);
         return;
     }
     double *partial = (double *)cu->scratch;
-    sum_squares_partial_kernel<<<SQ_BLOCKS, SQ_THREADS, 0, cu->stream>>>(partial, g, cu->seg_dev,
-                                                                         cu->seg_dev_count, n);
+    sum_squares_partial_kernel<<<SQ_BLOCKS, SQ_THREADS, 0, cu->stream>>>(partial, g, t->dev,
+                                                                         t->dev_count, n);
     if (!tc_cuda_launched(cu, "sum_squares partials")) return;
     sum_squares_final_kernel<<<1, SQ_THREADS, 0, cu->stream>>>(out, partial);
     tc_cuda_launched(cu, "sum_squares final");
@@ -258,12 +250,12 @@ void tc_cuda_sum_squares(tc_backend *b, float *out, const float *g, const tc_par
 
 template <typename T>
 static void launch_adamw(tc_cuda_backend *cu, float *params, const float *grads, float *m, float *v,
-                         tc_act *compute, adamw_consts k, const float *grad_scale,
-                         const tc_adamw_hparams *hp) {
-    const size_t total = cu->seg_total;
+                         tc_act *compute, const tc_cuda_seg_table *t, adamw_consts k,
+                         const float *grad_scale, const tc_adamw_hparams *hp) {
+    const size_t total = t->total;
     adamw_kernel<T><<<tc_cuda_grid(total, 256), 256, 0, cu->stream>>>(
-        params, grads, m, v, (T *)compute, cu->seg_dev, cu->seg_dev_count, total, k, grad_scale,
-        hp->gate, hp->lr_dev, hp->beta1, hp->beta2);
+        params, grads, m, v, (T *)compute, t->dev, t->dev_count, total, k, grad_scale, hp->gate,
+        hp->lr_dev, hp->beta1, hp->beta2);
     tc_cuda_launched(cu, "adamw_update");
 }
 
@@ -275,11 +267,11 @@ void tc_cuda_adamw_update(tc_backend *b, float *params, const float *grads, floa
     TC_CU_REQUIRE(cu, hp.gate || hp.step >= 1, "cuda adamw_update: step %d is not 1-based",
                   hp.step);
     TC_CU_REQUIRE(cu, hp.gate || !hp.lr_dev, "cuda adamw_update: a device lr needs the gate");
-    if (!upload_segments(cu, segs, nseg, "adamw_update")) return;
-    if (cu->seg_total == 0) return;
+    const tc_cuda_seg_table *t = upload_segments(cu, segs, nseg, "adamw_update");
+    if (!t || t->total == 0) return;
     /* with a gate the kernel remakes these from the device's step */
     adamw_consts k = adamw_make_consts(hp.lr, hp.beta1, hp.beta2, hp.eps, hp.gate ? 1 : hp.step);
-    TC_ACT_DISPATCH(cu, launch_adamw, cu, params, grads, m, v, compute, k, grad_scale, &hp);
+    TC_ACT_DISPATCH(cu, launch_adamw, cu, params, grads, m, v, compute, t, k, grad_scale, &hp);
 }
 
 __global__ void step_gate_kernel(float *state) {

@@ -226,8 +226,30 @@ static void gpu_ew(float *out[3], const float *x, const float *y, const float *d
     out[2] = get_act_h(g_gpu, gdi, n);
 }
 
+/* fp32 -> activations -> fp32 on the GPU, every buffer `shift` elements into its allocation */
+static float *gpu_cast_round_trip(const float *x, size_t n, int shift) {
+    float *src = (float *)balloc(g_gpu, (n + (size_t)shift) * sizeof(float)) + shift;
+    float *back = (float *)balloc(g_gpu, (n + (size_t)shift) * sizeof(float)) + shift;
+    if (g_gpu->upload(g_gpu, src, x, n * sizeof(float)) != TC_OK) fail_msg("upload");
+    poison(g_gpu, back, n * sizeof(float));
+    tc_act *a = out_act_at(n, shift);
+    g_gpu->f32_to_act(g_gpu, a, src, n);
+    g_gpu->act_to_f32(g_gpu, back, a, n);
+    bsync(g_gpu, "cuda f32_to_act / act_to_f32");
+    return get_f32_h(g_gpu, back, n);
+}
+
 static void run_ew(const ew_case *k) {
     const size_t n = k->n;
+    /* the casts: bf16 rounding to nearest even (exact in the fp32 mode), the
+     * vector and scalar paths alike */
+    {
+        float *x = rand_f32(n, 3.0f), *want = hmalloc(n * sizeof(float));
+        for (size_t i = 0; i < n; i++)
+            want[i] = g_fp32 ? x[i] : bf16_round(x[i]);
+        expect_same_bits("cast round trip", gpu_cast_round_trip(x, n, k->shift), want, n);
+        expect_same_bits("cast round trip (aligned)", gpu_cast_round_trip(x, n, 0), want, n);
+    }
     for (int kind = 0; kind < 2; kind++) {
         float *x = rand_act(n, 4.0f), *y = rand_act(n, 4.0f), *dout = rand_act(n, 1.0f);
         tc_act *cx = put_act(g_cpu, x, n), *cy = put_act(g_cpu, y, n),

@@ -22,6 +22,7 @@
 #include "conv_pick.h"
 #include "launch_math.h"
 #include "run_pieces.h"
+#include "seg_slots.h"
 #include "welford.h"
 
 #define SCRATCH ((size_t)64 << 20) /* TC_CUDA_SCRATCH_BYTES */
@@ -391,13 +392,89 @@ static void test_conv_pick(void **state) {
     assert_int_equal(tc_conv_pick(list, 0, 0, cap), -1);
 }
 
+/* the segment-table slots: a ResNet trainer alternates two lists (the
+ * gradient norm's, AdamW's); both stay kept, so after the first step every
+ * call hits (no upload, no sync); a third list replaces the one used least
+ * recently; lists are compared by value, field by field */
+typedef struct {
+    tc_seg_key key[TC_CUDA_SEG_SLOTS];
+    unsigned long long clock;
+    int uploads;
+} seg_model;
+
+/* what the backend's upload_segments does with the keys */
+static int seg_use(seg_model *m, const tc_param_segment *segs, int nseg) {
+    const tc_seg_key *keys[TC_CUDA_SEG_SLOTS];
+    for (int i = 0; i < TC_CUDA_SEG_SLOTS; i++)
+        keys[i] = &m->key[i];
+    int hit = 0;
+    const int slot = tc_seg_slot_pick(keys, TC_CUDA_SEG_SLOTS, segs, nseg, &hit);
+    tc_seg_key *k = &m->key[slot];
+    k->used = ++m->clock;
+    if (!hit) {
+        free(k->host);
+        k->host = malloc((size_t)nseg * sizeof *segs);
+        assert_non_null(k->host);
+        memcpy(k->host, segs, (size_t)nseg * sizeof *segs);
+        k->count = nseg;
+        m->uploads++;
+    }
+    return slot;
+}
+
+static void test_seg_slots(void **state) {
+    (void)state;
+    seg_model m;
+    memset(&m, 0, sizeof m);
+    tc_param_segment norm[3], adamw[4], other[4];
+    memset(norm, 0xAB, sizeof norm); /* padding bytes differ from the copies' */
+    for (int i = 0; i < 3; i++)
+        norm[i] = (tc_param_segment){.offset = (size_t)i * 256, .count = 50, .weight_decay = 0.1f};
+    for (int i = 0; i < 4; i++)
+        adamw[i] =
+            (tc_param_segment){.offset = (size_t)i * 256, .count = 100, .weight_decay = 0.1f};
+    memcpy(other, adamw, sizeof adamw);
+    other[3].weight_decay = 0.0f; /* one field differs */
+    /* ten steps of a ResNet trainer: two uploads, then hits only */
+    int s_norm = -1, s_adamw = -1;
+    for (int step = 0; step < 10; step++) {
+        const int a = seg_use(&m, norm, 3), b = seg_use(&m, adamw, 4);
+        if (step == 0) {
+            s_norm = a;
+            s_adamw = b;
+            assert_int_not_equal(a, b);
+        }
+        assert_int_equal(a, s_norm);
+        assert_int_equal(b, s_adamw);
+    }
+    assert_int_equal(m.uploads, 2);
+    /* a copy of the list (other padding) is the same list */
+    tc_param_segment copy[3];
+    memset(copy, 0, sizeof copy);
+    for (int i = 0; i < 3; i++)
+        copy[i] = norm[i];
+    assert_int_equal(seg_use(&m, copy, 3), s_norm);
+    assert_int_equal(m.uploads, 2);
+    /* a list differing in one weight decay replaces the least recently used
+     * (adamw's, used before the norm's copy) */
+    assert_int_equal(seg_use(&m, other, 4), s_adamw);
+    assert_int_equal(m.uploads, 3);
+    assert_int_equal(seg_use(&m, norm, 3), s_norm);
+    assert_int_equal(m.uploads, 3);
+    /* a shorter prefix of a kept list is another list */
+    seg_use(&m, adamw, 3);
+    assert_int_equal(m.uploads, 4);
+    for (int i = 0; i < TC_CUDA_SEG_SLOTS; i++)
+        free(m.key[i].host);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_grid),         cmocka_unit_test(test_chunk_rows),
         cmocka_unit_test(test_alignment),    cmocka_unit_test(test_radix_bits),
         cmocka_unit_test(test_vector_paths), cmocka_unit_test(test_welford_rows),
         cmocka_unit_test(test_run_pieces),   cmocka_unit_test(test_run_piece_size),
-        cmocka_unit_test(test_conv_pick),
+        cmocka_unit_test(test_conv_pick),    cmocka_unit_test(test_seg_slots),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
