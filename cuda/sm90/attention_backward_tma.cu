@@ -42,14 +42,7 @@ __global__ void __launch_bounds__(ATT_WG_THREADS + ATT_TMA_PRODUCER)
     const int qt0 = causal ? kt : 0;        /* earlier query tiles see none of these keys */
     const int n = (Tn + BR - 1) / BR - qt0; /* query tiles streamed */
 
-    if (threadIdx.x == 0) {
-        att_tma_bar_init(kv_full, 1);
-        for (int s = 0; s < S; s++) {
-            att_tma_bar_init(full + 8 * s, ATT_TMA_PRODUCER);
-            att_tma_bar_init(empty + 8 * s, ATT_WG_THREADS);
-        }
-        att_tma_bar_init_fence();
-    }
+    if (threadIdx.x == 0) att_tma_init_bars(kv_full, full, empty, ATT_TMA_PRODUCER, ATT_WG_THREADS);
     __syncthreads();
 
     if (threadIdx.x >= ATT_WG_THREADS) {
@@ -119,14 +112,7 @@ __global__ void __launch_bounds__(ATT_WG_THREADS + ATT_TMA_PRODUCER)
     const int q0 = qt * BR;
     const int nkt = att_key_tiles(Tn, q0, causal);
 
-    if (threadIdx.x == 0) {
-        att_tma_bar_init(q_full, 1);
-        for (int s = 0; s < S; s++) {
-            att_tma_bar_init(full + 8 * s, 1);
-            att_tma_bar_init(empty + 8 * s, ATT_WG_THREADS);
-        }
-        att_tma_bar_init_fence();
-    }
+    if (threadIdx.x == 0) att_tma_init_bars(q_full, full, empty, 1, ATT_WG_THREADS);
     __syncthreads();
 
     if (threadIdx.x >= ATT_WG_THREADS) {
@@ -136,13 +122,7 @@ __global__ void __launch_bounds__(ATT_WG_THREADS + ATT_TMA_PRODUCER)
             att_tma_arrive_expect(q_full, 2 * TB);
             att_tma_qkv_tile<HS>(q_addr, &qkv_map, q_full, h, 0, q0, b);
             att_tma_rows_tile<HS>(do_addr, &dout_map, q_full, h, q0, b);
-            for (int kt = 0; kt < nkt; kt++) {
-                const int s = att_tma_slot(kt), e = att_tma_empty_parity(kt);
-                if (e >= 0) att_tma_wait(empty + 8 * s, (uint32_t)e);
-                att_tma_arrive_expect(full + 8 * s, 2 * TB);
-                att_tma_qkv_tile<HS>(k_addr + s * TB, &qkv_map, full + 8 * s, h, 1, kt * BR, b);
-                att_tma_qkv_tile<HS>(v_addr + s * TB, &qkv_map, full + 8 * s, h, 2, kt * BR, b);
-            }
+            att_tma_stream_kv<HS>(k_addr, v_addr, &qkv_map, full, empty, h, b, nkt);
         }
         return;
     }

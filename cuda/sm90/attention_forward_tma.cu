@@ -59,14 +59,7 @@ __global__ void __launch_bounds__(NC *ATT_WG_THREADS + ATT_TMA_PRODUCER)
     const int q0 = blockIdx.x * NC * BR;
     const int nkt = att_key_tiles(Tn, q0 + (NC - 1) * BR, causal); /* the CTA's key tiles */
 
-    if (threadIdx.x == 0) {
-        att_tma_bar_init(q_full, 1);
-        for (int s = 0; s < ATT_TMA_STAGES; s++) {
-            att_tma_bar_init(kv_full + 8 * s, 1);
-            att_tma_bar_init(kv_empty + 8 * s, NC * ATT_WG_THREADS);
-        }
-        att_tma_bar_init_fence();
-    }
+    if (threadIdx.x == 0) att_tma_init_bars(q_full, kv_full, kv_empty, 1, NC * ATT_WG_THREADS);
     __syncthreads();
 
     if (threadIdx.x >= NC * ATT_WG_THREADS) {
@@ -76,13 +69,7 @@ __global__ void __launch_bounds__(NC *ATT_WG_THREADS + ATT_TMA_PRODUCER)
             att_tma_arrive_expect(q_full, NC * TB);
             for (int c = 0; c < NC; c++)
                 att_tma_qkv_tile<HS>(q_addr + c * TB, &qkv_map, q_full, h, 0, q0 + c * BR, b);
-            for (int kt = 0; kt < nkt; kt++) {
-                const int s = att_tma_slot(kt), e = att_tma_empty_parity(kt);
-                if (e >= 0) att_tma_wait(kv_empty + 8 * s, (uint32_t)e);
-                att_tma_arrive_expect(kv_full + 8 * s, 2 * TB);
-                att_tma_qkv_tile<HS>(k_addr + s * TB, &qkv_map, kv_full + 8 * s, h, 1, kt * BR, b);
-                att_tma_qkv_tile<HS>(v_addr + s * TB, &qkv_map, kv_full + 8 * s, h, 2, kt * BR, b);
-            }
+            att_tma_stream_kv<HS>(k_addr, v_addr, &qkv_map, kv_full, kv_empty, h, b, nkt);
         }
         return;
     }

@@ -102,6 +102,35 @@ __device__ __forceinline__ void att_tma_rows_tile(uint32_t dst, const CUtensorMa
     }
 }
 
+/* thread 0 of the CTA: the barriers of a kernel, then the fences that
+ * publish them (a __syncthreads must follow). resident: the barrier of the
+ * tiles loaded once (count 1); full / empty: ATT_TMA_STAGES barriers each */
+__device__ __forceinline__ void att_tma_init_bars(uint32_t resident, uint32_t full, uint32_t empty,
+                                                  uint32_t full_count, uint32_t empty_count) {
+    att_tma_bar_init(resident, 1);
+    for (int s = 0; s < ATT_TMA_STAGES; s++) {
+        att_tma_bar_init(full + 8 * s, full_count);
+        att_tma_bar_init(empty + 8 * s, empty_count);
+    }
+    att_tma_bar_init_fence();
+}
+
+/* the producer's lane 0 streaming the K and V tiles 0..nkt-1 of (h, b) through
+ * the ring (forward, backward dq) */
+template <int HS>
+__device__ __forceinline__ void att_tma_stream_kv(uint32_t k_addr, uint32_t v_addr,
+                                                  const CUtensorMap *map, uint32_t full,
+                                                  uint32_t empty, int h, int b, int nkt) {
+    constexpr int TB = ATT_WG_TILE_BYTES(HS);
+    for (int kt = 0; kt < nkt; kt++) {
+        const int s = att_tma_slot(kt), e = att_tma_empty_parity(kt);
+        if (e >= 0) att_tma_wait(empty + 8 * s, (uint32_t)e);
+        att_tma_arrive_expect(full + 8 * s, 2 * TB);
+        att_tma_qkv_tile<HS>(k_addr + s * TB, map, full + 8 * s, h, 1, kt * ATT_WG_ROWS, b);
+        att_tma_qkv_tile<HS>(v_addr + s * TB, map, full + 8 * s, h, 2, kt * ATT_WG_ROWS, b);
+    }
+}
+
 /* named barriers of the ping-pong: wait for this warpgroup's turn (both
  * consumer warpgroups, 256 threads, count on it), hand the turn over */
 __device__ __forceinline__ void att_tma_pp_wait(int id) {
