@@ -75,9 +75,8 @@ static void upsampling_fn(tc_yaml *y, struct fy_node *v, const char *path, void 
     t->n_upsampling = t->upsampling ? n : 0;
 }
 
-/* a webdataset spec: each "::" part resolved on its own; pipe: commands and
- * URLs are left as they are (for a single path it is tc_yaml_resolve_path) */
-static char *resolve_spec(tc_yaml *y, const char *spec) {
+/* for a single path it is tc_yaml_resolve_path */
+char *tc_exp_resolve_spec(tc_yaml *y, const char *spec) {
     size_t parts = 1;
     for (const char *q = strstr(spec, "::"); q; q = strstr(q + 2, "::"))
         parts++;
@@ -116,7 +115,7 @@ static const tc_yaml_field train_fields[] = {
     {.key = "path",
      .type = TC_YAML_PATH,
      .off = offsetof(tc_exp_train_data, path),
-     .resolve = resolve_spec},
+     .resolve = tc_exp_resolve_spec},
     {.key = "num_samples",
      .type = TC_YAML_I64,
      .off = offsetof(tc_exp_train_data, num_samples),

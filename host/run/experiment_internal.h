@@ -44,6 +44,9 @@ extern const int tc_exp_n_top_fields;
 
 /* data.train (experiment_data.c); the source names, by tc_exp_data_source */
 void tc_exp_train_fn(tc_yaml *y, struct fy_node *v, const char *path, void *obj);
+/* a path key that may be a webdataset spec: each "::" part resolved against
+ * the file's folder on its own; pipe: commands and URLs left as they are */
+char *tc_exp_resolve_spec(tc_yaml *y, const char *spec);
 extern const char *const tc_exp_source_names[];
 
 /* stages: the list (experiment_stages.c) */

@@ -201,6 +201,19 @@ static tc_json *read_json(const char *path) {
     return j;
 }
 
+/* the seconds a teacher_cache stage took: its shards' build times (kept with
+ * each shard, so a resumed build counts whole) over its processes; NaN
+ * without a summary */
+static double cache_stage_seconds(const tc_experiment *exp, int i) {
+    char path[1024];
+    snprintf(path, sizeof path, "%s/%s/summary.json", exp->out_dir, exp->stages[i].name);
+    tc_json *j = read_json(path);
+    if (!j) return NAN;
+    const double procs = num(j, "processes", 1), secs = num(j, "process_seconds", NAN);
+    tc_json_free(j);
+    return secs / (procs >= 1 ? procs : 1);
+}
+
 /* per image and per caption seconds of the teacher's forward, from the
  * summary of the teacher_cache stage that built stage i's cache */
 static int cache_costs(const tc_experiment *exp, int i, double *img_s, double *txt_s) {
@@ -229,16 +242,18 @@ static void cache_notes(const tc_experiment *exp, tc_sbuf *notes) {
             double rows = num(j, "samples", 0), K = num(j, "augmentations", 1);
             double bytes = num(j, "bytes", 0);
             const tc_json *dt = tc_json_get(j, "dtype");
-            tc_sbuf_printf(notes,
-                           "- teacher cache %s: %.0f samples x %.0f augmentation%s, %s, %.1f MiB "
-                           "(%.0f bytes per sample and augmentation); built once in %.1f s of "
-                           "wall time (%.1f process-seconds), the teacher's forward %.3f ms per "
-                           "image and %.3f ms per caption.\n",
-                           st->name, rows, K, K == 1 ? "" : "s",
-                           dt && dt->type == TC_JSON_STRING ? dt->string : "?", bytes / 1048576.0,
-                           rows > 0 ? bytes / (rows * K) : 0.0, num(j, "wall_seconds", 0),
-                           num(j, "process_seconds", 0), 1e3 * num(j, "teacher_image_s", 0),
-                           1e3 * num(j, "teacher_text_s", 0));
+            tc_sbuf_printf(
+                notes,
+                "- teacher-feature cache (stage %s): %.0f samples x %.0f augmentation%s, "
+                "%s, %.1f MiB "
+                "(%.0f bytes per sample and augmentation); built once in %.1f s of "
+                "wall time (%.1f process-seconds), the teacher's forward %.3f ms per "
+                "image and %.3f ms per caption.\n",
+                st->name, rows, K, K == 1 ? "" : "s",
+                dt && dt->type == TC_JSON_STRING ? dt->string : "?", bytes / 1048576.0,
+                rows > 0 ? bytes / (rows * K) : 0.0, num(j, "wall_seconds", 0),
+                num(j, "process_seconds", 0), 1e3 * num(j, "teacher_image_s", 0),
+                1e3 * num(j, "teacher_text_s", 0));
             tc_json_free(j);
             continue;
         }
@@ -351,9 +366,11 @@ static void notes_text(run_report *R) {
                          : z->max_images;
     char every[160] = "";
     size_t len = 0;
-    for (int i = 0; i < R->n && len < sizeof every; i++)
-        len += (size_t)snprintf(every + len, sizeof every - len, "%s%s %lld", i ? ", " : "",
+    for (int i = 0; i < R->n && len < sizeof every; i++) {
+        if (exp->stages[i].kind == TC_EXP_STAGE_TEACHER_CACHE) continue; /* evaluates nothing */
+        len += (size_t)snprintf(every + len, sizeof every - len, "%s%s %lld", len ? ", " : "",
                                 exp->stages[i].name, (long long)exp->stages[i].eval_every);
+    }
     if (during > 0)
         snprintf(R->eval_note, sizeof R->eval_note,
                  "Curves: zero-shot top-1 on the first %lld images of the evaluation set (a fixed "
@@ -389,8 +406,12 @@ static tc_status report_build(const tc_experiment *exp, run_report *R) {
     R->flat = calloc((size_t)R->n, sizeof *R->flat);
     if (!R->rows || !R->flat) return tc_fail(TC_ERR_OOM, "report: out of memory");
     /* a teacher_cache stage trains no model: it has a note, not a row */
-    for (int i = 0; i < R->n; i++)
-        if (!is_cache_stage(exp, i)) TC_TRY(read_summary(exp, i, &R->rows[i]));
+    for (int i = 0; i < R->n; i++) {
+        if (is_cache_stage(exp, i))
+            R->rows[i].stage_seconds = cache_stage_seconds(exp, i); /* in the run's time */
+        else
+            TC_TRY(read_summary(exp, i, &R->rows[i]));
+    }
     TC_TRY(speedups(R));
     TC_TRY(lineages(R));
     goals(R);

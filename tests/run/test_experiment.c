@@ -498,6 +498,22 @@ static void test_data_options(void **state) {
     assert_float_equal(e->train.pipe_backoff, 0.5, 0);
     assert_float_equal(e->train.pipe_timeout, 60, 0);
     tc_experiment_free(e);
+    /* the retrieval set's path is a spec too: a pipe: command is left as it
+     * is, a relative part resolved against the file's folder */
+    snprintf(y, sizeof y,
+             "data:\n"
+             "  train: {source: fmnist}\n"
+             "  eval:\n"
+             "    retrieval:\n"
+             "      source: wds\n"
+             "      path: \"pipe:curl -s https://h/coco-{0..4}.tar::val/{0..1}.tar\"\n"
+             "      num_samples: 5000\n%s",
+             stages);
+    if (tc_experiment_parse(y, strlen(y), "t.yaml", "/data/exp", NULL, 0, &e, &errs) != TC_OK)
+        fail_msg("%s", tc_last_error());
+    assert_string_equal(e->retrieval.path,
+                        "pipe:curl -s https://h/coco-{0..4}.tar::/data/exp/val/{0..1}.tar");
+    tc_experiment_free(e);
     /* defaults */
     e = parse_ok(MINIMAL, NULL, 0);
     assert_int_equal(e->train.resampled, 0);

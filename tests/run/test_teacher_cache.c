@@ -25,6 +25,7 @@
 #include <sys/stat.h>
 
 #include "experiment.h"
+#include "json.h"
 #include "testutil.h"
 
 static char *dir;
@@ -129,7 +130,9 @@ static const char *exp_yaml =
     "    model: {stage: distill}\n"
     "    steps: 4\n"
     "    schedule: {warmup: 1}\n"
-    "    log_every: 2\n";
+    "    log_every: 2\n"
+    "goals:\n"
+    "  - {kind: wall_time, minutes: 60}\n";
 
 static const char *live =
     "--set stages.distill.teacher_cache=null --set stages.distill.augmentations=";
@@ -163,6 +166,55 @@ static void test_exact_k1(void **state) {
            "byte for byte\n");
 }
 
+static tc_json *json_file(const char *path) {
+    size_t n;
+    char *text = tc_read_file(path, &n);
+    assert_non_null(text);
+    tc_json *j = NULL;
+    assert_int_equal(tc_json_parse(text, n, path, &j), TC_OK);
+    free(text);
+    return j;
+}
+
+static double json_num(const tc_json *j, const char *key) {
+    const tc_json *v = tc_json_get(j, key);
+    assert_non_null(v);
+    assert_int_equal(v->type, TC_JSON_NUMBER);
+    return v->number;
+}
+
+/* the run's time in the wall_time goal counts the cache's build (its shards'
+ * seconds) with the stages' own */
+static void check_run_seconds(void) {
+    char p[1024];
+    double want = 0.0;
+    static const char *const stages[] = {"teacher", "distill", "scratch"};
+    for (int i = 0; i < 3; i++) {
+        snprintf(p, sizeof p, "%s/a/%s/summary.json", dir, stages[i]);
+        tc_json *j = json_file(p);
+        want += json_num(j, "stage_seconds");
+        tc_json_free(j);
+    }
+    snprintf(p, sizeof p, "%s/a/cache/summary.json", dir);
+    tc_json *c = json_file(p);
+    const double cache_s = json_num(c, "process_seconds") / json_num(c, "processes");
+    tc_json_free(c);
+    want += cache_s;
+    snprintf(p, sizeof p, "%s/a/report.json", dir);
+    tc_json *r = json_file(p);
+    const tc_json *goals = tc_json_get(r, "goals");
+    assert_non_null(goals);
+    assert_int_equal(goals->count, 1);
+    const tc_json *res = tc_json_get(&goals->items[0], "result");
+    assert_non_null(res);
+    double got = -1;
+    if (sscanf(res->string, "%lf s", &got) != 1) fail_msg("wall goal result '%s'", res->string);
+    if (got < cache_s || got < want - 0.6 || got > want + 0.6)
+        fail_msg("the run's %s against the stages' %.3f s with the cache's %.3f s", res->string,
+                 want, cache_s);
+    tc_json_free(r);
+}
+
 /* the plan shows the cache stage and who reads it; the report its cost */
 static void test_plan_and_report(void **state) {
     char *out;
@@ -177,14 +229,23 @@ static void test_plan_and_report(void **state) {
     size_t n;
     char *r = tc_read_file(p, &n);
     assert_non_null(r);
-    assert_non_null(strstr(r, "- teacher cache cache: 400 samples x 1 augmentation, fp32"));
+    assert_non_null(
+        strstr(r, "- teacher-feature cache (stage cache): 400 samples x 1 augmentation, fp32"));
     assert_non_null(strstr(r, "- distill trained on the cache's teacher features at"));
     assert_non_null(strstr(r, "with the teacher run live about"));
     assert_null(strstr(r, "| cache |")); /* a note, not a model row */
+    /* nor among the curves' evaluation intervals: it evaluates nothing */
+    const char *every = strstr(r, "every N steps (");
+    assert_non_null(every);
+    const char *close = strchr(every, ')');
+    assert_non_null(close);
+    for (const char *q = every; q < close; q++)
+        if (strncmp(q, "cache ", 6) == 0) fail_msg("the cache stage is listed with an interval");
     /* the speedup of distill against its baseline names report rows, which
      * leave the cache stage out */
     assert_non_null(strstr(r, "## Inheritance speedup: distill against scratch"));
     free(r);
+    check_run_seconds();
 }
 
 static void test_exact_k3(void **state) {
