@@ -133,13 +133,7 @@ __global__ void __launch_bounds__(ATT_MMA_THREADS)
             mx[1] = fmaxf(mx[1], fmaxf(s[n][2], s[n][3]));
         }
         float alpha[2], msc[2];
-#pragma unroll
-        for (int r = 0; r < 2; r++) {
-            mx[r] = att_quad_max(mx[r]);
-            msc[r] = mx[r] == -INFINITY ? 0.0f : mx[r] * scale_log2;
-            alpha[r] = exp2f(m[r] * scale_log2 - msc[r]); /* m = -inf: 0 */
-            m[r] = mx[r];
-        }
+        att_online_max(mx, m, alpha, msc, scale_log2);
         float ps[2] = {0.0f, 0.0f};
 #pragma unroll
         for (int n = 0; n < NK; n++) {

@@ -236,6 +236,21 @@ __device__ __forceinline__ float att_quad_sum(float v) {
     return v + __shfl_xor_sync(0xffffffffu, v, 2);
 }
 
+/* the online softmax's new row maxima: mx holds this thread's maxima of the
+ * two rows (the old m included), reduced here over the quad; msc is the new
+ * maximum times scale log2 e (0 for a row with no key yet), alpha the factor
+ * of what was accumulated (0 when m was -inf), and m takes the new maxima */
+__device__ __forceinline__ void att_online_max(float (&mx)[2], float (&m)[2], float (&alpha)[2],
+                                               float (&msc)[2], float scale_log2) {
+#pragma unroll
+    for (int r = 0; r < 2; r++) {
+        mx[r] = att_quad_max(mx[r]);
+        msc[r] = mx[r] == -INFINITY ? 0.0f : mx[r] * scale_log2;
+        alpha[r] = exp2f(m[r] * scale_log2 - msc[r]); /* m = -inf: 0 */
+        m[r] = mx[r];
+    }
+}
+
 /* the key tiles a query tile from q0 visits: every tile holding a key up to
  * its last query when causal, all of them otherwise */
 __device__ __forceinline__ int att_key_tiles(int Tn, int q0, int causal) {

@@ -282,13 +282,7 @@ __device__ __forceinline__ void att_wg_softmax_tile(float (&s)[32], float (&m)[2
     for (int i = 0; i < 32; i++)
         mx[(i >> 1) & 1] = fmaxf(mx[(i >> 1) & 1], s[i]);
     float msc[2];
-#pragma unroll
-    for (int r = 0; r < 2; r++) {
-        mx[r] = att_quad_max(mx[r]);
-        msc[r] = mx[r] == -INFINITY ? 0.0f : mx[r] * scale_log2;
-        alpha[r] = exp2f(m[r] * scale_log2 - msc[r]); /* m = -inf: 0 */
-        m[r] = mx[r];
-    }
+    att_online_max(mx, m, alpha, msc, scale_log2);
     float ps[2] = {0.0f, 0.0f};
 #pragma unroll
     for (int i = 0; i < 32; i++) {
