@@ -107,6 +107,23 @@ void tc_rmtree(const char *path) {
     if (system(cmd) != 0) fprintf(stderr, "warning: could not remove %s\n", path);
 }
 
+tc_json *tc_test_read_json(const char *path) {
+    size_t len;
+    char *text = tc_read_file(path, &len);
+    if (!text) fail_msg("missing %s", path);
+    tc_json *j = NULL;
+    const tc_status s = tc_json_parse(text, len, path, &j);
+    free(text);
+    if (s != TC_OK) fail_msg("%s: %s", path, tc_last_error());
+    return j;
+}
+
+double tc_test_json_num(const tc_json *j, const char *key) {
+    const tc_json *v = tc_json_get(j, key);
+    if (!v || v->type != TC_JSON_NUMBER) fail_msg("no number '%s'", key);
+    return v->number;
+}
+
 char *tc_read_file(const char *path, size_t *len) {
     FILE *f = fopen(path, "rb");
     if (!f) return NULL;

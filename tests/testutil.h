@@ -11,6 +11,7 @@
 /* cmocka.h needs the headers above first */
 #include <cmocka.h>
 
+#include "json.h"
 #include "model_config.h"
 #include "params.h"
 
@@ -50,6 +51,10 @@ void tc_rmtree(const char *path);
 
 /* reads a whole file; NULL on failure */
 char *tc_read_file(const char *path, size_t *len);
+/* a JSON file, parsed (the test fails naming the file when it is missing or
+ * not JSON); a number member of it (the test fails when it is not there) */
+tc_json *tc_test_read_json(const char *path);
+double tc_test_json_num(const tc_json *j, const char *key);
 int tc_write_file(const char *path, const void *data, size_t len);
 
 /* runs the tinyclip binary (TINYCLIP_BIN) with a shell command tail, captures

@@ -113,8 +113,7 @@ static void model_copy(uint8_t *smem, size_t smem_bytes, uint32_t dst, int *writ
 }
 
 static uint16_t rand_u16(uint64_t *rng) {
-    *rng = *rng * 6364136223846793005ULL + 1442695040888963407ULL;
-    return (uint16_t)((*rng >> 33) | 1u); /* never 0: a zero in a tile means "filled" */
+    return (uint16_t)(tc_test_rand(rng) | 1u); /* never 0: a zero in a tile means "filled" */
 }
 
 #define TILE_MAX ATT_WG_TILE_BYTES(ATT_WG_MAX_HS)
@@ -466,16 +465,9 @@ static int step_consumer_fwd(sim *s, int a, int c) {
     }
 }
 
-static uint64_t next_rand(uint64_t *rng) {
-    *rng ^= *rng << 13;
-    *rng ^= *rng >> 7;
-    *rng ^= *rng << 17;
-    return *rng;
-}
-
 /* one random interleaving to its end: 0 finished cleanly, -1 failed (why) */
 static int run_schedule(sim *s, uint64_t seed) {
-    uint64_t rng = seed * 2654435761u + 1;
+    uint64_t rng = seed;
     mbar_init(&s->q_full, 1);
     for (int i = 0; i < ATT_TMA_STAGES; i++) {
         mbar_init(&s->full[i], s->lanes);
@@ -496,7 +488,7 @@ static int run_schedule(sim *s, uint64_t seed) {
         const int choices = agents + s->ncopies;
         int progressed = 0;
         s->moved = 0;
-        const int first = (int)(next_rand(&rng) % (uint64_t)choices);
+        const int first = (int)(tc_test_rand(&rng) % (uint64_t)choices);
         for (int k = 0; k < choices && !progressed; k++) {
             const int ch = (first + k) % choices;
             int r;

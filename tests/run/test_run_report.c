@@ -44,22 +44,6 @@ static const char *experiment_yaml =
     "  - {kind: reach_faster, stage: auto, baseline: scratch, at: 0.5, max_ratio: 100}\n"
     "  - {kind: wall_time, minutes: 1000}\n";
 
-static tc_json *read_json(const char *path) {
-    size_t len;
-    char *text = tc_read_file(path, &len);
-    if (!text) fail_msg("missing %s", path);
-    tc_json *j = NULL;
-    assert_int_equal(tc_json_parse(text, len, path, &j), TC_OK);
-    free(text);
-    return j;
-}
-
-static double num(const tc_json *j, const char *key) {
-    const tc_json *v = tc_json_get(j, key);
-    if (!v || v->type != TC_JSON_NUMBER) fail_msg("summary.json: no number '%s'", key);
-    return v->number;
-}
-
 static int count_tag(void *user, const tc_tb_event *ev) {
     if (ev->has_scalar && !strcmp(ev->tag, "mask/expected_sparsity")) (*(int *)user)++;
     return 0;
@@ -145,15 +129,16 @@ static void test_run_evidence(void **state) {
     free(p);
     tc_param_layout_free(&l);
     snprintf(path, sizeof path, "%s/run/auto/summary.json", dir);
-    tc_json *j = read_json(path);
+    tc_json *j = tc_test_read_json(path);
     double want = 8.0 * (3 * tc_step_gflops(TC_STEP_DISTILL, &full, &teacher) +
                          3 * tc_step_gflops(TC_STEP_DISTILL, &pruned, &teacher));
-    assert_float_equal(num(j, "train_gflop"), want, 1e-9 * want);
-    assert_float_equal(num(j, "mask_steps"), 3, 0);
-    assert_float_equal(num(j, "images_per_step"), 8, 0);
-    assert_float_equal(num(j, "zeroshot_images"), 48, 0);
-    assert_float_equal(num(j, "resumed_at_step"), 0, 0);
-    assert_true(num(j, "train_seconds") > 0 && num(j, "train_seconds") <= num(j, "stage_seconds"));
+    assert_float_equal(tc_test_json_num(j, "train_gflop"), want, 1e-9 * want);
+    assert_float_equal(tc_test_json_num(j, "mask_steps"), 3, 0);
+    assert_float_equal(tc_test_json_num(j, "images_per_step"), 8, 0);
+    assert_float_equal(tc_test_json_num(j, "zeroshot_images"), 48, 0);
+    assert_float_equal(tc_test_json_num(j, "resumed_at_step"), 0, 0);
+    assert_true(tc_test_json_num(j, "train_seconds") > 0 &&
+                tc_test_json_num(j, "train_seconds") <= tc_test_json_num(j, "stage_seconds"));
     assert_non_null(tc_json_get(j, "blas_core"));
     tc_json_free(j);
 
@@ -174,7 +159,7 @@ static void test_run_evidence(void **state) {
     assert_non_null(strstr(md, "Curves: zero-shot top-1 on the first 16 images"));
     free(md);
     snprintf(path, sizeof path, "%s/run/report.json", dir);
-    j = read_json(path);
+    j = tc_test_read_json(path);
     const tc_json *goals = tc_json_get(j, "goals");
     assert_non_null(goals);
     assert_int_equal(goals->count, 4);

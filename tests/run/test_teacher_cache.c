@@ -25,7 +25,6 @@
 #include <sys/stat.h>
 
 #include "experiment.h"
-#include "json.h"
 #include "testutil.h"
 
 static char *dir;
@@ -166,23 +165,6 @@ static void test_exact_k1(void **state) {
            "byte for byte\n");
 }
 
-static tc_json *json_file(const char *path) {
-    size_t n;
-    char *text = tc_read_file(path, &n);
-    assert_non_null(text);
-    tc_json *j = NULL;
-    assert_int_equal(tc_json_parse(text, n, path, &j), TC_OK);
-    free(text);
-    return j;
-}
-
-static double json_num(const tc_json *j, const char *key) {
-    const tc_json *v = tc_json_get(j, key);
-    assert_non_null(v);
-    assert_int_equal(v->type, TC_JSON_NUMBER);
-    return v->number;
-}
-
 /* the run's time in the wall_time goal counts the cache's build (its shards'
  * seconds) with the stages' own */
 static void check_run_seconds(void) {
@@ -191,17 +173,18 @@ static void check_run_seconds(void) {
     static const char *const stages[] = {"teacher", "distill", "scratch"};
     for (int i = 0; i < 3; i++) {
         snprintf(p, sizeof p, "%s/a/%s/summary.json", dir, stages[i]);
-        tc_json *j = json_file(p);
-        want += json_num(j, "stage_seconds");
+        tc_json *j = tc_test_read_json(p);
+        want += tc_test_json_num(j, "stage_seconds");
         tc_json_free(j);
     }
     snprintf(p, sizeof p, "%s/a/cache/summary.json", dir);
-    tc_json *c = json_file(p);
-    const double cache_s = json_num(c, "process_seconds") / json_num(c, "processes");
+    tc_json *c = tc_test_read_json(p);
+    const double cache_s =
+        tc_test_json_num(c, "process_seconds") / tc_test_json_num(c, "processes");
     tc_json_free(c);
     want += cache_s;
     snprintf(p, sizeof p, "%s/a/report.json", dir);
-    tc_json *r = json_file(p);
+    tc_json *r = tc_test_read_json(p);
     const tc_json *goals = tc_json_get(r, "goals");
     assert_non_null(goals);
     assert_int_equal(goals->count, 1);
